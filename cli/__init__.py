@@ -1,0 +1,1 @@
+"""gengraph's command-line interface (click)."""

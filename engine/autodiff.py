@@ -1,0 +1,55 @@
+"""Symbolic reverse mode: `grad` adds the gradient's nodes to the same graph.
+
+Walks the nodes between `y` and `wrt` in reverse topological order, calls each op's
+per-input VJP, sums fan-in and sums broadcast gradients back to each input's shape.
+The result is ordinary graph, so it can be compiled, inspected or differentiated again.
+"""
+
+from __future__ import annotations
+
+from .graph import Node, topo_order
+from .ops import OPS
+from .ops import add, ones_like, sum_to, zeros_like
+
+
+def grad(y: Node, wrt, seed: Node | None = None):
+    """Gradients of scalar `y` (or of sum(seed * y)) with respect to each node of `wrt`.
+
+    `wrt` may be a node or a list of nodes; the result has the same form. Nodes that `y`
+    does not depend on get zeros.
+    """
+    single = isinstance(wrt, Node)
+    targets = [wrt] if single else list(wrt)
+    if seed is None:
+        if y.shape != ():
+            raise ValueError(f"grad needs a scalar output or a seed; {y!r} has shape {y.shape}")
+        seed = ones_like(y)
+    order = topo_order([y])
+    # only nodes that depend on a target carry gradient
+    live = {id(t) for t in targets}
+    for node in order:
+        if id(node) not in live and any(id(i) in live for i in node.inputs):
+            live.add(id(node))
+    grads: dict[int, Node] = {id(y): seed}
+    for node in reversed(order):
+        g = grads.get(id(node))
+        if g is None or node.is_leaf:
+            continue
+        op = OPS[node.op]
+        for i, inp in enumerate(node.inputs):
+            if id(inp) not in live or inp.dtype.kind != "f":
+                continue
+            vjp = op.vjp[i] if i < len(op.vjp) else None
+            if vjp is None:
+                continue
+            with node.graph.scope(_grad_scope(node)):
+                gi = sum_to(vjp(g, node, *node.inputs, **node.attrs), inp)
+                prev = grads.get(id(inp))
+                grads[id(inp)] = gi if prev is None else add(prev, gi)
+    out = [grads.get(id(t)) if id(t) in grads else zeros_like(t) for t in targets]
+    return out[0] if single else out
+
+
+def _grad_scope(node: Node) -> str:
+    # gradient nodes live under grad/<forward scope>, so graphs show forward vs backward
+    return "grad" + ("/" + node.scope if node.scope and not node.scope.startswith("grad") else "")

@@ -1,0 +1,41 @@
+"""Array backends: NumPy (default) and CuPy, chosen when a program is compiled."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+def get_backend(name: str = "numpy"):
+    """The array namespace for a backend name ("numpy"/"cpu" or "cupy"/"cuda")."""
+    if name in ("numpy", "cpu"):
+        return np
+    if name in ("cupy", "cuda", "gpu"):
+        try:
+            import cupy
+        except ImportError as exc:
+            raise BackendError("the cupy backend needs CuPy: pip install 'gengraph[cuda]'") from exc
+        try:
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # no driver / no device
+            raise BackendError(f"CuPy is installed but no CUDA device is usable: {exc}") from exc
+        return cupy
+    raise BackendError(f'unknown backend "{name}" (use numpy or cupy)')
+
+
+def cupy_available() -> bool:
+    try:
+        get_backend("cupy")
+    except BackendError:
+        return False
+    return True
+
+
+def to_numpy(x):
+    """A NumPy array from a NumPy or CuPy array (or scalar)."""
+    if hasattr(x, "get") and not isinstance(x, np.ndarray):
+        return x.get()
+    return np.asarray(x)

@@ -1,0 +1,211 @@
+"""The graph IR: a Graph owns Nodes; leaves are inputs, params, state and constants.
+
+Nodes are immutable records once built. Arithmetic operators on nodes build new nodes
+through the op registry, so ``x @ w + b`` reads like NumPy and yields graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import numpy as np
+
+LEAF_OPS = ("input", "param", "state", "constant")
+
+
+class Node:
+    __slots__ = ("graph", "id", "op", "inputs", "attrs", "shape", "dtype", "name", "scope", "origin")
+    __array_priority__ = 1000  # so ndarray (op) Node defers to Node's reflected operators
+
+    def __init__(self, graph, id, op, inputs, attrs, shape, dtype, name, scope, origin):
+        self.graph, self.id, self.op = graph, id, op
+        self.inputs, self.attrs = tuple(inputs), attrs
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.name, self.scope, self.origin = name, scope, origin
+
+    # --- description -------------------------------------------------------------
+    @property
+    def is_leaf(self) -> bool:
+        return self.op in LEAF_OPS
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def label(self) -> str:
+        """A readable name: the user's name, or op#id, prefixed by the scope."""
+        base = self.name or f"{self.op}#{self.id}"
+        return f"{self.scope}/{base}" if self.scope and not base.startswith(self.scope + "/") else base
+
+    def __repr__(self) -> str:
+        shape = "x".join("?" if d is None else str(d) for d in self.shape) or "scalar"
+        return f"<Node {self.label} {shape} {self.dtype}>"
+
+    def __hash__(self):
+        return id(self)
+
+    def __bool__(self):
+        raise TypeError("a graph Node has no truth value; compare values after running a program")
+
+    # --- operator sugar (resolved through the op registry) ------------------------
+    def _op(self, name, *args, **attrs):
+        from .ops import apply
+
+        return apply(name, *args, **attrs)
+
+    def __add__(self, o): return self._op("add", self, o)
+    def __radd__(self, o): return self._op("add", o, self)
+    def __sub__(self, o): return self._op("sub", self, o)
+    def __rsub__(self, o): return self._op("sub", o, self)
+    def __mul__(self, o): return self._op("mul", self, o)
+    def __rmul__(self, o): return self._op("mul", o, self)
+    def __truediv__(self, o): return self._op("div", self, o)
+    def __rtruediv__(self, o): return self._op("div", o, self)
+    def __pow__(self, o): return self._op("pow", self, o)
+    def __rpow__(self, o): return self._op("pow", o, self)
+    def __matmul__(self, o): return self._op("matmul", self, o)
+    def __rmatmul__(self, o): return self._op("matmul", o, self)
+    def __neg__(self): return self._op("neg", self)
+    def __getitem__(self, index): return self._op("getitem", self, index=index)
+
+    @property
+    def T(self):
+        return self._op("transpose", self)
+
+
+class Graph:
+    """Owns nodes, the values of params/state/constants, and the name scopes."""
+
+    def __init__(self, dtype="float32", seed: int = 0):
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        self.nodes: list[Node] = []
+        self.values: dict[int, np.ndarray] = {}  # param/state/constant values by node id
+        self._ids = itertools.count()
+        self._scopes: list[str] = []
+        self._origin = None
+        self._names: dict[str, Node] = {}
+
+    # --- scopes ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def scope(self, name: str, origin=None):
+        """Group nodes built inside under a name scope (e.g. a layer); origin is spec provenance."""
+        self._scopes.append(name)
+        prev, self._origin = self._origin, origin if origin is not None else self._origin
+        try:
+            yield
+        finally:
+            self._scopes.pop()
+            self._origin = prev
+
+    @property
+    def current_scope(self) -> str:
+        return "/".join(self._scopes)
+
+    # --- node creation -----------------------------------------------------------
+    def add_node(self, op, inputs=(), attrs=None, shape=(), dtype=None, name=None) -> Node:
+        for n in inputs:
+            if n.graph is not self:
+                raise ValueError(f"node {n!r} belongs to another graph")
+        node = Node(self, next(self._ids), op, inputs, attrs or {}, shape, dtype or self.dtype,
+                    name, self.current_scope, self._origin)
+        self.nodes.append(node)
+        if name is not None:
+            full = node.label
+            if full in self._names and node.is_leaf:
+                raise ValueError(f'a leaf named "{full}" already exists in this graph')
+            self._names.setdefault(full, node)
+        return node
+
+    def input(self, name: str, shape, dtype=None) -> Node:
+        """A value fed per run; shape may start with None (batch size unknown)."""
+        return self.add_node("input", shape=tuple(shape), dtype=dtype or self.dtype, name=name)
+
+    def param(self, name: str, value) -> Node:
+        """A trainable parameter with its initial value (cast to the graph's dtype)."""
+        return self._leaf_with_value("param", name, value, self.dtype)
+
+    def state(self, name: str, value, dtype=None) -> Node:
+        """Non-trainable state updated by programs (optimizer moments, chains, counters)."""
+        return self._leaf_with_value("state", name, value, dtype or self.dtype)
+
+    def constant(self, value, dtype=None, name=None) -> Node:
+        arr = np.asarray(value)
+        if dtype is None:
+            dtype = self.dtype if arr.dtype.kind in "fc" or arr.dtype.kind in "iub" and arr.ndim == 0 else arr.dtype
+        return self._leaf_with_value("constant", name, arr, dtype)
+
+    def _leaf_with_value(self, op, name, value, dtype) -> Node:
+        arr = np.array(value, dtype=dtype)
+        node = self.add_node(op, shape=arr.shape, dtype=arr.dtype, name=name)
+        self.values[node.id] = arr
+        return node
+
+    def move_to(self, xp) -> None:
+        """Keep param/state values on the backend `xp` (NumPy or CuPy), converting once."""
+        for k, v in self.values.items():
+            if not isinstance(v, xp.ndarray):
+                self.values[k] = xp.asarray(v)
+
+    def value(self, node: Node):
+        """The current value of a param, state or constant, as a NumPy array."""
+        from .backend import to_numpy
+
+        return to_numpy(self.values[node.id])
+
+    def set_value(self, node: Node, value) -> None:
+        """Overwrite a param/state value in place (compiled programs see the change)."""
+        self.values[node.id][...] = value
+
+    # --- queries -----------------------------------------------------------------
+    def params(self) -> list[Node]:
+        return [n for n in self.nodes if n.op == "param"]
+
+    def states(self) -> list[Node]:
+        return [n for n in self.nodes if n.op == "state"]
+
+    def find(self, label: str) -> Node:
+        try:
+            return self._names[label]
+        except KeyError:
+            raise KeyError(f'no node named "{label}"') from None
+
+    def to_networkx(self, nodes=None):
+        """A networkx.DiGraph with one vertex per node (attributes: op, shape, dtype, ...)."""
+        import networkx as nx
+
+        nodes = self.nodes if nodes is None else nodes
+        keep = {n.id for n in nodes}
+        g = nx.DiGraph()
+        for n in nodes:
+            g.add_node(n.id, op=n.op, label=n.label, name=n.name or "", scope=n.scope,
+                       shape="x".join("?" if d is None else str(d) for d in n.shape),
+                       dtype=str(n.dtype))
+            for i, src in enumerate(n.inputs):
+                if src.id in keep:
+                    g.add_edge(src.id, n.id, index=i)
+        return g
+
+
+def topo_order(outputs) -> list[Node]:
+    """Nodes reachable from outputs, inputs before users (iterative DFS, no recursion limit)."""
+    order, seen = [], set()
+    for out in outputs:
+        if id(out) in seen:
+            continue
+        stack = [(out, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for src in reversed(node.inputs):
+                if id(src) not in seen:
+                    stack.append((src, False))
+    return order

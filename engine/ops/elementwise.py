@@ -1,0 +1,86 @@
+"""Elementwise arithmetic, math functions, activations and comparisons.
+
+Each op is one `defop` line group: forward, shape rule, one VJP per input. VJPs are
+graph code, so ``grad`` of a gradient works. Broadcasting in VJPs is undone by the
+gradient engine (sum back to the input's shape), not here.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .registry import defop, elementwise, ewise_flops, float_dtype, same_shape
+
+# comparisons give 0/1 masks in the float dtype: handy as multipliers, never differentiated
+gt = defop("gt", lambda xp, a, b: (a > b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
+           doc="1 where a > b else 0")
+ge = defop("ge", lambda xp, a, b: (a >= b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
+           doc="1 where a >= b else 0")
+lt = defop("lt", lambda xp, a, b: (a < b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
+           doc="1 where a < b else 0")
+le = defop("le", lambda xp, a, b: (a <= b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
+           doc="1 where a <= b else 0")
+eq = defop("eq", lambda xp, a, b: (a == b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
+           doc="1 where a == b else 0")
+sign = defop("sign", lambda xp, x: xp.sign(x), same_shape, (None,), ufunc="sign")
+
+# --- arithmetic -------------------------------------------------------------------
+add = defop("add", lambda xp, a, b: a + b, elementwise,
+            (lambda g, y, a, b: g, lambda g, y, a, b: g), ufunc="add", flops=ewise_flops)
+sub = defop("sub", lambda xp, a, b: a - b, elementwise,
+            (lambda g, y, a, b: g, lambda g, y, a, b: -g), ufunc="subtract", flops=ewise_flops)
+mul = defop("mul", lambda xp, a, b: a * b, elementwise,
+            (lambda g, y, a, b: g * b, lambda g, y, a, b: g * a), ufunc="multiply", flops=ewise_flops)
+div = defop("div", lambda xp, a, b: a / b, elementwise,
+            (lambda g, y, a, b: g / b, lambda g, y, a, b: -g * y / b), ufunc="divide", flops=ewise_flops)
+neg = defop("neg", lambda xp, x: -x, same_shape, (lambda g, y, x: -g,), ufunc="negative", flops=ewise_flops)
+pow = defop("pow", lambda xp, a, b: a ** b, elementwise,
+            (lambda g, y, a, b: g * b * a ** (b - 1), lambda g, y, a, b: g * y * log(a)),
+            ufunc="power", flops=ewise_flops)
+maximum = defop("maximum", lambda xp, a, b: xp.maximum(a, b), elementwise,
+                (lambda g, y, a, b: g * ge(a, b), lambda g, y, a, b: g * lt(a, b)), ufunc="maximum")
+minimum = defop("minimum", lambda xp, a, b: xp.minimum(a, b), elementwise,
+                (lambda g, y, a, b: g * le(a, b), lambda g, y, a, b: g * gt(a, b)), ufunc="minimum")
+where = defop("where", lambda xp, c, a, b: xp.where(c, a, b), lambda c, a, b: elementwise(a, b, c),
+              (None, lambda g, y, c, a, b: where(c, g, 0.0), lambda g, y, c, a, b: where(c, 0.0, g)),
+              doc="a where the condition (a 0/1 mask) is nonzero, else b")
+clip = defop("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), lambda x, lo, hi: (x.shape, float_dtype(x)),
+             (lambda g, y, x, lo, hi: g * ge(x, lo) * le(x, hi), None, None),
+             doc="x limited to [lo, hi]; gradient passes where lo <= x <= hi")
+
+# --- math functions ---------------------------------------------------------------
+exp = defop("exp", lambda xp, x: xp.exp(x), same_shape, (lambda g, y, x: g * y,), ufunc="exp", flops=ewise_flops)
+log = defop("log", lambda xp, x: xp.log(x), same_shape, (lambda g, y, x: g / x,), ufunc="log", flops=ewise_flops)
+sqrt = defop("sqrt", lambda xp, x: xp.sqrt(x), same_shape, (lambda g, y, x: g * 0.5 / y,), ufunc="sqrt")
+square = defop("square", lambda xp, x: xp.square(x), same_shape, (lambda g, y, x: g * 2.0 * x,), ufunc="square")
+abs = defop("abs", lambda xp, x: xp.abs(x), same_shape, (lambda g, y, x: g * sign(x),), ufunc="abs")
+log1p = defop("log1p", lambda xp, x: xp.log1p(x), same_shape, (lambda g, y, x: g / (x + 1.0),), ufunc="log1p")
+expm1 = defop("expm1", lambda xp, x: xp.expm1(x), same_shape, (lambda g, y, x: g * (y + 1.0),), ufunc="expm1")
+sin = defop("sin", lambda xp, x: xp.sin(x), same_shape, (lambda g, y, x: g * cos(x),), ufunc="sin")
+cos = defop("cos", lambda xp, x: xp.cos(x), same_shape, (lambda g, y, x: -g * sin(x),), ufunc="cos")
+
+# --- activations (numerically stable forms) ------------------------------------------
+tanh = defop("tanh", lambda xp, x: xp.tanh(x), same_shape, (lambda g, y, x: g * (1.0 - y * y),), ufunc="tanh")
+# 0.5 (1 + tanh(x/2)) never overflows, unlike 1 / (1 + exp(-x))
+sigmoid = defop("sigmoid", lambda xp, x: 0.5 + 0.5 * xp.tanh(0.5 * x), same_shape,
+                (lambda g, y, x: g * y * (1.0 - y),))
+relu = defop("relu", lambda xp, x: xp.maximum(x, 0), same_shape, (lambda g, y, x: g * gt(x, 0.0),))
+leaky_relu = defop("leaky_relu", lambda xp, x, slope=0.01: xp.where(x > 0, x, x * x.dtype.type(slope)), same_shape,
+                   (lambda g, y, x, slope=0.01: g * where(gt(x, 0.0), 1.0, slope),))
+elu = defop("elu", lambda xp, x, alpha=1.0: xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(xp.minimum(x, 0))),
+            same_shape, (lambda g, y, x, alpha=1.0: g * where(gt(x, 0.0), 1.0, y + alpha),))
+# log(1 + e^x) = logaddexp(0, x): exact for |x| up to the float range
+softplus = defop("softplus", lambda xp, x: xp.logaddexp(x.dtype.type(0), x), same_shape,
+                 (lambda g, y, x: g * sigmoid(x),))
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu(x):
+    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + tanh(_GELU_C * (x + 0.044715 * x * x * x)))
+
+
+def silu(x):
+    """x * sigmoid(x) (swish)."""
+    return x * sigmoid(x)

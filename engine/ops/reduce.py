@@ -1,0 +1,162 @@
+"""Reductions with axis/keepdims, and the broadcast/sum-to pair their gradients use.
+
+Axes are normalized at build time to a sorted tuple of non-negative ints, so two
+spellings of one reduction are the same node for CSE.
+"""
+
+from __future__ import annotations
+
+from .registry import ShapeError, defop, float_dtype, normalize_axes, reduced_shape, size_of
+
+
+def _reduction(x, axis=None, keepdims=False):
+    return reduced_shape(x.shape, axis, keepdims), float_dtype(x)
+
+
+def _keep(g, x, axis, keepdims):
+    """g of a reduction, reshaped so it broadcasts against x."""
+    return g if keepdims else expand_dims(g, axis=axis)
+
+
+def _sum_vjp(g, y, x, axis, keepdims=False):
+    return broadcast_like(_keep(g, x, axis, keepdims), x)
+
+
+_sum = defop("sum", lambda xp, x, axis, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims), _reduction,
+             (_sum_vjp,), flops=lambda out, x, **a: size_of(x))
+_mean = defop("mean", lambda xp, x, axis, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims), _reduction,
+              (lambda g, y, x, axis, keepdims=False: _sum_vjp(g, y, x, axis, keepdims) / count(x, axis=axis),),
+              flops=lambda out, x, **a: size_of(x))
+_max = defop("max", lambda xp, x, axis, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims), _reduction,
+             (lambda g, y, x, axis, keepdims=False: _extreme_vjp(g, y, x, axis, keepdims),))
+_min = defop("min", lambda xp, x, axis, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims), _reduction,
+             (lambda g, y, x, axis, keepdims=False: _extreme_vjp(g, y, x, axis, keepdims),))
+
+
+def _extreme_vjp(g, y, x, axis, keepdims):
+    from .elementwise import eq
+
+    # ties share the gradient equally, as the subgradient of max/min
+    mask = eq(x, broadcast_like(_keep(y, x, axis, keepdims), x))
+    share = mask / _sum(mask, axis=axis, keepdims=True)
+    return broadcast_like(_keep(g, x, axis, keepdims), x) * share
+
+
+def _lse_forward(xp, x, axis, keepdims=False):
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows stay -inf instead of nan
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _lse_vjp(g, y, x, axis, keepdims=False):
+    from .elementwise import exp
+
+    return broadcast_like(_keep(g, x, axis, keepdims), x) * exp(x - _keep(y, x, axis, keepdims))
+
+
+_logsumexp = defop("logsumexp", _lse_forward, _reduction, (_lse_vjp,), doc="log(sum(exp(x))) without overflow")
+
+
+def _wrap_reduction(build, name):
+    def reducer(x, axis=None, keepdims=False):
+        return build(x, axis=normalize_axes(axis, x.ndim), keepdims=bool(keepdims))
+
+    reducer.__name__ = name
+    return reducer
+
+
+sum = _wrap_reduction(_sum, "sum")
+mean = _wrap_reduction(_mean, "mean")
+max = _wrap_reduction(_max, "max")
+min = _wrap_reduction(_min, "min")
+logsumexp = _wrap_reduction(_logsumexp, "logsumexp")
+
+
+def _count_forward(xp, x, axis):
+    n = 1
+    for a in axis:
+        n *= x.shape[a]
+    return xp.asarray(n, dtype=x.dtype)
+
+
+count = defop("count", _count_forward, lambda x, axis: ((), float_dtype(x)), (None,),
+              doc="number of elements of x along the axes (a runtime value when the batch size is unknown)")
+
+
+# --- broadcasting and its adjoint ---------------------------------------------------
+def _expand_forward(xp, x, axis):
+    return xp.expand_dims(x, axis) if axis else x
+
+
+def _expand_shape(x, axis):
+    shape = list(x.shape)
+    for a in axis:
+        shape.insert(a, 1)
+    return tuple(shape), x.dtype
+
+
+expand_dims = defop("expand_dims", _expand_forward, _expand_shape,
+                    (lambda g, y, x, axis: reshape_like(g, x),), view=True,
+                    doc="insert size-1 axes at the given (output) positions")
+
+
+def _broadcast_like_shape(x, ref):
+    from .registry import broadcast_shapes
+
+    return broadcast_shapes(x.shape, ref.shape), x.dtype
+
+
+broadcast_like = defop("broadcast_like", lambda xp, x, ref: xp.broadcast_to(x, ref.shape), _broadcast_like_shape,
+                       (lambda g, y, x, ref: sum_to(g, x), None), view=True,
+                       doc="x broadcast to the (runtime) shape of ref")
+
+
+def _reshape_like_shape(x, ref):
+    return ref.shape, x.dtype
+
+
+reshape_like = defop("reshape_like", lambda xp, x, ref: x.reshape(ref.shape), _reshape_like_shape,
+                     (lambda g, y, x, ref: reshape_like(g, x), None), view=True,
+                     doc="x reshaped to the (runtime) shape of ref")
+
+
+def _sum_to_forward(xp, g, lead, keep):
+    if keep:
+        g = xp.sum(g, axis=keep, keepdims=True)
+    if lead:
+        g = xp.sum(g, axis=tuple(range(lead)))
+    return g
+
+
+def _sum_to_shape(g, lead, keep):
+    shape = tuple(1 if i in keep else d for i, d in enumerate(g.shape))
+    return shape[lead:], g.dtype
+
+
+_sum_to = defop("sum_to", _sum_to_forward, _sum_to_shape,
+                (lambda gg, y, g, lead, keep: broadcast_like(gg, g),),
+                doc="sum a broadcast gradient back to an input's shape")
+
+
+def broadcast_axes(from_shape, to_shape):
+    """(lead, keep) such that summing `from_shape` over them gives `to_shape`, or None if equal.
+
+    Unknown (None) dimensions are assumed to match each other (the batch size).
+    """
+    lead = len(from_shape) - len(to_shape)
+    if lead < 0:
+        raise ShapeError(f"cannot sum shape {from_shape} to the larger shape {to_shape}")
+    keep = tuple(lead + i for i, (f, t) in enumerate(zip(from_shape[lead:], to_shape))
+                 if t == 1 and f != 1)
+    if lead == 0 and not keep:
+        return None
+    return lead, keep
+
+
+def sum_to(g, like):
+    """g summed over the axes along which `like` was broadcast (identity when none)."""
+    axes = broadcast_axes(g.shape, like.shape)
+    if axes is None:
+        return g
+    return _sum_to(g, lead=axes[0], keep=axes[1])

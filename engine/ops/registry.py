@@ -1,0 +1,167 @@
+"""The op registry: each op declared once with forward kernel, shape rule and VJPs.
+
+An op is an `OpDef`. Its forward is written against the backend namespace `xp`
+(NumPy or CuPy); its shape rule maps input nodes (+ attrs) to the output shape and
+dtype; its VJPs are one graph-building function per input, HIPS-autograd style:
+``vjp[i](g, out, *inputs, **attrs)`` returns the gradient for input i as a Node, so
+gradients are graphs too and can be differentiated again.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..graph import Node
+
+OPS: dict[str, "OpDef"] = {}
+
+
+@dataclass
+class OpDef:
+    name: str
+    forward: Callable  # forward(xp, *arrays, **attrs) -> array
+    shape: Callable  # shape(*nodes, **attrs) -> (shape, dtype)
+    vjp: tuple = ()  # per input: vjp(g, out, *inputs, **attrs) -> Node | None
+    ufunc: str | None = None  # name of an xp function equal to forward (fastest kernel)
+    random: bool = False  # draws from the program's random streams: never folded or merged
+    flops: Callable | None = None  # flops(out_shape, *input_shapes, **attrs) -> int
+    view: bool = False  # forward may return a view of its first input
+    doc: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def kernel(self, xp, attrs, ctx):
+        """A callable over arrays only: attrs are bound once, at compile time."""
+        if self.ufunc is not None and not attrs:
+            return getattr(xp, self.ufunc)
+        if self.random:
+            return functools.partial(self.forward, xp, ctx=ctx, **attrs)
+        return functools.partial(self.forward, xp, **attrs) if attrs else functools.partial(self.forward, xp)
+
+
+def defop(name, forward, shape, vjp=(), **kw) -> Callable:
+    """Register an op and return its graph-building function ``f(*inputs, **attrs) -> Node``."""
+    if name in OPS:
+        raise ValueError(f'op "{name}" is already registered')
+    OPS[name] = OpDef(name, forward, shape, tuple(vjp), **kw)
+
+    def build(*args, **attrs):
+        return apply(name, *args, **attrs)
+
+    build.__name__ = name
+    build.__doc__ = kw.get("doc", "")
+    return build
+
+
+def _graph_of(args):
+    for a in args:
+        if isinstance(a, Node):
+            return a.graph
+        if isinstance(a, (list, tuple)):
+            for b in a:
+                if isinstance(b, Node):
+                    return b.graph
+    raise TypeError("an op needs at least one graph Node among its inputs")
+
+
+def as_node(graph, value, like: Node | None = None) -> Node:
+    """Wrap a Python number or array as a constant (scalars cached per graph and dtype)."""
+    if isinstance(value, Node):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype.kind in "biuf" and arr.ndim == 0:
+        dtype = like.dtype if like is not None and like.dtype.kind == "f" else graph.dtype
+        key = (float(arr), str(dtype))
+        cache = graph.__dict__.setdefault("_scalar_cache", {})
+        if key not in cache:
+            cache[key] = graph.constant(arr, dtype=dtype)
+        return cache[key]
+    return graph.constant(arr)
+
+
+def apply(name, *args, **attrs) -> Node:
+    op = OPS[name]
+    graph = _graph_of(args)
+    like = next((a for a in args if isinstance(a, Node)), None)
+    inputs = [as_node(graph, a, like) for a in args]
+    attrs = {k: v for k, v in attrs.items() if v is not None or k == "axis"}
+    try:
+        shape, dtype = op.shape(*inputs, **attrs)
+    except ShapeError as exc:
+        shapes = ", ".join(_fmt(i.shape) for i in inputs)
+        scope = f" in {graph.current_scope}" if graph.current_scope else ""
+        raise ShapeError(f"{name}({shapes}){scope}: {exc}") from None
+    return graph.add_node(name, inputs, attrs, shape, dtype)
+
+
+class ShapeError(ValueError):
+    """Inputs whose shapes an op cannot combine."""
+
+
+def _fmt(shape):
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+# --- shape rules shared by many ops ---------------------------------------------
+def broadcast_shapes(*shapes):
+    """NumPy broadcasting where None (unknown batch size) matches anything."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(ndim):
+        dims = [s[len(s) - ndim + i] for s in shapes if len(s) - ndim + i >= 0]
+        known = {d for d in dims if d is not None and d != 1}
+        if len(known) > 1:
+            raise ShapeError(f"shapes {', '.join(_fmt(s) for s in shapes)} do not broadcast")
+        if known:
+            out.append(known.pop())
+        elif None in dims:
+            out.append(None)
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def float_dtype(*nodes):
+    for n in nodes:
+        if n.dtype.kind == "f":
+            return n.dtype
+    return nodes[0].graph.dtype
+
+
+def same_shape(x, **attrs):
+    return x.shape, float_dtype(x)
+
+
+def elementwise(*xs, **attrs):
+    return broadcast_shapes(*(x.shape for x in xs)), float_dtype(*xs)
+
+
+def normalize_axes(axis, ndim):
+    """axis (None, int or tuple) -> sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"axis {a} is out of range for {ndim} dimensions")
+        out.append(a % ndim)
+    return tuple(sorted(set(out)))
+
+
+def reduced_shape(shape, axes, keepdims):
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def size_of(shape) -> int:
+    """Element count with unknown dims counted as 1 (for FLOP estimates)."""
+    return int(np.prod([1 if d is None else d for d in shape], dtype=np.int64))
+
+
+def ewise_flops(out_shape, *in_shapes, **attrs):
+    return size_of(out_shape)

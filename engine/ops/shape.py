@@ -1,0 +1,217 @@
+"""Linear algebra and shape ops: matmul, transpose, reshape, concat, indexing, gather."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .reduce import expand_dims, reshape_like, sum_to
+from .registry import ShapeError, broadcast_shapes, defop, float_dtype, size_of
+
+
+# --- matmul (batched, NumPy semantics incl. 1-D operands) --------------------------------
+def _matmul_shape(a, b):
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError("matmul needs at least 1-D operands")
+    sa = a.shape if a.ndim > 1 else (1,) + a.shape
+    sb = b.shape if b.ndim > 1 else b.shape + (1,)
+    if None not in (sa[-1], sb[-2]) and sa[-1] != sb[-2]:
+        raise ShapeError(f"inner dimensions {sa[-1]} and {sb[-2]} differ")
+    batch = broadcast_shapes(sa[:-2], sb[:-2])
+    out = batch + (sa[-2], sb[-1])
+    if a.ndim == 1:
+        out = out[:-2] + out[-1:]
+    if b.ndim == 1:
+        out = out[:-1]
+    return out, float_dtype(a, b)
+
+
+def _matmul_flops(out, a, b, **attrs):
+    return 2 * size_of(out) * (a[-1] or 1)
+
+
+def mT(x):
+    """Swap the last two axes."""
+    perm = tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2)
+    return transpose(x, axes=perm)
+
+
+def _matmul_vjp_a(g, y, a, b):
+    if a.ndim == 1 and b.ndim == 1:
+        return g * b
+    if a.ndim == 1:  # (k,) @ (..., k, m): g is (..., m)
+        return sum_to(matmul(b, expand_dims(g, axis=(g.ndim,)))[..., 0], a)
+    if b.ndim == 1:  # (..., n, k) @ (k,): g is (..., n)
+        return expand_dims(g, axis=(g.ndim,)) * b
+    return sum_to(matmul(g, mT(b)), a)
+
+
+def _matmul_vjp_b(g, y, a, b):
+    if a.ndim == 1 and b.ndim == 1:
+        return g * a
+    if a.ndim == 1:
+        return expand_dims(a, axis=(1,)) * expand_dims(g, axis=(g.ndim - 1,))
+    if b.ndim == 1:
+        return sum_to(matmul(mT(a), expand_dims(g, axis=(g.ndim,)))[..., 0], b)
+    return sum_to(matmul(mT(a), g), b)
+
+
+matmul = defop("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_shape, (_matmul_vjp_a, _matmul_vjp_b),
+               ufunc="matmul", flops=_matmul_flops)
+
+
+# --- transpose / reshape ---------------------------------------------------------
+def _transpose_shape(x, axes):
+    return tuple(x.shape[a] for a in axes), x.dtype
+
+
+_transpose = defop("transpose", lambda xp, x, axes: xp.transpose(x, axes), _transpose_shape,
+                   (lambda g, y, x, axes: _transpose(g, axes=tuple(int(i) for i in np.argsort(axes))),), view=True)
+
+
+def transpose(x, axes=None):
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ShapeError(f"axes {axes} are not a permutation of {x.ndim} axes")
+    return _transpose(x, axes=axes)
+
+
+def _reshape_shape(x, shape):
+    known = [d for d in shape if d not in (-1, None)]
+    free = [i for i, d in enumerate(shape) if d in (-1, None)]
+    if len(free) > 1:
+        raise ShapeError(f"reshape to {shape}: at most one unknown (-1/None) dimension")
+    if None not in x.shape:
+        total = size_of(x.shape)
+        if free:
+            part = size_of(known)
+            if part == 0 or total % part:
+                raise ShapeError(f"cannot reshape {x.shape} to {shape}")
+            shape = tuple(total // part if i in free else d for i, d in enumerate(shape))
+        elif size_of(shape) != total:
+            raise ShapeError(f"cannot reshape {x.shape} ({total} elements) to {shape}")
+    return tuple(None if d == -1 else d for d in shape), x.dtype
+
+
+_reshape = defop("reshape", lambda xp, x, shape: x.reshape(shape), _reshape_shape,
+                 (lambda g, y, x, shape: reshape_like(g, x),), view=True)
+
+
+def reshape(x, shape):
+    return _reshape(x, shape=tuple(-1 if d is None else int(d) for d in shape))
+
+
+def flatten(x):
+    """(batch, ...) -> (batch, prod(...))."""
+    return reshape(x, (-1, size_of(x.shape[1:])))
+
+
+def broadcast_to(x, shape):
+    from .reduce import broadcast_like
+
+    return broadcast_like(x, zeros(x.graph, shape, x.dtype))
+
+
+def zeros(graph, shape, dtype=None):
+    from .registry import as_node
+
+    return as_node(graph, np.zeros(shape, dtype or graph.dtype))
+
+
+# --- concat --------------------------------------------------------------------------
+def _concat_shape(*xs, axis, sizes):
+    base = list(xs[0].shape)
+    for x in xs[1:]:
+        if x.ndim != len(base):
+            raise ShapeError("concat needs inputs of equal rank")
+    base[axis] = sum(sizes)
+    return tuple(base), float_dtype(*xs)
+
+
+def _concat_vjp(i):
+    def vjp(g, y, *xs, axis, sizes):
+        start = sum(sizes[:i])
+        index = (slice(None),) * axis + (slice(start, start + sizes[i]),)
+        return g[index]
+
+    return vjp
+
+
+_concat = defop("concat", lambda xp, *xs, axis, sizes: xp.concatenate(xs, axis=axis), _concat_shape,
+                tuple(_concat_vjp(i) for i in range(64)))
+
+
+def concat(xs, axis=-1):
+    xs = list(xs)
+    axis = axis % xs[0].ndim
+    sizes = tuple(x.shape[axis] for x in xs)
+    if None in sizes:
+        raise ShapeError("concat along an axis of unknown size is not supported")
+    if len(xs) > 64:
+        raise ShapeError("concat supports at most 64 inputs")
+    return _concat(*xs, axis=axis, sizes=sizes)
+
+
+# --- basic indexing (static ints, slices, None, Ellipsis) -------------------------------
+def _index_shape(x, index):
+    # probe with two batch sizes: dimensions that change with it stay unknown
+    shapes = []
+    for n in (2, 3):
+        probe = np.empty(tuple(n if d is None else d for d in x.shape), dtype=np.bool_)
+        try:
+            shapes.append(probe[index].shape)
+        except (IndexError, TypeError) as exc:
+            raise ShapeError(f"bad index {index!r}: {exc}") from None
+    return tuple(None if a != b else a for a, b in zip(*shapes)), x.dtype
+
+
+getitem = defop("getitem", lambda xp, x, index: x[index], _index_shape,
+                (lambda g, y, x, index: scatter_index(g, x, index=index),), view=True)
+scatter_index = defop("scatter_index", lambda xp, g, ref, index: _scatter_forward(xp, g, ref, index),
+                      lambda g, ref, index: (ref.shape, g.dtype),
+                      (lambda gg, y, g, ref, index: getitem(gg, index=index), None),
+                      doc="zeros shaped like ref with g written at index (the adjoint of getitem)")
+
+
+def _scatter_forward(xp, g, ref, index):
+    out = xp.zeros(ref.shape, dtype=g.dtype)
+    out[index] = g
+    return out
+
+
+# --- gather (integer-array indexing along an axis) and one-hot ---------------------------
+def _take_shape(x, idx, axis):
+    return x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype
+
+
+def _take_vjp(g, y, x, idx, axis):
+    return take_adjoint(g, x, idx, axis=axis)
+
+
+take = defop("take", lambda xp, x, idx, axis: xp.take(x, idx, axis=axis), _take_shape, (_take_vjp, None),
+             doc="x gathered at integer indices along an axis (embedding look-up)")
+
+
+def _take_adjoint_forward(xp, g, ref, idx, axis):
+    out = xp.zeros(ref.shape, dtype=g.dtype)
+    moved = xp.moveaxis(out, axis, 0)
+    gm = xp.moveaxis(g.reshape(ref.shape[:axis] + (-1,) + ref.shape[axis + 1:]), axis, 0)
+    if hasattr(xp, "add") and hasattr(xp.add, "at"):
+        xp.add.at(moved, idx.reshape(-1), gm)
+    else:  # CuPy spells it cupyx.scatter_add
+        import cupyx
+
+        cupyx.scatter_add(moved, idx.reshape(-1), gm)
+    return out
+
+
+take_adjoint = defop("take_adjoint", _take_adjoint_forward, lambda g, ref, idx, axis: (ref.shape, g.dtype),
+                     (lambda gg, y, g, ref, idx, axis: take(gg, idx, axis=axis), None, None),
+                     doc="scatter-add of g into zeros shaped like ref (the adjoint of take)")
+
+
+def _one_hot_forward(xp, labels, depth, dtype):
+    return (labels[..., None] == xp.arange(depth)).astype(dtype)
+
+
+one_hot = defop("one_hot", _one_hot_forward, lambda labels, depth, dtype: (labels.shape + (depth,), np.dtype(dtype)),
+                (None,), doc="integer labels -> 0/1 rows of length depth")

@@ -1,0 +1,138 @@
+"""Compiler passes: each a small rule applied by one rewriting driver.
+
+A rule sees a node whose inputs were already rewritten and returns a replacement node
+or None. Nodes are never mutated: a node whose inputs changed is cloned with the new
+inputs (the clone keeps op, attrs, shape, name and scope, so graphs stay readable).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Node, topo_order
+from .ops import OPS
+
+FOLD_LIMIT = 1 << 16  # fold constants up to this many elements; bigger ones stay computed
+
+
+def clone(node: Node, inputs) -> Node:
+    g = node.graph
+    return Node(g, next(g._ids), node.op, inputs, node.attrs, node.shape, node.dtype, node.name, node.scope,
+                node.origin)
+
+
+def rewrite(outputs, rule):
+    """Apply `rule` bottom-up over everything the outputs need; returns the new outputs."""
+    new: dict[int, Node] = {}
+    for n in topo_order(outputs):
+        ins = tuple(new[id(i)] for i in n.inputs)
+        m = n if all(a is b for a, b in zip(ins, n.inputs)) else clone(n, ins)
+        r = rule(m)
+        new[id(n)] = m if r is None else r
+    return [new[id(o)] for o in outputs]
+
+
+def _attrs_key(attrs):
+    return repr(sorted(attrs.items()))
+
+
+def _const(n: Node):
+    from .backend import to_numpy
+
+    return to_numpy(n.graph.values[n.id]) if n.op == "constant" else None
+
+
+def _is_scalar_const(n: Node, value) -> bool:
+    v = _const(n)
+    return v is not None and v.size == 1 and v.dtype.kind in "fiu" and float(v.reshape(-1)[0]) == value
+
+
+# --- rules --------------------------------------------------------------------------
+def cse():
+    """Common-subexpression elimination: one node per (op, inputs, attrs); equal small constants merge."""
+    seen: dict = {}
+
+    def rule(n: Node):
+        if n.op in ("input", "param", "state") or OPS.get(n.op) is not None and OPS[n.op].random:
+            return None
+        if n.op == "constant":
+            v = _const(n)
+            if v.size > 64:
+                return None
+            key = ("constant", str(v.dtype), v.shape, v.tobytes())
+        else:
+            key = (n.op, tuple(i.id for i in n.inputs), _attrs_key(n.attrs))
+        return seen.setdefault(key, n) if seen.get(key) is not n else None
+
+    return rule
+
+
+def constant_folding():
+    """Evaluate, once and with NumPy, every op whose inputs are all constants."""
+
+    def rule(n: Node):
+        if n.is_leaf or not n.inputs or OPS[n.op].random or any(i.op != "constant" for i in n.inputs):
+            return None
+        if np.prod([d or 0 for d in n.shape]) > FOLD_LIMIT:
+            return None
+        with np.errstate(all="ignore"):
+            value = OPS[n.op].forward(np, *(_const(i) for i in n.inputs), **n.attrs)
+        return n.graph.constant(np.array(value, dtype=n.dtype), name=n.name)
+
+    return rule
+
+
+def simplify():
+    """Algebraic identities: x*1, 1*x, x+0, 0+x, x-0, x/1, --x, transpose chains, reshape chains, stop_gradient."""
+
+    def same(a: Node, like: Node):
+        return a if a.shape == like.shape and a.dtype == like.dtype else None
+
+    def rule(n: Node):
+        op, ins = n.op, n.inputs
+        if op == "stop_gradient":  # only gradients care; by compile time they exist
+            return ins[0]
+        if op == "mul":
+            if _is_scalar_const(ins[1], 1.0):
+                return same(ins[0], n)
+            if _is_scalar_const(ins[0], 1.0):
+                return same(ins[1], n)
+        if op == "add":
+            if _is_scalar_const(ins[1], 0.0):
+                return same(ins[0], n)
+            if _is_scalar_const(ins[0], 0.0):
+                return same(ins[1], n)
+        if op in ("sub",) and _is_scalar_const(ins[1], 0.0):
+            return same(ins[0], n)
+        if op == "div" and _is_scalar_const(ins[1], 1.0):
+            return same(ins[0], n)
+        if op == "neg" and ins[0].op == "neg":
+            return ins[0].inputs[0]
+        if op == "transpose" and ins[0].op == "transpose":
+            inner, outer = ins[0].attrs["axes"], n.attrs["axes"]
+            axes = tuple(inner[a] for a in outer)
+            if axes == tuple(range(len(axes))):
+                return ins[0].inputs[0]
+            return Node(n.graph, next(n.graph._ids), "transpose", (ins[0].inputs[0],), {"axes": axes},
+                        n.shape, n.dtype, n.name, n.scope, n.origin)
+        if op in ("reshape", "reshape_like") and ins[0].op in ("reshape", "reshape_like"):
+            return clone(n, (ins[0].inputs[0],) + ins[1:])
+        if op in ("reshape_like", "broadcast_like") and ins[0].shape == ins[1].shape and None not in ins[0].shape:
+            return ins[0]
+        return None
+
+    return rule
+
+
+DEFAULT_PASSES = (("simplify", simplify), ("constant_folding", constant_folding), ("cse", cse),
+                  ("simplify_again", simplify), ("cse_again", cse))
+
+
+def run_passes(outputs, passes=DEFAULT_PASSES):
+    """Apply passes in order; returns (new outputs, [(pass name, nodes before, nodes after)])."""
+    stats = []
+    for name, make_rule in passes:
+        before = len(topo_order(outputs))
+        outputs = rewrite(outputs, make_rule())
+        stats.append((name, before, len(topo_order(outputs))))
+    return outputs, stats

@@ -1,0 +1,104 @@
+"""Name -> object registries shared by plugins, with lazily loaded entry points.
+
+A registry maps a kind name ("adam", "dense", "linear", "rbm", ...) to an object.
+Objects register in code (``@REG.register("name")``) or, for the model-plugin
+registry, through the ``gengraph.plugins`` entry-point group; entry points are read
+from metadata at start-up but imported only when their kind is asked for, and an
+import failure is recorded as "broken" without affecting any other kind.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import metadata
+
+
+class UnknownKind(KeyError):
+    """Raised by Registry.get for a name nobody registered."""
+
+    def __init__(self, what: str, name: str, known: list[str], broken: dict[str, str]):
+        self.what, self.name, self.known, self.broken = what, name, known, broken
+        self.suggestion = suggest(name, known)
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        if self.name in self.broken:
+            return f'{self.what} "{self.name}" is installed but failed to import: {self.broken[self.name]}'
+        msg = f'unknown {self.what} "{self.name}"'
+        if self.suggestion:
+            msg += f'; did you mean "{self.suggestion}"?'
+        msg += f" (installed: {', '.join(self.known) or 'none'})"
+        return msg
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message()
+
+
+def suggest(name: str, candidates) -> str | None:
+    """The closest candidate to a probably misspelt name, or None."""
+    hits = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return hits[0] if hits else None
+
+
+class Registry:
+    def __init__(self, what: str, entry_point_group: str | None = None):
+        self.what = what
+        self._objects: dict[str, object] = {}
+        self._entry_points: dict[str, metadata.EntryPoint] = {}
+        self._broken: dict[str, str] = {}
+        self._group = entry_point_group
+        self._scanned = False
+
+    def register(self, name: str, obj=None, *, replace: bool = False):
+        """Register obj under name; usable as a decorator when obj is omitted."""
+
+        def add(o):
+            if name in self._objects and not replace and self._objects[name] is not o:
+                raise ValueError(f'{self.what} "{name}" is already registered')
+            self._objects[name] = o
+            self._broken.pop(name, None)
+            return o
+
+        return add if obj is None else add(obj)
+
+    def _scan(self) -> None:
+        if self._scanned or self._group is None:
+            return
+        self._scanned = True
+        for ep in metadata.entry_points(group=self._group):
+            self._entry_points.setdefault(ep.name, ep)
+
+    def names(self) -> list[str]:
+        """All kinds: registered and installed (not yet imported), broken excluded."""
+        self._scan()
+        names = set(self._objects) | set(self._entry_points)
+        return sorted(n for n in names if n not in self._broken or n in self._objects)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names()
+
+    def load_all(self) -> None:
+        """Import every entry point (for listings); failures are recorded, not raised."""
+        for name in list(self.names()):
+            try:
+                self.get(name)
+            except UnknownKind:
+                pass
+
+    def broken(self) -> dict[str, str]:
+        return dict(self._broken)
+
+    def get(self, name: str):
+        if name in self._objects:
+            return self._objects[name]
+        self._scan()
+        ep = self._entry_points.get(name)
+        if ep is not None and name not in self._broken:
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must not break the others
+                self._broken[name] = f"{type(exc).__name__}: {exc}"
+            else:
+                self._objects.setdefault(name, obj)
+                return self._objects[name]
+        raise UnknownKind(self.what, name, self.names(), self._broken)
