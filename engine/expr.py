@@ -1,0 +1,189 @@
+"""The expression language: Python syntax, parsed with `ast` under a whitelist, never eval'd.
+
+Allowed: names, numbers, ``+ - * / ** @``, unary minus/plus, parentheses, calls of
+registered ops with ``axis=``/``keepdims=`` keywords, and ``grad(expr, name)`` (the
+gradient of sum(expr) with respect to the variable `name`). Everything else --
+attributes, subscripts, lambdas, comprehensions, strings, dunder names -- is an
+ExprError that names the expression and the column.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from . import ops
+from .autodiff import grad as _grad
+from .graph import Node
+
+# functions an expression may call: the public graph builders of the op library
+FUNCTIONS = {
+    name: getattr(ops, name)
+    for name in (
+        "exp", "log", "sqrt", "abs", "square", "log1p", "expm1", "sin", "cos", "maximum", "minimum", "where", "clip",
+        "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "log_sigmoid",
+        "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "transpose",
+        "bce_with_logits", "mse", "gaussian_logpdf", "kl_normal_std", "kl_normal", "bernoulli_logpmf",
+        "stop_gradient", "matmul",
+    )
+}
+KEYWORDS = ("axis", "keepdims")
+_BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div: "__truediv__",
+           ast.Pow: "__pow__", ast.MatMult: "__matmul__"}
+
+
+class ExprError(ValueError):
+    def __init__(self, expression: str, col: int, message: str):
+        self.expression, self.col, self.message = expression, col, message
+        super().__init__(f"in expression {expression!r}, column {col + 1}: {message}")
+
+
+def parse(expression: str) -> ast.Expression:
+    """Parse and check against the whitelist; returns the AST."""
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(expression, max((exc.offset or 1) - 1, 0), f"syntax error: {exc.msg}") from None
+    _Checker(expression).visit(tree)
+    return tree
+
+
+def names(expression: str) -> set[str]:
+    """Variable names an expression uses (function names excluded)."""
+    tree = parse(expression)
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
+
+
+def build(expression: str, env: dict[str, Node]) -> Node:
+    """Build the expression's graph from variables in `env` (name -> Node)."""
+    tree = parse(expression)
+    return _Builder(expression, env).visit(tree.body)
+
+
+class _Checker(ast.NodeVisitor):
+    def __init__(self, expression):
+        self.expression = expression
+
+    def fail(self, node, message):
+        raise ExprError(self.expression, getattr(node, "col_offset", 0), message)
+
+    def generic_visit(self, node):
+        allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Call, ast.Load,
+                   ast.keyword, ast.operator, ast.unaryop)
+        if not isinstance(node, allowed):
+            self.fail(node, f"{type(node).__name__.lower()} is not allowed in expressions")
+        super().generic_visit(node)
+
+    def visit_BinOp(self, node):
+        if type(node.op) not in _BINOPS:
+            self.fail(node, f"operator {type(node.op).__name__} is not allowed (use + - * / ** @)")
+        self.generic_visit(node)
+
+    def visit_UnaryOp(self, node):
+        if not isinstance(node.op, (ast.USub, ast.UAdd)):
+            self.fail(node, "only unary minus and plus are allowed")
+        self.generic_visit(node)
+
+    def visit_Constant(self, node):
+        if type(node.value) not in (int, float):
+            self.fail(node, f"only numbers are allowed as constants, not {type(node.value).__name__}")
+
+    def visit_Name(self, node):
+        if node.id.startswith("_"):
+            self.fail(node, f'names starting with "_" are not allowed ({node.id})')
+
+    def visit_Call(self, node):
+        if not isinstance(node.func, ast.Name):
+            self.fail(node, "only calls of plain function names are allowed")
+        fname = node.func.id
+        if fname.startswith("_"):
+            self.fail(node.func, f'names starting with "_" are not allowed ({fname})')
+        if fname == "grad":
+            if len(node.args) != 2 or node.keywords or not isinstance(node.args[1], ast.Name):
+                self.fail(node, "grad takes two arguments: grad(expression, variable_name)")
+            self.visit(node.args[0])
+            return
+        if fname not in FUNCTIONS:
+            self.fail(node.func, f'unknown function "{fname}"' + _suggest(fname, list(FUNCTIONS) + ["grad"]))
+        for kw in node.keywords:
+            if kw.arg not in KEYWORDS:
+                self.fail(kw.value, f'keyword "{kw.arg}" is not allowed (only axis=, keepdims=)')
+            if not _is_static(kw.value):
+                self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True or False")
+        for a in node.args:
+            self.visit(a)
+
+
+def _is_static(node):
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (int, bool) or node.value is None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return isinstance(node.operand, ast.Constant) and type(node.operand.value) is int
+    if isinstance(node, ast.Tuple):
+        return all(_is_static(e) for e in node.elts)
+    return False
+
+
+def _suggest(name, candidates):
+    from difflib import get_close_matches
+
+    hit = get_close_matches(name, candidates, n=1)
+    return f'; did you mean "{hit[0]}"?' if hit else ""
+
+
+class _Builder(ast.NodeVisitor):
+    def __init__(self, expression, env):
+        self.expression, self.env = expression, env
+        self.graph = next((v.graph for v in env.values() if isinstance(v, Node)), None)
+
+    def fail(self, node, message):
+        raise ExprError(self.expression, getattr(node, "col_offset", 0), message)
+
+    def visit_BinOp(self, node):
+        a, b = self.visit(node.left), self.visit(node.right)
+        if not isinstance(a, Node) and not isinstance(b, Node):
+            return _fold(node.op, a, b)
+        try:
+            if isinstance(a, Node):
+                return getattr(a, _BINOPS[type(node.op)])(b)
+            return getattr(b, "__r" + _BINOPS[type(node.op)][2:])(a)
+        except ValueError as exc:
+            self.fail(node, str(exc))
+
+    def visit_UnaryOp(self, node):
+        v = self.visit(node.operand)
+        return -v if isinstance(node.op, ast.USub) else v
+
+    def visit_Constant(self, node):
+        return node.value
+
+    def visit_Name(self, node):
+        if node.id not in self.env:
+            self.fail(node, f'unknown variable "{node.id}"' + _suggest(node.id, list(self.env)) +
+                      f" (known: {', '.join(sorted(self.env)) or 'none'})")
+        return self.env[node.id]
+
+    def visit_Call(self, node):
+        fname = node.func.id
+        if fname == "grad":
+            f = self._node(node.args[0], self.visit(node.args[0]))
+            var = self.visit(node.args[1])
+            return _grad(f if f.shape == () else ops.sum(f), var)
+        args = [self._node(a, self.visit(a)) for a in node.args]
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        try:
+            return FUNCTIONS[fname](*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            self.fail(node, f"{fname}: {exc}")
+
+    def _node(self, ast_node, value):
+        if isinstance(value, Node):
+            return value
+        if self.graph is None:
+            self.fail(ast_node, "an expression needs at least one variable")
+        return ops.as_node(self.graph, value)
+
+
+def _fold(op, a, b):
+    return {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b, ast.Div: lambda: a / b,
+            ast.Pow: lambda: a ** b}[type(op)]()
