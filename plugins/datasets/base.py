@@ -1,0 +1,132 @@
+"""The pieces every data source shares: the Dataset record, DataError, and Source.
+
+A *source* is an object registered in ``DATASETS`` under a name (``linear``, ``moons``,
+``digits``, ``csv``, ...). It declares its own ``[data]`` keys as schema ``Field``s in
+``params``; its ``schema`` is those merged with the shared keys, so that
+``Dispatch("source", DATASETS)`` validates a whole ``[data]`` table. ``load`` turns
+validated parameters into arrays:
+
+* a generator's ``load(params, rng)`` returns ``(x, y)`` drawn from ``rng``;
+* a file source's ``load(params, rng)`` returns a ``Dataset`` whose ``x_test`` is None
+  unless the user named a separate test file (then nothing is split at random).
+
+``prepare.make_dataset`` does everything that is common: the train/test split, scaling,
+binarizing and shuffling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ..schema import REQUIRED, Field, Table  # noqa: F401  (REQUIRED re-exported for sources)
+
+TASKS = ("regression", "classification", "unsupervised")
+
+
+class DataError(Exception):
+    """A data source could not produce its arrays: missing or malformed file, bad option.
+
+    The message names the file (where there is one) and says what was expected and
+    what was found.
+    """
+
+
+@dataclass
+class Dataset:
+    """Train and test arrays plus what a model or a report needs to know about them.
+
+    ``x_*`` are float arrays of shape (n, features); images are flattened row by row
+    and their shape recorded in ``image_shape``. ``y_*`` are 1-D: class indices
+    0..n_classes-1 (int64) for classification, floats for regression (2-D (n, k) only
+    for several regression targets), optional labels or None for unsupervised sets.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray | None
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    task: str
+    n_classes: int | None = None
+    feature_names: list[str] | None = None
+    image_shape: tuple | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+
+    # ---- sizes ---------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return 0 if self.x_test is None else int(self.x_test.shape[0])
+
+    def replace(self, **changes) -> Dataset:
+        return dataclasses.replace(self, **changes)
+
+    # ---- undoing the preprocessing (for reports and plots) -----------------------------
+    def unscale_x(self, x):
+        """Map scaled features (e.g. a generative model's samples) back to data units."""
+        return _invert(self.meta.get("x_scaling"), x)
+
+    def unscale_y(self, y):
+        """Map scaled regression targets or predictions back to data units."""
+        return _invert(self.meta.get("y_scaling"), y)
+
+    def summary(self) -> str:
+        parts = [f"{self.meta.get('source', 'data')}: {self.task}",
+                 f"train {self.n_train}x{self.n_features}", f"test {self.n_test}"]
+        if self.n_classes:
+            parts.append(f"{self.n_classes} classes")
+        if self.image_shape:
+            parts.append("images " + "x".join(map(str, self.image_shape)))
+        return ", ".join(parts)
+
+
+def _invert(stats: dict | None, a):
+    if not stats or stats.get("method", "none") == "none":
+        return a
+    if stats["method"] in ("standardize",):
+        return a * np.asarray(stats["std"]) + np.asarray(stats["mean"])
+    # minmax and minmax_global: x' = (x - min) / range
+    return a * np.asarray(stats["range"]) + np.asarray(stats["min"])
+
+
+class Source:
+    """Base class for data sources; subclasses set name, help, task and params."""
+
+    name: str = ""
+    help: str = ""
+    #: task of the arrays this source produces (file sources decide per file)
+    task: str = "unsupervised"
+    n_classes: int | None = None
+    #: the source's own keys; the shared keys (test_fraction, scale, ...) are added
+    params: ClassVar[dict[str, Field]] = {}
+
+    @property
+    def schema(self) -> Table:
+        """The full ``[data]`` table for this source: own keys merged with shared keys."""
+        from .prepare import SHARED_FIELDS
+
+        return Table({**self.params, **SHARED_FIELDS}, help=self.help)
+
+    def load(self, params: dict, rng: np.random.Generator):
+        raise NotImplementedError
+
+    def n_classes_for(self, params: dict) -> int | None:
+        """Number of classes a generator's labels can take (may depend on params)."""
+        return self.n_classes
+
+    def __repr__(self) -> str:
+        return f"<data source {self.name!r}: {self.help}>"

@@ -1,0 +1,363 @@
+"""File sources: ``csv``, ``npz`` and ``idx`` (MNIST's format).
+
+Each returns a ``Dataset``. Without a ``test_path`` (``test_images`` for idx) its
+``x_test`` is None and ``make_dataset`` splits off ``test_fraction`` of the rows at
+random; with one, the file is the test set and nothing is split. Any missing or
+malformed file raises ``DataError`` naming the file and saying what was expected and
+what was found. Relative paths are resolved by ``make_dataset`` against its
+``base_dir`` (the spec's folder when the spec loader passes it), else the working
+directory. A name ending in ``.gz`` is read through gzip.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zipfile
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..registry import suggest
+from .base import REQUIRED, DataError, Dataset, Field, Source
+
+TASK_FIELD = Field(
+    str, "auto",
+    'what the target is: "auto" (text or whole-number targets -> classification, '
+    'else regression), "regression", "classification", or "unsupervised" (no target)',
+    choices=["auto", "regression", "classification", "unsupervised"],
+)
+
+
+# ---- reading bytes -------------------------------------------------------------------
+def read_bytes(path, what: str) -> bytes:
+    """The (gunzipped, for *.gz) content of path, or DataError saying what was expected."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file (expected {what})")
+    if not p.is_file():
+        raise DataError(f"{p}: is not a file (expected {what})")
+    try:
+        if p.suffix == ".gz":
+            with gzip.open(p, "rb") as f:
+                return f.read()
+        return p.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{p}: cannot read {what}: {exc}") from exc
+
+
+# ---- task and labels -----------------------------------------------------------------
+def _is_integral(y: np.ndarray) -> bool:
+    return y.dtype.kind in "iub"
+
+
+def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
+           feature_names=None, image_shape=None, meta=None) -> Dataset:
+    """Decide the task, encode class labels as 0..K-1 and build the Dataset."""
+    meta = dict(meta or {})
+    meta.setdefault("source", source)
+    meta["path"] = str(path)
+    if task == "unsupervised" or y_train is None:
+        if task not in ("auto", "unsupervised"):
+            raise DataError(f"{path}: task is {task!r} but the file has no target")
+        return Dataset(x_train, None, x_test, None, "unsupervised", None,
+                       feature_names, image_shape, meta)
+    if task == "auto":
+        textual = y_train.dtype.kind in "USO"
+        task = "classification" if textual or _is_integral(y_train) else "regression"
+        meta["task_inferred"] = True
+    if task == "regression":
+        try:
+            y_train = y_train.astype(np.float64)
+            y_test = None if y_test is None else y_test.astype(np.float64)
+        except ValueError as exc:
+            raise DataError(f"{path}: regression needs numeric targets: {exc}") from exc
+        return Dataset(x_train, y_train, x_test, y_test, "regression", None,
+                       feature_names, image_shape, meta)
+    # classification: labels -> 0..K-1 in sorted order of the original values
+    ys = [y_train] + ([y_test] if y_test is not None else [])
+    if any(y.ndim != 1 for y in ys):
+        raise DataError(f"{path}: class labels must be one per row, found shape {y_train.shape}")
+    if y_train.dtype.kind == "f":
+        if not all(np.all(np.isfinite(y)) and np.all(y == np.round(y)) for y in ys):
+            raise DataError(f"{path}: classification needs whole-number or text labels, "
+                            "found fractional values (set task = \"regression\"?)")
+        ys = [y.astype(np.int64) for y in ys]
+    classes = np.unique(np.concatenate(ys))
+    coded = [np.searchsorted(classes, y).astype(np.int64) for y in ys]
+    meta["classes"] = [c.item() if hasattr(c, "item") else c for c in classes]
+    return Dataset(x_train, coded[0], x_test, coded[1] if len(coded) > 1 else None,
+                   "classification", len(classes), feature_names, image_shape, meta)
+
+
+# ---- csv -----------------------------------------------------------------------------
+def _number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path, delimiter: str, header) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """Header (or None) and the data rows with their line numbers."""
+    text = read_bytes(path, "a CSV file").decode("utf-8-sig", errors="replace")
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows = []
+    try:
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields) or fields[0].lstrip().startswith("#"):
+                continue
+            rows.append((reader.line_num, [f.strip() for f in fields]))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from exc
+    if not rows:
+        raise DataError(f"{path}: expected rows of comma-separated numbers, found no data")
+    if header == "auto":
+        header = not all(_number(f) for f in rows[0][1])
+    names = None
+    if header:
+        names = rows.pop(0)[1]
+        if not rows:
+            raise DataError(f"{path}: expected data rows after the header line, found none")
+    width = len(names) if names is not None else len(rows[0][1])
+    for line, fields in rows:
+        if len(fields) != width:
+            raise DataError(f"{path}:{line}: expected {width} fields"
+                            f"{' (as in the header)' if names else ''}, found {len(fields)}"
+                            f"{'' if delimiter != ',' or len(fields) > 1 else ' (is the delimiter right?)'}")
+    return names, rows
+
+
+def _target_index(target, names, width, path) -> int:
+    if isinstance(target, bool):
+        raise DataError(f"data.target: expected a column name or index, found {target!r}")
+    if isinstance(target, int):
+        if not -width <= target < width:
+            raise DataError(f"{path}: target column {target} is out of range: the file has {width} columns")
+        return target % width
+    if names is None:
+        if str(target).lstrip("-").isdigit():
+            return _target_index(int(target), names, width, path)
+        raise DataError(f"{path}: target {target!r} is a column name but the file has no header line")
+    if target not in names:
+        hint = suggest(target, names)
+        raise DataError(f"{path}: no column named {target!r}"
+                        + (f'; did you mean "{hint}"?' if hint else "")
+                        + f" (columns: {', '.join(names)})")
+    return names.index(target)
+
+
+def _csv_arrays(path, params, ref_names=None, ref_width=None):
+    names, rows = _read_csv(path, params["delimiter"], params["header"])
+    width = len(rows[0][1])
+    if ref_width is not None and width != ref_width:
+        raise DataError(f"{path}: expected {ref_width} columns like the training file, found {width}")
+    unsupervised = params["task"] == "unsupervised"
+    t = None if unsupervised else _target_index(params["target"], names, width, path)
+    cols = [j for j in range(width) if j != t]
+    x = np.empty((len(rows), len(cols)), dtype=np.float64)
+    for i, (line, fields) in enumerate(rows):
+        for k, j in enumerate(cols):
+            try:
+                x[i, k] = float(fields[j])
+            except ValueError:
+                col = f"{names[j]!r} ({j})" if names else str(j)
+                raise DataError(f"{path}:{line}: column {col}: expected a number, "
+                                f"found {fields[j]!r}") from None
+    y = None
+    if t is not None:
+        raw = [fields[t] for _, fields in rows]
+        try:
+            y = np.array([int(v) for v in raw], dtype=np.int64)
+        except ValueError:
+            try:
+                y = np.array([float(v) for v in raw], dtype=np.float64)
+            except ValueError:
+                y = np.array(raw, dtype=str)
+    feature_names = [names[j] for j in cols] if names else None
+    return x, y, feature_names, width
+
+
+class CSV(Source):
+    name = "csv"
+    help = "a table of numbers from a CSV file: one row per example, the target in one column"
+    params: ClassVar[dict[str, Field]] = {
+        "path": Field(str, REQUIRED, "CSV file with the (training) data; *.gz is read through gzip"),
+        "target": Field((int, str), -1, "target column: a name from the header or an index (default: the last)"),
+        "header": Field((bool, str), "auto",
+                        'whether the first line holds column names: true, false or "auto" (if it is not all numbers)',
+                        choices=["auto", True, False]),
+        "delimiter": Field(str, ",", "field separator"),
+        "test_path": Field(str, None, "optional CSV file with the test set (then nothing is split at random)"),
+        "task": TASK_FIELD,
+    }
+    path_keys = ("path", "test_path")
+
+    def load(self, params, rng):
+        if len(params["delimiter"]) != 1:
+            raise DataError(f"data.delimiter: expected one character, found {params['delimiter']!r}")
+        path = params["path"]
+        x, y, names, width = _csv_arrays(path, params)
+        x_te = y_te = None
+        if params.get("test_path"):
+            x_te, y_te, _, _ = _csv_arrays(params["test_path"], params, ref_width=width)
+        y_task = params["task"]
+        if y is not None and y_te is not None and y.dtype.kind != y_te.dtype.kind:
+            # e.g. "1" in train but "1.5" or "one" in test: compare as floats, or as text
+            kind = str if "U" in (y.dtype.kind, y_te.dtype.kind) else np.float64
+            y, y_te = y.astype(kind), y_te.astype(kind)
+        return finish(x, y, x_te, y_te, task=y_task, source=self.name, path=path,
+                      feature_names=names)
+
+
+# ---- npz -----------------------------------------------------------------------------
+def _npz_arrays(path, params, ref_features=None):
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file (expected a NumPy .npz archive)")
+    try:
+        archive = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{p}: expected a NumPy .npz archive without pickled objects, "
+                        f"could not read it: {exc}") from exc
+    if not hasattr(archive, "files"):
+        raise DataError(f"{p}: expected a .npz archive of named arrays, found a single .npy array")
+    try:
+        keys = list(archive.files)
+        if params["x_key"] not in keys:
+            raise DataError(f"{p}: expected an array named {params['x_key']!r} (x_key), "
+                            f"found {', '.join(keys) or 'no arrays'}")
+        y = None
+        if params["task"] != "unsupervised":
+            if params["y_key"] not in keys:
+                raise DataError(f"{p}: expected an array named {params['y_key']!r} (y_key), "
+                                f"found {', '.join(keys) or 'no arrays'}; for data without "
+                                'targets set task = "unsupervised"')
+            y = archive[params["y_key"]]
+        x = archive[params["x_key"]]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{p}: expected arrays without pickled objects, could not read them: {exc}") from exc
+    finally:
+        archive.close()
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{p}: array {params['x_key']!r} must be numeric, found dtype {x.dtype}")
+    if x.ndim == 0:
+        raise DataError(f"{p}: array {params['x_key']!r} must have one row per example, found a scalar")
+    image_shape = tuple(int(s) for s in x.shape[1:]) if x.ndim >= 3 else None
+    x = x.reshape(len(x), -1).astype(np.float64)
+    if ref_features is not None and x.shape[1] != ref_features:
+        raise DataError(f"{p}: expected {ref_features} features like the training file, found {x.shape[1]}")
+    if y is not None:
+        if y.ndim == 0 or len(y) != len(x):
+            raise DataError(f"{p}: expected {len(x)} targets in {params['y_key']!r} (one per row of "
+                            f"{params['x_key']!r}), found shape {y.shape}")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+    return x, y, image_shape
+
+
+class NPZ(Source):
+    name = "npz"
+    help = "arrays from a NumPy .npz archive (x: one row per example, y: targets)"
+    params: ClassVar[dict[str, Field]] = {
+        "path": Field(str, REQUIRED, ".npz file with the (training) arrays"),
+        "x_key": Field(str, "x", "name of the feature array in the archive (extra axes are flattened)"),
+        "y_key": Field(str, "y", "name of the target array in the archive"),
+        "test_path": Field(str, None, "optional .npz file with the test set, same keys (then nothing is split)"),
+        "task": TASK_FIELD,
+    }
+    path_keys = ("path", "test_path")
+
+    def load(self, params, rng):
+        x, y, image_shape = _npz_arrays(params["path"], params)
+        x_te = y_te = None
+        if params.get("test_path"):
+            x_te, y_te, _ = _npz_arrays(params["test_path"], params, ref_features=x.shape[1])
+        return finish(x, y, x_te, y_te, task=params["task"], source=self.name, path=params["path"],
+                      image_shape=image_shape)
+
+
+# ---- idx (MNIST) ---------------------------------------------------------------------
+IDX_TYPES = {
+    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path, what: str = "an IDX file", ndim: int | None = None) -> np.ndarray:
+    """Read an IDX file (the MNIST format), checking the magic number and the size.
+
+    The magic number is 0x00 0x00 TYPE NDIM (big-endian), followed by NDIM 4-byte
+    big-endian sizes and the data. ``ndim`` is the number of dimensions expected
+    (3 for MNIST images, 1 for labels).
+    """
+    data = read_bytes(path, what)
+    if len(data) < 4:
+        raise DataError(f"{path}: expected {what} starting with a 4-byte IDX magic number, "
+                        f"found {len(data)} bytes")
+    magic = int.from_bytes(data[:4], "big")
+    z0, z1, code, nd = data[0], data[1], data[2], data[3]
+    want = (f"0x000008{ndim:02X}" if ndim is not None else "0x0000TTNN")
+    if z0 != 0 or z1 != 0 or code not in IDX_TYPES or nd == 0:
+        raise DataError(f"{path}: bad IDX magic number 0x{magic:08X}; expected {want} for {what}"
+                        " (is it an IDX file? gzip-compressed files must end in .gz)")
+    if ndim is not None and nd != ndim:
+        raise DataError(f"{path}: bad IDX magic number 0x{magic:08X}: expected {ndim} dimension(s) "
+                        f"for {what} ({want}), found {nd}")
+    head = 4 + 4 * nd
+    if len(data) < head:
+        raise DataError(f"{path}: truncated IDX header: expected {head} bytes, found {len(data)}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(nd))
+    dtype = IDX_TYPES[code]
+    need = head + int(np.prod(shape)) * dtype.itemsize
+    if len(data) != need:
+        raise DataError(f"{path}: IDX header says shape {shape} of {dtype.name} ({need} bytes in all), "
+                        f"found {len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype, offset=head).reshape(shape)
+
+
+def _idx_pair(images, labels):
+    x = read_idx(images, "an IDX images file", ndim=3)
+    y = None
+    if labels:
+        y = read_idx(labels, "an IDX labels file", ndim=1)
+        if len(y) != len(x):
+            raise DataError(f"{labels}: expected {len(x)} labels (one per image in {images}), found {len(y)}")
+    return x, y
+
+
+class IDX(Source):
+    name = "idx"
+    help = "images and labels in the IDX format of MNIST (gzip read for *.gz)"
+    params: ClassVar[dict[str, Field]] = {
+        "images": Field(str, REQUIRED, "IDX file of training images (magic 0x00000803), e.g. train-images-idx3-ubyte.gz"),
+        "labels": Field(str, None, "IDX file of training labels (magic 0x00000801); leave out for unsupervised use"),
+        "test_images": Field(str, None, "optional IDX file of test images (then nothing is split at random)"),
+        "test_labels": Field(str, None, "IDX file of test labels, with test_images"),
+    }
+    path_keys = ("images", "labels", "test_images", "test_labels")
+
+    def load(self, params, rng):
+        x, y = _idx_pair(params["images"], params.get("labels"))
+        x_te = y_te = None
+        if params.get("test_labels") and not params.get("test_images"):
+            raise DataError("data.test_labels is set but data.test_images is not")
+        if params.get("test_images"):
+            if bool(params.get("labels")) != bool(params.get("test_labels")):
+                raise DataError("data.labels and data.test_labels go together: give both or neither")
+            x_te, y_te = _idx_pair(params["test_images"], params.get("test_labels"))
+            if x_te.shape[1:] != x.shape[1:]:
+                raise DataError(f"{params['test_images']}: expected images of shape {x.shape[1:]} "
+                                f"like the training images, found {x_te.shape[1:]}")
+        image_shape = tuple(int(s) for s in x.shape[1:])
+        flat = lambda a: None if a is None else a.reshape(len(a), -1).astype(np.float64)
+        labels = lambda a: None if a is None else a.astype(np.int64)
+        task = "classification" if y is not None else "unsupervised"
+        return finish(flat(x), labels(y), flat(x_te), labels(y_te), task=task, source=self.name,
+                      path=params["images"], image_shape=image_shape)
+
+
+SOURCES = [CSV(), NPZ(), IDX()]

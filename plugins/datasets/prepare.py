@@ -1,0 +1,204 @@
+"""From a ``[data]`` table to a ready ``Dataset``: the keys every source shares.
+
+``make_dataset(data_spec, seed)`` looks the source up, draws or reads its arrays,
+splits off a test set, scales, binarizes and shuffles. Order of the steps:
+
+1. ``source.load(params, data_rng(seed))`` — generators draw from the data stream only;
+2. split: ``test_fraction`` of the rows become the test set (rows chosen from a second,
+   independent stream; without ``shuffle`` the last rows are the test set). A source
+   with a separate test file is not split;
+3. ``scale`` x with statistics of the TRAIN split only, applied to both splits
+   (``scale_target`` does the same for a regression target);
+4. ``binarize``: x > threshold (after scaling) becomes 1.0, else 0.0.
+
+Seeding: the data streams come from ``SeedSequence([seed, 0xDA7A])``, so they never
+depend on how many numbers model initialisation or noise sampling drew; the same seed
+gives identical arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError, SpecIssue
+from ..registry import UnknownKind
+from ..schema import REQUIRED, Dispatch, Field, Table, validate
+from .base import DataError, Dataset
+
+DATA_STREAM = 0xDA7A
+
+SCALE_CHOICES = ["none", "standardize", "minmax", "minmax_global"]
+
+SHARED_FIELDS: dict[str, Field] = {
+    "test_fraction": Field(float, 0.2, "fraction of the examples held out as the test set "
+                           "(ignored when the source has a separate test file)", min=0.0, max=0.9),
+    "scale": Field(str, "none", 'feature scaling fitted on the training split: "none", '
+                   '"standardize" (zero mean, unit variance per feature), "minmax" (each feature to '
+                   '[0, 1]) or "minmax_global" (one range for all features, e.g. pixels to [0, 1])',
+                   choices=SCALE_CHOICES),
+    "scale_target": Field(bool, False, "standardize a regression target too (training statistics)"),
+    "binarize": Field((int, float), None, "threshold: after scaling, features above it become 1.0, "
+                      "the others 0.0 (default: off)"),
+    "shuffle": Field(bool, True, "shuffle the examples before splitting; if false the last rows "
+                     "are the test set"),
+}
+
+
+# ---- seeding -------------------------------------------------------------------------
+def _seed_sequence(seed: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(seed), DATA_STREAM])
+
+
+def data_rng(seed: int) -> np.random.Generator:
+    """The data stream of a run: what generators draw their examples from."""
+    return np.random.default_rng(_seed_sequence(seed))
+
+
+def split_rng(seed: int) -> np.random.Generator:
+    """A second data stream, independent of data_rng's, that chooses the test rows."""
+    return np.random.default_rng(_seed_sequence(seed).spawn(1)[0])
+
+
+# ---- schema --------------------------------------------------------------------------
+def shared_keys_schema() -> dict[str, Field]:
+    """The shared ``[data]`` keys as schema Fields (name -> Field), ready to merge."""
+    return dict(SHARED_FIELDS)
+
+
+def data_schema(default=None) -> Dispatch:
+    """The whole ``[data]`` schema: ``source`` picks the source, whose table checks the rest.
+
+    ``default`` (e.g. ``{"source": "moons"}``) is used when a spec has no ``[data]``;
+    without it ``[data]`` is required.
+    """
+    from . import DATASETS
+
+    return Dispatch("source", DATASETS, REQUIRED if default is None else default,
+                    "where the examples come from and how they are prepared")
+
+
+def resolve_params(source, spec: Mapping) -> dict:
+    """The source's keys and the shared keys, checked, with defaults filled in.
+
+    The spec loader has normally validated ``[data]`` already (then this changes
+    nothing); calling ``make_dataset`` from Python gets the same checks and messages.
+    Raises ``SpecError`` for a bad key or value.
+    """
+    table: Table = source.schema
+    # a validated table holds None for optional keys left out: that means "not set"
+    given = {k: v for k, v in spec.items() if k != "source" and v is not None}
+    return validate(table, given, path="data")
+
+
+# ---- preprocessing -------------------------------------------------------------------
+def fit_scaling(method: str, x: np.ndarray) -> dict:
+    """Statistics of ``method`` on ``x`` (training rows); constant columns get scale 1."""
+    if method == "none":
+        return {"method": "none"}
+    if method == "standardize":
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return {"method": method, "mean": mean.tolist(), "std": std.tolist()}
+    if method == "minmax":
+        lo, hi = x.min(axis=0), x.max(axis=0)
+    elif method == "minmax_global":
+        lo, hi = x.min(), x.max()
+    else:
+        raise DataError(f"data.scale: expected one of {', '.join(SCALE_CHOICES)}, found {method!r}")
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return {"method": method, "min": np.asarray(lo).tolist(), "range": span.tolist()}
+
+
+def apply_scaling(stats: dict, a: np.ndarray | None) -> np.ndarray | None:
+    if a is None or stats["method"] == "none":
+        return a
+    if stats["method"] == "standardize":
+        return (a - np.asarray(stats["mean"])) / np.asarray(stats["std"])
+    return (a - np.asarray(stats["min"])) / np.asarray(stats["range"])
+
+
+def _split(ds: Dataset, fraction: float, shuffle: bool, rng: np.random.Generator) -> Dataset:
+    n = ds.n_train
+    n_test = round(fraction * n)
+    if n - n_test < 1:
+        raise DataError(f"data.test_fraction = {fraction} leaves no training example out of {n}")
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    tr, te = order[: n - n_test], order[n - n_test:]
+    take = lambda a, idx: None if a is None else a[idx]
+    return ds.replace(x_train=ds.x_train[tr], y_train=take(ds.y_train, tr),
+                      x_test=ds.x_train[te], y_test=take(ds.y_train, te))
+
+
+def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None = None) -> Dataset:
+    """Load, split, scale and binarize the data a ``[data]`` table describes.
+
+    ``base_dir`` is where relative file paths are looked up (the spec's folder);
+    default: the working directory. Raises SpecError for a bad key or value (unknown
+    source, misspelt key, value out of range) and DataError for anything wrong with the
+    data itself (missing or malformed file, a split that leaves nothing to train on).
+    """
+    from . import DATASETS
+
+    if "source" not in data_spec:
+        raise SpecError(SpecIssue(None, None, None, "data.source",
+                                  f"missing required key; set it to one of: {', '.join(DATASETS.names())}"))
+    name = data_spec["source"]
+    try:
+        source = DATASETS.get(name)
+    except UnknownKind as exc:
+        raise SpecError(SpecIssue(None, None, None, "data.source", exc.message())) from None
+    params = resolve_params(source, data_spec)
+    for key in getattr(source, "path_keys", ()):
+        if params.get(key):
+            p = Path(params[key]).expanduser()
+            if base_dir is not None and not p.is_absolute():
+                p = Path(base_dir) / p
+            params[key] = str(p)
+
+    loaded = source.load(params, data_rng(seed))
+    if isinstance(loaded, Dataset):
+        ds = loaded
+    else:
+        x, y = loaded
+        x = np.asarray(x, dtype=np.float64)
+        if source.task == "classification":
+            y = np.asarray(y, dtype=np.int64)
+        elif y is not None:
+            y = np.asarray(y, dtype=np.float64)
+        ds = Dataset(x, y, None, None, source.task, source.n_classes_for(params))
+    ds.meta.setdefault("source", name)
+    ds.meta["seed"] = int(seed)
+    ds.meta["params"] = {k: v for k, v in params.items() if k not in SHARED_FIELDS}
+
+    shared = {k: params[k] for k in SHARED_FIELDS}
+    if ds.x_test is None:
+        ds = _split(ds, shared["test_fraction"], shared["shuffle"], split_rng(seed))
+        ds.meta["split"] = {"kind": "random" if shared["shuffle"] else "last rows",
+                            "test_fraction": shared["test_fraction"]}
+    else:
+        if shared["shuffle"]:
+            order = split_rng(seed).permutation(ds.n_train)
+            ds = ds.replace(x_train=ds.x_train[order],
+                            y_train=None if ds.y_train is None else ds.y_train[order])
+        ds.meta["split"] = {"kind": "file"}
+
+    stats = fit_scaling(shared["scale"], ds.x_train)
+    if stats["method"] != "none":
+        ds = ds.replace(x_train=apply_scaling(stats, ds.x_train), x_test=apply_scaling(stats, ds.x_test))
+        ds.meta["x_scaling"] = stats
+    if shared["scale_target"]:
+        if ds.task != "regression":
+            raise DataError(f'data.scale_target: only for a regression target; source "{name}" '
+                            f"gives a {ds.task} task")
+        ystats = fit_scaling("standardize", ds.y_train)
+        ds = ds.replace(y_train=apply_scaling(ystats, ds.y_train), y_test=apply_scaling(ystats, ds.y_test))
+        ds.meta["y_scaling"] = ystats
+    if shared["binarize"] is not None:
+        t = shared["binarize"]
+        ds = ds.replace(x_train=(ds.x_train > t).astype(np.float64),
+                        x_test=(ds.x_test > t).astype(np.float64))
+        ds.meta["binarize"] = t
+    return ds
