@@ -1,0 +1,96 @@
+"""Shared building blocks: activations, initializers and layers, each a registry.
+
+Plugins build networks from declared layer lists, e.g.
+``layers = [{units = 128, activation = "relu"}, {units = 10, activation = "identity"}]``.
+Parameters are named by scope (``encoder/dense1/W``) so graphs and checkpoints read well.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gengraph.engine import ops
+
+from .registry import Registry
+from .schema import Field, Table
+
+ACTIVATIONS = Registry("activation")
+INITIALIZERS = Registry("initializer")
+LAYERS = Registry("layer")
+
+for _name, _fn in {
+    "identity": lambda x: x, "linear": lambda x: x, "relu": ops.relu, "tanh": ops.tanh, "sigmoid": ops.sigmoid,
+    "leaky_relu": lambda x: ops.leaky_relu(x, slope=0.01), "elu": lambda x: ops.elu(x, alpha=1.0),
+    "softplus": ops.softplus, "gelu": ops.gelu, "silu": ops.silu,
+}.items():
+    ACTIVATIONS.register(_name, _fn)
+
+RELU_LIKE = {"relu", "leaky_relu", "elu", "gelu", "silu", "softplus"}
+
+
+def _uniform(limit):
+    return lambda rng, shape: rng.uniform(-limit, limit, size=shape)
+
+
+INITIALIZERS.register("xavier", lambda rng, fan_in, fan_out, shape: _uniform(math.sqrt(6 / (fan_in + fan_out)))(rng, shape))
+INITIALIZERS.register("glorot", INITIALIZERS.get("xavier"))
+INITIALIZERS.register("xavier_normal", lambda rng, fan_in, fan_out, shape: rng.normal(0, math.sqrt(2 / (fan_in + fan_out)), shape))
+INITIALIZERS.register("he", lambda rng, fan_in, fan_out, shape: rng.normal(0, math.sqrt(2 / fan_in), shape))
+INITIALIZERS.register("he_uniform", lambda rng, fan_in, fan_out, shape: _uniform(math.sqrt(6 / fan_in))(rng, shape))
+INITIALIZERS.register("normal", lambda rng, fan_in, fan_out, shape: rng.normal(0, 0.01, shape))
+INITIALIZERS.register("zeros", lambda rng, fan_in, fan_out, shape: np.zeros(shape))
+
+
+def init_weights(kind: str, activation: str, rng, fan_in: int, fan_out: int):
+    if kind == "auto":
+        kind = "he" if activation in RELU_LIKE else "xavier"
+    return INITIALIZERS.get(kind)(rng, fan_in, fan_out, (fan_in, fan_out))
+
+
+class Dense:
+    help = "fully connected layer: activation(x @ W + b)"
+    schema = Table({
+        "units": Field(int, help="number of output units", min=1),
+        "activation": Field(str, "relu", "activation function", choices=None),
+        "init": Field(str, "auto", "weight initializer (auto: he for ReLU-like, xavier otherwise)"),
+        "bias": Field(bool, True, "add a bias vector"),
+    })
+
+    def build(self, graph, x, cfg, rng, name):
+        units, act = cfg["units"], cfg.get("activation", "relu")
+        fan_in = x.shape[-1]
+        with graph.scope(name):
+            W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units))
+            z = x @ W
+            if cfg.get("bias", True):
+                z = z + graph.param("b", np.zeros(units))
+            return ACTIVATIONS.get(act)(z)
+
+
+LAYERS.register("dense", Dense())
+
+
+def layer_schema() -> Table:
+    """Schema of one entry of a `layers` list (dense is the only layer type so far)."""
+    fields = dict(Dense.schema.fields)
+    fields["type"] = Field(str, "dense", "layer type", choices=LAYERS.names())
+    fields["activation"] = Field(str, "relu", "activation function", choices=ACTIVATIONS.names())
+    fields["init"] = Field(str, "auto", "weight initializer", choices=["auto"] + INITIALIZERS.names())
+    return Table(fields)
+
+
+def build_stack(graph, x, layers: list[dict], rng, scope: str):
+    """Apply declared layers in order under `scope`; returns (output, params created)."""
+    before = {n.id for n in graph.params()}
+    h = x
+    with graph.scope(scope):
+        for i, cfg in enumerate(layers):
+            h = LAYERS.get(cfg.get("type", "dense")).build(graph, h, cfg, rng, f"{cfg.get('type', 'dense')}{i}")
+    return h, [n for n in graph.params() if n.id not in before]
+
+
+def init_rng(seed: int) -> np.random.Generator:
+    """The parameter-initialisation stream, separate from data and noise streams."""
+    return np.random.default_rng(np.random.SeedSequence([seed, 0x1417]))

@@ -1,0 +1,86 @@
+"""Loading specs and plugins: the only place that turns names into imported code.
+
+A spec never imports anything by itself: model kinds come from installed entry points
+(imported lazily, when a spec names the kind) or from files named explicitly with
+``--plugin FILE``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from importlib import resources
+from pathlib import Path
+
+from .errors import SpecError, SpecIssue
+from .model import MODELS, ModelPlugin
+
+DEFAULT_SPEC = "mlp_digits.toml"
+
+
+def load(path, overrides=()):
+    """Parse, override and validate a spec file against the installed plugins."""
+    from .spec import load_spec
+    from .spec_schema import top_schema
+
+    return load_spec(path, list(overrides), schema=top_schema())
+
+
+def default_spec() -> Path:
+    """The spec `gengraph run` uses without arguments (shipped inside the package)."""
+    return Path(str(resources.files("gengraph.specs") / DEFAULT_SPEC))
+
+
+def shipped_specs() -> list[Path]:
+    return sorted(Path(str(p)) for p in resources.files("gengraph.specs").iterdir() if str(p).endswith(".toml"))
+
+
+def load_plugin_file(path) -> list[str]:
+    """Import a local plugin file and register the ModelPlugin objects it defines; returns their kinds."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(SpecIssue(str(path), None, None, "--plugin", "plugin file not found"))
+    name = f"gengraph_local_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise SpecError(SpecIssue(str(path), None, None, "--plugin",
+                                  f"plugin file failed to import: {type(exc).__name__}: {exc}")) from None
+    kinds = []
+    for obj in vars(module).values():
+        if isinstance(obj, ModelPlugin) and obj.kind:
+            MODELS.register(obj.kind, obj, replace=True)
+            kinds.append(obj.kind)
+    if not kinds:
+        raise SpecError(SpecIssue(str(path), None, None, "--plugin",
+                                  "the file defines no ModelPlugin instance with a kind"))
+    return kinds
+
+
+def inventory() -> dict:
+    """Everything installed, for `gengraph plugins`; broken plugins are listed, not raised."""
+    from .datasets import DATASETS
+    from .layers import ACTIVATIONS, INITIALIZERS, LAYERS
+    from .spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
+
+    MODELS.load_all()
+    models = {}
+    for name in MODELS.names():
+        try:
+            obj = MODELS.get(name)
+        except KeyError:
+            continue
+        models[name] = {"help": getattr(obj, "help", ""), "module": type(obj).__module__}
+    return {
+        "models": models,
+        "broken": MODELS.broken(),
+        "data_sources": DATASETS.names(),
+        "optimizers": OPTIMIZER_SPECS.names(),
+        "schedules": SCHEDULE_SPECS.names(),
+        "layers": LAYERS.names(),
+        "activations": ACTIVATIONS.names(),
+        "initializers": INITIALIZERS.names(),
+    }

@@ -1,0 +1,135 @@
+"""`kind = "mlp"`: feed-forward networks for regression, binary and multi-class outputs.
+
+`layers` declares the hidden layers; the output layer is added from the data
+(1 unit per regression target, 1 logit for two classes with output = "binary",
+n_classes logits otherwise). Losses: mse, bce with logits, softmax cross-entropy;
+optional l1/l2 penalties on the weights (not the biases).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gengraph.engine import compile, ops, to_numpy
+
+from .layers import ACTIVATIONS, build_stack, layer_schema
+from .model import Model, ModelPlugin
+from .schema import Field, ListOf, Table
+
+
+def output_kind(cfg_output: str, data) -> str:
+    if cfg_output != "auto":
+        return cfg_output
+    return "regression" if data.task == "regression" else "multiclass"
+
+
+class MLP(ModelPlugin):
+    kind = "mlp"
+    help = "feed-forward network (regression, binary or multi-class classification)"
+    tasks = ("regression", "classification")
+
+    @property
+    def schema(self):
+        return Table({
+            "layers": ListOf(layer_schema(), default=[], help="hidden layers, in order"),
+            "output": Field(str, "auto", "output head: auto (from the data), regression, binary, multiclass",
+                            choices=["auto", "regression", "binary", "multiclass"]),
+            "output_init": Field(str, "xavier", "initializer of the output layer"),
+            "l1": Field(float, 0.0, "L1 penalty on weights (lambda * sum |W|)", min=0.0),
+            "l2": Field(float, 0.0, "L2 penalty on weights (lambda * sum W^2)", min=0.0),
+        }, help=self.help)
+
+    def build(self, cfg, graph, data, rng):
+        kind = output_kind(cfg["output"], data)
+        x = graph.input("x", (None, data.n_features))
+        h, params = build_stack(graph, x, cfg["layers"], rng, "hidden")
+        if kind == "regression":
+            k = 1 if data.y_train.ndim == 1 else data.y_train.shape[1]
+            units = k
+        else:
+            units = 1 if kind == "binary" else data.n_classes
+        z, out_params = build_stack(graph, h, [{"units": units, "activation": "identity",
+                                                "init": cfg["output_init"]}], rng, "output")
+        params += out_params
+        metrics = {}
+        if kind == "regression":
+            y = graph.input("y", (None, units))
+            with graph.scope("loss"):
+                loss = ops.mse(z, y)
+            metrics["mse"] = loss
+            feeds = lambda xb, yb: {"x": xb, "y": yb.reshape(len(yb), -1)}  # noqa: E731
+        elif kind == "binary":
+            y = graph.input("y", (None,))
+            with graph.scope("loss"):
+                logit = z[:, 0]
+                loss = ops.mean(ops.bce_with_logits(logit, y))
+                metrics["accuracy"] = ops.mean(ops.eq(ops.gt(logit, 0.0), y))
+            feeds = lambda xb, yb: {"x": xb, "y": yb.astype(np.float64)}  # noqa: E731
+        else:
+            y = graph.input("y", (None,), dtype="int64")
+            with graph.scope("loss"):
+                loss = ops.mean(ops.softmax_cross_entropy(z, y))
+                picked = ops.sum(z * ops.one_hot(y, depth=units, dtype=str(graph.dtype)), axis=-1)
+                metrics["accuracy"] = ops.mean(ops.ge(picked, ops.max(z, axis=-1)))
+            feeds = None
+        objective = loss + penalty(graph, params, cfg["l1"], cfg["l2"])
+        return Model(graph, params, objective, {"x": x, "y": y}, metrics=metrics, feeds=feeds,
+                     extras={"output": z, "head": kind, "data_loss": loss})
+
+    def report(self, model, data, ctx):
+        return report_supervised(model, data, ctx)
+
+
+def penalty(graph, params, l1, l2):
+    """l1 * sum|W| + l2 * sum W^2 over weight matrices (biases are not penalised)."""
+    total = 0.0
+    for p in params:
+        if p.ndim < 2:
+            continue
+        if l1:
+            total = total + l1 * ops.sum(ops.abs(p))
+        if l2:
+            total = total + l2 * ops.sum(ops.square(p))
+    return total
+
+
+def predict(model, x, backend="numpy", batch=4096):
+    prog = model.extras.get("_predict")
+    if prog is None:
+        prog = model.extras["_predict"] = compile(model.graph, model.extras["output"], backend=backend)
+    return np.concatenate([to_numpy(prog.run(x=x[i:i + batch])) for i in range(0, len(x), batch)])
+
+
+def report_supervised(model, data, ctx) -> dict:
+    """test_mse/test_r2 (in data units) or test_accuracy, plus fit/confusion plots."""
+    if data.x_test is None or data.n_test == 0:
+        return {}
+    z = predict(model, data.x_test, ctx.backend)
+    head, out = model.extras["head"], {}
+    if head == "regression":
+        y_true = np.asarray(data.unscale_y(data.y_test), np.float64).reshape(len(z), -1)
+        y_pred = np.asarray(data.unscale_y(z.reshape(data.y_test.shape)), np.float64).reshape(len(z), -1)
+        resid = y_true - y_pred
+        out["test_mse"] = float(np.mean(resid ** 2))
+        out["test_r2"] = float(1 - np.sum(resid ** 2) / np.sum((y_true - y_true.mean(0)) ** 2))
+        if ctx.plots and data.n_features == 1:
+            from .plots import fit_1d
+
+            xs = np.linspace(data.x_train.min(), data.x_train.max(), 200)[:, None]
+            ys = data.unscale_y(predict(model, xs, ctx.backend).reshape(-1))
+            fit_1d(data.unscale_x(data.x_train)[:, 0], data.unscale_y(data.y_train).reshape(-1),
+                   data.unscale_x(xs)[:, 0], ys, ctx.path("fit.png"))
+    else:
+        pred = (z[:, 0] > 0).astype(int) if head == "binary" else z.argmax(axis=1)
+        out["test_accuracy"] = float(np.mean(pred == data.y_test))
+        if ctx.plots:
+            from .plots import confusion_matrix
+
+            confusion_matrix(data.y_test, pred, data.n_classes or 2, ctx.path("confusion.png"))
+    n_params = sum(int(np.prod(model.graph.value(p).shape)) for p in model.params)
+    if n_params <= 16:
+        out["params"] = {p.label: model.graph.value(p).reshape(-1).tolist() for p in model.params}
+    return out
+
+
+plugin = MLP()

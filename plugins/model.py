@@ -1,0 +1,67 @@
+"""What a model plugin is and what its `build` returns.
+
+A plugin is an object registered under a kind name (entry-point group
+``gengraph.plugins``). It declares `schema` (a Table of its [model] keys), a one-line
+`help`, and `build(cfg, graph, data, rng) -> Model`. Optional hooks let it fit in
+closed form (`fit`), replace the per-batch step (`train_batch`), and report final
+metrics, plots and samples (`report`). The trainer does the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from gengraph.engine import Graph, Node
+
+from .registry import Registry
+
+MODELS = Registry("model kind", entry_point_group="gengraph.plugins")
+
+
+@dataclass
+class Model:
+    graph: Graph
+    params: list[Node]
+    loss: Node  # scalar training objective for a batch
+    inputs: dict[str, Node]  # fed per run, by name
+    metrics: dict[str, Node] = field(default_factory=dict)  # batch means, logged per epoch (loss included)
+    train_updates: dict = field(default_factory=dict)  # extra state updates each step (chains, buffers)
+    programs: dict = field(default_factory=dict)  # name -> (outputs dict, updates dict) for other programs
+    extras: dict = field(default_factory=dict)  # plugin-specific nodes or values
+    feeds: Callable | None = None  # (x, y) arrays -> {input name: array}
+
+    def feed(self, x, y):
+        if self.feeds is not None:
+            return self.feeds(x, y)
+        out = {"x": x}
+        if "y" in self.inputs and y is not None:
+            out["y"] = y
+        return out
+
+
+class ModelPlugin:
+    """Base class with the optional hooks' defaults; subclasses set kind, help, schema, build."""
+
+    kind = ""
+    help = ""
+    schema = None
+    tasks = ("regression", "classification", "unsupervised")
+    trains_by_gradient = True  # False: `fit` does everything (closed-form solvers)
+
+    def build(self, cfg: dict, graph: Graph, data, rng: np.random.Generator) -> Model:
+        raise NotImplementedError
+
+    def fit(self, model: Model, data, ctx) -> bool:
+        """Fit without the gradient trainer (e.g. closed form); return True if done."""
+        return False
+
+    def train_batch(self, model: Model, programs: dict, feeds: dict, ctx) -> dict:
+        """One optimisation step on a batch; returns the batch's logged values."""
+        return programs["train_step"].run(feeds)
+
+    def report(self, model: Model, data, ctx) -> dict:
+        """Final metrics under stable names (test_mse, test_accuracy, ...); may write plots."""
+        return {}

@@ -1,0 +1,99 @@
+"""PNG plots through matplotlib's object API (Figure + Agg canvas; no pyplot state)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(w=5.0, h=3.6):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    from .runner import atomic_write
+    import io
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    atomic_write(Path(path), buf.getvalue())
+
+
+def loss_curves(history: list[dict], path) -> None:
+    """Train and test loss per epoch, log scale when positive."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    epochs = [r["epoch"] for r in history]
+    for key, style in (("train_loss", "-"), ("test_loss", "--")):
+        ys = [r.get(key) for r in history]
+        if any(y is not None for y in ys):
+            ax.plot(epochs, [np.nan if y is None else y for y in ys], style, marker="." if len(ys) < 30 else None,
+                    label=key.replace("_", " "))
+    vals = [r.get(k) for r in history for k in ("train_loss", "test_loss") if r.get(k) is not None]
+    if vals and min(vals) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    _save(fig, path)
+
+
+def fit_1d(x, y, x_grid, y_grid, path, title="fit vs data") -> None:
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(x, y, s=8, alpha=0.6, label="data")
+    ax.plot(x_grid, y_grid, color="C3", label="model")
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)
+
+
+def confusion_matrix(y_true, y_pred, n_classes, path) -> np.ndarray:
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    fig = _figure(4.5, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(cm, cmap="Blues")
+    for i in range(n_classes):
+        for j in range(n_classes):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax)
+    _save(fig, path)
+    return cm
+
+
+def image_grid(images, shape, path, title="", cols=None) -> None:
+    """Images (n, prod(shape)) in a grid, grey scale."""
+    images = np.asarray(images)
+    n = len(images)
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    fig = _figure(cols * 0.6 + 0.4, rows * 0.6 + 0.5)
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(images[i].reshape(shape), cmap="gray_r")
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def scatter_vs_data(samples, data, path, title="samples vs data") -> None:
+    fig = _figure(4.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(data[:, 0], data[:, 1], s=4, alpha=0.4, label="data")
+    ax.scatter(samples[:, 0], samples[:, 1], s=4, alpha=0.6, color="C3", label="samples")
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)

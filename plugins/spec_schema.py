@@ -1,0 +1,94 @@
+"""The top-level spec schema: [run], [data], [model], [train], [output].
+
+[data], [model], [train.optimizer] and [train.schedule] are dispatched on their
+`source`/`kind` key to the installed sources, model plugins, optimizers and
+schedules, so a spec is validated against exactly the pieces it names.
+"""
+
+from __future__ import annotations
+
+from gengraph.engine import optimizers as engine_optimizers
+from gengraph.engine import schedules as engine_schedules
+
+from .datasets import data_schema
+from .model import MODELS
+from .registry import Registry
+from .schema import REQUIRED, Dispatch, Field, Table
+
+
+class _HyperSpec:
+    """A registry entry whose schema is built from an engine class's hyper-parameter table."""
+
+    def __init__(self, cls, drop=()):
+        self.cls = cls
+        self.help = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        fields = {}
+        for key, (typ, default, help_) in cls.schema.items():
+            if key in drop:
+                continue
+            if default is engine_schedules.REQUIRED:
+                default = REQUIRED
+            typ = (int, float) if typ is float else typ
+            fields[key] = Field(typ, default, help_)
+        self.schema = Table(fields, help=self.help)
+
+
+class _LBFGS:
+    help = "L-BFGS quasi-Newton with backtracking line search (full batch)"
+    schema = Table({
+        "max_iter": Field(int, 200, "maximum iterations", min=1),
+        "tol": Field(float, 1e-10, "stop when the gradient's max-norm or the loss change is below this", min=0.0),
+    })
+
+
+OPTIMIZER_SPECS = Registry("optimizer")
+for _name, _cls in engine_optimizers.OPTIMIZERS.items():
+    OPTIMIZER_SPECS.register(_name, _HyperSpec(_cls))
+OPTIMIZER_SPECS.register("lbfgs", _LBFGS())
+
+SCHEDULE_SPECS = Registry("schedule")
+for _name, _cls in engine_schedules.SCHEDULES.items():
+    SCHEDULE_SPECS.register(_name, _HyperSpec(_cls, drop=("lr",)))
+
+
+def run_schema() -> Table:
+    return Table({
+        "name": Field(str, "", "run name (default: the spec file's name)"),
+        "seed": Field(int, 0, "seed for data, initialisation and noise streams", min=0),
+        "device": Field(str, "cpu", "cpu (NumPy) or cuda (CuPy)", choices=["cpu", "cuda"]),
+        "dtype": Field(str, "float32", "floating-point type of the computation", choices=["float32", "float64"]),
+    }, help="how to run")
+
+
+def train_schema() -> Table:
+    return Table({
+        "optimizer": Dispatch("kind", OPTIMIZER_SPECS, default={"kind": "adam"}, help="optimizer and its settings"),
+        "schedule": Dispatch("kind", SCHEDULE_SPECS, default={"kind": "constant"}, help="learning-rate schedule"),
+        "epochs": Field(int, 10, "passes over the training data", min=0),
+        "batch_size": Field(int, 64, "mini-batch size (0: full batch)", min=0),
+        "shuffle": Field(bool, True, "reshuffle the training data every epoch"),
+        "early_stopping": Table({
+            "patience": Field(int, 0, "epochs without improvement before stopping (0: off)", min=0),
+            "min_delta": Field(float, 0.0, "smallest change that counts as improvement", min=0.0),
+            "metric": Field(str, "test_loss", "logged metric to watch (lower is better)"),
+        }),
+    }, help="how to train")
+
+
+def output_schema() -> Table:
+    return Table({
+        "dir": Field(str, "runs", "parent folder of run directories"),
+        "checkpoint_every": Field(int, 0, "also checkpoint every N epochs (0: only at the end)", min=0),
+        "plots": Field(bool, True, "write PNG plots"),
+        "samples": Field(int, 64, "samples to draw for generative models", min=0),
+    }, help="what to write")
+
+
+def top_schema() -> Table:
+    return Table({
+        "run": run_schema(),
+        "data": data_schema(),
+        "model": Dispatch("kind", MODELS, help="the model plugin and its keys"),
+        "train": train_schema(),
+        "output": output_schema(),
+    })
