@@ -1,0 +1,146 @@
+"""Command-line overrides ``--set a.b[0].c=VALUE``, applied before validation.
+
+VALUE is read as a TOML literal (``64``, ``true``, ``[1, 2]``, ``{kind="sgd"}``) and
+kept as plain text when it is not one. Unknown keys are set anyway so that
+``validate`` reports them with a suggestion; their positions then read ``--set``.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+
+from .errors import SpecError, SpecIssue
+from .registry import UnknownKind
+from .schema import Dispatch, Field, ListOf, Table, type_of
+from .toml_positions import build_path, read_path
+
+ORIGIN = "--set"  # the "file" of issues about values that came from overrides
+_EXAMPLE = "expected KEY=VALUE, e.g. --set train.epochs=5"
+
+
+def _error(key: str, message: str) -> SpecError:
+    return SpecError(SpecIssue(None, None, None, f"{ORIGIN} {key}".rstrip(), message))
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def _literal(raw: str):
+    try:
+        doc = tomllib.loads(f"v = {raw}")
+    except tomllib.TOMLDecodeError:
+        return raw
+    return doc["v"] if list(doc) == ["v"] else raw  # "1\nx = 2" must not sneak in a key
+
+
+def _parse(text: str):
+    try:
+        tokens, end = read_path(text)
+        if "=" in text and not text.startswith("=", end):
+            raise ValueError(f"unexpected {text[end]!r} at column {end + 1}")
+    except ValueError as exc:
+        raise _error(text.partition("=")[0].strip(), f"malformed key path ({exc}); {_EXAMPLE}") from None
+    if not text.startswith("=", end):
+        raise _error(text[:end].strip(), _EXAMPLE)
+    raw = text[end + 1 :].strip()
+    return tokens, _literal(raw), raw
+
+
+def parse_override(text: str) -> tuple[list[str | int], object]:
+    """(path tokens, value) for ``a.b[0].c=VALUE``; keys are str, indices int."""
+    tokens, value, _ = _parse(text)
+    return tokens, value
+
+
+def _child(schema, node, token):
+    """The schema of node[token] given node's schema, or None where it is not known."""
+    if isinstance(schema, Table) and isinstance(token, str):
+        return schema.fields.get(token)
+    if isinstance(schema, ListOf) and isinstance(token, int):
+        return schema.table
+    if isinstance(schema, Dispatch) and isinstance(token, str):
+        name = node.get(schema.key)
+        if name is None and isinstance(schema.default, dict):
+            name = schema.default.get(schema.key)
+        if not isinstance(name, str):
+            return None
+        try:
+            return schema.schema_of(schema.registry.get(name)).fields.get(token)
+        except UnknownKind:
+            return None
+    return None
+
+
+def _holds_tables(schema) -> bool:
+    if not isinstance(schema, Field):
+        return True
+    types = schema.type if isinstance(schema.type, tuple) else (schema.type,)
+    return dict in types
+
+
+def _assign(root: dict, tokens: list, value, raw: str, schema) -> list[str]:
+    """Set root[tokens...] = value; return the paths of the tables it had to create."""
+    label = build_path(tokens)
+    node, created = root, []
+    for depth, token in enumerate(tokens):
+        here = build_path(tokens[:depth])
+        if isinstance(token, int):
+            if not isinstance(node, list):
+                message = f"{here} is {_a(type_of(node))}, not an array, so [{token}] cannot index it"
+                raise _error(label, message)
+            if token >= len(node):
+                message = f"index {token} is past the end of {here}, which has {len(node)} element(s)"
+                raise _error(label, message)
+        elif not isinstance(node, dict):
+            raise _error(label, f"cannot set a key inside {here}: it is {_a(type_of(node))}, not a table")
+        schema = _child(schema, node, token)
+        if depth == len(tokens) - 1:
+            wants_text = isinstance(schema, Field) and schema.type is str
+            node[token] = raw if wants_text and not isinstance(value, str) else value
+            return created
+        if isinstance(token, str) and token not in node:
+            missing, following = build_path(tokens[: depth + 1]), tokens[depth + 1]
+            if isinstance(following, int):
+                raise _error(label, f"index {following} is past the end of {missing}, which is not set")
+            if not _holds_tables(schema):
+                message = f"cannot set a key inside {missing}: it is {_a(schema.type_name())}, not a table"
+                raise _error(label, message)
+            node[token] = {}
+            created.append(missing)
+        node = node[token]
+    return created
+
+
+def _mark(positions: dict, path: str, created: list[str]) -> None:
+    """Point path (and what it replaced) at the command line instead of the file."""
+    for p in list(positions):
+        if p == path or p.startswith((path + ".", path + "[")):
+            del positions[p]
+    for p in (*created, path):
+        positions[p] = (ORIGIN, None, None)
+
+
+def apply_overrides(
+    data: dict, overrides, *, known_schema: Table | None = None, positions: dict | None = None
+) -> dict:
+    """A deep copy of data with every override set; all malformed ones raise one SpecError.
+
+    known_schema decides whether a missing intermediate table may be created; positions
+    (from parse_toml), when given, is updated so overridden paths locate as ``--set``.
+    """
+    out = copy.deepcopy(data)
+    issues = []
+    for text in overrides:
+        try:
+            tokens, value, raw = _parse(text)
+            created = _assign(out, tokens, value, raw, known_schema)
+        except SpecError as exc:
+            issues += exc.issues
+            continue
+        if positions is not None:
+            _mark(positions, build_path(tokens), created)
+    if issues:
+        raise SpecError(issues)
+    return out

@@ -1,0 +1,269 @@
+"""Declarative spec schemas: what keys a table takes, their types, defaults and help.
+
+Plugins, datasets and optimizers declare a ``Table`` of ``Field``s (and nested
+``Table``/``ListOf``/``Dispatch``); ``validate`` checks a parsed spec against it,
+fills defaults and reports every problem at once as one ``SpecError``, each issue
+located by file:line:col and dotted key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+
+from .errors import SpecError, SpecIssue
+from .registry import UnknownKind, suggest
+from .toml_positions import join_index, join_key, locate
+from .toml_writer import format_value
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+_BAD = object()  # marks a value of the wrong type
+
+# bool before int and datetime before date: the first isinstance match names a value
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+_VALUE_TYPES = {**_TYPE_NAMES, dt.datetime: "datetime", dt.date: "date", dt.time: "time"}
+
+
+def _type_name(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+def type_of(v) -> str:
+    """The TOML name of a value's type, for messages."""
+    return next((name for t, name in _VALUE_TYPES.items() if isinstance(v, t)), type(v).__name__)
+
+
+def _found(v) -> str:
+    """'string "abc"': the type and a short TOML rendering of a value, for messages."""
+    try:
+        text = format_value(v)
+    except TypeError:
+        text = repr(v)
+    return f"{type_of(v)} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _convert(types, v):
+    """v as one of types (an int becomes a float where only float is wanted), or _BAD."""
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(v, bool):  # bool is an int subclass, but true is not a number
+        return v if bool in types else _BAD
+    if isinstance(v, int) and int not in types and float in types:
+        try:
+            return float(v)
+        except OverflowError:
+            return _BAD
+    return v if isinstance(v, types) else _BAD
+
+
+class _Context:
+    """Where issues go while validating, and how their paths become positions."""
+
+    def __init__(self, file, positions):
+        self.file, self.positions, self.issues = file, positions, []
+
+    def add(self, path: str, message: str) -> None:
+        self.issues.append(SpecIssue(*locate(self.positions, path, self.file), path, message))
+
+
+class Field:
+    """One scalar or free-form value; with `item`, min/max/choices apply to each element."""
+
+    def __init__(self, type, default=REQUIRED, help="", *, choices=None, min=None, max=None, item=None):
+        self.type, self.default, self.help = type, default, help
+        self.choices, self.min, self.max, self.item = choices, min, max, item
+
+    def type_name(self) -> str:
+        if self.item is not None:
+            return f"array of {_type_name(self.item)}"
+        return _type_name(self.type)
+
+    def _missing(self, path, ctx):
+        if self.default is REQUIRED:
+            about = f"{self.type_name()}: {self.help}" if self.help else self.type_name()
+            ctx.add(path, f"missing required key ({about})")
+            return None
+        return None if self.default is None else self._validate(copy.deepcopy(self.default), path, ctx)
+
+    def _validate(self, value, path, ctx):
+        v = _convert(self.type, value)
+        if v is _BAD:
+            ctx.add(path, f"expected {self.type_name()}, found {_found(value)}")
+            return value
+        if self.item is None or not isinstance(v, list):
+            self._check_limits(v, path, ctx)
+            return copy.deepcopy(v)
+        out = []
+        for i, x in enumerate(v):
+            y = _convert(self.item, x)
+            if y is _BAD:
+                ctx.add(join_index(path, i), f"expected {_type_name(self.item)}, found {_found(x)}")
+                y = x
+            else:
+                self._check_limits(y, join_index(path, i), ctx)
+            out.append(copy.deepcopy(y))
+        return out
+
+    def _check_limits(self, v, path, ctx) -> None:
+        if self.choices is not None and v not in self.choices:
+            allowed = ", ".join(format_value(c) for c in self.choices)
+            msg = f"{format_value(v)} is not one of {allowed}"
+            hint = suggest(v, self.choices) if isinstance(v, str) else None
+            ctx.add(path, msg + (f'; did you mean "{hint}"?' if hint else ""))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if self.min is not None and v < self.min:
+                ctx.add(path, f"must be >= {self.min}, found {format_value(v)}")
+            if self.max is not None and v > self.max:
+                ctx.add(path, f"must be <= {self.max}, found {format_value(v)}")
+
+
+class Table:
+    """A table with known keys; extra=True keeps unknown keys as they are."""
+
+    def __init__(self, fields: dict, help="", *, extra=False):
+        self.fields, self.help, self.extra = fields, help, extra
+
+    def type_name(self) -> str:
+        return "table"
+
+    def _missing(self, path, ctx):
+        return self._validate({}, path, ctx)
+
+    def _validate(self, value, path, ctx, passthrough=()):
+        if not isinstance(value, dict):
+            ctx.add(path, f"expected table, found {_found(value)}")
+            return value
+        out = {k: value[k] for k in passthrough if k in value}
+        for name, sub in self.fields.items():
+            if name in passthrough:
+                continue
+            p = join_key(path, name)
+            out[name] = sub._validate(value[name], p, ctx) if name in value else sub._missing(p, ctx)
+        known = [*passthrough, *self.fields]
+        for k, v in value.items():
+            if k in out:
+                continue
+            if self.extra:
+                out[k] = copy.deepcopy(v)
+                continue
+            hint = suggest(k, known)
+            if hint:
+                ctx.add(join_key(path, k), f'unknown key; did you mean "{hint}"?')
+            else:
+                ctx.add(join_key(path, k), f"unknown key (known keys: {', '.join(known) or 'none'})")
+        return out
+
+
+class ListOf:
+    """An array of tables, each checked against the same Table; default None makes it optional."""
+
+    def __init__(self, table: Table, default=REQUIRED, help=""):
+        self.table, self.default, self.help = table, default, help
+
+    def type_name(self) -> str:
+        return "array of tables"
+
+    def _missing(self, path, ctx):
+        if self.default is REQUIRED:
+            ctx.add(path, f"missing required array of tables{': ' + self.help if self.help else ''}")
+            return None
+        return None if self.default is None else self._validate(copy.deepcopy(self.default), path, ctx)
+
+    def _validate(self, value, path, ctx):
+        if not isinstance(value, list):
+            ctx.add(path, f"expected array of tables, found {_found(value)}")
+            return value
+        return [self.table._validate(el, join_index(path, i), ctx) for i, el in enumerate(value)]
+
+
+class Dispatch:
+    """A table whose `key` entry names a registered object; that object's schema checks the rest.
+
+    default is REQUIRED, a table such as ``{"kind": "adam"}`` (validated like written ones),
+    or None for an optional table that stays unset.
+    """
+
+    def __init__(self, key: str, registry, default=REQUIRED, help="", *, schema_of=lambda obj: obj.schema):
+        self.key, self.registry, self.default, self.help = key, registry, default, help
+        self.schema_of = schema_of
+
+    def type_name(self) -> str:
+        return f"table chosen by {self.key}"
+
+    def _missing(self, path, ctx):
+        if self.default is REQUIRED:
+            kinds = ", ".join(self.registry.names()) or "none installed"
+            ctx.add(path, f"missing required table; set {self.key} to one of: {kinds}")
+            return None
+        return None if self.default is None else self._validate(copy.deepcopy(self.default), path, ctx)
+
+    def _validate(self, value, path, ctx):
+        if not isinstance(value, dict):
+            ctx.add(path, f"expected table, found {_found(value)}")
+            return value
+        key_path = join_key(path, self.key)
+        name = value.get(self.key)
+        if self.key not in value:
+            kinds = ", ".join(self.registry.names()) or "none installed"
+            ctx.add(key_path, f"missing required key; set it to one of: {kinds}")
+            return value
+        if not isinstance(name, str):
+            ctx.add(key_path, f"expected string, found {_found(name)}")
+            return value
+        try:
+            obj = self.registry.get(name)
+        except UnknownKind as exc:
+            ctx.add(key_path, _unknown_kind_message(exc))
+            return value
+        return self.schema_of(obj)._validate(value, path, ctx, passthrough=(self.key,))
+
+
+def _unknown_kind_message(exc: UnknownKind) -> str:
+    if exc.name in exc.broken:
+        return f'{exc.what} "{exc.name}" is installed but failed to import: {exc.broken[exc.name]}'
+    msg = f'unknown {exc.what} "{exc.name}"'
+    if exc.suggestion:
+        msg += f'; did you mean "{exc.suggestion}"?'
+    else:
+        msg += " is not installed; install a package that provides it or pass --plugin FILE"
+    msg += f" (installed: {', '.join(exc.known) or 'none'})"
+    if exc.broken:
+        msg += "; failed to import: " + "; ".join(f"{k} ({v})" for k, v in sorted(exc.broken.items()))
+    return msg
+
+
+def validate(schema: Table, data: dict, *, file=None, positions=None, path="") -> dict:
+    """A new dict with defaults filled; raises one SpecError listing every problem."""
+    ctx = _Context(file, positions)
+    out = schema._validate(data, path, ctx)
+    if ctx.issues:  # report in file order; issues without a line (e.g. --set) last
+        ctx.issues.sort(key=lambda i: (i.line is None, i.line or 0, i.col or 0))
+        raise SpecError(ctx.issues)
+    return out
+
+
+def describe(schema: Table, path: str = "") -> list[tuple[str, str, object, str]]:
+    """(dotted key, type name, default, help) rows; array elements are written ``key[]``."""
+    rows = []
+    for name, sub in schema.fields.items():
+        p = join_key(path, name)
+        if isinstance(sub, Table):
+            rows.append((p, sub.type_name(), None, sub.help))
+            rows += describe(sub, p)
+        elif isinstance(sub, ListOf):
+            rows.append((p, sub.type_name(), sub.default, sub.help))
+            rows += describe(sub.table, p + "[]")
+        elif isinstance(sub, Dispatch):
+            rows.append((p, sub.type_name(), sub.default, sub.help))
+            chosen = sub.default.get(sub.key, REQUIRED) if isinstance(sub.default, dict) else sub.default
+            kinds = ", ".join(sub.registry.names()) or "none installed"
+            rows.append((join_key(p, sub.key), "string", chosen, f"one of: {kinds}"))
+        else:
+            rows.append((p, sub.type_name(), sub.default, sub.help))
+    return rows
