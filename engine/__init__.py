@@ -11,3 +11,6 @@ from .graph import Graph, Node, topo_order  # noqa: F401
 from .program import NonFiniteError, Program  # noqa: F401
 from .expr import ExprError  # noqa: F401,E402
 from .gradcheck import GradCheckReport, central_differences, check_grads, value_and_grad  # noqa: F401,E402
+from . import optimizers, schedules  # noqa: F401,E402
+from .optimizers import make_optimizer  # noqa: F401,E402
+from .schedules import make_schedule  # noqa: F401,E402

@@ -23,6 +23,8 @@ le = defop("le", lambda xp, a, b: (a <= b).astype(a.dtype if a.dtype.kind == "f"
 eq = defop("eq", lambda xp, a, b: (a == b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
            doc="1 where a == b else 0")
 sign = defop("sign", lambda xp, x: xp.sign(x), same_shape, (None,), ufunc="sign")
+floor = defop("floor", lambda xp, x: xp.floor(x), same_shape, (None,), ufunc="floor",
+              doc="largest integer <= x; its gradient is zero (piecewise constant)")
 
 # --- arithmetic -------------------------------------------------------------------
 add = defop("add", lambda xp, a, b: a + b, elementwise,

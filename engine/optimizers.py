@@ -1,0 +1,398 @@
+"""Optimizers as graph update rules: parameters and their state are leaves of the graph.
+
+``opt.updates(graph, params, grads)`` creates the optimizer's state leaves (zeros, named
+``"<kind>/<param label>/<slot>"``, e.g. ``"adam/dense1/W/m"``) and one step counter
+``"opt/step"`` (float64, the number of updates taken so far), and returns
+``{param: new param, state: new state, ...}`` for ``compile(..., updates=...)``. Every
+right-hand side reads the values from before the run, as the Program writes updates
+after computing everything. The learning rate is a node named ``"lr"`` computed from the
+step counter by a schedule (``engine.schedules``), so it can be inspected and fetched.
+
+Conventions follow PyTorch's ``torch.optim`` (single-tensor code path). With ``g`` the
+gradient, ``t`` the step counter before the update (``t = 0`` on the first step),
+``lr = lr(t)`` and all state initialised to zero (adagrad: ``initial_accumulator``):
+
+| kind               | update rule                                                                  |
+| ------------------ | ---------------------------------------------------------------------------- |
+| `gd` (`sgd`)       | p <- p - lr g                                                                |
+| `momentum`         | v <- mu v + (1 - dampening) g   (v <- g on the first step, as PyTorch)       |
+|                    | p <- p - lr v;  nesterov: p <- p - lr (g + mu v)                             |
+| `nesterov`         | `momentum` with nesterov = true                                              |
+| `adagrad`          | s <- s + g^2;  p <- p - lr / (1 + t lr_decay) * g / (sqrt(s) + eps)          |
+| `rmsprop`          | s <- a s + (1 - a) g^2;  d = sqrt(s) + eps                                   |
+|                    | centered: m <- a m + (1 - a) g;  d = sqrt(s - m^2) + eps                     |
+|                    | p <- p - lr g / d;  momentum > 0: b <- momentum b + g / d;  p <- p - lr b    |
+| `adam`             | m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  n = t + 1                |
+|                    | p <- p - lr / (1 - b1^n) * m / (sqrt(v) / sqrt(1 - b2^n) + eps)              |
+| `adamw`            | p <- p (1 - lr wd), then the `adam` step                                     |
+
+Every optimizer also takes ``weight_decay`` (wd; L2: ``g <- g + wd p`` before the rule,
+except `adamw`, whose decay is decoupled as above) and ``clip_norm`` (c > 0: all
+gradients are scaled by ``min(1, c / (||g||_2 + 1e-6))`` with the global norm over every
+parameter, as ``torch.nn.utils.clip_grad_norm_``, before weight decay; 0 = off).
+``lr`` is a float, a ``Schedule``, or a table ``{"kind": "cosine", "lr": ..., ...}``.
+
+Scalars that depend on the step (lr, bias corrections) are computed in float64 and cast
+once to each parameter's dtype. ``make_optimizer(kind, **hyper)`` checks names (with a
+did-you-mean), types and ranges; each class's ``schema`` maps a hyper-parameter to
+``(type, default, help)`` for the spec layer.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from .graph import Node
+from .schedules import REQUIRED, Schedule, as_schedule, check, resolve_hyper, unknown_kind  # noqa: F401
+
+STEP_DTYPE = np.dtype("float64")  # the step counter: exact integers up to 2**53
+
+_COMMON = {
+    "weight_decay": (float, 0.0, "L2 penalty added to the gradient: g + weight_decay * p"),
+    "clip_norm": (float, 0.0, "clip the global gradient norm to this value (0 = off)"),
+}
+
+
+def _label(graph, name: str) -> str:
+    scope = graph.current_scope
+    return f"{scope}/{name}" if scope and not name.startswith(scope + "/") else name
+
+
+def free_name(graph, name: str) -> str:
+    """`name`, or `name_2`, `name_3`, ... if a node with that label already exists."""
+    candidate, k = name, 1
+    while True:
+        try:
+            graph.find(_label(graph, candidate))
+        except KeyError:
+            return candidate
+        k += 1
+        candidate = f"{name}_{k}"
+
+
+def named(node: Node, name: str) -> Node:
+    """A copy of `node` carrying a user-facing name (unique in its graph)."""
+    graph = node.graph
+    name = free_name(graph, name)
+    if node.op == "constant":
+        return graph.constant(graph.value(node), dtype=node.dtype, name=name)
+    if node.is_leaf:
+        from .ops import stop_gradient
+
+        node = stop_gradient(node)  # an identity whose copy can carry the name
+    return graph.add_node(node.op, node.inputs, dict(node.attrs), node.shape, node.dtype, name=name)
+
+
+class _Step:
+    """What one `updates` call shares between parameters: step counter, lr, casts."""
+
+    def __init__(self, opt: "Optimizer", graph, step: Node, lr: Node):
+        self.opt, self.graph, self.step, self.lr64 = opt, graph, step, lr
+        self.t = step + 1.0  # the number of this update, 1 on the first (PyTorch's `step`)
+        self._casts: dict = {}
+
+    def cast(self, node: Node, dtype) -> Node:
+        """A float64 scalar node in a parameter's dtype (one cast node per dtype)."""
+        dtype = np.dtype(dtype)
+        if node.dtype == dtype:
+            return node
+        key = (id(node), dtype.str)
+        if key not in self._casts:
+            from .ops import cast
+
+            self._casts[key] = cast(node, dtype=dtype.name)
+        return self._casts[key]
+
+    def lr(self, like: Node) -> Node:
+        return self.cast(self.lr64, like.dtype)
+
+    def state(self, param: Node, slot: str, fill: float = 0.0) -> Node:
+        name = free_name(self.graph, f"{self.opt.kind}/{param.label}/{slot}")
+        node = self.graph.state(name, np.full(param.shape, fill, dtype=param.dtype), dtype=param.dtype)
+        self.opt._states.append(node)
+        self.opt.slots.setdefault(param, {})[slot] = node
+        return node
+
+
+class Optimizer:
+    """Base class. Subclasses set `kind`, `schema` and `_rule` (one parameter's update)."""
+
+    kind: ClassVar[str] = ""
+    schema: ClassVar[dict[str, tuple]] = {}
+    aliases: ClassVar[dict[str, str]] = {}  # alternative hyper-parameter names -> canonical
+    decoupled_decay: ClassVar[bool] = False  # weight_decay applied to p, not added to g
+
+    def __init__(self, **hyper):
+        owner = f'optimizer "{self.kind}"'
+        lr = hyper.get("lr")
+        if isinstance(lr, (Schedule, dict)):
+            rest = {k: v for k, v in hyper.items() if k != "lr"}
+            self.hyper = resolve_hyper(owner, self.schema, rest, self.aliases)
+            self.hyper["lr"] = as_schedule(lr)
+        else:
+            self.hyper = resolve_hyper(owner, self.schema, hyper, self.aliases)
+        self.hyper = {k: self.hyper[k] for k in self.schema}  # schema order
+        self._check(owner, self.hyper)
+        self._states: list[Node] = []
+        self.slots: dict[Node, dict[str, Node]] = {}
+        self.step_node: Node | None = None
+        self.lr_node: Node | None = None
+
+    def _check(self, owner, h):
+        if not isinstance(h["lr"], Schedule):
+            check(owner, h["lr"] >= 0, f'lr must be >= 0, not {h["lr"]}')
+        check(owner, h["weight_decay"] >= 0, "weight_decay must be >= 0")
+        check(owner, h["clip_norm"] >= 0, "clip_norm must be >= 0 (0 = off)")
+
+    @property
+    def schedule(self) -> Schedule:
+        """The lr schedule (a constant one when lr is a float)."""
+        return as_schedule(self.hyper["lr"])
+
+    # --- the graph -------------------------------------------------------------------
+    def updates(self, graph, params, grads) -> dict[Node, Node]:
+        """Create state leaves and the step counter; return {param/state: new value node}."""
+        params, grads = list(params), list(grads)
+        if len(params) != len(grads):
+            raise ValueError(f"{len(params)} params but {len(grads)} gradients")
+        for p, g in zip(params, grads):
+            if not isinstance(p, Node) or p.op not in ("param", "state"):
+                raise ValueError(f"an optimizer updates params (or state), not {p!r}")
+            if not isinstance(g, Node):
+                raise ValueError(f"the gradient of {p.label} is {g!r}, not a graph node")
+            if p.graph is not graph or g.graph is not graph:
+                raise ValueError(f"{p.label} or its gradient belongs to another graph")
+            if g.shape != p.shape:
+                raise ValueError(f"gradient of {p.label} has shape {g.shape}, the param {p.shape}")
+        self._states, self.slots = [], {}
+        step = graph.state(free_name(graph, "opt/step"), 0.0, dtype=STEP_DTYPE)
+        self._states.append(step)
+        self.step_node = step
+        self.lr_node = named(self.schedule.node(step), "lr")
+        s = _Step(self, graph, step, self.lr_node)
+        grads = self._clip(s, grads)
+        out: dict[Node, Node] = {}
+        wd = self.hyper["weight_decay"]
+        for p, g in zip(params, grads):
+            if wd and not self.decoupled_decay:
+                g = g + wd * p
+            out.update(self._rule(s, p, g))
+        out[step] = s.t
+        return out
+
+    def state_nodes(self) -> list[Node]:
+        """The state leaves made by the last `updates` call: the step counter first, then each slot."""
+        return list(self._states)
+
+    def _clip(self, s: _Step, grads):
+        c = self.hyper["clip_norm"]
+        if not c or not grads:
+            return grads
+        from .ops import minimum, sqrt
+        from .ops import sum as total
+
+        sq = None
+        for g in grads:
+            term = s.cast(total(g * g), grads[0].dtype)
+            sq = term if sq is None else sq + term
+        coef = minimum(c / (sqrt(sq) + 1e-6), 1.0)
+        return [g * s.cast(coef, g.dtype) for g in grads]
+
+    def _rule(self, s: _Step, p: Node, g: Node) -> dict[Node, Node]:
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper.items())
+        return f"{type(self).__name__}({args})"
+
+
+class GD(Optimizer):
+    """Plain gradient descent: p <- p - lr g."""
+
+    kind = "gd"
+    schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"), **_COMMON}
+
+    def _rule(self, s, p, g):
+        return {p: p - s.lr(p) * g}
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum (PyTorch SGD): v <- mu v + (1 - dampening) g; p <- p - lr v."""
+
+    kind = "momentum"
+    schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"),
+              "momentum": (float, 0.9, "momentum factor mu"),
+              "nesterov": (bool, False, "Nesterov momentum: p <- p - lr (g + mu v)"),
+              "dampening": (float, 0.0, "dampening of the gradient added to v (after the first step)"),
+              **_COMMON}
+
+    def _check(self, owner, h):
+        super()._check(owner, h)
+        check(owner, h["momentum"] >= 0, "momentum must be >= 0")
+        check(owner, 0 <= h["dampening"] <= 1, "dampening must be in [0, 1]")
+        if h["nesterov"]:
+            check(owner, h["momentum"] > 0 and h["dampening"] == 0, "nesterov needs momentum > 0 and dampening 0")
+
+    def _rule(self, s, p, g):
+        from .ops import gt
+
+        h = self.hyper
+        mu, damp = h["momentum"], h["dampening"]
+        v = s.state(p, "v")
+        if damp:  # PyTorch starts the buffer at g, undamped
+            v_new = mu * v + s.cast(1.0 - damp * gt(s.step, 0.0), p.dtype) * g
+        else:
+            v_new = mu * v + g
+        d = g + mu * v_new if h["nesterov"] else v_new
+        return {p: p - s.lr(p) * d, v: v_new}
+
+
+class Nesterov(Momentum):
+    """`momentum` with nesterov = true: p <- p - lr (g + mu v)."""
+
+    kind = "nesterov"
+    schema = {**Momentum.schema, "nesterov": (bool, True, "Nesterov momentum: p <- p - lr (g + mu v)")}
+
+
+class Adagrad(Optimizer):
+    """Adagrad: s <- s + g^2; p <- p - lr / (1 + t lr_decay) * g / (sqrt(s) + eps)."""
+
+    kind = "adagrad"
+    schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"),
+              "eps": (float, 1e-10, "added to sqrt(s) in the denominator"),
+              "initial_accumulator": (float, 0.0, "initial value of the sum of squared gradients"),
+              "lr_decay": (float, 0.0, "lr / (1 + t lr_decay)"),
+              **_COMMON}
+    aliases = {"initial_accumulator_value": "initial_accumulator"}
+
+    def _check(self, owner, h):
+        super()._check(owner, h)
+        for key in ("eps", "initial_accumulator", "lr_decay"):
+            check(owner, h[key] >= 0, f"{key} must be >= 0")
+
+    def _rule(self, s, p, g):
+        from .ops import sqrt
+
+        h = self.hyper
+        acc = s.state(p, "sum", h["initial_accumulator"])
+        acc_new = acc + g * g
+        lr = s.lr(p) if not h["lr_decay"] else s.cast(s.lr64 / (1.0 + h["lr_decay"] * s.step), p.dtype)
+        return {p: p - lr * (g / (sqrt(acc_new) + h["eps"])), acc: acc_new}
+
+
+class RMSprop(Optimizer):
+    """RMSprop (PyTorch): s <- a s + (1 - a) g^2; p <- p - lr g / (sqrt(s) + eps)."""
+
+    kind = "rmsprop"
+    schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"),
+              "alpha": (float, 0.99, "decay of the running mean of g^2 (rho)"),
+              "eps": (float, 1e-8, "added to the root in the denominator"),
+              "momentum": (float, 0.0, "momentum of the scaled step (0 = off)"),
+              "centered": (bool, False, "divide by the variance estimate sqrt(E[g^2] - E[g]^2)"),
+              **_COMMON}
+    aliases = {"rho": "alpha"}
+
+    def _check(self, owner, h):
+        super()._check(owner, h)
+        check(owner, 0 <= h["alpha"] <= 1, "alpha must be in [0, 1]")
+        check(owner, h["eps"] >= 0, "eps must be >= 0")
+        check(owner, h["momentum"] >= 0, "momentum must be >= 0")
+
+    def _rule(self, s, p, g):
+        from .ops import sqrt
+
+        h = self.hyper
+        a = h["alpha"]
+        sq = s.state(p, "sq")
+        sq_new = a * sq + (1.0 - a) * (g * g)
+        out = {sq: sq_new}
+        if h["centered"]:
+            ga = s.state(p, "g_avg")
+            ga_new = a * ga + (1.0 - a) * g
+            out[ga] = ga_new
+            denom = sqrt(sq_new - ga_new * ga_new) + h["eps"]
+        else:
+            denom = sqrt(sq_new) + h["eps"]
+        if h["momentum"]:
+            buf = s.state(p, "buf")
+            buf_new = h["momentum"] * buf + g / denom
+            out[buf] = buf_new
+            out[p] = p - s.lr(p) * buf_new
+        else:
+            out[p] = p - s.lr(p) * (g / denom)
+        return {p: out.pop(p), **out}
+
+
+class Adam(Optimizer):
+    """Adam with PyTorch's bias correction: eps is added after sqrt(v_hat)."""
+
+    kind = "adam"
+    schema = {"lr": (float, 1e-3, "learning rate (a float or a schedule)"),
+              "beta1": (float, 0.9, "decay of the first moment m"),
+              "beta2": (float, 0.999, "decay of the second moment v"),
+              "eps": (float, 1e-8, "added to sqrt(v_hat) in the denominator"),
+              **_COMMON}
+
+    def __init__(self, **hyper):
+        if "betas" in hyper:  # PyTorch's spelling: betas=(beta1, beta2)
+            betas = hyper.pop("betas")
+            if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+                raise ValueError(f'optimizer "{self.kind}": betas must be a pair (beta1, beta2), not {betas!r}')
+            if "beta1" in hyper or "beta2" in hyper:
+                raise ValueError(f'optimizer "{self.kind}": give betas or beta1/beta2, not both')
+            hyper.update(beta1=betas[0], beta2=betas[1])
+        super().__init__(**hyper)
+
+    def _check(self, owner, h):
+        super()._check(owner, h)
+        check(owner, 0 <= h["beta1"] < 1 and 0 <= h["beta2"] < 1, "beta1 and beta2 must be in [0, 1)")
+        check(owner, h["eps"] >= 0, "eps must be >= 0")
+
+    def _rule(self, s, p, g):
+        from .ops import sqrt
+
+        h = self.hyper
+        b1, b2 = h["beta1"], h["beta2"]
+        m, v = s.state(p, "m"), s.state(p, "v")
+        m_new = b1 * m + (1.0 - b1) * g
+        v_new = b2 * v + (1.0 - b2) * (g * g)
+        # float64 scalars, as PyTorch computes them in Python: lr / (1 - b1^t), sqrt(1 - b2^t)
+        step_size = s.cast(s.lr64 / (1.0 - b1 ** s.t), p.dtype)
+        bc2_sqrt = s.cast(sqrt(1.0 - b2 ** s.t), p.dtype)
+        denom = sqrt(v_new) / bc2_sqrt + h["eps"]
+        base = p
+        if self.decoupled_decay and h["weight_decay"]:
+            base = p * s.cast(1.0 - s.lr64 * h["weight_decay"], p.dtype)
+        return {p: base - step_size * (m_new / denom), m: m_new, v: v_new}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (PyTorch AdamW): p <- p (1 - lr wd) before the Adam step."""
+
+    kind = "adamw"
+    schema = {**Adam.schema,
+              "weight_decay": (float, 0.01, "decoupled decay: p <- p (1 - lr weight_decay)")}
+    decoupled_decay = True
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "gd": GD,
+    "sgd": GD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": Adagrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+    "adamw": AdamW,
+}
+
+
+def make_optimizer(kind: str, **hyper) -> Optimizer:
+    """An optimizer by kind name; ValueError with a did-you-mean for unknown kinds or hyper names."""
+    try:
+        cls = OPTIMIZERS[kind]
+    except (KeyError, TypeError):
+        raise unknown_kind("optimizer", kind, OPTIMIZERS) from None
+    return cls(**hyper)
