@@ -45,11 +45,15 @@ def user_errors(fn):
         from gengraph.engine.ops.registry import ShapeError
         from gengraph.plugins.datasets import DataError
         from gengraph.plugins.errors import SpecError
+        from gengraph.plugins.runner import CheckpointError, RunInterrupted
         from gengraph.plugins.trainer import DivergenceError
 
         try:
             return fn(*args, **kwargs)
-        except (SpecError, DataError, ExprError, ShapeError) as exc:
+        except RunInterrupted as exc:
+            click.echo(f"\n{exc}; continue with --resume", err=True)
+            ctx.exit(130)
+        except (SpecError, DataError, ExprError, ShapeError, CheckpointError) as exc:
             if debug:
                 raise
             raise UserError(str(exc)) from None
@@ -106,14 +110,17 @@ def common(fn):
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory (default: output.dir/run.name)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="override run.device")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @common
 @user_errors
-def run(spec, out_dir, device, quiet, as_json, overrides, plugin_files, debug):
+def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_files, debug):
     """Train the model a SPEC declares and write its run directory.
 
     Without SPEC, runs the built-in default (specs/mlp_digits.toml on the shipped digits).
+    Ctrl-C writes a checkpoint and exits 130; --resume continues bit-identically.
     """
     from pathlib import Path
 
@@ -123,14 +130,17 @@ def run(spec, out_dir, device, quiet, as_json, overrides, plugin_files, debug):
 
     _load_plugins(plugin_files)
     overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
+    if resume_dir and spec is None:
+        spec = str(Path(resume_dir) / "spec.toml")
     path = _spec_path(spec)
     loaded = load(path, overrides)
     name = loaded.data["run"]["name"] or Path(path).stem
     loaded.data["run"]["name"] = name
-    run_dir = Path(out_dir) if out_dir else Path(loaded.data["output"]["dir"]) / name
+    run_dir = Path(resume_dir or out_dir or Path(loaded.data["output"]["dir"]) / name)
     progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)
     try:
-        summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=Path(path).parent)
+        summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=Path(path).parent,
+                          resume=bool(resume_dir))
     finally:
         progress.close()
     if as_json:

@@ -58,15 +58,15 @@ class Dense:
         "bias": Field(bool, True, "add a bias vector"),
     })
 
-    def build(self, graph, x, cfg, rng, name):
+    def build(self, graph, x, cfg, rng, name=None):
+        """Nodes are created in the caller's scope (build_stack opens one per layer)."""
         units, act = cfg["units"], cfg.get("activation", "relu")
         fan_in = x.shape[-1]
-        with graph.scope(name):
-            W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units))
-            z = x @ W
-            if cfg.get("bias", True):
-                z = z + graph.param("b", np.zeros(units))
-            return ACTIVATIONS.get(act)(z)
+        W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units))
+        z = x @ W
+        if cfg.get("bias", True):
+            z = z + graph.param("b", np.zeros(units))
+        return ACTIVATIONS.get(act)(z)
 
 
 LAYERS.register("dense", Dense())
@@ -81,13 +81,19 @@ def layer_schema() -> Table:
     return Table(fields)
 
 
-def build_stack(graph, x, layers: list[dict], rng, scope: str):
-    """Apply declared layers in order under `scope`; returns (output, params created)."""
+def build_stack(graph, x, layers: list[dict], rng, scope: str, origin: str | None = None):
+    """Apply declared layers in order under `scope`; returns (output, params created).
+
+    `origin` is the spec key of the layer list (e.g. "model.layers"): each layer's nodes
+    remember "model.layers[i]", so graphs and error messages point back to the spec.
+    """
     before = {n.id for n in graph.params()}
     h = x
     with graph.scope(scope):
         for i, cfg in enumerate(layers):
-            h = LAYERS.get(cfg.get("type", "dense")).build(graph, h, cfg, rng, f"{cfg.get('type', 'dense')}{i}")
+            kind = cfg.get("type", "dense")
+            with graph.scope(f"{kind}{i}", origin=f"{origin}[{i}]" if origin else None):
+                h = LAYERS.get(kind).build(graph, h, cfg, rng, None)
     return h, [n for n in graph.params() if n.id not in before]
 
 

@@ -42,14 +42,14 @@ class MLP(ModelPlugin):
     def build(self, cfg, graph, data, rng):
         kind = output_kind(cfg["output"], data)
         x = graph.input("x", (None, data.n_features))
-        h, params = build_stack(graph, x, cfg["layers"], rng, "hidden")
+        h, params = build_stack(graph, x, cfg["layers"], rng, "hidden", origin="model.layers")
         if kind == "regression":
             k = 1 if data.y_train.ndim == 1 else data.y_train.shape[1]
             units = k
         else:
             units = 1 if kind == "binary" else data.n_classes
         z, out_params = build_stack(graph, h, [{"units": units, "activation": "identity",
-                                                "init": cfg["output_init"]}], rng, "output")
+                                                "init": cfg["output_init"]}], rng, "output", origin="model.output")
         params += out_params
         metrics = {}
         if kind == "regression":

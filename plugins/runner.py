@@ -24,7 +24,7 @@ from gengraph.engine import Graph, to_numpy
 from .datasets import make_dataset
 from .layers import init_rng
 from .model import MODELS
-from .trainer import Trainer
+from .trainer import Interrupted, Trainer
 
 
 @dataclass
@@ -81,28 +81,63 @@ def backend_of(device: str) -> str:
     return "cupy" if device == "cuda" else "numpy"
 
 
-def checkpoint_arrays(model, trainer=None) -> dict:
-    g = model.graph
-    arrays = {f"param/{n.label}": g.value(n) for n in g.params()}
-    arrays.update({f"state/{n.label}": g.value(n) for n in g.states()})
-    return arrays
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into this model (missing, corrupt, mismatched)."""
 
 
-def write_checkpoint(run_dir: Path, model, trainer) -> Path:
+def write_checkpoint(run_dir: Path, trainer, snap: dict | None = None) -> Path:
+    """params, state, RNG states and the trainer's position in one npz, written atomically.
+
+    Arrays are keyed by node label (stable across builds of the same spec); the
+    metadata travels inside the same file as UTF-8 JSON bytes, so the pair can never
+    disagree. A readable copy of the metadata is written to checkpoint.json.
+    """
+    snap = snap or trainer.snapshot()
+    g = trainer.model.graph
+    labels = {n.id: n.label for n in g.params() + g.states()}
+    arrays = {f"{'param' if n.op == 'param' else 'state'}/{labels[n.id]}": snap["leaves"][n.id]
+              for n in g.params() + g.states()}
+    meta = {"format": 1, "streams": snap["streams"], "rng": snap["rng"], "state": snap["state"]}
+    text = json.dumps(meta, indent=1, default=_jsonable)
+    arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
     path = run_dir / "checkpoint.npz"
-    save_npz(path, checkpoint_arrays(model, trainer))
-    streams = model.graph.__dict__.get("_streams")
-    meta = {"epoch": trainer.state.epoch, "step": trainer.state.step,
-            "noise_streams": streams.state() if streams is not None else {},
-            "shuffle_rng": trainer.rng.bit_generator.state}
-    atomic_write(run_dir / "checkpoint.json", json.dumps(meta, indent=1, default=_jsonable))
+    save_npz(path, arrays)
+    atomic_write(run_dir / "checkpoint.json", text)
     return path
 
 
+def read_checkpoint(path: Path, trainer) -> dict:
+    """A snapshot (as Trainer.restore takes it) from a checkpoint file; never unpickles."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint here") from None
+    except (ValueError, OSError, EOFError) as exc:  # object arrays need pickle: refused
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({exc})") from None
+    if "__meta__" not in arrays:
+        raise CheckpointError(f"{path}: not a gengraph checkpoint (no metadata)")
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    g = trainer.model.graph
+    leaves, problems = {}, []
+    for n in g.params() + g.states():
+        key = f"{'param' if n.op == 'param' else 'state'}/{n.label}"
+        if key not in arrays:
+            problems.append(f"missing {key}")
+        elif arrays[key].shape != g.value(n).shape:
+            problems.append(f"{key} has shape {arrays[key].shape}, the model needs {g.value(n).shape}")
+        else:
+            leaves[n.id] = arrays[key]
+    if problems:
+        raise CheckpointError(f"{path} does not fit this model: " + "; ".join(problems[:5]))
+    return {"leaves": leaves, "streams": meta["streams"], "rng": meta["rng"], "state": meta["state"]}
+
+
 def _jsonable(v):
-    if isinstance(v, (np.integer,)):
+    if isinstance(v, np.integer):
         return int(v)
-    if isinstance(v, (np.floating,)):
+    if isinstance(v, np.floating):
         return float(v)
     if isinstance(v, np.ndarray):
         return v.tolist()
@@ -126,33 +161,69 @@ def env_info(spec_data: dict) -> dict:
     return info
 
 
-def execute(spec, run_dir: Path, *, quiet=False, debug=False, log=print, on_epoch=None, base_dir=None) -> dict:
-    """Run a loaded Spec, writing everything into run_dir; returns the summary dict."""
-    data_cfg = spec.data
+class RunInterrupted(Exception):
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = checkpoint
+        super().__init__(f"interrupted; checkpoint written to {checkpoint}")
+
+
+def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_dir=None, resume=False,
+            on_step=None) -> dict:
+    """Run a loaded Spec, writing everything into run_dir; returns the summary dict.
+
+    With resume=True the run continues from run_dir/checkpoint.npz. SIGINT (Ctrl-C)
+    finishes the current step, writes a checkpoint and raises RunInterrupted.
+    """
+    import signal
+
+    cfg = spec.data
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "spec.toml", spec.to_toml())
-    atomic_write(run_dir / "env.json", json.dumps(env_info(data_cfg), indent=1))
+    atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
     t0 = time.perf_counter()
-    data, plugin, graph, model = build(data_cfg, backend=backend_of(data_cfg["run"]["device"]), base_dir=base_dir)
-    ctx = RunContext(data_cfg, run_dir, data_cfg["run"]["seed"], backend_of(data_cfg["run"]["device"]), debug,
-                     data_cfg["output"]["plots"], log)
-    trainer = Trainer(plugin, model, data, data_cfg["train"], ctx)
+    backend = backend_of(cfg["run"]["device"])
+    data, plugin, graph, model = build(cfg, backend=backend, base_dir=base_dir)
+    ctx = RunContext(cfg, run_dir, cfg["run"]["seed"], backend, debug, cfg["output"]["plots"], log)
+    trainer = Trainer(plugin, model, data, cfg["train"], ctx)
     ctx.extra["trainer"] = trainer
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("")
-    every = data_cfg["output"]["checkpoint_every"]
+    if resume:
+        trainer.compile_programs(with_optimizer=plugin.trains_by_gradient)
+        trainer.restore(read_checkpoint(run_dir / "checkpoint.npz", trainer))
+        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
+            if metrics_path.exists() else []
+        trainer.state.history = [r for r in rows if r["epoch"] <= trainer.state.epoch]
+        atomic_write(metrics_path, "".join(json.dumps(r) + "\n" for r in trainer.state.history))
+    else:
+        metrics_path.write_text("")
+    every = cfg["output"]["checkpoint_every"]
 
     def epoch_done(row):
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps(row, default=_jsonable) + "\n")
         if every and row["epoch"] and row["epoch"] % every == 0:
-            write_checkpoint(run_dir, model, trainer)
+            write_checkpoint(run_dir, trainer)
         if on_epoch is not None:
             on_epoch(row)
 
-    trainer.fit(on_epoch=epoch_done)
-    write_checkpoint(run_dir, model, trainer)
+    def request_stop(signum, frame):
+        trainer.stop_requested = True
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, request_stop)
+    except ValueError:  # not the main thread: no signal handling
+        previous = None
+    try:
+        trainer.fit(on_epoch=epoch_done, on_step=on_step)
+    except Interrupted:
+        raise RunInterrupted(write_checkpoint(run_dir, trainer)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    write_checkpoint(run_dir, trainer)
     summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
                if k.startswith("test_")}
     summary.update(plugin.report(model, data, ctx))
@@ -163,7 +234,7 @@ def execute(spec, run_dir: Path, *, quiet=False, debug=False, log=print, on_epoc
         from .plots import loss_curves
 
         loss_curves(trainer.state.history, run_dir / "loss.png")
-    atomic_write(run_dir / "summary.txt", summary_text(data_cfg, data, summary))
+    atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
     return summary
 
 

@@ -3,41 +3,60 @@
 Everything a run does between "model built" and "report written": the optimizer's
 update nodes are added to the graph, train/evaluate programs are compiled once, and
 each step is a single Program call. Full-batch `lbfgs` goes through the quasi-Newton
-driver instead. A non-finite loss stops the run with a DivergenceError.
+driver instead.
+
+Runs lose nothing: the trainer's whole position (epoch, batch within the epoch, the
+shuffle generator's state at the start of the epoch, the noise streams, the partial
+sums being logged) is part of its state, so a run resumed from a checkpoint continues
+bit-identically. A non-finite loss or gradient stops the run; the failing step is then
+replayed from the start-of-epoch snapshot with a per-node finiteness check, to name
+the first node that produced a NaN or inf.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from gengraph.engine import compile, grad, to_numpy
+from gengraph.engine import NonFiniteError, compile, grad, ops, to_numpy
 from gengraph.engine.optimizers import make_optimizer
 
 from .lbfgs import lbfgs
+from .model import ModelPlugin
 
 
 class DivergenceError(RuntimeError):
     """The loss or a gradient became non-finite."""
 
 
+class Interrupted(Exception):
+    """The user asked to stop (SIGINT); the caller checkpoints and exits 130."""
+
+
 @dataclass
 class TrainState:
-    epoch: int = 0
-    step: int = 0
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimisation steps
+    batch_in_epoch: int = 0  # batches of the current epoch already done
+    epoch_rng: dict | None = None  # shuffle generator state at the start of the current epoch
+    partial: dict = field(default_factory=dict)  # running sums of the current epoch's logged values
+    seen: int = 0  # examples in those sums
     best: float = float("inf")
     bad_epochs: int = 0
     history: list = field(default_factory=list)
+
+    def meta(self) -> dict:
+        d = asdict(self)
+        d.pop("history")
+        return d
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator | None):
     """Index arrays of mini-batches over n rows; the order is shuffled when rng is given."""
     order = rng.permutation(n) if rng is not None else np.arange(n)
     size = n if batch_size <= 0 else batch_size
-    for start in range(0, n, size):
-        yield order[start:start + size]
+    return [order[start:start + size] for start in range(0, n, size)]
 
 
 def shuffle_rng(seed: int) -> np.random.Generator:
@@ -50,24 +69,29 @@ class Trainer:
         self.state = TrainState()
         self.rng = shuffle_rng(ctx.seed)
         self.programs: dict = {}
+        self.stop_requested = False  # set by a SIGINT handler; checked after each step
+        self._train_io = None
 
     # --- programs ----------------------------------------------------------------------
     def compile_programs(self, with_optimizer=True):
         m, backend = self.model, self.ctx.backend
         progs = {}
         if with_optimizer and m.params:
-            grads = grad(m.loss, m.params)
+            self.grads = grad(m.loss, m.params)
             opt_cfg = dict(self.cfg["optimizer"])
             kind = opt_cfg.pop("kind")
             if kind != "lbfgs":
                 sched = self.cfg.get("schedule") or {"kind": "constant"}
                 opt_cfg["lr"] = _schedule(sched, opt_cfg["lr"])
                 self.optimizer = make_optimizer(kind, **opt_cfg)
-                updates = dict(self.optimizer.updates(m.graph, m.params, grads))
+                updates = dict(self.optimizer.updates(m.graph, m.params, self.grads))
                 updates.update(m.train_updates)
-                progs["train_step"] = compile(m.graph, {"loss": m.loss, **m.metrics}, updates, backend=backend,
-                                              debug=self.ctx.debug)
-            self.grads = grads
+                with m.graph.scope("monitor"):
+                    # one scalar that is non-finite iff some gradient entry is
+                    grad_norm = ops.sqrt(_sum_all([ops.sum(ops.square(g)) for g in self.grads]))
+                outputs = {"loss": m.loss, **m.metrics, "grad_norm": grad_norm}
+                self._train_io = (outputs, updates)
+                progs["train_step"] = compile(m.graph, outputs, updates, backend=backend, debug=self.ctx.debug)
         progs["evaluate"] = compile(m.graph, {"loss": m.loss, **m.metrics}, backend=backend)
         for name, (outputs, updates) in m.programs.items():
             progs[name] = compile(m.graph, outputs, updates, backend=backend)
@@ -88,40 +112,107 @@ class Trainer:
             total += len(idx)
         return {k: v / total for k, v in sums.items()}
 
+    # --- snapshots (in memory) and checkpoints (on disk) share one format -----------------------
+    def snapshot(self) -> dict:
+        g = self.model.graph
+        leaves = {n.id: g.value(n).copy() for n in g.params() + g.states()}
+        streams = g.__dict__.get("_streams")
+        return {"leaves": leaves, "streams": streams.state() if streams else {},
+                "rng": self.rng.bit_generator.state, "state": self.state.meta()}
+
+    def restore(self, snap: dict) -> None:
+        g = self.model.graph
+        for n in g.params() + g.states():
+            g.set_value(n, snap["leaves"][n.id])
+        if snap["streams"] and g.__dict__.get("_streams") is not None:
+            g._streams.set_state(snap["streams"])
+        self.rng.bit_generator.state = snap["rng"]
+        history = self.state.history
+        self.state = TrainState(**snap["state"], history=history)
+
     # --- training ------------------------------------------------------------------------
     def fit(self, on_epoch=None, on_step=None):
         cfg, d = self.cfg, self.data
-        if self.plugin.fit(self.model, d, self.ctx):
+        if not self.plugin.trains_by_gradient or self.plugin.fit(self.model, d, self.ctx):
             if not self.programs:
                 self.compile_programs(with_optimizer=False)
-            self._log_epoch(0, {}, on_epoch)
+            if not self.state.history:
+                self._log_epoch(0, {}, on_epoch)
             return self.state
         if not self.programs:
             self.compile_programs()
         if cfg["optimizer"]["kind"] == "lbfgs":
             return self._fit_lbfgs(on_epoch)
-        train = self.programs["train_step"]
-        for epoch in range(self.state.epoch + 1, cfg["epochs"] + 1):
-            t0, sums, seen = time.perf_counter(), {}, 0
-            for idx in batches(d.n_train, cfg["batch_size"], self.rng if cfg["shuffle"] else None):
-                feeds = self.model.feed(d.x_train[idx], None if d.y_train is None else d.y_train[idx])
-                out = self.plugin.train_batch(self.model, self.programs, feeds, self.ctx)
-                loss = float(to_numpy(out["loss"]))
-                self.state.step += 1
-                if not np.isfinite(loss):
-                    raise DivergenceError(f"the training loss became {loss} at epoch {epoch}, step {self.state.step}")
-                for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + float(to_numpy(v)) * len(idx)
-                seen += len(idx)
-                if on_step is not None:
-                    on_step(self.state, loss)
-            train_means = {f"train_{k}": v / seen for k, v in sums.items()}
-            train_means["epoch_seconds"] = time.perf_counter() - t0
-            self.state.epoch = epoch
-            stop = self._log_epoch(epoch, train_means, on_epoch)
-            if stop:
-                break
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is checked below
+            while self.state.epoch < cfg["epochs"]:
+                self._run_epoch(self.state.epoch + 1, on_step)
+                if self._log_epoch(self.state.epoch, self._epoch_means(), on_epoch):
+                    break
         return self.state
+
+    def _epoch_order(self):
+        st = self.state
+        if st.batch_in_epoch == 0:
+            st.epoch_rng = self.rng.bit_generator.state
+            st.partial, st.seen = {}, 0
+        else:  # resuming inside an epoch: draw the same order again
+            self.rng.bit_generator.state = st.epoch_rng
+        return batches(self.data.n_train, self.cfg["batch_size"], self.rng if self.cfg["shuffle"] else None)
+
+    def _run_epoch(self, epoch, on_step):
+        st, d = self.state, self.data
+        start = self.snapshot() if st.batch_in_epoch == 0 else None
+        order = self._epoch_order()
+        for k in range(st.batch_in_epoch, len(order)):
+            idx = order[k]
+            feeds = self.model.feed(d.x_train[idx], None if d.y_train is None else d.y_train[idx])
+            out = self.plugin.train_batch(self.model, self.programs, feeds, self.ctx)
+            loss = float(to_numpy(out["loss"]))
+            gnorm = float(to_numpy(out.get("grad_norm", 0.0)))
+            if not (np.isfinite(loss) and np.isfinite(gnorm)):
+                self._diverged(epoch, k, loss, gnorm, start)
+            st.step += 1
+            st.batch_in_epoch = k + 1
+            for name, v in out.items():
+                st.partial[name] = st.partial.get(name, 0.0) + float(to_numpy(v)) * len(idx)
+            st.seen += len(idx)
+            if on_step is not None:
+                on_step(self, loss)
+            if self.stop_requested:
+                raise Interrupted()
+        st.epoch, st.batch_in_epoch = epoch, 0
+
+    def _epoch_means(self) -> dict:
+        st = self.state
+        return {f"train_{k}": v / max(st.seen, 1) for k, v in st.partial.items()}
+
+    def _diverged(self, epoch, k, loss, gnorm, start):
+        what = "loss" if not np.isfinite(loss) else "gradient norm"
+        value = loss if not np.isfinite(loss) else gnorm
+        msg = f"the training {what} became {value} at epoch {epoch}, step {self.state.step + 1}"
+        culprit = self._first_nonfinite(k, start)
+        if culprit:
+            msg += f"; {culprit}"
+        raise DivergenceError(msg)
+
+    def _first_nonfinite(self, k, start) -> str | None:
+        """Replay the epoch up to batch k from its snapshot, then run batch k with per-node checks."""
+        if start is None or self._train_io is None or type(self.plugin).train_batch is not ModelPlugin.train_batch:
+            return None
+        self.restore(start)
+        order = self._epoch_order()
+        d = self.data
+        for j in range(k):
+            idx = order[j]
+            self.programs["train_step"].run(self.model.feed(d.x_train[idx], None if d.y_train is None
+                                                            else d.y_train[idx]))
+        debug = compile(self.model.graph, *self._train_io, backend=self.ctx.backend, debug=True)
+        idx = order[k]
+        try:
+            debug.run(self.model.feed(d.x_train[idx], None if d.y_train is None else d.y_train[idx]))
+        except NonFiniteError as exc:
+            return str(exc)
+        return None
 
     def _fit_lbfgs(self, on_epoch):
         m, d = self.model, self.data
@@ -141,8 +232,8 @@ class Trainer:
             return float(to_numpy(out[0])), flat
 
         x0 = np.concatenate([m.graph.value(p).reshape(-1) for p in m.params]).astype(np.float64)
-        max_iter = self.cfg["optimizer"].get("max_iter", 200)
-        x, f, iters = lbfgs(value_and_grad, x0, max_iter=max_iter, tol=self.cfg["optimizer"].get("tol", 1e-10))
+        opt = self.cfg["optimizer"]
+        x, f, iters = lbfgs(value_and_grad, x0, max_iter=opt.get("max_iter", 200), tol=opt.get("tol", 1e-10))
         assign(x)
         self.state.epoch, self.state.step = 1, iters
         self._log_epoch(1, {"train_loss": f, "lbfgs_iterations": iters}, on_epoch)
@@ -153,8 +244,7 @@ class Trainer:
         test = {f"test_{k}": v for k, v in self.evaluate(self.data.x_test, self.data.y_test).items()}
         row = {"epoch": epoch, "step": self.state.step, **train_means, **test}
         self.state.history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
+        stop = False
         es = self.cfg.get("early_stopping") or {}
         patience = es.get("patience", 0)
         watched = row.get(es.get("metric", "test_loss"))
@@ -163,8 +253,17 @@ class Trainer:
                 self.state.best, self.state.bad_epochs = watched, 0
             else:
                 self.state.bad_epochs += 1
-                return self.state.bad_epochs >= patience
-        return False
+                stop = self.state.bad_epochs >= patience
+        if on_epoch is not None:
+            on_epoch(row)
+        return stop
+
+
+def _sum_all(terms):
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
 
 
 def _schedule(sched_cfg: dict, lr: float):

@@ -1,0 +1,115 @@
+"""Runs that lose nothing: checkpoints, bit-identical resume, determinism, divergence guard."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+from gengraph.plugins.loading import load
+from gengraph.plugins.runner import CheckpointError, RunInterrupted, execute, read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "specs" / "mlp_digits.toml"
+SHORT = ["train.epochs=3", "model.layers[0].units=32", "model.layers[1].units=16"]
+
+
+def _params(run_dir):
+    with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k.startswith(("param/", "state/"))}
+
+
+def _metrics(run_dir):
+    return (run_dir / "metrics.jsonl").read_text()
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    execute(load(DIGITS, SHORT), full)
+
+    def stop_at_step_17(trainer, loss):  # mid-epoch 2 (11 steps per epoch)
+        if trainer.state.step == 17:
+            trainer.stop_requested = True
+
+    with pytest.raises(RunInterrupted) as info:
+        execute(load(DIGITS, SHORT), cut, on_step=stop_at_step_17)
+    assert info.value.checkpoint == cut / "checkpoint.npz"
+    meta = json.loads((cut / "checkpoint.json").read_text())
+    assert meta["state"]["step"] == 17 and meta["state"]["batch_in_epoch"] == 6
+    execute(load(DIGITS, SHORT), cut, resume=True)
+    a, b = _params(full), _params(cut)
+    assert a.keys() == b.keys() and len(a) > 4  # params and Adam moments
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert _metrics(full) == _metrics(cut)
+
+
+def test_same_seed_same_metrics_file(tmp_path):
+    execute(load(DIGITS, SHORT), tmp_path / "a")
+    execute(load(DIGITS, SHORT), tmp_path / "b")
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    rows = [json.loads(x) for x in _metrics(tmp_path / "a").splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["test_loss"] < rows[0]["test_loss"] < rows[0]["train_loss"] + 1.0
+
+
+def test_resume_via_cli_continues_to_more_epochs(tmp_path):
+    out = tmp_path / "run"
+    sets = sum((["--set", s] for s in SHORT), [])
+    assert CliRunner().invoke(main, ["run", str(DIGITS), "--out", str(out), "-q"] + sets).exit_code == 0
+    more = sets + ["--set", "train.epochs=5"]
+    result = CliRunner().invoke(main, ["run", "--resume", str(out), "-q"] + more)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in _metrics(out).splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 5
+
+
+def test_divergence_stops_names_the_node_and_keeps_last_good_checkpoint(tmp_path):
+    out = tmp_path / "div"
+    spec = ROOT / "specs" / "mlp_quadratic.toml"
+    args = ["run", str(spec), "--out", str(out), "-q", "--set", "train.epochs=3", "--set",
+            'train.optimizer.kind="gd"', "--set", "output.checkpoint_every=1"]
+    ok = CliRunner().invoke(main, args + ["--set", "train.optimizer.lr=0.001", "--set", "train.epochs=1"])
+    assert ok.exit_code == 0
+    good = _params(out)
+    result = CliRunner().invoke(main, args + ["--set", "train.optimizer.lr=1e6",
+                                              "--set", 'model.layers[0].activation="relu"'])
+    assert result.exit_code == 1
+    assert "became inf" in result.output or "became nan" in result.output
+    assert "epoch 1, step" in result.output
+    assert "first produced by" in result.output and "[" in result.output
+    assert "Traceback" not in result.output
+    after = _params(out)
+    for k in good:  # the failed run wrote no checkpoint over the good one
+        assert np.array_equal(good[k], after[k])
+        assert np.all(np.isfinite(after[k]))
+
+
+def test_checkpoint_loading_never_unpickles(tmp_path):
+    from gengraph.plugins.runner import Trainer, build
+
+    spec = load(DIGITS, SHORT)
+    data, plugin, graph, model = build(spec.data)
+    from gengraph.plugins.runner import RunContext
+
+    trainer = Trainer(plugin, model, data, spec.data["train"], RunContext(spec.data, None, 0))
+    evil = tmp_path / "checkpoint.npz"
+    np.savez(evil, __meta__=np.array([{"boom": print}], dtype=object))
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(evil, trainer)
+    assert "not a loadable checkpoint" in str(info.value)
+    np.savez(evil, other=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no metadata"):
+        read_checkpoint(evil, trainer)
+
+
+def test_resume_with_a_mismatched_model_is_a_clear_error(tmp_path):
+    out = tmp_path / "run"
+    sets = sum((["--set", s] for s in SHORT), [])
+    CliRunner().invoke(main, ["run", str(DIGITS), "--out", str(out), "-q"] + sets)
+    result = CliRunner().invoke(main, ["run", "--resume", str(out), "-q", "--set", "model.layers[0].units=8"])
+    assert result.exit_code == 2
+    assert "does not fit this model" in result.output and "hidden/dense0/W" in result.output
