@@ -160,10 +160,14 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
 @user_errors
 def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     """Check a SPEC against the installed plugins; report every problem at once."""
+    from pathlib import Path
+
     from gengraph.plugins.loading import load
+    from gengraph.plugins.runner import build_checked
 
     _load_plugins(plugin_files)
     loaded = load(spec, list(overrides))
+    build_checked(loaded, base_dir=Path(spec).parent)  # data files and shapes are checked too
     if as_json:
         click.echo(json.dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
     elif resolved:

@@ -15,7 +15,7 @@ The spec then says ``[model] kind = "polyfit"`` with the keys declared in `schem
 import numpy as np
 
 from gengraph.engine import ops
-from gengraph.plugins.model import Model, ModelPlugin
+from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.schema import Field, Table
 
 
@@ -30,7 +30,7 @@ class PolyFit(ModelPlugin):
 
     def build(self, cfg, graph, data, rng):
         if data.n_features != 1:
-            raise ValueError(f"polyfit needs 1-D inputs, the data has {data.n_features} features")
+            raise ModelConfigError("model.kind", f"polyfit needs 1-D inputs, the data has {data.n_features} features")
         x = graph.input("x", (None, 1))
         y = graph.input("y", (None,))
         with graph.scope("polyfit"):

@@ -21,6 +21,18 @@ from .registry import Registry
 MODELS = Registry("model kind", entry_point_group="gengraph.plugins")
 
 
+class ModelConfigError(ValueError):
+    """A plugin's complaint about the spec (e.g. layer sizes that don't fit the data).
+
+    `path` is the dotted spec key at fault ("model.n_visible"); the runner turns it into
+    a SpecError with the file and line.
+    """
+
+    def __init__(self, path: str, message: str):
+        self.path, self.message = path, message
+        super().__init__(f"{path}: {message}")
+
+
 @dataclass
 class Model:
     graph: Graph

@@ -77,6 +77,30 @@ def build(spec_data: dict, *, backend=None, base_dir=None):
     return data, plugin, graph, model
 
 
+def build_checked(spec, *, backend=None, base_dir=None):
+    """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
+    from gengraph.engine.expr import ExprError
+    from gengraph.engine.ops.registry import ShapeError
+
+    from .datasets import DataError
+    from .errors import SpecError, SpecIssue
+    from .model import ModelConfigError
+
+    def issue(path, message):
+        return SpecError([SpecIssue(*spec.position(path), path, message)])
+
+    try:
+        return build(spec.data, backend=backend, base_dir=base_dir)
+    except DataError as exc:
+        raise issue("data", str(exc)) from None
+    except ModelConfigError as exc:
+        raise issue(exc.path, exc.message) from None
+    except ExprError as exc:
+        raise issue("model", str(exc)) from None
+    except ShapeError as exc:
+        raise issue("model", f"the declared model does not fit the data: {exc}") from None
+
+
 def backend_of(device: str) -> str:
     return "cupy" if device == "cuda" else "numpy"
 
@@ -183,7 +207,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
     t0 = time.perf_counter()
     backend = backend_of(cfg["run"]["device"])
-    data, plugin, graph, model = build(cfg, backend=backend, base_dir=base_dir)
+    data, plugin, graph, model = build_checked(spec, backend=backend, base_dir=base_dir)
     ctx = RunContext(cfg, run_dir, cfg["run"]["seed"], backend, debug, cfg["output"]["plots"], log)
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
     ctx.extra["trainer"] = trainer

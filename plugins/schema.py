@@ -208,6 +208,9 @@ class Dispatch:
             ctx.add(path, f"expected table, found {_found(value)}")
             return value
         key_path = join_key(path, self.key)
+        if self.key not in value and isinstance(self.default, dict) and self.key in self.default:
+            # a partial table (e.g. only `lr`) keeps the default kind
+            value = {self.key: self.default[self.key], **value}
         name = value.get(self.key)
         if self.key not in value:
             kinds = ", ".join(self.registry.names()) or "none installed"

@@ -1,0 +1,126 @@
+"""`gengraph run/validate/plugins`: exit codes and one clear message per user mistake."""
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gengraph import __version__
+from gengraph.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+LINEAR = ROOT / "specs" / "linear_perceptron.toml"
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def write(tmp_path, text, name="spec.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+GOOD = """spec_version = 1
+[data]
+source = "linear"
+n = 50
+[model]
+kind = "mlp"
+layers = [{ units = 4, activation = "tanh" }]
+[train]
+epochs = 2
+"""
+
+
+def test_version_and_help():
+    assert invoke("--version").output.strip().endswith(__version__)
+    out = invoke("--help").output
+    for cmd in ("run", "validate", "plugins"):
+        assert cmd in out
+    assert "Examples:" in invoke("run", "--help").output
+
+
+def test_run_linear_perceptron_learns_w2_b1(tmp_path):
+    result = invoke("run", LINEAR, "--out", tmp_path / "lp", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    (w,), (b,) = summary["params"]["output/dense0/W"], summary["params"]["output/dense0/b"]
+    assert abs(w - 2) < 1e-3 and abs(b - 1) < 1e-3
+    for f in ("spec.toml", "metrics.jsonl", "summary.json", "checkpoint.npz", "loss.png", "fit.png",
+              "env.json", "summary.txt"):
+        assert (tmp_path / "lp" / f).exists(), f
+    resolved = tomllib.loads((tmp_path / "lp" / "spec.toml").read_text())
+    assert resolved["train"]["optimizer"] == {"kind": "gd", "lr": 0.5, "weight_decay": 0.0, "clip_norm": 0.0}
+
+
+def test_validate_resolved_prints_defaults_and_overrides(tmp_path):
+    result = invoke("validate", write(tmp_path, GOOD), "--resolved", "--set", "train.optimizer.lr=0.01")
+    assert result.exit_code == 0, result.output
+    resolved = tomllib.loads(result.output)
+    assert resolved["spec_version"] == 1
+    assert resolved["train"]["optimizer"]["lr"] == 0.01
+    assert resolved["run"]["dtype"] == "float32"
+    assert resolved["model"]["layers"][0]["init"] == "auto"
+
+
+def test_plugins_json_lists_kinds_and_sources():
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0
+    inv = json.loads(result.output)
+    assert "mlp" in inv["models"] and "adam" in inv["optimizers"] and "digits" in inv["data_sources"]
+
+
+@pytest.mark.parametrize("edit, where, words", [
+    (("layers = [{ units = 4, activation = \"tanh\" }]", "layers = [{ units = 4, actvation = \"tanh\" }]"),
+     ":7:", ['model.layers[0].actvation', 'did you mean "activation"']),
+    (("epochs = 2", "epochs = \"two\""), ":9:", ["train.epochs", "expected integer", 'string "two"']),
+    (("epochs = 2", "epochs = -1"), ":9:", ["train.epochs", "must be >= 0"]),
+    (('kind = "mlp"', 'kind = "mpl"'), ":6:", ['unknown model kind "mpl"', 'did you mean "mlp"']),
+    (('kind = "mlp"', 'kind = "transformer"'), ":6:", ['unknown model kind "transformer"', "--plugin"]),
+    (('source = "linear"\nn = 50', 'source = "csv"\npath = "nope.csv"'), ":", ["data", "nope.csv"]),
+    (("n = 50", "n = 50\nn = 60"), ":", ["spec.toml"]),
+    (("[train]", "[train\n"), ":", ["spec.toml"]),
+])
+def test_user_mistakes_give_one_message_and_exit_2(tmp_path, edit, where, words):
+    spec = write(tmp_path, GOOD.replace(*edit))
+    for cmd in (("validate", spec), ("run", spec, "--out", tmp_path / "r")):
+        result = invoke(*cmd)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert str(spec) + where in result.output
+        for w in words:
+            assert w in result.output
+
+
+def test_all_errors_of_a_spec_at_once(tmp_path):
+    bad = GOOD.replace("epochs = 2", "epochs = 2\nbatchsize = 3").replace("n = 50", "n = 0")
+    result = invoke("validate", write(tmp_path, bad))
+    assert result.exit_code == 2
+    assert 'train.batchsize: unknown key; did you mean "batch_size"?' in result.output
+    assert "data.n: must be >= 2, found 0" in result.output
+
+
+def test_bad_override_is_a_clear_error(tmp_path):
+    spec = write(tmp_path, GOOD)
+    result = invoke("validate", spec, "--set", "train.optimiser.lr=0.1")
+    assert result.exit_code == 2
+    assert 'did you mean "optimizer"' in result.output and "--set" in result.output
+    result = invoke("validate", spec, "--set", "model.layers[5].units=3")
+    assert result.exit_code == 2 and "model.layers[5]" in result.output
+    result = invoke("validate", spec, "--set", "novalue")
+    assert result.exit_code == 2
+
+
+def test_missing_spec_file(tmp_path):
+    result = invoke("validate", tmp_path / "none.toml")
+    assert result.exit_code == 2 and "spec file not found" in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    spec = write(tmp_path, GOOD.replace("epochs = 2", "epochs = -1"))
+    result = invoke("validate", spec, "--debug")
+    assert result.exit_code != 0 and result.exception is not None
