@@ -15,7 +15,8 @@ the first node that produced a NaN or inf.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -47,9 +48,8 @@ class TrainState:
     history: list = field(default_factory=list)
 
     def meta(self) -> dict:
-        d = asdict(self)
-        d.pop("history")
-        return d
+        """Everything but the history (which lives in metrics.jsonl), as plain JSON-able data."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "history"}
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator | None):
