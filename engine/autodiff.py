@@ -23,7 +23,8 @@ def grad(y: Node, wrt, seed: Node | None = None):
     if seed is None:
         if y.shape != ():
             raise ValueError(f"grad needs a scalar output or a seed; {y!r} has shape {y.shape}")
-        seed = ones_like(y)
+        with y.graph.scope("grad"):
+            seed = ones_like(y)
     order = topo_order([y])
     # only nodes that depend on a target carry gradient
     live = {id(t) for t in targets}

@@ -75,15 +75,27 @@ class Program:
                            and not i.is_leaf})
             if dead:
                 lines.append(f"del {', '.join(dead)}")
-        targets = {t.id for t, _ in self.updates}
+        # values that may share memory with an updated leaf: the leaf and views of it
+        # (transpose, reshape, getitem, ...); they are copied before the in-place writes,
+        # so outputs and other updates see the values from before the run
+        aliased = {t.id for t, _ in self.updates}
+        for n in ops:
+            if OPS[n.op].view and n.inputs and n.inputs[0].id in aliased:
+                aliased.add(n.id)
         outs = []
         for o in self.output_nodes:
-            # an output that is an updated leaf must show the value before the update
-            outs.append(f"{names[o.id]}.copy()" if o.id in targets else names[o.id])
+            outs.append(f"{names[o.id]}.copy()" if o.id in aliased else names[o.id])
         result_line = f"_out = ({', '.join(outs)}{',' if len(outs) == 1 else ''})"
         lines.append(result_line)
-        for t, v in self.updates:
-            lines.append(f"{names[t.id]}[...] = {names[v.id]}")
+        sources = []
+        for i, (t, v) in enumerate(self.updates):
+            if v.id in aliased:
+                lines.append(f"_u{i} = {names[v.id]}.copy()")
+                sources.append(f"_u{i}")
+            else:
+                sources.append(names[v.id])
+        for (t, v), src in zip(self.updates, sources):
+            lines.append(f"{names[t.id]}[...] = {src}")
         lines.append("return _out")
         args = ", ".join(names[n.id] for n in self.feed_nodes)
         src = f"def run({args}):\n" + "\n".join("    " + ln for ln in lines) + "\n"
@@ -125,6 +137,14 @@ class Program:
         if isinstance(out, list):
             return [to_numpy(v) for v in out]
         return to_numpy(out)
+
+    def summary(self, batch: int = 128, collapse: int | None = None) -> str:
+        """A text table of the scheduled nodes (op, inputs, shape, scope, params, FLOPs, origin)
+        and totals: nodes by op, parameters, FLOPs and activation memory at `batch`, and what
+        each compiler pass removed. See gengraph.engine.inspect."""
+        from .inspect import program_summary
+
+        return program_summary(self, batch=batch, collapse=collapse)
 
     def __repr__(self):
         return f"<Program {self.n_kernels} kernels, inputs {self.feed_names}, {len(self.updates)} updates>"

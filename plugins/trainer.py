@@ -70,12 +70,16 @@ class Trainer:
         self.rng = shuffle_rng(ctx.seed)
         self.programs: dict = {}
         self.stop_requested = False  # set by a SIGINT handler; checked after each step
-        self._train_io = None
+        self._defs = None
 
     # --- programs ----------------------------------------------------------------------
-    def compile_programs(self, with_optimizer=True):
-        m, backend = self.model, self.ctx.backend
-        progs = {}
+    def program_defs(self, with_optimizer=True) -> dict:
+        """{name: (outputs, updates)} of every program a run compiles, gradients and
+        optimizer nodes included (built once; `gengraph graph` reads them too)."""
+        if self._defs is not None:
+            return self._defs
+        m = self.model
+        defs = {}
         if with_optimizer and m.params:
             self.grads = grad(m.loss, m.params)
             opt_cfg = dict(self.cfg["optimizer"])
@@ -84,19 +88,24 @@ class Trainer:
                 sched = self.cfg.get("schedule") or {"kind": "constant"}
                 opt_cfg["lr"] = _schedule(sched, opt_cfg["lr"])
                 self.optimizer = make_optimizer(kind, **opt_cfg)
-                updates = dict(self.optimizer.updates(m.graph, m.params, self.grads))
+                with m.graph.scope("optimizer"):
+                    updates = dict(self.optimizer.updates(m.graph, m.params, self.grads))
                 updates.update(m.train_updates)
                 with m.graph.scope("monitor"):
                     # one scalar that is non-finite iff some gradient entry is
                     grad_norm = ops.sqrt(_sum_all([ops.sum(ops.square(g)) for g in self.grads]))
-                outputs = {"loss": m.loss, **m.metrics, "grad_norm": grad_norm}
-                self._train_io = (outputs, updates)
-                progs["train_step"] = compile(m.graph, outputs, updates, backend=backend, debug=self.ctx.debug)
-        progs["evaluate"] = compile(m.graph, {"loss": m.loss, **m.metrics}, backend=backend)
-        for name, (outputs, updates) in m.programs.items():
-            progs[name] = compile(m.graph, outputs, updates, backend=backend)
-        self.programs = progs
-        return progs
+                defs["train_step"] = ({"loss": m.loss, **m.metrics, "grad_norm": grad_norm}, updates)
+        defs["evaluate"] = ({"loss": m.loss, **m.metrics}, {})
+        defs.update(m.programs)
+        self._defs = defs
+        return defs
+
+    def compile_programs(self, with_optimizer=True):
+        backend = self.ctx.backend
+        self.programs = {name: compile(self.model.graph, outputs, updates, backend=backend,
+                                       debug=self.ctx.debug and name == "train_step")
+                         for name, (outputs, updates) in self.program_defs(with_optimizer).items()}
+        return self.programs
 
     # --- evaluation ----------------------------------------------------------------------
     def evaluate(self, x, y, batch_size=2048) -> dict:
@@ -197,7 +206,8 @@ class Trainer:
 
     def _first_nonfinite(self, k, start) -> str | None:
         """Replay the epoch up to batch k from its snapshot, then run batch k with per-node checks."""
-        if start is None or self._train_io is None or type(self.plugin).train_batch is not ModelPlugin.train_batch:
+        if start is None or "train_step" not in (self._defs or {}) or \
+                type(self.plugin).train_batch is not ModelPlugin.train_batch:
             return None
         self.restore(start)
         order = self._epoch_order()
@@ -206,7 +216,7 @@ class Trainer:
             idx = order[j]
             self.programs["train_step"].run(self.model.feed(d.x_train[idx], None if d.y_train is None
                                                             else d.y_train[idx]))
-        debug = compile(self.model.graph, *self._train_io, backend=self.ctx.backend, debug=True)
+        debug = compile(self.model.graph, *self._defs["train_step"], backend=self.ctx.backend, debug=True)
         idx = order[k]
         try:
             debug.run(self.model.feed(d.x_train[idx], None if d.y_train is None else d.y_train[idx]))

@@ -1,0 +1,224 @@
+"""`gengraph graph` and `gengraph gradcheck`: look at what the engine computes.
+
+Only parsing, printing and exit codes live here; the tables, exports and the gradient
+check are in gengraph.engine.inspect, model building in gengraph.plugins.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+
+from .main import UserError, _load_plugins, common, user_errors
+
+GRAPH_EXAMPLES = """\b
+Examples:
+  gengraph graph specs/linear_perceptron.toml                       # optimized train_step, as a table
+  gengraph graph specs/mlp_digits.toml --stage built --collapse 1   # forward graph, one row per layer
+  gengraph graph specs/mlp_digits.toml --format dot --out g.dot     # Graphviz text
+  gengraph graph specs/mlp_digits.toml --render svg --out g.svg     # needs Graphviz's `dot`
+  gengraph graph specs/mlp_digits.toml --program evaluate --format json --out g.json
+"""
+
+GRADCHECK_EXAMPLES = """\b
+Examples:
+  gengraph gradcheck specs/mlp_quadratic.toml
+  gengraph gradcheck specs/mlp_digits.toml --param output/dense0/W --batch 4
+"""
+
+GRAPHVIZ_HELP = ("Graphviz's `dot` program was not found on PATH, so --render cannot draw the graph.\n"
+                 "Install Graphviz (Debian/Ubuntu: sudo apt install graphviz; Fedora: sudo dnf install graphviz;\n"
+                 "macOS: brew install graphviz; conda: conda install -c conda-forge graphviz;\n"
+                 "Windows: https://graphviz.org/download/), or render the DOT text yourself:\n"
+                 "  dot -T{fmt} {dot_file} -o {out}")
+
+
+def _spec_models(spec, overrides, plugin_files, extra_overrides=()):
+    """Load the spec, build data/plugin/graph/model (CPU), return them with the spec path."""
+    from gengraph.plugins.loading import load
+    from gengraph.plugins.runner import build_checked
+
+    _load_plugins(plugin_files)
+    loaded = load(spec, list(overrides) + list(extra_overrides))
+    data, plugin, graph, model = build_checked(loaded, backend="numpy", base_dir=Path(spec).parent)
+    return loaded, data, plugin, graph, model
+
+
+def compiled_programs(loaded, data, plugin, model):
+    """({name: (outputs, updates, Program)} for every program a run of this spec compiles,
+    the first node id created after the model was built)."""
+    from gengraph.plugins.runner import RunContext
+    from gengraph.plugins.trainer import Trainer
+
+    cfg = loaded.data
+    ctx = RunContext(cfg, None, cfg["run"]["seed"], "numpy")
+    trainer = Trainer(plugin, model, data, cfg["train"], ctx)
+    # nodes with smaller ids are the plugin's; gradients, optimizer and monitors come after
+    built_before = max((n.id for n in model.graph.nodes), default=-1) + 1
+    with_optimizer = getattr(plugin, "trains_by_gradient", True)
+    defs = trainer.program_defs(with_optimizer)
+    progs = trainer.compile_programs(with_optimizer)
+    out = {name: (outputs, dict(updates or {}), progs[name]) for name, (outputs, updates) in defs.items()}
+    return out, built_before
+
+
+@click.command("graph", epilog=GRAPH_EXAMPLES)
+@click.argument("spec", type=click.Path(dir_okay=False, exists=True))
+@click.option("--program", "program", metavar="NAME",
+              help="train_step (default when the model trains by gradient), evaluate, or a program "
+                   "the model defines (e.g. sample_step)")
+@click.option("--stage", type=click.Choice(["built", "grad", "optimized"]), default="optimized", show_default=True,
+              help="built: forward graph of the outputs; grad: with gradient and update nodes, before the passes; "
+                   "optimized: after the compiler passes (what runs)")
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "json", "graphml"]), default=None,
+              help="output format (default: text, or dot with --render)")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="write to FILE instead of stdout")
+@click.option("--collapse", type=click.IntRange(min=0), metavar="DEPTH",
+              help="group nodes by the first DEPTH components of their name scope (one box/row per layer)")
+@click.option("--render", type=click.Choice(["png", "svg"]),
+              help="draw the DOT with Graphviz's `dot` (exit 1 with install hints when it is missing)")
+@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True,
+              help="batch size substituted for unknown dimensions in FLOP and memory estimates")
+@common
+@user_errors
+def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, overrides, plugin_files, debug):
+    """Print or export the computation graph of one program of SPEC.
+
+    The text table lists every node (id, op, inputs, shape, dtype, scope, parameter count,
+    estimated FLOPs and the spec entry it came from), then totals: nodes by op, parameters,
+    FLOPs per step, activation memory, and what each compiler pass removed. DOT output
+    clusters nodes by scope and draws backward (grad/...) nodes apart from forward ones.
+
+    Exit codes: 0 done; 1 --render without Graphviz (the DOT text is still written) or
+    `dot` failed; 2 bad usage or spec.
+    """
+    from gengraph.engine import inspect as gi
+
+    if render and fmt not in (None, "dot"):
+        raise UserError(f"--render draws DOT; it cannot be combined with --format {fmt}")
+    fmt = fmt or ("dot" if render else "text")
+    loaded, data, plugin, graph, model = _spec_models(spec, overrides, plugin_files, ['run.device="cpu"'])
+    progs, built_before = compiled_programs(loaded, data, plugin, model)
+    if program is None:
+        program = "train_step" if "train_step" in progs else "evaluate"
+    if program not in progs:
+        from gengraph.plugins.registry import suggest
+
+        hint = suggest(program, list(progs))
+        raise UserError(f'unknown program "{program}"' + (f'; did you mean "{hint}"?' if hint else "")
+                        + f" (this spec compiles: {', '.join(progs)})")
+    outputs, updates, prog = progs[program]
+    view = gi.view_stage(stage, outputs, updates, prog, name=program, built_before=built_before)
+    view.title = f"{spec}: program {program}, stage {stage} ({loaded.data['model']['kind']})"
+    if fmt == "text":
+        text = gi.summary(view, batch, collapse)
+    elif fmt == "dot":
+        text = gi.to_dot(view, batch, collapse, name=f"{Path(spec).stem}.{program}.{stage}")
+    elif fmt == "json":
+        text = gi.to_json(view, batch, collapse) + "\n"
+    else:
+        text = gi.to_graphml(view, batch, collapse)
+    if render:
+        _render(text, render, out_file or f"{Path(spec).stem}_{program}_{stage}.{render}")
+        return
+    if out_file:
+        Path(out_file).write_text(text)
+        click.echo(f"wrote {out_file} ({fmt}, {len(view.nodes)} nodes, program {program}, stage {stage})", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _render(dot_text: str, fmt: str, out: str) -> None:
+    out_path = Path(out)
+    exe = shutil.which("dot")
+    if exe is None:
+        dot_file = out_path.with_suffix(".dot")
+        dot_file.write_text(dot_text)
+        raise click.ClickException(GRAPHVIZ_HELP.format(fmt=fmt, dot_file=dot_file, out=out_path)
+                                   + f"\n(the DOT text was written to {dot_file})")
+    proc = subprocess.run([exe, f"-T{fmt}", "-o", str(out_path)], input=dot_text, text=True, capture_output=True)
+    if proc.returncode != 0:
+        raise click.ClickException(f"Graphviz `dot` failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    click.echo(f"wrote {out_path} (rendered by {exe})", err=True)
+
+
+@click.command("gradcheck", epilog=GRADCHECK_EXAMPLES)
+@click.argument("spec", type=click.Path(dir_okay=False, exists=True))
+@click.option("--param", "param_names", multiple=True, metavar="NAME",
+              help="check only this parameter (e.g. output/dense0/W); repeatable; default: all")
+@click.option("--eps", type=float, default=1e-6, show_default=True, help="finite-difference step")
+@click.option("--rtol", type=float, default=1e-5, show_default=True, help="relative tolerance")
+@click.option("--atol", type=float, default=1e-8, show_default=True, help="absolute tolerance")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed choosing the batch rows and the checked entries of large parameters")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="training rows in the batch the loss is evaluated on")
+@click.option("--max-entries", type=click.IntRange(min=1), default=50, show_default=True,
+              help="parameters with more entries are checked on a random subset of this many")
+@common
+@user_errors
+def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, overrides, plugin_files, debug):
+    """Compare the engine's gradients of SPEC's loss with central finite differences.
+
+    Builds the real model in float64 on the CPU, takes BATCH random training rows and, for
+    every parameter, compares the engine's gradient of the model's loss with central
+    differences. An entry passes when |engine - numeric| <= atol + rtol * max(|engine|, |numeric|)
+    + 8 * float64 eps * S / eps, the rounding error of the differences themselves (S: the
+    largest |scalar| the loss is computed from: the loss, its sums and means).
+    Random draws and stop_gradient values are computed once and held fixed, so
+    stochastic losses are checked as deterministic functions of the parameters.
+
+    Exit codes: 0 every gradient within tolerance; 1 some gradient is not; 2 bad usage or spec.
+    """
+    import numpy as np
+
+    from gengraph.engine import inspect as gi
+
+    loaded, data, plugin, graph, model = _spec_models(spec, overrides, plugin_files,
+                                                      ['run.dtype="float64"', 'run.device="cpu"'])
+    params = list(model.params)
+    if param_names:
+        by_name = {p.label: p for p in params}
+        missing = [n for n in param_names if n not in by_name]
+        if missing:
+            from gengraph.plugins.registry import suggest
+
+            hint = suggest(missing[0], list(by_name))
+            raise UserError(f'unknown parameter "{missing[0]}"' + (f'; did you mean "{hint}"?' if hint else "")
+                            + f" (parameters: {', '.join(by_name) or 'none'})")
+        params = [by_name[n] for n in param_names]
+    kind = loaded.data["model"]["kind"]
+    if not params:
+        click.echo(f"{spec}: the {kind} model has no trainable parameters; nothing to check")
+        return
+    x, y = data.x_train, data.y_train
+    if x is None or len(x) == 0:
+        raise UserError(f"{spec}: the data has no training rows to check the loss on")
+    rows = np.sort(np.random.default_rng(seed).choice(len(x), min(batch, len(x)), replace=False))
+    feeds = model.feed(x[rows], None if y is None else y[rows])
+    result = gi.check_loss_grads(model.loss, params, feeds, eps=eps, rtol=rtol, atol=atol, seed=seed,
+                                 max_entries=max_entries)
+    click.echo(f"gradcheck {spec} ({kind}): loss {result.loss:.6g} on {len(rows)} training rows, float64, "
+               f"eps {eps:g}, rtol {rtol:g}, atol {atol:g}, seed {seed}")
+    click.echo(f"an entry passes when |engine - numeric| <= atol + rtol * max(|engine|, |numeric|) + "
+               f"{result.roundoff_floor:.1e}\n  (the differences' own roundoff: 8 * float64 eps * {result.scale:.3g} / eps, "
+               f"{result.scale:.3g} = largest |scalar| the loss is computed from)")
+    if result.frozen_random or result.frozen_stop_gradient:
+        click.echo(f"noise fixed: {result.frozen_random} random draw(s) and {result.frozen_stop_gradient} "
+                   "stop_gradient value(s) computed once and held constant")
+    subset = [r for r in result.params if r.checked < r.total]
+    if subset:
+        click.echo(f"{len(subset)} parameter(s) larger than {max_entries} entries: a random subset of {max_entries} "
+                   f"entries each is checked (--max-entries, --seed)")
+    click.echo(gi.gradcheck_table(result))
+    failed = [r.name for r in result.params if not r.ok]
+    if failed:
+        raise click.ClickException(f"gradient check failed for {len(failed)} of {len(result.params)} "
+                                   f"parameter(s): {', '.join(failed)}")
+    click.echo(f"ok: {len(result.params)} parameter(s) within tolerance")
+
+
+COMMANDS = [graph_cmd, gradcheck_cmd]
