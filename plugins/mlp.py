@@ -72,7 +72,8 @@ class MLP(ModelPlugin):
                 picked = ops.sum(z * ops.one_hot(y, depth=units, dtype=str(graph.dtype)), axis=-1)
                 metrics["accuracy"] = ops.mean(ops.ge(picked, ops.max(z, axis=-1)))
             feeds = None
-        objective = loss + penalty(graph, params, cfg["l1"], cfg["l2"])
+        pen = penalty(graph, params, cfg["l1"], cfg["l2"])
+        objective = loss if isinstance(pen, float) and pen == 0.0 else loss + pen
         return Model(graph, params, objective, {"x": x, "y": y}, metrics=metrics, feeds=feeds,
                      extras={"output": z, "head": kind, "data_loss": loss})
 
