@@ -72,7 +72,9 @@ class Node:
 
     @property
     def T(self):
-        return self._op("transpose", self)
+        from .ops import transpose
+
+        return transpose(self)
 
 
 class Graph:

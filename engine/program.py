@@ -82,9 +82,15 @@ class Program:
         for n in ops:
             if OPS[n.op].view and n.inputs and n.inputs[0].id in aliased:
                 aliased.add(n.id)
+        # outputs must not be the store's own arrays (or views of them): a later run of
+        # any program that updates them would change what the caller holds
+        stored = {n.id for n in self.nodes if n.op in ("param", "state")}
+        for n in ops:
+            if OPS[n.op].view and n.inputs and n.inputs[0].id in stored:
+                stored.add(n.id)
         outs = []
         for o in self.output_nodes:
-            outs.append(f"{names[o.id]}.copy()" if o.id in aliased else names[o.id])
+            outs.append(f"{names[o.id]}.copy()" if o.id in aliased or o.id in stored else names[o.id])
         result_line = f"_out = ({', '.join(outs)}{',' if len(outs) == 1 else ''})"
         lines.append(result_line)
         sources = []

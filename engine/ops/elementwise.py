@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .registry import defop, elementwise, ewise_flops, float_dtype, same_shape
+from .registry import defop, elementwise, ewise_flops, same_shape
 
 # comparisons give 0/1 masks in the float dtype: handy as multipliers, never differentiated
 gt = defop("gt", lambda xp, a, b: (a > b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
@@ -46,9 +46,10 @@ minimum = defop("minimum", lambda xp, a, b: xp.minimum(a, b), elementwise,
 where = defop("where", lambda xp, c, a, b: xp.where(c, a, b), lambda c, a, b: elementwise(a, b, c),
               (None, lambda g, y, c, a, b: where(c, g, 0.0), lambda g, y, c, a, b: where(c, 0.0, g)),
               doc="a where the condition (a 0/1 mask) is nonzero, else b")
-clip = defop("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), lambda x, lo, hi: (x.shape, float_dtype(x)),
-             (lambda g, y, x, lo, hi: g * ge(x, lo) * le(x, hi), None, None),
-             doc="x limited to [lo, hi]; gradient passes where lo <= x <= hi")
+clip = defop("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), elementwise,
+             (lambda g, y, x, lo, hi: g * ge(x, lo) * le(x, hi), lambda g, y, x, lo, hi: g * lt(x, lo),
+              lambda g, y, x, lo, hi: g * gt(x, hi)),
+             doc="x limited to [lo, hi]; gradient passes to x where lo <= x <= hi, else to the bound")
 
 # --- math functions ---------------------------------------------------------------
 exp = defop("exp", lambda xp, x: xp.exp(x), same_shape, (lambda g, y, x: g * y,), ufunc="exp", flops=ewise_flops)

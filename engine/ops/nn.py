@@ -10,7 +10,7 @@ import math
 
 from .elementwise import exp, log, sigmoid, softplus, square
 from .reduce import logsumexp, mean, sum
-from .registry import ShapeError, defop, float_dtype, normalize_axes, same_shape
+from .registry import ShapeError, defop, elementwise, float_dtype, normalize_axes, same_shape
 
 
 def _softmax_forward(xp, x, axis):
@@ -44,20 +44,17 @@ def _bce_forward(xp, z, y):
     return xp.logaddexp(z.dtype.type(0), z) - z * y
 
 
-bce_with_logits = defop("bce_with_logits", _bce_forward, lambda z, y: (same_shape(z)[0], float_dtype(z)),
+bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
                         (lambda g, out, z, y: g * (sigmoid(z) - y), lambda g, out, z, y: -g * z),
                         doc="binary cross-entropy of targets y in [0,1] given logits z, elementwise")
 
 
 def _softmax_ce_forward(xp, z, labels):
-    lse = _lse_last(xp, z)
-    picked = xp.take_along_axis(z, labels[..., None].astype(xp.int64), axis=-1)[..., 0]
-    return lse - picked
-
-
-def _lse_last(xp, z):
-    m = xp.max(z, axis=-1, keepdims=True)
-    return (xp.log(xp.sum(xp.exp(z - m), axis=-1, keepdims=True)) + m)[..., 0]
+    # log(sum(exp(z - m))) - (z[label] - m): never forms lse itself, whose rounding at |z| ~ 1e4
+    # would swamp a small loss (float32 ulp(1e4) ~ 1e-3)
+    shifted = z - xp.max(z, axis=-1, keepdims=True)
+    picked = xp.take_along_axis(shifted, labels[..., None].astype(xp.int64), axis=-1)[..., 0]
+    return xp.log(xp.sum(xp.exp(shifted), axis=-1)) - picked
 
 
 def _softmax_ce_shape(z, labels):

@@ -187,8 +187,15 @@ def _take_vjp(g, y, x, idx, axis):
     return take_adjoint(g, x, idx, axis=axis)
 
 
-take = defop("take", lambda xp, x, idx, axis: xp.take(x, idx, axis=axis), _take_shape, (_take_vjp, None),
-             doc="x gathered at integer indices along an axis (embedding look-up)")
+_take = defop("take", lambda xp, x, idx, axis: xp.take(x, idx, axis=axis), _take_shape, (_take_vjp, None),
+              doc="x gathered at integer indices along an axis (embedding look-up)")
+
+
+def take(x, idx, axis=0):
+    """x gathered at integer indices `idx` along `axis` (negative axes count from the end)."""
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of range for {x.ndim} dimensions")
+    return _take(x, idx, axis=axis % x.ndim)
 
 
 def _take_adjoint_forward(xp, g, ref, idx, axis):

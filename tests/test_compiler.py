@@ -1,0 +1,355 @@
+"""The compiler: passes (prune, CSE, constant folding, simplification), the flat schedule,
+in-place updates, dtype preservation and unknown batch sizes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gengraph.engine import Graph, NonFiniteError, compile, grad, ops, topo_order
+
+
+def kernel_ops(prog):
+    return [n.op for n in prog.nodes if not n.is_leaf]
+
+
+def _mlp(dtype="float64", batch=None):
+    g = Graph(dtype=dtype, seed=0)
+    rng = np.random.default_rng(0)
+    x = g.input("x", (batch, 3))
+    y = g.input("y", (batch,), dtype="int64")
+    w1 = g.param("w1", rng.normal(size=(3, 5)))
+    b1 = g.param("b1", np.zeros(5))
+    w2 = g.param("w2", rng.normal(size=(5, 4)))
+    h = ops.tanh(x @ w1 + b1)
+    loss = ops.mean(ops.softmax_cross_entropy(h @ w2, y))
+    return g, x, y, [w1, b1, w2], loss
+
+
+# --- the schedule: no graph walking at run time ------------------------------------------------
+def test_kernel_calls_equal_scheduled_kernels():
+    g, x, y, params, loss = _mlp()
+    grads = grad(loss, params)
+    prog = compile(g, {"loss": loss, "grads": grads[0], "gb": grads[1], "gw2": grads[2]}, count_calls=True)
+    feed = dict(x=np.ones((6, 3)), y=np.arange(6) % 4)
+    prog.run(**feed)
+    assert prog.n_kernels == len(kernel_ops(prog)) > 0
+    assert prog.kernel_calls == prog.n_kernels
+    prog.run(**feed)
+    assert prog.kernel_calls == 2 * prog.n_kernels
+    # straight-line code: one call per kernel, no loops
+    assert "for " not in prog.source and "while " not in prog.source
+    assert sum(1 for line in prog.source.splitlines() if " = k" in line) == prog.n_kernels
+
+
+def test_run_does_no_graph_traversal_or_shape_inference():
+    """Profile a run: no frame of the graph IR, the passes, the compiler, autodiff or op shape rules."""
+    g, x, y, params, loss = _mlp()
+    prog = compile(g, [loss] + grad(loss, params))
+    feed = dict(x=np.ones((6, 3)), y=np.arange(6) % 4)
+    prog.run(**feed)  # warm
+    engine = Path(ops.__file__).resolve().parent.parent
+    forbidden = {engine / "graph.py", engine / "passes.py", engine / "compiler.py", engine / "autodiff.py",
+                 engine / "ops" / "registry.py"}
+    seen = []
+
+    def profiler(frame, event, arg):
+        if event == "call":
+            seen.append((Path(frame.f_code.co_filename).resolve() if not frame.f_code.co_filename.startswith("<")
+                         else frame.f_code.co_filename, frame.f_code.co_name))
+
+    sys.setprofile(profiler)
+    try:
+        prog.run(**feed)
+    finally:
+        sys.setprofile(None)
+    assert any(name == "run" and str(f).startswith("<gengraph program") for f, name in seen)
+    bad = [(str(f), name) for f, name in seen if f in forbidden]
+    assert bad == []
+    # Python-level calls are bounded by the kernels (each kernel is at most a couple of frames)
+    assert len(seen) <= 3 * prog.n_kernels + 20
+
+
+# --- passes ----------------------------------------------------------------------------------------
+def test_cse_merges_repeated_subexpressions():
+    g = Graph(dtype="float64")
+    x = g.input("x", (None, 3))
+    a = ops.exp(x) + ops.exp(x)
+    b = ops.exp(x) + ops.exp(x)
+    out = ops.sum(a * b, axis=-1)
+    built = len(topo_order([out]))
+    prog = compile(g, out)
+    assert prog.built_nodes == built
+    assert kernel_ops(prog) == ["exp", "add", "mul", "sum"]
+    assert len(prog.nodes) < built
+    assert prog.n_kernels < sum(1 for n in topo_order([out]) if not n.is_leaf)
+    cse = {name: (before, after) for name, before, after in prog.pass_stats}["cse"]
+    assert cse[1] < cse[0]
+    xv = np.random.default_rng(0).normal(size=(4, 3))
+    np.testing.assert_allclose(prog.run(x=xv), np.sum((2 * np.exp(xv)) ** 2, axis=-1))
+
+
+def test_cse_merges_equal_reductions_spelled_differently():
+    g = Graph(dtype="float64")
+    x = g.input("x", (2, 3, 4))
+    out = ops.sum(x, axis=(0, -1)) * ops.sum(x, axis=(2, 0)) + ops.mean(x, axis=-1) * ops.mean(x, axis=2)
+    prog = compile(g, out)
+    assert kernel_ops(prog).count("sum") == 1 and kernel_ops(prog).count("mean") == 1
+
+
+def test_cse_keeps_random_draws_apart():
+    g = Graph(dtype="float64")
+    x = g.input("x", (3,))
+    prog = compile(g, ops.random_normal(x, stream=0) - ops.random_normal(x, stream=0))
+    assert kernel_ops(prog).count("random_normal") == 2
+    assert np.all(prog.run(x=np.zeros(3)) != 0)
+
+
+def test_pruning_drops_nodes_the_outputs_do_not_need():
+    g = Graph(dtype="float64")
+    x = g.input("x", (None, 3))
+    unused_input = g.input("unused", (2,))
+    keep = ops.exp(x)
+    ops.sin(x) * ops.cos(x)  # built, never asked for
+    ops.log(unused_input)
+    prog = compile(g, keep)
+    assert kernel_ops(prog) == ["exp"]
+    assert prog.feed_names == ["x"]  # an input nobody needs is not required
+    np.testing.assert_allclose(prog.run(x=np.zeros((2, 3))), np.ones((2, 3)))
+
+
+def test_constant_folding():
+    g = Graph(dtype="float64")
+    x = g.input("x", (None, 3))
+    two, three = g.constant(2.0), g.constant(3.0)
+    out = (two * three) + x
+    prog = compile(g, out)
+    assert kernel_ops(prog) == ["add"]
+    folded = [n for n in prog.nodes if n.op == "constant"]
+    assert [float(g.value(n)) for n in folded] == [6.0]
+    np.testing.assert_allclose(prog.run(x=np.ones((2, 3))), np.full((2, 3), 7.0))
+    # a whole constant subgraph (exp, matmul, sum) folds to one value
+    c = g.constant(np.arange(6.0).reshape(2, 3))
+    x2 = g.input("x2", (None, 2))
+    out2 = x2 * ops.sum(ops.exp(c) @ ops.transpose(c), axis=0)
+    prog2 = compile(g, out2)
+    assert kernel_ops(prog2) == ["mul"]
+    ref = np.sum(np.exp(np.arange(6.0).reshape(2, 3)) @ np.arange(6.0).reshape(2, 3).T, axis=0)
+    np.testing.assert_allclose(prog2.run(x2=np.ones((1, 2)))[0], ref)
+
+
+def test_constant_folding_leaves_random_ops_alone():
+    g = Graph(dtype="float64")
+    draw = ops.random_uniform(shape=(3,), graph=g) * g.constant(2.0)
+    prog = compile(g, draw)
+    assert "random_uniform" in kernel_ops(prog)
+    assert not np.array_equal(prog.run(), prog.run())
+
+
+@pytest.mark.parametrize("build", [
+    lambda x: x * 1.0, lambda x: 1.0 * x, lambda x: x + 0.0, lambda x: 0.0 + x, lambda x: x - 0.0,
+    lambda x: x / 1.0, lambda x: -(-x), lambda x: ops.transpose(ops.transpose(x)),
+    lambda x: ops.transpose(ops.transpose(x, axes=(1, 0, 2)), axes=(1, 0, 2)),
+    lambda x: ops.stop_gradient(x), lambda x: ops.transpose(ops.transpose(x * 1.0)) + 0.0,
+], ids=["x*1", "1*x", "x+0", "0+x", "x-0", "x/1", "--x", "T(T(x))", "T(T(x),perm)", "stop_gradient", "mixed"])
+def test_simplify_removes_identities(build):
+    g = Graph(dtype="float64")
+    x = g.input("x", (2, 3, 4))
+    prog = compile(g, build(x))
+    assert prog.n_kernels == 0, prog.source
+    xv = np.random.default_rng(0).normal(size=(2, 3, 4))
+    np.testing.assert_array_equal(prog.run(x=xv), xv)
+
+
+def test_simplify_merges_transpose_and_reshape_chains():
+    g = Graph(dtype="float64")
+    x = g.input("x", (2, 3, 4))
+    t = ops.transpose(ops.transpose(x, axes=(1, 0, 2)), axes=(0, 2, 1))
+    r = ops.reshape(ops.reshape(x, (6, 4)), (4, 6))
+    prog = compile(g, [t, r])
+    assert kernel_ops(prog) == ["transpose", "reshape"]
+    xv = np.arange(24.0).reshape(2, 3, 4)
+    out_t, out_r = prog.run(x=xv)
+    np.testing.assert_array_equal(out_t, xv.transpose(1, 0, 2).transpose(0, 2, 1))
+    np.testing.assert_array_equal(out_r, xv.reshape(4, 6))
+
+
+def test_simplify_keeps_broadcasting_identities():
+    # x * ones((3,)) broadcasts a (2, 1) x to (2, 3): not an identity, must stay
+    g = Graph(dtype="float64")
+    x = g.input("x", (2, 1))
+    prog = compile(g, x * g.constant(np.ones(3)) + 0.0)
+    np.testing.assert_array_equal(prog.run(x=[[1.0], [2.0]]), [[1.0] * 3, [2.0] * 3])
+
+
+def test_passes_do_not_change_the_users_graph():
+    g = Graph(dtype="float64")
+    x = g.input("x", (3,))
+    y = (x * 1.0 + ops.exp(x)) + ops.exp(x)
+    before = [(n.id, n.op, tuple(i.id for i in n.inputs)) for n in topo_order([y])]
+    compile(g, y)
+    assert [(n.id, n.op, tuple(i.id for i in n.inputs)) for n in topo_order([y])] == before
+
+
+# --- updates -------------------------------------------------------------------------------------------
+def test_updates_in_place_and_outputs_see_old_values():
+    g = Graph(dtype="float64")
+    x = g.input("x", (None, 2))
+    w = g.param("w", np.array([[1.0, 2.0], [3.0, 4.0]]))
+    step = g.state("step", np.zeros(()))
+    storage = g.values[w.id]
+    loss = ops.sum(x @ w)
+    gw = grad(loss, w)
+    prog = compile(g, {"loss": loss, "w": w, "wT": ops.transpose(w), "row": w[0], "step": step},
+                   updates={w: w - 0.5 * gw, step: step + 1.0})
+    xv = np.array([[1.0, 1.0]])
+    out = prog.run(x=xv)
+    assert out["loss"] == 10.0
+    np.testing.assert_array_equal(out["w"], [[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(out["wT"], [[1.0, 3.0], [2.0, 4.0]])
+    np.testing.assert_array_equal(out["row"], [1.0, 2.0])
+    assert float(out["step"]) == 0.0
+    assert g.values[w.id] is storage  # written in place, same buffer
+    np.testing.assert_array_equal(g.value(w), [[0.5, 1.5], [2.5, 3.5]])
+    assert float(g.value(step)) == 1.0
+    out = prog.run(x=xv)  # the next run sees the update
+    assert out["loss"] == 8.0 and float(out["step"]) == 1.0
+    # a program compiled earlier sees the same storage
+    assert float(compile(g, ops.sum(w)).run()) == 0.0 + 1.0 + 2.0 + 3.0
+    # set_value writes through as well
+    g.set_value(w, np.zeros((2, 2)))
+    assert prog.run(x=xv)["loss"] == 0.0
+
+
+@pytest.mark.parametrize("order", ["prev_first", "w_first"])
+def test_updates_read_values_from_before_the_run(order):
+    # prev <- w and w <- w + 10: prev gets the old w whatever the order of the updates
+    g = Graph(dtype="float64")
+    w = g.param("w", np.array([1.0, 2.0]))
+    prev = g.state("prev", np.zeros(2))
+    ups = {prev: w, w: w + 10.0} if order == "prev_first" else {w: w + 10.0, prev: w}
+    compile(g, [], updates=ups).run()
+    np.testing.assert_array_equal(g.value(prev), [1.0, 2.0])
+    np.testing.assert_array_equal(g.value(w), [11.0, 12.0])
+
+
+def test_swap_updates():
+    g = Graph(dtype="float64")
+    a, b = g.state("a", np.array([1.0, 2.0])), g.state("b", np.array([3.0, 4.0]))
+    prog = compile(g, [], updates={a: b, b: a})
+    prog.run()
+    np.testing.assert_array_equal(g.value(a), [3.0, 4.0])
+    np.testing.assert_array_equal(g.value(b), [1.0, 2.0])
+    m = g.param("m", np.arange(4.0).reshape(2, 2))
+    compile(g, [], updates={m: ops.transpose(m)}).run()
+    np.testing.assert_array_equal(g.value(m), [[0.0, 2.0], [1.0, 3.0]])
+
+
+def test_update_rejects_non_leaf_and_bad_shape():
+    g = Graph(dtype="float64")
+    x = g.input("x", (2,))
+    w = g.param("w", np.zeros(2))
+    with pytest.raises(ValueError):
+        compile(g, [], updates={x: x + 1.0})
+    with pytest.raises(ValueError):
+        compile(g, [], updates={w: g.constant(np.zeros(3))})
+
+
+# --- dtypes and batch sizes ------------------------------------------------------------------------------
+def test_float32_stays_float32_end_to_end():
+    g = Graph(dtype="float32", seed=1)
+    rng = np.random.default_rng(0)
+    x = g.input("x", (None, 4))
+    labels = g.input("y", (None,), dtype="int64")
+    w = g.param("w", rng.normal(size=(4, 3)))
+    b = g.param("b", np.zeros(3))
+    s = g.state("m", np.zeros((4, 3)))
+    z = x @ w + b
+    noise = ops.random_normal(z, stream=0)
+    h = ops.gelu(z) + ops.silu(z) * ops.sigmoid(z) + 0.1 * noise
+    loss = (ops.mean(ops.softmax_cross_entropy(h, labels)) + ops.mean(ops.bce_with_logits(z, ops.softmax(h)))
+            + 1e-3 * ops.sum(w ** 2) + ops.mean(ops.logsumexp(h, axis=-1)) + ops.mse(h, ops.log_softmax(z))
+            + ops.mean(ops.kl_normal_std(z, ops.clip(h, -1.0, 1.0))) - ops.mean(ops.gaussian_logpdf(h, z, 0.5 * z))
+            + ops.mean(ops.max(ops.softplus(z), axis=0)) + ops.mean(ops.sqrt(ops.abs(z) + 1.0)))
+    gw, gb = grad(loss, [w, b])
+    hvp = grad(ops.sum(gw * gw), w)
+    new_m = 0.9 * s + 0.1 * gw
+    everything = [n for n in topo_order([loss, gw, gb, hvp, new_m]) if not n.is_leaf]
+    assert all(n.dtype == np.float32 for n in everything if n.dtype.kind == "f")
+    prog = compile(g, everything, updates={s: new_m, w: w - 0.01 * new_m})
+    outs = prog.run(x=rng.normal(size=(5, 4)), y=rng.integers(0, 3, size=5))
+    kinds = {np.asarray(o).dtype for o in outs if np.asarray(o).dtype.kind == "f"}
+    assert kinds == {np.dtype(np.float32)}, kinds
+    assert all(np.all(np.isfinite(o)) for o in outs)
+    assert g.values[w.id].dtype == np.float32 and g.values[s.id].dtype == np.float32
+
+
+def test_none_batch_dimension_two_batch_sizes_one_program():
+    g, x, y, params, loss = _mlp(batch=None)
+    grads = grad(loss, params)
+    prog = compile(g, [loss] + grads)
+    w1, b1, w2 = (g.value(p) for p in params)
+    rng = np.random.default_rng(1)
+    for n in (3, 8):
+        xv, yv = rng.normal(size=(n, 3)), rng.integers(0, 4, size=n)
+        out = prog.run(x=xv, y=yv)
+        # NumPy reference: mean over the *runtime* batch size
+        h = np.tanh(xv @ w1 + b1)
+        logits = h @ w2
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        ref_loss = -np.mean(np.log(p[np.arange(n), yv]))
+        dlogits = (p - np.eye(4)[yv]) / n
+        dh = dlogits @ w2.T * (1 - h ** 2)
+        np.testing.assert_allclose(out[0], ref_loss, rtol=1e-12)
+        np.testing.assert_allclose(out[1], xv.T @ dh, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(out[2], dh.sum(axis=0), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(out[3], h.T @ dlogits, rtol=1e-10, atol=1e-14)
+
+
+def test_missing_input_is_named():
+    g = Graph(dtype="float64")
+    x = g.input("x", (None, 2))
+    prog = compile(g, ops.sum(x))
+    with pytest.raises(KeyError, match="x"):
+        prog.run()
+
+
+def test_debug_mode_names_the_first_non_finite_node():
+    g = Graph(dtype="float64")
+    x = g.input("x", (2,))
+    with g.scope("layer"):
+        bad = ops.log(x)
+    prog = compile(g, ops.exp(bad) * 2.0, debug=True)
+    np.testing.assert_allclose(prog.run(x=[1.0, 2.0]), [2.0, 4.0])
+    with np.errstate(divide="ignore", invalid="ignore"), pytest.raises(NonFiniteError, match="layer/log"):
+        prog.run(x=[-1.0, 2.0])
+
+
+def test_unknown_batch_gradients_match_finite_differences():
+    """(None, 1) x (None, 3) broadcasting, keepdims reductions over the batch, gather, concat, slicing."""
+    from gengraph.engine import central_differences
+
+    g = Graph(dtype="float64")
+    x, s = g.input("x", (None, 3)), g.input("s", (None, 1))
+    idx = g.input("i", (None,), dtype="int64")
+    b = g.param("b", np.ones((1, 3)))
+    e = g.param("e", np.arange(12.0).reshape(4, 3) / 10)
+    y = ops.concat([x * s + b, ops.take(e, idx, axis=0)], axis=1)
+    loss = (ops.mean(ops.logsumexp(y, axis=-1, keepdims=True) * s)
+            + ops.sum(y[:, 0] * ops.mean(x, axis=0, keepdims=True)[:, 1]))
+    prog = compile(g, [loss] + grad(loss, [x, s, b, e]))
+    for n in (2, 5):
+        rng = np.random.default_rng(n)
+        feed = dict(x=rng.normal(size=(n, 3)), s=rng.normal(size=(n, 1)), i=rng.integers(0, 4, n))
+        out = prog.run(**feed)
+        assert [o.shape for o in out] == [(), (n, 3), (n, 1), (1, 3), (4, 3)]
+        for k, analytic in zip(("x", "s"), out[1:3]):
+            numeric = central_differences(lambda: prog.run(**feed)[0], feed[k])
+            np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+        for param, analytic in zip((b, e), out[3:]):
+            numeric = central_differences(lambda: prog.run(**feed)[0], g.values[param.id])
+            np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
