@@ -60,6 +60,7 @@ class Program:
         for step, n in enumerate(ops):
             for i in n.inputs:
                 last_use[i.id] = step
+        reusable = _reusable_buffers(ops, keep)
         for step, n in enumerate(ops):
             k = f"k{kernels}"
             kernels += 1
@@ -67,6 +68,11 @@ class Program:
             env[k] = _counted(kernel, self) if count else kernel
             names[n.id] = f"v{n.id}"
             args = ", ".join(names[i.id] for i in n.inputs)
+            # write into a dead input's buffer when the op can (liveness-based buffer reuse)
+            donor = next((i for i in n.inputs if i.id in reusable and last_use[i.id] == step and
+                          i.shape == n.shape and i.dtype == n.dtype), None) if _writes_out(n) else None
+            if donor is not None:
+                args += f", out={names[donor.id]}"
             lines.append(f"{names[n.id]} = {k}({args})")
             if debug:
                 env[f"n{n.id}"] = n
@@ -156,10 +162,24 @@ class Program:
         return f"<Program {self.n_kernels} kernels, inputs {self.feed_names}, {len(self.updates)} updates>"
 
 
+def _writes_out(n) -> bool:
+    op = OPS[n.op]
+    return (op.ufunc is not None and not n.attrs) or bool(op.extra.get("out"))
+
+
+def _reusable_buffers(ops, keep) -> set:
+    """Values whose buffers a later kernel may overwrite once they are dead: arrays owned
+    by one op node (no leaves, no views, no value that a view still refers to), not
+    returned and not written to a leaf."""
+    shared = {n.inputs[0].id for n in ops if OPS[n.op].view and n.inputs}
+    return {n.id for n in ops if not OPS[n.op].view and n.id not in keep and n.id not in shared
+            and n.ndim >= 1 and not OPS[n.op].random}
+
+
 def _counted(kernel, program):
-    def call(*args):
+    def call(*args, **kw):
         program.kernel_calls += 1
-        return kernel(*args)
+        return kernel(*args, **kw)
 
     return call
 

@@ -65,9 +65,20 @@ cos = defop("cos", lambda xp, x: xp.cos(x), same_shape, (lambda g, y, x: -g * si
 # --- activations (numerically stable forms) ------------------------------------------
 tanh = defop("tanh", lambda xp, x: xp.tanh(x), same_shape, (lambda g, y, x: g * (1.0 - y * y),), ufunc="tanh")
 # 0.5 (1 + tanh(x/2)) never overflows, unlike 1 / (1 + exp(-x))
-sigmoid = defop("sigmoid", lambda xp, x: 0.5 + 0.5 * xp.tanh(0.5 * x), same_shape,
-                (lambda g, y, x: g * y * (1.0 - y),))
-relu = defop("relu", lambda xp, x: xp.maximum(x, 0), same_shape, (lambda g, y, x: g * gt(x, 0.0),))
+def _sigmoid_forward(xp, x, out=None):
+    half = x.dtype.type(0.5)
+    if x.ndim == 0:  # NumPy returns scalars here, which cannot be written into
+        return half + half * xp.tanh(half * x)
+    t = xp.multiply(x, half, out=out)
+    xp.tanh(t, out=t)
+    t *= half
+    t += half
+    return t
+
+
+sigmoid = defop("sigmoid", _sigmoid_forward, same_shape, (lambda g, y, x: g * y * (1.0 - y),), extra={"out": True})
+relu = defop("relu", lambda xp, x, out=None: xp.maximum(x, x.dtype.type(0), out=out), same_shape,
+             (lambda g, y, x: g * gt(x, 0.0),), extra={"out": True})
 leaky_relu = defop("leaky_relu", lambda xp, x, slope=0.01: xp.where(x > 0, x, x * x.dtype.type(slope)), same_shape,
                    (lambda g, y, x, slope=0.01: g * where(gt(x, 0.0), 1.0, slope),))
 elu = defop("elu", lambda xp, x, alpha=1.0: xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(xp.minimum(x, 0))),

@@ -1,0 +1,544 @@
+"""What the latent-variable plugins (`vae`, `hvae`) share.
+
+The lecture's Markovian hierarchical VAE with T levels,
+
+    p(x, h_1:T) = p(h_T) p(x|h_1) prod_{t=2..T} p(h_{t-1}|h_t)
+    q(h_1:T|x)  = q(h_1|x) prod_{t=2..T} q(h_t|h_{t-1}),
+
+is built once here (`Hierarchy`); a VAE is the case T = 1. Every conditional is a
+declared network: Gaussian ones (q(h_t|.), p(h_{t-1}|h_t)) end in one linear layer of
+2 * size units split into a mean and a log-variance head; p(x|h_1) ends in a linear
+layer whose output a *likelihood* interprets (registry `LIKELIHOODS`: `bernoulli`
+logits, `gaussian` means with a fixed or learned per-dimension variance).
+
+Samples come from the reparameterisation h = mu + exp(logvar / 2) * eps with
+eps = ops.random_normal(..., stream=k); each level draws from its own stream, so a
+saved stream state replays the exact same noise whatever order a program runs in.
+
+The negative ELBO is a sum of *terms* (registry `ELBO_TERMS`), each a per-example
+node built from the `ElboParts` of one forward pass:
+
+* ``reconstruction`` = E_q[-log p(x|h_1)] (Monte Carlo over `samples` draws)
+* ``kl`` = E_q[log q(h_1:T|x) - log p(h_1:T)] = sum_t kl_t with, per level,
+  kl_t = E_q[log q(h_t|h_{t-1}) - log p(h_t|h_{t+1})]  (h_0 = x, p(h_T|h_{T+1}) = p(h_T));
+  with ``kl = "analytic"`` the top level uses E_q[KL(q(h_T|h_{T-1}) || N(0, I))] in
+  closed form (for a VAE: the usual analytic KL), otherwise every level is Monte Carlo.
+
+The importance-weighted bound -log (1/k) sum_i p(x, h^i) / q(h^i|x), h^i ~ q(h_1:T|x)
+jointly, is its own compiled program (`iw`), evaluated by `report` over the test set.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from gengraph.engine import compile, ops, to_numpy
+
+from .layers import ACTIVATIONS, init_weights
+from .model import Model, ModelPlugin
+from .registry import Registry
+from .schema import Dispatch, Field, Table
+
+LIKELIHOODS = Registry("likelihood")
+ELBO_TERMS = Registry("ELBO term")
+
+# random streams (one per level is added to the base): training/evaluation, IW bound, sampling
+TRAIN_STREAM, IW_STREAM, SAMPLE_STREAM = 100, 200, 300
+REPORT_SEED = 0x5A3B1E  # numpy stream for the report's prior draws
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# --- networks whose weights can be applied to several inputs ---------------------------
+class Network:
+    """Dense layers declared as a list, created once and applicable to any input.
+
+    ``build_stack`` creates new parameters at each call; a VAE needs the decoder on the
+    posterior samples, on prior samples and on a latent grid with the same weights.
+    Parameters are named ``scope/dense{i}/W`` (the last layer of a head: ``scope/out/W``).
+    """
+
+    def __init__(self, graph, in_dim: int, layers: list[dict], rng, scope: str, out: dict | None = None):
+        self.graph, self.scope, self.in_dim = graph, scope, in_dim
+        self.layers = []  # (name, W, b or None, activation function)
+        dim = in_dim
+        specs = [(f"dense{i}", cfg) for i, cfg in enumerate(layers)] + ([("out", out)] if out else [])
+        with graph.scope(scope):
+            for name, cfg in specs:
+                kind = cfg.get("type", "dense")
+                if kind != "dense":
+                    raise ValueError(f'{scope}: layer type "{kind}" is not supported by latent-variable models')
+                units, act = cfg["units"], cfg.get("activation", "relu")
+                with graph.scope(name):
+                    W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, dim, units))
+                    b = graph.param("b", np.zeros(units)) if cfg.get("bias", True) else None
+                self.layers.append((name, W, b, ACTIVATIONS.get(act)))
+                dim = units
+        self.out_dim = dim
+
+    @property
+    def params(self):
+        return [p for _, W, b, _ in self.layers for p in (W, b) if p is not None]
+
+    def __call__(self, x):
+        h = x
+        with self.graph.scope(self.scope):
+            for name, W, b, act in self.layers:
+                with self.graph.scope(name):
+                    z = h @ W
+                    h = act(z + b if b is not None else z)
+        return h
+
+
+class GaussianNet:
+    """x -> hidden layers -> linear layer of 2*size units, split into (mu, logvar).
+
+    The log-variance half of the output layer starts at zero weights (unit variances
+    for every input): random log-variances of a few units make exp(-logvar) and the
+    first Monte Carlo KL terms of a hierarchy explode (1e9 nats at step 0).
+    """
+
+    def __init__(self, graph, in_dim: int, layers: list[dict], size: int, rng, scope: str):
+        self.size = size
+        self.net = Network(graph, in_dim, layers, rng, scope,
+                           out={"units": 2 * size, "activation": "identity", "init": "xavier"})
+        W = self.net.layers[-1][1]
+        graph.values[W.id][:, size:] = 0.0
+
+    def __call__(self, x):
+        z = self.net(x)
+        return z[..., :self.size], z[..., self.size:]
+
+
+def reparameterize(mu, logvar, eps):
+    """h = mu + exp(logvar / 2) * eps: a sample of N(mu, exp(logvar)) differentiable in mu, logvar."""
+    return mu + ops.exp(0.5 * logvar) * eps
+
+
+def log_normal(h, mu, logvar):
+    """log N(h; mu, diag exp(logvar)), summed over the last axis."""
+    return ops.sum(ops.gaussian_logpdf(h, mu, logvar), axis=-1)
+
+
+def log_std_normal(h):
+    """log N(h; 0, I), summed over the last axis."""
+    return ops.sum(-0.5 * (ops.square(h) + _LOG_2PI), axis=-1)
+
+
+def _sample_mean(v):
+    """Mean over the leading sample axis when there is one ((S, B) -> (B,))."""
+    return ops.mean(v, axis=0) if v.ndim == 2 else v
+
+
+# --- likelihoods p(x | decoder output) ---------------------------------------------------
+@dataclass
+class BoundLikelihood:
+    """A likelihood attached to a graph: elementwise log-density and the mean of x."""
+
+    log_prob: Callable  # (x, out) -> elementwise log p(x | out)
+    mean: Callable  # out -> E[x | out]
+    params: list = field(default_factory=list)
+
+
+class Bernoulli:
+    help = "independent Bernoulli pixels; the decoder outputs logits (data in [0, 1])"
+    schema = Table({}, help=help)
+
+    def build(self, graph, dim, cfg, rng):
+        return BoundLikelihood(lambda x, out: ops.bernoulli_logpmf(x, out), ops.sigmoid)
+
+
+class Gaussian:
+    help = "independent Gaussians around the decoder output, fixed sigma or a learned per-dimension variance"
+    schema = Table({
+        "sigma": Field((int, float), 1.0, "standard deviation (the initial one when learn_variance = true)",
+                       min=1e-6),
+        "learn_variance": Field(bool, False, "learn a per-dimension log-variance (initialised at 2 log sigma)"),
+    }, help=help)
+
+    def build(self, graph, dim, cfg, rng):
+        init = 2.0 * math.log(float(cfg.get("sigma", 1.0)))
+        if cfg.get("learn_variance", False):
+            with graph.scope("likelihood"):
+                logvar = graph.param("logvar", np.full(dim, init))
+            params = [logvar]
+        else:
+            logvar, params = graph.constant(np.asarray(init), name=None), []
+        return BoundLikelihood(lambda x, out: ops.gaussian_logpdf(x, out, logvar), lambda out: out, params)
+
+
+LIKELIHOODS.register("bernoulli", Bernoulli())
+LIKELIHOODS.register("gaussian", Gaussian())
+
+
+def likelihood_schema() -> Dispatch:
+    return Dispatch("kind", LIKELIHOODS, default={"kind": "bernoulli"},
+                    help="p(x|h): kind = " + " | ".join(LIKELIHOODS.names()))
+
+
+# --- ELBO terms ---------------------------------------------------------------------------
+@dataclass
+class ElboParts:
+    """The pieces of one forward pass that ELBO terms are built from.
+
+    Shapes: S samples, B examples. ``log_lik`` (S, B) = log p(x|h_1); ``log_q[t]`` and
+    ``log_p[t]`` (S, B) = log q(h_t|h_{t-1}) and log p(h_t|h_{t+1}) (the prior at the top);
+    ``kl_levels[t]`` (B,) the level's KL-like term as configured (analytic or Monte Carlo);
+    ``hs[t]`` (S, B, size_t) the samples; ``qs[t]`` the (mu, logvar) of q at level t.
+    """
+
+    x: object
+    log_lik: object
+    log_q: list
+    log_p: list
+    kl_levels: list
+    hs: list
+    qs: list
+    cfg: dict
+
+
+@dataclass
+class ElboTerm:
+    """One term of the negative ELBO: ``build(parts, elbo_cfg)`` -> per-example node (B,)."""
+
+    build: Callable
+    help: str = ""
+    weight: Callable | None = None  # elbo_cfg -> multiplier in the training loss (default 1)
+    in_bound: bool = True  # summed (with weight 1) into the logged neg_elbo
+
+
+def _reconstruction(parts: ElboParts, cfg) -> object:
+    return -_sample_mean(parts.log_lik)
+
+
+def _kl(parts: ElboParts, cfg) -> object:
+    total = parts.kl_levels[0]
+    for k in parts.kl_levels[1:]:
+        total = total + k
+    return total
+
+
+ELBO_TERMS.register("reconstruction", ElboTerm(_reconstruction, "expected negative log-likelihood E_q[-log p(x|h_1)]"))
+ELBO_TERMS.register("kl", ElboTerm(_kl, "prior matching E_q[log q(h|x) - log p(h)] (sum over levels), times beta",
+                                   weight=lambda cfg: cfg["beta"]))
+
+
+def elbo_schema() -> Table:
+    return Table({
+        "terms": Field(list, ["reconstruction", "kl"], "terms of the negative ELBO (registry of ELBO terms)",
+                       item=str, choices=ELBO_TERMS.names()),
+        "beta": Field((int, float), 1.0, "weight of the kl term in the training loss (beta-VAE); "
+                      "the logged neg_elbo always weighs it 1", min=0.0),
+        "kl": Field(str, "analytic", "KL of the top level: analytic (closed form) or monte_carlo",
+                    choices=["analytic", "monte_carlo"]),
+        "samples": Field(int, 1, "Monte Carlo samples of h per example in the training ELBO", min=1),
+        "iw_samples": Field(int, 100, "k of the importance-weighted bound test_nll_iw", min=1),
+    }, help="the variational bound and how it is estimated")
+
+
+# --- the Markovian hierarchy --------------------------------------------------------------
+class Hierarchy:
+    """Encoders q(h_t|h_{t-1}), decoders p(h_{t-1}|h_t) and p(x|h_1), and the bounds built from them.
+
+    ``levels[t]`` is ``{"size", "encoder", "decoder"}`` for t = 1..T (index 0 is level 1):
+    ``encoder`` the hidden layers of q(h_t|h_{t-1}) (h_0 = x), ``decoder`` those of
+    p(h_{t-1}|h_t) (for t = 1: p(x|h_1), followed by the likelihood's output layer).
+    """
+
+    def __init__(self, graph, x_dim: int, levels: list[dict], likelihood_cfg: dict, rng, names):
+        self.graph, self.x_dim = graph, x_dim
+        self.sizes = [lv["size"] for lv in levels]
+        dims = [x_dim] + self.sizes
+        self.encoders = [GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t))
+                         for t, lv in enumerate(levels)]
+        self.decode_x = Network(graph, self.sizes[0], levels[0]["decoder"], rng, names("decoder", 0),
+                                out={"units": x_dim, "activation": "identity", "init": "xavier"})
+        # decoders[t] is p(h_t | h_{t+1}) for t = 0..T-2 (level t+2's decoder)
+        self.decoders = [GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"], self.sizes[t], rng,
+                                     names("decoder", t + 1)) for t in range(len(levels) - 1)]
+        lik = dict(likelihood_cfg)
+        self.likelihood = LIKELIHOODS.get(lik.pop("kind")).build(graph, x_dim, lik, rng)
+
+    @property
+    def T(self) -> int:
+        return len(self.sizes)
+
+    # sampling q(h_1:T | x) with S samples per example: h_t has shape (S, B, size_t)
+    def posterior(self, x, samples: int, stream: int):
+        hs, qs, prev = [], [], x
+        for t, enc in enumerate(self.encoders):
+            mu, logvar = enc(prev)
+            if t == 0:  # (B, size) -> a (S, B, size) reference for the draw's shape
+                ref = ops.expand_dims(ops.stop_gradient(mu), axis=(0,)) + \
+                    self.graph.constant(np.zeros((samples, 1, self.sizes[0])))
+            else:
+                ref = mu
+            h = reparameterize(mu, logvar, ops.random_normal(ref, stream=stream + t))
+            hs.append(h)
+            qs.append((mu, logvar))
+            prev = h
+        return hs, qs
+
+    def parts(self, x, samples: int, stream: int, elbo_cfg: dict) -> ElboParts:
+        hs, qs = self.posterior(x, samples, stream)
+        with self.graph.scope("log_likelihood"):
+            log_lik = ops.sum(self.likelihood.log_prob(x, self.decode_x(hs[0])), axis=-1)
+        log_q = [log_normal(h, mu, lv) for h, (mu, lv) in zip(hs, qs)]
+        log_p = []
+        for t in range(self.T - 1):
+            mu_p, lv_p = self.decoders[t](hs[t + 1])
+            log_p.append(log_normal(hs[t], mu_p, lv_p))
+        log_p.append(log_std_normal(hs[-1]))
+        kl_levels = [_sample_mean(lq - lp) for lq, lp in zip(log_q, log_p)]
+        if elbo_cfg["kl"] == "analytic":
+            mu, lv = qs[-1]
+            kl_levels[-1] = _sample_mean(ops.sum(ops.kl_normal_std(mu, lv), axis=-1))
+        return ElboParts(x, log_lik, log_q, log_p, kl_levels, hs, qs, elbo_cfg)
+
+    def log_weights(self, x, samples: int, stream: int):
+        """log p(x, h) - log q(h|x) for S joint samples of q: shape (S, B)."""
+        p = self.parts(x, samples, stream, {"kl": "monte_carlo"})
+        lw = p.log_lik
+        for lq, lp in zip(p.log_q, p.log_p):
+            lw = lw + lp - lq
+        return lw
+
+    def iw_bound(self, x, k: int, stream: int):
+        """(-log (1/k) sum_i w_i, -(1/k) sum_i log w_i) per example: the IW bound and the k-sample ELBO."""
+        lw = self.log_weights(x, k, stream)
+        return -(ops.logsumexp(lw, axis=0) - math.log(k)), -ops.mean(lw, axis=0)
+
+    # deterministic paths and ancestral sampling
+    def encode_means(self, x):
+        means, prev = [], x
+        for enc in self.encoders:
+            prev = enc(prev)[0]
+            means.append(prev)
+        return means
+
+    def decode(self, h_top, stream: int | None = None):
+        """E[x | h_1] after h_T -> h_1 through the decoders: their means, or samples when stream is given."""
+        h = h_top
+        for t in reversed(range(self.T - 1)):
+            mu, lv = self.decoders[t](h)
+            h = mu if stream is None else reparameterize(mu, lv, ops.random_normal(mu, stream=stream + t))
+        return self.likelihood.mean(self.decode_x(h))
+
+    def reconstruct(self, x):
+        return self.likelihood.mean(self.decode_x(self.encoders[0](x)[0]))
+
+
+DEFAULT_HIDDEN = [{"units": 128, "activation": "relu"}]
+
+
+def build_latent_model(graph, hier: Hierarchy, elbo_cfg: dict) -> Model:
+    """Loss (negative ELBO with weights), metrics and the extra programs of a latent model."""
+    x = graph.input("x", (None, hier.x_dim))
+    with graph.scope("elbo"):
+        parts = hier.parts(x, elbo_cfg["samples"], TRAIN_STREAM, elbo_cfg)
+        terms = {name: ELBO_TERMS.get(name) for name in elbo_cfg["terms"]}
+        values = {name: term.build(parts, elbo_cfg) for name, term in terms.items()}
+        loss_vec = bound_vec = None
+        for name, term in terms.items():
+            w = float(term.weight(elbo_cfg)) if term.weight is not None else 1.0
+            v = values[name] if w == 1.0 else w * values[name]
+            loss_vec = v if loss_vec is None else loss_vec + v
+            if term.in_bound:
+                bound_vec = values[name] if bound_vec is None else bound_vec + values[name]
+        loss = ops.mean(loss_vec)
+        metrics = {"neg_elbo": ops.mean(bound_vec) if bound_vec is not None else loss}
+        metrics.update({name: ops.mean(v) for name, v in values.items()})
+        if hier.T > 1:
+            metrics.update({f"kl_{t + 1}": ops.mean(k) for t, k in enumerate(parts.kl_levels)})
+    with graph.scope("iw"):
+        nll_iw, neg_elbo_k = hier.iw_bound(x, elbo_cfg["iw_samples"], IW_STREAM)
+    h_top = graph.input("h_top", (None, hier.sizes[-1]))
+    with graph.scope("generate"):
+        programs = {
+            "iw": ({"nll_iw": nll_iw, "neg_elbo": neg_elbo_k}, {}),
+            "reconstruct": ({"mean": hier.reconstruct(x)}, {}),
+            "encode": ({f"mu_{t + 1}": m for t, m in enumerate(hier.encode_means(x))}, {}),
+            "decode": ({"mean": hier.decode(h_top)}, {}),
+        }
+        if hier.T > 1:
+            programs["sample"] = ({"mean": hier.decode(h_top, SAMPLE_STREAM)}, {})
+        else:
+            programs["sample"] = programs["decode"]
+    params = [n for n in graph.params()]
+    return Model(graph, params, loss, {"x": x}, metrics=metrics, programs=programs,
+                 extras={"hierarchy": hier, "parts": parts, "terms": values, "elbo": elbo_cfg})
+
+
+# --- the plugin base: shared report ---------------------------------------------------------
+class LatentPlugin(ModelPlugin):
+    tasks = ("classification", "unsupervised", "regression")
+
+    def report(self, model, data, ctx):
+        return report_latent(model, data, ctx)
+
+
+def _program(model, ctx, name):
+    trainer = ctx.extra.get("trainer") if ctx is not None else None
+    progs = getattr(trainer, "programs", None) or {}
+    if name in progs:
+        return progs[name]
+    cache = model.extras.setdefault("_programs", {})
+    if name not in cache:
+        outputs, updates = model.programs[name]
+        cache[name] = compile(model.graph, outputs, updates, backend=getattr(ctx, "backend", "numpy"))
+    return cache[name]
+
+
+def run_batched(model, ctx, name, feeds_of, n, batch=256) -> dict:
+    """Run a program over rows 0..n in batches; outputs concatenated as NumPy arrays."""
+    prog, parts = _program(model, ctx, name), {}
+    for start in range(0, n, batch):
+        out = prog.run(feeds_of(slice(start, min(n, start + batch))))
+        for k, v in out.items():
+            parts.setdefault(k, []).append(np.asarray(to_numpy(v), np.float64))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def nll_iw(model, x, ctx=None, batch=None) -> dict:
+    """Per-example importance-weighted bound and k-sample ELBO (nats) over the rows of x."""
+    k = model.extras["elbo"]["iw_samples"]
+    batch = batch or max(1, min(512, 50_000 // k))
+    return run_batched(model, ctx, "iw", lambda s: {"x": x[s]}, len(x), batch)
+
+
+def report_latent(model, data, ctx) -> dict:
+    hier: Hierarchy = model.extras["hierarchy"]
+    out = {}
+    if data.n_test:
+        iw = nll_iw(model, data.x_test, ctx)
+        out["test_nll_iw"] = float(iw["nll_iw"].mean())
+        out["iw_samples"] = int(model.extras["elbo"]["iw_samples"])
+    x_ref = data.x_test if data.n_test else data.x_train
+    n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
+    rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, REPORT_SEED]))
+    samples = None
+    if n:
+        z = rng.standard_normal((n, hier.sizes[-1]))
+        samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
+        path = ctx.path("samples.npy")
+        if path is not None:  # in data units (the preprocessing undone)
+            from .runner import atomic_write
+
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(data.unscale_x(samples)))
+            atomic_write(path, buf.getvalue())
+    if ctx.plots and ctx.run_dir is not None:
+        _plots(model, data, ctx, x_ref, samples)
+    return out
+
+
+def _plots(model, data, ctx, x_ref, samples):
+    from . import plots
+
+    hier: Hierarchy = model.extras["hierarchy"]
+    shape = data.image_shape
+    m = min(16, len(x_ref))
+    recon = run_batched(model, ctx, "reconstruct", lambda s: {"x": x_ref[:m][s]}, m)["mean"]
+    if shape is not None and int(np.prod(shape)) == hier.x_dim:
+        tiled_images(np.concatenate([x_ref[:m], recon]), shape, ctx.path("reconstructions.png"),
+                     title="data (top) and reconstructions (bottom)", cols=m)
+        if samples is not None:
+            tiled_images(samples[:100], shape, ctx.path("samples.png"), title="samples (decoder means)")
+    elif hier.x_dim == 2:
+        plots.scatter_vs_data(recon, x_ref[:m], ctx.path("reconstructions.png"), title="reconstructions vs data")
+        if samples is not None:
+            plots.scatter_vs_data(samples, x_ref, ctx.path("samples.png"))
+    if hier.sizes[-1] == 2:
+        codes = run_batched(model, ctx, "encode", lambda s: {"x": x_ref[s]}, len(x_ref))[f"mu_{hier.T}"]
+        labels = data.y_test if data.n_test else data.y_train
+        latent_scatter(codes, labels, ctx.path("latent.png"))
+        if shape is not None and int(np.prod(shape)) == hier.x_dim:
+            from statistics import NormalDist
+
+            g = 15
+            q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, g)])
+            grid = np.array([[a, b] for b in q[::-1] for a in q])
+            imgs = run_batched(model, ctx, "decode", lambda s: {"h_top": grid[s]}, len(grid))["mean"]
+            tiled_images(imgs, shape, ctx.path("manifold.png"), cols=g,
+                         title="decoder means over a latent grid (normal quantiles 0.05..0.95)")
+    trainer = ctx.extra.get("trainer")
+    if trainer is not None and trainer.state.history:
+        elbo_terms_plot(trainer.state.history, ctx.path("elbo_terms.png"), list(model.metrics))
+
+
+def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
+    """Images (n, prod(shape)) tiled into one picture (one imshow: fast for 100s of images)."""
+    from .plots import _figure, _save
+
+    images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape))
+    n, (h, w) = len(images), images.shape[1:]
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img
+    scale = 0.5 if max(h, w) <= 10 else 0.05 * max(h, w)
+    fig = _figure(max(3.0, cols * scale + 0.4), max(1.5, rows * scale + 0.6))
+    ax = fig.add_subplot(1, 1, 1)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
+    ax.imshow(np.ma.masked_invalid(canvas), cmap=cmap, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def latent_scatter(codes, labels, path) -> None:
+    from .plots import _figure, _save
+
+    fig = _figure(4.8, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    if labels is not None and len(labels) == len(codes) and np.asarray(labels).dtype.kind in "iu":
+        sc = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
+        fig.colorbar(sc, ax=ax, label="class")
+    else:
+        ax.scatter(codes[:, 0], codes[:, 1], s=6, alpha=0.8)
+    ax.set_xlabel("mu_1")
+    ax.set_ylabel("mu_2")
+    ax.set_title("posterior means of the test set")
+    _save(fig, path)
+
+
+def elbo_terms_plot(history, path, keys=None) -> None:
+    """neg_elbo and its terms (metric names `keys`) per epoch, train (solid) and test (dashed)."""
+    from .plots import _figure, _save
+
+    if keys is None:
+        keys = sorted({k.split("_", 1)[1] for r in history for k in r
+                       if k.startswith(("train_", "test_")) and k.split("_", 1)[1] != "loss"})
+    big = [k for k in ("neg_elbo", "reconstruction") if k in keys]
+    small = [k for k in keys if k not in big]
+    fig = _figure(9.0, 3.6)
+    epochs = [r["epoch"] for r in history]
+    for i, group in enumerate((big, small)):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for j, key in enumerate(group):
+            for split, style in (("train", "-"), ("test", "--")):
+                ys = [r.get(f"{split}_{key}") for r in history]
+                if any(y is not None for y in ys):
+                    ax.plot(epochs, [np.nan if y is None else y for y in ys], style, color=f"C{j}",
+                            label=f"{split} {key}")
+        vals = np.array([r.get(f"{s}_{k}") for r in history for k in group for s in ("train", "test")
+                         if r.get(f"{s}_{k}") is not None], float)
+        if vals.size and np.isfinite(vals).all():
+            lo, hi = vals.min(), np.percentile(vals, 95)
+            if vals.max() - lo > 3 * (hi - lo) > 0:  # a huge first epoch would flatten the rest
+                ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.5 * (hi - lo))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per example")
+        if group:
+            ax.legend(fontsize=7)
+    fig.suptitle("negative ELBO and its terms")
+    _save(fig, path)

@@ -1,0 +1,52 @@
+"""`kind = "vae"`: a variational autoencoder with a Gaussian encoder and a declared likelihood.
+
+    q(h|x) = N(mu(x), diag sigma^2(x)),  p(h) = N(0, I),  p(x|h) from the likelihood registry
+
+The encoder's hidden layers end in a linear layer of 2 * latent units, split into the
+mu and log-variance heads; the decoder's hidden layers end in a linear layer of one
+unit per data dimension (Bernoulli logits or Gaussian means). Training minimises the
+negative ELBO per example (nats), a sum of declared terms (``[model.elbo] terms``):
+
+    E_q[-log p(x|h)]  +  beta * KL(q(h|x) || p(h))
+
+with h = mu + exp(logvar / 2) * eps (reparameterisation), `samples` draws per example,
+and the KL analytic or Monte Carlo. Logged per epoch: neg_elbo, reconstruction, kl.
+The report adds test_nll_iw, the importance-weighted bound with k = iw_samples, and
+writes reconstructions.png, samples.png, samples.npy, elbo_terms.png and, for a 2-D
+latent, latent.png (posterior means) and manifold.png (decoder over a latent grid).
+
+A VAE is the one-level case of the Markovian hierarchical VAE (`hvae`); both are
+built by `latent_common.Hierarchy`.
+"""
+
+from __future__ import annotations
+
+from .latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
+    likelihood_schema
+from .layers import layer_schema
+from .schema import Field, ListOf, Table
+
+
+class VAE(LatentPlugin):
+    kind = "vae"
+    help = "variational autoencoder: Gaussian encoder, N(0, I) prior, Bernoulli or Gaussian likelihood"
+
+    @property
+    def schema(self):
+        return Table({
+            "latent": Field(int, help="dimension of the latent h", min=1),
+            "encoder": ListOf(layer_schema(), default=DEFAULT_HIDDEN,
+                              help="hidden layers of q(h|x); a linear layer of 2*latent units (mu, logvar) follows"),
+            "decoder": ListOf(layer_schema(), default=DEFAULT_HIDDEN,
+                              help="hidden layers of p(x|h); a linear layer of one unit per feature follows"),
+            "likelihood": likelihood_schema(),
+            "elbo": elbo_schema(),
+        }, help=self.help)
+
+    def build(self, cfg, graph, data, rng):
+        level = {"size": cfg["latent"], "encoder": cfg["encoder"], "decoder": cfg["decoder"]}
+        hier = Hierarchy(graph, data.n_features, [level], cfg["likelihood"], rng, lambda role, t: role)
+        return build_latent_model(graph, hier, cfg["elbo"])
+
+
+plugin = VAE()
