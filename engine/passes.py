@@ -119,6 +119,11 @@ def simplify():
             return clone(n, (ins[0].inputs[0],) + ins[1:])
         if op in ("reshape_like", "broadcast_like") and ins[0].shape == ins[1].shape and None not in ins[0].shape:
             return ins[0]
+        # values fixed by static shapes alone become constants (then fold further)
+        if op in ("ones_like", "zeros_like") and None not in n.shape:
+            return n.graph.constant((np.ones if op == "ones_like" else np.zeros)(n.shape, n.dtype))
+        if op == "count" and all(ins[0].shape[a] is not None for a in n.attrs["axis"]):
+            return n.graph.constant(np.prod([ins[0].shape[a] for a in n.attrs["axis"]]), dtype=n.dtype)
         return None
 
     return rule

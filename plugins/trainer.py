@@ -93,7 +93,7 @@ class Trainer:
                 updates.update(m.train_updates)
                 with m.graph.scope("monitor"):
                     # one scalar that is non-finite iff some gradient entry is
-                    grad_norm = ops.sqrt(_sum_all([ops.sum(ops.square(g)) for g in self.grads]))
+                    grad_norm = ops.sqrt(_sum_all([ops.sum_squares(g) for g in self.grads]))
                 defs["train_step"] = ({"loss": m.loss, **m.metrics, "grad_norm": grad_norm}, updates)
         defs["evaluate"] = ({"loss": m.loss, **m.metrics}, {})
         defs.update(m.programs)

@@ -577,6 +577,14 @@ def test_bce_with_logits_broadcasting(data, shapes):
 
 
 @CHECK
+@given(data=st.data(), shape=shapes)
+def test_sum_squares(data, shape):
+    x = data.draw(arrays(shape))
+    out = fd_check(ops.sum_squares, [x])
+    np.testing.assert_allclose(out, np.sum(x ** 2), rtol=1e-12, atol=1e-14)
+
+
+@CHECK
 @given(data=st.data(), shapes=pair_shapes)
 def test_mse(data, shapes):
     a, b = data.draw(arrays(shapes[0])), data.draw(arrays(shapes[1]))
@@ -620,7 +628,7 @@ def test_every_differentiable_op_is_covered():
                "sqrt", "square", "abs", "log1p", "expm1", "sin", "cos", "tanh", "sigmoid", "relu", "leaky_relu",
                "elu", "softplus", "sum", "mean", "max", "min", "logsumexp", "expand_dims", "broadcast_like",
                "reshape_like", "sum_to", "matmul", "transpose", "reshape", "concat", "getitem", "take", "softmax",
-               "log_softmax", "bce_with_logits", "softmax_cross_entropy",
+               "log_softmax", "bce_with_logits", "softmax_cross_entropy", "sum_squares",
                # adjoints, tested through the gradients (and second-order tests) of getitem and take
                "scatter_index", "take_adjoint"}
     from gengraph.engine.ops import OPS

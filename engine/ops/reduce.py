@@ -74,6 +74,16 @@ min = _wrap_reduction(_min, "min")
 logsumexp = _wrap_reduction(_logsumexp, "logsumexp")
 
 
+def _sum_squares_forward(xp, x):
+    flat = x.reshape(-1)
+    return xp.dot(flat, flat)  # one BLAS call, no temporary
+
+
+sum_squares = defop("sum_squares", _sum_squares_forward, lambda x: ((), float_dtype(x)),
+                    (lambda g, y, x: 2.0 * g * x,), flops=lambda out, x, **a: 2 * size_of(x),
+                    doc="sum(x**2) over all elements")
+
+
 def _count_forward(xp, x, axis):
     n = 1
     for a in axis:
