@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-
 import click
 
 from gengraph import __version__
@@ -216,6 +214,3 @@ def _register_extra_commands():
 
 
 _register_extra_commands()
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -113,3 +113,26 @@ def test_resume_with_a_mismatched_model_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["run", "--resume", str(out), "-q", "--set", "model.layers[0].units=8"])
     assert result.exit_code == 2
     assert "does not fit this model" in result.output and "hidden/dense0/W" in result.output
+
+
+def test_sigint_writes_a_checkpoint_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gengraph", "run", str(DIGITS), "--out", str(out), "-q",
+           "--set", "train.epochs=100000", "--set", "model.layers[0].units=8", "--set", "model.layers[1].units=8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"checkpoint written to {out / 'checkpoint.npz'}" in err and "--resume" in err
+    meta = json.loads((out / "checkpoint.json").read_text())
+    assert meta["state"]["step"] > 0
+    assert set(_params(out)) >= {"param/hidden/dense0/W", "state/optimizer/opt/step"}
