@@ -74,6 +74,10 @@ class ModelPlugin:
         """One optimisation step on a batch; returns the batch's logged values."""
         return programs["train_step"].run(feeds)
 
+    def epoch_metrics(self, model: Model, data, ctx, epoch: int) -> dict:
+        """Extra values for this epoch's metrics line (e.g. an AIS log-likelihood); default none."""
+        return {}
+
     def report(self, model: Model, data, ctx) -> dict:
         """Final metrics under stable names (test_mse, test_accuracy, ...); may write plots."""
         return {}

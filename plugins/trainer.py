@@ -252,7 +252,8 @@ class Trainer:
     def _log_epoch(self, epoch, train_means, on_epoch) -> bool:
         """Evaluate on the test split, record a metrics line; True when early stopping triggers."""
         test = {f"test_{k}": v for k, v in self.evaluate(self.data.x_test, self.data.y_test).items()}
-        row = {"epoch": epoch, "step": self.state.step, **train_means, **test}
+        row = {"epoch": epoch, "step": self.state.step, **train_means, **test,
+               **self.plugin.epoch_metrics(self.model, self.data, self.ctx, epoch)}
         self.state.history.append(row)
         stop = False
         es = self.cfg.get("early_stopping") or {}

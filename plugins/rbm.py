@@ -1,0 +1,335 @@
+"""`kind = "rbm"`: restricted Boltzmann machines, declared by their energy, trained by CD-k or PCD.
+
+Visible units are binary or Gaussian (sigma fixed or learned), hidden units binary. The
+energy is a built-in form of the lecture or an expression over x, h, a, b, W (and sigma);
+`energy_rbm` derives from it the free energy F(x) (hidden units summed out) and the
+conditionals Gibbs sampling uses. The training loss is
+
+    mean F(x_data) - mean F(stop_gradient(x_model)),
+
+x_model from k Gibbs sweeps started at the data (cd) or at persistent chains kept as
+graph state (pcd), so the engine's gradient of it is exactly the positive-minus-negative
+phase estimate of the negative log-likelihood's gradient. For small models training =
+"exact" minimises mean F(x_data) + log Z instead, log Z by enumeration (the exact gradient).
+
+Logged per epoch: loss, free_energy, recon_error (mean squared error of the mean-field
+reconstruction per visible unit), pseudo_loglik (binary visible; nats per example) and,
+when the smaller binary layer has few units, loglik_exact (exact partition function by
+enumeration). The report adds test_loglik_exact (up to exact_max_units enumerated units)
+or an AIS estimate test_loglik_ais (binary visible; with ais_epochs also after each of the
+first epochs: test_loglik_ais_by_epoch), samples from long Gibbs chains
+(samples.npy, samples.png), weight filters for images, a density plot for 2-D data, and
+test_accuracy_hidden_logreg: a softmax regression on p(h | x) when the data has labels.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from gengraph.engine import ops, to_numpy
+from gengraph.engine.expr import ExprError, names as expr_names
+
+from . import energy_tools as tools
+from .energy_rbm import (BuiltinEnergy, ExpressionEnergy, ais_base_log_partition, ais_betas, ais_free_energy,
+                         ais_transition, check_expression, expression_names)
+from .model import Model, ModelConfigError, ModelPlugin
+from .schema import Field, Table
+
+REPORT_SEED = 0x5A4
+PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
+
+
+class RBM(ModelPlugin):
+    kind = "rbm"
+    help = "restricted Boltzmann machine (binary or Gaussian visible units) trained by CD-k, persistent CD or exactly"
+    tasks = ("unsupervised", "classification", "regression")
+
+    @property
+    def schema(self):
+        return Table({
+            "n_hidden": Field(int, 64, "number of binary hidden units", min=1),
+            "visible": Field(str, "binary", "visible units: binary (0/1 data) or gaussian (real data)",
+                             choices=["binary", "gaussian"]),
+            "energy": Field(str, "", "energy E(x, h) as an expression over x (batch, n_visible), h (batch, "
+                            "n_hidden), a, b, W (and sigma), one value per example; empty: the built-in form"),
+            "sigma": Field(float, 1.0, "standard deviation of Gaussian visible units (initial value if learned)",
+                           min=1e-6),
+            "learn_sigma": Field(bool, False, "learn sigma (as log sigma per visible unit)"),
+            "training": Field(str, "cd", "negative phase: cd (chains start at the data), pcd (persistent "
+                              "chains) or exact (the exact log-likelihood gradient; small models only)",
+                              choices=["cd", "pcd", "exact"]),
+            "k": Field(int, 1, "Gibbs sweeps per negative phase (CD-k)", min=1),
+            "chains": Field(int, 64, "number of persistent chains (pcd)", min=1),
+            "init_std": Field(float, 0.01, "standard deviation of the initial weights", min=0.0),
+            "hidden_bias_init": Field(float, 0.0, "initial hidden biases"),
+            "exact_max_units": Field(int, 20, "report the exact log-likelihood when the smaller binary layer has "
+                                     "at most this many units (2^n states are enumerated)", min=0, max=26),
+            "ais_runs": Field(int, 100, "AIS chains for the log-partition estimate (binary visible, no exact LL)",
+                              min=0),
+            "ais_steps": Field(int, 5000, "AIS intermediate distributions (0: no AIS)", min=0),
+            "ais_epochs": Field(int, 0, "also estimate the test log-likelihood by AIS at the end of each of the "
+                                "first this many epochs (reported as test_loglik_ais_by_epoch)", min=0),
+            "sample_steps": Field(int, 1000, "Gibbs sweeps from random starts for the reported samples", min=1),
+            "probe": Field(bool, True, "fit a softmax regression on p(h | x) when the data has class labels"),
+        }, help=self.help)
+
+    def build(self, cfg, graph, data, rng):
+        nv, nh, visible = data.n_features, cfg["n_hidden"], cfg["visible"]
+        x_train = np.asarray(data.x_train, np.float64)
+        if visible == "binary" and not np.all((x_train == 0) | (x_train == 1)):
+            raise ModelConfigError("model.visible", 'binary visible units need 0/1 data: set data.binarize '
+                                   '(e.g. 0.5) or visible = "gaussian"')
+        energy = make_energy(cfg, graph, nv, nh, x_train, rng)
+        x = graph.input("x", (None, nv))
+        with graph.scope("positive_phase"):
+            f_data = energy.free_energy(x)
+        train_updates, extras = {}, {"energy": energy, "cfg": dict(cfg)}
+        n_enum = energy.enumerated_units()
+        if cfg["training"] == "exact" and n_enum > cfg["exact_max_units"]:
+            raise ModelConfigError("model.training", f"exact training enumerates 2^{n_enum} states; "
+                                   f"that is more than exact_max_units = {cfg['exact_max_units']} allows")
+        with graph.scope("negative_phase"):
+            if cfg["training"] == "exact":
+                log_z = energy.log_partition()
+            elif cfg["training"] == "pcd":
+                start = x_train[rng.integers(0, len(x_train), size=cfg["chains"])]
+                chains = graph.state("chains", start)
+                x_model, _ = energy.gibbs(chains, cfg["k"])
+                train_updates[chains] = x_model
+                extras["chains"] = chains
+            else:
+                x_model, _ = energy.gibbs(x, cfg["k"])
+            if cfg["training"] != "exact":
+                f_model = energy.free_energy(ops.stop_gradient(x_model))
+        with graph.scope("loss"):
+            # exact: -mean log p(x) = mean F(x) + log Z, whose gradient is the exact expectation
+            # mean dF/dtheta(data) - E_model dF/dtheta that CD/PCD estimate with samples
+            loss = ops.mean(f_data) + log_z if cfg["training"] == "exact" else ops.mean(f_data) - ops.mean(f_model)
+        metrics = {"free_energy": ops.mean(f_data)}
+        with graph.scope("metrics"):
+            metrics["recon_error"] = ops.mean(ops.square(x - energy.reconstruction(x)))
+            if visible == "binary":
+                metrics["pseudo_loglik"] = ops.mean(energy.pseudo_loglik(x))
+            if n_enum <= cfg["exact_max_units"] and (2 ** n_enum) * (nv + nh) <= PER_EPOCH_EXACT_BUDGET:
+                log_z = log_z if cfg["training"] == "exact" else energy.log_partition()
+                metrics["loglik_exact"] = ops.mean(-f_data) - log_z
+                extras["log_partition"] = log_z
+        programs = rbm_programs(graph, energy, nv, nh)
+        if visible == "binary" and cfg["ais_steps"] > 0 and n_enum > cfg["exact_max_units"]:
+            with graph.scope("ais"):
+                base = base_rate_logits(x_train)
+                bias = graph.constant(base)
+                beta0, beta1 = graph.input("beta_from", ()), graph.input("beta_to", ())
+                xa = graph.input("x_ais", (None, nv))
+                programs["ais_step"] = ({"log_w": ais_free_energy(energy, xa, beta0, bias)
+                                         - ais_free_energy(energy, xa, beta1, bias),
+                                         "x": ais_transition(energy, xa, beta1, bias)}, {})
+            extras["ais_base"] = base
+        return Model(graph, graph.params(), loss, {"x": x}, metrics=metrics, train_updates=train_updates,
+                     programs=programs, extras=extras)
+
+    def epoch_metrics(self, model, data, ctx, epoch):
+        """An AIS estimate of the test log-likelihood after each of the first `ais_epochs` epochs."""
+        cfg = model.extras["cfg"]
+        if not (cfg["ais_epochs"] and "ais_step" in model.programs and 1 <= epoch <= cfg["ais_epochs"]):
+            return {}
+        x = data.x_test if data.n_test else data.x_train
+        log_z, _ = ais_log_partition(model, ctx, cfg["ais_runs"], cfg["ais_steps"], ctx.seed)
+        return {"test_loglik_ais": float(np.mean(-_free_energies(model, ctx, x)) - log_z)}
+
+    def report(self, model, data, ctx):
+        return report_rbm(model, data, ctx)
+
+
+# --- building ---------------------------------------------------------------------------
+def base_rate_logits(x, eps=1e-3):
+    """Visible biases of the independent model that matches the data's unit means."""
+    p = np.clip(np.mean(x, axis=0), eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+def make_energy(cfg, graph, nv, nh, x_train, rng):
+    """The parameters (scope rbm/) and the energy object the spec declares."""
+    visible, expression = cfg["visible"], cfg["energy"].strip()
+    used = None
+    if expression:
+        try:
+            used = expr_names(expression)
+        except ExprError as exc:
+            raise ModelConfigError("model.energy", str(exc)) from None
+        allowed = expression_names(visible)
+        unknown = sorted(used - set(allowed))
+        if unknown:
+            raise ModelConfigError("model.energy", f"unknown name(s) {', '.join(unknown)}; an {visible}-visible "
+                                   f"energy may use {', '.join(allowed)}")
+        try:
+            check_expression(expression, visible, nv, nh)
+        except (ValueError, ExprError) as exc:
+            raise ModelConfigError("model.energy", f"{expression!r}: {exc}") from None
+    want = (lambda name: used is None or name in used)  # noqa: E731
+    params = {}
+    with graph.scope("rbm"):
+        if want("a"):
+            a0 = base_rate_logits(x_train) if visible == "binary" else x_train.mean(axis=0)
+            params["a"] = graph.param("a", a0)
+        if want("b"):
+            params["b"] = graph.param("b", np.full(nh, cfg["hidden_bias_init"]))
+        if want("W"):
+            params["W"] = graph.param("W", rng.normal(0.0, cfg["init_std"], size=(nv, nh)))
+        if visible == "gaussian" and want("sigma"):
+            if cfg["learn_sigma"]:
+                params["sigma"] = ops.exp(graph.param("log_sigma", np.full(nv, math.log(cfg["sigma"]))))
+            else:
+                params["sigma"] = graph.constant(np.full(nv, cfg["sigma"]), name="sigma")
+    if expression:
+        return ExpressionEnergy(graph, visible, nv, nh, params, expression)
+    return BuiltinEnergy(graph, visible, nv, nh, params)
+
+
+def rbm_programs(graph, energy, nv, nh) -> dict:
+    """Programs the report uses: one Gibbs sweep, p(h | x), F(x), and log Z terms over enumerated states."""
+    progs = {}
+    with graph.scope("sample"):
+        xs = graph.input("x_chain", (None, nv))
+        x_next, mean = energy.gibbs(xs, 1)
+        progs["sample_step"] = ({"x": x_next, "mean": mean}, {})
+    with graph.scope("features"):
+        xf = graph.input("x_features", (None, nv))
+        progs["hidden_probs"] = ({"p": energy.hidden_probs(xf), "free_energy": energy.free_energy(xf)}, {})
+    with graph.scope("log_partition"):
+        n = energy.enumerated_units()
+        states = graph.input("states", (None, n))
+        progs["log_partition_chunk"] = ({"lse": ops.logsumexp(energy.log_partition_terms(states), axis=0)}, {})
+    return progs
+
+
+# --- the report -------------------------------------------------------------------------------
+def _free_energies(model, ctx, x):
+    prog = tools.program(model, ctx, "hidden_probs")
+    return tools.run_batched(prog, lambda lo, hi: {"x_features": x[lo:hi]}, len(x), "free_energy")
+
+
+def exact_log_partition(model, ctx, chunk=1 << 15) -> float:
+    """log Z by enumeration in chunks (memory stays small up to 2^26 states)."""
+    energy = model.extras["energy"]
+    n = energy.enumerated_units()
+    prog = tools.program(model, ctx, "log_partition_chunk")
+    parts = []
+    for lo in range(0, 2 ** n, chunk):
+        k = np.arange(lo, min(lo + chunk, 2 ** n), dtype=np.int64)
+        states = ((k[:, None] >> np.arange(n)) & 1).astype(np.float64)
+        parts.append(float(to_numpy(prog.run(states=states)["lse"])))
+    return float(np.logaddexp.reduce(parts))
+
+
+def ais_log_partition(model, ctx, runs, steps, seed) -> tuple[float, float]:
+    """AIS estimate of log Z from the base-rate model (Salakhutdinov & Murray 2008), and its standard error."""
+    energy, base = model.extras["energy"], model.extras["ais_base"]
+    prog = tools.program(model, ctx, "ais_step")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED, 1]))
+    x = (rng.random((runs, energy.nv)) < 1 / (1 + np.exp(-base))).astype(np.float64)
+    log_w = np.zeros(runs)
+    betas = ais_betas(steps)
+    for b0, b1 in zip(betas[:-1], betas[1:]):
+        out = prog.run(x_ais=x, beta_from=b0, beta_to=b1)
+        log_w += np.asarray(to_numpy(out["log_w"]), np.float64)
+        x = out["x"]
+    lme = float(np.logaddexp.reduce(log_w) - math.log(runs))
+    w = np.exp(log_w - log_w.max())
+    se = float(np.std(w) / (math.sqrt(runs) * np.mean(w)))  # delta method: se of log mean w
+    return ais_base_log_partition(base, energy.nh) + lme, se
+
+
+def gibbs_samples(model, ctx, data, n, steps, seed):
+    energy = model.extras["energy"]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED]))
+    if energy.visible == "binary":
+        x = (rng.random((n, energy.nv)) < 0.5).astype(np.float64)
+    else:
+        xt = data.x_train
+        x = xt.mean(0) + xt.std(0) * rng.standard_normal((n, energy.nv))
+    prog = tools.program(model, ctx, "sample_step")
+    mean = x
+    for _ in range(steps):
+        out = prog.run(x_chain=x)
+        x, mean = out["x"], out["mean"]
+    return np.asarray(to_numpy(x), np.float64), np.asarray(to_numpy(mean), np.float64)
+
+
+def report_rbm(model, data, ctx) -> dict:
+    energy, cfg = model.extras["energy"], model.extras["cfg"]
+    out = {}
+    x_test = data.x_test if data.n_test else data.x_train
+    split = "test" if data.n_test else "train"
+    n_enum = energy.enumerated_units()
+    log_z = None
+    if n_enum <= cfg["exact_max_units"]:
+        log_z = exact_log_partition(model, ctx)
+        out["log_partition"] = log_z
+        out[f"{split}_loglik_exact"] = float(np.mean(-_free_energies(model, ctx, x_test)) - log_z)
+        out["train_loglik_exact"] = float(np.mean(-_free_energies(model, ctx, data.x_train)) - log_z)
+    elif "ais_step" in model.programs:
+        log_z, se = ais_log_partition(model, ctx, cfg["ais_runs"], cfg["ais_steps"], ctx.seed)
+        out["ais_log_partition"], out["ais_log_partition_se"] = log_z, se
+        out[f"{split}_loglik_ais"] = float(np.mean(-_free_energies(model, ctx, x_test)) - log_z)
+        out["train_loglik_ais"] = float(np.mean(-_free_energies(model, ctx, data.x_train)) - log_z)
+        history = ctx.extra["trainer"].state.history if "trainer" in ctx.extra else []
+        by_epoch = [r["test_loglik_ais"] for r in history if "test_loglik_ais" in r]
+        if by_epoch:
+            out[f"{split}_loglik_ais_by_epoch"] = by_epoch
+    if cfg["probe"] and data.task == "classification" and data.n_test and data.y_train is not None:
+        prog = tools.program(model, ctx, "hidden_probs")
+        feats = [tools.run_batched(prog, lambda lo, hi, a=a: {"x_features": a[lo:hi]}, len(a), "p")
+                 for a in (data.x_train, data.x_test)]
+        probe = tools.softmax_regression(feats[0], data.y_train, feats[1], data.y_test, data.n_classes)
+        out["test_accuracy_hidden_logreg"] = probe["test_accuracy"]
+        out["train_accuracy_hidden_logreg"] = probe["train_accuracy"]
+        raw = tools.softmax_regression(data.x_train, data.y_train, data.x_test, data.y_test, data.n_classes)
+        out["test_accuracy_input_logreg"] = raw["test_accuracy"]
+    n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
+    samples = means = None
+    if n:
+        samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
+        path = ctx.path("samples.npy")
+        if path is not None:
+            from .runner import atomic_write
+
+            keep = samples if data.meta.get("binarize") is not None else data.unscale_x(samples)
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(keep))
+            atomic_write(path, buf.getvalue())
+    if ctx.plots and ctx.run_dir is not None:
+        _plots(model, data, ctx, samples, means, log_z)
+    return out
+
+
+def _plots(model, data, ctx, samples, means, log_z):
+    from . import plots
+
+    energy = model.extras["energy"]
+    shape = data.image_shape
+    if shape is not None and int(np.prod(shape)) == energy.nv:
+        if means is not None:
+            plots.image_grid(means[:100], shape, ctx.path("samples.png"),
+                             title="samples: E[x | h] after the last Gibbs sweep")
+        if "W" in energy.params:
+            tools.filters(model.graph.value(energy.params["W"]), shape, ctx.path("filters.png"),
+                          title="weight filters W[:, j]")
+    elif energy.nv == 2:
+        ref = data.x_test if data.n_test else data.x_train
+        if samples is not None:
+            plots.scatter_vs_data(data.unscale_x(samples), data.unscale_x(ref), ctx.path("samples.png"),
+                                  title="Gibbs samples vs test data")
+        xs, ys, grid = tools.grid_2d(data.x_train)
+        f = _free_energies(model, ctx, grid)
+        values, label = (-f - log_z, "log p(x)") if log_z is not None else (-f, "-F(x)")
+        axes = data.unscale_x(np.stack([xs, ys], axis=1))
+        tools.landscape(axes[:, 0], axes[:, 1], np.maximum(values, values.max() - 15),
+                        data.unscale_x(data.x_train), None, ctx.path("density.png"),
+                        "model log density (hidden units summed out)", label)
+
+
+plugin = RBM()
