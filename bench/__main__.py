@@ -1,0 +1,119 @@
+"""`python -m bench`: the whole benchmark, results in bench/results.json and bench/README.md.
+
+    python -m bench            # full run (a few minutes on 2 cores)
+    python -m bench --quick    # fewer repetitions (about a minute)
+
+One fresh subprocess per thread setting (1 and 2; OMP/OPENBLAS/MKL_NUM_THREADS are set
+before NumPy loads, torch.set_num_threads too) runs bench.suite: dispatch cost, the three
+workloads and DDPM sampling, timed alternately. The 1-thread process also times
+compilation of every spec and profiles each gengraph train_step. Peak memory is measured
+in one fresh subprocess per (workload, framework) with 1 thread (bench.memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FRAMEWORKS = ("gengraph", "numpy", "torch")
+
+
+def _py(args, threads, log=True):
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                "NUMEXPR_NUM_THREADS", "GENGRAPH_BENCH_THREADS"):
+        env[var] = str(threads)
+    cmd = [sys.executable, "-m", *args, "--threads", str(threads)]
+    if log:
+        print("  $", " ".join(cmd[1:]), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def _check(proc, what):
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"bench: {what} failed (exit {proc.returncode})")
+    if proc.stderr.strip():
+        sys.stderr.write(proc.stderr)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
+    ap.add_argument("--threads", default="1,2", help="thread settings, comma-separated (default 1,2)")
+    ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--readme", default=str(HERE / "README.md"), help="README whose results section is rewritten "
+                    "('' to leave it alone)")
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    command = "python -m bench" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
+    threads = [int(t) for t in a.threads.split(",")]
+    results = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+               "quick": a.quick, "threads": {}}
+    with tempfile.TemporaryDirectory(prefix="gengraph-bench-") as tmp:
+        tmp = Path(tmp)
+        for n in threads:
+            print(f"[bench] suite, {n} thread(s)", flush=True)
+            out = tmp / f"suite{n}.json"
+            args = ["bench.suite", "--json", str(out)] + (["--quick"] if a.quick else []) + \
+                (["--no-torch"] if a.no_torch else []) + (["--extras"] if n == threads[0] else [])
+            _check(_py(args, n), f"bench.suite with {n} thread(s)")
+            suite = json.loads(out.read_text())
+            results["machine"] = results.get("machine") or suite.pop("machine")
+            suite.pop("machine", None)
+            for key in ("compile_times", "profile", "microbench"):
+                if key in suite:
+                    results[key] = suite.pop(key)
+            results["threads"][str(n)] = suite
+        if not a.no_memory:
+            print("[bench] peak memory, one process per workload and framework (1 thread)", flush=True)
+            results["memory"] = memory(tmp, a.quick, a.no_torch)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    Path(a.out).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    from .report import summary_lines, update_readme
+
+    print("\n".join(summary_lines(results)))
+    if a.readme:
+        update_readme(Path(a.readme), results)
+        print(f"[bench] wrote {a.out} and the results section of {a.readme} ({results['seconds']:.0f} s)")
+    else:
+        print(f"[bench] wrote {a.out} ({results['seconds']:.0f} s)")
+
+
+def memory(tmp: Path, quick: bool, no_torch: bool) -> dict:
+    out = {"method": "fresh subprocess per framework; rss_peak = getrusage ru_maxrss; rss_import = RSS after "
+                     "importing the framework; rss_training = rss_peak - rss_import; traced_step_peak = "
+                     "tracemalloc peak over 20 steps (NumPy-side allocations; not available for torch). MiB.",
+           "steps": 100 if quick else 300}
+    prep = _py(["bench.memory_prepare", "--data", str(tmp)], 1)
+    _check(prep, "bench.memory_prepare")
+    for w in ("mlp", "vae", "ddpm"):
+        if not (tmp / f"{w}.npz").exists():
+            out[w] = {"error": "not prepared"}
+            continue
+        out[w] = {}
+        for f in FRAMEWORKS:
+            if f == "torch" and no_torch:
+                continue
+            p = _py(["bench.memory", "--workload", w, "--framework", f, "--data", str(tmp),
+                     "--steps", str(out["steps"])], 1)
+            if p.returncode != 0:
+                out[w][f] = {"error": (p.stderr.strip().splitlines() or ["?"])[-1]}
+            else:
+                out[w][f] = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Timing, torch discovery and machine description shared by the benchmark scripts.
+
+Import only after ``bench._pin`` has set the thread counts (this module imports NumPy).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from ._pin import pinned_threads
+
+FRAMEWORKS = ("gengraph", "numpy", "torch")
+
+
+def load_torch(threads: int | None = None, enabled: bool = True):
+    """torch with its thread pools pinned, or None if it is not installed (or disabled)."""
+    if not enabled or os.environ.get("GENGRAPH_BENCH_NO_TORCH"):
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    n = threads or pinned_threads() or 1
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    return torch
+
+
+def interleaved(fns: dict, reps: int, block: int, warmup: int = 1) -> dict:
+    """Time each callable alternately (A, B, C, A, B, C, ...): `reps` rounds of `block` calls.
+
+    fns: name -> callable(i) doing one step on batch i. Returns name -> list of seconds per
+    call, one entry per round (warm-up rounds excluded). The batch index advances the same
+    way for every framework, so all do the same work.
+    """
+    times = {k: [] for k in fns}
+    gc.collect()
+    counters = {k: 0 for k in fns}
+    for r in range(warmup + reps):
+        for name, fn in fns.items():
+            i0 = counters[name]
+            t0 = time.perf_counter()
+            for i in range(i0, i0 + block):
+                fn(i)
+            dt = time.perf_counter() - t0
+            counters[name] = i0 + block
+            if r >= warmup:
+                times[name].append(dt / block)
+    return times
+
+
+def summarize(samples: list[float]) -> dict:
+    s = sorted(samples)
+    q = lambda p: s[min(len(s) - 1, max(0, int(round(p * (len(s) - 1)))))]  # noqa: E731
+    return {"median_us": statistics.median(s) * 1e6, "p25_us": q(0.25) * 1e6, "p75_us": q(0.75) * 1e6,
+            "min_us": s[0] * 1e6, "n": len(s)}
+
+
+def ratios(stats: dict, base="gengraph") -> dict:
+    """gengraph's median divided by each peer's median (< 1: gengraph is faster)."""
+    out = {}
+    for k, v in stats.items():
+        if k != base and v:
+            out[f"{base}/{k}"] = stats[base]["median_us"] / v["median_us"]
+    return out
+
+
+def machine() -> dict:
+    info = {"python": sys.version.split()[0], "numpy": np.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "threads": pinned_threads()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        info["blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    try:
+        import gengraph
+
+        info["gengraph"] = gengraph.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def rel_diff(a, b) -> float:
+    """max |a - b| / max(max |b|, tiny): a norm-wise relative difference."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)) if a.size else 0.0
+
+
+def stream_rng(seed: int, stream: int) -> np.random.Generator:
+    """The same generator gengraph's RandomStreams uses for `stream` of a graph seeded `seed`.
+
+    The hand-NumPy and PyTorch versions draw their noise from it, so all three frameworks
+    see identical random numbers and their loss curves can be compared step by step.
+    """
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stream])))

@@ -1,0 +1,40 @@
+"""Pin BLAS/OpenMP threads. Must run before NumPy (or torch) is imported.
+
+Scripts call ``pin_from_argv()`` first thing: it reads ``--threads N`` from sys.argv
+(default: $GENGRAPH_BENCH_THREADS, else 1) and sets OMP/OPENBLAS/MKL_NUM_THREADS.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS")
+
+
+def pin(n: int) -> int:
+    if "numpy" in sys.modules:
+        raise RuntimeError("bench: threads must be pinned before numpy is imported")
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
+    os.environ["GENGRAPH_BENCH_THREADS"] = str(n)
+    return n
+
+
+def threads_from_argv(argv=None) -> int:
+    argv = sys.argv if argv is None else argv
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return int(os.environ.get("GENGRAPH_BENCH_THREADS", "1"))
+
+
+def pin_from_argv(argv=None) -> int:
+    return pin(threads_from_argv(argv))
+
+
+def pinned_threads() -> int:
+    return int(os.environ.get("GENGRAPH_BENCH_THREADS", os.environ.get("OMP_NUM_THREADS", "0")) or 0)

@@ -1,0 +1,210 @@
+"""Peak memory of a training run, one fresh process per (workload, framework).
+
+    python -m bench.memory --workload mlp --framework numpy --steps 200 [--data DIR]
+
+The parent (``python -m bench``) first writes, per workload, the initial parameters, the
+mini-batches and the Adam settings to an .npz (``prepare``), so the NumPy and PyTorch
+processes need not import gengraph. Each measuring process then imports only its framework,
+loads its model and runs `steps` training steps. Reported, in MiB:
+
+* ``rss_peak``   -- resource.getrusage(RUSAGE_SELF).ru_maxrss at the end: the whole process
+  (interpreter, libraries, data, model, optimizer state, step temporaries);
+* ``rss_import`` -- resident set size right after importing the framework (before data/model);
+* ``rss_training`` = rss_peak - rss_import: what the training run itself added;
+* ``traced_step_peak`` -- tracemalloc's peak during 20 further steps minus its level before
+  them: the NumPy-side temporaries of one step (gengraph and NumPy only: PyTorch's CPU
+  allocator is not visible to tracemalloc, so it is None there).
+
+gengraph's process builds its model the way `gengraph run` does (spec -> runner.build ->
+Trainer.compile_programs), data loading and compilation included.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from bench._pin import pin_from_argv  # noqa: E402
+
+if __name__ == "__main__":
+    pin_from_argv()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def prepare(workload: str, path: Path, n_batches: int = 50) -> Path:
+    """Write init params, batches and settings of a workload (float32) for the measuring processes."""
+    import numpy as np
+
+    from .workloads import WORKLOADS
+
+    w = WORKLOADS[workload](None)
+    w.setup(n_batches, frameworks=())
+    gg = w.gg
+    arrays = {f"param{i}": v for i, v in enumerate(gg.values())}
+    for i, b in enumerate(w.batches):
+        for j, a in enumerate(b):
+            arrays[f"batch{i}_{j}"] = a
+    meta = {"workload": workload, "n_params": len(gg.params), "n_batches": len(w.batches),
+            "parts": len(w.batches[0]), "adam": gg.adam(table=5000), "monitor": "grad_norm" in w.outputs,
+            "seed": gg.graph.seed}
+    if workload == "ddpm":
+        info = gg.data
+        meta.update(T=info["T"], activation=info["activation"], t_stream=info["t_stream"],
+                    eps_stream=info["eps_stream"], seed=info["seed"], tables=list(info["tables"]))
+        arrays.update({f"table_{k}": v for k, v in info["tables"].items()})
+    path = Path(path) / f"{workload}.npz"
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def measure(workload: str, framework: str, data_dir: Path, steps: int) -> dict:
+    if framework == "torch":
+        from ._common import load_torch
+
+        torch = load_torch()
+        if torch is None:
+            return {"error": "torch not installed"}
+    import numpy as np  # noqa: F401
+
+    if framework == "gengraph":
+        from . import gg_models  # noqa: F401  (gengraph engine + plugins)
+    elif framework == "numpy":
+        from . import numpy_ddpm, numpy_mlp, numpy_vae  # noqa: F401
+    else:
+        from . import torch_models  # noqa: F401
+    rss_import = _rss_mb()
+
+    z = np.load(Path(data_dir) / f"{workload}.npz", allow_pickle=False)
+    meta = json.loads(str(z["meta"]))
+    init = [z[f"param{i}"] for i in range(meta["n_params"])]
+    batches = [tuple(z[f"batch{i}_{j}"] for j in range(meta["parts"])) for i in range(meta["n_batches"])]
+    if workload == "ddpm":
+        meta["info"] = {"T": meta["T"], "activation": meta["activation"], "steps": [],
+                        "tables": {k: z[f"table_{k}"] for k in meta["tables"]}}
+    step = _stepper(workload, framework, init, batches, meta)
+    for i in range(steps):
+        step(i)
+    out = {"rss_import": rss_import, "rss_peak": _peak_mb(), "steps": steps}
+    out["rss_training"] = out["rss_peak"] - rss_import
+    out["traced_step_peak"] = None
+    if framework != "torch":
+        import tracemalloc
+
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for i in range(steps, steps + 20):
+            step(i)
+        out["traced_step_peak"] = (tracemalloc.get_traced_memory()[1] - base) / 2**20
+        tracemalloc.stop()
+    return out
+
+
+def _stepper(workload, framework, init, batches, meta):
+    import numpy as np
+
+    from ._common import stream_rng
+
+    nb, adam, mon, seed = len(batches), dict(meta["adam"]), meta["monitor"], meta["seed"]
+    adam.pop("schedule", None)
+    if isinstance(adam["lr"], list):
+        lrs = adam["lr"]
+        adam["lr"] = lambda t: lrs[min(t, len(lrs) - 1)]
+    if framework == "gengraph":
+        from . import gg_models as G
+
+        gg = {"mlp": G.build_mlp, "vae": G.build_vae, "ddpm": G.build_ddpm}[workload]("float32")
+        prog = gg.programs["train_step"]
+        names = ["x", "y"] if workload == "mlp" else ["x"]
+
+        def step(i):
+            out = prog.run(dict(zip(names, batches[i % nb])))
+            return [float(v) for v in out.values()]
+
+        return step
+    if workload == "mlp":
+        if framework == "numpy":
+            from .numpy_mlp import NumpyMLP
+
+            m = NumpyMLP(init, adam, grad_norm=mon)
+            return lambda i: m.step(*batches[i % nb])
+        import torch
+
+        from .torch_models import TorchMLP
+
+        m = TorchMLP(init, adam, grad_norm=mon)
+        tb = [tuple(torch.from_numpy(a) for a in b) for b in batches]
+        return lambda i: m.step(*tb[i % nb])
+    if workload == "vae":
+        from .gg_models import VAE_EPS_STREAM
+
+        rng = stream_rng(seed, VAE_EPS_STREAM)
+        B = batches[0][0].shape[0]
+        if framework == "numpy":
+            from .numpy_vae import NumpyVAE
+
+            m = NumpyVAE(init, adam, grad_norm=mon)
+            return lambda i: m.step(batches[i % nb][0], rng.standard_normal((B, 16), dtype=np.float32))
+        import torch
+
+        from .torch_models import TorchVAE
+
+        m = TorchVAE(init, adam, grad_norm=mon)
+        tb = [torch.from_numpy(b[0]) for b in batches]
+        return lambda i: m.step(tb[i % nb], torch.from_numpy(rng.standard_normal((B, 16), dtype=np.float32)))
+    # ddpm
+    ru, re_ = stream_rng(seed, meta["t_stream"]), stream_rng(seed, meta["eps_stream"])
+    B = batches[0][0].shape[0]
+
+    def draws():
+        return ru.random((B,), dtype=np.float32), re_.standard_normal((B, 2), dtype=np.float32)
+
+    if framework == "numpy":
+        from .numpy_ddpm import NumpyDDPM
+
+        m = NumpyDDPM(init, meta["info"], adam, grad_norm=mon)
+        return lambda i: m.step(batches[i % nb][0], *draws())
+    import torch
+
+    from .torch_models import TorchDDPM
+
+    m = TorchDDPM(init, meta["info"], adam, grad_norm=mon)
+    tb = [torch.from_numpy(b[0]) for b in batches]
+
+    def tstep(i):
+        u, e = draws()
+        return m.step(tb[i % nb], torch.from_numpy(u), torch.from_numpy(e))
+
+    return tstep
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", required=True)
+    ap.add_argument("--framework", required=True, choices=["gengraph", "numpy", "torch"])
+    ap.add_argument("--data", required=True, help="folder with the prepared <workload>.npz")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    print(json.dumps(measure(a.workload, a.framework, Path(a.data), a.steps)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Small, targeted measurements behind the engine findings in bench/README.md.
+
+    python bench/microbench.py --threads 1
+
+Each figure is the minimum over 7 repeats of a timed loop (robust on a shared machine):
+
+* ``adam``: gengraph's Adam update program alone (the MLP's 6 parameters, gradients fed as
+  inputs, update written back in place by the Program) vs the hand-written in-place NumPy Adam;
+* ``writeback``: the ``leaf[...] = value`` copies that end an MLP train_step (19 arrays);
+* ``softplus``: ``np.logaddexp(0, z)`` (the kernel of softplus and bce_with_logits) vs the
+  equally stable ``maximum(z, 0) + log1p(exp(-|z|))`` on float32 (128, 64) and (256, 128);
+* ``grad_norm``: the trainer's monitor ``sqrt(sum_i sum(square(g_i)))`` vs ``np.vdot``;
+* ``scalar_zero``: the per-call cost of ``x.dtype.type(0)`` (written inside the relu, softplus,
+  leaky_relu, elu and bce_with_logits kernels) against a zero made once; ns per call on (4,).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from bench._pin import pin_from_argv  # noqa: E402
+
+if __name__ == "__main__":
+    pin_from_argv()
+
+import json  # noqa: E402
+import timeit  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _t(fn, number=200) -> float:
+    return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+
+def adam() -> dict:
+    from gengraph.engine import Graph, compile
+    from gengraph.engine.optimizers import make_optimizer
+
+    from .numpy_adam import Adam
+
+    shapes = [(64, 128), (128,), (128, 128), (128,), (128, 10), (10,)]
+    rng = np.random.default_rng(0)
+    g = Graph("float32")
+    params = [g.param(f"p{i}", rng.standard_normal(s)) for i, s in enumerate(shapes)]
+    grads_in = [g.input(f"g{i}", s) for i, s in enumerate(shapes)]
+    opt = make_optimizer("adam", lr=1e-3)
+    prog = compile(g, [], opt.updates(g, params, grads_in))
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    feeds = {f"g{i}": v for i, v in enumerate(grads)}
+    npa = Adam([rng.standard_normal(s).astype(np.float32) for s in shapes])
+    return {"gengraph_program_us": _t(lambda: prog.run(feeds)),
+            "gengraph_run_positional_us": _t(lambda: prog.run_positional(*grads)),
+            "numpy_inplace_us": _t(lambda: npa.step(grads)), "gengraph_kernels": prog.n_kernels}
+
+
+def writeback() -> dict:
+    from .gg_models import build_mlp
+
+    prog = build_mlp().programs["train_step"]
+    pairs = [(prog.graph.values[t.id], np.empty_like(prog.graph.values[t.id])) for t, _ in prog.updates]
+    n = sum(a.size for a, _ in pairs)
+
+    def copy():
+        for dst, src in pairs:
+            dst[...] = src
+
+    return {"arrays": len(pairs), "elements": int(n), "us": _t(copy)}
+
+
+def softplus() -> dict:
+    out = {}
+    for shape in ((128, 64), (256, 128)):
+        z = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 3
+        a = _t(lambda: np.logaddexp(np.float32(0), z))
+        b = _t(lambda: np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z))))
+        assert np.allclose(np.logaddexp(np.float32(0), z), np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z))),
+                           rtol=1e-6, atol=1e-6)
+        out["x".join(map(str, shape))] = {"logaddexp_us": a, "max_log1p_exp_us": b, "speedup": a / b}
+    return out
+
+
+def grad_norm() -> dict:
+    rng = np.random.default_rng(0)
+    gs = [rng.standard_normal(s).astype(np.float32) for s in [(64, 128), (128,), (128, 128), (128,), (128, 10), (10,)]]
+    return {"sum_square_us": _t(lambda: np.sqrt(sum(np.sum(np.square(g)) for g in gs))),
+            "vdot_us": _t(lambda: np.sqrt(sum(np.vdot(g, g) for g in gs)))}
+
+
+def scalar_zero() -> dict:
+    from gengraph.engine.ops import OPS
+
+    x = np.linspace(-1, 1, 4).astype(np.float32)
+    zero = np.float32(0)
+    relu = OPS["relu"].kernel(np, {}, None)
+    n = 20000
+    return {"dtype_type_0_ns": _t(lambda: x.dtype.type(0), n) * 1e3,
+            "relu_kernel_ns": _t(lambda: relu(x), n) * 1e3,
+            "np_maximum_prebuilt_zero_ns": _t(lambda: np.maximum(x, zero), n) * 1e3,
+            "np_maximum_python_0_ns": _t(lambda: np.maximum(x, 0), n) * 1e3}
+
+
+def run() -> dict:
+    return {"adam": adam(), "writeback": writeback(), "softplus": softplus(), "grad_norm": grad_norm(),
+            "scalar_zero": scalar_zero()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=1))

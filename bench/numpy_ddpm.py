@@ -1,0 +1,111 @@
+"""The DDPM of the `diffusion` plugin (epsilon prediction, simple loss, scalar time input) by hand.
+
+Denoiser f([x_t, t/T]) = 3 dense layers of 128 (silu, or relu) + a linear layer of 2.
+Training (as the plugin's graph): t = min(floor(u T), T - 1) + 1 in 1..T,
+x_t = sqrt_abar[t] x0 + sqrt_1m_abar[t] eps, loss = mse = mean_b(sum_d (eps - f)^2) / D, and
+the logged metric nll_bound_mc = mean_b(prior + T (const[t] + w[t] sum_d (eps - f)^2)).
+Sampling (plugins.diffusion.sample): x <- a x0_hat + b eps_hat + sigma z over the sampler's
+steps, x0_hat = (x_t - sqrt_1m_abar[t] f) / sqrt_abar[t], eps_hat = f.
+The uniform u, the normals eps and z are passed in (drawn from the streams gengraph uses);
+the tables (sqrt_abar, sqrt_1m_abar, w, const, abar_T, ...) are the plugin's.
+Parameters in gengraph's order: [W1, b1, W2, b2, W3, b3, W4, b4].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .numpy_adam import Adam
+
+
+def _sigmoid(a):
+    return 0.5 + 0.5 * np.tanh(0.5 * a)
+
+
+class NumpyDDPM:
+    def __init__(self, params, info, adam=None, grad_norm=True):
+        self.params = [np.array(p) for p in params]
+        self.opt = Adam(self.params, **(adam or {}))
+        self.grad_norm = grad_norm
+        dt = self.params[0].dtype
+        self.T, self.act = info["T"], info["activation"]
+        self.tab = {k: np.asarray(v, dt) for k, v in info["tables"].items()}
+        self.steps = info["steps"]
+
+    def _act(self, a):
+        if self.act == "relu":
+            return np.maximum(a, 0), None
+        s = _sigmoid(a)
+        return a * s, s
+
+    def _dact(self, d, a, s):
+        if self.act == "relu":
+            d *= a > 0
+        else:  # silu' = s (1 + a (1 - s))
+            d *= s * (1.0 + a * (1.0 - s))
+        return d
+
+    def net(self, h):
+        Ws = self.params
+        for i in range(0, 6, 2):
+            h = self._act(h @ Ws[i] + Ws[i + 1])[0]
+        return h @ Ws[6] + Ws[7]
+
+    def t_of(self, u):
+        dt = u.dtype.type
+        return (np.minimum(np.floor(u * dt(self.T)), dt(self.T - 1)) + dt(1)).astype(np.int64)
+
+    def loss_and_grads(self, x0, t, eps):
+        P, tab = self.params, self.tab
+        dt = x0.dtype.type
+        B, D = x0.shape
+        xt = tab["sqrt_abar"][t][:, None] * x0 + tab["sqrt_1m_abar"][t][:, None] * eps
+        h = np.concatenate([xt, t.astype(x0.dtype)[:, None] * dt(1.0 / self.T)], axis=1)
+        cache = []
+        for i in range(0, 6, 2):
+            a = h @ P[i]
+            a += P[i + 1]
+            hn, s = self._act(a)
+            cache.append((h, a, s))
+            h = hn
+        f = h @ P[6]
+        f += P[7]
+        diff = f - eps
+        sq = (diff * diff).sum(axis=1)
+        mse = sq.mean() * dt(1.0 / D)
+        prior = 0.5 * (tab["abar_T"] * (x0 * x0 - 1.0)).sum(axis=1) + 0.5 * D * tab["neg_log_1m_abar_T"]
+        nll = np.mean(prior + dt(self.T) * (tab["const"][t] + tab["w"][t] * sq))
+        d = diff * dt(2.0 / (D * B))
+        grads = [None] * 8
+        grads[6] = h.T @ d
+        grads[7] = d.sum(axis=0)
+        d = d @ P[6].T
+        for i in (4, 2, 0):
+            hin, a, s = cache[i // 2]
+            d = self._dact(d, a, s)
+            grads[i] = hin.T @ d
+            grads[i + 1] = d.sum(axis=0)
+            if i:
+                d = d @ P[i].T
+        return mse, {"mse": mse, "nll_bound_mc": nll}, grads
+
+    def step(self, x0, u, eps):
+        loss, metrics, grads = self.loss_and_grads(x0, self.t_of(u), eps)
+        out = [float(loss)] + [float(v) for v in metrics.values()]
+        if self.grad_norm:
+            out.append(float(np.sqrt(sum(np.vdot(g, g) for g in grads))))
+        self.opt.step(grads)
+        return out
+
+    def sample(self, n, rng):
+        """x_T ~ N(0, I) from rng, then the sampler's steps with noise from rng (as the plugin)."""
+        tab, dt = self.tab, self.params[0].dtype
+        x = rng.standard_normal((n, 2)).astype(dt)
+        tcol = np.empty((n, 1), dt)
+        for s in self.steps:
+            z = rng.standard_normal((n, 2)).astype(dt)
+            tcol.fill(s.t)
+            f = self.net(np.concatenate([x, tcol * dt.type(1.0 / self.T)], axis=1))
+            x0_hat = (x - tab["sqrt_1m_abar"][s.t] * f) / tab["sqrt_abar"][s.t]
+            x = dt.type(s.a) * x0_hat + dt.type(s.b) * f + dt.type(s.sigma) * z
+        return x
