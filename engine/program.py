@@ -61,6 +61,7 @@ class Program:
             for i in n.inputs:
                 last_use[i.id] = step
         reusable = _reusable_buffers(ops, keep)
+        direct = {} if debug else self._direct_updates(ops, last_use)
         for step, n in enumerate(ops):
             k = f"k{kernels}"
             kernels += 1
@@ -71,7 +72,9 @@ class Program:
             # write into a dead input's buffer when the op can (liveness-based buffer reuse)
             donor = next((i for i in n.inputs if i.id in reusable and last_use[i.id] == step and
                           i.shape == n.shape and i.dtype == n.dtype), None) if _writes_out(n) else None
-            if donor is not None:
+            if n.id in direct:  # the update's last kernel writes straight into its leaf
+                args += f", out={names[direct[n.id].id]}"
+            elif donor is not None:
                 args += f", out={names[donor.id]}"
             lines.append(f"{names[n.id]} = {k}({args})")
             if debug:
@@ -107,7 +110,8 @@ class Program:
             else:
                 sources.append(names[v.id])
         for (t, v), src in zip(self.updates, sources):
-            lines.append(f"{names[t.id]}[...] = {src}")
+            if direct.get(v.id) is not t:
+                lines.append(f"{names[t.id]}[...] = {src}")
         lines.append("return _out")
         args = ", ".join(names[n.id] for n in self.feed_nodes)
         src = f"def run({args}):\n" + "\n".join("    " + ln for ln in lines) + "\n"
@@ -115,6 +119,25 @@ class Program:
         exec(compile(src, f"<gengraph program {id(self):x}>", "exec"), env)  # our own generated code only
         self.n_kernels = kernels
         return src, env["run"]
+
+    def _direct_updates(self, ops, last_use) -> dict:
+        """{value id: target leaf} for updates whose value can be computed into the leaf's own
+        memory: nothing reads the leaf's old value after that kernel, the value is used by
+        nothing else, and neither is an output or shares memory through a view."""
+        pos = {n.id: step for step, n in enumerate(ops)}
+        outputs = {o.id for o in self.output_nodes}
+        viewed = {n.inputs[0].id for n in ops if OPS[n.op].view and n.inputs}
+        values = [v.id for _, v in self.updates]
+        direct = {}
+        for t, v in self.updates:
+            step = pos.get(v.id)
+            if (step is None or values.count(v.id) > 1 or not _writes_out(v) or v.shape != t.shape
+                    or None in v.shape or v.dtype != t.dtype or v.id in outputs or t.id in outputs
+                    or t.id in viewed or t.id in values  # another update copies the old value at the end
+                    or last_use.get(t.id, -1) > step or last_use.get(v.id, -1) > step):
+                continue
+            direct[v.id] = t
+        return direct
 
     # --- running -------------------------------------------------------------------------
     def run(self, feeds: dict | None = None, **kw):

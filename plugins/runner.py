@@ -185,6 +185,17 @@ def env_info(spec_data: dict) -> dict:
     return info
 
 
+def blas_threads(n: int):
+    """Limit BLAS/OpenMP thread pools for the run (threadpoolctl); 0 leaves them alone."""
+    import contextlib
+
+    if not n:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n)
+
+
 class RunInterrupted(Exception):
     def __init__(self, checkpoint: Path):
         self.checkpoint = checkpoint
@@ -241,7 +252,8 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     except ValueError:  # not the main thread: no signal handling
         previous = None
     try:
-        trainer.fit(on_epoch=epoch_done, on_step=on_step)
+        with blas_threads(cfg["run"].get("threads", 1)):
+            trainer.fit(on_epoch=epoch_done, on_step=on_step)
     except Interrupted:
         raise RunInterrupted(write_checkpoint(run_dir, trainer)) from None
     finally:

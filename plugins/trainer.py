@@ -65,7 +65,8 @@ def shuffle_rng(seed: int) -> np.random.Generator:
 
 class Trainer:
     def __init__(self, plugin, model, data, train_cfg: dict, ctx):
-        self.plugin, self.model, self.data, self.cfg, self.ctx = plugin, model, data, train_cfg, ctx
+        self.plugin, self.model, self.cfg, self.ctx = plugin, model, train_cfg, ctx
+        self.data = _in_dtype(data, model.graph.dtype)
         self.state = TrainState()
         self.rng = shuffle_rng(ctx.seed)
         self.programs: dict = {}
@@ -268,6 +269,15 @@ class Trainer:
         if on_epoch is not None:
             on_epoch(row)
         return stop
+
+
+def _in_dtype(data, dtype):
+    """The dataset with float arrays in the graph's dtype: cast once, not at every step."""
+    def cast(a):
+        return a.astype(dtype) if a is not None and a.dtype.kind == "f" and a.dtype != dtype else a
+
+    return data.replace(x_train=cast(data.x_train), y_train=cast(data.y_train), x_test=cast(data.x_test),
+                        y_test=cast(data.y_test))
 
 
 def _sum_all(terms):
