@@ -69,8 +69,7 @@ class MLP(ModelPlugin):
             y = graph.input("y", (None,), dtype="int64")
             with graph.scope("loss"):
                 loss = ops.mean(ops.softmax_cross_entropy(z, y))
-                picked = ops.sum(z * ops.one_hot(y, depth=units, dtype=str(graph.dtype)), axis=-1)
-                metrics["accuracy"] = ops.mean(ops.ge(picked, ops.max(z, axis=-1)))
+                metrics["accuracy"] = ops.mean(ops.correct(z, y))
             feeds = None
         pen = penalty(graph, params, cfg["l1"], cfg["l2"])
         objective = loss if isinstance(pen, float) and pen == 0.0 else loss + pen

@@ -554,6 +554,21 @@ def test_softmax_cross_entropy(data, batch, classes):
 
 
 @CHECK
+@given(data=st.data(), batch=hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4),
+       classes=st.integers(1, 5))
+def test_softmax_minus_one_hot_and_correct(data, batch, classes):
+    z = data.draw(arrays(batch + (classes,), floats(-5.0, 5.0)))
+    labels = data.draw(hnp.arrays(np.int64, batch, elements=st.integers(0, classes - 1)))
+    out = fd_check(lambda a: ops.softmax_minus_one_hot(a, a.graph.constant(labels, dtype="int64")), [z])
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    expected = e / e.sum(axis=-1, keepdims=True) - np.eye(classes)[labels]
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+    right = forward(lambda a: ops.correct(a, a.graph.constant(labels, dtype="int64")), [z])
+    np.testing.assert_array_equal(right, (np.take_along_axis(z, labels[..., None], -1)[..., 0]
+                                          >= z.max(axis=-1)).astype(float))
+
+
+@CHECK
 @given(data=st.data(), shape=shapes)
 def test_bce_with_logits(data, shape):
     z = data.draw(arrays(shape, floats(-6.0, 6.0)))
@@ -628,7 +643,7 @@ def test_every_differentiable_op_is_covered():
                "sqrt", "square", "abs", "log1p", "expm1", "sin", "cos", "tanh", "sigmoid", "relu", "leaky_relu",
                "elu", "softplus", "sum", "mean", "max", "min", "logsumexp", "expand_dims", "broadcast_like",
                "reshape_like", "sum_to", "matmul", "transpose", "reshape", "concat", "getitem", "take", "softmax",
-               "log_softmax", "bce_with_logits", "softmax_cross_entropy", "sum_squares",
+               "log_softmax", "bce_with_logits", "softmax_cross_entropy", "sum_squares", "softmax_minus_one_hot",
                # adjoints, tested through the gradients (and second-order tests) of getitem and take
                "scatter_index", "take_adjoint"}
     from gengraph.engine.ops import OPS

@@ -14,18 +14,21 @@ from .registry import ShapeError, defop, elementwise, float_dtype, normalize_axe
 
 
 def _softmax_forward(xp, x, axis):
-    z = x - xp.max(x, axis=axis, keepdims=True)
-    e = xp.exp(z)
-    return e / xp.sum(e, axis=axis, keepdims=True)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
 
 
 def _log_softmax_forward(xp, x, axis):
-    z = x - xp.max(x, axis=axis, keepdims=True)
-    return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+    z = x - x.max(axis=axis, keepdims=True)
+    return z - xp.log(xp.exp(z).sum(axis=axis, keepdims=True))
 
 
-_softmax = defop("softmax", _softmax_forward, same_shape,
-                 (lambda g, y, x, axis: y * (g - sum(g * y, axis=axis, keepdims=True)),))
+def _softmax_vjp(g, y, x, axis):
+    return y * (g - sum(g * y, axis=axis, keepdims=True))
+
+
+_softmax = defop("softmax", _softmax_forward, same_shape, (_softmax_vjp,))
 _log_softmax = defop("log_softmax", _log_softmax_forward, same_shape,
                      (lambda g, y, x, axis: g - exp(y) * sum(g, axis=axis, keepdims=True),))
 
@@ -52,9 +55,9 @@ bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
 def _softmax_ce_forward(xp, z, labels):
     # log(sum(exp(z - m))) - (z[label] - m): never forms lse itself, whose rounding at |z| ~ 1e4
     # would swamp a small loss (float32 ulp(1e4) ~ 1e-3)
-    shifted = z - xp.max(z, axis=-1, keepdims=True)
-    picked = xp.take_along_axis(shifted, labels[..., None].astype(xp.int64), axis=-1)[..., 0]
-    return xp.log(xp.sum(xp.exp(shifted), axis=-1)) - picked
+    shifted = z - z.max(axis=-1, keepdims=True)
+    picked = xp.take_along_axis(shifted, labels[..., None], axis=-1)[..., 0]
+    return xp.log(xp.exp(shifted).sum(axis=-1)) - picked
 
 
 def _softmax_ce_shape(z, labels):
@@ -65,14 +68,36 @@ def _softmax_ce_shape(z, labels):
 
 def _softmax_ce_vjp(g, out, z, labels):
     from .reduce import expand_dims
-    from .shape import one_hot
 
-    return expand_dims(g, axis=(g.ndim,)) * (softmax(z) - one_hot(labels, depth=z.shape[-1], dtype=str(z.dtype)))
+    return expand_dims(g, axis=(g.ndim,)) * softmax_minus_one_hot(z, labels)
 
 
 softmax_cross_entropy = defop("softmax_cross_entropy", _softmax_ce_forward, _softmax_ce_shape,
                               (_softmax_ce_vjp, None),
                               doc="-log softmax(z)[label] per example, integer labels")
+
+
+def _softmax_minus_one_hot_forward(xp, z, labels):
+    e = _softmax_forward(xp, z, (z.ndim - 1,))
+    flat = e.reshape(-1, e.shape[-1])
+    flat[xp.arange(flat.shape[0]), labels.reshape(-1)] -= 1
+    return e
+
+
+softmax_minus_one_hot = defop(
+    "softmax_minus_one_hot", _softmax_minus_one_hot_forward, lambda z, labels: (z.shape, float_dtype(z)),
+    # the one-hot part is constant in z, so the VJP is softmax's
+    (lambda g, y, z, labels: _softmax_vjp(g, softmax(z), z, axis=(z.ndim - 1,)), None),
+    doc="softmax(z) - one_hot(labels) in one kernel: the gradient of softmax cross-entropy")
+
+
+def _correct_forward(xp, z, labels):
+    picked = xp.take_along_axis(z, labels[..., None], axis=-1)[..., 0]
+    return (picked >= z.max(axis=-1)).astype(z.dtype)
+
+
+correct = defop("correct", _correct_forward, lambda z, labels: (z.shape[:-1], float_dtype(z)), (None, None),
+                doc="1 where the label's logit is the row's largest (classification accuracy per example)")
 
 
 def mse(pred, target):
@@ -107,5 +132,5 @@ def log_sigmoid(x):
     return -softplus(-x)
 
 
-__all__ = ["softmax", "log_softmax", "bce_with_logits", "softmax_cross_entropy", "mse", "gaussian_logpdf",
+__all__ = ["softmax", "log_softmax", "bce_with_logits", "softmax_cross_entropy", "softmax_minus_one_hot", "correct", "mse", "gaussian_logpdf",
            "kl_normal_std", "kl_normal", "bernoulli_logpmf", "log_sigmoid", "logsumexp", "log"]

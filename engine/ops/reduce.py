@@ -22,14 +22,23 @@ def _sum_vjp(g, y, x, axis, keepdims=False):
     return broadcast_like(_keep(g, x, axis, keepdims), x)
 
 
-_sum = defop("sum", lambda xp, x, axis, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims), _reduction,
+# reductions call the array's own methods: the same on NumPy and CuPy, and they skip
+# NumPy's Python-level dispatch (np.mean of a short vector costs 3x sum()/n)
+def _mean_forward(xp, x, axis, keepdims=False):
+    n = 1
+    for a in axis:
+        n *= x.shape[a]
+    return x.sum(axis=axis, keepdims=keepdims) / x.dtype.type(n)
+
+
+_sum = defop("sum", lambda xp, x, axis, keepdims=False: x.sum(axis=axis, keepdims=keepdims), _reduction,
              (_sum_vjp,), flops=lambda out, x, **a: size_of(x))
-_mean = defop("mean", lambda xp, x, axis, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims), _reduction,
+_mean = defop("mean", _mean_forward, _reduction,
               (lambda g, y, x, axis, keepdims=False: _sum_vjp(g, y, x, axis, keepdims) / count(x, axis=axis),),
               flops=lambda out, x, **a: size_of(x))
-_max = defop("max", lambda xp, x, axis, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims), _reduction,
+_max = defop("max", lambda xp, x, axis, keepdims=False: x.max(axis=axis, keepdims=keepdims), _reduction,
              (lambda g, y, x, axis, keepdims=False: _extreme_vjp(g, y, x, axis, keepdims),))
-_min = defop("min", lambda xp, x, axis, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims), _reduction,
+_min = defop("min", lambda xp, x, axis, keepdims=False: x.min(axis=axis, keepdims=keepdims), _reduction,
              (lambda g, y, x, axis, keepdims=False: _extreme_vjp(g, y, x, axis, keepdims),))
 
 
@@ -43,9 +52,9 @@ def _extreme_vjp(g, y, x, axis, keepdims):
 
 
 def _lse_forward(xp, x, axis, keepdims=False):
-    m = xp.max(x, axis=axis, keepdims=True)
+    m = x.max(axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows stay -inf instead of nan
-    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    out = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
@@ -134,9 +143,9 @@ reshape_like = defop("reshape_like", lambda xp, x, ref: x.reshape(ref.shape), _r
 
 def _sum_to_forward(xp, g, lead, keep):
     if keep:
-        g = xp.sum(g, axis=keep, keepdims=True)
+        g = g.sum(axis=keep, keepdims=True)
     if lead:
-        g = xp.sum(g, axis=tuple(range(lead)))
+        g = g.sum(axis=tuple(range(lead)))
     return g
 
 
