@@ -106,7 +106,10 @@ count = defop("count", _count_forward, lambda x, axis: ((), float_dtype(x)), (No
 
 # --- broadcasting and its adjoint ---------------------------------------------------
 def _expand_forward(xp, x, axis):
-    return xp.expand_dims(x, axis) if axis else x
+    shape = list(x.shape)  # a reshape: np.expand_dims' own argument checks cost more than the op
+    for a in axis:
+        shape.insert(a, 1)
+    return x.reshape(shape)
 
 
 def _expand_shape(x, axis):
@@ -127,7 +130,17 @@ def _broadcast_like_shape(x, ref):
     return broadcast_shapes(x.shape, ref.shape), x.dtype
 
 
-broadcast_like = defop("broadcast_like", lambda xp, x, ref: xp.broadcast_to(x, ref.shape), _broadcast_like_shape,
+def _broadcast_like_forward(xp, x, ref):
+    if x.shape == ref.shape:
+        return x
+    # filling a new array is cheaper than np.broadcast_to's Python-level checks, and the
+    # result is an ordinary writable buffer that later kernels may reuse
+    out = xp.empty(ref.shape, dtype=x.dtype)
+    out[...] = x
+    return out
+
+
+broadcast_like = defop("broadcast_like", _broadcast_like_forward, _broadcast_like_shape,
                        (lambda g, y, x, ref: sum_to(g, x), None), view=True,
                        doc="x broadcast to the (runtime) shape of ref")
 

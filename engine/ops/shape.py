@@ -64,7 +64,7 @@ def _transpose_shape(x, axes):
     return tuple(x.shape[a] for a in axes), x.dtype
 
 
-_transpose = defop("transpose", lambda xp, x, axes: xp.transpose(x, axes), _transpose_shape,
+_transpose = defop("transpose", lambda xp, x, axes: x.transpose(axes), _transpose_shape,
                    (lambda g, y, x, axes: _transpose(g, axes=tuple(int(i) for i in np.argsort(axes))),), view=True)
 
 
