@@ -57,6 +57,8 @@ def run_schema() -> Table:
         "seed": Field(int, 0, "seed for data, initialisation and noise streams", min=0),
         "device": Field(str, "cpu", "cpu (NumPy) or cuda (CuPy)", choices=["cpu", "cuda"]),
         "dtype": Field(str, "float32", "floating-point type of the computation", choices=["float32", "float64"]),
+        "threads": Field(int, 1, "BLAS/OpenMP threads (0: the libraries' default); one is fastest for "
+                                 "the lecture's model sizes", min=0),
     }, help="how to run")
 
 
@@ -84,11 +86,45 @@ def output_schema() -> Table:
     }, help="what to write")
 
 
+def sweep_schema() -> Table:
+    """[sweep]: read by `gengraph sweep` only (see gengraph.plugins.sweep); `gengraph run` ignores it."""
+    return _OptionalTable({
+        "method": Field(str, "grid", "grid (every combination) or random (`trials` draws)", choices=["grid", "random"]),
+        "axes": Field(dict, {}, 'dotted key as for --set -> list of values, or a range { low, high, log, num }, '
+                                'e.g. "model.lam" = [1e-4, 1e-3]'),
+        "trials": Field(int, 10, "random: number of trials", min=1),
+        "seed": Field(int, 0, "random: seed for drawing axis values (every trial still uses run.seed)", min=0),
+        "metric": Field(str, "test_mse", "summary metric that ranks the trials"),
+        "mode": Field(str, "min", "min or max: which end of the metric is best", choices=["min", "max"]),
+        "name": Field(str, "", "sweep name: trials go to output.dir/NAME/TRIAL (default: the spec file's name)"),
+    }, help="hyper-parameter sweep for `gengraph sweep` (optional; `gengraph run` ignores it)")
+
+
+class _OptionalTable(Table):
+    """A table that stays unset (no defaults filled) when the spec leaves it out."""
+
+    def _missing(self, path, ctx):
+        return None
+
+
+class _TopTable(Table):
+    """The top level: optional tables left out of a spec stay out of the resolved spec."""
+
+    def _validate(self, value, path, ctx, passthrough=()):
+        out = super()._validate(value, path, ctx, passthrough)
+        if isinstance(out, dict):
+            for name, sub in self.fields.items():
+                if isinstance(sub, _OptionalTable) and out.get(name, 0) is None:
+                    del out[name]
+        return out
+
+
 def top_schema() -> Table:
-    return Table({
+    return _TopTable({
         "run": run_schema(),
         "data": data_schema(),
         "model": Dispatch("kind", MODELS, help="the model plugin and its keys"),
         "train": train_schema(),
         "output": output_schema(),
+        "sweep": sweep_schema(),
     })

@@ -1,0 +1,105 @@
+"""`gengraph sweep`: run a spec's [sweep] grid or random search; parsing, printing, exit codes.
+
+The sweep itself (expansion, trials, executors, records, plots) lives in
+gengraph.plugins.sweep.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .main import UserError, _load_plugins, common, user_errors
+
+SWEEP_EXAMPLES = """\b
+Examples:
+  gengraph sweep specs/sweep_ridge_franke.toml                  # degree x lambda grid, 2 local workers
+  gengraph sweep specs/ridge_franke.toml --axis model.lam=1e-4,1e-3,1e-2 --axis model.degree=3,5,7
+  gengraph sweep specs/sweep_ridge_franke.toml --set data.noise=0.2 --out runs/noisy --workers 1
+  gengraph sweep specs/sweep_ridge_franke.toml --resume         # skip trials already recorded ok
+  gengraph sweep specs/sweep_ridge_franke.toml --scheduler local-dask --workers 2
+  gengraph sweep specs/sweep_ridge_franke.toml --scheduler tcp://127.0.0.1:8786
+"""
+
+
+@click.command(epilog=SWEEP_EXAMPLES)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--axis", "axes", multiple=True, metavar="KEY=V1,V2,...",
+              help="add (or replace) a sweep axis, e.g. --axis model.lam=1e-4,1e-3 "
+                   "(each value a TOML literal; random sweeps also take KEY={low=1e-4,high=1e-1,log=true})")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="parallel trials: local processes (default: min(2, CPUs); 1 runs in this process), "
+                   "or the LocalCluster's worker count with --scheduler local-dask")
+@click.option("--scheduler", metavar="tcp://HOST:PORT|local-dask",
+              help="run the trials on a Dask distributed cluster (needs: pip install 'gengraph[dask]')")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="sweep directory (default: output.dir/<sweep.name or the spec's file name>)")
+@click.option("--resume", is_flag=True, help="skip the trials that sweep.jsonl records as finished ok")
+@click.option("--quiet", "-q", is_flag=True, help="print nothing but errors")
+@click.option("--json", "as_json", is_flag=True, help="print the summary (sweep.json) as JSON")
+@common
+@user_errors
+def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overrides, plugin_files, debug):
+    """Run every trial of the [sweep] table in SPEC and rank them by its metric.
+
+    Each trial is the spec with --set overrides and its own axis values applied,
+    checked like --set before anything runs, and run into an ordinary run directory
+    OUT/TRIAL/. OUT gets sweep.jsonl (one line per finished trial), summary.txt and
+    sweep.json (ranked), and heatmap.png (2-axis grids) or curve.png (1 axis).
+    A failed trial is recorded and the others go on; the exit code is then 1.
+    """
+    from gengraph.plugins import sweep as sw
+
+    if scheduler is not None and scheduler != "local-dask" and "://" not in scheduler:
+        raise UserError(f"--scheduler: expected tcp://HOST:PORT or local-dask, found {scheduler!r}")
+    _load_plugins(plugin_files)
+    plan = sw.plan_sweep(spec, list(overrides), list(axes), out_dir=out_dir, plugin_files=plugin_files)
+    n_workers = workers or sw.default_workers()
+    chatty = not (quiet or as_json)
+    if chatty:
+        where = (f"Dask scheduler {scheduler}" if scheduler and scheduler != "local-dask"
+                 else f"a local Dask cluster of {n_workers} worker(s)" if scheduler
+                 else "this process" if n_workers == 1 else f"{n_workers} local worker processes")
+        click.echo(f"{sw.header(plan)}; running on {where}")
+    width = len(str(len(plan.trials)))
+
+    def on_result(record, done, total):
+        if not chatty:
+            return
+        if record.get("skipped"):
+            click.echo(f"[{done:>{width}}/{total}] done    {record['trial']} (recorded in sweep.jsonl)")
+            return
+        if record["status"] == "ok":
+            value = record["metrics"].get(plan.metric)
+            shown = f"{plan.metric}={value:.6g}" if isinstance(value, (int, float)) else f"no {plan.metric}"
+            click.echo(f"[{done:>{width}}/{total}] ok      {record['trial']}  {shown}  ({record['seconds']:.2f} s)")
+        else:
+            click.echo(f"[{done:>{width}}/{total}] FAILED  {record['trial']}: {record['error']}")
+
+    try:
+        result = sw.run_sweep(plan, workers=n_workers, scheduler=scheduler, resume=resume, on_result=on_result)
+    except sw.DaskUnavailable as exc:
+        raise UserError(str(exc)) from None
+    except sw.SchedulerError as exc:
+        raise click.ClickException(str(exc)) from None
+    except sw.SweepInterrupted as exc:
+        click.echo(f"\n{exc}; continue with --resume", err=True)
+        click.get_current_context().exit(130)
+    if as_json:
+        click.echo(json.dumps(result, indent=1, default=str))
+    elif not quiet:
+        click.echo("")
+        click.echo(sw.summary_text(plan, result, limit=15), nl=False)
+        files = ["sweep.jsonl", "summary.txt", "sweep.json", *result["plots"]]
+        click.echo(f"sweep directory: {plan.out_dir} ({', '.join(files)})")
+    if result["n_ok"] and not result["metric_found"]:
+        raise UserError(f"sweep.metric: no trial reports {plan.metric!r}; available: "
+                        f"{', '.join(result['metrics_available'])} (the trials are recorded: "
+                        f"rerun with --resume --set sweep.metric=NAME to rank them)")
+    if result["n_failed"]:
+        raise click.ClickException(f"{result['n_failed']} of {result['n_trials']} trials failed "
+                                   f"(errors in {plan.out_dir / 'sweep.jsonl'}); --resume reruns only those")
+
+
+COMMANDS = [sweep]

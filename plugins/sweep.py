@@ -1,0 +1,756 @@
+"""Hyper-parameter sweeps: a spec's ``[sweep]`` table -> trials -> ordinary run directories.
+
+A sweep is a base spec plus, for every trial, a few overrides in the ``--set`` syntax
+(``model.lam=0.001``). ``plan_sweep`` reads the ``[sweep]`` table (and ``--axis``
+options), expands it into trials and validates every trial's spec before anything
+runs; ``run_sweep`` runs the trials -- in this process, in a local process pool or on
+a Dask distributed cluster -- and writes, under ``output.dir/NAME/``:
+
+* ``TRIAL/``       one ordinary run directory per trial (spec.toml, summary.json, ...)
+* ``sweep.jsonl``  one line per finished trial: overrides, status, error, metrics
+* ``summary.txt``  the trials ranked by the sweep's metric, as a table
+* ``sweep.json``   the same, machine-readable, with the best trial
+* ``heatmap.png`` (2-axis grids), ``curve.png`` (1 axis) or ``axes.png`` (otherwise)
+
+``[sweep]`` keys (all optional but ``axes``)::
+
+    [sweep]
+    method = "grid"            # or "random"
+    metric = "test_mse"        # a key of the trials' summary.json
+    mode = "min"               # or "max"
+    name = "ridge_grid"        # default: the spec file's name
+    trials = 20                # random only
+    seed = 0                   # random only: draws the axis values
+    [sweep.axes]
+    "model.degree" = [1, 2, 3]                              # a list of values
+    "model.lam" = { low = 1e-6, high = 1e-1, num = 6, log = true }  # grid: num values
+    "train.optimizer.lr" = { low = 1e-4, high = 1e-1, log = true }   # random: drawn
+
+Every trial uses the spec's own ``run.seed``, so a trial's result depends only on its
+overrides, never on the executor or the order the trials finish in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SpecError, SpecIssue
+from .overrides import ORIGIN
+from .toml_positions import build_path, join_key, read_path, split_path
+from .toml_writer import format_value
+
+AXIS_ORIGIN = "--axis"
+RANGE_KEYS = ("low", "high", "log", "num")
+DASK_HINT = "pip install 'gengraph[dask]'"
+PLOT_NAMES = ("heatmap.png", "curve.png", "axes.png")
+
+
+class DaskUnavailable(ImportError):
+    """--scheduler was given but dask.distributed is not installed."""
+
+
+class SchedulerError(RuntimeError):
+    """The Dask scheduler could not be reached."""
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C during a sweep: finished trials are recorded; --resume continues."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        super().__init__(f"sweep interrupted; finished trials are in {Path(out_dir) / 'sweep.jsonl'}")
+
+
+# --- plan: axes, trials, validation -----------------------------------------------------
+
+
+@dataclass
+class Axis:
+    """One swept key: a list of values, or a range {low, high, log[, num]}."""
+
+    key: str  # as written, e.g. "model.lam"
+    path: str  # normalised dotted path (build_path of its tokens)
+    values: list | None
+    range: dict | None
+    where: tuple  # (file, line, col) of its definition
+    label_path: str  # how messages name it: sweep.axes."model.lam" or --axis model.lam
+    short: str = ""  # its name inside trial names
+
+    @property
+    def log(self) -> bool:
+        return bool(self.range and self.range.get("log"))
+
+    def describe(self) -> dict:
+        return {"key": self.key, "values": self.values} if self.range is None else {"key": self.key,
+                                                                                       "range": self.range}
+
+
+@dataclass
+class Trial:
+    index: int
+    name: str
+    values: dict  # axis key -> value
+    sets: list  # override texts, e.g. ["model.lam=0.001"]
+    spec_sha: str = ""  # of the trial's resolved spec: --resume reruns a trial whose spec changed
+
+
+@dataclass
+class SweepPlan:
+    name: str
+    method: str
+    metric: str
+    mode: str
+    axes: list
+    trials: list
+    spec_file: str
+    spec_text: str
+    base_dir: str
+    base_overrides: list
+    out_dir: Path
+    plugin_files: list = field(default_factory=list)
+    seed: int = 0
+
+
+def _issue(where, path, message) -> SpecError:
+    return SpecError(SpecIssue(*where, path, message))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_range(v) -> bool:
+    return isinstance(v, dict) and "low" in v and "high" in v and set(v) <= set(RANGE_KEYS)
+
+
+def _clean_float(v: float) -> float:
+    """12 significant digits: 10**-4 is written 0.0001, not 9.999999999999999e-05."""
+    return float(f"{v:.12g}")
+
+
+def _check_range(rng: dict, method: str, where, label) -> dict:
+    extra = [k for k in rng if k not in RANGE_KEYS]
+    if extra:
+        raise _issue(where, label, f"unknown range key {extra[0]!r} (a range takes {', '.join(RANGE_KEYS)})")
+    low, high, log = rng.get("low"), rng.get("high"), rng.get("log", False)
+    if not (_is_number(low) and _is_number(high)):
+        raise _issue(where, label, "a range needs numbers low and high, e.g. { low = 1e-4, high = 1e-1, log = true }")
+    if not isinstance(log, bool):
+        raise _issue(where, label, f"range key log must be true or false, found {format_value(log)}")
+    if not low < high:
+        raise _issue(where, label, f"range low must be below high, found low = {low}, high = {high}")
+    if log and low <= 0:
+        raise _issue(where, label, f"a log range needs low > 0, found low = {low}")
+    if method == "grid":
+        num = rng.get("num")
+        if not (isinstance(num, int) and not isinstance(num, bool) and num >= 2):
+            raise _issue(where, label, "a range in a grid sweep needs num >= 2 (how many values), "
+                                       "e.g. { low = 1e-6, high = 1e-1, num = 6, log = true }")
+    elif "num" in rng:
+        raise _issue(where, label, 'num is for grid sweeps; a random sweep draws `trials` values from the range')
+    return {"low": low, "high": high, "log": log, **({"num": rng["num"]} if "num" in rng else {})}
+
+
+def _grid_values(rng: dict) -> list:
+    import numpy as np
+
+    low, high, num = rng["low"], rng["high"], rng["num"]
+    xs = np.geomspace(low, high, num) if rng["log"] else np.linspace(low, high, num)
+    values = [_clean_float(float(x)) for x in xs]
+    if isinstance(low, int) and isinstance(high, int) and all(float(v).is_integer() for v in values):
+        values = [int(v) for v in values]
+    return values
+
+
+def _make_axis(key, value, method, where, label_path) -> Axis:
+    try:
+        path = build_path(split_path(key))
+    except ValueError as exc:
+        raise _issue(where, label_path, f"malformed key path ({exc}); write it as for --set, "
+                                        'e.g. "model.lam" or "model.layers[0].units"') from None
+    root = split_path(key)[0]
+    if root in ("sweep", "spec_version"):
+        raise _issue(where, label_path, f"an axis cannot change {root}; sweep over keys of "
+                                        "[run], [data], [model], [train] or [output]")
+    if isinstance(value, dict):
+        if not ("low" in value or "high" in value):
+            raise _issue(where, label_path, "expected a list of values or a range { low, high, log, num }, "
+                                            f"found table {format_value(value)}")
+        rng = _check_range(value, method, where, label_path)
+        values = _grid_values(rng) if method == "grid" else None
+        return Axis(key, path, values, rng, where, label_path)
+    if not isinstance(value, list):
+        raise _issue(where, label_path, f"expected a list of values or a range {{ low, high, log }}, "
+                                        f"found {format_value(value)}")
+    if not value:
+        raise _issue(where, label_path, "an axis needs at least one value")
+    return Axis(key, path, list(value), None, where, label_path)
+
+
+def parse_axis_option(text: str) -> tuple[str, object]:
+    """``KEY=V1,V2,...`` (each V a TOML literal, else text) or ``KEY={ low=.., high=.., log=true }``."""
+    label = f"{AXIS_ORIGIN} {text.partition('=')[0].strip()}"
+    try:
+        tokens, end = read_path(text)
+    except ValueError as exc:
+        raise _issue((None, None, None), label, f"malformed key path ({exc}); expected KEY=V1,V2,...") from None
+    if not text.startswith("=", end) or not text[end + 1:].strip():
+        raise _issue((None, None, None), label, "expected KEY=V1,V2,..., e.g. --axis model.lam=1e-4,1e-3,1e-2")
+    key, rhs = text[:end].strip(), text[end + 1:].strip()
+    try:
+        doc = tomllib.loads(f"v = [{rhs}]")
+        values = doc["v"] if list(doc) == ["v"] else None
+    except tomllib.TOMLDecodeError:
+        values = None
+    if values is None:
+        values = []
+        for part in rhs.split(","):
+            part = part.strip()
+            try:
+                values.append(tomllib.loads(f"v = {part}")["v"])
+            except (tomllib.TOMLDecodeError, KeyError):
+                values.append(part)
+    if len(values) == 1 and _is_range(values[0]):
+        return key, values[0]
+    return key, values
+
+
+def _short_names(axes: list[Axis]) -> None:
+    last = [str(next(t for t in reversed(split_path(a.key)) if isinstance(t, str))) for a in axes]
+    for a, s in zip(axes, last):
+        a.short = s if last.count(s) == 1 else a.path
+
+
+def _fmt(v) -> str:
+    """A value as it appears in trial names and tables."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return v
+    return format_value(v)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", text).strip("-.") or "trial"
+
+
+def trial_name(axes: list[Axis], values: dict, sets: list[str], prefix: str = "") -> str:
+    """Filesystem-safe and deterministic: ``degree=3_lam=1e-06`` (random: ``007_lr=0.00123``)."""
+    name = _safe(prefix + "_".join(f"{a.short}={_fmt(values[a.key])}" for a in axes))
+    if len(name) > 100:
+        name = name[:90].rstrip("-._") + "-" + hashlib.sha1("\n".join(sets).encode()).hexdigest()[:8]
+    return name
+
+
+def _override(axis: Axis, value) -> str:
+    return f"{axis.path}={format_value(value)}"
+
+
+def expand(axes: list[Axis], method: str, trials: int = 10, seed: int = 0) -> list[Trial]:
+    """Grid: every combination, first axis outermost. Random: `trials` draws seeded by `seed`."""
+    _short_names(axes)
+    combos = []
+    if method == "grid":
+        combos = [dict(zip([a.key for a in axes], vs)) for vs in itertools.product(*(a.values for a in axes))]
+    else:
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        for _ in range(trials):
+            combo = {}
+            for a in axes:
+                if a.range is None:
+                    combo[a.key] = a.values[int(rng.integers(len(a.values)))]
+                    continue
+                low, high = a.range["low"], a.range["high"]
+                both_int = isinstance(low, int) and isinstance(high, int)
+                if a.log:
+                    x = math.exp(rng.uniform(math.log(low), math.log(high + (1 if both_int else 0))))
+                    combo[a.key] = min(int(x), high) if both_int else _clean_float(x)
+                else:
+                    combo[a.key] = int(rng.integers(low, high + 1)) if both_int else _clean_float(rng.uniform(low, high))
+            combos.append(combo)
+    width = len(str(max(len(combos) - 1, 0)))
+    out, seen = [], set()
+    for i, combo in enumerate(combos):
+        sets = [_override(a, combo[a.key]) for a in axes]
+        name = trial_name(axes, combo, sets, prefix=f"{i:0{width}d}_" if method == "random" else "")
+        if name in seen:  # values that print alike (1.0000001 vs 1.0000002, or repeated values)
+            digest = hashlib.sha1(("\n".join(sets) + f"#{i}").encode()).hexdigest()[:6]
+            name = f"{name}-{digest}"
+        seen.add(name)
+        out.append(Trial(i, name, combo, sets))
+    return out
+
+
+def _retarget(exc: SpecError, axes: list[Axis]) -> list[SpecIssue]:
+    """Issues about an axis's override point at the axis (file:line of [sweep.axes] or --axis)."""
+    out = []
+    for issue in exc.issues:
+        path = issue.path
+        if path.startswith(ORIGIN + " "):
+            path = path[len(ORIGIN) + 1:]
+        axis = next((a for a in axes if issue.file == ORIGIN
+                     and (path == a.path or path.startswith((a.path + ".", a.path + "[")))), None)
+        if axis is None:
+            out.append(issue)
+            continue
+        message = issue.message if path == axis.path else f"{path}: {issue.message}"
+        out.append(SpecIssue(*axis.where, axis.label_path, message))
+    return out
+
+
+def _axes(spec, method, axis_options) -> list[Axis]:
+    """The [sweep.axes] in order, each replaced in place by an --axis of the same key; new ones after."""
+    cli = []
+    for option in axis_options:
+        key, value = parse_axis_option(option)
+        cli.append(_make_axis(key, value, method, (None, None, None), f"{AXIS_ORIGIN} {key}"))
+    by_path = {a.path: a for a in cli}  # the last --axis of a key wins
+    axes, used = [], set()
+    for key, value in (spec.data.get("sweep") or {}).get("axes", {}).items():
+        try:
+            path = build_path(split_path(key))
+        except ValueError:
+            path = None
+        if path in by_path:
+            axes.append(by_path[path])
+            used.add(path)
+            continue
+        label = join_key("sweep.axes", key)
+        axes.append(_make_axis(key, value, method, spec.position(label), label))
+    for a in cli:
+        if a.path not in used and by_path[a.path] is a:
+            axes.append(a)
+            used.add(a.path)
+    return axes
+
+
+def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin_files=()) -> SweepPlan:
+    """Read, expand and validate a sweep; raises SpecError (every trial checked) before anything runs."""
+    from .loading import load
+    from .spec import spec_from_text
+    from .spec_schema import top_schema
+
+    spec_path = Path(spec_path)
+    base = load(spec_path, list(overrides))
+    text = spec_path.read_text(encoding="utf-8")
+    cfg = base.data.get("sweep") or {}
+    method = cfg.get("method", "grid")
+    axes = _axes(base, method, axis_options)
+    if not axes:
+        raise _issue((str(spec_path), None, None), "sweep.axes", "nothing to sweep: add a [sweep] table with axes, "
+                     'e.g. [sweep.axes] "model.lam" = [1e-4, 1e-3], or pass --axis KEY=V1,V2,...')
+    trials = expand(axes, method, cfg.get("trials", 10), cfg.get("seed", 0))
+    name = cfg.get("name") or spec_path.stem
+    schema = top_schema()
+    issues, seen = [], set()
+    for t in trials:
+        try:
+            trial_spec = spec_from_text(text, str(spec_path), list(overrides) + t.sets, schema)
+            t.spec_sha = _fingerprint(trial_spec, f"{name}/{t.name}")
+        except SpecError as exc:
+            for issue in _retarget(exc, axes):
+                if str(issue) not in seen:
+                    seen.add(str(issue))
+                    issues.append(issue)
+    if issues:
+        raise SpecError(issues)
+    out = Path(out_dir) if out_dir else Path(base.data["output"]["dir"]) / name
+    return SweepPlan(name=name, method=method, metric=cfg.get("metric", "test_mse"), mode=cfg.get("mode", "min"),
+                     axes=axes, trials=trials, spec_file=str(spec_path), spec_text=text,
+                     base_dir=str(spec_path.resolve().parent), base_overrides=list(overrides), out_dir=out,
+                     plugin_files=[str(Path(p).resolve()) for p in plugin_files], seed=cfg.get("seed", 0))
+
+
+def trial_spec_data(spec, run_name: str) -> None:
+    """A trial is an ordinary run: no [sweep] table (its spec.toml runs with `gengraph run`), its own name."""
+    spec.data.pop("sweep", None)
+    spec.data["run"]["name"] = run_name
+
+
+def _fingerprint(spec, run_name: str) -> str:
+    trial_spec_data(spec, run_name)
+    return hashlib.sha256(spec.to_toml().encode()).hexdigest()[:16]
+
+
+# --- one trial (runs in a worker: a plain function of plain data) ------------------------
+
+_LOADED_PLUGINS: set = set()
+
+
+def _scalar_metrics(summary: dict) -> dict:
+    out = {}
+    for k, v in summary.items():
+        if k == "seconds" or isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)) or type(v).__module__ == "numpy" and getattr(v, "ndim", 1) == 0:
+            v = float(v) if not isinstance(v, int) else v
+            out[k] = v if not isinstance(v, float) or math.isfinite(v) else None
+    return out
+
+
+def run_trial(payload: dict) -> dict:
+    """Run one trial into its run directory; never raises: a failure is a record with its error."""
+    from .loading import load_plugin_file
+    from .runner import RunInterrupted, atomic_write, execute
+    from .spec import spec_from_text
+    from .spec_schema import top_schema
+
+    t0 = time.perf_counter()
+    run_dir = Path(payload["run_dir"])
+    record = {"trial": payload["trial"], "index": payload["index"], "overrides": payload["values"],
+              "set": payload["set"], "status": "failed", "error": None, "metrics": {}, "run_dir": str(run_dir),
+              "spec_sha": payload["spec_sha"]}
+    logged = []
+    try:
+        for p in payload["plugin_files"]:
+            if p not in _LOADED_PLUGINS:
+                load_plugin_file(p)
+                _LOADED_PLUGINS.add(p)
+        spec = spec_from_text(payload["spec_text"], payload["spec_file"], payload["overrides"], top_schema())
+        trial_spec_data(spec, payload["run_name"])
+        summary = execute(spec, run_dir, log=lambda *a, **k: logged.append(" ".join(map(str, a))),
+                          base_dir=payload["base_dir"])
+        record["metrics"] = _scalar_metrics(summary)
+        record["status"] = "ok"
+    except (KeyboardInterrupt, RunInterrupted):
+        record["status"], record["error"] = "interrupted", "interrupted (Ctrl-C)"
+    except Exception as exc:  # noqa: BLE001 -- any failure of a trial is recorded, the sweep goes on
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(OSError):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(run_dir / "error.txt", traceback.format_exc())
+    if logged:
+        with contextlib.suppress(OSError):
+            atomic_write(run_dir / "log.txt", "\n".join(logged) + "\n")
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    return record
+
+
+def _payload(plan: SweepPlan, trial: Trial) -> dict:
+    run_dir = (plan.out_dir / trial.name).resolve()
+    return {"trial": trial.name, "index": trial.index, "values": trial.values, "set": trial.sets,
+            "overrides": plan.base_overrides + trial.sets, "spec_text": plan.spec_text, "spec_file": plan.spec_file,
+            "base_dir": plan.base_dir, "run_dir": str(run_dir), "run_name": f"{plan.name}/{trial.name}",
+            "plugin_files": plan.plugin_files, "spec_sha": trial.spec_sha}
+
+
+# --- executors ---------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def _single_blas_thread():
+    """Pool workers start with one BLAS thread each (as Dask's do): no oversubscription, same sums."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {n: os.environ.get(n) for n in names}
+    for n in names:
+        os.environ.setdefault(n, "1")
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
+
+
+def _run_inline(payloads, emit):
+    for p in payloads:
+        if emit(run_trial(p)):
+            return
+
+
+def _failed_record(payload, exc) -> dict:
+    from concurrent.futures.process import BrokenProcessPool
+
+    error = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, BrokenProcessPool):
+        error += (" (a worker process died: out of memory, a crash, or a script that calls run_sweep "
+                  "without `if __name__ == \"__main__\":`)")
+    return {"trial": payload["trial"], "index": payload["index"], "overrides": payload["values"],
+            "set": payload["set"], "status": "failed", "error": error, "metrics": {},
+            "run_dir": payload["run_dir"], "spec_sha": payload["spec_sha"], "seconds": None}
+
+
+def _run_pool(payloads, workers, emit):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with _single_blas_thread():
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(payloads)),
+                                   mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futures = {pool.submit(run_trial, p): p for p in payloads}
+            for fut in as_completed(futures):
+                try:
+                    record = fut.result()
+                except Exception as exc:  # noqa: BLE001 -- a worker that died (BrokenProcessPool, ...)
+                    record = _failed_record(futures[fut], exc)
+                if emit(record):
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise DaskUnavailable(f"--scheduler needs Dask's distributed scheduler, which is not installed "
+                              f"({exc.name or exc}); install it with: {DASK_HINT}") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str, workers: int):
+    """A distributed.Client: to a running scheduler (tcp://HOST:PORT), or to a fresh LocalCluster on
+    loopback (local-dask, `workers` single-threaded worker processes) that is closed afterwards."""
+    distributed = _import_distributed()
+    cluster = None
+    try:
+        if scheduler == "local-dask":
+            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                               host="127.0.0.1", dashboard_address=None)
+            client = distributed.Client(cluster)
+        else:
+            try:
+                client = distributed.Client(scheduler, timeout="15s")
+            except (OSError, TimeoutError) as exc:
+                raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_dask(payloads, client, emit):
+    distributed = _import_distributed()
+    futures = {}
+    for p in payloads:
+        fut = client.submit(run_trial, p, pure=False, key=f"gengraph-trial-{p['index']}-{os.urandom(4).hex()}")
+        futures[fut] = p
+    try:
+        for fut in distributed.as_completed(list(futures)):
+            try:
+                record = fut.result()
+            except Exception as exc:  # noqa: BLE001 -- a worker that died (KilledWorker, ...)
+                record = _failed_record(futures[fut], exc)
+            if emit(record):
+                break
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+# --- records, summary, resume ------------------------------------------------------------
+
+
+def read_records(path) -> dict:
+    """Trial name -> its latest record in a sweep.jsonl (a torn last line is ignored)."""
+    out = {}
+    path = Path(path)
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "trial" in rec:
+            out[rec["trial"]] = rec
+    return out
+
+
+def rank(records: list[dict], metric: str, mode: str) -> list[dict]:
+    """Ok trials with the metric, best first; then ok trials without it; then failed ones (by index)."""
+    by_index = sorted(records, key=lambda r: r.get("index", 0))
+    scored = [r for r in by_index if r["status"] == "ok" and _is_number(r["metrics"].get(metric))]
+    scored.sort(key=lambda r: r["metrics"][metric], reverse=(mode == "max"))
+    ids = {id(r) for r in scored}
+    rest = [r for r in by_index if id(r) not in ids]
+    rest.sort(key=lambda r: r["status"] != "ok")
+    return scored + rest
+
+
+def _columns(plan: SweepPlan, records: list[dict]) -> list[str]:
+    ok = [r for r in records if r["status"] == "ok"]
+    common = set.intersection(*(set(r["metrics"]) for r in ok)) if ok else set()
+    others = sorted(k for k in common if k.startswith("test_") and k != plan.metric)
+    return [plan.metric, *others[:2]]
+
+
+def summary_table(plan: SweepPlan, ranked: list[dict], limit: int | None = None) -> str:
+    """The ranked trials as an aligned text table; with limit, the best `limit` and every failed one."""
+    metrics = _columns(plan, ranked)
+    head = ["rank", *(a.key for a in plan.axes), *metrics, "trial", "status"]
+    numbered = list(enumerate(ranked, 1))
+    shown = numbered if limit is None or len(ranked) <= limit else \
+        numbered[:limit] + [(i, r) for i, r in numbered[limit:] if r["status"] != "ok"]
+    rows = []
+    for i, r in shown:
+        vals = [_fmt(r["overrides"][a.key]) if a.key in r["overrides"] else "-" for a in plan.axes]
+        ms = ["-" if r["metrics"].get(m) is None else f"{r['metrics'][m]:.6g}" for m in metrics]
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {(r.get('error') or '')[:80]}"
+        rows.append([str(i), *vals, *ms, r["trial"], status])
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head, *rows]]
+    if len(shown) < len(ranked):
+        lines.append(f"... and {len(ranked) - len(shown)} more (all in summary.txt)")
+    return "\n".join(lines)
+
+
+def _axes_text(plan: SweepPlan) -> str:
+    return " x ".join(f"{a.key} ({len(a.values)})" if a.values is not None and plan.method == "grid"
+                      else f"{a.key} ({'log ' if a.log else ''}{a.range['low']:g}..{a.range['high']:g})"
+                      if a.range else f"{a.key} ({len(a.values)} choices)" for a in plan.axes)
+
+
+def header(plan: SweepPlan) -> str:
+    return f"sweep {plan.name}: {plan.method}, {len(plan.trials)} trials over {_axes_text(plan)}"
+
+
+def summarize(plan: SweepPlan, records: list[dict], plots: list[str]) -> dict:
+    ranked = rank(records, plan.metric, plan.mode)
+    best = ranked[0] if ranked and ranked[0]["status"] == "ok" and _is_number(
+        ranked[0]["metrics"].get(plan.metric)) else None
+    ok = [r for r in records if r["status"] == "ok"]
+    available = sorted({k for r in ok for k in r["metrics"]})
+    return {
+        "name": plan.name, "spec": plan.spec_file, "set": plan.base_overrides, "method": plan.method,
+        "metric": plan.metric, "mode": plan.mode, "axes": [a.describe() for a in plan.axes],
+        "out_dir": str(plan.out_dir), "n_trials": len(records), "n_ok": len(ok),
+        "n_failed": sum(r["status"] != "ok" for r in records),
+        "metric_found": best is not None or not ok, "metrics_available": available,
+        "best": best, "plots": plots, "trials": ranked,
+    }
+
+
+def summary_text(plan: SweepPlan, result: dict, limit: int | None = None) -> str:
+    lines = [header(plan), f"ranked by {plan.metric} ({plan.mode}); {result['n_ok']} ok, "
+                           f"{result['n_failed']} failed", "", summary_table(plan, result["trials"], limit)]
+    best = result["best"]
+    if best is not None:
+        lines += ["", f"best: {best['trial']}  {plan.metric} = {best['metrics'][plan.metric]:.6g}  "
+                      f"({' '.join(best['set'])})", f"      {best['run_dir']}"]
+    elif result["n_ok"]:
+        lines += ["", f"no trial reports {plan.metric!r}; available: {', '.join(result['metrics_available'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def _write_plots(plan: SweepPlan, records: list[dict]) -> list[str]:
+    from . import sweep_plots
+
+    for name in PLOT_NAMES:
+        (plan.out_dir / name).unlink(missing_ok=True)
+    title = f"{plan.name}: {plan.metric} ({plan.mode})"
+    if plan.method == "grid" and len(plan.axes) == 2:
+        name, draw = "heatmap.png", lambda p: sweep_plots.heatmap(plan.axes, records, plan.metric, plan.mode, p, title)
+    elif len(plan.axes) == 1:
+        name, draw = "curve.png", lambda p: sweep_plots.curve(plan.axes[0], records, plan.metric, plan.mode, p, title)
+    else:
+        name, draw = "axes.png", lambda p: sweep_plots.panels(plan.axes, records, plan.metric, plan.mode, p, title)
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            draw(plan.out_dir / name)
+    except Exception as exc:  # noqa: BLE001 -- a figure must never cost the sweep its records
+        warnings.warn(f"sweep plot {name} not written: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+        return []
+    return [name]
+
+
+def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, resume: bool = False,
+              on_result=None, plots: bool = True) -> dict:
+    """Run the trials (skipping those recorded ok with --resume) and write the sweep's files.
+
+    scheduler: None (process pool; workers=1 runs in this process), "local-dask", a scheduler
+    address such as "tcp://127.0.0.1:8786", or a distributed.Client. on_result(record, done, total)
+    is called in this process as each trial finishes (skipped ones come with record["skipped"]).
+    Returns the summary (as sweep.json holds it).
+    """
+    from .runner import atomic_write
+
+    workers = workers or default_workers()
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "sweep.jsonl"
+    previous = read_records(jsonl) if resume else {}
+    if not resume:
+        jsonl.write_text("")
+    records, todo = {}, []
+    for t in plan.trials:
+        old = previous.get(t.name)
+        if old is not None and old.get("status") == "ok" and old.get("spec_sha") == t.spec_sha:
+            records[t.name] = {**old, "index": t.index}
+        else:
+            todo.append(t)
+    total, interrupted = len(plan.trials), []
+    if on_result is not None:
+        for i, name in enumerate(records):
+            on_result({**records[name], "skipped": True}, i + 1, total)
+
+    def emit(record) -> bool:
+        """Record one finished trial; True asks the executor to stop (Ctrl-C reached a trial)."""
+        if record["status"] == "interrupted":
+            interrupted.append(record)
+            return True
+        records[record["trial"]] = record
+        with open(jsonl, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+        if on_result is not None:
+            on_result(record, len(records), total)
+        return False
+
+    payloads = [_payload(plan, t) for t in todo]
+    try:
+        if not payloads:
+            pass
+        elif scheduler is not None and not isinstance(scheduler, str):
+            _run_dask(payloads, scheduler, emit)
+        elif scheduler is not None:
+            with dask_client(scheduler, workers) as client:
+                _run_dask(payloads, client, emit)
+        elif workers == 1 or len(payloads) == 1:
+            _run_inline(payloads, emit)
+        else:
+            _run_pool(payloads, workers, emit)
+    except KeyboardInterrupt:
+        interrupted.append(None)
+    # one line per trial, in trial order; records of trials no longer in the plan are kept after them
+    order = {t.name: t.index for t in plan.trials}
+    kept = [records[t.name] for t in plan.trials if t.name in records]
+    stale = [r for n, r in previous.items() if n not in order]
+    atomic_write(jsonl, "".join(json.dumps(r, default=str) + "\n" for r in kept + stale))
+    plot_files = _write_plots(plan, kept) if plots and kept else []
+    result = summarize(plan, kept, plot_files)
+    result["complete"] = len(kept) == total
+    atomic_write(out / "sweep.json", json.dumps(result, indent=1, default=str))
+    atomic_write(out / "summary.txt", summary_text(plan, result))
+    if interrupted:
+        raise SweepInterrupted(out)
+    return result
