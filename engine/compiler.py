@@ -14,9 +14,9 @@ class RunContext:
 
     def __init__(self, graph: Graph, xp):
         self.dtype = graph.dtype
-        streams = graph.__dict__.get("_streams")
+        streams = graph.streams
         if streams is None or streams.xp is not xp:
-            streams = graph._streams = RandomStreams(graph.seed, xp)
+            streams = graph.streams = RandomStreams(graph.seed, xp)
         self.streams = streams
 
     def rng(self, stream):

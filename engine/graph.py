@@ -89,6 +89,7 @@ class Graph:
         self._scopes: list[str] = []
         self._origin = None
         self._names: dict[str, Node] = {}
+        self.streams = None  # the random streams of compiled programs (made by the first compile)
 
     # --- scopes ------------------------------------------------------------------
     @contextlib.contextmanager

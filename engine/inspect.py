@@ -667,7 +667,7 @@ def check_loss_grads(loss: Node, params, feeds: dict, *, eps=1e-6, rtol=1e-5, at
     if frozen:
         originals = list(frozen.values())
         sampler = compile(graph, originals, backend=backend)
-        streams = graph._streams
+        streams = graph.streams
         for n in sampler.nodes:  # streams are created lazily: make them exist so their state is saved
             if OPS.get(n.op) is not None and OPS[n.op].random:
                 streams.rng(n.attrs.get("stream", 0))
@@ -682,7 +682,7 @@ def check_loss_grads(loss: Node, params, feeds: dict, *, eps=1e-6, rtol=1e-5, at
 
     def f():
         if streams_state is not None:
-            graph._streams.set_state(streams_state)
+            graph.streams.set_state(streams_state)
         return float(to_numpy(value_prog.run(feeds)))
 
     res = grad_prog.run(feeds)

@@ -126,7 +126,7 @@ class Trainer:
     def snapshot(self) -> dict:
         g = self.model.graph
         leaves = {n.id: g.value(n).copy() for n in g.params() + g.states()}
-        streams = g.__dict__.get("_streams")
+        streams = g.streams
         return {"leaves": leaves, "streams": streams.state() if streams else {},
                 "rng": self.rng.bit_generator.state, "state": self.state.meta()}
 
@@ -134,8 +134,8 @@ class Trainer:
         g = self.model.graph
         for n in g.params() + g.states():
             g.set_value(n, snap["leaves"][n.id])
-        if snap["streams"] and g.__dict__.get("_streams") is not None:
-            g._streams.set_state(snap["streams"])
+        if snap["streams"] and g.streams is not None:
+            g.streams.set_state(snap["streams"])
         self.rng.bit_generator.state = snap["rng"]
         history = self.state.history
         self.state = TrainState(**snap["state"], history=history)

@@ -171,12 +171,12 @@ def test_loss_gradient_matches_finite_differences(case):
     grads = grad(model.loss, model.params)
     prog = compile(g, [model.loss, model.extras["t_train"]] + grads)
     for stream in (dfn.EPS_STREAM, dfn.T_STREAM):  # create the generators, then freeze their state
-        g._streams.rng(stream)
-    state = copy.deepcopy(g._streams.state())
+        g.streams.rng(stream)
+    state = copy.deepcopy(g.streams.state())
     x = data.x_train
 
     def run():
-        g._streams.set_state(copy.deepcopy(state))
+        g.streams.set_state(copy.deepcopy(state))
         return prog.run(x=x)
 
     out = run()

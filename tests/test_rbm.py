@@ -202,10 +202,10 @@ def test_plugin_loss_gradient_matches_finite_differences(training):
     feeds = {"x": data.x_train[:12]}
     prog = compile(g, [model.loss] + grad(model.loss, model.params))
     prog.run(feeds)  # creates the noise streams; every run below starts from this state
-    saved = g._streams.state()
+    saved = g.streams.state()
 
     def run_fixed():
-        g._streams.set_state(saved)
+        g.streams.set_state(saved)
         return prog.run(feeds)
 
     out = run_fixed()

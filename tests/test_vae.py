@@ -57,16 +57,16 @@ def check_loss_gradients(graph, model, x, rtol=1e-5, atol=1e-7):
     loss_prog = compile(graph, model.loss)
     grad_prog = compile(graph, grad(model.loss, model.params))
     first = float(loss_prog.run(feeds))  # creates the streams' generators
-    state = copy.deepcopy(graph._streams.state())
+    state = copy.deepcopy(graph.streams.state())
     assert state, "the loss should draw from a random stream"
     assert float(loss_prog.run(feeds)) != first  # without a reset the noise differs ...
 
     def loss():
-        graph._streams.set_state(copy.deepcopy(state))
+        graph.streams.set_state(copy.deepcopy(state))
         return float(loss_prog.run(feeds))
 
     assert loss() == loss()  # ... and with it the loss is a deterministic function of the params
-    graph._streams.set_state(copy.deepcopy(state))
+    graph.streams.set_state(copy.deepcopy(state))
     analytic = grad_prog.run(feeds)
     checked = 0
     for p, a in zip(model.params, analytic):
