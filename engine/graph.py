@@ -90,6 +90,7 @@ class Graph:
         self._origin = None
         self._names: dict[str, Node] = {}
         self.streams = None  # the random streams of compiled programs (made by the first compile)
+        self._stream_ids = itertools.count(1 << 20)  # above the small numbers plugins pick by hand
 
     # --- scopes ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -145,6 +146,10 @@ class Graph:
         node = self.add_node(op, shape=arr.shape, dtype=arr.dtype, name=name)
         self.values[node.id] = arr
         return node
+
+    def new_stream(self) -> int:
+        """A random-stream number no other `new_stream` call of this graph returns."""
+        return next(self._stream_ids)
 
     def move_to(self, xp) -> None:
         """Keep param/state values on the backend `xp` (NumPy or CuPy), converting once."""

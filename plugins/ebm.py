@@ -30,7 +30,6 @@ from gengraph.engine import compile, grad, ops, to_numpy
 from gengraph.engine.expr import ExprError, build as build_expr, names as expr_names
 
 from . import energy_tools as tools
-from .energy_rbm import next_stream
 from .layers import ACTIVATIONS, init_weights, layer_schema
 from .model import Model, ModelConfigError, ModelPlugin
 from .schema import Field, ListOf, Table
@@ -221,7 +220,7 @@ def langevin_step(energy, x, step_size, *, noise_scale=1.0, clip_step=0.0, clamp
         drift = ops.clip(drift, -clip_step, clip_step)
     x_new = x - drift
     if noise_scale and step_size:
-        x_new = x_new + (noise_scale * math.sqrt(step_size)) * ops.random_normal(x, stream=next_stream(x.graph))
+        x_new = x_new + (noise_scale * math.sqrt(step_size)) * ops.random_normal(x, stream=x.graph.new_stream())
     if clamp is not None:
         x_new = ops.clip(x_new, float(clamp[0]), float(clamp[1]))
     return x_new

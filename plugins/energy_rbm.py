@@ -32,13 +32,6 @@ from gengraph.engine import expr as expr_lang
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def next_stream(graph) -> int:
-    """A fresh random-stream number for this graph (stream numbers of the energy plugins start at 1200)."""
-    counter = graph.__dict__.setdefault("_energy_streams", [1200])
-    counter[0] += 1
-    return counter[0]
-
-
 def zeros_rows(like, n: int):
     """Zeros of shape (rows of `like`, n): a per-example point to differentiate at."""
     g = like.graph
@@ -101,16 +94,16 @@ class RBMEnergy:
 
     def sample_hidden(self, x):
         p = self.hidden_probs(x)
-        return ops.bernoulli(p, stream=next_stream(self.graph)), p
+        return ops.bernoulli(p, stream=self.graph.new_stream()), p
 
     def sample_visible(self, h):
         """(a draw of x | h, E[x | h])."""
         t = self.visible_terms(h)
         if self.visible == "binary":
             p = ops.sigmoid(t["logits"])
-            return ops.bernoulli(p, stream=next_stream(self.graph)), p
+            return ops.bernoulli(p, stream=self.graph.new_stream()), p
         mu = t["mean"]
-        noise = ops.random_normal(mu, stream=next_stream(self.graph))
+        noise = ops.random_normal(mu, stream=self.graph.new_stream())
         return mu + noise / ops.sqrt(t["precision"]), mu
 
     def gibbs(self, x, k: int):
@@ -292,9 +285,9 @@ def ais_free_energy(energy: RBMEnergy, x, beta, base_bias):
 def ais_transition(energy: RBMEnergy, x, beta, base_bias):
     """One Gibbs sweep x -> h -> x that leaves the intermediate model at beta invariant."""
     c = energy.hidden_logits(x)
-    h = ops.bernoulli(ops.sigmoid(beta * c), stream=next_stream(energy.graph))
+    h = ops.bernoulli(ops.sigmoid(beta * c), stream=energy.graph.new_stream())
     d = energy.visible_terms(h)["logits"]
-    return ops.bernoulli(ops.sigmoid((1.0 - beta) * base_bias + beta * d), stream=next_stream(energy.graph))
+    return ops.bernoulli(ops.sigmoid((1.0 - beta) * base_bias + beta * d), stream=energy.graph.new_stream())
 
 
 def ais_betas(steps: int) -> np.ndarray:
