@@ -194,7 +194,7 @@ def plugins(as_json, plugin_files, debug):
         click.echo(f"  {name:14s} {info['help']}")
     for name, err in inv["broken"].items():
         click.echo(f"  {name:14s} BROKEN: {err}")
-    for section in ("data_sources", "optimizers", "schedules", "layers", "activations", "initializers"):
+    for section in ("data_sources", "optimizers", "schedules", "layers", "losses", "activations", "initializers"):
         click.echo(f"{section.replace('_', ' ')}: {', '.join(inv[section])}")
 
 

@@ -64,6 +64,7 @@ def inventory() -> dict:
     """Everything installed, for `gengraph plugins`; broken plugins are listed, not raised."""
     from .datasets import DATASETS
     from .layers import ACTIVATIONS, INITIALIZERS, LAYERS
+    from .losses import LOSSES
     from .spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
 
     MODELS.load_all()
@@ -81,6 +82,7 @@ def inventory() -> dict:
         "optimizers": OPTIMIZER_SPECS.names(),
         "schedules": SCHEDULE_SPECS.names(),
         "layers": LAYERS.names(),
+        "losses": LOSSES.names(),
         "activations": ACTIVATIONS.names(),
         "initializers": INITIALIZERS.names(),
     }

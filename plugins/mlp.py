@@ -13,14 +13,9 @@ import numpy as np
 from gengraph.engine import compile, ops, to_numpy
 
 from .layers import ACTIVATIONS, build_stack, layer_schema
-from .model import Model, ModelPlugin
+from .losses import LOSSES, default_loss
+from .model import Model, ModelConfigError, ModelPlugin
 from .schema import Field, ListOf, Table
-
-
-def output_kind(cfg_output: str, data) -> str:
-    if cfg_output != "auto":
-        return cfg_output
-    return "regression" if data.task == "regression" else "multiclass"
 
 
 class MLP(ModelPlugin):
@@ -32,49 +27,33 @@ class MLP(ModelPlugin):
     def schema(self):
         return Table({
             "layers": ListOf(layer_schema(), default=[], help="hidden layers, in order"),
-            "output": Field(str, "auto", "output head: auto (from the data), regression, binary, multiclass",
-                            choices=["auto", "regression", "binary", "multiclass"]),
+            "loss": Field(str, "auto", "loss and output head: auto (mse for regression data, cross_entropy "
+                                       "for classes), " + ", ".join(LOSSES.names()),
+                          choices=["auto"] + LOSSES.names()),
             "output_init": Field(str, "xavier", "initializer of the output layer"),
             "l1": Field(float, 0.0, "L1 penalty on weights (lambda * sum |W|)", min=0.0),
             "l2": Field(float, 0.0, "L2 penalty on weights (lambda * sum W^2)", min=0.0),
         }, help=self.help)
 
     def build(self, cfg, graph, data, rng):
-        kind = output_kind(cfg["output"], data)
+        loss_fn = LOSSES.get(default_loss(data) if cfg["loss"] == "auto" else cfg["loss"])
+        if loss_fn.head != "regression" and data.task != "classification":
+            raise ModelConfigError("model.loss", f'"{cfg["loss"]}" needs class labels; the data is {data.task}')
         x = graph.input("x", (None, data.n_features))
         h, params = build_stack(graph, x, cfg["layers"], rng, "hidden", origin="model.layers")
-        if kind == "regression":
-            k = 1 if data.y_train.ndim == 1 else data.y_train.shape[1]
-            units = k
+        if loss_fn.head == "regression":
+            units = 1 if data.y_train.ndim == 1 else data.y_train.shape[1]
         else:
-            units = 1 if kind == "binary" else data.n_classes
+            units = 1 if loss_fn.head == "binary" else data.n_classes
         z, out_params = build_stack(graph, h, [{"units": units, "activation": "identity",
                                                 "init": cfg["output_init"]}], rng, "output", origin="model.output")
         params += out_params
-        metrics = {}
-        if kind == "regression":
-            y = graph.input("y", (None, units))
-            with graph.scope("loss"):
-                loss = ops.mse(z, y)
-            metrics["mse"] = loss
-            feeds = lambda xb, yb: {"x": xb, "y": yb.reshape(len(yb), -1)}  # noqa: E731
-        elif kind == "binary":
-            y = graph.input("y", (None,))
-            with graph.scope("loss"):
-                logit = z[:, 0]
-                loss = ops.mean(ops.bce_with_logits(logit, y))
-                metrics["accuracy"] = ops.mean(ops.eq(ops.gt(logit, 0.0), y))
-            feeds = lambda xb, yb: {"x": xb, "y": yb.astype(np.float64)}  # noqa: E731
-        else:
-            y = graph.input("y", (None,), dtype="int64")
-            with graph.scope("loss"):
-                loss = ops.mean(ops.softmax_cross_entropy(z, y))
-                metrics["accuracy"] = ops.mean(ops.correct(z, y))
-            feeds = None
-        pen = penalty(graph, params, cfg["l1"], cfg["l2"])
-        objective = loss if isinstance(pen, float) and pen == 0.0 else loss + pen
+        with graph.scope("loss"):
+            y, loss, metrics, feeds = loss_fn.build(graph, z, units)
+            pen = penalty(graph, params, cfg["l1"], cfg["l2"])
+            objective = loss if isinstance(pen, float) and pen == 0.0 else loss + pen
         return Model(graph, params, objective, {"x": x, "y": y}, metrics=metrics, feeds=feeds,
-                     extras={"output": z, "head": kind, "data_loss": loss})
+                     extras={"output": z, "head": loss_fn.head, "data_loss": loss})
 
     def report(self, model, data, ctx):
         return report_supervised(model, data, ctx)
