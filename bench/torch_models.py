@@ -1,5 +1,7 @@
 """The three workloads in idiomatic PyTorch (CPU, eager): nn.Linear, autograd, torch.optim.Adam.
 
+Every model takes ``device`` ("cpu" by default; bench/gpu.py passes "cuda").
+
 Parameters are copied from gengraph's initial values (W transposed into nn.Linear's
 (out, in) layout), so all frameworks start from the same point. Noise arrays are drawn
 with NumPy from the streams gengraph uses and wrapped with torch.from_numpy (no copy).
@@ -13,10 +15,10 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _linear_stack(params, dtype):
+def _linear_stack(params, dtype, device="cpu"):
     layers = []
     for W, b in zip(params[0::2], params[1::2]):
-        lin = nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
+        lin = nn.Linear(W.shape[0], W.shape[1], dtype=dtype, device=device)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(np.asarray(W).T)))
             lin.bias.copy_(torch.from_numpy(np.asarray(b)))
@@ -32,7 +34,7 @@ def grads_numpy(params):
     """Gradients in gengraph's layout: W as (in, out)."""
     out = []
     for p in params:
-        g = p.grad.detach().numpy()
+        g = p.grad.detach().cpu().numpy()
         out.append(g.T if g.ndim == 2 else g)
     return out
 
@@ -42,9 +44,10 @@ def _grad_norm(params):
 
 
 class _Base:
-    def __init__(self, params, adam, grad_norm):
+    def __init__(self, params, adam, grad_norm, device="cpu"):
         self.dtype = torch_dtype(np.asarray(params[0]).dtype)
-        self.layers = _linear_stack(params, self.dtype)
+        self.device = torch.device(device)
+        self.layers = _linear_stack(params, self.dtype, self.device)
         self.params = [p for lin in self.layers for p in (lin.weight, lin.bias)]
         a = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, **(adam or {})}
         self.lr, self.t = a["lr"], 0  # lr: a float or a function of the step (an lr schedule)
@@ -67,8 +70,8 @@ class _Base:
 
 
 class TorchMLP(_Base):
-    def __init__(self, params, adam=None, grad_norm=True):
-        super().__init__(params, adam, grad_norm)
+    def __init__(self, params, adam=None, grad_norm=True, device="cpu"):
+        super().__init__(params, adam, grad_norm, device)
         l1, l2, l3 = self.layers
         self.net = nn.Sequential(l1, nn.ReLU(), l2, nn.ReLU(), l3)
 
@@ -85,8 +88,8 @@ class TorchMLP(_Base):
 
 
 class TorchVAE(_Base):
-    def __init__(self, params, adam=None, grad_norm=True):
-        super().__init__(params, adam, grad_norm)
+    def __init__(self, params, adam=None, grad_norm=True, device="cpu"):
+        super().__init__(params, adam, grad_norm, device)
         self.enc, self.head, self.dec1, self.dec2 = self.layers
 
     def loss(self, x, eps):
@@ -106,13 +109,13 @@ class TorchVAE(_Base):
 class TorchDDPM(_Base):
     """The diffusion plugin's DDPM (see numpy_ddpm.py) in PyTorch."""
 
-    def __init__(self, params, info, adam=None, grad_norm=True):
-        super().__init__(params, adam, grad_norm)
+    def __init__(self, params, info, adam=None, grad_norm=True, device="cpu"):
+        super().__init__(params, adam, grad_norm, device)
         l1, l2, l3, l4 = self.layers
         act = nn.SiLU if info["activation"] == "silu" else nn.ReLU
         self.net = nn.Sequential(l1, act(), l2, act(), l3, act(), l4)
         self.T, self.steps = info["T"], info["steps"]
-        self.tab = {k: torch.from_numpy(np.asarray(v)).to(self.dtype) for k, v in info["tables"].items()}
+        self.tab = {k: torch.from_numpy(np.asarray(v)).to(self.device, self.dtype) for k, v in info["tables"].items()}
         self.np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
 
     def t_of(self, u):
@@ -137,10 +140,10 @@ class TorchDDPM(_Base):
     @torch.no_grad()
     def sample(self, n, rng):
         tab, dt = self.tab, self.np_dtype
-        x = torch.from_numpy(rng.standard_normal((n, 2)).astype(dt))
-        tcol = torch.empty((n, 1), dtype=self.dtype)
+        x = torch.from_numpy(rng.standard_normal((n, 2)).astype(dt)).to(self.device)
+        tcol = torch.empty((n, 1), dtype=self.dtype, device=self.device)
         for s in self.steps:
-            z = torch.from_numpy(rng.standard_normal((n, 2)).astype(dt))
+            z = torch.from_numpy(rng.standard_normal((n, 2)).astype(dt)).to(self.device)
             tcol.fill_(s.t)
             f = self.net(torch.cat([x, tcol * (1.0 / self.T)], dim=1))
             x0_hat = (x - tab["sqrt_1m_abar"][s.t] * f) / tab["sqrt_abar"][s.t]
