@@ -105,6 +105,9 @@ def _to_gpu(gg):
     (the run context's backend is "cupy"; Trainer.compile_programs moves params to the GPU)."""
     tr = gg.trainer
     tr.ctx.backend = "cupy"
+    # build the programs' definitions again for cupy, as a cuda run builds them (an optimizer with
+    # fused = "auto" then uses its fused update kernels); fresh optimizer state, same parameters
+    tr._defs = None
     try:
         gg.programs = tr.compile_programs()
         gg.gpu_note = "all programs compiled on cupy"

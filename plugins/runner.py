@@ -81,6 +81,7 @@ def build_checked(spec, *, backend=None, base_dir=None):
     """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
     from gengraph.engine.expr import ExprError
     from gengraph.engine.ops.registry import ShapeError
+    from gengraph.engine.optimizers import make_optimizer
 
     from .datasets import DataError
     from .errors import SpecError, SpecIssue
@@ -89,6 +90,12 @@ def build_checked(spec, *, backend=None, base_dir=None):
     def issue(path, message):
         return SpecError([SpecIssue(*spec.position(path), path, message)])
 
+    opt = dict(spec.data["train"]["optimizer"])
+    if opt.pop("kind") != "lbfgs":  # hyper-parameter combinations the schema cannot express
+        try:
+            make_optimizer(spec.data["train"]["optimizer"]["kind"], **opt)
+        except ValueError as exc:
+            raise issue("train.optimizer", str(exc)) from None
     try:
         return build(spec.data, backend=backend, base_dir=base_dir)
     except DataError as exc:

@@ -85,6 +85,8 @@ class Trainer:
             self.grads = grad(m.loss, m.params)
             opt_cfg = dict(self.cfg["optimizer"])
             kind = opt_cfg.pop("kind")
+            if opt_cfg.get("fused") == "auto":  # fused update kernels pay off where launches cost
+                opt_cfg["fused"] = "yes" if self.ctx.backend == "cupy" else "no"
             if kind != "lbfgs":
                 sched = self.cfg.get("schedule") or {"kind": "constant"}
                 opt_cfg["lr"] = _schedule(sched, opt_cfg["lr"])

@@ -80,3 +80,20 @@ def test_cli_run_on_cuda(tmp_path):
                                        "--set", "train.epochs=10"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_fused_adam_kernels_match_numpy():
+    rng = np.random.default_rng(2)
+    p, m, g = (rng.normal(size=(5, 7)) for _ in range(3))
+    v = rng.random((5, 7)) + 0.1
+    outs = {}
+    for backend in ("numpy", "cupy"):
+        gr = Graph(dtype="float64")
+        P, M, V, G = (gr.input(n, (5, 7)) for n in "pmvg")
+        s, c = gr.constant(0.3, dtype="float64"), gr.constant(0.7, dtype="float64")
+        prog = compile(gr, [ops.ema(M, G, decay=0.9), ops.ema(V, G, decay=0.99, square=True),
+                            ops.adam_step(P, M, V, s, c, eps=1e-3)], backend=backend)
+        outs[backend] = [to_numpy(a) for a in prog.run(p=p, m=m, v=v, g=g)]
+    for a, b in zip(outs["cupy"], outs["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    np.testing.assert_allclose(outs["numpy"][2], p - 0.3 * m / (np.sqrt(v) / 0.7 + 1e-3), rtol=1e-12)

@@ -600,6 +600,24 @@ def test_sum_squares(data, shape):
 
 
 @CHECK
+@given(data=st.data(), shape=shapes, decay=st.floats(0.0, 0.99), square=st.booleans())
+def test_ema(data, shape, decay, square):
+    m, x = data.draw(arrays(shape)), data.draw(arrays(shape))
+    out = fd_check(lambda a, b: ops.ema(a, b, decay=decay, square=square), [m, x])
+    np.testing.assert_allclose(out, decay * m + (1 - decay) * (x * x if square else x), rtol=1e-12, atol=1e-14)
+
+
+@CHECK
+@given(data=st.data(), shape=shapes)
+def test_adam_step(data, shape):
+    p, m = data.draw(arrays(shape)), data.draw(arrays(shape))
+    v = data.draw(arrays(shape, floats(0.1, 2.0)))
+    step, scale = np.array(0.3), np.array(0.7)
+    out = fd_check(lambda *a: ops.adam_step(*a, eps=1e-3), [p, m, v, step, scale])
+    np.testing.assert_allclose(out, p - step * m / (np.sqrt(v) / scale + 1e-3), rtol=1e-12, atol=1e-14)
+
+
+@CHECK
 @given(data=st.data(), shapes=pair_shapes)
 def test_mse(data, shapes):
     a, b = data.draw(arrays(shapes[0])), data.draw(arrays(shapes[1]))
@@ -643,7 +661,7 @@ def test_every_differentiable_op_is_covered():
                "sqrt", "square", "abs", "log1p", "expm1", "sin", "cos", "tanh", "sigmoid", "relu", "leaky_relu",
                "elu", "softplus", "sum", "mean", "max", "min", "logsumexp", "expand_dims", "broadcast_like",
                "reshape_like", "sum_to", "matmul", "transpose", "reshape", "concat", "getitem", "take", "softmax",
-               "log_softmax", "bce_with_logits", "softmax_cross_entropy", "sum_squares", "softmax_minus_one_hot",
+               "log_softmax", "bce_with_logits", "softmax_cross_entropy", "sum_squares", "softmax_minus_one_hot", "ema", "adam_step",
                # adjoints, tested through the gradients (and second-order tests) of getitem and take
                "scatter_index", "take_adjoint"}
     from gengraph.engine.ops import OPS

@@ -126,6 +126,8 @@ CASES = [
     ("rmsprop", dict(lr=0.01, alpha=0.95, momentum=0.5, weight_decay=0.1)),
     ("rmsprop", dict(lr=0.01, centered=True, momentum=0.9, eps=1e-4)),
     ("adam", dict(lr=0.01)),
+    ("adam", dict(lr=0.01, fused="yes")),
+    ("adamw", dict(lr=0.02, weight_decay=0.1, fused="yes")),
     ("adam", dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
     ("adam", dict(lr=0.02, clip_norm=0.3)),
     ("adam", dict(lr={"kind": "step", "lr": 0.1, "step_size": 2, "gamma": 0.5})),
@@ -390,7 +392,7 @@ def test_registry_and_schemas():
         assert issubclass(cls, Optimizer)
         assert {"lr", "weight_decay", "clip_norm"} <= set(cls.schema)
         for key, (typ, default, help_) in cls.schema.items():
-            assert typ in (float, int, bool) and isinstance(help_, str) and help_, (kind, key)
+            assert typ in (float, int, bool, str) and isinstance(help_, str) and help_, (kind, key)
             assert default is REQUIRED or isinstance(default, typ), (kind, key)
         opt = make_optimizer(kind)
         assert set(opt.hyper) == set(cls.schema)
@@ -400,8 +402,8 @@ def test_registry_and_schemas():
 
 
 def test_defaults_are_pytorchs():
-    assert make_optimizer("adam").hyper == dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                                                clip_norm=0.0)
+    assert make_optimizer("adam").hyper == dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, fused="auto",
+                                                weight_decay=0.0, clip_norm=0.0)
     assert make_optimizer("adamw").hyper["weight_decay"] == 0.01
     assert make_optimizer("rmsprop").hyper == dict(lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
                                                    weight_decay=0.0, clip_norm=0.0)

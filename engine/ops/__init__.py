@@ -8,5 +8,6 @@ from .reduce import broadcast_like, count, sum_squares, expand_dims, logsumexp, 
 from .shape import broadcast_to, concat, flatten, getitem, matmul, mT, one_hot, reshape, take, transpose  # noqa: F401
 from .nn import (bce_with_logits, bernoulli_logpmf, correct, softmax_minus_one_hot, gaussian_logpdf, kl_normal, kl_normal_std,  # noqa: F401
                  log_sigmoid, log_softmax, mse, softmax, softmax_cross_entropy)
+from .fused import adam_step, ema  # noqa: F401
 from .special import cast, ones_like, stop_gradient, zeros_like  # noqa: F401
 from .random import RandomStreams, bernoulli, random_normal, random_uniform  # noqa: F401

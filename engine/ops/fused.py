@@ -1,0 +1,97 @@
+"""Fused optimizer kernels: one op where the plain graph would take many.
+
+Adam's update is 13 elementwise nodes per parameter as plain graph; as `ema` (twice) and
+`adam_step` it is three kernels, each a few in-place NumPy calls (one launch each on
+CuPy, through an ElementwiseKernel). They are ordinary ops: forward, shape rule and
+VJPs side by side, so updates can still be differentiated (e.g. for meta-learning).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import defop, elementwise, float_dtype
+
+_CUDA_KERNELS: dict[str, object] = {}
+
+
+def _cuda_launch(xp, name, params, body, args, out):
+    """Run a cached CuPy ElementwiseKernel: one launch for the whole update."""
+    kernel = _CUDA_KERNELS.get(name)
+    if kernel is None:
+        kernel = _CUDA_KERNELS[name] = xp.ElementwiseKernel(params, "T out", body, f"gengraph_{name}")
+    return kernel(*args) if out is None else kernel(*args, out)
+
+
+def _ema_forward(xp, m, x, decay, square=False, out=None):
+    if xp is not np:
+        body = "out = d * m + (1 - d) * x * x" if square else "out = d * m + (1 - d) * x"
+        return _cuda_launch(xp, f"ema{int(square)}", "T m, T x, T d", body, (m, x, m.dtype.type(decay)), out)
+    if m.ndim == 0 or x.ndim == 0:  # NumPy scalars cannot be written into
+        return decay * m + (1.0 - decay) * (x * x if square else x)
+    t = xp.multiply(x, x) if square else xp.multiply(x, 1.0 - decay)  # Python floats keep m's dtype
+    if square:
+        t *= 1.0 - decay
+    out = xp.multiply(m, decay, out=out)
+    out += t
+    return out
+
+
+def _ema_vjp_x(g, y, m, x, decay, square=False):
+    return g * ((1.0 - decay) * 2.0 * x if square else 1.0 - decay)
+
+
+ema = defop("ema", _ema_forward, lambda m, x, decay, square=False: elementwise(m, x),
+            (lambda g, y, m, x, decay, square=False: g * decay, _ema_vjp_x), extra={"out": True},
+            doc="decay * m + (1 - decay) * x (x * x with square=True): a moving average in one kernel")
+
+
+def _adam_step_forward(xp, p, m, v, step, scale, eps, out=None):
+    if xp is not np:
+        return _cuda_launch(xp, "adam_step", "T p, T m, T v, T s, T c, T e", "out = p - s * m / (sqrt(v) / c + e)",
+                            (p, m, v, step, scale, p.dtype.type(eps)), out)
+    d = xp.sqrt(v)
+    if d.ndim == 0:  # NumPy scalars cannot be written into
+        return p - step * m / (d / scale + eps)
+    d /= scale
+    d += eps
+    xp.divide(m, d, out=d)
+    d *= step
+    return xp.subtract(p, d, out=out)
+
+
+def _adam_parts(m, v, step, scale, eps):
+    from .elementwise import sqrt
+
+    root = sqrt(v)
+    denom = root / scale + eps
+    return root, denom
+
+
+def _adam_vjps():
+    def dp(g, y, p, m, v, step, scale, eps):
+        return g
+
+    def dm(g, y, p, m, v, step, scale, eps):
+        _, denom = _adam_parts(m, v, step, scale, eps)
+        return -g * step / denom
+
+    def dv(g, y, p, m, v, step, scale, eps):
+        root, denom = _adam_parts(m, v, step, scale, eps)
+        return g * step * m / (denom * denom) / (2.0 * scale * root)
+
+    def dstep(g, y, p, m, v, step, scale, eps):
+        _, denom = _adam_parts(m, v, step, scale, eps)
+        return -g * m / denom
+
+    def dscale(g, y, p, m, v, step, scale, eps):
+        root, denom = _adam_parts(m, v, step, scale, eps)
+        return -g * step * m * root / (denom * denom * scale * scale)
+
+    return dp, dm, dv, dstep, dscale
+
+
+adam_step = defop("adam_step", _adam_step_forward,
+                  lambda p, m, v, step, scale, eps: (elementwise(p, m, v)[0], float_dtype(p)),
+                  _adam_vjps(), extra={"out": True},
+                  doc="p - step * m / (sqrt(v) / scale + eps): Adam's parameter update in one kernel")
