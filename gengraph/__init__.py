@@ -1,3 +1,32 @@
-"""gengraph: declarative, graph-based reverse-mode autodiff with plugin models."""
+"""gengraph: declarative, graph-based reverse-mode autodiff with plugin models.
+
+The public API, re-exported lazily (so ``gengraph --help`` imports nothing heavy):
+
+>>> import gengraph
+>>> value, grads = gengraph.value_and_grad("sum(x ** 2)", {"x": [1.0, 2.0]}, ["x"])
+"""
 
 __version__ = "0.1.0"
+
+_API = {
+    # the engine
+    "Graph": "gengraph.engine", "Node": "gengraph.engine", "grad": "gengraph.engine",
+    "compile": "gengraph.engine", "Program": "gengraph.engine", "ops": "gengraph.engine",
+    "value_and_grad": "gengraph.engine", "check_grads": "gengraph.engine",
+    "make_optimizer": "gengraph.engine", "make_schedule": "gengraph.engine",
+    # specs and runs
+    "load_spec": "gengraph.plugins.loading:load", "run_spec": "gengraph.plugins.runner:execute",
+    "ModelPlugin": "gengraph.plugins.model", "Model": "gengraph.plugins.model",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name):
+    import importlib
+
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'gengraph' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr or name)

@@ -1,0 +1,29 @@
+"""The top-level package re-exports the public API lazily; the CLI starts without heavy imports."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gengraph
+
+
+def test_public_api_resolves_to_the_real_objects():
+    from gengraph.engine import Graph, check_grads, value_and_grad
+    from gengraph.plugins.loading import load
+
+    assert gengraph.Graph is Graph and gengraph.value_and_grad is value_and_grad
+    assert gengraph.check_grads is check_grads and gengraph.load_spec is load
+    value, grads = gengraph.value_and_grad("sum(x ** 2)", {"x": np.array([1.0, 2.0])}, ["x"])
+    assert value == 5.0 and grads["x"].tolist() == [2.0, 4.0]
+    with pytest.raises(AttributeError):
+        gengraph.not_an_api
+
+
+def test_cli_help_imports_no_heavy_module():
+    code = ("import sys; from gengraph.cli.main import main\n"
+            "heavy = [m for m in ('cupy', 'matplotlib', 'numpy', 'networkx', 'dask') if m in sys.modules]\n"
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
