@@ -82,3 +82,26 @@ def test_example_plugin_gradient_matches_finite_differences(degree):
     analytic = compile(g, grad(model.loss, theta)).run(feeds)
     numeric = central_differences(lambda: loss.run(feeds), g.values[theta.id])
     assert compare("theta", analytic, numeric, 1e-7, 1e-9).ok
+
+
+def test_an_installed_plugin_that_fails_to_import_is_listed_as_broken_and_breaks_nothing(tmp_path):
+    from importlib.metadata import EntryPoint
+
+    MODELS._scan()
+    MODELS._entry_points["brokenkind"] = EntryPoint("brokenkind", "gengraph_no_such_module:plugin",
+                                                     "gengraph.plugins")
+    try:
+        result = CliRunner().invoke(main, ["plugins", "--json"])
+        assert result.exit_code == 0, result.output
+        inv = json.loads(result.output)
+        assert "gengraph_no_such_module" in inv["broken"]["brokenkind"]
+        assert "mlp" in inv["models"] and "brokenkind" not in inv["models"]
+        spec = tmp_path / "s.toml"
+        spec.write_text(SPEC.replace('kind = "polyfit"', 'kind = "brokenkind"'))
+        out = CliRunner().invoke(main, ["validate", str(spec)])
+        assert out.exit_code == 2 and "failed to import" in out.output
+        ok = CliRunner().invoke(main, ["validate", str(ROOT / "specs" / "mlp_digits.toml")])
+        assert ok.exit_code == 0, ok.output
+    finally:
+        MODELS._entry_points.pop("brokenkind", None)
+        MODELS._broken.pop("brokenkind", None)
