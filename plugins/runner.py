@@ -90,6 +90,13 @@ def build_checked(spec, *, backend=None, base_dir=None):
     def issue(path, message):
         return SpecError([SpecIssue(*spec.position(path), path, message)])
 
+    if spec.data["run"]["device"] == "cuda":  # say so now, not after the data and model are built
+        from gengraph.engine.backend import BackendError, get_backend
+
+        try:
+            get_backend("cupy")
+        except BackendError as exc:
+            raise issue("run.device", str(exc)) from None
     opt = dict(spec.data["train"]["optimizer"])
     if opt.pop("kind") != "lbfgs":  # hyper-parameter combinations the schema cannot express
         try:

@@ -124,3 +124,13 @@ def test_debug_shows_the_traceback(tmp_path):
     spec = write(tmp_path, GOOD.replace("epochs = 2", "epochs = -1"))
     result = invoke("validate", spec, "--debug")
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_cuda_without_cupy_is_a_clear_error(tmp_path):
+    from gengraph.engine import cupy_available
+
+    if cupy_available():
+        pytest.skip("CuPy and a GPU are present")
+    result = invoke("run", write(tmp_path, GOOD), "--device", "cuda", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "run.device" in result.output and "pip install 'gengraph[cuda]'" in result.output
