@@ -1,9 +1,9 @@
 """`kind = "mlp"`: feed-forward networks for regression, binary and multi-class outputs.
 
-`layers` declares the hidden layers; the output layer is added from the data
-(1 unit per regression target, 1 logit for two classes with output = "binary",
-n_classes logits otherwise). Losses: mse, bce with logits, softmax cross-entropy;
-optional l1/l2 penalties on the weights (not the biases).
+`layers` declares the hidden layers; the output layer is added from the data and
+the `loss` (a name in the LOSSES registry, plugins/losses.py): 1 unit per regression
+target for mse/mae, 1 logit for bce, n_classes logits for cross_entropy. Optional
+l1/l2 penalties on the weights (not the biases).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from gengraph.engine import compile, ops, to_numpy
 
-from .layers import ACTIVATIONS, build_stack, layer_schema
+from .layers import build_stack, layer_schema
 from .losses import LOSSES, default_loss
 from .model import Model, ModelConfigError, ModelPlugin
 from .schema import Field, ListOf, Table

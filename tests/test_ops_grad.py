@@ -7,7 +7,6 @@ differences with eps=1e-6 are exact to ~1e-8.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
