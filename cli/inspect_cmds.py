@@ -43,7 +43,7 @@ def _spec_models(spec, overrides, plugin_files, extra_overrides=()):
 
     _load_plugins(plugin_files)
     loaded = load(spec, list(overrides) + list(extra_overrides))
-    data, plugin, graph, model = build_checked(loaded, backend="numpy", base_dir=Path(spec).parent)
+    data, plugin, graph, model = build_checked(loaded, base_dir=Path(spec).parent)
     return loaded, data, plugin, graph, model
 
 
@@ -125,6 +125,7 @@ def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, over
         _render(text, render, out_file or f"{Path(spec).stem}_{program}_{stage}.{render}")
         return
     if out_file:
+        Path(out_file).parent.mkdir(parents=True, exist_ok=True)
         Path(out_file).write_text(text)
         click.echo(f"wrote {out_file} ({fmt}, {len(view.nodes)} nodes, program {program}, stage {stage})", err=True)
     else:
@@ -133,6 +134,7 @@ def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, over
 
 def _render(dot_text: str, fmt: str, out: str) -> None:
     out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     exe = shutil.which("dot")
     if exe is None:
         dot_file = out_path.with_suffix(".dot")

@@ -88,6 +88,8 @@ class EBM(ModelPlugin):
             loss = ops.mean(e_pos) - ops.mean(e_neg) + cfg["alpha"] * (ops.mean(ops.square(e_pos))
                                                                        + ops.mean(ops.square(e_neg)))
         lv = cfg["langevin"]
+        if lv["clamp"] is not None and (len(lv["clamp"]) != 2 or lv["clamp"][0] >= lv["clamp"][1]):
+            raise ModelConfigError("model.langevin.clamp", "expected [low, high] with low < high")
         with graph.scope("langevin"):
             x_l = graph.input("x_langevin", (None, d))
             x_next = langevin_step(energy, x_l, lv["step_size"], noise_scale=lv["noise_scale"],
@@ -99,8 +101,6 @@ class EBM(ModelPlugin):
         pad = cfg["replay"]["margin"] * (hi - lo)
         noise_range = (lo - pad, hi + pad)
         if lv["clamp"] is not None:
-            if len(lv["clamp"]) != 2 or lv["clamp"][0] >= lv["clamp"][1]:
-                raise ModelConfigError("model.langevin.clamp", "expected [low, high] with low < high")
             noise_range = (np.maximum(noise_range[0], lv["clamp"][0]), np.minimum(noise_range[1], lv["clamp"][1]))
         size = max(cfg["replay"]["size"], 1)
         init = np.random.default_rng(np.random.SeedSequence([graph.seed, REPLAY_SEED]))

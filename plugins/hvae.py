@@ -24,9 +24,9 @@ the report is the VAE's (test_nll_iw uses the joint proposal q(h_1:T|x)).
 
 from __future__ import annotations
 
+from .model import ModelConfigError
 from .latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
     likelihood_schema
-from .errors import SpecError, SpecIssue
 from .layers import layer_schema
 from .schema import Field, ListOf, Table
 
@@ -58,7 +58,7 @@ class HVAE(LatentPlugin):
 
     def build(self, cfg, graph, data, rng):
         if not cfg["levels"]:
-            raise SpecError(SpecIssue(None, None, None, "model.levels", "declare at least one latent level"))
+            raise ModelConfigError("model.levels", "declare at least one latent level")
         levels = [{"size": lv["size"],
                    "encoder": cfg["encoder"] if lv.get("encoder") is None else lv["encoder"],
                    "decoder": cfg["decoder"] if lv.get("decoder") is None else lv["decoder"]}

@@ -31,10 +31,6 @@ def default_spec() -> Path:
     return Path(str(resources.files("gengraph.specs") / DEFAULT_SPEC))
 
 
-def shipped_specs() -> list[Path]:
-    return sorted(Path(str(p)) for p in resources.files("gengraph.specs").iterdir() if str(p).endswith(".toml"))
-
-
 def load_plugin_file(path) -> list[str]:
     """Import a local plugin file and register the ModelPlugin objects it defines; returns their kinds."""
     path = Path(path)
@@ -42,11 +38,14 @@ def load_plugin_file(path) -> list[str]:
         raise SpecError(SpecIssue(str(path), None, None, "--plugin", "plugin file not found"))
     name = f"gengraph_local_plugin_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SpecError(SpecIssue(str(path), None, None, "--plugin", "not a Python file (expected a .py file)"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
+        sys.modules.pop(name, None)
         raise SpecError(SpecIssue(str(path), None, None, "--plugin",
                                   f"plugin file failed to import: {type(exc).__name__}: {exc}")) from None
     kinds = []

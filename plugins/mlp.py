@@ -12,7 +12,7 @@ import numpy as np
 
 from gengraph.engine import compile, ops, to_numpy
 
-from .layers import build_stack, layer_schema
+from .layers import INITIALIZERS, build_stack, layer_schema
 from .losses import LOSSES, default_loss
 from .model import Model, ModelConfigError, ModelPlugin
 from .schema import Field, ListOf, Table
@@ -30,7 +30,7 @@ class MLP(ModelPlugin):
             "loss": Field(str, "auto", "loss and output head: auto (mse for regression data, cross_entropy "
                                        "for classes), " + ", ".join(LOSSES.names()),
                           choices=["auto"] + LOSSES.names()),
-            "output_init": Field(str, "xavier", "initializer of the output layer"),
+            "output_init": Field(str, "xavier", "initializer of the output layer", choices=INITIALIZERS.names()),
             "l1": Field(float, 0.0, "L1 penalty on weights (lambda * sum |W|)", min=0.0),
             "l2": Field(float, 0.0, "L2 penalty on weights (lambda * sum W^2)", min=0.0),
         }, help=self.help)
@@ -39,6 +39,9 @@ class MLP(ModelPlugin):
         loss_fn = LOSSES.get(default_loss(data) if cfg["loss"] == "auto" else cfg["loss"])
         if loss_fn.head != "regression" and data.task != "classification":
             raise ModelConfigError("model.loss", f'"{cfg["loss"]}" needs class labels; the data is {data.task}')
+        if loss_fn.head == "binary" and data.n_classes != 2:
+            raise ModelConfigError("model.loss", f'"{cfg["loss"]}" is for two classes; the data has {data.n_classes} '
+                                                 '(use "cross_entropy")')
         x = graph.input("x", (None, data.n_features))
         h, params = build_stack(graph, x, cfg["layers"], rng, "hidden", origin="model.layers")
         if loss_fn.head == "regression":

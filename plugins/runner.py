@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gengraph.engine import Graph, to_numpy
+from gengraph.engine import Graph
 
 from .datasets import make_dataset
 from .layers import init_rng
 from .model import MODELS
+from .model import ModelConfigError
 from .trainer import Interrupted, Trainer
 
 
@@ -66,7 +67,7 @@ def save_npz(path: Path, arrays: dict) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def build(spec_data: dict, *, backend=None, base_dir=None):
+def build(spec_data: dict, *, base_dir=None):
     """Data, plugin, graph and model for a resolved spec (no training)."""
     run = spec_data["run"]
     data = make_dataset(spec_data["data"], run["seed"], base_dir=base_dir)
@@ -77,7 +78,7 @@ def build(spec_data: dict, *, backend=None, base_dir=None):
     return data, plugin, graph, model
 
 
-def build_checked(spec, *, backend=None, base_dir=None):
+def build_checked(spec, *, base_dir=None):
     """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
     from gengraph.engine.expr import ExprError
     from gengraph.engine.ops.registry import ShapeError
@@ -86,6 +87,8 @@ def build_checked(spec, *, backend=None, base_dir=None):
     from .datasets import DataError
     from .errors import SpecError, SpecIssue
     from .model import ModelConfigError
+    from .registry import UnknownKind
+    from .trainer import schedule_from_spec
 
     def issue(path, message):
         return SpecError([SpecIssue(*spec.position(path), path, message)])
@@ -103,8 +106,14 @@ def build_checked(spec, *, backend=None, base_dir=None):
             make_optimizer(spec.data["train"]["optimizer"]["kind"], **opt)
         except ValueError as exc:
             raise issue("train.optimizer", str(exc)) from None
+        try:
+            schedule_from_spec(spec.data["train"].get("schedule") or {"kind": "constant"}, opt["lr"])
+        except ValueError as exc:
+            raise issue("train.schedule", str(exc)) from None
     try:
-        return build(spec.data, backend=backend, base_dir=base_dir)
+        return build(spec.data, base_dir=base_dir)
+    except UnknownKind as exc:  # a registry name the schema does not enumerate (initializer, layer, ...)
+        raise issue("model", str(exc)) from None
     except DataError as exc:
         raise issue("data", str(exc)) from None
     except ModelConfigError as exc:
@@ -232,7 +241,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
     t0 = time.perf_counter()
     backend = backend_of(cfg["run"]["device"])
-    data, plugin, graph, model = build_checked(spec, backend=backend, base_dir=base_dir)
+    data, plugin, graph, model = build_checked(spec, base_dir=base_dir)
     ctx = RunContext(cfg, run_dir, cfg["run"]["seed"], backend, debug, cfg["output"]["plots"], log)
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
     ctx.extra["trainer"] = trainer
@@ -270,6 +279,10 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
             trainer.fit(on_epoch=epoch_done, on_step=on_step)
     except Interrupted:
         raise RunInterrupted(write_checkpoint(run_dir, trainer)) from None
+    except ModelConfigError as exc:
+        from .errors import SpecError, SpecIssue
+
+        raise SpecError([SpecIssue(*spec.position(exc.path), exc.path, exc.message)]) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -294,6 +307,3 @@ def summary_text(spec_data, data, summary) -> str:
     lines += [f"  {k:24s} {v:.6g}" if isinstance(v, float) else f"  {k:24s} {v}" for k, v in summary.items()]
     return "\n".join(lines) + "\n"
 
-
-def to_float(v) -> float:
-    return float(to_numpy(v))

@@ -24,7 +24,7 @@ from gengraph.engine import NonFiniteError, compile, grad, ops, to_numpy
 from gengraph.engine.optimizers import make_optimizer
 
 from .lbfgs import lbfgs
-from .model import ModelPlugin
+from .model import ModelConfigError, ModelPlugin
 
 
 class DivergenceError(RuntimeError):
@@ -89,7 +89,7 @@ class Trainer:
                 opt_cfg["fused"] = "yes" if self.ctx.backend == "cupy" else "no"
             if kind != "lbfgs":
                 sched = self.cfg.get("schedule") or {"kind": "constant"}
-                opt_cfg["lr"] = _schedule(sched, opt_cfg["lr"])
+                opt_cfg["lr"] = schedule_from_spec(sched, opt_cfg["lr"])
                 self.optimizer = make_optimizer(kind, **opt_cfg)
                 with m.graph.scope("optimizer"):
                     updates = dict(self.optimizer.updates(m.graph, m.params, self.grads))
@@ -145,7 +145,7 @@ class Trainer:
     # --- training ------------------------------------------------------------------------
     def fit(self, on_epoch=None, on_step=None):
         cfg, d = self.cfg, self.data
-        if not self.plugin.trains_by_gradient or self.plugin.fit(self.model, d, self.ctx):
+        if self.plugin.fit(self.model, d, self.ctx) or not self.plugin.trains_by_gradient:
             if not self.programs:
                 self.compile_programs(with_optimizer=False)
             if not self.state.history:
@@ -261,7 +261,11 @@ class Trainer:
         stop = False
         es = self.cfg.get("early_stopping") or {}
         patience = es.get("patience", 0)
-        watched = row.get(es.get("metric", "test_loss"))
+        metric = es.get("metric", "test_loss")
+        watched = row.get(metric)
+        if patience and watched is None and epoch >= 1:
+            logged = ", ".join(k for k in row if k.startswith(("train_", "test_")))
+            raise ModelConfigError("train.early_stopping.metric", f'"{metric}" is not logged; logged: {logged}')
         if patience and watched is not None:
             if watched < self.state.best - es.get("min_delta", 0.0):
                 self.state.best, self.state.bad_epochs = watched, 0
@@ -289,7 +293,7 @@ def _sum_all(terms):
     return total
 
 
-def _schedule(sched_cfg: dict, lr: float):
+def schedule_from_spec(sched_cfg: dict, lr: float):
     from gengraph.engine.schedules import make_schedule
 
     cfg = dict(sched_cfg)

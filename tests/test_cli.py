@@ -134,3 +134,29 @@ def test_cuda_without_cupy_is_a_clear_error(tmp_path):
     result = invoke("run", write(tmp_path, GOOD), "--device", "cuda", "--out", tmp_path / "r")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "run.device" in result.output and "pip install 'gengraph[cuda]'" in result.output
+
+
+DIGITS = ROOT / "specs" / "mlp_digits.toml"
+
+
+@pytest.mark.parametrize("sets, words", [
+    (['train.schedule.kind="step"', "train.schedule.step_size=0"], ["train.schedule", "step_size must be >= 1"]),
+    (['model.output_init="xavir"'], ["model.output_init", 'did you mean "xavier"']),
+    (['model.loss="bce"'], ["model.loss", "two classes"]),
+    (['train.early_stopping.metric="tset_loss"', "train.early_stopping.patience=1", "train.epochs=1"],
+     ["train.early_stopping.metric", "not logged", "test_loss"]),
+])
+def test_mistakes_found_while_building_or_training_are_spec_errors(tmp_path, sets, words):
+    args = ["run", DIGITS, "--out", tmp_path / "r", "-q"] + [a for s in sets for a in ("--set", s)]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for w in words:
+        assert w in result.output
+
+
+def test_plugin_that_is_not_a_python_file(tmp_path):
+    bad = tmp_path / "plugin.txt"
+    bad.write_text("x")
+    result = invoke("validate", DIGITS, "--plugin", bad)
+    assert result.exit_code == 2 and "not a Python file" in result.output

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gengraph.engine import compile, ops
-from gengraph.plugins.errors import SpecError
+from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.hvae import plugin as hvae
 from gengraph.plugins.latent_common import nll_iw
 from gengraph.plugins.loading import load
@@ -32,7 +32,7 @@ def test_levels_use_the_template_unless_they_declare_their_own_layers():
     assert shapes["decoder1/dense0/W"] == (3, 4) and shapes["decoder1/out/W"] == (4, 6)  # p(x|h1): logits
     assert shapes["decoder2/dense0/W"] == (2, 4) and shapes["decoder2/out/W"] == (4, 6)  # p(h1|h2): mu, logvar
     assert set(m.metrics) == {"neg_elbo", "reconstruction", "kl", "kl_1", "kl_2"}
-    with pytest.raises(SpecError, match="model.levels"):
+    with pytest.raises(ModelConfigError, match="model.levels"):  # the runner adds file:line
         build(hvae, {**TEMPLATE, "levels": []}, x)
 
 

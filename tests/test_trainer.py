@@ -90,3 +90,24 @@ def test_minibatches_cover_every_row_once_per_epoch():
     assert [len(p) for p in parts] == [10] * 10 + [3]
     assert sorted(np.concatenate(parts).tolist()) == list(range(103))
     assert [len(p) for p in batches(5, 0, None)] == [5]  # batch_size 0: full batch, in order
+
+
+def test_a_plugin_that_does_not_train_by_gradient_fits_itself(tmp_path):
+    from gengraph.plugins.mlp import MLP
+    from gengraph.plugins.model import MODELS
+
+    class ClosedForm(MLP):
+        kind = "closedform_test"
+        trains_by_gradient = False
+        calls = 0
+
+        def fit(self, model, data, ctx):
+            type(self).calls += 1
+            return False  # says nothing; trains_by_gradient = False alone must skip gradient training
+
+    MODELS.register("closedform_test", ClosedForm(), replace=True)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(BASE.format(source="linear", n=50, model="", train="", epochs=5)
+                    .replace('kind = "mlp"', 'kind = "closedform_test"'))
+    summary = execute(load(spec), tmp_path / "run")
+    assert ClosedForm.calls == 1 and summary["epochs"] == 0 and summary["steps"] == 0
