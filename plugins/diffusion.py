@@ -65,6 +65,7 @@ import numpy as np
 
 from gengraph.engine import compile, ops, to_numpy, topo_order
 
+from .energy_tools import _sq_dists as _sqdist, median_bandwidth
 from .layers import build_stack, layer_schema
 from .model import Model, ModelConfigError, ModelPlugin
 from .noise_schedules import NOISE_SCHEDULES, from_gamma
@@ -391,12 +392,9 @@ class Diffusion(ModelPlugin):
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
         if ctx.run_dir is not None:
-            from .runner import atomic_write
-            import io
+            from .runner import save_npy
 
-            buf = io.BytesIO()
-            np.save(buf, samples)
-            atomic_write(ctx.path("samples.npy"), buf.getvalue())
+            save_npy(ctx.path("samples.npy"), samples)
         if D == 2 and data.x_test is not None and data.n_test:
             out.update(sample_quality(samples, data, ctx.seed))
         if ctx.plots and ctx.run_dir is not None:
@@ -547,17 +545,6 @@ def _check_grid(data, cfg):
 
 
 # --- sample quality: MMD and energy distance ------------------------------------------------
-def _sqdist(a, b):
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
-
-
-def median_bandwidth(x) -> float:
-    """Median of the pairwise distances (i < j) of x: the median heuristic."""
-    d = np.sqrt(_sqdist(x, x))
-    iu = np.triu_indices(len(x), 1)
-    return float(np.median(d[iu]))
-
-
 def mmd2_unbiased(x, y, bandwidth) -> float:
     """Unbiased MMD^2 with the Gaussian kernel k(a, b) = exp(-|a - b|^2 / (2 h^2))."""
     k = lambda a, b: np.exp(-_sqdist(a, b) / (2.0 * bandwidth ** 2))  # noqa: E731
@@ -567,8 +554,8 @@ def mmd2_unbiased(x, y, bandwidth) -> float:
                  - 2.0 * kxy.mean())
 
 
-def energy_distance(x, y) -> float:
-    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (U-statistics within each set)."""
+def energy_distance_unbiased(x, y) -> float:
+    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (U-statistics within each set; energy_tools has the V form)."""
     m, n = len(x), len(y)
     dxy = np.sqrt(_sqdist(x, y)).mean()
     dxx = np.sqrt(_sqdist(x, x)).sum() / (m * (m - 1))
@@ -589,13 +576,13 @@ def sample_quality(samples, data, seed, repeats: int = 10) -> dict:
     for _ in range(repeats):
         base = train[rng.choice(len(train), size=min(len(samples), len(train)), replace=False)]
         mmds.append(mmd2_unbiased(base, test, h))
-        energies.append(energy_distance(base, test))
+        energies.append(energy_distance_unbiased(base, test))
     finite = bool(np.all(np.isfinite(samples)))
     return {
         "test_mmd": mmd2_unbiased(samples, test, h) if finite else float("nan"),
         "baseline_mmd": float(np.mean(mmds)),
         "baseline_mmd_sd": float(np.std(mmds, ddof=1)) if repeats > 1 else 0.0,
-        "test_energy": energy_distance(samples, test) if finite else float("nan"),
+        "test_energy": energy_distance_unbiased(samples, test) if finite else float("nan"),
         "baseline_energy": float(np.mean(energies)),
         "baseline_energy_sd": float(np.std(energies, ddof=1)) if repeats > 1 else 0.0,
         "mmd_bandwidth": h,

@@ -21,7 +21,6 @@ between two disjoint halves of the held-out data; likewise the energy distance.
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -317,11 +316,9 @@ def report_ebm(model, data, ctx) -> dict:
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
     path = ctx.path("samples.npy")
     if path is not None:
-        from .runner import atomic_write
+        from .runner import save_npy
 
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(data.unscale_x(samples)))
-        atomic_write(path, buf.getvalue())
+        save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         from . import plots
 

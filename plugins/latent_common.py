@@ -30,7 +30,6 @@ jointly, is its own compiled program (`iw`), evaluated by `report` over the test
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -426,11 +425,9 @@ def report_latent(model, data, ctx) -> dict:
         samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
-            from .runner import atomic_write
+            from .runner import save_npy
 
-            buf = io.BytesIO()
-            np.save(buf, np.asarray(data.unscale_x(samples)))
-            atomic_write(path, buf.getvalue())
+            save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, x_ref, samples)
     return out

@@ -24,7 +24,6 @@ test_accuracy_hidden_logreg: a softmax regression on p(h | x) when the data has 
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -295,12 +294,9 @@ def report_rbm(model, data, ctx) -> dict:
         samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
         path = ctx.path("samples.npy")
         if path is not None:
-            from .runner import atomic_write
+            from .runner import save_npy
 
-            keep = samples if data.meta.get("binarize") is not None else data.unscale_x(samples)
-            buf = io.BytesIO()
-            np.save(buf, np.asarray(keep))
-            atomic_write(path, buf.getvalue())
+            save_npy(path, samples if data.meta.get("binarize") is not None else data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)
     return out

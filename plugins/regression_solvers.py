@@ -207,13 +207,3 @@ def lasso_kkt_violation(X, y, theta, lam) -> float:
     viol = np.where(nz, np.abs(g - lam * np.sign(theta)), np.maximum(np.abs(g) - lam, 0.0))
     return float(np.max(viol, initial=0.0))
 
-
-def objective(X, y, theta, lam=0.0, penalty="none") -> float:
-    """(1/n)||y - X theta||^2 + lam * (||theta||^2 for l2, ||theta||_1 for l1)."""
-    resid = np.asarray(y, np.float64) - np.asarray(X, np.float64) @ theta
-    value = float(resid @ resid) / len(resid)
-    if penalty == "l2":
-        value += lam * float(theta @ theta)
-    elif penalty == "l1":
-        value += lam * float(np.abs(theta).sum())
-    return value

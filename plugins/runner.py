@@ -67,6 +67,15 @@ def save_npz(path: Path, arrays: dict) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def save_npy(path: Path, array) -> None:
+    """np.save into an atomic write (samples.npy and the like)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write(path, buf.getvalue())
+
+
 def build(spec_data: dict, *, base_dir=None):
     """Data, plugin, graph and model for a resolved spec (no training)."""
     run = spec_data["run"]

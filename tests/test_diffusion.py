@@ -261,7 +261,7 @@ def test_mmd_and_energy_distance():
     dab = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).mean()
     daa = np.sqrt(((a[:, None] - a[None]) ** 2).sum(-1)).sum() / (30 * 29)
     dbb = np.sqrt(((b[:, None] - b[None]) ** 2).sum(-1)).sum() / (20 * 19)
-    assert dfn.energy_distance(a, b) == pytest.approx(2 * dab - daa - dbb, rel=1e-9)
+    assert dfn.energy_distance_unbiased(a, b) == pytest.approx(2 * dab - daa - dbb, rel=1e-9)
 
 
 # --- spec errors ------------------------------------------------------------------------------
