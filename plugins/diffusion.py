@@ -405,14 +405,8 @@ class Diffusion(ModelPlugin):
 
 # --- report helpers ------------------------------------------------------------------------
 def programs_of(model, ctx=None) -> dict:
-    """The compiled extra programs: the trainer's, or compiled here (e.g. in tests)."""
-    trainer = None if ctx is None else ctx.extra.get("trainer")
-    progs = dict(getattr(trainer, "programs", None) or {})
-    backend = "numpy" if ctx is None else ctx.backend
-    for name, (outputs, updates) in model.programs.items():
-        if name not in progs:
-            progs[name] = compile(model.graph, outputs, updates, backend=backend)
-    return progs
+    """The compiled extra programs (the trainer's, or compiled once here, e.g. in tests)."""
+    return {name: model.program(name, ctx) for name in model.programs}
 
 
 def current_schedule(model, progs=None):

@@ -29,7 +29,7 @@ from gengraph.engine import compile, grad, ops, to_numpy
 from gengraph.engine.expr import ExprError, build as build_expr, names as expr_names
 
 from . import energy_tools as tools
-from .layers import ACTIVATIONS, init_weights, layer_schema
+from .layers import Network, layer_schema
 from .model import Model, ModelConfigError, ModelPlugin
 from .schema import Field, ListOf, Table
 
@@ -131,29 +131,12 @@ class NetworkEnergy:
     """x -> dense layers -> one linear unit; parameters created once (scope energy/), applied to any input."""
 
     def __init__(self, graph, d, layers, rng):
-        self.graph, self.layers = graph, []
-        dim = d
-        specs = list(layers) + [{"units": 1, "activation": "identity", "init": "xavier"}]
-        with graph.scope("energy"):
-            for i, lc in enumerate(specs):
-                if lc.get("type", "dense") != "dense":
-                    raise ModelConfigError(f"model.layers[{i}].type", "the ebm plugin supports dense layers only")
-                units, act = lc["units"], lc.get("activation", "relu")
-                name = f"dense{i}" if i < len(specs) - 1 else "out"
-                with graph.scope(name):
-                    W = graph.param("W", init_weights(lc.get("init", "auto"), act, rng, dim, units))
-                    b = graph.param("b", np.zeros(units)) if lc.get("bias", True) else None
-                self.layers.append((name, W, b, ACTIVATIONS.get(act)))
-                dim = units
+        self.graph = graph
+        self.net = Network(graph, d, layers, rng, "energy", origin="model.layers",
+                           out={"units": 1, "activation": "identity", "init": "xavier"})
 
     def __call__(self, x):
-        h = x
-        with self.graph.scope("energy"):
-            for name, W, b, act in self.layers:
-                with self.graph.scope(name):
-                    z = h @ W
-                    h = act(z + b if b is not None else z)
-        return h[:, 0]
+        return self.net(x)[:, 0]
 
 
 class ExpressionEnergy:
@@ -286,7 +269,7 @@ def _like(buf, x):
 
 # --- the report ----------------------------------------------------------------------------
 def energies(model, ctx, x):
-    prog = tools.program(model, ctx, "energy")
+    prog = model.program("energy", ctx)
     return tools.run_batched(prog, lambda lo, hi: {"x_energy": x[lo:hi]}, len(x), "energy")
 
 
@@ -295,7 +278,7 @@ def draw_samples(model, ctx, n, steps, seed):
     sampler: Replay = model.extras["sampler"]
     rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED]))
     x = sampler.noise(rng, n)
-    return np.asarray(to_numpy(run_langevin(tools.program(model, ctx, "langevin_step"), x, steps)), np.float64)
+    return np.asarray(to_numpy(run_langevin(model.program("langevin_step", ctx), x, steps)), np.float64)
 
 
 def report_ebm(model, data, ctx) -> dict:

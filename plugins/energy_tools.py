@@ -14,18 +14,6 @@ import numpy as np
 from gengraph.engine import Graph, compile, grad, ops, to_numpy
 
 
-def program(model, ctx, name):
-    """The compiled program `name` of model.programs (the trainer's copy when there is one)."""
-    trainer = ctx.extra.get("trainer") if ctx is not None else None
-    if trainer is not None and name in getattr(trainer, "programs", {}):
-        return trainer.programs[name]
-    cache = model.extras.setdefault("_compiled", {})
-    if name not in cache:
-        outputs, updates = model.programs[name]
-        cache[name] = compile(model.graph, outputs, updates, backend=getattr(ctx, "backend", "numpy"))
-    return cache[name]
-
-
 def run_batched(prog, feeds_fn, n, key, batch=4096):
     """Concatenate output `key` of prog over rows 0..n in chunks; feeds_fn(lo, hi) -> feeds."""
     return np.concatenate([to_numpy(prog.run(feeds_fn(i, min(i + batch, n)))[key]) for i in range(0, n, batch)])

@@ -36,9 +36,9 @@ from typing import Callable
 
 import numpy as np
 
-from gengraph.engine import compile, ops, to_numpy
+from gengraph.engine import ops, to_numpy
 
-from .layers import ACTIVATIONS, init_weights
+from .layers import Network
 from .model import Model, ModelPlugin
 from .registry import Registry
 from .schema import Dispatch, Field, Table
@@ -50,47 +50,6 @@ ELBO_TERMS = Registry("ELBO term")
 TRAIN_STREAM, IW_STREAM, SAMPLE_STREAM = 100, 200, 300
 REPORT_SEED = 0x5A3B1E  # numpy stream for the report's prior draws
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-# --- networks whose weights can be applied to several inputs ---------------------------
-class Network:
-    """Dense layers declared as a list, created once and applicable to any input.
-
-    ``build_stack`` creates new parameters at each call; a VAE needs the decoder on the
-    posterior samples, on prior samples and on a latent grid with the same weights.
-    Parameters are named ``scope/dense{i}/W`` (the last layer of a head: ``scope/out/W``).
-    """
-
-    def __init__(self, graph, in_dim: int, layers: list[dict], rng, scope: str, out: dict | None = None):
-        self.graph, self.scope, self.in_dim = graph, scope, in_dim
-        self.layers = []  # (name, W, b or None, activation function)
-        dim = in_dim
-        specs = [(f"dense{i}", cfg) for i, cfg in enumerate(layers)] + ([("out", out)] if out else [])
-        with graph.scope(scope):
-            for name, cfg in specs:
-                kind = cfg.get("type", "dense")
-                if kind != "dense":
-                    raise ValueError(f'{scope}: layer type "{kind}" is not supported by latent-variable models')
-                units, act = cfg["units"], cfg.get("activation", "relu")
-                with graph.scope(name):
-                    W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, dim, units))
-                    b = graph.param("b", np.zeros(units)) if cfg.get("bias", True) else None
-                self.layers.append((name, W, b, ACTIVATIONS.get(act)))
-                dim = units
-        self.out_dim = dim
-
-    @property
-    def params(self):
-        return [p for _, W, b, _ in self.layers for p in (W, b) if p is not None]
-
-    def __call__(self, x):
-        h = x
-        with self.graph.scope(self.scope):
-            for name, W, b, act in self.layers:
-                with self.graph.scope(name):
-                    z = h @ W
-                    h = act(z + b if b is not None else z)
-        return h
 
 
 class GaussianNet:
@@ -380,21 +339,9 @@ class LatentPlugin(ModelPlugin):
         return report_latent(model, data, ctx)
 
 
-def _program(model, ctx, name):
-    trainer = ctx.extra.get("trainer") if ctx is not None else None
-    progs = getattr(trainer, "programs", None) or {}
-    if name in progs:
-        return progs[name]
-    cache = model.extras.setdefault("_programs", {})
-    if name not in cache:
-        outputs, updates = model.programs[name]
-        cache[name] = compile(model.graph, outputs, updates, backend=getattr(ctx, "backend", "numpy"))
-    return cache[name]
-
-
 def run_batched(model, ctx, name, feeds_of, n, batch=256) -> dict:
     """Run a program over rows 0..n in batches; outputs concatenated as NumPy arrays."""
-    prog, parts = _program(model, ctx, name), {}
+    prog, parts = model.program(name, ctx), {}
     for start in range(0, n, batch):
         out = prog.run(feeds_of(slice(start, min(n, start + batch))))
         for k, v in out.items():

@@ -97,6 +97,52 @@ def build_stack(graph, x, layers: list[dict], rng, scope: str, origin: str | Non
     return h, [n for n in graph.params() if n.id not in before]
 
 
+class Network:
+    """Dense layers declared as a list, created once and applicable to any input.
+
+    ``build_stack`` creates new parameters at each call; a VAE needs the decoder on the
+    posterior samples, on prior samples and on a latent grid with the same weights, an EBM
+    its energy on data, on Langevin samples and on a plotting grid. Parameters are named
+    ``scope/dense{i}/W`` (the last layer of a head: ``scope/out/W``); `origin` is the spec
+    key of the layer list, for error messages.
+    """
+
+    def __init__(self, graph, in_dim: int, layers: list[dict], rng, scope: str, out: dict | None = None,
+                 origin: str | None = None):
+        self.graph, self.scope, self.in_dim = graph, scope, in_dim
+        self.layers = []  # (name, W, b or None, activation function)
+        dim = in_dim
+        specs = [(f"dense{i}", cfg) for i, cfg in enumerate(layers)] + ([("out", out)] if out else [])
+        with graph.scope(scope):
+            for i, (name, cfg) in enumerate(specs):
+                kind = cfg.get("type", "dense")
+                if kind != "dense":
+                    from .model import ModelConfigError
+
+                    raise ModelConfigError(f"{origin or scope}[{i}].type", f'layer type "{kind}" is not supported '
+                                                                             "here (dense layers only)")
+                units, act = cfg["units"], cfg.get("activation", "relu")
+                with graph.scope(name):
+                    W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, dim, units))
+                    b = graph.param("b", np.zeros(units)) if cfg.get("bias", True) else None
+                self.layers.append((name, W, b, ACTIVATIONS.get(act)))
+                dim = units
+        self.out_dim = dim
+
+    @property
+    def params(self):
+        return [p for _, W, b, _ in self.layers for p in (W, b) if p is not None]
+
+    def __call__(self, x):
+        h = x
+        with self.graph.scope(self.scope):
+            for name, W, b, act in self.layers:
+                with self.graph.scope(name):
+                    z = h @ W
+                    h = act(z + b if b is not None else z)
+        return h
+
+
 def init_rng(seed: int) -> np.random.Generator:
     """The parameter-initialisation stream, separate from data and noise streams."""
     return np.random.default_rng(np.random.SeedSequence([seed, 0x1417]))

@@ -45,6 +45,20 @@ class Model:
     extras: dict = field(default_factory=dict)  # plugin-specific nodes or values
     feeds: Callable | None = None  # (x, y) arrays -> {input name: array}
 
+    def program(self, name: str, ctx=None):
+        """The compiled program `name` of `programs`: the trainer's copy when a run has one,
+        else compiled here once (e.g. in tests) on the run's backend."""
+        trainer = ctx.extra.get("trainer") if ctx is not None else None
+        if trainer is not None and name in trainer.programs:
+            return trainer.programs[name]
+        cache = self.extras.setdefault("_compiled", {})
+        if name not in cache:
+            from gengraph.engine import compile
+
+            outputs, updates = self.programs[name]
+            cache[name] = compile(self.graph, outputs, updates, backend=getattr(ctx, "backend", "numpy"))
+        return cache[name]
+
     def feed(self, x, y):
         if self.feeds is not None:
             return self.feeds(x, y)

@@ -207,7 +207,7 @@ def rbm_programs(graph, energy, nv, nh) -> dict:
 
 # --- the report -------------------------------------------------------------------------------
 def _free_energies(model, ctx, x):
-    prog = tools.program(model, ctx, "hidden_probs")
+    prog = model.program("hidden_probs", ctx)
     return tools.run_batched(prog, lambda lo, hi: {"x_features": x[lo:hi]}, len(x), "free_energy")
 
 
@@ -215,7 +215,7 @@ def exact_log_partition(model, ctx, chunk=1 << 15) -> float:
     """log Z by enumeration in chunks (memory stays small up to 2^26 states)."""
     energy = model.extras["energy"]
     n = energy.enumerated_units()
-    prog = tools.program(model, ctx, "log_partition_chunk")
+    prog = model.program("log_partition_chunk", ctx)
     parts = []
     for lo in range(0, 2 ** n, chunk):
         k = np.arange(lo, min(lo + chunk, 2 ** n), dtype=np.int64)
@@ -227,7 +227,7 @@ def exact_log_partition(model, ctx, chunk=1 << 15) -> float:
 def ais_log_partition(model, ctx, runs, steps, seed) -> tuple[float, float]:
     """AIS estimate of log Z from the base-rate model (Salakhutdinov & Murray 2008), and its standard error."""
     energy, base = model.extras["energy"], model.extras["ais_base"]
-    prog = tools.program(model, ctx, "ais_step")
+    prog = model.program("ais_step", ctx)
     rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED, 1]))
     x = (rng.random((runs, energy.nv)) < 1 / (1 + np.exp(-base))).astype(np.float64)
     log_w = np.zeros(runs)
@@ -250,7 +250,7 @@ def gibbs_samples(model, ctx, data, n, steps, seed):
     else:
         xt = data.x_train
         x = xt.mean(0) + xt.std(0) * rng.standard_normal((n, energy.nv))
-    prog = tools.program(model, ctx, "sample_step")
+    prog = model.program("sample_step", ctx)
     mean = x
     for _ in range(steps):
         out = prog.run(x_chain=x)
@@ -280,7 +280,7 @@ def report_rbm(model, data, ctx) -> dict:
         if by_epoch:
             out[f"{split}_loglik_ais_by_epoch"] = by_epoch
     if cfg["probe"] and data.task == "classification" and data.n_test and data.y_train is not None:
-        prog = tools.program(model, ctx, "hidden_probs")
+        prog = model.program("hidden_probs", ctx)
         feats = [tools.run_batched(prog, lambda lo, hi, a=a: {"x_features": a[lo:hi]}, len(a), "p")
                  for a in (data.x_train, data.x_test)]
         probe = tools.softmax_regression(feats[0], data.y_train, feats[1], data.y_test, data.n_classes)
