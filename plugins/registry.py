@@ -25,9 +25,13 @@ class UnknownKind(KeyError):
         if self.name in self.broken:
             return f'{self.what} "{self.name}" is installed but failed to import: {self.broken[self.name]}'
         msg = f'unknown {self.what} "{self.name}"'
-        if self.suggestion:
+        if self.suggestion:  # a typo
             msg += f'; did you mean "{self.suggestion}"?'
+        else:  # something not installed
+            msg += " is not installed; install a package that provides it or pass --plugin FILE"
         msg += f" (installed: {', '.join(self.known) or 'none'})"
+        if self.broken:
+            msg += "; failed to import: " + "; ".join(f"{k} ({v})" for k, v in sorted(self.broken.items()))
         return msg
 
     def __str__(self) -> str:  # KeyError would quote the message

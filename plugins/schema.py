@@ -222,23 +222,9 @@ class Dispatch:
         try:
             obj = self.registry.get(name)
         except UnknownKind as exc:
-            ctx.add(key_path, _unknown_kind_message(exc))
+            ctx.add(key_path, str(exc))
             return value
         return self.schema_of(obj)._validate(value, path, ctx, passthrough=(self.key,))
-
-
-def _unknown_kind_message(exc: UnknownKind) -> str:
-    if exc.name in exc.broken:
-        return f'{exc.what} "{exc.name}" is installed but failed to import: {exc.broken[exc.name]}'
-    msg = f'unknown {exc.what} "{exc.name}"'
-    if exc.suggestion:
-        msg += f'; did you mean "{exc.suggestion}"?'
-    else:
-        msg += " is not installed; install a package that provides it or pass --plugin FILE"
-    msg += f" (installed: {', '.join(exc.known) or 'none'})"
-    if exc.broken:
-        msg += "; failed to import: " + "; ".join(f"{k} ({v})" for k, v in sorted(exc.broken.items()))
-    return msg
 
 
 def validate(schema: Table, data: dict, *, file=None, positions=None, path="") -> dict:
