@@ -481,6 +481,18 @@ def _run_inline(payloads, emit):
             return
 
 
+def _drain(completed, futures, emit) -> None:
+    """Record finished trials as they complete (a worker that died counts as a failed trial)
+    until `emit` asks to stop."""
+    for fut in completed:
+        try:
+            record = fut.result()
+        except Exception as exc:  # noqa: BLE001 -- BrokenProcessPool, KilledWorker, ...
+            record = _failed_record(futures[fut], exc)
+        if emit(record):
+            return
+
+
 def _failed_record(payload, exc) -> dict:
     from concurrent.futures.process import BrokenProcessPool
 
@@ -502,13 +514,7 @@ def _run_pool(payloads, workers, emit):
                                    mp_context=multiprocessing.get_context("spawn"))
         try:
             futures = {pool.submit(run_trial, p): p for p in payloads}
-            for fut in as_completed(futures):
-                try:
-                    record = fut.result()
-                except Exception as exc:  # noqa: BLE001 -- a worker that died (BrokenProcessPool, ...)
-                    record = _failed_record(futures[fut], exc)
-                if emit(record):
-                    break
+            _drain(as_completed(futures), futures, emit)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -554,13 +560,7 @@ def _run_dask(payloads, client, emit):
         fut = client.submit(run_trial, p, pure=False, key=f"gengraph-trial-{p['index']}-{os.urandom(4).hex()}")
         futures[fut] = p
     try:
-        for fut in distributed.as_completed(list(futures)):
-            try:
-                record = fut.result()
-            except Exception as exc:  # noqa: BLE001 -- a worker that died (KilledWorker, ...)
-                record = _failed_record(futures[fut], exc)
-            if emit(record):
-                break
+        _drain(distributed.as_completed(list(futures)), futures, emit)
     finally:
         client.cancel([f for f in futures if not f.done()])
 
