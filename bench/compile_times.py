@@ -33,9 +33,9 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def time_spec(path: Path, reps: int = 5) -> dict:
-    from gengraph.plugins.loading import load
-    from gengraph.plugins.runner import RunContext, build
-    from gengraph.plugins.trainer import Trainer
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.runner import RunContext, build
+    from gengraph.plugins.run.trainer import Trainer
 
     totals, compiles, builds = [], [], []
     progs = None

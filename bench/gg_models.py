@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from gengraph.engine import Graph, compile, ops
-from gengraph.plugins.layers import init_rng, init_weights
+from gengraph.plugins.blocks.layers import init_rng, init_weights
 from gengraph.plugins.model import Model
-from gengraph.plugins.runner import RunContext
-from gengraph.plugins.trainer import Trainer
+from gengraph.plugins.run.runner import RunContext
+from gengraph.plugins.run.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
@@ -83,13 +83,13 @@ def _trainer(plugin, model, data, seed, batch_size):
 
 # --- MLP: the shipped spec, through the plugin ----------------------------------------------
 def mlp_spec_data(dtype="float32") -> dict:
-    from gengraph.plugins.loading import load
+    from gengraph.plugins.run.loading import load
 
     return load(SPECS / "mlp_digits.toml", [f'run.dtype="{dtype}"']).data
 
 
 def build_mlp(dtype="float32") -> GG:
-    from gengraph.plugins.runner import build
+    from gengraph.plugins.run.runner import build
 
     spec = mlp_spec_data(dtype)
     data, plugin, graph, model = build(spec)
@@ -136,7 +136,7 @@ VAE_BATCH = 128
 
 
 def _spec(name, dtype, overrides=()):
-    from gengraph.plugins.loading import load
+    from gengraph.plugins.run.loading import load
 
     return load(SPECS / name, [f'run.dtype="{dtype}"', *overrides]).data
 
@@ -157,7 +157,7 @@ def build_vae(dtype="float32") -> GG:
     from gengraph.engine import topo_order
 
     if plugin_available("vae") is None and (SPECS / "vae_digits.toml").exists():
-        from gengraph.plugins.runner import build
+        from gengraph.plugins.run.runner import build
 
         spec = _spec("vae_digits.toml", dtype, [f"train.batch_size={VAE_BATCH}"])
         data, plugin, graph, model = build(spec)
@@ -208,7 +208,7 @@ DDPM_OVERRIDES = ['model.time_embedding.kind="scalar"', "train.batch_size=256"]
 def build_ddpm(dtype="float32") -> GG:
     """The diffusion plugin on specs/diffusion_moons.toml with a scalar time input (t/T, so the
     denoiser is 3-128-128-128-2) and batch 256; T = 100 and the rest as the spec says."""
-    from gengraph.plugins.runner import build
+    from gengraph.plugins.run.runner import build
 
     reason = plugin_available("diffusion")
     if reason is not None or not (SPECS / "diffusion_moons.toml").exists():
@@ -225,8 +225,8 @@ def build_ddpm(dtype="float32") -> GG:
     if [s_[0] for s_ in sizes[0::2]] != [3, 128, 128, 128] or sizes[-1] != (2,) or not acts <= {"silu", "relu"} \
             or len(acts) != 1:
         raise RuntimeError(f"unexpected denoiser: {sizes}, activations {acts}")
-    from gengraph.plugins import diffusion as D
-    from gengraph.plugins.samplers import sampler_steps
+    from gengraph.plugins.models import diffusion as D
+    from gengraph.plugins.blocks.samplers import sampler_steps
 
     sched = ex["schedule"]
     info = {"T": ex["T"], "activation": acts.pop(),
@@ -241,6 +241,6 @@ def build_ddpm(dtype="float32") -> GG:
 
 def ddpm_sample(gg: GG, n: int, rng) -> np.ndarray:
     """Ancestral sampling as `gengraph run`'s report does it: plugins.diffusion.sample (T program calls)."""
-    from gengraph.plugins.diffusion import sample
+    from gengraph.plugins.models.diffusion import sample
 
     return sample(gg.model, gg.programs, gg.data["steps"], n, rng)[0]

@@ -38,8 +38,8 @@ GRAPHVIZ_HELP = ("Graphviz's `dot` program was not found on PATH, so --render ca
 
 def _spec_models(spec, overrides, plugin_files, extra_overrides=()):
     """Load the spec, build data/plugin/graph/model (CPU), return them with the spec path."""
-    from gengraph.plugins.loading import load
-    from gengraph.plugins.runner import build_checked
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.runner import build_checked
 
     _load_plugins(plugin_files)
     loaded = load(spec, list(overrides) + list(extra_overrides))
@@ -50,8 +50,8 @@ def _spec_models(spec, overrides, plugin_files, extra_overrides=()):
 def compiled_programs(loaded, data, plugin, model):
     """({name: (outputs, updates, Program)} for every program a run of this spec compiles,
     the first node id created after the model was built)."""
-    from gengraph.plugins.runner import RunContext
-    from gengraph.plugins.trainer import Trainer
+    from gengraph.plugins.run.runner import RunContext
+    from gengraph.plugins.run.trainer import Trainer
 
     cfg = loaded.data
     ctx = RunContext(cfg, None, cfg["run"]["seed"], "numpy")

@@ -42,9 +42,9 @@ def user_errors(fn):
         from gengraph.engine.expr import ExprError
         from gengraph.engine.ops.registry import ShapeError
         from gengraph.plugins.datasets import DataError
-        from gengraph.plugins.errors import SpecError
-        from gengraph.plugins.runner import CheckpointError, RunInterrupted
-        from gengraph.plugins.trainer import DivergenceError
+        from gengraph.plugins.spec.errors import SpecError
+        from gengraph.plugins.run.runner import CheckpointError, RunInterrupted
+        from gengraph.plugins.run.trainer import DivergenceError
 
         try:
             return fn(*args, **kwargs)
@@ -64,7 +64,7 @@ def user_errors(fn):
 
 
 def _load_plugins(paths):
-    from gengraph.plugins.loading import load_plugin_file
+    from gengraph.plugins.run.loading import load_plugin_file
 
     for p in paths:
         load_plugin_file(p)
@@ -73,7 +73,7 @@ def _load_plugins(paths):
 def _spec_path(spec):
     if spec is not None:
         return spec
-    from gengraph.plugins.loading import default_spec
+    from gengraph.plugins.run.loading import default_spec
 
     return str(default_spec())
 
@@ -122,9 +122,9 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
     """
     from pathlib import Path
 
-    from gengraph.plugins.loading import load
-    from gengraph.plugins.progress import Progress
-    from gengraph.plugins.runner import execute
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.progress import Progress
+    from gengraph.plugins.run.runner import execute
 
     _load_plugins(plugin_files)
     overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
@@ -160,8 +160,8 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     """Check a SPEC against the installed plugins; report every problem at once."""
     from pathlib import Path
 
-    from gengraph.plugins.loading import load
-    from gengraph.plugins.runner import build_checked
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.runner import build_checked
 
     _load_plugins(plugin_files)
     loaded = load(spec, list(overrides))
@@ -182,7 +182,7 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
 @user_errors
 def plugins(as_json, plugin_files, debug):
     """List installed model kinds (and broken ones), data sources, optimizers and layers."""
-    from gengraph.plugins.loading import inventory
+    from gengraph.plugins.run.loading import inventory
 
     _load_plugins(plugin_files)
     inv = inventory()

@@ -1,7 +1,7 @@
 """`gengraph sweep`: run a spec's [sweep] grid or random search; parsing, printing, exit codes.
 
 The sweep itself (expansion, trials, executors, records, plots) lives in
-gengraph.plugins.sweep.
+gengraph.plugins.sweep.sweep.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overr
     sweep.json (ranked), and heatmap.png (2-axis grids) or curve.png (1 axis).
     A failed trial is recorded and the others go on; the exit code is then 1.
     """
-    from gengraph.plugins import sweep as sw
+    from gengraph.plugins.sweep import sweep as sw
 
     if scheduler is not None and scheduler != "local-dask" and "://" not in scheduler:
         raise UserError(f"--scheduler: expected tcp://HOST:PORT or local-dask, found {scheduler!r}")

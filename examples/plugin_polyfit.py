@@ -16,7 +16,7 @@ import numpy as np
 
 from gengraph.engine import ops
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
-from gengraph.plugins.schema import Field, Table
+from gengraph.plugins.spec.schema import Field, Table
 
 
 class PolyFit(ModelPlugin):

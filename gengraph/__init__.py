@@ -15,7 +15,7 @@ _API = {
     "value_and_grad": "gengraph.engine", "check_grads": "gengraph.engine",
     "make_optimizer": "gengraph.engine", "make_schedule": "gengraph.engine",
     # specs and runs
-    "load_spec": "gengraph.plugins.loading:load", "run_spec": "gengraph.plugins.runner:execute",
+    "load_spec": "gengraph.plugins.run.loading:load", "run_spec": "gengraph.plugins.run.runner:execute",
     "ModelPlugin": "gengraph.plugins.model", "Model": "gengraph.plugins.model",
 }
 

@@ -20,7 +20,7 @@ from gengraph.plugins.datasets import (
     make_dataset,
     read_idx,
 )
-from gengraph.plugins.errors import SpecError
+from gengraph.plugins.spec.errors import SpecError
 from gengraph.plugins.registry import UnknownKind
 
 GENERATORS = ["linear", "quadratic2d", "polynomial", "franke", "moons", "gaussians", "swiss_roll"]
@@ -74,8 +74,8 @@ def test_bad_shared_key_values():
 
 def test_data_schema_dispatches_on_source():
     from gengraph.plugins.datasets import data_schema, shared_keys_schema
-    from gengraph.plugins.schema import Table, validate
-    from gengraph.plugins.schema import describe as describe_table
+    from gengraph.plugins.spec.schema import Table, validate
+    from gengraph.plugins.spec.schema import describe as describe_table
 
     top = Table({"data": data_schema()})
     raw = {"source": "digits", "classes": [0, 1], "scale": "minmax"}

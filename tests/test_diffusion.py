@@ -14,12 +14,12 @@ import pytest
 
 from gengraph.engine import Graph, compile, grad, ops
 from gengraph.engine.gradcheck import central_differences, compare
-from gengraph.plugins import diffusion as dfn
+from gengraph.plugins.models import diffusion as dfn
 from gengraph.plugins.datasets import Dataset
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.noise_schedules import make_schedule
-from gengraph.plugins.samplers import ddim_timesteps, sampler_steps
-from gengraph.plugins.schema import validate
+from gengraph.plugins.blocks.noise_schedules import make_schedule
+from gengraph.plugins.blocks.samplers import ddim_timesteps, sampler_steps
+from gengraph.plugins.spec.schema import validate
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 PREDICTIONS = ["epsilon", "x0", "v"]
@@ -276,8 +276,8 @@ def test_config_errors_name_the_key():
 
 # --- the shipped specs, shortened -----------------------------------------------------------------
 def run_spec(name, out, *overrides):
-    from gengraph.plugins.loading import load
-    from gengraph.plugins.runner import execute
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.runner import execute
 
     spec = load(SPECS / name, list(overrides))
     return execute(spec, out, log=lambda *a, **k: None)

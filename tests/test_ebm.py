@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from gengraph.engine import Graph, central_differences, compile, grad
-from gengraph.plugins import energy_tools as tools
+from gengraph.plugins.blocks import energy_tools as tools
 from gengraph.plugins.datasets import Dataset
-from gengraph.plugins.ebm import plugin, run_langevin
-from gengraph.plugins.loading import load
+from gengraph.plugins.models.ebm import plugin, run_langevin
+from gengraph.plugins.run.loading import load
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.runner import RunContext, execute
-from gengraph.plugins.schema import validate
+from gengraph.plugins.run.runner import RunContext, execute
+from gengraph.plugins.spec.schema import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

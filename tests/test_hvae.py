@@ -11,11 +11,11 @@ import pytest
 
 from gengraph.engine import compile, ops
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.hvae import plugin as hvae
-from gengraph.plugins.latent_common import nll_iw
-from gengraph.plugins.loading import load
-from gengraph.plugins.runner import execute
-from gengraph.plugins.vae import plugin as vae
+from gengraph.plugins.models.hvae import plugin as hvae
+from gengraph.plugins.models.latent_common import nll_iw
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.run.runner import execute
+from gengraph.plugins.models.vae import plugin as vae
 
 from test_vae import LOG_2PI, build, check_loss_gradients, per_example_neg_elbo, run
 

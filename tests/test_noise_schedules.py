@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from gengraph.plugins.noise_schedules import (
+from gengraph.plugins.blocks.noise_schedules import (
     NOISE_SCHEDULES,
     ScheduleKind,
     from_betas,
@@ -16,7 +16,7 @@ from gengraph.plugins.noise_schedules import (
     make_schedule,
 )
 from gengraph.plugins.registry import UnknownKind
-from gengraph.plugins.schema import Field, Table
+from gengraph.plugins.spec.schema import Field, Table
 
 
 def sched(kind, **kw):
@@ -169,7 +169,7 @@ def test_bad_schedules_are_refused():
 
 def test_learned_schedule_is_monotone_with_exact_endpoints():
     from gengraph.engine import Graph, compile
-    from gengraph.plugins.noise_schedules import LearnedSchedule
+    from gengraph.plugins.blocks.noise_schedules import LearnedSchedule
 
     s = sched("learned")
     assert s.gamma[0] == pytest.approx(-13.3, abs=1e-9) and s.gamma[-1] == pytest.approx(5.0, abs=1e-9)

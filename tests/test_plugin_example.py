@@ -68,7 +68,7 @@ def test_example_plugin_gradient_matches_finite_differences(degree):
     from gengraph.engine import Graph, compile, grad
     from gengraph.engine.gradcheck import central_differences, compare
     from gengraph.plugins.datasets import make_dataset
-    from gengraph.plugins.loading import load_plugin_file
+    from gengraph.plugins.run.loading import load_plugin_file
 
     load_plugin_file(EXAMPLE)
     plugin = MODELS.get("polyfit")

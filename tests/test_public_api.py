@@ -11,7 +11,7 @@ import gengraph
 
 def test_public_api_resolves_to_the_real_objects():
     from gengraph.engine import Graph, check_grads, value_and_grad
-    from gengraph.plugins.loading import load
+    from gengraph.plugins.run.loading import load
 
     assert gengraph.Graph is Graph and gengraph.value_and_grad is value_and_grad
     assert gengraph.check_grads is check_grads and gengraph.load_spec is load

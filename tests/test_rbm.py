@@ -9,11 +9,11 @@ import pytest
 
 from gengraph.engine import Graph, central_differences, compile, grad, ops
 from gengraph.plugins.datasets import Dataset
-from gengraph.plugins.energy_rbm import BuiltinEnergy, ExpressionEnergy, all_states, check_expression
-from gengraph.plugins.loading import load
+from gengraph.plugins.models.rbm_energy import BuiltinEnergy, ExpressionEnergy, all_states, check_expression
+from gengraph.plugins.run.loading import load
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.rbm import ais_log_partition, plugin
-from gengraph.plugins.runner import execute
+from gengraph.plugins.models.rbm import ais_log_partition, plugin
+from gengraph.plugins.run.runner import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 NV, NH = 6, 4
@@ -189,7 +189,7 @@ def _dataset(nv=NV, n=40, seed=0, binary=True):
 
 
 def _cfg(**kw):
-    from gengraph.plugins.schema import validate
+    from gengraph.plugins.spec.schema import validate
 
     return validate(plugin.schema, {"n_hidden": NH, **kw})
 

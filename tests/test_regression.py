@@ -23,9 +23,9 @@ from gengraph.cli.main import main
 from gengraph.engine import Graph, compile, grad, to_numpy
 from gengraph.engine.gradcheck import central_differences
 from gengraph.plugins.datasets import make_dataset
-from gengraph.plugins.loading import load
-from gengraph.plugins.regression import plugin as regression_plugin
-from gengraph.plugins.regression_solvers import design_matrix, lasso_cd, lasso_kkt_violation, monomials, term_name
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.models.regression import plugin as regression_plugin
+from gengraph.plugins.models.regression_solvers import design_matrix, lasso_cd, lasso_kkt_violation, monomials, term_name
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 

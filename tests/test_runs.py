@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from gengraph.cli.main import main
-from gengraph.plugins.loading import load
-from gengraph.plugins.runner import CheckpointError, RunInterrupted, execute, read_checkpoint
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.run.runner import CheckpointError, RunInterrupted, execute, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "specs" / "mlp_digits.toml"
@@ -89,11 +89,11 @@ def test_divergence_stops_names_the_node_and_keeps_last_good_checkpoint(tmp_path
 
 
 def test_checkpoint_loading_never_unpickles(tmp_path):
-    from gengraph.plugins.runner import Trainer, build
+    from gengraph.plugins.run.runner import Trainer, build
 
     spec = load(DIGITS, SHORT)
     data, plugin, graph, model = build(spec.data)
-    from gengraph.plugins.runner import RunContext
+    from gengraph.plugins.run.runner import RunContext
 
     trainer = Trainer(plugin, model, data, spec.data["train"], RunContext(spec.data, None, 0))
     evil = tmp_path / "checkpoint.npz"

@@ -13,10 +13,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from gengraph.plugins.errors import SpecError
-from gengraph.plugins.spec import spec_from_text
-from gengraph.plugins.spec_schema import top_schema
-from gengraph.plugins.toml_writer import dumps
+from gengraph.plugins.spec.errors import SpecError
+from gengraph.plugins.spec.document import spec_from_text
+from gengraph.plugins.run.spec_schema import top_schema
+from gengraph.plugins.spec.toml_writer import dumps
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = [p.read_text() for p in sorted((ROOT / "specs").glob("*.toml"))]

@@ -4,13 +4,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gengraph.plugins.errors import SpecError, SpecIssue
-from gengraph.plugins.overrides import apply_overrides, parse_override
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.overrides import apply_overrides, parse_override
 from gengraph.plugins.registry import Registry
-from gengraph.plugins.schema import Dispatch, Field, ListOf, Table
-from gengraph.plugins.spec import spec_from_text
-from gengraph.plugins.toml_positions import build_path, parse_toml
-from gengraph.plugins.toml_writer import format_value
+from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
+from gengraph.plugins.spec.document import spec_from_text
+from gengraph.plugins.spec.toml_positions import build_path, parse_toml
+from gengraph.plugins.spec.toml_writer import format_value
 
 
 class Kind:

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gengraph.plugins.errors import SpecError
-from gengraph.plugins.toml_positions import (
+from gengraph.plugins.spec.errors import SpecError
+from gengraph.plugins.spec.toml_positions import (
     build_path,
     join_index,
     join_key,
@@ -15,7 +15,7 @@ from gengraph.plugins.toml_positions import (
     read_path,
     split_path,
 )
-from gengraph.plugins.toml_writer import dumps, format_key
+from gengraph.plugins.spec.toml_writer import dumps, format_key
 
 TEXT = '''\
 spec_version = 1  # comment with [brackets] and key = 1

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gengraph.plugins.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.registry import Registry
-from gengraph.plugins.schema import REQUIRED, Dispatch, Field, ListOf, Table, describe, validate
-from gengraph.plugins.spec import load_spec, spec_from_text
-from gengraph.plugins.toml_positions import parse_toml
+from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, ListOf, Table, describe, validate
+from gengraph.plugins.spec.document import load_spec, spec_from_text
+from gengraph.plugins.spec.toml_positions import parse_toml
 
 
 class Kind:

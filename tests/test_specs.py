@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gengraph.plugins.loading import load
+from gengraph.plugins.run.loading import load
 from gengraph.plugins.model import MODELS
-from gengraph.plugins.runner import execute
+from gengraph.plugins.run.runner import execute
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.toml"))
 SHORT = {"train.epochs": 1, "output.plots": False, "output.samples": 16}

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from gengraph.cli.main import main
-from gengraph.plugins import sweep as sw
-from gengraph.plugins.errors import SpecError
-from gengraph.plugins.loading import load
+from gengraph.plugins.sweep import sweep as sw
+from gengraph.plugins.spec.errors import SpecError
+from gengraph.plugins.run.loading import load
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "specs" / "sweep_ridge_franke.toml"
@@ -277,7 +277,7 @@ def test_resume_skips_recorded_trials_and_reruns_a_changed_spec(tmp_path):
 
 
 def test_plots_heatmap_for_two_axes_and_curve_for_one(tmp_path):
-    from gengraph.plugins import sweep_plots
+    from gengraph.plugins.sweep import plots as sweep_plots
 
     spec = write(tmp_path, RIDGE.replace("[2, 5]", "[1, 3, 5]").replace("[1e-4, 1e-1]", "[1e-5, 1e-3, 1e-1]"))
     result = invoke("sweep", spec, "--out", tmp_path / "two", "--workers", "1", "--json")

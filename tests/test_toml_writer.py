@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gengraph.plugins.toml_writer import dumps, format_key, format_string
+from gengraph.plugins.spec.toml_writer import dumps, format_key, format_string
 
 
 def test_layout_of_a_resolved_spec():

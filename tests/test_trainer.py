@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from gengraph.plugins.errors import SpecError
-from gengraph.plugins.loading import load
-from gengraph.plugins.runner import execute
-from gengraph.plugins.trainer import batches
+from gengraph.plugins.spec.errors import SpecError
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.run.runner import execute
+from gengraph.plugins.run.trainer import batches
 
 BASE = """spec_version = 1
 [run]
@@ -93,7 +93,7 @@ def test_minibatches_cover_every_row_once_per_epoch():
 
 
 def test_a_plugin_that_does_not_train_by_gradient_fits_itself(tmp_path):
-    from gengraph.plugins.mlp import MLP
+    from gengraph.plugins.models.mlp import MLP
     from gengraph.plugins.model import MODELS
 
     class ClosedForm(MLP):

@@ -19,12 +19,12 @@ import pytest
 from gengraph.engine import Graph, compile, grad, ops, to_numpy
 from gengraph.engine.gradcheck import central_differences, compare
 from gengraph.plugins.datasets import Dataset
-from gengraph.plugins.latent_common import ELBO_TERMS, LIKELIHOODS, nll_iw
-from gengraph.plugins.layers import init_rng
-from gengraph.plugins.loading import load
-from gengraph.plugins.runner import execute
-from gengraph.plugins.schema import validate
-from gengraph.plugins.vae import plugin as vae
+from gengraph.plugins.models.latent_common import ELBO_TERMS, LIKELIHOODS, nll_iw
+from gengraph.plugins.blocks.layers import init_rng
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.run.runner import execute
+from gengraph.plugins.spec.schema import validate
+from gengraph.plugins.models.vae import plugin as vae
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_2PI = math.log(2 * math.pi)

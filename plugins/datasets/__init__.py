@@ -14,14 +14,11 @@ source registers the same way: ``DATASETS.register("mine", MySource())``.
 
 from __future__ import annotations
 
-from ..registry import Registry
-from . import digits, files, generators
-from .base import REQUIRED, DataError, Dataset, Source
+from .base import REQUIRED, SHARED_FIELDS, DataError, Dataset, Source
 from .digits import load_digits
 from .files import read_idx
 from .generators import franke_function
 from .prepare import (
-    SHARED_FIELDS,
     data_rng,
     data_schema,
     make_dataset,
@@ -30,12 +27,7 @@ from .prepare import (
     split_rng,
 )
 
-DATASETS = Registry("data source")
-
-for _source in (*generators.SOURCES, *digits.SOURCES, *files.SOURCES):
-    assert not set(_source.params) & set(SHARED_FIELDS), _source.name
-    DATASETS.register(_source.name, _source)
-del _source
+from .sources import DATASETS
 
 
 def get_source(name: str) -> Source:

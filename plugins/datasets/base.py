@@ -22,9 +22,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..schema import REQUIRED, Field, Table  # noqa: F401  (REQUIRED re-exported for sources)
+from gengraph.plugins.spec.schema import REQUIRED, Field, Table  # noqa: F401  (REQUIRED re-exported for sources)
 
 TASKS = ("regression", "classification", "unsupervised")
+SCALE_CHOICES = ["none", "standardize", "minmax", "minmax_global"]
 
 
 class DataError(Exception):
@@ -117,7 +118,6 @@ class Source:
     @property
     def schema(self) -> Table:
         """The full ``[data]`` table for this source: own keys merged with shared keys."""
-        from .prepare import SHARED_FIELDS
 
         return Table({**self.params, **SHARED_FIELDS}, help=self.help)
 
@@ -130,3 +130,19 @@ class Source:
 
     def __repr__(self) -> str:
         return f"<data source {self.name!r}: {self.help}>"
+
+
+# Keys every source accepts besides its own (split, scaling, binarizing, shuffling).
+SHARED_FIELDS: dict[str, Field] = {
+    "test_fraction": Field(float, 0.2, "fraction of the examples held out as the test set "
+                           "(ignored when the source has a separate test file)", min=0.0, max=0.9),
+    "scale": Field(str, "none", 'feature scaling fitted on the training split: "none", '
+                   '"standardize" (zero mean, unit variance per feature), "minmax" (each feature to '
+                   '[0, 1]) or "minmax_global" (one range for all features, e.g. pixels to [0, 1])',
+                   choices=SCALE_CHOICES),
+    "scale_target": Field(bool, False, "standardize a regression target too (training statistics)"),
+    "binarize": Field((int, float), None, "threshold: after scaling, features above it become 1.0, "
+                      "the others 0.0 (default: off)"),
+    "shuffle": Field(bool, True, "shuffle the examples before splitting; if false the last rows "
+                     "are the test set"),
+}

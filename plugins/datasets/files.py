@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..registry import suggest
+from gengraph.plugins.registry import suggest
 from .base import REQUIRED, DataError, Dataset, Field, Source
 
 TASK_FIELD = Field(

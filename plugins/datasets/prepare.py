@@ -23,28 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SpecError, SpecIssue
-from ..registry import UnknownKind
-from ..schema import REQUIRED, Dispatch, Field, Table, validate
-from .base import DataError, Dataset
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.registry import UnknownKind
+from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, Table, validate
+from .base import SCALE_CHOICES, SHARED_FIELDS, DataError, Dataset
+from .sources import DATASETS
 
 DATA_STREAM = 0xDA7A
 
-SCALE_CHOICES = ["none", "standardize", "minmax", "minmax_global"]
 
-SHARED_FIELDS: dict[str, Field] = {
-    "test_fraction": Field(float, 0.2, "fraction of the examples held out as the test set "
-                           "(ignored when the source has a separate test file)", min=0.0, max=0.9),
-    "scale": Field(str, "none", 'feature scaling fitted on the training split: "none", '
-                   '"standardize" (zero mean, unit variance per feature), "minmax" (each feature to '
-                   '[0, 1]) or "minmax_global" (one range for all features, e.g. pixels to [0, 1])',
-                   choices=SCALE_CHOICES),
-    "scale_target": Field(bool, False, "standardize a regression target too (training statistics)"),
-    "binarize": Field((int, float), None, "threshold: after scaling, features above it become 1.0, "
-                      "the others 0.0 (default: off)"),
-    "shuffle": Field(bool, True, "shuffle the examples before splitting; if false the last rows "
-                     "are the test set"),
-}
 
 
 # ---- seeding -------------------------------------------------------------------------
@@ -74,7 +61,6 @@ def data_schema(default=None) -> Dispatch:
     ``default`` (e.g. ``{"source": "moons"}``) is used when a spec has no ``[data]``;
     without it ``[data]`` is required.
     """
-    from . import DATASETS
 
     return Dispatch("source", DATASETS, REQUIRED if default is None else default,
                     "where the examples come from and how they are prepared")
@@ -140,7 +126,6 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
     source, misspelt key, value out of range) and DataError for anything wrong with the
     data itself (missing or malformed file, a split that leaves nothing to train on).
     """
-    from . import DATASETS
 
     if "source" not in data_spec:
         raise SpecError(SpecIssue(None, None, None, "data.source",

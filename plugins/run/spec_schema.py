@@ -10,10 +10,10 @@ from __future__ import annotations
 from gengraph.engine import optimizers as engine_optimizers
 from gengraph.engine import schedules as engine_schedules
 
-from .datasets import data_schema
-from .model import MODELS
-from .registry import Registry
-from .schema import REQUIRED, Dispatch, Field, Table
+from gengraph.plugins.datasets import data_schema
+from gengraph.plugins.model import MODELS
+from gengraph.plugins.registry import Registry
+from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, Table
 
 
 class _HyperSpec:
@@ -87,7 +87,7 @@ def output_schema() -> Table:
 
 
 def sweep_schema() -> Table:
-    """[sweep]: read by `gengraph sweep` only (see gengraph.plugins.sweep); `gengraph run` ignores it."""
+    """[sweep]: read by `gengraph sweep` only (see gengraph.plugins.sweep.sweep); `gengraph run` ignores it."""
     return _OptionalTable({
         "method": Field(str, "grid", "grid (every combination) or random (`trials` draws)", choices=["grid", "random"]),
         "axes": Field(dict, {}, 'dotted key as for --set -> list of values, or a range { low, high, log, num }, '

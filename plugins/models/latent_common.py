@@ -38,10 +38,11 @@ import numpy as np
 
 from gengraph.engine import ops, to_numpy
 
-from .layers import Network
-from .model import Model, ModelPlugin
-from .registry import Registry
-from .schema import Dispatch, Field, Table
+from gengraph.plugins.blocks.layers import Network
+from gengraph.plugins.model import Model, ModelPlugin
+from gengraph.plugins.registry import Registry
+from gengraph.plugins.spec.schema import Dispatch, Field, Table
+from gengraph.plugins.blocks.files import save_npy
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
@@ -372,7 +373,6 @@ def report_latent(model, data, ctx) -> dict:
         samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
-            from .runner import save_npy
 
             save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
@@ -381,7 +381,7 @@ def report_latent(model, data, ctx) -> dict:
 
 
 def _plots(model, data, ctx, x_ref, samples):
-    from . import plots
+    from gengraph.plugins.blocks import plots
 
     hier: Hierarchy = model.extras["hierarchy"]
     shape = data.image_shape
@@ -416,7 +416,7 @@ def _plots(model, data, ctx, x_ref, samples):
 
 def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
     """Images (n, prod(shape)) tiled into one picture (one imshow: fast for 100s of images)."""
-    from .plots import _figure, _save
+    from gengraph.plugins.blocks.plots import _figure, _save
 
     images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape))
     n, (h, w) = len(images), images.shape[1:]
@@ -440,7 +440,7 @@ def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
 
 
 def latent_scatter(codes, labels, path) -> None:
-    from .plots import _figure, _save
+    from gengraph.plugins.blocks.plots import _figure, _save
 
     fig = _figure(4.8, 4.2)
     ax = fig.add_subplot(1, 1, 1)
@@ -457,7 +457,7 @@ def latent_scatter(codes, labels, path) -> None:
 
 def elbo_terms_plot(history, path, keys=None) -> None:
     """neg_elbo and its terms (metric names `keys`) per epoch, train (solid) and test (dashed)."""
-    from .plots import _figure, _save
+    from gengraph.plugins.blocks.plots import _figure, _save
 
     if keys is None:
         keys = sorted({k.split("_", 1)[1] for r in history for k in r

@@ -65,12 +65,13 @@ import numpy as np
 
 from gengraph.engine import compile, ops, to_numpy, topo_order
 
-from .energy_tools import _sq_dists as _sqdist, median_bandwidth
-from .layers import build_stack, layer_schema
-from .model import Model, ModelConfigError, ModelPlugin
-from .noise_schedules import NOISE_SCHEDULES, from_gamma
-from .samplers import SAMPLERS, run_steps, sampler_steps
-from .schema import Dispatch, Field, ListOf, Table
+from gengraph.plugins.blocks.energy_tools import _sq_dists as _sqdist, median_bandwidth
+from gengraph.plugins.blocks.layers import build_stack, layer_schema
+from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
+from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
+from gengraph.plugins.blocks.samplers import SAMPLERS, run_steps, sampler_steps
+from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
+from gengraph.plugins.blocks.files import save_npy
 
 EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
 SAMPLE_SEED, BOUND_SEED, BASELINE_SEED = 0x5A3D, 0xB0D, 0xBA5E
@@ -392,7 +393,6 @@ class Diffusion(ModelPlugin):
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
         if ctx.run_dir is not None:
-            from .runner import save_npy
 
             save_npy(ctx.path("samples.npy"), samples)
         if D == 2 and data.x_test is not None and data.n_test:
@@ -585,7 +585,7 @@ def sample_quality(samples, data, seed, repeats: int = 10) -> dict:
 
 # --- plots ---------------------------------------------------------------------------------
 def _plots(samples, strip, data, ctx, cfg):
-    from .plots import _figure, _save, image_grid, scatter_vs_data
+    from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
 
     D = samples.shape[1]
     times = sorted(strip, reverse=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SpecError, SpecIssue
-from .overrides import apply_overrides
-from .schema import Table, validate
-from .toml_positions import locate, parse_toml, split_path
-from .toml_writer import dumps, format_value
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.overrides import apply_overrides
+from gengraph.plugins.spec.schema import Table, validate
+from gengraph.plugins.spec.toml_positions import locate, parse_toml, split_path
+from gengraph.plugins.spec.toml_writer import dumps, format_value
 
 SPEC_VERSION = 1
 

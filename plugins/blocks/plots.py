@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from gengraph.plugins.blocks.files import atomic_write
 
 
 def _figure(w=5.0, h=3.6):
@@ -17,7 +18,6 @@ def _figure(w=5.0, h=3.6):
 
 
 def _save(fig, path):
-    from .runner import atomic_write
     import io
 
     buf = io.BytesIO()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 import datetime as dt
 
-from .errors import SpecError, SpecIssue
-from .registry import UnknownKind, suggest
-from .toml_positions import join_index, join_key, locate
-from .toml_writer import format_value
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.registry import UnknownKind, suggest
+from gengraph.plugins.spec.toml_positions import join_index, join_key, locate
+from gengraph.plugins.spec.toml_writer import format_value
 
 
 class _Required:

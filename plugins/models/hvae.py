@@ -24,11 +24,11 @@ the report is the VAE's (test_nll_iw uses the joint proposal q(h_1:T|x)).
 
 from __future__ import annotations
 
-from .model import ModelConfigError
-from .latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
+from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.models.latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
     likelihood_schema
-from .layers import layer_schema
-from .schema import Field, ListOf, Table
+from gengraph.plugins.blocks.layers import layer_schema
+from gengraph.plugins.spec.schema import Field, ListOf, Table
 
 
 class HVAE(LatentPlugin):

@@ -31,11 +31,12 @@ import numpy as np
 from gengraph.engine import ops, to_numpy
 from gengraph.engine.expr import ExprError, names as expr_names
 
-from . import energy_tools as tools
-from .energy_rbm import (BuiltinEnergy, ExpressionEnergy, ais_base_log_partition, ais_betas, ais_free_energy,
+from gengraph.plugins.blocks import energy_tools as tools
+from gengraph.plugins.models.rbm_energy import (BuiltinEnergy, ExpressionEnergy, ais_base_log_partition, ais_betas, ais_free_energy,
                          ais_transition, check_expression, expression_names)
-from .model import Model, ModelConfigError, ModelPlugin
-from .schema import Field, Table
+from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
+from gengraph.plugins.spec.schema import Field, Table
+from gengraph.plugins.blocks.files import save_npy
 
 REPORT_SEED = 0x5A4
 PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
@@ -294,7 +295,6 @@ def report_rbm(model, data, ctx) -> dict:
         samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
         path = ctx.path("samples.npy")
         if path is not None:
-            from .runner import save_npy
 
             save_npy(path, samples if data.meta.get("binarize") is not None else data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
@@ -303,7 +303,7 @@ def report_rbm(model, data, ctx) -> dict:
 
 
 def _plots(model, data, ctx, samples, means, log_z):
-    from . import plots
+    from gengraph.plugins.blocks import plots
 
     energy = model.extras["energy"]
     shape = data.image_shape

@@ -45,10 +45,11 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SpecError, SpecIssue
-from .overrides import ORIGIN
-from .toml_positions import build_path, join_key, read_path, split_path
-from .toml_writer import format_value
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.overrides import ORIGIN
+from gengraph.plugins.spec.toml_positions import build_path, join_key, read_path, split_path
+from gengraph.plugins.spec.toml_writer import format_value
+from gengraph.plugins.blocks.files import atomic_write
 
 AXIS_ORIGIN = "--axis"
 RANGE_KEYS = ("low", "high", "log", "num")
@@ -343,9 +344,9 @@ def _axes(spec, method, axis_options) -> list[Axis]:
 
 def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin_files=()) -> SweepPlan:
     """Read, expand and validate a sweep; raises SpecError (every trial checked) before anything runs."""
-    from .loading import load
-    from .spec import spec_from_text
-    from .spec_schema import top_schema
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.spec.document import spec_from_text
+    from gengraph.plugins.run.spec_schema import top_schema
 
     spec_path = Path(spec_path)
     base = load(spec_path, list(overrides))
@@ -407,10 +408,10 @@ def _scalar_metrics(summary: dict) -> dict:
 
 def run_trial(payload: dict) -> dict:
     """Run one trial into its run directory; never raises: a failure is a record with its error."""
-    from .loading import load_plugin_file
-    from .runner import RunInterrupted, atomic_write, execute
-    from .spec import spec_from_text
-    from .spec_schema import top_schema
+    from gengraph.plugins.run.loading import load_plugin_file
+    from gengraph.plugins.run.runner import RunInterrupted, execute
+    from gengraph.plugins.spec.document import spec_from_text
+    from gengraph.plugins.run.spec_schema import top_schema
 
     t0 = time.perf_counter()
     run_dir = Path(payload["run_dir"])
@@ -661,7 +662,7 @@ def summary_text(plan: SweepPlan, result: dict, limit: int | None = None) -> str
 
 
 def _write_plots(plan: SweepPlan, records: list[dict]) -> list[str]:
-    from . import sweep_plots
+    from gengraph.plugins.sweep import plots as sweep_plots
 
     for name in PLOT_NAMES:
         (plan.out_dir / name).unlink(missing_ok=True)
@@ -693,7 +694,6 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
     is called in this process as each trial finishes (skipped ones come with record["skipped"]).
     Returns the summary (as sweep.json holds it).
     """
-    from .runner import atomic_write
 
     workers = workers or default_workers()
     out = plan.out_dir

@@ -21,10 +21,10 @@ built by `latent_common.Hierarchy`.
 
 from __future__ import annotations
 
-from .latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
+from gengraph.plugins.models.latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
     likelihood_schema
-from .layers import layer_schema
-from .schema import Field, ListOf, Table
+from gengraph.plugins.blocks.layers import layer_schema
+from gengraph.plugins.spec.schema import Field, ListOf, Table
 
 
 class VAE(LatentPlugin):

@@ -57,10 +57,10 @@ import numpy as np
 
 from gengraph.engine import ops
 
-from .mlp import report_supervised
-from .model import Model, ModelConfigError, ModelPlugin
-from .regression_solvers import design_matrix, lasso_cd, lasso_kkt_violation, monomials, ols, ridge, term_name
-from .schema import Field, Table
+from gengraph.plugins.models.mlp import report_supervised
+from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
+from gengraph.plugins.models.regression_solvers import design_matrix, lasso_cd, lasso_kkt_violation, monomials, ols, ridge, term_name
+from gengraph.plugins.spec.schema import Field, Table
 
 METHOD_PENALTY = {"ols": "none", "ridge": "l2", "lasso": "l1"}
 MAX_CONCAT = 64  # the engine's concat takes at most 64 inputs

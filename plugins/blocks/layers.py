@@ -13,8 +13,8 @@ import numpy as np
 
 from gengraph.engine import ops
 
-from .registry import Registry
-from .schema import Field, Table
+from gengraph.plugins.registry import Registry
+from gengraph.plugins.spec.schema import Field, Table
 
 ACTIVATIONS = Registry("activation")
 INITIALIZERS = Registry("initializer")
@@ -117,7 +117,7 @@ class Network:
             for i, (name, cfg) in enumerate(specs):
                 kind = cfg.get("type", "dense")
                 if kind != "dense":
-                    from .model import ModelConfigError
+                    from gengraph.plugins.model import ModelConfigError
 
                     raise ModelConfigError(f"{origin or scope}[{i}].type", f'layer type "{kind}" is not supported '
                                                                              "here (dense layers only)")

@@ -11,7 +11,7 @@ import numpy as np
 
 from gengraph.engine import ops
 
-from .registry import Registry
+from gengraph.plugins.registry import Registry
 
 LOSSES = Registry("loss")
 

@@ -17,8 +17,8 @@ import bisect
 import re
 import tomllib
 
-from .errors import SpecError, SpecIssue
-from .toml_writer import format_key
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.toml_writer import format_key
 
 # --- dotted key paths -----------------------------------------------------------
 

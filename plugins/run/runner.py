@@ -21,11 +21,12 @@ import numpy as np
 
 from gengraph.engine import Graph
 
-from .datasets import make_dataset
-from .layers import init_rng
-from .model import MODELS
-from .model import ModelConfigError
-from .trainer import Interrupted, Trainer
+from gengraph.plugins.datasets import make_dataset
+from gengraph.plugins.blocks.layers import init_rng
+from gengraph.plugins.model import MODELS
+from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.blocks.files import atomic_write, save_npy, save_npz  # noqa: F401  (re-exported)
+from gengraph.plugins.run.trainer import Interrupted, Trainer
 
 
 @dataclass
@@ -45,37 +46,6 @@ class RunContext:
         return None if self.run_dir is None else self.run_dir / name
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write via a temporary file in the same folder and rename: all or nothing."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_npz(path: Path, arrays: dict) -> None:
-    """np.savez into an atomic write (no object arrays, so loading never needs pickle)."""
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write(path, buf.getvalue())
-
-
-def save_npy(path: Path, array) -> None:
-    """np.save into an atomic write (samples.npy and the like)."""
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    atomic_write(path, buf.getvalue())
-
-
 def build(spec_data: dict, *, base_dir=None):
     """Data, plugin, graph and model for a resolved spec (no training)."""
     run = spec_data["run"]
@@ -93,11 +63,11 @@ def build_checked(spec, *, base_dir=None):
     from gengraph.engine.ops.registry import ShapeError
     from gengraph.engine.optimizers import make_optimizer
 
-    from .datasets import DataError
-    from .errors import SpecError, SpecIssue
-    from .model import ModelConfigError
-    from .registry import UnknownKind
-    from .trainer import schedule_from_spec
+    from gengraph.plugins.datasets import DataError
+    from gengraph.plugins.spec.errors import SpecError, SpecIssue
+    from gengraph.plugins.model import ModelConfigError
+    from gengraph.plugins.registry import UnknownKind
+    from gengraph.plugins.run.trainer import schedule_from_spec
 
     def issue(path, message):
         return SpecError([SpecIssue(*spec.position(path), path, message)])
@@ -289,7 +259,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     except Interrupted:
         raise RunInterrupted(write_checkpoint(run_dir, trainer)) from None
     except ModelConfigError as exc:
-        from .errors import SpecError, SpecIssue
+        from gengraph.plugins.spec.errors import SpecError, SpecIssue
 
         raise SpecError([SpecIssue(*spec.position(exc.path), exc.path, exc.message)]) from None
     finally:
@@ -303,7 +273,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
                     "seconds": round(time.perf_counter() - t0, 3)})
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=_jsonable))
     if ctx.plots:
-        from .plots import loss_curves
+        from gengraph.plugins.blocks.plots import loss_curves
 
         loss_curves(trainer.state.history, run_dir / "loss.png")
     atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))

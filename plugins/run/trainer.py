@@ -23,8 +23,8 @@ import numpy as np
 from gengraph.engine import NonFiniteError, compile, grad, ops, to_numpy
 from gengraph.engine.optimizers import make_optimizer
 
-from .lbfgs import lbfgs
-from .model import ModelConfigError, ModelPlugin
+from gengraph.plugins.blocks.lbfgs import lbfgs
+from gengraph.plugins.model import ModelConfigError, ModelPlugin
 
 
 class DivergenceError(RuntimeError):

@@ -80,7 +80,7 @@ def sample_vs_data_stats(samples, test, seed=0, repeats=10) -> dict:
 # --- a linear probe -----------------------------------------------------------------------
 def softmax_regression(x_train, y_train, x_test, y_test, n_classes, *, l2=1e-4, max_iter=300) -> dict:
     """Multinomial logistic regression fitted by L-BFGS on engine gradients; train/test accuracy."""
-    from .lbfgs import lbfgs
+    from gengraph.plugins.blocks.lbfgs import lbfgs
 
     x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-8
@@ -123,7 +123,7 @@ def grid_2d(points, n=120, margin=0.25):
 
 def landscape(xs, ys, values, data, samples, path, title, label) -> None:
     """Filled contours of values on the grid (data units), with data and samples on top."""
-    from .plots import _figure, _save
+    from gengraph.plugins.blocks.plots import _figure, _save
 
     fig = _figure(5.2, 4.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -139,7 +139,7 @@ def landscape(xs, ys, values, data, samples, path, title, label) -> None:
 
 def filters(W, shape, path, title="weight filters", max_filters=64) -> None:
     """Columns of W (n_visible, n_hidden) as images, each on its own symmetric colour scale."""
-    from .plots import _figure, _save
+    from gengraph.plugins.blocks.plots import _figure, _save
 
     k = min(W.shape[1], max_filters)
     cols = int(np.ceil(np.sqrt(k)))

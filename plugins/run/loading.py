@@ -12,16 +12,16 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .errors import SpecError, SpecIssue
-from .model import MODELS, ModelPlugin
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.model import MODELS, ModelPlugin
 
 DEFAULT_SPEC = "mlp_digits.toml"
 
 
 def load(path, overrides=()):
     """Parse, override and validate a spec file against the installed plugins."""
-    from .spec import load_spec
-    from .spec_schema import top_schema
+    from gengraph.plugins.spec.document import load_spec
+    from gengraph.plugins.run.spec_schema import top_schema
 
     return load_spec(path, list(overrides), schema=top_schema())
 
@@ -61,10 +61,10 @@ def load_plugin_file(path) -> list[str]:
 
 def inventory() -> dict:
     """Everything installed, for `gengraph plugins`; broken plugins are listed, not raised."""
-    from .datasets import DATASETS
-    from .layers import ACTIVATIONS, INITIALIZERS, LAYERS
-    from .losses import LOSSES
-    from .spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
+    from gengraph.plugins.datasets import DATASETS
+    from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
+    from gengraph.plugins.blocks.losses import LOSSES
+    from gengraph.plugins.run.spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
 
     MODELS.load_all()
     models = {}

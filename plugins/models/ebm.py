@@ -28,10 +28,11 @@ import numpy as np
 from gengraph.engine import compile, grad, ops, to_numpy
 from gengraph.engine.expr import ExprError, build as build_expr, names as expr_names
 
-from . import energy_tools as tools
-from .layers import Network, layer_schema
-from .model import Model, ModelConfigError, ModelPlugin
-from .schema import Field, ListOf, Table
+from gengraph.plugins.blocks import energy_tools as tools
+from gengraph.plugins.blocks.layers import Network, layer_schema
+from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
+from gengraph.plugins.spec.schema import Field, ListOf, Table
+from gengraph.plugins.blocks.files import save_npy
 
 REPLAY_SEED = 0xEB3
 REPORT_SEED = 0xEB4
@@ -299,11 +300,10 @@ def report_ebm(model, data, ctx) -> dict:
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
     path = ctx.path("samples.npy")
     if path is not None:
-        from .runner import save_npy
 
         save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
-        from . import plots
+        from gengraph.plugins.blocks import plots
 
         shape = data.image_shape
         if shape is not None and int(np.prod(shape)) == data.n_features:

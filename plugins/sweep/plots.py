@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .plots import _figure, _save
+from gengraph.plugins.blocks.plots import _figure, _save
 
 
 def _number(v) -> bool:

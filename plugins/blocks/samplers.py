@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .noise_schedules import DiscreteSchedule
-from .registry import Registry
-from .schema import Field, Table
+from gengraph.plugins.blocks.noise_schedules import DiscreteSchedule
+from gengraph.plugins.registry import Registry
+from gengraph.plugins.spec.schema import Field, Table
 
 SAMPLERS = Registry("sampler")
 
@@ -119,7 +119,7 @@ SAMPLERS.register("ddim", DDIM())
 
 def sampler_steps(cfg: dict, sched: DiscreteSchedule, model_variance: str = "beta_tilde") -> list[Step]:
     """The steps of the sampler a [model.sampler] table names (defaults filled)."""
-    from .schema import validate
+    from gengraph.plugins.spec.schema import validate
 
     kind = SAMPLERS.get(cfg["kind"])
     return kind.steps(sched, validate(kind.schema, {k: v for k, v in cfg.items() if k != "kind"},

@@ -4,7 +4,7 @@ A schedule kind is an object in ``NOISE_SCHEDULES`` (a ``Registry("noise schedul
 with a one-line ``help``, a ``schema`` (its keys of ``[model.schedule]``, ``T`` included)
 and ``make(cfg) -> DiscreteSchedule``. Users and plugins add their own the same way:
 
->>> from gengraph.plugins.noise_schedules import NOISE_SCHEDULES, ScheduleKind, from_betas
+>>> from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, ScheduleKind, from_betas
 >>> class Const(ScheduleKind):
 ...     help = "every beta_t equal"
 ...     def make(self, cfg):
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .registry import Registry
-from .schema import Field, Table
+from gengraph.plugins.registry import Registry
+from gengraph.plugins.spec.schema import Field, Table
 
 NOISE_SCHEDULES = Registry("noise schedule")
 
@@ -294,7 +294,7 @@ NOISE_SCHEDULES.register("learned", LearnedSchedule())
 
 def make_schedule(cfg: dict) -> DiscreteSchedule:
     """The schedule a [model.schedule] table describes (kind + its keys; defaults filled)."""
-    from .schema import validate
+    from gengraph.plugins.spec.schema import validate
 
     kind = NOISE_SCHEDULES.get(cfg["kind"])
     return kind.make(validate(kind.schema, {k: v for k, v in cfg.items() if k != "kind"}, path="model.schedule"))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 import tomllib
 
-from .errors import SpecError, SpecIssue
-from .registry import UnknownKind
-from .schema import Dispatch, Field, ListOf, Table, type_of
-from .toml_positions import build_path, read_path
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.registry import UnknownKind
+from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table, type_of
+from gengraph.plugins.spec.toml_positions import build_path, read_path
 
 ORIGIN = "--set"  # the "file" of issues about values that came from overrides
 _EXAMPLE = "expected KEY=VALUE, e.g. --set train.epochs=5"

@@ -1,0 +1,15 @@
+"""The registry of data sources: every built-in source, by name."""
+
+from __future__ import annotations
+
+from gengraph.plugins.registry import Registry
+
+from . import digits, files, generators
+from .base import SHARED_FIELDS
+
+DATASETS = Registry("data source")
+
+for _source in (*generators.SOURCES, *digits.SOURCES, *files.SOURCES):
+    assert not set(_source.params) & set(SHARED_FIELDS), _source.name
+    DATASETS.register(_source.name, _source)
+del _source
