@@ -95,3 +95,15 @@ class ModelPlugin:
     def report(self, model: Model, data, ctx) -> dict:
         """Final metrics under stable names (test_mse, test_accuracy, ...); may write plots."""
         return {}
+
+    # Generative kinds override `sample`; `gengraph sample` and `Run.sample` call it on a
+    # model rebuilt from a finished run's spec and checkpoint.
+    n_labels = 0  # > 0: the model is class-conditional and `sample` takes label=0..n_labels-1
+
+    def sample(self, model: Model, data, ctx, n: int, *, label: int | None = None, **options) -> np.ndarray:
+        """n new examples in data units (image kinds: N x C x H x W or N x D as the data).
+
+        `label` conditions a class-conditional model; `options` are kind-specific
+        (e.g. sampler, steps, guidance). Kinds that cannot generate keep this default.
+        """
+        raise ModelConfigError("model.kind", f'a "{self.kind}" model does not generate samples')
