@@ -24,7 +24,7 @@ import numpy as np
 from gengraph.engine import Graph, compile, ops
 from gengraph.plugins.blocks.layers import init_rng, init_weights
 from gengraph.plugins.model import Model
-from gengraph.plugins.run.runner import RunContext
+from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent

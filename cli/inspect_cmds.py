@@ -50,7 +50,7 @@ def _spec_models(spec, overrides, plugin_files, extra_overrides=()):
 def compiled_programs(loaded, data, plugin, model):
     """({name: (outputs, updates, Program)} for every program a run of this spec compiles,
     the first node id created after the model was built)."""
-    from gengraph.plugins.run.runner import RunContext
+    from gengraph.plugins.run.context import RunContext
     from gengraph.plugins.run.trainer import Trainer
 
     cfg = loaded.data

@@ -44,14 +44,14 @@ class Model:
     programs: dict = field(default_factory=dict)  # name -> (outputs dict, updates dict) for other programs
     extras: dict = field(default_factory=dict)  # plugin-specific nodes or values
     feeds: Callable | None = None  # (x, y) arrays -> {input name: array}
+    _compiled: dict = field(default_factory=dict, init=False, repr=False)  # program() cache
 
     def program(self, name: str, ctx=None):
         """The compiled program `name` of `programs`: the trainer's copy when a run has one,
         else compiled here once (e.g. in tests) on the run's backend."""
-        trainer = ctx.extra.get("trainer") if ctx is not None else None
-        if trainer is not None and name in trainer.programs:
-            return trainer.programs[name]
-        cache = self.extras.setdefault("_compiled", {})
+        if ctx is not None and name in ctx.programs:
+            return ctx.programs[name]
+        cache = self._compiled
         if name not in cache:
             from gengraph.engine import compile
 

@@ -93,7 +93,7 @@ def test_checkpoint_loading_never_unpickles(tmp_path):
 
     spec = load(DIGITS, SHORT)
     data, plugin, graph, model = build(spec.data)
-    from gengraph.plugins.run.runner import RunContext
+    from gengraph.plugins.run.context import RunContext
 
     trainer = Trainer(plugin, model, data, spec.data["train"], RunContext(spec.data, None, 0))
     evil = tmp_path / "checkpoint.npz"

@@ -116,8 +116,8 @@ class EBM(ModelPlugin):
 
     def train_batch(self, model, programs, feeds, ctx):
         sampler: Replay = model.extras["sampler"]
-        trainer = ctx.extra.get("trainer") if ctx is not None else None
-        step = trainer.state.step if trainer is not None else sampler.calls
+        state = ctx.train_state if ctx is not None else None
+        step = state.step if state is not None else sampler.calls
         x0, idx = sampler.start(len(feeds["x"]), step)
         x_neg = run_langevin(programs["langevin_step"], x0, model.extras["cfg"]["langevin"]["steps"])
         sampler.store(idx, x_neg)

@@ -409,9 +409,8 @@ def _plots(model, data, ctx, x_ref, samples):
             imgs = run_batched(model, ctx, "decode", lambda s: {"h_top": grid[s]}, len(grid))["mean"]
             tiled_images(imgs, shape, ctx.path("manifold.png"), cols=g,
                          title="decoder means over a latent grid (normal quantiles 0.05..0.95)")
-    trainer = ctx.extra.get("trainer")
-    if trainer is not None and trainer.state.history:
-        elbo_terms_plot(trainer.state.history, ctx.path("elbo_terms.png"), list(model.metrics))
+    if ctx.history:
+        elbo_terms_plot(ctx.history, ctx.path("elbo_terms.png"), list(model.metrics))
 
 
 def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:

@@ -56,7 +56,7 @@ class MLP(ModelPlugin):
             pen = penalty(graph, params, cfg["l1"], cfg["l2"])
             objective = loss if isinstance(pen, float) and pen == 0.0 else loss + pen
         return Model(graph, params, objective, {"x": x, "y": y}, metrics=metrics, feeds=feeds,
-                     extras={"output": z, "head": loss_fn.head, "data_loss": loss})
+                     programs={"predict": (z, {})}, extras={"output": z, "head": loss_fn.head, "data_loss": loss})
 
     def report(self, model, data, ctx):
         return report_supervised(model, data, ctx)
@@ -75,10 +75,9 @@ def penalty(graph, params, l1, l2):
     return total
 
 
-def predict(model, x, backend="numpy", batch=4096):
-    prog = model.extras.get("_predict")
-    if prog is None:
-        prog = model.extras["_predict"] = compile(model.graph, model.extras["output"], backend=backend)
+def predict(model, x, ctx=None, batch=4096):
+    """The network's output for rows x (through the model's `predict` program)."""
+    prog = model.program("predict", ctx)
     return np.concatenate([to_numpy(prog.run(x=x[i:i + batch])) for i in range(0, len(x), batch)])
 
 
@@ -86,7 +85,7 @@ def report_supervised(model, data, ctx) -> dict:
     """test_mse/test_r2 (in data units) or test_accuracy, plus fit/confusion plots."""
     if data.x_test is None or data.n_test == 0:
         return {}
-    z = predict(model, data.x_test, ctx.backend)
+    z = predict(model, data.x_test, ctx)
     head, out = model.extras["head"], {}
     if head == "regression":
         y_true = np.asarray(data.unscale_y(data.y_test), np.float64).reshape(len(z), -1)
@@ -98,7 +97,7 @@ def report_supervised(model, data, ctx) -> dict:
             from gengraph.plugins.blocks.plots import fit_1d
 
             xs = np.linspace(data.x_train.min(), data.x_train.max(), 200)[:, None]
-            ys = data.unscale_y(predict(model, xs, ctx.backend).reshape(-1))
+            ys = data.unscale_y(predict(model, xs, ctx).reshape(-1))
             fit_1d(data.unscale_x(data.x_train)[:, 0], data.unscale_y(data.y_train).reshape(-1),
                    data.unscale_x(xs)[:, 0], ys, ctx.path("fit.png"))
     else:

@@ -276,7 +276,7 @@ def report_rbm(model, data, ctx) -> dict:
         out["ais_log_partition"], out["ais_log_partition_se"] = log_z, se
         out[f"{split}_loglik_ais"] = float(np.mean(-_free_energies(model, ctx, x_test)) - log_z)
         out["train_loglik_ais"] = float(np.mean(-_free_energies(model, ctx, data.x_train)) - log_z)
-        history = ctx.extra["trainer"].state.history if "trainer" in ctx.extra else []
+        history = ctx.history
         by_epoch = [r["test_loglik_ais"] for r in history if "test_loglik_ais" in r]
         if by_epoch:
             out[f"{split}_loglik_ais_by_epoch"] = by_epoch

@@ -167,7 +167,8 @@ class Regression(ModelPlugin):
         extras = {"output": pred, "head": "regression", "theta": theta, "design": X, "data_loss": mse,
                   "monomials": monos, "terms": [term_name(m) for m in monos], "method": cfg["method"],
                   "penalty": penalty, "lam": lam, "cfg": dict(cfg)}
-        return Model(graph, [theta], loss, {"x": x, "y": y}, metrics={"mse": mse}, feeds=feeds, extras=extras)
+        return Model(graph, [theta], loss, {"x": x, "y": y}, metrics={"mse": mse}, feeds=feeds, extras=extras,
+                     programs={"predict": (pred, {})})
 
     def fit(self, model, data, ctx) -> bool:
         ex = model.extras
@@ -198,9 +199,8 @@ class Regression(ModelPlugin):
     def report(self, model, data, ctx):
         out = report_supervised(model, data, ctx)
         out.pop("params", None)
-        trainer = ctx.extra.get("trainer")
-        if trainer is not None and trainer.programs.get("evaluate") is not None:
-            out["train_loss"] = trainer.evaluate(data.x_train, data.y_train)["loss"]
+        if ctx.evaluate is not None and "evaluate" in ctx.programs:
+            out["train_loss"] = ctx.evaluate(data.x_train, data.y_train)["loss"]
         theta = model.graph.value(model.extras["theta"]).astype(np.float64)
         out["coefficients"] = theta.tolist()
         out["terms"] = model.extras["terms"]

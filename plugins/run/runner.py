@@ -26,24 +26,8 @@ from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks.files import atomic_write, save_npy, save_npz  # noqa: F401  (re-exported)
+from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Interrupted, Trainer
-
-
-@dataclass
-class RunContext:
-    """What plugins and the trainer may read about the run in progress."""
-
-    spec: dict
-    run_dir: Path | None
-    seed: int
-    backend: str = "numpy"
-    debug: bool = False
-    plots: bool = True
-    log: object = print
-    extra: dict = field(default_factory=dict)
-
-    def path(self, name: str) -> Path | None:
-        return None if self.run_dir is None else self.run_dir / name
 
 
 def build(spec_data: dict, *, base_dir=None):
@@ -223,7 +207,6 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     data, plugin, graph, model = build_checked(spec, base_dir=base_dir)
     ctx = RunContext(cfg, run_dir, cfg["run"]["seed"], backend, debug, cfg["output"]["plots"], log)
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
-    ctx.extra["trainer"] = trainer
     metrics_path = run_dir / "metrics.jsonl"
     if resume:
         trainer.compile_programs(with_optimizer=plugin.trains_by_gradient)

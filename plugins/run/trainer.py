@@ -67,9 +67,10 @@ class Trainer:
     def __init__(self, plugin, model, data, train_cfg: dict, ctx):
         self.plugin, self.model, self.cfg, self.ctx = plugin, model, train_cfg, ctx
         self.data = _in_dtype(data, model.graph.dtype)
-        self.state = TrainState()
+        self.state = ctx.train_state = TrainState()
         self.rng = shuffle_rng(ctx.seed)
-        self.programs: dict = {}
+        self.programs: dict = ctx.programs  # shared: plugins read the compiled programs there
+        ctx.evaluate = self.evaluate
         self.stop_requested = False  # set by a SIGINT handler; checked after each step
         self._defs = None
 
@@ -105,9 +106,10 @@ class Trainer:
 
     def compile_programs(self, with_optimizer=True):
         backend = self.ctx.backend
-        self.programs = {name: compile(self.model.graph, outputs, updates, backend=backend,
-                                       debug=self.ctx.debug and name == "train_step")
-                         for name, (outputs, updates) in self.program_defs(with_optimizer).items()}
+        self.programs.clear()
+        self.programs.update({name: compile(self.model.graph, outputs, updates, backend=backend,
+                                            debug=self.ctx.debug and name == "train_step")
+                              for name, (outputs, updates) in self.program_defs(with_optimizer).items()})
         return self.programs
 
     # --- evaluation ----------------------------------------------------------------------
@@ -140,7 +142,7 @@ class Trainer:
             g.streams.set_state(snap["streams"])
         self.rng.bit_generator.state = snap["rng"]
         history = self.state.history
-        self.state = TrainState(**snap["state"], history=history)
+        self.state = self.ctx.train_state = TrainState(**snap["state"], history=history)
 
     # --- training ------------------------------------------------------------------------
     def fit(self, on_epoch=None, on_step=None):

@@ -1,0 +1,36 @@
+"""RunContext: what plugins and the trainer may read about the run in progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass
+class RunContext:
+    """The run a plugin's hooks are called in.
+
+    The trainer fills the last three fields: its compiled programs by name, its state
+    (step, epoch, history of logged metrics) and `evaluate(x, y) -> {metric: mean}`
+    over a split. Outside a training run (tests, tools) they stay empty.
+    """
+
+    spec: dict
+    run_dir: Path | None
+    seed: int
+    backend: str = "numpy"
+    debug: bool = False
+    plots: bool = True
+    log: Callable = print
+    programs: dict = field(default_factory=dict)
+    train_state: object = None
+    evaluate: Callable | None = None
+
+    def path(self, name: str) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / name
+
+    @property
+    def history(self) -> list[dict]:
+        """The metrics logged so far (one dict per epoch); empty outside training."""
+        return self.train_state.history if self.train_state is not None else []
