@@ -17,6 +17,7 @@ import numpy as np
 from gengraph.engine import Graph, Node
 
 from .registry import Registry
+from gengraph.engine import compile
 
 MODELS = Registry("model kind", entry_point_group="gengraph.plugins")
 
@@ -53,8 +54,6 @@ class Model:
             return ctx.programs[name]
         cache = self._compiled
         if name not in cache:
-            from gengraph.engine import compile
-
             outputs, updates = self.programs[name]
             cache[name] = compile(self.graph, outputs, updates, backend=getattr(ctx, "backend", "numpy"))
         return cache[name]
@@ -70,7 +69,6 @@ class Model:
 
 class ModelPlugin:
     """Base class with the optional hooks' defaults; subclasses set kind, help, schema, build."""
-
     kind = ""
     help = ""
     schema = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from gengraph.engine import Graph, compile, grad, ops, to_numpy
+from gengraph.plugins.blocks.lbfgs import lbfgs
+from gengraph.plugins.blocks.plots import _figure, _save
 
 
 def run_batched(prog, feeds_fn, n, key, batch=4096):
@@ -80,8 +82,6 @@ def sample_vs_data_stats(samples, test, seed=0, repeats=10) -> dict:
 # --- a linear probe -----------------------------------------------------------------------
 def softmax_regression(x_train, y_train, x_test, y_test, n_classes, *, l2=1e-4, max_iter=300) -> dict:
     """Multinomial logistic regression fitted by L-BFGS on engine gradients; train/test accuracy."""
-    from gengraph.plugins.blocks.lbfgs import lbfgs
-
     x_train, x_test = np.asarray(x_train, np.float64), np.asarray(x_test, np.float64)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-8
     xtr, xte = (x_train - mean) / std, (x_test - mean) / std
@@ -123,8 +123,6 @@ def grid_2d(points, n=120, margin=0.25):
 
 def landscape(xs, ys, values, data, samples, path, title, label) -> None:
     """Filled contours of values on the grid (data units), with data and samples on top."""
-    from gengraph.plugins.blocks.plots import _figure, _save
-
     fig = _figure(5.2, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     cs = ax.contourf(xs, ys, values.reshape(len(ys), len(xs)), levels=30, cmap="viridis")
@@ -139,8 +137,6 @@ def landscape(xs, ys, values, data, samples, path, title, label) -> None:
 
 def filters(W, shape, path, title="weight filters", max_filters=64) -> None:
     """Columns of W (n_visible, n_hidden) as images, each on its own symmetric colour scale."""
-    from gengraph.plugins.blocks.plots import _figure, _save
-
     k = min(W.shape[1], max_filters)
     cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))

@@ -15,6 +15,7 @@ from gengraph.engine import ops
 
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
+from gengraph.plugins.model import ModelConfigError
 
 ACTIVATIONS = Registry("activation")
 INITIALIZERS = Registry("initializer")
@@ -106,7 +107,6 @@ class Network:
     ``scope/dense{i}/W`` (the last layer of a head: ``scope/out/W``); `origin` is the spec
     key of the layer list, for error messages.
     """
-
     def __init__(self, graph, in_dim: int, layers: list[dict], rng, scope: str, out: dict | None = None,
                  origin: str | None = None):
         self.graph, self.scope, self.in_dim = graph, scope, in_dim
@@ -117,8 +117,6 @@ class Network:
             for i, (name, cfg) in enumerate(specs):
                 kind = cfg.get("type", "dense")
                 if kind != "dense":
-                    from gengraph.plugins.model import ModelConfigError
-
                     raise ModelConfigError(f"{origin or scope}[{i}].type", f'layer type "{kind}" is not supported '
                                                                              "here (dense layers only)")
                 units, act = cfg["units"], cfg.get("activation", "relu")

@@ -40,6 +40,9 @@ import numpy as np
 
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
+from gengraph.engine import Graph, compile
+from gengraph.engine import ops
+from gengraph.plugins.spec.schema import validate
 
 NOISE_SCHEDULES = Registry("noise schedule")
 
@@ -153,7 +156,6 @@ def _T_field(default=1000):
 
 class ScheduleKind:
     """Base class: subclasses set help, schema and make(cfg); `learned` kinds build graph."""
-
     help = ""
     schema = Table({"T": _T_field()})
     learned = False
@@ -228,7 +230,6 @@ class LearnedSchedule(ScheduleKind):
     variational bound stays a bound for every parameter value and the schedule can be
     trained by minimising it (model.loss = "elbo").
     """
-
     help = "learned monotone SNR schedule (VDM, Kingma et al. 2021), trained on the variational bound"
     learned = True
     schema = Table({
@@ -241,8 +242,6 @@ class LearnedSchedule(ScheduleKind):
 
     def make(self, cfg):
         """The schedule at initialisation (the network's starting point), for inspection."""
-        from gengraph.engine import Graph, compile
-
         g = Graph(dtype="float64")
         gamma, _ = self.build(g, np.random.default_rng(0), cfg)
         return from_gamma("learned", compile(g, gamma).run())
@@ -253,8 +252,6 @@ class LearnedSchedule(ScheduleKind):
 
     def build(self, graph, rng, cfg):
         """gamma_1..gamma_T as a graph node (T,), and the parameters it creates."""
-        from gengraph.engine import ops
-
         T, units = cfg["T"], cfg["units"]
         if not cfg["gamma_max"] > cfg["gamma_min"]:
             raise ValueError("learned schedule: gamma_max must be greater than gamma_min")
@@ -294,7 +291,5 @@ NOISE_SCHEDULES.register("learned", LearnedSchedule())
 
 def make_schedule(cfg: dict) -> DiscreteSchedule:
     """The schedule a [model.schedule] table describes (kind + its keys; defaults filled)."""
-    from gengraph.plugins.spec.schema import validate
-
     kind = NOISE_SCHEDULES.get(cfg["kind"])
     return kind.make(validate(kind.schema, {k: v for k, v in cfg.items() if k != "kind"}, path="model.schedule"))

@@ -32,6 +32,7 @@ import numpy as np
 from gengraph.plugins.blocks.noise_schedules import DiscreteSchedule
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
+from gengraph.plugins.spec.schema import validate
 
 SAMPLERS = Registry("sampler")
 
@@ -119,8 +120,6 @@ SAMPLERS.register("ddim", DDIM())
 
 def sampler_steps(cfg: dict, sched: DiscreteSchedule, model_variance: str = "beta_tilde") -> list[Step]:
     """The steps of the sampler a [model.sampler] table names (defaults filled)."""
-    from gengraph.plugins.spec.schema import validate
-
     kind = SAMPLERS.get(cfg["kind"])
     return kind.steps(sched, validate(kind.schema, {k: v for k, v in cfg.items() if k != "kind"},
                                       path="model.sampler"), model_variance)

@@ -72,6 +72,7 @@ from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
 from gengraph.plugins.blocks.samplers import SAMPLERS, run_steps, sampler_steps
 from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
 
 EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
 SAMPLE_SEED, BOUND_SEED, BASELINE_SEED = 0x5A3D, 0xB0D, 0xBA5E
@@ -393,7 +394,6 @@ class Diffusion(ModelPlugin):
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
         if ctx.run_dir is not None:
-
             save_npy(ctx.path("samples.npy"), samples)
         if D == 2 and data.x_test is not None and data.n_test:
             out.update(sample_quality(samples, data, ctx.seed))
@@ -585,8 +585,6 @@ def sample_quality(samples, data, seed, repeats: int = 10) -> dict:
 
 # --- plots ---------------------------------------------------------------------------------
 def _plots(samples, strip, data, ctx, cfg):
-    from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
-
     D = samples.shape[1]
     times = sorted(strip, reverse=True)
     if D == 2:

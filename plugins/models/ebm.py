@@ -33,6 +33,7 @@ from gengraph.plugins.blocks.layers import Network, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks import plots
 
 REPLAY_SEED = 0xEB3
 REPORT_SEED = 0xEB4
@@ -221,7 +222,6 @@ class Replay:
     The choice of rows and of fresh starts comes from a generator keyed on the global step,
     so a resumed run draws exactly what the uninterrupted one did.
     """
-
     def __init__(self, graph, buffer, noise_range, cfg, seed):
         self.graph, self.buffer, self.seed = graph, buffer, seed
         self.lo, self.hi = np.asarray(noise_range[0], np.float64), np.asarray(noise_range[1], np.float64)
@@ -300,11 +300,8 @@ def report_ebm(model, data, ctx) -> dict:
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
     path = ctx.path("samples.npy")
     if path is not None:
-
         save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
-        from gengraph.plugins.blocks import plots
-
         shape = data.image_shape
         if shape is not None and int(np.prod(shape)) == data.n_features:
             plots.image_grid(data.unscale_x(samples[:64]), shape, ctx.path("samples.png"),

@@ -43,6 +43,8 @@ from gengraph.plugins.model import Model, ModelPlugin
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks import plots
+from gengraph.plugins.blocks.plots import _figure, _save
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
@@ -97,7 +99,6 @@ def _sample_mean(v):
 @dataclass
 class BoundLikelihood:
     """A likelihood attached to a graph: elementwise log-density and the mean of x."""
-
     log_prob: Callable  # (x, out) -> elementwise log p(x | out)
     mean: Callable  # out -> E[x | out]
     params: list = field(default_factory=list)
@@ -373,7 +374,6 @@ def report_latent(model, data, ctx) -> dict:
         samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
-
             save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, x_ref, samples)
@@ -381,8 +381,6 @@ def report_latent(model, data, ctx) -> dict:
 
 
 def _plots(model, data, ctx, x_ref, samples):
-    from gengraph.plugins.blocks import plots
-
     hier: Hierarchy = model.extras["hierarchy"]
     shape = data.image_shape
     m = min(16, len(x_ref))
@@ -415,8 +413,6 @@ def _plots(model, data, ctx, x_ref, samples):
 
 def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
     """Images (n, prod(shape)) tiled into one picture (one imshow: fast for 100s of images)."""
-    from gengraph.plugins.blocks.plots import _figure, _save
-
     images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape))
     n, (h, w) = len(images), images.shape[1:]
     cols = cols or int(np.ceil(np.sqrt(n)))
@@ -439,8 +435,6 @@ def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
 
 
 def latent_scatter(codes, labels, path) -> None:
-    from gengraph.plugins.blocks.plots import _figure, _save
-
     fig = _figure(4.8, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     if labels is not None and len(labels) == len(codes) and np.asarray(labels).dtype.kind in "iu":
@@ -456,8 +450,6 @@ def latent_scatter(codes, labels, path) -> None:
 
 def elbo_terms_plot(history, path, keys=None) -> None:
     """neg_elbo and its terms (metric names `keys`) per epoch, train (solid) and test (dashed)."""
-    from gengraph.plugins.blocks.plots import _figure, _save
-
     if keys is None:
         keys = sorted({k.split("_", 1)[1] for r in history for k in r
                        if k.startswith(("train_", "test_")) and k.split("_", 1)[1] != "loss"})

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from gengraph.engine import compile, ops, to_numpy
+from gengraph.engine import ops, to_numpy
 
 from gengraph.plugins.blocks.layers import INITIALIZERS, build_stack, layer_schema
 from gengraph.plugins.blocks.losses import LOSSES, default_loss
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, ListOf, Table
+from gengraph.plugins.blocks.plots import fit_1d
+from gengraph.plugins.blocks.plots import confusion_matrix
 
 
 class MLP(ModelPlugin):
@@ -94,8 +96,6 @@ def report_supervised(model, data, ctx) -> dict:
         out["test_mse"] = float(np.mean(resid ** 2))
         out["test_r2"] = float(1 - np.sum(resid ** 2) / np.sum((y_true - y_true.mean(0)) ** 2))
         if ctx.plots and data.n_features == 1:
-            from gengraph.plugins.blocks.plots import fit_1d
-
             xs = np.linspace(data.x_train.min(), data.x_train.max(), 200)[:, None]
             ys = data.unscale_y(predict(model, xs, ctx).reshape(-1))
             fit_1d(data.unscale_x(data.x_train)[:, 0], data.unscale_y(data.y_train).reshape(-1),
@@ -104,8 +104,6 @@ def report_supervised(model, data, ctx) -> dict:
         pred = (z[:, 0] > 0).astype(int) if head == "binary" else z.argmax(axis=1)
         out["test_accuracy"] = float(np.mean(pred == data.y_test))
         if ctx.plots:
-            from gengraph.plugins.blocks.plots import confusion_matrix
-
             confusion_matrix(data.y_test, pred, data.n_classes or 2, ctx.path("confusion.png"))
     n_params = sum(int(np.prod(model.graph.value(p).shape)) for p in model.params)
     if n_params <= 16:

@@ -37,6 +37,7 @@ from gengraph.plugins.models.rbm_energy import (BuiltinEnergy, ExpressionEnergy,
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks import plots
 
 REPORT_SEED = 0x5A4
 PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
@@ -295,7 +296,6 @@ def report_rbm(model, data, ctx) -> dict:
         samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
         path = ctx.path("samples.npy")
         if path is not None:
-
             save_npy(path, samples if data.meta.get("binarize") is not None else data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)
@@ -303,8 +303,6 @@ def report_rbm(model, data, ctx) -> dict:
 
 
 def _plots(model, data, ctx, samples, means, log_z):
-    from gengraph.plugins.blocks import plots
-
     energy = model.extras["energy"]
     shape = data.image_shape
     if shape is not None and int(np.prod(shape)) == energy.nv:

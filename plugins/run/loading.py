@@ -14,15 +14,18 @@ from pathlib import Path
 
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.model import MODELS, ModelPlugin
+from gengraph.plugins.spec.document import load_spec
+from gengraph.plugins.run.spec_schema import top_schema
+from gengraph.plugins.datasets import DATASETS
+from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
+from gengraph.plugins.blocks.losses import LOSSES
+from gengraph.plugins.run.spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
 
 DEFAULT_SPEC = "mlp_digits.toml"
 
 
 def load(path, overrides=()):
     """Parse, override and validate a spec file against the installed plugins."""
-    from gengraph.plugins.spec.document import load_spec
-    from gengraph.plugins.run.spec_schema import top_schema
-
     return load_spec(path, list(overrides), schema=top_schema())
 
 
@@ -61,11 +64,6 @@ def load_plugin_file(path) -> list[str]:
 
 def inventory() -> dict:
     """Everything installed, for `gengraph plugins`; broken plugins are listed, not raised."""
-    from gengraph.plugins.datasets import DATASETS
-    from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
-    from gengraph.plugins.blocks.losses import LOSSES
-    from gengraph.plugins.run.spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
-
     MODELS.load_all()
     models = {}
     for name in MODELS.names():

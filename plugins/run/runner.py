@@ -9,12 +9,9 @@ leaves a half-written file behind.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +22,18 @@ from gengraph.plugins.datasets import make_dataset
 from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.blocks.files import atomic_write, save_npy, save_npz  # noqa: F401  (re-exported)
+from gengraph.plugins.blocks.files import atomic_write, save_npz
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Interrupted, Trainer
+from gengraph.engine.expr import ExprError
+from gengraph.engine.ops.registry import ShapeError
+from gengraph.plugins.datasets import DataError
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.registry import UnknownKind
+from gengraph.plugins.run.trainer import optimizer_from_spec
+from gengraph.engine.backend import BackendError, get_backend
+from gengraph import __version__
+from gengraph.plugins.blocks.plots import loss_curves
 
 
 def build(spec_data: dict, *, base_dir=None):
@@ -43,37 +49,16 @@ def build(spec_data: dict, *, base_dir=None):
 
 def build_checked(spec, *, base_dir=None):
     """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
-    from gengraph.engine.expr import ExprError
-    from gengraph.engine.ops.registry import ShapeError
-    from gengraph.engine.optimizers import make_optimizer
-
-    from gengraph.plugins.datasets import DataError
-    from gengraph.plugins.spec.errors import SpecError, SpecIssue
-    from gengraph.plugins.model import ModelConfigError
-    from gengraph.plugins.registry import UnknownKind
-    from gengraph.plugins.run.trainer import schedule_from_spec
-
     def issue(path, message):
         return SpecError([SpecIssue(*spec.position(path), path, message)])
 
     if spec.data["run"]["device"] == "cuda":  # say so now, not after the data and model are built
-        from gengraph.engine.backend import BackendError, get_backend
-
         try:
             get_backend("cupy")
         except BackendError as exc:
             raise issue("run.device", str(exc)) from None
-    opt = dict(spec.data["train"]["optimizer"])
-    if opt.pop("kind") != "lbfgs":  # hyper-parameter combinations the schema cannot express
-        try:
-            make_optimizer(spec.data["train"]["optimizer"]["kind"], **opt)
-        except ValueError as exc:
-            raise issue("train.optimizer", str(exc)) from None
-        try:
-            schedule_from_spec(spec.data["train"].get("schedule") or {"kind": "constant"}, opt["lr"])
-        except ValueError as exc:
-            raise issue("train.schedule", str(exc)) from None
     try:
+        optimizer_from_spec(spec.data["train"])  # hyper-parameter combinations the schema cannot express
         return build(spec.data, base_dir=base_dir)
     except UnknownKind as exc:  # a registry name the schema does not enumerate (initializer, layer, ...)
         raise issue("model", str(exc)) from None
@@ -155,8 +140,6 @@ def _jsonable(v):
 
 
 def env_info(spec_data: dict) -> dict:
-    from gengraph import __version__
-
     info = {"gengraph": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
             "platform": platform.platform(), "device": spec_data["run"]["device"], "seed": spec_data["run"]["seed"]}
     try:
@@ -242,8 +225,6 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     except Interrupted:
         raise RunInterrupted(write_checkpoint(run_dir, trainer)) from None
     except ModelConfigError as exc:
-        from gengraph.plugins.spec.errors import SpecError, SpecIssue
-
         raise SpecError([SpecIssue(*spec.position(exc.path), exc.path, exc.message)]) from None
     finally:
         if previous is not None:
@@ -256,8 +237,6 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
                     "seconds": round(time.perf_counter() - t0, 3)})
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=_jsonable))
     if ctx.plots:
-        from gengraph.plugins.blocks.plots import loss_curves
-
         loss_curves(trainer.state.history, run_dir / "loss.png")
     atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
     return summary

@@ -22,6 +22,7 @@ import numpy as np
 
 from gengraph.engine import NonFiniteError, compile, grad, ops, to_numpy
 from gengraph.engine.optimizers import make_optimizer
+from gengraph.engine.schedules import make_schedule
 
 from gengraph.plugins.blocks.lbfgs import lbfgs
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
@@ -84,14 +85,8 @@ class Trainer:
         defs = {}
         if with_optimizer and m.params:
             self.grads = grad(m.loss, m.params)
-            opt_cfg = dict(self.cfg["optimizer"])
-            kind = opt_cfg.pop("kind")
-            if opt_cfg.get("fused") == "auto":  # fused update kernels pay off where launches cost
-                opt_cfg["fused"] = "yes" if self.ctx.backend == "cupy" else "no"
-            if kind != "lbfgs":
-                sched = self.cfg.get("schedule") or {"kind": "constant"}
-                opt_cfg["lr"] = schedule_from_spec(sched, opt_cfg["lr"])
-                self.optimizer = make_optimizer(kind, **opt_cfg)
+            self.optimizer = optimizer_from_spec(self.cfg, self.ctx.backend)
+            if self.optimizer is not None:
                 with m.graph.scope("optimizer"):
                     updates = dict(self.optimizer.updates(m.graph, m.params, self.grads))
                 updates.update(m.train_updates)
@@ -295,9 +290,22 @@ def _sum_all(terms):
     return total
 
 
-def schedule_from_spec(sched_cfg: dict, lr: float):
-    from gengraph.engine.schedules import make_schedule
-
-    cfg = dict(sched_cfg)
-    kind = cfg.pop("kind")
-    return make_schedule(kind, lr=lr, **cfg)
+def optimizer_from_spec(train_cfg: dict, backend: str = "numpy"):
+    """The optimizer [train.optimizer] declares, its learning rate driven by [train.schedule];
+    None for L-BFGS (which `fit` drives itself). Validation and training both build it
+    here; combinations the schema cannot express raise ModelConfigError naming the table."""
+    opt_cfg = dict(train_cfg["optimizer"])
+    kind = opt_cfg.pop("kind")
+    if kind == "lbfgs":
+        return None
+    if opt_cfg.get("fused") == "auto":  # fused update kernels pay off where launches cost
+        opt_cfg["fused"] = "yes" if backend == "cupy" else "no"
+    sched_cfg = dict(train_cfg.get("schedule") or {"kind": "constant"})
+    try:
+        opt_cfg["lr"] = make_schedule(sched_cfg.pop("kind"), lr=opt_cfg["lr"], **sched_cfg)
+    except ValueError as exc:
+        raise ModelConfigError("train.schedule", str(exc)) from None
+    try:
+        return make_optimizer(kind, **opt_cfg)
+    except ValueError as exc:
+        raise ModelConfigError("train.optimizer", str(exc)) from None

@@ -13,7 +13,6 @@ a Dask distributed cluster -- and writes, under ``output.dir/NAME/``:
 * ``heatmap.png`` (2-axis grids), ``curve.png`` (1 axis) or ``axes.png`` (otherwise)
 
 ``[sweep]`` keys (all optional but ``axes``)::
-
     [sweep]
     method = "grid"            # or "random"
     metric = "test_mse"        # a key of the trials' summary.json
@@ -50,6 +49,12 @@ from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.spec.toml_positions import build_path, join_key, read_path, split_path
 from gengraph.plugins.spec.toml_writer import format_value
 from gengraph.plugins.blocks.files import atomic_write
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.spec.document import spec_from_text
+from gengraph.plugins.run.spec_schema import top_schema
+from gengraph.plugins.run.loading import load_plugin_file
+from gengraph.plugins.run.runner import RunInterrupted, execute
+from gengraph.plugins.sweep import plots as sweep_plots
 
 AXIS_ORIGIN = "--axis"
 RANGE_KEYS = ("low", "high", "log", "num")
@@ -344,10 +349,6 @@ def _axes(spec, method, axis_options) -> list[Axis]:
 
 def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin_files=()) -> SweepPlan:
     """Read, expand and validate a sweep; raises SpecError (every trial checked) before anything runs."""
-    from gengraph.plugins.run.loading import load
-    from gengraph.plugins.spec.document import spec_from_text
-    from gengraph.plugins.run.spec_schema import top_schema
-
     spec_path = Path(spec_path)
     base = load(spec_path, list(overrides))
     text = spec_path.read_text(encoding="utf-8")
@@ -408,11 +409,6 @@ def _scalar_metrics(summary: dict) -> dict:
 
 def run_trial(payload: dict) -> dict:
     """Run one trial into its run directory; never raises: a failure is a record with its error."""
-    from gengraph.plugins.run.loading import load_plugin_file
-    from gengraph.plugins.run.runner import RunInterrupted, execute
-    from gengraph.plugins.spec.document import spec_from_text
-    from gengraph.plugins.run.spec_schema import top_schema
-
     t0 = time.perf_counter()
     run_dir = Path(payload["run_dir"])
     record = {"trial": payload["trial"], "index": payload["index"], "overrides": payload["values"],
@@ -662,8 +658,6 @@ def summary_text(plan: SweepPlan, result: dict, limit: int | None = None) -> str
 
 
 def _write_plots(plan: SweepPlan, records: list[dict]) -> list[str]:
-    from gengraph.plugins.sweep import plots as sweep_plots
-
     for name in PLOT_NAMES:
         (plan.out_dir / name).unlink(missing_ok=True)
     title = f"{plan.name}: {plan.metric} ({plan.mode})"
@@ -694,7 +688,6 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
     is called in this process as each trial finishes (skipped ones come with record["skipped"]).
     Returns the summary (as sweep.json holds it).
     """
-
     workers = workers or default_workers()
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
