@@ -232,7 +232,7 @@ def build_ddpm(dtype="float32") -> GG:
     info = {"T": ex["T"], "activation": acts.pop(),
             "tables": {k: graph.value(n) for k, n in ex["tables"].items()},
             "steps": sampler_steps(ex["cfg"]["sampler"], sched, ex["cfg"]["variance"]),
-            "eps_stream": D.EPS_STREAM, "t_stream": D.T_STREAM, "sample_seed": D.SAMPLE_SEED,
+            "eps_stream": D.EPS_STREAM, "t_stream": D.T_STREAM,
             "data": data, "seed": spec["run"]["seed"]}
     return GG(graph, model, list(model.params), progs, tr, nodes={"t": ex["t_train"], "eps": ex["eps_train"]},
               data=info, path="diffusion plugin: specs/diffusion_moons.toml --set " + " --set ".join(DDPM_OVERRIDES)

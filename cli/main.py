@@ -43,7 +43,8 @@ def user_errors(fn):
         from gengraph.engine.ops.registry import ShapeError
         from gengraph.plugins.datasets import DataError
         from gengraph.plugins.spec.errors import SpecError
-        from gengraph.plugins.run.runner import CheckpointError, RunInterrupted
+        from gengraph.plugins.run.checkpoint import CheckpointError
+        from gengraph.plugins.run.runner import RunInterrupted
         from gengraph.plugins.run.trainer import DivergenceError
 
         try:

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from gengraph.cli.main import main
 from gengraph.plugins.run.loading import load
-from gengraph.plugins.run.runner import CheckpointError, RunInterrupted, execute, read_checkpoint
+from gengraph.plugins.run.checkpoint import CheckpointError, read_checkpoint
+from gengraph.plugins.run.runner import RunInterrupted, execute
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "specs" / "mlp_digits.toml"

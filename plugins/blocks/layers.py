@@ -16,6 +16,7 @@ from gengraph.engine import ops
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.blocks import seeds
 
 ACTIVATIONS = Registry("activation")
 INITIALIZERS = Registry("initializer")
@@ -143,4 +144,4 @@ class Network:
 
 def init_rng(seed: int) -> np.random.Generator:
     """The parameter-initialisation stream, separate from data and noise streams."""
-    return np.random.default_rng(np.random.SeedSequence([seed, 0x1417]))
+    return seeds.rng(seed, "init")

@@ -11,7 +11,7 @@ splits off a test set, scales, binarizes and shuffles. Order of the steps:
    (``scale_target`` does the same for a regression target);
 4. ``binarize``: x > threshold (after scaling) becomes 1.0, else 0.0.
 
-Seeding: the data streams come from ``SeedSequence([seed, 0xDA7A])``, so they never
+Seeding: the data streams come from ``seeds.stream(seed, "data")``, so they never
 depend on how many numbers model initialisation or noise sampling drew; the same seed
 gives identical arrays.
 """
@@ -28,15 +28,15 @@ from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, Table, validate
 from .base import SCALE_CHOICES, SHARED_FIELDS, DataError, Dataset
 from .sources import DATASETS
+from gengraph.plugins.blocks import seeds
 
-DATA_STREAM = 0xDA7A
 
 
 
 
 # ---- seeding -------------------------------------------------------------------------
 def _seed_sequence(seed: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(seed), DATA_STREAM])
+    return seeds.stream(seed, "data")
 
 
 def data_rng(seed: int) -> np.random.Generator:

@@ -73,9 +73,9 @@ from gengraph.plugins.blocks.samplers import SAMPLERS, run_steps, sampler_steps
 from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
+from gengraph.plugins.blocks import seeds
 
 EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
-SAMPLE_SEED, BOUND_SEED, BASELINE_SEED = 0x5A3D, 0xB0D, 0xBA5E
 _LOG_2PI = math.log(2.0 * math.pi)
 
 DEFAULT_LAYERS = [{"units": 128, "activation": "silu"}] * 3
@@ -389,7 +389,7 @@ class Diffusion(ModelPlugin):
             return out
         steps = sampler_steps(cfg["sampler"], sched, cfg["variance"])
         record = strip_times(sched, steps, cfg["strip_steps"])
-        rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, SAMPLE_SEED]))
+        rng = seeds.rng(ctx.seed, "diffusion.samples")
         x0, snaps = sample(model, progs, steps, n, rng, record)
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
@@ -455,7 +455,7 @@ def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
     prog = progs["bound_terms"]
     batch = batch or cfg["bound_batch"]
     reps = cfg["bound_samples"]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, BOUND_SEED]))
+    rng = seeds.rng(seed, "diffusion.bound")
     n = len(x)
     prior, recon, diff = np.zeros(n), np.zeros(n), np.zeros(n)
     discretized = cfg["decoder"] == "discretized"
@@ -564,7 +564,7 @@ def sample_quality(samples, data, seed, repeats: int = 10) -> dict:
     as *_sd). Data units; one bandwidth (median heuristic on the test set) for all."""
     test = data.unscale_x(data.x_test)
     train = data.unscale_x(data.x_train)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, BASELINE_SEED]))
+    rng = seeds.rng(seed, "diffusion.baseline")
     h = median_bandwidth(test)
     mmds, energies = [], []
     for _ in range(repeats):

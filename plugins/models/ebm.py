@@ -34,9 +34,8 @@ from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
+from gengraph.plugins.blocks import seeds
 
-REPLAY_SEED = 0xEB3
-REPORT_SEED = 0xEB4
 
 
 class EBM(ModelPlugin):
@@ -104,7 +103,7 @@ class EBM(ModelPlugin):
         if lv["clamp"] is not None:
             noise_range = (np.maximum(noise_range[0], lv["clamp"][0]), np.minimum(noise_range[1], lv["clamp"][1]))
         size = max(cfg["replay"]["size"], 1)
-        init = np.random.default_rng(np.random.SeedSequence([graph.seed, REPLAY_SEED]))
+        init = seeds.rng(graph.seed, "ebm.replay")
         buffer = graph.state("replay/buffer", init.uniform(noise_range[0], noise_range[1], size=(size, d)))
         sampler = Replay(graph, buffer, noise_range, cfg, graph.seed)
         model = Model(graph, graph.params(), loss, {"x": x, "x_neg": x_neg},
@@ -238,7 +237,7 @@ class Replay:
     def start(self, n, step):
         """(starting points, buffer rows they came from) for n chains."""
         self.calls += 1
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, REPLAY_SEED, step]))
+        rng = seeds.rng(self.seed, "ebm.replay", step)
         buf = self._values()
         idx = rng.integers(0, len(buf), size=n)
         x0 = np.asarray(to_numpy(buf[idx]), np.float64)
@@ -277,7 +276,7 @@ def energies(model, ctx, x):
 def draw_samples(model, ctx, n, steps, seed):
     """n samples by `steps` Langevin steps from uniform noise over the training range."""
     sampler: Replay = model.extras["sampler"]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED]))
+    rng = seeds.rng(seed, "ebm.report")
     x = sampler.noise(rng, n)
     return np.asarray(to_numpy(run_langevin(model.program("langevin_step", ctx), x, steps)), np.float64)
 

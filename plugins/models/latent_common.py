@@ -45,13 +45,13 @@ from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks.plots import _figure, _save
+from gengraph.plugins.blocks import seeds
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
 
 # random streams (one per level is added to the base): training/evaluation, IW bound, sampling
 TRAIN_STREAM, IW_STREAM, SAMPLE_STREAM = 100, 200, 300
-REPORT_SEED = 0x5A3B1E  # numpy stream for the report's prior draws
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -367,7 +367,7 @@ def report_latent(model, data, ctx) -> dict:
         out["iw_samples"] = int(model.extras["elbo"]["iw_samples"])
     x_ref = data.x_test if data.n_test else data.x_train
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
-    rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, REPORT_SEED]))
+    rng = seeds.rng(ctx.seed, "latent.report")
     samples = None
     if n:
         z = rng.standard_normal((n, hier.sizes[-1]))

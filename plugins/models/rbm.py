@@ -38,8 +38,8 @@ from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
+from gengraph.plugins.blocks import seeds
 
-REPORT_SEED = 0x5A4
 PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
 
 
@@ -230,7 +230,7 @@ def ais_log_partition(model, ctx, runs, steps, seed) -> tuple[float, float]:
     """AIS estimate of log Z from the base-rate model (Salakhutdinov & Murray 2008), and its standard error."""
     energy, base = model.extras["energy"], model.extras["ais_base"]
     prog = model.program("ais_step", ctx)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED, 1]))
+    rng = seeds.rng(seed, "rbm.report", 1)
     x = (rng.random((runs, energy.nv)) < 1 / (1 + np.exp(-base))).astype(np.float64)
     log_w = np.zeros(runs)
     betas = ais_betas(steps)
@@ -246,7 +246,7 @@ def ais_log_partition(model, ctx, runs, steps, seed) -> tuple[float, float]:
 
 def gibbs_samples(model, ctx, data, n, steps, seed):
     energy = model.extras["energy"]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED]))
+    rng = seeds.rng(seed, "rbm.report")
     if energy.visible == "binary":
         x = (rng.random((n, energy.nv)) < 0.5).astype(np.float64)
     else:

@@ -22,7 +22,8 @@ from gengraph.plugins.datasets import make_dataset
 from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.blocks.files import atomic_write, save_npz
+from gengraph.plugins.blocks.files import atomic_write
+from gengraph.plugins.run.checkpoint import jsonable, read_checkpoint, write_checkpoint
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Interrupted, Trainer
 from gengraph.engine.expr import ExprError
@@ -74,69 +75,6 @@ def build_checked(spec, *, base_dir=None):
 
 def backend_of(device: str) -> str:
     return "cupy" if device == "cuda" else "numpy"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into this model (missing, corrupt, mismatched)."""
-
-
-def write_checkpoint(run_dir: Path, trainer, snap: dict | None = None) -> Path:
-    """params, state, RNG states and the trainer's position in one npz, written atomically.
-
-    Arrays are keyed by node label (stable across builds of the same spec); the
-    metadata travels inside the same file as UTF-8 JSON bytes, so the pair can never
-    disagree. A readable copy of the metadata is written to checkpoint.json.
-    """
-    snap = snap or trainer.snapshot()
-    g = trainer.model.graph
-    labels = {n.id: n.label for n in g.params() + g.states()}
-    arrays = {f"{'param' if n.op == 'param' else 'state'}/{labels[n.id]}": snap["leaves"][n.id]
-              for n in g.params() + g.states()}
-    meta = {"format": 1, "streams": snap["streams"], "rng": snap["rng"], "state": snap["state"]}
-    text = json.dumps(meta, indent=1, default=_jsonable)
-    arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
-    path = run_dir / "checkpoint.npz"
-    save_npz(path, arrays)
-    atomic_write(run_dir / "checkpoint.json", text)
-    return path
-
-
-def read_checkpoint(path: Path, trainer) -> dict:
-    """A snapshot (as Trainer.restore takes it) from a checkpoint file; never unpickles."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint here") from None
-    except (ValueError, OSError, EOFError) as exc:  # object arrays need pickle: refused
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({exc})") from None
-    if "__meta__" not in arrays:
-        raise CheckpointError(f"{path}: not a gengraph checkpoint (no metadata)")
-    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
-    g = trainer.model.graph
-    leaves, problems = {}, []
-    for n in g.params() + g.states():
-        key = f"{'param' if n.op == 'param' else 'state'}/{n.label}"
-        if key not in arrays:
-            problems.append(f"missing {key}")
-        elif arrays[key].shape != g.value(n).shape:
-            problems.append(f"{key} has shape {arrays[key].shape}, the model needs {g.value(n).shape}")
-        else:
-            leaves[n.id] = arrays[key]
-    if problems:
-        raise CheckpointError(f"{path} does not fit this model: " + "; ".join(problems[:5]))
-    return {"leaves": leaves, "streams": meta["streams"], "rng": meta["rng"], "state": meta["state"]}
-
-
-def _jsonable(v):
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
 def env_info(spec_data: dict) -> dict:
@@ -204,7 +142,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
 
     def epoch_done(row):
         with open(metrics_path, "a") as fh:
-            fh.write(json.dumps(row, default=_jsonable) + "\n")
+            fh.write(json.dumps(row, default=jsonable) + "\n")
         if every and row["epoch"] and row["epoch"] % every == 0:
             write_checkpoint(run_dir, trainer)
         if on_epoch is not None:
@@ -235,7 +173,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     summary.update(plugin.report(model, data, ctx))
     summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                     "seconds": round(time.perf_counter() - t0, 3)})
-    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=_jsonable))
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=jsonable))
     if ctx.plots:
         loss_curves(trainer.state.history, run_dir / "loss.png")
     atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))

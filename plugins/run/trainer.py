@@ -26,6 +26,7 @@ from gengraph.engine.schedules import make_schedule
 
 from gengraph.plugins.blocks.lbfgs import lbfgs
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
+from gengraph.plugins.blocks import seeds
 
 
 class DivergenceError(RuntimeError):
@@ -61,7 +62,7 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None):
 
 
 def shuffle_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+    return seeds.rng(seed, "shuffle")
 
 
 class Trainer:
