@@ -14,3 +14,4 @@ from .random import RandomStreams, bernoulli, random_normal, random_uniform  # n
 from .conv import conv2d, conv2d_backward_weight, conv_transpose2d  # noqa: F401
 from .pool import avg_pool2d, max_pool2d, upsample_nearest2d  # noqa: F401
 from .norm import group_norm, layer_norm  # noqa: F401
+from .dropout import dropout  # noqa: F401
