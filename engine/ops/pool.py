@@ -129,7 +129,9 @@ def avg_pool2d(x, kernel, stride=None):
 def _upsample_forward(xp, x, scale):
     n, c, h, w = x.shape
     sh, sw = scale
-    return xp.broadcast_to(x[:, :, :, None, :, None], (n, c, h, sh, w, sw)).reshape(n, c, h * sh, w * sw)
+    out = xp.empty((n, c, h, sh, w, sw), dtype=x.dtype)  # owned and writable (a reshaped broadcast may be a view)
+    out[...] = x[:, :, :, None, :, None]
+    return out.reshape(n, c, h * sh, w * sw)
 
 
 def _upsample_shape(x, scale):
