@@ -114,10 +114,11 @@ def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation
     kh, kw = kernel
     cg, og = c // groups, o // groups
     cols = windows(xp, _pad(xp, x, padding), kernel, stride, dilation, (ho, wo))
-    cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 0, 5, 6, 2, 3, 4).reshape(
-        groups, n * ho * wo, cg * kh * kw)
+    # the forward's im2col layout (G, C/G * kH * kW, N * H_out * W_out); BLAS reads it transposed
+    cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6).reshape(
+        groups, cg * kh * kw, n * ho * wo)
     gm = gy.reshape(n, groups, og, ho * wo).transpose(1, 2, 0, 3).reshape(groups, og, n * ho * wo)
-    return xp.matmul(gm, cols).reshape(o, cg, kh, kw)
+    return xp.matmul(gm, cols.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
 
 # --- shape rules -------------------------------------------------------------------------
