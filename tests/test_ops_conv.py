@@ -408,3 +408,24 @@ def test_torch_agrees_when_available():
         F.conv_transpose2d(t(x), t(wt), stride=2, padding=1, output_padding=1).numpy(), atol=1e-10)
     np.testing.assert_allclose(forward(lambda x: ops.max_pool2d(x, 3, 2), [x]), F.max_pool2d(t(x), 3, 2).numpy())
     np.testing.assert_allclose(forward(lambda x: ops.group_norm(x, 2), [x]), F.group_norm(t(x), 2).numpy(), atol=1e-10)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", list(IMAGE_OPS))
+def test_image_ops_on_cupy_match_numpy(name):
+    from gengraph.engine import cupy_available, to_numpy
+
+    if not cupy_available():
+        pytest.skip("needs CuPy and an NVIDIA GPU")
+    build, _ = IMAGE_OPS[name]
+    rng = np.random.default_rng(11)
+    data = {"x": rng.normal(size=(3, 4, 6, 6)), "w": rng.normal(size=(4, 4, 3, 3))}
+    outs = {}
+    for backend in ("numpy", "cupy"):
+        g = Graph(dtype="float64")
+        x, w = g.input("x", (None, 4, 6, 6)), g.input("w", (4, 4, 3, 3))
+        y = build(x, w)
+        gx, gw = grad(ops.sum(y * y), [x, w])
+        outs[backend] = [to_numpy(v) for v in compile(g, [y, gx, gw], backend=backend).run(data)]
+    for a, b in zip(outs["cupy"], outs["numpy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
