@@ -182,6 +182,18 @@ def test_max_pool_gradient_goes_to_one_winner_on_ties():
     np.testing.assert_array_equal(dx[0, 0], want)
 
 
+def test_views_with_any_strides_as_inputs():
+    rng = np.random.default_rng(12)
+    x, w = rng.normal(size=(5, 4, 3, 2)), rng.normal(size=(4, 2, 2, 2))
+    xt = x.transpose(3, 1, 0, 2)  # what the transpose view below holds: (2, 4, 5, 3)
+    got = forward(lambda x, w: ops.conv2d(ops.transpose(x, (3, 1, 0, 2)), w, groups=2), [x, w])
+    np.testing.assert_allclose(got, naive_conv2d(xt, w, groups=2), atol=1e-12)
+    got = forward(lambda x, w: ops.conv2d(x[:, :, ::-1, :], w, groups=2), [xt, w])  # negative strides
+    np.testing.assert_allclose(got, naive_conv2d(xt[:, :, ::-1], w, groups=2), atol=1e-12)
+    got = forward(lambda x: ops.max_pool2d(ops.transpose(x, (3, 1, 0, 2)), 2, 1), [x])
+    np.testing.assert_array_equal(got, naive_pool(xt, (2, 2), (1, 1), np.max))
+
+
 def test_upsample_nearest_matches_repeat():
     x = np.random.default_rng(4).normal(size=(2, 3, 3, 4))
     got = forward(lambda x: ops.upsample_nearest2d(x, 3), [x])
@@ -314,6 +326,16 @@ def test_dropout_is_on_in_programs_with_updates():
     a = np.ones((4, 50))
     assert evaluate.run(x=a) == 200.0
     assert step.run(x=a) != 200.0  # 4 * 50 * (mask^2 = 4 or 0): 200 only if exactly half kept
+
+
+def test_a_sampler_that_only_updates_state_is_not_training():
+    g = Graph(dtype="float64", seed=2)
+    chain = g.state("chain", np.ones((3, 40)))
+    step = compile(g, ops.sum(chain), {chain: ops.dropout(chain, 0.5) * 0.5 + 0.5})
+    assert not step.training
+    step.run()
+    np.testing.assert_array_equal(g.value(chain), np.ones((3, 40)))
+    assert compile(g, chain, {chain: ops.dropout(chain, 0.5)}, training=True).training
 
 
 def test_dropout_mask_is_reproducible_per_seed():
