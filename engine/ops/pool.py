@@ -1,8 +1,9 @@
 """Pooling and upsampling over NCHW activations (PyTorch's semantics, no padding).
 
 Every kernel loops over the kH*kW taps of the window, each tap one strided slice of the
-whole batch (no copy): forwards combine the slices, adjoints add into them. Max pooling routes the gradient to one winner per
-window (the first maximum in row-major window order, as PyTorch does on ties):
+whole batch (no copy): forwards combine the slices, adjoints add into them. Max pooling
+routes the gradient to one winner per window (the first maximum in row-major window
+order, as PyTorch does on ties):
 
     max_pool2d(x)                dx: max_pool2d_backward(g, x)
     max_pool2d_backward(g, x)    dg: max_pool2d_gather(gg, x)   (x: zero almost everywhere)
