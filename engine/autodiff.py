@@ -12,6 +12,10 @@ from .ops import OPS
 from .ops import add, ones_like, sum_to, zeros_like
 
 
+class GradientError(ValueError):
+    """An op cannot be differentiated with respect to an input, or its VJP is wrong."""
+
+
 def grad(y: Node, wrt, seed: Node | None = None):
     """Gradients of scalar `y` (or of sum(seed * y)) with respect to each node of `wrt`.
 

@@ -1,8 +1,13 @@
-"""`compile`: outputs (+ updates) of a graph -> an optimized, scheduled Program."""
+"""`compile_graph`: outputs (+ updates) of a graph -> an optimized, scheduled Program.
+
+Exported from gengraph.engine as ``compile`` too (the public name the README uses);
+engine code says ``compile_graph`` so the builtin ``compile`` is never shadowed.
+"""
 
 from __future__ import annotations
 
 from .backend import get_backend
+from .codegen import generate
 from .graph import Graph, Node, topo_order
 from .ops import RandomStreams
 from .passes import DEFAULT_PASSES, run_passes
@@ -23,12 +28,14 @@ class RunContext:
         return self.streams.rng(stream)
 
 
-def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFAULT_PASSES, debug=False,
-            count_calls=False) -> Program:
+def compile_graph(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFAULT_PASSES, debug=False,
+                  count_calls=False, reuse_buffers=True, direct_updates=True) -> Program:
     """Compile outputs (a node, list or dict of nodes) and in-place `updates` {leaf: new value}.
 
     Updates are computed from the values before the run and written after it, so
     every output sees the old parameters. The backend is "numpy" or "cupy".
+    ``passes=(), reuse_buffers=False, direct_updates=False`` gives the unoptimized
+    program: the same values, computed node by node as built.
     """
     xp = get_backend(backend)
     graph.move_to(xp)
@@ -55,5 +62,7 @@ def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFA
         if not n.name:
             raise ValueError("every input node needs a name")
     ctx = RunContext(graph, xp)
-    return Program(graph, order, feeds, outs, keys, list(zip(targets, values)), xp, ctx, debug=debug,
-                   count=count_calls, pass_stats=stats, built_nodes=built)
+    program = Program(graph, order, feeds, outs, keys, list(zip(targets, values)), xp, ctx, pass_stats=stats,
+                      built_nodes=built)
+    generate(program, debug=debug, count=count_calls, reuse_buffers=reuse_buffers, direct_updates=direct_updates)
+    return program

@@ -10,9 +10,11 @@ ExprError that names the expression and the column.
 from __future__ import annotations
 
 import ast
+from difflib import get_close_matches
 
 from . import ops
 from .autodiff import grad as _grad
+from .errors import UserError
 from .graph import Node
 
 # functions an expression may call: the public graph builders of the op library
@@ -31,7 +33,9 @@ _BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div:
            ast.Pow: "__pow__", ast.MatMult: "__matmul__"}
 
 
-class ExprError(ValueError):
+class ExprError(UserError, ValueError):
+    """An expression outside the whitelist or malformed; names the expression and the column."""
+
     def __init__(self, expression: str, col: int, message: str):
         self.expression, self.col, self.message = expression, col, message
         super().__init__(f"in expression {expression!r}, column {col + 1}: {message}")
@@ -125,8 +129,6 @@ def _is_static(node):
 
 
 def _suggest(name, candidates):
-    from difflib import get_close_matches
-
     hit = get_close_matches(name, candidates, n=1)
     return f'; did you mean "{hit[0]}"?' if hit else ""
 

@@ -1,7 +1,9 @@
 """The graph IR: a Graph owns Nodes; leaves are inputs, params, state and constants.
 
 Nodes are immutable records once built. Arithmetic operators on nodes build new nodes
-through the op registry, so ``x @ w + b`` reads like NumPy and yields graph.
+through the op registry, so ``x @ w + b`` reads like NumPy and yields graph. This module
+does not import the ops (they import it): the registry installs its ``apply`` as
+``Node._apply`` when gengraph.engine.ops is imported, which importing gengraph.engine does.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import itertools
 
 import numpy as np
+
+from .backend import to_numpy
 
 LEAF_OPS = ("input", "param", "state", "constant")
 
@@ -50,10 +54,10 @@ class Node:
         raise TypeError("a graph Node has no truth value; compare values after running a program")
 
     # --- operator sugar (resolved through the op registry) ------------------------
-    def _op(self, name, *args, **attrs):
-        from .ops import apply
+    _apply = None  # set by gengraph.engine.ops.registry: apply(op name, *inputs, **attrs) -> Node
 
-        return apply(name, *args, **attrs)
+    def _op(self, name, *args, **attrs):
+        return self._apply(name, *args, **attrs)
 
     def __add__(self, o): return self._op("add", self, o)
     def __radd__(self, o): return self._op("add", o, self)
@@ -72,9 +76,8 @@ class Node:
 
     @property
     def T(self):
-        from .ops import transpose
-
-        return transpose(self)
+        """All axes reversed (ops.transpose with the default permutation)."""
+        return self._op("transpose", self, axes=tuple(reversed(range(self.ndim))))
 
 
 class Graph:
@@ -159,8 +162,6 @@ class Graph:
 
     def value(self, node: Node):
         """The current value of a param, state or constant, as a NumPy array."""
-        from .backend import to_numpy
-
         return to_numpy(self.values[node.id])
 
     def set_value(self, node: Node, value) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import to_numpy
 from .graph import Node, topo_order
 from .ops import OPS
 
@@ -37,8 +38,6 @@ def _attrs_key(attrs):
 
 
 def _const(n: Node):
-    from .backend import to_numpy
-
     return to_numpy(n.graph.values[n.id]) if n.op == "constant" else None
 
 

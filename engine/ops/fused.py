@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .elementwise import sqrt
 from .registry import defop, elementwise, float_dtype
 
 _CUDA_KERNELS: dict[str, object] = {}
@@ -61,8 +62,6 @@ def _adam_step_forward(xp, p, m, v, step, scale, eps, out=None):
 
 
 def _adam_parts(m, v, step, scale, eps):
-    from .elementwise import sqrt
-
     root = sqrt(v)
     denom = root / scale + eps
     return root, denom

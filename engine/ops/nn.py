@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from .elementwise import exp, log, sigmoid, softplus, softplus_forward, square
-from .reduce import logsumexp, mean, sum
-from .registry import ShapeError, defop, elementwise, float_dtype, normalize_axes, same_shape
+from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, wrap_reduction
+from .registry import ShapeError, defop, elementwise, float_dtype, normalize_axes, reduced_shape, same_shape
 
 
 def _softmax_forward(xp, x, axis):
@@ -39,6 +39,24 @@ def softmax(x, axis=-1):
 
 def log_softmax(x, axis=-1):
     return _log_softmax(x, axis=normalize_axes(axis, x.ndim))
+
+
+def _lse_forward(xp, x, axis, keepdims=False):
+    m = x.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows stay -inf instead of nan
+    out = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _lse_vjp(g, y, x, axis, keepdims=False):
+    # softmax(x), not exp(x - y): y is rounded at |y| ~ 1e4 and exp would amplify that (2e-4 in float32)
+    return broadcast_like(keep_axes(g, x, axis, keepdims), x) * _softmax(x, axis=axis)
+
+
+_logsumexp = defop("logsumexp", _lse_forward, lambda x, axis, keepdims=False: (reduced_shape(x.shape, axis, keepdims),
+                                                                                float_dtype(x)),
+                   (_lse_vjp,), doc="log(sum(exp(x))) over axes, without overflow (a reduction)")
+logsumexp = wrap_reduction(_logsumexp, "logsumexp")
 
 
 # --- cross-entropies from logits (per example; take the mean yourself) --------------
@@ -72,8 +90,6 @@ def _softmax_ce_shape(z, labels):
 
 
 def _softmax_ce_vjp(g, out, z, labels):
-    from .reduce import expand_dims
-
     return expand_dims(g, axis=(g.ndim,)) * softmax_minus_one_hot(z, labels)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import defop
+from .registry import OPS, defop
 
 
 def _size(like, shape):
@@ -56,8 +56,6 @@ def random_uniform(like=None, *, shape=None, stream=0, graph=None):
 
 def _static(build, graph, shape, stream):
     # a static-shape draw has no inputs: anchor it on a scalar constant of the graph
-    from .registry import OPS
-
     op = OPS[build.__name__]
     node = graph.add_node(op.name, (), {"shape": tuple(shape), "stream": stream}, tuple(shape), graph.dtype)
     return node

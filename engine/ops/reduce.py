@@ -6,20 +6,21 @@ spellings of one reduction are the same node for CSE.
 
 from __future__ import annotations
 
-from .registry import ShapeError, defop, float_dtype, normalize_axes, reduced_shape, size_of
+from .elementwise import eq
+from .registry import ShapeError, broadcast_shapes, defop, float_dtype, normalize_axes, reduced_shape, size_of
 
 
 def _reduction(x, axis=None, keepdims=False):
     return reduced_shape(x.shape, axis, keepdims), float_dtype(x)
 
 
-def _keep(g, x, axis, keepdims):
+def keep_axes(g, x, axis, keepdims):
     """g of a reduction, reshaped so it broadcasts against x."""
     return g if keepdims else expand_dims(g, axis=axis)
 
 
 def _sum_vjp(g, y, x, axis, keepdims=False):
-    return broadcast_like(_keep(g, x, axis, keepdims), x)
+    return broadcast_like(keep_axes(g, x, axis, keepdims), x)
 
 
 # reductions call the array's own methods: the same on NumPy and CuPy, and they skip
@@ -43,32 +44,13 @@ _min = defop("min", lambda xp, x, axis, keepdims=False: x.min(axis=axis, keepdim
 
 
 def _extreme_vjp(g, y, x, axis, keepdims):
-    from .elementwise import eq
-
     # ties share the gradient equally, as the subgradient of max/min
-    mask = eq(x, broadcast_like(_keep(y, x, axis, keepdims), x))
+    mask = eq(x, broadcast_like(keep_axes(y, x, axis, keepdims), x))
     share = mask / _sum(mask, axis=axis, keepdims=True)
-    return broadcast_like(_keep(g, x, axis, keepdims), x) * share
+    return broadcast_like(keep_axes(g, x, axis, keepdims), x) * share
 
 
-def _lse_forward(xp, x, axis, keepdims=False):
-    m = x.max(axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows stay -inf instead of nan
-    out = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m
-    return out if keepdims else xp.squeeze(out, axis=axis)
-
-
-def _lse_vjp(g, y, x, axis, keepdims=False):
-    from .nn import softmax
-
-    # softmax(x), not exp(x - y): y is rounded at |y| ~ 1e4 and exp would amplify that (2e-4 in float32)
-    return broadcast_like(_keep(g, x, axis, keepdims), x) * softmax(x, axis=axis)
-
-
-_logsumexp = defop("logsumexp", _lse_forward, _reduction, (_lse_vjp,), doc="log(sum(exp(x))) without overflow")
-
-
-def _wrap_reduction(build, name):
+def wrap_reduction(build, name):
     def reducer(x, axis=None, keepdims=False):
         return build(x, axis=normalize_axes(axis, x.ndim), keepdims=bool(keepdims))
 
@@ -76,11 +58,10 @@ def _wrap_reduction(build, name):
     return reducer
 
 
-sum = _wrap_reduction(_sum, "sum")
-mean = _wrap_reduction(_mean, "mean")
-max = _wrap_reduction(_max, "max")
-min = _wrap_reduction(_min, "min")
-logsumexp = _wrap_reduction(_logsumexp, "logsumexp")
+sum = wrap_reduction(_sum, "sum")
+mean = wrap_reduction(_mean, "mean")
+max = wrap_reduction(_max, "max")
+min = wrap_reduction(_min, "min")
 
 
 def _sum_squares_forward(xp, x):
@@ -125,8 +106,6 @@ expand_dims = defop("expand_dims", _expand_forward, _expand_shape,
 
 
 def _broadcast_like_shape(x, ref):
-    from .registry import broadcast_shapes
-
     return broadcast_shapes(x.shape, ref.shape), x.dtype
 
 

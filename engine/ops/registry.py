@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import UserError
 from ..graph import Node
 
 OPS: dict[str, "OpDef"] = {}
@@ -97,7 +98,10 @@ def apply(name, *args, **attrs) -> Node:
     return graph.add_node(name, inputs, attrs, shape, dtype)
 
 
-class ShapeError(ValueError):
+Node._apply = staticmethod(apply)  # operator sugar on nodes (x + y, x @ w, x[i], x.T) builds through here
+
+
+class ShapeError(UserError, ValueError):
     """Inputs whose shapes an op cannot combine."""
 
 

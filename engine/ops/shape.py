@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reduce import expand_dims, reshape_like, sum_to
-from .registry import ShapeError, broadcast_shapes, defop, float_dtype, size_of
+from .reduce import broadcast_like, expand_dims, reshape_like, sum_to
+from .registry import ShapeError, as_node, broadcast_shapes, defop, float_dtype, size_of
 
 
 # --- matmul (batched, NumPy semantics incl. 1-D operands) --------------------------------
@@ -106,14 +106,10 @@ def flatten(x):
 
 
 def broadcast_to(x, shape):
-    from .reduce import broadcast_like
-
     return broadcast_like(x, zeros(x.graph, shape, x.dtype))
 
 
 def zeros(graph, shape, dtype=None):
-    from .registry import as_node
-
     return as_node(graph, np.zeros(shape, dtype or graph.dtype))
 
 
