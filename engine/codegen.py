@@ -73,13 +73,13 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     # so outputs and other updates see the values from before the run
     aliased = {t.id for t, _ in program.updates}
     for n in ops:
-        if OPS[n.op].view and n.inputs and n.inputs[0].id in aliased:
+        if OPS[n.op].returns_view_of_input and n.inputs and n.inputs[0].id in aliased:
             aliased.add(n.id)
     # outputs must not be the store's own arrays (or views of them): a later run of
     # any program that updates them would change what the caller holds
     stored = {n.id for n in program.nodes if n.op in ("param", "state")}
     for n in ops:
-        if OPS[n.op].view and n.inputs and n.inputs[0].id in stored:
+        if OPS[n.op].returns_view_of_input and n.inputs and n.inputs[0].id in stored:
             stored.add(n.id)
     outs = []
     for o in program.output_nodes:
@@ -109,7 +109,7 @@ def _direct_updates(program, ops, last_use) -> dict:
     nothing else, and neither is an output or shares memory through a view."""
     pos = {n.id: step for step, n in enumerate(ops)}
     outputs = {o.id for o in program.output_nodes}
-    viewed = {n.inputs[0].id for n in ops if OPS[n.op].view and n.inputs}
+    viewed = {n.inputs[0].id for n in ops if OPS[n.op].returns_view_of_input and n.inputs}
     values = [v.id for _, v in program.updates]
     direct = {}
     for t, v in program.updates:
@@ -125,15 +125,15 @@ def _direct_updates(program, ops, last_use) -> dict:
 
 def _writes_out(n) -> bool:
     op = OPS[n.op]
-    return (op.ufunc is not None and not n.attrs) or bool(op.extra.get("out"))
+    return op.writes_into_out or (op.ufunc is not None and not n.attrs)  # a ufunc bound to no attrs takes out=
 
 
 def _reusable_buffers(ops, keep) -> set:
     """Values whose buffers a later kernel may overwrite once they are dead: arrays owned
     by one op node (no leaves, no views, no value that a view still refers to), not
     returned and not written to a leaf."""
-    shared = {n.inputs[0].id for n in ops if OPS[n.op].view and n.inputs}
-    return {n.id for n in ops if not OPS[n.op].view and n.id not in keep and n.id not in shared
+    shared = {n.inputs[0].id for n in ops if OPS[n.op].returns_view_of_input and n.inputs}
+    return {n.id for n in ops if not OPS[n.op].returns_view_of_input and n.id not in keep and n.id not in shared
             and n.ndim >= 1 and not OPS[n.op].random}
 
 

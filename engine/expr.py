@@ -13,21 +13,14 @@ import ast
 from difflib import get_close_matches
 
 from . import ops
+from .ops.registry import EXPRESSION_FUNCTIONS
 from .autodiff import grad as _grad
 from .errors import UserError
 from .graph import Node
 
-# functions an expression may call: the public graph builders of the op library
-FUNCTIONS = {
-    name: getattr(ops, name)
-    for name in (
-        "exp", "log", "sqrt", "abs", "square", "log1p", "expm1", "sin", "cos", "maximum", "minimum", "where", "clip",
-        "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "log_sigmoid",
-        "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "transpose",
-        "bce_with_logits", "mse", "gaussian_logpdf", "kl_normal_std", "kl_normal", "bernoulli_logpmf",
-        "stop_gradient", "matmul",
-    )
-}
+# functions an expression may call: the graph builders registered with in_expressions=True
+# or @expression_function (public ops and composites of the op library)
+FUNCTIONS = EXPRESSION_FUNCTIONS
 KEYWORDS = ("axis", "keepdims")
 _BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div: "__truediv__",
            ast.Pow: "__pow__", ast.MatMult: "__matmul__"}

@@ -82,6 +82,8 @@ def central_differences(f, x: np.ndarray, eps: float = 1e-6, index=None) -> np.n
     With `index` (flat positions) only those entries, as a 1-D array; else all, shaped like x.
     x must be writable through ``x.reshape(-1)`` (C-contiguous).
     """
+    if not x.flags.c_contiguous:  # reshape(-1) would copy, and the perturbations would go nowhere
+        raise ValueError("central_differences needs a C-contiguous array to perturb in place")
     flat = x.reshape(-1)
     positions = range(flat.size) if index is None else index
     out = np.empty(len(positions), dtype=np.float64)
@@ -116,7 +118,7 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
     """
     wrt = list(inputs) if wrt is None else list(wrt)
     g = Graph(dtype="float64", seed=seed)
-    arrays = {k: np.array(v, dtype=np.float64) for k, v in inputs.items()}
+    arrays = {k: np.array(v, dtype=np.float64, order="C") for k, v in inputs.items()}
     nodes = {k: g.input(k, a.shape) for k, a in arrays.items()}
     out = expr_lang.build(f, nodes) if isinstance(f, str) else f(**nodes)
     if out.shape != ():

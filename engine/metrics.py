@@ -44,7 +44,7 @@ def node_flops(node: Node, batch: int = DEFAULT_BATCH) -> int:
     if node.is_leaf:
         return 0
     op = OPS.get(node.op)
-    if op is not None and op.view:
+    if op is not None and op.returns_view_of_input:
         return 0
     out = concrete(node.shape, batch)
     if op is not None and op.flops is not None:
@@ -164,7 +164,7 @@ def peak_live_bytes(view, batch: int = DEFAULT_BATCH) -> int:
     live, peak, size = 0, 0, {}
     for step, n in enumerate(ops_):
         op = OPS.get(n.op)
-        size[n.id] = 0 if op is not None and op.view else node_bytes(n, batch)
+        size[n.id] = 0 if op is not None and op.returns_view_of_input else node_bytes(n, batch)
         live += size[n.id]
         peak = max(peak, live)
         for i in {i.id for i in n.inputs}:

@@ -1,6 +1,12 @@
-"""All ops, importable as ``gengraph.engine.ops.<name>``; the registry is ``OPS``."""
+"""All ops, importable as ``gengraph.engine.ops.<name>``; the registry is ``OPS``.
 
-from .registry import OPS, OpDef, ShapeError, apply, as_node, broadcast_shapes, defop  # noqa: F401
+The imports below are the namespace only: what an op is (differentiable, random, callable
+from expressions, ...) is read from its OpDef in ``OPS`` (and ``EXPRESSION_FUNCTIONS``),
+never from a list kept here. docs/adding-an-op.md says how to add one.
+"""
+
+from .registry import (EXPRESSION_FUNCTIONS, OPS, ZERO, OpDef, ShapeError, apply, as_node,  # noqa: F401
+                       broadcast_shapes, defop, expression_function)
 from .elementwise import abs, add, clip, cos, div, elu, eq, exp, expm1, ge, gelu, gt, le, leaky_relu, log, log1p, lt  # noqa: F401
 from .elementwise import maximum, minimum, mul, neg, pow, relu, sigmoid, sign, silu, sin, softplus, sqrt, square  # noqa: F401
 from .elementwise import floor, sub, tanh, where  # noqa: F401

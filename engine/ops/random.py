@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import OPS, defop
+from .registry import OPS, ZERO, defop
 
 
 def _size(like, shape):
@@ -35,10 +35,12 @@ def _bernoulli_forward(xp, p, *, stream=0, ctx):
     return (ctx.rng(stream).uniform(p.shape, p.dtype) < p).astype(p.dtype)
 
 
-_normal = defop("random_normal", _normal_forward, _shape, (None,), random=True, doc="standard normal draws")
-_uniform = defop("random_uniform", _uniform_forward, _shape, (None,), random=True, doc="uniform draws in [0, 1)")
-bernoulli = defop("bernoulli", _bernoulli_forward, lambda p, stream=0: (p.shape, p.dtype), (None,), random=True,
-                  doc="0/1 draws with probabilities p (not differentiated)")
+# the optional input only gives the shape (ZERO); bernoulli's draws are piecewise constant in p
+# (a score-function estimator is the model's job, not the op's), so its derivative is ZERO too
+_normal = defop("random_normal", _normal_forward, _shape, (ZERO,), random=True, doc="standard normal draws")
+_uniform = defop("random_uniform", _uniform_forward, _shape, (ZERO,), random=True, doc="uniform draws in [0, 1)")
+bernoulli = defop("bernoulli", _bernoulli_forward, lambda p, stream=0: (p.shape, p.dtype), (ZERO,), random=True,
+                  doc="0/1 draws with probabilities p (zero gradient: piecewise constant in p)")
 
 
 def random_normal(like=None, *, shape=None, stream=0, graph=None):

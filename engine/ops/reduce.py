@@ -7,7 +7,7 @@ spellings of one reduction are the same node for CSE.
 from __future__ import annotations
 
 from .elementwise import eq
-from .registry import ShapeError, broadcast_shapes, defop, float_dtype, normalize_axes, reduced_shape, size_of
+from .registry import ZERO, ShapeError, broadcast_shapes, defop, expression_function, float_dtype, normalize_axes, reduced_shape, size_of
 
 
 def _reduction(x, axis=None, keepdims=False):
@@ -51,11 +51,13 @@ def _extreme_vjp(g, y, x, axis, keepdims):
 
 
 def wrap_reduction(build, name):
+    """The public reduction: any axis spelling (None, int, tuple, negative) -> normalized axes."""
     def reducer(x, axis=None, keepdims=False):
         return build(x, axis=normalize_axes(axis, x.ndim), keepdims=bool(keepdims))
 
     reducer.__name__ = name
-    return reducer
+    reducer.__doc__ = build.__doc__
+    return expression_function(reducer)
 
 
 sum = wrap_reduction(_sum, "sum")
@@ -81,7 +83,7 @@ def _count_forward(xp, x, axis):
     return xp.asarray(n, dtype=x.dtype)
 
 
-count = defop("count", _count_forward, lambda x, axis: ((), float_dtype(x)), (None,),
+count = defop("count", _count_forward, lambda x, axis: ((), float_dtype(x)), (ZERO,),
               doc="number of elements of x along the axes (a runtime value when the batch size is unknown)")
 
 
@@ -101,7 +103,7 @@ def _expand_shape(x, axis):
 
 
 expand_dims = defop("expand_dims", _expand_forward, _expand_shape,
-                    (lambda g, y, x, axis: reshape_like(g, x),), view=True,
+                    (lambda g, y, x, axis: reshape_like(g, x),), returns_view_of_input=True,
                     doc="insert size-1 axes at the given (output) positions")
 
 
@@ -120,7 +122,7 @@ def _broadcast_like_forward(xp, x, ref):
 
 
 broadcast_like = defop("broadcast_like", _broadcast_like_forward, _broadcast_like_shape,
-                       (lambda g, y, x, ref: sum_to(g, x), None), view=True,
+                       (lambda g, y, x, ref: sum_to(g, x), ZERO), returns_view_of_input=True,
                        doc="x broadcast to the (runtime) shape of ref")
 
 
@@ -129,7 +131,7 @@ def _reshape_like_shape(x, ref):
 
 
 reshape_like = defop("reshape_like", lambda xp, x, ref: x.reshape(ref.shape), _reshape_like_shape,
-                     (lambda g, y, x, ref: reshape_like(g, x), None), view=True,
+                     (lambda g, y, x, ref: reshape_like(g, x), ZERO), returns_view_of_input=True,
                      doc="x reshaped to the (runtime) shape of ref")
 
 
