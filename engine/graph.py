@@ -92,6 +92,7 @@ class Graph:
         self._scopes: list[str] = []
         self._origin = None
         self._names: dict[str, Node] = {}
+        self._shared_constants: dict[tuple, Node] = {}  # see shared_constant
         self.streams = None  # the random streams of compiled programs (made by the first compile)
         self._stream_ids = itertools.count(1 << 20)  # above the small numbers plugins pick by hand
 
@@ -143,6 +144,19 @@ class Graph:
         if dtype is None:
             dtype = self.dtype if arr.dtype.kind in "fc" or arr.dtype.kind in "iub" and arr.ndim == 0 else arr.dtype
         return self._leaf_with_value("constant", name, arr, dtype)
+
+    def shared_constant(self, value, dtype=None, name=None) -> Node:
+        """A constant equal to `value`, made once per graph (same dtype, shape, bytes, name).
+
+        Compiler passes make their constants here, so compiling the same outputs again does
+        not grow the graph.
+        """
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes(), name)
+        node = self._shared_constants.get(key)
+        if node is None:
+            node = self._shared_constants[key] = self.constant(arr, dtype=arr.dtype, name=name)
+        return node
 
     def _leaf_with_value(self, op, name, value, dtype) -> Node:
         arr = np.array(value, dtype=dtype)

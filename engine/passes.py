@@ -76,7 +76,7 @@ def constant_folding():
             return None
         with np.errstate(all="ignore"):
             value = OPS[n.op].forward(np, *(_const(i) for i in n.inputs), **n.attrs)
-        return n.graph.constant(np.array(value, dtype=n.dtype), name=n.name)
+        return n.graph.shared_constant(np.array(value, dtype=n.dtype), name=n.name)
 
     return rule
 
@@ -120,9 +120,9 @@ def simplify():
             return ins[0]
         # values fixed by static shapes alone become constants (then fold further)
         if op in ("ones_like", "zeros_like") and None not in n.shape:
-            return n.graph.constant((np.ones if op == "ones_like" else np.zeros)(n.shape, n.dtype))
+            return n.graph.shared_constant((np.ones if op == "ones_like" else np.zeros)(n.shape, n.dtype))
         if op == "count" and all(ins[0].shape[a] is not None for a in n.attrs["axis"]):
-            return n.graph.constant(np.prod([ins[0].shape[a] for a in n.attrs["axis"]]), dtype=n.dtype)
+            return n.graph.shared_constant(np.prod([ins[0].shape[a] for a in n.attrs["axis"]]), dtype=n.dtype)
         return None
 
     return rule

@@ -1,6 +1,6 @@
 """Numerically stable composites of deep learning: softmax family, losses, densities.
 
-softmax, log_softmax and the cross-entropies are primitives with their own VJPs
+softmax, log_softmax, logsumexp and the cross-entropies are primitives with their own VJPs
 (fewer nodes, exact stability); the densities and KL are short compositions.
 """
 
@@ -161,4 +161,4 @@ def log_sigmoid(x):
 
 
 __all__ = ["softmax", "log_softmax", "bce_with_logits", "softmax_cross_entropy", "softmax_minus_one_hot", "correct", "mse", "gaussian_logpdf",
-           "kl_normal_std", "kl_normal", "bernoulli_logpmf", "log_sigmoid", "logsumexp", "log"]
+           "kl_normal_std", "kl_normal", "bernoulli_logpmf", "log_sigmoid", "logsumexp"]
