@@ -94,7 +94,7 @@ class Graph:
         self._names: dict[str, Node] = {}
         self._shared_constants: dict[tuple, Node] = {}  # see shared_constant
         self.streams = None  # the random streams of compiled programs (made by the first compile)
-        self._stream_ids = itertools.count(1 << 20)  # above the small numbers plugins pick by hand
+        self._stream_ids = itertools.count()  # for new_stream's names
 
     # --- scopes ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -164,9 +164,13 @@ class Graph:
         self.values[node.id] = arr
         return node
 
-    def new_stream(self) -> int:
-        """A random-stream number no other `new_stream` call of this graph returns."""
-        return next(self._stream_ids)
+    def new_stream(self, prefix: str = "stream") -> str:
+        """A random-stream name no other `new_stream` call of this graph returns ("stream#0", ...).
+
+        Streams are named; gengraph.engine.ops.random.RandomStreams says how a name and the
+        graph's seed give the generator.
+        """
+        return f"{prefix}#{next(self._stream_ids)}"
 
     def move_to(self, xp) -> None:
         """Keep param/state values on the backend `xp` (NumPy or CuPy), converting once."""
