@@ -23,6 +23,9 @@ class NonFiniteError(FloatingPointError):
 
 
 class Program:
+    """What compile_graph returns: the scheduled nodes, feeds, outputs and updates, and the
+    generated function that runs them (codegen.generate attaches it)."""
+
     def __init__(self, graph, order, feeds, outputs, out_keys, updates, xp, ctx, *, pass_stats=(), built_nodes=0):
         self.graph, self.nodes, self.xp, self.ctx = graph, order, xp, ctx
         self.feed_nodes = feeds
@@ -32,7 +35,6 @@ class Program:
         self.pass_stats, self.built_nodes = list(pass_stats), built_nodes
         self.kernel_calls = 0  # counted only when compiled with count_calls=True
         self.source, self._fn, self.n_kernels = "", None, 0  # set by codegen.generate
-
 
     # --- running -------------------------------------------------------------------------
     def run(self, feeds: dict | None = None, **kw):
@@ -77,10 +79,3 @@ class Program:
     def __repr__(self):
         return f"<Program {self.n_kernels} kernels, inputs {self.feed_names}, {len(self.updates)} updates>"
 
-
-def _make_check(xp):
-    def check(value, node):
-        if getattr(value, "dtype", np.dtype("O")).kind == "f" and not bool(xp.all(xp.isfinite(value))):
-            raise NonFiniteError(node)
-
-    return check

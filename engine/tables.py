@@ -11,8 +11,7 @@ from __future__ import annotations
 import textwrap
 from collections import Counter, OrderedDict
 
-from .metrics import (DEFAULT_BATCH, classify, collapse_groups, fmt_shape, node_bytes, node_flops, param_count,
-                      totals_of)
+from .metrics import DEFAULT_BATCH, collapse_groups, fmt_shape, node_bytes, node_flops, param_count, totals_of
 from .views import GraphView, program_view
 from .views import roles as roles_of
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .elementwise import exp, log, sigmoid, softplus, softplus_forward, square
+from .elementwise import exp, sigmoid, softplus, softplus_forward, square
 from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, wrap_reduction
 from .registry import ZERO, ShapeError, defop, expression_function, elementwise, float_dtype, normalize_axes, reduced_shape, same_shape
 
