@@ -45,6 +45,8 @@ from typing import ClassVar
 import numpy as np
 
 from .graph import Node
+from .ops import adam_step, cast, ema, gt, minimum, sqrt, stop_gradient
+from .ops import sum as total
 from .schedules import REQUIRED, Schedule, as_schedule, check, resolve_hyper, unknown_kind  # noqa: F401
 
 STEP_DTYPE = np.dtype("float64")  # the step counter: exact integers up to 2**53
@@ -79,8 +81,6 @@ def named(node: Node, name: str) -> Node:
     if node.op == "constant":
         return graph.constant(graph.value(node), dtype=node.dtype, name=name)
     if node.is_leaf:
-        from .ops import stop_gradient
-
         node = stop_gradient(node)  # an identity whose copy can carry the name
     return graph.add_node(node.op, node.inputs, dict(node.attrs), node.shape, node.dtype, name=name)
 
@@ -100,8 +100,6 @@ class _Step:
             return node
         key = (id(node), dtype.str)
         if key not in self._casts:
-            from .ops import cast
-
             self._casts[key] = cast(node, dtype=dtype.name)
         return self._casts[key]
 
@@ -190,9 +188,6 @@ class Optimizer:
         c = self.hyper["clip_norm"]
         if not c or not grads:
             return grads
-        from .ops import minimum, sqrt
-        from .ops import sum as total
-
         sq = None
         for g in grads:
             term = s.cast(total(g * g), grads[0].dtype)
@@ -236,8 +231,6 @@ class Momentum(Optimizer):
             check(owner, h["momentum"] > 0 and h["dampening"] == 0, "nesterov needs momentum > 0 and dampening 0")
 
     def _rule(self, s, p, g):
-        from .ops import gt
-
         h = self.hyper
         mu, damp = h["momentum"], h["dampening"]
         v = s.state(p, "v")
@@ -273,8 +266,6 @@ class Adagrad(Optimizer):
             check(owner, h[key] >= 0, f"{key} must be >= 0")
 
     def _rule(self, s, p, g):
-        from .ops import sqrt
-
         h = self.hyper
         acc = s.state(p, "sum", h["initial_accumulator"])
         acc_new = acc + g * g
@@ -301,8 +292,6 @@ class RMSprop(Optimizer):
         check(owner, h["momentum"] >= 0, "momentum must be >= 0")
 
     def _rule(self, s, p, g):
-        from .ops import sqrt
-
         h = self.hyper
         a = h["alpha"]
         sq = s.state(p, "sq")
@@ -355,8 +344,6 @@ class Adam(Optimizer):
         check(owner, h["fused"] in ("auto", "yes", "no"), 'fused must be "auto", "yes" or "no"')
 
     def _rule(self, s, p, g):
-        from .ops import adam_step, ema, sqrt
-
         h = self.hyper
         b1, b2 = h["beta1"], h["beta2"]
         m, v = s.state(p, "m"), s.state(p, "v")
