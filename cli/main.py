@@ -199,10 +199,10 @@ def plugins(as_json, plugin_files, debug):
 
 
 def _register_extra_commands():
-    """Commands defined in their own modules (graph inspection, gradcheck, sweeps)."""
+    """Commands defined in their own modules (graph inspection, gradcheck, sweeps, sampling)."""
     import importlib
 
-    for module in ("gengraph.cli.inspect_cmds", "gengraph.cli.sweep_cmd"):
+    for module in ("gengraph.cli.inspect_cmds", "gengraph.cli.sweep_cmd", "gengraph.cli.sample_cmd"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

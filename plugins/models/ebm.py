@@ -33,6 +33,7 @@ from gengraph.plugins.blocks.layers import Network, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.seeding import seeded_streams
 
 REPLAY_SEED = 0xEB3
 REPORT_SEED = 0xEB4
@@ -125,6 +126,14 @@ class EBM(ModelPlugin):
 
     def report(self, model, data, ctx):
         return report_ebm(model, data, ctx)
+
+    def sample(self, model, data, ctx, n, *, label=None, steps=None):
+        """n samples (data units) after `steps` Langevin steps (default model.sample_steps) from
+        uniform noise over the training range, as the run's samples.npy."""
+        steps = model.extras["cfg"]["sample_steps"] if steps is None else int(steps)
+        if steps < 1:
+            raise ModelConfigError("steps", f"needs at least one Langevin step, found {steps}")
+        return data.unscale_x(draw_samples(model, ctx, n, steps, ctx.seed))
 
 
 # --- the energy -------------------------------------------------------------------------
@@ -279,7 +288,9 @@ def draw_samples(model, ctx, n, steps, seed):
     sampler: Replay = model.extras["sampler"]
     rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED]))
     x = sampler.noise(rng, n)
-    return np.asarray(to_numpy(run_langevin(model.program("langevin_step", ctx), x, steps)), np.float64)
+    prog = model.program("langevin_step", ctx)
+    with seeded_streams(model.graph, seed, REPORT_SEED):  # the same noise whatever ran before
+        return np.asarray(to_numpy(run_langevin(prog, x, steps)), np.float64)
 
 
 def report_ebm(model, data, ctx) -> dict:
@@ -300,7 +311,6 @@ def report_ebm(model, data, ctx) -> dict:
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
     path = ctx.path("samples.npy")
     if path is not None:
-
         save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         from gengraph.plugins.blocks import plots
