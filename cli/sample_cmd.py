@@ -6,7 +6,6 @@ gengraph.plugins.run.sampling, the pictures in gengraph.plugins.blocks.plots.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -84,34 +83,19 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
 
 
 def _check_plottable(run, samples):
+    from gengraph.plugins.run.display import sample_plot_kind
     from gengraph.plugins.run.sampling import SampleError
 
-    if plot_kind(run.data, samples) is None:
+    if sample_plot_kind(run.data, samples) is None:
         raise SampleError(f"a PNG needs image data or 2-D data; these samples have {samples.shape[-1]} features "
                           "(write --out FILE.npy instead)")
 
 
-def plot_kind(data, samples):
-    """"images", "scatter" or None: what picture suits these samples."""
-    shape = data.image_shape
-    d = math.prod(samples.shape[1:]) if samples.ndim > 1 else 1
-    if shape is not None and math.prod(shape) == d:
-        return "images"
-    if samples.ndim == 2 and d == 2:
-        return "scatter"
-    return None
-
-
 def write_png(run, samples, path, *, label=None) -> str:
-    from gengraph.plugins.blocks import plots
+    from gengraph.plugins.run.display import write_sample_png
 
-    data = run.data
     title = f"{run.kind} samples" + (f" (label {label})" if label is not None else "")
-    if plot_kind(data, samples) == "images":
-        plots.image_grid(samples[:256].reshape(min(len(samples), 256), -1), data.image_shape, path, title=title)
-        return "image grid"
-    ref = data.unscale_x(data.x_test if data.n_test else data.x_train)
-    plots.scatter_vs_data(samples, ref, path, title=title + " vs data")
-    return "scatter over the data"
+    return write_sample_png(samples, run.data, path, title=title)
+
 
 COMMANDS = [sample_cmd]
