@@ -184,7 +184,7 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, d
         summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume))
     finally:
         bar.close()
-    return Run(run_dir, spec=loaded.data, summary=summary)
+    return Run(run_dir, summary=summary)
 
 
 @user_facing
@@ -215,9 +215,9 @@ class Run:
 
     In a notebook it shows as its summary table and loss plot."""
 
-    def __init__(self, run_dir, *, spec: dict | None = None, summary: dict | None = None):
+    def __init__(self, run_dir, *, summary: dict | None = None):
         self.dir = Path(run_dir)
-        self._spec, self._summary = spec, summary
+        self._spec, self._summary = None, summary
         self._opened = {}
 
     def __repr__(self) -> str:
@@ -228,7 +228,7 @@ class Run:
     # files
     @property
     def spec(self) -> dict:
-        """The resolved spec (spec.toml of the run) as a dict."""
+        """The resolved spec as the run wrote it (spec.toml; keys whose value is unset are absent)."""
         if self._spec is None:
             import tomllib
 
