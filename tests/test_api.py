@@ -199,7 +199,7 @@ def test_metrics_frame_with_and_without_pandas(tiny_run, monkeypatch):
         pass
     else:
         frame = tiny_run.metrics_frame()
-        assert list(frame.index) == [1, 2, 3] and frame["test_mse"].iloc[-1] == tiny_run.summary["test_mse"]
+        assert list(frame.index) == [1, 2, 3] and frame["test_mse"].iloc[-1] == tiny_run.metrics[-1]["test_mse"]
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"needs pandas: pip install pandas"):
         tiny_run.metrics_frame()
