@@ -279,3 +279,13 @@ def test_public_names_are_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.stdout.strip() == "False"
+
+
+def test_resume_continues_a_run(tmp_path):
+    first = gengraph.run(TINY, out=tmp_path / "r", progress=None).metrics  # (Run.metrics reads the file)
+    assert [m["epoch"] for m in first] == [1, 2, 3]
+    more = gengraph.run(None, overrides={"train.epochs": 5}, out=tmp_path / "r", resume=True, progress=None)
+    assert [m["epoch"] for m in more.metrics] == [1, 2, 3, 4, 5] and more.summary["epochs"] == 5
+    assert more.metrics[:3] == first  # the past is kept as it was
+    with pytest.raises(gengraph.SpecError, match="^resume: name the run directory to continue"):
+        gengraph.run(None, resume=True)

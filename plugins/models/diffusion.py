@@ -400,7 +400,6 @@ class Diffusion(ModelPlugin):
             _plots(samples, strip, data, ctx, cfg)
         return out
 
-
     # --- sampling a finished run --------------------------------------------------------------
     def sample(self, model, data, ctx, n, *, label=None, sampler=None, steps=None):
         """n samples (data units) from x_T ~ N(0, I) through the reverse steps of `sampler`

@@ -374,7 +374,6 @@ def prior_samples(model, ctx, n, seed) -> np.ndarray:
 
 
 def report_latent(model, data, ctx) -> dict:
-    hier: Hierarchy = model.extras["hierarchy"]
     out = {}
     if data.n_test:
         iw = nll_iw(model, data.x_test, ctx)
