@@ -58,11 +58,14 @@ def test_notebook_runs_in_quick_mode(name, tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient", reason=MISSING)
     pytest.importorskip("ipykernel", reason=MISSING)
     monkeypatch.setenv("GENGRAPH_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("GENGRAPH_NOTEBOOK_RUNS", str(tmp_path / "runs"))
+    work = tmp_path / "work"
+    work.mkdir()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # the kernel inherits these
         monkeypatch.setenv(var, os.environ.get(var, "1"))
     nb = nbformat.read(FOLDER / f"{name}.ipynb", as_version=4)
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+                                     resources={"metadata": {"path": str(work)}})
     client.execute()  # raises CellExecutionError at the first cell that fails
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code)
@@ -73,4 +76,6 @@ def test_notebook_runs_in_quick_mode(name, tmp_path, monkeypatch):
     pictures = [o for c in code for o in c.outputs if o.output_type in ("display_data", "execute_result")
                 and ("image/png" in o.data or "data:image/png;base64" in str(o.data.get("text/html", "")))]
     assert pictures, f"{name} shows no figure"
-    assert not list(tmp_path.iterdir())  # runs go to temporary folders, not into the working directory
+    assert not list(work.iterdir())  # runs go to GENGRAPH_NOTEBOOK_RUNS (or a temporary folder), not the cwd
+    runs = [p.parent for p in (tmp_path / "runs").rglob("summary.json")]
+    assert runs and all((r / "checkpoint.npz").is_file() for r in runs)
