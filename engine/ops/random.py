@@ -8,6 +8,7 @@ run time).
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 
 import numpy as np
@@ -111,6 +112,19 @@ class RandomStreams:
     def set_state(self, state: dict) -> None:
         for k, s in state.items():
             self.rng(k).set_state(s)
+
+    @contextlib.contextmanager
+    def reseeded(self, seed: int):
+        """Every stream drawn afresh from `seed` inside the block; the old state comes back after.
+
+        Sampling from a finished model uses it, so the same seed gives the same samples
+        whatever the programs drew before (training, likelihood estimates)."""
+        saved = self.seed, self._gens
+        self.seed, self._gens = seed, {}
+        try:
+            yield self
+        finally:
+            self.seed, self._gens = saved
 
 
 class _Generator:

@@ -13,6 +13,7 @@ CRC-32 of the name. The engine's in-graph random ops draw from the graph's own s
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 
 import numpy as np
@@ -43,3 +44,17 @@ def stream(seed: int, name: str, *more: int) -> np.random.SeedSequence:
 def rng(seed: int, name: str, *more: int) -> np.random.Generator:
     """A Generator on the named stream of run seed `seed`."""
     return np.random.default_rng(stream(seed, name, *more))
+
+
+@contextlib.contextmanager
+def seeded_streams(graph, seed: int, name: str):
+    """The graph's in-graph random streams drawn afresh from the named stream inside the block,
+    their previous state back afterwards: sampling from a finished model then sees the same
+    numbers whatever its programs drew before (training, bounds). Compile the programs
+    first: a graph gets its streams with its first compiled program."""
+    streams = graph.streams
+    if streams is None:
+        yield
+        return
+    with streams.reseeded(int(stream(seed, name).generate_state(1)[0])):
+        yield

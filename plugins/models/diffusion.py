@@ -389,8 +389,7 @@ class Diffusion(ModelPlugin):
             return out
         steps = sampler_steps(cfg["sampler"], sched, cfg["variance"])
         record = strip_times(sched, steps, cfg["strip_steps"])
-        rng = seeds.rng(ctx.seed, "diffusion.samples")
-        x0, snaps = sample(model, progs, steps, n, rng, record)
+        x0, snaps = sample(model, progs, steps, n, sample_rng(ctx.seed), record)
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
         if ctx.run_dir is not None:
@@ -402,8 +401,50 @@ class Diffusion(ModelPlugin):
             _plots(samples, strip, data, ctx, cfg)
         return out
 
+    # --- sampling a finished run --------------------------------------------------------------
+    def sample(self, model, data, ctx, n, *, label=None, sampler=None, steps=None):
+        """n samples (data units) from x_T ~ N(0, I) through the reverse steps of `sampler`
+        ("ddpm" or "ddim"; default the spec's [model.sampler]) with `steps` steps (ddim only;
+        default the spec's). With the defaults and the run's seed: the run's samples.npy."""
+        cfg = model.extras["cfg"]
+        scfg = sampler_config(cfg["sampler"], sampler, steps)
+        progs = {name: model.program(name, ctx) for name in ("sample_step", "schedule_gamma")
+                 if name in model.programs}
+        sched = current_schedule(model, progs)
+        x0, _ = sample(model, progs, sampler_steps(scfg, sched, cfg["variance"]), n, sample_rng(ctx.seed))
+        return to_data_units(model, data, x0)
+
 
 # --- report helpers ------------------------------------------------------------------------
+def sample_rng(seed) -> np.random.Generator:
+    """The generator of x_T and the reverse steps' noise (the report's and `gengraph sample`'s)."""
+    return seeds.rng(seed, "diffusion.samples")
+
+
+def sampler_config(spec_sampler: dict, kind=None, steps=None) -> dict:
+    """The [model.sampler] table with a sampler kind and a step count chosen at sampling time.
+
+    The same kind keeps the spec's other keys (eta, variance); another kind starts from its
+    defaults (clip_x0 stays, it is built into the sampling program)."""
+    kind = spec_sampler["kind"] if kind is None else kind
+    if kind not in SAMPLERS.names():
+        raise ModelConfigError("sampler", f'unknown sampler "{kind}" (choose from {", ".join(SAMPLERS.names())})')
+    if kind == spec_sampler["kind"]:
+        out = dict(spec_sampler)
+    else:
+        out = {"kind": kind}
+        if "clip_x0" in spec_sampler:
+            out["clip_x0"] = spec_sampler["clip_x0"]
+    if steps is not None:
+        if "steps" not in SAMPLERS.get(kind).schema.fields:
+            raise ModelConfigError("steps", f'the {kind} sampler takes all T steps; a shorter sequence needs '
+                                   f'sampler "ddim"')
+        if int(steps) < 1:
+            raise ModelConfigError("steps", f"needs at least one step, found {steps}")
+        out["steps"] = int(steps)
+    return out
+
+
 def programs_of(model, ctx=None) -> dict:
     """The compiled extra programs (the trainer's, or compiled once here, e.g. in tests)."""
     return {name: model.program(name, ctx) for name in model.programs}

@@ -126,6 +126,14 @@ class EBM(ModelPlugin):
     def report(self, model, data, ctx):
         return report_ebm(model, data, ctx)
 
+    def sample(self, model, data, ctx, n, *, label=None, steps=None):
+        """n samples (data units) after `steps` Langevin steps (default model.sample_steps) from
+        uniform noise over the training range, as the run's samples.npy."""
+        steps = model.extras["cfg"]["sample_steps"] if steps is None else int(steps)
+        if steps < 1:
+            raise ModelConfigError("steps", f"needs at least one Langevin step, found {steps}")
+        return data.unscale_x(draw_samples(model, ctx, n, steps, ctx.seed))
+
 
 # --- the energy -------------------------------------------------------------------------
 class NetworkEnergy:
@@ -278,7 +286,9 @@ def draw_samples(model, ctx, n, steps, seed):
     sampler: Replay = model.extras["sampler"]
     rng = seeds.rng(seed, "ebm.report")
     x = sampler.noise(rng, n)
-    return np.asarray(to_numpy(run_langevin(model.program("langevin_step", ctx), x, steps)), np.float64)
+    prog = model.program("langevin_step", ctx)
+    with seeds.seeded_streams(model.graph, seed, "ebm.report"):  # the same noise whatever ran before
+        return np.asarray(to_numpy(run_langevin(prog, x, steps)), np.float64)
 
 
 def report_ebm(model, data, ctx) -> dict:

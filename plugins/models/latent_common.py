@@ -340,6 +340,11 @@ class LatentPlugin(ModelPlugin):
     def report(self, model, data, ctx):
         return report_latent(model, data, ctx)
 
+    def sample(self, model, data, ctx, n, *, label=None):
+        """Ancestral samples in data units: h_T ~ N(0, I), then down the decoders (sampling the
+        intermediate levels), then the likelihood's mean E[x | h_1], as the run's samples.npy."""
+        return data.unscale_x(prior_samples(model, ctx, n, ctx.seed))
+
 
 def run_batched(model, ctx, name, feeds_of, n, batch=256) -> dict:
     """Run a program over rows 0..n in batches; outputs concatenated as NumPy arrays."""
@@ -358,8 +363,17 @@ def nll_iw(model, x, ctx=None, batch=None) -> dict:
     return run_batched(model, ctx, "iw", lambda s: {"x": x[s]}, len(x), batch)
 
 
-def report_latent(model, data, ctx) -> dict:
+def prior_samples(model, ctx, n, seed) -> np.ndarray:
+    """n decoder means E[x | h_1] (model units) of ancestral draws from the prior, h_T ~ N(0, I)."""
     hier: Hierarchy = model.extras["hierarchy"]
+    rng = seeds.rng(seed, "latent.report")
+    z = rng.standard_normal((n, hier.sizes[-1]))
+    model.program("sample", ctx)  # compiled before the streams are reseeded
+    with seeds.seeded_streams(model.graph, seed, "latent.report"):  # intermediate levels (hvae) draw from the graph
+        return run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
+
+
+def report_latent(model, data, ctx) -> dict:
     out = {}
     if data.n_test:
         iw = nll_iw(model, data.x_test, ctx)
@@ -367,11 +381,9 @@ def report_latent(model, data, ctx) -> dict:
         out["iw_samples"] = int(model.extras["elbo"]["iw_samples"])
     x_ref = data.x_test if data.n_test else data.x_train
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
-    rng = seeds.rng(ctx.seed, "latent.report")
     samples = None
     if n:
-        z = rng.standard_normal((n, hier.sizes[-1]))
-        samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
+        samples = prior_samples(model, ctx, n, ctx.seed)
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
             save_npy(path, data.unscale_x(samples))

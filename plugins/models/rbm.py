@@ -144,6 +144,15 @@ class RBM(ModelPlugin):
     def report(self, model, data, ctx):
         return report_rbm(model, data, ctx)
 
+    def sample(self, model, data, ctx, n, *, label=None, steps=None):
+        """n samples (data units) after `steps` Gibbs sweeps (default model.sample_steps) from
+        random starts: the states of the last sweep, as the run's samples.npy."""
+        steps = model.extras["cfg"]["sample_steps"] if steps is None else int(steps)
+        if steps < 1:
+            raise ModelConfigError("steps", f"needs at least one Gibbs sweep, found {steps}")
+        samples, _ = gibbs_samples(model, ctx, data, n, steps, ctx.seed)
+        return samples_in_data_units(samples, data)
+
 
 # --- building ---------------------------------------------------------------------------
 def base_rate_logits(x, eps=1e-3):
@@ -254,10 +263,16 @@ def gibbs_samples(model, ctx, data, n, steps, seed):
         x = xt.mean(0) + xt.std(0) * rng.standard_normal((n, energy.nv))
     prog = model.program("sample_step", ctx)
     mean = x
-    for _ in range(steps):
-        out = prog.run(x_chain=x)
-        x, mean = out["x"], out["mean"]
+    with seeds.seeded_streams(model.graph, seed, "rbm.report"):  # the same chains whatever ran before
+        for _ in range(steps):
+            out = prog.run(x_chain=x)
+            x, mean = out["x"], out["mean"]
     return np.asarray(to_numpy(x), np.float64), np.asarray(to_numpy(mean), np.float64)
+
+
+def samples_in_data_units(samples, data):
+    """Binary states stay 0/1; Gaussian visible units are mapped back through the data scaling."""
+    return samples if data.meta.get("binarize") is not None else data.unscale_x(samples)
 
 
 def report_rbm(model, data, ctx) -> dict:
@@ -296,7 +311,7 @@ def report_rbm(model, data, ctx) -> dict:
         samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
         path = ctx.path("samples.npy")
         if path is not None:
-            save_npy(path, samples if data.meta.get("binarize") is not None else data.unscale_x(samples))
+            save_npy(path, samples_in_data_units(samples, data))
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)
     return out
