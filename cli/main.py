@@ -44,15 +44,21 @@ def user_errors(fn):
         from gengraph.plugins.datasets import DataError
         from gengraph.plugins.spec.errors import SpecError
         from gengraph.plugins.run.checkpoint import CheckpointError
+        from gengraph.plugins.run.rundir import RunDirError
         from gengraph.plugins.run.runner import RunInterrupted
+        from gengraph.plugins.run.signals import Stop, exit_code, signal_name
         from gengraph.plugins.run.trainer import DivergenceError
 
         try:
             return fn(*args, **kwargs)
         except RunInterrupted as exc:
-            click.echo(f"\n{exc}; continue with --resume", err=True)
-            ctx.exit(130)
-        except (SpecError, DataError, ExprError, ShapeError, CheckpointError) as exc:
+            click.echo(f"\n{exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (Stop, KeyboardInterrupt) as exc:  # before or after a run: nothing of it to save
+            signum = exc.signum if isinstance(exc, Stop) else 2
+            click.echo(f"\ninterrupted by {signal_name(signum)}", err=True)
+            ctx.exit(exit_code(signum))
+        except (SpecError, DataError, ExprError, ShapeError, CheckpointError, RunDirError) as exc:
             if debug:
                 raise
             raise UserError(str(exc)) from None
@@ -107,30 +113,58 @@ def common(fn):
 
 @main.command(epilog=_examples("run"))
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory (default: output.dir/run.name)")
+@click.option("--out", "out_dir", metavar="DIR", help="run directory (default: output.dir/run.name); "
+              "it must be new, empty, or be replaced with --overwrite")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="override run.device")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
-              help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml)")
+@click.option("--resume", "resume_dir", metavar="DIR",
+              help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml); "
+                   "only train.epochs, output.*, run.threads and run.device may change")
+@click.option("--overwrite", is_flag=True, help="replace the run already in the run directory (its files only)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @common
 @user_errors
-def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_files, debug):
+def run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug):
     """Train the model a SPEC declares and write its run directory.
 
     Without SPEC, runs the built-in default (specs/mlp_digits.toml on the shipped digits).
-    Ctrl-C writes a checkpoint and exits 130; --resume continues bit-identically.
+
+    \b
+    A run directory holds one run: a directory that holds another run is refused unless
+    --overwrite (which removes that run's files, never yours) or --resume, and a second
+    process is refused while the first holds the directory's lock (gengraph.lock).
+    Ctrl-C (SIGINT) or SIGTERM writes a checkpoint and exits 130 or 143; --resume then
+    continues bit-identically. A checkpoint that is damaged or belongs to another spec
+    is refused with exit 2 and nothing in the directory is rewritten.
     """
+    from gengraph.plugins.run.signals import SignalGuard
+
+    with SignalGuard():  # a signal while the spec and plugins load: exit 130/143, no traceback
+        _run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug)
+
+
+def _run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug):
     from pathlib import Path
 
     from gengraph.plugins.run.loading import load
     from gengraph.plugins.run.progress import Progress
+    from gengraph.plugins.run.rundir import check_path
     from gengraph.plugins.run.runner import execute
 
+    if resume_dir is not None:
+        check_path(resume_dir)
+        if overwrite:
+            raise UserError("--resume continues the run in a directory and --overwrite replaces it: pass one")
+        if out_dir is not None and Path(out_dir).resolve() != Path(resume_dir).resolve():
+            raise UserError("--resume DIR is the run directory: leave out --out or give the same directory")
+    if out_dir is not None:
+        check_path(out_dir)
     _load_plugins(plugin_files)
     overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
     if resume_dir and spec is None:
         spec = str(Path(resume_dir) / "spec.toml")
+        if not Path(spec).is_file():
+            raise UserError(f"--resume {resume_dir}: no run here (no spec.toml), so nothing to resume")
     path = _spec_path(spec)
     loaded = load(path, overrides)
     name = loaded.data["run"]["name"] or Path(path).stem
@@ -139,7 +173,8 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
     progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)
     try:
         summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=Path(path).parent,
-                          resume=bool(resume_dir))
+                          resume=bool(resume_dir), overwrite=overwrite,
+                          log=lambda *a, **k: click.echo(" ".join(map(str, a)), err=True))
     finally:
         progress.close()
     if as_json:
