@@ -195,7 +195,7 @@ def check_fingerprint(path: Path, meta: dict, spec_data: dict) -> None:
     if fingerprint(now) == meta["fingerprint"]:
         return
     changes = spec_changes(meta["spec"], now)
-    shown = "; ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in changes[:5])
+    shown = "; ".join(f"{k} = {json.dumps(a)} in the checkpoint, {json.dumps(b)} now" for k, a, b in changes[:5])
     keys = ", ".join(k for k, _, _ in changes[:5])
     raise CheckpointError(f"{path} belongs to a run with another spec: --resume cannot change {keys} ({shown}); "
                           f"a resumed run may change only train.epochs, output.*, run.threads and run.device; "
