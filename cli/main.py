@@ -139,11 +139,13 @@ def run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides,
     """
     from gengraph.plugins.run.signals import SignalGuard
 
-    with SignalGuard():  # a signal while the spec and plugins load: exit 130/143, no traceback
-        _run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug)
+    # a signal while the spec and plugins load: exit 130/143, no traceback; after a run is
+    # interrupted, later signals are ignored until the process has exited with its code
+    with SignalGuard(ignore_when_stopped=True) as guard:
+        _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug)
 
 
-def _run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug):
+def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug):
     from pathlib import Path
 
     from gengraph.plugins.run.loading import load
@@ -171,6 +173,7 @@ def _run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides
     loaded.data["run"]["name"] = name
     run_dir = Path(resume_dir or out_dir or Path(loaded.data["output"]["dir"]) / name)
     progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)
+    guard.raising = False  # from here on the run handles signals (and reports them as RunInterrupted)
     try:
         summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=Path(path).parent,
                           resume=bool(resume_dir), overwrite=overwrite,

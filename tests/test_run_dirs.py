@@ -399,6 +399,7 @@ def test_two_quick_sigints_still_leave_a_loadable_checkpoint(tmp_path):
     proc = _gengraph(tiny(tmp_path), "--out", out, "-q", *SLOW)
     _wait_for(proc, _metrics_started(out), "first metrics line")
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # the first has been handled: the second would have stopped at once, leaving nothing
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -47,7 +47,11 @@ class SignalGuard:
     """SIGINT/SIGTERM handlers for the duration of a `with` block (main thread only;
     elsewhere the guard does nothing). Guards nest: each restores the handlers it found."""
 
-    def __init__(self):
+    def __init__(self, *, ignore_when_stopped=False):
+        """ignore_when_stopped: when the block ends by a signal (Stop, RunInterrupted), ignore
+        further signals instead of restoring the old handlers: the process is about to exit
+        with 130/143, and a late second Ctrl-C must not turn that into a kill."""
+        self.ignore_when_stopped = ignore_when_stopped
         self.received: int | None = None  # the first signal, which sets the exit code
         self.raising = True  # False while training: a signal only requests a stop
         self.on_signal = None  # called on every signal (the trainer's stop request)
@@ -61,9 +65,10 @@ class SignalGuard:
                 signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        stopped = self.ignore_when_stopped and getattr(exc, "signum", None) is not None
         for s, handler in self._previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if stopped else handler)
         self._previous.clear()
         return False
 
