@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gengraph.plugins.blocks.files import atomic_write, save_npz
+from gengraph.plugins.run.trainer import TrainState
 
 
 FORMAT = 2  # 2: the spec and its fingerprint travel in the metadata
@@ -158,8 +159,6 @@ def _read_meta(path: Path, raw: np.ndarray) -> dict:
         if not isinstance(meta.get(key), typ):
             raise bad(f'"{key}" missing or not a {typ.__name__}')
     state = meta["state"]
-    from gengraph.plugins.run.trainer import TrainState
-
     known = {f for f in TrainState.__dataclass_fields__ if f != "history"}
     if set(state) != known:
         raise bad(f"state keys {sorted(state)}, expected {sorted(known)}")

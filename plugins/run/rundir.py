@@ -19,6 +19,8 @@ import socket
 import time
 from pathlib import Path
 
+from gengraph.plugins.blocks.files import atomic_write
+
 LOCK_NAME = "gengraph.lock"
 MANIFEST = "files.json"  # the plugin-written files of the run (plots, samples), for --overwrite
 # Files the runner and the built-in plugins write into a run directory.
@@ -122,7 +124,8 @@ class RunLock:
                                   f"(PID {owner['pid']}); if that run is gone, delete {self.path}")
             elif _pid_alive(owner["pid"]):
                 raise RunDirError(f"{self.run_dir} is in use by another gengraph run (PID {owner['pid']}, "
-                                  f"started {owner.get('started', '?')}); wait for it to end or choose another --out")
+                                  f"started {owner.get('started', '?')}); wait for it to end or choose another --out "
+                                  f"(if no gengraph run works there, delete {self.path})")
             # stale: move it aside under a unique name, and check it was the one judged stale
             aside = self.path.with_name(f".{LOCK_NAME}.stale.{os.getpid()}")
             try:
@@ -179,8 +182,6 @@ def _manifest(run_dir: Path) -> list[str]:
 
 
 def write_manifest(run_dir: Path, names) -> None:
-    from gengraph.plugins.blocks.files import atomic_write
-
     names = sorted(set(names) | set(_manifest(run_dir)))
     atomic_write(run_dir / MANIFEST, json.dumps(names, indent=1) + "\n")
 
