@@ -3,6 +3,7 @@ damaged files, signals in every phase, and paths that cannot be run directories.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,8 @@ layers = [{ units = 4, activation = "tanh" }]
 [train]
 epochs = 2
 batch_size = 16
+[output]
+plots = false
 """
 
 OLS = """spec_version = 1
@@ -90,10 +93,21 @@ def snapshot(d: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
 
 
+_TEMPLATE = {}
+
+
 def finished_run(tmp_path, *sets, text=TINY):
+    """A finished run in tmp_path/run (the plain TINY one is made once and copied)."""
     out = tmp_path / "run"
+    if not sets and text == TINY and "run" in _TEMPLATE:
+        shutil.copytree(_TEMPLATE["run"], out)
+        tiny(tmp_path, text)
+        return out
     result = invoke("run", tiny(tmp_path, text), "--out", out, "-q", *sum((["--set", s] for s in sets), []))
     assert result.exit_code == 0, result.output
+    if not sets and text == TINY:
+        _TEMPLATE["run"] = tmp_path / "template"
+        shutil.copytree(out, _TEMPLATE["run"])
     return out
 
 
@@ -132,7 +146,7 @@ def test_overwrite_replaces_the_run_files_and_keeps_the_users(tmp_path):
 
 
 def test_overwrite_removes_the_plugin_files_the_manifest_names(tmp_path):
-    out = finished_run(tmp_path)
+    out = finished_run(tmp_path, "output.plots=true")
     names = json.loads((out / "files.json").read_text())
     assert "fit.png" in names  # the mlp's regression plot, recorded through ctx.path
     json.dump(names + ["custom_plot.png"], open(out / "files.json", "w"))
