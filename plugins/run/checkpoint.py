@@ -209,37 +209,3 @@ def jsonable(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
-
-
-
-def read_metrics(path: Path, upto_epoch: int, log=print) -> list[dict]:
-    """The logged rows of metrics.jsonl up to a checkpoint's epoch, for a resumed run.
-
-    A partial last line (the run was killed while appending it) is dropped with a note;
-    any other damaged line is a CheckpointError."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        text = path.read_bytes().decode()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot be read ({exc}); the run cannot be resumed") from None
-    lines = text.split("\n")
-    torn = lines.pop()  # "" when the file ends with a newline
-    rows = []
-    for i, line in enumerate(lines + ([torn] if torn else []), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or type(row.get("epoch")) is not int:
-                raise ValueError("not a metrics row")
-        except ValueError:
-            if i == len(lines) + 1:
-                log(f"note: {path}: dropped the partial last line (the run was stopped while writing it)")
-                continue
-            raise CheckpointError(f"{path}:{i}: damaged line (not a metrics row); the run cannot be resumed") \
-                from None
-        rows.append(row)
-    return [r for r in rows if r["epoch"] <= upto_epoch]

@@ -25,8 +25,8 @@ from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks.files import atomic_write
-from gengraph.plugins.run.checkpoint import (CheckpointError, fit_to_model, jsonable, load_checkpoint, read_metrics,
-                                             write_checkpoint)
+from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
+from gengraph.plugins.run.resume import check_resumable, read_metrics
 from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, open_run_dir, refuse_if_taken,
                                          write_manifest)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
@@ -241,41 +241,6 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
             with signals.deferred():
                 write_manifest(run_dir, ctx.written)
     return summary
-
-
-def check_resumable(trainer, cfg, run_dir: Path) -> None:
-    """Refuse a resume that would un-train or has nothing left to do."""
-    st = trainer.state
-    finished = _finished(run_dir, st)
-    if st.solved:
-        if finished:
-            how = "by L-BFGS" if cfg["train"]["optimizer"]["kind"] == "lbfgs" else "in closed form"
-            raise CheckpointError(f"nothing to resume: {run_dir} holds a finished run whose model is fitted {how} "
-                                  f"(there are no epochs to continue); start a new run to change it")
-        return
-    epochs = cfg["train"]["epochs"]
-    done = st.epoch + (1 if st.batch_in_epoch else 0)
-    where = f"{st.epoch} epochs" + (f" and {st.batch_in_epoch} steps of epoch {st.epoch + 1}"
-                                    if st.batch_in_epoch else "")
-    if epochs < done:
-        raise CheckpointError(f"train.epochs = {epochs}, but the run in {run_dir} has already trained {where}; "
-                              f"a resumed run cannot un-train: set train.epochs to {done} or more")
-    es = cfg["train"].get("early_stopping") or {}
-    if finished and es.get("patience") and st.bad_epochs >= es["patience"]:
-        raise CheckpointError(f"nothing to resume: the run in {run_dir} stopped early at epoch {st.epoch} "
-                              f"(train.early_stopping)")
-    if finished and epochs == st.epoch:
-        raise CheckpointError(f"nothing to resume: the run in {run_dir} finished all {st.epoch} epochs; "
-                              f"to train on, pass --set train.epochs=N with N > {st.epoch}")
-
-
-def _finished(run_dir: Path, st) -> bool:
-    """The run's report was written for exactly the checkpoint's position."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and summary.get("epochs") == st.epoch and summary.get("steps") == st.step
 
 
 def summary_text(spec_data, data, summary) -> str:
