@@ -39,15 +39,20 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = ctx.params.get("debug", False)
-        from gengraph.engine.errors import UserError as Mistake  # SpecError, DataError, ExprError, ShapeError, ...
+        from gengraph.engine.errors import UserError as Mistake  # SpecError, DataError, RunDirError, ...
         from gengraph.plugins.run.runner import RunInterrupted
+        from gengraph.plugins.run.signals import Stop, exit_code, signal_name
         from gengraph.plugins.run.trainer import DivergenceError
 
         try:
             return fn(*args, **kwargs)
         except RunInterrupted as exc:
-            click.echo(f"\n{exc}; continue with --resume", err=True)
-            ctx.exit(130)
+            click.echo(f"\n{exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (Stop, KeyboardInterrupt) as exc:  # before or after a run: nothing of it to save
+            signum = exc.signum if isinstance(exc, Stop) else 2
+            click.echo(f"\ninterrupted by {signal_name(signum)}", err=True)
+            ctx.exit(exit_code(signum))
         except Mistake as exc:
             if debug:
                 raise
@@ -65,14 +70,6 @@ def _load_plugins(paths):
 
     for p in paths:
         load_plugin_file(p)
-
-
-def _spec_path(spec):
-    if spec is not None:
-        return spec
-    from gengraph.plugins.run.loading import default_spec
-
-    return str(default_spec())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,32 +100,66 @@ def common(fn):
 
 @main.command(epilog=_examples("run"))
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory (default: output.dir/run.name)")
+@click.option("--out", "out_dir", metavar="DIR", help="run directory (default: output.dir/run.name); "
+              "it must be new, empty, or be replaced with --overwrite")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="override run.device")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
-              help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml)")
+@click.option("--resume", "resume_dir", metavar="DIR",
+              help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml); "
+                   "only train.epochs, output.*, run.threads and run.device may change")
+@click.option("--overwrite", is_flag=True, help="replace the run already in the run directory (its files only)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @common
 @user_errors
-def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_files, debug):
+def run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug):
     """Train the model a SPEC declares and write its run directory.
 
     Without SPEC, runs the built-in default (specs/mlp_digits.toml on the shipped digits).
-    Ctrl-C writes a checkpoint and exits 130; --resume continues bit-identically.
+
+    \b
+    A run directory holds one run: a directory that holds another run is refused unless
+    --overwrite (which removes that run's files, never yours) or --resume, and a second
+    process is refused while the first holds the directory's lock (gengraph.lock).
+    Ctrl-C (SIGINT) or SIGTERM writes a checkpoint and exits 130 or 143; --resume then
+    continues bit-identically. A checkpoint that is damaged or belongs to another spec
+    is refused with exit 2 and nothing in the directory is rewritten.
     """
+    from gengraph.plugins.run.signals import SignalGuard
+
+    # a signal while the spec and plugins load: exit 130/143, no traceback; after a run is
+    # interrupted, later signals are ignored until the process has exited with its code
+    with SignalGuard(ignore_when_stopped=True) as guard:
+        _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug)
+
+
+def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug):
+    from pathlib import Path
+
     from gengraph.plugins.run.api import prepare_run
     from gengraph.plugins.run.progress import Progress
+    from gengraph.plugins.run.rundir import check_path
     from gengraph.plugins.run.runner import execute
 
+    if resume_dir is not None:
+        check_path(resume_dir)
+        if overwrite:
+            raise UserError("--resume continues the run in a directory and --overwrite replaces it: pass one")
+        if out_dir is not None and Path(out_dir).resolve() != Path(resume_dir).resolve():
+            raise UserError("--resume DIR is the run directory: leave out --out or give the same directory")
+    if out_dir is not None:
+        check_path(out_dir)
     _load_plugins(plugin_files)
+    if resume_dir and spec is None and not (Path(resume_dir) / "spec.toml").is_file():
+        raise UserError(f"--resume {resume_dir}: no run here (no spec.toml), so nothing to resume")
     # shared with gengraph.run(): SPEC may also be a shipped spec's name (mlp_digits)
     loaded, run_dir, base_dir = prepare_run(spec, list(overrides), out=resume_dir or out_dir,
                                             resume=bool(resume_dir), device=device)
     progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)
+    guard.raising = False  # from here on the run handles signals (and reports them as RunInterrupted)
     try:
         summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=base_dir,
-                          resume=bool(resume_dir))
+                          resume=bool(resume_dir), overwrite=overwrite,
+                          log=lambda *a, **k: click.echo(" ".join(map(str, a)), err=True))
     finally:
         progress.close()
     if as_json:

@@ -18,7 +18,28 @@ import functools
 import json
 from pathlib import Path
 
+from gengraph.engine.expr import ExprError
+from gengraph.engine.ops.registry import ShapeError
+from gengraph.plugins.datasets import DataError
+from gengraph.plugins.registry import suggest
+from gengraph.plugins.run.display import GraphDisplay
+from gengraph.plugins.run.display import SampleImages
+from gengraph.plugins.run.display import make_progress
+from gengraph.plugins.run.display import run_html
+from gengraph.plugins.run.inspection import gradcheck
+from gengraph.plugins.run.inspection import program_stage
+from gengraph.plugins.run.loading import default_spec
+from gengraph.plugins.run.loading import load as load_file
+from gengraph.plugins.run.loading import load_plugin_file
+from gengraph.plugins.run.runner import build_checked
+from gengraph.plugins.run.runner import execute
+from gengraph.plugins.run.sampling import open_run
+from gengraph.plugins.run.sampling import sample_from
+from gengraph.plugins.run.spec_schema import top_schema
+from gengraph.plugins.spec.document import SPEC_VERSION, spec_from_text
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.toml_writer import dumps
+from gengraph.plugins.spec.toml_writer import format_value
 
 DICT_SPEC = "<spec dict>"
 
@@ -26,13 +47,8 @@ DICT_SPEC = "<spec dict>"
 # --- user errors: one exception type, raised from the public function --------------------------
 def user_facing(fn):
     """Spec, data and expression mistakes leave as one fresh SpecError (the CLI's message)."""
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from gengraph.engine.expr import ExprError
-        from gengraph.engine.ops.registry import ShapeError
-        from gengraph.plugins.datasets import DataError
-
         try:
             return fn(*args, **kwargs)
         except SpecError as exc:
@@ -61,8 +77,6 @@ def shipped_spec(name: str) -> Path:
 
 def spec_path(spec) -> Path:
     """The file a spec argument names: an existing path, else a shipped spec's bare name."""
-    from gengraph.plugins.run.loading import default_spec
-
     if spec is None:
         return default_spec()
     p = Path(spec)
@@ -72,7 +86,6 @@ def spec_path(spec) -> Path:
     if bare and p.name in shipped_specs():
         return shipped_spec(p.name)
     if bare:
-        from gengraph.plugins.registry import suggest
 
         hint = suggest(p.name, shipped_specs())
         more = f'; did you mean the shipped spec "{hint}"?' if hint else \
@@ -100,8 +113,6 @@ def _plain(value, path="value"):
 
 def override_strings(overrides) -> list[str]:
     """{"train.optimizer.lr": 0.01} (or ["train.optimizer.lr=0.01"]) as --set strings."""
-    from gengraph.plugins.spec.toml_writer import format_value
-
     if overrides is None:
         return []
     if isinstance(overrides, str):
@@ -119,13 +130,8 @@ def override_strings(overrides) -> list[str]:
 
 def load_spec_any(spec, overrides=()):
     """(Spec, the file it came from or None for a dict, the folder data paths are relative to)."""
-    from gengraph.plugins.run.loading import load
-
     overrides = list(overrides)
     if isinstance(spec, dict):
-        from gengraph.plugins.run.spec_schema import top_schema
-        from gengraph.plugins.spec.document import SPEC_VERSION, spec_from_text
-        from gengraph.plugins.spec.toml_writer import dumps
 
         data = {"spec_version": SPEC_VERSION, **_plain(spec)}
         try:
@@ -138,7 +144,7 @@ def load_spec_any(spec, overrides=()):
             raise SpecError([SpecIssue(DICT_SPEC if i.file == DICT_SPEC else i.file, None, None, i.path, i.message)
                              for i in exc.issues]) from None
     path = spec_path(spec)
-    return load(path, overrides), path, path.parent
+    return load_file(path, overrides), path, path.parent
 
 
 def prepare_run(spec=None, overrides=None, *, out=None, resume=False, device=None):
@@ -161,7 +167,8 @@ def prepare_run(spec=None, overrides=None, *, out=None, resume=False, device=Non
 
 # --- the public functions ------------------------------------------------------------------
 @user_facing
-def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, device=None, plugins=()) -> "Run":
+def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, overwrite=False, device=None,
+        plugins=()) -> "Run":
     """Train the model a spec declares and write its run directory, as `gengraph run`.
 
     spec: a path, a shipped spec's name ("mlp_digits"), a dict in the spec's own structure,
@@ -169,19 +176,18 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, d
     out: the run directory (default output.dir/run.name). resume: continue the run in
     `out` from its checkpoint. progress: "auto" (a notebook bar with ipywidgets, else
     plain lines; a tqdm bar on a terminal), "notebook", "bar", "text" or None/False.
-    device: "cpu" or "cuda". plugins: local plugin files to load first (--plugin).
+    overwrite: replace the run already in `out` (its files only), as --overwrite; without
+    it a directory holding another run is refused. device: "cpu" or "cuda". plugins:
+    local plugin files to load first (--plugin).
     Spec mistakes raise SpecError with the CLI's message.
     """
-    from gengraph.plugins.run.display import make_progress
-    from gengraph.plugins.run.loading import load_plugin_file
-    from gengraph.plugins.run.runner import execute
-
     for p in plugins:
         load_plugin_file(p)
     loaded, run_dir, base_dir = prepare_run(spec, overrides, out=out, resume=resume, device=device)
     bar = make_progress(progress, loaded.data["train"]["epochs"])
     try:
-        summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume))
+        summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume),
+                          overwrite=overwrite)
     finally:
         bar.close()
     return Run(run_dir, summary=summary)
@@ -191,9 +197,6 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, d
 def validate(spec, overrides=None, *, plugins=()) -> dict:
     """The resolved spec (defaults filled, overrides applied) after every check `gengraph
     validate` makes (data files and shapes included); SpecError lists every problem."""
-    from gengraph.plugins.run.loading import load_plugin_file
-    from gengraph.plugins.run.runner import build_checked
-
     for p in plugins:
         load_plugin_file(p)
     loaded, _, base_dir = load_spec_any(spec, override_strings(overrides))
@@ -214,7 +217,6 @@ class Run:
     """A run directory: its resolved spec, summary, metrics, parameters, samples and graphs.
 
     In a notebook it shows as its summary table and loss plot."""
-
     def __init__(self, run_dir, *, summary: dict | None = None):
         self.dir = Path(run_dir)
         self._spec, self._summary = None, summary
@@ -285,12 +287,9 @@ class Run:
         steps). seed None: the run's seed (its samples.npy). as_image=True returns a
         SampleImages that shows as an image grid (or a scatter over the data for 2-D data)
         and keeps the array in `.array`."""
-        from gengraph.plugins.run.sampling import sample_from
-
         opened = self.opened(backend)
         samples = sample_from(opened, n, label=label, seed=seed, **options)
         if as_image:
-            from gengraph.plugins.run.display import SampleImages
 
             return SampleImages(samples, opened.data, title=f"{self.kind} samples"
                                 + (f" (label {label})" if label is not None else ""))
@@ -306,9 +305,6 @@ class Run:
               collapse: int | None = None):
         """The graph `gengraph graph RUN/spec.toml --program P --stage S` prints: a GraphView
         display (text repr; SVG with Graphviz's `dot`, else an HTML table; .dot(), .json())."""
-        from gengraph.plugins.run.display import GraphDisplay
-        from gengraph.plugins.run.inspection import program_stage
-
         loaded, data, plugin, model = _build(self.dir, ['run.device="cpu"'])
         view, program = program_stage(loaded, data, plugin, model, program, stage,
                                       label=str(self.dir / "spec.toml"))
@@ -318,31 +314,22 @@ class Run:
         """The report of `gengraph gradcheck RUN/spec.toml`: the spec's model (its initial
         parameters) in float64 on the CPU, the engine's loss gradient against central
         differences. Shows as an HTML table; str() is the command's text; `.ok`."""
-        from gengraph.plugins.run.inspection import gradcheck
-
         loaded, data, plugin, model = _build(self.dir, ['run.dtype="float64"', 'run.device="cpu"'])
         return gradcheck(loaded, data, model, label=str(self.dir / "spec.toml"), param_names=tuple(params), eps=eps,
                          rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
 
     # displays
     def _repr_html_(self) -> str:
-        from gengraph.plugins.run.display import run_html
-
         return run_html(self)
 
 
 @user_facing
 def _open(run_dir, backend):
-    from gengraph.plugins.run.sampling import open_run
-
     return open_run(run_dir, backend=backend)
 
 
 @user_facing
 def _build(run_dir, overrides):
-    from gengraph.plugins.run.loading import load as load_file
-    from gengraph.plugins.run.runner import build_checked
-
     loaded = load_file(Path(run_dir) / "spec.toml", overrides)
     data, plugin, _graph, model = build_checked(loaded, base_dir=Path(run_dir))
     return loaded, data, plugin, model

@@ -22,6 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 from gengraph.engine import export, tables
+from gengraph.plugins.blocks.plots import loss_curves
+from gengraph.plugins.blocks import plots
+from gengraph.plugins.run.progress import Progress
 
 
 # --- small HTML helpers --------------------------------------------------------------------------
@@ -69,8 +72,6 @@ def img_tag(png: bytes, alt="") -> str:
 # --- a run -------------------------------------------------------------------------------------------
 def run_html(run) -> str:
     """Title, the summary table and the loss curves of a Run."""
-    from gengraph.plugins.blocks.plots import loss_curves
-
     spec = run.spec
     title = f"{spec['run']['name']}: {run.kind} on {spec['data']['source']}"
     parts = [f"<div><b>{_esc(title)}</b><br/><code>{_esc(run.dir)}</code></div>"]
@@ -162,7 +163,6 @@ def gradcheck_html(report) -> str:
 class SampleImages:
     """Samples that show as a picture: an image grid (image data) or a scatter over the data
     (2-D data); `.array` is the NumPy array. Made by `Run.sample(n, as_image=True)`."""
-
     def __init__(self, array, data, title="samples"):
         self.array, self.data, self.title = array, data, title
         self._png = None
@@ -209,8 +209,6 @@ def sample_plot_kind(data, samples) -> str | None:
 
 def write_sample_png(samples, data, path, *, title="samples") -> str:
     """Draw samples into a PNG file: an image grid or a scatter over the data; returns which."""
-    from gengraph.plugins.blocks import plots
-
     kind = sample_plot_kind(data, samples)
     if kind == "images":
         m = min(len(samples), 256)
@@ -274,8 +272,6 @@ def choose_progress(progress="auto", *, stream=None) -> str:
 
 def make_progress(progress, epochs: int, *, stream=None):
     """A runner progress object (epoch(row), close()) for the chosen mode."""
-    from gengraph.plugins.run.progress import Progress
-
     mode = choose_progress(progress, stream=stream)
     p = Progress(epochs, quiet=True, stream=stream or sys.stderr)  # builds no bar
     p.mode = mode

@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from gengraph.engine import views
 from gengraph.engine.gradcheck import check_loss_grads
+from gengraph.plugins.run.context import RunContext
+from gengraph.plugins.run.trainer import Trainer
+from gengraph.plugins.registry import suggest
+from gengraph.plugins.run.display import gradcheck_html
 
 
 class InspectError(ValueError):
@@ -17,9 +21,6 @@ class InspectError(ValueError):
 def compiled_programs(loaded, data, plugin, model):
     """({name: (outputs, updates, Program)} for every program a run of this spec compiles,
     the first node id created after the model was built)."""
-    from gengraph.plugins.run.runner import RunContext
-    from gengraph.plugins.run.trainer import Trainer
-
     cfg = loaded.data
     ctx = RunContext(cfg, None, cfg["run"]["seed"], "numpy")
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
@@ -40,7 +41,6 @@ def program_stage(loaded, data, plugin, model, program=None, stage="optimized", 
     if program is None:
         program = "train_step" if "train_step" in progs else "evaluate"
     if program not in progs:
-        from gengraph.plugins.registry import suggest
 
         hint = suggest(program, list(progs))
         raise InspectError(f'unknown program "{program}"' + (f'; did you mean "{hint}"?' if hint else "")
@@ -56,7 +56,6 @@ def program_stage(loaded, data, plugin, model, program=None, stage="optimized", 
 @dataclass(repr=False)
 class GradcheckReport:
     """The result of `gengraph gradcheck`: `lines()` is what the command prints."""
-
     spec: str
     kind: str
     result: object  # engine.gradcheck.GradCheckReport
@@ -107,8 +106,6 @@ class GradcheckReport:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        from gengraph.plugins.run.display import gradcheck_html
-
         return gradcheck_html(self)
 
 
@@ -123,7 +120,6 @@ def gradcheck(loaded, data, model, *, label=None, param_names=(), eps=1e-6, rtol
         by_name = {p.label: p for p in params}
         missing = [n for n in param_names if n not in by_name]
         if missing:
-            from gengraph.plugins.registry import suggest
 
             hint = suggest(missing[0], list(by_name))
             raise InspectError(f'unknown parameter "{missing[0]}"' + (f'; did you mean "{hint}"?' if hint else "")

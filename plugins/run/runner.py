@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,11 @@ from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks.files import atomic_write
-from gengraph.plugins.run.checkpoint import jsonable, read_checkpoint, write_checkpoint
+from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
+from gengraph.plugins.run.resume import check_resumable, read_metrics
+from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, open_run_dir, refuse_if_taken,
+                                         write_manifest)
+from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Interrupted, Trainer
 from gengraph.engine.expr import ExprError
@@ -104,79 +110,136 @@ def blas_threads(n: int):
 
 
 class RunInterrupted(Exception):
-    def __init__(self, checkpoint: Path):
-        self.checkpoint = checkpoint
-        super().__init__(f"interrupted; checkpoint written to {checkpoint}")
+    """SIGINT or SIGTERM stopped the run; the message says what was saved and how to go on."""
+
+    def __init__(self, run_dir: Path, checkpoint: Path | None, signum: int, phase: str = "training"):
+        self.run_dir, self.checkpoint, self.signum, self.phase = run_dir, checkpoint, signum, phase
+        self.exit_code = exit_code(signum)
+        again = f"gengraph run --resume {shlex.quote(str(run_dir))}"
+        head = f"interrupted by {signal_name(signum)}"
+        if phase == "training":
+            msg = f"{head}; checkpoint written to {checkpoint}; continue with: {again}"
+        elif phase == "report":
+            msg = (f"{head} while writing the report; training is finished, checkpoint in {checkpoint}; "
+                   f"{again} writes the report")
+        elif checkpoint is not None:
+            msg = f"{head} before training began; {checkpoint} is unchanged; continue with: {again}"
+        else:
+            msg = f"{head} before training began; nothing was saved"
+        super().__init__(msg)
 
 
 def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_dir=None, resume=False,
-            on_step=None) -> dict:
+            overwrite=False, on_step=None) -> dict:
     """Run a loaded Spec, writing everything into run_dir; returns the summary dict.
 
-    With resume=True the run continues from run_dir/checkpoint.npz. SIGINT (Ctrl-C)
-    finishes the current step, writes a checkpoint and raises RunInterrupted.
+    The run takes run_dir's lock first (RunDirError if another process holds it). A new run
+    refuses a folder that holds another run unless overwrite=True, which then removes that
+    run's files (and only those). resume=True continues the run from run_dir/checkpoint.npz
+    after checking it belongs to this spec (only RESUMABLE keys may differ), and writes
+    nothing before the checkpoint and metrics.jsonl are checked. SIGINT/SIGTERM during
+    training finish the current step, write a checkpoint and raise RunInterrupted; during
+    start-up or the report they raise it at once (see signals.py).
     """
-    import signal
-
-    cfg = spec.data
+    if resume and overwrite:
+        raise RunDirError("--resume continues a run and --overwrite replaces it: pass one of them")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "spec.toml", spec.to_toml())
-    atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
+    with SignalGuard() as signals:
+        state = {"phase": "startup"}
+        try:
+            with signals.deferred():
+                lock = open_run_dir(run_dir, log)
+            try:
+                return _execute(spec, run_dir, signals, state, debug=debug, log=log, on_epoch=on_epoch,
+                                base_dir=base_dir, resume=resume, overwrite=overwrite, on_step=on_step)
+            finally:
+                with signals.deferred():
+                    lock.release()
+        except Stop as stop:
+            checkpoint = run_dir / "checkpoint.npz"
+            has = state["phase"] == "report" or (resume and checkpoint.exists())
+            raise RunInterrupted(run_dir, checkpoint if has else None, stop.signum, state["phase"]) from None
+
+
+def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, resume, overwrite, on_step):
+    cfg = spec.data
+    checkpoint = run_dir / "checkpoint.npz"
+    if resume and not checkpoint.exists():
+        raise CheckpointError(f"{checkpoint}: no checkpoint here, so nothing to resume")
+    if not resume and not overwrite:
+        refuse_if_taken(run_dir)
     t0 = time.perf_counter()
     backend = backend_of(cfg["run"]["device"])
     data, plugin, graph, model = build_checked(spec, base_dir=base_dir)
     ctx = RunContext(cfg, run_dir, cfg["run"]["seed"], backend, debug, cfg["output"]["plots"], log)
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
     metrics_path = run_dir / "metrics.jsonl"
-    if resume:
-        trainer.compile_programs(with_optimizer=plugin.trains_by_gradient)
-        trainer.restore(read_checkpoint(run_dir / "checkpoint.npz", trainer))
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
-            if metrics_path.exists() else []
-        trainer.state.history = [r for r in rows if r["epoch"] <= trainer.state.epoch]
-        atomic_write(metrics_path, "".join(json.dumps(r) + "\n" for r in trainer.state.history))
-    else:
-        metrics_path.write_text("")
+    history = None
+    if resume:  # check everything before anything is written
+        arrays, meta = load_checkpoint(checkpoint, cfg)
+        trainer.compile_programs(with_optimizer=plugin.trains_by_gradient and not meta["state"]["solved"])
+        snap = fit_to_model(checkpoint, arrays, meta, trainer)
+        try:
+            trainer.restore(snap)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise CheckpointError(f"{checkpoint}: damaged metadata ({type(exc).__name__}: {exc}); "
+                                  f"the checkpoint cannot be resumed") from None
+        history = read_metrics(metrics_path, trainer.state.epoch, log)
+        check_resumable(trainer, cfg, run_dir)
+    signals.stop_after_step(lambda: setattr(trainer, "stop_requested", True))
+    state["phase"] = "training"
+    with signals.deferred():
+        if overwrite:
+            cleared = clear_run_files(run_dir)
+            if cleared:
+                log(f"note: --overwrite removed the earlier run's files from {run_dir}: {', '.join(cleared)}")
+        atomic_write(run_dir / "spec.toml", spec.to_toml())
+        atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
+        if history is None:
+            atomic_write(metrics_path, "")
+        else:
+            trainer.state.history = history
+            atomic_write(metrics_path, "".join(json.dumps(r, default=jsonable) + "\n" for r in history))
     every = cfg["output"]["checkpoint_every"]
 
     def epoch_done(row):
-        with open(metrics_path, "a") as fh:
-            fh.write(json.dumps(row, default=jsonable) + "\n")
-        if every and row["epoch"] and row["epoch"] % every == 0:
-            write_checkpoint(run_dir, trainer)
+        with signals.deferred():
+            with open(metrics_path, "a") as fh:
+                fh.write(json.dumps(row, default=jsonable) + "\n")
+            if every and row["epoch"] and row["epoch"] % every == 0:
+                write_checkpoint(run_dir, trainer)
         if on_epoch is not None:
             on_epoch(row)
 
-    def request_stop(signum, frame):
-        trainer.stop_requested = True
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
-
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        signal.signal(signal.SIGINT, request_stop)
-    except ValueError:  # not the main thread: no signal handling
-        previous = None
     try:
         with blas_threads(cfg["run"].get("threads", 1)):
             trainer.fit(on_epoch=epoch_done, on_step=on_step)
+        if signals.received is not None:  # arrived during a fit that does not take steps
+            raise Interrupted()
     except Interrupted:
-        raise RunInterrupted(write_checkpoint(run_dir, trainer)) from None
+        with signals.deferred():
+            path = write_checkpoint(run_dir, trainer)
+        raise RunInterrupted(run_dir, path, signals.received or signal.SIGINT) from None
     except ModelConfigError as exc:
         raise SpecError([SpecIssue(*spec.position(exc.path), exc.path, exc.message)]) from None
+    with signals.deferred():
+        write_checkpoint(run_dir, trainer)
+    state["phase"] = "report"
+    signals.stop_at_once()
+    try:
+        summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
+                   if k.startswith("test_")}
+        summary.update(plugin.report(model, data, ctx))
+        summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
+                        "seconds": round(time.perf_counter() - t0, 3)})
+        if ctx.plots:
+            loss_curves(trainer.state.history, run_dir / "loss.png")
+        atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
+        atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=jsonable))
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    write_checkpoint(run_dir, trainer)
-    summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
-               if k.startswith("test_")}
-    summary.update(plugin.report(model, data, ctx))
-    summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
-                    "seconds": round(time.perf_counter() - t0, 3)})
-    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=jsonable))
-    if ctx.plots:
-        loss_curves(trainer.state.history, run_dir / "loss.png")
-    atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
+        if ctx.written:
+            with signals.deferred():
+                write_manifest(run_dir, ctx.written)
     return summary
 
 

@@ -20,6 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.run.checkpoint import read_checkpoint
+from gengraph.plugins.run.context import RunContext
+from gengraph.plugins.run.runner import backend_of, build_checked
+from gengraph.plugins.run.trainer import Trainer
+from gengraph.plugins.model import MODELS
+from gengraph.plugins.spec.errors import SpecError
 
 DEVICES = {"numpy": "cpu", "cpu": "cpu", "cupy": "cuda", "cuda": "cuda"}
 MAX_SAMPLE_BYTES = 2 << 30  # n x features x 8 bytes drawn at once
@@ -62,10 +69,6 @@ def open_run(run_dir, *, backend: str | None = None) -> OpenedRun:
     """Rebuild a finished run's data and model and load its checkpoint.
 
     backend: None (the run's run.device), "numpy"/"cpu" or "cupy"/"cuda"."""
-    from gengraph.plugins.run.loading import load
-    from gengraph.plugins.run.runner import RunContext, backend_of, build_checked, read_checkpoint
-    from gengraph.plugins.run.trainer import Trainer
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SampleError(f"{run_dir}: not a run directory (no such folder)")
@@ -100,7 +103,6 @@ def sample_options(plugin) -> tuple[list[str], bool]:
 
 
 def generative_kinds() -> list[str]:
-    from gengraph.plugins.model import MODELS
 
     kinds = []
     for name in MODELS.names():
@@ -142,8 +144,6 @@ def check_request(run: OpenedRun, n, label=None, options=None) -> dict:
 
 def sample_from(run: OpenedRun, n: int, *, label=None, seed=None, **options) -> np.ndarray:
     """n new examples (data units) from an opened run; see `draw`."""
-    from gengraph.plugins.spec.errors import SpecError
-
     options = check_request(run, n, label, options)
     run.ctx.seed = run.spec.data["run"]["seed"] if seed is None else int(seed)
     try:

@@ -47,6 +47,7 @@ class TrainState:
     seen: int = 0  # examples in those sums
     best: float = float("inf")
     bad_epochs: int = 0
+    solved: bool = False  # a closed-form or full-batch (L-BFGS) fit finished: nothing left to train
     history: list = field(default_factory=list)
 
     def meta(self) -> dict:
@@ -143,7 +144,10 @@ class Trainer:
     # --- training ------------------------------------------------------------------------
     def fit(self, on_epoch=None, on_step=None):
         cfg, d = self.cfg, self.data
+        if self.state.solved:  # resumed after the fit (interrupted during the report)
+            return self.state
         if self.plugin.fit(self.model, d, self.ctx) or not self.plugin.trains_by_gradient:
+            self.state.solved = True
             if not self.programs:
                 self.compile_programs(with_optimizer=False)
             if not self.state.history:
@@ -246,7 +250,7 @@ class Trainer:
         opt = self.cfg["optimizer"]
         x, f, iters = lbfgs(value_and_grad, x0, max_iter=opt.get("max_iter", 200), tol=opt.get("tol", 1e-10))
         assign(x)
-        self.state.epoch, self.state.step = 1, iters
+        self.state.epoch, self.state.step, self.state.solved = 1, iters, True
         self._log_epoch(1, {"train_loss": f, "lbfgs_iterations": iters}, on_epoch)
         return self.state
 

@@ -422,8 +422,9 @@ def run_trial(payload: dict) -> dict:
                 _LOADED_PLUGINS.add(p)
         spec = spec_from_text(payload["spec_text"], payload["spec_file"], payload["overrides"], top_schema())
         trial_spec_data(spec, payload["run_name"])
+        # the sweep owns its trial directories and decides which trials to rerun: overwrite=True
         summary = execute(spec, run_dir, log=lambda *a, **k: logged.append(" ".join(map(str, a))),
-                          base_dir=payload["base_dir"])
+                          base_dir=payload["base_dir"], overwrite=True)
         record["metrics"] = _scalar_metrics(summary)
         record["status"] = "ok"
     except (KeyboardInterrupt, RunInterrupted):
