@@ -17,7 +17,7 @@ from gengraph.engine.gradcheck import central_differences, compare
 from gengraph.plugins.models import diffusion as dfn
 from gengraph.plugins.datasets import Dataset
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.blocks.noise_schedules import make_schedule
+from gengraph.plugins.blocks.noise_schedules import make_noise_schedule
 from gengraph.plugins.blocks.samplers import ddim_timesteps, sampler_steps
 from gengraph.plugins.spec.schema import validate
 
@@ -73,7 +73,7 @@ SCHEDULES = [{"kind": "linear", "T": 20, "beta_start": 1e-3, "beta_end": 0.3}, {
 def test_bound_terms_are_the_kls(sched_cfg, variance, prediction):
     """const_t + w_t ||target - f||^2 = KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t >= 2,
     = -log N(x0; x0_hat, beta_1) for t = 1, and the prior term = KL(q(x_T|x0) || N(0, I))."""
-    s = make_schedule(sched_cfg)
+    s = make_noise_schedule(sched_cfg)
     D = 3
     tab = dfn.bound_tables(s.gamma, D, prediction, variance)
     c0, ct = s.posterior_coefs
@@ -102,7 +102,7 @@ def test_bound_terms_are_the_kls(sched_cfg, variance, prediction):
 @pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
 def test_graph_tables_equal_numpy_tables(variance):
     """The learned schedule's tables (graph ops on gamma) are the fixed schedules' (NumPy)."""
-    s = make_schedule(SCHEDULES[1])
+    s = make_noise_schedule(SCHEDULES[1])
     for prediction in PREDICTIONS:
         ref = dfn.bound_tables(s.gamma, 3, prediction, variance)
         g = Graph(dtype="float64")
@@ -116,7 +116,7 @@ def test_graph_tables_equal_numpy_tables(variance):
 def test_parameterisations_give_the_same_x0(t):
     """One x0 estimate written as each parameterisation's output gives back the same x0_hat,
     eps_hat and the same bound term: the bound does not depend on the parameterisation."""
-    s = make_schedule(SCHEDULES[0])
+    s = make_noise_schedule(SCHEDULES[0])
     sa, sb = math.sqrt(s.alpha_bar[t - 1]), math.sqrt(s.one_minus_alpha_bar[t - 1])
     rng = np.random.default_rng(t)
     x0, eps = rng.normal(size=(2, 6, 2))
@@ -192,7 +192,7 @@ def test_loss_gradient_matches_finite_differences(case):
 # --- samplers ------------------------------------------------------------------------------
 @pytest.mark.parametrize("sched_cfg", SCHEDULES)
 def test_ddim_eta_one_full_steps_is_ddpm(sched_cfg):
-    s = make_schedule(sched_cfg)
+    s = make_noise_schedule(sched_cfg)
     ddpm = sampler_steps({"kind": "ddpm", "variance": "beta_tilde", "clip_x0": False}, s)
     ddim = sampler_steps({"kind": "ddim", "eta": 1.0, "steps": 0, "clip_x0": False}, s)
     assert [(a.t, a.t_next) for a in ddpm] == [(b.t, b.t_next) for b in ddim]
@@ -215,7 +215,7 @@ def test_ddim_eta_one_full_steps_is_ddpm(sched_cfg):
 
 
 def test_ddim_fewer_steps_and_deterministic():
-    s = make_schedule({"kind": "cosine", "T": 100})
+    s = make_noise_schedule({"kind": "cosine", "T": 100})
     taus = ddim_timesteps(100, 10)
     assert taus[0] == 1 and taus[-1] == 100 and len(taus) == 10 and np.all(np.diff(taus) > 0)
     steps = sampler_steps({"kind": "ddim", "eta": 0.0, "steps": 10, "clip_x0": False}, s)

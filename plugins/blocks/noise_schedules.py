@@ -289,7 +289,7 @@ NOISE_SCHEDULES.register("sigmoid", SigmoidSchedule())
 NOISE_SCHEDULES.register("learned", LearnedSchedule())
 
 
-def make_schedule(cfg: dict) -> DiscreteSchedule:
+def make_noise_schedule(cfg: dict) -> DiscreteSchedule:
     """The schedule a [model.schedule] table describes (kind + its keys; defaults filled)."""
     kind = NOISE_SCHEDULES.get(cfg["kind"])
     return kind.make(validate(kind.schema, {k: v for k, v in cfg.items() if k != "kind"}, path="model.schedule"))
