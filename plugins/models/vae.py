@@ -21,8 +21,8 @@ built by `latent_common.Hierarchy`.
 
 from __future__ import annotations
 
-from gengraph.plugins.models.latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
-    likelihood_schema
+from gengraph.plugins.models.latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, \
+    check_likelihood, elbo_schema, likelihood_schema
 from gengraph.plugins.blocks.layers import layer_schema
 from gengraph.plugins.spec.schema import Field, ListOf, Table
 
@@ -45,6 +45,7 @@ class VAE(LatentPlugin):
 
     def build(self, cfg, graph, data, rng):
         level = {"size": cfg["latent"], "encoder": cfg["encoder"], "decoder": cfg["decoder"]}
+        check_likelihood(cfg["likelihood"], data)
         hier = Hierarchy(graph, data.n_features, [level], cfg["likelihood"], rng, lambda role, t: role)
         return build_latent_model(graph, hier, cfg["elbo"])
 
