@@ -22,11 +22,11 @@ LN2 = math.log(2.0)
 
 
 def mean_se(draws) -> tuple[float, float]:
-    """(mean, standard error of the mean) of independent draws; the SE is 0 for a single draw."""
+    """(mean, standard error of the mean) of independent draws; the SE is NaN for a single draw."""
     d = np.asarray(draws, np.float64).reshape(-1)
     if d.size == 0:
         raise ValueError("mean_se needs at least one draw")
-    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
+    se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("nan")
     return float(d.mean()), se
 
 

@@ -206,7 +206,7 @@ def elbo_schema() -> Table:
         "samples": Field(int, 1, "Monte Carlo samples of h per example in the training ELBO", min=1),
         "iw_samples": Field(int, 100, "k of the importance-weighted bound test_nll_iw", min=1),
         "report_draws": Field(int, 10, "independent Monte Carlo passes over the test set behind every reported "
-                              "bound (their mean, and std/sqrt(draws) as NAME_se)", min=1),
+                              "bound (their mean, and std/sqrt(draws) as NAME_se)", min=2),
     }, help="the variational bound and how it is estimated")
 
 
@@ -334,7 +334,8 @@ def build_latent_model(graph, hier: Hierarchy, elbo_cfg: dict) -> Model:
         programs = {
             "iw": ({"nll_iw": nll_iw, "neg_elbo": neg_elbo_k}, {}),
             "elbo": ({"neg_elbo": bound_vec if bound_vec is not None else loss_vec,
-                      **{name: v for name, v in values.items()}}, {}),
+                      **{name: v for name, v in values.items()},
+                      **({f"kl_{t + 1}": k for t, k in enumerate(parts.kl_levels)} if hier.T > 1 else {})}, {}),
             "reconstruct": ({"mean": hier.reconstruct(x)}, {}),
             "encode": ({f"mu_{t + 1}": m for t, m in enumerate(hier.encode_means(x))}, {}),
             "decode": ({"mean": hier.decode(h_top)}, {}),
