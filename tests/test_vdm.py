@@ -110,8 +110,9 @@ def test_discrete_time_term_converges_to_the_continuous_one():
     assert errs[2] < 1e-2 * np.abs(exact).max()
 
 
-def test_vdm_loss_gradient_matches_finite_differences():
-    model, data = tiny_vdm()
+@pytest.mark.parametrize("level_posterior", [False, True])
+def test_vdm_loss_gradient_matches_finite_differences(level_posterior):
+    model, data = tiny_vdm(level_posterior=level_posterior)
     g = model.graph
     prog = compile(g, [model.loss] + grad(model.loss, model.params))
     for stream in (vdm.EPS_STREAM, vdm.T_STREAM, vdm.EPS0_STREAM):
@@ -165,3 +166,12 @@ def test_vdm_digits_spec_short_run(tmp_path):
     assert s["log_snr_0"] > s["log_snr_1"]
     samples = np.load(tmp_path / "vdm" / "samples.npy", allow_pickle=False)
     assert samples.shape == (6, 64) and np.all(np.isin(samples, np.arange(17)))
+
+
+def test_level_posterior_denoiser_is_exact_at_low_noise():
+    model, data = tiny_vdm(level_posterior=True, schedule={"kind": "learned_vdm", "T": 8, "units": 3,
+                                                          "gamma_min": -14.0, "gamma_max": 4.0})
+    x = data.x_train
+    eps = np.random.default_rng(0).standard_normal(x.shape)
+    res = model.program("bound_terms").run(x=x, t=np.zeros(len(x)), eps=eps, eps0=eps)
+    assert np.max(res["sq"]) < 1e-6  # sigma_0 = 1e-3: each pixel's level is certain, eps_hat = eps

@@ -269,6 +269,8 @@ class Diffusion(ModelPlugin):
                           choices=["discrete", "continuous"]),
             "fourier_features": Field(list, [], "continuous time: exponents k of the Fourier features "
                                       "sin/cos(2^k pi z_t) added to the denoiser's input", item=int),
+            "level_posterior": Field(bool, False, "continuous time: the denoiser outputs logits over the levels "
+                                     "per pixel, combined with the Gaussian likelihood of z_t (see vdm.py)"),
             "antithetic": Field(bool, True, "continuous time: low-discrepancy times t_i = frac(u + i/B) in a batch"),
             "sampler": Dispatch("kind", SAMPLERS, default={"kind": "ddpm"}, help="sampler of the report"),
             "bound_batch": Field(int, 1000, "test examples per program run of the bound's loop over t", min=1),

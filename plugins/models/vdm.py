@@ -26,7 +26,12 @@ The variational bound on -log P(x) (nats per example; P a pmf over the levels) i
 * the denoiser eps_hat takes [z_t, sin(2^k pi z_t), cos(2^k pi z_t) for k in
   ``fourier_features``, emb(gamma_t)] (VDM's Fourier features, which let it see where z_t
   sits between grey levels at low noise) and the sinusoidal embedding of
-  1000 (gamma(t) - gamma_min0) / (gamma_max0 - gamma_min0) (the initial end points).
+  1000 (gamma(t) - gamma_min0) / (gamma_max0 - gamma_min0) (the initial end points);
+* ``level_posterior = true`` (not in the paper): the network outputs per-pixel logits over the
+  levels instead of eps; x0_hat = sum_k v_k softmax_k(logits_k - (z_t - alpha_t v_k)^2 / (2 sigma_t^2))
+  (the pixel's own noisy value enters as its exact Gaussian likelihood of each level, the
+  network supplies the context) and eps_hat = (z_t - alpha_t x0_hat) / sigma_t. Any eps_hat
+  gives a valid bound; this one is exact at low noise without having to learn the staircase.
 
 The discrete-time version with T steps (VDM eq. 14, eps form) replaces the diffusion term by
 T/2 E_{i, eps}[expm1(gamma(t_i) - gamma(t_{i-1})) ||eps - eps_hat(z_{t_i}, t_i)||^2],
@@ -101,8 +106,10 @@ class ContinuousVDM:
         emb = cfg["time_embedding"]
         self.emb_dim = emb["dim"] if emb["kind"] == "sinusoidal" else 1
         in_dim = D * (1 + 2 * len(self.ks)) + self.emb_dim
+        self.level_posterior = bool(cfg["level_posterior"])
+        out_units = D * self.L if self.level_posterior else D
         self.net = Network(graph, in_dim, cfg["layers"], rng, "denoiser",
-                           out={"units": D, "activation": "identity", "init": cfg["output_init"]},
+                           out={"units": out_units, "activation": "identity", "init": cfg["output_init"]},
                            origin="model.layers")
         s = gamma_net.cfg
         self.g_lo, self.g_span = float(s["gamma_min"]), float(s["gamma_max"] - s["gamma_min"])
@@ -120,7 +127,18 @@ class ContinuousVDM:
         return ops.concat([ops.cos(args), ops.sin(args)], axis=1)
 
     def eps_hat(self, z, gamma_t):
-        return self.net(ops.concat([z] + fourier_features(z, self.ks) + [self.embed(gamma_t)], axis=1))
+        out = self.net(ops.concat([z] + fourier_features(z, self.ks) + [self.embed(gamma_t)], axis=1))
+        if not self.level_posterior:
+            return out
+        # x0_hat = sum_k v_k softmax_k(net_k + log N(z; alpha v_k, sigma^2)): the network gives the
+        # context's logits over the levels, the pixel's own noisy value the rest (exact at low noise)
+        a = ops.expand_dims(ops.sqrt(ops.sigmoid(-gamma_t)), axis=(2,))
+        inv_var = ops.expand_dims(ops.exp(ops.softplus(-gamma_t)), axis=(2,))  # 1 / sigma^2
+        v = self.graph.constant(self.values)
+        local = -0.5 * inv_var * ops.square(ops.expand_dims(z, axis=(2,)) - a * v)
+        logits = ops.reshape(out, (-1, self.D, self.L)) + local
+        x0_hat = ops.sum(ops.softmax(logits, axis=-1) * v, axis=-1)
+        return (z - ops.sqrt(ops.sigmoid(-gamma_t)) * x0_hat) * ops.sqrt(ops.exp(ops.softplus(-gamma_t)))
 
     def terms(self, x0, t, eps, eps0):
         """Per-example prior, reconstruction and diffusion terms (B,), plus gamma, gamma', ||eps - eps_hat||^2."""
