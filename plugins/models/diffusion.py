@@ -42,12 +42,18 @@ L_prior + T * L_{t-1} of the bound (its expectation over t is the bound). The lo
 metric ``nll_bound_mc`` is that estimate whatever the loss. The report computes
 ``test_nll_bound``: for every test example the sum over ALL t = 1..T of its terms (a loop
 over t in batches), each KL term's expectation over x_t ~ q(x_t | x_0) estimated with
-``bound_samples`` draws; the prior term is exact. Its parts are reported as
+one draw; the whole estimate is repeated ``bound_samples`` times (independent draws) and
+reported as the mean with its standard error std/sqrt(bound_samples) (``*_se``); the prior
+term is exact. Its parts are reported as
 ``test_prior_term``, ``test_reconstruction_term`` and ``test_diffusion_term`` (t >= 2), and
 for image data with the discretized decoder ``test_bpd`` = test_nll_bound / (D ln 2).
 Continuous bounds are densities of the data as the model is fed it (after [data] scaling;
 the ``symmetric`` map is undone, -D log 2); ``nll_bound_mc`` always uses the Gaussian
 decoder, so for discrete data it is a continuous density, not comparable with test_bpd.
+
+``time = "continuous"`` is the continuous-time VDM (learned gamma(t), the L_inf loss,
+a discrete decoder over the levels at t = 0): see ``vdm.py``; the rest of this docstring
+is discrete time.
 
 Samples (``output.samples``) come from the ``[model.sampler]`` through the compiled
 ``sample_step`` program, one call per reverse step; the report writes samples.npy (data

@@ -9,7 +9,8 @@ is built once here (`Hierarchy`); a VAE is the case T = 1. Every conditional is 
 declared network: Gaussian ones (q(h_t|.), p(h_{t-1}|h_t)) end in one linear layer of
 2 * size units split into a mean and a log-variance head; p(x|h_1) ends in a linear
 layer whose output a *likelihood* interprets (registry `LIKELIHOODS`: `bernoulli`
-logits, `gaussian` means with a fixed or learned per-dimension variance).
+logits, `gaussian` means with a fixed or learned per-dimension variance, `categorical`
+logits over the data's grey levels, a pmf of the data: see blocks/likelihoods.py).
 
 Samples come from the reparameterisation h = mu + exp(logvar / 2) * eps with
 eps = ops.random_normal(..., stream=k); each level draws from its own stream, so a
@@ -26,6 +27,10 @@ node built from the `ElboParts` of one forward pass:
 
 The importance-weighted bound -log (1/k) sum_i p(x, h^i) / q(h^i|x), h^i ~ q(h_1:T|x)
 jointly, is its own compiled program (`iw`), evaluated by `report` over the test set.
+The report's bounds (test_neg_elbo and its terms, test_nll_iw and, for a pmf likelihood,
+test_bpd = test_nll_iw / (D ln 2)) are each the mean of `report_draws` independent passes
+over the test set, with the standard error std/sqrt(report_draws) as NAME_se; beside them
+baseline_histogram_bpd, the independent per-pixel histogram model (blocks/stats.py).
 """
 
 from __future__ import annotations
