@@ -144,7 +144,8 @@ def test_hvae_loss_gradient_matches_finite_differences(levels, likelihood, kl):
 # --- end to end ---------------------------------------------------------------------------------------------
 def test_hvae_digits_spec_runs(tmp_path):
     out = tmp_path / "hvae"
-    summary = execute(load(ROOT / "specs" / "hvae_digits.toml", ["train.epochs=3"]), out)
+    summary = execute(load(ROOT / "specs" / "hvae_digits.toml", ["train.epochs=3", "model.elbo.report_draws=3",
+                                                                  "model.elbo.iw_samples=20"]), out)
     for key in ("test_neg_elbo", "test_reconstruction", "test_kl", "test_kl_1", "test_kl_2", "test_nll_iw"):
         assert math.isfinite(summary[key]), key
     # a categorical pmf over 17 grey levels: below the uniform pmf's 64 log 17 nats

@@ -223,7 +223,8 @@ def test_registries_name_the_builtins():
 # --- end to end ----------------------------------------------------------------------------------
 def test_vae_digits_spec_runs_and_iw_bound_is_tighter(tmp_path):
     out = tmp_path / "vae"
-    summary = execute(load(ROOT / "specs" / "vae_digits.toml", ["train.epochs=4"]), out)
+    summary = execute(load(ROOT / "specs" / "vae_digits.toml", ["train.epochs=4", "model.elbo.report_draws=3",
+                                                                 "model.elbo.iw_samples=20"]), out)
     for key in ("test_neg_elbo", "test_reconstruction", "test_kl", "test_nll_iw"):
         assert math.isfinite(summary[key]), key
     # a categorical pmf over 17 grey levels: below the uniform pmf's 64 log 17 nats
@@ -245,7 +246,8 @@ def test_vae_digits_spec_runs_and_iw_bound_is_tighter(tmp_path):
 def test_vae_with_2d_latent_draws_the_latent_plots(tmp_path):
     out = tmp_path / "vae2"
     summary = execute(load(ROOT / "specs" / "vae_digits.toml",
-                           ["train.epochs=1", "model.latent=2", "output.samples=9"]), out)
+                           ["train.epochs=1", "model.latent=2", "output.samples=9",
+                            "model.elbo.report_draws=2", "model.elbo.iw_samples=10"]), out)
     assert math.isfinite(summary["test_nll_iw"])
     assert np.load(out / "samples.npy", allow_pickle=False).shape == (9, 64)
     for name in ("latent.png", "manifold.png"):
@@ -255,7 +257,7 @@ def test_vae_with_2d_latent_draws_the_latent_plots(tmp_path):
 def test_bernoulli_on_binarized_digits_reports_bits_per_dim(tmp_path):
     summary = execute(load(ROOT / "specs" / "vae_digits.toml",
                            ["train.epochs=1", "data.binarize=0.5", 'model.likelihood={kind="bernoulli"}',
-                            "output.samples=0"]), tmp_path / "bin")
+                            "output.samples=0", "model.elbo.report_draws=2"]), tmp_path / "bin")
     assert summary["test_bpd"] == pytest.approx(summary["test_nll_iw"] / (64 * math.log(2)), rel=1e-12)
     assert 0 < summary["test_bpd"] < 1  # binary pixels: at most 1 bit each
     assert 0 < summary["baseline_histogram_bpd"] < 1
