@@ -42,12 +42,18 @@ L_prior + T * L_{t-1} of the bound (its expectation over t is the bound). The lo
 metric ``nll_bound_mc`` is that estimate whatever the loss. The report computes
 ``test_nll_bound``: for every test example the sum over ALL t = 1..T of its terms (a loop
 over t in batches), each KL term's expectation over x_t ~ q(x_t | x_0) estimated with
-``bound_samples`` draws; the prior term is exact. Its parts are reported as
+one draw; the whole estimate is repeated ``bound_samples`` times (independent draws) and
+reported as the mean with its standard error std/sqrt(bound_samples) (``*_se``); the prior
+term is exact. Its parts are reported as
 ``test_prior_term``, ``test_reconstruction_term`` and ``test_diffusion_term`` (t >= 2), and
 for image data with the discretized decoder ``test_bpd`` = test_nll_bound / (D ln 2).
 Continuous bounds are densities of the data as the model is fed it (after [data] scaling;
 the ``symmetric`` map is undone, -D log 2); ``nll_bound_mc`` always uses the Gaussian
 decoder, so for discrete data it is a continuous density, not comparable with test_bpd.
+
+``time = "continuous"`` is the continuous-time VDM (learned gamma(t), the L_inf loss,
+a discrete decoder over the levels at t = 0): see ``vdm.py``; the rest of this docstring
+is discrete time.
 
 Samples (``output.samples``) come from the ``[model.sampler]`` through the compiled
 ``sample_step`` program, one call per reverse step; the report writes samples.npy (data
@@ -74,6 +80,7 @@ from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.blocks.stats import baseline_histogram, mean_se
 
 EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -264,14 +271,28 @@ class Diffusion(ModelPlugin):
                             min=0),
             "symmetric": Field(bool, False, "map data from [0, 1] to [-1, 1] (x -> 2x - 1) inside the model; "
                                "samples are mapped back"),
+            "time": Field(str, "discrete", 'discrete (t = 1..T) or continuous (t in [0, 1], VDM: needs '
+                          'schedule.kind = "learned_vdm", prediction = "epsilon", levels; see vdm.py)',
+                          choices=["discrete", "continuous"]),
+            "fourier_features": Field(list, [], "continuous time: exponents k of the Fourier features "
+                                      "sin/cos(2^k pi z_t) added to the denoiser's input", item=int),
+            "level_posterior": Field(bool, False, "continuous time: the denoiser outputs logits over the levels "
+                                     "per pixel, combined with the Gaussian likelihood of z_t (see vdm.py)"),
+            "antithetic": Field(bool, True, "continuous time: low-discrepancy times t_i = frac(u + i/B) in a batch"),
             "sampler": Dispatch("kind", SAMPLERS, default={"kind": "ddpm"}, help="sampler of the report"),
             "bound_batch": Field(int, 1000, "test examples per program run of the bound's loop over t", min=1),
-            "bound_samples": Field(int, 1, "draws of x_t per t and example in the reported bound", min=1),
+            "bound_samples": Field(int, 4, "independent estimates of the reported bound (a draw of x_t per t and "
+                                   "example each; continuous time: of t, eps, eps_0): their mean, and "
+                                   "std/sqrt(bound_samples) as the *_se figures", min=2),
             "strip_steps": Field(int, 6, "columns of the denoising strip plot", min=2),
         }, help=self.help)
 
     # --- build ----------------------------------------------------------------------------
     def build(self, cfg, graph, data, rng):
+        if cfg["time"] == "continuous":
+            from gengraph.plugins.models.vdm import build_continuous
+
+            return build_continuous(cfg, graph, data, rng, _check_grid)
         D = data.n_features
         sk = NOISE_SCHEDULES.get(cfg["schedule"]["kind"])
         scfg = {k: v for k, v in cfg["schedule"].items() if k != "kind"}
@@ -371,18 +392,27 @@ class Diffusion(ModelPlugin):
 
     # --- report -----------------------------------------------------------------------------
     def report(self, model, data, ctx):
+        if model.extras.get("time") == "continuous":
+            from gengraph.plugins.models import vdm
+
+            return vdm.report(model, data, ctx)
         cfg, D = model.extras["cfg"], model.extras["D"]
         progs = programs_of(model, ctx)
         sched = current_schedule(model, progs)
         out = {}
         if data.x_test is not None and data.n_test:
             b = nll_bound(model, progs, sched, data.x_test, ctx.seed)
-            out["test_nll_bound"] = b["nll_bound"]
-            out["test_prior_term"] = b["prior"]
-            out["test_reconstruction_term"] = b["reconstruction"]
-            out["test_diffusion_term"] = b["diffusion"]
+            out["test_nll_bound"], out["test_nll_bound_se"] = b["nll_bound"], b["nll_bound_se"]
+            out["test_prior_term"] = b["prior"]  # exact: no Monte Carlo
+            out["test_reconstruction_term"], out["test_reconstruction_term_se"] = b["reconstruction"], \
+                b["reconstruction_se"]
+            out["test_diffusion_term"], out["test_diffusion_term_se"] = b["diffusion"], b["diffusion_se"]
+            out["bound_samples"] = int(cfg["bound_samples"])
             if data.image_shape is not None and cfg["decoder"] == "discretized":
                 out["test_bpd"] = b["nll_bound"] / (D * math.log(2.0))
+                out["test_bpd_se"] = b["nll_bound_se"] / (D * math.log(2.0))
+                # the data as fed: [0, 1] when the model maps them to [-1, 1] itself, else [-1, 1]
+                out.update(baseline_histogram(data, cfg["levels"], lo=0.0 if cfg["symmetric"] else -1.0))
         out["log_snr_1"], out["log_snr_T"] = float(-sched.gamma[0]), float(-sched.gamma[-1])
         n = int(ctx.spec["output"]["samples"])
         if n <= 0:
@@ -498,13 +528,13 @@ def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
     reps = cfg["bound_samples"]
     rng = seeds.rng(seed, "diffusion.bound")
     n = len(x)
-    prior, recon, diff = np.zeros(n), np.zeros(n), np.zeros(n)
+    prior, recon, diff = np.zeros(n), np.zeros((reps, n)), np.zeros((reps, n))
     discretized = cfg["decoder"] == "discretized"
     sigma1 = math.sqrt(float(sched.betas[0]))
     for start in range(0, n, batch):
         xb = np.asarray(x[start:start + batch])
         sl = slice(start, start + len(xb))
-        for _ in range(reps):
+        for r in range(reps):
             for t in range(1, T + 1):
                 eps = rng.standard_normal(xb.shape)
                 res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps)
@@ -516,14 +546,18 @@ def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
                         term = -discretized_gaussian_loglik(x0m, mean, sigma1, cfg["levels"]).sum(axis=1)
                     else:
                         term = np.asarray(to_numpy(res["term"]), np.float64)
-                    recon[sl] += term / reps
+                    recon[r, sl] = term
                 else:
-                    diff[sl] += np.asarray(to_numpy(res["term"]), np.float64) / reps
+                    diff[r, sl] += np.asarray(to_numpy(res["term"]), np.float64)
     shift = 0.0 if discretized else model.extras["shift"]
-    per_example = prior + recon + diff - shift
-    return {"nll_bound": float(per_example.mean()), "prior": float(prior.mean()),
-            "reconstruction": float(recon.mean() - shift), "diffusion": float(diff.mean()),
-            "per_example": per_example}
+    per_example = prior + recon.mean(axis=0) + diff.mean(axis=0) - shift
+    # the reps are independent estimates of the test-set bound: their spread gives the SE
+    bound, bound_se = mean_se(prior.mean() + recon.mean(axis=1) + diff.mean(axis=1) - shift)
+    _, recon_se = mean_se(recon.mean(axis=1))
+    _, diff_se = mean_se(diff.mean(axis=1))
+    return {"nll_bound": bound, "nll_bound_se": bound_se, "prior": float(prior.mean()),
+            "reconstruction": float(recon.mean() - shift), "reconstruction_se": recon_se,
+            "diffusion": float(diff.mean()), "diffusion_se": diff_se, "per_example": per_example}
 
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
