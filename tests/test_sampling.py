@@ -33,6 +33,8 @@ TINY = {
     "diffusion": ("diffusion_moons.toml", ["train.epochs=2", "data.n=300", "model.schedule.T=20",
                                            "output.samples=40", 'train.schedule={kind="constant"}',
                                            "model.layers=[{units=16, activation=\"silu\"}]"]),
+    "vdm": ("vdm_digits.toml", ["train.epochs=1", "model.schedule.T=8", "output.samples=10", "model.bound_samples=2",
+                                "model.layers=[{units=16, activation=\"silu\"}]"]),
 }
 
 

@@ -29,6 +29,8 @@ KEYS = {
     "diffusion.samples": 0x5A3D,
     "diffusion.bound": 0xB0D,
     "diffusion.baseline": 0xBA5E,
+    "vdm.bound": 0xB0D5,
+    "vdm.samples": 0x5A3E,
 }
 
 

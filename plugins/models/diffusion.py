@@ -80,6 +80,7 @@ from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.models import vdm
 from gengraph.plugins.blocks.stats import baseline_histogram, mean_se
 
 EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
@@ -393,8 +394,6 @@ class Diffusion(ModelPlugin):
     # --- report -----------------------------------------------------------------------------
     def report(self, model, data, ctx):
         if model.extras.get("time") == "continuous":
-            from gengraph.plugins.models import vdm
-
             return vdm.report(model, data, ctx)
         cfg, D = model.extras["cfg"], model.extras["D"]
         progs = programs_of(model, ctx)
@@ -436,6 +435,10 @@ class Diffusion(ModelPlugin):
         """n samples (data units) from x_T ~ N(0, I) through the reverse steps of `sampler`
         ("ddpm" or "ddim"; default the spec's [model.sampler]) with `steps` steps (ddim only;
         default the spec's). With the defaults and the run's seed: the run's samples.npy."""
+        if model.extras.get("time") == "continuous":  # the VDM: ancestral steps in continuous time
+            if sampler not in (None, "ddpm"):
+                raise ModelConfigError("sampler", "a continuous-time model samples by ancestral (ddpm-like) steps")
+            return vdm.draw(model, data, ctx, n, ctx.seed, steps)
         cfg = model.extras["cfg"]
         scfg = sampler_config(cfg["sampler"], sampler, steps)
         progs = {name: model.program(name, ctx) for name in ("sample_step", "schedule_gamma")

@@ -53,6 +53,7 @@ import numpy as np
 from gengraph.engine import grad, ops, to_numpy
 from gengraph.engine.ops.registry import defop
 
+from gengraph.plugins.blocks import seeds
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.layers import Network
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES
@@ -60,7 +61,6 @@ from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean
 from gengraph.plugins.model import Model, ModelConfigError
 
 EPS_STREAM, T_STREAM, EPS0_STREAM = 11, 12, 13
-BOUND_SEED, SAMPLE_SEED = 0xB0D5, 0x5A3E
 
 _batch_fractions = defop(
     "batch_fractions", lambda xp, like, dtype: xp.arange(like.shape[0], dtype=dtype) / max(like.shape[0], 1),
@@ -254,7 +254,7 @@ def bound_draws(model, x, seed, draws: int, ctx=None, batch=None) -> dict:
     draw of t, eps, eps_0 per example; t low-discrepancy over each batch when antithetic)."""
     cfg = model.extras["cfg"]
     prog = model.program("bound_terms", ctx)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, BOUND_SEED]))
+    rng = seeds.rng(seed, "vdm.bound")
     batch = batch or cfg["bound_batch"]
     n = len(x)
     out = {k: np.zeros(draws) for k in ("prior", "reconstruction", "diffusion")}
@@ -287,7 +287,7 @@ def discrete_diffusion_term(model, x, eps, T: int, ctx=None) -> np.ndarray:
 
 def ancestral_sample(model, n, rng, steps: int, ctx=None) -> np.ndarray:
     """x ~ p(x): z_1 ~ N(0, I), `steps` VDM ancestral steps t -> s = t - 1/steps, then x ~ p(x|z_0)."""
-    cfg, D, vdm = model.extras["cfg"], model.extras["D"], model.extras["vdm"]
+    D, vdm = model.extras["D"], model.extras["vdm"]
     ts = np.arange(steps, -1, -1) / steps
     gam = gamma_at(model, ts, ctx)
     prog = model.program("eps_hat", ctx)
@@ -303,6 +303,16 @@ def ancestral_sample(model, n, rng, steps: int, ctx=None) -> np.ndarray:
     cum = probs.cumsum(axis=-1)
     k = np.minimum((rng.uniform(size=(n, D, 1)) > cum).sum(axis=-1), vdm.L - 1)
     return vdm.values[k]
+
+
+def draw(model, data, ctx, n, seed, steps=None) -> np.ndarray:
+    """n samples in data units by `steps` ancestral steps (default the model's T): the report's
+    samples.npy and `gengraph sample`'s draws (the same for the same seed)."""
+    rng = seeds.rng(seed, "vdm.samples")
+    x = ancestral_sample(model, n, rng, int(steps or model.extras["T"]), ctx)
+    if model.extras["cfg"]["symmetric"]:
+        x = (x + 1.0) / 2.0
+    return data.unscale_x(x)
 
 
 def report(model, data, ctx) -> dict:
@@ -321,11 +331,7 @@ def report(model, data, ctx) -> dict:
     out["log_snr_0"], out["log_snr_1"] = float(-g01[0]), float(-g01[1])
     n = int(ctx.spec["output"]["samples"]) if ctx.spec else 0
     if n > 0:
-        rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, SAMPLE_SEED]))
-        x = ancestral_sample(model, n, rng, model.extras["T"], ctx)
-        if cfg["symmetric"]:
-            x = (x + 1.0) / 2.0
-        samples = data.unscale_x(x)
+        samples = draw(model, data, ctx, n, ctx.seed)
         out["sampler_steps"] = model.extras["T"]
         if ctx.run_dir is not None:
             save_npy(ctx.path("samples.npy"), samples)
