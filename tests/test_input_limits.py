@@ -1,0 +1,71 @@
+"""Hostile or extreme input: non-finite numbers, out-of-range integers, huge expressions,
+huge keys and deep nesting give one clear error instead of a hang, a crash or a traceback."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+from gengraph.plugins.spec.errors import SpecError
+from gengraph.plugins.spec.schema import Field, Table, validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OLS = os.path.join(ROOT, "specs", "ols_franke.toml")
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+# --- item 11: non-finite floats, integers past 64 bits ---------------------------------------
+@pytest.mark.parametrize("key,value", [
+    ("data.test_fraction", "nan"), ("train.optimizer.lr", "inf"), ("data.noise", "-inf"),
+])
+def test_non_finite_floats_are_rejected(key, value):
+    r = invoke("validate", OLS, "--set", f"{key}={value}")
+    assert r.exit_code == 2
+    assert f"{key}: must be a finite number, found {value}" in r.output
+
+
+def test_integers_past_64_bits_are_rejected():
+    r = invoke("validate", OLS, "--set", f"run.seed={2**64}")
+    assert r.exit_code == 2
+    assert "run.seed: integer out of range (TOML integers are 64-bit" in r.output
+    assert "integer out of range" in str(_issues(Field(list, [], item=int), [1, -(2**70)]))
+
+
+def test_a_field_may_allow_non_finite_values():
+    schema = Table({"x": Field(float, 0.0, finite=False), "y": Field(float, 0.0)})
+    assert validate(schema, {"x": float("inf")})["x"] == float("inf")
+    assert "y: must be a finite number, found nan" in str(_issues(Field(float, 0.0), float("nan"), "y"))
+
+
+def _issues(field, value, key="v"):
+    with pytest.raises(SpecError) as exc:
+        validate(Table({key: field}), {key: value})
+    return exc.value
+
+
+# --- item 22: run files follow the umask, not mkstemp's 0600 ----------------------------------
+def test_atomic_write_follows_the_umask(tmp_path):
+    from gengraph.plugins.blocks.files import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.txt", "x")
+        os.umask(0o077)
+        atomic_write(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
+
+
+def test_ci_does_not_pass_when_pytest_collects_nothing():
+    script = open(os.path.join(ROOT, ".ci", "run")).read()
+    assert "set -euo pipefail" in script and "python -m pytest -q" in script
+    assert "-eq 5" not in script and "set +e" not in script  # exit 5 is not turned into success
