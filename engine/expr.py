@@ -10,6 +10,7 @@ ExprError that names the expression and the column.
 from __future__ import annotations
 
 import ast
+import math
 
 from . import ops
 from .autodiff import grad as _grad
@@ -27,6 +28,9 @@ FUNCTIONS = {
     )
 }
 KEYWORDS = ("axis", "keepdims")
+MAX_CHARS = 10_000  # longer expressions are refused before parsing
+MAX_DEPTH = 100  # deepest nesting of operations and calls
+_MAX_INT_BITS = 63  # integer constants folded past this become floats (no huge bignums)
 _BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div: "__truediv__",
            ast.Pow: "__pow__", ast.MatMult: "__matmul__"}
 
@@ -34,17 +38,39 @@ _BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div:
 class ExprError(ValueError):
     def __init__(self, expression: str, col: int, message: str):
         self.expression, self.col, self.message = expression, col, message
-        super().__init__(f"in expression {expression!r}, column {col + 1}: {message}")
+        shown = expression if len(expression) <= 80 else expression[:60] + f"... ({len(expression)} characters)"
+        super().__init__(f"in expression {shown!r}, column {col + 1}: {message}")
 
 
 def parse(expression: str) -> ast.Expression:
-    """Parse and check against the whitelist; returns the AST."""
+    """Parse and check against the whitelist (and the size and depth bounds); returns the AST."""
+    if len(expression) > MAX_CHARS:
+        raise ExprError(expression, 0, f"expression too long ({len(expression)} characters; at most {MAX_CHARS})")
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ExprError(expression, max((exc.offset or 1) - 1, 0), f"syntax error: {exc.msg}") from None
+        msg = exc.msg
+        if "integer string conversion" in msg or "Exceeds the limit" in msg:
+            msg = "number too long (more than 4300 digits)"
+        elif "too many nested" in msg:
+            msg = f"nested too deeply (at most {MAX_DEPTH} levels)"
+        raise ExprError(expression, max((exc.offset or 1) - 1, 0), f"syntax error: {msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExprError(expression, 0, f"nested too deeply (at most {MAX_DEPTH} levels)") from None
+    _check_depth(expression, tree)
     _Checker(expression).visit(tree)
     return tree
+
+
+def _check_depth(expression: str, tree: ast.AST) -> None:
+    """Refuse trees deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ExprError(expression, getattr(node, "col_offset", 0),
+                            f"nested too deeply (more than {MAX_DEPTH} levels of operations or calls)")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def names(expression: str) -> set[str]:
@@ -142,7 +168,10 @@ class _Builder(ast.NodeVisitor):
     def visit_BinOp(self, node):
         a, b = self.visit(node.left), self.visit(node.right)
         if not isinstance(a, Node) and not isinstance(b, Node):
-            return _fold(node.op, a, b)
+            try:
+                return _fold(node.op, a, b)
+            except (ArithmeticError, ValueError) as exc:
+                self.fail(node, f"constant {exc}")
         try:
             if isinstance(a, Node):
                 return getattr(a, _BINOPS[type(node.op)])(b)
@@ -184,6 +213,30 @@ class _Builder(ast.NodeVisitor):
         return ops.as_node(self.graph, value)
 
 
+def _bits(v) -> float:
+    return math.log2(abs(v)) if v else 0.0
+
+
 def _fold(op, a, b):
-    return {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b, ast.Div: lambda: a / b,
-            ast.Pow: lambda: a ** b}[type(op)]()
+    """a OP b for two numbers, bounded: integers that would pass 64 bits are folded as floats
+    (so ``10**10**10`` never builds a huge bignum); a result that is not a finite real number,
+    or a division by zero, raises ValueError/ArithmeticError with the reason."""
+    if isinstance(a, int) and isinstance(b, int):
+        big = (type(op) is ast.Pow and b > 0 and b * _bits(a) > _MAX_INT_BITS) or (
+            type(op) is ast.Mult and _bits(a) + _bits(b) > _MAX_INT_BITS)
+        if big:
+            a = float(a)
+    try:
+        out = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b, ast.Div: lambda: a / b,
+               ast.Pow: lambda: a ** b}[type(op)]()
+    except ZeroDivisionError:
+        raise ZeroDivisionError("divides by zero") from None
+    except OverflowError:
+        raise OverflowError("is too large for a float") from None
+    if isinstance(out, complex):
+        raise ValueError("is not a real number (a negative number to a fractional power)")
+    if isinstance(out, int) and out.bit_length() > _MAX_INT_BITS:
+        out = float(out)
+    if isinstance(out, float) and not math.isfinite(out):
+        raise OverflowError("is too large for a float")
+    return out

@@ -69,3 +69,45 @@ def test_ci_does_not_pass_when_pytest_collects_nothing():
     script = open(os.path.join(ROOT, ".ci", "run")).read()
     assert "set -euo pipefail" in script and "python -m pytest -q" in script
     assert "-eq 5" not in script and "set +e" not in script  # exit 5 is not turned into success
+
+
+# --- item 8: constant folding and expression size/depth are bounded --------------------------
+def _expr_error(src):
+    from gengraph.engine import Graph
+    from gengraph.engine.expr import ExprError, build
+
+    g = Graph("float64")
+    x = g.input("x", (3,))
+    with pytest.raises(ExprError) as exc:
+        build(src, {"x": x})
+    return str(exc.value)
+
+
+@pytest.mark.parametrize("src,words", [
+    ("x * 10**10**10", "column 5: constant is too large for a float"),
+    ("x * (1/0)", "constant divides by zero"),
+    ("x * (-8)**0.5", "not a real number"),
+    ("1" + "0" * 5000 + " * x", "number too long"),
+    ("(" * 300 + "x" + ")" * 300, "nested too deeply"),
+    ("x" + "+x" * 3000, "nested too deeply"),
+    ("-" * 9000 + "x", "nested too deeply"),
+    ("x" + "+x" * 6000, "expression too long (12001 characters; at most 10000)"),
+], ids=["pow", "div0", "complex", "digits", "parens", "sum", "unary", "long"])
+def test_expression_bounds(src, words):
+    msg = _expr_error(src)
+    assert words in msg
+    assert len(msg) < 300  # a long expression is not echoed in full
+
+
+def test_small_integer_constants_still_fold_exactly():
+    from gengraph.engine.expr import _fold
+    import ast
+
+    assert _fold(ast.Pow(), 2, 10) == 1024 and isinstance(_fold(ast.Pow(), 2, 10), int)
+    assert _fold(ast.Pow(), 10, 100) == 1e100 and isinstance(_fold(ast.Pow(), 10, 100), float)
+
+
+def test_huge_power_in_a_spec_is_a_spec_error_quickly():
+    r = invoke("validate", os.path.join(ROOT, "specs", "ebm_moons.toml"), "--set", 'model.energy="x * 10**10**10"')
+    assert r.exit_code == 2
+    assert "model.energy: in expression 'x * 10**10**10', column 5: constant is too large" in r.output
