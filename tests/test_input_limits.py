@@ -111,3 +111,49 @@ def test_huge_power_in_a_spec_is_a_spec_error_quickly():
     r = invoke("validate", os.path.join(ROOT, "specs", "ebm_moons.toml"), "--set", 'model.energy="x * 10**10**10"')
     assert r.exit_code == 2
     assert "model.energy: in expression 'x * 10**10**10', column 5: constant is too large" in r.output
+
+
+# --- item 9 (and the file part of 10): bounded spec size, key length and nesting ---------------
+def _validate_text(tmp_path, text, *sets, binary=False):
+    p = tmp_path / "spec.toml"
+    p.write_bytes(text if binary else text.encode())
+    return invoke("validate", p, *[a for s in sets for a in ("--set", s)])
+
+
+def test_long_dotted_key_is_refused_fast(tmp_path):
+    import time
+
+    t = time.perf_counter()
+    r = _validate_text(tmp_path, "spec_version = 1\n" + ".".join(["a"] * 20000) + " = 1\n")
+    assert time.perf_counter() - t < 5
+    assert r.exit_code == 2
+    assert "spec.toml:2:1: dotted key with more than 32 parts" in r.output and len(r.output) < 300
+
+
+def test_long_key_deep_array_and_huge_file_are_refused(tmp_path):
+    r = _validate_text(tmp_path, 'spec_version = 1\n"' + "b" * 30000 + '" = 1\n')
+    assert r.exit_code == 2 and "too long (30000 characters; at most 256)" in r.output and len(r.output) < 300
+    r = _validate_text(tmp_path, "spec_version = 1\nx = " + "[" * 200 + "]" * 200 + "\n")
+    assert r.exit_code == 2 and "spec.toml:2:1: x[0][0]" in r.output and "nested too deeply (more than 32" in r.output
+    r = _validate_text(tmp_path, "spec_version = 1\n" + "#" * (2 << 20) + "\n")
+    assert r.exit_code == 2 and "spec too large (" in r.output
+
+
+def test_deep_override_values_and_paths_are_refused():
+    r = invoke("validate", OLS, "--set", "a=" + "[" * 300 + "]" * 300)
+    assert r.exit_code == 2 and "--set a: value nested too deeply" in r.output
+    r = invoke("validate", OLS, "--set", "a=" + "[" * 3000 + "]" * 3000)
+    assert r.exit_code == 2 and "--set a: value nested too deeply" in r.output
+    r = invoke("validate", OLS, "--set", ".".join(["a"] * 500) + "=1")
+    assert r.exit_code == 2 and "key path nested too deeply (500 parts; at most 32)" in r.output
+
+
+def test_non_regular_and_non_utf8_spec_files(tmp_path):
+    r = invoke("validate", "/dev/zero")
+    assert r.exit_code == 2 and "/dev/zero: cannot read spec: not a regular file" in r.output
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    r = invoke("validate", fifo)
+    assert r.exit_code == 2 and "cannot read spec: not a regular file" in r.output
+    r = _validate_text(tmp_path, b'spec_version = 1\n[run]\nname = "\xff"\n', binary=True)
+    assert r.exit_code == 2 and "spec.toml:3:9: not UTF-8 text (byte 0xff)" in r.output
