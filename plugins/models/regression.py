@@ -139,8 +139,12 @@ class Regression(ModelPlugin):
 
     def build(self, cfg, graph, data, rng):
         if data.task != "regression" or data.y_train is None:
+            hint = ""
+            if data.task == "classification" and data.meta.get("task_inferred"):
+                hint = ('; task = "auto" read its whole-number targets as class labels: '
+                        'set data.task = "regression" to fit them as numbers')
             raise _issue("data.source", f'model kind "regression" needs a regression data set; '
-                         f'"{data.meta.get("source", "?")}" gives a {data.task} task')
+                         f'"{data.meta.get("source", "?")}" gives a {data.task} task{hint}')
         if data.y_train.ndim > 1 and data.y_train.shape[1] != 1:
             raise _issue("data", f"model kind \"regression\" fits one target; the data has {data.y_train.shape[1]}")
         penalty = resolve_penalty(cfg)
