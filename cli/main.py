@@ -46,8 +46,13 @@ def user_errors(fn):
         from gengraph.plugins.run.runner import CheckpointError, RunInterrupted
         from gengraph.plugins.run.trainer import DivergenceError
 
+        import warnings
+
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not debug:  # NumPy's overflow/invalid warnings: non-finite results are reported once, below
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*args, **kwargs)
         except RunInterrupted as exc:
             click.echo(f"\n{exc}; continue with --resume", err=True)
             ctx.exit(130)
@@ -61,6 +66,12 @@ def user_errors(fn):
             raise click.ClickException(f"run failed: {exc}") from None
 
     return wrapper
+
+
+def _dumps(value, **kw) -> str:
+    from gengraph.plugins.blocks.files import dumps_json
+
+    return dumps_json(value, **kw)
 
 
 def _load_plugins(paths):
@@ -142,7 +153,7 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
     finally:
         progress.close()
     if as_json:
-        click.echo(json.dumps({"run_dir": str(run_dir), "summary": summary}, indent=1))
+        click.echo(_dumps({"run_dir": str(run_dir), "summary": summary}, indent=1))
     elif not quiet:
         click.echo(f"run directory: {run_dir}")
         for k, v in summary.items():
@@ -167,7 +178,7 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     loaded = load(spec, list(overrides))
     build_checked(loaded, base_dir=Path(spec).parent)  # data files and shapes are checked too
     if as_json:
-        click.echo(json.dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
+        click.echo(_dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
     elif resolved:
         click.echo(loaded.to_toml(), nl=False)
     else:

@@ -6,7 +6,6 @@ gengraph.plugins.sweep.sweep.
 
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -87,7 +86,9 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overr
         click.echo(f"\n{exc}; continue with --resume", err=True)
         click.get_current_context().exit(130)
     if as_json:
-        click.echo(json.dumps(result, indent=1, default=str))
+        from gengraph.plugins.blocks.files import dumps_json
+
+        click.echo(dumps_json(result, indent=1, default=str))
     elif not quiet:
         click.echo("")
         click.echo(sw.summary_text(plan, result, limit=15), nl=False)

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+
+def finite_json(value):
+    """value with NumPy scalars/arrays as Python ones and NaN/+-inf as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return finite_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps_json(value, **kw) -> str:
+    """json.dumps that never writes NaN or Infinity (they become null); `default` as json.dumps."""
+    return json.dumps(finite_json(value), allow_nan=False, **kw)
+
+
+def non_finite(metrics: dict) -> list[str]:
+    """Names of the float entries of a flat dict of metrics that are NaN or infinite."""
+    out = []
+    for k, v in metrics.items():
+        if isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
+            out.append(f"{k} = {float(v)}")
+    return out
 
 
 def _umask() -> int:

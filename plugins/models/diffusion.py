@@ -528,7 +528,7 @@ def _check_grid(data, cfg):
     if levels < 2:
         raise _config_error("levels", 'the discretized decoder needs levels >= 2 (the number of data values)')
     for name, x in (("train", data.x_train), ("test", data.x_test)):
-        if x is None:
+        if x is None or x.size == 0:  # no test split (test_fraction = 0): nothing to check
             continue
         xm = 2.0 * x - 1.0 if cfg["symmetric"] else x
         k = (xm + 1.0) * (levels - 1) / 2.0

@@ -25,8 +25,8 @@ from gengraph.plugins.datasets import make_dataset
 from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.blocks.files import atomic_write, save_npy, save_npz  # noqa: F401  (re-exported)
-from gengraph.plugins.run.trainer import Interrupted, Trainer
+from gengraph.plugins.blocks.files import atomic_write, dumps_json, non_finite, save_npy, save_npz  # noqa: F401
+from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 
 
 @dataclass
@@ -238,7 +238,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
 
     def epoch_done(row):
         with open(metrics_path, "a") as fh:
-            fh.write(json.dumps(row, default=_jsonable) + "\n")
+            fh.write(dumps_json(row, default=_jsonable) + "\n")
         if every and row["epoch"] and row["epoch"] % every == 0:
             write_checkpoint(run_dir, trainer)
         if on_epoch is not None:
@@ -271,7 +271,11 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     summary.update(plugin.report(model, data, ctx))
     summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                     "seconds": round(time.perf_counter() - t0, 3)})
-    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=_jsonable))
+    atomic_write(run_dir / "summary.json", dumps_json(summary, indent=1, default=_jsonable))
+    if bad := non_finite(summary):  # written (NaN as null) for a post-mortem, but the run failed
+        raise DivergenceError(f"final metrics are not finite: {', '.join(bad[:4])}"
+                              f"{' ...' if len(bad) > 4 else ''} (summary.json has null for them); "
+                              "check the data's scale and the learning rate")
     if ctx.plots:
         from gengraph.plugins.blocks.plots import loss_curves
 

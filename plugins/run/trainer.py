@@ -246,7 +246,10 @@ class Trainer:
 
         x0 = np.concatenate([m.graph.value(p).reshape(-1) for p in m.params]).astype(np.float64)
         opt = self.cfg["optimizer"]
-        x, f, iters = lbfgs(value_and_grad, x0, max_iter=opt.get("max_iter", 200), tol=opt.get("tol", 1e-10))
+        try:
+            x, f, iters = lbfgs(value_and_grad, x0, max_iter=opt.get("max_iter", 200), tol=opt.get("tol", 1e-10))
+        except FloatingPointError as exc:  # a non-finite loss or gradient: the run failed, not the program
+            raise DivergenceError(f"{exc} (check the data's scale)") from None
         assign(x)
         self.state.epoch, self.state.step = 1, iters
         self._log_epoch(1, {"train_loss": f, "lbfgs_iterations": iters}, on_epoch)

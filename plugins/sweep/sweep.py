@@ -49,7 +49,7 @@ from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.spec.toml_positions import build_path, join_key, read_path, split_path
 from gengraph.plugins.spec.toml_writer import format_value
-from gengraph.plugins.blocks.files import atomic_write
+from gengraph.plugins.blocks.files import atomic_write, dumps_json
 
 AXIS_ORIGIN = "--axis"
 RANGE_KEYS = ("low", "high", "log", "num")
@@ -721,7 +721,7 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
             return True
         records[record["trial"]] = record
         with open(jsonl, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+            fh.write(dumps_json(record, default=str) + "\n")
         if on_result is not None:
             on_result(record, len(records), total)
         return False
@@ -745,11 +745,11 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
     order = {t.name: t.index for t in plan.trials}
     kept = [records[t.name] for t in plan.trials if t.name in records]
     stale = [r for n, r in previous.items() if n not in order]
-    atomic_write(jsonl, "".join(json.dumps(r, default=str) + "\n" for r in kept + stale))
+    atomic_write(jsonl, "".join(dumps_json(r, default=str) + "\n" for r in kept + stale))
     plot_files = _write_plots(plan, kept) if plots and kept else []
     result = summarize(plan, kept, plot_files)
     result["complete"] = len(kept) == total
-    atomic_write(out / "sweep.json", json.dumps(result, indent=1, default=str))
+    atomic_write(out / "sweep.json", dumps_json(result, indent=1, default=str))
     atomic_write(out / "summary.txt", summary_text(plan, result))
     if interrupted:
         raise SweepInterrupted(out)
