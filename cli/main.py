@@ -29,7 +29,7 @@ class UserError(click.UsageError):
         super().__init__(message)
 
     def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {self.format_message()}", file=file, err=file is None)
 
 
 def user_errors(fn):
@@ -64,6 +64,12 @@ def user_errors(fn):
             if debug:
                 raise
             raise click.ClickException(f"run failed: {exc}") from None
+        except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
+            if debug:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{ctx.info_name} failed: cannot write{where}: "
+                                       f"{exc.strerror or exc}") from None
 
     return wrapper
 
@@ -82,14 +88,58 @@ def _load_plugins(paths):
 
 
 def _spec_path(spec):
-    if spec is not None:
-        return spec
-    from gengraph.plugins.run.loading import default_spec
+    from gengraph.plugins.run.loading import default_spec, resolve_spec
 
+    if spec is not None:
+        return resolve_spec(spec)
     return str(default_spec())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def check_out_dir(path, option: str) -> None:
+    """UserError (exit 2) naming the option when the output folder cannot be used."""
+    from gengraph.plugins.blocks.files import writable_dir
+
+    if (why := writable_dir(path)) is not None:
+        raise UserError(f"{option} {str(path)!r}: {why}")
+
+
+def _show_error(exc: click.ClickException, as_json: bool) -> None:
+    """Every error in one style: `error: MESSAGE` on stderr (click's usage line kept), or with
+    --json a JSON object on stdout."""
+    if as_json:
+        click.echo(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
+        return
+    import io
+
+    buf = io.StringIO()
+    exc.show(file=buf)
+    text = buf.getvalue()
+    text = "\n".join("error: " + line[len("Error: "):] if line.startswith("Error: ") else line
+                     for line in text.split("\n"))
+    click.echo(text, err=True, nl=False)
+
+
+class _Group(click.Group):
+    """click's group, with its error messages in gengraph's style (see _show_error)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            _show_error(exc, "--json" in argv)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gengraph")
 def main():
     """gengraph: declare a model in TOML, differentiate its graph, run it.
@@ -121,7 +171,7 @@ def common(fn):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="override run.device")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml)")
-@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+@click.option("--quiet", "-q", is_flag=True, help="no progress output (the run directory and final metrics still print)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @common
 @user_errors
@@ -138,15 +188,22 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
     from gengraph.plugins.run.runner import execute
 
     _load_plugins(plugin_files)
-    overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
     if resume_dir and spec is None:
         spec = str(Path(resume_dir) / "spec.toml")
     path = _spec_path(spec)
-    loaded = load(path, overrides)
+    loaded = load(path, list(overrides))
+    if device:  # the option, not a --set: errors about it name --device
+        loaded.data["run"]["device"] = device
+        loaded.positions["run.device"] = ("--device", None, None)
+    if loaded.raw.get("sweep") is not None and not as_json:
+        click.echo(f"note: {path} has a [sweep] table, which `gengraph run` ignores; "
+                   "run the sweep with `gengraph sweep`", err=True)
     name = loaded.data["run"]["name"] or Path(path).stem
     loaded.data["run"]["name"] = name
     run_dir = Path(resume_dir or out_dir or Path(loaded.data["output"]["dir"]) / name)
-    progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)
+    if not resume_dir:
+        check_out_dir(run_dir, "--out" if out_dir else "output.dir")
+    progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)  # -q: no progress, results still shown
     try:
         summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=Path(path).parent,
                           resume=bool(resume_dir))
@@ -154,7 +211,7 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
         progress.close()
     if as_json:
         click.echo(_dumps({"run_dir": str(run_dir), "summary": summary}, indent=1))
-    elif not quiet:
+    else:
         click.echo(f"run directory: {run_dir}")
         for k, v in summary.items():
             if isinstance(v, float):
@@ -175,6 +232,7 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     from gengraph.plugins.run.runner import build_checked
 
     _load_plugins(plugin_files)
+    spec = _spec_path(spec)
     loaded = load(spec, list(overrides))
     build_checked(loaded, base_dir=Path(spec).parent)  # data files and shapes are checked too
     if as_json:

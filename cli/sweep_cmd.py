@@ -52,7 +52,10 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overr
 
     if scheduler is not None and scheduler != "local-dask" and "://" not in scheduler:
         raise UserError(f"--scheduler: expected tcp://HOST:PORT or local-dask, found {scheduler!r}")
+    from gengraph.plugins.run.loading import resolve_spec
+
     _load_plugins(plugin_files)
+    spec = resolve_spec(spec)
     plan = sw.plan_sweep(spec, list(overrides), list(axes), out_dir=out_dir, plugin_files=plugin_files)
     n_workers = workers or sw.default_workers()
     chatty = not (quiet or as_json)

@@ -74,3 +74,24 @@ def save_npy(path: Path, array) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     atomic_write(path, buf.getvalue())
+
+
+def writable_dir(path) -> str | None:
+    """Create folder `path` (and its parents) and check that a file can be written in it; the
+    reason when not (not a folder, read-only, /proc, a NUL byte in the name, ...), else None."""
+    text = str(path)
+    if "\0" in text:
+        return "the path contains a NUL byte"
+    p = Path(text)
+    try:
+        if p.exists() and not p.is_dir():
+            return "it exists and is not a folder"
+        p.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        return f"cannot write there: {exc.strerror or exc}"
+    except ValueError as exc:
+        return f"not a usable path: {exc}"
+    return None
