@@ -76,6 +76,10 @@ class ModelPlugin:
     schema = None
     tasks = ("regression", "classification", "unsupervised")
     trains_by_gradient = True  # False: `fit` does everything (closed-form solvers)
+    # names that an overridden `epoch_metrics` / `report` may add (None: not declared), so that
+    # validate can check train.early_stopping.metric and sweep.metric before anything runs
+    epoch_metric_names: tuple[str, ...] | None = None
+    summary_metric_names: tuple[str, ...] | None = None
 
     def build(self, cfg: dict, graph: Graph, data, rng: np.random.Generator) -> Model:
         raise NotImplementedError

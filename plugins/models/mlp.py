@@ -20,6 +20,7 @@ from gengraph.plugins.spec.schema import Field, ListOf, Table
 
 class MLP(ModelPlugin):
     kind = "mlp"
+    summary_metric_names = ("test_mse", "test_r2", "test_accuracy", "params")
     help = "feed-forward network (regression, binary or multi-class classification)"
     tasks = ("regression", "classification")
 

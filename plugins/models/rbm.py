@@ -44,6 +44,7 @@ PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact
 
 class RBM(ModelPlugin):
     kind = "rbm"
+    epoch_metric_names = ("test_loglik_ais",)
     help = "restricted Boltzmann machine (binary or Gaussian visible units) trained by CD-k, persistent CD or exactly"
     tasks = ("unsupervised", "classification", "regression")
 

@@ -90,7 +90,7 @@ def build_checked(spec, *, base_dir=None):
         except ValueError as exc:
             raise issue("train.schedule", str(exc)) from None
     try:
-        return build(spec.data, base_dir=base_dir)
+        built = build(spec.data, base_dir=base_dir)
     except UnknownKind as exc:  # a registry name the schema does not enumerate (initializer, layer, ...)
         raise issue("model", str(exc)) from None
     except DataError as exc:
@@ -101,6 +101,15 @@ def build_checked(spec, *, base_dir=None):
         raise issue("model", str(exc)) from None
     except ShapeError as exc:
         raise issue("model", f"the declared model does not fit the data: {exc}") from None
+    es = spec.data["train"].get("early_stopping") or {}
+    if es.get("patience"):
+        from gengraph.plugins.run.metrics import logged_names, unknown_metric
+
+        names, complete = logged_names(built[1], built[3])
+        metric = es.get("metric", "test_loss")
+        if not metric.startswith("train_") and (why := unknown_metric(metric, names, complete, "logged")):
+            raise issue("train.early_stopping.metric", why)
+    return built
 
 
 def backend_of(device: str) -> str:

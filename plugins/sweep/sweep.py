@@ -16,8 +16,8 @@ a Dask distributed cluster -- and writes, under ``output.dir/NAME/``:
 
     [sweep]
     method = "grid"            # or "random"
-    metric = "test_mse"        # a key of the trials' summary.json
-    mode = "min"               # or "max"
+    metric = "test_mse"        # a key of the trials' summary.json (default: by the task)
+    mode = "min"               # or "max" (default: by the metric)
     name = "ridge_grid"        # default: the spec file's name
     trials = 20                # random only
     seed = 0                   # random only: draws the axis values
@@ -372,11 +372,28 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
                     issues.append(issue)
     if issues:
         raise SpecError(issues)
-    out = Path(out_dir) if out_dir else Path(base.data["output"]["dir"]) / name
-    return SweepPlan(name=name, method=method, metric=cfg.get("metric", "test_mse"), mode=cfg.get("mode", "min"),
+    metric, mode = _metric_and_mode(base, spec_path, cfg)
+    out = Path(out_dir) if out_dir else Path(base.data["output"]["dir"]) / (cfg.get("name") or f"{name}-sweep")
+    return SweepPlan(name=name, method=method, metric=metric, mode=mode,
                      axes=axes, trials=trials, spec_file=str(spec_path), spec_text=text,
                      base_dir=str(spec_path.resolve().parent), base_overrides=list(overrides), out_dir=out,
                      plugin_files=[str(Path(p).resolve()) for p in plugin_files], seed=cfg.get("seed", 0))
+
+
+def _metric_and_mode(base, spec_path, cfg) -> tuple[str, str]:
+    """sweep.metric (default: by the data's task) and sweep.mode (auto: by the metric's name),
+    refusing a metric the model surely does not report before any trial runs."""
+    from gengraph.plugins.run.metrics import default_metric, metric_mode, summary_names, unknown_metric
+    from gengraph.plugins.run.runner import build_checked
+
+    data, plugin, _graph, model = build_checked(base, base_dir=spec_path.resolve().parent)
+    metric = cfg.get("metric") or default_metric(data.task)
+    names, complete = summary_names(plugin, model)
+    if (why := unknown_metric(metric, names, complete)) is not None:
+        where = base.position("sweep.metric") if cfg.get("metric") else (str(spec_path), None, None)
+        raise _issue(where, "sweep.metric", why)
+    mode = cfg.get("mode", "auto")
+    return metric, metric_mode(metric) if mode in ("auto", "", None) else mode
 
 
 def trial_spec_data(spec, run_name: str) -> None:
