@@ -167,7 +167,7 @@ def common(fn):
 
 @main.command(epilog=_examples("run"))
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory (default: output.dir/run.name)")
+@click.option("--out", "out_dir", metavar="DIR", help="run directory (default: output.dir/run.name)")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="override run.device")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml)")
@@ -235,6 +235,10 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     spec = _spec_path(spec)
     loaded = load(spec, list(overrides))
     build_checked(loaded, base_dir=Path(spec).parent)  # data files and shapes are checked too
+    if loaded.raw.get("sweep") is not None:  # every trial of the sweep, its metric and mode too
+        from gengraph.plugins.sweep.sweep import plan_sweep
+
+        plan_sweep(spec, list(overrides), plugin_files=plugin_files)
     if as_json:
         click.echo(_dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
     elif resolved:

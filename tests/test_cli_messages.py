@@ -69,3 +69,94 @@ def test_run_notes_an_ignored_sweep_table(tmp_path):
     r = invoke("run", ROOT / "specs" / "sweep_ridge_franke.toml", "--out", tmp_path / "r", "-q")
     assert r.exit_code == 0
     assert "has a [sweep] table, which `gengraph run` ignores; run the sweep with `gengraph sweep`" in r.output
+
+
+def test_validate_checks_the_sweep_table(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('spec_version = 1\n[data]\nsource = "franke"\n[model]\nkind = "regression"\n'
+                    '[sweep.axes]\n"model.lamm" = [1, 2]\n')
+    r = invoke("validate", spec)
+    assert r.exit_code == 2 and f'{spec}:7:1: sweep.axes."model.lamm": unknown key; did you mean "lam"?' in r.output
+
+
+# --- item 12: output paths and a full disk -----------------------------------------------------
+@pytest.mark.parametrize("out,why", [
+    ("/dev/null", "it exists and is not a folder"),
+    ("/dev/null/run", "cannot write there: Not a directory"),
+    ("/proc/gengraph_run", "cannot write there:"),
+    ("bad\0name", "the path contains a NUL byte"),
+])
+def test_unusable_out_is_one_message_exit_2(out, why):
+    # argv cannot carry a NUL byte, so the command line is built inside the child
+    code = f"from gengraph.cli.main import main; main(['run', {str(ROOT / 'specs' / 'ols_franke.toml')!r}, '--out', {out!r}])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "error: --out " in r.stderr and why in r.stderr and "Traceback" not in r.stderr
+
+
+def test_read_only_out_is_exit_2(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    r = invoke("run", ROOT / "specs" / "ols_franke.toml", "--out", ro / "run")
+    assert r.exit_code == 2 and "cannot write there: Permission denied" in r.output
+
+
+def test_full_disk_during_a_run_is_one_message_exit_1(tmp_path, monkeypatch):
+    import errno
+
+    import gengraph.plugins.blocks.files as files
+
+    real = files.atomic_write
+    calls = []
+
+    def full(path, data):
+        calls.append(path)
+        if Path(path).name == "summary.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(files, "atomic_write", full)
+    import gengraph.plugins.run.runner as runner
+
+    monkeypatch.setattr(runner, "atomic_write", full)
+    out = tmp_path / "r"
+    r = invoke("run", ROOT / "specs" / "ols_franke.toml", "--out", out, "-q")
+    assert r.exit_code == 1
+    assert r.output.strip() == f"error: run failed: cannot write {out / 'summary.json'}: No space left on device"
+    assert not (out / "summary.json").exists() and not list(out.glob(".*.tmp"))
+
+
+def test_full_disk_in_atomic_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from gengraph.plugins.blocks import files
+
+    def replace(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError):
+        files.atomic_write(tmp_path / "a.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_during_a_sweep_is_one_message_exit_1(tmp_path, monkeypatch):
+    import errno
+
+    import gengraph.plugins.sweep.sweep as sw
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(sw, "atomic_write", full)
+    r = invoke("sweep", ROOT / "specs" / "sweep_ridge_franke.toml", "--out", tmp_path / "s", "--workers", "1", "-q",
+               "--set", "output.plots=false")
+    assert r.exit_code == 1, r.output
+    assert "error: sweep failed: cannot write " in r.output and "No space left on device" in r.output
+    assert "Traceback" not in r.output
