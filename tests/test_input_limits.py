@@ -157,3 +157,51 @@ def test_non_regular_and_non_utf8_spec_files(tmp_path):
     assert r.exit_code == 2 and "cannot read spec: not a regular file" in r.output
     r = _validate_text(tmp_path, b'spec_version = 1\n[run]\nname = "\xff"\n', binary=True)
     assert r.exit_code == 2 and "spec.toml:3:9: not UTF-8 text (byte 0xff)" in r.output
+
+
+# --- item 10: sizes checked against memory before anything is allocated ------------------------
+DIGITS = os.path.join(ROOT, "specs", "mlp_digits.toml")
+
+
+def test_huge_layer_is_refused_before_allocation():
+    import resource
+    import time
+
+    t = time.perf_counter()
+    r = invoke("validate", DIGITS, "--set", "model.layers[0].units=1000000000")
+    assert time.perf_counter() - t < 20
+    assert r.exit_code == 2
+    assert "--set: model.layers[0].units: a parameter of shape (64, 1000000000)" in r.output
+    assert "more than the" in r.output and "of memory available" in r.output
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * 2**20  # KiB: nothing near 1.9 TiB
+
+
+def test_huge_data_n_is_refused():
+    r = invoke("validate", OLS, "--set", "data.n=1000000000000")
+    assert r.exit_code == 2 and "data.n = 1000000000000" in r.output and "of memory available" in r.output
+
+
+def test_activations_of_a_batch_are_estimated(monkeypatch):
+    import gengraph.plugins.blocks.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 40 * 2**20)  # 40 MiB
+    r = invoke("validate", DIGITS, "--set", "model.layers[0].units=4096", "--set", "train.batch_size=1024")
+    assert r.exit_code == 2
+    assert "train.batch_size: 1024 rows at once need about" in r.output and "lower train.batch_size" in r.output
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**20)
+    r = invoke("validate", DIGITS)  # evaluation: the test split (449 rows) in one batch
+    assert r.exit_code == 2 and "model: 449 rows at once need about" in r.output
+    monkeypatch.setattr(memory, "available_bytes", lambda: 200 * 2**10)
+    r = invoke("validate", DIGITS)
+    assert r.exit_code == 2 and "model.layers[0].units: a parameter of shape (64, 128)" in r.output
+
+
+def test_memory_error_while_building_is_a_spec_error(monkeypatch):
+    import gengraph.plugins.models.mlp as mlp
+
+    def boom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(mlp, "build_stack", boom)
+    r = invoke("validate", DIGITS)
+    assert r.exit_code == 2 and "model: the model does not fit in memory" in r.output

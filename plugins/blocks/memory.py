@@ -34,3 +34,34 @@ def too_big(nbytes: float, what: str) -> str | None:
     if nbytes > free:
         return f"{what} needs {human(nbytes)}, more than the {human(free)} of memory available"
     return None
+
+
+def check_param(shape, path: str, itemsize: int = 8) -> None:
+    """ModelConfigError naming `path` when a parameter of `shape` (with its gradient and two
+    optimizer moments) cannot fit in memory; checked before it is allocated."""
+    import math
+
+    n = math.prod(int(d) for d in shape)
+    if (why := too_big(4 * n * itemsize, f"a parameter of shape {tuple(int(d) for d in shape)} (with its "
+                                           "gradient and optimizer state)")) is not None:
+        from gengraph.plugins.model import ModelConfigError
+
+        raise ModelConfigError(path, why)
+
+
+def graph_estimate(graph, batch: int) -> tuple[int, int]:
+    """(parameter bytes, activation bytes for one batch of `batch` rows) of a built graph, from its
+    shapes alone: params x 4 (value, gradient, two moments); every batch-shaped node x 3
+    (forward value, its gradient, a temporary)."""
+    import math
+
+    import numpy as np
+
+    params = sum(int(graph.value(p).nbytes) for p in graph.params())
+    act = 0
+    for node in graph.nodes:
+        shape = getattr(node, "shape", None)
+        if shape and shape[0] is None:
+            rest = math.prod(int(d) for d in shape[1:] if d is not None)
+            act += rest * np.dtype(node.dtype).itemsize
+    return 4 * params, 3 * act * batch

@@ -26,6 +26,7 @@ from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks.files import atomic_write, dumps_json, non_finite, save_npy, save_npz  # noqa: F401
+from gengraph.plugins.blocks.memory import graph_estimate
 from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 
 
@@ -101,6 +102,9 @@ def build_checked(spec, *, base_dir=None):
         raise issue("model", str(exc)) from None
     except ShapeError as exc:
         raise issue("model", f"the declared model does not fit the data: {exc}") from None
+    except MemoryError:
+        raise issue("model", "the model does not fit in memory (a size in [model] or [data] is too large)") from None
+    _check_memory(spec, built, issue)
     es = spec.data["train"].get("early_stopping") or {}
     if es.get("patience"):
         from gengraph.plugins.run.metrics import logged_names, unknown_metric
@@ -110,6 +114,29 @@ def build_checked(spec, *, base_dir=None):
         if not metric.startswith("train_") and (why := unknown_metric(metric, names, complete, "logged")):
             raise issue("train.early_stopping.metric", why)
     return built
+
+
+def _check_memory(spec, built, issue) -> None:
+    """Refuse, before training allocates it, what cannot fit in this machine's memory: the
+    parameters with their optimizer state, and the activations of the largest batch."""
+    from gengraph.plugins.blocks.memory import available_bytes, human
+
+    data, _plugin, graph, _model = built
+    cfg = spec.data
+    train_batch = cfg["train"]["batch_size"] or data.n_train
+    params, per_row = graph_estimate(graph, 1)  # per_row: forward value, gradient and a temporary
+    uses = [("train.batch_size", train_batch, per_row * train_batch),  # training: forward and backward
+            ("output.samples", cfg["output"].get("samples", 0), per_row // 3 * cfg["output"].get("samples", 0)),
+            ("model", min(2048, data.n_test or 0), per_row // 3 * min(2048, data.n_test or 0))]  # evaluation
+    key, batch, acts = max(uses, key=lambda u: u[2])
+    free = available_bytes()
+    if params > free:
+        raise issue("model", f"the parameters need {human(params)} with their gradients and optimizer state, "
+                             f"more than the {human(free)} of memory available")
+    if params + acts > free:
+        raise issue(key, f"{batch} rows at once need about {human(acts)} of activations (and "
+                         f"{human(params)} of parameters), more than the {human(free)} of memory available; "
+                         f"lower {key if key != 'model' else 'the sizes in [model]'}")
 
 
 def backend_of(device: str) -> str:
