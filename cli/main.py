@@ -42,7 +42,7 @@ def user_errors(fn):
         from gengraph.engine.expr import ExprError
         from gengraph.engine.ops.registry import ShapeError
         from gengraph.plugins.datasets import DataError
-        from gengraph.plugins.spec.errors import SpecError
+        from gengraph.plugins.spec.errors import SpecError, printable
         from gengraph.plugins.run.runner import CheckpointError, RunInterrupted
         from gengraph.plugins.run.trainer import DivergenceError
 
@@ -56,20 +56,24 @@ def user_errors(fn):
         except RunInterrupted as exc:
             click.echo(f"\n{exc}; continue with --resume", err=True)
             ctx.exit(130)
-        except (SpecError, DataError, ExprError, ShapeError, CheckpointError) as exc:
+        except SpecError as exc:  # one issue per line, each already escaped
             if debug:
                 raise
             raise UserError(str(exc)) from None
+        except (DataError, ExprError, ShapeError, CheckpointError) as exc:
+            if debug:
+                raise
+            raise UserError(printable(str(exc))) from None
         except DivergenceError as exc:
             if debug:
                 raise
-            raise click.ClickException(f"run failed: {exc}") from None
+            raise click.ClickException(printable(f"run failed: {exc}")) from None
         except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
             if debug:
                 raise
             where = f" {exc.filename}" if exc.filename else ""
-            raise click.ClickException(f"{ctx.info_name} failed: cannot write{where}: "
-                                       f"{exc.strerror or exc}") from None
+            raise click.ClickException(printable(f"{ctx.info_name} failed: cannot write{where}: "
+                                                 f"{exc.strerror or exc}")) from None
 
     return wrapper
 

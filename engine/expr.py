@@ -131,6 +131,12 @@ class _Checker(ast.NodeVisitor):
             return
         if fname not in FUNCTIONS:
             self.fail(node.func, f'unknown function "{fname}"' + _suggest(fname, list(FUNCTIONS) + ["grad"]))
+        lo, hi, names = _arity(fname)
+        if not lo <= len(node.args) <= hi:
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            hint = "; give axis= and keepdims= by keyword" if len(node.args) > hi and _takes_axis(fname) else ""
+            self.fail(node, f"{fname}({', '.join(names)}) takes {want} argument{'s' if hi != 1 else ''}, "
+                            f"found {len(node.args)}{hint}")
         for kw in node.keywords:
             if kw.arg not in KEYWORDS:
                 self.fail(kw.value, f'keyword "{kw.arg}" is not allowed (only axis=, keepdims=)')
@@ -138,6 +144,38 @@ class _Checker(ast.NodeVisitor):
                 self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True or False")
         for a in node.args:
             self.visit(a)
+
+
+def _arity(fname: str) -> tuple[int, float, list[str]]:
+    """(fewest, most, names) of the positional arguments of an expression function, read from its
+    signature or, for a generic op builder, from its op's shape rule (so a wrong count is a clear
+    error, not a TypeError from inside the library)."""
+    import inspect
+
+    from .ops.registry import OPS
+
+    fn = FUNCTIONS[fname]
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+        if any(p.kind is p.VAR_POSITIONAL for p in params) and fname in OPS:
+            params = list(inspect.signature(OPS[fname].shape).parameters.values())
+    except (TypeError, ValueError):
+        return 0, math.inf, []
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 0, math.inf, []
+    pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+           and p.name not in KEYWORDS and p.name != "axes"]
+    required = [p for p in pos if p.default is p.empty]
+    return len(required), len(pos), [p.name for p in pos]
+
+
+def _takes_axis(fname: str) -> bool:
+    import inspect
+
+    try:
+        return "axis" in inspect.signature(FUNCTIONS[fname]).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_static(node):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,52 @@ def test_full_disk_during_a_sweep_is_one_message_exit_1(tmp_path, monkeypatch):
     assert r.exit_code == 1, r.output
     assert "error: sweep failed: cannot write " in r.output and "No space left on device" in r.output
     assert "Traceback" not in r.output
+
+
+# --- item 16: no leaked internals, no raw control characters, every spec issue has line:col ----
+@pytest.mark.parametrize("src,words", [
+    ("matmul(x)", "matmul(a, b) takes 2 arguments, found 1"),
+    ("where(x)", "where(c, a, b) takes 3 arguments, found 1"),
+    ("exp(x, x)", "exp(x) takes 1 argument, found 2"),
+    ("sum(x, 0)", "sum(x) takes 1 argument, found 2; give axis= and keepdims= by keyword"),
+    ("gaussian_logpdf(x)", "gaussian_logpdf(x, mean, logvar) takes 3 arguments, found 1"),
+])
+def test_wrong_argument_counts_name_the_function_not_its_internals(src, words):
+    from gengraph.engine import Graph
+    from gengraph.engine.expr import ExprError, build
+
+    g = Graph("float64")
+    with pytest.raises(ExprError) as exc:
+        build(src, {"x": g.input("x", (3,))})
+    assert words in str(exc.value)
+    assert "positional argument" not in str(exc.value) and "<lambda>" not in str(exc.value)
+
+
+def test_user_supplied_names_are_escaped(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('spec_version = 1\n[data]\nsource = "csv"\npath = "a\\u001b[31mred\\nline"\n'
+                    '[model]\nkind = "mlp"\n')
+    r = invoke("validate", spec)
+    assert r.exit_code == 2
+    assert "\x1b" not in r.output and r.output.count("\n") == 1
+    assert "a\\x1b[31mred\\nline: no such file" in r.output
+    r = invoke("validate", ROOT / "specs" / "ols_franke.toml", "--set", 'model.kind="ml\\u001bp"')
+    assert r.exit_code == 2 and 'unknown model kind "ml\\x1bp"' in r.output and "\x1b" not in r.output
+
+
+def test_every_issue_of_a_spec_file_has_a_line_and_column(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('spec_version = 1\n[data]\nsource = "digits"\n')
+    r = invoke("validate", spec)
+    assert r.exit_code == 2 and f"{spec}:1:1: model: missing required table" in r.output
+    spec.write_text('[model]\nkind = "mlp"\n[data]\nsource = "digits"\n')
+    r = invoke("validate", spec)
+    assert f"{spec}:1:1: spec_version: missing" in r.output
+
+
+def test_numpy_warnings_are_not_printed_before_the_error():
+    r = subprocess.run([sys.executable, "-m", "gengraph.cli", "run", str(ROOT / "specs" / "ols_franke.toml"),
+                        "--set", "data.noise=1e300", "--out", "/tmp/gengraph-test-warn-" + str(os.getpid()), "-q"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "Warning" not in r.stderr and r.stderr.count("\n") == 1 and r.stderr.startswith("error: run failed")

@@ -48,7 +48,7 @@ class Spec:
 def _version_issues(raw: dict, file, positions) -> list[SpecIssue]:
     if "spec_version" not in raw:
         message = f"missing; put `spec_version = {SPEC_VERSION}` at the top of the spec"
-        return [SpecIssue(file, None, None, "spec_version", message)]
+        return [SpecIssue(file, 1 if file else None, 1 if file else None, "spec_version", message)]
     version = raw["spec_version"]
     if type(version) is int and version == SPEC_VERSION:
         return []

@@ -95,8 +95,8 @@ def position_of(positions: dict, path: str):
 def locate(positions: dict | None, path: str, file: str | None):
     """(file, line, col) for path; parts that are unknown are None."""
     pos = position_of(positions or {}, path)
-    if pos is None:
-        return file, None, None
+    if pos is None:  # not written anywhere (e.g. a missing table): the top of the file
+        return (file, 1, 1) if file is not None else (None, None, None)
     return pos if len(pos) == 3 else (file, *pos)
 
 
