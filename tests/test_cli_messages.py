@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -204,9 +203,9 @@ def test_every_issue_of_a_spec_file_has_a_line_and_column(tmp_path):
     assert f"{spec}:1:1: spec_version: missing" in r.output
 
 
-def test_numpy_warnings_are_not_printed_before_the_error():
+def test_numpy_warnings_are_not_printed_before_the_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gengraph.cli", "run", str(ROOT / "specs" / "ols_franke.toml"),
-                        "--set", "data.noise=1e300", "--out", "/tmp/gengraph-test-warn-" + str(os.getpid()), "-q"],
+                        "--set", "data.noise=1e300", "--out", str(tmp_path / "r"), "-q"],
                        capture_output=True, text=True)
     assert r.returncode == 1
     assert "Warning" not in r.stderr and r.stderr.count("\n") == 1 and r.stderr.startswith("error: run failed")
