@@ -218,12 +218,39 @@ def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, 
     if subset:
         click.echo(f"{len(subset)} parameter(s) larger than {max_entries} entries: a random subset of {max_entries} "
                    f"entries each is checked (--max-entries, --seed)")
-    click.echo(gi.gradcheck_table(result))
+    click.echo(_gradcheck_table(result, rtol))
     failed = [r.name for r in result.params if not r.ok]
     if failed:
         raise click.ClickException(f"gradient check failed for {len(failed)} of {len(result.params)} "
                                    f"parameter(s): {', '.join(failed)}")
     click.echo(f"ok: {len(result.params)} parameter(s) within tolerance")
+
+
+def _passed_by(r, rtol) -> str:
+    """Which part of the criterion a parameter passed by: "atol+roundoff" next to a large relative
+    error means its entries are near zero and passed the absolute part."""
+    if not r.ok:
+        return "-"
+    return "rtol" if r.max_rel_err <= rtol else "atol+roundoff"
+
+
+def _gradcheck_table(result, rtol) -> str:
+    from gengraph.engine.inspect import fmt_shape
+
+    header = ("parameter", "shape", "checked", "max abs err", "max rel err", "passed by", "result")
+    rows = [header]
+    for r in result.params:
+        checked = f"{r.checked}/{r.total}" + (" (random subset)" if r.checked < r.total else "")
+        rows.append((r.name, fmt_shape(r.shape), checked, f"{r.max_abs_err:.3e}", f"{r.max_rel_err:.3e}",
+                     _passed_by(r, rtol), "ok" if r.ok else "FAIL"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    rows.insert(1, tuple("-" * len(h) if i == len(header) - 1 else "-" * widths[i] for i, h in enumerate(header)))
+    lines = ["  ".join(c.rjust(w) if i in (3, 4) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             + "  " + row[-1] for row in rows]
+    if any(row[5] == "atol+roundoff" for row in rows[2:]):
+        lines.append("atol+roundoff: the relative error is large because the entries are near 0; the absolute "
+                     "error is within atol + the roundoff floor, so the gradient is right")
+    return "\n".join(lines)
 
 
 COMMANDS = [graph_cmd, gradcheck_cmd]

@@ -96,6 +96,10 @@ class ModelPlugin:
         """Extra values for this epoch's metrics line (e.g. an AIS log-likelihood); default none."""
         return {}
 
+    def loss_label(self, cfg: dict) -> str:
+        """What the training loss is, for the title of loss.png (default: just "loss")."""
+        return "loss"
+
     def report(self, model: Model, data, ctx) -> dict:
         """Final metrics under stable names (test_mse, test_accuracy, ...); may write plots."""
         return {}

@@ -211,6 +211,11 @@ class Regression(ModelPlugin):
         theta = model.graph.value(model.extras["theta"]).astype(np.float64)
         out["coefficients"] = theta.tolist()
         out["terms"] = model.extras["terms"]
+        if ctx.plots and ctx.run_dir is not None:
+            from gengraph.plugins.blocks.plots import coefficients
+
+            coefficients(out["terms"], theta, ctx.path("coefficients.png"),
+                         f"{model.extras.get('method', 'fitted')} coefficients by term".strip())
         out.update(model.extras.get("solver_info", {}))
         return out
 

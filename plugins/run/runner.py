@@ -315,7 +315,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     if ctx.plots:
         from gengraph.plugins.blocks.plots import loss_curves
 
-        loss_curves(trainer.state.history, run_dir / "loss.png")
+        loss_curves(trainer.state.history, run_dir / "loss.png", plugin.loss_label(cfg["model"]), final=summary)
     atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
     return summary
 
