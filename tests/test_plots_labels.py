@@ -102,3 +102,33 @@ def test_documented_graph_output_is_the_real_output(doc, monkeypatch):
     start = text.index(key) + len(key)
     shown = text[start:text.index("```", start)]
     assert shown == CliRunner().invoke(main, ["graph", "specs/linear_perceptron.toml", "--stage", "built"]).output
+
+
+def test_diffusion_strip_times_are_spaced_where_the_picture_changes():
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.runner import RunContext, build
+    from gengraph.plugins.models import diffusion as d
+
+    spec = load(ROOT / "specs" / "diffusion_moons.toml")
+    _data, _plugin, _graph, model = build(spec.data, base_dir=ROOT / "specs")
+    progs = d.programs_of(model, RunContext(spec.data, None, 0))
+    sched = d.current_schedule(model, progs)
+    cfg = model.extras["cfg"]
+    steps = d.sampler_steps(cfg["sampler"], sched, cfg["variance"])
+    times = d.strip_times(sched, steps, 6)
+    abar = np.concatenate([[1.0], sched.alpha_bar])
+    snr = [abar[t] / (1 - abar[t]) for t in times[1:-1]]
+    assert times[0] == 100 and times[-1] == 0 and len(times) == 6
+    assert sum(s < 0.2 for s in snr) <= 1  # at most one more column of (nearly) pure noise after t = T
+    steps_log = np.diff(np.log(snr))
+    assert np.all(steps_log > 0) and steps_log.max() / steps_log.min() < 2  # evenly spaced in log SNR
+
+
+def test_discretized_diffusion_names_its_continuous_mc_bound(tmp_path):
+    r = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "diffusion_digits.toml"), "--set", "train.epochs=1",
+                                  "--set", "output.plots=false", "--set", "output.samples=0",
+                                  "--set", "model.schedule.T=20", "--out", str(tmp_path / "r"), "-q"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert "test_nll_bound_mc_continuous" in summary and "test_nll_bound_mc" not in summary
+    assert summary["test_bpd"] > 0
