@@ -148,5 +148,13 @@ def test_dask_futures_are_released_once_recorded(tmp_path):
             sw._drain = real
         assert result["n_ok"] == result["n_trials"] > 1
         assert held == [0]
-        keys = [k for k in client.refcount if str(k).startswith("gengraph-trial-") and client.refcount[k] > 0]
-        assert keys == []  # nothing holds a finished trial's result: a lost worker cannot trigger a rerun
+        import time
+
+        def held_keys():
+            return [k for k in list(client.refcount) if str(k).startswith("gengraph-trial-")
+                    and client.refcount.get(k, 0) > 0]
+
+        deadline = time.monotonic() + 10  # Future.release() decrements on the client's event loop
+        while held_keys() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held_keys() == []  # nothing holds a finished trial's result: a lost worker cannot trigger a rerun
