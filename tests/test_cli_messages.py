@@ -209,3 +209,50 @@ def test_numpy_warnings_are_not_printed_before_the_error(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 1
     assert "Warning" not in r.stderr and r.stderr.count("\n") == 1 and r.stderr.startswith("error: run failed")
+
+
+def test_full_disk_while_appending_metrics_leaves_no_half_line(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    real_open = builtins.open
+    state = {"lines": 0}
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return self.fh.__exit__(*a)
+
+        def tell(self):
+            return self.fh.tell()
+
+        def truncate(self, n):
+            return self.fh.truncate(n)
+
+        def flush(self):
+            self.fh.flush()
+
+        def write(self, text):
+            state["lines"] += 1
+            if state["lines"] == 3:  # the third epoch line: half of it, then the disk is full
+                self.fh.write(text[: len(text) // 2])
+                self.fh.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(text)
+
+    def fake_open(path, mode="r", *a, **k):
+        fh = real_open(path, mode, *a, **k)
+        return Full(fh) if str(path).endswith("metrics.jsonl") and mode == "a" else fh
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    out = tmp_path / "r"
+    r = invoke("run", ROOT / "specs" / "linear_perceptron.toml", "--set", "train.epochs=5", "--out", out, "-q")
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert r.exit_code == 1 and "No space left on device" in r.output
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(x)["epoch"] in (1, 2) for x in lines)

@@ -205,3 +205,9 @@ def test_memory_error_while_building_is_a_spec_error(monkeypatch):
     monkeypatch.setattr(mlp, "build_stack", boom)
     r = invoke("validate", DIGITS)
     assert r.exit_code == 2 and "model: the model does not fit in memory" in r.output
+
+
+def test_huge_iw_samples_is_refused_before_running():
+    r = invoke("validate", os.path.join(ROOT, "specs", "vae_digits.toml"), "--set", "model.elbo.iw_samples=1000000000")
+    assert r.exit_code == 2
+    assert "--set: model.elbo.iw_samples: iw_samples = 1000000000 (k samples of 1 example(s) at once) needs" in r.output

@@ -273,8 +273,15 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     every = cfg["output"]["checkpoint_every"]
 
     def epoch_done(row):
+        line = dumps_json(row, default=_jsonable) + "\n"
         with open(metrics_path, "a") as fh:
-            fh.write(dumps_json(row, default=_jsonable) + "\n")
+            end = fh.tell()
+            try:
+                fh.write(line)
+                fh.flush()
+            except OSError:  # e.g. a full disk: leave no half line behind
+                fh.truncate(end)
+                raise
         if every and row["epoch"] and row["epoch"] % every == 0:
             write_checkpoint(run_dir, trainer)
         if on_epoch is not None:
