@@ -71,8 +71,12 @@ def user_errors(fn):
         except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
             if debug:
                 raise
+            import errno
+
+            verb = "cannot write" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) \
+                else "input/output error on"
             where = f" {exc.filename}" if exc.filename else ""
-            raise click.ClickException(printable(f"{ctx.info_name} failed: cannot write{where}: "
+            raise click.ClickException(printable(f"{ctx.info_name} failed: {verb}{where}: "
                                                  f"{exc.strerror or exc}")) from None
 
     return wrapper
