@@ -73,10 +73,9 @@ def user_errors(fn):
                 raise
             import errno
 
-            verb = "cannot write" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) \
-                else "input/output error on"
-            where = f" {exc.filename}" if exc.filename else ""
-            raise click.ClickException(printable(f"{ctx.info_name} failed: {verb}{where}: "
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+            where = " ".join(p for p in ("cannot write" if full else "", str(exc.filename or "")) if p)
+            raise click.ClickException(printable(f"{ctx.info_name} failed: {where + ': ' if where else ''}"
                                                  f"{exc.strerror or exc}")) from None
 
     return wrapper
