@@ -78,3 +78,15 @@ def test_early_stopping_metric_checked_by_validate():
     assert r.exit_code == 2
     assert ('train.early_stopping.metric: "test_acuracy" is not logged by this model; did you mean "test_accuracy"?'
             in r.output)
+
+
+def test_a_grid_range_that_cannot_fit_is_refused_before_running(tmp_path):
+    spec = tmp_path / "big.toml"
+    spec.write_text('spec_version = 1\n[data]\nsource = "digits"\n[model]\nkind = "mlp"\nlayers = [{ units = 8 }]\n'
+                    '[train]\nepochs = 1\n[output]\ndir = "' + str(tmp_path / "runs") + '"\n'
+                    '[sweep.axes]\n"model.layers[0].units" = [16, 1000000000]\n')
+    with pytest.raises(SpecError) as exc:
+        sw.plan_sweep(spec)
+    assert str(exc.value).startswith(f'{spec}:12:1: sweep.axes."model.layers[0].units": a parameter of shape '
+                                     "(64, 1000000000)")
+    assert not (tmp_path / "runs").exists()

@@ -372,12 +372,37 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
                     issues.append(issue)
     if issues:
         raise SpecError(issues)
+    if method == "grid":
+        _check_largest_trial(trials, axes, text, spec_path, overrides, schema)
     metric, mode = _metric_and_mode(base, spec_path, cfg)
     out = Path(out_dir) if out_dir else Path(base.data["output"]["dir"]) / (cfg.get("name") or f"{name}-sweep")
     return SweepPlan(name=name, method=method, metric=metric, mode=mode,
                      axes=axes, trials=trials, spec_file=str(spec_path), spec_text=text,
                      base_dir=str(spec_path.resolve().parent), base_overrides=list(overrides), out_dir=out,
                      plugin_files=[str(Path(p).resolve()) for p in plugin_files], seed=cfg.get("seed", 0))
+
+
+def _check_largest_trial(trials, axes, text, spec_path, overrides, schema) -> None:
+    """Build the grid's trial with the largest value of every numeric axis (sizes, sample counts)
+    before any trial runs, so a range that cannot fit in memory is refused up front, naming its axis."""
+    from gengraph.plugins.run.runner import build_checked
+    from gengraph.plugins.spec.document import spec_from_text
+
+    def size(t):
+        return tuple(v if _is_number(v) else 0 for v in (t.values.get(a.key) for a in axes))
+
+    numeric = [a for a in axes if any(_is_number(t.values.get(a.key)) for t in trials)]
+    if not numeric or len(trials) < 2:
+        return
+    largest = max(trials, key=lambda t: [t.values[a.key] if _is_number(t.values.get(a.key)) else 0
+                                         for a in numeric])
+    if largest is trials[0] and size(largest) == size(trials[-1]):
+        return
+    spec = spec_from_text(text, str(spec_path), list(overrides) + largest.sets, schema)
+    try:
+        build_checked(spec, base_dir=spec_path.resolve().parent)
+    except SpecError as exc:
+        raise SpecError(_retarget(exc, axes)) from None
 
 
 def _metric_and_mode(base, spec_path, cfg) -> tuple[str, str]:
