@@ -388,16 +388,11 @@ def _check_largest_trial(trials, axes, text, spec_path, overrides, schema) -> No
     from gengraph.plugins.run.runner import build_checked
     from gengraph.plugins.spec.document import spec_from_text
 
-    def size(t):
-        return tuple(v if _is_number(v) else 0 for v in (t.values.get(a.key) for a in axes))
-
     numeric = [a for a in axes if any(_is_number(t.values.get(a.key)) for t in trials)]
     if not numeric or len(trials) < 2:
         return
     largest = max(trials, key=lambda t: [t.values[a.key] if _is_number(t.values.get(a.key)) else 0
                                          for a in numeric])
-    if largest is trials[0] and size(largest) == size(trials[-1]):
-        return
     spec = spec_from_text(text, str(spec_path), list(overrides) + largest.sets, schema)
     try:
         build_checked(spec, base_dir=spec_path.resolve().parent)
