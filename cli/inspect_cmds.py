@@ -41,7 +41,10 @@ def _spec_models(spec, overrides, plugin_files, extra_overrides=()):
     from gengraph.plugins.run.loading import load
     from gengraph.plugins.run.runner import build_checked
 
+    from gengraph.plugins.run.loading import resolve_spec
+
     _load_plugins(plugin_files)
+    spec = resolve_spec(spec)
     loaded = load(spec, list(overrides) + list(extra_overrides))
     data, plugin, graph, model = build_checked(loaded, base_dir=Path(spec).parent)
     return loaded, data, plugin, graph, model
@@ -55,7 +58,7 @@ def compiled_programs(loaded, data, plugin, model):
 
 
 @click.command("graph", epilog=GRAPH_EXAMPLES)
-@click.argument("spec", type=click.Path(dir_okay=False, exists=True))
+@click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--program", "program", metavar="NAME",
               help="train_step (default when the model trains by gradient), evaluate, or a program "
                    "the model defines (e.g. sample_step)")
@@ -130,7 +133,7 @@ def _render(dot_text: str, fmt: str, out: str) -> None:
 
 
 @click.command("gradcheck", epilog=GRADCHECK_EXAMPLES)
-@click.argument("spec", type=click.Path(dir_okay=False, exists=True))
+@click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--param", "param_names", multiple=True, metavar="NAME",
               help="check only this parameter (e.g. output/dense0/W); repeatable; default: all")
 @click.option("--eps", type=float, default=1e-6, show_default=True, help="finite-difference step")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 import json
 import click
 
@@ -29,7 +30,7 @@ class UserError(click.UsageError):
         super().__init__(message)
 
     def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {self.format_message()}", file=file, err=file is None)
 
 
 def user_errors(fn):
@@ -40,12 +41,16 @@ def user_errors(fn):
         ctx = click.get_current_context()
         debug = ctx.params.get("debug", False)
         from gengraph.engine.errors import UserError as Mistake  # SpecError, DataError, RunDirError, ...
+        from gengraph.plugins.spec.errors import SpecError, printable
         from gengraph.plugins.run.runner import RunInterrupted
         from gengraph.plugins.run.signals import Stop, exit_code, signal_name
         from gengraph.plugins.run.trainer import DivergenceError
 
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not debug:  # NumPy's overflow/invalid warnings: non-finite results are reported once, below
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*args, **kwargs)
         except RunInterrupted as exc:
             click.echo(f"\n{exc}", err=True)
             ctx.exit(exc.exit_code)
@@ -53,16 +58,35 @@ def user_errors(fn):
             signum = exc.signum if isinstance(exc, Stop) else 2
             click.echo(f"\ninterrupted by {signal_name(signum)}", err=True)
             ctx.exit(exit_code(signum))
-        except Mistake as exc:
+        except SpecError as exc:  # one issue per line, each already escaped
             if debug:
                 raise
             raise UserError(str(exc)) from None
+        except Mistake as exc:  # DataError, ExprError, ShapeError, CheckpointError, RunDirError, ...
+            if debug:
+                raise
+            raise UserError(printable(str(exc))) from None
         except DivergenceError as exc:
             if debug:
                 raise
-            raise click.ClickException(f"run failed: {exc}") from None
+            raise click.ClickException(printable(f"run failed: {exc}")) from None
+        except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
+            if debug:
+                raise
+            import errno
+
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+            where = " ".join(p for p in ("cannot write" if full else "", str(exc.filename or "")) if p)
+            raise click.ClickException(printable(f"{ctx.info_name} failed: {where + ': ' if where else ''}"
+                                                 f"{exc.strerror or exc}")) from None
 
     return wrapper
+
+
+def _dumps(value, **kw) -> str:
+    from gengraph.plugins.blocks.files import dumps_json
+
+    return dumps_json(value, **kw)
 
 
 def _load_plugins(paths):
@@ -72,7 +96,51 @@ def _load_plugins(paths):
         load_plugin_file(p)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def check_out_dir(path, option: str) -> None:
+    """UserError (exit 2) naming the option when the output folder cannot be used."""
+    from gengraph.plugins.blocks.files import writable_dir
+
+    if (why := writable_dir(path)) is not None:
+        raise UserError(f"{option} {str(path)!r}: {why}")
+
+
+def _show_error(exc: click.ClickException, as_json: bool) -> None:
+    """Every error in one style: `error: MESSAGE` on stderr (click's usage line kept), or with
+    --json a JSON object on stdout."""
+    if as_json:
+        click.echo(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
+        return
+    import io
+
+    buf = io.StringIO()
+    exc.show(file=buf)
+    text = buf.getvalue()
+    text = "\n".join("error: " + line[len("Error: "):] if line.startswith("Error: ") else line
+                     for line in text.split("\n"))
+    click.echo(text, err=True, nl=False)
+
+
+class _Group(click.Group):
+    """click's group, with its error messages in gengraph's style (see _show_error)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            _show_error(exc, "--json" in argv)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gengraph")
 def main():
     """gengraph: declare a model in TOML, differentiate its graph, run it.
@@ -107,7 +175,7 @@ def common(fn):
               help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml); "
                    "only train.epochs, output.*, run.threads and run.device may change")
 @click.option("--overwrite", is_flag=True, help="replace the run already in the run directory (its files only)")
-@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+@click.option("--quiet", "-q", is_flag=True, help="no progress output (the run directory and final metrics still print)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @common
 @user_errors
@@ -154,7 +222,11 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
     # shared with gengraph.run(): SPEC may also be a shipped spec's name (mlp_digits)
     loaded, run_dir, base_dir = prepare_run(spec, list(overrides), out=resume_dir or out_dir,
                                             resume=bool(resume_dir), device=device)
-    progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)
+    check_path(run_dir)
+    if loaded.raw.get("sweep") is not None and not as_json:
+        click.echo(f"note: {loaded.file} has a [sweep] table, which `gengraph run` ignores; "
+                   "run the sweep with `gengraph sweep`", err=True)
+    progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)  # -q: no progress, results still shown
     guard.raising = False  # from here on the run handles signals (and reports them as RunInterrupted)
     try:
         summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=base_dir,
@@ -163,8 +235,8 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
     finally:
         progress.close()
     if as_json:
-        click.echo(json.dumps({"run_dir": str(run_dir), "summary": summary}, indent=1))
-    elif not quiet:
+        click.echo(_dumps({"run_dir": str(run_dir), "summary": summary}, indent=1))
+    else:
         click.echo(f"run directory: {run_dir}")
         for k, v in summary.items():
             if isinstance(v, float):
@@ -183,14 +255,18 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     from gengraph.plugins.run.runner import build_checked
 
     _load_plugins(plugin_files)
-    loaded, _, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a shipped name
+    loaded, path, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a shipped name
     build_checked(loaded, base_dir=base_dir)  # data files and shapes are checked too
+    if loaded.raw.get("sweep") is not None:  # every trial of the sweep, its metric and mode too
+        from gengraph.plugins.sweep.sweep import plan_sweep
+
+        plan_sweep(str(path), list(overrides), plugin_files=plugin_files)
     if as_json:
-        click.echo(json.dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
+        click.echo(_dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
     elif resolved:
         click.echo(loaded.to_toml(), nl=False)
     else:
-        click.echo(f"{spec}: valid ({loaded.data['model']['kind']} on {loaded.data['data']['source']})")
+        click.echo(f"{path or spec}: valid ({loaded.data['model']['kind']} on {loaded.data['data']['source']})")
 
 
 @main.command(epilog=_examples("plugins"))

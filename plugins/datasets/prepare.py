@@ -143,7 +143,16 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
                 p = Path(base_dir) / p
             params[key] = str(p)
 
-    loaded = source.load(params, data_rng(seed))
+    n = params.get("n")
+    if isinstance(n, int) and not isinstance(n, bool):
+        from gengraph.plugins.blocks.memory import too_big
+
+        if (why := too_big(n * 8 * 3 * 2, f"data.n = {n} (at least 3 numbers per row, and a copy)")) is not None:
+            raise DataError(why)
+    try:
+        loaded = source.load(params, data_rng(seed))
+    except MemoryError:
+        raise DataError(f"the data set of source {name!r} does not fit in memory") from None
     if isinstance(loaded, Dataset):
         ds = loaded
     else:

@@ -48,8 +48,11 @@ term is exact. Its parts are reported as
 ``test_prior_term``, ``test_reconstruction_term`` and ``test_diffusion_term`` (t >= 2), and
 for image data with the discretized decoder ``test_bpd`` = test_nll_bound / (D ln 2).
 Continuous bounds are densities of the data as the model is fed it (after [data] scaling;
-the ``symmetric`` map is undone, -D log 2); ``nll_bound_mc`` always uses the Gaussian
-decoder, so for discrete data it is a continuous density, not comparable with test_bpd.
+the ``symmetric`` map is undone, -D log 2) and can be negative (a density above 1);
+``nll_bound_mc`` always uses the Gaussian decoder, so with the discretized decoder it is a
+continuous density, not comparable with test_nll_bound or test_bpd, and is logged as
+``nll_bound_mc_continuous``. It is a one-sample Monte Carlo estimate over t per example, so it
+scatters around test_nll_bound (the sum over all t).
 
 ``time = "continuous"`` is the continuous-time VDM (learned gamma(t), the L_inf loss,
 a discrete decoder over the levels at t = 0): see ``vdm.py``; the rest of this docstring
@@ -365,7 +368,10 @@ class Diffusion(ModelPlugin):
             mse = ops.mean(tr["sq"]) * (1.0 / D)
             bound_mc = ops.mean(tr["prior"] + float(T) * tr["term"])
             loss = mse if cfg["loss"] == "simple" else bound_mc
-            metrics = {"mse": mse, "nll_bound_mc": bound_mc - shift if shift else bound_mc}
+            # a continuous density (nats, can be negative); beside a discretized decoder's bound
+            # (test_nll_bound, test_bpd) its name says so
+            mc_name = "nll_bound_mc_continuous" if cfg["decoder"] == "discretized" else "nll_bound_mc"
+            metrics = {"mse": mse, mc_name: bound_mc - shift if shift else bound_mc}
 
         # evaluation of the bound's terms at a fed t and eps (the report loops over t)
         eps_in = graph.input("eps", (None, D))
@@ -505,12 +511,25 @@ def sample(model, progs, steps, n, rng, record=()):
     return run_steps(step, steps, x_T, rng, record)
 
 
+STRIP_MIN_SNR = 0.1  # below this the signal's amplitude is under a third of the noise's: one frame shows it
+
+
 def strip_times(sched, steps, k: int) -> list[int]:
-    """k of the times a sampler visits, evenly spaced in the signal level sqrt(abar_t) (T ... 0)."""
+    """k of the times a sampler visits (T ... 0): T (pure noise), then k - 2 times evenly spaced
+    in log SNR_t = log(abar_t / (1 - abar_t)) from SNR = STRIP_MIN_SNR towards the last step's,
+    then 0. Evenly spaced in the signal level instead, most columns fall where the samples are
+    still noise and look alike."""
     visited = np.array([steps[0].t] + [s.t_next for s in steps])
-    level = np.sqrt(np.concatenate([[1.0], sched.alpha_bar])[visited])
-    picks = [int(np.argmin(np.abs(level - v))) for v in np.linspace(level[0], 1.0, k)]
-    return sorted({int(visited[i]) for i in picks}, reverse=True)
+    abar = np.concatenate([[1.0], sched.alpha_bar])[visited]
+    inner = np.flatnonzero((abar < 1.0) & (np.arange(len(visited)) > 0))  # neither T nor t = 0
+    if k <= 2 or len(inner) == 0:
+        return sorted({int(visited[0]), int(visited[-1])}, reverse=True)
+    log_snr = np.log(abar[inner]) - np.log1p(-abar[inner])
+    lo = max(float(np.log(STRIP_MIN_SNR)), float(log_snr.min()))
+    # k - 2 values from lo up to (not including) the last step's, which looks like t = 0 already
+    targets = np.linspace(lo, float(log_snr.max()), k - 1)[:-1]
+    picks = [int(inner[np.argmin(np.abs(log_snr - v))]) for v in targets]
+    return sorted({int(visited[0]), int(visited[-1]), *(int(visited[i]) for i in picks)}, reverse=True)
 
 
 def to_data_units(model, data, x):
@@ -606,7 +625,7 @@ def _check_grid(data, cfg):
     if levels < 2:
         raise _config_error("levels", 'the discretized decoder needs levels >= 2 (the number of data values)')
     for name, x in (("train", data.x_train), ("test", data.x_test)):
-        if x is None:
+        if x is None or x.size == 0:  # no test split (test_fraction = 0): nothing to check
             continue
         xm = 2.0 * x - 1.0 if cfg["symmetric"] else x
         k = (xm + 1.0) * (levels - 1) / 2.0

@@ -315,6 +315,19 @@ class Hierarchy:
 DEFAULT_HIDDEN = [{"units": 128, "activation": "relu"}]
 
 
+def _check_iw_memory(hier, k: int, params) -> None:
+    """The importance-weighted bound runs k samples of every example through the network at once
+    (`nll_iw` batches max(1, 50000 // k) rows): refuse, before anything runs, a k that cannot fit."""
+    from gengraph.plugins.blocks.memory import too_big
+    from gengraph.plugins.model import ModelConfigError
+
+    widest = max([hier.x_dim, *hier.sizes, *(p.shape[-1] for p in params if len(p.shape) == 2)])
+    rows = max(1, min(512, 50_000 // k))
+    need = 8 * k * rows * widest * (4 + len(params))  # a few k x rows x width arrays per layer
+    if (why := too_big(need, f"iw_samples = {k} (k samples of {rows} example(s) at once)")) is not None:
+        raise ModelConfigError("model.elbo.iw_samples", why)
+
+
 def build_latent_model(graph, hier: Hierarchy, elbo_cfg: dict) -> Model:
     """Loss (negative ELBO with weights), metrics and the extra programs of a latent model."""
     x = graph.input("x", (None, hier.x_dim))
@@ -334,6 +347,7 @@ def build_latent_model(graph, hier: Hierarchy, elbo_cfg: dict) -> Model:
         metrics.update({name: ops.mean(v) for name, v in values.items()})
         if hier.T > 1:
             metrics.update({f"kl_{t + 1}": ops.mean(k) for t, k in enumerate(parts.kl_levels)})
+    _check_iw_memory(hier, elbo_cfg["iw_samples"], graph.params())
     with graph.scope("iw"):
         nll_iw, neg_elbo_k = hier.iw_bound(x, elbo_cfg["iw_samples"], IW_STREAM)
     h_top = graph.input("h_top", (None, hier.sizes[-1]))

@@ -45,6 +45,7 @@ PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact
 
 class RBM(ModelPlugin):
     kind = "rbm"
+    epoch_metric_names = ("test_loglik_ais",)
     help = "restricted Boltzmann machine (binary or Gaussian visible units) trained by CD-k, persistent CD or exactly"
     tasks = ("unsupervised", "classification", "regression")
 
@@ -131,6 +132,12 @@ class RBM(ModelPlugin):
             extras["ais_base"] = base
         return Model(graph, graph.params(), loss, {"x": x}, metrics=metrics, train_updates=train_updates,
                      programs=programs, extras=extras)
+
+    def loss_label(self, cfg):
+        if cfg.get("training") == "exact":
+            return "loss: negative log-likelihood, mean F(x) + log Z (nats per example)"
+        return ("loss: CD objective, mean free energy of the data minus that of the model's samples; "
+                "not a likelihood, it can rise while the model improves (see recon_error, loglik)")
 
     def epoch_metrics(self, model, data, ctx, epoch):
         """An AIS estimate of the test log-likelihood after each of the first `ais_epochs` epochs."""
@@ -296,6 +303,8 @@ def report_rbm(model, data, ctx) -> dict:
         by_epoch = [r["test_loglik_ais"] for r in history if "test_loglik_ais" in r]
         if by_epoch:
             out[f"{split}_loglik_ais_by_epoch"] = by_epoch
+    if data.meta.get("source") == "gaussians" and len(x_test):
+        out[f"true_{split}_loglik"] = _true_mixture_loglik(data, x_test)
     if cfg["probe"] and data.task == "classification" and data.n_test and data.y_train is not None:
         prog = model.program("hidden_probs", ctx)
         feats = [tools.run_batched(prog, lambda lo, hi, a=a: {"x_features": a[lo:hi]}, len(a), "p")
@@ -315,6 +324,17 @@ def report_rbm(model, data, ctx) -> dict:
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)
     return out
+
+
+def _true_mixture_loglik(data, x) -> float:
+    """Mean log-density of the generating mixture at x, in the model's (scaled) units: the
+    yardstick for loglik_exact (log p_scaled(x) = log p(unscaled x) + log |d unscale / dx|)."""
+    from gengraph.plugins.datasets.generators import Gaussians
+
+    d = x.shape[1]
+    jac = np.asarray(data.unscale_x(np.ones((1, d))) - data.unscale_x(np.zeros((1, d))), np.float64)[0]
+    logp = Gaussians.log_density(data.meta["params"], data.unscale_x(x))
+    return float(np.mean(logp) + np.sum(np.log(np.abs(jac))))
 
 
 def _plots(model, data, ctx, samples, means, log_z):

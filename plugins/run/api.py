@@ -21,14 +21,13 @@ from pathlib import Path
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
-from gengraph.plugins.registry import suggest
 from gengraph.plugins.run.display import GraphDisplay
 from gengraph.plugins.run.display import SampleImages
 from gengraph.plugins.run.display import make_progress
 from gengraph.plugins.run.display import run_html
 from gengraph.plugins.run.inspection import gradcheck
 from gengraph.plugins.run.inspection import program_stage
-from gengraph.plugins.run.loading import default_spec
+from gengraph.plugins.run.loading import default_spec, resolve_spec, shipped_specs  # noqa: F401 (re-exported)
 from gengraph.plugins.run.loading import load as load_file
 from gengraph.plugins.run.loading import load_plugin_file
 from gengraph.plugins.run.runner import build_checked
@@ -61,37 +60,10 @@ def user_facing(fn):
 
 
 # --- specs: a path, a shipped name or a dict ----------------------------------------------------
-def shipped_specs() -> list[str]:
-    """Names of the specs shipped with gengraph (specs/*.toml), e.g. "mlp_digits"."""
-    from importlib import resources
-
-    return sorted(Path(p.name).stem for p in resources.files("gengraph.specs").iterdir()
-                  if p.name.endswith(".toml"))
-
-
-def shipped_spec(name: str) -> Path:
-    from importlib import resources
-
-    return Path(str(resources.files("gengraph.specs") / f"{name}.toml"))
-
-
 def spec_path(spec) -> Path:
-    """The file a spec argument names: an existing path, else a shipped spec's bare name."""
-    if spec is None:
-        return default_spec()
-    p = Path(spec)
-    if p.is_file():
-        return p
-    bare = str(spec) == p.name and not p.suffix
-    if bare and p.name in shipped_specs():
-        return shipped_spec(p.name)
-    if bare:
-
-        hint = suggest(p.name, shipped_specs())
-        more = f'; did you mean the shipped spec "{hint}"?' if hint else \
-            f" (nor the name of a shipped spec: {', '.join(shipped_specs())})"
-        raise SpecError(SpecIssue(str(spec), None, None, "", "spec file not found" + more))
-    return p  # load() reports "spec file not found" as the CLI always has
+    """The file a spec argument names: an existing path, else a shipped spec's name (with or
+    without .toml); a miss is reported by load() with a did-you-mean for shipped names."""
+    return default_spec() if spec is None else Path(resolve_spec(spec))
 
 
 def _plain(value, path="value"):
@@ -153,12 +125,15 @@ def prepare_run(spec=None, overrides=None, *, out=None, resume=False, device=Non
     spec: a path, a shipped spec's name, a dict, or None (the default spec; with resume,
     out/spec.toml). overrides: --set strings or {key: value}. out: the run directory
     (default output.dir/run.name); with resume the run to continue."""
-    overrides = override_strings(overrides) + ([f'run.device="{device}"'] if device else [])
+    overrides = override_strings(overrides)
     if resume and spec is None:
         if out is None:
             raise SpecError(SpecIssue(None, None, None, "resume", "name the run directory to continue (out=...)"))
         spec = Path(out) / "spec.toml"
     loaded, path, base_dir = load_spec_any(spec, overrides)
+    if device:  # the option, not a --set: errors about it name --device
+        loaded.data["run"]["device"] = device
+        loaded.positions["run.device"] = ("--device", None, None)
     name = loaded.data["run"]["name"] or (path.stem if path is not None else "run")
     loaded.data["run"]["name"] = name
     run_dir = Path(out) if out is not None else Path(loaded.data["output"]["dir"]) / name

@@ -152,7 +152,7 @@ class GraphDisplay:
 
 # --- a gradient check -------------------------------------------------------------------------------
 def gradcheck_html(report) -> str:
-    header, rows, right = report.result.table_rows()
+    header, rows, right = report.table_rows()
     head = "<br/>".join(_esc(line).replace("\n", "<br/>") for line in report.header())
     colour = "green" if report.ok else "#c00"
     return (f"<div>{head}</div>" + html_table(header, rows, right)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from gengraph.engine import views
+from gengraph.engine.tables import render_rows
 from gengraph.engine.gradcheck import check_loss_grads
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Trainer
@@ -97,8 +98,30 @@ class GradcheckReport:
             return f"gradient check failed for {len(self.failed)} of {n} parameter(s): {', '.join(self.failed)}"
         return f"ok: {n} parameter(s) within tolerance"
 
+    def passed_by(self, row) -> str:
+        """Which part of the criterion a parameter passed by: "atol+roundoff" next to a large
+        relative error means its entries are near zero and passed the absolute part."""
+        if not row.ok:
+            return "-"
+        return "rtol" if row.max_rel_err <= self.rtol else "atol+roundoff"
+
+    def table_rows(self):
+        """(header, rows, right-aligned columns): the engine's table with a "passed by" column."""
+        header, rows, right = self.result.table_rows()
+        header = header[:-1] + ("passed by",) + header[-1:]
+        rows = [row[:-1] + (self.passed_by(r),) + row[-1:] for row, r in zip(rows, self.result.rows)]
+        return header, rows, right
+
+    def table(self) -> list[str]:
+        header, rows, right = self.table_rows()
+        lines = render_rows(header, rows, right)
+        if any(self.passed_by(r) == "atol+roundoff" for r in self.result.rows):
+            lines.append("atol+roundoff: the relative error is large because the entries are near 0; the absolute "
+                         "error is within atol + the roundoff floor, so the gradient is right")
+        return lines
+
     def lines(self) -> list[str]:
-        return self.header() + [self.result.table(), self.verdict()]
+        return self.header() + self.table() + [self.verdict()]
 
     def __str__(self) -> str:
         return "\n".join(self.lines())

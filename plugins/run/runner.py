@@ -24,14 +24,15 @@ from gengraph.plugins.datasets import make_dataset
 from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.blocks.files import atomic_write
+from gengraph.plugins.blocks.files import atomic_write, dumps_json, non_finite
+from gengraph.plugins.blocks.memory import graph_estimate
 from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
 from gengraph.plugins.run.resume import check_resumable, read_metrics
 from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, open_run_dir, refuse_if_taken,
                                          write_manifest)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
-from gengraph.plugins.run.trainer import Interrupted, Trainer
+from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
@@ -66,7 +67,7 @@ def build_checked(spec, *, base_dir=None):
             raise issue("run.device", str(exc)) from None
     try:
         optimizer_from_spec(spec.data["train"])  # hyper-parameter combinations the schema cannot express
-        return build(spec.data, base_dir=base_dir)
+        built = build(spec.data, base_dir=base_dir)
     except UnknownKind as exc:  # a registry name the schema does not enumerate (initializer, layer, ...)
         raise issue("model", str(exc)) from None
     except DataError as exc:
@@ -77,6 +78,41 @@ def build_checked(spec, *, base_dir=None):
         raise issue("model", str(exc)) from None
     except ShapeError as exc:
         raise issue("model", f"the declared model does not fit the data: {exc}") from None
+    except MemoryError:
+        raise issue("model", "the model does not fit in memory (a size in [model] or [data] is too large)") from None
+    _check_memory(spec, built, issue)
+    es = spec.data["train"].get("early_stopping") or {}
+    if es.get("patience"):
+        from gengraph.plugins.run.metrics import logged_names, unknown_metric
+
+        names, complete = logged_names(built[1], built[3])
+        metric = es.get("metric", "test_loss")
+        if not metric.startswith("train_") and (why := unknown_metric(metric, names, complete, "logged")):
+            raise issue("train.early_stopping.metric", why)
+    return built
+
+
+def _check_memory(spec, built, issue) -> None:
+    """Refuse, before training allocates it, what cannot fit in this machine's memory: the
+    parameters with their optimizer state, and the activations of the largest batch."""
+    from gengraph.plugins.blocks.memory import available_bytes, human
+
+    data, _plugin, graph, _model = built
+    cfg = spec.data
+    train_batch = cfg["train"]["batch_size"] or data.n_train
+    params, per_row = graph_estimate(graph, 1)  # per_row: forward value, gradient and a temporary
+    uses = [("train.batch_size", train_batch, per_row * train_batch),  # training: forward and backward
+            ("output.samples", cfg["output"].get("samples", 0), per_row // 3 * cfg["output"].get("samples", 0)),
+            ("model", min(2048, data.n_test or 0), per_row // 3 * min(2048, data.n_test or 0))]  # evaluation
+    key, batch, acts = max(uses, key=lambda u: u[2])
+    free = available_bytes()
+    if params > free:
+        raise issue("model", f"the parameters need {human(params)} with their gradients and optimizer state, "
+                             f"more than the {human(free)} of memory available")
+    if params + acts > free:
+        raise issue(key, f"{batch} rows at once need about {human(acts)} of activations (and "
+                         f"{human(params)} of parameters), more than the {human(free)} of memory available; "
+                         f"lower {key if key != 'model' else 'the sizes in [model]'}")
 
 
 def backend_of(device: str) -> str:
@@ -199,13 +235,20 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
             atomic_write(metrics_path, "")
         else:
             trainer.state.history = history
-            atomic_write(metrics_path, "".join(json.dumps(r, default=jsonable) + "\n" for r in history))
+            atomic_write(metrics_path, "".join(dumps_json(r, default=jsonable) + "\n" for r in history))
     every = cfg["output"]["checkpoint_every"]
 
     def epoch_done(row):
+        line = dumps_json(row, default=jsonable) + "\n"
         with signals.deferred():
             with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(row, default=jsonable) + "\n")
+                end = fh.tell()
+                try:
+                    fh.write(line)
+                    fh.flush()
+                except OSError:  # e.g. a full disk: leave no half line behind
+                    fh.truncate(end)
+                    raise
             if every and row["epoch"] and row["epoch"] % every == 0:
                 write_checkpoint(run_dir, trainer)
         if on_epoch is not None:
@@ -232,14 +275,18 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         summary.update(plugin.report(model, data, ctx))
         summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                         "seconds": round(time.perf_counter() - t0, 3)})
+        atomic_write(run_dir / "summary.json", dumps_json(summary, indent=1, default=jsonable))
         if ctx.plots:
-            loss_curves(trainer.state.history, run_dir / "loss.png")
+            loss_curves(trainer.state.history, run_dir / "loss.png", plugin.loss_label(cfg["model"]), final=summary)
         atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
-        atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=jsonable))
     finally:
         if ctx.written:
             with signals.deferred():
                 write_manifest(run_dir, ctx.written)
+    if bad := non_finite(summary):  # written (NaN as null) for a post-mortem, but the run failed
+        raise DivergenceError(f"final metrics are not finite: {', '.join(bad[:4])}"
+                              f"{' ...' if len(bad) > 4 else ''} (summary.json has null for them); "
+                              "check the data's scale and the learning rate")
     return summary
 
 
