@@ -52,9 +52,11 @@ decoder, so for discrete data it is a continuous density, not comparable with te
 Samples (``output.samples``) come from the ``[model.sampler]`` through the compiled
 ``sample_step`` program, one call per reverse step; the report writes samples.npy (data
 units), samples.png, denoising.png (the samples at several t) and, for 2-D data,
-``test_mmd`` (unbiased MMD^2, Gaussian kernel, median-heuristic bandwidth) and
-``test_energy`` (energy distance) against the test set, beside ``baseline_mmd`` /
-``baseline_energy``: the same statistics for training rows in place of samples.
+the two-sample statistics of ``sample_quality.two_sample_report`` against the test set
+(unbiased MMD^2 with permutation p-values at h * {1/5, 1/2, 1, 2}: ``test_mmd2_hdiv5``, ...,
+``test_mmd2_hdiv5_pvalue``; ``test_energy_distance``) beside ``baseline_*``: the same for
+training rows in place of samples; for digits the Fréchet distance and label entropy of
+``sample_quality.digit_report`` (test_fd, baseline_fd, label_entropy, baseline_label_entropy).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ import numpy as np
 
 from gengraph.engine import compile, ops, to_numpy, topo_order
 
-from gengraph.plugins.blocks.energy_tools import _sq_dists as _sqdist, median_bandwidth
+from gengraph.plugins.blocks.sample_quality import (energy_distance_unbiased, median_bandwidth,  # noqa: F401
+                                                  mmd2_unbiased, two_sample_report)
+from gengraph.plugins.blocks.sample_quality import digit_report, is_digits, quality_sample_count
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
@@ -389,9 +393,13 @@ class Diffusion(ModelPlugin):
         steps = sampler_steps(cfg["sampler"], sched, cfg["variance"])
         record = strip_times(sched, steps, cfg["strip_steps"])
         rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, SAMPLE_SEED]))
-        x0, snaps = sample(model, progs, steps, n, rng, record)
+        n_all = quality_sample_count(data, ctx.spec, n)  # digits: as many as held-out rows, for test_fd
+        x0, snaps = sample(model, progs, steps, n_all, rng, record)
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
+        if is_digits(data, ctx.spec):
+            out.update(digit_report(samples, data, ctx.spec, ctx.seed))
+        samples = samples[:n]
         if ctx.run_dir is not None:
 
             save_npy(ctx.path("samples.npy"), samples)
@@ -538,49 +546,10 @@ def _check_grid(data, cfg):
                                 'values from -1 to 1; e.g. data.scale = "minmax_global" with model.symmetric = true')
 
 
-# --- sample quality: MMD and energy distance ------------------------------------------------
-def mmd2_unbiased(x, y, bandwidth) -> float:
-    """Unbiased MMD^2 with the Gaussian kernel k(a, b) = exp(-|a - b|^2 / (2 h^2))."""
-    k = lambda a, b: np.exp(-_sqdist(a, b) / (2.0 * bandwidth ** 2))  # noqa: E731
-    m, n = len(x), len(y)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2.0 * kxy.mean())
-
-
-def energy_distance_unbiased(x, y) -> float:
-    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (U-statistics within each set; energy_tools has the V form)."""
-    m, n = len(x), len(y)
-    dxy = np.sqrt(_sqdist(x, y)).mean()
-    dxx = np.sqrt(_sqdist(x, x)).sum() / (m * (m - 1))
-    dyy = np.sqrt(_sqdist(y, y)).sum() / (n * (n - 1))
-    return float(2.0 * dxy - dxx - dyy)
-
-
-def sample_quality(samples, data, seed, repeats: int = 10) -> dict:
-    """test_mmd / test_energy of samples vs the held-out test set, and the same for a baseline:
-    training rows (disjoint from the test rows), as many as the samples, i.e. what a perfect
-    sampler would score; the baseline is averaged over `repeats` random subsets (its spread
-    as *_sd). Data units; one bandwidth (median heuristic on the test set) for all."""
-    test = data.unscale_x(data.x_test)
-    train = data.unscale_x(data.x_train)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, BASELINE_SEED]))
-    h = median_bandwidth(test)
-    mmds, energies = [], []
-    for _ in range(repeats):
-        base = train[rng.choice(len(train), size=min(len(samples), len(train)), replace=False)]
-        mmds.append(mmd2_unbiased(base, test, h))
-        energies.append(energy_distance_unbiased(base, test))
-    finite = bool(np.all(np.isfinite(samples)))
-    return {
-        "test_mmd": mmd2_unbiased(samples, test, h) if finite else float("nan"),
-        "baseline_mmd": float(np.mean(mmds)),
-        "baseline_mmd_sd": float(np.std(mmds, ddof=1)) if repeats > 1 else 0.0,
-        "test_energy": energy_distance_unbiased(samples, test) if finite else float("nan"),
-        "baseline_energy": float(np.mean(energies)),
-        "baseline_energy_sd": float(np.std(energies, ddof=1)) if repeats > 1 else 0.0,
-        "mmd_bandwidth": h,
-    }
+# --- sample quality: plugins/blocks/sample_quality.py (shared with ebm and rbm) ---------------
+def sample_quality(samples, data, seed) -> dict:
+    """Two-sample statistics of samples (data units) vs the test set, beside training rows as a baseline."""
+    return two_sample_report(samples, data.unscale_x(data.x_test), data.unscale_x(data.x_train), seed=seed)
 
 
 # --- plots ---------------------------------------------------------------------------------

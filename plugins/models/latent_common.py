@@ -43,6 +43,7 @@ from gengraph.plugins.model import Model, ModelPlugin
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.sample_quality import digit_report, is_digits, quality_sample_count
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
@@ -369,8 +370,12 @@ def report_latent(model, data, ctx) -> dict:
     rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, REPORT_SEED]))
     samples = None
     if n:
-        z = rng.standard_normal((n, hier.sizes[-1]))
-        samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
+        n_all = quality_sample_count(data, ctx.spec, n)  # digits: as many as held-out rows, for test_fd
+        z = rng.standard_normal((n_all, hier.sizes[-1]))
+        samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n_all)["mean"]
+        if is_digits(data, ctx.spec):
+            out.update(digit_report(data.unscale_x(samples), data, ctx.spec, ctx.seed))
+        samples = samples[:n]
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
 

@@ -37,6 +37,7 @@ from gengraph.plugins.models.rbm_energy import (BuiltinEnergy, ExpressionEnergy,
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.sample_quality import digit_report, is_digits, quality_sample_count, two_sample_report
 
 REPORT_SEED = 0x5A4
 PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
@@ -292,11 +293,19 @@ def report_rbm(model, data, ctx) -> dict:
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
     samples = means = None
     if n:
-        samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
+        n_all = quality_sample_count(data, ctx.spec, n)  # digits: as many as held-out rows, for test_fd
+        samples, means = gibbs_samples(model, ctx, data, n_all, cfg["sample_steps"], ctx.seed)
+        in_units = samples if data.meta.get("binarize") is not None else data.unscale_x(samples)
+        if is_digits(data, ctx.spec):
+            out.update(digit_report(in_units, data, ctx.spec, ctx.seed))
+        elif energy.nv == 2 and data.n_test:
+            out.update(two_sample_report(in_units, data.unscale_x(x_test), data.unscale_x(data.x_train),
+                                         seed=ctx.seed))
+        samples, means, in_units = samples[:n], means[:n], in_units[:n]
         path = ctx.path("samples.npy")
         if path is not None:
 
-            save_npy(path, samples if data.meta.get("binarize") is not None else data.unscale_x(samples))
+            save_npy(path, in_units)
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)
     return out
