@@ -13,6 +13,10 @@ chains restart from uniform noise). The loss is
 
     mean E(x+) - mean E(x-) + alpha (mean E(x+)^2 + mean E(x-)^2),   x- = stop_gradient(samples).
 
+With `objective = "score_matching"` the kind trains a noise-conditional score network by
+denoising score matching instead and samples by annealed Langevin dynamics
+(score_matching.py; the score-based view of the same model family).
+
 The report draws samples by a long Langevin run from noise (samples.npy in data units,
 samples.png, energy.png for 2-D data) and compares them with held-out data by
 `sample_quality.two_sample_report` (data units): unbiased MMD^2 with permutation p-values
@@ -31,6 +35,7 @@ from gengraph.engine.expr import ExprError, build as build_expr, names as expr_n
 
 from gengraph.plugins.blocks import energy_tools as tools
 from gengraph.plugins.blocks.sample_quality import two_sample_report
+from gengraph.plugins.models.score_matching import build_score_model, report_score, score_schema
 from gengraph.plugins.blocks.layers import Network, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, ListOf, Table
@@ -72,9 +77,18 @@ class EBM(ModelPlugin):
                                 min=0.0),
             }, help="replay buffer of past samples"),
             "sample_steps": Field(int, 500, "Langevin steps from noise for the reported samples", min=1),
+            "objective": Field(str, "contrastive", "contrastive (energy trained with Langevin negatives) or "
+                               "score_matching (a noise-conditional score network, denoising score matching, "
+                               "annealed Langevin sampling)", choices=["contrastive", "score_matching"]),
+            "score": score_schema(),
         }, help=self.help)
 
     def build(self, cfg, graph, data, rng):
+        if cfg["objective"] == "score_matching":
+            if cfg["energy"].strip():
+                raise ModelConfigError("model.energy", 'score_matching learns a score network from model.layers; '
+                                       'an energy expression is for objective = "contrastive"')
+            return build_score_model(cfg, graph, data, rng)
         d = data.n_features
         x_train = np.asarray(data.x_train, np.float64)
         energy = make_energy(cfg, graph, d, rng)
@@ -117,6 +131,8 @@ class EBM(ModelPlugin):
         return model
 
     def train_batch(self, model, programs, feeds, ctx):
+        if model.extras.get("objective") == "score_matching":
+            return programs["train_step"].run(feeds)
         sampler: Replay = model.extras["sampler"]
         trainer = ctx.extra.get("trainer") if ctx is not None else None
         step = trainer.state.step if trainer is not None else sampler.calls
@@ -126,6 +142,8 @@ class EBM(ModelPlugin):
         return programs["train_step"].run({**feeds, "x_neg": x_neg})
 
     def report(self, model, data, ctx):
+        if model.extras.get("objective") == "score_matching":
+            return report_score(model, data, ctx)
         return report_ebm(model, data, ctx)
 
 
