@@ -69,7 +69,9 @@ from gengraph.engine import compile, ops, to_numpy, topo_order
 
 from gengraph.plugins.blocks.sample_quality import (energy_distance_unbiased, median_bandwidth,  # noqa: F401
                                                   mmd2_unbiased, two_sample_report)
-from gengraph.plugins.blocks.sample_quality import digit_report, is_digits, quality_sample_count
+from gengraph.plugins.blocks.sample_quality import (digit_classifier, digit_report, digits_intensity, is_digits,
+                                                  quality_sample_count)
+from gengraph.plugins.models import conditional as cond
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
@@ -271,6 +273,7 @@ class Diffusion(ModelPlugin):
             "bound_batch": Field(int, 1000, "test examples per program run of the bound's loop over t", min=1),
             "bound_samples": Field(int, 1, "draws of x_t per t and example in the reported bound", min=1),
             "strip_steps": Field(int, 6, "columns of the denoising strip plot", min=2),
+            **cond.condition_fields(),
         }, help=self.help)
 
     # --- build ----------------------------------------------------------------------------
@@ -311,13 +314,23 @@ class Diffusion(ModelPlugin):
         x_t = graph.input("x_t", (None, D))
         t = graph.input("t", (None,), dtype="int64")
         emb = time_embedding(graph, t, emb_cfg, T)
-        h, net_params = build_stack(graph, ops.concat([x_t, emb], axis=1), cfg["layers"], rng, "denoiser")
+        n_labels = cond.n_labels_of(cfg, data)
+        features = [x_t, emb]
+        if n_labels:  # class-conditional: a one-hot of the label (index n_labels: no condition)
+            label = graph.input("label", (None,), dtype="int64")
+            features.append(cond.one_hot(graph, label, n_labels))
+        h, net_params = build_stack(graph, ops.concat(features, axis=1), cfg["layers"], rng, "denoiser")
         f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity", "init": cfg["output_init"]}],
                                     rng, "denoiser/output")
         params = net_params + out_params + params
 
         x = graph.input("x", (None, D))
         x0 = x * 2.0 - 1.0 if cfg["symmetric"] else x
+        inputs = {"x": x}
+        if n_labels:
+            y = inputs["y"] = graph.input("y", (None,), dtype="int64")
+            with graph.scope("label_dropout"):
+                label_of = cond.dropped_labels(graph, y, n_labels, cfg["label_dropout"])
 
         def terms(t_node, eps):
             """Per-example bound terms for x_0 = x at times t_node with noise eps."""
@@ -325,7 +338,7 @@ class Diffusion(ModelPlugin):
                 sa = _column(ops.take(tables["sqrt_abar"], t_node))
                 sb = _column(ops.take(tables["sqrt_1m_abar"], t_node))
                 xt = sa * x0 + sb * eps
-            (ft,) = substitute([f], {x_t: xt, t: t_node})
+            (ft,) = substitute([f], {x_t: xt, t: t_node, **({label: label_of} if n_labels else {})})
             with graph.scope("loss"):
                 target = target_of(x0, eps, sa, sb, cfg["prediction"])
                 sq = ops.sum(ops.square(target - ft), axis=1)
@@ -350,6 +363,8 @@ class Diffusion(ModelPlugin):
 
         # evaluation of the bound's terms at a fed t and eps (the report loops over t)
         eps_in = graph.input("eps", (None, D))
+        if n_labels:  # the bound of the conditional model at the true labels (no dropout)
+            label_of = y
         ev = terms(t, eps_in)
         bound_outputs = {"term": ev["term"], "prior": ev["prior"], "x0_hat": ev["x0_hat"]}
 
@@ -357,7 +372,12 @@ class Diffusion(ModelPlugin):
         with graph.scope("sampler"):
             sa = _column(ops.take(tables["sqrt_abar"], t))
             sb = _column(ops.take(tables["sqrt_1m_abar"], t))
-            x0_hat, eps_hat = x0_eps_from_output(f, x_t, sa, sb, cfg["prediction"])
+            f_s = f
+            if n_labels:  # classifier-free guidance on the network output
+                guidance = graph.input("guidance", ())
+                (f_null,) = substitute([f], {label: cond.null_labels(graph, label, n_labels)})
+                f_s = cond.guided(f, f_null, guidance)
+            x0_hat, eps_hat = x0_eps_from_output(f_s, x_t, sa, sb, cfg["prediction"])
             if cfg["sampler"].get("clip_x0"):
                 x0_hat = ops.clip(x0_hat, -1.0, 1.0)
                 eps_hat = (x_t - sa * x0_hat) / sb
@@ -369,8 +389,9 @@ class Diffusion(ModelPlugin):
         if gamma is not None:
             programs["schedule_gamma"] = ({"gamma": gamma}, {})
         extras = {"schedule": schedule, "gamma": gamma, "tables": tables, "D": D, "T": T, "cfg": cfg,
-                  "output": f, "train_terms": tr, "t_train": t_tr, "eps_train": eps_tr, "shift": shift}
-        return Model(graph, params, loss, {"x": x}, metrics=metrics, programs=programs, extras=extras)
+                  "output": f, "train_terms": tr, "t_train": t_tr, "eps_train": eps_tr, "shift": shift,
+                  "n_labels": n_labels}
+        return Model(graph, params, loss, inputs, metrics=metrics, programs=programs, extras=extras)
 
     # --- report -----------------------------------------------------------------------------
     def report(self, model, data, ctx):
@@ -379,7 +400,7 @@ class Diffusion(ModelPlugin):
         sched = current_schedule(model, progs)
         out = {}
         if data.x_test is not None and data.n_test:
-            b = nll_bound(model, progs, sched, data.x_test, ctx.seed)
+            b = nll_bound(model, progs, sched, data.x_test, ctx.seed, labels=data.y_test)
             out["test_nll_bound"] = b["nll_bound"]
             out["test_prior_term"] = b["prior"]
             out["test_reconstruction_term"] = b["reconstruction"]
@@ -394,6 +415,8 @@ class Diffusion(ModelPlugin):
         record = strip_times(sched, steps, cfg["strip_steps"])
         rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, SAMPLE_SEED]))
         n_all = quality_sample_count(data, ctx.spec, n)  # digits: as many as held-out rows, for test_fd
+        if model.extras["n_labels"]:
+            out.update(cond_report(model, progs, steps, data, ctx))
         x0, snaps = sample(model, progs, steps, n_all, rng, record)
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
@@ -412,6 +435,23 @@ class Diffusion(ModelPlugin):
 
 
 # --- report helpers ------------------------------------------------------------------------
+def cond_report(model, progs, steps, data, ctx, per_class=None) -> dict:
+    """cond_accuracy: the fraction of class-K samples (guidance w of the spec) that the digit
+    classifier reads as K, averaged over K; and per class."""
+    k, cfg = model.extras["n_labels"], model.extras["cfg"]
+    if not is_digits(data, ctx.spec):
+        return {}
+    per_class = per_class or max(1, data.n_test // k)
+    labels = cond.class_labels(k, per_class)
+    rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, cond.COND_SEED]))
+    x0, _ = sample(model, progs, steps, len(labels), rng, labels=labels, guidance=cfg["guidance"])
+    pred = digit_classifier(ctx.spec.get("data"), ctx.seed).predict(
+        digits_intensity(data, to_data_units(model, data, x0), units="data"))
+    by = [float(np.mean(pred[labels == c] == c)) for c in range(k)]
+    return {"cond_accuracy": float(np.mean(by)), "cond_accuracy_by_label": by, "cond_guidance": cfg["guidance"],
+            "cond_samples_per_label": int(per_class)}
+
+
 def programs_of(model, ctx=None) -> dict:
     """The compiled extra programs (the trainer's, or compiled once here, e.g. in tests)."""
     return {name: model.program(name, ctx) for name in model.programs}
@@ -425,14 +465,22 @@ def current_schedule(model, progs=None):
     return from_gamma("learned", np.asarray(to_numpy(prog.run()["gamma"]), np.float64))
 
 
-def sample(model, progs, steps, n, rng, record=()):
-    """n samples in model space from x_T ~ N(0, I) through the sampler's steps."""
+def sample(model, progs, steps, n, rng, record=(), labels=None, guidance=0.0):
+    """n samples in model space from x_T ~ N(0, I) through the sampler's steps.
+
+    A class-conditional model takes `labels` (n ints; None: the null label, i.e. unconditional)
+    and the classifier-free guidance weight."""
     D = model.extras["D"]
     prog = progs["sample_step"]
+    extra = {}
+    if model.extras.get("n_labels"):
+        k = model.extras["n_labels"]
+        lab = np.full(n, k, np.int64) if labels is None else np.asarray(labels, np.int64)
+        extra = {"label": lab, "guidance": float(guidance) if labels is not None else 0.0}
 
     def step(x, t, noise, a, b, sigma):
         res = prog.run(x_t=x, t=np.full(len(x), t, dtype=np.int64), noise=noise, coef_x0=a, coef_eps=b,
-                       sigma=sigma)
+                       sigma=sigma, **extra)
         return np.asarray(to_numpy(res["x_next"]), np.float64)
 
     x_T = rng.standard_normal((n, D))
@@ -453,7 +501,7 @@ def to_data_units(model, data, x):
     return data.unscale_x(np.asarray(x, np.float64))
 
 
-def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
+def nll_bound(model, progs, sched, x, seed, batch=None, labels=None) -> dict:
     """The variational bound on -log p(x) per example (nats), summing all T terms exactly.
 
     Each KL term's expectation over x_t ~ q(x_t|x_0) uses `bound_samples` draws; the prior
@@ -474,7 +522,8 @@ def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
         for _ in range(reps):
             for t in range(1, T + 1):
                 eps = rng.standard_normal(xb.shape)
-                res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps)
+                extra = {"y": np.asarray(labels[sl], np.int64)} if model.extras.get("n_labels") else {}
+                res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps, **extra)
                 if t == 1:
                     prior[sl] = np.asarray(to_numpy(res["prior"]), np.float64)
                     if discretized:
