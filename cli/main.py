@@ -120,24 +120,17 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
     Without SPEC, runs the built-in default (specs/mlp_digits.toml on the shipped digits).
     Ctrl-C writes a checkpoint and exits 130; --resume continues bit-identically.
     """
-    from pathlib import Path
-
-    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.api import prepare_run
     from gengraph.plugins.run.progress import Progress
     from gengraph.plugins.run.runner import execute
 
     _load_plugins(plugin_files)
-    overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
-    if resume_dir and spec is None:
-        spec = str(Path(resume_dir) / "spec.toml")
-    path = _spec_path(spec)
-    loaded = load(path, overrides)
-    name = loaded.data["run"]["name"] or Path(path).stem
-    loaded.data["run"]["name"] = name
-    run_dir = Path(resume_dir or out_dir or Path(loaded.data["output"]["dir"]) / name)
+    # shared with gengraph.run(): SPEC may also be a shipped spec's name (mlp_digits)
+    loaded, run_dir, base_dir = prepare_run(spec, list(overrides), out=resume_dir or out_dir,
+                                            resume=bool(resume_dir), device=device)
     progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)
     try:
-        summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=Path(path).parent,
+        summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=base_dir,
                           resume=bool(resume_dir))
     finally:
         progress.close()
@@ -158,14 +151,12 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
 @user_errors
 def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     """Check a SPEC against the installed plugins; report every problem at once."""
-    from pathlib import Path
-
-    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.api import load_spec_any
     from gengraph.plugins.run.runner import build_checked
 
     _load_plugins(plugin_files)
-    loaded = load(spec, list(overrides))
-    build_checked(loaded, base_dir=Path(spec).parent)  # data files and shapes are checked too
+    loaded, _, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a shipped name
+    build_checked(loaded, base_dir=base_dir)  # data files and shapes are checked too
     if as_json:
         click.echo(json.dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
     elif resolved:
@@ -199,10 +190,10 @@ def plugins(as_json, plugin_files, debug):
 
 
 def _register_extra_commands():
-    """Commands defined in their own modules (graph inspection, gradcheck, sweeps)."""
+    """Commands defined in their own modules (graph inspection, gradcheck, sweeps, sampling)."""
     import importlib
 
-    for module in ("gengraph.cli.inspect_cmds", "gengraph.cli.sweep_cmd"):
+    for module in ("gengraph.cli.inspect_cmds", "gengraph.cli.sweep_cmd", "gengraph.cli.sample_cmd"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -241,8 +241,14 @@ def _render_rows(header, rows, right=()) -> list[str]:
 
 def table(view: GraphView, batch: int = DEFAULT_BATCH, collapse: int | None = None) -> str:
     """One row per node (or per scope group with `collapse`)."""
+    header, rows, right = table_rows(view, batch, collapse)
+    return "\n".join(_render_rows(header, rows, right))
+
+
+def table_rows(view: GraphView, batch: int = DEFAULT_BATCH, collapse: int | None = None):
+    """(header, rows, right-aligned column indices) of `table`, for other renderings (HTML)."""
     if collapse:
-        return _group_table(view, batch, collapse)
+        return _group_rows(view, batch, collapse)
     roles = _roles(view)
     header = ("id", "op", "inputs", "shape", "dtype", "scope", "name", "params", "flops", "origin")
     rows = []
@@ -254,7 +260,7 @@ def table(view: GraphView, batch: int = DEFAULT_BATCH, collapse: int | None = No
         rows.append((n.id, n.op, _short(",".join(str(i.id) for i in n.inputs), 24), fmt_shape(n.shape),
                      str(n.dtype), n.scope or "-", name or "-", f"{p:,}" if p else "", f"{node_flops(n, batch):,}",
                      n.origin if n.origin is not None else "-"))
-    return "\n".join(_render_rows(header, rows, right=(0, 7, 8)))
+    return header, rows, (0, 7, 8)
 
 
 def _roles(view: GraphView) -> dict[int, str]:
@@ -266,7 +272,7 @@ def _roles(view: GraphView) -> dict[int, str]:
     return {k: ", ".join(v) for k, v in roles.items()}
 
 
-def _group_table(view: GraphView, batch: int, depth: int) -> str:
+def _group_rows(view: GraphView, batch: int, depth: int):
     groups: "OrderedDict[str, list]" = OrderedDict()
     keys = collapse_groups(view.nodes, depth)
     for n in view.nodes:
@@ -281,7 +287,7 @@ def _group_table(view: GraphView, batch: int, depth: int) -> str:
         rows.append((key, len(members), top, f"{sum(param_count(n) for n in members):,}",
                      f"{sum(node_flops(n, batch) for n in members):,}",
                      _human_bytes(sum(node_bytes(n, batch) for n in members if not n.is_leaf))))
-    return "\n".join(_render_rows(header, rows, right=(1, 3, 4, 5)))
+    return header, rows, (1, 3, 4, 5)
 
 
 @dataclass
@@ -721,10 +727,16 @@ def check_loss_grads(loss: Node, params, feeds: dict, *, eps=1e-6, rtol=1e-5, at
 
 
 def gradcheck_table(result: LossGradCheck) -> str:
+    header, rows, right = gradcheck_rows(result)
+    return "\n".join(_render_rows(header, rows, right))
+
+
+def gradcheck_rows(result: LossGradCheck):
+    """(header, rows, right-aligned column indices) of `gradcheck_table`."""
     header = ("parameter", "shape", "checked", "max abs err", "max rel err", "result")
     rows = []
     for r in result.params:
         checked = f"{r.checked}/{r.total}" + (" (random subset)" if r.checked < r.total else "")
         rows.append((r.name, fmt_shape(r.shape), checked, f"{r.max_abs_err:.3e}", f"{r.max_rel_err:.3e}",
                      "ok" if r.ok else "FAIL"))
-    return "\n".join(_render_rows(header, rows, right=(3, 4)))
+    return header, rows, (3, 4)

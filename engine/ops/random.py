@@ -8,6 +8,8 @@ shape is static, or that of a reference input `like` (batch size known at run ti
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .registry import defop
@@ -82,6 +84,19 @@ class RandomStreams:
     def set_state(self, state: dict) -> None:
         for k, s in state.items():
             self.rng(int(k)).set_state(s)
+
+    @contextlib.contextmanager
+    def reseeded(self, seed: int):
+        """Every stream drawn afresh from `seed` inside the block; the old state comes back after.
+
+        Sampling from a finished model uses it, so the same seed gives the same samples
+        whatever the programs drew before (training, likelihood estimates)."""
+        saved = self.seed, self._gens
+        self.seed, self._gens = seed, {}
+        try:
+            yield self
+        finally:
+            self.seed, self._gens = saved
 
 
 class _Generator:

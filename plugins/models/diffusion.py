@@ -72,6 +72,8 @@ from gengraph.plugins.blocks.sample_quality import (energy_distance_unbiased, me
 from gengraph.plugins.blocks.sample_quality import (digit_classifier, digit_report, digits_intensity, is_digits,
                                                   quality_sample_count)
 from gengraph.plugins.models import conditional as cond
+from gengraph.plugins.blocks.seeding import derived_seed
+from gengraph.plugins.blocks.sample_quality import QUALITY_TAG
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
@@ -413,18 +415,18 @@ class Diffusion(ModelPlugin):
             return out
         steps = sampler_steps(cfg["sampler"], sched, cfg["variance"])
         record = strip_times(sched, steps, cfg["strip_steps"])
-        rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, SAMPLE_SEED]))
-        n_all = quality_sample_count(data, ctx.spec, n)  # digits: as many as held-out rows, for test_fd
         if model.extras["n_labels"]:
             out.update(cond_report(model, progs, steps, data, ctx))
-        x0, snaps = sample(model, progs, steps, n_all, rng, record)
+        x0, snaps = sample(model, progs, steps, n, sample_rng(ctx.seed), record)
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
         if is_digits(data, ctx.spec):
-            out.update(digit_report(samples, data, ctx.spec, ctx.seed))
-        samples = samples[:n]
+            extra = sample(model, progs, steps, more, sample_rng(derived_seed(ctx.seed, QUALITY_TAG)))[0] \
+                if more > 0 else x0[:0]
+            out.update(digit_report(np.concatenate([samples, to_data_units(model, data, extra)]), data, ctx.spec,
+                                    ctx.seed))
         if ctx.run_dir is not None:
-
             save_npy(ctx.path("samples.npy"), samples)
         if D == 2 and data.x_test is not None and data.n_test:
             out.update(sample_quality(samples, data, ctx.seed))
@@ -432,6 +434,32 @@ class Diffusion(ModelPlugin):
             strip = {tt: to_data_units(model, data, snaps[tt]) for tt in record}
             _plots(samples, strip, data, ctx, cfg)
         return out
+
+    # --- sampling a finished run --------------------------------------------------------------
+    def sample(self, model, data, ctx, n, *, label=None, sampler=None, steps=None, guidance=None):
+        """n samples (data units) from x_T ~ N(0, I) through the reverse steps of `sampler`
+        ("ddpm" or "ddim"; default the spec's [model.sampler]) with `steps` steps (ddim only;
+        default the spec's). With the defaults and the run's seed: the run's samples.npy.
+
+        A class-conditional model (model.condition = "label") draws class `label` with
+        classifier-free guidance weight `guidance` (default model.guidance); without a label
+        it draws from the unconditional eps(x, null)."""
+        cfg = model.extras["cfg"]
+        if guidance is not None and not model.extras.get("n_labels"):
+            raise ModelConfigError("guidance", "guidance needs a class-conditional model (model.condition = \"label\")")
+        if guidance is not None and label is None:
+            raise ModelConfigError("guidance", "guidance needs a label to condition on")
+        if guidance is not None and float(guidance) < 0:
+            raise ModelConfigError("guidance", f"must be >= 0, found {guidance}")
+        labels = None if label is None else np.full(int(n), int(label), np.int64)
+        w = cfg.get("guidance", 0.0) if guidance is None else float(guidance)
+        scfg = sampler_config(cfg["sampler"], sampler, steps)
+        progs = {name: model.program(name, ctx) for name in ("sample_step", "schedule_gamma")
+                 if name in model.programs}
+        sched = current_schedule(model, progs)
+        x0, _ = sample(model, progs, sampler_steps(scfg, sched, cfg["variance"]), n, sample_rng(ctx.seed),
+                       labels=labels, guidance=w)
+        return to_data_units(model, data, x0)
 
 
 # --- report helpers ------------------------------------------------------------------------
@@ -450,6 +478,35 @@ def cond_report(model, progs, steps, data, ctx, per_class=None) -> dict:
     by = [float(np.mean(pred[labels == c] == c)) for c in range(k)]
     return {"cond_accuracy": float(np.mean(by)), "cond_accuracy_by_label": by, "cond_guidance": cfg["guidance"],
             "cond_samples_per_label": int(per_class)}
+
+
+def sample_rng(seed) -> np.random.Generator:
+    """The generator of x_T and the reverse steps' noise (the report's and `gengraph sample`'s)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SAMPLE_SEED]))
+
+
+def sampler_config(spec_sampler: dict, kind=None, steps=None) -> dict:
+    """The [model.sampler] table with a sampler kind and a step count chosen at sampling time.
+
+    The same kind keeps the spec's other keys (eta, variance); another kind starts from its
+    defaults (clip_x0 stays, it is built into the sampling program)."""
+    kind = spec_sampler["kind"] if kind is None else kind
+    if kind not in SAMPLERS.names():
+        raise ModelConfigError("sampler", f'unknown sampler "{kind}" (choose from {", ".join(SAMPLERS.names())})')
+    if kind == spec_sampler["kind"]:
+        out = dict(spec_sampler)
+    else:
+        out = {"kind": kind}
+        if "clip_x0" in spec_sampler:
+            out["clip_x0"] = spec_sampler["clip_x0"]
+    if steps is not None:
+        if "steps" not in SAMPLERS.get(kind).schema.fields:
+            raise ModelConfigError("steps", f'the {kind} sampler takes all T steps; a shorter sequence needs '
+                                   f'sampler "ddim"')
+        if int(steps) < 1:
+            raise ModelConfigError("steps", f"needs at least one step, found {steps}")
+        out["steps"] = int(steps)
+    return out
 
 
 def programs_of(model, ctx=None) -> dict:

@@ -35,11 +35,12 @@ from gengraph.engine.expr import ExprError, build as build_expr, names as expr_n
 
 from gengraph.plugins.blocks import energy_tools as tools
 from gengraph.plugins.blocks.sample_quality import two_sample_report
-from gengraph.plugins.models.score_matching import build_score_model, report_score, score_schema
+from gengraph.plugins.models.score_matching import annealed_langevin, build_score_model, report_score, score_schema
 from gengraph.plugins.blocks.layers import Network, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.seeding import seeded_streams
 
 REPLAY_SEED = 0xEB3
 REPORT_SEED = 0xEB4
@@ -145,6 +146,16 @@ class EBM(ModelPlugin):
         if model.extras.get("objective") == "score_matching":
             return report_score(model, data, ctx)
         return report_ebm(model, data, ctx)
+
+    def sample(self, model, data, ctx, n, *, label=None, steps=None):
+        """n samples (data units) after `steps` Langevin steps (default model.sample_steps) from
+        uniform noise over the training range, as the run's samples.npy."""
+        if steps is not None and int(steps) < 1:
+            raise ModelConfigError("steps", f"needs at least one Langevin step, found {steps}")
+        if model.extras.get("objective") == "score_matching":  # steps: annealed Langevin steps per noise level
+            return data.unscale_x(annealed_langevin(model, ctx, n, ctx.seed, steps_per_level=steps))
+        steps = model.extras["cfg"]["sample_steps"] if steps is None else int(steps)
+        return data.unscale_x(draw_samples(model, ctx, n, steps, ctx.seed))
 
 
 # --- the energy -------------------------------------------------------------------------
@@ -299,7 +310,9 @@ def draw_samples(model, ctx, n, steps, seed):
     sampler: Replay = model.extras["sampler"]
     rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED]))
     x = sampler.noise(rng, n)
-    return np.asarray(to_numpy(run_langevin(model.program("langevin_step", ctx), x, steps)), np.float64)
+    prog = model.program("langevin_step", ctx)
+    with seeded_streams(model.graph, seed, REPORT_SEED):  # the same noise whatever ran before
+        return np.asarray(to_numpy(run_langevin(prog, x, steps)), np.float64)
 
 
 def report_ebm(model, data, ctx) -> dict:
@@ -320,7 +333,6 @@ def report_ebm(model, data, ctx) -> dict:
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
     path = ctx.path("samples.npy")
     if path is not None:
-
         save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         from gengraph.plugins.blocks import plots

@@ -43,7 +43,8 @@ from gengraph.plugins.model import Model, ModelPlugin
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.blocks.files import save_npy
-from gengraph.plugins.blocks.sample_quality import digit_report, is_digits, quality_sample_count
+from gengraph.plugins.blocks.sample_quality import QUALITY_TAG, digit_report, is_digits, quality_sample_count
+from gengraph.plugins.blocks.seeding import derived_seed, seeded_streams
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
@@ -340,6 +341,11 @@ class LatentPlugin(ModelPlugin):
     def report(self, model, data, ctx):
         return report_latent(model, data, ctx)
 
+    def sample(self, model, data, ctx, n, *, label=None):
+        """Ancestral samples in data units: h_T ~ N(0, I), then down the decoders (sampling the
+        intermediate levels), then the likelihood's mean E[x | h_1], as the run's samples.npy."""
+        return data.unscale_x(prior_samples(model, ctx, n, ctx.seed))
+
 
 def run_batched(model, ctx, name, feeds_of, n, batch=256) -> dict:
     """Run a program over rows 0..n in batches; outputs concatenated as NumPy arrays."""
@@ -358,8 +364,17 @@ def nll_iw(model, x, ctx=None, batch=None) -> dict:
     return run_batched(model, ctx, "iw", lambda s: {"x": x[s]}, len(x), batch)
 
 
-def report_latent(model, data, ctx) -> dict:
+def prior_samples(model, ctx, n, seed) -> np.ndarray:
+    """n decoder means E[x | h_1] (model units) of ancestral draws from the prior, h_T ~ N(0, I)."""
     hier: Hierarchy = model.extras["hierarchy"]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, REPORT_SEED]))
+    z = rng.standard_normal((n, hier.sizes[-1]))
+    model.program("sample", ctx)  # compiled before the streams are reseeded
+    with seeded_streams(model.graph, seed, REPORT_SEED):  # intermediate levels (hvae) draw from the graph
+        return run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
+
+
+def report_latent(model, data, ctx) -> dict:
     out = {}
     if data.n_test:
         iw = nll_iw(model, data.x_test, ctx)
@@ -367,18 +382,15 @@ def report_latent(model, data, ctx) -> dict:
         out["iw_samples"] = int(model.extras["elbo"]["iw_samples"])
     x_ref = data.x_test if data.n_test else data.x_train
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
-    rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, REPORT_SEED]))
     samples = None
     if n:
-        n_all = quality_sample_count(data, ctx.spec, n)  # digits: as many as held-out rows, for test_fd
-        z = rng.standard_normal((n_all, hier.sizes[-1]))
-        samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n_all)["mean"]
+        samples = prior_samples(model, ctx, n, ctx.seed)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
         if is_digits(data, ctx.spec):
-            out.update(digit_report(data.unscale_x(samples), data, ctx.spec, ctx.seed))
-        samples = samples[:n]
+            extra = prior_samples(model, ctx, more, derived_seed(ctx.seed, QUALITY_TAG)) if more > 0 else samples[:0]
+            out.update(digit_report(data.unscale_x(np.concatenate([samples, extra])), data, ctx.spec, ctx.seed))
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
-
             save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, x_ref, samples)

@@ -37,7 +37,9 @@ from gengraph.plugins.models.rbm_energy import (BuiltinEnergy, ExpressionEnergy,
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.blocks.files import save_npy
-from gengraph.plugins.blocks.sample_quality import digit_report, is_digits, quality_sample_count, two_sample_report
+from gengraph.plugins.blocks.sample_quality import (QUALITY_TAG, digit_report, is_digits, quality_sample_count,
+                                                  two_sample_report)
+from gengraph.plugins.blocks.seeding import derived_seed, seeded_streams
 
 REPORT_SEED = 0x5A4
 PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
@@ -143,6 +145,15 @@ class RBM(ModelPlugin):
 
     def report(self, model, data, ctx):
         return report_rbm(model, data, ctx)
+
+    def sample(self, model, data, ctx, n, *, label=None, steps=None):
+        """n samples (data units) after `steps` Gibbs sweeps (default model.sample_steps) from
+        random starts: the states of the last sweep, as the run's samples.npy."""
+        steps = model.extras["cfg"]["sample_steps"] if steps is None else int(steps)
+        if steps < 1:
+            raise ModelConfigError("steps", f"needs at least one Gibbs sweep, found {steps}")
+        samples, _ = gibbs_samples(model, ctx, data, n, steps, ctx.seed)
+        return samples_in_data_units(samples, data)
 
 
 # --- building ---------------------------------------------------------------------------
@@ -254,10 +265,16 @@ def gibbs_samples(model, ctx, data, n, steps, seed):
         x = xt.mean(0) + xt.std(0) * rng.standard_normal((n, energy.nv))
     prog = model.program("sample_step", ctx)
     mean = x
-    for _ in range(steps):
-        out = prog.run(x_chain=x)
-        x, mean = out["x"], out["mean"]
+    with seeded_streams(model.graph, seed, REPORT_SEED):  # the same chains whatever ran before
+        for _ in range(steps):
+            out = prog.run(x_chain=x)
+            x, mean = out["x"], out["mean"]
     return np.asarray(to_numpy(x), np.float64), np.asarray(to_numpy(mean), np.float64)
+
+
+def samples_in_data_units(samples, data):
+    """Binary states stay 0/1; Gaussian visible units are mapped back through the data scaling."""
+    return samples if data.meta.get("binarize") is not None else data.unscale_x(samples)
 
 
 def report_rbm(model, data, ctx) -> dict:
@@ -293,18 +310,21 @@ def report_rbm(model, data, ctx) -> dict:
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
     samples = means = None
     if n:
-        n_all = quality_sample_count(data, ctx.spec, n)  # digits: as many as held-out rows, for test_fd
-        samples, means = gibbs_samples(model, ctx, data, n_all, cfg["sample_steps"], ctx.seed)
-        in_units = samples if data.meta.get("binarize") is not None else data.unscale_x(samples)
+        samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
+        in_units = samples_in_data_units(samples, data)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
+        if more > 0:
+            extra, _ = gibbs_samples(model, ctx, data, more, cfg["sample_steps"], derived_seed(ctx.seed, QUALITY_TAG))
+            in_units_all = np.concatenate([in_units, samples_in_data_units(extra, data)])
+        else:
+            in_units_all = in_units
         if is_digits(data, ctx.spec):
-            out.update(digit_report(in_units, data, ctx.spec, ctx.seed))
+            out.update(digit_report(in_units_all, data, ctx.spec, ctx.seed))
         elif energy.nv == 2 and data.n_test:
-            out.update(two_sample_report(in_units, data.unscale_x(x_test), data.unscale_x(data.x_train),
+            out.update(two_sample_report(in_units_all, data.unscale_x(x_test), data.unscale_x(data.x_train),
                                          seed=ctx.seed))
-        samples, means, in_units = samples[:n], means[:n], in_units[:n]
         path = ctx.path("samples.npy")
         if path is not None:
-
             save_npy(path, in_units)
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)

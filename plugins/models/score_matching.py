@@ -28,6 +28,7 @@ from gengraph.engine import ops, to_numpy
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.layers import Network
 from gengraph.plugins.blocks.sample_quality import two_sample_report
+from gengraph.plugins.blocks.seeding import seeded_streams
 from gengraph.plugins.model import Model, ModelConfigError
 from gengraph.plugins.spec.schema import Field, Table
 
@@ -113,20 +114,23 @@ def build_score_model(cfg, graph, data, rng) -> Model:
                          "noise_range": (lo - pad, hi + pad)})
 
 
-def annealed_langevin(model, ctx, n, seed, record=False):
-    """n samples (model units) by annealed Langevin dynamics from uniform noise over the training range."""
+def annealed_langevin(model, ctx, n, seed, steps_per_level=None):
+    """n samples (model units) by annealed Langevin dynamics from uniform noise over the training
+    range; the graph's noise streams reseeded from `seed`, so the report and `gengraph sample` agree."""
     cfg, sigmas = model.extras["cfg"]["score"], model.extras["sigmas"]
+    steps = cfg["steps_per_level"] if steps_per_level is None else int(steps_per_level)
     lo, hi = model.extras["noise_range"]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), SAMPLE_SEED]))
     x = rng.uniform(lo, hi, size=(n, len(lo)))
     prog = model.program("anneal_step", ctx)
-    for s in sigmas:
-        alpha = cfg["step_ratio"] * s ** 2
-        for _ in range(cfg["steps_per_level"]):
-            x = prog.run(x_anneal=x, sigma=float(s), alpha=float(alpha), noise_weight=1.0)["x"]
-    if cfg["denoise"]:
-        s = float(sigmas[-1])
-        x = prog.run(x_anneal=x, sigma=s, alpha=2.0 * s * s, noise_weight=0.0)["x"]
+    with seeded_streams(model.graph, seed, SAMPLE_SEED):
+        for s in sigmas:
+            alpha = cfg["step_ratio"] * s ** 2
+            for _ in range(steps):
+                x = prog.run(x_anneal=x, sigma=float(s), alpha=float(alpha), noise_weight=1.0)["x"]
+        if cfg["denoise"]:
+            s = float(sigmas[-1])
+            x = prog.run(x_anneal=x, sigma=s, alpha=2.0 * s * s, noise_weight=0.0)["x"]
     return np.asarray(to_numpy(x), np.float64)
 
 

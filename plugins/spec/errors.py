@@ -29,3 +29,7 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(str(i) for i in self.issues)
+
+    def _render_traceback_(self):
+        """IPython/Jupyter show a user's spec mistake as its message, not a traceback."""
+        return [f"{type(self).__name__}: {line}" for line in str(self).splitlines()]
