@@ -476,7 +476,9 @@ def cond_report(model, progs, steps, data, ctx, per_class=None) -> dict:
     pred = digit_classifier(ctx.spec.get("data"), ctx.seed).predict(
         digits_intensity(data, to_data_units(model, data, x0), units="data"))
     by = [float(np.mean(pred[labels == c] == c)) for c in range(k)]
-    return {"cond_accuracy": float(np.mean(by)), "cond_accuracy_by_label": by, "cond_guidance": cfg["guidance"],
+    se = float(np.sqrt(np.sum([b * (1 - b) / per_class for b in by])) / k)  # binomial, classes independent
+    return {"cond_accuracy": float(np.mean(by)), "cond_accuracy_se": se, "cond_accuracy_by_label": by,
+            "cond_guidance": cfg["guidance"],
             "cond_samples_per_label": int(per_class)}
 
 
