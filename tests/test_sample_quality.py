@@ -100,3 +100,17 @@ def test_digit_classifier_is_accurate_deterministic_and_cached():
     fd_ones = sq.frechet_distance_of(clf.features(ones), f_te)
     assert fd_ones > 10 * fd_data
     assert sq.label_entropy(clf.predict(xte)) > 2.25
+
+
+def test_digit_classifier_is_deterministic_per_seed():
+    clf = sq.digit_classifier(None, 0)
+    x = sq._digits_split(None, 0)[2][:50]
+    saved = dict(sq._CLASSIFIERS)
+    try:
+        sq._CLASSIFIERS.clear()
+        again = sq.digit_classifier(None, 0)
+        assert again is not clf
+        np.testing.assert_array_equal(again.features(x), clf.features(x))
+    finally:
+        sq._CLASSIFIERS.clear()
+        sq._CLASSIFIERS.update(saved)
