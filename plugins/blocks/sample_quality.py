@@ -30,6 +30,7 @@ import numpy as np
 BANDWIDTH_FACTORS = (("hdiv5", 0.2), ("hdiv2", 0.5), ("h", 1.0), ("hx2", 2.0))
 PERMUTATION_SEED = 0x9E73
 BASELINE_SEED = 0xBA5E
+BOOTSTRAP = 50  # resamples for test_fd_se and label_entropy_se
 QUALITY_TAG = 0x0FD  # seeds the extra samples a digits report draws for test_fd (beyond output.samples)
 
 
@@ -266,12 +267,21 @@ def digit_report(samples, data, spec, seed) -> dict:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), BASELINE_SEED]))
     n = min(len(s), len(train))
     base = train[rng.choice(len(train), size=n, replace=False)]
-    f_test = clf.features(test)
+    f_test, f_s = clf.features(test), clf.features(s[:n])
     pred = clf.predict(s)
+    # bootstrap standard errors (rows of the samples and of the held-out set resampled)
+    boot = np.random.default_rng(np.random.SeedSequence([int(seed), BASELINE_SEED, 1]))
+    fds, ents = [], []
+    for _ in range(BOOTSTRAP):
+        i, j = boot.integers(0, n, n), boot.integers(0, len(f_test), len(f_test))
+        fds.append(frechet_distance_of(f_s[i], f_test[j]))
+        ents.append(label_entropy(pred[boot.integers(0, len(pred), len(pred))]))
     return {
-        "test_fd": frechet_distance_of(clf.features(s[:n]), f_test),
+        "test_fd": frechet_distance_of(f_s, f_test),
+        "test_fd_se": float(np.std(fds, ddof=1)),
         "baseline_fd": frechet_distance_of(clf.features(base), f_test),
         "label_entropy": label_entropy(pred),
+        "label_entropy_se": float(np.std(ents, ddof=1)),
         "baseline_label_entropy": label_entropy(clf.predict(test)),
         "sample_label_counts": np.bincount(pred, minlength=10).tolist(),
         "fd_sample_size": int(n),
