@@ -73,7 +73,7 @@ def test_score_moons_spec_short_run(tmp_path):
     spec = load(ROOT / "specs" / "score_moons.toml", ["train.epochs=30", "model.score.steps_per_level=30",
                                                       "output.samples=500"])
     s = execute(spec, tmp_path, log=lambda *a, **k: None)
-    assert s["samples_finite"] and s["noise_levels"] == 10
+    assert s["samples_finite"] and s["noise_levels"] == 15
     for name in ("hdiv5", "hdiv2", "h", "hx2"):
         assert 0 < s[f"test_mmd2_{name}_pvalue"] <= 1
     # far better than the uniform noise it starts from, not yet as good as data
