@@ -290,10 +290,10 @@ def _finite(summary):
 def test_moons_spec_end_to_end_and_reproducible(tmp_path):
     short = ("train.epochs=2", "model.schedule.T=30", "output.samples=300")
     s1 = run_spec("diffusion_moons.toml", tmp_path / "a", *short)
-    for key in ("test_nll_bound", "test_nll_bound_mc", "test_mmd", "baseline_mmd", "test_energy",
-                "baseline_energy", "test_prior_term", "test_reconstruction_term", "test_diffusion_term"):
+    for key in ("test_nll_bound", "test_nll_bound_mc", "test_mmd2_h", "baseline_mmd2_h", "test_mmd2_hdiv5_pvalue",
+                "test_energy_distance", "baseline_energy_distance", "test_prior_term", "test_reconstruction_term", "test_diffusion_term"):
         assert key in s1, key
-    assert _finite(s1) and s1["test_nll_bound"] > 0 and s1["baseline_mmd"] < 0.05
+    assert _finite(s1) and s1["test_nll_bound"] > 0 and abs(s1["baseline_mmd2_h"]) < 0.03
     assert s1["test_nll_bound"] == pytest.approx(s1["test_prior_term"] + s1["test_reconstruction_term"]
                                                  + s1["test_diffusion_term"], rel=1e-9)
     samples = np.load(tmp_path / "a" / "samples.npy", allow_pickle=False)
@@ -330,6 +330,8 @@ def test_digits_spec_end_to_end_via_cli(tmp_path):
     assert _finite(summary)
     assert summary["test_bpd"] == pytest.approx(summary["test_nll_bound"] / (64 * math.log(2)))
     assert summary["test_bpd"] > 0 and summary["test_reconstruction_term"] >= 0  # a discrete likelihood
+    assert 0 < summary["baseline_fd"] < summary["test_fd"] and summary["fd_sample_size"] == 449
+    assert 0 <= summary["label_entropy"] <= math.log(10)
     samples = np.load(out / "samples.npy", allow_pickle=False)
     assert samples.shape == (64, 64) and np.all(np.isfinite(samples))
     assert (out / "samples.png").exists() and (out / "denoising.png").exists()

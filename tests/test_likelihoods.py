@@ -14,10 +14,9 @@ import math
 import numpy as np
 import pytest
 
-from gengraph.engine import Graph, compile, ops, to_numpy
+from gengraph.engine import Graph, compile
 from gengraph.plugins.blocks.likelihoods import categorical_log_prob, categorical_logpmf, categorical_mean
 from gengraph.plugins.blocks.stats import grid_index, histogram_bpd, histogram_nll, mean_se
-from gengraph.plugins.datasets import Dataset
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.models.latent_common import run_batched, test_bounds as latent_bounds
 from gengraph.plugins.models.vae import plugin as vae

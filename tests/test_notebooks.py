@@ -20,7 +20,7 @@ EXPECTED = {
     "02_backprop": ["W1  max |hand - engine| =", "nodes with gradients and updates", "within tolerance"],
     "03_optimizers": ["L-BFGS    test MSE", "Adam      test MSE"],
     "04_boltzmann": ["test_loglik_ais", "rbm samples"],
-    "05_energy_langevin": ["test_mmd", "baseline_mmd"],
+    "05_energy_langevin": ["test_mmd2_hdiv5", "baseline_mmd2_hdiv5"],
     "06_vae_elbo": ["test -ELBO", "IW bound (k =  10)", "vae samples"],
     "07_diffusion": ["DDPM, 100 steps", "DDIM, 5 steps"],
 }

@@ -5,7 +5,6 @@ their units; the gradcheck table says which criterion passed; README/docs output
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import numpy as np

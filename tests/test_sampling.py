@@ -164,7 +164,7 @@ def test_cli_user_errors_exit_2_with_one_line(runs, tmp_path):
         (("sample", tmp_path), "not a run directory"),
         (("sample", runs["vae"], "--sampler", "ddim"), "the vae model takes no option sampler"),
         (("sample", runs["rbm_binary"], "--label", 1), "not class-conditional"),
-        (("sample", runs["diffusion"], "--guidance", 2.0), "the diffusion model takes no option guidance"),
+        (("sample", runs["diffusion"], "--guidance", 2.0), "guidance needs a class-conditional model"),
         (("sample", runs["vae"], "--out", tmp_path / "s.txt"), "expected a .npy or .png file"),
     ]
     for args, message in cases:

@@ -5,7 +5,6 @@ recompute after a lost worker) never truncates or overwrites it; Dask futures ar
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -234,6 +234,8 @@ def test_vae_digits_spec_runs_and_iw_bound_is_tighter(tmp_path):
         assert 0 < summary[key + "_se"] < 0.05 * summary[key], key
     assert summary["baseline_histogram_bpd"] == pytest.approx(2.4176, abs=1e-4)
     assert summary["test_neg_elbo"] == pytest.approx(summary["test_reconstruction"] + summary["test_kl"], rel=1e-5)
+    assert 0 < summary["baseline_fd"] < summary["test_fd"] and summary["fd_sample_size"] == 449
+    assert 1.5 < summary["label_entropy"] <= math.log(10) and sum(summary["sample_label_counts"]) == 449
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train_neg_elbo"] < rows[0]["train_neg_elbo"]

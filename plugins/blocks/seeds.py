@@ -31,6 +31,12 @@ KEYS = {
     "diffusion.baseline": 0xBA5E,
     "vdm.bound": 0xB0D5,
     "vdm.samples": 0x5A3E,
+    "quality": 0x0FD,                 # the extra samples a digits report draws for test_fd
+    "quality.permutation": 0x9E73,    # two-sample permutation tests
+    "quality.baseline": 0xBA5E,       # training rows drawn as the data-vs-data baseline
+    "score.samples": 0x5C0E,          # annealed Langevin chains of the score model
+    "conditional": 0xC0D,             # labels of a conditional model's report samples
+    # new streams need no number here: "quality.classifier" (the digit classifier's batch order) is its CRC-32
 }
 
 
@@ -41,6 +47,12 @@ def key(name: str) -> int:
 
 def stream(seed: int, name: str, *more: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), key(name), *map(int, more)])
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """One integer from the named stream: a new run seed for a derived draw (e.g. the extra
+    samples of a quality report), independent of the draws made with `seed` itself."""
+    return int(stream(seed, name).generate_state(1)[0])
 
 
 def rng(seed: int, name: str, *more: int) -> np.random.Generator:
@@ -58,5 +70,5 @@ def seeded_streams(graph, seed: int, name: str):
     if streams is None:
         yield
         return
-    with streams.reseeded(int(stream(seed, name).generate_state(1)[0])):
+    with streams.reseeded(derived_seed(seed, name)):
         yield

@@ -61,9 +61,11 @@ is discrete time.
 Samples (``output.samples``) come from the ``[model.sampler]`` through the compiled
 ``sample_step`` program, one call per reverse step; the report writes samples.npy (data
 units), samples.png, denoising.png (the samples at several t) and, for 2-D data,
-``test_mmd`` (unbiased MMD^2, Gaussian kernel, median-heuristic bandwidth) and
-``test_energy`` (energy distance) against the test set, beside ``baseline_mmd`` /
-``baseline_energy``: the same statistics for training rows in place of samples.
+the two-sample statistics of ``sample_quality.two_sample_report`` against the test set
+(unbiased MMD^2 with permutation p-values at h * {1/5, 1/2, 1, 2}: ``test_mmd2_hdiv5``, ...,
+``test_mmd2_hdiv5_pvalue``; ``test_energy_distance``) beside ``baseline_*``: the same for
+training rows in place of samples; for digits the Fréchet distance and label entropy of
+``sample_quality.digit_report`` (test_fd, baseline_fd, label_entropy, baseline_label_entropy).
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ import numpy as np
 
 from gengraph.engine import compile, ops, to_numpy, topo_order
 
-from gengraph.plugins.blocks.energy_tools import _sq_dists as _sqdist, median_bandwidth
+from gengraph.plugins.blocks.sample_quality import (energy_distance_unbiased, median_bandwidth,  # noqa: F401
+                                                  mmd2_unbiased, two_sample_report)
+from gengraph.plugins.models.digit_quality import (digit_classifier, digit_report, digits_intensity, is_digits,
+                                                  quality_sample_count)
+from gengraph.plugins.models import conditional as cond
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
@@ -289,6 +295,7 @@ class Diffusion(ModelPlugin):
                                    "example each; continuous time: of t, eps, eps_0): their mean, and "
                                    "std/sqrt(bound_samples) as the *_se figures", min=2),
             "strip_steps": Field(int, 6, "columns of the denoising strip plot", min=2),
+            **cond.condition_fields(),
         }, help=self.help)
 
     # --- build ----------------------------------------------------------------------------
@@ -333,13 +340,23 @@ class Diffusion(ModelPlugin):
         x_t = graph.input("x_t", (None, D))
         t = graph.input("t", (None,), dtype="int64")
         emb = time_embedding(graph, t, emb_cfg, T)
-        h, net_params = build_stack(graph, ops.concat([x_t, emb], axis=1), cfg["layers"], rng, "denoiser")
+        n_labels = cond.n_labels_of(cfg, data)
+        features = [x_t, emb]
+        if n_labels:  # class-conditional: a one-hot of the label (index n_labels: no condition)
+            label = graph.input("label", (None,), dtype="int64")
+            features.append(cond.one_hot(graph, label, n_labels))
+        h, net_params = build_stack(graph, ops.concat(features, axis=1), cfg["layers"], rng, "denoiser")
         f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity", "init": cfg["output_init"]}],
                                     rng, "denoiser/output")
         params = net_params + out_params + params
 
         x = graph.input("x", (None, D))
         x0 = x * 2.0 - 1.0 if cfg["symmetric"] else x
+        inputs = {"x": x}
+        if n_labels:
+            y = inputs["y"] = graph.input("y", (None,), dtype="int64")
+            with graph.scope("label_dropout"):
+                label_of = cond.dropped_labels(graph, y, n_labels, cfg["label_dropout"])
 
         def terms(t_node, eps):
             """Per-example bound terms for x_0 = x at times t_node with noise eps."""
@@ -347,7 +364,7 @@ class Diffusion(ModelPlugin):
                 sa = _column(ops.take(tables["sqrt_abar"], t_node))
                 sb = _column(ops.take(tables["sqrt_1m_abar"], t_node))
                 xt = sa * x0 + sb * eps
-            (ft,) = substitute([f], {x_t: xt, t: t_node})
+            (ft,) = substitute([f], {x_t: xt, t: t_node, **({label: label_of} if n_labels else {})})
             with graph.scope("loss"):
                 target = target_of(x0, eps, sa, sb, cfg["prediction"])
                 sq = ops.sum(ops.square(target - ft), axis=1)
@@ -375,6 +392,8 @@ class Diffusion(ModelPlugin):
 
         # evaluation of the bound's terms at a fed t and eps (the report loops over t)
         eps_in = graph.input("eps", (None, D))
+        if n_labels:  # the bound of the conditional model at the true labels (no dropout)
+            label_of = y
         ev = terms(t, eps_in)
         bound_outputs = {"term": ev["term"], "prior": ev["prior"], "x0_hat": ev["x0_hat"]}
 
@@ -382,7 +401,12 @@ class Diffusion(ModelPlugin):
         with graph.scope("sampler"):
             sa = _column(ops.take(tables["sqrt_abar"], t))
             sb = _column(ops.take(tables["sqrt_1m_abar"], t))
-            x0_hat, eps_hat = x0_eps_from_output(f, x_t, sa, sb, cfg["prediction"])
+            f_s = f
+            if n_labels:  # classifier-free guidance on the network output
+                guidance = graph.input("guidance", ())
+                (f_null,) = substitute([f], {label: cond.null_labels(graph, label, n_labels)})
+                f_s = cond.guided(f, f_null, guidance)
+            x0_hat, eps_hat = x0_eps_from_output(f_s, x_t, sa, sb, cfg["prediction"])
             if cfg["sampler"].get("clip_x0"):
                 x0_hat = ops.clip(x0_hat, -1.0, 1.0)
                 eps_hat = (x_t - sa * x0_hat) / sb
@@ -394,8 +418,9 @@ class Diffusion(ModelPlugin):
         if gamma is not None:
             programs["schedule_gamma"] = ({"gamma": gamma}, {})
         extras = {"schedule": schedule, "gamma": gamma, "tables": tables, "D": D, "T": T, "cfg": cfg,
-                  "output": f, "train_terms": tr, "t_train": t_tr, "eps_train": eps_tr, "shift": shift}
-        return Model(graph, params, loss, {"x": x}, metrics=metrics, programs=programs, extras=extras)
+                  "output": f, "train_terms": tr, "t_train": t_tr, "eps_train": eps_tr, "shift": shift,
+                  "n_labels": n_labels}
+        return Model(graph, params, loss, inputs, metrics=metrics, programs=programs, extras=extras)
 
     # --- report -----------------------------------------------------------------------------
     def report(self, model, data, ctx):
@@ -406,7 +431,7 @@ class Diffusion(ModelPlugin):
         sched = current_schedule(model, progs)
         out = {}
         if data.x_test is not None and data.n_test:
-            b = nll_bound(model, progs, sched, data.x_test, ctx.seed)
+            b = nll_bound(model, progs, sched, data.x_test, ctx.seed, labels=data.y_test)
             out["test_nll_bound"], out["test_nll_bound_se"] = b["nll_bound"], b["nll_bound_se"]
             out["test_prior_term"] = b["prior"]  # exact: no Monte Carlo
             out["test_reconstruction_term"], out["test_reconstruction_term_se"] = b["reconstruction"], \
@@ -424,9 +449,17 @@ class Diffusion(ModelPlugin):
             return out
         steps = sampler_steps(cfg["sampler"], sched, cfg["variance"])
         record = strip_times(sched, steps, cfg["strip_steps"])
+        if model.extras["n_labels"]:
+            out.update(cond_report(model, progs, steps, data, ctx))
         x0, snaps = sample(model, progs, steps, n, sample_rng(ctx.seed), record)
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
+        if is_digits(data, ctx.spec):
+            extra = sample(model, progs, steps, more, sample_rng(seeds.derived_seed(ctx.seed, "quality")))[0] \
+                if more > 0 else x0[:0]
+            out.update(digit_report(np.concatenate([samples, to_data_units(model, data, extra)]), data, ctx.spec,
+                                    ctx.seed))
         if ctx.run_dir is not None:
             save_npy(ctx.path("samples.npy"), samples)
         if D == 2 and data.x_test is not None and data.n_test:
@@ -437,24 +470,56 @@ class Diffusion(ModelPlugin):
         return out
 
     # --- sampling a finished run --------------------------------------------------------------
-    def sample(self, model, data, ctx, n, *, label=None, sampler=None, steps=None):
+    def sample(self, model, data, ctx, n, *, label=None, sampler=None, steps=None, guidance=None):
         """n samples (data units) from x_T ~ N(0, I) through the reverse steps of `sampler`
         ("ddpm" or "ddim"; default the spec's [model.sampler]) with `steps` steps (ddim only;
-        default the spec's). With the defaults and the run's seed: the run's samples.npy."""
+        default the spec's). With the defaults and the run's seed: the run's samples.npy.
+
+        A class-conditional model (model.condition = "label") draws class `label` with
+        classifier-free guidance weight `guidance` (default model.guidance); without a label
+        it draws from the unconditional eps(x, null)."""
         if model.extras.get("time") == "continuous":  # the VDM: ancestral steps in continuous time
             if sampler not in (None, "ddpm"):
                 raise ModelConfigError("sampler", "a continuous-time model samples by ancestral (ddpm-like) steps")
             return vdm.draw(model, data, ctx, n, ctx.seed, steps)
         cfg = model.extras["cfg"]
+        if guidance is not None and not model.extras.get("n_labels"):
+            raise ModelConfigError("guidance", "guidance needs a class-conditional model (model.condition = \"label\")")
+        if guidance is not None and label is None:
+            raise ModelConfigError("guidance", "guidance needs a label to condition on")
+        if guidance is not None and float(guidance) < 0:
+            raise ModelConfigError("guidance", f"must be >= 0, found {guidance}")
+        labels = None if label is None else np.full(int(n), int(label), np.int64)
+        w = cfg.get("guidance", 0.0) if guidance is None else float(guidance)
         scfg = sampler_config(cfg["sampler"], sampler, steps)
         progs = {name: model.program(name, ctx) for name in ("sample_step", "schedule_gamma")
                  if name in model.programs}
         sched = current_schedule(model, progs)
-        x0, _ = sample(model, progs, sampler_steps(scfg, sched, cfg["variance"]), n, sample_rng(ctx.seed))
+        x0, _ = sample(model, progs, sampler_steps(scfg, sched, cfg["variance"]), n, sample_rng(ctx.seed),
+                       labels=labels, guidance=w)
         return to_data_units(model, data, x0)
 
 
 # --- report helpers ------------------------------------------------------------------------
+def cond_report(model, progs, steps, data, ctx, per_class=None) -> dict:
+    """cond_accuracy: the fraction of class-K samples (guidance w of the spec) that the digit
+    classifier reads as K, averaged over K; and per class."""
+    k, cfg = model.extras["n_labels"], model.extras["cfg"]
+    if not is_digits(data, ctx.spec):
+        return {}
+    per_class = per_class or max(1, data.n_test // k)
+    labels = cond.class_labels(k, per_class)
+    rng = seeds.rng(ctx.seed, "conditional")
+    x0, _ = sample(model, progs, steps, len(labels), rng, labels=labels, guidance=cfg["guidance"])
+    pred = digit_classifier(ctx.spec.get("data"), ctx.seed).predict(
+        digits_intensity(data, to_data_units(model, data, x0), units="data"))
+    by = [float(np.mean(pred[labels == c] == c)) for c in range(k)]
+    se = float(np.sqrt(np.sum([b * (1 - b) / per_class for b in by])) / k)  # binomial, classes independent
+    return {"cond_accuracy": float(np.mean(by)), "cond_accuracy_se": se, "cond_accuracy_by_label": by,
+            "cond_guidance": cfg["guidance"],
+            "cond_samples_per_label": int(per_class)}
+
+
 def sample_rng(seed) -> np.random.Generator:
     """The generator of x_T and the reverse steps' noise (the report's and `gengraph sample`'s)."""
     return seeds.rng(seed, "diffusion.samples")
@@ -497,14 +562,22 @@ def current_schedule(model, progs=None):
     return from_gamma("learned", np.asarray(to_numpy(prog.run()["gamma"]), np.float64))
 
 
-def sample(model, progs, steps, n, rng, record=()):
-    """n samples in model space from x_T ~ N(0, I) through the sampler's steps."""
+def sample(model, progs, steps, n, rng, record=(), labels=None, guidance=0.0):
+    """n samples in model space from x_T ~ N(0, I) through the sampler's steps.
+
+    A class-conditional model takes `labels` (n ints; None: the null label, i.e. unconditional)
+    and the classifier-free guidance weight."""
     D = model.extras["D"]
     prog = progs["sample_step"]
+    extra = {}
+    if model.extras.get("n_labels"):
+        k = model.extras["n_labels"]
+        lab = np.full(n, k, np.int64) if labels is None else np.asarray(labels, np.int64)
+        extra = {"label": lab, "guidance": float(guidance) if labels is not None else 0.0}
 
     def step(x, t, noise, a, b, sigma):
         res = prog.run(x_t=x, t=np.full(len(x), t, dtype=np.int64), noise=noise, coef_x0=a, coef_eps=b,
-                       sigma=sigma)
+                       sigma=sigma, **extra)
         return np.asarray(to_numpy(res["x_next"]), np.float64)
 
     x_T = rng.standard_normal((n, D))
@@ -538,7 +611,7 @@ def to_data_units(model, data, x):
     return data.unscale_x(np.asarray(x, np.float64))
 
 
-def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
+def nll_bound(model, progs, sched, x, seed, batch=None, labels=None) -> dict:
     """The variational bound on -log p(x) per example (nats), summing all T terms exactly.
 
     Each KL term's expectation over x_t ~ q(x_t|x_0) uses `bound_samples` draws; the prior
@@ -559,7 +632,8 @@ def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
         for r in range(reps):
             for t in range(1, T + 1):
                 eps = rng.standard_normal(xb.shape)
-                res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps)
+                extra = {"y": np.asarray(labels[sl], np.int64)} if model.extras.get("n_labels") else {}
+                res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps, **extra)
                 if t == 1:
                     prior[sl] = np.asarray(to_numpy(res["prior"]), np.float64)
                     if discretized:
@@ -635,49 +709,10 @@ def _check_grid(data, cfg):
                                 'values from -1 to 1; e.g. data.scale = "minmax_global" with model.symmetric = true')
 
 
-# --- sample quality: MMD and energy distance ------------------------------------------------
-def mmd2_unbiased(x, y, bandwidth) -> float:
-    """Unbiased MMD^2 with the Gaussian kernel k(a, b) = exp(-|a - b|^2 / (2 h^2))."""
-    k = lambda a, b: np.exp(-_sqdist(a, b) / (2.0 * bandwidth ** 2))  # noqa: E731
-    m, n = len(x), len(y)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2.0 * kxy.mean())
-
-
-def energy_distance_unbiased(x, y) -> float:
-    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (U-statistics within each set; energy_tools has the V form)."""
-    m, n = len(x), len(y)
-    dxy = np.sqrt(_sqdist(x, y)).mean()
-    dxx = np.sqrt(_sqdist(x, x)).sum() / (m * (m - 1))
-    dyy = np.sqrt(_sqdist(y, y)).sum() / (n * (n - 1))
-    return float(2.0 * dxy - dxx - dyy)
-
-
-def sample_quality(samples, data, seed, repeats: int = 10) -> dict:
-    """test_mmd / test_energy of samples vs the held-out test set, and the same for a baseline:
-    training rows (disjoint from the test rows), as many as the samples, i.e. what a perfect
-    sampler would score; the baseline is averaged over `repeats` random subsets (its spread
-    as *_sd). Data units; one bandwidth (median heuristic on the test set) for all."""
-    test = data.unscale_x(data.x_test)
-    train = data.unscale_x(data.x_train)
-    rng = seeds.rng(seed, "diffusion.baseline")
-    h = median_bandwidth(test)
-    mmds, energies = [], []
-    for _ in range(repeats):
-        base = train[rng.choice(len(train), size=min(len(samples), len(train)), replace=False)]
-        mmds.append(mmd2_unbiased(base, test, h))
-        energies.append(energy_distance_unbiased(base, test))
-    finite = bool(np.all(np.isfinite(samples)))
-    return {
-        "test_mmd": mmd2_unbiased(samples, test, h) if finite else float("nan"),
-        "baseline_mmd": float(np.mean(mmds)),
-        "baseline_mmd_sd": float(np.std(mmds, ddof=1)) if repeats > 1 else 0.0,
-        "test_energy": energy_distance_unbiased(samples, test) if finite else float("nan"),
-        "baseline_energy": float(np.mean(energies)),
-        "baseline_energy_sd": float(np.std(energies, ddof=1)) if repeats > 1 else 0.0,
-        "mmd_bandwidth": h,
-    }
+# --- sample quality: plugins/blocks/sample_quality.py (shared with ebm and rbm) ---------------
+def sample_quality(samples, data, seed) -> dict:
+    """Two-sample statistics of samples (data units) vs the test set, beside training rows as a baseline."""
+    return two_sample_report(samples, data.unscale_x(data.x_test), data.unscale_x(data.x_train), seed=seed)
 
 
 # --- plots ---------------------------------------------------------------------------------

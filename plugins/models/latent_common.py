@@ -53,6 +53,7 @@ from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks.plots import _figure, _save
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
@@ -457,6 +458,10 @@ def report_latent(model, data, ctx) -> dict:
     samples = None
     if n:
         samples = prior_samples(model, ctx, n, ctx.seed)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
+        if is_digits(data, ctx.spec):
+            extra = prior_samples(model, ctx, more, seeds.derived_seed(ctx.seed, "quality")) if more > 0 else samples[:0]
+            out.update(digit_report(data.unscale_x(np.concatenate([samples, extra])), data, ctx.spec, ctx.seed))
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
             save_npy(path, data.unscale_x(samples))

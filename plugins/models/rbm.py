@@ -39,6 +39,8 @@ from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.blocks.sample_quality import two_sample_report
+from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
 
 PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
 
@@ -318,9 +320,21 @@ def report_rbm(model, data, ctx) -> dict:
     samples = means = None
     if n:
         samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
+        in_units = samples_in_data_units(samples, data)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
+        if more > 0:
+            extra, _ = gibbs_samples(model, ctx, data, more, cfg["sample_steps"], seeds.derived_seed(ctx.seed, "quality"))
+            in_units_all = np.concatenate([in_units, samples_in_data_units(extra, data)])
+        else:
+            in_units_all = in_units
+        if is_digits(data, ctx.spec):
+            out.update(digit_report(in_units_all, data, ctx.spec, ctx.seed))
+        elif energy.nv == 2 and data.n_test:
+            out.update(two_sample_report(in_units_all, data.unscale_x(x_test), data.unscale_x(data.x_train),
+                                         seed=ctx.seed))
         path = ctx.path("samples.npy")
         if path is not None:
-            save_npy(path, samples_in_data_units(samples, data))
+            save_npy(path, in_units)
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)
     return out
