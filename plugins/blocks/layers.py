@@ -17,6 +17,7 @@ from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.blocks.memory import check_param
 
 ACTIVATIONS = Registry("activation")
 INITIALIZERS = Registry("initializer")
@@ -46,8 +47,6 @@ INITIALIZERS.register("zeros", lambda rng, fan_in, fan_out, shape: np.zeros(shap
 
 
 def init_weights(kind: str, activation: str, rng, fan_in: int, fan_out: int, path: str = "model"):
-    from gengraph.plugins.blocks.memory import check_param
-
     check_param((fan_in, fan_out), path)  # before allocating: units = 10**9 is a message, not a traceback
     if kind == "auto":
         kind = "he" if activation in RELU_LIKE else "xavier"

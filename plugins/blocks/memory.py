@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from gengraph.plugins.model import ModelConfigError
 
 
 def available_bytes() -> int:
@@ -44,8 +45,6 @@ def check_param(shape, path: str, itemsize: int = 8) -> None:
     n = math.prod(int(d) for d in shape)
     if (why := too_big(4 * n * itemsize, f"a parameter of shape {tuple(int(d) for d in shape)} (with its "
                                            "gradient and optimizer state)")) is not None:
-        from gengraph.plugins.model import ModelConfigError
-
         raise ModelConfigError(path, why)
 
 

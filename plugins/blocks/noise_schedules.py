@@ -289,10 +289,7 @@ class MonotoneGamma:
     (h(u) - h(0)) / (h(1) - h(0)), h(u) = l1(u) + l3(2 sigmoid(l2(2u - 1)) - 1) / units with positive
     weights (softplus of free parameters), so gamma increases strictly in u, gamma(0) = gamma_min and
     gamma(1) = gamma_max exactly. Row-wise, so d sum(gamma(u)) / du is gamma'(u) per row."""
-
     def __init__(self, graph, rng, cfg):
-        from gengraph.engine import ops
-
         if not cfg["gamma_max"] > cfg["gamma_min"]:
             raise ValueError("learned schedule: gamma_max must be greater than gamma_min")
         self.graph, self.cfg, self.ops = graph, dict(cfg), ops

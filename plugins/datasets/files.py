@@ -24,6 +24,7 @@ import numpy as np
 from gengraph.plugins.blocks.memory import too_big
 from gengraph.plugins.registry import suggest
 from .base import REQUIRED, DataError, Dataset, Field, Source
+from gengraph.plugins.blocks import memory
 
 TASK_FIELD = Field(
     str, "auto",
@@ -43,9 +44,7 @@ def read_bytes(path, what: str) -> bytes:
         raise DataError(f"{p}: is not a file (expected {what})")
     try:
         if p.suffix == ".gz":
-            from gengraph.plugins.blocks.memory import available_bytes
-
-            limit = available_bytes() // 2
+            limit = memory.available_bytes() // 2
             with gzip.open(p, "rb") as f:
                 data = f.read(limit + 1)
             if len(data) > limit:

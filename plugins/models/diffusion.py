@@ -91,6 +91,7 @@ from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.models import vdm
 from gengraph.plugins.blocks.stats import baseline_histogram, mean_se
+from gengraph.plugins.models.vdm import build_continuous
 
 EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -301,8 +302,6 @@ class Diffusion(ModelPlugin):
     # --- build ----------------------------------------------------------------------------
     def build(self, cfg, graph, data, rng):
         if cfg["time"] == "continuous":
-            from gengraph.plugins.models.vdm import build_continuous
-
             return build_continuous(cfg, graph, data, rng, _check_grid)
         D = data.n_features
         sk = NOISE_SCHEDULES.get(cfg["schedule"]["kind"])

@@ -54,6 +54,8 @@ from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks.plots import _figure, _save
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
+from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.blocks.memory import too_big
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
@@ -138,8 +140,6 @@ LIKELIHOODS.register("categorical", Categorical())
 
 def check_likelihood(cfg: dict, data) -> None:
     """A discrete likelihood needs the data on its grid (ModelConfigError naming the key otherwise)."""
-    from gengraph.plugins.model import ModelConfigError
-
     kind = LIKELIHOODS.get(cfg["kind"])
     if not getattr(kind, "discrete", False):
         return
@@ -319,9 +319,6 @@ DEFAULT_HIDDEN = [{"units": 128, "activation": "relu"}]
 def _check_iw_memory(hier, k: int, params) -> None:
     """The importance-weighted bound runs k samples of every example through the network at once
     (`nll_iw` batches max(1, 50000 // k) rows): refuse, before anything runs, a k that cannot fit."""
-    from gengraph.plugins.blocks.memory import too_big
-    from gengraph.plugins.model import ModelConfigError
-
     widest = max([hier.x_dim, *hier.sizes, *(p.shape[-1] for p in params if len(p.shape) == 2)])
     rows = max(1, min(512, 50_000 // k))
     need = 8 * k * rows * widest * (4 + len(params))  # a few k x rows x width arrays per layer

@@ -41,6 +41,7 @@ from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.blocks.sample_quality import two_sample_report
 from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
+from gengraph.plugins.datasets.generators import Gaussians
 
 PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
 
@@ -343,8 +344,6 @@ def report_rbm(model, data, ctx) -> dict:
 def _true_mixture_loglik(data, x) -> float:
     """Mean log-density of the generating mixture at x, in the model's (scaled) units: the
     yardstick for loglik_exact (log p_scaled(x) = log p(unscaled x) + log |d unscale / dx|)."""
-    from gengraph.plugins.datasets.generators import Gaussians
-
     d = x.shape[1]
     jac = np.asarray(data.unscale_x(np.ones((1, d))) - data.unscale_x(np.zeros((1, d))), np.float64)[0]
     logp = Gaussians.log_density(data.meta["params"], data.unscale_x(x))

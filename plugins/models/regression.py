@@ -61,6 +61,7 @@ from gengraph.plugins.models.mlp import report_supervised
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.models.regression_solvers import design_matrix, lasso_cd, lasso_kkt_violation, monomials, ols, ridge, term_name
 from gengraph.plugins.spec.schema import Field, Table
+from gengraph.plugins.blocks.plots import coefficients
 
 METHOD_PENALTY = {"ols": "none", "ridge": "l2", "lasso": "l1"}
 MAX_CONCAT = 64  # the engine's concat takes at most 64 inputs
@@ -212,8 +213,6 @@ class Regression(ModelPlugin):
         out["coefficients"] = theta.tolist()
         out["terms"] = model.extras["terms"]
         if ctx.plots and ctx.run_dir is not None:
-            from gengraph.plugins.blocks.plots import coefficients
-
             coefficients(out["terms"], theta, ctx.path("coefficients.png"),
                          f"{model.extras.get('method', 'fitted')} coefficients by term".strip())
         out.update(model.extras.get("solver_info", {}))

@@ -3,7 +3,6 @@
 Instead of an energy trained with Langevin negatives, a noise-conditional score network
 s(x, sigma) ~ grad_x log q_sigma(x) is trained by denoising score matching over noise
 levels sigma_1 > ... > sigma_L (geometric):
-
     loss = mean over examples of  lambda(sigma) / 2 * || s(x~, sigma) + (x~ - x) / sigma^2 ||^2,
     x~ = x + sigma z,  z ~ N(0, I),  sigma uniform over the L levels,  lambda(sigma) = sigma^2,
 
@@ -31,6 +30,7 @@ from gengraph.plugins.blocks.sample_quality import two_sample_report
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.model import Model, ModelConfigError
 from gengraph.plugins.spec.schema import Field, Table
+from gengraph.plugins.blocks import plots
 
 SIGMA_STREAM, Z_STREAM = 11, 12
 
@@ -158,8 +158,6 @@ def report_score(model, data, ctx) -> dict:
     if path is not None:
         save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None and data.n_features == 2:
-        from gengraph.plugins.blocks import plots
-
         plots.scatter_vs_data(data.unscale_x(samples), data.unscale_x(ref), ctx.path("samples.png"),
                               title="annealed Langevin samples vs test data")
     return out

@@ -59,6 +59,7 @@ from gengraph.plugins.blocks.layers import Network
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES
 from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se
 from gengraph.plugins.model import Model, ModelConfigError
+from gengraph.plugins.blocks.plots import image_grid
 
 EPS_STREAM, T_STREAM, EPS0_STREAM = 11, 12, 13
 
@@ -95,7 +96,6 @@ def fourier_features(z, ks):
 
 class ContinuousVDM:
     """The graph pieces: schedule, denoiser, bound terms at given (t, eps, eps_0)."""
-
     def __init__(self, cfg, graph, D, rng, gamma_net):
         self.cfg, self.graph, self.D = cfg, graph, D
         self.gamma = gamma_net
@@ -336,7 +336,5 @@ def report(model, data, ctx) -> dict:
         if ctx.run_dir is not None:
             save_npy(ctx.path("samples.npy"), samples)
             if ctx.plots and data.image_shape is not None:
-                from gengraph.plugins.blocks.plots import image_grid
-
                 image_grid(samples[:64], data.image_shape, ctx.path("samples.png"), title="VDM samples")
     return out

@@ -20,6 +20,7 @@ from gengraph.plugins.datasets import DATASETS
 from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
 from gengraph.plugins.blocks.losses import LOSSES
 from gengraph.plugins.run.spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
+from gengraph.plugins.registry import suggest
 
 DEFAULT_SPEC = "mlp_digits.toml"
 
@@ -32,8 +33,6 @@ def load(path, overrides=()):
 
 
 def _shipped_hint(text: str) -> str:
-    from gengraph.plugins.registry import suggest
-
     names = shipped_specs()
     stem = Path(text).name.removesuffix(".toml")
     hit = suggest(stem, names) if names else None

@@ -10,6 +10,7 @@ the known ones are not refused (they may still appear).
 from __future__ import annotations
 
 from gengraph.plugins.model import ModelPlugin
+from gengraph.plugins.registry import suggest
 
 ALWAYS_IN_SUMMARY = ("epochs", "steps", "seconds")
 _LOWER = ("neg_", "nll", "bpd", "mse", "mae", "loss", "error", "mmd", "kl", "energy", "violation", "seconds")
@@ -57,7 +58,6 @@ def unknown_metric(metric: str, names: set[str], complete: bool, verb: str = "re
     """A message when `metric` is surely not among `names`, else None."""
     if metric in names or not complete:
         return None
-    from gengraph.plugins.registry import suggest
 
     hint = suggest(metric, sorted(names))
     return (f'"{metric}" is not {verb} by this model'

@@ -42,6 +42,9 @@ from gengraph.plugins.run.trainer import optimizer_from_spec
 from gengraph.engine.backend import BackendError, get_backend
 from gengraph import __version__
 from gengraph.plugins.blocks.plots import loss_curves
+from gengraph.plugins.run.metrics import logged_names, unknown_metric
+from gengraph.plugins.blocks import memory
+from gengraph.plugins.blocks.memory import human
 
 
 def build(spec_data: dict, *, base_dir=None):
@@ -83,8 +86,6 @@ def build_checked(spec, *, base_dir=None):
     _check_memory(spec, built, issue)
     es = spec.data["train"].get("early_stopping") or {}
     if es.get("patience"):
-        from gengraph.plugins.run.metrics import logged_names, unknown_metric
-
         names, complete = logged_names(built[1], built[3])
         metric = es.get("metric", "test_loss")
         if not metric.startswith("train_") and (why := unknown_metric(metric, names, complete, "logged")):
@@ -95,8 +96,6 @@ def build_checked(spec, *, base_dir=None):
 def _check_memory(spec, built, issue) -> None:
     """Refuse, before training allocates it, what cannot fit in this machine's memory: the
     parameters with their optimizer state, and the activations of the largest batch."""
-    from gengraph.plugins.blocks.memory import available_bytes, human
-
     data, _plugin, graph, _model = built
     cfg = spec.data
     train_batch = cfg["train"]["batch_size"] or data.n_train
@@ -105,7 +104,7 @@ def _check_memory(spec, built, issue) -> None:
             ("output.samples", cfg["output"].get("samples", 0), per_row // 3 * cfg["output"].get("samples", 0)),
             ("model", min(2048, data.n_test or 0), per_row // 3 * min(2048, data.n_test or 0))]  # evaluation
     key, batch, acts = max(uses, key=lambda u: u[2])
-    free = available_bytes()
+    free = memory.available_bytes()
     if params > free:
         raise issue("model", f"the parameters need {human(params)} with their gradients and optimizer state, "
                              f"more than the {human(free)} of memory available")
@@ -147,7 +146,6 @@ def blas_threads(n: int):
 
 class RunInterrupted(Exception):
     """SIGINT or SIGTERM stopped the run; the message says what was saved and how to go on."""
-
     def __init__(self, run_dir: Path, checkpoint: Path | None, signum: int, phase: str = "training"):
         self.run_dir, self.checkpoint, self.signum, self.phase = run_dir, checkpoint, signum, phase
         self.exit_code = exit_code(signum)

@@ -55,6 +55,8 @@ from gengraph.plugins.run.spec_schema import top_schema
 from gengraph.plugins.run.loading import load_plugin_file
 from gengraph.plugins.run.runner import RunInterrupted, execute
 from gengraph.plugins.sweep import plots as sweep_plots
+from gengraph.plugins.run.runner import build_checked
+from gengraph.plugins.run.metrics import default_metric, metric_mode, summary_names, unknown_metric
 
 AXIS_ORIGIN = "--axis"
 RANGE_KEYS = ("low", "high", "log", "num")
@@ -386,9 +388,6 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
 def _check_largest_trial(trials, axes, text, spec_path, overrides, schema) -> None:
     """Build the grid's trial with the largest value of every numeric axis (sizes, sample counts)
     before any trial runs, so a range that cannot fit in memory is refused up front, naming its axis."""
-    from gengraph.plugins.run.runner import build_checked
-    from gengraph.plugins.spec.document import spec_from_text
-
     numeric = [a for a in axes if any(_is_number(t.values.get(a.key)) for t in trials)]
     if not numeric or len(trials) < 2:
         return
@@ -404,9 +403,6 @@ def _check_largest_trial(trials, axes, text, spec_path, overrides, schema) -> No
 def _metric_and_mode(base, spec_path, cfg) -> tuple[str, str]:
     """sweep.metric (default: by the data's task) and sweep.mode (auto: by the metric's name),
     refusing a metric the model surely does not report before any trial runs."""
-    from gengraph.plugins.run.metrics import default_metric, metric_mode, summary_names, unknown_metric
-    from gengraph.plugins.run.runner import build_checked
-
     data, plugin, _graph, model = build_checked(base, base_dir=spec_path.resolve().parent)
     metric = cfg.get("metric") or default_metric(data.task)
     names, complete = summary_names(plugin, model)
