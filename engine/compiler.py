@@ -5,7 +5,7 @@ from __future__ import annotations
 from .backend import get_backend
 from .graph import Graph, Node, topo_order
 from .ops import RandomStreams
-from .passes import DEFAULT_PASSES, run_passes
+from .passes import DEFAULT_PASSES, EVAL_PASSES, run_passes
 from .program import Program
 
 
@@ -24,11 +24,14 @@ class RunContext:
 
 
 def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFAULT_PASSES, debug=False,
-            count_calls=False) -> Program:
+            count_calls=False, training=None) -> Program:
     """Compile outputs (a node, list or dict of nodes) and in-place `updates` {leaf: new value}.
 
     Updates are computed from the values before the run and written after it, so
     every output sees the old parameters. The backend is "numpy" or "cupy".
+
+    `training` (default: whether there are updates) keeps training-only ops such as
+    dropout; an evaluation program (training=False) replaces them by the identity.
     """
     xp = get_backend(backend)
     graph.move_to(xp)
@@ -47,6 +50,9 @@ def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFA
     targets = list(updates)
     everything = outs + [updates[t] for t in targets]
     built = len(topo_order(everything))
+    training = bool(updates) if training is None else bool(training)
+    if not training:
+        passes = tuple(EVAL_PASSES) + tuple(passes)
     everything, stats = run_passes(everything, passes)
     outs, values = everything[:len(outs)], everything[len(outs):]
     order = topo_order(everything + targets)
@@ -55,5 +61,7 @@ def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFA
         if not n.name:
             raise ValueError("every input node needs a name")
     ctx = RunContext(graph, xp)
-    return Program(graph, order, feeds, outs, keys, list(zip(targets, values)), xp, ctx, debug=debug,
-                   count=count_calls, pass_stats=stats, built_nodes=built)
+    program = Program(graph, order, feeds, outs, keys, list(zip(targets, values)), xp, ctx, debug=debug,
+                      count=count_calls, pass_stats=stats, built_nodes=built)
+    program.training = training
+    return program

@@ -1,7 +1,8 @@
 """The expression language: Python syntax, parsed with `ast` under a whitelist, never eval'd.
 
 Allowed: names, numbers, ``+ - * / ** @``, unary minus/plus, parentheses, calls of
-registered ops with ``axis=``/``keepdims=`` keywords, and ``grad(expr, name)`` (the
+registered ops with their static keyword arguments (``axis=``, ``keepdims=``,
+``stride=``, ``eps=``, ...: numbers, tuples of numbers, True/False/None), and ``grad(expr, name)`` (the
 gradient of sum(expr) with respect to the variable `name`). Everything else --
 attributes, subscripts, lambdas, comprehensions, strings, dunder names -- is an
 ExprError that names the expression and the column.
@@ -26,7 +27,38 @@ FUNCTIONS = {
         "stop_gradient", "matmul",
     )
 }
-KEYWORDS = ("axis", "keepdims")
+# image ops (NCHW): keyword names as in torch.nn.functional
+FUNCTIONS.update({name: getattr(ops, name) for name in (
+    "conv2d", "conv_transpose2d", "avg_pool2d", "max_pool2d", "upsample_nearest2d", "group_norm", "layer_norm",
+    "dropout")})
+
+
+def keywords(fname: str) -> tuple:
+    """The static (non-graph) arguments function `fname` accepts as keywords: its `static_args`
+    attribute when it has one (e.g. max_pool2d's kernel), else its parameters with a default."""
+    import inspect
+
+    fn = FUNCTIONS[fname]
+    if hasattr(fn, "static_args"):
+        return tuple(fn.static_args)
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.default is not p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                                                    p.KEYWORD_ONLY))
+
+
+def _static_positions(fname: str) -> dict:
+    """{position: name} of the static arguments that may also be passed positionally."""
+    import inspect
+
+    static = set(keywords(fname))
+    try:
+        params = list(inspect.signature(FUNCTIONS[fname]).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {i: p.name for i, p in enumerate(params) if p.name in static and p.kind == p.POSITIONAL_OR_KEYWORD}
 _BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div: "__truediv__",
            ast.Pow: "__pow__", ast.MatMult: "__matmul__"}
 
@@ -105,20 +137,24 @@ class _Checker(ast.NodeVisitor):
             return
         if fname not in FUNCTIONS:
             self.fail(node.func, f'unknown function "{fname}"' + _suggest(fname, list(FUNCTIONS) + ["grad"]))
+        allowed = keywords(fname)
         for kw in node.keywords:
-            if kw.arg not in KEYWORDS:
-                self.fail(kw.value, f'keyword "{kw.arg}" is not allowed (only axis=, keepdims=)')
+            if kw.arg not in allowed:
+                known = ", ".join(f"{k}=" for k in allowed)
+                self.fail(kw.value, f'keyword "{kw.arg}" is not allowed in {fname}() ' +
+                          (f"(it takes {known})" if known else "(it takes no keywords)") +
+                          (_suggest(kw.arg, list(allowed)) if kw.arg else ""))
             if not _is_static(kw.value):
-                self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True or False")
+                self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True, False or None")
         for a in node.args:
             self.visit(a)
 
 
 def _is_static(node):
     if isinstance(node, ast.Constant):
-        return type(node.value) in (int, bool) or node.value is None
+        return type(node.value) in (int, float, bool) or node.value is None
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return isinstance(node.operand, ast.Constant) and type(node.operand.value) is int
+        return isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)
     if isinstance(node, ast.Tuple):
         return all(_is_static(e) for e in node.elts)
     return False
@@ -169,7 +205,9 @@ class _Builder(ast.NodeVisitor):
             f = self._node(node.args[0], self.visit(node.args[0]))
             var = self.visit(node.args[1])
             return _grad(f if f.shape == () else ops.sum(f), var)
-        args = [self._node(a, self.visit(a)) for a in node.args]
+        static = _static_positions(fname)
+        args = [ast.literal_eval(a) if i in static and _is_static(a) else self._node(a, self.visit(a))
+                for i, a in enumerate(node.args)]
         kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
         try:
             return FUNCTIONS[fname](*args, **kwargs)

@@ -129,6 +129,18 @@ def simplify():
     return rule
 
 
+def eval_mode():
+    """Evaluation programs: ops flagged `train_only_identity` (dropout) become their first input."""
+
+    def rule(n: Node):
+        op = OPS.get(n.op)
+        return n.inputs[0] if op is not None and op.train_only_identity else None
+
+    return rule
+
+
+EVAL_PASSES = (("eval_mode", eval_mode),)  # run first when a program is compiled with training=False
+
 DEFAULT_PASSES = (("simplify", simplify), ("constant_folding", constant_folding), ("cse", cse),
                   ("simplify_again", simplify), ("cse_again", cse))
 

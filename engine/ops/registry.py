@@ -30,6 +30,7 @@ class OpDef:
     random: bool = False  # draws from the program's random streams: never folded or merged
     flops: Callable | None = None  # flops(out_shape, *input_shapes, **attrs) -> int
     view: bool = False  # forward may return a view of its first input
+    train_only_identity: bool = False  # evaluation programs replace the node by its first input (dropout)
     doc: str = ""
     extra: dict = field(default_factory=dict)
 

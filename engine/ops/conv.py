@@ -1,0 +1,287 @@
+"""Convolutions (NCHW activations, OIHW weights, PyTorch's semantics and keyword names).
+
+conv2d is im2col through a strided view of the padded input plus ONE batched BLAS
+matmul (batched over groups). Its adjoints: w.r.t. the input a conv_transpose2d (one
+matmul, then col2im: kH*kW strided adds), w.r.t. the weight a correlation of the input
+with the output gradient (`conv2d_backward_weight`, one batched matmul). These three
+registered ops close under differentiation, so the gradient of a gradient works:
+
+    conv2d(x, w)                  dx: conv_transpose2d(g, w)   dw: conv2d_backward_weight(g, x)
+    conv_transpose2d(x, w)        dx: conv2d(g, w)             dw: conv2d_backward_weight(x, g)
+    conv2d_backward_weight(gy, x) dgy: conv2d(x, gg)           dx: conv_transpose2d(gy, gg)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from .registry import ShapeError, _fmt, defop, size_of
+
+
+# --- helpers shared with the pools ---------------------------------------------------------
+def pair(value, name, minimum=0):
+    """An int or a 2-sequence of ints -> (int, int), each >= minimum."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ShapeError(f"{name} must be an int or a pair of ints, not {value!r}")
+    if isinstance(value, (int, np.integer)):
+        out = (int(value), int(value))
+    else:
+        try:
+            out = tuple(value)
+        except TypeError:
+            raise ShapeError(f"{name} must be an int or a pair of ints, not {value!r}") from None
+        if len(out) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in out):
+            raise ShapeError(f"{name} must be an int or a pair of ints, not {value!r}")
+        out = (int(out[0]), int(out[1]))
+    if min(out) < minimum:
+        raise ShapeError(f"{name} must be >= {minimum}, got {value!r}")
+    return out
+
+
+def windows(xp, x, kernel, stride, dilation, out_hw):
+    """Strided view (N, C, kH, kW, H_out, W_out) of x (N, C, H, W): element (n, c, i, j, h, w)
+    is x[n, c, h*sH + i*dH, w*sW + j*dW]. No copy."""
+    n, c = x.shape[:2]
+    sn, sc, sh, sw = x.strides
+    st = importlib.import_module(xp.__name__ + ".lib.stride_tricks")
+    return st.as_strided(x, shape=(n, c, kernel[0], kernel[1], out_hw[0], out_hw[1]),
+                         strides=(sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1]))
+
+
+def window_slice(i, j, stride, dilation, out_hw):
+    """Index of the (N, C, H_out, W_out) strided slice read by kernel tap (i, j)."""
+    hi, wj = i * dilation[0], j * dilation[1]
+    return (slice(None), slice(None), slice(hi, hi + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
+            slice(wj, wj + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
+
+
+def _pad(xp, x, padding):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def conv_out_size(size, k, s, p, d):
+    """Output length of a convolution along one axis (None stays None)."""
+    if size is None:
+        return None
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+# --- kernels -----------------------------------------------------------------------------
+def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
+    n, c = x.shape[:2]
+    o, cg, kh, kw = w.shape
+    xpad = _pad(xp, x, padding)
+    ho = conv_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
+    wo = conv_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
+    cols = windows(xp, xpad, (kh, kw), stride, dilation, (ho, wo))
+    # the one im2col copy: (G, C/G * kH * kW, N * H_out * W_out)
+    cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6).reshape(
+        groups, cg * kh * kw, n * ho * wo)
+    out = xp.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)  # (G, O/G, N * H_out * W_out)
+    return out.reshape(groups, o // groups, n, ho, wo).transpose(2, 0, 1, 3, 4).reshape(n, o, ho, wo)
+
+
+def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilation, groups):
+    n, ci, h, wd = x.shape
+    _, cog, kh, kw = w.shape
+    cig = ci // groups
+    wm = w.reshape(groups, cig, cog * kh * kw).transpose(0, 2, 1)  # (G, C_out/G * kH * kW, C_in/G)
+    xm = x.reshape(n, groups, cig, h * wd).transpose(1, 2, 0, 3).reshape(groups, cig, n * h * wd)
+    cols = xp.matmul(wm, xm).reshape(groups, cog, kh, kw, n, h, wd)
+    hp = (h - 1) * stride[0] + dilation[0] * (kh - 1) + 1 + output_padding[0]
+    wp = (wd - 1) * stride[1] + dilation[1] * (kw - 1) + 1 + output_padding[1]
+    buf = xp.zeros((n, groups, cog, hp, wp), dtype=cols.dtype)
+    view = buf.transpose(1, 2, 0, 3, 4)  # (G, C_out/G, N, Hp, Wp), a view of buf
+    for i in range(kh):  # col2im: one strided add per kernel tap
+        for j in range(kw):
+            index = (slice(None),) + window_slice(i, j, stride, dilation, (h, wd))
+            view[index] += cols[:, :, i, j]
+    ph, pw = padding
+    out = buf.reshape(n, groups * cog, hp, wp)
+    if ph or pw:
+        out = xp.ascontiguousarray(out[:, :, ph:hp - ph, pw:wp - pw])
+    return out
+
+
+def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation, groups):
+    n, c = x.shape[:2]
+    o, ho, wo = gy.shape[1:]
+    kh, kw = kernel
+    cg, og = c // groups, o // groups
+    cols = windows(xp, _pad(xp, x, padding), kernel, stride, dilation, (ho, wo))
+    cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 0, 5, 6, 2, 3, 4).reshape(
+        groups, n * ho * wo, cg * kh * kw)
+    gm = gy.reshape(n, groups, og, ho * wo).transpose(1, 2, 0, 3).reshape(groups, og, n * ho * wo)
+    return xp.matmul(gm, cols).reshape(o, cg, kh, kw)
+
+
+# --- shape rules -------------------------------------------------------------------------
+def _check_4d(**nodes):
+    for name, node in nodes.items():
+        if node.ndim != 4:
+            raise ShapeError(f"{name} must be 4-D (NCHW / OIHW), got shape {_fmt(node.shape)}")
+
+
+def _dtype(*nodes):
+    return np.result_type(*(n.dtype for n in nodes))
+
+
+def _check_spatial(h, k, s, p, d, axis):
+    if h is None:
+        return None
+    span = d * (k - 1) + 1
+    if h + 2 * p < span:
+        raise ShapeError(f"kernel larger than padded input along {axis}: kernel {k} with dilation {d} "
+                         f"spans {span}, padded input is {h} + 2*{p} = {h + 2 * p}")
+    return conv_out_size(h, k, s, p, d)
+
+
+def _conv2d_shape(x, w, stride, padding, dilation, groups):
+    _check_4d(input=x, weight=w)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if groups < 1:
+        raise ShapeError(f"groups must be >= 1, got {groups}")
+    if c is not None and c % groups:
+        raise ShapeError(f"groups={groups} does not divide the {c} input channels")
+    if o % groups:
+        raise ShapeError(f"groups={groups} does not divide the {o} output channels of the weight")
+    if c is not None and cg * groups != c:
+        raise ShapeError(f"channel mismatch: input has {c} channels, weight {_fmt(w.shape)} with groups={groups} "
+                         f"expects {cg * groups}")
+    ho = _check_spatial(h, kh, stride[0], padding[0], dilation[0], "height")
+    wo = _check_spatial(wd, kw, stride[1], padding[1], dilation[1], "width")
+    return (n, o, ho, wo), _dtype(x, w)
+
+
+def transpose_out_size(size, k, s, p, op, d):
+    if size is None:
+        return None
+    return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
+def _conv_transpose2d_shape(x, w, stride, padding, output_padding, dilation, groups):
+    _check_4d(input=x, weight=w)
+    n, c, h, wd = x.shape
+    ci, cog, kh, kw = w.shape
+    if groups < 1:
+        raise ShapeError(f"groups must be >= 1, got {groups}")
+    if ci % groups:
+        raise ShapeError(f"groups={groups} does not divide the weight's {ci} input channels")
+    if c is not None and c != ci:
+        raise ShapeError(f"channel mismatch: input has {c} channels, weight {_fmt(w.shape)} expects {ci} "
+                         "(conv_transpose2d weights are (C_in, C_out/groups, kH, kW))")
+    for a in range(2):
+        if not output_padding[a] < max(stride[a], dilation[a]):
+            raise ShapeError(f"output_padding {output_padding} must be smaller than stride or dilation "
+                             f"({stride}, {dilation})")
+    out = []
+    for a, size in enumerate((h, wd)):
+        o = transpose_out_size(size, (kh, kw)[a], stride[a], padding[a], output_padding[a], dilation[a])
+        if o is not None and o < 1:
+            raise ShapeError(f"padding {padding} leaves no output ({'height' if a == 0 else 'width'} {o})")
+        out.append(o)
+    return (n, cog * groups, out[0], out[1]), _dtype(x, w)
+
+
+def _backward_weight_shape(gy, x, kernel, stride, padding, dilation, groups):
+    _check_4d(gradient=gy, input=x)
+    c, o = x.shape[1], gy.shape[1]
+    if c is None or o is None or c % groups or o % groups:
+        raise ShapeError(f"groups={groups} must divide the channels ({c} in, {o} out)")
+    for a in range(2):
+        expect = conv_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a])
+        if None not in (expect, gy.shape[2 + a]) and expect != gy.shape[2 + a]:
+            raise ShapeError(f"gradient {_fmt(gy.shape)} does not match the convolution of {_fmt(x.shape)}")
+    return (o, c // groups) + tuple(kernel), _dtype(gy, x)
+
+
+# --- FLOPs (multiply-adds counted twice) ---------------------------------------------------
+def _conv2d_flops(out, x, w, **attrs):
+    return 2 * size_of(out) * size_of(w[1:])
+
+
+def _conv_transpose2d_flops(out, x, w, **attrs):
+    return 2 * size_of(x) * size_of(w[1:])
+
+
+def _backward_weight_flops(out, gy, x, **attrs):
+    return 2 * size_of(gy) * size_of(out[1:])
+
+
+# --- VJPs (graph code over the three ops) -------------------------------------------------
+def _output_padding(target, g, kernel, stride, padding, dilation):
+    """output_padding for which conv_transpose2d of g (shaped like a conv output) has the
+    spatial size of `target` (the conv input): the rows/columns the conv never read."""
+    out = []
+    for a in range(2):
+        base = transpose_out_size(g.shape[2 + a], kernel[a], stride[a], padding[a], 0, dilation[a])
+        out.append(target.shape[2 + a] - base)
+    return tuple(out)
+
+
+def _conv2d_vjp_x(g, y, x, w, stride, padding, dilation, groups):
+    op = _output_padding(x, g, w.shape[2:], stride, padding, dilation)
+    return _conv_transpose2d(g, w, stride=stride, padding=padding, output_padding=op, dilation=dilation,
+                             groups=groups)
+
+
+def _conv2d_vjp_w(g, y, x, w, stride, padding, dilation, groups):
+    return conv2d_backward_weight(g, x, kernel=tuple(w.shape[2:]), stride=stride, padding=padding,
+                                  dilation=dilation, groups=groups)
+
+
+def _convt_vjp_x(g, y, x, w, stride, padding, output_padding, dilation, groups):
+    return _conv2d(g, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _convt_vjp_w(g, y, x, w, stride, padding, output_padding, dilation, groups):
+    # y = conv_transpose2d(x, w) is the input-adjoint of conv2d(., w): <g, y> = <conv2d(g, w), x>
+    return conv2d_backward_weight(x, g, kernel=tuple(w.shape[2:]), stride=stride, padding=padding,
+                                  dilation=dilation, groups=groups)
+
+
+def _bw_vjp_gy(gg, y, gy, x, kernel, stride, padding, dilation, groups):
+    return _conv2d(x, gg, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _bw_vjp_x(gg, y, gy, x, kernel, stride, padding, dilation, groups):
+    op = _output_padding(x, gy, kernel, stride, padding, dilation)
+    return _conv_transpose2d(gy, gg, stride=stride, padding=padding, output_padding=op, dilation=dilation,
+                             groups=groups)
+
+
+_conv2d = defop("conv2d", _conv2d_forward, _conv2d_shape, (_conv2d_vjp_x, _conv2d_vjp_w), flops=_conv2d_flops,
+                doc="2-D convolution (cross-correlation), NCHW input, OIHW weight")
+_conv_transpose2d = defop("conv_transpose2d", _conv_transpose2d_forward, _conv_transpose2d_shape,
+                          (_convt_vjp_x, _convt_vjp_w), flops=_conv_transpose2d_flops,
+                          doc="2-D transposed convolution, weight (C_in, C_out/groups, kH, kW)")
+conv2d_backward_weight = defop(
+    "conv2d_backward_weight", _conv2d_backward_weight_forward, _backward_weight_shape, (_bw_vjp_gy, _bw_vjp_x),
+    flops=_backward_weight_flops,
+    doc="the weight gradient of conv2d: correlation of the input x with the output gradient gy")
+
+
+# --- public builders (PyTorch's argument names) --------------------------------------------
+def conv2d(x, w, stride=1, padding=0, dilation=1, groups=1):
+    """torch.nn.functional.conv2d without bias: x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW)."""
+    return _conv2d(x, w, stride=pair(stride, "stride", 1), padding=pair(padding, "padding", 0),
+                   dilation=pair(dilation, "dilation", 1), groups=_int(groups, "groups"))
+
+
+def conv_transpose2d(x, w, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch.nn.functional.conv_transpose2d without bias: x (N, C_in, H, W), w (C_in, C_out/groups, kH, kW)."""
+    return _conv_transpose2d(x, w, stride=pair(stride, "stride", 1), padding=pair(padding, "padding", 0),
+                             output_padding=pair(output_padding, "output_padding", 0),
+                             dilation=pair(dilation, "dilation", 1), groups=_int(groups, "groups"))
+
+
+def _int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ShapeError(f"{name} must be a positive int, not {value!r}")
+    return int(value)

@@ -1,0 +1,158 @@
+"""Pooling and upsampling over NCHW activations (PyTorch's semantics, no padding).
+
+Forward passes reduce a strided window view (no copy); the adjoints scatter back with
+one strided add per kernel tap. Max pooling routes the gradient to one winner per
+window (the first maximum in row-major window order, as PyTorch does on ties):
+
+    max_pool2d(x)                dx: max_pool2d_backward(g, x)
+    max_pool2d_backward(g, x)    dg: max_pool2d_gather(gg, x)   (x: zero almost everywhere)
+    max_pool2d_gather(g, x)      dg: max_pool2d_backward(gg, x)
+    avg_pool2d(x)                dx: avg_pool2d_backward(g)     and back again
+"""
+
+from __future__ import annotations
+
+from .conv import conv_out_size, pair, window_slice, windows
+from .reduce import sum
+from .registry import ShapeError, _fmt, defop, float_dtype, size_of
+from .shape import reshape
+
+_ONE = (1, 1)
+
+
+def _out_hw(x, kernel, stride):
+    return tuple(conv_out_size(x.shape[2 + a], kernel[a], stride[a], 0, 1) for a in range(2))
+
+
+def _pool_shape(x, kernel, stride):
+    if x.ndim != 4:
+        raise ShapeError(f"input must be 4-D (NCHW), got shape {_fmt(x.shape)}")
+    for a in range(2):
+        size = x.shape[2 + a]
+        if size is not None and size < kernel[a]:
+            raise ShapeError(f"kernel {kernel} larger than the input's {'height' if a == 0 else 'width'} {size}")
+    return x.shape[:2] + _out_hw(x, kernel, stride), float_dtype(x)
+
+
+def _argmax(xp, x, kernel, stride):
+    """Per output position, the flat index i*kW + j of the window's first maximum."""
+    n, c = x.shape[:2]
+    ho, wo = _out_hw(x, kernel, stride)
+    win = windows(xp, x, kernel, stride, _ONE, (ho, wo))
+    return xp.ascontiguousarray(win).reshape(n, c, kernel[0] * kernel[1], ho, wo).argmax(axis=2)
+
+
+# --- max pooling -----------------------------------------------------------------------------
+def _max_forward(xp, x, kernel, stride):
+    return windows(xp, x, kernel, stride, _ONE, _out_hw(x, kernel, stride)).max(axis=(2, 3))
+
+
+def _max_backward_forward(xp, g, x, kernel, stride):
+    idx = _argmax(xp, x, kernel, stride)
+    dx = xp.zeros(x.shape, dtype=g.dtype)
+    zero = g.dtype.type(0)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            dx[window_slice(i, j, stride, _ONE, g.shape[2:])] += xp.where(idx == i * kernel[1] + j, g, zero)
+    return dx
+
+
+def _max_gather_forward(xp, g, x, kernel, stride):
+    n, c = x.shape[:2]
+    ho, wo = _out_hw(x, kernel, stride)
+    idx = _argmax(xp, x, kernel, stride)
+    win = xp.ascontiguousarray(windows(xp, g, kernel, stride, _ONE, (ho, wo)))
+    return xp.take_along_axis(win.reshape(n, c, kernel[0] * kernel[1], ho, wo), idx[:, :, None], axis=2)[:, :, 0]
+
+
+def _like_x(g, x, kernel, stride):
+    return x.shape, float_dtype(g)
+
+
+def _like_pool(g, x, kernel, stride):
+    return _pool_shape(x, kernel, stride)[0], float_dtype(g)
+
+
+_max_pool2d = defop("max_pool2d", _max_forward, _pool_shape,
+                    (lambda g, y, x, kernel, stride: max_pool2d_backward(g, x, kernel=kernel, stride=stride),),
+                    flops=lambda out, x, kernel, stride: size_of(out) * kernel[0] * kernel[1],
+                    doc="maximum over kH x kW windows")
+max_pool2d_backward = defop(
+    "max_pool2d_backward", _max_backward_forward, _like_x,
+    (lambda gg, y, g, x, kernel, stride: max_pool2d_gather(gg, x, kernel=kernel, stride=stride), None),
+    doc="g scattered to each window's (first) maximum of x: the adjoint of max_pool2d")
+max_pool2d_gather = defop(
+    "max_pool2d_gather", _max_gather_forward, _like_pool,
+    (lambda gg, y, g, x, kernel, stride: max_pool2d_backward(gg, x, kernel=kernel, stride=stride), None),
+    doc="g read at each window's (first) maximum of x: the adjoint of max_pool2d_backward")
+
+
+# --- average pooling -------------------------------------------------------------------------
+def _avg_forward(xp, x, kernel, stride):
+    return windows(xp, x, kernel, stride, _ONE, _out_hw(x, kernel, stride)).mean(axis=(2, 3))
+
+
+def _avg_backward_forward(xp, g, kernel, stride, in_hw):
+    dx = xp.zeros(g.shape[:2] + tuple(in_hw), dtype=g.dtype)
+    share = g * g.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            dx[window_slice(i, j, stride, _ONE, g.shape[2:])] += share
+    return dx
+
+
+_avg_pool2d = defop("avg_pool2d", _avg_forward, _pool_shape,
+                    (lambda g, y, x, kernel, stride: avg_pool2d_backward(g, kernel=kernel, stride=stride,
+                                                                         in_hw=tuple(x.shape[2:])),),
+                    flops=lambda out, x, kernel, stride: size_of(out) * kernel[0] * kernel[1],
+                    doc="mean over kH x kW windows")
+avg_pool2d_backward = defop(
+    "avg_pool2d_backward", _avg_backward_forward,
+    lambda g, kernel, stride, in_hw: (g.shape[:2] + tuple(in_hw), float_dtype(g)),
+    (lambda gg, y, g, kernel, stride, in_hw: _avg_pool2d(gg, kernel=kernel, stride=stride),),
+    doc="g spread evenly over each window: the adjoint of avg_pool2d")
+
+
+def max_pool2d(x, kernel, stride=None):
+    """torch.nn.functional.max_pool2d(x, kernel, stride) without padding; stride defaults to kernel."""
+    kernel = pair(kernel, "kernel", 1)
+    return _max_pool2d(x, kernel=kernel, stride=kernel if stride is None else pair(stride, "stride", 1))
+
+
+def avg_pool2d(x, kernel, stride=None):
+    """torch.nn.functional.avg_pool2d(x, kernel, stride) without padding; stride defaults to kernel."""
+    kernel = pair(kernel, "kernel", 1)
+    return _avg_pool2d(x, kernel=kernel, stride=kernel if stride is None else pair(stride, "stride", 1))
+
+
+# --- nearest-neighbour upsampling ------------------------------------------------------------
+def _upsample_forward(xp, x, scale):
+    n, c, h, w = x.shape
+    sh, sw = scale
+    return xp.broadcast_to(x[:, :, :, None, :, None], (n, c, h, sh, w, sw)).reshape(n, c, h * sh, w * sw)
+
+
+def _upsample_shape(x, scale):
+    if x.ndim != 4:
+        raise ShapeError(f"input must be 4-D (NCHW), got shape {_fmt(x.shape)}")
+    n, c, h, w = x.shape
+    return (n, c, None if h is None else h * scale[0], None if w is None else w * scale[1]), float_dtype(x)
+
+
+def _upsample_vjp(g, y, x, scale):
+    n, c, h, w = x.shape
+    return sum(reshape(g, (None, c, h, scale[0], w, scale[1])), axis=(3, 5))
+
+
+_upsample = defop("upsample_nearest2d", _upsample_forward, _upsample_shape, (_upsample_vjp,),
+                  doc="each pixel repeated scale x scale times")
+
+
+def upsample_nearest2d(x, scale):
+    """torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest") for integer scales."""
+    return _upsample(x, scale=pair(scale, "scale", 1))
+
+
+# static (non-graph) arguments, for the expression language
+max_pool2d.static_args = avg_pool2d.static_args = ("kernel", "stride")
+upsample_nearest2d.static_args = ("scale",)
