@@ -123,7 +123,7 @@ def grid_2d(points, n=120, margin=0.25):
 
 def landscape(xs, ys, values, data, samples, path, title, label) -> None:
     """Filled contours of values on the grid (data units), with data and samples on top."""
-    from gengraph.plugins.blocks.plots import _figure, _save
+    from gengraph.plugins.blocks.plots import _figure, _save, display_image
 
     fig = _figure(5.2, 4.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -147,7 +147,7 @@ def filters(W, shape, path, title="weight filters", max_filters=64) -> None:
     fig = _figure(cols * 0.7 + 0.4, rows * 0.7 + 0.6)
     for j in range(k):
         ax = fig.add_subplot(rows, cols, j + 1)
-        w = W[:, j].reshape(shape)
+        w = display_image(W[:, j], shape)
         m = float(np.abs(w).max()) or 1.0
         ax.imshow(w, cmap="RdBu_r", vmin=-m, vmax=m)
         ax.axis("off")

@@ -81,9 +81,13 @@ def resolve_params(source, spec: Mapping) -> dict:
 
 # ---- preprocessing -------------------------------------------------------------------
 def fit_scaling(method: str, x: np.ndarray) -> dict:
-    """Statistics of ``method`` on ``x`` (training rows); constant columns get scale 1."""
+    """Statistics of ``method`` on ``x`` (training rows); constant columns get scale 1.
+
+    Images (n, C, H, W) are scaled as rows of C*H*W features (statistics per pixel).
+    """
     if method == "none":
         return {"method": "none"}
+    x = x.reshape(len(x), -1)
     if method == "standardize":
         mean, std = x.mean(axis=0), x.std(axis=0)
         std = np.where(std > 0, std, 1.0)
@@ -101,6 +105,8 @@ def fit_scaling(method: str, x: np.ndarray) -> dict:
 def apply_scaling(stats: dict, a: np.ndarray | None) -> np.ndarray | None:
     if a is None or stats["method"] == "none":
         return a
+    if a.ndim > 2:
+        return apply_scaling(stats, a.reshape(len(a), -1)).reshape(a.shape)
     if stats["method"] == "standardize":
         return (a - np.asarray(stats["mean"])) / np.asarray(stats["std"])
     return (a - np.asarray(stats["min"])) / np.asarray(stats["range"])

@@ -585,7 +585,7 @@ def sample_quality(samples, data, seed, repeats: int = 10) -> dict:
 
 # --- plots ---------------------------------------------------------------------------------
 def _plots(samples, strip, data, ctx, cfg):
-    from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
+    from gengraph.plugins.blocks.plots import _figure, _save, display_image, image_grid, scatter_vs_data
 
     D = samples.shape[1]
     times = sorted(strip, reverse=True)
@@ -613,7 +613,7 @@ def _plots(samples, strip, data, ctx, cfg):
         for r in range(rows):
             for c, tt in enumerate(times):
                 ax = fig.add_subplot(rows, len(times), r * len(times) + c + 1)
-                ax.imshow(strip[tt][r].reshape(data.image_shape), cmap="gray_r", vmin=lo, vmax=hi)
+                ax.imshow(display_image(strip[tt][r], data.image_shape), cmap="gray_r", vmin=lo, vmax=hi)
                 ax.axis("off")
                 if r == 0:
                     ax.set_title(f"t={tt}", fontsize=7)

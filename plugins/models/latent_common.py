@@ -418,6 +418,9 @@ def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
     """Images (n, prod(shape)) tiled into one picture (one imshow: fast for 100s of images)."""
     from gengraph.plugins.blocks.plots import _figure, _save
 
+    if len(shape) == 3:  # (C, H, W): grey images (C = 1), or the mean over the channels
+        images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape)).mean(axis=1)
+        shape = shape[1:]
     images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape))
     n, (h, w) = len(images), images.shape[1:]
     cols = cols or int(np.ceil(np.sqrt(n)))
