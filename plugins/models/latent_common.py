@@ -39,7 +39,7 @@ import numpy as np
 from gengraph.engine import ops, to_numpy
 
 from gengraph.plugins.blocks.layers import Network
-from gengraph.plugins.model import Model, ModelPlugin
+from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.blocks.files import save_npy
@@ -61,9 +61,10 @@ class GaussianNet:
     first Monte Carlo KL terms of a hierarchy explode (1e9 nats at step 0).
     """
 
-    def __init__(self, graph, in_dim: int, layers: list[dict], size: int, rng, scope: str):
+    def __init__(self, graph, in_dim: int, layers: list[dict], size: int, rng, scope: str, origin=None,
+                 image_shape=None):
         self.size = size
-        self.net = Network(graph, in_dim, layers, rng, scope,
+        self.net = Network(graph, in_dim, layers, rng, scope, origin=origin, image_shape=image_shape,
                            out={"units": 2 * size, "activation": "identity", "init": "xavier"})
         W = self.net.layers[-1][1]
         graph.values[W.id][:, size:] = 0.0
@@ -200,6 +201,25 @@ def elbo_schema() -> Table:
 
 
 # --- the Markovian hierarchy --------------------------------------------------------------
+def output_layer(in_dim: int, layers: list[dict], x_dim: int, image_shape, origin) -> dict:
+    """The layer that maps p(x|h_1)'s hidden layers to the likelihood's parameters: a linear
+    layer of x_dim units after flat layers, a 3x3 conv to the data's channels after images
+    of the data's height and width (e.g. a conv_transpose2d decoder)."""
+    from gengraph.plugins.blocks.layers import fmt_shape, infer_shapes
+
+    end = infer_shapes((in_dim,), layers, origin, "decoder")[-1]
+    if len(end) == 1:
+        return {"units": x_dim, "activation": "identity", "init": "xavier"}
+    if image_shape is None or len(end) != 3 or tuple(end[1:]) != tuple(image_shape[1:]):
+        data = fmt_shape(image_shape) if image_shape is not None else f"rows of {x_dim} features"
+        raise ModelConfigError(f"{origin or 'decoder'}[{len(layers) - 1}]",
+                               f"the decoder ends in images {fmt_shape(end)}; the data are {data}: end "
+                               "with images of the data's height and width (a 3x3 conv to its channels "
+                               "follows) or with a flat layer (a dense layer to the pixels follows)")
+    return {"type": "conv2d", "channels": int(image_shape[0]), "kernel": 3, "padding": 1, "stride": 1,
+            "dilation": 1, "groups": 1, "activation": "identity", "init": "xavier", "bias": True}
+
+
 class Hierarchy:
     """Encoders q(h_t|h_{t-1}), decoders p(h_{t-1}|h_t) and p(x|h_1), and the bounds built from them.
 
@@ -208,17 +228,27 @@ class Hierarchy:
     p(h_{t-1}|h_t) (for t = 1: p(x|h_1), followed by the likelihood's output layer).
     """
 
-    def __init__(self, graph, x_dim: int, levels: list[dict], likelihood_cfg: dict, rng, names):
+    def __init__(self, graph, x_dim: int, levels: list[dict], likelihood_cfg: dict, rng, names,
+                 image_shape=None, origins=None):
+        """`image_shape` (C, H, W): x is rows of images, which conv layers of q(h_1|x) see as images
+        and a decoder ending in images of H x W returns through a 3x3 conv to C channels;
+        `origins(role, t)` is the spec key of a layer list (for error messages)."""
         self.graph, self.x_dim = graph, x_dim
         self.sizes = [lv["size"] for lv in levels]
         dims = [x_dim] + self.sizes
-        self.encoders = [GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t))
+        origin = origins or (lambda role, t: None)
+        if image_shape is not None and int(np.prod(image_shape)) != x_dim:
+            image_shape = None
+        self.encoders = [GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t),
+                                     origin("encoder", t), image_shape if t == 0 else None)
                          for t, lv in enumerate(levels)]
         self.decode_x = Network(graph, self.sizes[0], levels[0]["decoder"], rng, names("decoder", 0),
-                                out={"units": x_dim, "activation": "identity", "init": "xavier"})
+                                out=output_layer(self.sizes[0], levels[0]["decoder"], x_dim, image_shape,
+                                                 origin("decoder", 0)), origin=origin("decoder", 0))
         # decoders[t] is p(h_t | h_{t+1}) for t = 0..T-2 (level t+2's decoder)
         self.decoders = [GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"], self.sizes[t], rng,
-                                     names("decoder", t + 1)) for t in range(len(levels) - 1)]
+                                     names("decoder", t + 1), origin("decoder", t + 1))
+                         for t in range(len(levels) - 1)]
         lik = dict(likelihood_cfg)
         self.likelihood = LIKELIHOODS.get(lik.pop("kind")).build(graph, x_dim, lik, rng)
 
