@@ -202,15 +202,18 @@ class Network:
         cfgs = list(layers) + ([out] if out else [])
         self.shapes = infer_shapes(in_shape, cfgs, origin, scope)
         self.layers = []  # (name, W, b or None, activation function, layer type, cfg, params, in shape)
+        self._origins = []  # spec key of each layer (model.encoder[i]), for graphs and messages
         with graph.scope(scope):
             for i, cfg in enumerate(cfgs):
                 kind = cfg.get("type", "dense")
                 name = "out" if out and i == len(cfgs) - 1 else f"{kind}{i}"
                 layer = LAYERS.get(kind)
-                with graph.scope(name):
+                where = (f"{origin}[{i}]" if i < len(layers) else origin) if origin else None
+                with graph.scope(name, origin=where):
                     p = layer.create(graph, self.shapes[i], cfg, rng)
                 act = ACTIVATIONS.get(cfg["activation"]) if "activation" in cfg else None
                 self.layers.append((name, p.get("W"), p.get("b"), act, layer, cfg, p, self.shapes[i]))
+                self._origins.append(where)
         self.out_shape = self.shapes[-1]
         self.out_dim = int(np.prod(self.out_shape, dtype=np.int64))
 
@@ -219,14 +222,15 @@ class Network:
         return [p for layer in self.layers for p in layer[6].values() if p is not None]
 
     def __call__(self, x):
-        h, lead = x, None
-        if x.ndim > 1 + len(self.shapes[0]) and any(len(s) > 1 for s in self.shapes):
+        h, lead, s0 = x, None, tuple(self.shapes[0])
+        rank = len(s0) if tuple(x.shape[-len(s0):]) == s0 else 1  # images or rows of features
+        if x.ndim > 1 + rank and any(len(s) > 1 for s in self.shapes):
             # e.g. (samples, batch, features) into image layers: fold the leading axes into one batch axis
-            lead = tuple(x.shape[:x.ndim - len(self.shapes[0])])
-            h = ops.reshape(x, (None,) + tuple(self.shapes[0]))
+            lead = tuple(x.shape[:x.ndim - rank])
+            h = ops.reshape(x, (None,) + s0)
         with self.graph.scope(self.scope):
-            for name, _, _, _, layer, cfg, p, shape in self.layers:
-                with self.graph.scope(name):
+            for (name, _, _, _, layer, cfg, p, shape), where in zip(self.layers, self._origins):
+                with self.graph.scope(name, origin=where):
                     if layer.image:
                         h = as_image(h, shape)
                     h = layer.apply(self.graph, h, cfg, p, shape)

@@ -69,6 +69,7 @@ from gengraph.plugins.blocks.energy_tools import _sq_dists as _sqdist, median_ba
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
+from gengraph.plugins.blocks.unet import DENOISERS, UNet, UNetConfigError
 from gengraph.plugins.blocks.samplers import SAMPLERS, run_steps, sampler_steps
 from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
@@ -232,6 +233,20 @@ def time_embedding(graph, t, cfg: dict, T: int):
         return ops.concat([ops.cos(args), ops.sin(args)], axis=1)
 
 
+def build_unet(graph, x_t, emb, data, cfg, rng):
+    """The U-Net denoiser on x_t (rows of the data's images) and emb(t): (output rows, params)."""
+    shape = data.image_shape
+    if shape is None or len(shape) != 3 or int(np.prod(shape)) != data.n_features:
+        raise _config_error("network.kind", f'"unet" needs image data (C, H, W); the data are rows of '
+                                            f"{data.n_features} features")
+    net_cfg = {k: v for k, v in cfg["network"].items() if k != "kind"}
+    try:
+        net = UNet(graph, shape, int(emb.shape[1]), net_cfg, rng)
+    except UNetConfigError as exc:
+        raise _config_error(f"network.{exc.key}", exc.message) from None
+    return net(x_t, emb), net.params
+
+
 class Diffusion(ModelPlugin):
     kind = "diffusion"
     help = "variational diffusion model (DDPM/VDM): noise schedules, denoiser, DDPM/DDIM sampling, bound"
@@ -243,6 +258,9 @@ class Diffusion(ModelPlugin):
             "layers": ListOf(layer_schema(), default=DEFAULT_LAYERS, help="hidden layers of the denoiser, "
                              "over [x_t, emb(t)]; an output layer of D units is added"),
             "output_init": Field(str, "xavier", "initializer of the denoiser's output layer"),
+            "network": Dispatch("kind", DENOISERS, default={"kind": "mlp"},
+                                help='the denoiser: kind = "mlp" (model.layers) or "unet" (image data; '
+                                     'channels, blocks, attention, ...)'),
             "time_embedding": Table({
                 "kind": Field(str, "sinusoidal", "sinusoidal (Vaswani et al.) or scalar (t/T)",
                               choices=["sinusoidal", "scalar"]),
@@ -307,10 +325,14 @@ class Diffusion(ModelPlugin):
         x_t = graph.input("x_t", (None, D))
         t = graph.input("t", (None,), dtype="int64")
         emb = time_embedding(graph, t, emb_cfg, T)
-        h, net_params = build_stack(graph, ops.concat([x_t, emb], axis=1), cfg["layers"], rng, "denoiser")
-        f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity", "init": cfg["output_init"]}],
-                                    rng, "denoiser/output")
-        params = net_params + out_params + params
+        if cfg["network"]["kind"] == "unet":
+            f, net_params = build_unet(graph, x_t, emb, data, cfg, rng)
+            params = net_params + params
+        else:
+            h, net_params = build_stack(graph, ops.concat([x_t, emb], axis=1), cfg["layers"], rng, "denoiser")
+            f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity",
+                                                    "init": cfg["output_init"]}], rng, "denoiser/output")
+            params = net_params + out_params + params
 
         x = graph.input("x", (None, D))
         x0 = x * 2.0 - 1.0 if cfg["symmetric"] else x
