@@ -30,8 +30,10 @@ def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFA
     Updates are computed from the values before the run and written after it, so
     every output sees the old parameters. The backend is "numpy" or "cupy".
 
-    `training` (default: whether there are updates) keeps training-only ops such as
-    dropout; an evaluation program (training=False) replaces them by the identity.
+    `training` keeps training-only ops such as dropout; an evaluation program
+    (training=False) replaces them by the identity. The default is whether the program
+    updates a parameter: a sampler that only advances state (Langevin or PCD chains) is
+    not training.
     """
     xp = get_backend(backend)
     graph.move_to(xp)
@@ -50,7 +52,7 @@ def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFA
     targets = list(updates)
     everything = outs + [updates[t] for t in targets]
     built = len(topo_order(everything))
-    training = bool(updates) if training is None else bool(training)
+    training = any(t.op == "param" for t in updates) if training is None else bool(training)
     if not training:
         passes = tuple(EVAL_PASSES) + tuple(passes)
     everything, stats = run_passes(everything, passes)

@@ -662,7 +662,10 @@ def test_every_differentiable_op_is_covered():
                "reshape_like", "sum_to", "matmul", "transpose", "reshape", "concat", "getitem", "take", "softmax",
                "log_softmax", "bce_with_logits", "softmax_cross_entropy", "sum_squares", "softmax_minus_one_hot", "ema", "adam_step",
                # adjoints, tested through the gradients (and second-order tests) of getitem and take
-               "scatter_index", "take_adjoint"}
+               "scatter_index", "take_adjoint",
+               # image ops and their adjoints: tests/test_ops_conv_grad.py (first and second order); dropout: test_ops_conv.py
+               "conv2d", "conv_transpose2d", "conv2d_backward_weight", "max_pool2d", "max_pool2d_backward",
+               "max_pool2d_gather", "avg_pool2d", "avg_pool2d_backward", "upsample_nearest2d", "dropout"}
     from gengraph.engine.ops import OPS
 
     differentiable = {name for name, op in OPS.items() if any(v is not None for v in op.vjp)}

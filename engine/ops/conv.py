@@ -114,10 +114,11 @@ def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation
     kh, kw = kernel
     cg, og = c // groups, o // groups
     cols = windows(xp, _pad(xp, x, padding), kernel, stride, dilation, (ho, wo))
-    cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 0, 5, 6, 2, 3, 4).reshape(
-        groups, n * ho * wo, cg * kh * kw)
+    # the forward's im2col layout (G, C/G * kH * kW, N * H_out * W_out); BLAS reads it transposed
+    cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6).reshape(
+        groups, cg * kh * kw, n * ho * wo)
     gm = gy.reshape(n, groups, og, ho * wo).transpose(1, 2, 0, 3).reshape(groups, og, n * ho * wo)
-    return xp.matmul(gm, cols).reshape(o, cg, kh, kw)
+    return xp.matmul(gm, cols.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
 
 # --- shape rules -------------------------------------------------------------------------
@@ -195,8 +196,9 @@ def _backward_weight_shape(gy, x, kernel, stride, padding, dilation, groups):
     if c is None or o is None or c % groups or o % groups:
         raise ShapeError(f"groups={groups} must divide the channels ({c} in, {o} out)")
     for a in range(2):
+        # x may be longer than the convolution reads (conv_transpose2d with output_padding >= stride)
         expect = conv_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a])
-        if None not in (expect, gy.shape[2 + a]) and expect != gy.shape[2 + a]:
+        if None not in (expect, gy.shape[2 + a]) and expect < gy.shape[2 + a]:
             raise ShapeError(f"gradient {_fmt(gy.shape)} does not match the convolution of {_fmt(x.shape)}")
     return (o, c // groups) + tuple(kernel), _dtype(gy, x)
 
@@ -236,8 +238,16 @@ def _conv2d_vjp_w(g, y, x, w, stride, padding, dilation, groups):
                                   dilation=dilation, groups=groups)
 
 
+def _crop_like(z, like):
+    """z[:, :, :H, :W] with like's H, W: with output_padding >= stride (allowed when dilation
+    is larger) a conv of conv_transpose2d's output is longer than its input."""
+    if tuple(z.shape[2:]) == tuple(like.shape[2:]):
+        return z
+    return z[:, :, :like.shape[2], :like.shape[3]]
+
+
 def _convt_vjp_x(g, y, x, w, stride, padding, output_padding, dilation, groups):
-    return _conv2d(g, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return _crop_like(_conv2d(g, w, stride=stride, padding=padding, dilation=dilation, groups=groups), x)
 
 
 def _convt_vjp_w(g, y, x, w, stride, padding, output_padding, dilation, groups):
@@ -247,7 +257,7 @@ def _convt_vjp_w(g, y, x, w, stride, padding, output_padding, dilation, groups):
 
 
 def _bw_vjp_gy(gg, y, gy, x, kernel, stride, padding, dilation, groups):
-    return _conv2d(x, gg, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return _crop_like(_conv2d(x, gg, stride=stride, padding=padding, dilation=dilation, groups=groups), gy)
 
 
 def _bw_vjp_x(gg, y, gy, x, kernel, stride, padding, dilation, groups):

@@ -3,8 +3,9 @@
 dropout(x, p) = x * mask, mask = (u >= p) / (1 - p) with u uniform from the graph's
 random streams (its own stream, so the mask is reproducible per graph seed). The
 `dropout` op carries the flag `train_only_identity`: when a program is compiled for
-evaluation (`compile(..., training=False)`, the default without updates), the compiler's
-eval pass replaces each such node by its first input, and the unused mask draw is pruned.
+evaluation (`compile(..., training=False)`, the default when it updates no parameter),
+the compiler's eval pass replaces each such node by its first input, and the unused mask
+draw is pruned.
 The VJP is the same op on the gradient (g * mask), so it disappears along with it and an
 evaluation program's gradients are those of the identity.
 """

@@ -1,0 +1,123 @@
+"""Image ops' gradients against central finite differences (float64), first and second order.
+
+Hypothesis draws shapes, strides, paddings, dilations, groups, kernels and output
+paddings; the values come from a drawn seed (normal draws: no ties, so max pooling
+stays away from its kinks when the windows' values are spread apart).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gengraph.engine import ops
+from gradcheck_util import fd_check, hvp_check
+from test_ops_conv import conv_arrays, conv_configs
+
+FD = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SECOND = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+seeds = st.integers(0, 2**16)
+
+
+def _conv(cfg):
+    return lambda x, w: ops.conv2d(x, w, stride=cfg["s"], padding=cfg["p"], dilation=cfg["d"], groups=cfg["groups"])
+
+
+def _conv_t(cfg):
+    return lambda x, w: ops.conv_transpose2d(x, w, stride=cfg["s"], padding=cfg["p"], output_padding=cfg["op"],
+                                             dilation=cfg["d"], groups=cfg["groups"])
+
+
+@FD
+@given(cfg=conv_configs(), seed=seeds)
+def test_conv2d_grad(cfg, seed):
+    fd_check(_conv(cfg), list(conv_arrays(cfg, seed)))
+
+
+@FD
+@given(cfg=conv_configs(transpose=True), seed=seeds)
+def test_conv_transpose2d_grad(cfg, seed):
+    fd_check(_conv_t(cfg), list(conv_arrays(cfg, seed, transpose=True)))
+
+
+@st.composite
+def pool_cases(draw):
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    hw = tuple(draw(st.integers(k[a], k[a] + 4)) for a in range(2))
+    return (draw(st.integers(1, 2)), draw(st.integers(1, 2))) + hw, k, s
+
+
+def _spread(shape, seed):
+    """Distinct values at least 0.01 apart (max pooling's kinks are ties)."""
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.01 - 0.3) * rng.choice([-1.0, 1.0])
+
+
+@FD
+@given(case=pool_cases(), seed=seeds)
+def test_max_pool2d_grad(case, seed):
+    shape, k, s = case
+    fd_check(lambda x: ops.max_pool2d(x, k, s), [_spread(shape, seed)], eps=1e-4)
+
+
+@FD
+@given(case=pool_cases(), seed=seeds)
+def test_avg_pool2d_grad(case, seed):
+    shape, k, s = case
+    fd_check(lambda x: ops.avg_pool2d(x, k, s), [np.random.default_rng(seed).normal(size=shape)])
+
+
+@FD
+@given(n=st.integers(1, 2), c=st.integers(1, 3), hw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       scale=st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))), seed=seeds)
+def test_upsample_nearest2d_grad(n, c, hw, scale, seed):
+    fd_check(lambda x: ops.upsample_nearest2d(x, scale), [np.random.default_rng(seed).normal(size=(n, c) + hw)])
+
+
+@FD
+@given(n=st.integers(1, 2), cg=st.integers(1, 3), groups=st.integers(1, 3), hw=st.tuples(st.integers(1, 3),
+       st.integers(1, 3)), eps=st.sampled_from([1e-5, 1e-3, 0.1, 1.0]), seed=seeds)
+def test_group_norm_grad(n, cg, groups, hw, eps, seed):
+    if cg * hw[0] * hw[1] == 1 and eps < 1e-3:
+        eps = 1e-3  # one element per group: x - mean == 0 exactly, the gradient is 1/sqrt(eps)-sized
+    x = np.random.default_rng(seed).normal(size=(n, cg * groups) + hw)
+    fd_check(lambda x: ops.group_norm(x, groups, eps), [x])
+
+
+@FD
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), eps=st.sampled_from([1e-5, 0.1, 1.0]),
+       seed=seeds)
+def test_layer_norm_grad(shape, eps, seed):
+    if int(np.prod(shape[1:])) == 1 and eps < 1e-3:
+        eps = 1e-3
+    fd_check(lambda x: ops.layer_norm(x, eps), [np.random.default_rng(seed).normal(size=shape)])
+
+
+# --- second order -----------------------------------------------------------------------------
+@SECOND
+@given(cfg=conv_configs(), seed=seeds)
+def test_conv2d_hessian_vector_products(cfg, seed):
+    cfg = {**cfg, "n": 1}
+    x, w = conv_arrays(cfg, seed)
+    # f = sum(conv(x, w) * R) is bilinear; add a square so the x-x and w-w blocks are not zero
+    hvp_check(lambda x, w: ops.square(_conv(cfg)(x, w)), [x, w], n_random=3)
+
+
+@SECOND
+@given(cfg=conv_configs(transpose=True), seed=seeds)
+def test_conv_transpose2d_hessian_vector_products(cfg, seed):
+    cfg = {**cfg, "n": 1}
+    x, w = conv_arrays(cfg, seed, transpose=True)
+    hvp_check(lambda x, w: ops.square(_conv_t(cfg)(x, w)), [x, w], n_random=3)
+
+
+def test_pool_and_norm_hessian_vector_products():
+    rng = np.random.default_rng(0)
+    x = _spread((1, 2, 4, 5), 1)
+    hvp_check(lambda x: ops.square(ops.max_pool2d(x, 2, 1)), [x], eps=1e-4, n_random=3)
+    hvp_check(lambda x: ops.square(ops.avg_pool2d(x, (2, 3), 1)), [rng.normal(size=(1, 2, 4, 5))], n_random=3)
+    hvp_check(lambda x: ops.square(ops.upsample_nearest2d(x, 2)), [rng.normal(size=(1, 2, 2, 3))], n_random=3)
+    hvp_check(lambda x: ops.group_norm(x, 2, 0.1), [rng.normal(size=(1, 4, 2, 2))], n_random=3, atol=1e-5)
