@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+from mnist_util import mnist_overrides
 
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.model import MODELS
@@ -25,6 +26,7 @@ def test_every_spec_runs_shortened(spec, tmp_path):
     if _kind(spec) not in MODELS.names():
         pytest.skip(f"plugin {_kind(spec)} not installed")
     overrides = [f"{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in SHORT.items()]
+    overrides += mnist_overrides(spec, tmp_path / "mnist")  # MNIST specs: small synthetic IDX files
     summary = execute(load(spec, overrides), tmp_path / "run")
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["epochs"] <= 1
