@@ -485,6 +485,9 @@ def _node_label(n: Node, role: str) -> str:
         except (TypeError, ValueError):
             pass
     parts.append(f"{fmt_shape(n.shape)} #{n.id}")
+    op = None if n.is_leaf else OPS.get(n.op)
+    if op is not None and op.flops is not None:  # ops with their own FLOPs rule (matmul, conv, pools)
+        parts.append(f"{node_flops(n):,} FLOPs")
     if role:
         parts.append(role)
     return "\n".join(parts)
