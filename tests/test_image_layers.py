@@ -283,6 +283,9 @@ def test_conv_vae_trains_and_graph_shows_conv_shapes_and_flops(tmp_path):
     assert enc and "?x4x4x4" in enc[0], conv_lines
     # FLOPs at the listed batch (128): 2 * (4*4*4 outputs) * (1*3*3 taps) per example
     assert f"{2 * 128 * 64 * 9:,}" in enc[0], enc[0]
+    dot = CliRunner().invoke(cli, ["graph", str(path), "--format", "dot"]).output
+    node = [ln for ln in dot.splitlines() if 'tooltip="model.encoder[0]"' in ln and "conv2d" in ln]
+    assert node and "?x4x4x4" in node[0] and f"{2 * 128 * 64 * 9:,} FLOPs" in node[0], node
     res = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "run"), "--set", "train.epochs=3",
                                    "--set", "output.samples=4"])
     assert res.exit_code == 0, res.output
