@@ -14,9 +14,9 @@ Before timing, each pair is checked on the same batch and the same noise (gengra
 fetched from its graph): loss and every gradient, max |diff| / max |gengraph| < 1e-4 (float32)
 or the run stops. Steps are timed alternately (gengraph block, PyTorch block, ...), CPU time
 of the process (robust on a shared machine), medians over rounds; the step is forward +
-backward + gradient norm + Adam update on both sides. Also: peak memory of one step
-(tracemalloc for gengraph's NumPy arrays; PyTorch's allocator is invisible to it, so its
-figure is the RSS growth over the step) and the compile time of the U-Net spec.
+backward + gradient norm + Adam update on both sides. Also: peak memory of a step (a fresh
+process per framework: peak RSS over 3 steps minus the RSS before the first; gengraph's
+tracemalloc peak of one step beside it) and the compile time of the U-Net spec.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def gg_build(spec_name, data_dir, extra=()):
     from gengraph.plugins.run.runner import RunContext, build
     from gengraph.plugins.run.trainer import Trainer
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     spec = load(REPO / "specs" / spec_name, [f"data.dir={data_dir}", f"train.batch_size={B}",
                                              "train.optimizer.clip_norm=0.0", *extra])
     data, plugin, graph, model = build(spec.data)
@@ -136,7 +136,7 @@ def gg_build(spec_name, data_dir, extra=()):
     tr = Trainer(plugin, model, data, spec.data["train"], ctx)
     progs = tr.compile_programs()
     return {"data": data, "graph": graph, "model": model, "trainer": tr, "step": progs["train_step"],
-            "compile_s": time.perf_counter() - t0}
+            "compile_s": time.perf_counter() - t0, "compile_cpu_s": time.process_time() - c0}
 
 
 def random_nodes(graph, loss):
@@ -305,7 +305,7 @@ def torch_step_fn(torch, P, loss_fn, batches, noise):
         loss.backward()
         gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params))  # the trainer's grad_norm monitor
         opt.step()
-        return float(loss), float(gnorm)
+        return float(loss.detach()), float(gnorm.detach())
 
     return step
 
@@ -332,13 +332,25 @@ def peak_memory(fn):
 
 
 def model_bench(torch, name, rounds, data_dir):
+    fns = model_fns(torch, name, data_dir)
+    gg, check = fns.pop("_gg"), fns.pop("_check")
+    times = alternate(fns, rounds, 2 if name == "ddpm" else 3)
+    tm = {k: dict(zip(("tracemalloc_peak_mib", "rss_growth_mib"), peak_memory(f))) for k, f in fns.items()}
+    return {"times": times, "check": check, "tracemalloc": tm["gengraph"]["tracemalloc_peak_mib"],
+            "compile_s": gg["compile_s"], "ratio": times["gengraph"]["median_ms"] / times["torch"]["median_ms"],
+            "kernels": len(gg["step"].nodes), "params": int(sum(np.size(gg["graph"].value(p))
+                                                                 for p in gg["model"].params))}
+
+
+def model_fns(torch, name, data_dir, check=True):
     rng = np.random.default_rng(1)
     if name == "vae":
         gg = gg_build("vae_mnist.toml", data_dir)
         gg["P"] = torch_params(torch, gg)
         loss_fn = torch_vae(torch, gg["P"], gg["model"].extras["hierarchy"] and _vae_cfg(gg))
         latent = gg["model"].extras["hierarchy"].sizes[0]
-        check = compare(torch, gg, loss_fn, lambda out, rnd: [torch.from_numpy(out["rand0"].reshape(B, latent))])
+        check = compare(torch, gg, loss_fn, lambda out, rnd: [torch.from_numpy(out["rand0"].reshape(B, latent))]) \
+            if check else None
         noise = [(torch.from_numpy(rng.standard_normal((B, latent), dtype=np.float32)),) for _ in range(8)]
     else:
         gg = gg_build("diffusion_mnist.toml", data_dir)
@@ -350,20 +362,43 @@ def model_bench(torch, name, rounds, data_dir):
             return [torch.from_numpy(out[f"rand{by_op['random_uniform']}"]),
                     torch.from_numpy(out[f"rand{by_op['random_normal']}"])]
 
-        check = compare(torch, gg, loss_fn, feeds)
+        check = compare(torch, gg, loss_fn, feeds) if check else None
         noise = [(torch.from_numpy(rng.random(B, dtype=np.float32)),
                   torch.from_numpy(rng.standard_normal((B, 784), dtype=np.float32))) for _ in range(8)]
     x = gg["data"].x_train.astype(np.float32)
     batches = [x[i * B:(i + 1) * B] for i in range(len(x) // B)]
     tb = [torch.from_numpy(b) for b in batches]
-    fns = {"gengraph": gg_step_fn(gg, batches),
-           "torch": torch_step_fn(torch, gg["P"], loss_fn, tb, lambda i: noise[i % len(noise)])}
-    times = alternate(fns, rounds, 2 if name == "ddpm" else 3)
-    mem = {k: dict(zip(("tracemalloc_peak_mib", "rss_growth_mib"), peak_memory(f))) for k, f in fns.items()}
-    return {"times": times, "check": check, "memory": mem, "compile_s": gg["compile_s"],
-            "ratio": times["gengraph"]["median_ms"] / times["torch"]["median_ms"],
-            "kernels": len(gg["step"].nodes), "params": int(sum(np.size(gg["graph"].value(p))
-                                                                 for p in gg["model"].params))}
+    return {"gengraph": gg_step_fn(gg, batches),
+            "torch": torch_step_fn(torch, gg["P"], loss_fn, tb, lambda i: noise[i % len(noise)]),
+            "_gg": gg, "_check": check}
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def memory_child(torch, name, framework, data_dir) -> dict:
+    """In a fresh process: RSS before the first step and the peak RSS over 3 steps of one framework."""
+    fns = model_fns(torch, name, data_dir, check=False)
+    fn = fns[framework]
+    base = _rss_mib()
+    for i in range(3):
+        fn(i)
+    return {"rss_before_mib": base, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "step_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base}
+
+
+def step_memory(name, data_dir, threads) -> dict:
+    import subprocess
+
+    out = {}
+    for fw in ("gengraph", "torch"):
+        cmd = [sys.executable, "-m", "bench.conv_bench", "--threads", str(threads), "--mem-child",
+               f"{name},{fw},{data_dir}"]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), check=True)
+        out[fw] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
 
 
 def _vae_cfg(gg):
@@ -375,8 +410,9 @@ def _vae_cfg(gg):
 def unet_compile_time(data_dir, reps=5):
     out = []
     for _ in range(reps):
-        out.append(gg_build("diffusion_mnist.toml", data_dir)["compile_s"])
-    return statistics.median(out)
+        gg = gg_build("diffusion_mnist.toml", data_dir)
+        out.append((gg["compile_s"], gg["compile_cpu_s"]))
+    return {"wall_s": statistics.median(o[0] for o in out), "cpu_s": statistics.median(o[1] for o in out)}
 
 
 def main(argv=None):
@@ -384,12 +420,17 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", default=str(REPO / "bench" / "results_conv.json"))
-    ap.add_argument("--only", default="conv,vae,ddpm,compile")
+    ap.add_argument("--only", default="conv,vae,ddpm,memory,compile")
+    ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
+    if a.mem_child:
+        name, fw, data_dir = a.mem_child.split(",", 2)
+        print(json.dumps(memory_child(torch, name, fw, data_dir)))
+        return None
     parts = a.only.split(",")
     res = {"threads": a.threads, "torch": torch.__version__, "numpy": np.__version__, "batch": B,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_avg_start": list(__import__("os").getloadavg())}
@@ -402,6 +443,9 @@ def main(argv=None):
             if name in parts:
                 res[name] = model_bench(torch, name, a.rounds, tmp)
                 print(name, json.dumps(res[name], indent=1))
+        if "memory" in parts:
+            res["step_memory"] = {name: step_memory(name, tmp, a.threads) for name in ("vae", "ddpm")}
+            print("memory", json.dumps(res["step_memory"], indent=1))
         if "compile" in parts:
             res["unet_compile_s"] = unet_compile_time(tmp)
             print("unet compile s", res["unet_compile_s"])
