@@ -311,3 +311,33 @@ def test_network_reuses_conv_parameters_over_sample_axes():
     ya = np.stack([np.asarray(a.run(x2=xs[i])) for i in range(5)])
     np.testing.assert_allclose(np.asarray(b.run(x3=xs)), ya, atol=1e-12)
     assert len(net.params) == 4
+
+
+def test_mlp_takes_a_conv_classifier(tmp_path):
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.runner import execute
+
+    path = tmp_path / "cnn.toml"
+    path.write_text("""spec_version = 1
+[run]
+seed = 0
+[data]
+source = "digits"
+scale = "minmax_global"
+[model]
+kind = "mlp"
+layers = [
+  { type = "conv2d", channels = 8, kernel = 3, padding = 1, activation = "relu" },
+  { type = "pool", mode = "max", kernel = 2 },
+  { type = "flatten" },
+  { units = 32, activation = "relu" },
+]
+[train]
+optimizer = { kind = "adam", lr = 3e-3 }
+epochs = 4
+batch_size = 32
+[output]
+plots = false
+""")
+    summary = execute(load(path), tmp_path / "run")
+    assert summary["test_accuracy"] > 0.85, summary
