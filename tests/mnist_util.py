@@ -46,8 +46,11 @@ def mnist_overrides(spec_path, folder) -> list[str]:
         write_mnist(folder, n_train=48, n_test=12)
         out += [f"data.dir={folder}", "data.n_train=48", "data.n_test=12"]
     model = raw.get("model", {})
-    if model.get("network", {}).get("kind") == "unet":
-        out += ["model.schedule.T=20"]
+    net = model.get("network", {})
+    if net.get("kind") == "unet":  # a short chain and a narrow network: a smoke test of the whole run
+        levels = len(net.get("channels", [32, 64]))
+        out += ["model.schedule.T=20", f"model.network.channels=[{', '.join(['8'] * levels)}]",
+                "model.network.blocks=1"]
     if model.get("kind") == "rbm" and raw.get("data", {}).get("source") in ("mnist", "fashion_mnist"):
         out += ["model.ais_steps=100", "model.ais_runs=10", "model.sample_steps=10"]
     return out

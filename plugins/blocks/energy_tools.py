@@ -123,7 +123,7 @@ def grid_2d(points, n=120, margin=0.25):
 
 def landscape(xs, ys, values, data, samples, path, title, label) -> None:
     """Filled contours of values on the grid (data units), with data and samples on top."""
-    from gengraph.plugins.blocks.plots import _figure, _save, display_image
+    from gengraph.plugins.blocks.plots import _figure, _save
 
     fig = _figure(5.2, 4.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -139,7 +139,7 @@ def landscape(xs, ys, values, data, samples, path, title, label) -> None:
 
 def filters(W, shape, path, title="weight filters", max_filters=64) -> None:
     """Columns of W (n_visible, n_hidden) as images, each on its own symmetric colour scale."""
-    from gengraph.plugins.blocks.plots import _figure, _save
+    from gengraph.plugins.blocks.plots import _figure, _save, display_image
 
     k = min(W.shape[1], max_filters)
     cols = int(np.ceil(np.sqrt(k)))
