@@ -195,7 +195,7 @@ def _build_vae_by_hand(dtype, seed=VAE_SEED) -> GG:
     params = enc.params + dec.params
     model = Model(g, params, loss, {"x": x}, metrics=metrics)
     tr, progs = _trainer(_BenchPlugin(), model, None, seed, VAE_BATCH)
-    data = make_dataset({"source": "digits", "test_fraction": 0.25, "scale": "minmax_global"}, seed)
+    data = make_dataset({"source": "digits", "test_fraction": 0.25, "scale": "minmax_global"}, seed).flat()
     gg = GG(g, model, params, progs, tr, nodes={"eps": eps}, data=data)
     gg.path = "engine graph built in bench/gg_models.py (vae plugin not installed) + Trainer.compile_programs"
     return gg

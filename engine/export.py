@@ -15,6 +15,7 @@ import networkx as nx
 import numpy as np
 
 from .graph import Node
+from .ops import OPS
 from .metrics import DEFAULT_BATCH, classify, collapse_groups, fmt_shape, group_kind, node_bytes, node_flops, \
     param_count, totals_of
 from .views import GraphView
@@ -121,6 +122,9 @@ def _node_label(n: Node, role: str) -> str:
         except (TypeError, ValueError):
             pass
     parts.append(f"{fmt_shape(n.shape)} #{n.id}")
+    op = None if n.is_leaf else OPS.get(n.op)
+    if op is not None and op.flops is not None:  # ops with their own FLOPs rule (matmul, conv, pools)
+        parts.append(f"{node_flops(n):,} FLOPs")
     if role:
         parts.append(role)
     return "\n".join(parts)

@@ -85,8 +85,8 @@ def test_data_schema_dispatches_on_source():
     a, b = make_dataset(spec, 3), make_dataset(raw, 3)
     np.testing.assert_array_equal(a.x_train, b.x_train)
     np.testing.assert_array_equal(a.y_test, b.y_test)
-    with pytest.raises(SpecError, match=r'data\.source: unknown data source "mnist"'):
-        validate(top, {"data": {"source": "mnist"}})
+    with pytest.raises(SpecError, match=r'data\.source: unknown data source "mnistt"'):
+        validate(top, {"data": {"source": "mnistt"}})
     shared = list(shared_keys_schema())
     assert shared == ["test_fraction", "scale", "scale_target", "binarize", "shuffle"]
     rows = describe_table(get_source("moons").schema)
@@ -263,15 +263,15 @@ def test_standardize_uses_train_statistics_only():
 
 
 def test_minmax_and_constant_columns():
-    raw = make_dataset({"source": "digits"}, 2)
-    ds = make_dataset({"source": "digits", "scale": "minmax"}, 2)
+    raw = make_dataset({"source": "digits"}, 2).flat()
+    ds = make_dataset({"source": "digits", "scale": "minmax"}, 2).flat()
     assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
     lo, hi = raw.x_train.min(axis=0), raw.x_train.max(axis=0)
     const = hi == lo
     assert const[0]  # pixel (0, 0) is blank in every image
     np.testing.assert_allclose(ds.x_test[:, ~const], (raw.x_test[:, ~const] - lo[~const]) / (hi - lo)[~const])
     np.testing.assert_array_equal(ds.x_test[:, const], raw.x_test[:, const] - lo[const])
-    glob = make_dataset({"source": "digits", "scale": "minmax_global"}, 2)
+    glob = make_dataset({"source": "digits", "scale": "minmax_global"}, 2).flat()
     np.testing.assert_allclose(glob.x_test, raw.x_test / 16.0)
     np.testing.assert_allclose(glob.unscale_x(glob.x_train), raw.x_train)
 
@@ -322,7 +322,8 @@ def test_digits_match_scikit_learn():
 
 def test_digits_dataset_record_and_classes():
     ds = make_dataset({"source": "digits", "test_fraction": 0.25}, 0)
-    assert ds.image_shape == (8, 8) and ds.n_features == 64 and ds.n_classes == 10
+    assert ds.image_shape == (1, 8, 8) and ds.n_features == 64 and ds.n_classes == 10
+    assert ds.x_train.shape[1:] == (1, 8, 8) and ds.flat().x_train.shape[1:] == (64,)
     assert ds.n_train + ds.n_test == 1797 and ds.n_test == round(0.25 * 1797)
     assert "Alpaydin" in ds.meta["attribution"] and "CC BY 4.0" in ds.meta["attribution"]
     assert "10.24432/C50P49" in ds.meta["attribution"]
@@ -416,8 +417,8 @@ def test_npz_images_keys_and_test_file(tmp_path):
     np.savez(tmp_path / "te.npz", images=x[:4], targets=y[:4])
     ds = make_dataset({"source": "npz", "path": str(tmp_path / "tr.npz"), "x_key": "images",
                        "y_key": "targets", "test_path": str(tmp_path / "te.npz"), "shuffle": False}, 0)
-    assert ds.image_shape == (4, 3) and ds.x_train.shape == (10, 12)
-    np.testing.assert_array_equal(ds.x_train, x.reshape(10, 12))
+    assert ds.image_shape == (1, 4, 3) and ds.x_train.shape == (10, 1, 4, 3) and ds.n_features == 12
+    np.testing.assert_array_equal(ds.flat().x_train, x.reshape(10, 12))
     assert ds.task == "classification" and ds.n_classes == 3
     np.testing.assert_array_equal(ds.y_test, y[:4])
     # float targets -> regression, (n, 1) flattened; default keys
@@ -471,9 +472,9 @@ def test_idx_plain_and_gzip(tmp_path):
     np.testing.assert_array_equal(read_idx(gip), gimages)
     ds = make_dataset({"source": "idx", "images": str(ip), "labels": str(lp),
                        "test_images": str(gip), "test_labels": str(glp), "shuffle": False}, 0)
-    assert ds.image_shape == (5, 4) and ds.x_train.shape == (20, 20)
-    np.testing.assert_array_equal(ds.x_train, images.reshape(20, 20))
-    np.testing.assert_array_equal(ds.x_test, gimages.reshape(7, 20))
+    assert ds.image_shape == (1, 5, 4) and ds.x_train.shape == (20, 1, 5, 4)
+    np.testing.assert_array_equal(ds.x_train, images.reshape(20, 1, 5, 4))
+    np.testing.assert_array_equal(ds.flat().x_test, gimages.reshape(7, 20))
     np.testing.assert_array_equal(ds.y_test, glabels)
     assert ds.task == "classification" and ds.n_classes == 10 and ds.y_train.dtype == np.int64
     ds = make_dataset({"source": "idx", "images": str(gip), "test_fraction": 0.0}, 0)

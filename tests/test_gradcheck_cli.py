@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mnist_util import gradcheck_overrides, mnist_overrides
 
 from gengraph.cli.main import main
 from gengraph.engine import Graph, ops
@@ -44,9 +45,10 @@ def result_rows(output: str) -> dict[str, tuple[float, float, str]]:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
-def test_gradcheck_passes_for_every_spec(spec):
+def test_gradcheck_passes_for_every_spec(spec, tmp_path):
     _plugin_or_skip(spec)
-    res = gradcheck(spec, "--batch", "4", "--max-entries", "12")
+    sets = [a for o in mnist_overrides(spec, tmp_path / "mnist") for a in ("--set", o)]
+    res = gradcheck(spec, "--batch", "4", "--max-entries", "12", *sets, *gradcheck_overrides(spec))
     assert res.exit_code == 0, res.output + repr(res.exception)
     rows = result_rows(res.output)
     assert rows, res.output

@@ -210,4 +210,4 @@ def test_memory_error_while_building_is_a_spec_error(monkeypatch):
 def test_huge_iw_samples_is_refused_before_running():
     r = invoke("validate", os.path.join(ROOT, "specs", "vae_digits.toml"), "--set", "model.elbo.iw_samples=1000000000")
     assert r.exit_code == 2
-    assert "--set: model.elbo.iw_samples: iw_samples = 1000000000 (k samples of 1 example(s) at once) needs" in r.output
+    assert "--set: model.elbo.iw_samples: iw_samples = 1000000000 (k samples of one example at once) needs" in r.output

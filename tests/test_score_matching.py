@@ -36,7 +36,7 @@ def test_dsm_loss_equals_the_hand_computation_for_fixed_weights():
     x, z = rng.normal(size=(7, 2)), rng.normal(size=(7, 2))
     sigma = rng.choice(model.extras["sigmas"], size=(7, 1))
     got = sm.level_losses(model, None, x, z, sigma)
-    (_, W0, b0, _), (_, W1, b1, _) = model.extras["score_net"].net.layers
+    (_, W0, b0, *_), (_, W1, b1, *_) = model.extras["score_net"].net.layers
     W0, b0, W1, b1 = (g.value(p) for p in (W0, b0, W1, b1))
     xt = x + sigma * z
     f = np.tanh(np.concatenate([xt, np.log(sigma)], 1) @ W0 + b0) @ W1 + b1  # sigma * s(x~, sigma)

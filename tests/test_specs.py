@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from mnist_util import mnist_overrides
 
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.model import MODELS
@@ -31,6 +32,7 @@ def test_every_spec_runs_shortened(spec, tmp_path):
         assert kind not in BUILTIN_KINDS, f"built-in kind {kind!r} is not registered (reinstall: pip install -e .)"
         pytest.skip(f"plugin {kind} not installed")
     overrides = [f"{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in SHORT.items()]
+    overrides += mnist_overrides(spec, tmp_path / "mnist")  # MNIST specs: small synthetic IDX files
     summary = execute(load(spec, overrides), tmp_path / "run")
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["epochs"] <= 1

@@ -90,6 +90,13 @@ def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilatio
     n, ci, h, wd = x.shape
     _, cog, kh, kw = w.shape
     cig = ci // groups
+    pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    if stride == (1, 1) and output_padding == (0, 0) and min(pad) >= 0:
+        # stride 1 (e.g. conv2d's input gradient at stride 1): a conv2d with the flipped kernel,
+        # channels swapped per group, and padding d*(k-1)-p -- im2col + one matmul, no col2im adds
+        wf = w.reshape(groups, cig, cog, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        return _conv2d_forward(xp, x, xp.ascontiguousarray(wf).reshape(groups * cog, cig, kh, kw), (1, 1), pad,
+                               dilation, groups)
     wm = w.reshape(groups, cig, cog * kh * kw).transpose(0, 2, 1)  # (G, C_out/G * kH * kW, C_in/G)
     xm = x.reshape(n, groups, cig, h * wd).transpose(1, 2, 0, 3).reshape(groups, cig, n * h * wd)
     cols = xp.matmul(wm, xm).reshape(groups, cog, kh, kw, n, h, wd)

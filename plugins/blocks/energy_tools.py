@@ -13,7 +13,7 @@ import numpy as np
 
 from gengraph.engine import Graph, compile, grad, ops, to_numpy
 from gengraph.plugins.blocks.lbfgs import lbfgs
-from gengraph.plugins.blocks.plots import _figure, _save
+from gengraph.plugins.blocks.plots import _figure, _save, display_image
 
 
 def run_batched(prog, feeds_fn, n, key, batch=4096):
@@ -89,7 +89,7 @@ def filters(W, shape, path, title="weight filters", max_filters=64) -> None:
     fig = _figure(cols * 0.7 + 0.4, rows * 0.7 + 0.6)
     for j in range(k):
         ax = fig.add_subplot(rows, cols, j + 1)
-        w = W[:, j].reshape(shape)
+        w = display_image(W[:, j], shape)
         m = float(np.abs(w).max()) or 1.0
         ax.imshow(w, cmap="RdBu_r", vmin=-m, vmax=m)
         ax.axis("off")

@@ -7,146 +7,174 @@ Parameters are named by scope (``encoder/dense1/W``) so graphs and checkpoints r
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from gengraph.engine import ops
 
-from gengraph.plugins.registry import Registry
-from gengraph.plugins.spec.schema import Field, Table
+from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.blocks.memory import check_param
-
-ACTIVATIONS = Registry("activation")
-INITIALIZERS = Registry("initializer")
-LAYERS = Registry("layer")
-
-for _name, _fn in {
-    "identity": lambda x: x, "linear": lambda x: x, "relu": ops.relu, "tanh": ops.tanh, "sigmoid": ops.sigmoid,
-    "leaky_relu": lambda x: ops.leaky_relu(x, slope=0.01), "elu": lambda x: ops.elu(x, alpha=1.0),
-    "softplus": ops.softplus, "gelu": ops.gelu, "silu": ops.silu,
-}.items():
-    ACTIVATIONS.register(_name, _fn)
-
-RELU_LIKE = {"relu", "leaky_relu", "elu", "gelu", "silu", "softplus"}
+from gengraph.plugins.blocks.layer_base import (ACTIVATIONS, INITIALIZERS, LAYERS, RELU_LIKE, Layer,  # noqa: F401
+                                                LayerShapeError, fmt_shape, init_weights)
+from gengraph.plugins.blocks import conv_layers  # noqa: F401  (registers the image layer types)
 
 
-def _uniform(limit):
-    return lambda rng, shape: rng.uniform(-limit, limit, size=shape)
-
-
-INITIALIZERS.register("xavier", lambda rng, fan_in, fan_out, shape: _uniform(math.sqrt(6 / (fan_in + fan_out)))(rng, shape))
-INITIALIZERS.register("glorot", INITIALIZERS.get("xavier"))
-INITIALIZERS.register("xavier_normal", lambda rng, fan_in, fan_out, shape: rng.normal(0, math.sqrt(2 / (fan_in + fan_out)), shape))
-INITIALIZERS.register("he", lambda rng, fan_in, fan_out, shape: rng.normal(0, math.sqrt(2 / fan_in), shape))
-INITIALIZERS.register("he_uniform", lambda rng, fan_in, fan_out, shape: _uniform(math.sqrt(6 / fan_in))(rng, shape))
-INITIALIZERS.register("normal", lambda rng, fan_in, fan_out, shape: rng.normal(0, 0.01, shape))
-INITIALIZERS.register("zeros", lambda rng, fan_in, fan_out, shape: np.zeros(shape))
-
-
-def init_weights(kind: str, activation: str, rng, fan_in: int, fan_out: int, path: str = "model"):
-    check_param((fan_in, fan_out), path)  # before allocating: units = 10**9 is a message, not a traceback
-    if kind == "auto":
-        kind = "he" if activation in RELU_LIKE else "xavier"
-    return INITIALIZERS.get(kind)(rng, fan_in, fan_out, (fan_in, fan_out))
-
-
-class Dense:
-    help = "fully connected layer: activation(x @ W + b)"
+class Dense(Layer):
+    help = "fully connected layer: activation(x @ W + b); an image input is flattened first"
     schema = Table({
         "units": Field(int, help="number of output units", min=1),
-        "activation": Field(str, "relu", "activation function", choices=None),
-        "init": Field(str, "auto", "weight initializer (auto: he for ReLU-like, xavier otherwise)"),
+        "activation": Field(str, "relu", "activation function", choices=ACTIVATIONS.names()),
+        "init": Field(str, "auto", "weight initializer (auto: he for ReLU-like, xavier otherwise)",
+                      choices=["auto"] + INITIALIZERS.names()),
         "bias": Field(bool, True, "add a bias vector"),
-    })
+    }, help=help)
 
-    def build(self, graph, x, cfg, rng, name=None, path="model"):
-        """Nodes are created in the caller's scope (build_stack opens one per layer); `path` is
-        the spec key of the layer's size, for messages."""
+    def infer(self, shape, cfg):
+        return (cfg["units"],)
+
+    def create(self, graph, shape, cfg, rng):
         units, act = cfg["units"], cfg.get("activation", "relu")
-        fan_in = x.shape[-1]
-        W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units, path))
-        z = x @ W
-        if cfg.get("bias", True):
-            z = z + graph.param("b", np.zeros(units))
-        return ACTIVATIONS.get(act)(z)
+        fan_in = int(np.prod(shape, dtype=np.int64))
+        W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units))
+        b = graph.param("b", np.zeros(units)) if cfg.get("bias", True) else None
+        return {"W": W, "b": b}
+
+    def apply(self, graph, x, cfg, params, shape):
+        if len(shape) > 1 and x.ndim > 2:  # an image (batch, C, H, W); (samples, batch, features) stays
+            x = ops.flatten(x)
+        z = x @ params["W"]
+        if params.get("b") is not None:
+            z = z + params["b"]
+        return ACTIVATIONS.get(cfg.get("activation", "relu"))(z)
 
 
 LAYERS.register("dense", Dense())
 
 
-def layer_schema() -> Table:
-    """Schema of one entry of a `layers` list (dense is the only layer type so far)."""
-    fields = dict(Dense.schema.fields)
-    fields["type"] = Field(str, "dense", "layer type", choices=LAYERS.names())
-    fields["activation"] = Field(str, "relu", "activation function", choices=ACTIVATIONS.names())
-    fields["init"] = Field(str, "auto", "weight initializer", choices=["auto"] + INITIALIZERS.names())
-    return Table(fields)
+class _LayerDispatch(Dispatch):
+    """``Dispatch("type", LAYERS)`` with dense as the default type; `fields` (dense's keys plus
+    type) lets schema listings describe a layer list like a plain table."""
+
+    @property
+    def fields(self):
+        return {"type": Field(str, "dense", "layer type: " + ", ".join(LAYERS.names()), choices=LAYERS.names()),
+                **LAYERS.get("dense").schema.fields}
 
 
-def build_stack(graph, x, layers: list[dict], rng, scope: str, origin: str | None = None):
+def layer_schema() -> Dispatch:
+    """Schema of one entry of a `layers` list: `type` (default dense) chooses the layer's keys."""
+    return _LayerDispatch("type", LAYERS, default={"type": "dense"},
+                          help="one layer: type = " + " | ".join(LAYERS.names()))
+
+
+def infer_shapes(in_shape, layers: list[dict], origin: str | None, scope: str = "") -> list[tuple]:
+    """Shapes after each layer (index 0: the input), checked before anything is built.
+
+    A layer that does not fit is a ModelConfigError at the spec key of the layer
+    (``model.layers[2]``) whose message names the input shape and what the layer needs.
+    """
+    shapes = [tuple(in_shape)]
+    for i, cfg in enumerate(layers):
+        kind = cfg.get("type", "dense")
+        try:
+            shapes.append(tuple(int(d) for d in LAYERS.get(kind).infer(shapes[-1], cfg)))
+        except LayerShapeError as exc:
+            raise ModelConfigError(f"{origin or scope}[{i}]", f"{kind} layer: {exc}") from None
+    return shapes
+
+
+def as_image(x, shape):
+    """x reshaped to (batch,) + shape when it arrives as rows of prod(shape) features."""
+    if x.ndim != 1 + len(shape):
+        x = ops.reshape(x, (None,) + tuple(shape))
+    return x
+
+
+def build_stack(graph, x, layers: list[dict], rng, scope: str, origin: str | None = None, image_shape=None):
     """Apply declared layers in order under `scope`; returns (output, params created).
 
     `origin` is the spec key of the layer list (e.g. "model.layers"): each layer's nodes
     remember "model.layers[i]", so graphs and error messages point back to the spec.
+    `image_shape` (C, H, W): x holds rows of C*H*W pixels that image layers see as images.
+    Shapes are checked for the whole list before any node is built.
     """
     before = {n.id for n in graph.params()}
+    in_shape = tuple(image_shape) if image_shape is not None else tuple(x.shape[1:])
+    shapes = infer_shapes(in_shape, layers, origin, scope)
     h = x
     with graph.scope(scope):
         for i, cfg in enumerate(layers):
             kind = cfg.get("type", "dense")
+            layer = LAYERS.get(kind)
             with graph.scope(f"{kind}{i}", origin=f"{origin}[{i}]" if origin else None):
-                layer = LAYERS.get(kind)
-                if isinstance(layer, Dense):
-                    h = layer.build(graph, h, cfg, rng, None, path=f"{origin}[{i}].units" if origin else "model")
-                else:
-                    h = layer.build(graph, h, cfg, rng, None)
+                if layer.image:
+                    h = as_image(h, shapes[i])
+                if "units" in cfg:  # before allocating: units = 10**9 is a message, not a traceback
+                    check_param((int(np.prod(shapes[i], dtype=np.int64)), cfg["units"]),
+                                f"{origin}[{i}].units" if origin else "model")
+                h = layer.apply(graph, h, cfg, layer.create(graph, shapes[i], cfg, rng), shapes[i])
     return h, [n for n in graph.params() if n.id not in before]
 
 
 class Network:
-    """Dense layers declared as a list, created once and applicable to any input.
+    """Layers declared as a list, created once and applicable to any input.
 
     ``build_stack`` creates new parameters at each call; a VAE needs the decoder on the
     posterior samples, on prior samples and on a latent grid with the same weights, an EBM
     its energy on data, on Langevin samples and on a plotting grid. Parameters are named
-    ``scope/dense{i}/W`` (the last layer of a head: ``scope/out/W``); `origin` is the spec
-    key of the layer list, for error messages.
+    ``scope/{type}{i}/W`` (the last layer of a head: ``scope/out/W``); `origin` is the spec
+    key of the layer list, for error messages. The input is rows of `in_dim` features,
+    seen as images of `image_shape` (C, H, W) by image layers (conv2d, pool, ...); the
+    output is ``out_shape``, flattened to rows when ``flat_output`` (the default).
     """
     def __init__(self, graph, in_dim: int, layers: list[dict], rng, scope: str, out: dict | None = None,
-                 origin: str | None = None):
-        self.graph, self.scope, self.in_dim = graph, scope, in_dim
-        self.layers = []  # (name, W, b or None, activation function)
-        dim = in_dim
-        specs = [(f"dense{i}", cfg) for i, cfg in enumerate(layers)] + ([("out", out)] if out else [])
+                 origin: str | None = None, image_shape=None, flat_output: bool = True):
+        self.graph, self.scope, self.in_dim, self.flat_output = graph, scope, in_dim, flat_output
+        in_shape = tuple(image_shape) if image_shape is not None else (in_dim,)
+        cfgs = list(layers) + ([out] if out else [])
+        self.shapes = infer_shapes(in_shape, cfgs, origin, scope)
+        self.layers = []  # (name, W, b or None, activation function, layer type, cfg, params, in shape)
+        self._origins = []  # spec key of each layer (model.encoder[i]), for graphs and messages
         with graph.scope(scope):
-            for i, (name, cfg) in enumerate(specs):
+            for i, cfg in enumerate(cfgs):
                 kind = cfg.get("type", "dense")
-                if kind != "dense":
-                    raise ModelConfigError(f"{origin or scope}[{i}].type", f'layer type "{kind}" is not supported '
-                                                                             "here (dense layers only)")
-                units, act = cfg["units"], cfg.get("activation", "relu")
-                with graph.scope(name):
-                    where = f"{origin}[{i}].units" if origin and name != "out" else origin or scope
-                    W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, dim, units, where))
-                    b = graph.param("b", np.zeros(units)) if cfg.get("bias", True) else None
-                self.layers.append((name, W, b, ACTIVATIONS.get(act)))
-                dim = units
-        self.out_dim = dim
+                name = "out" if out and i == len(cfgs) - 1 else f"{kind}{i}"
+                layer = LAYERS.get(kind)
+                where = (f"{origin}[{i}]" if i < len(layers) else origin) if origin else None
+                if "units" in cfg:  # before allocating: units = 10**9 is a message, not a traceback
+                    check_param((int(np.prod(self.shapes[i], dtype=np.int64)), cfg["units"]),
+                                f"{where}.units" if where and name != "out" else (origin or scope))
+                with graph.scope(name, origin=where):
+                    p = layer.create(graph, self.shapes[i], cfg, rng)
+                act = ACTIVATIONS.get(cfg["activation"]) if "activation" in cfg else None
+                self.layers.append((name, p.get("W"), p.get("b"), act, layer, cfg, p, self.shapes[i]))
+                self._origins.append(where)
+        self.out_shape = self.shapes[-1]
+        self.out_dim = int(np.prod(self.out_shape, dtype=np.int64))
 
     @property
     def params(self):
-        return [p for _, W, b, _ in self.layers for p in (W, b) if p is not None]
+        return [p for layer in self.layers for p in layer[6].values() if p is not None]
 
     def __call__(self, x):
-        h = x
+        h, lead, s0 = x, None, tuple(self.shapes[0])
+        rank = len(s0) if tuple(x.shape[-len(s0):]) == s0 else 1  # images or rows of features
+        if x.ndim > 1 + rank and any(len(s) > 1 for s in self.shapes):
+            # e.g. (samples, batch, features) into image layers: fold the leading axes into one batch axis
+            lead = tuple(x.shape[:x.ndim - rank])
+            h = ops.reshape(x, (None,) + s0)
         with self.graph.scope(self.scope):
-            for name, W, b, act in self.layers:
-                with self.graph.scope(name):
-                    z = h @ W
-                    h = act(z + b if b is not None else z)
+            for (name, _, _, _, layer, cfg, p, shape), where in zip(self.layers, self._origins):
+                with self.graph.scope(name, origin=where):
+                    if layer.image:
+                        h = as_image(h, shape)
+                    h = layer.apply(self.graph, h, cfg, p, shape)
+        if self.flat_output and len(self.out_shape) > 1:
+            h = ops.flatten(h)
+        if lead is not None:
+            h = ops.reshape(h, lead + tuple(h.shape[1:]))
         return h
 
 

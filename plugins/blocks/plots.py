@@ -95,8 +95,22 @@ def confusion_matrix(y_true, y_pred, n_classes, path, labels=None) -> np.ndarray
     return cm
 
 
+def display_image(flat, shape):
+    """One image stored as prod(shape) values -> what imshow takes: (H, W) for a shape (H, W)
+    or (1, H, W), (H, W, C) for (C, H, W) colour images (NCHW data)."""
+    a = np.asarray(flat).reshape(shape)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+    return a
+
+
+def display_hw(shape) -> tuple:
+    """(H, W) of an image shape (H, W) or (C, H, W)."""
+    return tuple(shape[-2:])
+
+
 def image_grid(images, shape, path, title="", cols=None) -> None:
-    """Images (n, prod(shape)) in a grid, grey scale."""
+    """Images (n, prod(shape)) in a grid, grey scale; shape (H, W) or (C, H, W)."""
     images = np.asarray(images)
     n = len(images)
     cols = cols or int(np.ceil(np.sqrt(n)))
@@ -104,7 +118,7 @@ def image_grid(images, shape, path, title="", cols=None) -> None:
     fig = _figure(cols * 0.6 + 0.4, rows * 0.6 + 0.5)
     for i in range(n):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(images[i].reshape(shape), cmap="gray_r")
+        ax.imshow(display_image(images[i], shape), cmap="gray_r")
         ax.axis("off")
     if title:
         fig.suptitle(title)

@@ -58,7 +58,7 @@ def on_grid(x, levels: int, lo: float = 0.0, hi: float = 1.0) -> bool:
 
 def histogram_fit(x_train, levels: int, lo: float = 0.0, hi: float = 1.0, alpha: float = 1.0) -> np.ndarray:
     """Per-dimension categorical probabilities (D, levels): (counts + alpha) / (n + alpha * levels)."""
-    k = grid_index(x_train, levels, lo, hi)
+    k = grid_index(np.reshape(x_train, (len(x_train), -1)), levels, lo, hi)  # images as rows
     n, D = k.shape
     counts = np.zeros((D, levels))
     np.add.at(counts, (np.broadcast_to(np.arange(D), k.shape), k), 1.0)
@@ -68,14 +68,14 @@ def histogram_fit(x_train, levels: int, lo: float = 0.0, hi: float = 1.0, alpha:
 def histogram_nll(x_train, x_test, levels: int, lo: float = 0.0, hi: float = 1.0, alpha: float = 1.0) -> np.ndarray:
     """Per-example negative log-likelihood (nats) of x_test under the smoothed per-pixel histogram."""
     p = histogram_fit(x_train, levels, lo, hi, alpha)
-    k = grid_index(x_test, levels, lo, hi)
+    k = grid_index(np.reshape(x_test, (len(x_test), -1)), levels, lo, hi)
     return -np.log(p[np.arange(p.shape[0]), k]).sum(axis=1)
 
 
 def histogram_bpd(x_train, x_test, levels: int, lo: float = 0.0, hi: float = 1.0, alpha: float = 1.0) -> float:
     """Mean test bits per dimension of the per-pixel histogram model (exact: no Monte Carlo)."""
     nll = histogram_nll(x_train, x_test, levels, lo, hi, alpha)
-    return bits_per_dim(nll.mean(), np.asarray(x_test).shape[1])
+    return bits_per_dim(nll.mean(), int(np.prod(np.asarray(x_test).shape[1:])))  # dimensions per example
 
 
 def baseline_histogram(data, levels: int, lo: float = 0.0, hi: float = 1.0) -> dict:

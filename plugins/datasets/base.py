@@ -29,6 +29,11 @@ TASKS = ("regression", "classification", "unsupervised")
 SCALE_CHOICES = ["none", "standardize", "minmax", "minmax_global"]
 
 
+def as_rows(a: np.ndarray) -> np.ndarray:
+    """Examples as rows (n, C*H*W); also for n = 0, where reshape(n, -1) is ambiguous."""
+    return a.reshape(len(a), int(np.prod(a.shape[1:], dtype=np.int64)))
+
+
 class DataError(UserError):
     """A data source could not produce its arrays: missing or malformed file, bad option.
 
@@ -41,8 +46,10 @@ class DataError(UserError):
 class Dataset:
     """Train and test arrays plus what a model or a report needs to know about them.
 
-    ``x_*`` are float arrays of shape (n, features); images are flattened row by row
-    and their shape recorded in ``image_shape``. ``y_*`` are 1-D: class indices
+    ``x_*`` are float arrays of shape (n, features), or (n, C, H, W) for images, whose
+    shape (C, H, W) is also recorded in ``image_shape`` (digits 1x8x8, MNIST 1x28x28).
+    ``flat()`` gives the same data with rows of C*H*W features (what models are fed;
+    image networks reshape them back in the graph). ``y_*`` are 1-D: class indices
     0..n_classes-1 (int64) for classification, floats for regression (2-D (n, k) only
     for several regression targets), optional labels or None for unsupervised sets.
     """
@@ -64,7 +71,7 @@ class Dataset:
     # ---- sizes ---------------------------------------------------------------------
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        return int(np.prod(self.x_train.shape[1:], dtype=np.int64))
 
     @property
     def n_train(self) -> int:
@@ -76,6 +83,13 @@ class Dataset:
 
     def replace(self, **changes) -> Dataset:
         return dataclasses.replace(self, **changes)
+
+    def flat(self) -> Dataset:
+        """The same data with x as rows (n, C*H*W) (C-order, so NCHW images reshape back for free)."""
+        if self.x_train.ndim <= 2:
+            return self
+        rows = lambda a: None if a is None else as_rows(a)  # noqa: E731
+        return self.replace(x_train=rows(self.x_train), x_test=rows(self.x_test))
 
     # ---- undoing the preprocessing (for reports and plots) -----------------------------
     def unscale_x(self, x):
@@ -99,6 +113,9 @@ class Dataset:
 def _invert(stats: dict | None, a):
     if not stats or stats.get("method", "none") == "none":
         return a
+    a = np.asarray(a)
+    if a.ndim > 2:  # images: the statistics are per feature of the flattened rows
+        return _invert(stats, as_rows(a)).reshape(a.shape)
     if stats["method"] in ("standardize",):
         return a * np.asarray(stats["std"]) + np.asarray(stats["mean"])
     # minmax and minmax_global: x' = (x - min) / range

@@ -23,7 +23,7 @@ ATTRIBUTION = (
     "Learning Repository, 1998, DOI 10.24432/C50P49, licensed under CC BY 4.0 "
     "(https://creativecommons.org/licenses/by/4.0/)"
 )
-N_SAMPLES, IMAGE_SHAPE, N_LEVELS = 1797, (8, 8), 16
+N_SAMPLES, IMAGE_SHAPE, N_LEVELS = 1797, (1, 8, 8), 16  # images are (C, H, W)
 
 
 @lru_cache(maxsize=1)
@@ -48,7 +48,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 class Digits(Source):
     name = "digits"
-    help = "UCI hand-written digits: 1797 8x8 images, grey levels 0..16, 10 classes (CC BY 4.0)"
+    help = "UCI hand-written digits: 1797 1x8x8 images, grey levels 0..16, 10 classes (CC BY 4.0)"
     task = "classification"
     params: ClassVar[dict[str, Field]] = {
         "classes": Field(list, None, "digits to keep, e.g. [0, 1]; labels become 0..K-1 in this "
@@ -71,7 +71,8 @@ class Digits(Source):
         meta = {"source": self.name, "attribution": ATTRIBUTION, "classes": list(classes),
                 "license": "CC BY 4.0", "levels": N_LEVELS}
         names = [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]
-        return Dataset(x[keep], code[y[keep]], None, None, "classification", len(classes),
+        images = x[keep].reshape((-1,) + IMAGE_SHAPE)
+        return Dataset(images, code[y[keep]], None, None, "classification", len(classes),
                        names, IMAGE_SHAPE, meta)
 
 

@@ -336,11 +336,12 @@ def _npz_arrays(path, params, ref_features=None):
     if x.shape[0] == 0 or math.prod(x.shape[1:]) == 0:
         raise DataError(f"{p}: array {params['x_key']!r} has shape {x.shape}: expected at least one row "
                         "and one feature")
-    image_shape = tuple(int(s) for s in x.shape[1:]) if x.ndim >= 3 else None
-    x = x.reshape(len(x), -1).astype(np.float64)
-    check_finite(x, p, f"array {params['x_key']!r}")
-    if ref_features is not None and x.shape[1] != ref_features:
-        raise DataError(f"{p}: expected {ref_features} features like the training file, found {x.shape[1]}")
+    x, image_shape = as_images(x)
+    x = x.astype(np.float64)
+    check_finite(x.reshape(len(x), -1), p, f"array {params['x_key']!r}")
+    n_features = int(np.prod(x.shape[1:], dtype=np.int64))
+    if ref_features is not None and n_features != ref_features:
+        raise DataError(f"{p}: expected {ref_features} features like the training file, found {n_features}")
     if y is not None:
         if y.ndim == 0 or len(y) != len(x):
             raise DataError(f"{p}: expected {len(x)} targets in {params['y_key']!r} (one per row of "
@@ -366,9 +367,22 @@ class NPZ(Source):
         x, y, image_shape = _npz_arrays(params["path"], params)
         x_te = y_te = None
         if params.get("test_path"):
-            x_te, y_te, _ = _npz_arrays(params["test_path"], params, ref_features=x.shape[1])
+            x_te, y_te, _ = _npz_arrays(params["test_path"], params,
+                                        ref_features=int(np.prod(x.shape[1:], dtype=np.int64)))
+            if x_te.shape[1:] != x.shape[1:]:
+                x_te = x_te.reshape((len(x_te),) + x.shape[1:])
         return finish(x, y, x_te, y_te, task=params["task"], source=self.name, path=params["path"],
                       image_shape=image_shape)
+
+
+def as_images(x: np.ndarray):
+    """(n, H, W) -> (n, 1, H, W) and (n, C, H, W) kept, with image_shape (C, H, W);
+    (n, features) kept (image_shape None); more axes are flattened."""
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim == 4:
+        return x, tuple(int(s) for s in x.shape[1:])
+    return (x.reshape(len(x), -1) if x.ndim != 2 else x), None
 
 
 # ---- idx (MNIST) ---------------------------------------------------------------------
@@ -449,8 +463,8 @@ class IDX(Source):
             if x_te.shape[1:] != x.shape[1:]:
                 raise DataError(f"{params['test_images']}: expected images of shape {x.shape[1:]} "
                                 f"like the training images, found {x_te.shape[1:]}")
-        image_shape = tuple(int(s) for s in x.shape[1:])
-        flat = lambda a: None if a is None else a.reshape(len(a), -1).astype(np.float64)
+        image_shape = (1,) + tuple(int(s) for s in x.shape[1:])  # (C, H, W)
+        flat = lambda a: None if a is None else a.reshape((len(a),) + image_shape).astype(np.float64)
         labels = lambda a: None if a is None else a.astype(np.int64)
         task = "classification" if y is not None else "unsupervised"
         return finish(flat(x), labels(y), flat(x_te), labels(y_te), task=task, source=self.name,

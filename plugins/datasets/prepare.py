@@ -26,7 +26,7 @@ import numpy as np
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, Table, validate
-from .base import SCALE_CHOICES, SHARED_FIELDS, DataError, Dataset
+from .base import SCALE_CHOICES, SHARED_FIELDS, DataError, Dataset, as_rows
 from .sources import DATASETS
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.blocks.memory import too_big
@@ -81,9 +81,13 @@ def resolve_params(source, spec: Mapping) -> dict:
 
 # ---- preprocessing -------------------------------------------------------------------
 def fit_scaling(method: str, x: np.ndarray) -> dict:
-    """Statistics of ``method`` on ``x`` (training rows); constant columns get scale 1."""
+    """Statistics of ``method`` on ``x`` (training rows); constant columns get scale 1.
+
+    Images (n, C, H, W) are scaled as rows of C*H*W features (statistics per pixel).
+    """
     if method == "none":
         return {"method": "none"}
+    x = as_rows(x)
     if method == "standardize":
         mean, std = x.mean(axis=0), x.std(axis=0)
         std = np.where(std > 0, std, 1.0)
@@ -101,6 +105,8 @@ def fit_scaling(method: str, x: np.ndarray) -> dict:
 def apply_scaling(stats: dict, a: np.ndarray | None) -> np.ndarray | None:
     if a is None or stats["method"] == "none":
         return a
+    if a.ndim > 2:
+        return apply_scaling(stats, as_rows(a)).reshape(a.shape)
     if stats["method"] == "standardize":
         return (a - np.asarray(stats["mean"])) / np.asarray(stats["std"])
     return (a - np.asarray(stats["min"])) / np.asarray(stats["range"])

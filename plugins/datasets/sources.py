@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from gengraph.plugins.registry import Registry
 
-from . import digits, files, generators
+from . import digits, files, generators, mnist
 from .base import SHARED_FIELDS
 
 DATASETS = Registry("data source")
 
-for _source in (*generators.SOURCES, *digits.SOURCES, *files.SOURCES):
+for _source in (*generators.SOURCES, *digits.SOURCES, *files.SOURCES, *mnist.SOURCES):
     assert not set(_source.params) & set(SHARED_FIELDS), _source.name
     DATASETS.register(_source.name, _source)
 del _source

@@ -84,10 +84,11 @@ from gengraph.plugins.models import conditional as cond
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
+from gengraph.plugins.blocks.unet import DENOISERS, UNet, UNetConfigError
 from gengraph.plugins.blocks.samplers import SAMPLERS, run_steps, sampler_steps
 from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
-from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
+from gengraph.plugins.blocks.plots import _figure, _save, display_image, image_grid, scatter_vs_data
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.models import vdm
 from gengraph.plugins.blocks.stats import baseline_histogram, mean_se
@@ -251,6 +252,20 @@ def time_embedding(graph, t, cfg: dict, T: int):
         return ops.concat([ops.cos(args), ops.sin(args)], axis=1)
 
 
+def build_unet(graph, x_t, emb, data, cfg, rng):
+    """The U-Net denoiser on x_t (rows of the data's images) and emb(t): (output rows, params)."""
+    shape = data.image_shape
+    if shape is None or len(shape) != 3 or int(np.prod(shape)) != data.n_features:
+        raise _config_error("network.kind", f'"unet" needs image data (C, H, W); the data are rows of '
+                                            f"{data.n_features} features")
+    net_cfg = {k: v for k, v in cfg["network"].items() if k != "kind"}
+    try:
+        net = UNet(graph, shape, int(emb.shape[1]), net_cfg, rng)
+    except UNetConfigError as exc:
+        raise _config_error(f"network.{exc.key}", exc.message) from None
+    return net(x_t, emb), net.params
+
+
 class Diffusion(ModelPlugin):
     kind = "diffusion"
     help = "variational diffusion model (DDPM/VDM): noise schedules, denoiser, DDPM/DDIM sampling, bound"
@@ -262,6 +277,9 @@ class Diffusion(ModelPlugin):
             "layers": ListOf(layer_schema(), default=DEFAULT_LAYERS, help="hidden layers of the denoiser, "
                              "over [x_t, emb(t)]; an output layer of D units is added"),
             "output_init": Field(str, "xavier", "initializer of the denoiser's output layer"),
+            "network": Dispatch("kind", DENOISERS, default={"kind": "mlp"},
+                                help='the denoiser: kind = "mlp" (model.layers) or "unet" (image data; '
+                                     'channels, blocks, attention, ...)'),
             "time_embedding": Table({
                 "kind": Field(str, "sinusoidal", "sinusoidal (Vaswani et al.) or scalar (t/T)",
                               choices=["sinusoidal", "scalar"]),
@@ -340,14 +358,21 @@ class Diffusion(ModelPlugin):
         t = graph.input("t", (None,), dtype="int64")
         emb = time_embedding(graph, t, emb_cfg, T)
         n_labels = cond.n_labels_of(cfg, data)
-        features = [x_t, emb]
-        if n_labels:  # class-conditional: a one-hot of the label (index n_labels: no condition)
-            label = graph.input("label", (None,), dtype="int64")
-            features.append(cond.one_hot(graph, label, n_labels))
-        h, net_params = build_stack(graph, ops.concat(features, axis=1), cfg["layers"], rng, "denoiser")
-        f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity", "init": cfg["output_init"]}],
-                                    rng, "denoiser/output")
-        params = net_params + out_params + params
+        if cfg["network"]["kind"] == "unet":
+            if n_labels:
+                raise ModelConfigError("model.condition", 'a class-conditional model needs the MLP denoiser '
+                                                          '(network.kind = "mlp")')
+            f, net_params = build_unet(graph, x_t, emb, data, cfg, rng)
+            params = net_params + params
+        else:
+            features = [x_t, emb]
+            if n_labels:  # class-conditional: a one-hot of the label (index n_labels: no condition)
+                label = graph.input("label", (None,), dtype="int64")
+                features.append(cond.one_hot(graph, label, n_labels))
+            h, net_params = build_stack(graph, ops.concat(features, axis=1), cfg["layers"], rng, "denoiser")
+            f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity",
+                                                    "init": cfg["output_init"]}], rng, "denoiser/output")
+            params = net_params + out_params + params
 
         x = graph.input("x", (None, D))
         x0 = x * 2.0 - 1.0 if cfg["symmetric"] else x
@@ -742,7 +767,7 @@ def _plots(samples, strip, data, ctx, cfg):
         for r in range(rows):
             for c, tt in enumerate(times):
                 ax = fig.add_subplot(rows, len(times), r * len(times) + c + 1)
-                ax.imshow(strip[tt][r].reshape(data.image_shape), cmap="gray_r", vmin=lo, vmax=hi)
+                ax.imshow(display_image(strip[tt][r], data.image_shape), cmap="gray_r", vmin=lo, vmax=hi)
                 ax.axis("off")
                 if r == 0:
                     ax.set_title(f"t={tt}", fontsize=7)

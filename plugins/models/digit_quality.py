@@ -56,7 +56,7 @@ def _digits_split(data_spec: dict | None, seed: int):
     if data_spec:
         spec.update({k: data_spec[k] for k in ("test_fraction", "shuffle") if data_spec.get(k) is not None})
     spec.update({"scale": "none"})
-    ds = make_dataset(spec, seed)
+    ds = make_dataset(spec, seed).flat()
     return ds.x_train / 16.0, ds.y_train, ds.x_test / 16.0, ds.y_test
 
 

@@ -65,7 +65,9 @@ class HVAE(LatentPlugin):
                   for lv in cfg["levels"]]
         check_likelihood(cfg["likelihood"], data)
         hier = Hierarchy(graph, data.n_features, levels, cfg["likelihood"], rng,
-                         lambda role, t: f"{role}{t + 1}")
+                         lambda role, t: f"{role}{t + 1}", image_shape=data.image_shape,
+                         origins=lambda role, t: f"model.levels[{t}].{role}"
+                         if cfg["levels"][t].get(role) is not None else f"model.{role}")
         return build_latent_model(graph, hier, cfg["elbo"])
 
 

@@ -46,7 +46,7 @@ from gengraph.engine import ops, to_numpy
 from gengraph.plugins.blocks.layers import Network
 from gengraph.plugins.blocks.likelihoods import BoundLikelihood, Categorical
 from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se, on_grid
-from gengraph.plugins.model import Model, ModelPlugin
+from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.blocks.files import save_npy
@@ -54,8 +54,9 @@ from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks.plots import _figure, _save
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
-from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.blocks import memory
 from gengraph.plugins.blocks.memory import too_big
+from gengraph.plugins.blocks.layers import fmt_shape, infer_shapes
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
@@ -73,9 +74,10 @@ class GaussianNet:
     first Monte Carlo KL terms of a hierarchy explode (1e9 nats at step 0).
     """
 
-    def __init__(self, graph, in_dim: int, layers: list[dict], size: int, rng, scope: str):
+    def __init__(self, graph, in_dim: int, layers: list[dict], size: int, rng, scope: str, origin=None,
+                 image_shape=None):
         self.size = size
-        self.net = Network(graph, in_dim, layers, rng, scope,
+        self.net = Network(graph, in_dim, layers, rng, scope, origin=origin, image_shape=image_shape,
                            out={"units": 2 * size, "activation": "identity", "init": "xavier"})
         W = self.net.layers[-1][1]
         graph.values[W.id][:, size:] = 0.0
@@ -166,7 +168,6 @@ class ElboParts:
     ``kl_levels[t]`` (B,) the level's KL-like term as configured (analytic or Monte Carlo);
     ``hs[t]`` (S, B, size_t) the samples; ``qs[t]`` the (mu, logvar) of q at level t.
     """
-
     x: object
     log_lik: object
     log_q: list
@@ -219,6 +220,28 @@ def elbo_schema() -> Table:
 
 
 # --- the Markovian hierarchy --------------------------------------------------------------
+def output_layer(in_dim: int, layers: list[dict], x_dim: int, image_shape, origin, out_units=None) -> dict:
+    """The layer that maps p(x|h_1)'s hidden layers to the likelihood's parameters: a linear
+    layer of x_dim units after flat layers, a 3x3 conv to the data's channels after images
+    of the data's height and width (e.g. a conv_transpose2d decoder)."""
+    end = infer_shapes((in_dim,), layers, origin, "decoder")[-1]
+    out_units = out_units or x_dim  # e.g. x_dim * levels for a categorical likelihood
+    if len(end) == 1:
+        return {"units": out_units, "activation": "identity", "init": "xavier"}
+    if out_units != x_dim:
+        raise ModelConfigError(f"{origin or 'decoder'}[{len(layers) - 1}]",
+                               f"this likelihood needs {out_units // x_dim} values per pixel: end the decoder "
+                               "with a flat layer (a dense layer to the pixels' parameters follows)")
+    if image_shape is None or len(end) != 3 or tuple(end[1:]) != tuple(image_shape[1:]):
+        data = fmt_shape(image_shape) if image_shape is not None else f"rows of {x_dim} features"
+        raise ModelConfigError(f"{origin or 'decoder'}[{len(layers) - 1}]",
+                               f"the decoder ends in images {fmt_shape(end)}; the data are {data}: end "
+                               "with images of the data's height and width (a 3x3 conv to its channels "
+                               "follows) or with a flat layer (a dense layer to the pixels follows)")
+    return {"type": "conv2d", "channels": int(image_shape[0]), "kernel": 3, "padding": 1, "stride": 1,
+            "dilation": 1, "groups": 1, "activation": "identity", "init": "xavier", "bias": True}
+
+
 class Hierarchy:
     """Encoders q(h_t|h_{t-1}), decoders p(h_{t-1}|h_t) and p(x|h_1), and the bounds built from them.
 
@@ -227,19 +250,29 @@ class Hierarchy:
     p(h_{t-1}|h_t) (for t = 1: p(x|h_1), followed by the likelihood's output layer).
     """
 
-    def __init__(self, graph, x_dim: int, levels: list[dict], likelihood_cfg: dict, rng, names):
+    def __init__(self, graph, x_dim: int, levels: list[dict], likelihood_cfg: dict, rng, names,
+                 image_shape=None, origins=None):
+        """`image_shape` (C, H, W): x is rows of images, which conv layers of q(h_1|x) see as images
+        and a decoder ending in images of H x W returns through a 3x3 conv to C channels;
+        `origins(role, t)` is the spec key of a layer list (for error messages)."""
         self.graph, self.x_dim = graph, x_dim
         self.sizes = [lv["size"] for lv in levels]
         dims = [x_dim] + self.sizes
-        self.encoders = [GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t))
+        origin = origins or (lambda role, t: None)
+        if image_shape is not None and int(np.prod(image_shape)) != x_dim:
+            image_shape = None
+        self.encoders = [GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t),
+                                     origin("encoder", t), image_shape if t == 0 else None)
                          for t, lv in enumerate(levels)]
         lik_kind = LIKELIHOODS.get(likelihood_cfg["kind"])
         out_units = lik_kind.units(x_dim, likelihood_cfg) if hasattr(lik_kind, "units") else x_dim
         self.decode_x = Network(graph, self.sizes[0], levels[0]["decoder"], rng, names("decoder", 0),
-                                out={"units": out_units, "activation": "identity", "init": "xavier"})
+                                out=output_layer(self.sizes[0], levels[0]["decoder"], x_dim, image_shape,
+                                                 origin("decoder", 0), out_units), origin=origin("decoder", 0))
         # decoders[t] is p(h_t | h_{t+1}) for t = 0..T-2 (level t+2's decoder)
         self.decoders = [GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"], self.sizes[t], rng,
-                                     names("decoder", t + 1)) for t in range(len(levels) - 1)]
+                                     names("decoder", t + 1), origin("decoder", t + 1))
+                         for t in range(len(levels) - 1)]
         lik = dict(likelihood_cfg)
         self.likelihood_cfg, self.likelihood_kind = dict(likelihood_cfg), lik_kind
         self.likelihood = LIKELIHOODS.get(lik.pop("kind")).build(graph, x_dim, lik, rng)
@@ -312,17 +345,30 @@ class Hierarchy:
     def reconstruct(self, x):
         return self.likelihood.mean(self.decode_x(self.encoders[0](x)[0]))
 
+    def networks(self) -> list:
+        """Every layer stack of the hierarchy (encoders, decoders, p(x|h_1)), for size estimates."""
+        return [g.net for g in self.encoders + self.decoders] + [self.decode_x]
+
 
 DEFAULT_HIDDEN = [{"units": 128, "activation": "relu"}]
 
 
+def iw_rows(hier, k: int, params) -> int:
+    """How many examples `nll_iw` runs at once: k samples each go through the network together, so
+    at most 50 000 // k rows (512 at most), fewer when a quarter of the free memory cannot hold
+    a few k x rows x width arrays per layer (the widest layer, images included)."""
+    widest = max([hier.x_dim, *hier.sizes, *(p.shape[-1] for p in params if len(p.shape) == 2),
+                  *(n.out_dim for n in hier.networks() if hasattr(n, "out_dim")),
+                  *(int(np.prod(s, dtype=np.int64)) for n in hier.networks() for s in getattr(n, "shapes", []))])
+    per_row = 8 * k * widest * (4 + len(params))
+    return max(1, min(512, 50_000 // k, int(memory.available_bytes() // 4 // per_row)))
+
+
 def _check_iw_memory(hier, k: int, params) -> None:
-    """The importance-weighted bound runs k samples of every example through the network at once
-    (`nll_iw` batches max(1, 50000 // k) rows): refuse, before anything runs, a k that cannot fit."""
+    """Refuse, before anything runs, a k whose samples of one example cannot fit."""
     widest = max([hier.x_dim, *hier.sizes, *(p.shape[-1] for p in params if len(p.shape) == 2)])
-    rows = max(1, min(512, 50_000 // k))
-    need = 8 * k * rows * widest * (4 + len(params))  # a few k x rows x width arrays per layer
-    if (why := too_big(need, f"iw_samples = {k} (k samples of {rows} example(s) at once)")) is not None:
+    need = 8 * k * widest * (4 + len(params))  # a few k x width arrays per layer, one example at a time
+    if (why := too_big(need, f"iw_samples = {k} (k samples of one example at once)")) is not None:
         raise ModelConfigError("model.elbo.iw_samples", why)
 
 
@@ -394,7 +440,7 @@ def run_batched(model, ctx, name, feeds_of, n, batch=256) -> dict:
 def nll_iw(model, x, ctx=None, batch=None) -> dict:
     """Per-example importance-weighted bound and k-sample ELBO (nats) over the rows of x."""
     k = model.extras["elbo"]["iw_samples"]
-    batch = batch or max(1, min(512, 50_000 // k))
+    batch = batch or iw_rows(model.extras["hierarchy"], k, model.params)
     return run_batched(model, ctx, "iw", lambda s: {"x": x[s]}, len(x), batch)
 
 
@@ -500,6 +546,9 @@ def _plots(model, data, ctx, x_ref, samples):
 
 def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
     """Images (n, prod(shape)) tiled into one picture (one imshow: fast for 100s of images)."""
+    if len(shape) == 3:  # (C, H, W): grey images (C = 1), or the mean over the channels
+        images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape)).mean(axis=1)
+        shape = shape[1:]
     images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape))
     n, (h, w) = len(images), images.shape[1:]
     cols = cols or int(np.ceil(np.sqrt(n)))

@@ -49,7 +49,8 @@ class MLP(ModelPlugin):
             raise ModelConfigError("model.loss", f'"{cfg["loss"]}" is for two classes; the data has {data.n_classes} '
                                                  '(use "cross_entropy")')
         x = graph.input("x", (None, data.n_features))
-        h, params = build_stack(graph, x, cfg["layers"], rng, "hidden", origin="model.layers")
+        h, params = build_stack(graph, x, cfg["layers"], rng, "hidden", origin="model.layers",
+                                image_shape=data.image_shape)  # conv layers see the rows as images
         if loss_fn.head == "regression":
             units = 1 if data.y_train.ndim == 1 else data.y_train.shape[1]
         else:

@@ -48,7 +48,8 @@ class VAE(LatentPlugin):
     def build(self, cfg, graph, data, rng):
         level = {"size": cfg["latent"], "encoder": cfg["encoder"], "decoder": cfg["decoder"]}
         check_likelihood(cfg["likelihood"], data)
-        hier = Hierarchy(graph, data.n_features, [level], cfg["likelihood"], rng, lambda role, t: role)
+        hier = Hierarchy(graph, data.n_features, [level], cfg["likelihood"], rng, lambda role, t: role,
+                         image_shape=data.image_shape, origins=lambda role, t: f"model.{role}")
         return build_latent_model(graph, hier, cfg["elbo"])
 
 

@@ -50,7 +50,9 @@ from gengraph.plugins.blocks.memory import human
 def build(spec_data: dict, *, base_dir=None):
     """Data, plugin, graph and model for a resolved spec (no training)."""
     run = spec_data["run"]
-    data = make_dataset(spec_data["data"], run["seed"], base_dir=base_dir)
+    # images keep their (C, H, W) shape in the Dataset; models are fed rows of C*H*W features
+    # (image networks reshape them back in the graph, from data.image_shape)
+    data = make_dataset(spec_data["data"], run["seed"], base_dir=base_dir).flat()
     cfg = spec_data["model"]
     plugin = MODELS.get(cfg["kind"])
     graph = Graph(dtype=run["dtype"], seed=run["seed"])

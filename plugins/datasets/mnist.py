@@ -1,0 +1,112 @@
+"""MNIST and Fashion-MNIST from the four standard IDX files in a folder (never downloaded).
+
+``source = "mnist"`` (or ``"fashion_mnist"``) reads
+
+    train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
+
+each plain or gzipped (the same name + ``.gz``), from ``data.dir`` (default ``data/mnist``,
+resp. ``data/fashion_mnist``; like every data path, a relative one is looked up from the
+spec's folder, so give an absolute path with ``--set data.dir=PATH``). The split is the standard one
+(60 000 training, 10 000 test images; ``n_train`` / ``n_test`` keep the first rows for
+quick runs). Images are 1x28x28, pixels scaled from 0..255 to [0, 1]; ``meta["levels"]``
+= 256 records the grey levels (for bits per dimension with a discretized decoder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import DataError, Dataset, Field, Source
+from .files import read_idx
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+LEVELS = 256
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
+def find_files(folder: Path, name: str, url: str) -> dict[str, Path]:
+    """The four files (plain preferred over .gz); DataError naming all of them if any is missing."""
+    found, missing = {}, []
+    for key, base in FILES.items():
+        for candidate in (folder / base, folder / (base + ".gz")):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+        else:
+            missing.append(base)
+    if missing:
+        where = f"{folder} does not exist" if not folder.exists() else f"{folder} lacks {', '.join(missing)}"
+        raise DataError(f"{name}: expected the four IDX files {', '.join(FILES.values())} (each plain or "
+                        f"gzipped, .gz) in the folder {folder} ({where}). gengraph never downloads data: get "
+                        f"them from {url} and set data.dir to their folder (e.g. --set data.dir=PATH)")
+    return found
+
+
+class MnistLike(Source):
+    task = "classification"
+    n_classes = 10
+
+    def __init__(self, name: str, help: str, url: str, default_dir: str, class_names=None):
+        self.name, self.help, self.url, self.class_names = name, help, url, class_names
+        self.params = {
+            "dir": Field(str, default_dir, "folder with the four IDX files (plain or .gz): "
+                         + ", ".join(FILES.values())),
+            "n_train": Field(int, None, "keep only the first n_train of the 60 000 training images "
+                             "(quick runs; default: all)", min=1),
+            "n_test": Field(int, None, "keep only the first n_test of the 10 000 test images (default: all)",
+                            min=1),
+        }
+
+    path_keys = ("dir",)
+
+    def load(self, params, rng):
+        folder = Path(params["dir"]).expanduser()
+        paths = find_files(folder, self.name, self.url)
+        arrays = {}
+        for split in ("train", "test"):
+            x = read_idx(paths[f"{split}_images"], f"{self.name} {split} images (IDX, magic 0x00000803)", ndim=3)
+            y = read_idx(paths[f"{split}_labels"], f"{self.name} {split} labels (IDX, magic 0x00000801)", ndim=1)
+            if x.dtype != np.uint8 or y.dtype != np.uint8:
+                raise DataError(f"{paths[f'{split}_images']}: expected unsigned bytes (type 0x08) for images and "
+                                f"labels, found {x.dtype.name} / {y.dtype.name}")
+            if 0 in x.shape:
+                raise DataError(f"{paths[f'{split}_images']}: expected images, found shape {x.shape} "
+                                "(a zero dimension)")
+            if len(y) != len(x):
+                raise DataError(f"{paths[f'{split}_labels']}: expected {len(x)} labels (one per image in "
+                                f"{paths[f'{split}_images'].name}), found {len(y)}")
+            if y.size and y.max() > 9:
+                raise DataError(f"{paths[f'{split}_labels']}: expected labels 0..9, found {int(y.max())}")
+            limit = params.get(f"n_{split}")
+            if limit is not None:
+                x, y = x[:limit], y[:limit]
+            arrays[split] = (x, y)
+        (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
+        if xte.shape[1:] != xtr.shape[1:]:
+            raise DataError(f"{paths['test_images']}: expected images of shape {xtr.shape[1:]} like the "
+                            f"training images, found {xte.shape[1:]}")
+        image_shape = (1,) + tuple(int(s) for s in xtr.shape[1:])
+        scale = lambda a: (a.astype(np.float64) / (LEVELS - 1)).reshape((len(a),) + image_shape)  # noqa: E731
+        meta = {"source": self.name, "levels": LEVELS, "dir": str(folder), "url": self.url,
+                "files": {k: str(v) for k, v in paths.items()}}
+        if self.class_names:
+            meta["class_names"] = list(self.class_names)
+        return Dataset(scale(xtr), ytr.astype(np.int64), scale(xte), yte.astype(np.int64), "classification", 10,
+                       None, image_shape, meta)
+
+
+SOURCES = [
+    MnistLike("mnist", "MNIST hand-written digits from the four IDX files in data.dir: 60000/10000 images "
+              "1x28x28, pixels in [0, 1]", "http://yann.lecun.com/exdb/mnist/", "data/mnist"),
+    MnistLike("fashion_mnist", "Fashion-MNIST (Zalando) from the four IDX files in data.dir: 60000/10000 images "
+              "1x28x28, pixels in [0, 1]", "https://github.com/zalandoresearch/fashion-mnist",
+              "data/fashion_mnist", FASHION_CLASSES),
+]

@@ -1,0 +1,75 @@
+"""The mnist / fashion_mnist sources: the four IDX files, plain or gzipped, and their errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mnist_util import idx_bytes, write_mnist
+
+from gengraph.plugins.datasets import DataError, make_dataset
+from gengraph.plugins.datasets.mnist import FILES
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_reads_the_standard_split(tmp_path, gz):
+    arrays = write_mnist(tmp_path / "m", gz=gz)
+    ds = make_dataset({"source": "mnist", "dir": str(tmp_path / "m"), "shuffle": False}, 0)
+    assert ds.image_shape == (1, 28, 28) and ds.x_train.shape == (30, 1, 28, 28) and ds.x_test.shape == (10, 1, 28, 28)
+    np.testing.assert_allclose(ds.x_train[:, 0], arrays["train_images"] / 255.0)
+    np.testing.assert_allclose(ds.x_test[:, 0], arrays["test_images"] / 255.0)
+    np.testing.assert_array_equal(ds.y_test, arrays["test_labels"])
+    assert ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0 and ds.meta["levels"] == 256
+    assert ds.task == "classification" and ds.n_classes == 10 and ds.meta["split"]["kind"] == "file"
+    assert ds.flat().x_train.shape == (30, 784)
+    # shuffled training rows keep their labels; limits keep the first rows
+    sh = make_dataset({"source": "mnist", "dir": str(tmp_path / "m"), "n_train": 12, "n_test": 4}, 0)
+    assert sh.n_train == 12 and sh.n_test == 4
+    order = [int(np.flatnonzero((arrays["train_images"][:12] / 255.0 == img[0]).all(axis=(1, 2)))[0])
+             for img in sh.x_train]
+    assert sorted(order) == list(range(12))
+    np.testing.assert_array_equal(sh.y_train, arrays["train_labels"][order])
+
+
+def test_fashion_mnist_and_default_folder(tmp_path, monkeypatch):
+    write_mnist(tmp_path / "data" / "fashion_mnist", size=28, seed=3)
+    monkeypatch.chdir(tmp_path)
+    ds = make_dataset({"source": "fashion_mnist"}, 0)
+    assert ds.n_train == 30 and ds.meta["class_names"][9] == "Ankle boot"
+
+
+def test_missing_files_name_all_four_and_where_to_get_them(tmp_path):
+    with pytest.raises(DataError) as err:
+        make_dataset({"source": "mnist", "dir": str(tmp_path / "nowhere")}, 0)
+    msg = str(err.value)
+    for name in FILES.values():
+        assert name in msg
+    assert str(tmp_path / "nowhere") in msg and "http://yann.lecun.com/exdb/mnist/" in msg
+    assert "never downloads" in msg
+    write_mnist(tmp_path / "f", skip=("test_labels",))
+    with pytest.raises(DataError, match=r"lacks t10k-labels-idx1-ubyte.*github.com/zalandoresearch/fashion-mnist"):
+        make_dataset({"source": "fashion_mnist", "dir": str(tmp_path / "f")}, 0)
+
+
+def test_bad_magic_zero_dims_and_mismatches(tmp_path):
+    folder = tmp_path / "m"
+    arrays = write_mnist(folder)
+    # labels file given images' magic (3 dimensions)
+    (folder / FILES["train_labels"]).write_bytes(idx_bytes(arrays["train_images"]))
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: bad IDX magic number 0x00000803"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+    (folder / FILES["train_labels"]).write_bytes(b"\x12\x34\x08\x01" + bytes(8))
+    with pytest.raises(DataError, match=r"bad IDX magic number 0x12340801"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+    write_mnist(folder)
+    (folder / FILES["test_images"]).write_bytes(idx_bytes(np.zeros((0, 28, 28), np.uint8)))
+    (folder / FILES["test_labels"]).write_bytes(idx_bytes(np.zeros((0,), np.uint8)))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: IDX header says shape \(0, 28, 28\): expected at least one image"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+    write_mnist(folder)
+    (folder / FILES["test_labels"]).write_bytes(idx_bytes(np.zeros((7,), np.uint8)))
+    with pytest.raises(DataError, match=r"expected 10 labels .* found 7"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+    write_mnist(folder)
+    (folder / FILES["test_images"]).write_bytes(idx_bytes(np.zeros((10, 14, 14), np.uint8)))
+    with pytest.raises(DataError, match=r"shape \(28, 28\) like the training images, found \(14, 14\)"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
