@@ -45,6 +45,8 @@ class Model:
     programs: dict = field(default_factory=dict)  # name -> (outputs dict, updates dict) for other programs
     extras: dict = field(default_factory=dict)  # plugin-specific nodes or values
     feeds: Callable | None = None  # (x, y) arrays -> {input name: array}
+    prediction: Node | None = None  # a supervised model's output (what `predict` programs return)
+    n_labels: int = 0  # > 0: class-conditional; `sample` takes label = 0..n_labels-1
     _compiled: dict = field(default_factory=dict, init=False, repr=False)  # program() cache
 
     def program(self, name: str, ctx=None):

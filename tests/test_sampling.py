@@ -126,7 +126,7 @@ def test_errors_are_one_line_sample_errors(runs, tmp_path):
 
 def test_label_range_of_a_conditional_model(runs):
     run = open_run(runs["vae"])
-    run.model.extras["n_labels"] = 3  # as a class-conditional plugin declares it
+    run.model.n_labels = 3  # as a class-conditional plugin sets it
     assert check_request(run, 4, label=2, options={"steps": None}) == {}
     for bad in (3, -1, 1.5, True):
         with pytest.raises(SampleError, match=r"label must be an integer in 0\.\.2"):

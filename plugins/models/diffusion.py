@@ -442,9 +442,9 @@ class Diffusion(ModelPlugin):
         if gamma is not None:
             programs["schedule_gamma"] = ({"gamma": gamma}, {})
         extras = {"schedule": schedule, "gamma": gamma, "tables": tables, "D": D, "T": T, "cfg": cfg,
-                  "output": f, "train_terms": tr, "t_train": t_tr, "eps_train": eps_tr, "shift": shift,
-                  "n_labels": n_labels}
-        return Model(graph, params, loss, inputs, metrics=metrics, programs=programs, extras=extras)
+                  "output": f, "train_terms": tr, "t_train": t_tr, "eps_train": eps_tr, "shift": shift}
+        return Model(graph, params, loss, inputs, metrics=metrics, programs=programs, extras=extras,
+                     n_labels=n_labels)
 
     # --- report -----------------------------------------------------------------------------
     def report(self, model, data, ctx):
@@ -473,7 +473,7 @@ class Diffusion(ModelPlugin):
             return out
         steps = sampler_steps(cfg["sampler"], sched, cfg["variance"])
         record = strip_times(sched, steps, cfg["strip_steps"])
-        if model.extras["n_labels"]:
+        if model.n_labels:
             out.update(cond_report(model, progs, steps, data, ctx))
         x0, snaps = sample(model, progs, steps, n, sample_rng(ctx.seed), record)
         samples = to_data_units(model, data, x0)
@@ -507,7 +507,7 @@ class Diffusion(ModelPlugin):
                 raise ModelConfigError("sampler", "a continuous-time model samples by ancestral (ddpm-like) steps")
             return vdm.draw(model, data, ctx, n, ctx.seed, steps)
         cfg = model.extras["cfg"]
-        if guidance is not None and not model.extras.get("n_labels"):
+        if guidance is not None and not model.n_labels:
             raise ModelConfigError("guidance", "guidance needs a class-conditional model (model.condition = \"label\")")
         if guidance is not None and label is None:
             raise ModelConfigError("guidance", "guidance needs a label to condition on")
@@ -528,7 +528,7 @@ class Diffusion(ModelPlugin):
 def cond_report(model, progs, steps, data, ctx, per_class=None) -> dict:
     """cond_accuracy: the fraction of class-K samples (guidance w of the spec) that the digit
     classifier reads as K, averaged over K; and per class."""
-    k, cfg = model.extras["n_labels"], model.extras["cfg"]
+    k, cfg = model.n_labels, model.extras["cfg"]
     if not is_digits(data, ctx.spec):
         return {}
     per_class = per_class or max(1, data.n_test // k)
@@ -594,8 +594,8 @@ def sample(model, progs, steps, n, rng, record=(), labels=None, guidance=0.0):
     D = model.extras["D"]
     prog = progs["sample_step"]
     extra = {}
-    if model.extras.get("n_labels"):
-        k = model.extras["n_labels"]
+    if model.n_labels:
+        k = model.n_labels
         lab = np.full(n, k, np.int64) if labels is None else np.asarray(labels, np.int64)
         extra = {"label": lab, "guidance": float(guidance) if labels is not None else 0.0}
 
@@ -656,7 +656,7 @@ def nll_bound(model, progs, sched, x, seed, batch=None, labels=None) -> dict:
         for r in range(reps):
             for t in range(1, T + 1):
                 eps = rng.standard_normal(xb.shape)
-                extra = {"y": np.asarray(labels[sl], np.int64)} if model.extras.get("n_labels") else {}
+                extra = {"y": np.asarray(labels[sl], np.int64)} if model.n_labels else {}
                 res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps, **extra)
                 if t == 1:
                     prior[sl] = np.asarray(to_numpy(res["prior"]), np.float64)

@@ -35,7 +35,7 @@ class DigitClassifier:
 
     def __init__(self, model, feature_node, test_accuracy):
         self.model, self.test_accuracy = model, test_accuracy
-        self._prog = compile_graph(model.graph, {"f": feature_node, "z": model.extras["output"]})
+        self._prog = compile_graph(model.graph, {"f": feature_node, "z": model.prediction})
 
     def _run(self, x):
         x = np.asarray(x, np.float64).reshape(len(x), -1)
@@ -85,7 +85,7 @@ def digit_classifier(data_spec: dict | None = None, seed: int = 0) -> DigitClass
         idx = order.permutation(len(x))
         for i in range(0, len(x), 128):
             step.run(model.feed(x[idx[i:i + 128]], y[idx[i:i + 128]]))
-    z = model.extras["output"]  # add(matmul(h, W), b)
+    z = model.prediction  # add(matmul(h, W), b)
     feature = z.inputs[0].inputs[0]
     assert feature.shape[-1] == CLASSIFIER_LAYERS[-1]["units"], feature.shape
     clf = DigitClassifier(model, feature, 0.0)

@@ -66,7 +66,7 @@ class MLP(ModelPlugin):
             pen = penalty(graph, params, cfg["l1"], cfg["l2"])
             objective = loss if isinstance(pen, float) and pen == 0.0 else loss + pen
         return Model(graph, params, objective, {"x": x, "y": y}, metrics=metrics, feeds=feeds,
-                     programs={"predict": (z, {})}, extras={"output": z, "head": loss_fn.head, "data_loss": loss})
+                     programs={"predict": (z, {})}, prediction=z, extras={"output": z, "head": loss_fn.head, "data_loss": loss})
 
     def report(self, model, data, ctx):
         return report_supervised(model, data, ctx)

@@ -54,8 +54,8 @@ class OpenedRun:
     @property
     def n_labels(self) -> int:
         """Number of classes a class-conditional model takes (0: unconditional). A plugin
-        whose count depends on the data puts it in model.extras["n_labels"]."""
-        return int(self.model.extras.get("n_labels", getattr(self.plugin, "n_labels", 0)) or 0)
+        whose count depends on the data sets Model.n_labels."""
+        return int(self.model.n_labels or getattr(self.plugin, "n_labels", 0) or 0)
 
     def can_sample(self) -> bool:
         return can_sample(self.plugin)
