@@ -218,6 +218,17 @@ class SigmoidSchedule(ScheduleKind):
                               cfg["T"], cfg["max_beta"])
 
 
+def _learned_fields(at_min: str, at_max: str) -> dict:
+    """The keys of a learned monotone schedule (its ends named for the time convention)."""
+    return {
+        "T": _T_field(),
+        "gamma_min": Field(float, -13.3, f"initial -log SNR {at_min}"),
+        "gamma_max": Field(float, 5.0, f"initial -log SNR {at_max}"),
+        "units": Field(int, 64, "hidden units of the monotone network", min=1),
+        "learn_endpoints": Field(bool, True, "also learn gamma_min and gamma_max"),
+    }
+
+
 class LearnedSchedule(ScheduleKind):
     """VDM's learned schedule (Kingma et al. 2021, appendix): gamma(u) = -log SNR(u) =
     gamma_min + (gamma_max - gamma_min) (h(u) - h(0)) / (h(1) - h(0)), where
@@ -232,13 +243,7 @@ class LearnedSchedule(ScheduleKind):
     """
     help = "learned monotone SNR schedule (VDM, Kingma et al. 2021), trained on the variational bound"
     learned = True
-    schema = Table({
-        "T": _T_field(),
-        "gamma_min": Field(float, -13.3, "initial -log SNR at t = 1"),
-        "gamma_max": Field(float, 5.0, "initial -log SNR at t = T"),
-        "units": Field(int, 64, "hidden units of the monotone network", min=1),
-        "learn_endpoints": Field(bool, True, "also learn gamma_min and gamma_max"),
-    }, help=help)
+    schema = Table(_learned_fields("at t = 1", "at t = T"), help=help)
 
     def make(self, cfg):
         """The schedule at initialisation (the network's starting point), for inspection."""
@@ -329,13 +334,8 @@ class LearnedVDMSchedule(LearnedSchedule):
     T is then the number of ancestral sampling steps."""
 
     help = "learned monotone -log SNR(t) network (VDM), for discrete or continuous time (t in [0, 1])"
-    schema = Table({
-        "T": _T_field(),
-        "gamma_min": Field(float, -13.3, "initial -log SNR at t = 0 (continuous) / t = 1 (discrete)"),
-        "gamma_max": Field(float, 5.0, "initial -log SNR at t = 1 (continuous) / t = T (discrete)"),
-        "units": Field(int, 64, "hidden units of the monotone network", min=1),
-        "learn_endpoints": Field(bool, True, "also learn gamma_min and gamma_max"),
-    }, help=help)
+    schema = Table(_learned_fields("at t = 0 (continuous) / t = 1 (discrete)",
+                                   "at t = 1 (continuous) / t = T (discrete)"), help=help)
 
     def network(self, graph, rng, cfg) -> MonotoneGamma:
         return MonotoneGamma(graph, rng, cfg)

@@ -149,3 +149,17 @@ def label_entropy(labels, n_classes=10) -> float:
     counts = np.bincount(np.asarray(labels, np.int64), minlength=n_classes).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     return float(-np.sum(p * np.log(p)))
+
+
+def two_sample_summary(samples, data, seed) -> dict:
+    """two_sample_report of samples (model units) vs the held-out rows (train_* keys when a
+    run has none), with samples_finite; empty beyond that for wide data (> 16 features)."""
+    ref = data.x_test if data.n_test else data.x_train
+    out = {"samples_finite": bool(np.all(np.isfinite(samples)))}
+    if out["samples_finite"] and len(ref) >= 4 and data.n_features <= 16:
+        prefix = "test" if data.n_test else "train"
+        stats = two_sample_report(data.unscale_x(samples), data.unscale_x(ref), data.unscale_x(data.x_train),
+                                  seed=seed)
+        out.update({k.replace("test_", f"{prefix}_", 1) if k.startswith("test_") else k: v
+                    for k, v in stats.items()})
+    return out

@@ -34,7 +34,7 @@ from gengraph.engine import compile, grad, ops, to_numpy
 from gengraph.engine.expr import ExprError, build as build_expr, names as expr_names
 
 from gengraph.plugins.blocks import energy_tools as tools
-from gengraph.plugins.blocks.sample_quality import two_sample_report
+from gengraph.plugins.blocks.sample_quality import two_sample_summary
 from gengraph.plugins.models.score_matching import annealed_langevin, build_score_model, report_score, score_schema
 from gengraph.plugins.blocks.layers import Network, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
@@ -320,13 +320,7 @@ def report_ebm(model, data, ctx) -> dict:
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
     n = max(n, len(ref) // 2)  # enough samples for the two-sample statistics
     samples = draw_samples(model, ctx, n, cfg["sample_steps"], ctx.seed)
-    out["samples_finite"] = bool(np.all(np.isfinite(samples)))
-    if out["samples_finite"] and len(ref) >= 4 and data.n_features <= 16:
-        prefix = "test" if data.n_test else "train"
-        stats = two_sample_report(data.unscale_x(samples), data.unscale_x(ref), data.unscale_x(data.x_train),
-                                  seed=ctx.seed)
-        out.update({k.replace("test_", f"{prefix}_", 1) if k.startswith("test_") else k: v
-                    for k, v in stats.items()})
+    out.update(two_sample_summary(samples, data, ctx.seed))
     out["energy_data_mean"] = float(np.mean(energies(model, ctx, ref)))
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
     path = ctx.path("samples.npy")

@@ -26,7 +26,7 @@ from gengraph.engine import ops, to_numpy
 
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.layers import Network
-from gengraph.plugins.blocks.sample_quality import two_sample_report
+from gengraph.plugins.blocks.sample_quality import two_sample_summary
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.model import Model, ModelConfigError
 from gengraph.plugins.spec.schema import Field, Table
@@ -145,13 +145,7 @@ def report_score(model, data, ctx) -> dict:
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
     n = max(n, len(ref) // 2)
     samples = annealed_langevin(model, ctx, n, ctx.seed)
-    out["samples_finite"] = bool(np.all(np.isfinite(samples)))
-    if out["samples_finite"] and len(ref) >= 4 and data.n_features <= 16:
-        prefix = "test" if data.n_test else "train"
-        stats = two_sample_report(data.unscale_x(samples), data.unscale_x(ref), data.unscale_x(data.x_train),
-                                  seed=ctx.seed)
-        out.update({k.replace("test_", f"{prefix}_", 1) if k.startswith("test_") else k: v
-                    for k, v in stats.items()})
+    out.update(two_sample_summary(samples, data, ctx.seed))
     sig = model.extras["sigmas"]
     out["sigma_max"], out["sigma_min"], out["noise_levels"] = float(sig[0]), float(sig[-1]), int(len(sig))
     path = ctx.path("samples.npy")
