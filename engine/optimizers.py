@@ -355,7 +355,7 @@ class Adam(Optimizer):
         check(owner, h["fused"] in ("auto", "yes", "no"), 'fused must be "auto", "yes" or "no"')
 
     def _rule(self, s, p, g):
-        from .ops import adam_step, ema, sqrt
+        from .ops import adam_bc_sqrt, adam_step, adam_step_size, ema, sqrt
 
         h = self.hyper
         b1, b2 = h["beta1"], h["beta2"]
@@ -364,8 +364,9 @@ class Adam(Optimizer):
         m_new = ema(m, g, decay=b1) if fused else b1 * m + (1.0 - b1) * g
         v_new = ema(v, g, decay=b2, square=True) if fused else b2 * v + (1.0 - b2) * (g * g)
         # float64 scalars, as PyTorch computes them in Python: lr / (1 - b1^t), sqrt(1 - b2^t)
-        step_size = s.cast(s.lr64 / (1.0 - b1 ** s.t), p.dtype)
-        bc2_sqrt = s.cast(sqrt(1.0 - b2 ** s.t), p.dtype)
+        # (one node each, Python floats on NumPy)
+        step_size = s.cast(adam_step_size(s.lr64, s.step, beta=b1), p.dtype)
+        bc2_sqrt = s.cast(adam_bc_sqrt(s.step, beta=b2), p.dtype)
         base = p
         if self.decoupled_decay and h["weight_decay"]:
             base = p * s.cast(1.0 - s.lr64 * h["weight_decay"], p.dtype)

@@ -568,6 +568,30 @@ def test_softmax_minus_one_hot_and_correct(data, batch, classes):
 
 
 @CHECK
+@given(data=st.data(), batch=hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4),
+       classes=st.integers(1, 5))
+def test_softmax_ce_backward(data, batch, classes):
+    """The fused VJP of softmax cross-entropy, g * (p - one_hot), and its own VJPs (w.r.t. g and
+    p) vs finite differences; second order through the loss is test_ops_second_order's."""
+    g = data.draw(arrays(batch, floats(-2.0, 2.0)))
+    p = data.draw(arrays(batch + (classes,), floats(0.05, 1.0)))
+    labels = data.draw(hnp.arrays(np.int64, batch, elements=st.integers(0, classes - 1)))
+    out = fd_check(lambda a, b: ops.softmax_ce_backward(a, b, b.graph.constant(labels, dtype="int64")), [g, p])
+    np.testing.assert_allclose(out, np.asarray(g)[..., None] * (p - np.eye(classes)[labels]), rtol=1e-12, atol=1e-14)
+
+
+@CHECK
+@given(data=st.data(), shape=nonscalar_shapes)
+def test_relu_grad(data, shape):
+    """relu's fused VJP g * (y > 0): forward exact; gradient w.r.t. g vs finite differences
+    (w.r.t. y it is zero away from the kink, declared as none)."""
+    g = data.draw(arrays(shape))
+    y = data.draw(arrays(shape, NONZERO))
+    out = fd_check(ops.relu_grad, [g, y], wrt=[0])
+    np.testing.assert_array_equal(out, g * (y > 0))
+
+
+@CHECK
 @given(data=st.data(), shape=shapes)
 def test_bce_with_logits(data, shape):
     z = data.draw(arrays(shape, floats(-6.0, 6.0)))
@@ -654,6 +678,18 @@ def test_kl_normal(data, shape):
     np.testing.assert_allclose(std, 0.5 * (np.exp(lv_q) + mu_q ** 2 - 1 - lv_q), rtol=1e-10, atol=1e-12)
 
 
+@FEW
+@given(lr=floats(1e-4, 1.0), step=st.integers(0, 50), beta=floats(0.5, 0.999))
+def test_adam_bias_corrections(lr, step, beta):
+    """lr / (1 - beta^t) and sqrt(1 - beta^t), t = step + 1, in Python floats (bit-equal to the
+    hand-written formulas), and the step size's gradient w.r.t. lr vs finite differences."""
+    t = step + 1
+    out = fd_check(lambda a, s: ops.adam_step_size(a, s, beta=beta), [np.float64(lr), np.float64(step)], wrt=[0])
+    assert float(out) == lr / (1.0 - beta ** t)
+    bc = forward(lambda s: ops.adam_bc_sqrt(s, beta=beta), [np.float64(step)])
+    assert float(bc) == math.sqrt(1.0 - beta ** t)
+
+
 def test_every_differentiable_op_is_covered():
     """A new op with a VJP must get a test here (or be listed as internal with a reason)."""
     covered = {"add", "sub", "mul", "div", "neg", "pow", "maximum", "minimum", "where", "clip", "exp", "log",
@@ -661,6 +697,7 @@ def test_every_differentiable_op_is_covered():
                "elu", "softplus", "sum", "mean", "max", "min", "logsumexp", "expand_dims", "broadcast_like",
                "reshape_like", "sum_to", "matmul", "transpose", "reshape", "concat", "getitem", "take", "softmax",
                "log_softmax", "bce_with_logits", "softmax_cross_entropy", "sum_squares", "softmax_minus_one_hot", "ema", "adam_step",
+               "softmax_ce_backward", "relu_grad", "adam_step_size",
                # adjoints, tested through the gradients (and second-order tests) of getitem and take
                "scatter_index", "take_adjoint",
                # image ops and their adjoints: tests/test_ops_conv_grad.py (first and second order); dropout: test_ops_conv.py

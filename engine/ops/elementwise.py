@@ -77,8 +77,16 @@ def _sigmoid_forward(xp, x, out=None):
 
 
 sigmoid = defop("sigmoid", _sigmoid_forward, same_shape, (lambda g, y, x: g * y * (1.0 - y),), extra={"out": True})
+def _relu_grad_forward(xp, g, y, out=None):
+    # one pass: the boolean mask is cast inside the multiply, no float mask array
+    return xp.multiply(g, y > 0, out=out)
+
+
+relu_grad = defop("relu_grad", _relu_grad_forward, elementwise,
+                  (lambda gg, out, g, y: relu_grad(gg, y), None), extra={"out": True},
+                  doc="g where y > 0 else 0: relu's VJP from its output y in one kernel")
 relu = defop("relu", lambda xp, x, out=None: xp.maximum(x, x.dtype.type(0), out=out), same_shape,
-             (lambda g, y, x: g * gt(x, 0.0),), extra={"out": True})
+             (lambda g, y, x: relu_grad(g, y),), extra={"out": True})
 leaky_relu = defop("leaky_relu", lambda xp, x, slope=0.01: xp.where(x > 0, x, x * x.dtype.type(slope)), same_shape,
                    (lambda g, y, x, slope=0.01: g * where(gt(x, 0.0), 1.0, slope),))
 elu = defop("elu", lambda xp, x, alpha=1.0: xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(xp.minimum(x, 0))),

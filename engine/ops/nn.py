@@ -58,28 +58,66 @@ def _pick(xp, z, labels):
     return flat[xp.arange(flat.shape[0]), labels.reshape(-1)].reshape(labels.shape)
 
 
-def _softmax_ce_forward(xp, z, labels):
-    # log(sum(exp(z - m))) - (z[label] - m): never forms lse itself, whose rounding at |z| ~ 1e4
-    # would swamp a small loss (float32 ulp(1e4) ~ 1e-3)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return xp.log(xp.exp(shifted).sum(axis=-1)) - _pick(xp, shifted, labels)
+def _softmax_ce_forward(xp, z, p, labels):
+    # p = softmax(z) (computed once, shared with the backward pass). With m = max(z) and
+    # s = sum(exp(z - m)): loss = log(s) - (z[label] - m), and log(s) = -log(max(p)) since
+    # max(p) = exp(0) / s = 1 / s is never below 1/C. lse itself is never formed, whose
+    # rounding at |z| ~ 1e4 would swamp a small loss (float32 ulp(1e4) ~ 1e-3).
+    return -xp.log(p.max(axis=-1)) - (_pick(xp, z, labels) - z.max(axis=-1))
 
 
-def _softmax_ce_shape(z, labels):
+def _softmax_ce_shape(z, p, labels):
     if labels.dtype.kind not in "iu":
         raise ShapeError(f"labels must be integers, found {labels.dtype}")
+    if p.shape != z.shape:
+        raise ShapeError(f"softmax {p.shape} does not match the logits {z.shape}")
     return z.shape[:-1], float_dtype(z)
 
 
-def _softmax_ce_vjp(g, out, z, labels):
+# d loss / dz = softmax(z) - one_hot(labels), from the forward's softmax; p is a function of z
+# alone, so the whole derivative is given for z and none for p (summing both paths would
+# count it twice)
+_softmax_ce = defop("softmax_cross_entropy", _softmax_ce_forward, _softmax_ce_shape,
+                    (lambda g, out, z, p, labels: softmax_ce_backward(g, p, labels), None, None),
+                    doc="-log softmax(z)[label] per example, given p = softmax(z) and integer labels")
+
+
+def softmax_cross_entropy(z, labels):
+    """-log softmax(z)[label] per example, integer labels (softmax over the last axis).
+
+    Two nodes: p = softmax(z), then the loss from z and p; the gradient is
+    g * (p - one_hot(labels)) in one kernel, so the softmax is computed once per step."""
+    return _softmax_ce(z, softmax(z, axis=-1), labels)
+
+
+def _softmax_ce_backward_forward(xp, g, p, labels, out=None):
+    g = xp.asarray(g)
+    d = xp.multiply(p, g[..., None], out=out)
+    if not d.flags.c_contiguous:
+        d = xp.ascontiguousarray(d)
+    flat = d.reshape(-1, d.shape[-1])
+    flat[xp.arange(flat.shape[0]), labels.reshape(-1)] -= g.reshape(-1)
+    return d
+
+
+def _softmax_ce_backward_vjp_g(gd, out, g, p, labels):
+    from .shape import one_hot
+
+    return sum(gd * (p - one_hot(labels, depth=p.shape[-1], dtype=p.dtype.name)), axis=-1)
+
+
+softmax_ce_backward = defop(
+    "softmax_ce_backward", _softmax_ce_backward_forward, lambda g, p, labels: (p.shape, float_dtype(p)),
+    (_softmax_ce_backward_vjp_g,
+     lambda gd, out, g, p, labels: gd * expand_dims_last(g), None),
+    extra={"out": True},
+    doc="g[..., None] * (p - one_hot(labels)) in one kernel: softmax cross-entropy's VJP from p = softmax(z)")
+
+
+def expand_dims_last(x):
     from .reduce import expand_dims
 
-    return expand_dims(g, axis=(g.ndim,)) * softmax_minus_one_hot(z, labels)
-
-
-softmax_cross_entropy = defop("softmax_cross_entropy", _softmax_ce_forward, _softmax_ce_shape,
-                              (_softmax_ce_vjp, None),
-                              doc="-log softmax(z)[label] per example, integer labels")
+    return expand_dims(x, axis=(x.ndim,))
 
 
 def _softmax_minus_one_hot_forward(xp, z, labels):
@@ -136,5 +174,5 @@ def log_sigmoid(x):
     return -softplus(-x)
 
 
-__all__ = ["softmax", "log_softmax", "bce_with_logits", "softmax_cross_entropy", "softmax_minus_one_hot", "correct", "mse", "gaussian_logpdf",
+__all__ = ["softmax", "log_softmax", "bce_with_logits", "softmax_cross_entropy", "softmax_minus_one_hot", "softmax_ce_backward", "correct", "mse", "gaussian_logpdf",
            "kl_normal_std", "kl_normal", "bernoulli_logpmf", "log_sigmoid", "logsumexp", "log"]
