@@ -92,6 +92,7 @@ class _Step:
         self.opt, self.graph, self.step, self.lr64 = opt, graph, step, lr
         self.t = step + 1.0  # the number of this update, 1 on the first (PyTorch's `step`)
         self._casts: dict = {}
+        self.packs: dict[Node, list[Node]] = {}  # flat mode: pack node -> the leaves it holds
 
     def cast(self, node: Node, dtype) -> Node:
         """A float64 scalar node in a parameter's dtype (one cast node per dtype)."""
@@ -109,11 +110,44 @@ class _Step:
         return self.cast(self.lr64, like.dtype)
 
     def state(self, param: Node, slot: str, fill: float = 0.0) -> Node:
+        leaves = self.packs.get(param)
+        if leaves is not None:  # flat mode: one state leaf per parameter, views of one buffer
+            from .ops import pack
+
+            nodes = [self._state_leaf(p, slot, fill) for p in leaves]
+            flat_layout(self.graph, nodes, fill)
+            packed = pack(*nodes)
+            self.packs[packed] = nodes
+            return packed
+        return self._state_leaf(param, slot, fill)
+
+    def _state_leaf(self, param: Node, slot: str, fill: float) -> Node:
         name = free_name(self.graph, f"{self.opt.kind}/{param.label}/{slot}")
         node = self.graph.state(name, np.full(param.shape, fill, dtype=param.dtype), dtype=param.dtype)
         self.opt._states.append(node)
         self.opt.slots.setdefault(param, {})[slot] = node
         return node
+
+
+def flat_layout(graph, leaves, fill=None) -> None:
+    """Make the values of `leaves` consecutive views of one flat buffer, in order (nothing to
+    do when they already are). `fill`: the value every element starts with (new state)."""
+    from .ops.flat import contiguous_base
+
+    vals = [graph.values[n.id] for n in leaves]
+    if contiguous_base(vals) is not None:
+        return
+    xp = np if isinstance(vals[0], np.ndarray) else __import__(type(vals[0]).__module__.split(".")[0])
+    buf = xp.empty(sum(int(v.size) for v in vals), dtype=vals[0].dtype)
+    if fill is not None:
+        buf.fill(fill)
+    off = 0
+    for n, v in zip(leaves, vals):
+        view = buf[off:off + v.size].reshape(v.shape)
+        if fill is None:
+            view[...] = v
+        graph.values[n.id] = view
+        off += v.size
 
 
 class Optimizer:
@@ -123,6 +157,7 @@ class Optimizer:
     schema: ClassVar[dict[str, tuple]] = {}
     aliases: ClassVar[dict[str, str]] = {}  # alternative hyper-parameter names -> canonical
     decoupled_decay: ClassVar[bool] = False  # weight_decay applied to p, not added to g
+    flat: bool = True  # one update over flat buffers (see `updates`); False: one per parameter
 
     def __init__(self, **hyper):
         owner = f'optimizer "{self.kind}"'
@@ -139,6 +174,7 @@ class Optimizer:
         self.slots: dict[Node, dict[str, Node]] = {}
         self.step_node: Node | None = None
         self.lr_node: Node | None = None
+        self.flat_grad: Node | None = None  # flat mode: pack(gradients), e.g. for a gradient-norm monitor
 
     def _check(self, owner, h):
         if not isinstance(h["lr"], Schedule):
@@ -172,14 +208,63 @@ class Optimizer:
         self.step_node = step
         self.lr_node = named(self.schedule.node(step), "lr")
         s = _Step(self, graph, step, self.lr_node)
-        grads = self._clip(s, grads)
         out: dict[Node, Node] = {}
         wd = self.hyper["weight_decay"]
-        for p, g in zip(params, grads):
-            if wd and not self.decoupled_decay:
-                g = g + wd * p
-            out.update(self._rule(s, p, g))
+        self.flat_grad = None
+        if self._can_flatten(graph, params):
+            out.update(self._flat_updates(s, params, grads))
+        else:
+            grads = self._clip(s, grads)
+            for p, g in zip(params, grads):
+                if wd and not self.decoupled_decay:
+                    g = g + wd * p
+                out.update(self._rule(s, p, g))
         out[step] = s.t
+        return out
+
+    # --- flat buffers ------------------------------------------------------------------
+    def _can_flatten(self, graph, params) -> bool:
+        """Flat mode needs two or more distinct, non-empty parameters of one dtype, and a graph
+        not compiled yet (moving the values into a flat buffer would leave programs compiled
+        before with the old arrays)."""
+        return (self.flat and len(params) > 1 and len(set(params)) == len(params)
+                and len({p.dtype for p in params}) == 1 and all(None not in p.shape for p in params)
+                and all(int(np.prod(p.shape)) > 0 for p in params) and graph.streams is None)
+
+    def _flat_updates(self, s: _Step, params, grads) -> dict[Node, Node]:
+        """The rule applied once to P = pack(params) and G = pack(grads): the parameter values
+        and each state slot become views of one flat buffer (the leaves keep their names), the
+        compiler writes the gradients into views of one buffer, and every update is one
+        elementwise pass over all parameters. Elementwise rules give bit-identical results to
+        the per-parameter ones; clip_norm's global norm is one dot product over G, whose
+        summation order differs (last-bit differences in the clip coefficient)."""
+        from .ops import pack, unpack
+
+        graph = s.graph
+        flat_layout(graph, params)
+        P, G = pack(*params), pack(*grads)
+        self.flat_grad = G
+        s.packs[P] = list(params)
+        c = self.hyper["clip_norm"]
+        if c:
+            from .ops import minimum, sqrt, sum_squares
+
+            coef = minimum(c / (sqrt(s.cast(sum_squares(G), G.dtype)) + 1e-6), 1.0)
+            G = G * s.cast(coef, G.dtype)
+        wd = self.hyper["weight_decay"]
+        if wd and not self.decoupled_decay:
+            G = G + wd * P
+        out = {}
+        shapes = tuple(tuple(p.shape) for p in params)
+        for key, value in self._rule(s, P, G).items():
+            leaves = s.packs.get(key)
+            if leaves is None:
+                out[key] = value
+                continue
+            for i, leaf in enumerate(leaves):
+                out[leaf] = unpack(value, index=i, shapes=shapes)
+        # state leaves in the per-parameter order (parameter by parameter, slots in rule order)
+        self._states[1:] = [self.slots[p][slot] for p in params for slot in self.slots.get(p, {})]
         return out
 
     def state_nodes(self) -> list[Node]:

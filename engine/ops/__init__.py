@@ -9,6 +9,7 @@ from .shape import broadcast_to, concat, flatten, getitem, matmul, mT, one_hot, 
 from .nn import (bce_with_logits, bernoulli_logpmf, correct, softmax_ce_backward, softmax_minus_one_hot, gaussian_logpdf, kl_normal, kl_normal_std,  # noqa: F401
                  log_sigmoid, log_softmax, mse, softmax, softmax_cross_entropy)
 from .fused import adam_bc_sqrt, adam_step, adam_step_size, ema  # noqa: F401
+from .flat import pack, unpack  # noqa: F401
 from .special import cast, ones_like, stop_gradient, zeros_like  # noqa: F401
 from .random import RandomStreams, bernoulli, random_normal, random_uniform  # noqa: F401
 from .conv import conv2d, conv2d_backward_weight, conv_transpose2d  # noqa: F401

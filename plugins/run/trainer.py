@@ -93,7 +93,9 @@ class Trainer:
                 updates.update(m.train_updates)
                 with m.graph.scope("monitor"):
                     # one scalar that is non-finite iff some gradient entry is
-                    grad_norm = ops.sqrt(_sum_all([ops.sum_squares(g) for g in self.grads]))
+                    flat = self.optimizer.flat_grad  # all gradients in one vector: one dot product
+                    grad_norm = ops.sqrt(ops.sum_squares(flat) if flat is not None else
+                                         _sum_all([ops.sum_squares(g) for g in self.grads]))
                 defs["train_step"] = ({"loss": m.loss, **m.metrics, "grad_norm": grad_norm}, updates)
         defs["evaluate"] = ({"loss": m.loss, **m.metrics}, {})
         defs.update(m.programs)
