@@ -103,6 +103,11 @@ class JaxModel:
         loss_fn = {"mlp": _mlp_loss, "vae": _vae_loss}.get(kind) or _ddpm_loss_fn(info, self.dtype)
         self._step = _make_step(loss_fn, self.b1, self.b2, self.eps, grad_norm)
 
+    def compile(self, *data):
+        """Compile the step ahead of time for data shaped like `data` (else the first call does)."""
+        dt = self.dtype.type
+        self._step = self._step.lower(self.params, self.m, self.v, dt(0), dt(1), *data).compile()
+
     def step(self, *data):
         self.t += 1
         lr = self.lr(self.t - 1) if callable(self.lr) else self.lr
