@@ -119,4 +119,6 @@ def stream_rng(seed: int, stream: int) -> np.random.Generator:
     The hand-NumPy and PyTorch versions draw their noise from it, so all three frameworks
     see identical random numbers and their loss curves can be compared step by step.
     """
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stream])))
+    from gengraph.engine.ops.random import stream_seed
+
+    return np.random.Generator(np.random.PCG64(stream_seed(seed, stream)))

@@ -126,7 +126,9 @@ def _cupy_stream(seed, stream):
     """The CuPy generator gengraph's RandomStreams uses for `stream` on the GPU (engine/ops/random.py)."""
     import cupy
 
-    return cupy.random.RandomState(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
+    from gengraph.engine.ops.random import stream_seed
+
+    return cupy.random.RandomState(int(stream_seed(seed, stream).generate_state(1)[0]))
 
 
 def _torch_view(a):

@@ -1,7 +1,7 @@
 """`gengraph graph` and `gengraph gradcheck`: look at what the engine computes.
 
 Only parsing, printing and exit codes live here; the tables, exports and the gradient
-check are in gengraph.engine.inspect, model building in gengraph.plugins.
+check are in gengraph.engine (views, tables, export, gradcheck), model building in gengraph.plugins.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, over
     Exit codes: 0 done; 1 --render without Graphviz (the DOT text is still written) or
     `dot` failed; 2 bad usage or spec.
     """
-    from gengraph.engine import inspect as gi
+    from gengraph.engine import export, tables, views
 
     if render and fmt not in (None, "dot"):
         raise UserError(f"--render draws DOT; it cannot be combined with --format {fmt}")
@@ -111,16 +111,16 @@ def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, over
         raise UserError(f'unknown program "{program}"' + (f'; did you mean "{hint}"?' if hint else "")
                         + f" (this spec compiles: {', '.join(progs)})")
     outputs, updates, prog = progs[program]
-    view = gi.view_stage(stage, outputs, updates, prog, name=program, built_before=built_before)
+    view = views.view_stage(stage, outputs, updates, prog, name=program, built_before=built_before)
     view.title = f"{spec}: program {program}, stage {stage} ({loaded.data['model']['kind']})"
     if fmt == "text":
-        text = gi.summary(view, batch, collapse)
+        text = tables.summary(view, batch, collapse)
     elif fmt == "dot":
-        text = gi.to_dot(view, batch, collapse, name=f"{Path(spec).stem}.{program}.{stage}")
+        text = export.to_dot(view, batch, collapse, name=f"{Path(spec).stem}.{program}.{stage}")
     elif fmt == "json":
-        text = gi.to_json(view, batch, collapse) + "\n"
+        text = export.to_json(view, batch, collapse) + "\n"
     else:
-        text = gi.to_graphml(view, batch, collapse)
+        text = export.to_graphml(view, batch, collapse)
     if render:
         _render(text, render, out_file or f"{Path(spec).stem}_{program}_{stage}.{render}")
         return
@@ -177,7 +177,7 @@ def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, 
     """
     import numpy as np
 
-    from gengraph.engine import inspect as gi
+    from gengraph.engine.gradcheck import check_loss_grads
 
     loaded, data, plugin, graph, model = _spec_models(spec, overrides, plugin_files,
                                                       ['run.dtype="float64"', 'run.device="cpu"'])
@@ -201,7 +201,7 @@ def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, 
         raise UserError(f"{spec}: the data has no training rows to check the loss on")
     rows = np.sort(np.random.default_rng(seed).choice(len(x), min(batch, len(x)), replace=False))
     feeds = model.feed(x[rows], None if y is None else y[rows])
-    result = gi.check_loss_grads(model.loss, params, feeds, eps=eps, rtol=rtol, atol=atol, seed=seed,
+    result = check_loss_grads(model.loss, params, feeds, eps=eps, rtol=rtol, atol=atol, seed=seed,
                                  max_entries=max_entries)
     click.echo(f"gradcheck {spec} ({kind}): loss {result.loss:.6g} on {len(rows)} training rows, float64, "
                f"eps {eps:g}, rtol {rtol:g}, atol {atol:g}, seed {seed}")
@@ -211,16 +211,16 @@ def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, 
     if result.frozen_random or result.frozen_stop_gradient:
         click.echo(f"noise fixed: {result.frozen_random} random draw(s) and {result.frozen_stop_gradient} "
                    "stop_gradient value(s) computed once and held constant")
-    subset = [r for r in result.params if r.checked < r.total]
+    subset = [r for r in result.rows if r.checked < r.total]
     if subset:
         click.echo(f"{len(subset)} parameter(s) larger than {max_entries} entries: a random subset of {max_entries} "
                    f"entries each is checked (--max-entries, --seed)")
-    click.echo(gi.gradcheck_table(result))
-    failed = [r.name for r in result.params if not r.ok]
+    click.echo(result.table())
+    failed = [r.name for r in result.rows if not r.ok]
     if failed:
-        raise click.ClickException(f"gradient check failed for {len(failed)} of {len(result.params)} "
+        raise click.ClickException(f"gradient check failed for {len(failed)} of {len(result.rows)} "
                                    f"parameter(s): {', '.join(failed)}")
-    click.echo(f"ok: {len(result.params)} parameter(s) within tolerance")
+    click.echo(f"ok: {len(result.rows)} parameter(s) within tolerance")
 
 
 COMMANDS = [graph_cmd, gradcheck_cmd]

@@ -39,11 +39,7 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = ctx.params.get("debug", False)
-        from gengraph.engine.expr import ExprError
-        from gengraph.engine.ops.registry import ShapeError
-        from gengraph.plugins.datasets import DataError
-        from gengraph.plugins.spec.errors import SpecError
-        from gengraph.plugins.run.checkpoint import CheckpointError
+        from gengraph.engine.errors import UserError as Mistake  # SpecError, DataError, ExprError, ShapeError, ...
         from gengraph.plugins.run.runner import RunInterrupted
         from gengraph.plugins.run.trainer import DivergenceError
 
@@ -52,7 +48,7 @@ def user_errors(fn):
         except RunInterrupted as exc:
             click.echo(f"\n{exc}; continue with --resume", err=True)
             ctx.exit(130)
-        except (SpecError, DataError, ExprError, ShapeError, CheckpointError) as exc:
+        except Mistake as exc:
             if debug:
                 raise
             raise UserError(str(exc)) from None

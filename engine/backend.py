@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UserError
 
-class BackendError(RuntimeError):
-    pass
+
+class BackendError(UserError, RuntimeError):
+    """An unknown backend, or one that is not usable here (CuPy missing, no CUDA device)."""
 
 
 def get_backend(name: str = "numpy"):

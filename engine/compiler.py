@@ -1,15 +1,20 @@
-"""`compile`: outputs (+ updates) of a graph -> an optimized, scheduled Program."""
+"""`compile_graph`: outputs (+ updates) of a graph -> an optimized, scheduled Program.
+
+Exported from gengraph.engine as ``compile`` too (the public name the README uses);
+engine code says ``compile_graph`` so the builtin ``compile`` is never shadowed.
+"""
 
 from __future__ import annotations
 
 from .backend import get_backend
+from .codegen import generate
 from .graph import Graph, Node, topo_order
-from .ops import RandomStreams
+from .ops import OPS, RandomStreams
 from .passes import DEFAULT_PASSES, EVAL_PASSES, run_passes
 from .program import Program
 
 
-class RunContext:
+class KernelContext:
     """What kernels may need at run time: random streams and the compute dtype."""
 
     def __init__(self, graph: Graph, xp):
@@ -23,8 +28,8 @@ class RunContext:
         return self.streams.rng(stream)
 
 
-def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFAULT_PASSES, debug=False,
-            count_calls=False, training=None) -> Program:
+def compile_graph(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFAULT_PASSES, debug=False,
+                  count_calls=False, reuse_buffers=True, direct_updates=True, training=None) -> Program:
     """Compile outputs (a node, list or dict of nodes) and in-place `updates` {leaf: new value}.
 
     Updates are computed from the values before the run and written after it, so
@@ -33,7 +38,8 @@ def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFA
     `training` keeps training-only ops such as dropout; an evaluation program
     (training=False) replaces them by the identity. The default is whether the program
     updates a parameter: a sampler that only advances state (Langevin or PCD chains) is
-    not training.
+    not training. ``passes=(), reuse_buffers=False, direct_updates=False`` gives the
+    unoptimized program: the same values, computed node by node as built.
     """
     xp = get_backend(backend)
     graph.move_to(xp)
@@ -51,10 +57,11 @@ def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFA
             raise ValueError(f"update of {target.label}: shape {value.shape} != {target.shape}")
     targets = list(updates)
     everything = outs + [updates[t] for t in targets]
-    built = len(topo_order(everything))
+    built_order = topo_order(everything)
+    built = len(built_order)
     training = any(t.op == "param" for t in updates) if training is None else bool(training)
-    if not training:
-        passes = tuple(EVAL_PASSES) + tuple(passes)
+    if not training and any(OPS[n.op].train_only_identity for n in built_order if n.op in OPS):
+        passes = tuple(EVAL_PASSES) + tuple(passes)  # semantics, not optimization: runs even with passes=()
     everything, stats = run_passes(everything, passes)
     outs, values = everything[:len(outs)], everything[len(outs):]
     order = topo_order(everything + targets)
@@ -62,8 +69,9 @@ def compile(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFA
     for n in feeds:
         if not n.name:
             raise ValueError("every input node needs a name")
-    ctx = RunContext(graph, xp)
-    program = Program(graph, order, feeds, outs, keys, list(zip(targets, values)), xp, ctx, debug=debug,
-                      count=count_calls, pass_stats=stats, built_nodes=built)
+    ctx = KernelContext(graph, xp)
+    program = Program(graph, order, feeds, outs, keys, list(zip(targets, values)), xp, ctx, pass_stats=stats,
+                      built_nodes=built)
     program.training = training
+    generate(program, debug=debug, count=count_calls, reuse_buffers=reuse_buffers, direct_updates=direct_updates)
     return program

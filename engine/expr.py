@@ -11,33 +11,23 @@ ExprError that names the expression and the column.
 from __future__ import annotations
 
 import ast
+import inspect
+from difflib import get_close_matches
 
 from . import ops
+from .ops.registry import EXPRESSION_FUNCTIONS
 from .autodiff import grad as _grad
+from .errors import UserError
 from .graph import Node
 
-# functions an expression may call: the public graph builders of the op library
-FUNCTIONS = {
-    name: getattr(ops, name)
-    for name in (
-        "exp", "log", "sqrt", "abs", "square", "log1p", "expm1", "sin", "cos", "maximum", "minimum", "where", "clip",
-        "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "log_sigmoid",
-        "sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "transpose",
-        "bce_with_logits", "mse", "gaussian_logpdf", "kl_normal_std", "kl_normal", "bernoulli_logpmf",
-        "stop_gradient", "matmul",
-    )
-}
-# image ops (NCHW): keyword names as in torch.nn.functional
-FUNCTIONS.update({name: getattr(ops, name) for name in (
-    "conv2d", "conv_transpose2d", "avg_pool2d", "max_pool2d", "upsample_nearest2d", "group_norm", "layer_norm",
-    "dropout")})
+# functions an expression may call: the graph builders registered with in_expressions=True
+# or @expression_function (public ops and composites of the op library, image ops included)
+FUNCTIONS = EXPRESSION_FUNCTIONS
 
 
 def keywords(fname: str) -> tuple:
     """The static (non-graph) arguments function `fname` accepts as keywords: its `static_args`
     attribute when it has one (e.g. max_pool2d's kernel), else its parameters with a default."""
-    import inspect
-
     fn = FUNCTIONS[fname]
     if hasattr(fn, "static_args"):
         return tuple(fn.static_args)
@@ -51,8 +41,6 @@ def keywords(fname: str) -> tuple:
 
 def _static_positions(fname: str) -> dict:
     """{position: name} of the static arguments that may also be passed positionally."""
-    import inspect
-
     static = set(keywords(fname))
     try:
         params = list(inspect.signature(FUNCTIONS[fname]).parameters.values())
@@ -63,7 +51,9 @@ _BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div:
            ast.Pow: "__pow__", ast.MatMult: "__matmul__"}
 
 
-class ExprError(ValueError):
+class ExprError(UserError, ValueError):
+    """An expression outside the whitelist or malformed; names the expression and the column."""
+
     def __init__(self, expression: str, col: int, message: str):
         self.expression, self.col, self.message = expression, col, message
         super().__init__(f"in expression {expression!r}, column {col + 1}: {message}")
@@ -161,8 +151,6 @@ def _is_static(node):
 
 
 def _suggest(name, candidates):
-    from difflib import get_close_matches
-
     hit = get_close_matches(name, candidates, n=1)
     return f'; did you mean "{hit[0]}"?' if hit else ""
 

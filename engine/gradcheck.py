@@ -1,4 +1,15 @@
-"""Central finite differences in float64: the check behind the tests and `gengraph gradcheck`."""
+"""Central finite differences in float64: the check behind the tests and `gengraph gradcheck`.
+
+One finite-difference loop (`central_differences`) and one report (`GradCheckReport`,
+one `GradCheckRow` per checked input or parameter) serve both checks:
+
+* ``check_grads(f, inputs)`` checks an expression or graph-building function of fed
+  inputs (every entry);
+* ``check_loss_grads(loss, params, feeds)`` checks a built model's scalar loss with respect
+  to its parameters, on the graph's own values (perturbed in place and restored), on a
+  seeded subset of entries for big parameters; random draws and ``stop_gradient`` values
+  are frozen first, so stochastic losses become deterministic functions of the parameters.
+"""
 
 from __future__ import annotations
 
@@ -6,56 +17,96 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import expr as expr_lang
+from . import ops
+from .autodiff import grad
+from .backend import to_numpy
+from .compiler import compile_graph
+from .graph import Graph, Node, topo_order
+from .metrics import fmt_shape
+from .ops import OPS
+from .passes import clone
+from .tables import render_rows
+
+ROUNDOFF_FACTOR = 8
+
 
 @dataclass
 class GradCheckRow:
+    """One checked input or parameter: the worst entry's errors and whether all passed."""
+
     name: str
     max_abs_err: float
     max_rel_err: float
     ok: bool
+    shape: tuple = ()
+    checked: int = 0  # entries compared
+    total: int = 0  # entries in the array (more than `checked` when a random subset was checked)
 
 
 @dataclass
 class GradCheckReport:
+    """Rows of a gradient check; for a model loss also the loss and what was held fixed."""
+
     rows: list[GradCheckRow] = field(default_factory=list)
+    loss: float | None = None
+    frozen_random: int = 0  # random draws computed once and fed as constants
+    frozen_stop_gradient: int = 0  # stop_gradient values computed once and fed as constants
+    roundoff_floor: float = 0.0  # added to atol: the finite differences' own rounding error
+    scale: float = 0.0  # the largest |scalar| the loss is computed from (sets the floor)
 
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.rows)
 
-    def __str__(self):
-        lines = [f"{'parameter':30s} {'max abs err':>12s} {'max rel err':>12s}  result"]
+    def table(self) -> str:
+        header = ("parameter", "shape", "checked", "max abs err", "max rel err", "result")
+        rows = []
         for r in self.rows:
-            lines.append(f"{r.name:30s} {r.max_abs_err:12.3e} {r.max_rel_err:12.3e}  {'ok' if r.ok else 'FAIL'}")
-        return "\n".join(lines)
+            checked = f"{r.checked}/{r.total}" + (" (random subset)" if r.checked < r.total else "")
+            rows.append((r.name, fmt_shape(r.shape), checked, f"{r.max_abs_err:.3e}", f"{r.max_rel_err:.3e}",
+                         "ok" if r.ok else "FAIL"))
+        return "\n".join(render_rows(header, rows, right=(3, 4)))
+
+    def __str__(self):
+        return self.table()
 
     def assert_ok(self):
         if not self.ok:
             raise AssertionError("gradient check failed:\n" + str(self))
 
 
-def central_differences(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """d f / d x by central differences, perturbing x in place (restored afterwards)."""
-    g = np.zeros(x.shape, dtype=np.float64)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
+def central_differences(f, x: np.ndarray, eps: float = 1e-6, index=None) -> np.ndarray:
+    """d f / d x by central differences, perturbing x in place (restored afterwards).
+
+    With `index` (flat positions) only those entries, as a 1-D array; else all, shaped like x.
+    x must be writable through ``x.reshape(-1)`` (C-contiguous).
+    """
+    if not x.flags.c_contiguous:  # reshape(-1) would copy, and the perturbations would go nowhere
+        raise ValueError("central_differences needs a C-contiguous array to perturb in place")
+    flat = x.reshape(-1)
+    positions = range(flat.size) if index is None else index
+    out = np.empty(len(positions), dtype=np.float64)
+    for j, i in enumerate(positions):
         old = flat[i]
         flat[i] = old + eps
         fp = float(f())
         flat[i] = old - eps
         fm = float(f())
         flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
+        out[j] = (fp - fm) / (2 * eps)
+    return out.reshape(x.shape) if index is None else out
 
 
-def compare(name, analytic, numeric, rtol, atol) -> GradCheckRow:
+def compare(name, analytic, numeric, rtol, atol, shape=None, total=None) -> GradCheckRow:
     analytic, numeric = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
     err = np.abs(analytic - numeric)
     scale = np.maximum(np.abs(analytic), np.abs(numeric))
     rel = np.where(scale > 0, err / np.where(scale > 0, scale, 1), 0.0)
     ok = bool(np.all(err <= atol + rtol * scale))
-    return GradCheckRow(name, float(err.max(initial=0.0)), float(rel.max(initial=0.0)), ok)
+    shape = tuple(analytic.shape) if shape is None else tuple(shape)
+    return GradCheckRow(name, float(err.max(initial=0.0)), float(rel.max(initial=0.0)), ok, shape, int(err.size),
+                        int(err.size) if total is None else int(total))
 
 
 def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0) -> GradCheckReport:
@@ -65,23 +116,17 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
     from input nodes; a non-scalar output is contracted with a fixed random cotangent so
     that every element is checked. `wrt` defaults to every input.
     """
-    from . import expr as expr_lang
-    from .autodiff import grad
-    from .compiler import compile
-    from .graph import Graph
-    from . import ops
-
     wrt = list(inputs) if wrt is None else list(wrt)
     g = Graph(dtype="float64", seed=seed)
-    arrays = {k: np.array(v, dtype=np.float64) for k, v in inputs.items()}
+    arrays = {k: np.array(v, dtype=np.float64, order="C") for k, v in inputs.items()}
     nodes = {k: g.input(k, a.shape) for k, a in arrays.items()}
     out = expr_lang.build(f, nodes) if isinstance(f, str) else f(**nodes)
     if out.shape != ():
         cot = np.random.default_rng(seed).normal(size=out.shape)
         out = ops.sum(out * g.constant(cot, dtype="float64"))
     grads = grad(out, [nodes[k] for k in wrt])
-    value_prog = compile(g, out)
-    grad_prog = compile(g, dict(zip(wrt, grads)))
+    value_prog = compile_graph(g, out)
+    grad_prog = compile_graph(g, dict(zip(wrt, grads)))
     analytic = grad_prog.run(arrays)
     report = GradCheckReport()
     for k in wrt:
@@ -92,12 +137,6 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
 
 def value_and_grad(expression: str, inputs: dict, wrt: list[str]):
     """Value of a scalar expression and its gradients w.r.t. the named inputs (float64 NumPy)."""
-    from . import expr as expr_lang
-    from .autodiff import grad
-    from .backend import to_numpy
-    from .compiler import compile
-    from .graph import Graph
-
     g = Graph(dtype="float64")
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
     nodes = {k: g.input(k, a.shape) for k, a in arrays.items()}
@@ -108,6 +147,97 @@ def value_and_grad(expression: str, inputs: dict, wrt: list[str]):
     if out.shape != ():
         raise ValueError(f"value_and_grad needs a scalar expression; {expression!r} has shape {out.shape}")
     grads = grad(out, [nodes[w] for w in wrt])
-    res = compile(g, [out] + grads).run(arrays)
+    res = compile_graph(g, [out] + grads).run(arrays)
     return np.asarray(to_numpy(res[0]), np.float64), {w: np.asarray(to_numpy(r), np.float64)
                                                       for w, r in zip(wrt, res[1:])}
+
+
+# --- the gradient of a built model's loss ------------------------------------------------------
+def freeze_nondeterminism(loss: Node):
+    """`loss` rebuilt with every random draw and stop_gradient value replaced by a fed input.
+
+    Neither kind passes a gradient, so the engine's gradient is unchanged; but finite
+    differences of the rebuilt loss see neither new noise nor the parameter dependence
+    hidden behind stop_gradient (Langevin or Gibbs negatives). Returns
+    (new loss, {input node: original node}).
+    """
+    g = loss.graph
+    new: dict[int, Node] = {}
+    frozen: dict[int, tuple] = {}
+    for n in topo_order([loss]):
+        op = OPS.get(n.op)
+        if not n.is_leaf and (n.op == "stop_gradient" or (op is not None and op.random)):
+            inp = g.add_node("input", shape=n.shape, dtype=n.dtype, name=f"__frozen{len(g.nodes)}_{n.id}")
+            new[id(n)] = inp
+            frozen[inp.id] = (inp, n)
+            continue
+        ins = tuple(new[id(i)] for i in n.inputs)
+        new[id(n)] = n if all(a is b for a, b in zip(ins, n.inputs)) else clone(n, ins)
+    out = new[id(loss)]
+    used = {n.id for n in topo_order([out]) if n.op == "input"}
+    return out, {inp: orig for k, (inp, orig) in frozen.items() if k in used}
+
+
+def check_loss_grads(loss: Node, params, feeds: dict, *, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0,
+                     max_entries=50, backend="numpy") -> GradCheckReport:
+    """The engine's gradient of scalar `loss` w.r.t. each param vs central differences.
+
+    Runs on the graph's own parameter values (perturbed in place and restored). Params
+    with more than `max_entries` entries are checked on a seeded random subset. Noise is
+    fixed: random draws and stop_gradient values are computed once, from the graph's
+    random streams (whose state is saved and restored, so the check leaves them as it found
+    them), and fed as constants. An entry passes when
+    |engine - numeric| <= atol + floor + rtol * max(|engine|, |numeric|), where
+    floor = 8 * finfo(dtype).eps * scale / eps is the rounding error the finite
+    differences themselves carry, `scale` being the largest |scalar| the loss is computed
+    from (the loss, its sums and means); it matters for losses made of large terms.
+    """
+    graph = loss.graph
+    if loss.shape != ():
+        raise ValueError(f"the loss must be a scalar; it has shape {loss.shape}")
+    det_loss, frozen = freeze_nondeterminism(loss)
+    feeds = dict(feeds)
+    streams_state = None
+    if frozen:
+        originals = list(frozen.values())
+        sampler = compile_graph(graph, originals, backend=backend)
+        streams = graph.streams
+        for n in sampler.nodes:  # streams are created lazily: make them exist so their state is saved
+            if OPS.get(n.op) is not None and OPS[n.op].random:
+                streams.rng(n.attrs.get("stream", 0))
+        streams_state = streams.state()
+        values = sampler.run(feeds)
+        streams.set_state(streams_state)
+        for (inp, _), v in zip(frozen.items(), values):
+            feeds[inp.name] = to_numpy(v)
+    grads = grad(det_loss, list(params))
+    grad_prog = compile_graph(graph, [det_loss] + list(grads), backend=backend)
+    value_prog = compile_graph(graph, det_loss, backend=backend)
+
+    def f():
+        if streams_state is not None:
+            graph.streams.set_state(streams_state)
+        return float(to_numpy(value_prog.run(feeds)))
+
+    res = grad_prog.run(feeds)
+    loss_value = float(to_numpy(res[0]))
+    # central differences resolve no better than the rounding of the loss: a few units in
+    # the last place of the largest scalar it is computed from (a loss that is a difference
+    # of large terms, like free energies, rounds like those terms), divided by eps
+    scalars = [n for n in topo_order([det_loss]) if n.shape == () and not n.is_leaf and n.dtype.kind == "f"]
+    scale = max([abs(loss_value)] + [abs(float(to_numpy(v))) for v in compile_graph(graph, scalars, backend=backend)
+                                     .run(feeds)]) if scalars else abs(loss_value)
+    floor = ROUNDOFF_FACTOR * float(np.finfo(det_loss.dtype).eps) * scale / eps \
+        if det_loss.dtype.kind == "f" else 0.0
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p, g in zip(params, res[1:]):
+        x = graph.values[p.id]
+        analytic = np.asarray(to_numpy(g), np.float64).reshape(-1)
+        if not x.flags.c_contiguous:
+            raise ValueError(f"parameter {p.label} is not contiguous; cannot perturb it in place")
+        idx = np.arange(x.size) if x.size <= max_entries else np.sort(rng.choice(x.size, max_entries, replace=False))
+        numeric = central_differences(f, x, eps, idx)
+        rows.append(compare(p.label, analytic[idx], numeric, rtol, atol + floor, x.shape, x.size))
+    n_random = sum(1 for o in frozen.values() if o.op != "stop_gradient")
+    return GradCheckReport(rows, loss_value, n_random, len(frozen) - n_random, floor, scale)

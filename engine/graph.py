@@ -1,7 +1,9 @@
 """The graph IR: a Graph owns Nodes; leaves are inputs, params, state and constants.
 
 Nodes are immutable records once built. Arithmetic operators on nodes build new nodes
-through the op registry, so ``x @ w + b`` reads like NumPy and yields graph.
+through the op registry, so ``x @ w + b`` reads like NumPy and yields graph. This module
+does not import the ops (they import it): the registry installs its ``apply`` as
+``Node._apply`` when gengraph.engine.ops is imported, which importing gengraph.engine does.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import itertools
 
 import numpy as np
+
+from .backend import to_numpy
 
 LEAF_OPS = ("input", "param", "state", "constant")
 
@@ -50,10 +54,10 @@ class Node:
         raise TypeError("a graph Node has no truth value; compare values after running a program")
 
     # --- operator sugar (resolved through the op registry) ------------------------
-    def _op(self, name, *args, **attrs):
-        from .ops import apply
+    _apply = None  # set by gengraph.engine.ops.registry: apply(op name, *inputs, **attrs) -> Node
 
-        return apply(name, *args, **attrs)
+    def _op(self, name, *args, **attrs):
+        return self._apply(name, *args, **attrs)
 
     def __add__(self, o): return self._op("add", self, o)
     def __radd__(self, o): return self._op("add", o, self)
@@ -72,9 +76,8 @@ class Node:
 
     @property
     def T(self):
-        from .ops import transpose
-
-        return transpose(self)
+        """All axes reversed (ops.transpose with the default permutation)."""
+        return self._op("transpose", self, axes=tuple(reversed(range(self.ndim))))
 
 
 class Graph:
@@ -89,8 +92,9 @@ class Graph:
         self._scopes: list[str] = []
         self._origin = None
         self._names: dict[str, Node] = {}
+        self._shared_constants: dict[tuple, Node] = {}  # see shared_constant
         self.streams = None  # the random streams of compiled programs (made by the first compile)
-        self._stream_ids = itertools.count(1 << 20)  # above the small numbers plugins pick by hand
+        self._stream_ids = itertools.count()  # for new_stream's names
 
     # --- scopes ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -141,15 +145,32 @@ class Graph:
             dtype = self.dtype if arr.dtype.kind in "fc" or arr.dtype.kind in "iub" and arr.ndim == 0 else arr.dtype
         return self._leaf_with_value("constant", name, arr, dtype)
 
+    def shared_constant(self, value, dtype=None, name=None) -> Node:
+        """A constant equal to `value`, made once per graph (same dtype, shape, bytes, name).
+
+        Compiler passes make their constants here, so compiling the same outputs again does
+        not grow the graph.
+        """
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes(), name)
+        node = self._shared_constants.get(key)
+        if node is None:
+            node = self._shared_constants[key] = self.constant(arr, dtype=arr.dtype, name=name)
+        return node
+
     def _leaf_with_value(self, op, name, value, dtype) -> Node:
         arr = np.array(value, dtype=dtype)
         node = self.add_node(op, shape=arr.shape, dtype=arr.dtype, name=name)
         self.values[node.id] = arr
         return node
 
-    def new_stream(self) -> int:
-        """A random-stream number no other `new_stream` call of this graph returns."""
-        return next(self._stream_ids)
+    def new_stream(self, prefix: str = "stream") -> str:
+        """A random-stream name no other `new_stream` call of this graph returns ("stream#0", ...).
+
+        Streams are named; gengraph.engine.ops.random.RandomStreams says how a name and the
+        graph's seed give the generator.
+        """
+        return f"{prefix}#{next(self._stream_ids)}"
 
     def move_to(self, xp) -> None:
         """Keep param/state values on the backend `xp` (NumPy or CuPy), converting once."""
@@ -170,8 +191,6 @@ class Graph:
 
     def value(self, node: Node):
         """The current value of a param, state or constant, as a NumPy array."""
-        from .backend import to_numpy
-
         return to_numpy(self.values[node.id])
 
     def set_value(self, node: Node, value) -> None:

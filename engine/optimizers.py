@@ -45,6 +45,8 @@ from typing import ClassVar
 import numpy as np
 
 from .graph import Node
+from .ops import adam_bc_sqrt, adam_step, adam_step_size, cast, ema, gt, minimum, pack, sqrt, stop_gradient, sum_squares, unpack
+from .ops import sum as total
 from .schedules import REQUIRED, Schedule, as_schedule, check, resolve_hyper, unknown_kind  # noqa: F401
 
 STEP_DTYPE = np.dtype("float64")  # the step counter: exact integers up to 2**53
@@ -79,8 +81,6 @@ def named(node: Node, name: str) -> Node:
     if node.op == "constant":
         return graph.constant(graph.value(node), dtype=node.dtype, name=name)
     if node.is_leaf:
-        from .ops import stop_gradient
-
         node = stop_gradient(node)  # an identity whose copy can carry the name
     return graph.add_node(node.op, node.inputs, dict(node.attrs), node.shape, node.dtype, name=name)
 
@@ -101,8 +101,6 @@ class _Step:
             return node
         key = (id(node), dtype.str)
         if key not in self._casts:
-            from .ops import cast
-
             self._casts[key] = cast(node, dtype=dtype.name)
         return self._casts[key]
 
@@ -112,8 +110,6 @@ class _Step:
     def state(self, param: Node, slot: str, fill: float = 0.0) -> Node:
         leaves = self.packs.get(param)
         if leaves is not None:  # flat mode: one state leaf per parameter, views of one buffer
-            from .ops import pack
-
             nodes = [self._state_leaf(p, slot, fill) for p in leaves]
             flat_layout(self.graph, nodes, fill)
             packed = pack(*nodes)
@@ -238,8 +234,6 @@ class Optimizer:
         elementwise pass over all parameters. Elementwise rules give bit-identical results to
         the per-parameter ones; clip_norm's global norm is one dot product over G, whose
         summation order differs (last-bit differences in the clip coefficient)."""
-        from .ops import pack, unpack
-
         graph = s.graph
         flat_layout(graph, params)
         P, G = pack(*params), pack(*grads)
@@ -247,8 +241,6 @@ class Optimizer:
         s.packs[P] = list(params)
         c = self.hyper["clip_norm"]
         if c:
-            from .ops import minimum, sqrt, sum_squares
-
             coef = minimum(c / (sqrt(s.cast(sum_squares(G), G.dtype)) + 1e-6), 1.0)
             G = G * s.cast(coef, G.dtype)
         wd = self.hyper["weight_decay"]
@@ -275,9 +267,6 @@ class Optimizer:
         c = self.hyper["clip_norm"]
         if not c or not grads:
             return grads
-        from .ops import minimum, sqrt
-        from .ops import sum as total
-
         sq = None
         for g in grads:
             term = s.cast(total(g * g), grads[0].dtype)
@@ -321,8 +310,6 @@ class Momentum(Optimizer):
             check(owner, h["momentum"] > 0 and h["dampening"] == 0, "nesterov needs momentum > 0 and dampening 0")
 
     def _rule(self, s, p, g):
-        from .ops import gt
-
         h = self.hyper
         mu, damp = h["momentum"], h["dampening"]
         v = s.state(p, "v")
@@ -358,8 +345,6 @@ class Adagrad(Optimizer):
             check(owner, h[key] >= 0, f"{key} must be >= 0")
 
     def _rule(self, s, p, g):
-        from .ops import sqrt
-
         h = self.hyper
         acc = s.state(p, "sum", h["initial_accumulator"])
         acc_new = acc + g * g
@@ -386,8 +371,6 @@ class RMSprop(Optimizer):
         check(owner, h["momentum"] >= 0, "momentum must be >= 0")
 
     def _rule(self, s, p, g):
-        from .ops import sqrt
-
         h = self.hyper
         a = h["alpha"]
         sq = s.state(p, "sq")
@@ -440,8 +423,6 @@ class Adam(Optimizer):
         check(owner, h["fused"] in ("auto", "yes", "no"), 'fused must be "auto", "yes" or "no"')
 
     def _rule(self, s, p, g):
-        from .ops import adam_bc_sqrt, adam_step, adam_step_size, ema, sqrt
-
         h = self.hyper
         b1, b2 = h["beta1"], h["beta2"]
         m, v = s.state(p, "m"), s.state(p, "v")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import to_numpy
 from .graph import Node, topo_order
 from .ops import OPS
 
@@ -37,8 +38,6 @@ def _attrs_key(attrs):
 
 
 def _const(n: Node):
-    from .backend import to_numpy
-
     return to_numpy(n.graph.values[n.id]) if n.op == "constant" else None
 
 
@@ -77,7 +76,7 @@ def constant_folding():
             return None
         with np.errstate(all="ignore"):
             value = OPS[n.op].forward(np, *(_const(i) for i in n.inputs), **n.attrs)
-        return n.graph.constant(np.array(value, dtype=n.dtype), name=n.name)
+        return n.graph.shared_constant(np.array(value, dtype=n.dtype), name=n.name)
 
     return rule
 
@@ -121,9 +120,9 @@ def simplify():
             return ins[0]
         # values fixed by static shapes alone become constants (then fold further)
         if op in ("ones_like", "zeros_like") and None not in n.shape:
-            return n.graph.constant((np.ones if op == "ones_like" else np.zeros)(n.shape, n.dtype))
+            return n.graph.shared_constant((np.ones if op == "ones_like" else np.zeros)(n.shape, n.dtype))
         if op == "count" and all(ins[0].shape[a] is not None for a in n.attrs["axis"]):
-            return n.graph.constant(np.prod([ins[0].shape[a] for a in n.attrs["axis"]]), dtype=n.dtype)
+            return n.graph.shared_constant(np.prod([ins[0].shape[a] for a in n.attrs["axis"]]), dtype=n.dtype)
         return None
 
     return rule

@@ -28,6 +28,7 @@ import math
 from typing import ClassVar
 
 from .graph import Node
+from .ops import cos, floor, lt, maximum, minimum, where
 
 
 class _Required:
@@ -158,8 +159,6 @@ class StepDecay(Schedule):
         check('schedule "step"', self.hyper["gamma"] > 0, "gamma must be > 0")
 
     def node(self, step):
-        from .ops.elementwise import floor
-
         h = self.hyper
         return h["lr"] * h["gamma"] ** floor(step / float(h["step_size"]))
 
@@ -200,8 +199,6 @@ class Cosine(Schedule):
         check('schedule "cosine"', 0 <= h["min_lr"] <= h["lr"], "need 0 <= min_lr <= lr")
 
     def node(self, step):
-        from .ops import cos, lt, maximum, minimum, where
-
         h = self.hyper
         lr, lo, w, span = h["lr"], h["min_lr"], h["warmup_steps"], h["total_steps"] - h["warmup_steps"]
         progress = minimum(maximum(step - float(w), 0.0), float(span)) / float(span) if w else \

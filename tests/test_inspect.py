@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from gengraph.cli.main import main
 from gengraph.engine import Graph, compile, grad, ops
-from gengraph.engine import inspect as gi
+from gengraph.engine import metrics, tables, views
 
 ROOT = Path(__file__).resolve().parents[1]
 PERCEPTRON = str(ROOT / "specs" / "linear_perceptron.toml")
@@ -97,7 +97,7 @@ def test_program_summary_matches_schedule_and_flops():
     gw = grad(loss, w)
     prog = compile(g, {"loss": loss, "gw": gw})
     text = prog.summary(batch=4)
-    assert text == gi.program_summary(prog, batch=4)
+    assert text == tables.program_summary(prog, batch=4)
     rows = table_rows(text)
     assert [r["id"] for r in rows] == [n.id for n in prog.nodes]
     mm = [r for r in rows if r["op"] == "matmul" and " layer " in r["line"]][0]
@@ -107,11 +107,11 @@ def test_program_summary_matches_schedule_and_flops():
     wrow = [r for r in rows if r["op"] == "param"][0]
     assert re.search(r"\sW\s+6\s+0\s", wrow["line"])
     assert re.search(r"parameters\s+6 in 1 tensor\b", text)
-    t = gi.totals_of(gi.program_view(prog), batch=4)
+    t = metrics.totals_of(views.program_view(prog), batch=4)
     assert t.params == 6 and t.nodes == len(prog.nodes)
-    assert t.flops == sum(gi.node_flops(n, 4) for n in prog.nodes) and t.flops >= 48
+    assert t.flops == sum(metrics.node_flops(n, 4) for n in prog.nodes) and t.flops >= 48
     # activation bytes: every non-leaf output at batch 4, float64
-    assert t.activation_bytes == sum(8 * gi.n_elements(n.shape, 4) for n in prog.nodes if not n.is_leaf)
+    assert t.activation_bytes == sum(8 * metrics.n_elements(n.shape, 4) for n in prog.nodes if not n.is_leaf)
 
 
 def test_collapse_groups_by_scope():
@@ -175,15 +175,15 @@ def test_optimized_stage_no_larger_than_grad_stage():
         loaded, data, plugin, graph, model = _spec_models(spec, [], [], ['run.device="cpu"'])
         progs, built_before = compiled_programs(loaded, data, plugin, model)
         for name, (outputs, updates, prog) in progs.items():
-            built = gi.view_stage("built", outputs, updates, prog, name, built_before)
-            grad_v = gi.view_stage("grad", outputs, updates, prog, name, built_before)
-            opt = gi.view_stage("optimized", outputs, updates, prog, name, built_before)
+            built = views.view_stage("built", outputs, updates, prog, name, built_before)
+            grad_v = views.view_stage("grad", outputs, updates, prog, name, built_before)
+            opt = views.view_stage("optimized", outputs, updates, prog, name, built_before)
             assert len(opt.nodes) <= len(grad_v.nodes), (spec, name)
             assert len(built.nodes) <= len(grad_v.nodes)
             if name == "train_step":
                 assert len(built.nodes) < len(grad_v.nodes)
-                assert not any(gi.is_backward(n) for n in built.nodes)
-                assert any(gi.is_backward(n) for n in grad_v.nodes)
+                assert not any(metrics.is_backward(n) for n in built.nodes)
+                assert any(metrics.is_backward(n) for n in grad_v.nodes)
 
 
 def dot_structure(text: str):
@@ -219,7 +219,7 @@ def test_dot_parses_and_separates_backward(tmp_path):
     data_edges = [e for e in re.findall(r"^\s*(n\d+) -> (n\d+)(.*);$", text, flags=re.M) if "update" not in e[2]]
     assert len(data_edges) == sum(len(n.inputs) for n in prog.nodes)
     assert "subgraph cluster_" in text and 'label="grad/hidden' in text
-    back = [n for n in prog.nodes if gi.is_backward(n) and not n.is_leaf]
+    back = [n for n in prog.nodes if metrics.is_backward(n) and not n.is_leaf]
     fwd = [n for n in prog.nodes if n.op == "tanh"]
     assert back and fwd
     for n in back:

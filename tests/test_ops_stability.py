@@ -209,3 +209,32 @@ def test_reparameterized_noise_gradient_is_the_noise():
     np.testing.assert_array_equal(a, np.ones(6))
     np.testing.assert_array_equal(b, e)
     assert np.std(e) > 0
+
+
+def test_logsumexp_of_all_minus_inf_row_is_minus_inf():
+    x = np.array([[-np.inf, -np.inf, -np.inf], [0.0, -np.inf, 1.0], [1.0, 2.0, 3.0]])
+    g = Graph(dtype="float64")
+    xn = g.input("x", x.shape)
+    y = ops.logsumexp(xn, axis=-1)
+    dx = grad(ops.sum(y * g.constant(np.array([0.0, 1.0, 1.0]))), xn)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value, gx = compile(g, [y, dx]).numpy({"x": x})
+    assert value[0] == -np.inf  # not nan
+    np.testing.assert_allclose(value[1:], [np.logaddexp(0.0, 1.0), np.logaddexp.reduce([1.0, 2.0, 3.0])], rtol=1e-14)
+    # where defined, the gradient is softmax: an -inf entry gets exactly 0, finite rows sum to 1
+    e = np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
+    np.testing.assert_allclose(gx[1], [e[0], 0.0, e[1]], rtol=1e-14)
+    np.testing.assert_allclose(gx[2], np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum(), rtol=1e-14)
+    assert np.isfinite(gx[1:]).all()
+
+
+@pytest.mark.parametrize("z", [-40.0, -100.0, -700.0])
+def test_softplus_is_exp_for_large_negative_inputs(z):
+    g = Graph(dtype="float64")
+    x = g.input("x", ())
+    value = compile(g, ops.softplus(x)).numpy({"x": np.array(z)})
+    np.testing.assert_allclose(value, np.exp(z), rtol=1e-12)  # log1p(e^z) = e^z (1 - e^z/2 + ...)
+    # log_sigmoid(-z) = -softplus(z) keeps the same relative precision
+    g = Graph(dtype="float64")
+    x = g.input("x", ())
+    np.testing.assert_allclose(compile(g, ops.log_sigmoid(x)).numpy({"x": np.array(-z)}), -np.exp(z), rtol=1e-12)

@@ -27,3 +27,30 @@ def test_cli_help_imports_no_heavy_module():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_engine_compile_is_compile_graph_and_user_errors_share_a_base():
+    import builtins
+
+    from gengraph import engine
+    from gengraph.engine import BackendError, ExprError, ShapeError, UserError, compile, compile_graph
+
+    assert compile is compile_graph and engine.compile is compile_graph
+    assert builtins.compile is not compile_graph  # the engine's modules never shadow the builtin
+    for cls, old_base in [(ExprError, ValueError), (ShapeError, ValueError), (BackendError, RuntimeError)]:
+        assert issubclass(cls, UserError) and issubclass(cls, old_base), cls
+    with pytest.raises(UserError, match="unknown backend"):
+        engine.get_backend("tpu")
+
+
+def test_engine_modules_do_not_define_compile_or_an_inspect_module():
+    import importlib
+    import pkgutil
+
+    from gengraph import engine
+
+    names = [m.name for m in pkgutil.iter_modules(engine.__path__)]
+    assert "inspect" not in names  # it shadowed the stdlib module
+    for name in names:
+        module = importlib.import_module(f"gengraph.engine.{name}")
+        assert "compile" not in vars(module) or name == "__init__", name

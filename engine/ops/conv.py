@@ -17,7 +17,7 @@ import importlib
 
 import numpy as np
 
-from .registry import ShapeError, _fmt, defop, size_of
+from .registry import ShapeError, _fmt, defop, expression_function, size_of
 
 
 # --- helpers shared with the pools ---------------------------------------------------------
@@ -278,12 +278,14 @@ conv2d_backward_weight = defop(
 
 
 # --- public builders (PyTorch's argument names) --------------------------------------------
+@expression_function
 def conv2d(x, w, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv2d without bias: x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW)."""
     return _conv2d(x, w, stride=pair(stride, "stride", 1), padding=pair(padding, "padding", 0),
                    dilation=pair(dilation, "dilation", 1), groups=_int(groups, "groups"))
 
 
+@expression_function
 def conv_transpose2d(x, w, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """torch.nn.functional.conv_transpose2d without bias: x (N, C_in, H, W), w (C_in, C_out/groups, kH, kW)."""
     return _conv_transpose2d(x, w, stride=pair(stride, "stride", 1), padding=pair(padding, "padding", 0),

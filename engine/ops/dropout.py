@@ -12,7 +12,7 @@ evaluation program's gradients are those of the identity.
 
 from __future__ import annotations
 
-from .registry import ShapeError, defop
+from .registry import ZERO, ShapeError, defop, expression_function
 
 
 def _mask_forward(xp, x, *, p, stream, ctx):
@@ -30,18 +30,19 @@ def _dropout_shape(x, mask):
     return x.shape, x.dtype
 
 
-dropout_mask = defop("dropout_mask", _mask_forward, _mask_shape, (None,), random=True,
+dropout_mask = defop("dropout_mask", _mask_forward, _mask_shape, (ZERO,), random=True,
                      doc="0 with probability p, else 1/(1-p), shaped like x")
 _dropout = defop("dropout", lambda xp, x, mask: x * mask, _dropout_shape,
-                 (lambda g, y, x, mask: _dropout(g, mask), None), train_only_identity=True,
+                 (lambda g, y, x, mask: _dropout(g, mask), ZERO), train_only_identity=True,
                  doc="x * mask in training programs; the identity in evaluation programs")
 
 
+@expression_function
 def dropout(x, p=0.5, stream=None):
     """Inverted dropout (torch.nn.functional.dropout in training mode); identity when not training."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
         raise ShapeError(f"dropout: p must be a probability in [0, 1), not {p!r}")
     if p == 0:
         return x
-    stream = x.graph.new_stream() if stream is None else int(stream)
+    stream = x.graph.new_stream() if stream is None else stream
     return _dropout(x, dropout_mask(x, p=float(p), stream=stream))

@@ -1,69 +1,73 @@
 """Elementwise arithmetic, math functions, activations and comparisons.
 
-Each op is one `defop` line group: forward, shape rule, one VJP per input. VJPs are
-graph code, so ``grad`` of a gradient works. Broadcasting in VJPs is undone by the
+Each op is one `defop` line group: forward (or the ufunc that is its forward), shape
+rule, one VJP per input (ZERO where the derivative is zero). VJPs are graph code, so
+``grad`` of a gradient works. Broadcasting in VJPs is undone by the
 gradient engine (sum back to the input's shape), not here.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 
-from .registry import defop, elementwise, ewise_flops, same_shape
+from .registry import ZERO, defop, elementwise, ewise_flops, expression_function, same_shape
 
-# comparisons give 0/1 masks in the float dtype: handy as multipliers, never differentiated
-gt = defop("gt", lambda xp, a, b: (a > b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
-           doc="1 where a > b else 0")
-ge = defop("ge", lambda xp, a, b: (a >= b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
-           doc="1 where a >= b else 0")
-lt = defop("lt", lambda xp, a, b: (a < b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
-           doc="1 where a < b else 0")
-le = defop("le", lambda xp, a, b: (a <= b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
-           doc="1 where a <= b else 0")
-eq = defop("eq", lambda xp, a, b: (a == b).astype(a.dtype if a.dtype.kind == "f" else b.dtype), elementwise,
-           doc="1 where a == b else 0")
-sign = defop("sign", lambda xp, x: xp.sign(x), same_shape, (None,), ufunc="sign")
-floor = defop("floor", lambda xp, x: xp.floor(x), same_shape, (None,), ufunc="floor",
+
+def _compare(relation):
+    def forward(xp, a, b):
+        return relation(a, b).astype(a.dtype if a.dtype.kind == "f" else b.dtype)
+
+    return forward
+
+
+# comparisons give 0/1 masks in the float dtype: handy as multipliers; piecewise constant,
+# so their derivative is zero (ZERO) wherever it is defined
+gt = defop("gt", _compare(operator.gt), elementwise, (ZERO, ZERO), doc="1 where a > b else 0")
+ge = defop("ge", _compare(operator.ge), elementwise, (ZERO, ZERO), doc="1 where a >= b else 0")
+lt = defop("lt", _compare(operator.lt), elementwise, (ZERO, ZERO), doc="1 where a < b else 0")
+le = defop("le", _compare(operator.le), elementwise, (ZERO, ZERO), doc="1 where a <= b else 0")
+eq = defop("eq", _compare(operator.eq), elementwise, (ZERO, ZERO), doc="1 where a == b else 0")
+sign = defop("sign", None, same_shape, (ZERO,), ufunc="sign", doc="-1, 0 or 1; its gradient is zero")
+floor = defop("floor", None, same_shape, (ZERO,), ufunc="floor",
               doc="largest integer <= x; its gradient is zero (piecewise constant)")
 
-# --- arithmetic -------------------------------------------------------------------
-add = defop("add", lambda xp, a, b: a + b, elementwise,
-            (lambda g, y, a, b: g, lambda g, y, a, b: g), ufunc="add", flops=ewise_flops)
-sub = defop("sub", lambda xp, a, b: a - b, elementwise,
-            (lambda g, y, a, b: g, lambda g, y, a, b: -g), ufunc="subtract", flops=ewise_flops)
-mul = defop("mul", lambda xp, a, b: a * b, elementwise,
-            (lambda g, y, a, b: g * b, lambda g, y, a, b: g * a), ufunc="multiply", flops=ewise_flops)
-div = defop("div", lambda xp, a, b: a / b, elementwise,
-            (lambda g, y, a, b: g / b, lambda g, y, a, b: -g * y / b), ufunc="divide", flops=ewise_flops)
-neg = defop("neg", lambda xp, x: -x, same_shape, (lambda g, y, x: -g,), ufunc="negative", flops=ewise_flops)
-pow = defop("pow", lambda xp, a, b: a ** b, elementwise,
-            (lambda g, y, a, b: g * b * a ** (b - 1), lambda g, y, a, b: g * y * log(a)),
+# --- arithmetic (forward: the ufunc) -------------------------------------------------
+add = defop("add", None, elementwise, (lambda g, y, a, b: g, lambda g, y, a, b: g), ufunc="add", flops=ewise_flops)
+sub = defop("sub", None, elementwise, (lambda g, y, a, b: g, lambda g, y, a, b: -g), ufunc="subtract",
+            flops=ewise_flops)
+mul = defop("mul", None, elementwise, (lambda g, y, a, b: g * b, lambda g, y, a, b: g * a), ufunc="multiply",
+            flops=ewise_flops)
+div = defop("div", None, elementwise, (lambda g, y, a, b: g / b, lambda g, y, a, b: -g * y / b), ufunc="divide",
+            flops=ewise_flops)
+neg = defop("neg", None, same_shape, (lambda g, y, x: -g,), ufunc="negative", flops=ewise_flops)
+pow = defop("pow", None, elementwise, (lambda g, y, a, b: g * b * a ** (b - 1), lambda g, y, a, b: g * y * log(a)),
             ufunc="power", flops=ewise_flops)
-maximum = defop("maximum", lambda xp, a, b: xp.maximum(a, b), elementwise,
-                (lambda g, y, a, b: g * ge(a, b), lambda g, y, a, b: g * lt(a, b)), ufunc="maximum")
-minimum = defop("minimum", lambda xp, a, b: xp.minimum(a, b), elementwise,
-                (lambda g, y, a, b: g * le(a, b), lambda g, y, a, b: g * gt(a, b)), ufunc="minimum")
+maximum = defop("maximum", None, elementwise, (lambda g, y, a, b: g * ge(a, b), lambda g, y, a, b: g * lt(a, b)),
+                ufunc="maximum", in_expressions=True)
+minimum = defop("minimum", None, elementwise, (lambda g, y, a, b: g * le(a, b), lambda g, y, a, b: g * gt(a, b)),
+                ufunc="minimum", in_expressions=True)
 where = defop("where", lambda xp, c, a, b: xp.where(c, a, b), lambda c, a, b: elementwise(a, b, c),
-              (None, lambda g, y, c, a, b: where(c, g, 0.0), lambda g, y, c, a, b: where(c, 0.0, g)),
-              doc="a where the condition (a 0/1 mask) is nonzero, else b")
+              (ZERO, lambda g, y, c, a, b: where(c, g, 0.0), lambda g, y, c, a, b: where(c, 0.0, g)),
+              in_expressions=True, doc="a where the condition (a 0/1 mask) is nonzero, else b")
 clip = defop("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), elementwise,
              (lambda g, y, x, lo, hi: g * ge(x, lo) * le(x, hi), lambda g, y, x, lo, hi: g * lt(x, lo),
-              lambda g, y, x, lo, hi: g * gt(x, hi)),
+              lambda g, y, x, lo, hi: g * gt(x, hi)), in_expressions=True,
              doc="x limited to [lo, hi]; gradient passes to x where lo <= x <= hi, else to the bound")
 
 # --- math functions ---------------------------------------------------------------
-exp = defop("exp", lambda xp, x: xp.exp(x), same_shape, (lambda g, y, x: g * y,), ufunc="exp", flops=ewise_flops)
-log = defop("log", lambda xp, x: xp.log(x), same_shape, (lambda g, y, x: g / x,), ufunc="log", flops=ewise_flops)
-sqrt = defop("sqrt", lambda xp, x: xp.sqrt(x), same_shape, (lambda g, y, x: g * 0.5 / y,), ufunc="sqrt")
-square = defop("square", lambda xp, x: xp.square(x), same_shape, (lambda g, y, x: g * 2.0 * x,), ufunc="square")
-abs = defop("abs", lambda xp, x: xp.abs(x), same_shape, (lambda g, y, x: g * sign(x),), ufunc="abs")
-log1p = defop("log1p", lambda xp, x: xp.log1p(x), same_shape, (lambda g, y, x: g / (x + 1.0),), ufunc="log1p")
-expm1 = defop("expm1", lambda xp, x: xp.expm1(x), same_shape, (lambda g, y, x: g * (y + 1.0),), ufunc="expm1")
-sin = defop("sin", lambda xp, x: xp.sin(x), same_shape, (lambda g, y, x: g * cos(x),), ufunc="sin")
-cos = defop("cos", lambda xp, x: xp.cos(x), same_shape, (lambda g, y, x: -g * sin(x),), ufunc="cos")
+exp = defop("exp", None, same_shape, (lambda g, y, x: g * y,), ufunc="exp", flops=ewise_flops, in_expressions=True)
+log = defop("log", None, same_shape, (lambda g, y, x: g / x,), ufunc="log", flops=ewise_flops, in_expressions=True)
+sqrt = defop("sqrt", None, same_shape, (lambda g, y, x: g * 0.5 / y,), ufunc="sqrt", in_expressions=True)
+square = defop("square", None, same_shape, (lambda g, y, x: g * 2.0 * x,), ufunc="square", in_expressions=True)
+abs = defop("abs", None, same_shape, (lambda g, y, x: g * sign(x),), ufunc="abs", in_expressions=True)
+log1p = defop("log1p", None, same_shape, (lambda g, y, x: g / (x + 1.0),), ufunc="log1p", in_expressions=True)
+expm1 = defop("expm1", None, same_shape, (lambda g, y, x: g * (y + 1.0),), ufunc="expm1", in_expressions=True)
+sin = defop("sin", None, same_shape, (lambda g, y, x: g * cos(x),), ufunc="sin", in_expressions=True)
+cos = defop("cos", None, same_shape, (lambda g, y, x: -g * sin(x),), ufunc="cos", in_expressions=True)
 
 # --- activations (numerically stable forms) ------------------------------------------
-tanh = defop("tanh", lambda xp, x: xp.tanh(x), same_shape, (lambda g, y, x: g * (1.0 - y * y),), ufunc="tanh")
+tanh = defop("tanh", None, same_shape, (lambda g, y, x: g * (1.0 - y * y),), ufunc="tanh", in_expressions=True)
 # 0.5 (1 + tanh(x/2)) never overflows, unlike 1 / (1 + exp(-x))
 def _sigmoid_forward(xp, x, out=None):
     half = x.dtype.type(0.5)
@@ -76,37 +80,42 @@ def _sigmoid_forward(xp, x, out=None):
     return t
 
 
-sigmoid = defop("sigmoid", _sigmoid_forward, same_shape, (lambda g, y, x: g * y * (1.0 - y),), extra={"out": True})
+sigmoid = defop("sigmoid", _sigmoid_forward, same_shape, (lambda g, y, x: g * y * (1.0 - y),),
+                writes_into_out=True, in_expressions=True)
+
+
 def _relu_grad_forward(xp, g, y, out=None):
     # one pass: the boolean mask is cast inside the multiply, no float mask array
     return xp.multiply(g, y > 0, out=out)
 
 
 relu_grad = defop("relu_grad", _relu_grad_forward, elementwise,
-                  (lambda gg, out, g, y: relu_grad(gg, y), None), extra={"out": True},
+                  (lambda gg, out, g, y: relu_grad(gg, y), ZERO), writes_into_out=True,
                   doc="g where y > 0 else 0: relu's VJP from its output y in one kernel")
 relu = defop("relu", lambda xp, x, out=None: xp.maximum(x, x.dtype.type(0), out=out), same_shape,
-             (lambda g, y, x: relu_grad(g, y),), extra={"out": True})
+             (lambda g, y, x: relu_grad(g, y),), writes_into_out=True, in_expressions=True)
 leaky_relu = defop("leaky_relu", lambda xp, x, slope=0.01: xp.where(x > 0, x, x * x.dtype.type(slope)), same_shape,
-                   (lambda g, y, x, slope=0.01: g * where(gt(x, 0.0), 1.0, slope),))
+                   (lambda g, y, x, slope=0.01: g * where(gt(x, 0.0), 1.0, slope),), in_expressions=True)
 elu = defop("elu", lambda xp, x, alpha=1.0: xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(xp.minimum(x, 0))),
-            same_shape, (lambda g, y, x, alpha=1.0: g * where(gt(x, 0.0), 1.0, y + alpha),))
+            same_shape, (lambda g, y, x, alpha=1.0: g * where(gt(x, 0.0), 1.0, y + alpha),), in_expressions=True)
 def softplus_forward(xp, x):
     """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): never overflows, and ~10x faster than
     NumPy's float32 logaddexp."""
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
-softplus = defop("softplus", softplus_forward, same_shape, (lambda g, y, x: g * sigmoid(x),))
+softplus = defop("softplus", softplus_forward, same_shape, (lambda g, y, x: g * sigmoid(x),), in_expressions=True)
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
+@expression_function
 def gelu(x):
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     return 0.5 * x * (1.0 + tanh(_GELU_C * (x + 0.044715 * x * x * x)))
 
 
+@expression_function
 def silu(x):
     """x * sigmoid(x) (swish)."""
     return x * sigmoid(x)

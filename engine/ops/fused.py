@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .elementwise import sqrt
 from .registry import defop, elementwise, float_dtype
 
 _CUDA_KERNELS: dict[str, object] = {}
@@ -44,7 +45,7 @@ def _ema_vjp_x(g, y, m, x, decay, square=False):
 
 
 ema = defop("ema", _ema_forward, lambda m, x, decay, square=False: elementwise(m, x),
-            (lambda g, y, m, x, decay, square=False: g * decay, _ema_vjp_x), extra={"out": True},
+            (lambda g, y, m, x, decay, square=False: g * decay, _ema_vjp_x), writes_into_out=True,
             doc="decay * m + (1 - decay) * x (x * x with square=True): a moving average in one kernel")
 
 
@@ -63,8 +64,6 @@ def _adam_step_forward(xp, p, m, v, step, scale, eps, out=None):
 
 
 def _adam_parts(m, v, step, scale, eps):
-    from .elementwise import sqrt
-
     root = sqrt(v)
     denom = root / scale + eps
     return root, denom
@@ -95,7 +94,7 @@ def _adam_vjps():
 
 adam_step = defop("adam_step", _adam_step_forward,
                   lambda p, m, v, step, scale, eps: (elementwise(p, m, v)[0], float_dtype(p)),
-                  _adam_vjps(), extra={"out": True},
+                  _adam_vjps(), writes_into_out=True,
                   doc="p - step * m / (sqrt(v) / scale + eps): Adam's parameter update in one kernel")
 
 

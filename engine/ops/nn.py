@@ -1,6 +1,6 @@
 """Numerically stable composites of deep learning: softmax family, losses, densities.
 
-softmax, log_softmax and the cross-entropies are primitives with their own VJPs
+softmax, log_softmax, logsumexp and the cross-entropies are primitives with their own VJPs
 (fewer nodes, exact stability); the densities and KL are short compositions.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 
-from .elementwise import exp, log, sigmoid, softplus, softplus_forward, square
-from .reduce import logsumexp, mean, sum
-from .registry import ShapeError, defop, elementwise, float_dtype, normalize_axes, same_shape
+from .elementwise import exp, sigmoid, softplus, softplus_forward, square
+from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, wrap_reduction
+from .registry import ZERO, ShapeError, defop, expression_function, elementwise, float_dtype, normalize_axes, reduced_shape, same_shape
 
 
 def _softmax_forward(xp, x, axis):
@@ -33,12 +33,32 @@ _log_softmax = defop("log_softmax", _log_softmax_forward, same_shape,
                      (lambda g, y, x, axis: g - exp(y) * sum(g, axis=axis, keepdims=True),))
 
 
+@expression_function
 def softmax(x, axis=-1):
     return _softmax(x, axis=normalize_axes(axis, x.ndim))
 
 
+@expression_function
 def log_softmax(x, axis=-1):
     return _log_softmax(x, axis=normalize_axes(axis, x.ndim))
+
+
+def _lse_forward(xp, x, axis, keepdims=False):
+    m = x.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows stay -inf instead of nan
+    out = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _lse_vjp(g, y, x, axis, keepdims=False):
+    # softmax(x), not exp(x - y): y is rounded at |y| ~ 1e4 and exp would amplify that (2e-4 in float32)
+    return broadcast_like(keep_axes(g, x, axis, keepdims), x) * _softmax(x, axis=axis)
+
+
+_logsumexp = defop("logsumexp", _lse_forward, lambda x, axis, keepdims=False: (reduced_shape(x.shape, axis, keepdims),
+                                                                                float_dtype(x)),
+                   (_lse_vjp,), doc="log(sum(exp(x))) over axes, without overflow (a reduction)")
+logsumexp = wrap_reduction(_logsumexp, "logsumexp")
 
 
 # --- cross-entropies from logits (per example; take the mean yourself) --------------
@@ -48,7 +68,7 @@ def _bce_forward(xp, z, y):
 
 
 bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
-                        (lambda g, out, z, y: g * (sigmoid(z) - y), lambda g, out, z, y: -g * z),
+                        (lambda g, out, z, y: g * (sigmoid(z) - y), lambda g, out, z, y: -g * z), in_expressions=True,
                         doc="binary cross-entropy of targets y in [0,1] given logits z, elementwise")
 
 
@@ -75,10 +95,10 @@ def _softmax_ce_shape(z, p, labels):
 
 
 # d loss / dz = softmax(z) - one_hot(labels), from the forward's softmax; p is a function of z
-# alone, so the whole derivative is given for z and none for p (summing both paths would
-# count it twice)
+# alone, so the whole (total) derivative is given for z and ZERO for p (summing both paths
+# would count it twice); the labels are integers
 _softmax_ce = defop("softmax_cross_entropy", _softmax_ce_forward, _softmax_ce_shape,
-                    (lambda g, out, z, p, labels: softmax_ce_backward(g, p, labels), None, None),
+                    (lambda g, out, z, p, labels: softmax_ce_backward(g, p, labels), ZERO, ZERO),
                     doc="-log softmax(z)[label] per example, given p = softmax(z) and integer labels")
 
 
@@ -109,14 +129,12 @@ def _softmax_ce_backward_vjp_g(gd, out, g, p, labels):
 softmax_ce_backward = defop(
     "softmax_ce_backward", _softmax_ce_backward_forward, lambda g, p, labels: (p.shape, float_dtype(p)),
     (_softmax_ce_backward_vjp_g,
-     lambda gd, out, g, p, labels: gd * expand_dims_last(g), None),
-    extra={"out": True},
+     lambda gd, out, g, p, labels: gd * expand_dims_last(g), ZERO),
+    writes_into_out=True,
     doc="g[..., None] * (p - one_hot(labels)) in one kernel: softmax cross-entropy's VJP from p = softmax(z)")
 
 
 def expand_dims_last(x):
-    from .reduce import expand_dims
-
     return expand_dims(x, axis=(x.ndim,))
 
 
@@ -130,7 +148,7 @@ def _softmax_minus_one_hot_forward(xp, z, labels):
 softmax_minus_one_hot = defop(
     "softmax_minus_one_hot", _softmax_minus_one_hot_forward, lambda z, labels: (z.shape, float_dtype(z)),
     # the one-hot part is constant in z, so the VJP is softmax's
-    (lambda g, y, z, labels: _softmax_vjp(g, softmax(z), z, axis=(z.ndim - 1,)), None),
+    (lambda g, y, z, labels: _softmax_vjp(g, softmax(z), z, axis=(z.ndim - 1,)), ZERO),
     doc="softmax(z) - one_hot(labels) in one kernel: the gradient of softmax cross-entropy")
 
 
@@ -138,10 +156,11 @@ def _correct_forward(xp, z, labels):
     return (_pick(xp, z, labels) >= z.max(axis=-1)).astype(z.dtype)
 
 
-correct = defop("correct", _correct_forward, lambda z, labels: (z.shape[:-1], float_dtype(z)), (None, None),
+correct = defop("correct", _correct_forward, lambda z, labels: (z.shape[:-1], float_dtype(z)), (ZERO, ZERO),
                 doc="1 where the label's logit is the row's largest (classification accuracy per example)")
 
 
+@expression_function
 def mse(pred, target):
     """Mean squared error over all elements."""
     return mean(square(pred - target))
@@ -150,29 +169,34 @@ def mse(pred, target):
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+@expression_function
 def gaussian_logpdf(x, mean, logvar):
     """log N(x; mean, exp(logvar)), elementwise."""
     return -0.5 * (_LOG_2PI + logvar + square(x - mean) * exp(-logvar))
 
 
+@expression_function
 def kl_normal_std(mu, logvar):
     """KL(N(mu, exp(logvar)) || N(0, 1)), elementwise (sum over latent dims yourself)."""
     return 0.5 * (exp(logvar) + square(mu) - 1.0 - logvar)
 
 
+@expression_function
 def kl_normal(mu_q, logvar_q, mu_p, logvar_p):
     """KL(N(mu_q, var_q) || N(mu_p, var_p)), elementwise."""
     return 0.5 * (logvar_p - logvar_q + (exp(logvar_q) + square(mu_q - mu_p)) * exp(-logvar_p) - 1.0)
 
 
+@expression_function
 def bernoulli_logpmf(x, logits):
     """log Bernoulli(x; sigmoid(logits)), elementwise = -bce_with_logits."""
     return -bce_with_logits(logits, x)
 
 
+@expression_function
 def log_sigmoid(x):
     return -softplus(-x)
 
 
 __all__ = ["softmax", "log_softmax", "bce_with_logits", "softmax_cross_entropy", "softmax_minus_one_hot", "softmax_ce_backward", "correct", "mse", "gaussian_logpdf",
-           "kl_normal_std", "kl_normal", "bernoulli_logpmf", "log_sigmoid", "logsumexp", "log"]
+           "kl_normal_std", "kl_normal", "bernoulli_logpmf", "log_sigmoid", "logsumexp"]

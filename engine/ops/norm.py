@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .elementwise import sqrt, square
 from .reduce import mean, reshape_like
-from .registry import ShapeError, _fmt, size_of
+from .registry import ShapeError, _fmt, expression_function, size_of
 from .shape import reshape
 
 
@@ -25,6 +25,7 @@ def _check_eps(eps, name):
         raise ShapeError(f"{name}: eps must be a number >= 0, not {eps!r}")
 
 
+@expression_function
 def layer_norm(x, eps=1e-5):
     """(x - mean) / sqrt(var + eps), statistics per example over axes 1..n (biased variance)."""
     _check_eps(eps, "layer_norm")
@@ -33,6 +34,7 @@ def layer_norm(x, eps=1e-5):
     return _normalize(x, tuple(range(1, x.ndim)), eps)
 
 
+@expression_function
 def group_norm(x, groups, eps=1e-5):
     """torch.nn.functional.group_norm without weight and bias: x (N, C, *), C divisible by groups."""
     _check_eps(eps, "group_norm")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .conv import conv_out_size, pair, window_slice
 from .reduce import sum
-from .registry import ShapeError, _fmt, defop, float_dtype, size_of
+from .registry import ZERO, ShapeError, _fmt, defop, expression_function, float_dtype, size_of
 from .shape import reshape
 
 _ONE = (1, 1)
@@ -96,11 +96,11 @@ _max_pool2d = defop("max_pool2d", _max_forward, _pool_shape,
                     doc="maximum over kH x kW windows")
 max_pool2d_backward = defop(
     "max_pool2d_backward", _max_backward_forward, _like_x,
-    (lambda gg, y, g, x, kernel, stride: max_pool2d_gather(gg, x, kernel=kernel, stride=stride), None),
+    (lambda gg, y, g, x, kernel, stride: max_pool2d_gather(gg, x, kernel=kernel, stride=stride), ZERO),
     doc="g scattered to each window's (first) maximum of x: the adjoint of max_pool2d")
 max_pool2d_gather = defop(
     "max_pool2d_gather", _max_gather_forward, _like_pool,
-    (lambda gg, y, g, x, kernel, stride: max_pool2d_backward(gg, x, kernel=kernel, stride=stride), None),
+    (lambda gg, y, g, x, kernel, stride: max_pool2d_backward(gg, x, kernel=kernel, stride=stride), ZERO),
     doc="g read at each window's (first) maximum of x: the adjoint of max_pool2d_backward")
 
 
@@ -134,12 +134,14 @@ avg_pool2d_backward = defop(
     doc="g spread evenly over each window: the adjoint of avg_pool2d")
 
 
+@expression_function
 def max_pool2d(x, kernel, stride=None):
     """torch.nn.functional.max_pool2d(x, kernel, stride) without padding; stride defaults to kernel."""
     kernel = pair(kernel, "kernel", 1)
     return _max_pool2d(x, kernel=kernel, stride=kernel if stride is None else pair(stride, "stride", 1))
 
 
+@expression_function
 def avg_pool2d(x, kernel, stride=None):
     """torch.nn.functional.avg_pool2d(x, kernel, stride) without padding; stride defaults to kernel."""
     kernel = pair(kernel, "kernel", 1)
@@ -171,6 +173,7 @@ _upsample = defop("upsample_nearest2d", _upsample_forward, _upsample_shape, (_up
                   doc="each pixel repeated scale x scale times")
 
 
+@expression_function
 def upsample_nearest2d(x, scale):
     """torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest") for integer scales."""
     return _upsample(x, scale=pair(scale, "scale", 1))

@@ -1,16 +1,18 @@
-"""Random draws from the program's seeded streams.
+"""Random draws from the program's seeded streams (named streams: see `RandomStreams`).
 
-Each random node names a `stream` (an int): the program draws from the generator of
-that stream, derived from the graph seed with numpy.random.SeedSequence, so two nodes
-never share numbers by accident and a checkpoint can save every stream's state. The
-shape is static, or that of a reference input `like` (batch size known at run time).
+Each random node names its `stream`; the program draws from that stream's generator, so
+two nodes never share numbers by accident and a checkpoint can save every stream's
+state. The shape is static, or that of a reference input `like` (batch size known at
+run time).
 """
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
-from .registry import defop
+from .registry import OPS, ZERO, defop
 
 
 def _size(like, shape):
@@ -35,10 +37,12 @@ def _bernoulli_forward(xp, p, *, stream=0, ctx):
     return (ctx.rng(stream).uniform(p.shape, p.dtype) < p).astype(p.dtype)
 
 
-_normal = defop("random_normal", _normal_forward, _shape, (None,), random=True, doc="standard normal draws")
-_uniform = defop("random_uniform", _uniform_forward, _shape, (None,), random=True, doc="uniform draws in [0, 1)")
-bernoulli = defop("bernoulli", _bernoulli_forward, lambda p, stream=0: (p.shape, p.dtype), (None,), random=True,
-                  doc="0/1 draws with probabilities p (not differentiated)")
+# the optional input only gives the shape (ZERO); bernoulli's draws are piecewise constant in p
+# (a score-function estimator is the model's job, not the op's), so its derivative is ZERO too
+_normal = defop("random_normal", _normal_forward, _shape, (ZERO,), random=True, doc="standard normal draws")
+_uniform = defop("random_uniform", _uniform_forward, _shape, (ZERO,), random=True, doc="uniform draws in [0, 1)")
+bernoulli = defop("bernoulli", _bernoulli_forward, lambda p, stream=0: (p.shape, p.dtype), (ZERO,), random=True,
+                  doc="0/1 draws with probabilities p (zero gradient: piecewise constant in p)")
 
 
 def random_normal(like=None, *, shape=None, stream=0, graph=None):
@@ -56,32 +60,57 @@ def random_uniform(like=None, *, shape=None, stream=0, graph=None):
 
 def _static(build, graph, shape, stream):
     # a static-shape draw has no inputs: anchor it on a scalar constant of the graph
-    from .registry import OPS
-
     op = OPS[build.__name__]
     node = graph.add_node(op.name, (), {"shape": tuple(shape), "stream": stream}, tuple(shape), graph.dtype)
     return node
 
 
+def stream_name(stream) -> str:
+    """The name of a stream: a string as given; an int n (a plugin's fixed stream) is "n"."""
+    return stream if isinstance(stream, str) else str(int(stream))
+
+
+def stream_seed(seed: int, stream) -> np.random.SeedSequence:
+    """The SeedSequence of `stream` in a graph seeded `seed` (see RandomStreams)."""
+    return np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(stream_name(stream).encode()),))
+
+
 class RandomStreams:
-    """Generators by stream number, derived from one seed; state can be saved and restored."""
+    """The random streams of a graph: one generator per stream name, derived from the graph's seed.
+
+    This is the one numbering scheme of the engine. A stream is a name: a string (what
+    ``Graph.new_stream()`` returns, e.g. "stream#3", or a name a plugin picks), or an
+    int n, which names the stream "n". The generator of stream NAME in a graph seeded
+    SEED is PCG64 seeded with ``SeedSequence(SEED, spawn_key=(crc32(NAME),))`` (CuPy:
+    RandomState seeded with that sequence's first 32-bit word), so the numbers depend on
+    the seed and the name only: not on the order in which programs are compiled or
+    streams first used, and never equal to a plain ``SeedSequence([SEED, k])`` stream that
+    plugins use for data or initialisation. Two names with the same crc32 in one graph
+    are an error. ``state()`` is {name: bit-generator state} (checkpoints), ``set_state``
+    restores it.
+    """
 
     def __init__(self, seed: int, xp=np):
         self.seed, self.xp = seed, xp
-        self._gens: dict[int, object] = {}
+        self._gens: dict[str, object] = {}
+        self._keys: dict[int, str] = {}
 
-    def rng(self, stream: int):
-        gen = self._gens.get(stream)
+    def rng(self, stream):
+        name = stream_name(stream)
+        gen = self._gens.get(name)
         if gen is None:
-            gen = self._gens[stream] = _Generator(self.xp, np.random.SeedSequence([self.seed, stream]))
+            key = zlib.crc32(name.encode())
+            if self._keys.setdefault(key, name) != name:
+                raise ValueError(f'random streams "{name}" and "{self._keys[key]}" share a seed key; rename one')
+            gen = self._gens[name] = _Generator(self.xp, stream_seed(self.seed, name))
         return gen
 
     def state(self) -> dict:
-        return {str(k): g.state() for k, g in self._gens.items()}
+        return {k: g.state() for k, g in self._gens.items()}
 
     def set_state(self, state: dict) -> None:
         for k, s in state.items():
-            self.rng(int(k)).set_state(s)
+            self.rng(k).set_state(s)
 
 
 class _Generator:

@@ -6,20 +6,21 @@ spellings of one reduction are the same node for CSE.
 
 from __future__ import annotations
 
-from .registry import ShapeError, defop, float_dtype, normalize_axes, reduced_shape, size_of
+from .elementwise import eq
+from .registry import ZERO, ShapeError, broadcast_shapes, defop, expression_function, float_dtype, normalize_axes, reduced_shape, size_of
 
 
 def _reduction(x, axis=None, keepdims=False):
     return reduced_shape(x.shape, axis, keepdims), float_dtype(x)
 
 
-def _keep(g, x, axis, keepdims):
+def keep_axes(g, x, axis, keepdims):
     """g of a reduction, reshaped so it broadcasts against x."""
     return g if keepdims else expand_dims(g, axis=axis)
 
 
 def _sum_vjp(g, y, x, axis, keepdims=False):
-    return broadcast_like(_keep(g, x, axis, keepdims), x)
+    return broadcast_like(keep_axes(g, x, axis, keepdims), x)
 
 
 # reductions call the array's own methods: the same on NumPy and CuPy, and they skip
@@ -43,44 +44,26 @@ _min = defop("min", lambda xp, x, axis, keepdims=False: x.min(axis=axis, keepdim
 
 
 def _extreme_vjp(g, y, x, axis, keepdims):
-    from .elementwise import eq
-
     # ties share the gradient equally, as the subgradient of max/min
-    mask = eq(x, broadcast_like(_keep(y, x, axis, keepdims), x))
+    mask = eq(x, broadcast_like(keep_axes(y, x, axis, keepdims), x))
     share = mask / _sum(mask, axis=axis, keepdims=True)
-    return broadcast_like(_keep(g, x, axis, keepdims), x) * share
+    return broadcast_like(keep_axes(g, x, axis, keepdims), x) * share
 
 
-def _lse_forward(xp, x, axis, keepdims=False):
-    m = x.max(axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)  # all -inf rows stay -inf instead of nan
-    out = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m
-    return out if keepdims else xp.squeeze(out, axis=axis)
-
-
-def _lse_vjp(g, y, x, axis, keepdims=False):
-    from .nn import softmax
-
-    # softmax(x), not exp(x - y): y is rounded at |y| ~ 1e4 and exp would amplify that (2e-4 in float32)
-    return broadcast_like(_keep(g, x, axis, keepdims), x) * softmax(x, axis=axis)
-
-
-_logsumexp = defop("logsumexp", _lse_forward, _reduction, (_lse_vjp,), doc="log(sum(exp(x))) without overflow")
-
-
-def _wrap_reduction(build, name):
+def wrap_reduction(build, name):
+    """The public reduction: any axis spelling (None, int, tuple, negative) -> normalized axes."""
     def reducer(x, axis=None, keepdims=False):
         return build(x, axis=normalize_axes(axis, x.ndim), keepdims=bool(keepdims))
 
     reducer.__name__ = name
-    return reducer
+    reducer.__doc__ = build.__doc__
+    return expression_function(reducer)
 
 
-sum = _wrap_reduction(_sum, "sum")
-mean = _wrap_reduction(_mean, "mean")
-max = _wrap_reduction(_max, "max")
-min = _wrap_reduction(_min, "min")
-logsumexp = _wrap_reduction(_logsumexp, "logsumexp")
+sum = wrap_reduction(_sum, "sum")
+mean = wrap_reduction(_mean, "mean")
+max = wrap_reduction(_max, "max")
+min = wrap_reduction(_min, "min")
 
 
 def _sum_squares_forward(xp, x):
@@ -100,7 +83,7 @@ def _count_forward(xp, x, axis):
     return xp.asarray(n, dtype=x.dtype)
 
 
-count = defop("count", _count_forward, lambda x, axis: ((), float_dtype(x)), (None,),
+count = defop("count", _count_forward, lambda x, axis: ((), float_dtype(x)), (ZERO,),
               doc="number of elements of x along the axes (a runtime value when the batch size is unknown)")
 
 
@@ -120,13 +103,11 @@ def _expand_shape(x, axis):
 
 
 expand_dims = defop("expand_dims", _expand_forward, _expand_shape,
-                    (lambda g, y, x, axis: reshape_like(g, x),), view=True,
+                    (lambda g, y, x, axis: reshape_like(g, x),), returns_view_of_input=True,
                     doc="insert size-1 axes at the given (output) positions")
 
 
 def _broadcast_like_shape(x, ref):
-    from .registry import broadcast_shapes
-
     return broadcast_shapes(x.shape, ref.shape), x.dtype
 
 
@@ -141,7 +122,7 @@ def _broadcast_like_forward(xp, x, ref):
 
 
 broadcast_like = defop("broadcast_like", _broadcast_like_forward, _broadcast_like_shape,
-                       (lambda g, y, x, ref: sum_to(g, x), None), view=True,
+                       (lambda g, y, x, ref: sum_to(g, x), ZERO), returns_view_of_input=True,
                        doc="x broadcast to the (runtime) shape of ref")
 
 
@@ -150,7 +131,7 @@ def _reshape_like_shape(x, ref):
 
 
 reshape_like = defop("reshape_like", lambda xp, x, ref: x.reshape(ref.shape), _reshape_like_shape,
-                     (lambda g, y, x, ref: reshape_like(g, x), None), view=True,
+                     (lambda g, y, x, ref: reshape_like(g, x), ZERO), returns_view_of_input=True,
                      doc="x reshaped to the (runtime) shape of ref")
 
 

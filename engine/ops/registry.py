@@ -1,38 +1,73 @@
 """The op registry: each op declared once with forward kernel, shape rule and VJPs.
 
-An op is an `OpDef`. Its forward is written against the backend namespace `xp`
-(NumPy or CuPy); its shape rule maps input nodes (+ attrs) to the output shape and
-dtype; its VJPs are one graph-building function per input, HIPS-autograd style:
-``vjp[i](g, out, *inputs, **attrs)`` returns the gradient for input i as a Node, so
-gradients are graphs too and can be differentiated again.
+An op is an `OpDef`, registered with `defop`. Its forward is written against the
+backend namespace `xp` (NumPy or CuPy), or is the ufunc named by `ufunc`; its shape rule
+maps input nodes (+ attrs) to the output shape and dtype; its VJPs are one
+graph-building function per input, HIPS-autograd style: ``vjp[i](g, out, *inputs, **attrs)``
+returns the gradient for input i as a Node, so gradients are graphs too and can be
+differentiated again. An input whose derivative is zero (a mask, an index, a reference
+shape, a random draw) says so with the sentinel `ZERO`; an input without either is an
+error when `grad` needs it. docs/adding-an-op.md walks through adding an op.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from ..errors import UserError
 from ..graph import Node
 
 OPS: dict[str, "OpDef"] = {}
+EXPRESSION_FUNCTIONS: dict[str, Callable] = {}  # name -> graph builder the expression language may call
+
+
+class _Zero:
+    """The VJP of an input whose derivative is zero everywhere it is defined."""
+
+    def __repr__(self):
+        return "ZERO"
+
+
+ZERO = _Zero()
 
 
 @dataclass
 class OpDef:
     name: str
-    forward: Callable  # forward(xp, *arrays, **attrs) -> array
+    forward: Callable | None  # forward(xp, *arrays, **attrs) -> array; None: the ufunc below
     shape: Callable  # shape(*nodes, **attrs) -> (shape, dtype)
-    vjp: tuple = ()  # per input: vjp(g, out, *inputs, **attrs) -> Node | None
-    ufunc: str | None = None  # name of an xp function equal to forward (fastest kernel)
+    # per input: vjp(g, out, *inputs, **attrs) -> Node, or ZERO; or one function i -> that (many inputs)
+    vjp: tuple | Callable = ()
+    ufunc: str | None = None  # name of the xp ufunc that is this op's forward (fastest kernel; takes out=)
     random: bool = False  # draws from the program's random streams: never folded or merged
     flops: Callable | None = None  # flops(out_shape, *input_shapes, **attrs) -> int
-    view: bool = False  # forward may return a view of its first input
+    returns_view_of_input: bool = False  # forward may return a view of (memory shared with) its first input
+    writes_into_out: bool = False  # forward takes out=ARRAY and writes its result there (buffer reuse)
     train_only_identity: bool = False  # evaluation programs replace the node by its first input (dropout)
     doc: str = ""
-    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.forward is None:
+            if self.ufunc is None:
+                raise ValueError(f'op "{self.name}" needs a forward or a ufunc')
+            self.forward = _ufunc_forward(self.ufunc)
+
+    def vjp_for(self, i: int):
+        """The VJP of input i: a function, ZERO, or None when the op declares none."""
+        if callable(self.vjp) and not isinstance(self.vjp, tuple):
+            return self.vjp(i)
+        return self.vjp[i] if i < len(self.vjp) else None
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether some input has a nonzero VJP (such ops need a gradient test case)."""
+        if callable(self.vjp) and not isinstance(self.vjp, tuple):
+            return True
+        return any(v is not None and v is not ZERO for v in self.vjp)
 
     def kernel(self, xp, attrs, ctx):
         """A callable over arrays only: attrs are bound once, at compile time."""
@@ -43,18 +78,45 @@ class OpDef:
         return functools.partial(self.forward, xp, **attrs) if attrs else functools.partial(self.forward, xp)
 
 
-def defop(name, forward, shape, vjp=(), **kw) -> Callable:
-    """Register an op and return its graph-building function ``f(*inputs, **attrs) -> Node``."""
+def _ufunc_forward(name):
+    def forward(xp, *arrays):
+        return getattr(xp, name)(*arrays)
+
+    forward.__name__ = name
+    return forward
+
+
+def defop(name, forward=None, shape=None, vjp=(), *, in_expressions=False, **kw) -> Callable:
+    """Register an op and return its graph-building function ``f(*inputs, **attrs) -> Node``.
+
+    `vjp` is a tuple (one entry per input: a function or ZERO) or, for ops with any number
+    of inputs, one function ``i -> vjp``. ``in_expressions=True`` lets the expression
+    language call the returned builder by the op's name (see `expression_function`).
+    """
     if name in OPS:
         raise ValueError(f'op "{name}" is already registered')
-    OPS[name] = OpDef(name, forward, shape, tuple(vjp), **kw)
+    OPS[name] = OpDef(name, forward, shape, vjp if callable(vjp) and not isinstance(vjp, tuple) else tuple(vjp), **kw)
 
     def build(*args, **attrs):
         return apply(name, *args, **attrs)
 
     build.__name__ = name
     build.__doc__ = kw.get("doc", "")
+    if in_expressions:
+        expression_function(build)
     return build
+
+
+def expression_function(fn: Callable = None, *, name: str | None = None):
+    """Let the expression language call graph builder `fn` (a public op or composite) by name."""
+    def register(f):
+        key = name or f.__name__
+        if key in EXPRESSION_FUNCTIONS and EXPRESSION_FUNCTIONS[key] is not f:
+            raise ValueError(f'expression function "{key}" is already registered')
+        EXPRESSION_FUNCTIONS[key] = f
+        return f
+
+    return register(fn) if fn is not None else register
 
 
 def _graph_of(args):
@@ -98,7 +160,10 @@ def apply(name, *args, **attrs) -> Node:
     return graph.add_node(name, inputs, attrs, shape, dtype)
 
 
-class ShapeError(ValueError):
+Node._apply = staticmethod(apply)  # operator sugar on nodes (x + y, x @ w, x[i], x.T) builds through here
+
+
+class ShapeError(UserError, ValueError):
     """Inputs whose shapes an op cannot combine."""
 
 

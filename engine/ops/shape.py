@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reduce import expand_dims, reshape_like, sum_to
-from .registry import ShapeError, broadcast_shapes, defop, float_dtype, size_of
+from .reduce import broadcast_like, expand_dims, reshape_like, sum_to
+from .registry import ZERO, ShapeError, as_node, expression_function, broadcast_shapes, defop, float_dtype, size_of
 
 
 # --- matmul (batched, NumPy semantics incl. 1-D operands) --------------------------------
@@ -55,8 +55,8 @@ def _matmul_vjp_b(g, y, a, b):
     return sum_to(matmul(mT(a), g), b)
 
 
-matmul = defop("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_shape, (_matmul_vjp_a, _matmul_vjp_b),
-               ufunc="matmul", flops=_matmul_flops)
+matmul = defop("matmul", None, _matmul_shape, (_matmul_vjp_a, _matmul_vjp_b), ufunc="matmul", flops=_matmul_flops,
+               in_expressions=True)
 
 
 # --- transpose / reshape ---------------------------------------------------------
@@ -65,9 +65,11 @@ def _transpose_shape(x, axes):
 
 
 _transpose = defop("transpose", lambda xp, x, axes: x.transpose(axes), _transpose_shape,
-                   (lambda g, y, x, axes: _transpose(g, axes=tuple(int(i) for i in np.argsort(axes))),), view=True)
+                   (lambda g, y, x, axes: _transpose(g, axes=tuple(int(i) for i in np.argsort(axes))),),
+                   returns_view_of_input=True)
 
 
+@expression_function
 def transpose(x, axes=None):
     axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
     if sorted(axes) != list(range(x.ndim)):
@@ -93,7 +95,7 @@ def _reshape_shape(x, shape):
 
 
 _reshape = defop("reshape", lambda xp, x, shape: x.reshape(shape), _reshape_shape,
-                 (lambda g, y, x, shape: reshape_like(g, x),), view=True)
+                 (lambda g, y, x, shape: reshape_like(g, x),), returns_view_of_input=True)
 
 
 def reshape(x, shape):
@@ -106,14 +108,10 @@ def flatten(x):
 
 
 def broadcast_to(x, shape):
-    from .reduce import broadcast_like
-
     return broadcast_like(x, zeros(x.graph, shape, x.dtype))
 
 
 def zeros(graph, shape, dtype=None):
-    from .registry import as_node
-
     return as_node(graph, np.zeros(shape, dtype or graph.dtype))
 
 
@@ -136,8 +134,7 @@ def _concat_vjp(i):
     return vjp
 
 
-_concat = defop("concat", lambda xp, *xs, axis, sizes: xp.concatenate(xs, axis=axis), _concat_shape,
-                tuple(_concat_vjp(i) for i in range(64)))
+_concat = defop("concat", lambda xp, *xs, axis, sizes: xp.concatenate(xs, axis=axis), _concat_shape, _concat_vjp)
 
 
 def concat(xs, axis=-1):
@@ -146,8 +143,6 @@ def concat(xs, axis=-1):
     sizes = tuple(x.shape[axis] for x in xs)
     if None in sizes:
         raise ShapeError("concat along an axis of unknown size is not supported")
-    if len(xs) > 64:
-        raise ShapeError("concat supports at most 64 inputs")
     return _concat(*xs, axis=axis, sizes=sizes)
 
 
@@ -165,10 +160,10 @@ def _index_shape(x, index):
 
 
 getitem = defop("getitem", lambda xp, x, index: x[index], _index_shape,
-                (lambda g, y, x, index: scatter_index(g, x, index=index),), view=True)
+                (lambda g, y, x, index: scatter_index(g, x, index=index),), returns_view_of_input=True)
 scatter_index = defop("scatter_index", lambda xp, g, ref, index: _scatter_forward(xp, g, ref, index),
                       lambda g, ref, index: (ref.shape, g.dtype),
-                      (lambda gg, y, g, ref, index: getitem(gg, index=index), None),
+                      (lambda gg, y, g, ref, index: getitem(gg, index=index), ZERO),
                       doc="zeros shaped like ref with g written at index (the adjoint of getitem)")
 
 
@@ -187,7 +182,7 @@ def _take_vjp(g, y, x, idx, axis):
     return take_adjoint(g, x, idx, axis=axis)
 
 
-_take = defop("take", lambda xp, x, idx, axis: xp.take(x, idx, axis=axis), _take_shape, (_take_vjp, None),
+_take = defop("take", lambda xp, x, idx, axis: xp.take(x, idx, axis=axis), _take_shape, (_take_vjp, ZERO),
               doc="x gathered at integer indices along an axis (embedding look-up)")
 
 
@@ -212,7 +207,7 @@ def _take_adjoint_forward(xp, g, ref, idx, axis):
 
 
 take_adjoint = defop("take_adjoint", _take_adjoint_forward, lambda g, ref, idx, axis: (ref.shape, g.dtype),
-                     (lambda gg, y, g, ref, idx, axis: take(gg, idx, axis=axis), None, None),
+                     (lambda gg, y, g, ref, idx, axis: take(gg, idx, axis=axis), ZERO, ZERO),
                      doc="scatter-add of g into zeros shaped like ref (the adjoint of take)")
 
 
@@ -221,4 +216,4 @@ def _one_hot_forward(xp, labels, depth, dtype):
 
 
 one_hot = defop("one_hot", _one_hot_forward, lambda labels, depth, dtype: (labels.shape + (depth,), np.dtype(dtype)),
-                (None,), doc="integer labels -> 0/1 rows of length depth")
+                (ZERO,), doc="integer labels -> 0/1 rows of length depth")

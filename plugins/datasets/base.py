@@ -22,13 +22,14 @@ from typing import ClassVar
 
 import numpy as np
 
+from gengraph.engine.errors import UserError
 from gengraph.plugins.spec.schema import REQUIRED, Field, Table  # noqa: F401  (REQUIRED re-exported for sources)
 
 TASKS = ("regression", "classification", "unsupervised")
 SCALE_CHOICES = ["none", "standardize", "minmax", "minmax_global"]
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data source could not produce its arrays: missing or malformed file, bad option.
 
     The message names the file (where there is one) and says what was expected and

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gengraph.engine.errors import UserError
 from gengraph.plugins.blocks.files import atomic_write, save_npz
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be loaded into this model (missing, corrupt, mismatched)."""
 
 

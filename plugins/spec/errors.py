@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gengraph.engine.errors import UserError
+
 
 @dataclass(frozen=True)
 class SpecIssue:
@@ -20,7 +22,7 @@ class SpecIssue:
         return ": ".join(p for p in (where, self.path, self.message) if p)
 
 
-class SpecError(Exception):
+class SpecError(UserError):
     """All problems found in a spec, reported at once (one issue per line)."""
 
     def __init__(self, issues: list[SpecIssue] | SpecIssue):
