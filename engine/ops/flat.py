@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from .registry import OPS, ShapeError, defop, float_dtype
+from .registry import ShapeError, defop, float_dtype
 
 
 @functools.lru_cache(maxsize=4096)
@@ -80,26 +80,9 @@ def _pack_vjp(i):
     return lambda g, y, *xs, shapes: unpack(g, index=i, shapes=shapes)
 
 
-class _ForEachInput:
-    """A VJP per input for an op with any number of inputs (the registry indexes vjp[i])."""
-
-    def __init__(self, make):
-        self.make = make
-
-    def __len__(self):
-        return 1 << 30
-
-    def __getitem__(self, i):
-        return self.make(i)
-
-    def __iter__(self):
-        yield self.make(0)
-
-
-_pack = defop("pack", _pack_forward, _pack_shape, view=True,
+_pack = defop("pack", _pack_forward, _pack_shape, _pack_vjp, returns_view_of_input=True,
               doc="the inputs raveled and concatenated into one vector (no copy when they already lie "
                   "one after the other in one buffer)")
-OPS["pack"].vjp = _ForEachInput(_pack_vjp)
 
 
 def pack(*xs):
@@ -124,5 +107,5 @@ def _unpack_vjp(g, y, f, index, shapes):
     return pack(*parts)
 
 
-unpack = defop("unpack", _unpack_forward, _unpack_shape, (_unpack_vjp,), view=True,
+unpack = defop("unpack", _unpack_forward, _unpack_shape, (_unpack_vjp,), returns_view_of_input=True,
                doc="piece `index` of a packed vector, reshaped to shapes[index] (a view)")
