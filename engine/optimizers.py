@@ -431,8 +431,8 @@ class Adam(Optimizer):
         v_new = ema(v, g, decay=b2, square=True) if fused else b2 * v + (1.0 - b2) * (g * g)
         # float64 scalars, as PyTorch computes them in Python: lr / (1 - b1^t), sqrt(1 - b2^t)
         # (one node each, Python floats on NumPy)
-        step_size = s.cast(adam_step_size(s.lr64, s.step, beta=b1), p.dtype)
-        bc2_sqrt = s.cast(adam_bc_sqrt(s.step, beta=b2), p.dtype)
+        step_size = adam_step_size(s.lr64, s.step, beta=b1, dtype=p.dtype.name)
+        bc2_sqrt = adam_bc_sqrt(s.step, beta=b2, dtype=p.dtype.name)
         base = p
         if self.decoupled_decay and h["weight_decay"]:
             base = p * s.cast(1.0 - s.lr64 * h["weight_decay"], p.dtype)

@@ -135,11 +135,14 @@ reshape_like = defop("reshape_like", lambda xp, x, ref: x.reshape(ref.shape), _r
                      doc="x reshaped to the (runtime) shape of ref")
 
 
-def _sum_to_forward(xp, g, lead, keep):
+def _sum_to_forward(xp, g, lead, keep, out=None):
     if keep:
-        g = g.sum(axis=keep, keepdims=True)
+        g = g.sum(axis=keep, keepdims=True, out=None if lead else out)
     if lead:
-        g = g.sum(axis=tuple(range(lead)))
+        g = g.sum(axis=tuple(range(lead)), out=out)
+    elif out is not None and not keep:  # nothing to sum: a copy into out
+        out[...] = g
+        return out
     return g
 
 
@@ -149,7 +152,7 @@ def _sum_to_shape(g, lead, keep):
 
 
 _sum_to = defop("sum_to", _sum_to_forward, _sum_to_shape,
-                (lambda gg, y, g, lead, keep: broadcast_like(gg, g),),
+                (lambda gg, y, g, lead, keep: broadcast_like(gg, g),), writes_into_out=True,
                 doc="sum a broadcast gradient back to an input's shape")
 
 

@@ -302,7 +302,7 @@ def optimizer_from_spec(train_cfg: dict, backend: str = "numpy"):
     if kind == "lbfgs":
         return None
     if opt_cfg.get("fused") == "auto":  # fused update kernels pay off where launches cost
-        opt_cfg["fused"] = "yes" if backend == "cupy" else "no"
+        opt_cfg["fused"] = "yes"
     sched_cfg = dict(train_cfg.get("schedule") or {"kind": "constant"})
     try:
         opt_cfg["lr"] = make_schedule(sched_cfg.pop("kind"), lr=opt_cfg["lr"], **sched_cfg)
