@@ -457,10 +457,12 @@ def run_workload(name, torch, quick=False, check=True, jax=None, torch_compile=T
     reps, block = plan[name]
     fns = w.setup(n_batches=200)
     fns, logs = _losses(fns, (reps + 1) * block)
-    times = interleaved(fns, reps, block)
+    cpu = {}
+    times = interleaved(fns, reps, block, cpu=cpu)
     stats = {k: summarize(v) for k, v in times.items()}
+    cpu_stats = {k: summarize(v) for k, v in cpu.items()}
     res.update(gengraph_path=w.gg.path, steps=(reps + 1) * block, rounds=reps, steps_per_round=block, outputs=w.outputs,
-               time_per_step=stats, ratios=ratios(stats))
+               time_per_step=stats, ratios=ratios(stats), cpu_per_step=cpu_stats, ratios_cpu=ratios(cpu_stats))
     res["loss_reached"] = {k: float(np.mean([o[0] for o in v[-block:]])) for k, v in logs.items()}
     # every row did the same work: the first step's outputs (same init, same batch, same noise) agree
     first = {k: max(rel_diff(a, b) for a, b in zip(v[0], logs["gengraph"][0])) for k, v in logs.items()
