@@ -56,9 +56,15 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     grouped = {u.id for _, members in groups.values() for _, u in members}
     direct = _direct_updates(program, ops, last_use, names, groups) if direct_updates and not debug else {}
     placed, gathers = _gradient_buffers(program, ops, keep, env) if reuse_buffers else ({}, {})
+    # views of leaves (a weight's transpose, ...): leaves are updated in place, so a view made
+    # once stays a view of the current value; bound at compile time instead of a kernel per run
+    leaf_views = _leaf_views(program, ops, flat_leaves) if reuse_buffers else {}
+    for node_id, view in leaf_views.items():
+        names[node_id] = f"w{node_id}"
+        env[f"w{node_id}"] = view
     for step, n in enumerate(ops):
         names[n.id] = names.get(n.id, f"v{n.id}")
-        if n.id in flat_leaves or n.id in grouped:  # no kernel: a bound buffer / an elided view
+        if n.id in flat_leaves or n.id in grouped or n.id in leaf_views:  # no kernel: bound at compile time
             continue
         if n.id in gathers:  # the pack of gradients: copy in what was not computed in place
             buf, copies = gathers[n.id]
@@ -84,7 +90,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
             env[f"n{n.id}"] = n
             lines.append(f"_check({names[n.id]}, n{n.id})")
         dead = sorted({names[i.id] for i in n.inputs if last_use.get(i.id) == step and i.id not in keep
-                       and not i.is_leaf and i.id not in flat_leaves})
+                       and not i.is_leaf and i.id not in flat_leaves and i.id not in leaf_views})
         if dead:
             lines.append(f"del {', '.join(dead)}")
     # values that may share memory with an updated leaf: the leaf and views of it
@@ -121,6 +127,9 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     env["_check"] = _make_check(program.xp)
     exec(compile(src, f"<gengraph program {id(program):x}>", "exec"), env)  # our own generated code only
     program.source, program._fn, program.n_kernels = src, env["run"], kernels
+    # scheduled nodes that call no kernel: packs of laid-out leaves and views of leaves (bound at
+    # compile time), update views elided into a flat update, packs of gradients placed in a buffer
+    program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers)
 
 def _aliased_inputs(n):
     """The inputs whose memory node n's value may share: all of a pack's, the first of a view."""
@@ -171,6 +180,41 @@ def _flat_leaf_packs(program, ops) -> dict:
             if buf is not None and buf.dtype == n.dtype:
                 out[n.id] = buf
     return out
+
+
+def _leaf_views(program, ops, flat_leaves) -> dict:
+    """{node id: array} for shape-only views (transpose, reshape, expand_dims, ...) of param or
+    state leaves with static shapes, made once. Only ops that return a view of their input
+    whatever the input (no copy fallback), so the bound array shares the leaf's memory."""
+    out = {}
+    for n in ops:
+        if n.op not in _PURE_VIEWS or not n.inputs or None in n.shape:
+            continue
+        src = n.inputs[0]
+        if src.is_leaf and src.op in ("param", "state"):
+            value = program.graph.values[src.id]
+        elif src.id in out:
+            value = out[src.id]
+        else:
+            continue
+        if any(not (i.is_leaf and i.op == "constant") for i in n.inputs[1:]):
+            continue
+        res = OPS[n.op].kernel(program.xp, n.attrs, program.ctx)(
+            value, *(program.graph.values[i.id] for i in n.inputs[1:]))
+        if getattr(res, "base", None) is None or not _shares(program.xp, res, value):
+            continue  # not a view after all: leave it to run time
+        out[n.id] = res
+    return out
+
+
+_PURE_VIEWS = ("transpose", "expand_dims")
+
+
+def _shares(xp, a, b) -> bool:
+    try:
+        return bool(xp.shares_memory(a, b))
+    except Exception:  # noqa: BLE001 - a backend without shares_memory: do not bind
+        return False
 
 
 def _update_groups(program, ops, flat_leaves) -> dict:
