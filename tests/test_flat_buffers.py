@@ -117,3 +117,39 @@ def test_compile_time_is_linear_in_depth():
     """Four times the layers cost about four times as much (a quadratic term would give ~16)."""
     small, large = _compile_cost(48), _compile_cost(192)
     assert large < 8 * small, (small, large)
+
+
+# --- kernels that take out=: the compiler passes a dead input's buffer (or a flat view) ----------
+_R = np.random.default_rng(5)
+_A, _B, _C = (_R.normal(size=(4, 3)) for _ in range(3))
+OUT_CASES = {  # op -> (inputs, attrs); every input of the output's shape may be the `out` buffer
+    "adam_step": ([_A, _B, np.abs(_C) + 0.1, np.float64(0.01), np.float64(0.9)], {"eps": 1e-8}),
+    "ema": ([_A, _B], {"decay": 0.9}),
+    "relu": ([_A], {}),
+    "relu_grad": ([_A, _B], {}),
+    "sigmoid": ([_A], {}),
+    "silu": ([_A, 1 / (1 + np.exp(-_A))], {}),
+    "silu_grad": ([_B, _A, 1 / (1 + np.exp(-_A))], {}),
+    "softmax_ce_backward": ([_A[:, 0], np.abs(_B) / np.abs(_B).sum(1, keepdims=True), np.array([2, 0, 1, 1])], {}),
+    "sum_to": ([_A], {"lead": 0, "keep": ()}),
+}
+
+
+def test_kernels_writing_into_out_may_be_given_any_input_as_out():
+    """A kernel that takes out= must read every input before it writes out: the compiler hands it
+    the buffer of an input that dies at that kernel. For each such op, each input of the output's
+    shape is passed as `out` and the result must equal the out-of-place one."""
+    from gengraph.engine.ops import OPS
+
+    names = sorted(n for n, op in OPS.items() if op.writes_into_out)
+    assert set(names) <= set(OUT_CASES), f"no case for {sorted(set(names) - set(OUT_CASES))}"
+    for name in names:
+        inputs, attrs = OUT_CASES[name]
+        fwd = OPS[name].forward
+        want = np.array(fwd(np, *[np.array(a) for a in inputs], **attrs))
+        for k, a in enumerate(inputs):
+            if np.shape(a) != want.shape or not np.issubdtype(np.asarray(a).dtype, np.floating):
+                continue
+            args = [np.array(b) for b in inputs]
+            got = fwd(np, *args, out=args[k], **attrs)
+            np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15, err_msg=f"{name} with out=input {k}")
