@@ -20,7 +20,34 @@ def keep_axes(g, x, axis, keepdims):
 
 
 def _sum_vjp(g, y, x, axis, keepdims=False):
-    return broadcast_like(keep_axes(g, x, axis, keepdims), x)
+    return unreduce(g, x, axis=axis, keepdims=keepdims)
+
+
+def _unreduce_forward(xp, g, x, axis, keepdims=False, mean=False):
+    # one kernel for a reduction's VJP: g with the reduced axes put back, broadcast to x's shape
+    # (divided by the count for a mean); a fresh buffer that later kernels may write into
+    if not keepdims:
+        shape = list(g.shape)
+        for a in axis:
+            shape.insert(a, 1)
+        g = g.reshape(shape)
+    out = xp.empty(x.shape, dtype=g.dtype)
+    if mean:
+        n = 1
+        for a in axis:
+            n *= x.shape[a]
+        return xp.divide(g, g.dtype.type(n), out=out)
+    out[...] = g
+    return out
+
+
+def _unreduce_vjp_g(gg, y, g, x, axis, keepdims=False, mean=False):
+    return (_mean if mean else _sum)(gg, axis=axis, keepdims=keepdims)
+
+
+unreduce = defop("unreduce", _unreduce_forward, lambda g, x, axis, keepdims=False, mean=False: (x.shape, g.dtype),
+                 (_unreduce_vjp_g, ZERO),
+                 doc="the VJP of sum (or, mean=True, of mean) over axis: g broadcast back to x's shape (/ count)")
 
 
 # reductions call the array's own methods: the same on NumPy and CuPy, and they skip
@@ -35,7 +62,7 @@ def _mean_forward(xp, x, axis, keepdims=False):
 _sum = defop("sum", lambda xp, x, axis, keepdims=False: x.sum(axis=axis, keepdims=keepdims), _reduction,
              (_sum_vjp,), flops=lambda out, x, **a: size_of(x))
 _mean = defop("mean", _mean_forward, _reduction,
-              (lambda g, y, x, axis, keepdims=False: _sum_vjp(g, y, x, axis, keepdims) / count(x, axis=axis),),
+              (lambda g, y, x, axis, keepdims=False: unreduce(g, x, axis=axis, keepdims=keepdims, mean=True),),
               flops=lambda out, x, **a: size_of(x))
 _max = defop("max", lambda xp, x, axis, keepdims=False: x.max(axis=axis, keepdims=keepdims), _reduction,
              (lambda g, y, x, axis, keepdims=False: _extreme_vjp(g, y, x, axis, keepdims),))
