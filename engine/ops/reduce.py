@@ -203,4 +203,8 @@ def sum_to(g, like):
     axes = broadcast_axes(g.shape, like.shape)
     if axes is None:
         return g
-    return _sum_to(g, lead=axes[0], keep=axes[1])
+    lead, keep = axes
+    if all(g.shape[a] == 1 for a in range(lead)) and all(g.shape[a] == 1 for a in keep):
+        # every summed axis has (static) length 1: nothing to add up, a reshape (a view) will do
+        return reshape_like(g, like)
+    return _sum_to(g, lead=lead, keep=keep)
