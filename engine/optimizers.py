@@ -33,7 +33,15 @@ parameter, as ``torch.nn.utils.clip_grad_norm_``, before weight decay; 0 = off).
 ``lr`` is a float, a ``Schedule``, or a table ``{"kind": "cosine", "lr": ..., ...}``.
 
 Scalars that depend on the step (lr, bias corrections) are computed in float64 and cast
-once to each parameter's dtype. ``make_optimizer(kind, **hyper)`` checks names (with a
+once to each parameter's dtype.
+
+Flat buffers (``Optimizer.flat``, on by default): with two or more parameters of one dtype on
+a graph not compiled yet, the parameter values and each state slot become views of one flat
+buffer (the leaves keep their names), and the rule is applied once to ``pack(params)`` and
+``pack(grads)``; the update values are ``unpack`` pieces, which the compiler turns into one
+in-place update of each buffer, with the gradients computed straight into views of one
+buffer. Elementwise rules give bit-identical results to the per-parameter ones;
+``clip_norm``'s global norm is then one dot product (a different summation order). ``make_optimizer(kind, **hyper)`` checks names (with a
 did-you-mean), types and ranges; each class's ``schema`` maps a hyper-parameter to
 ``(type, default, help)`` for the spec layer.
 """
@@ -401,9 +409,9 @@ class Adam(Optimizer):
               "beta1": (float, 0.9, "decay of the first moment m"),
               "beta2": (float, 0.999, "decay of the second moment v"),
               "eps": (float, 1e-8, "added to sqrt(v_hat) in the denominator"),
-              "fused": (str, "auto", "yes: 3 fused kernels per parameter (one launch each on a GPU); "
-                                     "no: 13 plain elementwise nodes (as fast on NumPy, and fully readable); "
-                                     "auto: yes on cuda"),
+              "fused": (str, "auto", "yes: 3 fused kernels over all parameters (one launch each on a GPU), "
+                                     "fewer temporaries; no: 13 plain elementwise nodes (fully readable); "
+                                     "auto: yes"),
               **_COMMON}
 
     def __init__(self, **hyper):
