@@ -1,7 +1,7 @@
 """`gengraph graph` and `gengraph gradcheck`: look at what the engine computes.
 
 Only parsing, printing and exit codes live here; the tables, exports and the gradient
-check are in gengraph.engine (views, tables, export, gradcheck), model building in gengraph.plugins.
+check are in gengraph.engine.inspect, model building in gengraph.plugins.
 """
 
 from __future__ import annotations
@@ -41,32 +41,24 @@ def _spec_models(spec, overrides, plugin_files, extra_overrides=()):
     from gengraph.plugins.run.loading import load
     from gengraph.plugins.run.runner import build_checked
 
+    from gengraph.plugins.run.loading import resolve_spec
+
     _load_plugins(plugin_files)
+    spec = resolve_spec(spec)
     loaded = load(spec, list(overrides) + list(extra_overrides))
     data, plugin, graph, model = build_checked(loaded, base_dir=Path(spec).parent)
     return loaded, data, plugin, graph, model
 
 
 def compiled_programs(loaded, data, plugin, model):
-    """({name: (outputs, updates, Program)} for every program a run of this spec compiles,
-    the first node id created after the model was built)."""
-    from gengraph.plugins.run.context import RunContext
-    from gengraph.plugins.run.trainer import Trainer
+    """Kept for callers of the old location; the code is in gengraph.plugins.run.inspection."""
+    from gengraph.plugins.run.inspection import compiled_programs as compiled
 
-    cfg = loaded.data
-    ctx = RunContext(cfg, None, cfg["run"]["seed"], "numpy")
-    trainer = Trainer(plugin, model, data, cfg["train"], ctx)
-    # nodes with smaller ids are the plugin's; gradients, optimizer and monitors come after
-    built_before = max((n.id for n in model.graph.nodes), default=-1) + 1
-    with_optimizer = getattr(plugin, "trains_by_gradient", True)
-    defs = trainer.program_defs(with_optimizer)
-    progs = trainer.compile_programs(with_optimizer)
-    out = {name: (outputs, dict(updates or {}), progs[name]) for name, (outputs, updates) in defs.items()}
-    return out, built_before
+    return compiled(loaded, data, plugin, model)
 
 
 @click.command("graph", epilog=GRAPH_EXAMPLES)
-@click.argument("spec", type=click.Path(dir_okay=False, exists=True))
+@click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--program", "program", metavar="NAME",
               help="train_step (default when the model trains by gradient), evaluate, or a program "
                    "the model defines (e.g. sample_step)")
@@ -95,24 +87,17 @@ def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, over
     Exit codes: 0 done; 1 --render without Graphviz (the DOT text is still written) or
     `dot` failed; 2 bad usage or spec.
     """
-    from gengraph.engine import export, tables, views
-
     if render and fmt not in (None, "dot"):
         raise UserError(f"--render draws DOT; it cannot be combined with --format {fmt}")
     fmt = fmt or ("dot" if render else "text")
-    loaded, data, plugin, graph, model = _spec_models(spec, overrides, plugin_files, ['run.device="cpu"'])
-    progs, built_before = compiled_programs(loaded, data, plugin, model)
-    if program is None:
-        program = "train_step" if "train_step" in progs else "evaluate"
-    if program not in progs:
-        from gengraph.plugins.registry import suggest
+    from gengraph.engine import export, tables
+    from gengraph.plugins.run.inspection import InspectError, program_stage
 
-        hint = suggest(program, list(progs))
-        raise UserError(f'unknown program "{program}"' + (f'; did you mean "{hint}"?' if hint else "")
-                        + f" (this spec compiles: {', '.join(progs)})")
-    outputs, updates, prog = progs[program]
-    view = views.view_stage(stage, outputs, updates, prog, name=program, built_before=built_before)
-    view.title = f"{spec}: program {program}, stage {stage} ({loaded.data['model']['kind']})"
+    loaded, data, plugin, graph, model = _spec_models(spec, overrides, plugin_files, ['run.device="cpu"'])
+    try:
+        view, program = program_stage(loaded, data, plugin, model, program, stage, label=spec)
+    except InspectError as exc:
+        raise UserError(str(exc)) from None
     if fmt == "text":
         text = tables.summary(view, batch, collapse)
     elif fmt == "dot":
@@ -148,7 +133,7 @@ def _render(dot_text: str, fmt: str, out: str) -> None:
 
 
 @click.command("gradcheck", epilog=GRADCHECK_EXAMPLES)
-@click.argument("spec", type=click.Path(dir_okay=False, exists=True))
+@click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--param", "param_names", multiple=True, metavar="NAME",
               help="check only this parameter (e.g. output/dense0/W); repeatable; default: all")
 @click.option("--eps", type=float, default=1e-6, show_default=True, help="finite-difference step")
@@ -175,52 +160,23 @@ def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, 
 
     Exit codes: 0 every gradient within tolerance; 1 some gradient is not; 2 bad usage or spec.
     """
-    import numpy as np
-
-    from gengraph.engine.gradcheck import check_loss_grads
+    from gengraph.plugins.run.inspection import InspectError, gradcheck
 
     loaded, data, plugin, graph, model = _spec_models(spec, overrides, plugin_files,
                                                       ['run.dtype="float64"', 'run.device="cpu"'])
-    params = list(model.params)
-    if param_names:
-        by_name = {p.label: p for p in params}
-        missing = [n for n in param_names if n not in by_name]
-        if missing:
-            from gengraph.plugins.registry import suggest
-
-            hint = suggest(missing[0], list(by_name))
-            raise UserError(f'unknown parameter "{missing[0]}"' + (f'; did you mean "{hint}"?' if hint else "")
-                            + f" (parameters: {', '.join(by_name) or 'none'})")
-        params = [by_name[n] for n in param_names]
-    kind = loaded.data["model"]["kind"]
-    if not params:
-        click.echo(f"{spec}: the {kind} model has no trainable parameters; nothing to check")
+    try:
+        report = gradcheck(loaded, data, model, label=spec, param_names=param_names, eps=eps, rtol=rtol, atol=atol,
+                           seed=seed, batch=batch, max_entries=max_entries)
+    except InspectError as exc:
+        raise UserError(str(exc)) from None
+    if report is None:
+        click.echo(f"{spec}: the {loaded.data['model']['kind']} model has no trainable parameters; nothing to check")
         return
-    x, y = data.x_train, data.y_train
-    if x is None or len(x) == 0:
-        raise UserError(f"{spec}: the data has no training rows to check the loss on")
-    rows = np.sort(np.random.default_rng(seed).choice(len(x), min(batch, len(x)), replace=False))
-    feeds = model.feed(x[rows], None if y is None else y[rows])
-    result = check_loss_grads(model.loss, params, feeds, eps=eps, rtol=rtol, atol=atol, seed=seed,
-                                 max_entries=max_entries)
-    click.echo(f"gradcheck {spec} ({kind}): loss {result.loss:.6g} on {len(rows)} training rows, float64, "
-               f"eps {eps:g}, rtol {rtol:g}, atol {atol:g}, seed {seed}")
-    click.echo(f"an entry passes when |engine - numeric| <= atol + rtol * max(|engine|, |numeric|) + "
-               f"{result.roundoff_floor:.1e}\n  (the differences' own roundoff: 8 * float64 eps * {result.scale:.3g} / eps, "
-               f"{result.scale:.3g} = largest |scalar| the loss is computed from)")
-    if result.frozen_random or result.frozen_stop_gradient:
-        click.echo(f"noise fixed: {result.frozen_random} random draw(s) and {result.frozen_stop_gradient} "
-                   "stop_gradient value(s) computed once and held constant")
-    subset = [r for r in result.rows if r.checked < r.total]
-    if subset:
-        click.echo(f"{len(subset)} parameter(s) larger than {max_entries} entries: a random subset of {max_entries} "
-                   f"entries each is checked (--max-entries, --seed)")
-    click.echo(result.table())
-    failed = [r.name for r in result.rows if not r.ok]
-    if failed:
-        raise click.ClickException(f"gradient check failed for {len(failed)} of {len(result.rows)} "
-                                   f"parameter(s): {', '.join(failed)}")
-    click.echo(f"ok: {len(result.rows)} parameter(s) within tolerance")
+    for line in report.lines()[:-1]:
+        click.echo(line)
+    if not report.ok:
+        raise click.ClickException(report.verdict())
+    click.echo(report.verdict())
 
 
 COMMANDS = [graph_cmd, gradcheck_cmd]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 import json
 import click
 
@@ -29,7 +30,7 @@ class UserError(click.UsageError):
         super().__init__(message)
 
     def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {self.format_message()}", file=file, err=file is None)
 
 
 def user_errors(fn):
@@ -39,25 +40,53 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = ctx.params.get("debug", False)
-        from gengraph.engine.errors import UserError as Mistake  # SpecError, DataError, ExprError, ShapeError, ...
+        from gengraph.engine.errors import UserError as Mistake  # SpecError, DataError, RunDirError, ...
+        from gengraph.plugins.spec.errors import SpecError, printable
         from gengraph.plugins.run.runner import RunInterrupted
+        from gengraph.plugins.run.signals import Stop, exit_code, signal_name
         from gengraph.plugins.run.trainer import DivergenceError
 
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not debug:  # NumPy's overflow/invalid warnings: non-finite results are reported once, below
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*args, **kwargs)
         except RunInterrupted as exc:
-            click.echo(f"\n{exc}; continue with --resume", err=True)
-            ctx.exit(130)
-        except Mistake as exc:
+            click.echo(f"\n{exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (Stop, KeyboardInterrupt) as exc:  # before or after a run: nothing of it to save
+            signum = exc.signum if isinstance(exc, Stop) else 2
+            click.echo(f"\ninterrupted by {signal_name(signum)}", err=True)
+            ctx.exit(exit_code(signum))
+        except SpecError as exc:  # one issue per line, each already escaped
             if debug:
                 raise
             raise UserError(str(exc)) from None
+        except Mistake as exc:  # DataError, ExprError, ShapeError, CheckpointError, RunDirError, ...
+            if debug:
+                raise
+            raise UserError(printable(str(exc))) from None
         except DivergenceError as exc:
             if debug:
                 raise
-            raise click.ClickException(f"run failed: {exc}") from None
+            raise click.ClickException(printable(f"run failed: {exc}")) from None
+        except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
+            if debug:
+                raise
+            import errno
+
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+            where = " ".join(p for p in ("cannot write" if full else "", str(exc.filename or "")) if p)
+            raise click.ClickException(printable(f"{ctx.info_name} failed: {where + ': ' if where else ''}"
+                                                 f"{exc.strerror or exc}")) from None
 
     return wrapper
+
+
+def _dumps(value, **kw) -> str:
+    from gengraph.plugins.blocks.files import dumps_json
+
+    return dumps_json(value, **kw)
 
 
 def _load_plugins(paths):
@@ -67,15 +96,51 @@ def _load_plugins(paths):
         load_plugin_file(p)
 
 
-def _spec_path(spec):
-    if spec is not None:
-        return spec
-    from gengraph.plugins.run.loading import default_spec
+def check_out_dir(path, option: str) -> None:
+    """UserError (exit 2) naming the option when the output folder cannot be used."""
+    from gengraph.plugins.blocks.files import writable_dir
 
-    return str(default_spec())
+    if (why := writable_dir(path)) is not None:
+        raise UserError(f"{option} {str(path)!r}: {why}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _show_error(exc: click.ClickException, as_json: bool) -> None:
+    """Every error in one style: `error: MESSAGE` on stderr (click's usage line kept), or with
+    --json a JSON object on stdout."""
+    if as_json:
+        click.echo(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
+        return
+    import io
+
+    buf = io.StringIO()
+    exc.show(file=buf)
+    text = buf.getvalue()
+    text = "\n".join("error: " + line[len("Error: "):] if line.startswith("Error: ") else line
+                     for line in text.split("\n"))
+    click.echo(text, err=True, nl=False)
+
+
+class _Group(click.Group):
+    """click's group, with its error messages in gengraph's style (see _show_error)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            _show_error(exc, "--json" in argv)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gengraph")
 def main():
     """gengraph: declare a model in TOML, differentiate its graph, run it.
@@ -103,44 +168,75 @@ def common(fn):
 
 @main.command(epilog=_examples("run"))
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory (default: output.dir/run.name)")
+@click.option("--out", "out_dir", metavar="DIR", help="run directory (default: output.dir/run.name); "
+              "it must be new, empty, or be replaced with --overwrite")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="override run.device")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
-              help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml)")
-@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+@click.option("--resume", "resume_dir", metavar="DIR",
+              help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml); "
+                   "only train.epochs, output.*, run.threads and run.device may change")
+@click.option("--overwrite", is_flag=True, help="replace the run already in the run directory (its files only)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress output (the run directory and final metrics still print)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @common
 @user_errors
-def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_files, debug):
+def run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug):
     """Train the model a SPEC declares and write its run directory.
 
     Without SPEC, runs the built-in default (specs/mlp_digits.toml on the shipped digits).
-    Ctrl-C writes a checkpoint and exits 130; --resume continues bit-identically.
+
+    \b
+    A run directory holds one run: a directory that holds another run is refused unless
+    --overwrite (which removes that run's files, never yours) or --resume, and a second
+    process is refused while the first holds the directory's lock (gengraph.lock).
+    Ctrl-C (SIGINT) or SIGTERM writes a checkpoint and exits 130 or 143; --resume then
+    continues bit-identically. A checkpoint that is damaged or belongs to another spec
+    is refused with exit 2 and nothing in the directory is rewritten.
     """
+    from gengraph.plugins.run.signals import SignalGuard
+
+    # a signal while the spec and plugins load: exit 130/143, no traceback; after a run is
+    # interrupted, later signals are ignored until the process has exited with its code
+    with SignalGuard(ignore_when_stopped=True) as guard:
+        _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug)
+
+
+def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides, plugin_files, debug):
     from pathlib import Path
 
-    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.api import prepare_run
     from gengraph.plugins.run.progress import Progress
+    from gengraph.plugins.run.rundir import check_path
     from gengraph.plugins.run.runner import execute
 
+    if resume_dir is not None:
+        check_path(resume_dir)
+        if overwrite:
+            raise UserError("--resume continues the run in a directory and --overwrite replaces it: pass one")
+        if out_dir is not None and Path(out_dir).resolve() != Path(resume_dir).resolve():
+            raise UserError("--resume DIR is the run directory: leave out --out or give the same directory")
+    if out_dir is not None:
+        check_path(out_dir)
     _load_plugins(plugin_files)
-    overrides = list(overrides) + ([f'run.device="{device}"'] if device else [])
-    if resume_dir and spec is None:
-        spec = str(Path(resume_dir) / "spec.toml")
-    path = _spec_path(spec)
-    loaded = load(path, overrides)
-    name = loaded.data["run"]["name"] or Path(path).stem
-    loaded.data["run"]["name"] = name
-    run_dir = Path(resume_dir or out_dir or Path(loaded.data["output"]["dir"]) / name)
-    progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)
+    if resume_dir and spec is None and not (Path(resume_dir) / "spec.toml").is_file():
+        raise UserError(f"--resume {resume_dir}: no run here (no spec.toml), so nothing to resume")
+    # shared with gengraph.run(): SPEC may also be a shipped spec's name (mlp_digits)
+    loaded, run_dir, base_dir = prepare_run(spec, list(overrides), out=resume_dir or out_dir,
+                                            resume=bool(resume_dir), device=device)
+    check_path(run_dir)
+    if loaded.raw.get("sweep") is not None and not as_json:
+        click.echo(f"note: {loaded.file} has a [sweep] table, which `gengraph run` ignores; "
+                   "run the sweep with `gengraph sweep`", err=True)
+    progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)  # -q: no progress, results still shown
+    guard.raising = False  # from here on the run handles signals (and reports them as RunInterrupted)
     try:
-        summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=Path(path).parent,
-                          resume=bool(resume_dir))
+        summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=base_dir,
+                          resume=bool(resume_dir), overwrite=overwrite,
+                          log=lambda *a, **k: click.echo(" ".join(map(str, a)), err=True))
     finally:
         progress.close()
     if as_json:
-        click.echo(json.dumps({"run_dir": str(run_dir), "summary": summary}, indent=1))
-    elif not quiet:
+        click.echo(_dumps({"run_dir": str(run_dir), "summary": summary}, indent=1))
+    else:
         click.echo(f"run directory: {run_dir}")
         for k, v in summary.items():
             if isinstance(v, float):
@@ -155,20 +251,22 @@ def run(spec, out_dir, device, resume_dir, quiet, as_json, overrides, plugin_fil
 @user_errors
 def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     """Check a SPEC against the installed plugins; report every problem at once."""
-    from pathlib import Path
-
-    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.api import load_spec_any
     from gengraph.plugins.run.runner import build_checked
 
     _load_plugins(plugin_files)
-    loaded = load(spec, list(overrides))
-    build_checked(loaded, base_dir=Path(spec).parent)  # data files and shapes are checked too
+    loaded, path, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a shipped name
+    build_checked(loaded, base_dir=base_dir)  # data files and shapes are checked too
+    if loaded.raw.get("sweep") is not None:  # every trial of the sweep, its metric and mode too
+        from gengraph.plugins.sweep.sweep import plan_sweep
+
+        plan_sweep(str(path), list(overrides), plugin_files=plugin_files)
     if as_json:
-        click.echo(json.dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
+        click.echo(_dumps({"valid": True, "spec": loaded.data}, indent=1, default=str))
     elif resolved:
         click.echo(loaded.to_toml(), nl=False)
     else:
-        click.echo(f"{spec}: valid ({loaded.data['model']['kind']} on {loaded.data['data']['source']})")
+        click.echo(f"{path or spec}: valid ({loaded.data['model']['kind']} on {loaded.data['data']['source']})")
 
 
 @main.command(epilog=_examples("plugins"))
@@ -196,10 +294,10 @@ def plugins(as_json, plugin_files, debug):
 
 
 def _register_extra_commands():
-    """Commands defined in their own modules (graph inspection, gradcheck, sweeps)."""
+    """Commands defined in their own modules (graph inspection, gradcheck, sweeps, sampling)."""
     import importlib
 
-    for module in ("gengraph.cli.inspect_cmds", "gengraph.cli.sweep_cmd"):
+    for module in ("gengraph.cli.inspect_cmds", "gengraph.cli.sweep_cmd", "gengraph.cli.sample_cmd"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

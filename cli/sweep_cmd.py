@@ -6,11 +6,10 @@ gengraph.plugins.sweep.sweep.
 
 from __future__ import annotations
 
-import json
 
 import click
 
-from .main import UserError, _load_plugins, common, user_errors
+from .main import UserError, _load_plugins, check_out_dir, common, user_errors
 
 SWEEP_EXAMPLES = """\b
 Examples:
@@ -33,7 +32,7 @@ Examples:
                    "or the LocalCluster's worker count with --scheduler local-dask")
 @click.option("--scheduler", metavar="tcp://HOST:PORT|local-dask",
               help="run the trials on a Dask distributed cluster (needs: pip install 'gengraph[dask]')")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", metavar="DIR",
               help="sweep directory (default: output.dir/<sweep.name or the spec's file name>)")
 @click.option("--resume", is_flag=True, help="skip the trials that sweep.jsonl records as finished ok")
 @click.option("--quiet", "-q", is_flag=True, help="print nothing but errors")
@@ -53,8 +52,12 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overr
 
     if scheduler is not None and scheduler != "local-dask" and "://" not in scheduler:
         raise UserError(f"--scheduler: expected tcp://HOST:PORT or local-dask, found {scheduler!r}")
+    from gengraph.plugins.run.loading import resolve_spec
+
     _load_plugins(plugin_files)
+    spec = resolve_spec(spec)
     plan = sw.plan_sweep(spec, list(overrides), list(axes), out_dir=out_dir, plugin_files=plugin_files)
+    check_out_dir(plan.out_dir, "--out" if out_dir else "output.dir")
     n_workers = workers or sw.default_workers()
     chatty = not (quiet or as_json)
     if chatty:
@@ -87,7 +90,9 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overr
         click.echo(f"\n{exc}; continue with --resume", err=True)
         click.get_current_context().exit(130)
     if as_json:
-        click.echo(json.dumps(result, indent=1, default=str))
+        from gengraph.plugins.blocks.files import dumps_json
+
+        click.echo(dumps_json(result, indent=1, default=str))
     elif not quiet:
         click.echo("")
         click.echo(sw.summary_text(plan, result, limit=15), nl=False)

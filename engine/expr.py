@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 from difflib import get_close_matches
 
 from . import ops
-from .ops.registry import EXPRESSION_FUNCTIONS
+from .ops.registry import EXPRESSION_FUNCTIONS, OPS
 from .autodiff import grad as _grad
 from .errors import UserError
 from .graph import Node
@@ -40,13 +41,17 @@ def keywords(fname: str) -> tuple:
 
 
 def _static_positions(fname: str) -> dict:
-    """{position: name} of the static arguments that may also be passed positionally."""
+    """{position: name} of the required static arguments (a pool's kernel, group_norm's groups),
+    which may be given positionally; optional ones (axis=, eps=, stride=) go by keyword."""
+    _, _, names = _arity(fname)
     static = set(keywords(fname))
-    try:
-        params = list(inspect.signature(FUNCTIONS[fname]).parameters.values())
-    except (TypeError, ValueError):
-        return {}
-    return {i: p.name for i, p in enumerate(params) if p.name in static and p.kind == p.POSITIONAL_OR_KEYWORD}
+    return {i: name for i, name in enumerate(names) if name in static}
+
+
+KEYWORDS = ("axis", "keepdims")
+MAX_CHARS = 10_000  # longer expressions are refused before parsing
+MAX_DEPTH = 100  # deepest nesting of operations and calls
+_MAX_INT_BITS = 63  # integer constants folded past this become floats (no huge bignums)
 _BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div: "__truediv__",
            ast.Pow: "__pow__", ast.MatMult: "__matmul__"}
 
@@ -56,17 +61,39 @@ class ExprError(UserError, ValueError):
 
     def __init__(self, expression: str, col: int, message: str):
         self.expression, self.col, self.message = expression, col, message
-        super().__init__(f"in expression {expression!r}, column {col + 1}: {message}")
+        shown = expression if len(expression) <= 80 else expression[:60] + f"... ({len(expression)} characters)"
+        super().__init__(f"in expression {shown!r}, column {col + 1}: {message}")
 
 
 def parse(expression: str) -> ast.Expression:
-    """Parse and check against the whitelist; returns the AST."""
+    """Parse and check against the whitelist (and the size and depth bounds); returns the AST."""
+    if len(expression) > MAX_CHARS:
+        raise ExprError(expression, 0, f"expression too long ({len(expression)} characters; at most {MAX_CHARS})")
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ExprError(expression, max((exc.offset or 1) - 1, 0), f"syntax error: {exc.msg}") from None
+        msg = exc.msg
+        if "integer string conversion" in msg or "Exceeds the limit" in msg:
+            msg = "number too long (more than 4300 digits)"
+        elif "too many nested" in msg:
+            msg = f"nested too deeply (at most {MAX_DEPTH} levels)"
+        raise ExprError(expression, max((exc.offset or 1) - 1, 0), f"syntax error: {msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExprError(expression, 0, f"nested too deeply (at most {MAX_DEPTH} levels)") from None
+    _check_depth(expression, tree)
     _Checker(expression).visit(tree)
     return tree
+
+
+def _check_depth(expression: str, tree: ast.AST) -> None:
+    """Refuse trees deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ExprError(expression, getattr(node, "col_offset", 0),
+                            f"nested too deeply (more than {MAX_DEPTH} levels of operations or calls)")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def names(expression: str) -> set[str]:
@@ -128,6 +155,14 @@ class _Checker(ast.NodeVisitor):
         if fname not in FUNCTIONS:
             self.fail(node.func, f'unknown function "{fname}"' + _suggest(fname, list(FUNCTIONS) + ["grad"]))
         allowed = keywords(fname)
+        lo, hi, names = _arity(fname)
+        by_keyword = sum(1 for kw in node.keywords if kw.arg in names)  # e.g. max_pool2d(x, kernel=3)
+        lo, hi = lo - by_keyword, hi - by_keyword
+        if not lo <= len(node.args) <= hi:
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            hint = "; give axis= and keepdims= by keyword" if len(node.args) > hi and _takes_axis(fname) else ""
+            self.fail(node, f"{fname}({', '.join(names)}) takes {want} argument{'s' if hi != 1 else ''}, "
+                            f"found {len(node.args)}{hint}")
         for kw in node.keywords:
             if kw.arg not in allowed:
                 known = ", ".join(f"{k}=" for k in allowed)
@@ -138,6 +173,33 @@ class _Checker(ast.NodeVisitor):
                 self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True, False or None")
         for a in node.args:
             self.visit(a)
+
+
+def _arity(fname: str) -> tuple[int, float, list[str]]:
+    """(fewest, most, names) of the positional arguments of an expression function, read from its
+    signature or, for a generic op builder, from its op's shape rule (so a wrong count is a clear
+    error, not a TypeError from inside the library)."""
+    fn = FUNCTIONS[fname]
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+        if any(p.kind is p.VAR_POSITIONAL for p in params) and fname in OPS:
+            params = list(inspect.signature(OPS[fname].shape).parameters.values())
+    except (TypeError, ValueError):
+        return 0, math.inf, []
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 0, math.inf, []
+    optional_static = set(KEYWORDS) | {"axes"} | (set(keywords(fname)) if fname in FUNCTIONS else set())
+    pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+           and not (p.name in optional_static and p.default is not p.empty) and p.name != "axes"]
+    required = [p for p in pos if p.default is p.empty]
+    return len(required), len(pos), [p.name for p in pos]
+
+
+def _takes_axis(fname: str) -> bool:
+    try:
+        return "axis" in inspect.signature(FUNCTIONS[fname]).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_static(node):
@@ -166,7 +228,10 @@ class _Builder(ast.NodeVisitor):
     def visit_BinOp(self, node):
         a, b = self.visit(node.left), self.visit(node.right)
         if not isinstance(a, Node) and not isinstance(b, Node):
-            return _fold(node.op, a, b)
+            try:
+                return _fold(node.op, a, b)
+            except (ArithmeticError, ValueError) as exc:
+                self.fail(node, f"constant {exc}")
         try:
             if isinstance(a, Node):
                 return getattr(a, _BINOPS[type(node.op)])(b)
@@ -210,6 +275,30 @@ class _Builder(ast.NodeVisitor):
         return ops.as_node(self.graph, value)
 
 
+def _bits(v) -> float:
+    return math.log2(abs(v)) if v else 0.0
+
+
 def _fold(op, a, b):
-    return {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b, ast.Div: lambda: a / b,
-            ast.Pow: lambda: a ** b}[type(op)]()
+    """a OP b for two numbers, bounded: integers that would pass 64 bits are folded as floats
+    (so ``10**10**10`` never builds a huge bignum); a result that is not a finite real number,
+    or a division by zero, raises ValueError/ArithmeticError with the reason."""
+    if isinstance(a, int) and isinstance(b, int):
+        big = (type(op) is ast.Pow and b > 0 and b * _bits(a) > _MAX_INT_BITS) or (
+            type(op) is ast.Mult and _bits(a) + _bits(b) > _MAX_INT_BITS)
+        if big:
+            a = float(a)
+    try:
+        out = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b, ast.Div: lambda: a / b,
+               ast.Pow: lambda: a ** b}[type(op)]()
+    except ZeroDivisionError:
+        raise ZeroDivisionError("divides by zero") from None
+    except OverflowError:
+        raise OverflowError("is too large for a float") from None
+    if isinstance(out, complex):
+        raise ValueError("is not a real number (a negative number to a fractional power)")
+    if isinstance(out, int) and out.bit_length() > _MAX_INT_BITS:
+        out = float(out)
+    if isinstance(out, float) and not math.isfinite(out):
+        raise OverflowError("is too large for a float")
+    return out

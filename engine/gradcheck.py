@@ -60,13 +60,18 @@ class GradCheckReport:
         return all(r.ok for r in self.rows)
 
     def table(self) -> str:
+        header, rows, right = self.table_rows()
+        return "\n".join(render_rows(header, rows, right))
+
+    def table_rows(self):
+        """(header, rows, right-aligned column indices) of `table`, for other renderings (HTML)."""
         header = ("parameter", "shape", "checked", "max abs err", "max rel err", "result")
         rows = []
         for r in self.rows:
             checked = f"{r.checked}/{r.total}" + (" (random subset)" if r.checked < r.total else "")
             rows.append((r.name, fmt_shape(r.shape), checked, f"{r.max_abs_err:.3e}", f"{r.max_rel_err:.3e}",
                          "ok" if r.ok else "FAIL"))
-        return "\n".join(render_rows(header, rows, right=(3, 4)))
+        return header, rows, (3, 4)
 
     def __str__(self):
         return self.table()

@@ -94,7 +94,7 @@ class Graph:
         self._names: dict[str, Node] = {}
         self._shared_constants: dict[tuple, Node] = {}  # see shared_constant
         self.streams = None  # the random streams of compiled programs (made by the first compile)
-        self._stream_ids = itertools.count()  # for new_stream's names
+        self._stream_ids = itertools.count(1 << 20)  # new_stream's numbers: above those plugins pick by hand
 
     # --- scopes ------------------------------------------------------------------
     @contextlib.contextmanager

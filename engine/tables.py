@@ -46,8 +46,14 @@ def render_rows(header, rows, right=()) -> list[str]:
 
 def table(view: GraphView, batch: int = DEFAULT_BATCH, collapse: int | None = None) -> str:
     """One row per node (or per scope group with `collapse`)."""
+    header, rows, right = table_rows(view, batch, collapse)
+    return "\n".join(render_rows(header, rows, right))
+
+
+def table_rows(view: GraphView, batch: int = DEFAULT_BATCH, collapse: int | None = None):
+    """(header, rows, right-aligned column indices) of `table`, for other renderings (HTML)."""
     if collapse:
-        return _group_table(view, batch, collapse)
+        return _group_rows(view, batch, collapse)
     roles = roles_of(view)
     header = ("id", "op", "inputs", "shape", "dtype", "scope", "name", "params", "flops", "origin")
     rows = []
@@ -59,10 +65,10 @@ def table(view: GraphView, batch: int = DEFAULT_BATCH, collapse: int | None = No
         rows.append((n.id, n.op, _short(",".join(str(i.id) for i in n.inputs), 24), fmt_shape(n.shape),
                      str(n.dtype), n.scope or "-", name or "-", f"{p:,}" if p else "", f"{node_flops(n, batch):,}",
                      n.origin if n.origin is not None else "-"))
-    return "\n".join(render_rows(header, rows, right=(0, 7, 8)))
+    return header, rows, (0, 7, 8)
 
 
-def _group_table(view: GraphView, batch: int, depth: int) -> str:
+def _group_rows(view: GraphView, batch: int, depth: int):
     groups: "OrderedDict[str, list]" = OrderedDict()
     keys = collapse_groups(view.nodes, depth)
     for n in view.nodes:
@@ -77,7 +83,7 @@ def _group_table(view: GraphView, batch: int, depth: int) -> str:
         rows.append((key, len(members), top, f"{sum(param_count(n) for n in members):,}",
                      f"{sum(node_flops(n, batch) for n in members):,}",
                      _human_bytes(sum(node_bytes(n, batch) for n in members if not n.is_leaf))))
-    return "\n".join(render_rows(header, rows, right=(1, 3, 4, 5)))
+    return header, rows, (1, 3, 4, 5)
 
 
 def totals(view: GraphView, batch: int = DEFAULT_BATCH) -> str:

@@ -4,6 +4,8 @@ The public API, re-exported lazily (so ``gengraph --help`` imports nothing heavy
 
 >>> import gengraph
 >>> value, grads = gengraph.value_and_grad("sum(x ** 2)", {"x": [1.0, 2.0]}, ["x"])
+>>> run = gengraph.run("mlp_digits", overrides={"train.epochs": 3})   # as `gengraph run`
+>>> run.summary["test_accuracy"], run.metrics[-1], run.params["output/dense0/W"].shape
 """
 
 __version__ = "0.1.0"
@@ -17,6 +19,11 @@ _API = {
     # specs and runs
     "load_spec": "gengraph.plugins.run.loading:load", "run_spec": "gengraph.plugins.run.runner:execute",
     "ModelPlugin": "gengraph.plugins.model", "Model": "gengraph.plugins.model",
+    # from Python and notebooks: the CLI's run / validate / sample as functions
+    "run": "gengraph.plugins.run.api", "load": "gengraph.plugins.run.api", "validate": "gengraph.plugins.run.api",
+    "Run": "gengraph.plugins.run.api", "shipped_specs": "gengraph.plugins.run.api",
+    "SpecError": "gengraph.plugins.spec.errors", "SampleError": "gengraph.plugins.run.sampling",
+    "draw": "gengraph.plugins.run.sampling", "show_samples": "gengraph.plugins.run.display",
 }
 
 __all__ = ["__version__", *_API]

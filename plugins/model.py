@@ -74,6 +74,10 @@ class ModelPlugin:
     schema = None
     tasks = ("regression", "classification", "unsupervised")
     trains_by_gradient = True  # False: `fit` does everything (closed-form solvers)
+    # names that an overridden `epoch_metrics` / `report` may add (None: not declared), so that
+    # validate can check train.early_stopping.metric and sweep.metric before anything runs
+    epoch_metric_names: tuple[str, ...] | None = None
+    summary_metric_names: tuple[str, ...] | None = None
 
     def build(self, cfg: dict, graph: Graph, data, rng: np.random.Generator) -> Model:
         raise NotImplementedError
@@ -89,6 +93,10 @@ class ModelPlugin:
     def epoch_metrics(self, model: Model, data, ctx, epoch: int) -> dict:
         """Extra values for this epoch's metrics line (e.g. an AIS log-likelihood); default none."""
         return {}
+
+    def loss_label(self, cfg: dict) -> str:
+        """What the training loss is, for the title of loss.png (default: just "loss")."""
+        return "loss"
 
     def report(self, model: Model, data, ctx) -> dict:
         """Final metrics under stable names (test_mse, test_accuracy, ...); may write plots."""

@@ -17,7 +17,7 @@ from gengraph.engine.gradcheck import central_differences, compare
 from gengraph.plugins.models import diffusion as dfn
 from gengraph.plugins.datasets import Dataset
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.blocks.noise_schedules import make_schedule
+from gengraph.plugins.blocks.noise_schedules import make_noise_schedule
 from gengraph.plugins.blocks.samplers import ddim_timesteps, sampler_steps
 from gengraph.plugins.spec.schema import validate
 
@@ -73,7 +73,7 @@ SCHEDULES = [{"kind": "linear", "T": 20, "beta_start": 1e-3, "beta_end": 0.3}, {
 def test_bound_terms_are_the_kls(sched_cfg, variance, prediction):
     """const_t + w_t ||target - f||^2 = KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t >= 2,
     = -log N(x0; x0_hat, beta_1) for t = 1, and the prior term = KL(q(x_T|x0) || N(0, I))."""
-    s = make_schedule(sched_cfg)
+    s = make_noise_schedule(sched_cfg)
     D = 3
     tab = dfn.bound_tables(s.gamma, D, prediction, variance)
     c0, ct = s.posterior_coefs
@@ -102,7 +102,7 @@ def test_bound_terms_are_the_kls(sched_cfg, variance, prediction):
 @pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
 def test_graph_tables_equal_numpy_tables(variance):
     """The learned schedule's tables (graph ops on gamma) are the fixed schedules' (NumPy)."""
-    s = make_schedule(SCHEDULES[1])
+    s = make_noise_schedule(SCHEDULES[1])
     for prediction in PREDICTIONS:
         ref = dfn.bound_tables(s.gamma, 3, prediction, variance)
         g = Graph(dtype="float64")
@@ -116,7 +116,7 @@ def test_graph_tables_equal_numpy_tables(variance):
 def test_parameterisations_give_the_same_x0(t):
     """One x0 estimate written as each parameterisation's output gives back the same x0_hat,
     eps_hat and the same bound term: the bound does not depend on the parameterisation."""
-    s = make_schedule(SCHEDULES[0])
+    s = make_noise_schedule(SCHEDULES[0])
     sa, sb = math.sqrt(s.alpha_bar[t - 1]), math.sqrt(s.one_minus_alpha_bar[t - 1])
     rng = np.random.default_rng(t)
     x0, eps = rng.normal(size=(2, 6, 2))
@@ -192,7 +192,7 @@ def test_loss_gradient_matches_finite_differences(case):
 # --- samplers ------------------------------------------------------------------------------
 @pytest.mark.parametrize("sched_cfg", SCHEDULES)
 def test_ddim_eta_one_full_steps_is_ddpm(sched_cfg):
-    s = make_schedule(sched_cfg)
+    s = make_noise_schedule(sched_cfg)
     ddpm = sampler_steps({"kind": "ddpm", "variance": "beta_tilde", "clip_x0": False}, s)
     ddim = sampler_steps({"kind": "ddim", "eta": 1.0, "steps": 0, "clip_x0": False}, s)
     assert [(a.t, a.t_next) for a in ddpm] == [(b.t, b.t_next) for b in ddim]
@@ -215,7 +215,7 @@ def test_ddim_eta_one_full_steps_is_ddpm(sched_cfg):
 
 
 def test_ddim_fewer_steps_and_deterministic():
-    s = make_schedule({"kind": "cosine", "T": 100})
+    s = make_noise_schedule({"kind": "cosine", "T": 100})
     taus = ddim_timesteps(100, 10)
     assert taus[0] == 1 and taus[-1] == 100 and len(taus) == 10 and np.all(np.diff(taus) > 0)
     steps = sampler_steps({"kind": "ddim", "eta": 0.0, "steps": 10, "clip_x0": False}, s)
@@ -290,10 +290,10 @@ def _finite(summary):
 def test_moons_spec_end_to_end_and_reproducible(tmp_path):
     short = ("train.epochs=2", "model.schedule.T=30", "output.samples=300")
     s1 = run_spec("diffusion_moons.toml", tmp_path / "a", *short)
-    for key in ("test_nll_bound", "test_nll_bound_mc", "test_mmd", "baseline_mmd", "test_energy",
-                "baseline_energy", "test_prior_term", "test_reconstruction_term", "test_diffusion_term"):
+    for key in ("test_nll_bound", "test_nll_bound_mc", "test_mmd2_h", "baseline_mmd2_h", "test_mmd2_hdiv5_pvalue",
+                "test_energy_distance", "baseline_energy_distance", "test_prior_term", "test_reconstruction_term", "test_diffusion_term"):
         assert key in s1, key
-    assert _finite(s1) and s1["test_nll_bound"] > 0 and s1["baseline_mmd"] < 0.05
+    assert _finite(s1) and s1["test_nll_bound"] > 0 and abs(s1["baseline_mmd2_h"]) < 0.03
     assert s1["test_nll_bound"] == pytest.approx(s1["test_prior_term"] + s1["test_reconstruction_term"]
                                                  + s1["test_diffusion_term"], rel=1e-9)
     samples = np.load(tmp_path / "a" / "samples.npy", allow_pickle=False)
@@ -330,6 +330,8 @@ def test_digits_spec_end_to_end_via_cli(tmp_path):
     assert _finite(summary)
     assert summary["test_bpd"] == pytest.approx(summary["test_nll_bound"] / (64 * math.log(2)))
     assert summary["test_bpd"] > 0 and summary["test_reconstruction_term"] >= 0  # a discrete likelihood
+    assert 0 < summary["baseline_fd"] < summary["test_fd"] and summary["fd_sample_size"] == 449
+    assert 0 <= summary["label_entropy"] <= math.log(10)
     samples = np.load(out / "samples.npy", allow_pickle=False)
     assert samples.shape == (64, 64) and np.all(np.isfinite(samples))
     assert (out / "samples.png").exists() and (out / "denoising.png").exists()

@@ -153,3 +153,18 @@ def test_kernels_writing_into_out_may_be_given_any_input_as_out():
             args = [np.array(b) for b in inputs]
             got = fwd(np, *args, out=args[k], **attrs)
             np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15, err_msg=f"{name} with out=input {k}")
+
+
+def test_l2_norm_is_one_pass_and_does_not_overflow():
+    """The trainer's monitor over the flat gradient: sqrt(x.x) when that is finite; finite for
+    finite entries whose squares overflow (float32 1e20); non-finite iff some entry is."""
+    from gengraph.engine.ops import OPS
+
+    f = OPS["l2_norm"].kernel(np, {}, None)
+    x = np.array([3.0, 4.0], np.float32)
+    assert f(x) == np.float32(5.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        big = f(np.array([3e20, 4e20], np.float32))
+        assert np.isfinite(big) and abs(float(big) - 5e20) < 1e15
+        assert np.isnan(f(np.array([1.0, np.nan], np.float32)))
+        assert not np.isfinite(f(np.array([1.0, np.inf], np.float32)))

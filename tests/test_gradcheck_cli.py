@@ -37,7 +37,7 @@ def gradcheck(*args):
 def result_rows(output: str) -> dict[str, tuple[float, float, str]]:
     rows = {}
     for ln in output.splitlines():
-        m = re.match(r"^(\S+)\s+\S+\s+\d+/\d+(?: \(random subset\))?\s+(\S+)\s+(\S+)\s+(ok|FAIL)$", ln)
+        m = re.match(r"^(\S+)\s+\S+\s+\d+/\d+(?: \(random subset\))?\s+(\S+)\s+(\S+)\s+(?:rtol|atol\+roundoff|-)\s+(ok|FAIL)$", ln)
         if m:
             rows[m.group(1)] = (float(m.group(2)), float(m.group(3)), m.group(4))
     return rows

@@ -144,10 +144,16 @@ def test_hvae_loss_gradient_matches_finite_differences(levels, likelihood, kl):
 # --- end to end ---------------------------------------------------------------------------------------------
 def test_hvae_digits_spec_runs(tmp_path):
     out = tmp_path / "hvae"
-    summary = execute(load(ROOT / "specs" / "hvae_digits.toml", ["train.epochs=3"]), out)
+    summary = execute(load(ROOT / "specs" / "hvae_digits.toml", ["train.epochs=3", "model.elbo.report_draws=3",
+                                                                  "model.elbo.iw_samples=20"]), out)
     for key in ("test_neg_elbo", "test_reconstruction", "test_kl", "test_kl_1", "test_kl_2", "test_nll_iw"):
         assert math.isfinite(summary[key]), key
-    assert 13.5 < summary["test_nll_iw"] < summary["test_neg_elbo"] < 64 * math.log(2)
+    # a categorical pmf over 17 grey levels: below the uniform pmf's 64 log 17 nats
+    assert 0 < summary["test_nll_iw"] < summary["test_neg_elbo"] < 64 * math.log(17)
+    assert summary["test_bpd"] == pytest.approx(summary["test_nll_iw"] / (64 * math.log(2)), rel=1e-12)
+    for key in ("test_neg_elbo", "test_nll_iw", "test_bpd", "test_kl_1"):
+        assert 0 < summary[key + "_se"] < 0.05 * summary[key], key
+    assert summary["baseline_histogram_bpd"] == pytest.approx(2.4176, abs=1e-4)
     assert summary["test_kl"] == pytest.approx(summary["test_kl_1"] + summary["test_kl_2"], rel=1e-5)
     assert summary["test_neg_elbo"] == pytest.approx(summary["test_reconstruction"] + summary["test_kl"], rel=1e-5)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -13,7 +13,7 @@ from gengraph.plugins.blocks.noise_schedules import (
     ScheduleKind,
     from_betas,
     from_gamma,
-    make_schedule,
+    make_noise_schedule,
 )
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.spec.schema import Field, Table
@@ -26,7 +26,7 @@ def sched(kind, **kw):
         "sigmoid": {"T": 1000, "start": -3.0, "end": 3.0, "tau": 1.0, "max_beta": 0.999},
         "learned": {"T": 50, "gamma_min": -13.3, "gamma_max": 5.0, "units": 16, "learn_endpoints": True},
     }[kind]
-    return make_schedule({"kind": kind, **{**defaults, **kw}})
+    return make_noise_schedule({"kind": kind, **{**defaults, **kw}})
 
 
 ALL = [("linear", {"T": 50, "beta_start": 1e-3, "beta_end": 0.2}), ("cosine", {"T": 50}), ("sigmoid", {"T": 50}),
@@ -154,7 +154,7 @@ def test_registry_takes_user_schedules():
             return from_betas("constant", [cfg["beta"]] * cfg["T"])
 
     NOISE_SCHEDULES.register("test_constant", Constant(), replace=True)
-    s = make_schedule({"kind": "test_constant", "T": 5, "beta": 0.1})
+    s = make_noise_schedule({"kind": "test_constant", "T": 5, "beta": 0.1})
     np.testing.assert_allclose(s.alpha_bar, 0.9 ** np.arange(1, 6))
     with pytest.raises(UnknownKind, match='did you mean "cosine"'):
         NOISE_SCHEDULES.get("cosin")

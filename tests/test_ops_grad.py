@@ -743,6 +743,7 @@ GRAD_CASES = {  # op name -> (build(*nodes) -> node using the op, arrays)
     "cast": (lambda x: ops.cast(x, dtype="float64"), [_X]),
     # fused VJPs and optimizer scalars (drawn shapes: test_relu_grad, test_softmax_ce_backward)
     "relu_grad": (ops.relu_grad, [_Y, _X]),
+    "l2_norm": (ops.l2_norm, [_X]),
     "unreduce": (lambda g: ops.reduce.unreduce(g, _const(g, np.zeros((2, 4, 3))), axis=(1,), mean=True), [_X]),
     "silu": (ops.silu, [_X]),
     "silu_grad": (lambda g, x: ops.silu_grad(g, x, ops.sigmoid(x)), [_Y, _X]),

@@ -1,6 +1,7 @@
-"""Optimizers and lr schedules: each rule against NumPy formulas written out here (and
-torch.optim when torch is installed), schedules against their formulas, state written in
-place, convergence on a convex quadratic, and the registries' error messages."""
+"""Optimizers and lr schedules: each rule against NumPy formulas written out here and against
+PyTorch's update rules ported to NumPy (tests/torch_reference.py; checked against torch.optim
+itself when torch is installed), schedules against their formulas, state written in place,
+convergence on a convex quadratic, and the registries' error messages."""
 
 from __future__ import annotations
 
@@ -159,8 +160,54 @@ def test_matches_numpy_formulas(kind, hyper):
 TORCH_CASES = [c for c in CASES if not isinstance(c[1].get("lr"), dict)]
 
 
+def torch_reference(kind, hyper, steps=3):
+    """Params after each step by PyTorch's update rules (tests/torch_reference.py, NumPy), with
+    gengraph's hyper-parameter names mapped to torch.optim's arguments."""
+    import torch_reference as tr
+
+    h = {**{k: d for k, (_t, d, _h) in OPTIMIZERS[kind].schema.items()}, **hyper}
+    if "betas" in h:
+        h["beta1"], h["beta2"] = h.pop("betas")
+    if "rho" in h:
+        h["alpha"] = h.pop("rho")
+    params = [W0.copy(), B0.copy()]
+    common = dict(lr=h["lr"], weight_decay=h["weight_decay"])
+    if kind in ("gd", "sgd"):
+        opt = tr.SGD(params, **common)
+    elif kind in ("momentum", "nesterov"):
+        opt = tr.SGD(params, momentum=h["momentum"], dampening=h["dampening"], nesterov=h["nesterov"], **common)
+    elif kind == "adagrad":
+        opt = tr.Adagrad(params, eps=h["eps"], lr_decay=h["lr_decay"],
+                         initial_accumulator_value=h["initial_accumulator"], **common)
+    elif kind == "rmsprop":
+        opt = tr.RMSprop(params, alpha=h["alpha"], eps=h["eps"], momentum=h["momentum"], centered=h["centered"],
+                         **common)
+    else:
+        cls = tr.Adam if kind == "adam" else tr.AdamW
+        opt = cls(params, betas=(h["beta1"], h["beta2"]), eps=h["eps"], **common)
+    out = []
+    for _ in range(steps):
+        grads = np_grads(*params)
+        if h["clip_norm"]:
+            grads = tr.clip_grad_norm_(grads, h["clip_norm"])
+        opt.step(grads)
+        out.append([p.copy() for p in params])
+    return out
+
+
 @pytest.mark.parametrize("kind,hyper", TORCH_CASES, ids=[_id(c) for c in TORCH_CASES])
 def test_matches_torch(kind, hyper):
+    """Against PyTorch's update rules (ported to NumPy, so this runs without torch)."""
+    g, (gW, gb), _opt, prog = build(kind, **hyper)
+    for t, (W_ref, b_ref) in enumerate(torch_reference(kind, hyper)):
+        prog.run()
+        np.testing.assert_allclose(g.value(gW), W_ref, **TOL, err_msg=f"W after step {t + 1}")
+        np.testing.assert_allclose(g.value(gb), b_ref, **TOL, err_msg=f"b after step {t + 1}")
+
+
+@pytest.mark.parametrize("kind,hyper", TORCH_CASES, ids=[_id(c) for c in TORCH_CASES])
+def test_numpy_reference_matches_torch(kind, hyper):
+    """The NumPy port against torch.optim itself, where torch is installed (the bench extra)."""
     torch = pytest.importorskip("torch")
     h = {**{k: d for k, (_t, d, _h) in OPTIMIZERS[kind].schema.items()}, **hyper}
     if "betas" in h:
@@ -184,18 +231,16 @@ def test_matches_torch(kind, hyper):
     else:
         cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
         topt = cls([W, b], betas=(h["beta1"], h["beta2"]), eps=h["eps"], **common)
-    g, (gW, gb), _opt, prog = build(kind, **hyper)
     x, y = torch.tensor(X), torch.tensor(Y)
-    for t in range(3):
+    for t, (W_ref, b_ref) in enumerate(torch_reference(kind, hyper)):
         topt.zero_grad()
         loss = 0.5 * ((x @ W + b - y) ** 2).sum()
         loss.backward()
         if h["clip_norm"]:
             torch.nn.utils.clip_grad_norm_([W, b], h["clip_norm"])
         topt.step()
-        prog.run()
-        np.testing.assert_allclose(g.value(gW), W.detach().numpy(), **TOL, err_msg=f"W after step {t + 1}")
-        np.testing.assert_allclose(g.value(gb), b.detach().numpy(), **TOL, err_msg=f"b after step {t + 1}")
+        np.testing.assert_allclose(W.detach().numpy(), W_ref, **TOL, err_msg=f"W after step {t + 1}")
+        np.testing.assert_allclose(b.detach().numpy(), b_ref, **TOL, err_msg=f"b after step {t + 1}")
 
 
 # --- state, names, dtypes ---------------------------------------------------------------------
@@ -334,19 +379,32 @@ def test_schedule_landmarks():
 
 
 def test_schedule_against_torch():
-    torch = pytest.importorskip("torch")
-    p = torch.nn.Parameter(torch.zeros(1))
-    pairs = [(make_schedule("step", lr=0.1, step_size=3, gamma=0.5),
-              lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5)),
-             (make_schedule("exponential", lr=0.1, gamma=0.9),
-              lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9)),
+    """Against PyTorch's StepLR, ExponentialLR and CosineAnnealingLR (closed forms in NumPy)."""
+    import torch_reference as tr
+
+    pairs = [(make_schedule("step", lr=0.1, step_size=3, gamma=0.5), lambda t: tr.step_lr(0.1, t, 3, 0.5)),
+             (make_schedule("exponential", lr=0.1, gamma=0.9), lambda t: tr.exponential_lr(0.1, t, 0.9)),
              (make_schedule("cosine", lr=0.1, total_steps=10, min_lr=0.01),
+              lambda t: tr.cosine_annealing_lr(0.1, t, 10, 0.01))]
+    for ours, ref in pairs:
+        for t in range(11):
+            assert ours.value(t) == pytest.approx(ref(t), rel=1e-12), (ours, t)
+
+
+def test_schedule_reference_matches_torch():
+    torch = pytest.importorskip("torch")
+    import torch_reference as tr
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    pairs = [(lambda t: tr.step_lr(0.1, t, 3, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5)),
+             (lambda t: tr.exponential_lr(0.1, t, 0.9), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9)),
+             (lambda t: tr.cosine_annealing_lr(0.1, t, 10, 0.01),
               lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.01))]
-    for ours, make in pairs:
+    for ref, make in pairs:
         o = torch.optim.SGD([p], lr=0.1)
         s = make(o)
         for t in range(11):
-            assert ours.value(t) == pytest.approx(o.param_groups[0]["lr"], rel=1e-12), (ours, t)
+            assert ref(t) == pytest.approx(o.param_groups[0]["lr"], rel=1e-12), t
             o.step()
             s.step()
 

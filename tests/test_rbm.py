@@ -250,6 +250,9 @@ def test_rbm_digits_spec_short_run(tmp_path):
     assert -40 < s["test_loglik_ais"] < 0 and np.isfinite(s["ais_log_partition"])
     assert 0 < s["test_recon_error"] < 0.2
     assert s["test_accuracy_hidden_logreg"] > 0.75
+    # sample quality in the digit classifier's features: data vs data is close, entropies at most ln 10
+    assert 0 < s["baseline_fd"] < 5 and s["test_fd"] > 0 and s["fd_sample_size"] == 449 and s["test_fd_se"] > 0
+    assert 2.2 < s["baseline_label_entropy"] <= math.log(10) and 0 <= s["label_entropy"] <= math.log(10)
     samples = np.load(tmp_path / "samples.npy")
     assert samples.shape == (64, 64) and set(np.unique(samples)) <= {0.0, 1.0}
     assert (tmp_path / "samples.png").exists() and (tmp_path / "filters.png").exists()

@@ -138,7 +138,8 @@ def test_position_of_falls_back_to_nearest_ancestor():
     assert position_of(positions, 'run."quoted.key".x') == (4, 1)
     assert position_of(positions, "nowhere.at.all") is None
     assert locate(positions, "train.layers[1].act", "f.toml") == ("f.toml", 29, 4)
-    assert locate(positions, "nowhere", "f.toml") == ("f.toml", None, None)
+    assert locate(positions, "nowhere", "f.toml") == ("f.toml", 1, 1)  # every issue of a file has a line
+    assert locate(positions, "nowhere", None) == (None, None, None)
     positions["train.optimizer"] = ("--set", None, None)
     assert locate(positions, "train.optimizer.momentum", "f.toml") == ("--set", None, None)
 

@@ -217,7 +217,7 @@ def test_dispatch_missing_key_and_default_dict_is_validated():
     assert (issue.line, issue.path) == (2, "model.kind")
     assert issue.message == "missing required key; set it to one of: mlp, vae"
     (issue,) = issues_of("spec_version = 1\n")
-    assert issue.path == "model" and issue.line is None
+    assert issue.path == "model" and (issue.line, issue.col) == (1, 1)  # not written: the top of the file
     assert issue.message == "missing required table; set kind to one of: mlp, vae"
 
 
@@ -234,7 +234,7 @@ def test_extra_tables_keep_unknown_keys():
 
 def test_spec_version_is_required_and_checked():
     (issue,) = issues_of('[model]\nkind = "mlp"\nlayers = []\n')
-    assert (issue.path, issue.line) == ("spec_version", None)
+    assert (issue.path, issue.line, issue.col) == ("spec_version", 1, 1)
     assert "spec_version = 1" in issue.message
     issues = issues_of('spec_version = 2\n[model]\nkind = "mpl"\n')
     assert [(i.line, i.path) for i in issues] == [(1, "spec_version"), (3, "model.kind")]

@@ -223,12 +223,19 @@ def test_registries_name_the_builtins():
 # --- end to end ----------------------------------------------------------------------------------
 def test_vae_digits_spec_runs_and_iw_bound_is_tighter(tmp_path):
     out = tmp_path / "vae"
-    summary = execute(load(ROOT / "specs" / "vae_digits.toml", ["train.epochs=4"]), out)
+    summary = execute(load(ROOT / "specs" / "vae_digits.toml", ["train.epochs=4", "model.elbo.report_draws=3",
+                                                                 "model.elbo.iw_samples=20"]), out)
     for key in ("test_neg_elbo", "test_reconstruction", "test_kl", "test_nll_iw"):
         assert math.isfinite(summary[key]), key
-    # Bernoulli cross-entropy of grey levels in [0, 1]: above their entropy (13.5 nats), below 64 log 2
-    assert 13.5 < summary["test_nll_iw"] < summary["test_neg_elbo"] < 64 * math.log(2)
+    # a categorical pmf over 17 grey levels: below the uniform pmf's 64 log 17 nats
+    assert 0 < summary["test_nll_iw"] < summary["test_neg_elbo"] < 64 * math.log(17)
+    assert summary["test_bpd"] == pytest.approx(summary["test_nll_iw"] / (64 * math.log(2)), rel=1e-12)
+    for key in ("test_neg_elbo", "test_nll_iw", "test_bpd"):
+        assert 0 < summary[key + "_se"] < 0.05 * summary[key], key
+    assert summary["baseline_histogram_bpd"] == pytest.approx(2.4176, abs=1e-4)
     assert summary["test_neg_elbo"] == pytest.approx(summary["test_reconstruction"] + summary["test_kl"], rel=1e-5)
+    assert 0 < summary["baseline_fd"] < summary["test_fd"] and summary["fd_sample_size"] == 449
+    assert 1.5 < summary["label_entropy"] <= math.log(10) and sum(summary["sample_label_counts"]) == 449
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train_neg_elbo"] < rows[0]["train_neg_elbo"]
@@ -241,8 +248,18 @@ def test_vae_digits_spec_runs_and_iw_bound_is_tighter(tmp_path):
 def test_vae_with_2d_latent_draws_the_latent_plots(tmp_path):
     out = tmp_path / "vae2"
     summary = execute(load(ROOT / "specs" / "vae_digits.toml",
-                           ["train.epochs=1", "model.latent=2", "output.samples=9"]), out)
+                           ["train.epochs=1", "model.latent=2", "output.samples=9",
+                            "model.elbo.report_draws=2", "model.elbo.iw_samples=10"]), out)
     assert math.isfinite(summary["test_nll_iw"])
     assert np.load(out / "samples.npy", allow_pickle=False).shape == (9, 64)
     for name in ("latent.png", "manifold.png"):
         assert (out / name).stat().st_size > 1000, name
+
+
+def test_bernoulli_on_binarized_digits_reports_bits_per_dim(tmp_path):
+    summary = execute(load(ROOT / "specs" / "vae_digits.toml",
+                           ["train.epochs=1", "data.binarize=0.5", 'model.likelihood={kind="bernoulli"}',
+                            "output.samples=0", "model.elbo.report_draws=2"]), tmp_path / "bin")
+    assert summary["test_bpd"] == pytest.approx(summary["test_nll_iw"] / (64 * math.log(2)), rel=1e-12)
+    assert 0 < summary["test_bpd"] < 1  # binary pixels: at most 1 bit each
+    assert 0 < summary["baseline_histogram_bpd"] < 1

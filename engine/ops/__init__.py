@@ -10,7 +10,7 @@ from .registry import (EXPRESSION_FUNCTIONS, OPS, ZERO, OpDef, ShapeError, apply
 from .elementwise import abs, add, clip, cos, div, elu, eq, exp, expm1, ge, gelu, gt, le, leaky_relu, log, log1p, lt  # noqa: F401
 from .elementwise import maximum, minimum, mul, neg, pow, relu, relu_grad, sigmoid, sign, silu, silu_grad, sin, softplus, sqrt, square  # noqa: F401
 from .elementwise import floor, sub, tanh, where  # noqa: F401
-from .reduce import broadcast_like, count, sum_squares, expand_dims, max, mean, min, reshape_like, sum, sum_to  # noqa: F401
+from .reduce import broadcast_like, count, l2_norm, sum_squares, expand_dims, max, mean, min, reshape_like, sum, sum_to  # noqa: F401
 from .shape import broadcast_to, concat, flatten, getitem, matmul, mT, one_hot, reshape, take, transpose  # noqa: F401
 from .nn import (logsumexp, bce_with_logits, bernoulli_logpmf, correct, softmax_ce_backward, softmax_minus_one_hot, gaussian_logpdf, kl_normal, kl_normal_std,  # noqa: F401
                  log_sigmoid, log_softmax, mse, softmax, softmax_cross_entropy)

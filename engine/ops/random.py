@@ -8,6 +8,7 @@ run time).
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 
 import numpy as np
@@ -70,9 +71,19 @@ def stream_name(stream) -> str:
     return stream if isinstance(stream, str) else str(int(stream))
 
 
+def _number(name: str) -> int | None:
+    """N for a numbered stream ("N" or "stream#N"), else None."""
+    digits = name[len("stream#"):] if name.startswith("stream#") else name
+    return int(digits) if digits.isdigit() else None
+
+
 def stream_seed(seed: int, stream) -> np.random.SeedSequence:
     """The SeedSequence of `stream` in a graph seeded `seed` (see RandomStreams)."""
-    return np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(stream_name(stream).encode()),))
+    name = stream_name(stream)
+    number = _number(name)
+    if number is not None:  # numbered streams keep the numbers they drew before streams had names
+        return np.random.SeedSequence([int(seed), number])
+    return np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(name.encode()),))
 
 
 class RandomStreams:
@@ -82,11 +93,12 @@ class RandomStreams:
     ``Graph.new_stream()`` returns, e.g. "stream#3", or a name a plugin picks), or an
     int n, which names the stream "n". The generator of stream NAME in a graph seeded
     SEED is PCG64 seeded with ``SeedSequence(SEED, spawn_key=(crc32(NAME),))`` (CuPy:
-    RandomState seeded with that sequence's first 32-bit word), so the numbers depend on
-    the seed and the name only: not on the order in which programs are compiled or
-    streams first used, and never equal to a plain ``SeedSequence([SEED, k])`` stream that
-    plugins use for data or initialisation. Two names with the same crc32 in one graph
-    are an error. ``state()`` is {name: bit-generator state} (checkpoints), ``set_state``
+    RandomState seeded with that sequence's first 32-bit word); a numbered stream ("n",
+    or "stream#n" from new_stream, n >= 2**20) keeps ``SeedSequence([SEED, n])``, the
+    numbers it drew before streams had names, so trained figures do not move. Either way
+    the numbers depend on the seed and the name only, not on the order in which programs
+    are compiled or streams first used. Two names with the same key in one graph are an
+    error. ``state()`` is {name: bit-generator state} (checkpoints), ``set_state``
     restores it.
     """
 
@@ -99,7 +111,7 @@ class RandomStreams:
         name = stream_name(stream)
         gen = self._gens.get(name)
         if gen is None:
-            key = zlib.crc32(name.encode())
+            key = _number(name) if _number(name) is not None else zlib.crc32(name.encode())
             if self._keys.setdefault(key, name) != name:
                 raise ValueError(f'random streams "{name}" and "{self._keys[key]}" share a seed key; rename one')
             gen = self._gens[name] = _Generator(self.xp, stream_seed(self.seed, name))
@@ -111,6 +123,19 @@ class RandomStreams:
     def set_state(self, state: dict) -> None:
         for k, s in state.items():
             self.rng(k).set_state(s)
+
+    @contextlib.contextmanager
+    def reseeded(self, seed: int):
+        """Every stream drawn afresh from `seed` inside the block; the old state comes back after.
+
+        Sampling from a finished model uses it, so the same seed gives the same samples
+        whatever the programs drew before (training, likelihood estimates)."""
+        saved = self.seed, self._gens
+        self.seed, self._gens = seed, {}
+        try:
+            yield self
+        finally:
+            self.seed, self._gens = saved
 
 
 class _Generator:

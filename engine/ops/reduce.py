@@ -6,6 +6,8 @@ spellings of one reduction are the same node for CSE.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .elementwise import eq
 from .registry import ZERO, ShapeError, broadcast_shapes, defop, expression_function, float_dtype, normalize_axes, reduced_shape, size_of
 
@@ -101,6 +103,30 @@ def _sum_squares_forward(xp, x):
 sum_squares = defop("sum_squares", _sum_squares_forward, lambda x: ((), float_dtype(x)),
                     (lambda g, y, x: 2.0 * g * x,), flops=lambda out, x, **a: 2 * size_of(x),
                     doc="sum(x**2) over all elements")
+
+
+def _l2_norm_forward(xp, x):
+    flat = x.reshape(-1)
+    tiny = float(np.finfo(x.dtype).tiny) if x.dtype.kind == "f" else 1e-300
+    if xp is np:
+        s = np.dot(flat, flat)
+        if np.isfinite(s):  # the usual case: one pass
+            return np.sqrt(s)
+        # an overflowing sum of finite squares, or a non-finite entry (then the result is too)
+        big = float(np.max(np.abs(flat))) if flat.size else 1.0
+        big = big if not big < tiny else tiny  # (NaN stays NaN; this module's `max` is the graph op)
+        scaled = flat / x.dtype.type(big)
+        return x.dtype.type(big) * np.sqrt(np.dot(scaled, scaled))
+    # CuPy: no host round trip to test; always scaled (one more pass on the device)
+    big = xp.maximum(xp.max(xp.abs(flat)), tiny)
+    scaled = flat / big
+    return big * xp.sqrt(xp.dot(scaled, scaled))
+
+
+l2_norm = defop("l2_norm", _l2_norm_forward, lambda x: ((), float_dtype(x)),
+                (lambda g, y, x: g * x / y,), flops=lambda out, x, **a: 2 * size_of(x),
+                doc="sqrt(sum(x**2)) over all elements, without overflow for finite x (scaled when the "
+                    "plain sum of squares overflows); non-finite iff some entry is")
 
 
 def _count_forward(xp, x, axis):

@@ -1,7 +1,7 @@
 """Helpers the energy-based plugins (rbm, ebm) share: programs, sample statistics, probes, plots.
 
 * `program(model, ctx, name)`: a named program of the model, compiled by the trainer or now;
-* `mmd` (Gaussian kernel, median-heuristic bandwidth) and `energy_distance` between samples;
+* sample statistics (MMD with permutation tests, energy distance) live in `sample_quality`;
 * `softmax_regression`: a linear softmax classifier fitted with L-BFGS on the engine's
   gradients (used to probe learned features);
 * plots: an energy/density landscape over a 2-D grid and a grid of weight filters.
@@ -21,62 +21,8 @@ def run_batched(prog, feeds_fn, n, key, batch=4096):
     return np.concatenate([to_numpy(prog.run(feeds_fn(i, min(i + batch, n)))[key]) for i in range(0, n, batch)])
 
 
-# --- two-sample statistics --------------------------------------------------------------
-def _sq_dists(a, b):
-    d = np.sum(a * a, 1)[:, None] + np.sum(b * b, 1)[None, :] - 2.0 * a @ b.T
-    return np.maximum(d, 0.0)
-
-
-def median_bandwidth(x) -> float:
-    """The median heuristic: the median pairwise distance between distinct rows of x."""
-    x = np.asarray(x, np.float64)
-    d = np.sqrt(_sq_dists(x, x))[np.triu_indices(len(x), 1)]
-    med = float(np.median(d)) if d.size else 1.0
-    return med if med > 0 else 1.0
-
-
-def mmd(x, y, bandwidth) -> float:
-    """sqrt of the biased (V-statistic) squared MMD with kernel exp(-|u - v|^2 / (2 bandwidth^2))."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    k = lambda a, b: np.exp(-_sq_dists(a, b) / (2.0 * bandwidth ** 2))  # noqa: E731
-    m2 = k(x, x).mean() + k(y, y).mean() - 2.0 * k(x, y).mean()
-    return float(np.sqrt(max(m2, 0.0)))
-
-
-def energy_distance(x, y) -> float:
-    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (Szekely), V-statistic form."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    d = lambda a, b: np.sqrt(_sq_dists(a, b)).mean()  # noqa: E731
-    return float(2.0 * d(x, y) - d(x, x) - d(y, y))
-
-
-NARROW = 5.0  # the *_mmd_narrow statistics use the median-heuristic bandwidth / NARROW
-
-
-def sample_vs_data_stats(samples, test, seed=0, repeats=10) -> dict:
-    """MMD and energy distance of samples vs held-out data, next to the same statistics of two
-    disjoint random halves of the held-out data (the resampled-data baseline: what a perfect
-    sampler would score at this sample size).
-
-    Each repeat splits the held-out rows into halves A and B at random and draws |A| of the
-    samples S: the test statistic is stat(S, B), the baseline stat(A, B), with equal sizes
-    and one bandwidth (the median heuristic on the held-out rows); both are averaged over
-    the repeats. The MMD is also given at a bandwidth NARROW times smaller, which is more
-    sensitive to fine structure (thin manifolds such as the moons)."""
-    samples, test = np.asarray(samples, np.float64), np.asarray(test, np.float64)
-    rng = np.random.default_rng(seed)
-    half = min(len(test) // 2, len(samples))
-    bw = median_bandwidth(test)
-    sums: dict = {}
-    for _ in range(repeats):
-        order = rng.permutation(len(test))
-        a, b = test[order[:half]], test[order[half:2 * half]]
-        s = samples[rng.permutation(len(samples))[:half]]
-        for name, fn in (("mmd", lambda u, v: mmd(u, v, bw)), ("mmd_narrow", lambda u, v: mmd(u, v, bw / NARROW)),
-                         ("energy_distance", energy_distance)):
-            sums[f"test_{name}"] = sums.get(f"test_{name}", 0.0) + fn(s, b) / repeats
-            sums[f"baseline_{name}"] = sums.get(f"baseline_{name}", 0.0) + fn(a, b) / repeats
-    return {**sums, "mmd_bandwidth": bw, "mmd_sample_size": int(half), "mmd_repeats": repeats}
+# --- two-sample statistics: plugins/blocks/sample_quality.py ------------------------------
+from gengraph.plugins.blocks.sample_quality import _sq_dists, median_bandwidth  # noqa: E402,F401
 
 
 # --- a linear probe -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.blocks.memory import check_param
 
 ACTIVATIONS = Registry("activation")
 INITIALIZERS = Registry("initializer")
@@ -45,7 +46,8 @@ INITIALIZERS.register("normal", lambda rng, fan_in, fan_out, shape: rng.normal(0
 INITIALIZERS.register("zeros", lambda rng, fan_in, fan_out, shape: np.zeros(shape))
 
 
-def init_weights(kind: str, activation: str, rng, fan_in: int, fan_out: int):
+def init_weights(kind: str, activation: str, rng, fan_in: int, fan_out: int, path: str = "model"):
+    check_param((fan_in, fan_out), path)  # before allocating: units = 10**9 is a message, not a traceback
     if kind == "auto":
         kind = "he" if activation in RELU_LIKE else "xavier"
     return INITIALIZERS.get(kind)(rng, fan_in, fan_out, (fan_in, fan_out))
@@ -60,11 +62,12 @@ class Dense:
         "bias": Field(bool, True, "add a bias vector"),
     })
 
-    def build(self, graph, x, cfg, rng, name=None):
-        """Nodes are created in the caller's scope (build_stack opens one per layer)."""
+    def build(self, graph, x, cfg, rng, name=None, path="model"):
+        """Nodes are created in the caller's scope (build_stack opens one per layer); `path` is
+        the spec key of the layer's size, for messages."""
         units, act = cfg["units"], cfg.get("activation", "relu")
         fan_in = x.shape[-1]
-        W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units))
+        W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units, path))
         z = x @ W
         if cfg.get("bias", True):
             z = z + graph.param("b", np.zeros(units))
@@ -95,7 +98,11 @@ def build_stack(graph, x, layers: list[dict], rng, scope: str, origin: str | Non
         for i, cfg in enumerate(layers):
             kind = cfg.get("type", "dense")
             with graph.scope(f"{kind}{i}", origin=f"{origin}[{i}]" if origin else None):
-                h = LAYERS.get(kind).build(graph, h, cfg, rng, None)
+                layer = LAYERS.get(kind)
+                if isinstance(layer, Dense):
+                    h = layer.build(graph, h, cfg, rng, None, path=f"{origin}[{i}].units" if origin else "model")
+                else:
+                    h = layer.build(graph, h, cfg, rng, None)
     return h, [n for n in graph.params() if n.id not in before]
 
 
@@ -122,7 +129,8 @@ class Network:
                                                                              "here (dense layers only)")
                 units, act = cfg["units"], cfg.get("activation", "relu")
                 with graph.scope(name):
-                    W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, dim, units))
+                    where = f"{origin}[{i}].units" if origin and name != "out" else origin or scope
+                    W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, dim, units, where))
                     b = graph.param("b", np.zeros(units)) if cfg.get("bias", True) else None
                 self.layers.append((name, W, b, ACTIVATIONS.get(act)))
                 dim = units

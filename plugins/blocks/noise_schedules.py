@@ -283,13 +283,72 @@ class LearnedSchedule(ScheduleKind):
         return gamma, params
 
 
+class MonotoneGamma:
+    """gamma(u) = -log SNR(u) for any u in [0, 1], the network of ``LearnedSchedule`` as a function
+    of a graph node u (N, 1) -> (N, 1), for continuous time (VDM): gamma(u) = gamma_min + exp(log_span)
+    (h(u) - h(0)) / (h(1) - h(0)), h(u) = l1(u) + l3(2 sigmoid(l2(2u - 1)) - 1) / units with positive
+    weights (softplus of free parameters), so gamma increases strictly in u, gamma(0) = gamma_min and
+    gamma(1) = gamma_max exactly. Row-wise, so d sum(gamma(u)) / du is gamma'(u) per row."""
+    def __init__(self, graph, rng, cfg):
+        if not cfg["gamma_max"] > cfg["gamma_min"]:
+            raise ValueError("learned schedule: gamma_max must be greater than gamma_min")
+        self.graph, self.cfg, self.ops = graph, dict(cfg), ops
+        units = cfg["units"]
+        with graph.scope("schedule"):
+            self.w1 = graph.param("l1/W", np.full((1, 1), 0.5413))  # softplus(0.5413) = 1
+            self.b1 = graph.param("l1/b", np.zeros(1))
+            self.w2 = graph.param("l2/W", rng.normal(0.0, 1.0, (1, units)))
+            self.b2 = graph.param("l2/b", rng.normal(0.0, 1.0, units))
+            self.w3 = graph.param("l3/W", rng.normal(0.0, 1.0, (units, 1)))
+            self.b3 = graph.param("l3/b", np.zeros(1))
+            self.params = [self.w1, self.b1, self.w2, self.b2, self.w3, self.b3]
+            gmin0, span0 = cfg["gamma_min"], math.log(cfg["gamma_max"] - cfg["gamma_min"])
+            if cfg["learn_endpoints"]:
+                self.gmin = graph.param("gamma_min", np.array(gmin0))
+                self.log_span = graph.param("log_span", np.array(span0))
+                self.params += [self.gmin, self.log_span]
+            else:
+                self.gmin, self.log_span = graph.constant(gmin0), graph.constant(span0)
+
+    def h(self, u):
+        ops, pos = self.ops, self.ops.softplus
+        z = ops.sigmoid((2.0 * u - 1.0) @ pos(self.w2) + self.b2) * 2.0 - 1.0
+        return u @ pos(self.w1) + self.b1 + (z @ pos(self.w3) + self.b3) / float(self.cfg["units"])
+
+    def __call__(self, u):
+        g = self.graph
+        with g.scope("schedule"):
+            ends = self.h(g.constant(np.array([[0.0], [1.0]])))
+            h0, h1 = ends[0:1, :], ends[1:2, :]
+            return self.gmin + self.ops.exp(self.log_span) * (self.h(u) - h0) / (h1 - h0)
+
+
+class LearnedVDMSchedule(LearnedSchedule):
+    """The learned schedule for both times: in discrete time exactly ``learned``; in continuous time
+    (``model.time = "continuous"``) the same network evaluated at any t in [0, 1] (``network``).
+    T is then the number of ancestral sampling steps."""
+
+    help = "learned monotone -log SNR(t) network (VDM), for discrete or continuous time (t in [0, 1])"
+    schema = Table({
+        "T": _T_field(),
+        "gamma_min": Field(float, -13.3, "initial -log SNR at t = 0 (continuous) / t = 1 (discrete)"),
+        "gamma_max": Field(float, 5.0, "initial -log SNR at t = 1 (continuous) / t = T (discrete)"),
+        "units": Field(int, 64, "hidden units of the monotone network", min=1),
+        "learn_endpoints": Field(bool, True, "also learn gamma_min and gamma_max"),
+    }, help=help)
+
+    def network(self, graph, rng, cfg) -> MonotoneGamma:
+        return MonotoneGamma(graph, rng, cfg)
+
+
 NOISE_SCHEDULES.register("linear", LinearSchedule())
 NOISE_SCHEDULES.register("cosine", CosineSchedule())
 NOISE_SCHEDULES.register("sigmoid", SigmoidSchedule())
 NOISE_SCHEDULES.register("learned", LearnedSchedule())
+NOISE_SCHEDULES.register("learned_vdm", LearnedVDMSchedule())
 
 
-def make_schedule(cfg: dict) -> DiscreteSchedule:
+def make_noise_schedule(cfg: dict) -> DiscreteSchedule:
     """The schedule a [model.schedule] table describes (kind + its keys; defaults filled)."""
     kind = NOISE_SCHEDULES.get(cfg["kind"])
     return kind.make(validate(kind.schema, {k: v for k, v in cfg.items() if k != "kind"}, path="model.schedule"))

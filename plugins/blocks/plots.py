@@ -26,10 +26,26 @@ def _save(fig, path):
     atomic_write(Path(path), buf.getvalue())
 
 
-def loss_curves(history: list[dict], path) -> None:
-    """Train and test loss per epoch, log scale when positive."""
+def loss_curves(history: list[dict], path, label: str = "loss", final: dict | None = None):
+    """Train and test loss per epoch, log scale when positive; `label` says what the loss is.
+    A run with one line (a closed-form fit) gets bars of its final values (with `final`, the
+    summary's) instead of one dot."""
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
+    if label != "loss":
+        ax.set_title(label, fontsize=8, wrap=True)
+    if len(history) <= 1:
+        row = {**(history[0] if history else {}), **(final or {})}  # the summary's train_/test_ values too
+        keys = [k for k in row if k.startswith(("train_", "test_")) and isinstance(row[k], (int, float))
+                and not isinstance(row[k], bool) and np.isfinite(row[k])]
+        ax.bar(range(len(keys)), [row[k] for k in keys], color=["C0" if k.startswith("train_") else "C1"
+                                                                 for k in keys])
+        ax.set_xticks(range(len(keys)), [k.replace("_", " ") for k in keys], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("final value")
+        if label == "loss":
+            ax.set_title("one fit, no epochs: final train and test values", fontsize=9)
+        _save(fig, path)
+        return fig
     epochs = [r["epoch"] for r in history]
     for key, style in (("train_loss", "-"), ("test_loss", "--")):
         ys = [r.get(key) for r in history]
@@ -43,6 +59,7 @@ def loss_curves(history: list[dict], path) -> None:
     ax.set_ylabel("loss")
     ax.legend()
     _save(fig, path)
+    return fig
 
 
 def fit_1d(x, y, x_grid, y_grid, path, title="fit vs data") -> None:
@@ -55,12 +72,17 @@ def fit_1d(x, y, x_grid, y_grid, path, title="fit vs data") -> None:
     _save(fig, path)
 
 
-def confusion_matrix(y_true, y_pred, n_classes, path) -> np.ndarray:
+def confusion_matrix(y_true, y_pred, n_classes, path, labels=None) -> np.ndarray:
+    """Counts of (true, predicted) classes; every class is labelled on both axes."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
     fig = _figure(4.5, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(cm, cmap="Blues")
+    names = [str(c) for c in (labels if labels is not None else range(n_classes))]
+    size = 8 if n_classes <= 12 else 6
+    ax.set_xticks(range(n_classes), names, fontsize=size, rotation=90 if n_classes > 12 else 0)
+    ax.set_yticks(range(n_classes), names, fontsize=size)
     for i in range(n_classes):
         for j in range(n_classes):
             if cm[i, j]:
@@ -96,4 +118,17 @@ def scatter_vs_data(samples, data, path, title="samples vs data") -> None:
     ax.scatter(samples[:, 0], samples[:, 1], s=4, alpha=0.6, color="C3", label="samples")
     ax.set_title(title)
     ax.legend()
+    _save(fig, path)
+
+
+def coefficients(terms, theta, path, title="fitted coefficients") -> None:
+    """One bar per design-matrix term (a closed-form fit has no curve over epochs to show)."""
+    theta = np.asarray(theta, np.float64).reshape(-1)
+    fig = _figure(max(5.0, 0.25 * len(theta) + 1.5), 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(range(len(theta)), theta, color=["C0" if v >= 0 else "C3" for v in theta])
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_xticks(range(len(theta)), [str(t) for t in terms], rotation=90, fontsize=7)
+    ax.set_ylabel("coefficient")
+    ax.set_title(title)
     _save(fig, path)

@@ -14,14 +14,17 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import zipfile
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from gengraph.plugins.blocks.memory import too_big
 from gengraph.plugins.registry import suggest
 from .base import REQUIRED, DataError, Dataset, Field, Source
+from gengraph.plugins.blocks import memory
 
 TASK_FIELD = Field(
     str, "auto",
@@ -41,8 +44,13 @@ def read_bytes(path, what: str) -> bytes:
         raise DataError(f"{p}: is not a file (expected {what})")
     try:
         if p.suffix == ".gz":
+            limit = memory.available_bytes() // 2
             with gzip.open(p, "rb") as f:
-                return f.read()
+                data = f.read(limit + 1)
+            if len(data) > limit:
+                raise DataError(f"{p}: decompresses to more than {limit} bytes, more than half the "
+                                f"memory available (expected {what})")
+            return data
         return p.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"{p}: cannot read {what}: {exc}") from exc
@@ -51,6 +59,28 @@ def read_bytes(path, what: str) -> bytes:
 # ---- task and labels -----------------------------------------------------------------
 def _is_integral(y: np.ndarray) -> bool:
     return y.dtype.kind in "iub"
+
+
+MAX_AUTO_CLASSES = 50
+
+
+def _few_integer_values(y: np.ndarray) -> bool:
+    """task = "auto" reads whole-number targets as class labels only when there are few distinct
+    values (at most MAX_AUTO_CLASSES, and fewer than half the rows); counts or prices stay regression."""
+    if not _is_integral(y) or y.ndim != 1:
+        return False
+    distinct = len(np.unique(y))
+    return distinct <= MAX_AUTO_CLASSES and (distinct <= 2 or distinct <= len(y) // 2)
+
+
+def check_finite(x: np.ndarray, path, what: str, *, row_of=None) -> None:
+    """DataError naming the file, row and column of the first NaN/inf in a 2-D array."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        row = f"line {row_of[i]}" if row_of is not None else f"row {i}"
+        raise DataError(f"{path}: {what}, {row}, column {j}: expected a finite number, found {float(x[i, j])!r}"
+                        " (NaN, infinity or a value too large for a float)")
 
 
 def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
@@ -66,14 +96,19 @@ def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
                        feature_names, image_shape, meta)
     if task == "auto":
         textual = y_train.dtype.kind in "USO"
-        task = "classification" if textual or _is_integral(y_train) else "regression"
+        task = "classification" if textual or _few_integer_values(y_train) else "regression"
         meta["task_inferred"] = True
     if task == "regression":
         try:
             y_train = y_train.astype(np.float64)
             y_test = None if y_test is None else y_test.astype(np.float64)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise DataError(f"{path}: regression needs numeric targets: {exc}") from exc
+        for y in (y_train, y_test):
+            if y is not None and not np.all(np.isfinite(y)):
+                row = int(np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).any(axis=1))[0])
+                raise DataError(f"{path}: target of row {row}: expected a finite number, "
+                                f"found {y.reshape(len(y), -1)[row].tolist()}")
         return Dataset(x_train, y_train, x_test, y_test, "regression", None,
                        feature_names, image_shape, meta)
     # classification: labels -> 0..K-1 in sorted order of the original values
@@ -103,7 +138,10 @@ def _number(s: str) -> bool:
 
 def _read_csv(path, delimiter: str, header) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
     """Header (or None) and the data rows with their line numbers."""
-    text = read_bytes(path, "a CSV file").decode("utf-8-sig", errors="replace")
+    raw = read_bytes(path, "a CSV file")
+    if b"\0" in raw[:65536]:
+        raise DataError(f"{path}: expected a CSV text file, found binary data (a NUL byte)")
+    text = raw.decode("utf-8-sig", errors="replace")
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     rows = []
     try:
@@ -158,25 +196,36 @@ def _csv_arrays(path, params, ref_names=None, ref_width=None):
     unsupervised = params["task"] == "unsupervised"
     t = None if unsupervised else _target_index(params["target"], names, width, path)
     cols = [j for j in range(width) if j != t]
+    if not cols:
+        raise DataError(f"{path}: expected feature columns besides the target, found {width} column(s) in all"
+                        f"{' (is the delimiter right?)' if width == 1 else ''}")
     x = np.empty((len(rows), len(cols)), dtype=np.float64)
     for i, (line, fields) in enumerate(rows):
         for k, j in enumerate(cols):
             try:
-                x[i, k] = float(fields[j])
+                x[i, k] = v = float(fields[j])
             except ValueError:
+                v = None
+            if v is None or not math.isfinite(v):
                 col = f"{names[j]!r} ({j})" if names else str(j)
-                raise DataError(f"{path}:{line}: column {col}: expected a number, "
+                what = "a number" if v is None else "a finite number (not NaN, infinity or past 1.8e308)"
+                raise DataError(f"{path}:{line}: column {col}: expected {what}, "
                                 f"found {fields[j]!r}") from None
     y = None
     if t is not None:
         raw = [fields[t] for _, fields in rows]
         try:
             y = np.array([int(v) for v in raw], dtype=np.int64)
-        except ValueError:
+        except (ValueError, OverflowError):
             try:
                 y = np.array([float(v) for v in raw], dtype=np.float64)
             except ValueError:
                 y = np.array(raw, dtype=str)
+            if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+                i = int(np.flatnonzero(~np.isfinite(y))[0])
+                col = f"{names[t]!r} ({t})" if names else str(t)
+                raise DataError(f"{path}:{rows[i][0]}: column {col} (the target): expected a finite number, "
+                                f"found {raw[i]!r}")
     feature_names = [names[j] for j in cols] if names else None
     return x, y, feature_names, width
 
@@ -214,10 +263,48 @@ class CSV(Source):
 
 
 # ---- npz -----------------------------------------------------------------------------
+def _npz_headers(p: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """name -> (shape, dtype) of each array in an .npz, read from the member headers only,
+    so a huge or compressed-bomb array is refused before anything is decompressed in full."""
+    if not p.is_file():
+        raise DataError(f"{p}: is not a file (expected a NumPy .npz archive)")
+    with open(p, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise DataError(f"{p}: expected a .npz archive of named arrays, found a single .npy array")
+    if not zipfile.is_zipfile(p):
+        raise DataError(f"{p}: not a NumPy .npz archive (expected a zip of .npy arrays, as np.savez writes)")
+    out = {}
+    try:
+        with zipfile.ZipFile(p) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _fortran, dtype = read(fh)
+                out[info.filename[:-4]] = (tuple(shape), dtype)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{p}: not a readable NumPy .npz archive: {exc}") from None
+    return out
+
+
 def _npz_arrays(path, params, ref_features=None):
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file (expected a NumPy .npz archive)")
+    headers = _npz_headers(p)
+    for key in (params["x_key"], params["y_key"]):
+        if key in headers:
+            shape, dtype = headers[key]
+            if dtype.hasobject:
+                raise DataError(f"{p}: array {key!r} holds pickled Python objects, which are never loaded; "
+                                "expected a numeric array")
+            why = too_big(math.prod(shape) * max(dtype.itemsize, 8) * 2, f"array {key!r} of shape {shape}")
+            if why:
+                raise DataError(f"{p}: {why}")
     try:
         archive = np.load(p, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -246,8 +333,12 @@ def _npz_arrays(path, params, ref_features=None):
         raise DataError(f"{p}: array {params['x_key']!r} must be numeric, found dtype {x.dtype}")
     if x.ndim == 0:
         raise DataError(f"{p}: array {params['x_key']!r} must have one row per example, found a scalar")
+    if x.shape[0] == 0 or math.prod(x.shape[1:]) == 0:
+        raise DataError(f"{p}: array {params['x_key']!r} has shape {x.shape}: expected at least one row "
+                        "and one feature")
     image_shape = tuple(int(s) for s in x.shape[1:]) if x.ndim >= 3 else None
     x = x.reshape(len(x), -1).astype(np.float64)
+    check_finite(x, p, f"array {params['x_key']!r}")
     if ref_features is not None and x.shape[1] != ref_features:
         raise DataError(f"{p}: expected {ref_features} features like the training file, found {x.shape[1]}")
     if y is not None:
@@ -312,11 +403,17 @@ def read_idx(path, what: str = "an IDX file", ndim: int | None = None) -> np.nda
         raise DataError(f"{path}: truncated IDX header: expected {head} bytes, found {len(data)}")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(nd))
     dtype = IDX_TYPES[code]
-    need = head + int(np.prod(shape)) * dtype.itemsize
+    if 0 in shape:
+        raise DataError(f"{path}: IDX header says shape {shape}: expected at least one "
+                        f"{'image' if ndim == 3 else 'item'} and no zero dimension")
+    need = head + math.prod(shape) * dtype.itemsize
     if len(data) != need:
         raise DataError(f"{path}: IDX header says shape {shape} of {dtype.name} ({need} bytes in all), "
                         f"found {len(data)} bytes")
-    return np.frombuffer(data, dtype=dtype, offset=head).reshape(shape)
+    out = np.frombuffer(data, dtype=dtype, offset=head).reshape(shape)
+    if dtype.kind == "f":
+        check_finite(out.reshape(shape[0], -1), path, "IDX item")
+    return out
 
 
 def _idx_pair(images, labels):

@@ -29,6 +29,7 @@ from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, Table, valid
 from .base import SCALE_CHOICES, SHARED_FIELDS, DataError, Dataset
 from .sources import DATASETS
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.blocks.memory import too_big
 
 
 
@@ -61,7 +62,6 @@ def data_schema(default=None) -> Dispatch:
     ``default`` (e.g. ``{"source": "moons"}``) is used when a spec has no ``[data]``;
     without it ``[data]`` is required.
     """
-
     return Dispatch("source", DATASETS, REQUIRED if default is None else default,
                     "where the examples come from and how they are prepared")
 
@@ -126,7 +126,6 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
     source, misspelt key, value out of range) and DataError for anything wrong with the
     data itself (missing or malformed file, a split that leaves nothing to train on).
     """
-
     if "source" not in data_spec:
         raise SpecError(SpecIssue(None, None, None, "data.source",
                                   f"missing required key; set it to one of: {', '.join(DATASETS.names())}"))
@@ -143,7 +142,14 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
                 p = Path(base_dir) / p
             params[key] = str(p)
 
-    loaded = source.load(params, data_rng(seed))
+    n = params.get("n")
+    if isinstance(n, int) and not isinstance(n, bool):
+        if (why := too_big(n * 8 * 3 * 2, f"data.n = {n} (at least 3 numbers per row, and a copy)")) is not None:
+            raise DataError(why)
+    try:
+        loaded = source.load(params, data_rng(seed))
+    except MemoryError:
+        raise DataError(f"the data set of source {name!r} does not fit in memory") from None
     if isinstance(loaded, Dataset):
         ds = loaded
     else:

@@ -42,19 +42,30 @@ L_prior + T * L_{t-1} of the bound (its expectation over t is the bound). The lo
 metric ``nll_bound_mc`` is that estimate whatever the loss. The report computes
 ``test_nll_bound``: for every test example the sum over ALL t = 1..T of its terms (a loop
 over t in batches), each KL term's expectation over x_t ~ q(x_t | x_0) estimated with
-``bound_samples`` draws; the prior term is exact. Its parts are reported as
+one draw; the whole estimate is repeated ``bound_samples`` times (independent draws) and
+reported as the mean with its standard error std/sqrt(bound_samples) (``*_se``); the prior
+term is exact. Its parts are reported as
 ``test_prior_term``, ``test_reconstruction_term`` and ``test_diffusion_term`` (t >= 2), and
 for image data with the discretized decoder ``test_bpd`` = test_nll_bound / (D ln 2).
 Continuous bounds are densities of the data as the model is fed it (after [data] scaling;
-the ``symmetric`` map is undone, -D log 2); ``nll_bound_mc`` always uses the Gaussian
-decoder, so for discrete data it is a continuous density, not comparable with test_bpd.
+the ``symmetric`` map is undone, -D log 2) and can be negative (a density above 1);
+``nll_bound_mc`` always uses the Gaussian decoder, so with the discretized decoder it is a
+continuous density, not comparable with test_nll_bound or test_bpd, and is logged as
+``nll_bound_mc_continuous``. It is a one-sample Monte Carlo estimate over t per example, so it
+scatters around test_nll_bound (the sum over all t).
+
+``time = "continuous"`` is the continuous-time VDM (learned gamma(t), the L_inf loss,
+a discrete decoder over the levels at t = 0): see ``vdm.py``; the rest of this docstring
+is discrete time.
 
 Samples (``output.samples``) come from the ``[model.sampler]`` through the compiled
 ``sample_step`` program, one call per reverse step; the report writes samples.npy (data
 units), samples.png, denoising.png (the samples at several t) and, for 2-D data,
-``test_mmd`` (unbiased MMD^2, Gaussian kernel, median-heuristic bandwidth) and
-``test_energy`` (energy distance) against the test set, beside ``baseline_mmd`` /
-``baseline_energy``: the same statistics for training rows in place of samples.
+the two-sample statistics of ``sample_quality.two_sample_report`` against the test set
+(unbiased MMD^2 with permutation p-values at h * {1/5, 1/2, 1, 2}: ``test_mmd2_hdiv5``, ...,
+``test_mmd2_hdiv5_pvalue``; ``test_energy_distance``) beside ``baseline_*``: the same for
+training rows in place of samples; for digits the Fréchet distance and label entropy of
+``sample_quality.digit_report`` (test_fd, baseline_fd, label_entropy, baseline_label_entropy).
 """
 
 from __future__ import annotations
@@ -65,7 +76,11 @@ import numpy as np
 
 from gengraph.engine import compile, ops, to_numpy, topo_order
 
-from gengraph.plugins.blocks.energy_tools import _sq_dists as _sqdist, median_bandwidth
+from gengraph.plugins.blocks.sample_quality import (energy_distance_unbiased, median_bandwidth,  # noqa: F401
+                                                  mmd2_unbiased, two_sample_report)
+from gengraph.plugins.models.digit_quality import (digit_classifier, digit_report, digits_intensity, is_digits,
+                                                  quality_sample_count)
+from gengraph.plugins.models import conditional as cond
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
@@ -74,6 +89,9 @@ from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.plots import _figure, _save, image_grid, scatter_vs_data
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.models import vdm
+from gengraph.plugins.blocks.stats import baseline_histogram, mean_se
+from gengraph.plugins.models.vdm import build_continuous
 
 EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -264,14 +282,27 @@ class Diffusion(ModelPlugin):
                             min=0),
             "symmetric": Field(bool, False, "map data from [0, 1] to [-1, 1] (x -> 2x - 1) inside the model; "
                                "samples are mapped back"),
+            "time": Field(str, "discrete", 'discrete (t = 1..T) or continuous (t in [0, 1], VDM: needs '
+                          'schedule.kind = "learned_vdm", prediction = "epsilon", levels; see vdm.py)',
+                          choices=["discrete", "continuous"]),
+            "fourier_features": Field(list, [], "continuous time: exponents k of the Fourier features "
+                                      "sin/cos(2^k pi z_t) added to the denoiser's input", item=int),
+            "level_posterior": Field(bool, False, "continuous time: the denoiser outputs logits over the levels "
+                                     "per pixel, combined with the Gaussian likelihood of z_t (see vdm.py)"),
+            "antithetic": Field(bool, True, "continuous time: low-discrepancy times t_i = frac(u + i/B) in a batch"),
             "sampler": Dispatch("kind", SAMPLERS, default={"kind": "ddpm"}, help="sampler of the report"),
             "bound_batch": Field(int, 1000, "test examples per program run of the bound's loop over t", min=1),
-            "bound_samples": Field(int, 1, "draws of x_t per t and example in the reported bound", min=1),
+            "bound_samples": Field(int, 4, "independent estimates of the reported bound (a draw of x_t per t and "
+                                   "example each; continuous time: of t, eps, eps_0): their mean, and "
+                                   "std/sqrt(bound_samples) as the *_se figures", min=2),
             "strip_steps": Field(int, 6, "columns of the denoising strip plot", min=2),
+            **cond.condition_fields(),
         }, help=self.help)
 
     # --- build ----------------------------------------------------------------------------
     def build(self, cfg, graph, data, rng):
+        if cfg["time"] == "continuous":
+            return build_continuous(cfg, graph, data, rng, _check_grid)
         D = data.n_features
         sk = NOISE_SCHEDULES.get(cfg["schedule"]["kind"])
         scfg = {k: v for k, v in cfg["schedule"].items() if k != "kind"}
@@ -308,13 +339,23 @@ class Diffusion(ModelPlugin):
         x_t = graph.input("x_t", (None, D))
         t = graph.input("t", (None,), dtype="int64")
         emb = time_embedding(graph, t, emb_cfg, T)
-        h, net_params = build_stack(graph, ops.concat([x_t, emb], axis=1), cfg["layers"], rng, "denoiser")
+        n_labels = cond.n_labels_of(cfg, data)
+        features = [x_t, emb]
+        if n_labels:  # class-conditional: a one-hot of the label (index n_labels: no condition)
+            label = graph.input("label", (None,), dtype="int64")
+            features.append(cond.one_hot(graph, label, n_labels))
+        h, net_params = build_stack(graph, ops.concat(features, axis=1), cfg["layers"], rng, "denoiser")
         f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity", "init": cfg["output_init"]}],
                                     rng, "denoiser/output")
         params = net_params + out_params + params
 
         x = graph.input("x", (None, D))
         x0 = x * 2.0 - 1.0 if cfg["symmetric"] else x
+        inputs = {"x": x}
+        if n_labels:
+            y = inputs["y"] = graph.input("y", (None,), dtype="int64")
+            with graph.scope("label_dropout"):
+                label_of = cond.dropped_labels(graph, y, n_labels, cfg["label_dropout"])
 
         def terms(t_node, eps):
             """Per-example bound terms for x_0 = x at times t_node with noise eps."""
@@ -322,7 +363,7 @@ class Diffusion(ModelPlugin):
                 sa = _column(ops.take(tables["sqrt_abar"], t_node))
                 sb = _column(ops.take(tables["sqrt_1m_abar"], t_node))
                 xt = sa * x0 + sb * eps
-            (ft,) = substitute([f], {x_t: xt, t: t_node})
+            (ft,) = substitute([f], {x_t: xt, t: t_node, **({label: label_of} if n_labels else {})})
             with graph.scope("loss"):
                 target = target_of(x0, eps, sa, sb, cfg["prediction"])
                 sq = ops.sum(ops.square(target - ft), axis=1)
@@ -343,10 +384,15 @@ class Diffusion(ModelPlugin):
             mse = ops.mean(tr["sq"]) * (1.0 / D)
             bound_mc = ops.mean(tr["prior"] + float(T) * tr["term"])
             loss = mse if cfg["loss"] == "simple" else bound_mc
-            metrics = {"mse": mse, "nll_bound_mc": bound_mc - shift if shift else bound_mc}
+            # a continuous density (nats, can be negative); beside a discretized decoder's bound
+            # (test_nll_bound, test_bpd) its name says so
+            mc_name = "nll_bound_mc_continuous" if cfg["decoder"] == "discretized" else "nll_bound_mc"
+            metrics = {"mse": mse, mc_name: bound_mc - shift if shift else bound_mc}
 
         # evaluation of the bound's terms at a fed t and eps (the report loops over t)
         eps_in = graph.input("eps", (None, D))
+        if n_labels:  # the bound of the conditional model at the true labels (no dropout)
+            label_of = y
         ev = terms(t, eps_in)
         bound_outputs = {"term": ev["term"], "prior": ev["prior"], "x0_hat": ev["x0_hat"]}
 
@@ -354,7 +400,12 @@ class Diffusion(ModelPlugin):
         with graph.scope("sampler"):
             sa = _column(ops.take(tables["sqrt_abar"], t))
             sb = _column(ops.take(tables["sqrt_1m_abar"], t))
-            x0_hat, eps_hat = x0_eps_from_output(f, x_t, sa, sb, cfg["prediction"])
+            f_s = f
+            if n_labels:  # classifier-free guidance on the network output
+                guidance = graph.input("guidance", ())
+                (f_null,) = substitute([f], {label: cond.null_labels(graph, label, n_labels)})
+                f_s = cond.guided(f, f_null, guidance)
+            x0_hat, eps_hat = x0_eps_from_output(f_s, x_t, sa, sb, cfg["prediction"])
             if cfg["sampler"].get("clip_x0"):
                 x0_hat = ops.clip(x0_hat, -1.0, 1.0)
                 eps_hat = (x_t - sa * x0_hat) / sb
@@ -366,33 +417,48 @@ class Diffusion(ModelPlugin):
         if gamma is not None:
             programs["schedule_gamma"] = ({"gamma": gamma}, {})
         extras = {"schedule": schedule, "gamma": gamma, "tables": tables, "D": D, "T": T, "cfg": cfg,
-                  "output": f, "train_terms": tr, "t_train": t_tr, "eps_train": eps_tr, "shift": shift}
-        return Model(graph, params, loss, {"x": x}, metrics=metrics, programs=programs, extras=extras)
+                  "output": f, "train_terms": tr, "t_train": t_tr, "eps_train": eps_tr, "shift": shift,
+                  "n_labels": n_labels}
+        return Model(graph, params, loss, inputs, metrics=metrics, programs=programs, extras=extras)
 
     # --- report -----------------------------------------------------------------------------
     def report(self, model, data, ctx):
+        if model.extras.get("time") == "continuous":
+            return vdm.report(model, data, ctx)
         cfg, D = model.extras["cfg"], model.extras["D"]
         progs = programs_of(model, ctx)
         sched = current_schedule(model, progs)
         out = {}
         if data.x_test is not None and data.n_test:
-            b = nll_bound(model, progs, sched, data.x_test, ctx.seed)
-            out["test_nll_bound"] = b["nll_bound"]
-            out["test_prior_term"] = b["prior"]
-            out["test_reconstruction_term"] = b["reconstruction"]
-            out["test_diffusion_term"] = b["diffusion"]
+            b = nll_bound(model, progs, sched, data.x_test, ctx.seed, labels=data.y_test)
+            out["test_nll_bound"], out["test_nll_bound_se"] = b["nll_bound"], b["nll_bound_se"]
+            out["test_prior_term"] = b["prior"]  # exact: no Monte Carlo
+            out["test_reconstruction_term"], out["test_reconstruction_term_se"] = b["reconstruction"], \
+                b["reconstruction_se"]
+            out["test_diffusion_term"], out["test_diffusion_term_se"] = b["diffusion"], b["diffusion_se"]
+            out["bound_samples"] = int(cfg["bound_samples"])
             if data.image_shape is not None and cfg["decoder"] == "discretized":
                 out["test_bpd"] = b["nll_bound"] / (D * math.log(2.0))
+                out["test_bpd_se"] = b["nll_bound_se"] / (D * math.log(2.0))
+                # the data as fed: [0, 1] when the model maps them to [-1, 1] itself, else [-1, 1]
+                out.update(baseline_histogram(data, cfg["levels"], lo=0.0 if cfg["symmetric"] else -1.0))
         out["log_snr_1"], out["log_snr_T"] = float(-sched.gamma[0]), float(-sched.gamma[-1])
         n = int(ctx.spec["output"]["samples"])
         if n <= 0:
             return out
         steps = sampler_steps(cfg["sampler"], sched, cfg["variance"])
         record = strip_times(sched, steps, cfg["strip_steps"])
-        rng = seeds.rng(ctx.seed, "diffusion.samples")
-        x0, snaps = sample(model, progs, steps, n, rng, record)
+        if model.extras["n_labels"]:
+            out.update(cond_report(model, progs, steps, data, ctx))
+        x0, snaps = sample(model, progs, steps, n, sample_rng(ctx.seed), record)
         samples = to_data_units(model, data, x0)
         out["sampler_steps"] = len(steps)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
+        if is_digits(data, ctx.spec):
+            extra = sample(model, progs, steps, more, sample_rng(seeds.derived_seed(ctx.seed, "quality")))[0] \
+                if more > 0 else x0[:0]
+            out.update(digit_report(np.concatenate([samples, to_data_units(model, data, extra)]), data, ctx.spec,
+                                    ctx.seed))
         if ctx.run_dir is not None:
             save_npy(ctx.path("samples.npy"), samples)
         if D == 2 and data.x_test is not None and data.n_test:
@@ -402,8 +468,86 @@ class Diffusion(ModelPlugin):
             _plots(samples, strip, data, ctx, cfg)
         return out
 
+    # --- sampling a finished run --------------------------------------------------------------
+    def sample(self, model, data, ctx, n, *, label=None, sampler=None, steps=None, guidance=None):
+        """n samples (data units) from x_T ~ N(0, I) through the reverse steps of `sampler`
+        ("ddpm" or "ddim"; default the spec's [model.sampler]) with `steps` steps (ddim only;
+        default the spec's). With the defaults and the run's seed: the run's samples.npy.
+
+        A class-conditional model (model.condition = "label") draws class `label` with
+        classifier-free guidance weight `guidance` (default model.guidance); without a label
+        it draws from the unconditional eps(x, null)."""
+        if model.extras.get("time") == "continuous":  # the VDM: ancestral steps in continuous time
+            if sampler not in (None, "ddpm"):
+                raise ModelConfigError("sampler", "a continuous-time model samples by ancestral (ddpm-like) steps")
+            return vdm.draw(model, data, ctx, n, ctx.seed, steps)
+        cfg = model.extras["cfg"]
+        if guidance is not None and not model.extras.get("n_labels"):
+            raise ModelConfigError("guidance", "guidance needs a class-conditional model (model.condition = \"label\")")
+        if guidance is not None and label is None:
+            raise ModelConfigError("guidance", "guidance needs a label to condition on")
+        if guidance is not None and float(guidance) < 0:
+            raise ModelConfigError("guidance", f"must be >= 0, found {guidance}")
+        labels = None if label is None else np.full(int(n), int(label), np.int64)
+        w = cfg.get("guidance", 0.0) if guidance is None else float(guidance)
+        scfg = sampler_config(cfg["sampler"], sampler, steps)
+        progs = {name: model.program(name, ctx) for name in ("sample_step", "schedule_gamma")
+                 if name in model.programs}
+        sched = current_schedule(model, progs)
+        x0, _ = sample(model, progs, sampler_steps(scfg, sched, cfg["variance"]), n, sample_rng(ctx.seed),
+                       labels=labels, guidance=w)
+        return to_data_units(model, data, x0)
+
 
 # --- report helpers ------------------------------------------------------------------------
+def cond_report(model, progs, steps, data, ctx, per_class=None) -> dict:
+    """cond_accuracy: the fraction of class-K samples (guidance w of the spec) that the digit
+    classifier reads as K, averaged over K; and per class."""
+    k, cfg = model.extras["n_labels"], model.extras["cfg"]
+    if not is_digits(data, ctx.spec):
+        return {}
+    per_class = per_class or max(1, data.n_test // k)
+    labels = cond.class_labels(k, per_class)
+    rng = seeds.rng(ctx.seed, "conditional")
+    x0, _ = sample(model, progs, steps, len(labels), rng, labels=labels, guidance=cfg["guidance"])
+    pred = digit_classifier(ctx.spec.get("data"), ctx.seed).predict(
+        digits_intensity(data, to_data_units(model, data, x0), units="data"))
+    by = [float(np.mean(pred[labels == c] == c)) for c in range(k)]
+    se = float(np.sqrt(np.sum([b * (1 - b) / per_class for b in by])) / k)  # binomial, classes independent
+    return {"cond_accuracy": float(np.mean(by)), "cond_accuracy_se": se, "cond_accuracy_by_label": by,
+            "cond_guidance": cfg["guidance"],
+            "cond_samples_per_label": int(per_class)}
+
+
+def sample_rng(seed) -> np.random.Generator:
+    """The generator of x_T and the reverse steps' noise (the report's and `gengraph sample`'s)."""
+    return seeds.rng(seed, "diffusion.samples")
+
+
+def sampler_config(spec_sampler: dict, kind=None, steps=None) -> dict:
+    """The [model.sampler] table with a sampler kind and a step count chosen at sampling time.
+
+    The same kind keeps the spec's other keys (eta, variance); another kind starts from its
+    defaults (clip_x0 stays, it is built into the sampling program)."""
+    kind = spec_sampler["kind"] if kind is None else kind
+    if kind not in SAMPLERS.names():
+        raise ModelConfigError("sampler", f'unknown sampler "{kind}" (choose from {", ".join(SAMPLERS.names())})')
+    if kind == spec_sampler["kind"]:
+        out = dict(spec_sampler)
+    else:
+        out = {"kind": kind}
+        if "clip_x0" in spec_sampler:
+            out["clip_x0"] = spec_sampler["clip_x0"]
+    if steps is not None:
+        if "steps" not in SAMPLERS.get(kind).schema.fields:
+            raise ModelConfigError("steps", f'the {kind} sampler takes all T steps; a shorter sequence needs '
+                                   f'sampler "ddim"')
+        if int(steps) < 1:
+            raise ModelConfigError("steps", f"needs at least one step, found {steps}")
+        out["steps"] = int(steps)
+    return out
+
+
 def programs_of(model, ctx=None) -> dict:
     """The compiled extra programs (the trainer's, or compiled once here, e.g. in tests)."""
     return {name: model.program(name, ctx) for name in model.programs}
@@ -417,26 +561,47 @@ def current_schedule(model, progs=None):
     return from_gamma("learned", np.asarray(to_numpy(prog.run()["gamma"]), np.float64))
 
 
-def sample(model, progs, steps, n, rng, record=()):
-    """n samples in model space from x_T ~ N(0, I) through the sampler's steps."""
+def sample(model, progs, steps, n, rng, record=(), labels=None, guidance=0.0):
+    """n samples in model space from x_T ~ N(0, I) through the sampler's steps.
+
+    A class-conditional model takes `labels` (n ints; None: the null label, i.e. unconditional)
+    and the classifier-free guidance weight."""
     D = model.extras["D"]
     prog = progs["sample_step"]
+    extra = {}
+    if model.extras.get("n_labels"):
+        k = model.extras["n_labels"]
+        lab = np.full(n, k, np.int64) if labels is None else np.asarray(labels, np.int64)
+        extra = {"label": lab, "guidance": float(guidance) if labels is not None else 0.0}
 
     def step(x, t, noise, a, b, sigma):
         res = prog.run(x_t=x, t=np.full(len(x), t, dtype=np.int64), noise=noise, coef_x0=a, coef_eps=b,
-                       sigma=sigma)
+                       sigma=sigma, **extra)
         return np.asarray(to_numpy(res["x_next"]), np.float64)
 
     x_T = rng.standard_normal((n, D))
     return run_steps(step, steps, x_T, rng, record)
 
 
+STRIP_MIN_SNR = 0.1  # below this the signal's amplitude is under a third of the noise's: one frame shows it
+
+
 def strip_times(sched, steps, k: int) -> list[int]:
-    """k of the times a sampler visits, evenly spaced in the signal level sqrt(abar_t) (T ... 0)."""
+    """k of the times a sampler visits (T ... 0): T (pure noise), then k - 2 times evenly spaced
+    in log SNR_t = log(abar_t / (1 - abar_t)) from SNR = STRIP_MIN_SNR towards the last step's,
+    then 0. Evenly spaced in the signal level instead, most columns fall where the samples are
+    still noise and look alike."""
     visited = np.array([steps[0].t] + [s.t_next for s in steps])
-    level = np.sqrt(np.concatenate([[1.0], sched.alpha_bar])[visited])
-    picks = [int(np.argmin(np.abs(level - v))) for v in np.linspace(level[0], 1.0, k)]
-    return sorted({int(visited[i]) for i in picks}, reverse=True)
+    abar = np.concatenate([[1.0], sched.alpha_bar])[visited]
+    inner = np.flatnonzero((abar < 1.0) & (np.arange(len(visited)) > 0))  # neither T nor t = 0
+    if k <= 2 or len(inner) == 0:
+        return sorted({int(visited[0]), int(visited[-1])}, reverse=True)
+    log_snr = np.log(abar[inner]) - np.log1p(-abar[inner])
+    lo = max(float(np.log(STRIP_MIN_SNR)), float(log_snr.min()))
+    # k - 2 values from lo up to (not including) the last step's, which looks like t = 0 already
+    targets = np.linspace(lo, float(log_snr.max()), k - 1)[:-1]
+    picks = [int(inner[np.argmin(np.abs(log_snr - v))]) for v in targets]
+    return sorted({int(visited[0]), int(visited[-1]), *(int(visited[i]) for i in picks)}, reverse=True)
 
 
 def to_data_units(model, data, x):
@@ -445,7 +610,7 @@ def to_data_units(model, data, x):
     return data.unscale_x(np.asarray(x, np.float64))
 
 
-def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
+def nll_bound(model, progs, sched, x, seed, batch=None, labels=None) -> dict:
     """The variational bound on -log p(x) per example (nats), summing all T terms exactly.
 
     Each KL term's expectation over x_t ~ q(x_t|x_0) uses `bound_samples` draws; the prior
@@ -457,16 +622,17 @@ def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
     reps = cfg["bound_samples"]
     rng = seeds.rng(seed, "diffusion.bound")
     n = len(x)
-    prior, recon, diff = np.zeros(n), np.zeros(n), np.zeros(n)
+    prior, recon, diff = np.zeros(n), np.zeros((reps, n)), np.zeros((reps, n))
     discretized = cfg["decoder"] == "discretized"
     sigma1 = math.sqrt(float(sched.betas[0]))
     for start in range(0, n, batch):
         xb = np.asarray(x[start:start + batch])
         sl = slice(start, start + len(xb))
-        for _ in range(reps):
+        for r in range(reps):
             for t in range(1, T + 1):
                 eps = rng.standard_normal(xb.shape)
-                res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps)
+                extra = {"y": np.asarray(labels[sl], np.int64)} if model.extras.get("n_labels") else {}
+                res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps, **extra)
                 if t == 1:
                     prior[sl] = np.asarray(to_numpy(res["prior"]), np.float64)
                     if discretized:
@@ -475,14 +641,18 @@ def nll_bound(model, progs, sched, x, seed, batch=None) -> dict:
                         term = -discretized_gaussian_loglik(x0m, mean, sigma1, cfg["levels"]).sum(axis=1)
                     else:
                         term = np.asarray(to_numpy(res["term"]), np.float64)
-                    recon[sl] += term / reps
+                    recon[r, sl] = term
                 else:
-                    diff[sl] += np.asarray(to_numpy(res["term"]), np.float64) / reps
+                    diff[r, sl] += np.asarray(to_numpy(res["term"]), np.float64)
     shift = 0.0 if discretized else model.extras["shift"]
-    per_example = prior + recon + diff - shift
-    return {"nll_bound": float(per_example.mean()), "prior": float(prior.mean()),
-            "reconstruction": float(recon.mean() - shift), "diffusion": float(diff.mean()),
-            "per_example": per_example}
+    per_example = prior + recon.mean(axis=0) + diff.mean(axis=0) - shift
+    # the reps are independent estimates of the test-set bound: their spread gives the SE
+    bound, bound_se = mean_se(prior.mean() + recon.mean(axis=1) + diff.mean(axis=1) - shift)
+    _, recon_se = mean_se(recon.mean(axis=1))
+    _, diff_se = mean_se(diff.mean(axis=1))
+    return {"nll_bound": bound, "nll_bound_se": bound_se, "prior": float(prior.mean()),
+            "reconstruction": float(recon.mean() - shift), "reconstruction_se": recon_se,
+            "diffusion": float(diff.mean()), "diffusion_se": diff_se, "per_example": per_example}
 
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
@@ -528,7 +698,7 @@ def _check_grid(data, cfg):
     if levels < 2:
         raise _config_error("levels", 'the discretized decoder needs levels >= 2 (the number of data values)')
     for name, x in (("train", data.x_train), ("test", data.x_test)):
-        if x is None:
+        if x is None or x.size == 0:  # no test split (test_fraction = 0): nothing to check
             continue
         xm = 2.0 * x - 1.0 if cfg["symmetric"] else x
         k = (xm + 1.0) * (levels - 1) / 2.0
@@ -538,49 +708,10 @@ def _check_grid(data, cfg):
                                 'values from -1 to 1; e.g. data.scale = "minmax_global" with model.symmetric = true')
 
 
-# --- sample quality: MMD and energy distance ------------------------------------------------
-def mmd2_unbiased(x, y, bandwidth) -> float:
-    """Unbiased MMD^2 with the Gaussian kernel k(a, b) = exp(-|a - b|^2 / (2 h^2))."""
-    k = lambda a, b: np.exp(-_sqdist(a, b) / (2.0 * bandwidth ** 2))  # noqa: E731
-    m, n = len(x), len(y)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2.0 * kxy.mean())
-
-
-def energy_distance_unbiased(x, y) -> float:
-    """2 E|X - Y| - E|X - X'| - E|Y - Y'| (U-statistics within each set; energy_tools has the V form)."""
-    m, n = len(x), len(y)
-    dxy = np.sqrt(_sqdist(x, y)).mean()
-    dxx = np.sqrt(_sqdist(x, x)).sum() / (m * (m - 1))
-    dyy = np.sqrt(_sqdist(y, y)).sum() / (n * (n - 1))
-    return float(2.0 * dxy - dxx - dyy)
-
-
-def sample_quality(samples, data, seed, repeats: int = 10) -> dict:
-    """test_mmd / test_energy of samples vs the held-out test set, and the same for a baseline:
-    training rows (disjoint from the test rows), as many as the samples, i.e. what a perfect
-    sampler would score; the baseline is averaged over `repeats` random subsets (its spread
-    as *_sd). Data units; one bandwidth (median heuristic on the test set) for all."""
-    test = data.unscale_x(data.x_test)
-    train = data.unscale_x(data.x_train)
-    rng = seeds.rng(seed, "diffusion.baseline")
-    h = median_bandwidth(test)
-    mmds, energies = [], []
-    for _ in range(repeats):
-        base = train[rng.choice(len(train), size=min(len(samples), len(train)), replace=False)]
-        mmds.append(mmd2_unbiased(base, test, h))
-        energies.append(energy_distance_unbiased(base, test))
-    finite = bool(np.all(np.isfinite(samples)))
-    return {
-        "test_mmd": mmd2_unbiased(samples, test, h) if finite else float("nan"),
-        "baseline_mmd": float(np.mean(mmds)),
-        "baseline_mmd_sd": float(np.std(mmds, ddof=1)) if repeats > 1 else 0.0,
-        "test_energy": energy_distance_unbiased(samples, test) if finite else float("nan"),
-        "baseline_energy": float(np.mean(energies)),
-        "baseline_energy_sd": float(np.std(energies, ddof=1)) if repeats > 1 else 0.0,
-        "mmd_bandwidth": h,
-    }
+# --- sample quality: plugins/blocks/sample_quality.py (shared with ebm and rbm) ---------------
+def sample_quality(samples, data, seed) -> dict:
+    """Two-sample statistics of samples (data units) vs the test set, beside training rows as a baseline."""
+    return two_sample_report(samples, data.unscale_x(data.x_test), data.unscale_x(data.x_train), seed=seed)
 
 
 # --- plots ---------------------------------------------------------------------------------

@@ -13,10 +13,15 @@ chains restart from uniform noise). The loss is
 
     mean E(x+) - mean E(x-) + alpha (mean E(x+)^2 + mean E(x-)^2),   x- = stop_gradient(samples).
 
+With `objective = "score_matching"` the kind trains a noise-conditional score network by
+denoising score matching instead and samples by annealed Langevin dynamics
+(score_matching.py; the score-based view of the same model family).
+
 The report draws samples by a long Langevin run from noise (samples.npy in data units,
-samples.png, energy.png for 2-D data) and compares them with held-out data: test_mmd
-(Gaussian kernel, median-heuristic bandwidth) next to baseline_mmd, the same statistic
-between two disjoint halves of the held-out data; likewise the energy distance.
+samples.png, energy.png for 2-D data) and compares them with held-out data by
+`sample_quality.two_sample_report` (data units): unbiased MMD^2 with permutation p-values
+at the median-heuristic bandwidth h times 1/5, 1/2, 1, 2 (test_mmd2_hdiv5, ..._pvalue), the
+same for training rows in place of samples (baseline_mmd2_*), and the energy distance.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from gengraph.engine import compile, grad, ops, to_numpy
 from gengraph.engine.expr import ExprError, build as build_expr, names as expr_names
 
 from gengraph.plugins.blocks import energy_tools as tools
+from gengraph.plugins.blocks.sample_quality import two_sample_report
+from gengraph.plugins.models.score_matching import annealed_langevin, build_score_model, report_score, score_schema
 from gengraph.plugins.blocks.layers import Network, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, ListOf, Table
@@ -70,9 +77,18 @@ class EBM(ModelPlugin):
                                 min=0.0),
             }, help="replay buffer of past samples"),
             "sample_steps": Field(int, 500, "Langevin steps from noise for the reported samples", min=1),
+            "objective": Field(str, "contrastive", "contrastive (energy trained with Langevin negatives) or "
+                               "score_matching (a noise-conditional score network, denoising score matching, "
+                               "annealed Langevin sampling)", choices=["contrastive", "score_matching"]),
+            "score": score_schema(),
         }, help=self.help)
 
     def build(self, cfg, graph, data, rng):
+        if cfg["objective"] == "score_matching":
+            if cfg["energy"].strip():
+                raise ModelConfigError("model.energy", 'score_matching learns a score network from model.layers; '
+                                       'an energy expression is for objective = "contrastive"')
+            return build_score_model(cfg, graph, data, rng)
         d = data.n_features
         x_train = np.asarray(data.x_train, np.float64)
         energy = make_energy(cfg, graph, d, rng)
@@ -115,6 +131,8 @@ class EBM(ModelPlugin):
         return model
 
     def train_batch(self, model, programs, feeds, ctx):
+        if model.extras.get("objective") == "score_matching":
+            return programs["train_step"].run(feeds)
         sampler: Replay = model.extras["sampler"]
         state = ctx.train_state if ctx is not None else None
         step = state.step if state is not None else sampler.calls
@@ -124,7 +142,19 @@ class EBM(ModelPlugin):
         return programs["train_step"].run({**feeds, "x_neg": x_neg})
 
     def report(self, model, data, ctx):
+        if model.extras.get("objective") == "score_matching":
+            return report_score(model, data, ctx)
         return report_ebm(model, data, ctx)
+
+    def sample(self, model, data, ctx, n, *, label=None, steps=None):
+        """n samples (data units) after `steps` Langevin steps (default model.sample_steps) from
+        uniform noise over the training range, as the run's samples.npy."""
+        if steps is not None and int(steps) < 1:
+            raise ModelConfigError("steps", f"needs at least one Langevin step, found {steps}")
+        if model.extras.get("objective") == "score_matching":  # steps: annealed Langevin steps per noise level
+            return data.unscale_x(annealed_langevin(model, ctx, n, ctx.seed, steps_per_level=steps))
+        steps = model.extras["cfg"]["sample_steps"] if steps is None else int(steps)
+        return data.unscale_x(draw_samples(model, ctx, n, steps, ctx.seed))
 
 
 # --- the energy -------------------------------------------------------------------------
@@ -278,7 +308,9 @@ def draw_samples(model, ctx, n, steps, seed):
     sampler: Replay = model.extras["sampler"]
     rng = seeds.rng(seed, "ebm.report")
     x = sampler.noise(rng, n)
-    return np.asarray(to_numpy(run_langevin(model.program("langevin_step", ctx), x, steps)), np.float64)
+    prog = model.program("langevin_step", ctx)
+    with seeds.seeded_streams(model.graph, seed, "ebm.report"):  # the same noise whatever ran before
+        return np.asarray(to_numpy(run_langevin(prog, x, steps)), np.float64)
 
 
 def report_ebm(model, data, ctx) -> dict:
@@ -289,12 +321,12 @@ def report_ebm(model, data, ctx) -> dict:
     n = max(n, len(ref) // 2)  # enough samples for the two-sample statistics
     samples = draw_samples(model, ctx, n, cfg["sample_steps"], ctx.seed)
     out["samples_finite"] = bool(np.all(np.isfinite(samples)))
-    if out["samples_finite"] and len(ref) >= 4:
-        stats = tools.sample_vs_data_stats(samples, np.asarray(ref, np.float64), seed=ctx.seed)
+    if out["samples_finite"] and len(ref) >= 4 and data.n_features <= 16:
         prefix = "test" if data.n_test else "train"
-        out.update({k.replace("test_", f"{prefix}_"): v for k, v in stats.items()})
-        buf = model.extras["sampler"].latest(len(samples))
-        out["replay_mmd"] = tools.mmd(buf[:stats["mmd_sample_size"]], ref, stats["mmd_bandwidth"])
+        stats = two_sample_report(data.unscale_x(samples), data.unscale_x(ref), data.unscale_x(data.x_train),
+                                  seed=ctx.seed)
+        out.update({k.replace("test_", f"{prefix}_", 1) if k.startswith("test_") else k: v
+                    for k, v in stats.items()})
     out["energy_data_mean"] = float(np.mean(energies(model, ctx, ref)))
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
     path = ctx.path("samples.npy")

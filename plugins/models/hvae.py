@@ -25,8 +25,8 @@ the report is the VAE's (test_nll_iw uses the joint proposal q(h_1:T|x)).
 from __future__ import annotations
 
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.models.latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
-    likelihood_schema
+from gengraph.plugins.models.latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, \
+    check_likelihood, elbo_schema, likelihood_schema
 from gengraph.plugins.blocks.layers import layer_schema
 from gengraph.plugins.spec.schema import Field, ListOf, Table
 
@@ -63,6 +63,7 @@ class HVAE(LatentPlugin):
                    "encoder": cfg["encoder"] if lv.get("encoder") is None else lv["encoder"],
                    "decoder": cfg["decoder"] if lv.get("decoder") is None else lv["decoder"]}
                   for lv in cfg["levels"]]
+        check_likelihood(cfg["likelihood"], data)
         hier = Hierarchy(graph, data.n_features, levels, cfg["likelihood"], rng,
                          lambda role, t: f"{role}{t + 1}")
         return build_latent_model(graph, hier, cfg["elbo"])

@@ -9,7 +9,8 @@ is built once here (`Hierarchy`); a VAE is the case T = 1. Every conditional is 
 declared network: Gaussian ones (q(h_t|.), p(h_{t-1}|h_t)) end in one linear layer of
 2 * size units split into a mean and a log-variance head; p(x|h_1) ends in a linear
 layer whose output a *likelihood* interprets (registry `LIKELIHOODS`: `bernoulli`
-logits, `gaussian` means with a fixed or learned per-dimension variance).
+logits, `gaussian` means with a fixed or learned per-dimension variance, `categorical`
+logits over the data's grey levels, a pmf of the data: see blocks/likelihoods.py).
 
 Samples come from the reparameterisation h = mu + exp(logvar / 2) * eps with
 eps = ops.random_normal(..., stream=k); each level draws from its own stream, so a
@@ -26,12 +27,16 @@ node built from the `ElboParts` of one forward pass:
 
 The importance-weighted bound -log (1/k) sum_i p(x, h^i) / q(h^i|x), h^i ~ q(h_1:T|x)
 jointly, is its own compiled program (`iw`), evaluated by `report` over the test set.
+The report's bounds (test_neg_elbo and its terms, test_nll_iw and, for a pmf likelihood,
+test_bpd = test_nll_iw / (D ln 2)) are each the mean of `report_draws` independent passes
+over the test set, with the standard error std/sqrt(report_draws) as NAME_se; beside them
+baseline_histogram_bpd, the independent per-pixel histogram model (blocks/stats.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -39,6 +44,8 @@ import numpy as np
 from gengraph.engine import ops, to_numpy
 
 from gengraph.plugins.blocks.layers import Network
+from gengraph.plugins.blocks.likelihoods import BoundLikelihood, Categorical
+from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se, on_grid
 from gengraph.plugins.model import Model, ModelPlugin
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
@@ -46,6 +53,9 @@ from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks.plots import _figure, _save
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
+from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.blocks.memory import too_big
 
 LIKELIHOODS = Registry("likelihood")
 ELBO_TERMS = Registry("ELBO term")
@@ -96,16 +106,8 @@ def _sample_mean(v):
 
 
 # --- likelihoods p(x | decoder output) ---------------------------------------------------
-@dataclass
-class BoundLikelihood:
-    """A likelihood attached to a graph: elementwise log-density and the mean of x."""
-    log_prob: Callable  # (x, out) -> elementwise log p(x | out)
-    mean: Callable  # out -> E[x | out]
-    params: list = field(default_factory=list)
-
-
 class Bernoulli:
-    help = "independent Bernoulli pixels; the decoder outputs logits (data in [0, 1])"
+    help = "independent Bernoulli pixels; the decoder outputs logits (binary data; on grey levels a cross-entropy)"
     schema = Table({}, help=help)
 
     def build(self, graph, dim, cfg, rng):
@@ -133,6 +135,20 @@ class Gaussian:
 
 LIKELIHOODS.register("bernoulli", Bernoulli())
 LIKELIHOODS.register("gaussian", Gaussian())
+LIKELIHOODS.register("categorical", Categorical())
+
+
+def check_likelihood(cfg: dict, data) -> None:
+    """A discrete likelihood needs the data on its grid (ModelConfigError naming the key otherwise)."""
+    kind = LIKELIHOODS.get(cfg["kind"])
+    if not getattr(kind, "discrete", False):
+        return
+    levels = kind.levels(cfg)
+    for name, x in (("train", data.x_train), ("test", data.x_test)):
+        if x is not None and len(x) and not on_grid(x, levels):
+            raise ModelConfigError("model.likelihood.levels",
+                                   f"the {name} data are not on {levels} equally spaced values from 0 to 1 "
+                                   f'(e.g. the digits with data.scale = "minmax_global" and levels = 17)')
 
 
 def likelihood_schema() -> Dispatch:
@@ -197,6 +213,8 @@ def elbo_schema() -> Table:
                     choices=["analytic", "monte_carlo"]),
         "samples": Field(int, 1, "Monte Carlo samples of h per example in the training ELBO", min=1),
         "iw_samples": Field(int, 100, "k of the importance-weighted bound test_nll_iw", min=1),
+        "report_draws": Field(int, 10, "independent Monte Carlo passes over the test set behind every reported "
+                              "bound (their mean, and std/sqrt(draws) as NAME_se)", min=2),
     }, help="the variational bound and how it is estimated")
 
 
@@ -215,12 +233,15 @@ class Hierarchy:
         dims = [x_dim] + self.sizes
         self.encoders = [GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t))
                          for t, lv in enumerate(levels)]
+        lik_kind = LIKELIHOODS.get(likelihood_cfg["kind"])
+        out_units = lik_kind.units(x_dim, likelihood_cfg) if hasattr(lik_kind, "units") else x_dim
         self.decode_x = Network(graph, self.sizes[0], levels[0]["decoder"], rng, names("decoder", 0),
-                                out={"units": x_dim, "activation": "identity", "init": "xavier"})
+                                out={"units": out_units, "activation": "identity", "init": "xavier"})
         # decoders[t] is p(h_t | h_{t+1}) for t = 0..T-2 (level t+2's decoder)
         self.decoders = [GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"], self.sizes[t], rng,
                                      names("decoder", t + 1)) for t in range(len(levels) - 1)]
         lik = dict(likelihood_cfg)
+        self.likelihood_cfg, self.likelihood_kind = dict(likelihood_cfg), lik_kind
         self.likelihood = LIKELIHOODS.get(lik.pop("kind")).build(graph, x_dim, lik, rng)
 
     @property
@@ -295,6 +316,16 @@ class Hierarchy:
 DEFAULT_HIDDEN = [{"units": 128, "activation": "relu"}]
 
 
+def _check_iw_memory(hier, k: int, params) -> None:
+    """The importance-weighted bound runs k samples of every example through the network at once
+    (`nll_iw` batches max(1, 50000 // k) rows): refuse, before anything runs, a k that cannot fit."""
+    widest = max([hier.x_dim, *hier.sizes, *(p.shape[-1] for p in params if len(p.shape) == 2)])
+    rows = max(1, min(512, 50_000 // k))
+    need = 8 * k * rows * widest * (4 + len(params))  # a few k x rows x width arrays per layer
+    if (why := too_big(need, f"iw_samples = {k} (k samples of {rows} example(s) at once)")) is not None:
+        raise ModelConfigError("model.elbo.iw_samples", why)
+
+
 def build_latent_model(graph, hier: Hierarchy, elbo_cfg: dict) -> Model:
     """Loss (negative ELBO with weights), metrics and the extra programs of a latent model."""
     x = graph.input("x", (None, hier.x_dim))
@@ -314,12 +345,16 @@ def build_latent_model(graph, hier: Hierarchy, elbo_cfg: dict) -> Model:
         metrics.update({name: ops.mean(v) for name, v in values.items()})
         if hier.T > 1:
             metrics.update({f"kl_{t + 1}": ops.mean(k) for t, k in enumerate(parts.kl_levels)})
+    _check_iw_memory(hier, elbo_cfg["iw_samples"], graph.params())
     with graph.scope("iw"):
         nll_iw, neg_elbo_k = hier.iw_bound(x, elbo_cfg["iw_samples"], IW_STREAM)
     h_top = graph.input("h_top", (None, hier.sizes[-1]))
     with graph.scope("generate"):
         programs = {
             "iw": ({"nll_iw": nll_iw, "neg_elbo": neg_elbo_k}, {}),
+            "elbo": ({"neg_elbo": bound_vec if bound_vec is not None else loss_vec,
+                      **{name: v for name, v in values.items()},
+                      **({f"kl_{t + 1}": k for t, k in enumerate(parts.kl_levels)} if hier.T > 1 else {})}, {}),
             "reconstruct": ({"mean": hier.reconstruct(x)}, {}),
             "encode": ({f"mu_{t + 1}": m for t, m in enumerate(hier.encode_means(x))}, {}),
             "decode": ({"mean": hier.decode(h_top)}, {}),
@@ -340,6 +375,11 @@ class LatentPlugin(ModelPlugin):
     def report(self, model, data, ctx):
         return report_latent(model, data, ctx)
 
+    def sample(self, model, data, ctx, n, *, label=None):
+        """Ancestral samples in data units: h_T ~ N(0, I), then down the decoders (sampling the
+        intermediate levels), then the likelihood's mean E[x | h_1], as the run's samples.npy."""
+        return data.unscale_x(prior_samples(model, ctx, n, ctx.seed))
+
 
 def run_batched(model, ctx, name, feeds_of, n, batch=256) -> dict:
     """Run a program over rows 0..n in batches; outputs concatenated as NumPy arrays."""
@@ -358,20 +398,67 @@ def nll_iw(model, x, ctx=None, batch=None) -> dict:
     return run_batched(model, ctx, "iw", lambda s: {"x": x[s]}, len(x), batch)
 
 
+def prior_samples(model, ctx, n, seed) -> np.ndarray:
+    """n decoder means E[x | h_1] (model units) of ancestral draws from the prior, h_T ~ N(0, I)."""
+    hier: Hierarchy = model.extras["hierarchy"]
+    rng = seeds.rng(seed, "latent.report")
+    z = rng.standard_normal((n, hier.sizes[-1]))
+    model.program("sample", ctx)  # compiled before the streams are reseeded
+    with seeds.seeded_streams(model.graph, seed, "latent.report"):  # intermediate levels (hvae) draw from the graph
+        return run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
+
+
+
+def is_discrete(hier: "Hierarchy", x) -> int:
+    """The number of data levels when the likelihood is a pmf of the data (else 0): a categorical
+    likelihood on its grid, or Bernoulli on binary data. Only then is -log p(x) in bits/dim."""
+    kind = hier.likelihood_kind
+    if getattr(kind, "discrete", False):
+        return kind.levels(hier.likelihood_cfg)
+    if hier.likelihood_cfg["kind"] == "bernoulli" and on_grid(x, 2):
+        return 2
+    return 0
+
+
+def test_bounds(model, x, ctx=None, draws=None) -> dict:
+    """The test bounds (nats per example), each the mean of `draws` independent passes over x,
+    with its standard error std/sqrt(draws): neg_elbo (and its terms; the training ELBO's
+    `samples` draws per example), nll_iw (k = iw_samples), and for a pmf likelihood bpd."""
+    hier: Hierarchy = model.extras["hierarchy"]
+    elbo = model.extras["elbo"]
+    draws = draws or elbo["report_draws"]
+    per_draw: dict[str, list] = {}
+    for _ in range(draws):
+        terms = run_batched(model, ctx, "elbo", lambda s: {"x": x[s]}, len(x))
+        for k, v in terms.items():
+            per_draw.setdefault(k, []).append(v.mean())
+        per_draw.setdefault("nll_iw", []).append(nll_iw(model, x, ctx)["nll_iw"].mean())
+    if is_discrete(hier, x):
+        per_draw["bpd"] = [bits_per_dim(v, hier.x_dim) for v in per_draw["nll_iw"]]
+    out = {}
+    for k, v in per_draw.items():
+        out[f"test_{k}"], out[f"test_{k}_se"] = mean_se(v)
+    out["iw_samples"], out["report_draws"] = int(elbo["iw_samples"]), int(draws)
+    return out
+
+
 def report_latent(model, data, ctx) -> dict:
     hier: Hierarchy = model.extras["hierarchy"]
     out = {}
     if data.n_test:
-        iw = nll_iw(model, data.x_test, ctx)
-        out["test_nll_iw"] = float(iw["nll_iw"].mean())
-        out["iw_samples"] = int(model.extras["elbo"]["iw_samples"])
+        out.update(test_bounds(model, data.x_test, ctx))
+        levels = is_discrete(hier, data.x_test)
+        if levels:
+            out.update(baseline_histogram(data, levels))
     x_ref = data.x_test if data.n_test else data.x_train
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
-    rng = seeds.rng(ctx.seed, "latent.report")
     samples = None
     if n:
-        z = rng.standard_normal((n, hier.sizes[-1]))
-        samples = run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
+        samples = prior_samples(model, ctx, n, ctx.seed)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
+        if is_digits(data, ctx.spec):
+            extra = prior_samples(model, ctx, more, seeds.derived_seed(ctx.seed, "quality")) if more > 0 else samples[:0]
+            out.update(digit_report(data.unscale_x(np.concatenate([samples, extra])), data, ctx.spec, ctx.seed))
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
             save_npy(path, data.unscale_x(samples))

@@ -22,6 +22,10 @@ from gengraph.plugins.blocks.plots import confusion_matrix
 
 class MLP(ModelPlugin):
     kind = "mlp"
+    summary_metric_names = ("test_mse", "test_r2", "test_accuracy", "params")
+
+    def loss_label(self, cfg):
+        return "loss (training objective; on standardized targets when data.scale_target = true)"
     help = "feed-forward network (regression, binary or multi-class classification)"
     tasks = ("regression", "classification")
 
@@ -55,6 +59,9 @@ class MLP(ModelPlugin):
         params += out_params
         with graph.scope("loss"):
             y, loss, metrics, feeds = loss_fn.build(graph, z, units)
+            if data.meta.get("y_scaling") is not None:  # logged on standardized targets: say so in the name;
+                # report() gives test_mse / test_r2 in the data's own units
+                metrics = {f"{k}_scaled" if k in ("mse", "mae") else k: v for k, v in metrics.items()}
             pen = penalty(graph, params, cfg["l1"], cfg["l2"])
             objective = loss if isinstance(pen, float) and pen == 0.0 else loss + pen
         return Model(graph, params, objective, {"x": x, "y": y}, metrics=metrics, feeds=feeds,

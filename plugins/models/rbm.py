@@ -39,12 +39,16 @@ from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.blocks.sample_quality import two_sample_report
+from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
+from gengraph.plugins.datasets.generators import Gaussians
 
 PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact LL logged every epoch
 
 
 class RBM(ModelPlugin):
     kind = "rbm"
+    epoch_metric_names = ("test_loglik_ais",)
     help = "restricted Boltzmann machine (binary or Gaussian visible units) trained by CD-k, persistent CD or exactly"
     tasks = ("unsupervised", "classification", "regression")
 
@@ -132,6 +136,12 @@ class RBM(ModelPlugin):
         return Model(graph, graph.params(), loss, {"x": x}, metrics=metrics, train_updates=train_updates,
                      programs=programs, extras=extras)
 
+    def loss_label(self, cfg):
+        if cfg.get("training") == "exact":
+            return "loss: negative log-likelihood, mean F(x) + log Z (nats per example)"
+        return ("loss: CD objective, mean free energy of the data minus that of the model's samples; "
+                "not a likelihood, it can rise while the model improves (see recon_error, loglik)")
+
     def epoch_metrics(self, model, data, ctx, epoch):
         """An AIS estimate of the test log-likelihood after each of the first `ais_epochs` epochs."""
         cfg = model.extras["cfg"]
@@ -143,6 +153,15 @@ class RBM(ModelPlugin):
 
     def report(self, model, data, ctx):
         return report_rbm(model, data, ctx)
+
+    def sample(self, model, data, ctx, n, *, label=None, steps=None):
+        """n samples (data units) after `steps` Gibbs sweeps (default model.sample_steps) from
+        random starts: the states of the last sweep, as the run's samples.npy."""
+        steps = model.extras["cfg"]["sample_steps"] if steps is None else int(steps)
+        if steps < 1:
+            raise ModelConfigError("steps", f"needs at least one Gibbs sweep, found {steps}")
+        samples, _ = gibbs_samples(model, ctx, data, n, steps, ctx.seed)
+        return samples_in_data_units(samples, data)
 
 
 # --- building ---------------------------------------------------------------------------
@@ -254,10 +273,16 @@ def gibbs_samples(model, ctx, data, n, steps, seed):
         x = xt.mean(0) + xt.std(0) * rng.standard_normal((n, energy.nv))
     prog = model.program("sample_step", ctx)
     mean = x
-    for _ in range(steps):
-        out = prog.run(x_chain=x)
-        x, mean = out["x"], out["mean"]
+    with seeds.seeded_streams(model.graph, seed, "rbm.report"):  # the same chains whatever ran before
+        for _ in range(steps):
+            out = prog.run(x_chain=x)
+            x, mean = out["x"], out["mean"]
     return np.asarray(to_numpy(x), np.float64), np.asarray(to_numpy(mean), np.float64)
+
+
+def samples_in_data_units(samples, data):
+    """Binary states stay 0/1; Gaussian visible units are mapped back through the data scaling."""
+    return samples if data.meta.get("binarize") is not None else data.unscale_x(samples)
 
 
 def report_rbm(model, data, ctx) -> dict:
@@ -281,6 +306,8 @@ def report_rbm(model, data, ctx) -> dict:
         by_epoch = [r["test_loglik_ais"] for r in history if "test_loglik_ais" in r]
         if by_epoch:
             out[f"{split}_loglik_ais_by_epoch"] = by_epoch
+    if data.meta.get("source") == "gaussians" and len(x_test):
+        out[f"true_{split}_loglik"] = _true_mixture_loglik(data, x_test)
     if cfg["probe"] and data.task == "classification" and data.n_test and data.y_train is not None:
         prog = model.program("hidden_probs", ctx)
         feats = [tools.run_batched(prog, lambda lo, hi, a=a: {"x_features": a[lo:hi]}, len(a), "p")
@@ -294,12 +321,33 @@ def report_rbm(model, data, ctx) -> dict:
     samples = means = None
     if n:
         samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
+        in_units = samples_in_data_units(samples, data)
+        more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
+        if more > 0:
+            extra, _ = gibbs_samples(model, ctx, data, more, cfg["sample_steps"], seeds.derived_seed(ctx.seed, "quality"))
+            in_units_all = np.concatenate([in_units, samples_in_data_units(extra, data)])
+        else:
+            in_units_all = in_units
+        if is_digits(data, ctx.spec):
+            out.update(digit_report(in_units_all, data, ctx.spec, ctx.seed))
+        elif energy.nv == 2 and data.n_test:
+            out.update(two_sample_report(in_units_all, data.unscale_x(x_test), data.unscale_x(data.x_train),
+                                         seed=ctx.seed))
         path = ctx.path("samples.npy")
         if path is not None:
-            save_npy(path, samples if data.meta.get("binarize") is not None else data.unscale_x(samples))
+            save_npy(path, in_units)
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)
     return out
+
+
+def _true_mixture_loglik(data, x) -> float:
+    """Mean log-density of the generating mixture at x, in the model's (scaled) units: the
+    yardstick for loglik_exact (log p_scaled(x) = log p(unscaled x) + log |d unscale / dx|)."""
+    d = x.shape[1]
+    jac = np.asarray(data.unscale_x(np.ones((1, d))) - data.unscale_x(np.zeros((1, d))), np.float64)[0]
+    logp = Gaussians.log_density(data.meta["params"], data.unscale_x(x))
+    return float(np.mean(logp) + np.sum(np.log(np.abs(jac))))
 
 
 def _plots(model, data, ctx, samples, means, log_z):

@@ -61,6 +61,7 @@ from gengraph.plugins.models.mlp import report_supervised
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.models.regression_solvers import design_matrix, lasso_cd, lasso_kkt_violation, monomials, ols, ridge, term_name
 from gengraph.plugins.spec.schema import Field, Table
+from gengraph.plugins.blocks.plots import coefficients
 
 METHOD_PENALTY = {"ols": "none", "ridge": "l2", "lasso": "l1"}
 MAX_CONCAT = 64  # the engine's concat takes at most 64 inputs
@@ -114,6 +115,9 @@ def polynomial_features(x, monos):
 
 class Regression(ModelPlugin):
     kind = "regression"
+    summary_metric_names = ("test_mse", "test_r2", "test_accuracy", "train_loss", "coefficients", "terms",
+                            "lasso_sweeps", "lasso_converged", "lasso_active_set_steps", "n_nonzero",
+                            "kkt_violation")
     help = "linear regression on polynomial features: OLS, Ridge, Lasso (closed form / coordinate descent) or gd"
     tasks = ("regression",)
 
@@ -139,8 +143,12 @@ class Regression(ModelPlugin):
 
     def build(self, cfg, graph, data, rng):
         if data.task != "regression" or data.y_train is None:
+            hint = ""
+            if data.task == "classification" and data.meta.get("task_inferred"):
+                hint = ('; task = "auto" read its whole-number targets as class labels: '
+                        'set data.task = "regression" to fit them as numbers')
             raise _issue("data.source", f'model kind "regression" needs a regression data set; '
-                         f'"{data.meta.get("source", "?")}" gives a {data.task} task')
+                         f'"{data.meta.get("source", "?")}" gives a {data.task} task{hint}')
         if data.y_train.ndim > 1 and data.y_train.shape[1] != 1:
             raise _issue("data", f"model kind \"regression\" fits one target; the data has {data.y_train.shape[1]}")
         penalty = resolve_penalty(cfg)
@@ -204,6 +212,9 @@ class Regression(ModelPlugin):
         theta = model.graph.value(model.extras["theta"]).astype(np.float64)
         out["coefficients"] = theta.tolist()
         out["terms"] = model.extras["terms"]
+        if ctx.plots and ctx.run_dir is not None:
+            coefficients(out["terms"], theta, ctx.path("coefficients.png"),
+                         f"{model.extras.get('method', 'fitted')} coefficients by term".strip())
         out.update(model.extras.get("solver_info", {}))
         return out
 

@@ -4,14 +4,16 @@
 
 The encoder's hidden layers end in a linear layer of 2 * latent units, split into the
 mu and log-variance heads; the decoder's hidden layers end in a linear layer of one
-unit per data dimension (Bernoulli logits or Gaussian means). Training minimises the
+unit per data dimension (Bernoulli logits or Gaussian means; `levels` logits per
+dimension for the categorical likelihood over grey levels). Training minimises the
 negative ELBO per example (nats), a sum of declared terms (``[model.elbo] terms``):
 
     E_q[-log p(x|h)]  +  beta * KL(q(h|x) || p(h))
 
 with h = mu + exp(logvar / 2) * eps (reparameterisation), `samples` draws per example,
 and the KL analytic or Monte Carlo. Logged per epoch: neg_elbo, reconstruction, kl.
-The report adds test_nll_iw, the importance-weighted bound with k = iw_samples, and
+The report adds test_nll_iw, the importance-weighted bound with k = iw_samples (and
+test_bpd for a pmf likelihood), every bound with its standard error NAME_se, and
 writes reconstructions.png, samples.png, samples.npy, elbo_terms.png and, for a 2-D
 latent, latent.png (posterior means) and manifold.png (decoder over a latent grid).
 
@@ -21,15 +23,15 @@ built by `latent_common.Hierarchy`.
 
 from __future__ import annotations
 
-from gengraph.plugins.models.latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, elbo_schema, \
-    likelihood_schema
+from gengraph.plugins.models.latent_common import DEFAULT_HIDDEN, Hierarchy, LatentPlugin, build_latent_model, \
+    check_likelihood, elbo_schema, likelihood_schema
 from gengraph.plugins.blocks.layers import layer_schema
 from gengraph.plugins.spec.schema import Field, ListOf, Table
 
 
 class VAE(LatentPlugin):
     kind = "vae"
-    help = "variational autoencoder: Gaussian encoder, N(0, I) prior, Bernoulli or Gaussian likelihood"
+    help = "variational autoencoder: Gaussian encoder, N(0, I) prior, Bernoulli, Gaussian or categorical likelihood"
 
     @property
     def schema(self):
@@ -45,6 +47,7 @@ class VAE(LatentPlugin):
 
     def build(self, cfg, graph, data, rng):
         level = {"size": cfg["latent"], "encoder": cfg["encoder"], "decoder": cfg["decoder"]}
+        check_likelihood(cfg["likelihood"], data)
         hier = Hierarchy(graph, data.n_features, [level], cfg["likelihood"], rng, lambda role, t: role)
         return build_latent_model(graph, hier, cfg["elbo"])
 

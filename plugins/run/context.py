@@ -26,9 +26,13 @@ class RunContext:
     programs: dict = field(default_factory=dict)
     train_state: object = None
     evaluate: Callable | None = None
+    written: set = field(default_factory=set)  # names handed out by `path` (for --overwrite to clear)
 
     def path(self, name: str) -> Path | None:
-        return None if self.run_dir is None else self.run_dir / name
+        if self.run_dir is None:
+            return None
+        self.written.add(name)
+        return self.run_dir / name
 
     @property
     def history(self) -> list[dict]:

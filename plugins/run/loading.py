@@ -20,18 +20,52 @@ from gengraph.plugins.datasets import DATASETS
 from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
 from gengraph.plugins.blocks.losses import LOSSES
 from gengraph.plugins.run.spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
+from gengraph.plugins.registry import suggest
 
 DEFAULT_SPEC = "mlp_digits.toml"
 
 
 def load(path, overrides=()):
     """Parse, override and validate a spec file against the installed plugins."""
+    if not Path(str(path)).exists() and (hint := _shipped_hint(str(path))):
+        raise SpecError(SpecIssue(str(path), None, None, "", f"spec file not found{hint}"))
     return load_spec(path, list(overrides), schema=top_schema())
+
+
+def _shipped_hint(text: str) -> str:
+    names = shipped_specs()
+    stem = Path(text).name.removesuffix(".toml")
+    hit = suggest(stem, names) if names else None
+    return f'; did you mean the shipped spec "{hit}"?' if hit else ""
 
 
 def default_spec() -> Path:
     """The spec `gengraph run` uses without arguments (shipped inside the package)."""
     return Path(str(resources.files("gengraph.specs") / DEFAULT_SPEC))
+
+
+def resolve_spec(spec) -> str:
+    """The path of SPEC: the file when it exists, else a spec shipped in the package under that
+    name (``mlp_digits`` or ``mlp_digits.toml``), else SPEC unchanged (loading then says "not found")."""
+    text = str(spec)
+    if Path(text).exists() or "/" in text or "\\" in text:
+        return text
+    name = text if text.endswith(".toml") else text + ".toml"
+    try:
+        shipped = resources.files("gengraph.specs") / name
+        if shipped.is_file():
+            return str(shipped)
+    except (ModuleNotFoundError, OSError, ValueError):
+        pass
+    return text
+
+
+def shipped_specs() -> list[str]:
+    """Names of the specs shipped in the package (gengraph.specs)."""
+    try:
+        return sorted(p.name[:-5] for p in resources.files("gengraph.specs").iterdir() if p.name.endswith(".toml"))
+    except (ModuleNotFoundError, OSError):
+        return []
 
 
 def load_plugin_file(path) -> list[str]:

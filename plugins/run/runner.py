@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,10 +24,15 @@ from gengraph.plugins.datasets import make_dataset
 from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.blocks.files import atomic_write
-from gengraph.plugins.run.checkpoint import jsonable, read_checkpoint, write_checkpoint
+from gengraph.plugins.blocks.files import atomic_write, dumps_json, non_finite
+from gengraph.plugins.blocks.memory import graph_estimate
+from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
+from gengraph.plugins.run.resume import check_resumable, read_metrics
+from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, open_run_dir, refuse_if_taken,
+                                         write_manifest)
+from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
-from gengraph.plugins.run.trainer import Interrupted, Trainer
+from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
@@ -35,6 +42,9 @@ from gengraph.plugins.run.trainer import optimizer_from_spec
 from gengraph.engine.backend import BackendError, get_backend
 from gengraph import __version__
 from gengraph.plugins.blocks.plots import loss_curves
+from gengraph.plugins.run.metrics import logged_names, unknown_metric
+from gengraph.plugins.blocks import memory
+from gengraph.plugins.blocks.memory import human
 
 
 def build(spec_data: dict, *, base_dir=None):
@@ -60,7 +70,7 @@ def build_checked(spec, *, base_dir=None):
             raise issue("run.device", str(exc)) from None
     try:
         optimizer_from_spec(spec.data["train"])  # hyper-parameter combinations the schema cannot express
-        return build(spec.data, base_dir=base_dir)
+        built = build(spec.data, base_dir=base_dir)
     except UnknownKind as exc:  # a registry name the schema does not enumerate (initializer, layer, ...)
         raise issue("model", str(exc)) from None
     except DataError as exc:
@@ -71,6 +81,37 @@ def build_checked(spec, *, base_dir=None):
         raise issue("model", str(exc)) from None
     except ShapeError as exc:
         raise issue("model", f"the declared model does not fit the data: {exc}") from None
+    except MemoryError:
+        raise issue("model", "the model does not fit in memory (a size in [model] or [data] is too large)") from None
+    _check_memory(spec, built, issue)
+    es = spec.data["train"].get("early_stopping") or {}
+    if es.get("patience"):
+        names, complete = logged_names(built[1], built[3])
+        metric = es.get("metric", "test_loss")
+        if not metric.startswith("train_") and (why := unknown_metric(metric, names, complete, "logged")):
+            raise issue("train.early_stopping.metric", why)
+    return built
+
+
+def _check_memory(spec, built, issue) -> None:
+    """Refuse, before training allocates it, what cannot fit in this machine's memory: the
+    parameters with their optimizer state, and the activations of the largest batch."""
+    data, _plugin, graph, _model = built
+    cfg = spec.data
+    train_batch = cfg["train"]["batch_size"] or data.n_train
+    params, per_row = graph_estimate(graph, 1)  # per_row: forward value, gradient and a temporary
+    uses = [("train.batch_size", train_batch, per_row * train_batch),  # training: forward and backward
+            ("output.samples", cfg["output"].get("samples", 0), per_row // 3 * cfg["output"].get("samples", 0)),
+            ("model", min(2048, data.n_test or 0), per_row // 3 * min(2048, data.n_test or 0))]  # evaluation
+    key, batch, acts = max(uses, key=lambda u: u[2])
+    free = memory.available_bytes()
+    if params > free:
+        raise issue("model", f"the parameters need {human(params)} with their gradients and optimizer state, "
+                             f"more than the {human(free)} of memory available")
+    if params + acts > free:
+        raise issue(key, f"{batch} rows at once need about {human(acts)} of activations (and "
+                         f"{human(params)} of parameters), more than the {human(free)} of memory available; "
+                         f"lower {key if key != 'model' else 'the sizes in [model]'}")
 
 
 def backend_of(device: str) -> str:
@@ -104,79 +145,146 @@ def blas_threads(n: int):
 
 
 class RunInterrupted(Exception):
-    def __init__(self, checkpoint: Path):
-        self.checkpoint = checkpoint
-        super().__init__(f"interrupted; checkpoint written to {checkpoint}")
+    """SIGINT or SIGTERM stopped the run; the message says what was saved and how to go on."""
+    def __init__(self, run_dir: Path, checkpoint: Path | None, signum: int, phase: str = "training"):
+        self.run_dir, self.checkpoint, self.signum, self.phase = run_dir, checkpoint, signum, phase
+        self.exit_code = exit_code(signum)
+        again = f"gengraph run --resume {shlex.quote(str(run_dir))}"
+        head = f"interrupted by {signal_name(signum)}"
+        if phase == "training":
+            msg = f"{head}; checkpoint written to {checkpoint}; continue with: {again}"
+        elif phase == "report":
+            msg = (f"{head} while writing the report; training is finished, checkpoint in {checkpoint}; "
+                   f"{again} writes the report")
+        elif checkpoint is not None:
+            msg = f"{head} before training began; {checkpoint} is unchanged; continue with: {again}"
+        else:
+            msg = f"{head} before training began; nothing was saved"
+        super().__init__(msg)
 
 
 def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_dir=None, resume=False,
-            on_step=None) -> dict:
+            overwrite=False, on_step=None) -> dict:
     """Run a loaded Spec, writing everything into run_dir; returns the summary dict.
 
-    With resume=True the run continues from run_dir/checkpoint.npz. SIGINT (Ctrl-C)
-    finishes the current step, writes a checkpoint and raises RunInterrupted.
+    The run takes run_dir's lock first (RunDirError if another process holds it). A new run
+    refuses a folder that holds another run unless overwrite=True, which then removes that
+    run's files (and only those). resume=True continues the run from run_dir/checkpoint.npz
+    after checking it belongs to this spec (only RESUMABLE keys may differ), and writes
+    nothing before the checkpoint and metrics.jsonl are checked. SIGINT/SIGTERM during
+    training finish the current step, write a checkpoint and raise RunInterrupted; during
+    start-up or the report they raise it at once (see signals.py).
     """
-    import signal
-
-    cfg = spec.data
+    if resume and overwrite:
+        raise RunDirError("--resume continues a run and --overwrite replaces it: pass one of them")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "spec.toml", spec.to_toml())
-    atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
+    with SignalGuard() as signals:
+        state = {"phase": "startup"}
+        try:
+            with signals.deferred():
+                lock = open_run_dir(run_dir, log)
+            try:
+                return _execute(spec, run_dir, signals, state, debug=debug, log=log, on_epoch=on_epoch,
+                                base_dir=base_dir, resume=resume, overwrite=overwrite, on_step=on_step)
+            finally:
+                with signals.deferred():
+                    lock.release()
+        except Stop as stop:
+            checkpoint = run_dir / "checkpoint.npz"
+            has = state["phase"] == "report" or (resume and checkpoint.exists())
+            raise RunInterrupted(run_dir, checkpoint if has else None, stop.signum, state["phase"]) from None
+
+
+def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, resume, overwrite, on_step):
+    cfg = spec.data
+    checkpoint = run_dir / "checkpoint.npz"
+    if resume and not checkpoint.exists():
+        raise CheckpointError(f"{checkpoint}: no checkpoint here, so nothing to resume")
+    if not resume and not overwrite:
+        refuse_if_taken(run_dir)
     t0 = time.perf_counter()
     backend = backend_of(cfg["run"]["device"])
     data, plugin, graph, model = build_checked(spec, base_dir=base_dir)
     ctx = RunContext(cfg, run_dir, cfg["run"]["seed"], backend, debug, cfg["output"]["plots"], log)
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
     metrics_path = run_dir / "metrics.jsonl"
-    if resume:
-        trainer.compile_programs(with_optimizer=plugin.trains_by_gradient)
-        trainer.restore(read_checkpoint(run_dir / "checkpoint.npz", trainer))
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
-            if metrics_path.exists() else []
-        trainer.state.history = [r for r in rows if r["epoch"] <= trainer.state.epoch]
-        atomic_write(metrics_path, "".join(json.dumps(r) + "\n" for r in trainer.state.history))
-    else:
-        metrics_path.write_text("")
+    history = None
+    if resume:  # check everything before anything is written
+        arrays, meta = load_checkpoint(checkpoint, cfg)
+        trainer.compile_programs(with_optimizer=plugin.trains_by_gradient and not meta["state"]["solved"])
+        snap = fit_to_model(checkpoint, arrays, meta, trainer)
+        try:
+            trainer.restore(snap)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise CheckpointError(f"{checkpoint}: damaged metadata ({type(exc).__name__}: {exc}); "
+                                  f"the checkpoint cannot be resumed") from None
+        history = read_metrics(metrics_path, trainer.state.epoch, log)
+        check_resumable(trainer, cfg, run_dir)
+    signals.stop_after_step(lambda: setattr(trainer, "stop_requested", True))
+    state["phase"] = "training"
+    with signals.deferred():
+        if overwrite:
+            cleared = clear_run_files(run_dir)
+            if cleared:
+                log(f"note: --overwrite removed the earlier run's files from {run_dir}: {', '.join(cleared)}")
+        atomic_write(run_dir / "spec.toml", spec.to_toml())
+        atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
+        if history is None:
+            atomic_write(metrics_path, "")
+        else:
+            trainer.state.history = history
+            atomic_write(metrics_path, "".join(dumps_json(r, default=jsonable) + "\n" for r in history))
     every = cfg["output"]["checkpoint_every"]
 
     def epoch_done(row):
-        with open(metrics_path, "a") as fh:
-            fh.write(json.dumps(row, default=jsonable) + "\n")
-        if every and row["epoch"] and row["epoch"] % every == 0:
-            write_checkpoint(run_dir, trainer)
+        line = dumps_json(row, default=jsonable) + "\n"
+        with signals.deferred():
+            with open(metrics_path, "a") as fh:
+                end = fh.tell()
+                try:
+                    fh.write(line)
+                    fh.flush()
+                except OSError:  # e.g. a full disk: leave no half line behind
+                    fh.truncate(end)
+                    raise
+            if every and row["epoch"] and row["epoch"] % every == 0:
+                write_checkpoint(run_dir, trainer)
         if on_epoch is not None:
             on_epoch(row)
 
-    def request_stop(signum, frame):
-        trainer.stop_requested = True
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
-
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        signal.signal(signal.SIGINT, request_stop)
-    except ValueError:  # not the main thread: no signal handling
-        previous = None
     try:
         with blas_threads(cfg["run"].get("threads", 1)):
             trainer.fit(on_epoch=epoch_done, on_step=on_step)
+        if signals.received is not None:  # arrived during a fit that does not take steps
+            raise Interrupted()
     except Interrupted:
-        raise RunInterrupted(write_checkpoint(run_dir, trainer)) from None
+        with signals.deferred():
+            path = write_checkpoint(run_dir, trainer)
+        raise RunInterrupted(run_dir, path, signals.received or signal.SIGINT) from None
     except ModelConfigError as exc:
         raise SpecError([SpecIssue(*spec.position(exc.path), exc.path, exc.message)]) from None
+    with signals.deferred():
+        write_checkpoint(run_dir, trainer)
+    state["phase"] = "report"
+    signals.stop_at_once()
+    try:
+        summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
+                   if k.startswith("test_")}
+        summary.update(plugin.report(model, data, ctx))
+        summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
+                        "seconds": round(time.perf_counter() - t0, 3)})
+        atomic_write(run_dir / "summary.json", dumps_json(summary, indent=1, default=jsonable))
+        if ctx.plots:
+            loss_curves(trainer.state.history, run_dir / "loss.png", plugin.loss_label(cfg["model"]), final=summary)
+        atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    write_checkpoint(run_dir, trainer)
-    summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
-               if k.startswith("test_")}
-    summary.update(plugin.report(model, data, ctx))
-    summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
-                    "seconds": round(time.perf_counter() - t0, 3)})
-    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1, default=jsonable))
-    if ctx.plots:
-        loss_curves(trainer.state.history, run_dir / "loss.png")
-    atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
+        if ctx.written:
+            with signals.deferred():
+                write_manifest(run_dir, ctx.written)
+    if bad := non_finite(summary):  # written (NaN as null) for a post-mortem, but the run failed
+        raise DivergenceError(f"final metrics are not finite: {', '.join(bad[:4])}"
+                              f"{' ...' if len(bad) > 4 else ''} (summary.json has null for them); "
+                              "check the data's scale and the learning rate")
     return summary
 
 

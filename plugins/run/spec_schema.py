@@ -94,9 +94,13 @@ def sweep_schema() -> Table:
                                 'e.g. "model.lam" = [1e-4, 1e-3]'),
         "trials": Field(int, 10, "random: number of trials", min=1),
         "seed": Field(int, 0, "random: seed for drawing axis values (every trial still uses run.seed)", min=0),
-        "metric": Field(str, "test_mse", "summary metric that ranks the trials"),
-        "mode": Field(str, "min", "min or max: which end of the metric is best", choices=["min", "max"]),
-        "name": Field(str, "", "sweep name: trials go to output.dir/NAME/TRIAL (default: the spec file's name)"),
+        "metric": Field(str, "", "summary metric that ranks the trials (default: test_accuracy for "
+                                 "classification, test_mse for regression, else test_loss)"),
+        "mode": Field(str, "auto", "min or max: which end of the metric is best (auto: max for accuracy, r2, "
+                                   "log-likelihoods and elbo, min for mse, loss, bpd, nll, ...)",
+                      choices=["auto", "min", "max"]),
+        "name": Field(str, "", "sweep name: trials go to output.dir/NAME/TRIAL (default: the spec file's "
+                               "name + \"-sweep\", apart from its `gengraph run` directory)"),
     }, help="hyper-parameter sweep for `gengraph sweep` (optional; `gengraph run` ignores it)")
 
 

@@ -25,7 +25,7 @@ from gengraph.engine.optimizers import make_optimizer
 from gengraph.engine.schedules import make_schedule
 
 from gengraph.plugins.blocks.lbfgs import lbfgs
-from gengraph.plugins.model import ModelConfigError, ModelPlugin
+from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks import seeds
 
 
@@ -47,6 +47,7 @@ class TrainState:
     seen: int = 0  # examples in those sums
     best: float = float("inf")
     bad_epochs: int = 0
+    solved: bool = False  # a closed-form or full-batch (L-BFGS) fit finished: nothing left to train
     history: list = field(default_factory=list)
 
     def meta(self) -> dict:
@@ -92,10 +93,15 @@ class Trainer:
                     updates = dict(self.optimizer.updates(m.graph, m.params, self.grads))
                 updates.update(m.train_updates)
                 with m.graph.scope("monitor"):
-                    # one scalar that is non-finite iff some gradient entry is
-                    flat = self.optimizer.flat_grad  # all gradients in one vector: one dot product
-                    grad_norm = ops.sqrt(ops.sum_squares(flat) if flat is not None else
-                                         _sum_all([ops.sum_squares(g) for g in self.grads]))
+                    # one scalar that is non-finite iff some gradient entry is, and finite for finite
+                    # gradients whose sum of squares would overflow (float32 grads of 1e20)
+                    flat = self.optimizer.flat_grad  # all gradients in one vector: one kernel, one pass
+                    if flat is not None:
+                        grad_norm = ops.l2_norm(flat)
+                    else:  # scaled by the largest |entry| so that the sum of squares cannot overflow
+                        big = _max_all([ops.max(ops.abs(g)) for g in self.grads])
+                        scale = ops.maximum(big, float(np.finfo(m.graph.dtype).tiny))
+                        grad_norm = scale * ops.sqrt(_sum_all([ops.sum_squares(g / scale) for g in self.grads]))
                 defs["train_step"] = ({"loss": m.loss, **m.metrics, "grad_norm": grad_norm}, updates)
         defs["evaluate"] = ({"loss": m.loss, **m.metrics}, {})
         defs.update(m.programs)
@@ -145,7 +151,10 @@ class Trainer:
     # --- training ------------------------------------------------------------------------
     def fit(self, on_epoch=None, on_step=None):
         cfg, d = self.cfg, self.data
+        if self.state.solved:  # resumed after the fit (interrupted during the report)
+            return self.state
         if self.plugin.fit(self.model, d, self.ctx) or not self.plugin.trains_by_gradient:
+            self.state.solved = True
             if not self.programs:
                 self.compile_programs(with_optimizer=False)
             if not self.state.history:
@@ -209,23 +218,27 @@ class Trainer:
 
     def _first_nonfinite(self, k, start) -> str | None:
         """Replay the epoch up to batch k from its snapshot, then run batch k with per-node checks."""
-        if start is None or "train_step" not in (self._defs or {}) or \
-                type(self.plugin).train_batch is not ModelPlugin.train_batch:
+        if start is None or "train_step" not in (self._defs or {}):
             return None
         self.restore(start)
         order = self._epoch_order()
         d = self.data
-        for j in range(k):
-            idx = order[j]
-            self.programs["train_step"].run(self.model.feed(d.x_train[idx], None if d.y_train is None
-                                                            else d.y_train[idx]))
-        debug = compile(self.model.graph, *self._defs["train_step"], backend=self.ctx.backend, debug=True)
-        idx = order[k]
+
+        def feeds(idx):
+            return self.model.feed(d.x_train[idx], None if d.y_train is None else d.y_train[idx])
+
+        for j in range(k):  # a plugin's own batch step (Langevin chains, Gibbs sweeps) is replayed too
+            self.plugin.train_batch(self.model, self.programs, feeds(order[j]), self.ctx)
+        debug = {name: compile(self.model.graph, outputs, updates, backend=self.ctx.backend, debug=True)
+                 for name, (outputs, updates) in self._defs.items() if name in self.programs}
         try:
-            debug.run(self.model.feed(d.x_train[idx], None if d.y_train is None else d.y_train[idx]))
+            out = self.plugin.train_batch(self.model, debug, feeds(order[k]), self.ctx)
         except NonFiniteError as exc:
             return str(exc)
-        return None
+        except (FloatingPointError, ValueError, ZeroDivisionError) as exc:  # the plugin's own code gave up
+            return f"the batch step failed: {exc}"
+        return None if all(np.all(np.isfinite(to_numpy(v))) for v in out.values()) else \
+            "no single node is non-finite; the loss or gradient norm overflowed when summed"
 
     def _fit_lbfgs(self, on_epoch):
         m, d = self.model, self.data
@@ -246,9 +259,12 @@ class Trainer:
 
         x0 = np.concatenate([m.graph.value(p).reshape(-1) for p in m.params]).astype(np.float64)
         opt = self.cfg["optimizer"]
-        x, f, iters = lbfgs(value_and_grad, x0, max_iter=opt.get("max_iter", 200), tol=opt.get("tol", 1e-10))
+        try:
+            x, f, iters = lbfgs(value_and_grad, x0, max_iter=opt.get("max_iter", 200), tol=opt.get("tol", 1e-10))
+        except FloatingPointError as exc:  # a non-finite loss or gradient: the run failed, not the program
+            raise DivergenceError(f"{exc} (check the data's scale)") from None
         assign(x)
-        self.state.epoch, self.state.step = 1, iters
+        self.state.epoch, self.state.step, self.state.solved = 1, iters, True
         self._log_epoch(1, {"train_loss": f, "lbfgs_iterations": iters}, on_epoch)
         return self.state
 
@@ -284,6 +300,13 @@ def _in_dtype(data, dtype):
 
     return data.replace(x_train=cast(data.x_train), y_train=cast(data.y_train), x_test=cast(data.x_test),
                         y_test=cast(data.y_test))
+
+
+def _max_all(terms):
+    total = terms[0]
+    for t in terms[1:]:
+        total = ops.maximum(total, t)
+    return total
 
 
 def _sum_all(terms):

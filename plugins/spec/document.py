@@ -6,13 +6,14 @@ this layer only knows TOML, overrides and the ``spec_version`` every spec starts
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.spec.overrides import apply_overrides
 from gengraph.plugins.spec.schema import Table, validate
-from gengraph.plugins.spec.toml_positions import locate, parse_toml, split_path
+from gengraph.plugins.spec.toml_positions import MAX_SPEC_BYTES, locate, parse_toml, split_path
 from gengraph.plugins.spec.toml_writer import dumps, format_value
 
 SPEC_VERSION = 1
@@ -46,7 +47,7 @@ class Spec:
 def _version_issues(raw: dict, file, positions) -> list[SpecIssue]:
     if "spec_version" not in raw:
         message = f"missing; put `spec_version = {SPEC_VERSION}` at the top of the spec"
-        return [SpecIssue(file, None, None, "spec_version", message)]
+        return [SpecIssue(file, 1 if file else None, 1 if file else None, "spec_version", message)]
     version = raw["spec_version"]
     if type(version) is int and version == SPEC_VERSION:
         return []
@@ -72,13 +73,36 @@ def spec_from_text(text: str, file: str | None, overrides, schema: Table) -> Spe
     return Spec({"spec_version": SPEC_VERSION, **data}, file, positions, raw)
 
 
-def load_spec(path, overrides=(), *, schema: Table) -> Spec:
+def read_spec_text(path) -> str:
+    """The text of a spec file: a regular file of at most MAX_SPEC_BYTES, UTF-8; else a SpecError
+    (so /dev/zero, a FIFO or a huge file is refused instead of read forever)."""
     file = str(path)
+
+    def fail(message, line=None, col=None):
+        return SpecError(SpecIssue(file, line, col, "", message))
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise fail(f"cannot read spec: {what}")
+        if st.st_size > MAX_SPEC_BYTES:
+            raise fail(f"spec too large ({st.st_size} bytes; at most {MAX_SPEC_BYTES})")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
-        raise SpecError(SpecIssue(file, None, None, "", "spec file not found")) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SpecError(SpecIssue(file, None, None, "", f"cannot read spec: {reason}")) from None
-    return spec_from_text(text, file, overrides, schema)
+        raise fail("spec file not found") from None
+    except OSError as exc:
+        raise fail(f"cannot read spec: {exc.strerror or exc}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise fail(f"spec too large (more than {MAX_SPEC_BYTES} bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise fail(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", line, col) from None
+
+
+def load_spec(path, overrides=(), *, schema: Table) -> Spec:
+    return spec_from_text(read_spec_text(path), str(path), overrides, schema)

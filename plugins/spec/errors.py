@@ -7,6 +7,20 @@ from dataclasses import dataclass
 from gengraph.engine.errors import UserError
 
 
+_UNSAFE = {c for c in range(0x20)} | {0x7F} | set(range(0x80, 0xA0)) | {0x200E, 0x200F} | \
+    set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """text with control characters (newlines, escape sequences, bidi overrides) written as
+    Python escapes, so a user-supplied name can neither split a message nor reach the terminal."""
+    text = str(text)
+    if not any(ord(c) in _UNSAFE for c in text):
+        return text
+    return "".join(c if ord(c) not in _UNSAFE or (keep_newlines and c == "\n")
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 @dataclass(frozen=True)
 class SpecIssue:
     """One problem, located by file:line:col (each part may be unknown) and dotted key path."""
@@ -19,7 +33,7 @@ class SpecIssue:
 
     def __str__(self) -> str:
         where = ":".join(str(p) for p in (self.file, self.line, self.col) if p is not None)
-        return ": ".join(p for p in (where, self.path, self.message) if p)
+        return ": ".join(printable(p) for p in (where, self.path, self.message) if p)
 
 
 class SpecError(UserError):
@@ -31,3 +45,7 @@ class SpecError(UserError):
 
     def __str__(self) -> str:
         return "\n".join(str(i) for i in self.issues)
+
+    def _render_traceback_(self):
+        """IPython/Jupyter show a user's spec mistake as its message, not a traceback."""
+        return [f"{type(self).__name__}: {line}" for line in str(self).splitlines()]

@@ -13,7 +13,9 @@ import tomllib
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table, type_of
-from gengraph.plugins.spec.toml_positions import build_path, read_path
+from gengraph.plugins.spec.toml_positions import (
+    MAX_DEPTH, MAX_KEY_CHARS, MAX_SPEC_BYTES, build_path, read_path, shape_issue, short_path,
+)
 
 ORIGIN = "--set"  # the "file" of issues about values that came from overrides
 _EXAMPLE = "expected KEY=VALUE, e.g. --set train.epochs=5"
@@ -32,10 +34,17 @@ def _literal(raw: str):
         doc = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
         return raw
+    except (RecursionError, MemoryError):
+        return _TOO_DEEP
     return doc["v"] if list(doc) == ["v"] else raw  # "1\nx = 2" must not sneak in a key
 
 
+_TOO_DEEP = object()
+
+
 def _parse(text: str):
+    if len(text) > MAX_SPEC_BYTES:
+        raise _error(short_path(text.partition("=")[0].strip()), f"override too long ({len(text)} characters)")
     try:
         tokens, end = read_path(text)
         if "=" in text and not text.startswith("=", end):
@@ -45,7 +54,16 @@ def _parse(text: str):
     if not text.startswith("=", end):
         raise _error(text[:end].strip(), _EXAMPLE)
     raw = text[end + 1 :].strip()
-    return tokens, _literal(raw), raw
+    key = short_path(text[:end].strip())
+    if len(tokens) > MAX_DEPTH:
+        raise _error(key, f"key path nested too deeply ({len(tokens)} parts; at most {MAX_DEPTH})")
+    if any(isinstance(t, str) and len(t) > MAX_KEY_CHARS for t in tokens):
+        raise _error(key, f"key too long (at most {MAX_KEY_CHARS} characters per part)")
+    value = _literal(raw)
+    if value is _TOO_DEEP or (bad := shape_issue(value, depth=len(tokens))) is not None:
+        why = bad[1] if value is not _TOO_DEEP else f"nested too deeply (at most {MAX_DEPTH} levels)"
+        raise _error(key, f"value {why}")
+    return tokens, value, raw
 
 
 def parse_override(text: str) -> tuple[list[str | int], object]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.registry import UnknownKind, suggest
@@ -49,6 +50,24 @@ def _found(v) -> str:
     return f"{type_of(v)} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _number_issue(v, finite: bool) -> str | None:
+    """Why a number (or a number inside an array/table) is not acceptable, else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+        return "integer out of range (TOML integers are 64-bit: -2^63 to 2^63-1)"
+    if finite and isinstance(v, float) and not math.isfinite(v):
+        return f"must be a finite number, found {format_value(v)}"
+    if isinstance(v, list):
+        return next((m for x in v if (m := _number_issue(x, False))), None)
+    if isinstance(v, dict):
+        return next((m for x in v.values() if (m := _number_issue(x, False))), None)
+    return None
+
+
 def _convert(types, v):
     """v as one of types (an int becomes a float where only float is wanted), or _BAD."""
     types = types if isinstance(types, tuple) else (types,)
@@ -75,9 +94,11 @@ class _Context:
 class Field:
     """One scalar or free-form value; with `item`, min/max/choices apply to each element."""
 
-    def __init__(self, type, default=REQUIRED, help="", *, choices=None, min=None, max=None, item=None):
+    def __init__(self, type, default=REQUIRED, help="", *, choices=None, min=None, max=None, item=None,
+                 finite=True):
         self.type, self.default, self.help = type, default, help
         self.choices, self.min, self.max, self.item = choices, min, max, item
+        self.finite = finite  # False: nan and +-inf are accepted values of a float field
 
     def type_name(self) -> str:
         if self.item is not None:
@@ -92,6 +113,9 @@ class Field:
         return None if self.default is None else self._validate(copy.deepcopy(self.default), path, ctx)
 
     def _validate(self, value, path, ctx):
+        if self.item is None and (why := _number_issue(value, self.finite)):
+            ctx.add(path, why)
+            return value
         v = _convert(self.type, value)
         if v is _BAD:
             ctx.add(path, f"expected {self.type_name()}, found {_found(value)}")
@@ -101,6 +125,10 @@ class Field:
             return copy.deepcopy(v)
         out = []
         for i, x in enumerate(v):
+            if why := _number_issue(x, self.finite):
+                ctx.add(join_index(path, i), why)
+                out.append(x)
+                continue
             y = _convert(self.item, x)
             if y is _BAD:
                 ctx.add(join_index(path, i), f"expected {_type_name(self.item)}, found {_found(x)}")

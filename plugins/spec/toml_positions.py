@@ -95,8 +95,8 @@ def position_of(positions: dict, path: str):
 def locate(positions: dict | None, path: str, file: str | None):
     """(file, line, col) for path; parts that are unknown are None."""
     pos = position_of(positions or {}, path)
-    if pos is None:
-        return file, None, None
+    if pos is None:  # not written anywhere (e.g. a missing table): the top of the file
+        return (file, 1, 1) if file is not None else (None, None, None)
     return pos if len(pos) == 3 else (file, *pos)
 
 
@@ -117,15 +117,77 @@ def _decode_error(exc: Exception, text: str, file: str | None) -> SpecError:
     return SpecError(SpecIssue(file, line, col, "", f"invalid TOML: {msg}"))
 
 
+# --- size bounds: a spec is small; anything far past these is a mistake or an attack -----
+
+MAX_SPEC_BYTES = 1 << 20  # a spec file (and its text) is at most 1 MiB
+MAX_DEPTH = 32  # tables and arrays nested at most this deep (dotted-key parts count)
+MAX_KEY_CHARS = 256  # one key (one part of a dotted key)
+
+_KEY_PART = r"""(?>(?<![A-Za-z0-9_-])[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.){0,256}+"|'[^'\n]{0,256}+')"""
+# a dotted key with more than MAX_DEPTH parts; tomllib's time grows with the square of that
+_LONG_DOTTED = re.compile(rf"{_KEY_PART}(?:[ \t]*\.[ \t]*{_KEY_PART}){{{MAX_DEPTH},}}")
+
+
+def short_path(path: str, limit: int = 60) -> str:
+    """A dotted path cut to `limit` characters for messages."""
+    return path if len(path) <= limit else path[: limit - 3] + "..."
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def shape_issue(value, path: str = "", depth: int = 0) -> tuple[str, str] | None:
+    """(path, message) for the first table/array nested past MAX_DEPTH or key longer than
+    MAX_KEY_CHARS in a parsed value, else None; walked without recursion."""
+    stack = [(value, path, depth)]
+    while stack:
+        node, here, d = stack.pop()
+        if isinstance(node, (dict, list)) and d >= MAX_DEPTH:
+            return here, f"nested too deeply (more than {MAX_DEPTH} levels of tables and arrays)"
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if len(k) > MAX_KEY_CHARS:
+                    return here, f"key {short_path(repr(k), 40)} too long ({len(k)} characters; at most {MAX_KEY_CHARS})"
+                stack.append((v, f"{here}.{k}" if here else k, d + 1))
+        elif isinstance(node, list):
+            stack.extend((v, f"{here}[{i}]", d + 1) for i, v in enumerate(node))
+    return None
+
+
+def _bounds_issue(text: str, file: str | None) -> SpecIssue | None:
+    """Refuse, before tomllib sees it, text whose parsing would take unbounded time or memory."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SPEC_BYTES:
+        return SpecIssue(file, 1, 1, "", f"spec too large ({size} bytes; at most {MAX_SPEC_BYTES})")
+    if (m := _LONG_DOTTED.search(text)) is not None:
+        line, col = _line_col(text, m.start())
+        return SpecIssue(file, line, col, "", f"dotted key with more than {MAX_DEPTH} parts "
+                                              f"(nested too deeply; at most {MAX_DEPTH} levels)")
+    return None
+
+
 def parse_toml(text: str, file: str | None = None) -> tuple[dict, dict]:
     """(data, positions) for a TOML document; any parse failure is a SpecError."""
+    if (issue := _bounds_issue(text, file)) is not None:
+        raise SpecError(issue)
     try:
         data = tomllib.loads(text)
-        positions = _Scanner(text).run()
     except ValueError as exc:  # TOMLDecodeError, or int() of a huge literal
         raise _decode_error(exc, text, file) from None
-    except RecursionError:
-        raise SpecError(SpecIssue(file, None, None, "", "invalid TOML: nested too deeply")) from None
+    except (RecursionError, MemoryError):
+        raise SpecError(SpecIssue(file, 1, 1, "", f"invalid TOML: nested too deeply "
+                                                  f"(at most {MAX_DEPTH} levels)")) from None
+    if (bad := shape_issue(data)) is not None:
+        path, message = bad
+        first = path.split(".")[0].split("[")[0]
+        at = text.find(first) if first else -1
+        line, col = _line_col(text, at) if at >= 0 else (1, 1)
+        raise SpecError(SpecIssue(file, line, col, short_path(path), message))
+    try:
+        positions = _Scanner(text).run()
+    except ValueError as exc:
+        raise _decode_error(exc, text, file) from None
     return data, positions
 
 

@@ -15,8 +15,8 @@ a Dask distributed cluster -- and writes, under ``output.dir/NAME/``:
 ``[sweep]`` keys (all optional but ``axes``)::
     [sweep]
     method = "grid"            # or "random"
-    metric = "test_mse"        # a key of the trials' summary.json
-    mode = "min"               # or "max"
+    metric = "test_mse"        # a key of the trials' summary.json (default: by the task)
+    mode = "min"               # or "max" (default: by the metric)
     name = "ridge_grid"        # default: the spec file's name
     trials = 20                # random only
     seed = 0                   # random only: draws the axis values
@@ -48,13 +48,15 @@ from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.spec.toml_positions import build_path, join_key, read_path, split_path
 from gengraph.plugins.spec.toml_writer import format_value
-from gengraph.plugins.blocks.files import atomic_write
+from gengraph.plugins.blocks.files import atomic_write, dumps_json
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.spec.document import spec_from_text
 from gengraph.plugins.run.spec_schema import top_schema
 from gengraph.plugins.run.loading import load_plugin_file
 from gengraph.plugins.run.runner import RunInterrupted, execute
 from gengraph.plugins.sweep import plots as sweep_plots
+from gengraph.plugins.run.runner import build_checked
+from gengraph.plugins.run.metrics import default_metric, metric_mode, summary_names, unknown_metric
 
 AXIS_ORIGIN = "--axis"
 RANGE_KEYS = ("low", "high", "log", "num")
@@ -373,11 +375,42 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
                     issues.append(issue)
     if issues:
         raise SpecError(issues)
-    out = Path(out_dir) if out_dir else Path(base.data["output"]["dir"]) / name
-    return SweepPlan(name=name, method=method, metric=cfg.get("metric", "test_mse"), mode=cfg.get("mode", "min"),
+    if method == "grid":
+        _check_largest_trial(trials, axes, text, spec_path, overrides, schema)
+    metric, mode = _metric_and_mode(base, spec_path, cfg)
+    out = Path(out_dir) if out_dir else Path(base.data["output"]["dir"]) / (cfg.get("name") or f"{name}-sweep")
+    return SweepPlan(name=name, method=method, metric=metric, mode=mode,
                      axes=axes, trials=trials, spec_file=str(spec_path), spec_text=text,
                      base_dir=str(spec_path.resolve().parent), base_overrides=list(overrides), out_dir=out,
                      plugin_files=[str(Path(p).resolve()) for p in plugin_files], seed=cfg.get("seed", 0))
+
+
+def _check_largest_trial(trials, axes, text, spec_path, overrides, schema) -> None:
+    """Build the grid's trial with the largest value of every numeric axis (sizes, sample counts)
+    before any trial runs, so a range that cannot fit in memory is refused up front, naming its axis."""
+    numeric = [a for a in axes if any(_is_number(t.values.get(a.key)) for t in trials)]
+    if not numeric or len(trials) < 2:
+        return
+    largest = max(trials, key=lambda t: [t.values[a.key] if _is_number(t.values.get(a.key)) else 0
+                                         for a in numeric])
+    spec = spec_from_text(text, str(spec_path), list(overrides) + largest.sets, schema)
+    try:
+        build_checked(spec, base_dir=spec_path.resolve().parent)
+    except SpecError as exc:
+        raise SpecError(_retarget(exc, axes)) from None
+
+
+def _metric_and_mode(base, spec_path, cfg) -> tuple[str, str]:
+    """sweep.metric (default: by the data's task) and sweep.mode (auto: by the metric's name),
+    refusing a metric the model surely does not report before any trial runs."""
+    data, plugin, _graph, model = build_checked(base, base_dir=spec_path.resolve().parent)
+    metric = cfg.get("metric") or default_metric(data.task)
+    names, complete = summary_names(plugin, model)
+    if (why := unknown_metric(metric, names, complete)) is not None:
+        where = base.position("sweep.metric") if cfg.get("metric") else (str(spec_path), None, None)
+        raise _issue(where, "sweep.metric", why)
+    mode = cfg.get("mode", "auto")
+    return metric, metric_mode(metric) if mode in ("auto", "", None) else mode
 
 
 def trial_spec_data(spec, run_name: str) -> None:
@@ -410,20 +443,25 @@ def _scalar_metrics(summary: dict) -> dict:
 def run_trial(payload: dict) -> dict:
     """Run one trial into its run directory; never raises: a failure is a record with its error."""
     t0 = time.perf_counter()
-    run_dir = Path(payload["run_dir"])
+    final = Path(payload["run_dir"])
+    # the trial runs in a temporary sibling folder and is moved in whole when it is done, so a
+    # duplicate (a Dask task recomputed after a lost worker) never truncates finished files
+    run_dir = final.parent / f".{final.name}{_TMP}{os.getpid()}-{os.urandom(3).hex()}"
     record = {"trial": payload["trial"], "index": payload["index"], "overrides": payload["values"],
-              "set": payload["set"], "status": "failed", "error": None, "metrics": {}, "run_dir": str(run_dir),
+              "set": payload["set"], "status": "failed", "error": None, "metrics": {}, "run_dir": str(final),
               "spec_sha": payload["spec_sha"]}
     logged = []
     try:
+        run_dir.mkdir(parents=True)
         for p in payload["plugin_files"]:
             if p not in _LOADED_PLUGINS:
                 load_plugin_file(p)
                 _LOADED_PLUGINS.add(p)
         spec = spec_from_text(payload["spec_text"], payload["spec_file"], payload["overrides"], top_schema())
         trial_spec_data(spec, payload["run_name"])
+        # the sweep owns its trial directories and decides which trials to rerun: overwrite=True
         summary = execute(spec, run_dir, log=lambda *a, **k: logged.append(" ".join(map(str, a))),
-                          base_dir=payload["base_dir"])
+                          base_dir=payload["base_dir"], overwrite=True)
         record["metrics"] = _scalar_metrics(summary)
         record["status"] = "ok"
     except (KeyboardInterrupt, RunInterrupted):
@@ -436,8 +474,55 @@ def run_trial(payload: dict) -> dict:
     if logged:
         with contextlib.suppress(OSError):
             atomic_write(run_dir / "log.txt", "\n".join(logged) + "\n")
+    if record["status"] != "interrupted":
+        try:
+            _publish(run_dir, final, payload.get("attempt", ""), record["status"] == "ok")
+        except OSError as exc:
+            record["status"], record["error"] = "failed", f"cannot move the trial's files into {final}: {exc}"
+    _remove_tree(run_dir)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
+
+
+_TMP = ".tmp-"  # temporary trial folders: .TRIAL.tmp-PID-RANDOM (and .TRIAL.old-... while replacing)
+_MARK = ".sweep-attempt"  # inside a published trial folder: which sweep invocation wrote it
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _publish(tmp: Path, final: Path, attempt: str, ok: bool) -> None:
+    """Move a trial's temporary folder to its place (one rename). A folder that this sweep
+    invocation already finished there is never replaced; an older or failed one is."""
+    if not tmp.exists():
+        return
+    atomic_write(tmp / _MARK, f"{attempt}\n{'ok' if ok else 'failed'}\n")
+    try:
+        os.rename(tmp, final)  # final absent (or an empty folder): atomic
+        return
+    except OSError:
+        if not final.exists():
+            raise
+    with contextlib.suppress(OSError):
+        mark = (final / _MARK).read_text().split()
+        if attempt and mark[:2] == [attempt, "ok"]:
+            return  # a duplicate of a finished trial: keep the finished files untouched
+    old = final.parent / f".{final.name}.old-{os.getpid()}-{os.urandom(3).hex()}"
+    os.rename(final, old)
+    os.rename(tmp, final)
+    _remove_tree(old)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temporary trial folders left by killed workers or duplicates stopped at shutdown."""
+    if out.is_dir():
+        for p in out.iterdir():
+            if p.name.startswith(".") and (_TMP in p.name or ".old-" in p.name) and p.is_dir():
+                _remove_tree(p)
 
 
 def _payload(plan: SweepPlan, trial: Trial) -> dict:
@@ -478,16 +563,20 @@ def _run_inline(payloads, emit):
             return
 
 
-def _drain(completed, futures, emit) -> None:
+def _drain(completed, futures, emit, release=None) -> bool:
     """Record finished trials as they complete (a worker that died counts as a failed trial)
-    until `emit` asks to stop."""
+    until `emit` asks to stop (then True). Each recorded future leaves `futures` and is released."""
     for fut in completed:
+        payload = futures.pop(fut)
         try:
             record = fut.result()
-        except Exception as exc:  # noqa: BLE001 -- BrokenProcessPool, KilledWorker, ...
-            record = _failed_record(futures[fut], exc)
+        except Exception as exc:  # noqa: BLE001 -- KilledWorker, ...
+            record = _failed_record(payload, exc)
+        if release is not None:
+            release(fut)
         if emit(record):
-            return
+            return True
+    return False
 
 
 def _failed_record(payload, exc) -> dict:
@@ -495,25 +584,79 @@ def _failed_record(payload, exc) -> dict:
 
     error = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, BrokenProcessPool):
-        error += (" (a worker process died: out of memory, a crash, or a script that calls run_sweep "
-                  "without `if __name__ == \"__main__\":`)")
+        error = ("the worker process died while running this trial (out of memory, a crash or os._exit in "
+                 "the model, or a script that calls run_sweep without `if __name__ == \"__main__\":`)")
     return {"trial": payload["trial"], "index": payload["index"], "overrides": payload["values"],
             "set": payload["set"], "status": "failed", "error": error, "metrics": {},
             "run_dir": payload["run_dir"], "spec_sha": payload["spec_sha"], "seconds": None}
 
 
-def _run_pool(payloads, workers, emit):
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _pool_trial(payload: dict, flight_dir: str) -> dict:
+    """run_trial in a pool worker, leaving a marker while it runs: a worker that dies (os._exit,
+    a crash, the OOM killer) leaves the marker of the trial it was running."""
+    mark = Path(flight_dir) / str(payload["index"])
+    mark.write_text(str(os.getpid()))
+    record = run_trial(payload)
+    mark.unlink(missing_ok=True)
+    return record
 
-    with _single_blas_thread():
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(payloads)),
-                                   mp_context=multiprocessing.get_context("spawn"))
-        try:
-            futures = {pool.submit(run_trial, p): p for p in payloads}
-            _drain(as_completed(futures), futures, emit)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+
+def _pool_round(payloads, workers, emit):
+    """Run payloads in one process pool. Returns (stopped, unfinished payloads, those among them
+    that were running when a worker died); unfinished is empty unless the pool broke."""
+    import multiprocessing
+    import shutil
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    flight = tempfile.mkdtemp(prefix="gengraph-sweep-")
+    unfinished = []
+    try:
+        with _single_blas_thread():
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(payloads)),
+                                       mp_context=multiprocessing.get_context("spawn"))
+            try:
+                futures = {pool.submit(_pool_trial, p, flight): p for p in payloads}
+                for fut in as_completed(futures):
+                    payload = futures.pop(fut)
+                    try:
+                        record = fut.result()
+                    except BrokenProcessPool:
+                        unfinished.append(payload)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 -- recorded, the sweep goes on
+                        record = _failed_record(payload, exc)
+                    if emit(record):
+                        return True, [], []
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        running = {int(p.name) for p in Path(flight).iterdir() if p.name.isdigit()}
+    finally:
+        shutil.rmtree(flight, ignore_errors=True)
+    unfinished.sort(key=lambda p: p["index"])
+    return False, unfinished, [p for p in unfinished if p["index"] in running]
+
+
+def _run_pool(payloads, workers, emit):
+    """A process pool; when a worker dies (BrokenProcessPool) the trials it may have been running
+    are rerun one at a time in a fresh one-worker pool (the one that kills its worker again is
+    recorded as failed), and the rest go on in a new pool."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = list(payloads)
+    while pending:
+        stopped, unfinished, suspects = _pool_round(pending, workers, emit)
+        if stopped or not unfinished:
+            return
+        suspects = suspects or unfinished[:1]  # none marked (died at start-up): try the first alone
+        for p in suspects:
+            stopped, again, _ = _pool_round([p], 1, emit)
+            if stopped:
+                return
+            if again and emit(_failed_record(p, BrokenProcessPool())):
+                return
+        pending = [p for p in unfinished if p not in suspects]
 
 
 def _import_distributed():
@@ -551,15 +694,20 @@ def dask_client(scheduler: str, workers: int):
 
 
 def _run_dask(payloads, client, emit):
+    """Submit every trial; each future is released as soon as its record is written, so a worker
+    lost later cannot make Dask recompute (and rerun) a finished trial."""
     distributed = _import_distributed()
     futures = {}
     for p in payloads:
         fut = client.submit(run_trial, p, pure=False, key=f"gengraph-trial-{p['index']}-{os.urandom(4).hex()}")
         futures[fut] = p
     try:
-        _drain(distributed.as_completed(list(futures)), futures, emit)
+        _drain(distributed.as_completed(list(futures)), futures, emit, release=lambda f: f.release())
     finally:
-        client.cancel([f for f in futures if not f.done()])
+        left = list(futures)
+        futures.clear()
+        if left:
+            client.cancel(left)
 
 
 # --- records, summary, resume ------------------------------------------------------------
@@ -714,12 +862,14 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
             return True
         records[record["trial"]] = record
         with open(jsonl, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+            fh.write(dumps_json(record, default=str) + "\n")
         if on_result is not None:
             on_result(record, len(records), total)
         return False
 
-    payloads = [_payload(plan, t) for t in todo]
+    attempt = f"{os.getpid()}-{time.time_ns()}-{os.urandom(4).hex()}"
+    payloads = [{**_payload(plan, t), "attempt": attempt} for t in todo]
+    _remove_leftovers(out)
     try:
         if not payloads:
             pass
@@ -734,15 +884,16 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
             _run_pool(payloads, workers, emit)
     except KeyboardInterrupt:
         interrupted.append(None)
+    _remove_leftovers(out)
     # one line per trial, in trial order; records of trials no longer in the plan are kept after them
     order = {t.name: t.index for t in plan.trials}
     kept = [records[t.name] for t in plan.trials if t.name in records]
     stale = [r for n, r in previous.items() if n not in order]
-    atomic_write(jsonl, "".join(json.dumps(r, default=str) + "\n" for r in kept + stale))
+    atomic_write(jsonl, "".join(dumps_json(r, default=str) + "\n" for r in kept + stale))
     plot_files = _write_plots(plan, kept) if plots and kept else []
     result = summarize(plan, kept, plot_files)
     result["complete"] = len(kept) == total
-    atomic_write(out / "sweep.json", json.dumps(result, indent=1, default=str))
+    atomic_write(out / "sweep.json", dumps_json(result, indent=1, default=str))
     atomic_write(out / "summary.txt", summary_text(plan, result))
     if interrupted:
         raise SweepInterrupted(out)

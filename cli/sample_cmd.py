@@ -1,0 +1,101 @@
+"""`gengraph sample RUN_DIR`: draw new examples from a finished generative run.
+
+Only parsing, printing and exit codes live here; the rebuilding and the sampling are in
+gengraph.plugins.run.sampling, the pictures in gengraph.plugins.blocks.plots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .main import UserError, _load_plugins, user_errors
+
+EXAMPLES = """\b
+Examples:
+  gengraph sample runs/vae_digits --n 64 --out samples.png           # an image grid
+  gengraph sample runs/diffusion_moons --sampler ddim --steps 20 --out s.png   # a scatter vs the data
+  gengraph sample runs/rbm_gaussian --n 1000 --out samples.npy
+  gengraph sample runs/ebm_moons --n 5                                 # the numbers, on stdout
+"""
+
+
+@click.command("sample", epilog=EXAMPLES)
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--n", "n", type=click.IntRange(min=1), default=64, show_default=True, help="number of samples")
+@click.option("--label", type=int, help="class 0..K-1 of a class-conditional model")
+@click.option("--guidance", type=float, help="classifier-free guidance weight (class-conditional kinds that take it)")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), help="diffusion: reverse sampler (default: the spec's)")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="sampling steps: diffusion (ddim), Gibbs sweeps (rbm), Langevin steps (ebm); default: the spec's")
+@click.option("--seed", type=int, help="random seed (default: the run's seed, which reproduces its samples.npy)")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False),
+              help="FILE.npy (the array) or FILE.png (an image grid, or a scatter over the data for 2-D data); "
+                   "default: the numbers on stdout")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="sample on this device (default: the run's)")
+@click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+              help="load a local plugin file (for runs of a kind defined there)")
+@click.option("--debug", is_flag=True, help="show full tracebacks")
+@user_errors
+def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, device, plugin_files, debug):
+    """Draw N new examples from the finished generative run in RUN_DIR.
+
+    The model is rebuilt from RUN_DIR/spec.toml and loaded from RUN_DIR/checkpoint.npz;
+    samples are in data units (the preprocessing undone). With the run's seed, the same
+    N and the spec's sampler this is exactly the run's samples.npy.
+
+    Exit codes: 0 done; 2 not a run directory, no checkpoint, a kind that does not
+    sample, or an option the kind does not take.
+    """
+    import numpy as np
+
+    from gengraph.plugins.run.sampling import SampleError, open_run, sample_from
+
+    suffix = Path(out_file).suffix.lower() if out_file else None
+    if suffix not in (None, ".npy", ".png"):
+        raise UserError(f"--out {out_file}: expected a .npy or .png file")
+    _load_plugins(plugin_files)
+    options = {"guidance": guidance, "sampler": sampler, "steps": steps}
+    try:
+        run = open_run(run_dir, backend=device)
+        samples = sample_from(run, n, label=label, seed=seed, **options)
+        if suffix == ".png":
+            _check_plottable(run, samples)
+    except SampleError as exc:
+        if debug:
+            raise
+        raise UserError(str(exc)) from None
+    if out_file is None:
+        click.echo(f"# {len(samples)} samples from {run_dir} ({run.kind}), shape {samples.shape}", err=True)
+        np.savetxt(click.get_text_stream("stdout"), samples.reshape(len(samples), -1), fmt="%.6g")
+        return
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        from gengraph.plugins.blocks.files import save_npy
+
+        save_npy(out, samples)
+        what = f"array {samples.shape}"
+    else:
+        what = write_png(run, samples, out, label=label)
+    click.echo(f"wrote {out} ({what}, {len(samples)} samples from {run.kind})", err=True)
+
+
+def _check_plottable(run, samples):
+    from gengraph.plugins.run.display import sample_plot_kind
+    from gengraph.plugins.run.sampling import SampleError
+
+    if sample_plot_kind(run.data, samples) is None:
+        raise SampleError(f"a PNG needs image data or 2-D data; these samples have {samples.shape[-1]} features "
+                          "(write --out FILE.npy instead)")
+
+
+def write_png(run, samples, path, *, label=None) -> str:
+    from gengraph.plugins.run.display import write_sample_png
+
+    title = f"{run.kind} samples" + (f" (label {label})" if label is not None else "")
+    return write_sample_png(samples, run.data, path, title=title)
+
+
+COMMANDS = [sample_cmd]

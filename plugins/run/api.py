@@ -1,0 +1,310 @@
+"""gengraph from Python and notebooks: `run`, `load`, `validate` and the `Run` they return.
+
+The functions mirror the CLI and share its code: `prepare_run` is what `gengraph run` does
+before training (find the spec, apply overrides, name the run directory), `runner.execute`
+trains, `sampling` draws, `inspection` builds what `gengraph graph` / `gengraph gradcheck`
+show. Every mistake in a spec or an override raises `SpecError`, whose message is the
+CLI's error line (file:line:col: key: message; did you mean ...), raised from the
+function the user called, not from deep inside.
+
+    import gengraph
+    run = gengraph.run("mlp_digits", overrides={"train.epochs": 5})
+    run.summary["test_accuracy"], run.metrics_frame(), run.sample(16)  # (the last for generative kinds)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from gengraph.engine.expr import ExprError
+from gengraph.engine.ops.registry import ShapeError
+from gengraph.plugins.datasets import DataError
+from gengraph.plugins.run.display import GraphDisplay
+from gengraph.plugins.run.display import SampleImages
+from gengraph.plugins.run.display import make_progress
+from gengraph.plugins.run.display import run_html
+from gengraph.plugins.run.inspection import gradcheck
+from gengraph.plugins.run.inspection import program_stage
+from gengraph.plugins.run.loading import default_spec, resolve_spec, shipped_specs  # noqa: F401 (re-exported)
+from gengraph.plugins.run.loading import load as load_file
+from gengraph.plugins.run.loading import load_plugin_file
+from gengraph.plugins.run.runner import build_checked
+from gengraph.plugins.run.runner import execute
+from gengraph.plugins.run.sampling import open_run
+from gengraph.plugins.run.sampling import sample_from
+from gengraph.plugins.run.spec_schema import top_schema
+from gengraph.plugins.spec.document import SPEC_VERSION, spec_from_text
+from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.toml_writer import dumps
+from gengraph.plugins.spec.toml_writer import format_value
+
+DICT_SPEC = "<spec dict>"
+
+
+# --- user errors: one exception type, raised from the public function --------------------------
+def user_facing(fn):
+    """Spec, data and expression mistakes leave as one fresh SpecError (the CLI's message)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as exc:
+            err = SpecError(exc.issues)
+        except (DataError, ExprError, ShapeError) as exc:
+            err = SpecError(SpecIssue(None, None, None, "", str(exc)))
+        raise err from None
+
+    return wrapper
+
+
+# --- specs: a path, a shipped name or a dict ----------------------------------------------------
+def spec_path(spec) -> Path:
+    """The file a spec argument names: an existing path, else a shipped spec's name (with or
+    without .toml); a miss is reported by load() with a did-you-mean for shipped names."""
+    return default_spec() if spec is None else Path(resolve_spec(spec))
+
+
+def _plain(value, path="value"):
+    """Python/NumPy values as the plain types TOML writes."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{path}.{k}") for k, v in value.items()}
+    return value
+
+
+def override_strings(overrides) -> list[str]:
+    """{"train.optimizer.lr": 0.01} (or ["train.optimizer.lr=0.01"]) as --set strings."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, dict):
+        out = []
+        for key, value in overrides.items():
+            try:
+                out.append(f"{key}={format_value(_plain(value))}")
+            except TypeError as exc:
+                raise SpecError(SpecIssue("--set", None, None, str(key), str(exc))) from None
+        return out
+    return [str(o) for o in overrides]
+
+
+def load_spec_any(spec, overrides=()):
+    """(Spec, the file it came from or None for a dict, the folder data paths are relative to)."""
+    overrides = list(overrides)
+    if isinstance(spec, dict):
+
+        data = {"spec_version": SPEC_VERSION, **_plain(spec)}
+        try:
+            text = dumps(data)
+        except TypeError as exc:
+            raise SpecError(SpecIssue(DICT_SPEC, None, None, "", str(exc))) from None
+        try:
+            return spec_from_text(text, DICT_SPEC, overrides, top_schema()), None, Path.cwd()
+        except SpecError as exc:  # lines of the TOML written from the dict would only confuse
+            raise SpecError([SpecIssue(DICT_SPEC if i.file == DICT_SPEC else i.file, None, None, i.path, i.message)
+                             for i in exc.issues]) from None
+    path = spec_path(spec)
+    return load_file(path, overrides), path, path.parent
+
+
+def prepare_run(spec=None, overrides=None, *, out=None, resume=False, device=None):
+    """What `gengraph run` does before training: (loaded Spec, run directory, base folder).
+
+    spec: a path, a shipped spec's name, a dict, or None (the default spec; with resume,
+    out/spec.toml). overrides: --set strings or {key: value}. out: the run directory
+    (default output.dir/run.name); with resume the run to continue."""
+    overrides = override_strings(overrides)
+    if resume and spec is None:
+        if out is None:
+            raise SpecError(SpecIssue(None, None, None, "resume", "name the run directory to continue (out=...)"))
+        spec = Path(out) / "spec.toml"
+    loaded, path, base_dir = load_spec_any(spec, overrides)
+    if device:  # the option, not a --set: errors about it name --device
+        loaded.data["run"]["device"] = device
+        loaded.positions["run.device"] = ("--device", None, None)
+    name = loaded.data["run"]["name"] or (path.stem if path is not None else "run")
+    loaded.data["run"]["name"] = name
+    run_dir = Path(out) if out is not None else Path(loaded.data["output"]["dir"]) / name
+    return loaded, run_dir, base_dir
+
+
+# --- the public functions ------------------------------------------------------------------
+@user_facing
+def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, overwrite=False, device=None,
+        plugins=()) -> "Run":
+    """Train the model a spec declares and write its run directory, as `gengraph run`.
+
+    spec: a path, a shipped spec's name ("mlp_digits"), a dict in the spec's own structure,
+    or None (the default spec). overrides: {"train.optimizer.lr": 0.01} (the --set keys).
+    out: the run directory (default output.dir/run.name). resume: continue the run in
+    `out` from its checkpoint. progress: "auto" (a notebook bar with ipywidgets, else
+    plain lines; a tqdm bar on a terminal), "notebook", "bar", "text" or None/False.
+    overwrite: replace the run already in `out` (its files only), as --overwrite; without
+    it a directory holding another run is refused. device: "cpu" or "cuda". plugins:
+    local plugin files to load first (--plugin).
+    Spec mistakes raise SpecError with the CLI's message.
+    """
+    for p in plugins:
+        load_plugin_file(p)
+    loaded, run_dir, base_dir = prepare_run(spec, overrides, out=out, resume=resume, device=device)
+    bar = make_progress(progress, loaded.data["train"]["epochs"])
+    try:
+        summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume),
+                          overwrite=overwrite)
+    finally:
+        bar.close()
+    return Run(run_dir, summary=summary)
+
+
+@user_facing
+def validate(spec, overrides=None, *, plugins=()) -> dict:
+    """The resolved spec (defaults filled, overrides applied) after every check `gengraph
+    validate` makes (data files and shapes included); SpecError lists every problem."""
+    for p in plugins:
+        load_plugin_file(p)
+    loaded, _, base_dir = load_spec_any(spec, override_strings(overrides))
+    build_checked(loaded, base_dir=base_dir)
+    return loaded.data
+
+
+def load(run_dir) -> "Run":
+    """The run in run_dir (written by `gengraph run` or `gengraph.run`)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "spec.toml").is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no spec.toml)")
+    return Run(run_dir)
+
+
+# --- a run directory ------------------------------------------------------------------------
+class Run:
+    """A run directory: its resolved spec, summary, metrics, parameters, samples and graphs.
+
+    In a notebook it shows as its summary table and loss plot."""
+    def __init__(self, run_dir, *, summary: dict | None = None):
+        self.dir = Path(run_dir)
+        self._spec, self._summary = None, summary
+        self._opened = {}
+
+    def __repr__(self) -> str:
+        s = self.summary
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in s.items() if k.startswith("test_") and isinstance(v, float))
+        return f"Run({str(self.dir)!r}, kind={self.kind!r}" + (f", {shown}" if shown else "") + ")"
+
+    # files
+    @property
+    def spec(self) -> dict:
+        """The resolved spec as the run wrote it (spec.toml; keys whose value is unset are absent)."""
+        if self._spec is None:
+            import tomllib
+
+            self._spec = tomllib.loads((self.dir / "spec.toml").read_text(encoding="utf-8"))
+        return self._spec
+
+    @property
+    def kind(self) -> str:
+        return self.spec["model"]["kind"]
+
+    @property
+    def summary(self) -> dict:
+        """Final metrics (summary.json); {} while the run has not finished."""
+        if self._summary is None:
+            path = self.dir / "summary.json"
+            if not path.is_file():
+                return {}
+            self._summary = json.loads(path.read_text())
+        return self._summary
+
+    @property
+    def metrics(self) -> list[dict]:
+        """One dict per logged epoch (metrics.jsonl)."""
+        path = self.dir / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def metrics_frame(self):
+        """The metrics as a pandas DataFrame indexed by epoch (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Run.metrics_frame() needs pandas: pip install pandas "
+                              "(or use Run.metrics, a list of dicts)") from None
+        frame = pd.DataFrame(self.metrics)
+        return frame.set_index("epoch") if "epoch" in frame else frame
+
+    @property
+    def params(self) -> dict:
+        """Trained parameters by name (e.g. "output/dense0/W") from checkpoint.npz."""
+        import numpy as np
+
+        path = self.dir / "checkpoint.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.dir}: no checkpoint.npz (the run has not finished)")
+        with np.load(path, allow_pickle=False) as z:
+            return {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
+
+    # what the CLI does with a run
+    def sample(self, n: int = 64, label=None, *, seed=None, as_image=False, backend=None, **options):
+        """n new examples in data units (`gengraph sample`): label for class-conditional
+        models, options the kind takes (diffusion: sampler="ddpm"|"ddim", steps; rbm/ebm:
+        steps). seed None: the run's seed (its samples.npy). as_image=True returns a
+        SampleImages that shows as an image grid (or a scatter over the data for 2-D data)
+        and keeps the array in `.array`."""
+        opened = self.opened(backend)
+        samples = sample_from(opened, n, label=label, seed=seed, **options)
+        if as_image:
+
+            return SampleImages(samples, opened.data, title=f"{self.kind} samples"
+                                + (f" (label {label})" if label is not None else ""))
+        return samples
+
+    def opened(self, backend=None):
+        """The run rebuilt in memory with its trained parameters (sampling.OpenedRun), cached."""
+        if backend not in self._opened:
+            self._opened[backend] = _open(self.dir, backend)
+        return self._opened[backend]
+
+    def graph(self, program: str | None = "train_step", stage: str = "optimized", *, batch: int = 128,
+              collapse: int | None = None):
+        """The graph `gengraph graph RUN/spec.toml --program P --stage S` prints: a GraphView
+        display (text repr; SVG with Graphviz's `dot`, else an HTML table; .dot(), .json())."""
+        loaded, data, plugin, model = _build(self.dir, ['run.device="cpu"'])
+        view, program = program_stage(loaded, data, plugin, model, program, stage,
+                                      label=str(self.dir / "spec.toml"))
+        return GraphDisplay(view, batch=batch, collapse=collapse, name=f"{self.spec['run']['name']}.{program}.{stage}")
+
+    def gradcheck(self, params=(), *, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, max_entries=50):
+        """The report of `gengraph gradcheck RUN/spec.toml`: the spec's model (its initial
+        parameters) in float64 on the CPU, the engine's loss gradient against central
+        differences. Shows as an HTML table; str() is the command's text; `.ok`."""
+        loaded, data, plugin, model = _build(self.dir, ['run.dtype="float64"', 'run.device="cpu"'])
+        return gradcheck(loaded, data, model, label=str(self.dir / "spec.toml"), param_names=tuple(params), eps=eps,
+                         rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+
+    # displays
+    def _repr_html_(self) -> str:
+        return run_html(self)
+
+
+@user_facing
+def _open(run_dir, backend):
+    return open_run(run_dir, backend=backend)
+
+
+@user_facing
+def _build(run_dir, overrides):
+    loaded = load_file(Path(run_dir) / "spec.toml", overrides)
+    data, plugin, _graph, model = build_checked(loaded, base_dir=Path(run_dir))
+    return loaded, data, plugin, model

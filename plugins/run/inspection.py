@@ -1,0 +1,162 @@
+"""What `gengraph graph` and `gengraph gradcheck` compute, shared by the CLI and `Run.graph()` /
+`Run.gradcheck()`: the compiled programs of a spec, a stage of one program, and the
+finite-difference check of the model's loss gradient. No printing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from gengraph.engine import views
+from gengraph.engine.tables import render_rows
+from gengraph.engine.gradcheck import check_loss_grads
+from gengraph.plugins.run.context import RunContext
+from gengraph.plugins.run.trainer import Trainer
+from gengraph.plugins.registry import suggest
+from gengraph.plugins.run.display import gradcheck_html
+
+
+class InspectError(ValueError):
+    """A bad request (unknown program or parameter, no data rows); one line for the user."""
+
+
+def compiled_programs(loaded, data, plugin, model):
+    """({name: (outputs, updates, Program)} for every program a run of this spec compiles,
+    the first node id created after the model was built)."""
+    cfg = loaded.data
+    ctx = RunContext(cfg, None, cfg["run"]["seed"], "numpy")
+    trainer = Trainer(plugin, model, data, cfg["train"], ctx)
+    # nodes with smaller ids are the plugin's; gradients, optimizer and monitors come after
+    built_before = max((n.id for n in model.graph.nodes), default=-1) + 1
+    with_optimizer = getattr(plugin, "trains_by_gradient", True)
+    defs = trainer.program_defs(with_optimizer)
+    progs = trainer.compile_programs(with_optimizer)
+    out = {name: (outputs, dict(updates or {}), progs[name]) for name, (outputs, updates) in defs.items()}
+    return out, built_before
+
+
+def program_stage(loaded, data, plugin, model, program=None, stage="optimized", *, label=None):
+    """(GraphView of `stage` of `program`, its name): what `gengraph graph` prints or exports.
+
+    program None: train_step when the model trains by gradient, else evaluate."""
+    progs, built_before = compiled_programs(loaded, data, plugin, model)
+    if program is None:
+        program = "train_step" if "train_step" in progs else "evaluate"
+    if program not in progs:
+
+        hint = suggest(program, list(progs))
+        raise InspectError(f'unknown program "{program}"' + (f'; did you mean "{hint}"?' if hint else "")
+                           + f" (this spec compiles: {', '.join(progs)})")
+    if stage not in views.STAGES:
+        raise InspectError(f'unknown stage "{stage}" (choose from {", ".join(views.STAGES)})')
+    outputs, updates, prog = progs[program]
+    view = views.view_stage(stage, outputs, updates, prog, name=program, built_before=built_before)
+    view.title = f"{label or loaded.file}: program {program}, stage {stage} ({loaded.data['model']['kind']})"
+    return view, program
+
+
+@dataclass(repr=False)
+class GradcheckReport:
+    """The result of `gengraph gradcheck`: `lines()` is what the command prints."""
+    spec: str
+    kind: str
+    result: object  # engine.gradcheck.GradCheckReport
+    rows: int
+    eps: float
+    rtol: float
+    atol: float
+    seed: int
+    max_entries: int
+    notes: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.name for r in self.result.rows if not r.ok]
+
+    def header(self) -> list[str]:
+        r = self.result
+        lines = [f"gradcheck {self.spec} ({self.kind}): loss {r.loss:.6g} on {self.rows} training rows, float64, "
+                 f"eps {self.eps:g}, rtol {self.rtol:g}, atol {self.atol:g}, seed {self.seed}",
+                 f"an entry passes when |engine - numeric| <= atol + rtol * max(|engine|, |numeric|) + "
+                 f"{r.roundoff_floor:.1e}\n  (the differences' own roundoff: 8 * float64 eps * {r.scale:.3g} / eps, "
+                 f"{r.scale:.3g} = largest |scalar| the loss is computed from)"]
+        if r.frozen_random or r.frozen_stop_gradient:
+            lines.append(f"noise fixed: {r.frozen_random} random draw(s) and {r.frozen_stop_gradient} "
+                         "stop_gradient value(s) computed once and held constant")
+        subset = [p for p in r.rows if p.checked < p.total]
+        if subset:
+            lines.append(f"{len(subset)} parameter(s) larger than {self.max_entries} entries: a random subset of "
+                         f"{self.max_entries} entries each is checked (--max-entries, --seed)")
+        return lines
+
+    def verdict(self) -> str:
+        n = len(self.result.rows)
+        if self.failed:
+            return f"gradient check failed for {len(self.failed)} of {n} parameter(s): {', '.join(self.failed)}"
+        return f"ok: {n} parameter(s) within tolerance"
+
+    def passed_by(self, row) -> str:
+        """Which part of the criterion a parameter passed by: "atol+roundoff" next to a large
+        relative error means its entries are near zero and passed the absolute part."""
+        if not row.ok:
+            return "-"
+        return "rtol" if row.max_rel_err <= self.rtol else "atol+roundoff"
+
+    def table_rows(self):
+        """(header, rows, right-aligned columns): the engine's table with a "passed by" column."""
+        header, rows, right = self.result.table_rows()
+        header = header[:-1] + ("passed by",) + header[-1:]
+        rows = [row[:-1] + (self.passed_by(r),) + row[-1:] for row, r in zip(rows, self.result.rows)]
+        return header, rows, right
+
+    def table(self) -> list[str]:
+        header, rows, right = self.table_rows()
+        lines = render_rows(header, rows, right)
+        if any(self.passed_by(r) == "atol+roundoff" for r in self.result.rows):
+            lines.append("atol+roundoff: the relative error is large because the entries are near 0; the absolute "
+                         "error is within atol + the roundoff floor, so the gradient is right")
+        return lines
+
+    def lines(self) -> list[str]:
+        return self.header() + self.table() + [self.verdict()]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return gradcheck_html(self)
+
+
+def gradcheck(loaded, data, model, *, label=None, param_names=(), eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8,
+              max_entries=50) -> GradcheckReport | None:
+    """Check the engine's gradient of the model's loss (built in float64 on the CPU) against
+    central differences on `batch` random training rows. None: no trainable parameters."""
+    import numpy as np
+
+    params = list(model.params)
+    if param_names:
+        by_name = {p.label: p for p in params}
+        missing = [n for n in param_names if n not in by_name]
+        if missing:
+
+            hint = suggest(missing[0], list(by_name))
+            raise InspectError(f'unknown parameter "{missing[0]}"' + (f'; did you mean "{hint}"?' if hint else "")
+                               + f" (parameters: {', '.join(by_name) or 'none'})")
+        params = [by_name[n] for n in param_names]
+    if not params:
+        return None
+    label = label or loaded.file
+    x, y = data.x_train, data.y_train
+    if x is None or len(x) == 0:
+        raise InspectError(f"{label}: the data has no training rows to check the loss on")
+    rows = np.sort(np.random.default_rng(seed).choice(len(x), min(batch, len(x)), replace=False))
+    feeds = model.feed(x[rows], None if y is None else y[rows])
+    result = check_loss_grads(model.loss, params, feeds, eps=eps, rtol=rtol, atol=atol, seed=seed,
+                              max_entries=max_entries)
+    return GradcheckReport(str(label), loaded.data["model"]["kind"], result, len(rows), eps, rtol, atol, seed,
+                           max_entries)

@@ -1,0 +1,208 @@
+"""Run directories: one run per directory, one process per run.
+
+- `open_run_dir` checks the path (a NUL byte, a file in the way, an unwritable or virtual
+  place are one clear `RunDirError`), creates the folder and takes its lock: a file
+  `gengraph.lock` created with O_CREAT|O_EXCL that holds the owner's PID and host. A lock
+  whose PID is no longer alive on this host is stale and is taken over with a note; a live
+  one refuses the second run with a message naming the PID.
+- `run_files` lists what gengraph wrote there; a new run refuses a folder that holds
+  another run unless told to overwrite, and `clear_run_files` then removes only gengraph's
+  own files (never a file of the user's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from gengraph.engine.errors import UserError
+from gengraph.plugins.blocks.files import atomic_write
+
+LOCK_NAME = "gengraph.lock"
+MANIFEST = "files.json"  # the plugin-written files of the run (plots, samples), for --overwrite
+# Files the runner and the built-in plugins write into a run directory.
+RUN_FILES = ("spec.toml", "env.json", "metrics.jsonl", "summary.json", "summary.txt", "checkpoint.npz",
+             "checkpoint.json", "error.txt", "log.txt", MANIFEST)
+PLUGIN_FILES = ("loss.png", "fit.png", "confusion.png", "samples.png", "samples.npy", "reconstructions.png",
+                "latent.png", "manifold.png", "elbo_terms.png", "denoising.png", "energy.png", "filters.png",
+                "density.png")
+# Any of these makes a folder "hold a run".
+RUN_MARKERS = ("spec.toml", "metrics.jsonl", "checkpoint.npz", "summary.json")
+
+
+class RunDirError(UserError, ValueError):
+    """A run directory that cannot be used: a bad path, held by another process, or holding
+    another run. One message; the CLI exits 2."""
+
+
+def check_path(run_dir) -> Path:
+    text = os.fspath(run_dir)
+    if "\0" in text:
+        raise RunDirError(f"run directory {text!r}: the name contains a NUL byte")
+    if not text.strip():
+        raise RunDirError("run directory: the name is empty")
+    path = Path(text)
+    try:
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"run directory {path}: exists and is not a directory")
+    except OSError as exc:
+        raise RunDirError(f"run directory {path}: cannot be used ({exc.strerror or exc})") from None
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+class RunLock:
+    """The lock of one run directory, held from `acquire` to `release`."""
+
+    def __init__(self, run_dir: Path, created: bool):
+        self.run_dir = run_dir
+        self.path = run_dir / LOCK_NAME
+        self.created = created  # this run made the folder: removed again if left empty
+        self.token = ""
+
+    def _create(self) -> bool:
+        """Create the lock file atomically; False when it exists already."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise RunDirError(f"run directory {self.run_dir}: cannot write there ({exc.strerror or exc})") from None
+        self.token = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.token + "\n")
+        return True
+
+    def _owner(self) -> tuple[dict | None, str]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None, ""
+        except OSError as exc:
+            raise RunDirError(f"{self.path}: cannot read the lock ({exc.strerror or exc})") from None
+        try:
+            owner = json.loads(text)
+            if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+                raise ValueError
+        except ValueError:
+            owner = {}
+        return owner, text
+
+    def acquire(self, log=print) -> "RunLock":
+        for _ in range(5):
+            if self._create():
+                return self
+            owner, text = self._owner()
+            if owner is None:  # released meanwhile: try again
+                continue
+            host = socket.gethostname()
+            if not owner:
+                try:
+                    age = time.time() - self.path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age < 10:  # being written by a run that is starting this instant
+                    raise RunDirError(f"{self.run_dir} is in use by another gengraph run that is starting "
+                                      f"(lock {self.path}); choose another --out")
+            elif owner.get("host") != host:
+                raise RunDirError(f"{self.run_dir} is in use by a gengraph run on host {owner.get('host')} "
+                                  f"(PID {owner['pid']}); if that run is gone, delete {self.path}")
+            elif _pid_alive(owner["pid"]):
+                raise RunDirError(f"{self.run_dir} is in use by another gengraph run (PID {owner['pid']}, "
+                                  f"started {owner.get('started', '?')}); wait for it to end or choose another --out "
+                                  f"(if no gengraph run works there, delete {self.path})")
+            # stale: move it aside under a unique name, and check it was the one judged stale
+            aside = self.path.with_name(f".{LOCK_NAME}.stale.{os.getpid()}")
+            try:
+                os.replace(self.path, aside)
+            except FileNotFoundError:
+                continue
+            moved = aside.read_text()
+            if moved != text:  # another run took the lock over in between: put it back, refuse
+                with contextlib.suppress(OSError):
+                    os.link(aside, self.path)
+                aside.unlink(missing_ok=True)
+                raise RunDirError(f"{self.run_dir} is in use by another gengraph run (lock {self.path})")
+            aside.unlink(missing_ok=True)
+            what = f"PID {owner['pid']} is not running" if owner else "it was left empty"
+            log(f"note: took over the stale lock {self.path} ({what})")
+        raise RunDirError(f"{self.run_dir}: could not take the lock {self.path}")
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.token and self.path.read_text().strip() == self.token:
+                self.path.unlink()
+        self.token = ""
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()  # only if empty: a run that failed before writing anything
+
+
+def open_run_dir(run_dir, log=print) -> RunLock:
+    """Check the path, create the folder, take its lock."""
+    path = check_path(run_dir)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"run directory {path}: cannot create it ({exc.strerror or exc})") from None
+    return RunLock(path, created).acquire(log)
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """The files of a run that gengraph wrote into run_dir (empty: no run there)."""
+    if not any((run_dir / name).exists() for name in RUN_MARKERS):
+        return []
+    names = list(RUN_FILES) + list(PLUGIN_FILES) + _manifest(run_dir)
+    return [n for n in dict.fromkeys(names) if (run_dir / n).is_file()]
+
+
+def _manifest(run_dir: Path) -> list[str]:
+    try:
+        names = json.loads((run_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..")] \
+        if isinstance(names, list) else []
+
+
+def write_manifest(run_dir: Path, names) -> None:
+    names = sorted(set(names) | set(_manifest(run_dir)))
+    atomic_write(run_dir / MANIFEST, json.dumps(names, indent=1) + "\n")
+
+
+def clear_run_files(run_dir: Path) -> list[str]:
+    """Remove the files an earlier run wrote (and their half-written temporaries); user files stay."""
+    names = run_files(run_dir)
+    for n in names:
+        (run_dir / n).unlink(missing_ok=True)
+    ours = set(RUN_FILES) | set(PLUGIN_FILES) | set(names)
+    for tmp in run_dir.glob(".*.tmp"):
+        if any(tmp.name.startswith(f".{n}.") for n in ours):
+            tmp.unlink(missing_ok=True)
+    return names
+
+
+def refuse_if_taken(run_dir: Path) -> None:
+    found = run_files(run_dir)
+    if found:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise RunDirError(f"{run_dir} holds another run ({shown}); pass --overwrite to replace it, "
+                          f"or --resume {run_dir} to continue it")
+

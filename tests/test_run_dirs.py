@@ -1,0 +1,514 @@
+"""A run directory belongs to one run: refusal and --overwrite, the lock, --resume's limits,
+damaged files, signals in every phase, and paths that cannot be run directories."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+from gengraph.plugins.run.checkpoint import read_checkpoint
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.run.rundir import LOCK_NAME
+from gengraph.plugins.run.runner import RunInterrupted, Trainer, build, execute
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """spec_version = 1
+[run]
+name = "tiny"
+[data]
+source = "linear"
+n = 60
+[model]
+kind = "mlp"
+layers = [{ units = 4, activation = "tanh" }]
+[train]
+epochs = 2
+batch_size = 16
+[output]
+plots = false
+"""
+
+OLS = """spec_version = 1
+[data]
+source = "franke"
+n = 100
+[model]
+kind = "regression"
+method = "ols"
+degree = 2
+[output]
+plots = false
+"""
+
+# A model kind whose build or report waits (GG_SLOW = "import" | "build" | "report"), writing
+# GG_MARK first, so that a test can send a signal in exactly that phase.
+SLOW_PLUGIN = '''
+import os, time
+from pathlib import Path
+from gengraph.plugins.models.mlp import MLP
+
+def _wait(phase):
+    if os.environ.get("GG_SLOW") == phase:
+        Path(os.environ["GG_MARK"]).write_text(phase)
+        time.sleep(60)
+
+_wait("import")
+
+class SlowMLP(MLP):
+    kind = "slowmlp"
+
+    def build(self, *a, **k):
+        _wait("build")
+        return super().build(*a, **k)
+
+    def report(self, *a, **k):
+        _wait("report")
+        return super().report(*a, **k)
+
+plugin = SlowMLP()
+'''
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tiny(tmp_path, text=TINY):
+    p = tmp_path / "tiny.toml"
+    p.write_text(text)
+    return p
+
+
+def snapshot(d: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+_TEMPLATE = {}
+
+
+def finished_run(tmp_path, *sets, text=TINY):
+    """A finished run in tmp_path/run (the plain TINY one is made once and copied)."""
+    out = tmp_path / "run"
+    if not sets and text == TINY and "run" in _TEMPLATE:
+        shutil.copytree(_TEMPLATE["run"], out)
+        tiny(tmp_path, text)
+        return out
+    result = invoke("run", tiny(tmp_path, text), "--out", out, "-q", *sum((["--set", s] for s in sets), []))
+    assert result.exit_code == 0, result.output
+    if not sets and text == TINY:
+        _TEMPLATE["run"] = tmp_path / "template"
+        shutil.copytree(out, _TEMPLATE["run"])
+    return out
+
+
+def ok_no_traceback(result, code):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+
+
+# --- item 2: a run directory holds one run ------------------------------------------------------
+
+def test_a_second_run_into_a_run_directory_is_refused_and_changes_nothing(tmp_path):
+    out = finished_run(tmp_path)
+    before = snapshot(out)
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--set", "train.epochs=1")
+    ok_no_traceback(result, 2)
+    assert f"{out} holds another run" in result.output
+    assert "--overwrite" in result.output and f"--resume {out}" in result.output
+    assert snapshot(out) == before
+
+
+def test_overwrite_replaces_the_run_files_and_keeps_the_users(tmp_path):
+    out = finished_run(tmp_path)
+    (out / "notes.txt").write_text("mine")
+    (out / "my_plot.png").write_bytes(b"png")
+    (out / "model.npy").write_bytes(b"x")
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--overwrite", "--set", "train.epochs=1")
+    ok_no_traceback(result, 0)
+    assert "removed the earlier run's files" in result.output
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "my_plot.png").read_bytes() == b"png" and (out / "model.npy").read_bytes() == b"x"
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_overwrite_removes_the_plugin_files_the_manifest_names(tmp_path):
+    out = finished_run(tmp_path, "output.plots=true")
+    names = json.loads((out / "files.json").read_text())
+    assert "fit.png" in names  # the mlp's regression plot, recorded through ctx.path
+    json.dump(names + ["custom_plot.png"], open(out / "files.json", "w"))
+    (out / "custom_plot.png").write_bytes(b"old")
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--overwrite", "--set", "output.plots=false")
+    ok_no_traceback(result, 0)
+    assert not (out / "custom_plot.png").exists() and not (out / "fit.png").exists()
+
+
+def test_an_empty_folder_or_one_with_only_user_files_is_fine(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "README").write_text("my notes")
+    ok_no_traceback(invoke("run", tiny(tmp_path), "--out", out, "-q"), 0)
+    assert (out / "README").read_text() == "my notes" and (out / "summary.json").exists()
+
+
+def test_resume_and_overwrite_together_is_a_usage_error(tmp_path):
+    out = finished_run(tmp_path)
+    result = invoke("run", "--resume", out, "--overwrite", "-q")
+    ok_no_traceback(result, 2)
+    assert "--overwrite" in result.output
+
+
+def test_the_python_api_refuses_too(tmp_path):
+    out = finished_run(tmp_path)
+    from gengraph.plugins.run.rundir import RunDirError
+
+    with pytest.raises(RunDirError, match="holds another run"):
+        execute(load(tiny(tmp_path)), out, log=lambda *a: None)
+    execute(load(tiny(tmp_path), ["train.epochs=1"]), out, overwrite=True, log=lambda *a: None)
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+
+
+# --- item 4: --resume changes only what cannot rewrite the past ----------------------------------
+
+@pytest.mark.parametrize("sets, key", [
+    (["run.seed=7"], "run.seed"),
+    (["data.test_fraction=0.5"], "data.test_fraction"),
+    (["model.layers[0].units=8"], "model.layers[0].units"),
+    (["train.optimizer.lr=0.5"], "train.optimizer.lr"),
+])
+def test_resume_refuses_keys_that_rewrite_the_past_and_writes_nothing(tmp_path, sets, key):
+    out = finished_run(tmp_path)
+    before = snapshot(out)
+    result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=4", *sum((["--set", s] for s in sets), []))
+    ok_no_traceback(result, 2)
+    assert f"--resume cannot change {key}" in result.output
+    assert "train.epochs, output.*" in result.output
+    assert snapshot(out) == before
+    # a later plain resume still works: the failed one rewrote nothing
+    result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=3")
+    ok_no_traceback(result, 0)
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 3
+
+
+def test_resume_may_change_epochs_and_output(tmp_path):
+    out = finished_run(tmp_path)
+    result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=3", "--set", "output.checkpoint_every=1",
+                    "--set", "output.plots=false", "--set", "run.threads=2")
+    ok_no_traceback(result, 0)
+    assert json.loads((out / "checkpoint.json").read_text())["state"]["epoch"] == 3
+
+
+def test_resume_cannot_untrain_and_a_finished_run_has_nothing_to_resume(tmp_path):
+    out = finished_run(tmp_path, "train.epochs=3")
+    before = snapshot(out)
+    result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=1")
+    ok_no_traceback(result, 2)
+    assert "already trained 3 epochs" in result.output and "cannot un-train" in result.output
+    result = invoke("run", "--resume", out, "-q")
+    ok_no_traceback(result, 2)
+    assert "nothing to resume" in result.output and "train.epochs=N with N > 3" in result.output
+    assert snapshot(out) == before
+
+
+def test_resume_of_a_closed_form_fit_says_there_is_nothing_to_resume(tmp_path):
+    out = finished_run(tmp_path, text=OLS)
+    before = snapshot(out)
+    result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=50")
+    ok_no_traceback(result, 2)
+    assert "nothing to resume" in result.output and "closed form" in result.output
+    assert snapshot(out) == before
+
+
+def test_resume_where_there_is_no_run(tmp_path):
+    result = invoke("run", "--resume", tmp_path / "none", "-q")
+    ok_no_traceback(result, 2)
+    assert "nothing to resume" in result.output
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    a = finished_run(tmp_path)
+    b = tmp_path / "b"
+    ok_no_traceback(invoke("run", tiny(tmp_path), "--out", b, "-q", "--set", "run.seed=3"), 0)
+    (a / "checkpoint.npz").write_bytes((b / "checkpoint.npz").read_bytes())
+    before = snapshot(a)
+    result = invoke("run", "--resume", a, "-q", "--set", "train.epochs=3")
+    ok_no_traceback(result, 2)
+    assert "belongs to a run with another spec" in result.output and "run.seed = 3 in the checkpoint, 0 now" in result.output
+    assert snapshot(a) == before
+
+
+# --- item 13: damaged files are one clear error, and nothing is rewritten -------------------------
+
+def _rewrite_checkpoint(out, edit):
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["__meta__"].tobytes().decode())
+    edit(arrays, meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(out / "checkpoint.npz", **arrays)
+
+
+def _set(path, value):
+    def edit(arrays, meta):
+        *parents, last = path
+        d = meta
+        for p in parents:
+            d = d[p]
+        if value is KeyError:
+            del d[last]
+        else:
+            d[last] = value
+    return edit
+
+
+W = "param/hidden/dense0/W"
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda out: (out / "checkpoint.npz").write_bytes((out / "checkpoint.npz").read_bytes()[:300]),
+     "damaged or truncated"),
+    (lambda out: (out / "checkpoint.npz").write_bytes(b""), "not a loadable checkpoint"),
+    (lambda out: _rewrite_checkpoint(out, _set(["rng"], KeyError)), 'damaged metadata ("rng" missing'),
+    (lambda out: _rewrite_checkpoint(out, _set(["state", "epoch"], "two")), "state.epoch"),
+    (lambda out: _rewrite_checkpoint(out, _set(["state", "surprise"], 1)), "state keys"),
+    (lambda out: _rewrite_checkpoint(out, _set(["rng", "bit_generator"], "MT19937")), "rng is not a PCG64 state"),
+    (lambda out: _rewrite_checkpoint(out, _set(["rng", "state"], {"state": "x"})), "rng is not a PCG64 state"),
+    (lambda out: _rewrite_checkpoint(out, _set(["streams"], {"0": {"bit_generator": "PCG64"}})), "streams.0"),
+    (lambda out: _rewrite_checkpoint(out, _set(["spec", "run", "seed"], 5)), "does not match its fingerprint"),
+    (lambda out: _rewrite_checkpoint(out, _set(["format"], 1)), "checkpoint format 1"),
+    (lambda out: _rewrite_checkpoint(out, lambda a, m: a.update({W: np.full(a[W].shape, "x")})), "dtype <U1"),
+    (lambda out: _rewrite_checkpoint(out, lambda a, m: a.update({W: np.full(a[W].shape, np.nan)})), "non-finite"),
+    (lambda out: (out / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n'),
+     "metrics.jsonl:2: damaged line"),
+    (lambda out: (out / "metrics.jsonl").write_bytes(b"\xff\xfe\n"), "metrics.jsonl: cannot be read"),
+])
+def test_a_damaged_run_directory_is_one_clear_error_and_is_not_rewritten(tmp_path, damage, words):
+    out = finished_run(tmp_path)
+    damage(out)
+    before = snapshot(out)
+    result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=3")
+    ok_no_traceback(result, 2)
+    assert words in result.output
+    assert result.output.count("\n") <= 2
+    assert snapshot(out) == before
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_note(tmp_path):
+    out = finished_run(tmp_path, "train.epochs=1")
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 2, "step": 8, "train_lo')  # killed while appending
+    result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=2")
+    ok_no_traceback(result, 0)
+    assert "dropped the partial last line" in result.output
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+# --- item 3: the lock ------------------------------------------------------------------------------
+
+def _write_lock(out, pid):
+    out.mkdir(parents=True, exist_ok=True)
+    import socket
+
+    (out / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "then"}))
+
+
+def test_a_live_lock_refuses_the_run_and_names_the_pid(tmp_path):
+    out = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(out, child.pid)
+        lock = (out / LOCK_NAME).read_text()
+        result = invoke("run", tiny(tmp_path), "--out", out, "-q")
+        ok_no_traceback(result, 2)
+        assert f"in use by another gengraph run (PID {child.pid}" in result.output
+        assert (out / LOCK_NAME).read_text() == lock and snapshot(out) == {LOCK_NAME: lock.encode()}
+        result = invoke("run", "--resume", out, "-q")  # --resume takes the lock before anything else
+        assert result.exit_code == 2
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_stale_lock_is_taken_over_with_a_note_and_released(tmp_path):
+    out = tmp_path / "run"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _write_lock(out, dead.pid)
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q")
+    ok_no_traceback(result, 0)
+    assert f"took over the stale lock {out / LOCK_NAME} (PID {dead.pid} is not running)" in result.output
+    assert not (out / LOCK_NAME).exists() and (out / "summary.json").exists()
+
+
+def test_the_lock_is_released_when_a_run_fails(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--set", "model.loss=\"bce\"")
+    assert result.exit_code == 2
+    assert not out.exists()  # made for this run, left empty: removed again
+    out.mkdir()
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--set", "model.loss=\"bce\"")
+    assert result.exit_code == 2 and out.exists() and list(out.iterdir()) == []
+
+
+# --- item 6: signals --------------------------------------------------------------------------------
+
+def _gengraph(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "gengraph", "run", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def _wait_for(proc, ready, what):
+    deadline = time.time() + 90
+    while not ready():
+        assert time.time() < deadline and proc.poll() is None, (what, proc.communicate())
+        time.sleep(0.05)
+
+
+def _metrics_started(out):
+    return lambda: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 1
+
+
+SLOW = ["--set", "train.epochs=100000", "--set", "data.n=2000"]
+
+
+def test_sigterm_checkpoints_exits_143_and_a_second_process_is_refused_meanwhile(tmp_path):
+    out = tmp_path / "run"
+    proc = _gengraph(tiny(tmp_path), "--out", out, "-q", *SLOW)  # checkpoint_every = 0: only at the end
+    _wait_for(proc, _metrics_started(out), "first metrics line")
+    second = invoke("run", tiny(tmp_path), "--out", out, "-q")
+    ok_no_traceback(second, 2)
+    assert f"PID {proc.pid}" in second.output
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert f"interrupted by SIGTERM; checkpoint written to {out / 'checkpoint.npz'}" in err
+    assert f"continue with: gengraph run --resume {out}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / LOCK_NAME).exists()
+    step = json.loads((out / "checkpoint.json").read_text())["state"]["step"]
+    assert step > 0
+    epoch = json.loads((out / "checkpoint.json").read_text())["state"]["epoch"]
+    result = invoke("run", "--resume", out, "-q", "--set", f"train.epochs={epoch + 1}")
+    ok_no_traceback(result, 0)
+    assert json.loads((out / "summary.json").read_text())["epochs"] == epoch + 1
+
+
+def test_two_quick_sigints_still_leave_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = _gengraph(tiny(tmp_path), "--out", out, "-q", *SLOW)
+    _wait_for(proc, _metrics_started(out), "first metrics line")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # the first has been handled: the second would have stopped at once, leaving nothing
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Aborted" not in err and "Traceback" not in err and "checkpoint written to" in err
+    spec = load(out / "spec.toml")
+    data, plugin, graph, model = build(spec.data)
+    from gengraph.plugins.run.context import RunContext
+
+    trainer = Trainer(plugin, model, data, spec.data["train"], RunContext(spec.data, None, 0))
+    trainer.compile_programs()
+    assert read_checkpoint(out / "checkpoint.npz", trainer)["state"]["step"] > 0
+
+
+def test_a_second_sigint_while_the_checkpoint_is_written_waits_for_it(tmp_path, monkeypatch):
+    import gengraph.plugins.run.checkpoint as ckpt
+
+    real = ckpt.save_npz
+    calls = []
+
+    def save_npz_interrupted(path, arrays):
+        calls.append(path)
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the checkpoint is being written
+        time.sleep(0.05)
+        real(path, arrays)
+
+    monkeypatch.setattr(ckpt, "save_npz", save_npz_interrupted)
+
+    def first_ctrl_c(trainer, loss):
+        if trainer.state.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted) as info:
+        execute(load(tiny(tmp_path), SLOW[1::2]), out, on_step=first_ctrl_c, log=lambda *a: None)
+    assert info.value.exit_code == 130 and info.value.checkpoint == out / "checkpoint.npz" and len(calls) == 1
+    meta = json.loads((out / "checkpoint.json").read_text())
+    assert meta["state"]["step"] == 5
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as z:
+        assert W in z.files and np.all(np.isfinite(z[W]))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+@pytest.mark.parametrize("phase, signum, words", [
+    ("import", signal.SIGINT, "interrupted by SIGINT"),
+    ("build", signal.SIGINT, "interrupted by SIGINT before training began; nothing was saved"),
+    ("report", signal.SIGTERM, "interrupted by SIGTERM while writing the report; training is finished"),
+])
+def test_signals_during_startup_and_report(tmp_path, phase, signum, words):
+    plugin = tmp_path / "slow_plugin.py"
+    plugin.write_text(SLOW_PLUGIN)
+    spec = tiny(tmp_path, TINY.replace('kind = "mlp"', 'kind = "slowmlp"'))
+    out, mark = tmp_path / "run", tmp_path / "mark"
+    proc = _gengraph(spec, "--out", out, "-q", "--plugin", plugin, env={"GG_SLOW": phase, "GG_MARK": str(mark)})
+    _wait_for(proc, mark.exists, f"{phase} phase")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert words in err and "Traceback" not in err and "Aborted" not in err
+    if phase != "report":
+        assert not out.exists()  # nothing of the run was written, the lock is gone
+        return
+    assert not (out / LOCK_NAME).exists() and not (out / "summary.json").exists()
+    result = invoke("run", "--resume", out, "-q", "--plugin", plugin)  # writes the report, trains nothing
+    ok_no_traceback(result, 0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["steps"] == json.loads((out / "checkpoint.json").read_text())[
+        "state"]["step"]
+
+
+# --- item 12 (run directories): paths that cannot hold a run --------------------------------------
+
+def test_out_paths_that_cannot_be_run_directories(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [("/dev/null", "exists and is not a directory"), (afile, "exists and is not a directory"),
+             (afile / "sub", "cannot create it"), ("/proc/self/gengraph", "cannot create it"),
+             ("/proc/self", "cannot write there"), (f"{tmp_path}/a\0b", "contains a NUL byte")]
+    for out, words in cases:
+        for opt in ("--out", "--resume"):
+            result = invoke("run", tiny(tmp_path), opt, out, "-q")
+            ok_no_traceback(result, 2)
+            assert "run directory" in result.output, (out, result.output)
+            if opt == "--out":
+                assert words in result.output, (out, result.output)
+    assert afile.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_place(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        result = invoke("run", tiny(tmp_path), "--out", ro / "run", "-q")
+        ok_no_traceback(result, 2)
+        assert "cannot create it (Permission denied)" in result.output
+    finally:
+        ro.chmod(0o755)

@@ -1,0 +1,60 @@
+"""Valid input whose numbers blow up: the run fails with one clear message (exit 1), writes no
+NaN into JSON, and prints no NumPy warnings; a model without a test split still runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+
+SPECS = Path(__file__).resolve().parents[1] / "specs"
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _strict_json(text):
+    def bad(name):
+        raise AssertionError(f"{name} in JSON")
+    return json.loads(text, parse_constant=bad)
+
+
+def test_non_finite_final_metrics_fail_the_run(tmp_path):
+    out = tmp_path / "r"
+    r = invoke("run", SPECS / "ols_franke.toml", "--set", "data.noise=1e300", "--out", out, "-q")
+    assert r.exit_code == 1
+    assert "run failed: final metrics are not finite: test_loss = inf, test_mse = inf, test_r2 = nan" in r.output
+    assert "RuntimeWarning" not in r.output and "Traceback" not in r.output
+    summary = _strict_json((out / "summary.json").read_text())  # no NaN/Infinity tokens
+    assert summary["test_mse"] is None and summary["test_r2"] is None
+
+
+def test_json_writers_never_emit_nan():
+    from gengraph.plugins.blocks.files import dumps_json
+
+    text = dumps_json({"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": np.array([1.0, -np.inf])})
+    assert _strict_json(text) == {"a": None, "b": [None, 1.5], "c": [1.0, None]}
+
+
+def test_lbfgs_overflow_is_a_failed_run(tmp_path):
+    r = invoke("run", SPECS / "regression_gd.toml", "--set", "data.noise=1e300", "--out", tmp_path / "r", "-q")
+    assert r.exit_code == 1
+    assert "run failed: L-BFGS: the loss is not finite (check the data's scale)" in r.output
+    assert "Traceback" not in r.output and "FloatingPointError" not in r.output
+
+
+def test_diffusion_without_a_test_split_runs(tmp_path):
+    out = tmp_path / "r"
+    r = invoke("run", SPECS / "diffusion_digits.toml", "--set", "data.test_fraction=0.0", "--set", "train.epochs=1",
+               "--set", "output.plots=false", "--set", "output.samples=4", "--set", "train.batch_size=512",
+               "--out", out, "-q")
+    assert r.exit_code == 0, r.output
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["epochs"] == 1 and not any(k.startswith("test_") for k in summary)
+    assert all(math.isfinite(v) for v in summary.values() if isinstance(v, float))

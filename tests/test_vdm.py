@@ -1,0 +1,177 @@
+"""The continuous-time VDM (diffusion with time = "continuous", plugins/models/vdm.py).
+
+gamma(t) is monotone with the declared end points and its engine derivative is gamma';
+the Monte Carlo estimate of the diffusion term matches a numerical integral of the same
+integrand within its SE; the T-step discrete-time term converges to it; the loss gradient
+(second order through gamma') matches central differences; the spec runs shortened.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gengraph.engine import Graph, compile, grad
+from gengraph.engine.gradcheck import central_differences, compare
+from gengraph.plugins.datasets import Dataset
+from gengraph.plugins.models import diffusion as dfn
+from gengraph.plugins.models import vdm
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.run.runner import execute
+from gengraph.plugins.spec.schema import validate
+
+SPECS = Path(__file__).resolve().parents[1] / "specs"
+
+
+def tiny_vdm(seed=3, **over):
+    cfg = {"time": "continuous", "levels": 3, "symmetric": True, "prediction": "epsilon", "loss": "elbo",
+           "fourier_features": [1, 2], "layers": [{"units": 6, "activation": "tanh"}],
+           "time_embedding": {"kind": "scalar"}, "bound_samples": 2,
+           "schedule": {"kind": "learned_vdm", "T": 8, "units": 3, "gamma_min": -6.0, "gamma_max": 4.0}}
+    cfg.update(over)
+    x = np.random.default_rng(seed).integers(0, 3, size=(6, 2)) / 2.0
+    data = Dataset(x, None, x.copy(), None, "unsupervised")
+    g = Graph(dtype="float64", seed=seed)
+    model = dfn.plugin.build(validate(dfn.plugin.schema, cfg, path="model"), g, data, np.random.default_rng(1))
+    return model, data
+
+
+def integrand(model, x, eps, t):
+    """1/2 gamma'(t) ||eps - eps_hat(z_t, t)||^2 per row of x at times t."""
+    res = model.program("bound_terms").run(x=x, t=np.asarray(t, np.float64), eps=eps, eps0=eps)
+    return np.asarray(res["diffusion"], np.float64)
+
+
+def quadrature(model, x, eps, nodes=200):
+    """Gauss-Legendre integral over t in [0, 1] of the integrand, per row."""
+    u, w = np.polynomial.legendre.leggauss(nodes)
+    t, w = (u + 1) / 2, w / 2
+    return sum(wi * integrand(model, x, eps, np.full(len(x), ti)) for ti, wi in zip(t, w))
+
+
+def test_gamma_is_monotone_with_its_end_points_and_engine_derivative():
+    model, data = tiny_vdm()
+    g = model.graph
+    for trial in range(3):
+        if trial:  # any parameter values: still monotone (positive weights)
+            rng = np.random.default_rng(trial)
+            for p in model.extras["gamma_net"].params[:6]:
+                g.set_value(p, rng.normal(0, 2, size=g.value(p).shape))
+        grid = np.linspace(0.0, 1.0, 2001)
+        gam = vdm.gamma_at(model, grid)
+        assert np.all(np.diff(gam) > 0)
+        np.testing.assert_allclose(gam[[0, -1]], [-6.0, 4.0], rtol=1e-12)
+        # gamma' from the engine's grad vs central differences of gamma
+        t = np.array([0.05, 0.3, 0.5, 0.77, 0.95])
+        x = np.zeros((5, 2))
+        res = model.program("bound_terms").run(x=x, t=t, eps=x, eps0=x)
+        h = 1e-6
+        numeric = (vdm.gamma_at(model, t + h) - vdm.gamma_at(model, t - h)) / (2 * h)
+        np.testing.assert_allclose(res["dgamma"], numeric, rtol=1e-6)
+
+
+def test_monte_carlo_estimate_matches_numerical_integral():
+    model, data = tiny_vdm()
+    rng = np.random.default_rng(0)
+    x1, e1 = data.x_train[:1], rng.standard_normal((1, 2))
+    exact = quadrature(model, x1, e1)[0]
+    n = 4000
+    x, eps = np.repeat(x1, n, 0), np.repeat(e1, n, 0)
+    f = integrand(model, x, eps, rng.uniform(size=n))  # iid t
+    mc, se = f.mean(), f.std(ddof=1) / math.sqrt(n)
+    assert abs(mc - exact) < 4 * se
+    assert se < 0.05 * abs(exact)
+    # low-discrepancy times frac(u + i/n): unbiased, and much closer than the iid SE
+    lds = [integrand(model, x[:64], eps[:64], vdm.low_discrepancy_numpy(rng, 64)).mean() for _ in range(20)]
+    assert abs(np.mean(lds) - exact) < 4 * np.std(lds, ddof=1) / math.sqrt(20) + 1e-12
+    assert np.std(lds, ddof=1) < 0.5 * f.std(ddof=1) / math.sqrt(64)
+
+
+def test_training_times_are_low_discrepancy():
+    model, data = tiny_vdm()
+    prog = compile(model.graph, {"t": model.extras["t_train"]})
+    t = np.sort(np.asarray(prog.run(x=np.zeros((8, 2)))["t"]))
+    assert np.all((t >= 0) & (t < 1))
+    np.testing.assert_allclose(np.diff(t), 1 / 8, atol=1e-12)
+
+
+def test_discrete_time_term_converges_to_the_continuous_one():
+    model, data = tiny_vdm()
+    x = data.x_train
+    eps = np.random.default_rng(5).standard_normal(x.shape)
+    exact = quadrature(model, x, eps)
+    errs = [np.abs(vdm.discrete_diffusion_term(model, x, eps, T) - exact).max() for T in (10, 100, 1000)]
+    # first order in 1/T: expm1(dg) = dg + dg^2/2 + ... and a one-sided Riemann sum
+    assert errs[0] / errs[1] > 5 and errs[1] / errs[2] > 5
+    assert errs[2] < 1e-2 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("level_posterior", [False, True])
+def test_vdm_loss_gradient_matches_finite_differences(level_posterior):
+    model, data = tiny_vdm(level_posterior=level_posterior)
+    g = model.graph
+    prog = compile(g, [model.loss] + grad(model.loss, model.params))
+    for stream in (vdm.EPS_STREAM, vdm.T_STREAM, vdm.EPS0_STREAM):
+        g.streams.rng(stream)
+    state = copy.deepcopy(g.streams.state())
+    x = data.x_train
+
+    def run():
+        g.streams.set_state(copy.deepcopy(state))
+        return prog.run(x=x)
+
+    out = run()
+    assert np.isfinite(out[0])
+    names = set()
+    for p, analytic in zip(model.params, out[1:]):
+        numeric = central_differences(lambda: run()[0], g.values[p.id], eps=1e-6)
+        row = compare(p.label, analytic, numeric, rtol=1e-5, atol=1e-7)
+        assert row.ok, row
+        names.add(p.label)
+    assert {"schedule/gamma_min", "schedule/log_span", "schedule/l2/W"} <= names
+
+
+def test_decoder_is_a_pmf_over_the_levels():
+    model, data = tiny_vdm()
+    z = np.random.default_rng(2).normal(size=(4, 2))
+    probs = np.asarray(model.program("decode").run(z=z)["probs"])
+    assert probs.shape == (4, 2, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-12)
+    # by hand: softmax_k(-(z - a0 v_k)^2 / (2 s0^2)), v = (-1, 0, 1), gamma_0 = -6
+    a0, s2 = math.sqrt(1 / (1 + math.exp(-6.0))), 1 / (1 + math.exp(6.0))
+    logits = -(z[..., None] - a0 * np.array([-1.0, 0.0, 1.0])) ** 2 / (2 * s2)
+    ref = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(probs, ref / ref.sum(-1, keepdims=True), rtol=1e-9, atol=1e-300)
+
+
+def test_config_errors():
+    with pytest.raises(dfn.ModelConfigError, match="learned_vdm"):
+        tiny_vdm(schedule={"kind": "linear", "T": 4})
+    with pytest.raises(dfn.ModelConfigError, match="epsilon"):
+        tiny_vdm(prediction="v")
+
+
+def test_vdm_digits_spec_short_run(tmp_path):
+    s = execute(load(SPECS / "vdm_digits.toml", ["train.epochs=2", "model.bound_samples=3", "model.schedule.T=10",
+                                                 "output.samples=6"]), tmp_path / "vdm")
+    assert math.isfinite(s["test_bpd"]) and 0 < s["test_bpd_se"] < 0.05 * s["test_bpd"]
+    assert s["test_bpd"] == pytest.approx(s["test_nll_bound"] / (64 * math.log(2)), rel=1e-12)
+    assert s["test_nll_bound"] == pytest.approx(s["test_prior_term"] + s["test_reconstruction_term"]
+                                                + s["test_diffusion_term"], rel=1e-9)
+    assert s["baseline_histogram_bpd"] == pytest.approx(2.4176, abs=1e-4)
+    assert s["log_snr_0"] > s["log_snr_1"]
+    samples = np.load(tmp_path / "vdm" / "samples.npy", allow_pickle=False)
+    assert samples.shape == (6, 64) and np.all(np.isin(samples, np.arange(17)))
+
+
+def test_level_posterior_denoiser_is_exact_at_low_noise():
+    model, data = tiny_vdm(level_posterior=True, schedule={"kind": "learned_vdm", "T": 8, "units": 3,
+                                                          "gamma_min": -14.0, "gamma_max": 4.0})
+    x = data.x_train
+    eps = np.random.default_rng(0).standard_normal(x.shape)
+    res = model.program("bound_terms").run(x=x, t=np.zeros(len(x)), eps=eps, eps0=eps)
+    assert np.max(res["sq"]) < 1e-6  # sigma_0 = 1e-3: each pixel's level is certain, eps_hat = eps
