@@ -212,7 +212,7 @@ class VAEWorkload(Workload):
     name = "vae"
     desc = ("VAE 64-128-(2x16) / 16-128-64 ReLU, Bernoulli likelihood (BCE with logits; the spec with "
             "model.likelihood={kind=\"bernoulli\"}), analytic KL, "
-            "1 sample, Adam lr 1e-3, batch 128, digits scaled to [0, 1] (specs/vae_digits.toml)")
+            "1 sample, Adam (the spec's lr), batch 128, digits scaled to [0, 1] (specs/vae_digits.toml)")
 
     def build_gg(self, dtype):
         return G.build_vae(str(dtype))
