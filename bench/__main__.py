@@ -1,13 +1,16 @@
-"""`python -m bench`: the whole benchmark, results in bench/results.json and bench/README.md.
+"""`python -m bench`: the whole benchmark; results in a folder of your choice (default bench-results/).
 
-    python -m bench            # full run (a few minutes on 2 cores)
-    python -m bench --quick    # fewer repetitions (about a minute)
+    python -m bench                    # full run -> bench-results/results.json + results.md
+    python -m bench --quick --out DIR  # fewer repetitions, results in DIR
+    python -m bench --grid             # + the MLP batch x width grid vs hand-NumPy (1 thread)
 
 One fresh subprocess per thread setting (1 and 2; OMP/OPENBLAS/MKL_NUM_THREADS are set
-before NumPy loads, torch.set_num_threads too) runs bench.suite: dispatch cost, the three
-workloads and DDPM sampling, timed alternately. The 1-thread process also times
-compilation of every spec and profiles each gengraph train_step. Peak memory is measured
-in one fresh subprocess per (workload, framework) with 1 thread (bench.memory).
+before NumPy loads, torch.set_num_threads too, XLA's thread pool off at 1 thread) runs
+bench.suite: dispatch cost, the three workloads and DDPM sampling, gengraph vs hand-NumPy,
+PyTorch (default, fused Adam, torch.compile) and JAX jit, timed alternately. The 1-thread
+process also times compilation of every spec and profiles each gengraph train_step. Memory
+is measured in one fresh subprocess per (workload, framework) with 1 thread (bench.memory).
+Nothing tracked is rewritten unless --readme FILE is given.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FRAMEWORKS = ("gengraph", "numpy", "torch")
+FRAMEWORKS = ("gengraph", "numpy", "torch", "jax")
 
 
 def _py(args, threads, log=True):
@@ -51,11 +54,17 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
     ap.add_argument("--threads", default="1,2", help="thread settings, comma-separated (default 1,2)")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    ap.add_argument("--no-jax", action="store_true", help="leave JAX out even if installed")
+    ap.add_argument("--no-torch-compile", action="store_true", help="leave out the torch.compile row")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    ap.add_argument("--out", default=str(HERE / "results.json"))
-    ap.add_argument("--readme", default=str(HERE / "README.md"), help="README whose results section is rewritten "
-                    "('' to leave it alone)")
+    ap.add_argument("--grid", action="store_true", help="also the MLP batch x width grid vs hand-NumPy (1 thread)")
+    ap.add_argument("--out", default="bench-results", help="folder for results.json and results.md "
+                    "(default bench-results/, created if missing)")
+    ap.add_argument("--readme", default="", help="also rewrite the results section of this README (e.g. "
+                    "bench/README.md); default: leave every tracked file alone")
     a = ap.parse_args(argv)
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     command = "python -m bench" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
     threads = [int(t) for t in a.threads.split(",")]
@@ -67,7 +76,8 @@ def main(argv=None):
             print(f"[bench] suite, {n} thread(s)", flush=True)
             out = tmp / f"suite{n}.json"
             args = ["bench.suite", "--json", str(out)] + (["--quick"] if a.quick else []) + \
-                (["--no-torch"] if a.no_torch else []) + (["--extras"] if n == threads[0] else [])
+                (["--no-torch"] if a.no_torch else []) + (["--no-jax"] if a.no_jax else []) + \
+                (["--no-torch-compile"] if a.no_torch_compile else []) + (["--extras"] if n == threads[0] else [])
             _check(_py(args, n), f"bench.suite with {n} thread(s)")
             suite = json.loads(out.read_text())
             results["machine"] = results.get("machine") or suite.pop("machine")
@@ -76,25 +86,32 @@ def main(argv=None):
                 if key in suite:
                     results[key] = suite.pop(key)
             results["threads"][str(n)] = suite
+        if a.grid:
+            print("[bench] MLP grid, 1 thread", flush=True)
+            gout = tmp / "grid.json"
+            _check(_py(["bench.grid", "--json", str(gout)] + (["--quick"] if a.quick else []), 1), "bench.grid")
+            results["grid"] = json.loads(gout.read_text())
         if not a.no_memory:
             print("[bench] peak memory, one process per workload and framework (1 thread)", flush=True)
-            results["memory"] = memory(tmp, a.quick, a.no_torch)
+            results["memory"] = memory(tmp, a.quick, a.no_torch, a.no_jax)
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    Path(a.out).write_text(json.dumps(results, indent=1, default=str) + "\n")
-    from .report import summary_lines, update_readme
+    from .report import summary_lines, tables, update_readme
 
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (out_dir / "results.md").write_text(tables(results) + "\n")
     print("\n".join(summary_lines(results)))
+    print(f"[bench] wrote {out_dir / 'results.json'} and {out_dir / 'results.md'} ({results['seconds']:.0f} s)")
     if a.readme:
         update_readme(Path(a.readme), results)
-        print(f"[bench] wrote {a.out} and the results section of {a.readme} ({results['seconds']:.0f} s)")
-    else:
-        print(f"[bench] wrote {a.out} ({results['seconds']:.0f} s)")
+        print(f"[bench] rewrote the results section of {a.readme}")
 
 
-def memory(tmp: Path, quick: bool, no_torch: bool) -> dict:
-    out = {"method": "fresh subprocess per framework; rss_peak = getrusage ru_maxrss; rss_import = RSS after "
-                     "importing the framework; rss_training = rss_peak - rss_import; traced_step_peak = "
-                     "tracemalloc peak over 20 steps (NumPy-side allocations; not available for torch). MiB.",
+def memory(tmp: Path, quick: bool, no_torch: bool, no_jax: bool = False) -> dict:
+    out = {"method": "fresh subprocess per framework, same .npz data for all; rss_import = what importing the "
+                     "framework added; rss_setup = model, optimizer state and batches; rss_training = peak RSS "
+                     "during the steps (VmHWM reset before them) minus the level before them; rss_peak = ru_maxrss "
+                     "of the process; traced_step_peak = tracemalloc peak over 20 steps (NumPy-side allocations; "
+                     "not available for torch and jax). MiB.",
            "steps": 100 if quick else 300}
     prep = _py(["bench.memory_prepare", "--data", str(tmp)], 1)
     _check(prep, "bench.memory_prepare")
@@ -104,7 +121,7 @@ def memory(tmp: Path, quick: bool, no_torch: bool) -> dict:
             continue
         out[w] = {}
         for f in FRAMEWORKS:
-            if f == "torch" and no_torch:
+            if (f == "torch" and no_torch) or (f == "jax" and no_jax):
                 continue
             p = _py(["bench.memory", "--workload", w, "--framework", f, "--data", str(tmp),
                      "--steps", str(out["steps"])], 1)

@@ -36,26 +36,35 @@ def load_torch(threads: int | None = None, enabled: bool = True):
     return torch
 
 
-def interleaved(fns: dict, reps: int, block: int, warmup: int = 1) -> dict:
+def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | None = None) -> dict:
     """Time each callable alternately (A, B, C, A, B, C, ...): `reps` rounds of `block` calls.
 
     fns: name -> callable(i) doing one step on batch i. Returns name -> list of seconds per
     call, one entry per round (warm-up rounds excluded). The batch index advances the same
-    way for every framework, so all do the same work.
+    way for every framework, so all do the same work. With `cpu` (a dict), the process CPU time
+    per call (time.process_time: every thread of the process, not time spent waiting for a core
+    that other processes hold) is recorded there the same way: on a shared machine it is the
+    steadier measure of the work done (at one thread it is the step's time without the waiting).
     """
     times = {k: [] for k in fns}
+    if cpu is not None:
+        cpu.update({k: [] for k in fns})
     gc.collect()
     counters = {k: 0 for k in fns}
     for r in range(warmup + reps):
         for name, fn in fns.items():
             i0 = counters[name]
+            c0 = time.process_time()
             t0 = time.perf_counter()
             for i in range(i0, i0 + block):
                 fn(i)
             dt = time.perf_counter() - t0
+            dc = time.process_time() - c0
             counters[name] = i0 + block
             if r >= warmup:
                 times[name].append(dt / block)
+                if cpu is not None:
+                    cpu[name].append(dc / block)
     return times
 
 
@@ -98,6 +107,12 @@ def machine() -> dict:
         info["torch"] = torch.__version__
     except ImportError:
         info["torch"] = None
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+    except ImportError:
+        info["jax"] = None
     try:
         import gengraph
 

@@ -19,6 +19,8 @@ def pin(n: int) -> int:
     for var in THREAD_VARS:
         os.environ[var] = str(n)
     os.environ["GENGRAPH_BENCH_THREADS"] = str(n)
+    if n == 1 and "XLA_FLAGS" not in os.environ:  # JAX: XLA's CPU backend runs its Eigen ops on one thread
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     return n
 
 

@@ -159,7 +159,8 @@ def build_vae(dtype="float32") -> GG:
     if plugin_available("vae") is None and (SPECS / "vae_digits.toml").exists():
         from gengraph.plugins.run.runner import build
 
-        spec = _spec("vae_digits.toml", dtype, [f"train.batch_size={VAE_BATCH}"])
+        # the Bernoulli likelihood that bench/numpy_vae.py mirrors (the shipped spec now uses 17-level categorical)
+        spec = _spec("vae_digits.toml", dtype, [f"train.batch_size={VAE_BATCH}", 'model.likelihood={ kind = "bernoulli" }'])
         data, plugin, graph, model = build(spec)
         tr = Trainer(plugin, model, data, spec["train"], RunContext(spec, None, spec["run"]["seed"]))
         progs = tr.compile_programs()

@@ -5,18 +5,23 @@
 The parent (``python -m bench``) first writes, per workload, the initial parameters, the
 mini-batches and the Adam settings to an .npz (``prepare``), so the NumPy and PyTorch
 processes need not import gengraph. Each measuring process then imports only its framework,
-loads its model and runs `steps` training steps. Reported, in MiB:
+builds its model from the .npz (same initial parameters, same batches: one data path for
+all) and runs `steps` training steps. Reported, in MiB, like for like:
 
-* ``rss_peak``   -- resource.getrusage(RUSAGE_SELF).ru_maxrss at the end: the whole process
-  (interpreter, libraries, data, model, optimizer state, step temporaries);
-* ``rss_import`` -- resident set size right after importing the framework (before data/model);
-* ``rss_training`` = rss_peak - rss_import: what the training run itself added;
+* ``rss_import``   -- what importing the framework added to the resident set (interpreter and
+  NumPy already loaded): the framework's fixed cost, its own column;
+* ``rss_setup``    -- what building the model, its optimizer state and the batches added;
+* ``rss_training`` -- the peak resident set during the training steps minus the level before
+  them (the peak is reset through /proc/self/clear_refs first): activations, gradients,
+  temporaries and allocator caches of training itself;
+* ``rss_peak``     -- ru_maxrss of the whole process, for reference (dominated by the import);
 * ``traced_step_peak`` -- tracemalloc's peak during 20 further steps minus its level before
-  them: the NumPy-side temporaries of one step (gengraph and NumPy only: PyTorch's CPU
-  allocator is not visible to tracemalloc, so it is None there).
+  them: the NumPy-side temporaries of one step (gengraph and NumPy only: PyTorch's and XLA's
+  allocators are invisible to tracemalloc, so it is None there).
 
-gengraph's process builds its model the way `gengraph run` does (spec -> runner.build ->
-Trainer.compile_programs), data loading and compilation included.
+gengraph's process builds its programs the way `gengraph run` does (spec -> runner.build ->
+Trainer.compile_programs; the spec's own data set is loaded there and counted in setup), then
+takes its parameters and batches from the .npz like the others.
 """
 
 from __future__ import annotations
@@ -48,6 +53,24 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _reset_hwm() -> bool:
+    """Reset the process's peak RSS (VmHWM), Linux >= 4.0; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _hwm_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return _peak_mb()
+
+
 def prepare(workload: str, path: Path, n_batches: int = 50) -> Path:
     """Write init params, batches and settings of a workload (float32) for the measuring processes."""
     import numpy as np
@@ -64,6 +87,10 @@ def prepare(workload: str, path: Path, n_batches: int = 50) -> Path:
     meta = {"workload": workload, "n_params": len(gg.params), "n_batches": len(w.batches),
             "parts": len(w.batches[0]), "adam": gg.adam(table=5000), "monitor": "grad_norm" in w.outputs,
             "seed": gg.graph.seed}
+    if workload == "vae":
+        from .gg_models import VAE_EPS_STREAM
+
+        meta["vae_eps_stream"] = VAE_EPS_STREAM
     if workload == "ddpm":
         info = gg.data
         meta.update(T=info["T"], activation=info["activation"], t_stream=info["t_stream"],
@@ -75,20 +102,25 @@ def prepare(workload: str, path: Path, n_batches: int = 50) -> Path:
 
 
 def measure(workload: str, framework: str, data_dir: Path, steps: int) -> dict:
+    import numpy as np  # noqa: F401  (every framework's process has NumPy before the import measured)
+
+    rss_before = _rss_mb()
     if framework == "torch":
         from ._common import load_torch
 
         torch = load_torch()
         if torch is None:
             return {"error": "torch not installed"}
-    import numpy as np  # noqa: F401
-
-    if framework == "gengraph":
+        from . import torch_models  # noqa: F401
+    elif framework == "gengraph":
         from . import gg_models  # noqa: F401  (gengraph engine + plugins)
     elif framework == "numpy":
         from . import numpy_ddpm, numpy_mlp, numpy_vae  # noqa: F401
     else:
-        from . import torch_models  # noqa: F401
+        try:
+            from . import jax_models  # noqa: F401
+        except ImportError:
+            return {"error": "jax not installed"}
     rss_import = _rss_mb()
 
     z = np.load(Path(data_dir) / f"{workload}.npz", allow_pickle=False)
@@ -98,13 +130,16 @@ def measure(workload: str, framework: str, data_dir: Path, steps: int) -> dict:
     if workload == "ddpm":
         meta["info"] = {"T": meta["T"], "activation": meta["activation"], "steps": [],
                         "tables": {k: z[f"table_{k}"] for k in meta["tables"]}}
-    step = _stepper(workload, framework, init, batches, meta)
+    step = _stepper(workload, framework, init, batches, meta)  # JAX: the step is compiled ahead here
+    rss_setup = _rss_mb()
+    reset = _reset_hwm()
     for i in range(steps):
         step(i)
-    out = {"rss_import": rss_import, "rss_peak": _peak_mb(), "steps": steps}
-    out["rss_training"] = out["rss_peak"] - rss_import
+    peak = _hwm_mb() if reset else _peak_mb()
+    out = {"rss_import": rss_import - rss_before, "rss_setup": rss_setup - rss_import,
+           "rss_training": peak - rss_setup, "rss_peak": _peak_mb(), "steps": steps, "peak_reset": reset}
     out["traced_step_peak"] = None
-    if framework != "torch":
+    if framework in ("gengraph", "numpy"):
         import tracemalloc
 
         tracemalloc.start()
@@ -131,6 +166,8 @@ def _stepper(workload, framework, init, batches, meta):
         from . import gg_models as G
 
         gg = {"mlp": G.build_mlp, "vae": G.build_vae, "ddpm": G.build_ddpm}[workload]("float32")
+        for p, v in zip(gg.params, init):  # the same initial parameters as the others, from the .npz
+            gg.graph.set_value(p, v)
         prog = gg.programs["train_step"]
         names = ["x", "y"] if workload == "mlp" else ["x"]
 
@@ -139,6 +176,26 @@ def _stepper(workload, framework, init, batches, meta):
             return [float(v) for v in out.values()]
 
         return step
+    if framework == "jax":
+        import jax
+
+        from .jax_models import JaxModel
+
+        info = meta.get("info")
+        m = JaxModel(workload, init, adam, grad_norm=mon, info=info)
+        jb = [tuple(jax.device_put(a) for a in b) for b in batches]
+        extra = {"mlp": (), "vae": ((batches[0][0].shape[0], 16),),
+                 "ddpm": ((batches[0][0].shape[0],), (batches[0][0].shape[0], 2))}[workload]
+        m.compile(*jb[0], *(np.zeros(s, np.float32) for s in extra))  # XLA compilation counts as setup
+        if workload == "mlp":
+            return lambda i: m.step(*jb[i % nb])
+        if workload == "vae":
+            rng, B = stream_rng(seed, meta["vae_eps_stream"]), batches[0][0].shape[0]
+            return lambda i: m.step(jb[i % nb][0], rng.standard_normal((B, 16), dtype=np.float32))
+        ru, re_ = stream_rng(seed, meta["t_stream"]), stream_rng(seed, meta["eps_stream"])
+        B = batches[0][0].shape[0]
+        return lambda i: m.step(jb[i % nb][0], ru.random((B,), dtype=np.float32),
+                                re_.standard_normal((B, 2), dtype=np.float32))
     if workload == "mlp":
         if framework == "numpy":
             from .numpy_mlp import NumpyMLP
@@ -153,9 +210,7 @@ def _stepper(workload, framework, init, batches, meta):
         tb = [tuple(torch.from_numpy(a) for a in b) for b in batches]
         return lambda i: m.step(*tb[i % nb])
     if workload == "vae":
-        from .gg_models import VAE_EPS_STREAM
-
-        rng = stream_rng(seed, VAE_EPS_STREAM)
+        rng = stream_rng(seed, meta["vae_eps_stream"])  # no gengraph import in the peers' processes
         B = batches[0][0].shape[0]
         if framework == "numpy":
             from .numpy_vae import NumpyVAE
@@ -198,7 +253,7 @@ def _stepper(workload, framework, init, batches, meta):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--workload", required=True)
-    ap.add_argument("--framework", required=True, choices=["gengraph", "numpy", "torch"])
+    ap.add_argument("--framework", required=True, choices=["gengraph", "numpy", "torch", "jax"])
     ap.add_argument("--data", required=True, help="folder with the prepared <workload>.npz")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)

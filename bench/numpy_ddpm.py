@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numpy_adam import Adam
+from .numpy_adam import Adam, FlatAdam
+from .numpy_mlp import _grad_norm
 
 
 def _sigmoid(a):
@@ -23,9 +24,10 @@ def _sigmoid(a):
 
 
 class NumpyDDPM:
-    def __init__(self, params, info, adam=None, grad_norm=True):
+    def __init__(self, params, info, adam=None, grad_norm=True, flat=True):
         self.params = [np.array(p) for p in params]
-        self.opt = Adam(self.params, **(adam or {}))
+        self.opt = (FlatAdam if flat else Adam)(self.params, **(adam or {}))
+        self.out = getattr(self.opt, "grad_views", None) or [None] * len(self.params)
         self.grad_norm = grad_norm
         dt = self.params[0].dtype
         self.T, self.act = info["T"], info["activation"]
@@ -40,7 +42,7 @@ class NumpyDDPM:
 
     def _dact(self, d, a, s):
         if self.act == "relu":
-            d *= a > 0
+            np.multiply(d, a > 0, out=d)
         else:  # silu' = s (1 + a (1 - s))
             d *= s * (1.0 + a * (1.0 - s))
         return d
@@ -76,15 +78,15 @@ class NumpyDDPM:
         prior = 0.5 * (tab["abar_T"] * (x0 * x0 - 1.0)).sum(axis=1) + 0.5 * D * tab["neg_log_1m_abar_T"]
         nll = np.mean(prior + dt(self.T) * (tab["const"][t] + tab["w"][t] * sq))
         d = diff * dt(2.0 / (D * B))
-        grads = [None] * 8
-        grads[6] = h.T @ d
-        grads[7] = d.sum(axis=0)
+        grads, o = [None] * 8, self.out  # o: the flat gradient's views (FlatAdam), or None
+        grads[6] = np.matmul(h.T, d, out=o[6])
+        grads[7] = d.sum(axis=0, out=o[7])
         d = d @ P[6].T
         for i in (4, 2, 0):
             hin, a, s = cache[i // 2]
             d = self._dact(d, a, s)
-            grads[i] = hin.T @ d
-            grads[i + 1] = d.sum(axis=0)
+            grads[i] = np.matmul(hin.T, d, out=o[i])
+            grads[i + 1] = d.sum(axis=0, out=o[i + 1])
             if i:
                 d = d @ P[i].T
         return mse, {"mse": mse, "nll_bound_mc": nll}, grads
@@ -93,8 +95,8 @@ class NumpyDDPM:
         loss, metrics, grads = self.loss_and_grads(x0, self.t_of(u), eps)
         out = [float(loss)] + [float(v) for v in metrics.values()]
         if self.grad_norm:
-            out.append(float(np.sqrt(sum(np.vdot(g, g) for g in grads))))
-        self.opt.step(grads)
+            out.append(_grad_norm(self.opt, grads))
+        self.opt.step(None if isinstance(self.opt, FlatAdam) else grads)
         return out
 
     def sample(self, n, rng):

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numpy_adam import Adam
+from .numpy_adam import Adam, FlatAdam
+from .numpy_mlp import _grad_norm
 
 
 class NumpyVAE:
-    def __init__(self, params, adam=None, grad_norm=True):
+    def __init__(self, params, adam=None, grad_norm=True, flat=True):
         self.params = [np.array(p) for p in params]
-        self.opt = Adam(self.params, **(adam or {}))
+        self.opt = (FlatAdam if flat else Adam)(self.params, **(adam or {}))
+        self.out = getattr(self.opt, "grad_views", None) or [None] * len(self.params)
         self.grad_norm = grad_norm
 
     def loss_and_grads(self, x, eps):
@@ -48,22 +50,23 @@ class NumpyVAE:
         dlog = 0.5 + 0.5 * np.tanh(0.5 * logits)  # sigmoid(logits)
         dlog -= x
         dlog /= n
-        gW4 = h3.T @ dlog
-        gb4 = dlog.sum(axis=0)
+        o = self.out  # the flat gradient's views (FlatAdam), or None: fresh arrays
+        gW4 = np.matmul(h3.T, dlog, out=o[6])
+        gb4 = dlog.sum(axis=0, out=o[7])
         d = dlog @ W4.T
-        d *= a3 > 0
-        gW3 = z.T @ d
-        gb3 = d.sum(axis=0)
+        np.multiply(d, a3 > 0, out=d)
+        gW3 = np.matmul(z.T, d, out=o[4])
+        gb3 = d.sum(axis=0, out=o[5])
         dz = d @ W3.T
         de = np.empty_like(e)
         np.add(dz, mu / n, out=de[:, :k])  # d mu
         np.multiply(0.5, dz * eps * std + (var - 1.0) / n, out=de[:, k:])  # d logvar
-        gWe = h1.T @ de
-        gbe = de.sum(axis=0)
+        gWe = np.matmul(h1.T, de, out=o[2])
+        gbe = de.sum(axis=0, out=o[3])
         dh = de @ We.T
-        dh *= a1 > 0
-        gW1 = x.T @ dh
-        gb1 = dh.sum(axis=0)
+        np.multiply(dh, a1 > 0, out=dh)
+        gW1 = np.matmul(x.T, dh, out=o[0])
+        gb1 = dh.sum(axis=0, out=o[1])
         grads = [gW1, gb1, gWe, gbe, gW3, gb3, gW4, gb4]
         return loss, {"neg_elbo": loss, "reconstruction": np.mean(rec), "kl": np.mean(kl)}, grads
 
@@ -71,6 +74,6 @@ class NumpyVAE:
         loss, metrics, grads = self.loss_and_grads(x, eps)
         out = [float(loss)] + [float(v) for v in metrics.values()]
         if self.grad_norm:
-            out.append(float(np.sqrt(sum(np.vdot(g, g) for g in grads))))
-        self.opt.step(grads)
+            out.append(_grad_norm(self.opt, grads))
+        self.opt.step(None if isinstance(self.opt, FlatAdam) else grads)
         return out

@@ -56,7 +56,16 @@ def profile(name="mlp", steps=300) -> dict:
     plain_us = statistics.median(plain) * 1e6
     env = prog._fn.__globals__
     ops = [n for n in prog.nodes if not n.is_leaf]
-    originals = {f"k{i}": env[f"k{i}"] for i in range(len(ops))}
+    # kernel name -> node, from the generated source (packs of leaves and elided views call no kernel)
+    import re
+
+    byid = {n.id: n for n in prog.nodes}
+    kernels = []
+    for line in prog.source.splitlines():
+        m = re.match(r"\s+v(\d+) = (k\d+)\(", line)
+        if m:
+            kernels.append((m.group(2), byid[int(m.group(1))]))
+    originals = {k: env[k] for k, _ in kernels}
     per_kernel = collections.defaultdict(list)
     issues = {}
     graph_dtype = prog.graph.dtype
@@ -88,21 +97,21 @@ def profile(name="mlp", steps=300) -> dict:
     per_kernel.clear()
     issues.clear()
     try:
-        for i, n in enumerate(ops):
-            env[f"k{i}"] = wrap(i, n, originals[f"k{i}"])
+        for i, (k, n) in enumerate(kernels):
+            env[k] = wrap(i, n, originals[k])
         for i in range(steps):
             step(i)
     finally:
         env.update(originals)
     by_op = collections.defaultdict(lambda: [0, 0.0])
-    for i, n in enumerate(ops):
+    for i, (_k, n) in enumerate(kernels):
         by_op[n.op][0] += 1
         by_op[n.op][1] += statistics.median(per_kernel[i]) * 1e6  # median call: robust to other load
     kernel_us = sum(v[1] for v in by_op.values())
     # the wrapper's own cost is part of the measured kernel time only partly; report both
     table = sorted(((op, c, us) for op, (c, us) in by_op.items()), key=lambda r: -r[2])
     return {
-        "workload": name, "kernels_per_step": len(ops), "step_us_uninstrumented": plain_us,
+        "workload": name, "kernels_per_step": len(kernels), "step_us_uninstrumented": plain_us,
         "kernel_us_sum": kernel_us, "timer_overhead_us_per_call": timer_us,
         "glue_us_estimate": plain_us - kernel_us,
         "by_op": [{"op": op, "calls": c, "us": round(us, 2), "share": round(us / kernel_us, 4)} for op, c, us in table],

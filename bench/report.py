@@ -10,7 +10,33 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def markers(name="results"):
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-NAMES = {"gengraph": "gengraph", "numpy": "hand-NumPy", "torch": "PyTorch"}
+NAMES = {"gengraph": "gengraph", "numpy": "hand-NumPy", "torch": "PyTorch", "torch_fused": "PyTorch fused",
+         "torch_compile": "PyTorch compile", "jax": "JAX jit"}
+ORDER = ("gengraph", "numpy", "torch", "torch_fused", "torch_compile", "jax")
+
+
+def _present(suites) -> list:
+    """The frameworks that appear in any workload of any thread setting, in ORDER."""
+    seen = set()
+    for suite in suites:
+        for r in suite["workloads"].values():
+            seen.update((r.get("time_per_step") or r.get("time_per_call") or {}).keys())
+    return [k for k in ORDER if k in seen]
+
+
+def standing(res: dict) -> list[str]:
+    """'Where gengraph stands': the ratios of the results tables, per peer, workloads side by side
+    (wall-clock medians, and process-CPU-time medians in parentheses)."""
+    out = ["| threads | peer | " + " | ".join(["mlp", "vae", "ddpm"]) + " |", "| --- | --- | ---: | ---: | ---: |"]
+    for n, suite in res["threads"].items():
+        for k in _present([suite])[1:]:
+            cells = []
+            for w in ("mlp", "vae", "ddpm"):
+                r = suite["workloads"].get(w, {})
+                v, c = r.get("ratios", {}).get(f"gengraph/{k}"), r.get("ratios_cpu", {}).get(f"gengraph/{k}")
+                cells.append("–" if v is None else f"{v:.2f}" + (f" ({c:.2f})" if c is not None else ""))
+            out.append(f"| {n} | gengraph / {NAMES[k]} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _ms(stats, k):
@@ -28,32 +54,56 @@ def tables(res: dict) -> str:
     out = [f"Command: `{res['command']}` — {res['date']}, {res['seconds']:.0f} s.",
            f"Machine: {m.get('cpu', m.get('processor'))}, {m.get('cpus_usable') or m.get('cpu_count')} cores usable; "
            f"Python {m.get('python')}, NumPy {m.get('numpy')} ({m.get('blas', '?')}), "
-           f"PyTorch {m.get('torch') or 'not installed'} (CPU), gengraph {m.get('gengraph')}.",
+           f"PyTorch {m.get('torch') or 'not installed'} (CPU), JAX {m.get('jax') or 'not installed'} (CPU), "
+           f"gengraph {m.get('gengraph')}.",
            "",
            "Median time per training step (ms) over alternating rounds; ratios are gengraph's time divided "
            "by the peer's (< 1: gengraph faster). Loss reached = mean loss over the last round "
-           "(same init, batches and noise for all three).", ""]
+           "(same init, batches and noise for all). PyTorch: default = torch.optim.Adam as constructed by "
+           "default (foreach) + a Python-sum gradient norm; fused = Adam(fused=True) + torch._foreach_norm; "
+           "compile = fused + torch.compile of forward and loss. JAX jit = one jax.jit over the whole step.", ""]
+    fw = _present(res["threads"].values())
+    peers = fw[1:]
     for n, suite in res["threads"].items():
         load = suite.get("loadavg_start"), suite.get("loadavg_end")
         busy = f" (load average {load[0][0]:.1f} at start, {load[1][0]:.1f} at end)" if all(load) else ""
         out += [f"**{n} thread{'s' if n != '1' else ''}**{busy}", "",
-                "| workload | gengraph | hand-NumPy | PyTorch | gengraph / NumPy | gengraph / PyTorch | "
-                "loss reached (gengraph / NumPy / PyTorch) |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+                "| workload | " + " | ".join(f"{NAMES[k]} ms" for k in fw) + " | " +
+                " | ".join(f"gengraph / {NAMES[k]}" for k in peers) + " | loss reached (" +
+                " / ".join(NAMES[k] for k in fw) + ") |",
+                "| --- | " + " | ".join("---:" for _ in fw + peers) + " | --- |"]
         for name, r in suite["workloads"].items():
             st = r.get("time_per_step") or r.get("time_per_call")
             if "loss_reached" in r:
                 lr = r["loss_reached"]
-                loss = " / ".join(f"{lr[k]:.4f}" for k in ("gengraph", "numpy", "torch") if k in lr)
+                loss = " / ".join(f"{lr[k]:.4f}" if k in lr else "–" for k in fw)
             else:
                 q = r.get("nn_dist_to_data", {})
-                loss = "nearest-data distance " + " / ".join(f"{q[k]:.3f}" for k in ("gengraph", "numpy", "torch")
-                                                               if k in q)
+                loss = "nearest-data distance " + " / ".join(f"{q[k]:.3f}" if k in q else "–" for k in fw)
             label = name if name != "sample" else "ddpm sampling (2000 pts, ms/run)"
-            out.append(f"| {label} | {_ms(st, 'gengraph')} | {_ms(st, 'numpy')} | {_ms(st, 'torch')} | "
-                       f"{_ratio(r['ratios'], 'numpy')} | {_ratio(r['ratios'], 'torch')} | {loss} |")
+            out.append(f"| {label} | " + " | ".join(_ms(st, k) for k in fw) + " | " +
+                       " | ".join(_ratio(r["ratios"], k) for k in peers) + f" | {loss} |")
         for name, err in suite.get("errors", {}).items():
-            out.append(f"| {name} | error: {err} | | | | | |")
+            out.append(f"| {name} | error: {err} |" + " |" * (len(fw) + len(peers)))
+        out.append("")
+    out += ["Where gengraph stands: the ratios above (training steps; < 1: gengraph faster), and in parentheses "
+            "the same ratio of process CPU time per step (time.process_time over the same blocks: what each "
+            "framework computed, without the time it waited for a core that other processes held):", ""]
+    out += standing(res) + [""]
+    if "grid" in res:
+        g = res["grid"]
+        cells = g["cells"]
+        batches = sorted({c["batch"] for c in cells})
+        out += [f"MLP grid, 1 thread: {g['desc']}; median step time ratio gengraph / hand-NumPy, wall clock "
+                f"(worst {g['worst_ratio']:.2f}) and process CPU time in brackets (worst "
+                f"{g.get('worst_ratio_cpu', float('nan')):.2f}), then the wall-clock times.", "",
+                "| width \\ batch | " + " | ".join(str(b) for b in batches) + " |",
+                "| --- | " + " | ".join("---:" for _ in batches) + " |"]
+        for w in sorted({c["width"] for c in cells}):
+            row = {c["batch"]: c for c in cells if c["width"] == w}
+            out.append(f"| {w} | " + " | ".join(f"{row[b]['ratio']:.2f} [{row[b].get('ratio_cpu', float('nan')):.2f}] "
+                                                f"({row[b]['gengraph_us'] / 1e3:.2f} / {row[b]['numpy_us'] / 1e3:.2f} ms)"
+                                                if b in row else "–" for b in batches) + " |")
         out.append("")
     out += ["Dispatch: a chain of 1000 elementwise ops on shape-(4,) float32 arrays; µs per node "
             "(raw = program time / 1000; overhead = program minus the same NumPy calls in straight-line code).", "",
@@ -81,19 +131,23 @@ def tables(res: dict) -> str:
         out.append("")
     if "memory" in res:
         mem = res["memory"]
-        out += [f"Peak memory (MiB, {mem['steps']} training steps, one fresh process each, 1 thread): "
-                "`rss_peak` = ru_maxrss of the whole process, `training` = rss_peak minus RSS after importing "
-                "the framework, `step temporaries` = tracemalloc peak over 20 steps (NumPy-side only).", "",
-                "| workload | framework | rss_peak | training | step temporaries |", "| --- | --- | ---: | ---: | ---: |"]
+        out += [f"Memory (MiB, {mem['steps']} training steps, one fresh process per framework, 1 thread, the same "
+                ".npz data and initial parameters for all): `import` = what importing the framework adds, "
+                "`setup` = model, optimizer state and batches (gengraph: also its compile and the spec's data set), "
+                "`training` = peak RSS during the steps minus the level before them, `step temporaries` = "
+                "tracemalloc peak over 20 steps (NumPy-side only), `rss_peak` = the whole process (for reference).",
+                "", "| workload | framework | import | setup | training | step temporaries | rss_peak |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         for w in ("mlp", "vae", "ddpm"):
             for f, v in (mem.get(w) or {}).items():
                 if not isinstance(v, dict):
                     continue
                 if "error" in v:
-                    out.append(f"| {w} | {NAMES[f]} | error: {v['error']} | | |")
+                    out.append(f"| {w} | {NAMES[f]} | error: {v['error']} | | | | |")
                     continue
                 tp = "–" if v.get("traced_step_peak") is None else f"{v['traced_step_peak']:.2f}"
-                out.append(f"| {w} | {NAMES[f]} | {v['rss_peak']:.1f} | {v['rss_training']:.1f} | {tp} |")
+                out.append(f"| {w} | {NAMES[f]} | {v['rss_import']:.1f} | {v.get('rss_setup', float('nan')):.1f} | "
+                           f"{v['rss_training']:.1f} | {tp} | {v['rss_peak']:.1f} |")
         out.append("")
     checks = []
     for name, r in next(iter(res["threads"].values()))["workloads"].items():
@@ -131,7 +185,9 @@ def summary_lines(res: dict) -> list[str]:
         for name, r in suite["workloads"].items():
             st = r.get("time_per_step") or r.get("time_per_call")
             lines.append(f"[{n} thr] {name:6s} " + ", ".join(f"{k} {v['median_us'] / 1e3:.3f} ms" for k, v in st.items())
-                         + " | " + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items()))
+                         + " | " + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items())
+                         + ("" if "ratios_cpu" not in r else " | CPU time: " +
+                            ", ".join(f"{k} {v:.2f}" for k, v in r["ratios_cpu"].items())))
         d = suite["dispatch"]
         lines.append(f"[{n} thr] dispatch: ufunc {d['ufunc']['us_per_node_raw']['program.run']:.3f} us/node raw "
                      f"({d['ufunc']['us_per_node_overhead']['program.run']:+.3f} over NumPy), lambda "

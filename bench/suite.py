@@ -28,18 +28,20 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 
 
-def run(threads, quick=False, torch_enabled=True, extras=False, only=("mlp", "vae", "ddpm")) -> dict:
+def run(threads, quick=False, torch_enabled=True, extras=False, only=("mlp", "vae", "ddpm"), jax_enabled=True,
+        torch_compile=True) -> dict:
     from ._common import load_torch, machine
     from .engine_overhead import dispatch
-    from .workloads import run_workload
+    from .workloads import load_jax, run_workload
 
     torch = load_torch(threads, torch_enabled)
+    jax = load_jax(jax_enabled)
     t0 = time.perf_counter()
     res = {"machine": machine(), "threads": threads, "torch_used": torch is not None, "loadavg_start": _loadavg(),
            "dispatch": dispatch(quick), "workloads": {}, "errors": {}}
     for name in only:
         try:
-            res["workloads"].update(run_workload(name, torch, quick))
+            res["workloads"].update(run_workload(name, torch, quick, jax=jax, torch_compile=torch_compile))
         except Exception as exc:  # noqa: BLE001 - one broken workload must not hide the others
             res["errors"][name] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
@@ -78,10 +80,13 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--extras", action="store_true")
+    ap.add_argument("--no-jax", action="store_true")
+    ap.add_argument("--no-torch-compile", action="store_true")
     ap.add_argument("--only", default="mlp,vae,ddpm")
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
-    res = run(a.threads, a.quick, not a.no_torch, a.extras, tuple(a.only.split(",")))
+    res = run(a.threads, a.quick, not a.no_torch, a.extras, tuple(a.only.split(",")), not a.no_jax,
+              not a.no_torch_compile)
     Path(a.json).write_text(json.dumps(res, indent=1, default=str))
 
 

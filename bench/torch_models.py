@@ -43,8 +43,26 @@ def _grad_norm(params):
     return torch.sqrt(sum((p.grad * p.grad).sum() for p in params))
 
 
+def _grad_norm_foreach(params):
+    """One multi-tensor kernel for the per-tensor norms (as clip_grad_norm_ does), then one norm."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
+
+
+# How each PyTorch row is run (`variant`):
+#   default -- torch.optim.Adam as constructed by default (the multi-tensor "foreach" path on CPU),
+#              gradient norm as a Python sum of per-tensor sums (what a user writes);
+#   fused   -- torch.optim.Adam(fused=True) (one fused kernel for all parameters) and
+#              torch._foreach_norm for the norm monitor: PyTorch eager at its best;
+#   compile -- `fused`, with the forward + loss under torch.compile (inductor; backward via
+#              AOTAutograd); the optimizer step stays the fused eager kernel.
+VARIANTS = ("default", "fused", "compile")
+
+
 class _Base:
-    def __init__(self, params, adam, grad_norm, device="cpu"):
+    def __init__(self, params, adam, grad_norm, device="cpu", variant="default"):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant {variant!r} not in {VARIANTS}")
+        self.variant = variant
         self.dtype = torch_dtype(np.asarray(params[0]).dtype)
         self.device = torch.device(device)
         self.layers = _linear_stack(params, self.dtype, self.device)
@@ -52,8 +70,15 @@ class _Base:
         a = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, **(adam or {})}
         self.lr, self.t = a["lr"], 0  # lr: a float or a function of the step (an lr schedule)
         lr0 = self.lr(0) if callable(self.lr) else self.lr
-        self.opt = torch.optim.Adam(self.params, lr=lr0, betas=(a["beta1"], a["beta2"]), eps=a["eps"])
+        extra = {"fused": True} if variant != "default" else {}
+        self.opt = torch.optim.Adam(self.params, lr=lr0, betas=(a["beta1"], a["beta2"]), eps=a["eps"], **extra)
         self.grad_norm = grad_norm
+        self._norm = _grad_norm if variant == "default" else _grad_norm_foreach
+
+    def _compiled(self):
+        """Replace `loss` by its torch.compile'd version (variant "compile")."""
+        if self.variant == "compile":
+            self.loss = torch.compile(self.loss)
 
     def _finish(self, loss, extras):
         self.opt.zero_grad(set_to_none=True)
@@ -61,7 +86,7 @@ class _Base:
         out = [loss.item()] + [e.item() for e in extras]
         if self.grad_norm:
             with torch.no_grad():
-                out.append(_grad_norm(self.params).item())
+                out.append(self._norm(self.params).item())
         if callable(self.lr):  # what torch.optim.lr_scheduler would set, step by step
             self.opt.param_groups[0]["lr"] = self.lr(self.t)
         self.t += 1
@@ -70,10 +95,11 @@ class _Base:
 
 
 class TorchMLP(_Base):
-    def __init__(self, params, adam=None, grad_norm=True, device="cpu"):
-        super().__init__(params, adam, grad_norm, device)
+    def __init__(self, params, adam=None, grad_norm=True, device="cpu", variant="default"):
+        super().__init__(params, adam, grad_norm, device, variant)
         l1, l2, l3 = self.layers
         self.net = nn.Sequential(l1, nn.ReLU(), l2, nn.ReLU(), l3)
+        self._compiled()
 
     def loss(self, x, y):
         z = self.net(x)
@@ -88,9 +114,10 @@ class TorchMLP(_Base):
 
 
 class TorchVAE(_Base):
-    def __init__(self, params, adam=None, grad_norm=True, device="cpu"):
-        super().__init__(params, adam, grad_norm, device)
+    def __init__(self, params, adam=None, grad_norm=True, device="cpu", variant="default"):
+        super().__init__(params, adam, grad_norm, device, variant)
         self.enc, self.head, self.dec1, self.dec2 = self.layers
+        self._compiled()
 
     def loss(self, x, eps):
         mu, logvar = self.head(F.relu(self.enc(x))).chunk(2, dim=1)
@@ -109,14 +136,15 @@ class TorchVAE(_Base):
 class TorchDDPM(_Base):
     """The diffusion plugin's DDPM (see numpy_ddpm.py) in PyTorch."""
 
-    def __init__(self, params, info, adam=None, grad_norm=True, device="cpu"):
-        super().__init__(params, adam, grad_norm, device)
+    def __init__(self, params, info, adam=None, grad_norm=True, device="cpu", variant="default"):
+        super().__init__(params, adam, grad_norm, device, variant)
         l1, l2, l3, l4 = self.layers
         act = nn.SiLU if info["activation"] == "silu" else nn.ReLU
         self.net = nn.Sequential(l1, act(), l2, act(), l3, act(), l4)
         self.T, self.steps = info["T"], info["steps"]
         self.tab = {k: torch.from_numpy(np.asarray(v)).to(self.device, self.dtype) for k, v in info["tables"].items()}
         self.np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+        self._compiled()
 
     def t_of(self, u):
         return (torch.clamp(torch.floor(u * self.T), max=self.T - 1) + 1.0).long()

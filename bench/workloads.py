@@ -66,13 +66,63 @@ def _gg_step(prog, names):
 
 
 # --- workload definitions -------------------------------------------------------------------
+def _torch_models():
+    from . import torch_models
+
+    return torch_models
+
+
+def load_jax(enabled=True):
+    """bench.jax_models.JaxModel, or None when JAX is not installed (or disabled)."""
+    if not enabled:
+        return None
+    try:
+        from .jax_models import JaxModel
+    except ImportError:
+        return None
+    return JaxModel
+
+
+FRAMEWORKS = ("gengraph", "numpy", "torch", "torch_fused", "torch_compile", "jax")
+TORCH_VARIANTS = {"torch": "default", "torch_fused": "fused", "torch_compile": "compile"}
+
+
 class Workload:
     name = ""
     desc = ""
     batch_size = 128
 
-    def __init__(self, torch=None, dtype="float32"):
-        self.torch, self.dtype = torch, np.dtype(dtype)
+    def __init__(self, torch=None, dtype="float32", jax=None, torch_compile=True):
+        self.torch, self.dtype, self.jax = torch, np.dtype(dtype), jax
+        self.torch_compile = torch_compile
+
+    def _torch_peers(self, frameworks, make, call):
+        """fns for each PyTorch row asked for: make(variant) -> model, call(model, i) -> outputs."""
+        fns = {}
+        if self.torch is None:
+            return fns
+        for key, variant in TORCH_VARIANTS.items():
+            if key in frameworks and (variant != "compile" or self.torch_compile):
+                model = make(variant)
+                fns[key] = (lambda m: lambda i: call(m, i))(model)
+        return fns
+
+    def _check_peers(self, res, init, adam, steps, make_torch=None, make_jax=None):
+        """Three steps of PyTorch with fused Adam and of the jitted JAX step from gengraph's initial
+        parameters on the same data as gengraph's `steps`; parameters after them compared."""
+        ref = steps["params"]
+        if self.torch is not None and make_torch is not None:
+            tm = make_torch(init, adam, "fused")
+            for data in steps["torch"]:
+                tm.step(*data)
+            got = [p.detach().cpu().numpy() for p in tm.params]
+            got = [g.T if g.ndim == 2 else g for g in got]
+            res["torch_fused_params_after_3_steps_rel_diff"] = max(rel_diff(a, b) for a, b in zip(got, ref))
+        if self.jax is not None and make_jax is not None:
+            jm = make_jax(init, adam)
+            for data in steps["jax"]:
+                jm.step(*data)
+            res["jax_params_after_3_steps_rel_diff"] = max(rel_diff(a, b) for a, b in zip(jm.values(), ref))
 
 
 
@@ -88,7 +138,7 @@ class MLPWorkload(Workload):
     def build_gg(self, dtype):
         return G.build_mlp(str(dtype))
 
-    def setup(self, n_batches, frameworks=("gengraph", "numpy", "torch")):
+    def setup(self, n_batches, frameworks=FRAMEWORKS):
         gg = self.gg = self.build_gg(self.dtype)
         d = gg.data
         x = d.x_train.astype(self.dtype)
@@ -104,13 +154,19 @@ class MLPWorkload(Workload):
         if "numpy" in frameworks:
             npm = NumpyMLP(init, gg.adam(), grad_norm=monitor)
             fns["numpy"] = lambda i: npm.step(*self.batches[i % len(self.batches)])
-        if self.torch is not None and "torch" in frameworks:
+        if self.torch is not None:
             from .torch_models import TorchMLP
 
             T = self.torch
             tb = [(T.from_numpy(a), T.from_numpy(b)) for a, b in self.batches]
-            tm = TorchMLP(init, gg.adam(), grad_norm=monitor)
-            fns["torch"] = lambda i: tm.step(*tb[i % len(tb)])
+            fns.update(self._torch_peers(frameworks, lambda v: TorchMLP(init, gg.adam(), grad_norm=monitor, variant=v),
+                                         lambda m, i: m.step(*tb[i % len(tb)])))
+        if self.jax is not None and "jax" in frameworks:
+            import jax
+
+            jb = [tuple(jax.device_put(a) for a in b) for b in self.batches]
+            jm = self.jax("mlp", init, gg.adam(), grad_norm=monitor)
+            fns["jax"] = lambda i: jm.step(*jb[i % len(jb)])
         return fns
 
     def check(self, dtype="float64"):
@@ -132,24 +188,36 @@ class MLPWorkload(Workload):
             res["torch_grad_rel_diff"] = max(rel_diff(a, b) for a, b in zip(grads_numpy(tm.params), ref))
         # three full steps (Adam included): parameters must agree
         prog = gg.programs["train_step"]
+        init = [v.copy() for v in gg.values()]
         npm = NumpyMLP(gg.values(), gg.adam())
+        data = []
         for k in range(3):
             xb, yb = gg.data.x_train[128 * k:128 * (k + 1)].astype(dtype), gg.data.y_train[128 * k:128 * (k + 1)]
             prog.run({"x": xb, "y": yb})
             npm.step(xb, yb)
+            data.append((xb, yb))
         res["numpy_params_after_3_steps_rel_diff"] = max(rel_diff(a, b) for a, b in zip(npm.params, gg.values()))
+        steps = {"params": [v.copy() for v in gg.values()], "jax": data}
+        if self.torch is not None:
+            from .torch_models import TorchMLP
+
+            steps["torch"] = [tuple(self.torch.from_numpy(a) for a in d) for d in data]
+        self._check_peers(res, init, gg.adam(), steps,
+                          lambda p, a, v: _torch_models().TorchMLP(p, a, variant=v),
+                          lambda p, a: self.jax("mlp", p, a))
         return res
 
 
 class VAEWorkload(Workload):
     name = "vae"
-    desc = ("VAE 64-128-(2x16) / 16-128-64 ReLU, Bernoulli likelihood (BCE with logits), analytic KL, "
-            "1 sample, Adam lr 1e-3, batch 128, digits scaled to [0, 1] (specs/vae_digits.toml)")
+    desc = ("VAE 64-128-(2x16) / 16-128-64 ReLU, Bernoulli likelihood (BCE with logits; the spec with "
+            "model.likelihood={kind=\"bernoulli\"}), analytic KL, "
+            "1 sample, Adam (the spec's lr), batch 128, digits scaled to [0, 1] (specs/vae_digits.toml)")
 
     def build_gg(self, dtype):
         return G.build_vae(str(dtype))
 
-    def setup(self, n_batches, frameworks=("gengraph", "numpy", "torch")):
+    def setup(self, n_batches, frameworks=FRAMEWORKS):
         gg = self.gg = self.build_gg(self.dtype)
         x = gg.data.x_train.astype(self.dtype)
         seed = gg.graph.seed
@@ -167,13 +235,23 @@ class VAEWorkload(Workload):
             m, rng = NumpyVAE(init, gg.adam(), grad_norm=monitor), stream_rng(seed, G.VAE_EPS_STREAM)
             fns["numpy"] = lambda i: m.step(self.batches[i % len(self.batches)][0],
                                             rng.standard_normal((B, 16), dtype=dt))
-        if self.torch is not None and "torch" in frameworks:
+        if self.torch is not None:
             from .torch_models import TorchVAE
 
             T = self.torch
             tb = [T.from_numpy(a) for a, in self.batches]
-            tm, trng = TorchVAE(init, gg.adam(), grad_norm=monitor), stream_rng(seed, G.VAE_EPS_STREAM)
-            fns["torch"] = lambda i: tm.step(tb[i % len(tb)], T.from_numpy(trng.standard_normal((B, 16), dtype=dt)))
+
+            def make(variant):
+                return TorchVAE(init, gg.adam(), grad_norm=monitor, variant=variant), stream_rng(seed, G.VAE_EPS_STREAM)
+
+            fns.update(self._torch_peers(frameworks, make, lambda m, i: m[0].step(
+                tb[i % len(tb)], T.from_numpy(m[1].standard_normal((B, 16), dtype=dt)))))
+        if self.jax is not None and "jax" in frameworks:
+            import jax
+
+            jb = [jax.device_put(a) for a, in self.batches]
+            jm, jrng = self.jax("vae", init, gg.adam(), grad_norm=monitor), stream_rng(seed, G.VAE_EPS_STREAM)
+            fns["jax"] = lambda i: jm.step(jb[i % len(jb)], jrng.standard_normal((B, 16), dtype=dt))
         return fns
 
     def check(self, dtype="float64"):
@@ -196,12 +274,22 @@ class VAEWorkload(Workload):
             tl.backward()
             res["torch_grad_rel_diff"] = max(rel_diff(a, b) for a, b in zip(grads_numpy(tm.params), ref))
         gg = self.build_gg(dtype)  # fresh noise streams
+        init = [v.copy() for v in gg.values()]
         m, rng = NumpyVAE(gg.values(), gg.adam()), stream_rng(gg.graph.seed, G.VAE_EPS_STREAM)
+        used = []
         for k in range(3):
             xb = data[128 * k:128 * (k + 1)]
             gg.programs["train_step"].run({"x": xb})
-            m.step(xb, rng.standard_normal((128, 16), dtype=dtype))
+            e = rng.standard_normal((128, 16), dtype=dtype)
+            m.step(xb, e)
+            used.append((xb, e))
         res["numpy_params_after_3_steps_rel_diff"] = max(rel_diff(a, b) for a, b in zip(m.params, gg.values()))
+        steps = {"params": [v.copy() for v in gg.values()], "jax": used}
+        if self.torch is not None:
+            steps["torch"] = [tuple(self.torch.from_numpy(a) for a in d) for d in used]
+        self._check_peers(res, init, gg.adam(), steps,
+                          lambda p, a, v: _torch_models().TorchVAE(p, a, variant=v),
+                          lambda p, a: self.jax("vae", p, a))
         return res
 
 
@@ -219,7 +307,7 @@ class DDPMWorkload(Workload):
         B = self.batch_size
         return rng_u.random((B,), dtype=dt), rng_e.standard_normal((B, 2), dtype=dt)
 
-    def setup(self, n_batches, frameworks=("gengraph", "numpy", "torch")):
+    def setup(self, n_batches, frameworks=FRAMEWORKS):
         gg = self.gg = self.build_gg(self.dtype)
         info = gg.data
         self.desc = self.desc.replace("denoiser", f"{info['activation']} denoiser", 1)
@@ -241,20 +329,30 @@ class DDPMWorkload(Workload):
             ru, re_ = stream_rng(seed, info["t_stream"]), stream_rng(seed, info["eps_stream"])
             fns["numpy"] = lambda i: m.step(self.batches[i % len(self.batches)][0], *self._draws(ru, re_, dt))
             self.models["numpy"] = m
-        if self.torch is not None and "torch" in frameworks:
+        if self.torch is not None:
             from .torch_models import TorchDDPM
 
             T = self.torch
             tb = [T.from_numpy(a) for a, in self.batches]
-            tm = TorchDDPM(init, info, gg.adam(), grad_norm=monitor)
-            tu, te = stream_rng(seed, info["t_stream"]), stream_rng(seed, info["eps_stream"])
 
-            def tstep(i):
-                u, e = self._draws(tu, te, dt)
-                return tm.step(tb[i % len(tb)], T.from_numpy(u), T.from_numpy(e))
+            def make(variant):
+                tm = TorchDDPM(init, info, gg.adam(), grad_norm=monitor, variant=variant)
+                if variant == "default":
+                    self.models["torch"] = tm
+                return tm, stream_rng(seed, info["t_stream"]), stream_rng(seed, info["eps_stream"])
 
-            fns["torch"] = tstep
-            self.models["torch"] = tm
+            def tstep(m, i):
+                u, e = self._draws(m[1], m[2], dt)
+                return m[0].step(tb[i % len(tb)], T.from_numpy(u), T.from_numpy(e))
+
+            fns.update(self._torch_peers(frameworks, make, tstep))
+        if self.jax is not None and "jax" in frameworks:
+            import jax
+
+            jb = [jax.device_put(a) for a, in self.batches]
+            jm = self.jax("ddpm", init, gg.adam(), grad_norm=monitor, info=info)
+            ju, je = stream_rng(seed, info["t_stream"]), stream_rng(seed, info["eps_stream"])
+            fns["jax"] = lambda i: jm.step(jb[i % len(jb)], *self._draws(ju, je, dt))
         return fns
 
     def samplers(self, n_points=2000):
@@ -299,16 +397,25 @@ class DDPMWorkload(Workload):
             tl.backward()
             res["torch_grad_rel_diff"] = max(rel_diff(a, b) for a, b in zip(grads_numpy(tm.params), ref))
         gg = self.build_gg(dtype)
+        init = [v.copy() for v in gg.values()]
         m = NumpyDDPM(gg.values(), info, gg.adam())
         ru, re_ = stream_rng(info["seed"], info["t_stream"]), stream_rng(info["seed"], info["eps_stream"])
-        outs = []
+        outs, used = [], []
         for k in range(3):
             xb = data[256 * k:256 * (k + 1)]
             o = gg.programs["train_step"].run({"x": xb})
-            no = m.step(xb, ru.random((256,), dtype=dtype), re_.standard_normal((256, 2), dtype=dtype))
+            u, e = ru.random((256,), dtype=dtype), re_.standard_normal((256, 2), dtype=dtype)
+            no = m.step(xb, u, e)
+            used.append((xb, u, e))
             outs.append(max(rel_diff(a, b) for a, b in zip(no, o.values())))
         res["numpy_params_after_3_steps_rel_diff"] = max(rel_diff(a, b) for a, b in zip(m.params, gg.values()))
         res["numpy_step_outputs_rel_diff"] = max(outs)
+        steps = {"params": [v.copy() for v in gg.values()], "jax": used}
+        if self.torch is not None:
+            steps["torch"] = [tuple(self.torch.from_numpy(a) for a in d) for d in used]
+        self._check_peers(res, init, gg.adam(), steps,
+                          lambda p, a, v: _torch_models().TorchDDPM(p, info, a, variant=v),
+                          lambda p, a: self.jax("ddpm", p, a, info=info))
         # sampling: same parameters, same rng draws -> same points
         s_gg = G.ddpm_sample(gg, 200, np.random.default_rng(5))
         s_np = m.sample(200, np.random.default_rng(5))
@@ -338,9 +445,9 @@ def _losses(fns, n):
     return {k: wrap(k, f) for k, f in fns.items()}, logs
 
 
-def run_workload(name, torch, quick=False, check=True):
+def run_workload(name, torch, quick=False, check=True, jax=None, torch_compile=True):
     plan = PLAN["quick" if quick else "full"]
-    w = WORKLOADS[name](torch)
+    w = WORKLOADS[name](torch, jax=jax, torch_compile=torch_compile)
     res = {"desc": w.desc}
     if check:
         for dt in ("float64", "float32"):
@@ -351,11 +458,20 @@ def run_workload(name, torch, quick=False, check=True):
     reps, block = plan[name]
     fns = w.setup(n_batches=200)
     fns, logs = _losses(fns, (reps + 1) * block)
-    times = interleaved(fns, reps, block)
+    cpu = {}
+    times = interleaved(fns, reps, block, cpu=cpu)
     stats = {k: summarize(v) for k, v in times.items()}
+    cpu_stats = {k: summarize(v) for k, v in cpu.items()}
     res.update(gengraph_path=w.gg.path, steps=(reps + 1) * block, rounds=reps, steps_per_round=block, outputs=w.outputs,
-               time_per_step=stats, ratios=ratios(stats))
+               time_per_step=stats, ratios=ratios(stats), cpu_per_step=cpu_stats, ratios_cpu=ratios(cpu_stats))
     res["loss_reached"] = {k: float(np.mean([o[0] for o in v[-block:]])) for k, v in logs.items()}
+    # every row did the same work: the first step's outputs (same init, same batch, same noise) agree
+    first = {k: max(rel_diff(a, b) for a, b in zip(v[0], logs["gengraph"][0])) for k, v in logs.items()
+             if k != "gengraph"}
+    res["first_step_outputs_rel_diff"] = first
+    bad = {k: v for k, v in first.items() if not v < CHECK_TOL[str(w.dtype)]}
+    if bad:
+        raise AssertionError(f"{name}: the first timed step disagrees with gengraph's: {bad}")
     res["loss_at_step"] = {k: [float(v[j][0]) for j in (0, len(v) // 2, len(v) - 1)] for k, v in logs.items()}
     res["program"] = {"kernels": w.gg.programs["train_step"].n_kernels,
                       "pass_stats": w.gg.programs["train_step"].pass_stats}
@@ -388,12 +504,15 @@ def main(argv=None):
     ap.add_argument("--only", default="mlp,vae,ddpm")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--no-jax", action="store_true")
+    ap.add_argument("--no-torch-compile", action="store_true")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args(argv)
     torch = load_torch(a.threads, not a.no_torch)
+    jax = load_jax(not a.no_jax)
     results = {"machine": machine(), "workloads": {}}
     for name in [n for n in a.only.split(",") if n in WORKLOADS]:
-        results["workloads"].update(run_workload(name, torch, a.quick, not a.no_check))
+        results["workloads"].update(run_workload(name, torch, a.quick, not a.no_check, jax, not a.no_torch_compile))
     for name, r in results["workloads"].items():
         st = r.get("time_per_step") or r.get("time_per_call")
         line = ", ".join(f"{k} {v['median_us'] / 1e3:.3f} ms" for k, v in st.items())

@@ -45,82 +45,276 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
         for i in n.inputs:
             last_use[i.id] = step
     reusable = _reusable_buffers(ops, keep) if reuse_buffers else set()
-    direct = _direct_updates(program, ops, last_use) if direct_updates and not debug else {}
+    # flat buffers: packs of leaves that already lie in order in one buffer are that buffer
+    # (no kernel); a group of updates {leaf_i: unpack(F, i)} over such a buffer is one update
+    # of the buffer by F; the gradients a pack gathers are written into views of one buffer
+    flat_leaves = _flat_leaf_packs(program, ops)
+    for node_id, buf in flat_leaves.items():
+        names[node_id] = f"b{node_id}"
+        env[f"b{node_id}"] = buf
+    groups = _update_groups(program, ops, flat_leaves)  # F id -> (buffer name, [(leaf, unpack node)])
+    grouped = {u.id for _, members in groups.values() for _, u in members}
+    direct = _direct_updates(program, ops, last_use, names, groups) if direct_updates and not debug else {}
+    placed, gathers = _gradient_buffers(program, ops, keep, env) if reuse_buffers else ({}, {})
+    # views of leaves (a weight's transpose, ...): leaves are updated in place, so a view made
+    # once stays a view of the current value; bound at compile time instead of a kernel per run
+    leaf_views = _leaf_views(program, ops, flat_leaves) if reuse_buffers else {}
+    for node_id, view in leaf_views.items():
+        names[node_id] = f"w{node_id}"
+        env[f"w{node_id}"] = view
     for step, n in enumerate(ops):
-        k = f"k{kernels}"
-        kernels += 1
-        kernel = OPS[n.op].kernel(program.xp, n.attrs, program.ctx)
-        env[k] = _counted(kernel, program) if count else kernel
-        names[n.id] = f"v{n.id}"
-        args = ", ".join(names[i.id] for i in n.inputs)
-        # write into a dead input's buffer when the op can (liveness-based buffer reuse)
-        donor = next((i for i in n.inputs if i.id in reusable and last_use[i.id] == step and
-                      i.shape == n.shape and i.dtype == n.dtype), None) if _writes_out(n) else None
-        if n.id in direct:  # the update's last kernel writes straight into its leaf
-            args += f", out={names[direct[n.id].id]}"
-        elif donor is not None:
-            args += f", out={names[donor.id]}"
-        lines.append(f"{names[n.id]} = {k}({args})")
+        names[n.id] = names.get(n.id, f"v{n.id}")
+        if n.id in flat_leaves or n.id in grouped or n.id in leaf_views:  # no kernel: bound at compile time
+            continue
+        if n.id in gathers:  # the pack of gradients: copy in what was not computed in place
+            buf, copies = gathers[n.id]
+            lines += [f"{view}[...] = {names[i.id]}" for view, i in copies]
+            lines.append(f"{names[n.id]} = {buf}")
+        else:
+            k = f"k{kernels}"
+            kernels += 1
+            kernel = OPS[n.op].kernel(program.xp, n.attrs, program.ctx)
+            env[k] = _counted(kernel, program) if count else kernel
+            args = ", ".join(names[i.id] for i in n.inputs)
+            # write into a dead input's buffer when the op can (liveness-based buffer reuse)
+            donor = next((i for i in n.inputs if i.id in reusable and last_use[i.id] == step and
+                          i.shape == n.shape and i.dtype == n.dtype), None) if _writes_out(n) else None
+            if n.id in direct:  # the update's last kernel writes straight into its leaf (or flat buffer)
+                args += f", out={direct[n.id]}"
+            elif n.id in placed:  # a gradient computed straight into its view of the flat gradient
+                args += f", out={placed[n.id]}"
+            elif donor is not None:
+                args += f", out={names[donor.id]}"
+            lines.append(f"{names[n.id]} = {k}({args})")
         if debug:
             env[f"n{n.id}"] = n
             lines.append(f"_check({names[n.id]}, n{n.id})")
         dead = sorted({names[i.id] for i in n.inputs if last_use.get(i.id) == step and i.id not in keep
-                       and not i.is_leaf})
+                       and not i.is_leaf and i.id not in flat_leaves and i.id not in leaf_views})
         if dead:
             lines.append(f"del {', '.join(dead)}")
     # values that may share memory with an updated leaf: the leaf and views of it
-    # (transpose, reshape, getitem, ...); they are copied before the in-place writes,
+    # (transpose, reshape, getitem, pack, ...); they are copied before the in-place writes,
     # so outputs and other updates see the values from before the run
-    aliased = {t.id for t, _ in program.updates}
-    for n in ops:
-        if OPS[n.op].returns_view_of_input and n.inputs and n.inputs[0].id in aliased:
-            aliased.add(n.id)
+    aliased = _alias_closure(ops, {t.id for t, _ in program.updates})
     # outputs must not be the store's own arrays (or views of them): a later run of
     # any program that updates them would change what the caller holds
-    stored = {n.id for n in program.nodes if n.op in ("param", "state")}
-    for n in ops:
-        if OPS[n.op].returns_view_of_input and n.inputs and n.inputs[0].id in stored:
-            stored.add(n.id)
+    stored = _alias_closure(ops, {n.id for n in program.nodes if n.op in ("param", "state")})
     outs = []
     for o in program.output_nodes:
         outs.append(f"{names[o.id]}.copy()" if o.id in aliased or o.id in stored else names[o.id])
     result_line = f"_out = ({', '.join(outs)}{',' if len(outs) == 1 else ''})"
     lines.append(result_line)
+    writes = []  # (destination, value node) of the in-place writes left for the end
+    for f_id, (buf, members) in groups.items():
+        if f_id not in direct:
+            writes.append((buf, members[0][1].inputs[0]))
+    for t, v in program.updates:
+        if v.id not in grouped and direct.get(v.id) != names[t.id]:
+            writes.append((names[t.id], v))
     sources = []
-    for i, (t, v) in enumerate(program.updates):
+    for i, (dest, v) in enumerate(writes):
         if v.id in aliased:
             lines.append(f"_u{i} = {names[v.id]}.copy()")
             sources.append(f"_u{i}")
         else:
             sources.append(names[v.id])
-    for (t, v), src in zip(program.updates, sources):
-        if direct.get(v.id) is not t:
-            lines.append(f"{names[t.id]}[...] = {src}")
+    for (dest, v), src in zip(writes, sources):
+        lines.append(f"{dest}[...] = {src}")
     lines.append("return _out")
     args = ", ".join(names[n.id] for n in program.feed_nodes)
     src = f"def run({args}):\n" + "\n".join("    " + ln for ln in lines) + "\n"
     env["_check"] = _make_check(program.xp)
     exec(compile(src, f"<gengraph program {id(program):x}>", "exec"), env)  # our own generated code only
     program.source, program._fn, program.n_kernels = src, env["run"], kernels
+    # scheduled nodes that call no kernel: packs of laid-out leaves and views of leaves (bound at
+    # compile time), update views elided into a flat update, packs of gradients placed in a buffer
+    program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers)
 
-def _direct_updates(program, ops, last_use) -> dict:
-    """{value id: target leaf} for updates whose value can be computed into the leaf's own
-    memory: nothing reads the leaf's old value after that kernel, the value is used by
-    nothing else, and neither is an output or shares memory through a view."""
+def _aliased_inputs(n):
+    """The inputs whose memory node n's value may share: all of a pack's, the first of a view."""
+    if n.op == "pack":
+        return n.inputs
+    return n.inputs[:1] if OPS[n.op].returns_view_of_input else ()
+
+
+def _alias_closure(ops, ids) -> set:
+    """`ids` and every value that may share memory with one of them (views, packs, ...)."""
+    out = set(ids)
+    for n in ops:  # in schedule order: a view's input comes before it
+        if any(i.id in out for i in _aliased_inputs(n)):
+            out.add(n.id)
+    return out
+
+
+def _aliases_of(ops) -> dict:
+    """{node id: ids of the later values that may share its memory}, for every node."""
+    alias: dict[int, set] = {}
+    for n in ops:
+        for i in _aliased_inputs(n):
+            alias.setdefault(i.id, set()).add(n.id)
+    closed: dict[int, set] = {}
+
+    def close(i):
+        if i not in closed:
+            closed[i] = set()
+            todo = list(alias.get(i, ()))
+            while todo:
+                j = todo.pop()
+                if j not in closed[i]:
+                    closed[i].add(j)
+                    todo.extend(alias.get(j, ()))
+        return closed[i]
+
+    return close
+
+
+def _flat_leaf_packs(program, ops) -> dict:
+    """{pack node id: the buffer} for packs of leaves whose values lie in order in one buffer."""
+    from .ops.flat import contiguous_base
+
+    out = {}
+    for n in ops:
+        if n.op == "pack" and n.inputs and all(i.is_leaf and i.op in ("param", "state") for i in n.inputs):
+            buf = contiguous_base([program.graph.values[i.id] for i in n.inputs])
+            if buf is not None and buf.dtype == n.dtype:
+                out[n.id] = buf
+    return out
+
+
+def _leaf_views(program, ops, flat_leaves) -> dict:
+    """{node id: array} for shape-only views (transpose, reshape, expand_dims, ...) of param or
+    state leaves with static shapes, made once. Only ops that return a view of their input
+    whatever the input (no copy fallback), so the bound array shares the leaf's memory."""
+    out = {}
+    for n in ops:
+        if n.op not in _PURE_VIEWS or not n.inputs or None in n.shape:
+            continue
+        src = n.inputs[0]
+        if src.is_leaf and src.op in ("param", "state"):
+            value = program.graph.values[src.id]
+        elif src.id in out:
+            value = out[src.id]
+        else:
+            continue
+        if any(not (i.is_leaf and i.op == "constant") for i in n.inputs[1:]):
+            continue
+        res = OPS[n.op].kernel(program.xp, n.attrs, program.ctx)(
+            value, *(program.graph.values[i.id] for i in n.inputs[1:]))
+        if getattr(res, "base", None) is None or not _shares(program.xp, res, value):
+            continue  # not a view after all: leave it to run time
+        out[n.id] = res
+    return out
+
+
+_PURE_VIEWS = ("transpose", "expand_dims")
+
+
+def _shares(xp, a, b) -> bool:
+    try:
+        return bool(xp.shares_memory(a, b))
+    except Exception:  # noqa: BLE001 - a backend without shares_memory: do not bind
+        return False
+
+
+def _update_groups(program, ops, flat_leaves) -> dict:
+    """{F id: (buffer name, [(leaf, unpack node), ...])} for update groups {leaf_i: unpack(F, i)}
+    that cover every piece of F, where the leaves are exactly a flat pack's buffer, in order,
+    and the unpack nodes are used by nothing but their update."""
+    from collections import Counter
+
+    values = Counter(v.id for _, v in program.updates)
+    used = {i.id for n in ops for i in n.inputs} | {o.id for o in program.output_nodes}
+    by_leaves = {tuple(i.id for i in n.inputs): n.id for n in ops if n.id in flat_leaves}
+    cand: dict[int, list] = {}
+    for t, v in program.updates:
+        if v.op == "unpack" and values[v.id] == 1 and v.id not in used:
+            cand.setdefault(v.inputs[0].id, []).append((t, v))
+    groups = {}
+    for f_id, members in cand.items():
+        members.sort(key=lambda tv: tv[1].attrs["index"])
+        shapes = members[0][1].attrs["shapes"]
+        if [v.attrs["index"] for _, v in members] != list(range(len(shapes))) or \
+                any(v.attrs["shapes"] != shapes for _, v in members):
+            continue
+        pack_id = by_leaves.get(tuple(t.id for t, _ in members))
+        if pack_id is None or len({t.id for t, _ in members}) != len(members):
+            continue
+        groups[f_id] = (f"b{pack_id}", members)
+    return groups
+
+
+def _direct_updates(program, ops, last_use, names, groups=None) -> dict:
+    """{value id: where its kernel writes (a leaf's or flat buffer's name)} for updates whose
+    value can be computed straight into the target's memory: nothing reads the target's old
+    value (through the target or anything sharing its memory) after that kernel, the value
+    is the update of this target only, and nothing sharing the target's memory is an output
+    or another update's value. The value itself may be read later: it then lives in the
+    target (where it belongs after the run)."""
+    from collections import Counter
+
     pos = {n.id: step for step, n in enumerate(ops)}
     outputs = {o.id for o in program.output_nodes}
-    viewed = {n.inputs[0].id for n in ops if OPS[n.op].returns_view_of_input and n.inputs}
-    values = [v.id for _, v in program.updates]
+    values = Counter(v.id for _, v in program.updates)
+    aliases = _aliases_of(ops)
     direct = {}
-    for t, v in program.updates:
+
+    def ok(targets, v, shape, dtype):
         step = pos.get(v.id)
-        if (step is None or values.count(v.id) > 1 or not _writes_out(v) or v.shape != t.shape
-                or None in v.shape or v.dtype != t.dtype or v.id in outputs or t.id in outputs
-                or t.id in viewed or t.id in values  # another update copies the old value at the end
-                or last_use.get(t.id, -1) > step or last_use.get(v.id, -1) > step):
-            continue
-        direct[v.id] = t
+        if (step is None or values[v.id] > 1 or not _writes_out(v) or v.shape != shape or None in v.shape
+                or v.dtype != dtype or v.id in outputs):
+            return False
+        for t in targets:
+            shared = {t.id} | aliases(t.id)
+            if shared & outputs or any(values[a] for a in shared):  # read at the end, or returned
+                return False
+            if max(last_use.get(a, -1) for a in shared) > step or any(pos.get(a, -1) > step for a in shared):
+                return False
+        return True
+
+    grouped = set()
+    for f_id, (buf, members) in (groups or {}).items():
+        f = members[0][1].inputs[0]
+        grouped.update(v.id for _, v in members)
+        targets = [t for t, _ in members]
+        if ok(targets, f, f.shape, targets[0].dtype) and not any(values[v.id] > 1 for _, v in members):
+            direct[f_id] = buf
+    for t, v in program.updates:
+        if v.id not in grouped and ok([t], v, t.shape, t.dtype):
+            direct[v.id] = names[t.id]
     return direct
+
+
+def _gradient_buffers(program, ops, keep, env):
+    """Place the inputs of packs of computed values (the optimizer's pack of gradients) in views
+    of one program-owned buffer: {node id: view name} for kernels that write there, and
+    {pack id: (buffer name, [(view name, node) to copy in])} for the packs themselves."""
+    from collections import Counter
+
+    from .ops.flat import _offsets
+
+    outputs = {o.id for o in program.output_nodes}
+    aliases = _aliases_of(ops)
+    in_packs = Counter(i.id for n in ops if n.op == "pack" for i in n.inputs)
+    placed, gathers = {}, {}
+    for n in ops:
+        if n.op != "pack" or not n.inputs or any(i.is_leaf for i in n.inputs) or n.id in keep \
+                or ({n.id} | aliases(n.id)) & (outputs | keep - {n.id}):
+            continue
+        buf = f"_g{n.id}"
+        env[buf] = program.xp.empty(n.shape, dtype=n.dtype)
+        copies = []
+        for k, (i, (a, b)) in enumerate(zip(n.inputs, _offsets(n.attrs["shapes"]))):
+            view = f"_g{n.id}_{k}"
+            env[view] = env[buf][a:b].reshape(i.shape)
+            if (_writes_out(i) and not OPS[i.op].returns_view_of_input and i.id not in keep and in_packs[i.id] == 1
+                    and i.id not in placed and None not in i.shape and i.dtype == n.dtype
+                    and not aliases(i.id) & outputs):
+                placed[i.id] = view
+            else:
+                copies.append((view, i))
+        gathers[n.id] = (buf, copies)
+    return placed, gathers
 
 
 def _writes_out(n) -> bool:
@@ -130,9 +324,9 @@ def _writes_out(n) -> bool:
 
 def _reusable_buffers(ops, keep) -> set:
     """Values whose buffers a later kernel may overwrite once they are dead: arrays owned
-    by one op node (no leaves, no views, no value that a view still refers to), not
+    by one op node (no leaves, no views, no value that a view or pack still refers to), not
     returned and not written to a leaf."""
-    shared = {n.inputs[0].id for n in ops if OPS[n.op].returns_view_of_input and n.inputs}
+    shared = {i.id for n in ops for i in _aliased_inputs(n)}
     return {n.id for n in ops if not OPS[n.op].returns_view_of_input and n.id not in keep and n.id not in shared
             and n.ndim >= 1 and not OPS[n.op].random}
 

@@ -174,8 +174,19 @@ class Graph:
 
     def move_to(self, xp) -> None:
         """Keep param/state values on the backend `xp` (NumPy or CuPy), converting once."""
+        moved = {}  # id(flat NumPy buffer) -> (buffer, its copy on xp): views stay views of one buffer
         for k, v in self.values.items():
-            if not isinstance(v, xp.ndarray):
+            if isinstance(v, xp.ndarray):
+                continue
+            base = getattr(v, "base", None)
+            if (isinstance(base, np.ndarray) and base.ndim == 1 and base.dtype == v.dtype and base.flags.c_contiguous
+                    and v.flags.c_contiguous):
+                if id(base) not in moved:
+                    moved[id(base)] = (base, xp.asarray(base))
+                item = v.dtype.itemsize
+                off = (v.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // item
+                self.values[k] = moved[id(base)][1][off:off + v.size].reshape(v.shape)
+            else:
                 self.values[k] = xp.asarray(v)
 
     def value(self, node: Node):

@@ -35,11 +35,12 @@ class Program:
         self.pass_stats, self.built_nodes = list(pass_stats), built_nodes
         self.kernel_calls = 0  # counted only when compiled with count_calls=True
         self.source, self._fn, self.n_kernels = "", None, 0  # set by codegen.generate
+        self.no_kernel: set = set()  # ids of scheduled nodes computed without a kernel call (codegen)
 
     # --- running -------------------------------------------------------------------------
     def run(self, feeds: dict | None = None, **kw):
         """Run once with inputs by name; returns outputs in the form they were given to compile."""
-        feeds = {**(feeds or {}), **kw}
+        feeds = {**(feeds or {}), **kw} if kw else (feeds or {})
         try:
             args = [self._as_input(feeds[name], n) for name, n in zip(self.feed_names, self.feed_nodes)]
         except KeyError as exc:
@@ -51,6 +52,8 @@ class Program:
         return self._shape_result(self._fn(*arrays))
 
     def _as_input(self, value, node):
+        if type(value) is self.xp.ndarray and value.dtype == node.dtype:  # the common case, no call
+            return value
         arr = self.xp.asarray(value)
         return arr if arr.dtype == node.dtype else arr.astype(node.dtype)
 

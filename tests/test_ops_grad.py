@@ -569,6 +569,30 @@ def test_softmax_minus_one_hot_and_correct(data, batch, classes):
 
 
 @CHECK
+@given(data=st.data(), batch=hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4),
+       classes=st.integers(1, 5))
+def test_softmax_ce_backward(data, batch, classes):
+    """The fused VJP of softmax cross-entropy, g * (p - one_hot), and its own VJPs (w.r.t. g and
+    p) vs finite differences; second order through the loss is test_ops_second_order's."""
+    g = data.draw(arrays(batch, floats(-2.0, 2.0)))
+    p = data.draw(arrays(batch + (classes,), floats(0.05, 1.0)))
+    labels = data.draw(hnp.arrays(np.int64, batch, elements=st.integers(0, classes - 1)))
+    out = fd_check(lambda a, b: ops.softmax_ce_backward(a, b, b.graph.constant(labels, dtype="int64")), [g, p])
+    np.testing.assert_allclose(out, np.asarray(g)[..., None] * (p - np.eye(classes)[labels]), rtol=1e-12, atol=1e-14)
+
+
+@CHECK
+@given(data=st.data(), shape=nonscalar_shapes)
+def test_relu_grad(data, shape):
+    """relu's fused VJP g * (y > 0): forward exact; gradient w.r.t. g vs finite differences
+    (w.r.t. y it is zero away from the kink, declared as none)."""
+    g = data.draw(arrays(shape))
+    y = data.draw(arrays(shape, NONZERO))
+    out = fd_check(ops.relu_grad, [g, y], wrt=[0])
+    np.testing.assert_array_equal(out, g * (y > 0))
+
+
+@CHECK
 @given(data=st.data(), shape=shapes)
 def test_bce_with_logits(data, shape):
     z = data.draw(arrays(shape, floats(-6.0, 6.0)))
@@ -655,6 +679,18 @@ def test_kl_normal(data, shape):
     np.testing.assert_allclose(std, 0.5 * (np.exp(lv_q) + mu_q ** 2 - 1 - lv_q), rtol=1e-10, atol=1e-12)
 
 
+@FEW
+@given(lr=floats(1e-4, 1.0), step=st.integers(0, 50), beta=floats(0.5, 0.999))
+def test_adam_bias_corrections(lr, step, beta):
+    """lr / (1 - beta^t) and sqrt(1 - beta^t), t = step + 1, in Python floats (bit-equal to the
+    hand-written formulas), and the step size's gradient w.r.t. lr vs finite differences."""
+    t = step + 1
+    out = fd_check(lambda a, s: ops.adam_step_size(a, s, beta=beta), [np.float64(lr), np.float64(step)], wrt=[0])
+    assert float(out) == lr / (1.0 - beta ** t)
+    bc = forward(lambda s: ops.adam_bc_sqrt(s, beta=beta), [np.float64(step)])
+    assert float(bc) == math.sqrt(1.0 - beta ** t)
+
+
 # --- one fixed gradient case per differentiable op, and coverage derived from the registry ---------
 _R = np.random.default_rng(7)
 _X = _R.uniform(0.3, 1.5, (2, 3)) * np.array([[1, -1, 1], [-1, 1, -1]])  # away from 0, both signs
@@ -705,6 +741,17 @@ GRAD_CASES = {  # op name -> (build(*nodes) -> node using the op, arrays)
     "adam_step": (lambda p, m, v, step, scale: ops.adam_step(p, m, v, step, scale, eps=1e-8),
                   [_X, _Y, _P, np.array(0.1), np.array(0.7)]),
     "cast": (lambda x: ops.cast(x, dtype="float64"), [_X]),
+    # fused VJPs and optimizer scalars (drawn shapes: test_relu_grad, test_softmax_ce_backward)
+    "relu_grad": (ops.relu_grad, [_Y, _X]),
+    "l2_norm": (ops.l2_norm, [_X]),
+    "unreduce": (lambda g: ops.reduce.unreduce(g, _const(g, np.zeros((2, 4, 3))), axis=(1,), mean=True), [_X]),
+    "silu": (ops.silu, [_X]),
+    "silu_grad": (lambda g, x: ops.silu_grad(g, x, ops.sigmoid(x)), [_Y, _X]),
+    "softmax_ce_backward": (lambda g, p: ops.softmax_ce_backward(g, p, _const(g, [2, 0], "int64")), [_Y[:, 0], _P]),
+    "adam_step_size": (lambda lr: ops.adam_step_size(lr, _const(lr, 3.0), beta=0.9), [np.array(0.01)]),
+    # flat buffers (engine/ops/flat.py)
+    "pack": (lambda a, b, c: ops.pack(a, b, c), [_X, _Y[0], np.array(0.3)]),
+    "unpack": (lambda f: ops.unpack(f, index=1, shapes=((2, 3), (3,))), [_R.normal(size=9)]),
     # image ops (first and second order with drawn sizes: tests/test_ops_conv_grad.py)
     "conv2d": (lambda x, w: ops.conv2d(x, w, stride=2, padding=1), [_IMG, _W]),
     "conv_transpose2d": (lambda x, w: ops.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1),

@@ -537,3 +537,65 @@ def test_cupy_matches_numpy():
             prog.run()
         result[backend] = g.value(w)
     np.testing.assert_allclose(result["cupy"], result["numpy"], rtol=1e-12, atol=1e-12)
+
+
+# --- flat buffers: one update over all parameters equals the per-parameter updates ---------
+def _mlp_case(kind, hyper, flat, steps=4, dtype="float64"):
+    """A 3-layer tanh MLP (6 params of different shapes) trained `steps` steps; returns
+    {leaf label: value} of every param and state after each step, and the graph."""
+    rng = np.random.default_rng(3)
+    g = Graph(dtype)
+    x, y = g.constant(rng.normal(size=(8, 5))), g.constant(rng.normal(size=(8, 2)))
+    sizes = [5, 7, 4, 2]
+    params = []
+    h = x
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        W = g.param(f"l{i}/W", rng.normal(size=(a, b)) / np.sqrt(a))
+        bias = g.param(f"l{i}/b", rng.normal(size=(b,)) * 0.1)
+        params += [W, bias]
+        h = h @ W + bias
+        if i < len(sizes) - 2:
+            h = ops.tanh(h)
+    loss = ops.mean((h - y) ** 2.0)
+    opt = make_optimizer(kind, **hyper)
+    opt.flat = flat
+    ups = opt.updates(g, params, grad(loss, params))
+    prog = compile(g, {"loss": loss}, updates=ups)
+    leaves = params + opt.state_nodes()
+    history = []
+    for _ in range(steps):
+        prog.run()
+        history.append({n.label: g.value(n).copy() for n in leaves})
+    return history, g, opt, params, prog
+
+
+FLAT_CASES = CASES + [("adagrad", dict(lr=0.1, clip_norm=0.05)), ("gd", dict(lr=0.1, weight_decay=0.2))]
+
+
+@pytest.mark.parametrize("kind,hyper", FLAT_CASES, ids=[_id(c) for c in FLAT_CASES])
+def test_flat_updates_equal_per_parameter_updates(kind, hyper):
+    """Flat buffers change where values live, not what is computed: bit-for-bit equal in
+    float64 for every rule, except clip_norm, whose global norm is one dot product over the
+    flat gradient instead of a sum of per-parameter sums (a different summation order: the
+    clip coefficient may differ in the last bit, so params agree to a few ulp)."""
+    flat, g_flat, opt, params, prog = _mlp_case(kind, dict(hyper), flat=True)
+    ref, *_ = _mlp_case(kind, dict(hyper), flat=False)
+    assert opt.flat_grad is not None, "the flat path was not taken"
+    for step, (a, b) in enumerate(zip(flat, ref)):
+        assert a.keys() == b.keys()  # same leaves, same per-parameter names
+        for name in a:
+            if hyper.get("clip_norm"):
+                np.testing.assert_allclose(a[name], b[name], rtol=1e-13, atol=1e-15, err_msg=f"{name} step {step}")
+            else:
+                np.testing.assert_array_equal(a[name], b[name], err_msg=f"{name} after step {step + 1}")
+
+
+def test_flat_layout_keeps_names_and_shares_one_buffer():
+    _, g, opt, params, _ = _mlp_case("adam", dict(lr=0.01), flat=True, steps=1)
+    labels = [n.label for n in opt.state_nodes()]
+    assert "adam/l0/W/m" in labels and "adam/l2/b/v" in labels and "opt/step" in labels
+    for group in [params, [opt.slots[p]["m"] for p in params], [opt.slots[p]["v"] for p in params]]:
+        vals = [g.values[n.id] for n in group]
+        base = vals[0].base
+        assert base is not None and all(v.base is base for v in vals)
+        assert base.size == sum(v.size for v in vals)

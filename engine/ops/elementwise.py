@@ -82,8 +82,18 @@ def _sigmoid_forward(xp, x, out=None):
 
 sigmoid = defop("sigmoid", _sigmoid_forward, same_shape, (lambda g, y, x: g * y * (1.0 - y),),
                 writes_into_out=True, in_expressions=True)
-relu = defop("relu", lambda xp, x, out=None: xp.maximum(x, x.dtype.type(0), out=out), same_shape,
-             (lambda g, y, x: g * gt(x, 0.0),), writes_into_out=True, in_expressions=True)
+
+
+def _relu_grad_forward(xp, g, y, out=None):
+    # one pass: the boolean mask is cast inside the multiply, no float mask array
+    return xp.multiply(g, y > 0, out=out)
+
+
+relu_grad = defop("relu_grad", _relu_grad_forward, elementwise,
+                  (lambda gg, out, g, y: relu_grad(gg, y), ZERO), writes_into_out=True,
+                  doc="g where y > 0 else 0: relu's VJP from its output y in one kernel")
+relu = defop("relu", lambda xp, x, out=None: xp.maximum(x, 0, out=out), same_shape,
+             (lambda g, y, x: relu_grad(g, y),), writes_into_out=True, in_expressions=True)
 leaky_relu = defop("leaky_relu", lambda xp, x, slope=0.01: xp.where(x > 0, x, x * x.dtype.type(slope)), same_shape,
                    (lambda g, y, x, slope=0.01: g * where(gt(x, 0.0), 1.0, slope),), in_expressions=True)
 elu = defop("elu", lambda xp, x, alpha=1.0: xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(xp.minimum(x, 0))),
@@ -107,5 +117,32 @@ def gelu(x):
 
 @expression_function
 def silu(x):
-    """x * sigmoid(x) (swish)."""
-    return x * sigmoid(x)
+    """x * sigmoid(x) (swish): two nodes, s = sigmoid(x) and x * s, whose VJP reuses s."""
+    return _silu(x, sigmoid(x))
+
+
+def _silu_grad_forward(xp, g, x, s, out=None):
+    # g * s * (1 + x (1 - s)): one temporary, five passes; `out` (possibly the buffer of a dead
+    # input: g, x or s) is written only by the last pass, after every input has been read
+    d = xp.subtract(s.dtype.type(1), s)
+    if d.ndim == 0:  # NumPy scalars cannot be written into
+        return g * s * (1 + x * d)
+    d *= x
+    d += d.dtype.type(1)
+    d *= s
+    return xp.multiply(d, g, out=d if out is None else out)
+
+
+def _silu_grad_vjp_x(gg, out, g, x, s):
+    # d/dx of s (1 + x (1 - s)), through s = sigmoid(x) too: s (1 - s) (2 + x (1 - 2 s))
+    return gg * g * s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+
+
+# s = sigmoid(x) is a function of x alone: the whole derivative is given for x, ZERO for s
+# (the same convention as softmax_cross_entropy's p)
+silu_grad = defop("silu_grad", _silu_grad_forward, elementwise,
+                  (lambda gg, out, g, x, s: silu_grad(gg, x, s), _silu_grad_vjp_x, ZERO), writes_into_out=True,
+                  doc="g * s * (1 + x (1 - s)) with s = sigmoid(x): silu's VJP in one kernel")
+_silu = defop("silu", lambda xp, x, s, out=None: xp.multiply(x, s, out=out), lambda x, s: elementwise(x, s),
+              (lambda g, y, x, s: silu_grad(g, x, s), ZERO), writes_into_out=True,
+              doc="x * s with s = sigmoid(x) (built by `silu`)")

@@ -8,13 +8,30 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .elementwise import exp, sigmoid, softplus, softplus_forward, square
 from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, wrap_reduction
 from .registry import ZERO, ShapeError, defop, expression_function, elementwise, float_dtype, normalize_axes, reduced_shape, same_shape
 
 
+def _row_max(xp, x, keepdims=False):
+    """x.max(axis=-1) of a 2-D array; on NumPy via argmax and a pick, several times faster for
+    short rows (NumPy's max reduction along a short contiguous axis is slow; argmax is not)."""
+    if xp is np and x.ndim == 2 and x.shape[0] and x.shape[1]:
+        m = x[_rows(xp, x.shape[0]), x.argmax(axis=1)]
+        return m[:, None] if keepdims else m
+    return x.max(axis=-1, keepdims=keepdims)
+
+
 def _softmax_forward(xp, x, axis):
-    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    if x.ndim == 2 and axis == (1,):
+        e = xp.subtract(x, _row_max(xp, x, keepdims=True))
+    else:
+        e = xp.subtract(x, x.max(axis=axis, keepdims=True))
+    if e.ndim == 0:  # NumPy scalars cannot be written into
+        return xp.exp(e) / xp.exp(e)
+    xp.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e
 
@@ -72,32 +89,94 @@ bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
                         doc="binary cross-entropy of targets y in [0,1] given logits z, elementwise")
 
 
+_ROWS: dict = {}
+
+
+def _rows(xp, n):
+    """arange(n), cached per backend and length (the row index of every pick)."""
+    key = (xp.__name__, n)
+    r = _ROWS.get(key)
+    if r is None:
+        if len(_ROWS) > 64:
+            _ROWS.clear()
+        r = _ROWS[key] = xp.arange(n)
+    return r
+
+
 def _pick(xp, z, labels):
     """z[..., label] per row, by fancy indexing (several times faster than take_along_axis)."""
+    if z.ndim == 2:
+        return z[_rows(xp, z.shape[0]), labels]
     flat = z.reshape(-1, z.shape[-1])
-    return flat[xp.arange(flat.shape[0]), labels.reshape(-1)].reshape(labels.shape)
+    return flat[_rows(xp, flat.shape[0]), labels.reshape(-1)].reshape(labels.shape)
 
 
-def _softmax_ce_forward(xp, z, labels):
-    # log(sum(exp(z - m))) - (z[label] - m): never forms lse itself, whose rounding at |z| ~ 1e4
-    # would swamp a small loss (float32 ulp(1e4) ~ 1e-3)
-    shifted = z - z.max(axis=-1, keepdims=True)
-    return xp.log(xp.exp(shifted).sum(axis=-1)) - _pick(xp, shifted, labels)
+def _softmax_ce_forward(xp, z, p, labels):
+    # p = softmax(z) (computed once, shared with the backward pass). With m = max(z) and
+    # s = sum(exp(z - m)): loss = log(s) - (z[label] - m), and log(s) = -log(max(p)) since
+    # max(p) = exp(0) / s = 1 / s is never below 1/C. lse itself is never formed, whose
+    # rounding at |z| ~ 1e4 would swamp a small loss (float32 ulp(1e4) ~ 1e-3).
+    picked = _pick(xp, p, labels) if xp is np else None  # CuPy: no host sync for the check below
+    if picked is not None and picked.ndim and bool(picked.min() > _SAFE[p.dtype.char]):
+        # p[label] far from underflow (the usual case): -log p[label], as accurate (p[label] is
+        # exp(z[label] - m) / s, a few ulp) and a third of the work
+        return xp.negative(xp.log(picked, out=picked), out=picked)
+    return -xp.log(_row_max(xp, p)) - (_pick(xp, z, labels) - _row_max(xp, z))
 
 
-def _softmax_ce_shape(z, labels):
+_SAFE = {"f": 1e-30, "d": 1e-300, "e": 1e-4}  # p[label] above this: no underflow, -log p is exact enough
+
+
+def _softmax_ce_shape(z, p, labels):
     if labels.dtype.kind not in "iu":
         raise ShapeError(f"labels must be integers, found {labels.dtype}")
+    if p.shape != z.shape:
+        raise ShapeError(f"softmax {p.shape} does not match the logits {z.shape}")
     return z.shape[:-1], float_dtype(z)
 
 
-def _softmax_ce_vjp(g, out, z, labels):
-    return expand_dims(g, axis=(g.ndim,)) * softmax_minus_one_hot(z, labels)
+# d loss / dz = softmax(z) - one_hot(labels), from the forward's softmax; p is a function of z
+# alone, so the whole (total) derivative is given for z and ZERO for p (summing both paths
+# would count it twice); the labels are integers
+_softmax_ce = defop("softmax_cross_entropy", _softmax_ce_forward, _softmax_ce_shape,
+                    (lambda g, out, z, p, labels: softmax_ce_backward(g, p, labels), ZERO, ZERO),
+                    doc="-log softmax(z)[label] per example, given p = softmax(z) and integer labels")
 
 
-softmax_cross_entropy = defop("softmax_cross_entropy", _softmax_ce_forward, _softmax_ce_shape,
-                              (_softmax_ce_vjp, ZERO),
-                              doc="-log softmax(z)[label] per example, integer labels")
+def softmax_cross_entropy(z, labels):
+    """-log softmax(z)[label] per example, integer labels (softmax over the last axis).
+
+    Two nodes: p = softmax(z), then the loss from z and p; the gradient is
+    g * (p - one_hot(labels)) in one kernel, so the softmax is computed once per step."""
+    return _softmax_ce(z, softmax(z, axis=-1), labels)
+
+
+def _softmax_ce_backward_forward(xp, g, p, labels, out=None):
+    g = xp.asarray(g)
+    d = xp.multiply(p, g[..., None], out=out)
+    if not d.flags.c_contiguous:
+        d = xp.ascontiguousarray(d)
+    flat = d.reshape(-1, d.shape[-1])
+    flat[_rows(xp, flat.shape[0]), labels.reshape(-1)] -= g.reshape(-1)
+    return d
+
+
+def _softmax_ce_backward_vjp_g(gd, out, g, p, labels):
+    from .shape import one_hot
+
+    return sum(gd * (p - one_hot(labels, depth=p.shape[-1], dtype=p.dtype.name)), axis=-1)
+
+
+softmax_ce_backward = defop(
+    "softmax_ce_backward", _softmax_ce_backward_forward, lambda g, p, labels: (p.shape, float_dtype(p)),
+    (_softmax_ce_backward_vjp_g,
+     lambda gd, out, g, p, labels: gd * expand_dims_last(g), ZERO),
+    writes_into_out=True,
+    doc="g[..., None] * (p - one_hot(labels)) in one kernel: softmax cross-entropy's VJP from p = softmax(z)")
+
+
+def expand_dims_last(x):
+    return expand_dims(x, axis=(x.ndim,))
 
 
 def _softmax_minus_one_hot_forward(xp, z, labels):
@@ -115,7 +194,7 @@ softmax_minus_one_hot = defop(
 
 
 def _correct_forward(xp, z, labels):
-    return (_pick(xp, z, labels) >= z.max(axis=-1)).astype(z.dtype)
+    return (_pick(xp, z, labels) >= _row_max(xp, z)).astype(z.dtype)
 
 
 correct = defop("correct", _correct_forward, lambda z, labels: (z.shape[:-1], float_dtype(z)), (ZERO, ZERO),
@@ -160,5 +239,5 @@ def log_sigmoid(x):
     return -softplus(-x)
 
 
-__all__ = ["softmax", "log_softmax", "bce_with_logits", "softmax_cross_entropy", "softmax_minus_one_hot", "correct", "mse", "gaussian_logpdf",
+__all__ = ["softmax", "log_softmax", "bce_with_logits", "softmax_cross_entropy", "softmax_minus_one_hot", "softmax_ce_backward", "correct", "mse", "gaussian_logpdf",
            "kl_normal_std", "kl_normal", "bernoulli_logpmf", "log_sigmoid", "logsumexp"]

@@ -6,6 +6,8 @@ spellings of one reduction are the same node for CSE.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .elementwise import eq
 from .registry import ZERO, ShapeError, broadcast_shapes, defop, expression_function, float_dtype, normalize_axes, reduced_shape, size_of
 
@@ -20,7 +22,34 @@ def keep_axes(g, x, axis, keepdims):
 
 
 def _sum_vjp(g, y, x, axis, keepdims=False):
-    return broadcast_like(keep_axes(g, x, axis, keepdims), x)
+    return unreduce(g, x, axis=axis, keepdims=keepdims)
+
+
+def _unreduce_forward(xp, g, x, axis, keepdims=False, mean=False):
+    # one kernel for a reduction's VJP: g with the reduced axes put back, broadcast to x's shape
+    # (divided by the count for a mean); a fresh buffer that later kernels may write into
+    if not keepdims:
+        shape = list(g.shape)
+        for a in axis:
+            shape.insert(a, 1)
+        g = g.reshape(shape)
+    out = xp.empty(x.shape, dtype=g.dtype)
+    if mean:
+        n = 1
+        for a in axis:
+            n *= x.shape[a]
+        return xp.divide(g, g.dtype.type(n), out=out)
+    out[...] = g
+    return out
+
+
+def _unreduce_vjp_g(gg, y, g, x, axis, keepdims=False, mean=False):
+    return (_mean if mean else _sum)(gg, axis=axis, keepdims=keepdims)
+
+
+unreduce = defop("unreduce", _unreduce_forward, lambda g, x, axis, keepdims=False, mean=False: (x.shape, g.dtype),
+                 (_unreduce_vjp_g, ZERO),
+                 doc="the VJP of sum (or, mean=True, of mean) over axis: g broadcast back to x's shape (/ count)")
 
 
 # reductions call the array's own methods: the same on NumPy and CuPy, and they skip
@@ -35,7 +64,7 @@ def _mean_forward(xp, x, axis, keepdims=False):
 _sum = defop("sum", lambda xp, x, axis, keepdims=False: x.sum(axis=axis, keepdims=keepdims), _reduction,
              (_sum_vjp,), flops=lambda out, x, **a: size_of(x))
 _mean = defop("mean", _mean_forward, _reduction,
-              (lambda g, y, x, axis, keepdims=False: _sum_vjp(g, y, x, axis, keepdims) / count(x, axis=axis),),
+              (lambda g, y, x, axis, keepdims=False: unreduce(g, x, axis=axis, keepdims=keepdims, mean=True),),
               flops=lambda out, x, **a: size_of(x))
 _max = defop("max", lambda xp, x, axis, keepdims=False: x.max(axis=axis, keepdims=keepdims), _reduction,
              (lambda g, y, x, axis, keepdims=False: _extreme_vjp(g, y, x, axis, keepdims),))
@@ -74,6 +103,30 @@ def _sum_squares_forward(xp, x):
 sum_squares = defop("sum_squares", _sum_squares_forward, lambda x: ((), float_dtype(x)),
                     (lambda g, y, x: 2.0 * g * x,), flops=lambda out, x, **a: 2 * size_of(x),
                     doc="sum(x**2) over all elements")
+
+
+def _l2_norm_forward(xp, x):
+    flat = x.reshape(-1)
+    tiny = float(np.finfo(x.dtype).tiny) if x.dtype.kind == "f" else 1e-300
+    if xp is np:
+        s = np.dot(flat, flat)
+        if np.isfinite(s):  # the usual case: one pass
+            return np.sqrt(s)
+        # an overflowing sum of finite squares, or a non-finite entry (then the result is too)
+        big = float(np.max(np.abs(flat))) if flat.size else 1.0
+        big = big if not big < tiny else tiny  # (NaN stays NaN; this module's `max` is the graph op)
+        scaled = flat / x.dtype.type(big)
+        return x.dtype.type(big) * np.sqrt(np.dot(scaled, scaled))
+    # CuPy: no host round trip to test; always scaled (one more pass on the device)
+    big = xp.maximum(xp.max(xp.abs(flat)), tiny)
+    scaled = flat / big
+    return big * xp.sqrt(xp.dot(scaled, scaled))
+
+
+l2_norm = defop("l2_norm", _l2_norm_forward, lambda x: ((), float_dtype(x)),
+                (lambda g, y, x: g * x / y,), flops=lambda out, x, **a: 2 * size_of(x),
+                doc="sqrt(sum(x**2)) over all elements, without overflow for finite x (scaled when the "
+                    "plain sum of squares overflows); non-finite iff some entry is")
 
 
 def _count_forward(xp, x, axis):
@@ -135,11 +188,14 @@ reshape_like = defop("reshape_like", lambda xp, x, ref: x.reshape(ref.shape), _r
                      doc="x reshaped to the (runtime) shape of ref")
 
 
-def _sum_to_forward(xp, g, lead, keep):
+def _sum_to_forward(xp, g, lead, keep, out=None):
     if keep:
-        g = g.sum(axis=keep, keepdims=True)
+        g = g.sum(axis=keep, keepdims=True, out=None if lead else out)
     if lead:
-        g = g.sum(axis=tuple(range(lead)))
+        g = g.sum(axis=tuple(range(lead)), out=out)
+    elif out is not None and not keep:  # nothing to sum: a copy into out
+        out[...] = g
+        return out
     return g
 
 
@@ -149,7 +205,7 @@ def _sum_to_shape(g, lead, keep):
 
 
 _sum_to = defop("sum_to", _sum_to_forward, _sum_to_shape,
-                (lambda gg, y, g, lead, keep: broadcast_like(gg, g),),
+                (lambda gg, y, g, lead, keep: broadcast_like(gg, g),), writes_into_out=True,
                 doc="sum a broadcast gradient back to an input's shape")
 
 
@@ -173,4 +229,8 @@ def sum_to(g, like):
     axes = broadcast_axes(g.shape, like.shape)
     if axes is None:
         return g
-    return _sum_to(g, lead=axes[0], keep=axes[1])
+    lead, keep = axes
+    if all(g.shape[a] == 1 for a in range(lead)) and all(g.shape[a] == 1 for a in keep):
+        # every summed axis has (static) length 1: nothing to add up, a reshape (a view) will do
+        return reshape_like(g, like)
+    return _sum_to(g, lead=lead, keep=keep)

@@ -1,0 +1,170 @@
+"""Flat buffers end to end: the compiled train step writes gradients into views of one buffer and
+updates parameters and moments in place (no copies), checkpoints keep per-parameter names, the
+trainer's step matches the per-parameter optimizer bit for bit, and compilation stays linear."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gengraph.engine import Graph, compile, grad, ops
+from gengraph.engine.optimizers import make_optimizer
+from gengraph.plugins.run.loading import load
+from gengraph.plugins.run.runner import execute
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "specs" / "mlp_digits.toml"
+SHORT = ["train.epochs=2", "model.layers[0].units=32", "model.layers[1].units=16"]
+
+
+def _mlp(depth=3, width=8, kind="adam", flat=True, seed=0, **hyper):
+    rng = np.random.default_rng(seed)
+    g = Graph("float64")
+    x = g.input("x", (None, 5))
+    y = g.input("y", (None,), dtype="int64")
+    h, params, fan_in = x, [], 5
+    for i in range(depth):
+        out = width if i < depth - 1 else 3
+        W = g.param(f"l{i}/W", rng.normal(size=(fan_in, out)) / np.sqrt(fan_in))
+        b = g.param(f"l{i}/b", np.zeros(out))
+        params += [W, b]
+        h = h @ W + b
+        if i < depth - 1:
+            h = ops.relu(h)
+        fan_in = out
+    loss = ops.mean(ops.softmax_cross_entropy(h, y))
+    grads = grad(loss, params)
+    opt = make_optimizer(kind, **hyper)
+    opt.flat = flat
+    ups = opt.updates(g, params, grads)
+    return g, params, grads, opt, loss, ups
+
+
+def _feeds(seed=1, n=16):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(n, 5)), "y": rng.integers(0, 3, size=n)}
+
+
+def test_gradient_kernels_write_into_the_flat_views_and_updates_are_in_place():
+    g, params, grads, opt, loss, ups = _mlp(fused="yes")
+    prog = compile(g, {"loss": loss}, updates=ups)
+    src = prog.source
+    lines = src.splitlines()
+    # every gradient is computed by a kernel that writes into its view of the flat gradient
+    placed = [ln for ln in lines if re.search(r"= k\d+\(.*out=_g\d+_\d+\)", ln)]
+    assert len(placed) == len(params), src
+    assert not re.search(r"_g\d+_\d+\[\.\.\.\] =", src), "a gradient was copied into the flat buffer"
+    # the packs of parameters and moments are their buffers (no concatenation kernel) ...
+    pack_kernels = [n for n in prog.nodes if n.op == "pack" and f"v{n.id} = k" in src]
+    assert not pack_kernels
+    # ... and the updates write straight into them: the only in-place copy left is none at all
+    # (the step counter is computed into its leaf too)
+    assert not [ln for ln in lines if re.match(r"\s+\w+\[\.\.\.\] = ", ln)], src
+    assert sum("out=b" in ln for ln in lines) == 3  # m, v and the parameters: one kernel each
+    # and the values are right: the same as the per-parameter optimizer, bit for bit
+    g2, params2, _, _, loss2, ups2 = _mlp(fused="yes", flat=False)
+    ref = compile(g2, {"loss": loss2}, updates=ups2)
+    for step in range(3):
+        f = _feeds(step)
+        assert prog.run(f)["loss"] == ref.run(f)["loss"]
+        for p, q in zip(params, params2):
+            np.testing.assert_array_equal(g.value(p), g2.value(q))
+
+
+def test_flat_gradient_is_one_buffer_shared_by_the_gradient_values():
+    """The gradients a program returns next to the update are values, not the flat buffer's views."""
+    g, params, grads, opt, loss, ups = _mlp()
+    prog = compile(g, {"loss": loss, "g0": grads[0]}, updates=ups)
+    a = prog.run(_feeds(0))["g0"]
+    b = prog.run(_feeds(1))["g0"]
+    assert not np.shares_memory(a, b)
+    assert not np.array_equal(a, b)
+
+
+def test_checkpoints_keep_per_parameter_names_with_flat_buffers(tmp_path):
+    execute(load(DIGITS, SHORT), tmp_path / "run")
+    with np.load(tmp_path / "run" / "checkpoint.npz", allow_pickle=False) as z:
+        keys = set(z.files)
+    assert {"param/hidden/dense0/W", "param/hidden/dense1/b", "param/output/dense0/W",
+            "state/optimizer/adam/hidden/dense0/W/m", "state/optimizer/adam/output/dense0/b/v",
+            "state/optimizer/opt/step"} <= keys
+    moments = sorted(k for k in keys if k.startswith("state/") and k.endswith(("/m", "/v")))
+    params = sorted(k for k in keys if k.startswith("param/"))
+    assert len(moments) == 2 * len(params) >= 12
+    for p in params:  # one m and one v per parameter, named after it
+        name = p[len("param/"):]
+        assert any(m.endswith(f"adam/{name}/m") for m in moments), (name, moments)
+        assert any(m.endswith(f"adam/{name}/v") for m in moments), (name, moments)
+    assert not any("flat" in k or "pack" in k for k in keys)
+
+
+def _compile_cost(depth):
+    """Process CPU seconds to differentiate, build the Adam update and compile a depth-layer MLP
+    (the minimum of three tries: robust to other load)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        g, params, grads, opt, loss, ups = _mlp(depth=depth, width=4)
+        compile(g, {"loss": loss}, updates=ups)
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def test_compile_time_is_linear_in_depth():
+    """Four times the layers cost about four times as much (a quadratic term would give ~16)."""
+    small, large = _compile_cost(48), _compile_cost(192)
+    assert large < 8 * small, (small, large)
+
+
+# --- kernels that take out=: the compiler passes a dead input's buffer (or a flat view) ----------
+_R = np.random.default_rng(5)
+_A, _B, _C = (_R.normal(size=(4, 3)) for _ in range(3))
+OUT_CASES = {  # op -> (inputs, attrs); every input of the output's shape may be the `out` buffer
+    "adam_step": ([_A, _B, np.abs(_C) + 0.1, np.float64(0.01), np.float64(0.9)], {"eps": 1e-8}),
+    "ema": ([_A, _B], {"decay": 0.9}),
+    "relu": ([_A], {}),
+    "relu_grad": ([_A, _B], {}),
+    "sigmoid": ([_A], {}),
+    "silu": ([_A, 1 / (1 + np.exp(-_A))], {}),
+    "silu_grad": ([_B, _A, 1 / (1 + np.exp(-_A))], {}),
+    "softmax_ce_backward": ([_A[:, 0], np.abs(_B) / np.abs(_B).sum(1, keepdims=True), np.array([2, 0, 1, 1])], {}),
+    "sum_to": ([_A], {"lead": 0, "keep": ()}),
+}
+
+
+def test_kernels_writing_into_out_may_be_given_any_input_as_out():
+    """A kernel that takes out= must read every input before it writes out: the compiler hands it
+    the buffer of an input that dies at that kernel. For each such op, each input of the output's
+    shape is passed as `out` and the result must equal the out-of-place one."""
+    from gengraph.engine.ops import OPS
+
+    names = sorted(n for n, op in OPS.items() if op.writes_into_out)
+    assert set(names) <= set(OUT_CASES), f"no case for {sorted(set(names) - set(OUT_CASES))}"
+    for name in names:
+        inputs, attrs = OUT_CASES[name]
+        fwd = OPS[name].forward
+        want = np.array(fwd(np, *[np.array(a) for a in inputs], **attrs))
+        for k, a in enumerate(inputs):
+            if np.shape(a) != want.shape or not np.issubdtype(np.asarray(a).dtype, np.floating):
+                continue
+            args = [np.array(b) for b in inputs]
+            got = fwd(np, *args, out=args[k], **attrs)
+            np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15, err_msg=f"{name} with out=input {k}")
+
+
+def test_l2_norm_is_one_pass_and_does_not_overflow():
+    """The trainer's monitor over the flat gradient: sqrt(x.x) when that is finite; finite for
+    finite entries whose squares overflow (float32 1e20); non-finite iff some entry is."""
+    from gengraph.engine.ops import OPS
+
+    f = OPS["l2_norm"].kernel(np, {}, None)
+    x = np.array([3.0, 4.0], np.float32)
+    assert f(x) == np.float32(5.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        big = f(np.array([3e20, 4e20], np.float32))
+        assert np.isfinite(big) and abs(float(big) - 5e20) < 1e15
+        assert np.isnan(f(np.array([1.0, np.nan], np.float32)))
+        assert not np.isfinite(f(np.array([1.0, np.inf], np.float32)))
