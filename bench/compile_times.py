@@ -3,7 +3,7 @@
     python bench/compile_times.py [--reps 5]
 
 For each specs/*.toml: load + validate the spec (``plugins.loading.load``), build data and
-model (``plugins.runner.build``), then ``Trainer(...).compile_programs()`` (gradients,
+model (``plugins.run.runner.build``), then ``Trainer(...).compile_programs()`` (gradients,
 optimizer update nodes, passes, code generation for every program the model declares).
 Reported: the median over `reps` fresh repetitions of the whole path and of the
 compile_programs part alone, the first (cold) repetition separately, and the kernel count

@@ -1,7 +1,7 @@
 """The gengraph side of the workloads, compiled the way `gengraph run` compiles them.
 
-Every workload goes through a shipped spec, ``plugins.runner.build`` and
-``plugins.trainer.Trainer.compile_programs`` -- exactly the programs `gengraph run` runs:
+Every workload goes through a shipped spec, ``plugins.run.runner.build`` and
+``plugins.run.trainer.Trainer.compile_programs`` -- exactly the programs `gengraph run` runs:
 
 * MLP: ``specs/mlp_digits.toml``;
 * VAE: ``specs/vae_digits.toml`` with ``train.batch_size=128`` (if the ``vae`` plugin does not

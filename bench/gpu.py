@@ -3,7 +3,7 @@
     python -m bench.gpu [--quick] [--only mlp,vae,ddpm,sample] [--json bench/results_gpu.json]
 
 gengraph's programs are the ones `gengraph run --device cuda` runs: the same spec, built by
-``bench/gg_models.py`` (``plugins.runner.build`` + ``plugins.trainer.Trainer``), compiled by
+``bench/gg_models.py`` (``plugins.run.runner.build`` + ``plugins.run.trainer.Trainer``), compiled by
 ``Trainer.compile_programs`` with the run context's backend set to "cupy" (parameters and
 optimizer state live on the GPU). PyTorch is the same model in eager mode on CUDA
 (``bench/torch_models.py`` with ``device="cuda"``: nn.Linear, autograd, torch.optim.Adam
