@@ -7,7 +7,7 @@ Every workload goes through a shipped spec, ``plugins.run.runner.build`` and
 * VAE: ``specs/vae_digits.toml`` with ``train.batch_size=128`` (if the ``vae`` plugin does not
   import, the same model built here with the engine API and compiled by the same trainer);
 * DDPM: ``specs/diffusion_moons.toml`` with a scalar time input (denoiser 3-128-128-128-2) and
-  ``train.batch_size=256``; sampling with ``plugins.diffusion.sample``.
+  ``train.batch_size=256``; sampling with ``plugins.models.diffusion.sample``.
 
 Each builder returns a ``GG`` record: graph, params (in the order the hand-written
 versions use), programs, trainer, the random nodes (so a check can fetch the noise drawn)
@@ -237,11 +237,11 @@ def build_ddpm(dtype="float32") -> GG:
             "data": data, "seed": spec["run"]["seed"]}
     return GG(graph, model, list(model.params), progs, tr, nodes={"t": ex["t_train"], "eps": ex["eps_train"]},
               data=info, path="diffusion plugin: specs/diffusion_moons.toml --set " + " --set ".join(DDPM_OVERRIDES)
-              + " via runner.build + Trainer.compile_programs; sampling with plugins.diffusion.sample")
+              + " via runner.build + Trainer.compile_programs; sampling with plugins.models.diffusion.sample")
 
 
 def ddpm_sample(gg: GG, n: int, rng) -> np.ndarray:
-    """Ancestral sampling as `gengraph run`'s report does it: plugins.diffusion.sample (T program calls)."""
+    """Ancestral sampling as `gengraph run`'s report does it: plugins.models.diffusion.sample (T program calls)."""
     from gengraph.plugins.models.diffusion import sample
 
     return sample(gg.model, gg.programs, gg.data["steps"], n, rng)[0]
