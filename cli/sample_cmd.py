@@ -6,6 +6,7 @@ gengraph.plugins.run.sampling, the pictures in gengraph.plugins.blocks.plots.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import click
@@ -68,7 +69,9 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
         raise UserError(str(exc)) from None
     if out_file is None:
         click.echo(f"# {len(samples)} samples from {run_dir} ({run.kind}), shape {samples.shape}", err=True)
-        np.savetxt(click.get_text_stream("stdout"), samples.reshape(len(samples), -1), fmt="%.6g")
+        buf = io.StringIO()
+        np.savetxt(buf, samples.reshape(len(samples), -1), fmt="%.6g")
+        click.echo(buf.getvalue(), nl=False)
         return
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
