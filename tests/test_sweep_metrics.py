@@ -90,3 +90,17 @@ def test_a_grid_range_that_cannot_fit_is_refused_before_running(tmp_path):
     assert str(exc.value).startswith(f'{spec}:12:1: sweep.axes."model.layers[0].units": a parameter of shape '
                                      "(64, 1000000000)")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_random_range_that_cannot_fit_is_refused_before_running(tmp_path):
+    # a random sweep is checked at every numeric axis' largest drawn value, as a grid is
+    spec = tmp_path / "big.toml"
+    spec.write_text('spec_version = 1\n[data]\nsource = "digits"\n[model]\nkind = "mlp"\nlayers = [{ units = 8 }]\n'
+                    '[train]\nepochs = 1\n[output]\ndir = "' + str(tmp_path / "runs") + '"\n'
+                    '[sweep]\nmethod = "random"\ntrials = 3\n'
+                    '[sweep.axes]\n"model.layers[0].units" = { low = 100000000, high = 1000000000 }\n'
+                    '"train.optimizer.lr" = { low = 1e-4, high = 1e-2, log = true }\n')
+    with pytest.raises(SpecError) as exc:
+        sw.plan_sweep(spec)
+    assert 'sweep.axes."model.layers[0].units": a parameter of shape (64, ' in str(exc.value)
+    assert not (tmp_path / "runs").exists()

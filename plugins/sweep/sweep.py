@@ -375,8 +375,7 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
                     issues.append(issue)
     if issues:
         raise SpecError(issues)
-    if method == "grid":
-        _check_largest_trial(trials, axes, text, spec_path, overrides, schema)
+    _check_largest_trial(trials, axes, text, spec_path, overrides, schema)
     metric, mode = _metric_and_mode(base, spec_path, cfg)
     out = Path(out_dir) if out_dir else Path(base.data["output"]["dir"]) / (cfg.get("name") or f"{name}-sweep")
     return SweepPlan(name=name, method=method, metric=metric, mode=mode,
@@ -386,14 +385,17 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
 
 
 def _check_largest_trial(trials, axes, text, spec_path, overrides, schema) -> None:
-    """Build the grid's trial with the largest value of every numeric axis (sizes, sample counts)
-    before any trial runs, so a range that cannot fit in memory is refused up front, naming its axis."""
+    """Build a trial with every numeric axis at its largest value among the trials (sizes, sample
+    counts; a grid has that trial, a random sweep may not) before any trial runs, so a range that
+    cannot fit in memory is refused up front, naming its axis."""
     numeric = [a for a in axes if any(_is_number(t.values.get(a.key)) for t in trials)]
     if not numeric or len(trials) < 2:
         return
-    largest = max(trials, key=lambda t: [t.values[a.key] if _is_number(t.values.get(a.key)) else 0
-                                         for a in numeric])
-    spec = spec_from_text(text, str(spec_path), list(overrides) + largest.sets, schema)
+    values = dict(trials[0].values)
+    for a in numeric:
+        values[a.key] = max(t.values[a.key] for t in trials if _is_number(t.values.get(a.key)))
+    sets = [_override(a, values[a.key]) for a in axes]
+    spec = spec_from_text(text, str(spec_path), list(overrides) + sets, schema)
     try:
         build_checked(spec, base_dir=spec_path.resolve().parent)
     except SpecError as exc:
