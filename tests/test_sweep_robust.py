@@ -5,6 +5,7 @@ recompute after a lost worker) never truncates or overwrites it; Dask futures ar
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,32 @@ def test_dask_futures_are_released_once_recorded(tmp_path):
         while held_keys() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert held_keys() == []  # nothing holds a finished trial's result: a lost worker cannot trigger a rerun
+
+
+def test_a_killed_dask_worker_loses_no_trial(tmp_path):
+    """A worker killed (SIGKILL) mid-sweep: every trial still ends ok with its whole metrics.jsonl."""
+    distributed = pytest.importorskip("distributed")
+    import signal
+    import threading
+    import time
+
+    spec = tmp_path / "sw.toml"
+    spec.write_text('spec_version = 1\n[data]\nsource = "digits"\n[model]\nkind = "mlp"\nlayers = [{ units = 32 }]\n'
+                    '[train]\nepochs = 25\nbatch_size = 32\n[output]\nplots = false\n[sweep]\nmethod = "grid"\n'
+                    '[sweep.axes]\n"train.optimizer.lr" = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]\n')
+    out = tmp_path / "out"
+    plan = sw.plan_sweep(spec, [], out_dir=out)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        res = {}
+        th = threading.Thread(target=lambda: res.update(r=sw.run_sweep(plan, scheduler=client, plots=False)))
+        th.start()
+        deadline = time.time() + 60
+        while len(list(out.glob("*/summary.json"))) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(list(client.run(os.getpid).values())[0], signal.SIGKILL)
+        th.join(timeout=120)
+    assert res["r"]["n_ok"] == res["r"]["n_trials"] == 6
+    for trial in (d for d in out.iterdir() if d.is_dir()):
+        rows = (trial / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == 25 and json.loads((trial / "summary.json").read_text())["epochs"] == 25, trial.name
