@@ -11,6 +11,8 @@ import numpy as np
 
 from .ops import OPS
 from .program import NonFiniteError
+from .ops.flat import contiguous_base
+from .ops.flat import _offsets
 
 
 def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_updates=True) -> None:
@@ -171,8 +173,6 @@ def _aliases_of(ops) -> dict:
 
 def _flat_leaf_packs(program, ops) -> dict:
     """{pack node id: the buffer} for packs of leaves whose values lie in order in one buffer."""
-    from .ops.flat import contiguous_base
-
     out = {}
     for n in ops:
         if n.op == "pack" and n.inputs and all(i.is_leaf and i.op in ("param", "state") for i in n.inputs):
@@ -290,8 +290,6 @@ def _gradient_buffers(program, ops, keep, env):
     of one program-owned buffer: {node id: view name} for kernels that write there, and
     {pack id: (buffer name, [(view name, node) to copy in])} for the packs themselves."""
     from collections import Counter
-
-    from .ops.flat import _offsets
 
     outputs = {o.id for o in program.output_nodes}
     aliases = _aliases_of(ops)

@@ -56,6 +56,7 @@ from .graph import Node
 from .ops import adam_bc_sqrt, adam_step, adam_step_size, cast, ema, gt, minimum, pack, sqrt, stop_gradient, sum_squares, unpack
 from .ops import sum as total
 from .schedules import REQUIRED, Schedule, as_schedule, check, resolve_hyper, unknown_kind  # noqa: F401
+from .ops.flat import contiguous_base
 
 STEP_DTYPE = np.dtype("float64")  # the step counter: exact integers up to 2**53
 
@@ -95,7 +96,6 @@ def named(node: Node, name: str) -> Node:
 
 class _Step:
     """What one `updates` call shares between parameters: step counter, lr, casts."""
-
     def __init__(self, opt: "Optimizer", graph, step: Node, lr: Node):
         self.opt, self.graph, self.step, self.lr64 = opt, graph, step, lr
         self.t = step + 1.0  # the number of this update, 1 on the first (PyTorch's `step`)
@@ -136,8 +136,6 @@ class _Step:
 def flat_layout(graph, leaves, fill=None) -> None:
     """Make the values of `leaves` consecutive views of one flat buffer, in order (nothing to
     do when they already are). `fill`: the value every element starts with (new state)."""
-    from .ops.flat import contiguous_base
-
     vals = [graph.values[n.id] for n in leaves]
     if contiguous_base(vals) is not None:
         return
@@ -292,7 +290,6 @@ class Optimizer:
 
 class GD(Optimizer):
     """Plain gradient descent: p <- p - lr g."""
-
     kind = "gd"
     schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"), **_COMMON}
 

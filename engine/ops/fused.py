@@ -14,6 +14,7 @@ import numpy as np
 
 from .elementwise import sqrt
 from .registry import defop, elementwise, float_dtype
+from .special import cast
 
 _CUDA_KERNELS: dict[str, object] = {}
 
@@ -108,8 +109,6 @@ def _adam_step_size_forward(xp, lr, step, beta, dtype="float64"):
 
 
 def _adam_step_size_vjp(g, y, lr, step, beta, dtype="float64"):
-    from .special import cast
-
     return cast(g, dtype=lr.dtype.name) * adam_step_size(1.0, step, beta=beta)
 
 

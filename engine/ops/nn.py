@@ -13,6 +13,7 @@ import numpy as np
 from .elementwise import exp, sigmoid, softplus, softplus_forward, square
 from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, wrap_reduction
 from .registry import ZERO, ShapeError, defop, expression_function, elementwise, float_dtype, normalize_axes, reduced_shape, same_shape
+from .shape import one_hot
 
 
 def _row_max(xp, x, keepdims=False):
@@ -162,8 +163,6 @@ def _softmax_ce_backward_forward(xp, g, p, labels, out=None):
 
 
 def _softmax_ce_backward_vjp_g(gd, out, g, p, labels):
-    from .shape import one_hot
-
     return sum(gd * (p - one_hot(labels, depth=p.shape[-1], dtype=p.dtype.name)), axis=-1)
 
 
