@@ -33,13 +33,21 @@ def _conv_t(cfg):
 @FD
 @given(cfg=conv_configs(), seed=seeds)
 def test_conv2d_grad(cfg, seed):
-    fd_check(_conv(cfg), list(conv_arrays(cfg, seed)))
+    out = fd_check(_conv(cfg), list(conv_arrays(cfg, seed)))
+    # PyTorch's output size: (H + 2p - d(k - 1) - 1) // s + 1
+    hw = tuple((cfg["hw"][a] + 2 * cfg["p"][a] - cfg["d"][a] * (cfg["k"][a] - 1) - 1) // cfg["s"][a] + 1
+               for a in range(2))
+    assert out.shape == (cfg["n"], cfg["cout"]) + hw
 
 
 @FD
 @given(cfg=conv_configs(transpose=True), seed=seeds)
 def test_conv_transpose2d_grad(cfg, seed):
-    fd_check(_conv_t(cfg), list(conv_arrays(cfg, seed, transpose=True)))
+    out = fd_check(_conv_t(cfg), list(conv_arrays(cfg, seed, transpose=True)))
+    # PyTorch's output size: (H - 1)s - 2p + d(k - 1) + output_padding + 1
+    hw = tuple((cfg["hw"][a] - 1) * cfg["s"][a] - 2 * cfg["p"][a] + cfg["d"][a] * (cfg["k"][a] - 1)
+               + cfg["op"][a] + 1 for a in range(2))
+    assert out.shape == (cfg["n"], cfg["cout"]) + hw
 
 
 @st.composite
@@ -60,21 +68,30 @@ def _spread(shape, seed):
 @given(case=pool_cases(), seed=seeds)
 def test_max_pool2d_grad(case, seed):
     shape, k, s = case
-    fd_check(lambda x: ops.max_pool2d(x, k, s), [_spread(shape, seed)], eps=1e-4)
+    x = _spread(shape, seed)
+    out = fd_check(lambda x: ops.max_pool2d(x, k, s), [x], eps=1e-4)
+    assert out.shape == shape[:2] + tuple((shape[2 + a] - k[a]) // s[a] + 1 for a in range(2))
+    assert out[..., 0, 0].tolist() == x[..., :k[0], :k[1]].max(axis=(-2, -1)).tolist()
 
 
 @FD
 @given(case=pool_cases(), seed=seeds)
 def test_avg_pool2d_grad(case, seed):
     shape, k, s = case
-    fd_check(lambda x: ops.avg_pool2d(x, k, s), [np.random.default_rng(seed).normal(size=shape)])
+    x = np.random.default_rng(seed).normal(size=shape)
+    out = fd_check(lambda x: ops.avg_pool2d(x, k, s), [x])
+    assert out.shape == shape[:2] + tuple((shape[2 + a] - k[a]) // s[a] + 1 for a in range(2))
+    np.testing.assert_allclose(out[..., 0, 0], x[..., :k[0], :k[1]].mean(axis=(-2, -1)), rtol=1e-12)
 
 
 @FD
 @given(n=st.integers(1, 2), c=st.integers(1, 3), hw=st.tuples(st.integers(1, 3), st.integers(1, 3)),
        scale=st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))), seed=seeds)
 def test_upsample_nearest2d_grad(n, c, hw, scale, seed):
-    fd_check(lambda x: ops.upsample_nearest2d(x, scale), [np.random.default_rng(seed).normal(size=(n, c) + hw)])
+    x = np.random.default_rng(seed).normal(size=(n, c) + hw)
+    out = fd_check(lambda x: ops.upsample_nearest2d(x, scale), [x])
+    sh, sw = (scale, scale) if isinstance(scale, int) else scale
+    assert out.tolist() == x.repeat(sh, axis=2).repeat(sw, axis=3).tolist()
 
 
 @FD
@@ -84,7 +101,9 @@ def test_group_norm_grad(n, cg, groups, hw, eps, seed):
     if cg * hw[0] * hw[1] == 1 and eps < 1e-3:
         eps = 1e-3  # one element per group: x - mean == 0 exactly, the gradient is 1/sqrt(eps)-sized
     x = np.random.default_rng(seed).normal(size=(n, cg * groups) + hw)
-    fd_check(lambda x: ops.group_norm(x, groups, eps), [x])
+    out = fd_check(lambda x: ops.group_norm(x, groups, eps), [x])
+    by_group = out.reshape(n, groups, -1)  # each group normalised: mean 0
+    np.testing.assert_allclose(by_group.mean(axis=-1), 0.0, atol=1e-10)
 
 
 @FD
@@ -93,7 +112,9 @@ def test_group_norm_grad(n, cg, groups, hw, eps, seed):
 def test_layer_norm_grad(shape, eps, seed):
     if int(np.prod(shape[1:])) == 1 and eps < 1e-3:
         eps = 1e-3
-    fd_check(lambda x: ops.layer_norm(x, eps), [np.random.default_rng(seed).normal(size=shape)])
+    out = fd_check(lambda x: ops.layer_norm(x, eps), [np.random.default_rng(seed).normal(size=shape)])
+    np.testing.assert_allclose(out.reshape(shape[0], -1).mean(axis=1), 0.0, atol=1e-10)
+    assert out.shape == shape
 
 
 # --- second order -----------------------------------------------------------------------------
@@ -120,4 +141,6 @@ def test_pool_and_norm_hessian_vector_products():
     hvp_check(lambda x: ops.square(ops.max_pool2d(x, 2, 1)), [x], eps=1e-4, n_random=3)
     hvp_check(lambda x: ops.square(ops.avg_pool2d(x, (2, 3), 1)), [rng.normal(size=(1, 2, 4, 5))], n_random=3)
     hvp_check(lambda x: ops.square(ops.upsample_nearest2d(x, 2)), [rng.normal(size=(1, 2, 2, 3))], n_random=3)
-    hvp_check(lambda x: ops.group_norm(x, 2, 0.1), [rng.normal(size=(1, 4, 2, 2))], n_random=3, atol=1e-5)
+    hessian = hvp_check(lambda x: ops.group_norm(x, 2, 0.1), [rng.normal(size=(1, 4, 2, 2))], n_random=3, atol=1e-5)
+    assert hessian is not None and hessian.shape == (16, 16)
+    np.testing.assert_allclose(hessian, hessian.T, atol=1e-8)  # a Hessian is symmetric
