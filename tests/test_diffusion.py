@@ -14,6 +14,7 @@ import pytest
 
 from gengraph.engine import Graph, compile, grad, ops
 from gengraph.engine.gradcheck import central_differences, compare
+from gengraph.plugins.blocks import sample_quality as sq
 from gengraph.plugins.models import diffusion as dfn
 from gengraph.plugins.datasets import Dataset
 from gengraph.plugins.model import ModelConfigError
@@ -253,15 +254,15 @@ def test_discretized_decoder_is_a_distribution():
 def test_mmd_and_energy_distance():
     rng = np.random.default_rng(0)
     x, y, z = rng.normal(size=(400, 2)), rng.normal(size=(400, 2)), rng.normal(size=(400, 2)) + [1.0, 0.0]
-    h = dfn.median_bandwidth(x)
+    h = sq.median_bandwidth(x)
     d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
     assert h == pytest.approx(np.median(d[np.triu_indices(400, 1)]))
-    assert abs(dfn.mmd2_unbiased(x, y, h)) < 0.005 < dfn.mmd2_unbiased(x, z, h)
+    assert abs(sq.mmd2_unbiased(x, y, h)) < 0.005 < sq.mmd2_unbiased(x, z, h)
     a, b = x[:30], z[:20]
     dab = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).mean()
     daa = np.sqrt(((a[:, None] - a[None]) ** 2).sum(-1)).sum() / (30 * 29)
     dbb = np.sqrt(((b[:, None] - b[None]) ** 2).sum(-1)).sum() / (20 * 19)
-    assert dfn.energy_distance_unbiased(a, b) == pytest.approx(2 * dab - daa - dbb, rel=1e-9)
+    assert sq.energy_distance_unbiased(a, b) == pytest.approx(2 * dab - daa - dbb, rel=1e-9)
 
 
 # --- spec errors ------------------------------------------------------------------------------

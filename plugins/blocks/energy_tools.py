@@ -21,10 +21,6 @@ def run_batched(prog, feeds_fn, n, key, batch=4096):
     return np.concatenate([to_numpy(prog.run(feeds_fn(i, min(i + batch, n)))[key]) for i in range(0, n, batch)])
 
 
-# --- two-sample statistics: plugins/blocks/sample_quality.py ------------------------------
-from gengraph.plugins.blocks.sample_quality import _sq_dists, median_bandwidth  # noqa: E402,F401
-
-
 # --- a linear probe -----------------------------------------------------------------------
 def softmax_regression(x_train, y_train, x_test, y_test, n_classes, *, l2=1e-4, max_iter=300) -> dict:
     """Multinomial logistic regression fitted by L-BFGS on engine gradients; train/test accuracy."""

@@ -76,8 +76,7 @@ import numpy as np
 
 from gengraph.engine import compile, ops, to_numpy, topo_order
 
-from gengraph.plugins.blocks.sample_quality import (energy_distance_unbiased, median_bandwidth,  # noqa: F401
-                                                  mmd2_unbiased, two_sample_report)
+from gengraph.plugins.blocks.sample_quality import two_sample_report
 from gengraph.plugins.models.digit_quality import (digit_classifier, digit_report, digits_intensity, is_digits,
                                                   quality_sample_count)
 from gengraph.plugins.models import conditional as cond

@@ -353,21 +353,23 @@ class Hierarchy:
 DEFAULT_HIDDEN = [{"units": 128, "activation": "relu"}]
 
 
+def _widest(hier, params) -> int:
+    """Values per example of the widest array the hierarchy computes (images included)."""
+    return max([hier.x_dim, *hier.sizes, *(p.shape[-1] for p in params if len(p.shape) == 2),
+                *(int(np.prod(s, dtype=np.int64)) for n in hier.networks() for s in getattr(n, "shapes", []))])
+
+
 def iw_rows(hier, k: int, params) -> int:
     """How many examples `nll_iw` runs at once: k samples each go through the network together, so
     at most 50 000 // k rows (512 at most), fewer when a quarter of the free memory cannot hold
     a few k x rows x width arrays per layer (the widest layer, images included)."""
-    widest = max([hier.x_dim, *hier.sizes, *(p.shape[-1] for p in params if len(p.shape) == 2),
-                  *(n.out_dim for n in hier.networks() if hasattr(n, "out_dim")),
-                  *(int(np.prod(s, dtype=np.int64)) for n in hier.networks() for s in getattr(n, "shapes", []))])
-    per_row = 8 * k * widest * (4 + len(params))
+    per_row = 8 * k * _widest(hier, params) * (4 + len(params))
     return max(1, min(512, 50_000 // k, int(memory.available_bytes() // 4 // per_row)))
 
 
 def _check_iw_memory(hier, k: int, params) -> None:
     """Refuse, before anything runs, a k whose samples of one example cannot fit."""
-    widest = max([hier.x_dim, *hier.sizes, *(p.shape[-1] for p in params if len(p.shape) == 2)])
-    need = 8 * k * widest * (4 + len(params))  # a few k x width arrays per layer, one example at a time
+    need = 8 * k * _widest(hier, params) * (4 + len(params))  # a few k x width arrays per layer, one example at a time
     if (why := too_big(need, f"iw_samples = {k} (k samples of one example at once)")) is not None:
         raise ModelConfigError("model.elbo.iw_samples", why)
 
