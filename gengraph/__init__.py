@@ -21,7 +21,7 @@ _API = {
     "ModelPlugin": "gengraph.plugins.model", "Model": "gengraph.plugins.model",
     # from Python and notebooks: the CLI's run / validate / sample as functions
     "run": "gengraph.plugins.run.api", "load": "gengraph.plugins.run.api", "validate": "gengraph.plugins.run.api",
-    "Run": "gengraph.plugins.run.api", "shipped_specs": "gengraph.plugins.run.api",
+    "Run": "gengraph.plugins.run.api", "shipped_specs": "gengraph.plugins.run.loading",
     "SpecError": "gengraph.plugins.spec.errors", "SampleError": "gengraph.plugins.run.sampling",
     "draw": "gengraph.plugins.run.sampling", "show_samples": "gengraph.plugins.run.display",
 }

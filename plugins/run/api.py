@@ -27,7 +27,7 @@ from gengraph.plugins.run.display import make_progress
 from gengraph.plugins.run.display import run_html
 from gengraph.plugins.run.inspection import gradcheck
 from gengraph.plugins.run.inspection import program_stage
-from gengraph.plugins.run.loading import default_spec, resolve_spec, shipped_specs  # noqa: F401 (re-exported)
+from gengraph.plugins.run.loading import default_spec, resolve_spec
 from gengraph.plugins.run.loading import load as load_file
 from gengraph.plugins.run.loading import load_plugin_file
 from gengraph.plugins.run.runner import build_checked
