@@ -101,6 +101,12 @@ def machine() -> dict:
         info["blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
     except Exception:  # noqa: BLE001
         pass
+    try:  # which kernels OpenBLAS runs (gengraph.blas_setup may have chosen them)
+        from threadpoolctl import threadpool_info
+
+        info["blas_kernels"] = [p.get("architecture") for p in threadpool_info() if p.get("internal_api") == "openblas"]
+    except Exception:  # noqa: BLE001
+        pass
     try:
         import torch
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
+from gengraph.blas_setup import tune_blas
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS")
 
@@ -19,6 +21,7 @@ def pin(n: int) -> int:
     for var in THREAD_VARS:
         os.environ[var] = str(n)
     os.environ["GENGRAPH_BENCH_THREADS"] = str(n)
+    tune_blas()  # the same BLAS kernels for gengraph and hand-written NumPy (both use NumPy's OpenBLAS)
     if n == 1 and "XLA_FLAGS" not in os.environ:  # JAX: XLA's CPU backend runs its Eigen ops on one thread
         os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     return n

@@ -10,6 +10,10 @@ The public API, re-exported lazily (so ``gengraph --help`` imports nothing heavy
 
 __version__ = "0.1.0"
 
+from gengraph.blas_setup import tune_blas
+
+tune_blas()  # before anything imports NumPy: OpenBLAS reads its kernel choice at load
+
 _API = {
     # the engine
     "Graph": "gengraph.engine", "Node": "gengraph.engine", "grad": "gengraph.engine",
