@@ -336,3 +336,43 @@ def test_digits_spec_end_to_end_via_cli(tmp_path):
     samples = np.load(out / "samples.npy", allow_pickle=False)
     assert samples.shape == (64, 64) and np.all(np.isfinite(samples))
     assert (out / "samples.png").exists() and (out / "denoising.png").exists()
+
+
+# --- the stratified estimate of the bound over t (model.bound_timesteps) ------------------------
+@pytest.mark.parametrize("T,k", [(1000, 100), (50, 7), (12, 3), (12, 11), (5, 0)])
+def test_t_strata_partition_one_to_T(T, k):
+    strata = dfn.t_strata(T, k)
+    assert strata[0] == (1, 1)  # prior + decoder: always exact
+    covered = [t for lo, hi in strata for t in range(lo, hi + 1)]
+    assert covered == list(range(1, T + 1))  # every t once, in order
+    assert len(strata) - 1 <= (k if 0 < k < T - 1 else T - 1)
+    widths = [hi - lo + 1 for lo, hi in strata[1:]]
+    assert widths[0] == 1 and widths[-1] == max(widths)  # narrow where the terms are large
+
+
+def test_stratified_bound_is_unbiased_for_the_full_sum():
+    # T = 12 terms per example; K = 3 strata draw one t each. The mean of many independent
+    # stratified estimates must agree with the exact sum over t (both with fresh x_t draws) within
+    # their standard errors, and each estimate must run 1 + 3 programs per batch, not 12.
+    sched = {"kind": "linear", "T": 12, "beta_start": 0.05, "beta_end": 0.4}
+    runs = {}
+    for k, reps in ((0, 200), (3, 800)):
+        model, data = tiny_model(schedule=sched, bound_timesteps=k, bound_samples=reps)
+        progs = dfn.programs_of(model)
+        calls = [0]
+        run = progs["bound_terms"].run
+
+        def counting(*a, _run=run, **kw):
+            calls[0] += 1
+            return _run(*a, **kw)
+
+        progs["bound_terms"].run = counting
+        runs[k] = dfn.nll_bound(model, progs, dfn.current_schedule(model, progs), data.x_test, seed=5)
+        assert calls[0] == reps * (12 if k == 0 else 4)
+    full, strat = runs[0], runs[3]
+    assert full["prior"] == pytest.approx(strat["prior"], rel=1e-12)  # the same model
+    se = math.hypot(full["nll_bound_se"], strat["nll_bound_se"])
+    assert 0 < se < 0.05 * abs(full["diffusion"])
+    assert abs(full["nll_bound"] - strat["nll_bound"]) < 4 * se
+    # the stratified draws add variance over t: a larger SE at the same number of estimates
+    assert strat["nll_bound_se"] * math.sqrt(800) > full["nll_bound_se"] * math.sqrt(200)

@@ -41,8 +41,9 @@ on the target (per dimension), ``loss = "elbo"`` is the unbiased one-sample esti
 L_prior + T * L_{t-1} of the bound (its expectation over t is the bound). The logged
 metric ``nll_bound_mc`` is that estimate whatever the loss. The report computes
 ``test_nll_bound``: for every test example the sum over ALL t = 1..T of its terms (a loop
-over t in batches), each KL term's expectation over x_t ~ q(x_t | x_0) estimated with
-one draw; the whole estimate is repeated ``bound_samples`` times (independent draws) and
+over t in batches; with ``bound_timesteps = K`` an unbiased stratified estimate of the sum
+over t = 2..T from one t per example in each of K strata, for large T), each KL term's
+expectation over x_t ~ q(x_t | x_0) estimated with one draw; the whole estimate is repeated ``bound_samples`` times (independent draws) and
 reported as the mean with its standard error std/sqrt(bound_samples) (``*_se``); the prior
 term is exact. Its parts are reported as
 ``test_prior_term``, ``test_reconstruction_term`` and ``test_diffusion_term`` (t >= 2), and
@@ -312,6 +313,10 @@ class Diffusion(ModelPlugin):
             "bound_samples": Field(int, 4, "independent estimates of the reported bound (a draw of x_t per t and "
                                    "example each; continuous time: of t, eps, eps_0): their mean, and "
                                    "std/sqrt(bound_samples) as the *_se figures", min=2),
+            "bound_timesteps": Field(int, 0, "discrete time: diffusion terms per estimate of the bound; 0 sums all "
+                                     "t = 2..T, K < T - 1 draws one t per example in each of K strata of t "
+                                     "(narrow at small t, where the terms are large): unbiased, its spread is "
+                                     "in the *_se figures", min=0),
             "strip_steps": Field(int, 6, "columns of the denoising strip plot", min=2),
             **cond.condition_fields(),
         }, help=self.help)
@@ -634,8 +639,19 @@ def to_data_units(model, data, x):
     return data.unscale_x(np.asarray(x, np.float64))
 
 
+def t_strata(T: int, k: int) -> list[tuple[int, int]]:
+    """Inclusive ranges of t covering 1..T: (1, 1) (prior and decoder, always exact), then all of 2..T
+    one by one when k is 0 or >= T - 1, else at most k strata with edges on a quadratic grid, so the
+    first (largest, fastest-changing) terms get strata of one step and the flat tail wide ones."""
+    if k == 0 or k >= T - 1:
+        return [(t, t) for t in range(1, T + 1)]
+    edges = sorted({2 + round((T - 1) * (i / k) ** 2) for i in range(k + 1)})
+    return [(1, 1)] + [(a, b - 1) for a, b in zip(edges, edges[1:])]
+
+
 def nll_bound(model, progs, sched, x, seed, batch=None, labels=None) -> dict:
-    """The variational bound on -log p(x) per example (nats), summing all T terms exactly.
+    """The variational bound on -log p(x) per example (nats): all T terms, or (bound_timesteps = K)
+    an unbiased stratified estimate of their sum over t = 2..T (see `t_strata`).
 
     Each KL term's expectation over x_t ~ q(x_t|x_0) uses `bound_samples` draws; the prior
     term is analytic. Returns means over the examples and the per-example bounds.
@@ -649,15 +665,18 @@ def nll_bound(model, progs, sched, x, seed, batch=None, labels=None) -> dict:
     prior, recon, diff = np.zeros(n), np.zeros((reps, n)), np.zeros((reps, n))
     discretized = cfg["decoder"] == "discretized"
     sigma1 = math.sqrt(float(sched.betas[0]))
+    strata = t_strata(T, cfg["bound_timesteps"])
     for start in range(0, n, batch):
         xb = np.asarray(x[start:start + batch])
         sl = slice(start, start + len(xb))
+        extra = {"y": np.asarray(labels[sl], np.int64)} if model.n_labels else {}
         for r in range(reps):
-            for t in range(1, T + 1):
+            for lo, hi in strata:
                 eps = rng.standard_normal(xb.shape)
-                extra = {"y": np.asarray(labels[sl], np.int64)} if model.n_labels else {}
-                res = prog.run(x=xb, t=np.full(len(xb), t, dtype=np.int64), eps=eps, **extra)
-                if t == 1:
+                # one t per example, uniform in [lo, hi]; the term counts for the stratum's hi - lo + 1 steps
+                t = np.full(len(xb), lo, np.int64) if lo == hi else rng.integers(lo, hi + 1, len(xb))
+                res = prog.run(x=xb, t=t, eps=eps, **extra)
+                if lo == 1:
                     prior[sl] = np.asarray(to_numpy(res["prior"]), np.float64)
                     if discretized:
                         x0m = 2.0 * xb - 1.0 if cfg["symmetric"] else xb
@@ -667,7 +686,7 @@ def nll_bound(model, progs, sched, x, seed, batch=None, labels=None) -> dict:
                         term = np.asarray(to_numpy(res["term"]), np.float64)
                     recon[r, sl] = term
                 else:
-                    diff[r, sl] += np.asarray(to_numpy(res["term"]), np.float64)
+                    diff[r, sl] += (hi - lo + 1) * np.asarray(to_numpy(res["term"]), np.float64)
     shift = 0.0 if discretized else model.extras["shift"]
     per_example = prior + recon.mean(axis=0) + diff.mean(axis=0) - shift
     # the reps are independent estimates of the test-set bound: their spread gives the SE
