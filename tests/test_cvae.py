@@ -42,10 +42,6 @@ def build(cfg, data, seed=0):
     return graph, vae.build(validate(vae.schema, cfg, path="model"), graph, data, init_rng(seed))
 
 
-def values(graph, prefix):
-    return {p.label: graph.values[p.id] for p in graph.params() if p.label.startswith(prefix)}
-
-
 def test_conditional_vae_loss_gradient_matches_finite_differences():
     data, x, y = tiny_data()
     g, m = build({**TINY, "elbo": {"samples": 2, "beta": 0.7}}, data)
@@ -75,7 +71,7 @@ def test_conditional_vae_loss_gradient_matches_finite_differences():
 
 
 def _np_forward(W, x, y):
-    """NumPy forward of TINY: the per-sample log weights log p(x|h,y) + log p(h) - log q(h|x,y)."""
+    """NumPy forward of TINY's encoder q(h|x, y): (mu, logvar, one-hot of y)."""
     c = np.eye(K)[y]
     hid = np.tanh(np.concatenate([x, c], 1) @ W["encoder/dense0/W"] + W["encoder/dense0/b"])
     out = hid @ W["encoder/out/W"] + W["encoder/out/b"]
