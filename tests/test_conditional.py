@@ -49,6 +49,10 @@ def test_conditional_samples_are_read_as_their_label(cfg_run):
     assert s["cond_accuracy"] > 0.5, s["cond_accuracy_by_label"]
     assert len(s["cond_accuracy_by_label"]) == 10 and s["cond_guidance"] == 2.0
     assert np.isfinite(s["test_nll_bound"]) and np.isfinite(s["test_fd"])
+    # the discretized decoder's bound in bits/dim, at the test labels and at the null label
+    for tag in ("", "_uncond"):
+        assert s[f"test_bpd{tag}"] == pytest.approx(s[f"test_nll_bound{tag}"] / (64 * np.log(2)), rel=1e-12)
+        assert 0 < s[f"test_bpd{tag}_se"] < 0.05 * s[f"test_bpd{tag}"]
 
 
 def test_gengraph_sample_label_and_guidance(cfg_run):

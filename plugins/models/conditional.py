@@ -1,5 +1,6 @@
-"""Class-conditional generation for the diffusion kind: label inputs, label dropout and
-classifier-free guidance (Ho & Salimans 2022).
+"""Classifier-free guidance for the diffusion kind (Ho & Salimans 2022): the null label,
+label dropout and the guided output. What every class-conditional kind shares (the
+condition key, label counts, one-hots, cond_accuracy) is in `class_condition`.
 
 * `model.condition = "label"`: the denoiser gets a one-hot of the class label next to
   [x_t, emb(t)]; index n_labels is the null label "no condition" (all classes).
@@ -9,18 +10,15 @@ classifier-free guidance (Ho & Salimans 2022).
 * sampling: eps~ = (1 + w) eps(x, c) - w eps(x, null), w = `guidance`. The combination is
   taken on the network outputs, which is the same thing for epsilon, v and x0 prediction
   (each is an affine function of eps_hat at fixed x_t); w = 0 is the plain conditional model.
-* the report draws samples of every class K = 0..n_labels-1 and gives `cond_accuracy`: the
-  fraction that the digit classifier of `sample_quality` reads as K, averaged over K
-  (and `cond_accuracy_by_label`).
+* the report draws samples of every class K = 0..n_labels-1 and gives `cond_accuracy`
+  (class_condition.cond_accuracy).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from gengraph.engine import ops
 
-from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.models.class_condition import condition_field, one_hot
 from gengraph.plugins.spec.schema import Field
 
 LABEL_STREAM = 3  # random stream of the label dropout (diffusion's training graph uses 1, 2)
@@ -28,8 +26,7 @@ LABEL_STREAM = 3  # random stream of the label dropout (diffusion's training gra
 
 def condition_fields() -> dict:
     return {
-        "condition": Field(str, "none", "none, or label: class-conditional (the data's class labels)",
-                           choices=["none", "label"]),
+        "condition": condition_field(),
         "label_dropout": Field(float, 0.1, "probability p_uncond that a training label is replaced by the null "
                                "label (classifier-free guidance needs > 0)", min=0.0, max=1.0),
         "guidance": Field(float, 0.0, "classifier-free guidance weight w of the report's conditional samples: "
@@ -37,18 +34,9 @@ def condition_fields() -> dict:
     }
 
 
-def n_labels_of(cfg, data) -> int:
-    if cfg.get("condition", "none") != "label":
-        return 0
-    if data.task != "classification" or not data.n_classes or data.y_train is None:
-        raise ModelConfigError("model.condition", '"label" needs class labels; the data has none '
-                               f"(task {data.task})")
-    return int(data.n_classes)
-
-
-def one_hot(graph, labels, n: int):
+def one_hot_or_null(graph, labels, n: int):
     """(batch, n + 1) one-hot of integer labels 0..n (n: the null label)."""
-    return ops.one_hot(labels, depth=n + 1, dtype=str(graph.dtype))
+    return one_hot(graph, labels, n + 1)
 
 
 def dropped_labels(graph, y, n: int, p: float):
@@ -68,7 +56,3 @@ def null_labels(graph, like, n: int):
 def guided(f_cond, f_null, w):
     """(1 + w) f(x, c) - w f(x, null)."""
     return f_cond + w * (f_cond - f_null)
-
-
-def class_labels(n_labels: int, per_class: int) -> np.ndarray:
-    return np.repeat(np.arange(n_labels, dtype=np.int64), per_class)

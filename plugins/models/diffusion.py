@@ -78,9 +78,9 @@ import numpy as np
 from gengraph.engine import compile, ops, to_numpy, topo_order
 
 from gengraph.plugins.blocks.sample_quality import two_sample_report
-from gengraph.plugins.models.digit_quality import (digit_classifier, digit_report, digits_intensity, is_digits,
-                                                  quality_sample_count)
+from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
 from gengraph.plugins.models import conditional as cond
+from gengraph.plugins.models.class_condition import class_labels, cond_accuracy, n_labels_of, report_per_class
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
@@ -361,7 +361,7 @@ class Diffusion(ModelPlugin):
         x_t = graph.input("x_t", (None, D))
         t = graph.input("t", (None,), dtype="int64")
         emb = time_embedding(graph, t, emb_cfg, T)
-        n_labels = cond.n_labels_of(cfg, data)
+        n_labels = n_labels_of(cfg, data)
         if cfg["network"]["kind"] == "unet":
             if n_labels:
                 raise ModelConfigError("model.condition", 'a class-conditional model needs the MLP denoiser '
@@ -372,7 +372,7 @@ class Diffusion(ModelPlugin):
             features = [x_t, emb]
             if n_labels:  # class-conditional: a one-hot of the label (index n_labels: no condition)
                 label = graph.input("label", (None,), dtype="int64")
-                features.append(cond.one_hot(graph, label, n_labels))
+                features.append(cond.one_hot_or_null(graph, label, n_labels))
             h, net_params = build_stack(graph, ops.concat(features, axis=1), cfg["layers"], rng, "denoiser")
             f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity",
                                                     "init": cfg["output_init"]}], rng, "denoiser/output")
@@ -466,9 +466,18 @@ class Diffusion(ModelPlugin):
                 b["reconstruction_se"]
             out["test_diffusion_term"], out["test_diffusion_term_se"] = b["diffusion"], b["diffusion_se"]
             out["bound_samples"] = int(cfg["bound_samples"])
-            if data.image_shape is not None and cfg["decoder"] == "discretized":
+            bpd = data.image_shape is not None and cfg["decoder"] == "discretized"
+            if bpd:
                 out["test_bpd"] = b["nll_bound"] / (D * math.log(2.0))
                 out["test_bpd_se"] = b["nll_bound_se"] / (D * math.log(2.0))
+            if model.n_labels:  # the same bound for the null label: the unconditional model eps(x, null)
+                u = nll_bound(model, progs, sched, data.x_test, ctx.seed,
+                              labels=np.full(data.n_test, model.n_labels, np.int64))
+                out["test_nll_bound_uncond"], out["test_nll_bound_uncond_se"] = u["nll_bound"], u["nll_bound_se"]
+                if bpd:
+                    out["test_bpd_uncond"] = u["nll_bound"] / (D * math.log(2.0))
+                    out["test_bpd_uncond_se"] = u["nll_bound_se"] / (D * math.log(2.0))
+            if bpd:
                 # the data as fed: [0, 1] when the model maps them to [-1, 1] itself, else [-1, 1]
                 out.update(baseline_histogram(data, cfg["levels"], lo=0.0 if cfg["symmetric"] else -1.0))
         out["log_snr_1"], out["log_snr_T"] = float(-sched.gamma[0]), float(-sched.gamma[-1])
@@ -535,17 +544,12 @@ def cond_report(model, progs, steps, data, ctx, per_class=None) -> dict:
     k, cfg = model.n_labels, model.extras["cfg"]
     if not is_digits(data, ctx.spec):
         return {}
-    per_class = per_class or max(1, data.n_test // k)
-    labels = cond.class_labels(k, per_class)
+    labels = class_labels(k, per_class or report_per_class(data, k))
     rng = seeds.rng(ctx.seed, "conditional")
     x0, _ = sample(model, progs, steps, len(labels), rng, labels=labels, guidance=cfg["guidance"])
-    pred = digit_classifier(ctx.spec.get("data"), ctx.seed).predict(
-        digits_intensity(data, to_data_units(model, data, x0), units="data"))
-    by = [float(np.mean(pred[labels == c] == c)) for c in range(k)]
-    se = float(np.sqrt(np.sum([b * (1 - b) / per_class for b in by])) / k)  # binomial, classes independent
-    return {"cond_accuracy": float(np.mean(by)), "cond_accuracy_se": se, "cond_accuracy_by_label": by,
-            "cond_guidance": cfg["guidance"],
-            "cond_samples_per_label": int(per_class)}
+    out = cond_accuracy(to_data_units(model, data, x0), labels, k, data, ctx.spec, ctx.seed)
+    out["cond_guidance"] = cfg["guidance"]
+    return out
 
 
 def sample_rng(seed) -> np.random.Generator:
@@ -651,7 +655,8 @@ def t_strata(T: int, k: int) -> list[tuple[int, int]]:
 
 def nll_bound(model, progs, sched, x, seed, batch=None, labels=None) -> dict:
     """The variational bound on -log p(x) per example (nats): all T terms, or (bound_timesteps = K)
-    an unbiased stratified estimate of their sum over t = 2..T (see `t_strata`).
+    an unbiased stratified estimate of their sum over t = 2..T (see `t_strata`); for a
+    class-conditional model the bound on -log p(x|y) at `labels` (the null label: unconditional).
 
     Each KL term's expectation over x_t ~ q(x_t|x_0) uses `bound_samples` draws; the prior
     term is analytic. Returns means over the examples and the per-example bounds.

@@ -43,7 +43,7 @@ import numpy as np
 
 from gengraph.engine import ops, to_numpy
 
-from gengraph.plugins.blocks.layers import Network
+from gengraph.plugins.blocks.layers import LAYERS as LAYERS_OF_NETWORKS, Network
 from gengraph.plugins.blocks.likelihoods import BoundLikelihood, Categorical
 from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se, on_grid
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
@@ -53,6 +53,7 @@ from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks.plots import _figure, _save
 from gengraph.plugins.blocks import seeds
+from gengraph.plugins.models.class_condition import class_labels, cond_accuracy, one_hot, report_per_class
 from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
 from gengraph.plugins.blocks import memory
 from gengraph.plugins.blocks.memory import too_big
@@ -251,23 +252,33 @@ class Hierarchy:
     """
 
     def __init__(self, graph, x_dim: int, levels: list[dict], likelihood_cfg: dict, rng, names,
-                 image_shape=None, origins=None):
+                 image_shape=None, origins=None, n_labels: int = 0):
         """`image_shape` (C, H, W): x is rows of images, which conv layers of q(h_1|x) see as images
         and a decoder ending in images of H x W returns through a 3x3 conv to C channels;
-        `origins(role, t)` is the spec key of a layer list (for error messages)."""
-        self.graph, self.x_dim = graph, x_dim
+        `origins(role, t)` is the spec key of a layer list (for error messages).
+
+        `n_labels` > 0: class-conditional (Sohn et al. 2015): an int64 input "y" whose one-hot
+        is appended to the input of q(h_1|x, y) and of p(x|h_1, y); the prior stays N(0, I)."""
+        self.graph, self.x_dim, self.n_labels = graph, x_dim, int(n_labels)
         self.sizes = [lv["size"] for lv in levels]
-        dims = [x_dim] + self.sizes
         origin = origins or (lambda role, t: None)
         if image_shape is not None and int(np.prod(image_shape)) != x_dim:
             image_shape = None
+        self.y = self.label = None
+        if self.n_labels:
+            _check_flat_encoder(levels[0]["encoder"], origin("encoder", 0))
+            image_shape = None  # [x, one-hot] is a flat row
+            self.y = graph.input("y", (None,), dtype="int64")
+            self.label = one_hot(graph, self.y, self.n_labels)
+        dims = [x_dim + self.n_labels] + self.sizes
+        dec_in = self.sizes[0] + self.n_labels
         self.encoders = [GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t),
                                      origin("encoder", t), image_shape if t == 0 else None)
                          for t, lv in enumerate(levels)]
         lik_kind = LIKELIHOODS.get(likelihood_cfg["kind"])
         out_units = lik_kind.units(x_dim, likelihood_cfg) if hasattr(lik_kind, "units") else x_dim
-        self.decode_x = Network(graph, self.sizes[0], levels[0]["decoder"], rng, names("decoder", 0),
-                                out=output_layer(self.sizes[0], levels[0]["decoder"], x_dim, image_shape,
+        self.decode_x = Network(graph, dec_in, levels[0]["decoder"], rng, names("decoder", 0),
+                                out=output_layer(dec_in, levels[0]["decoder"], x_dim, image_shape,
                                                  origin("decoder", 0), out_units), origin=origin("decoder", 0))
         # decoders[t] is p(h_t | h_{t+1}) for t = 0..T-2 (level t+2's decoder)
         self.decoders = [GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"], self.sizes[t], rng,
@@ -281,11 +292,25 @@ class Hierarchy:
     def T(self) -> int:
         return len(self.sizes)
 
+    def with_label(self, v):
+        """v with the one-hot label appended on its last axis (the input of q(h_1|x, y) and
+        p(x|h_1, y)); v itself when unconditional. (S, B, .) samples repeat each row's label."""
+        if not self.n_labels:
+            return v
+        c = self.label
+        if v.ndim == 3:
+            c = ops.expand_dims(c, axis=(0,)) + ops.stop_gradient(ops.zeros_like(v[..., :1]))
+        return ops.concat([v, c], axis=-1)
+
+    def x_params(self, h1):
+        """The likelihood's parameters of p(x|h_1) (and y, when conditional)."""
+        return self.decode_x(self.with_label(h1))
+
     # sampling q(h_1:T | x) with S samples per example: h_t has shape (S, B, size_t)
     def posterior(self, x, samples: int, stream: int):
         hs, qs, prev = [], [], x
         for t, enc in enumerate(self.encoders):
-            mu, logvar = enc(prev)
+            mu, logvar = enc(self.with_label(prev) if t == 0 else prev)
             if t == 0:  # (B, size) -> a (S, B, size) reference for the draw's shape
                 ref = ops.expand_dims(ops.stop_gradient(mu), axis=(0,)) + \
                     self.graph.constant(np.zeros((samples, 1, self.sizes[0])))
@@ -300,7 +325,7 @@ class Hierarchy:
     def parts(self, x, samples: int, stream: int, elbo_cfg: dict) -> ElboParts:
         hs, qs = self.posterior(x, samples, stream)
         with self.graph.scope("log_likelihood"):
-            log_lik = ops.sum(self.likelihood.log_prob(x, self.decode_x(hs[0])), axis=-1)
+            log_lik = ops.sum(self.likelihood.log_prob(x, self.x_params(hs[0])), axis=-1)
         log_q = [log_normal(h, mu, lv) for h, (mu, lv) in zip(hs, qs)]
         log_p = []
         for t in range(self.T - 1):
@@ -328,7 +353,7 @@ class Hierarchy:
 
     # deterministic paths and ancestral sampling
     def encode_means(self, x):
-        means, prev = [], x
+        means, prev = [], self.with_label(x)
         for enc in self.encoders:
             prev = enc(prev)[0]
             means.append(prev)
@@ -340,10 +365,10 @@ class Hierarchy:
         for t in reversed(range(self.T - 1)):
             mu, lv = self.decoders[t](h)
             h = mu if stream is None else reparameterize(mu, lv, ops.random_normal(mu, stream=stream + t))
-        return self.likelihood.mean(self.decode_x(h))
+        return self.likelihood.mean(self.x_params(h))
 
     def reconstruct(self, x):
-        return self.likelihood.mean(self.decode_x(self.encoders[0](x)[0]))
+        return self.likelihood.mean(self.x_params(self.encoders[0](self.with_label(x))[0]))
 
     def networks(self) -> list:
         """Every layer stack of the hierarchy (encoders, decoders, p(x|h_1)), for size estimates."""
@@ -351,6 +376,16 @@ class Hierarchy:
 
 
 DEFAULT_HIDDEN = [{"units": 128, "activation": "relu"}]
+
+
+def _check_flat_encoder(layers: list[dict], origin) -> None:
+    """A conditional q(h_1|x, y) sees the row [x, one-hot(y)]: no image layers."""
+    for i, cfg in enumerate(layers):
+        kind = cfg.get("type", "dense")
+        if kind == "reshape" or getattr(LAYERS_OF_NETWORKS.get(kind), "image", False):
+            raise ModelConfigError("model.condition",
+                                   f'"label" appends a one-hot of the label to the encoder\'s input rows, so '
+                                   f'the encoder needs flat layers; {origin or "encoder"}[{i}] is {kind}')
 
 
 def _widest(hier, params) -> int:
@@ -412,8 +447,10 @@ def build_latent_model(graph, hier: Hierarchy, elbo_cfg: dict) -> Model:
         else:
             programs["sample"] = programs["decode"]
     params = [n for n in graph.params()]
-    return Model(graph, params, loss, {"x": x}, metrics=metrics, programs=programs,
-                 extras={"hierarchy": hier, "parts": parts, "terms": values, "elbo": elbo_cfg})
+    inputs = {"x": x, **({"y": hier.y} if hier.n_labels else {})}
+    return Model(graph, params, loss, inputs, metrics=metrics, programs=programs,
+                 extras={"hierarchy": hier, "parts": parts, "terms": values, "elbo": elbo_cfg},
+                 n_labels=hier.n_labels)
 
 
 # --- the plugin base: shared report ---------------------------------------------------------
@@ -425,8 +462,25 @@ class LatentPlugin(ModelPlugin):
 
     def sample(self, model, data, ctx, n, *, label=None):
         """Ancestral samples in data units: h_T ~ N(0, I), then down the decoders (sampling the
-        intermediate levels), then the likelihood's mean E[x | h_1], as the run's samples.npy."""
-        return data.unscale_x(prior_samples(model, ctx, n, ctx.seed))
+        intermediate levels), then the likelihood's mean E[x | h_1], as the run's samples.npy.
+        A conditional model draws p(x|h, y) at y = `label`, or without one at y ~ p(y) (the
+        training split's class frequencies), as its samples.npy."""
+        labels = None if label is None else np.full(int(n), int(label), np.int64)
+        return data.unscale_x(prior_samples(model, ctx, n, ctx.seed, labels=labels, data=data))
+
+
+def feeds_of(model, y=None, **inputs) -> Callable:
+    """slice s -> the feeds of rows s: each named input array's rows and, for a conditional
+    model, the labels y (which it needs)."""
+    if model.n_labels and y is None:
+        raise ValueError("a class-conditional model needs the labels y")
+
+    def feeds(s):
+        out = {k: v[s] for k, v in inputs.items()}
+        if model.n_labels:
+            out["y"] = y[s]
+        return out
+    return feeds
 
 
 def run_batched(model, ctx, name, feeds_of, n, batch=256) -> dict:
@@ -439,22 +493,30 @@ def run_batched(model, ctx, name, feeds_of, n, batch=256) -> dict:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def nll_iw(model, x, ctx=None, batch=None) -> dict:
-    """Per-example importance-weighted bound and k-sample ELBO (nats) over the rows of x."""
+def nll_iw(model, x, ctx=None, batch=None, y=None) -> dict:
+    """Per-example importance-weighted bound and k-sample ELBO (nats) over the rows of x
+    (of -log p(x|y) at the labels y for a conditional model)."""
     k = model.extras["elbo"]["iw_samples"]
     batch = batch or iw_rows(model.extras["hierarchy"], k, model.params)
-    return run_batched(model, ctx, "iw", lambda s: {"x": x[s]}, len(x), batch)
+    return run_batched(model, ctx, "iw", feeds_of(model, y, x=x), len(x), batch)
 
 
-def prior_samples(model, ctx, n, seed) -> np.ndarray:
-    """n decoder means E[x | h_1] (model units) of ancestral draws from the prior, h_T ~ N(0, I)."""
+def label_prior(data, n_labels: int) -> np.ndarray:
+    """p(y) of a conditional model's unconditional draws: the training split's class frequencies."""
+    return np.bincount(np.asarray(data.y_train, np.int64), minlength=n_labels)[:n_labels] / len(data.y_train)
+
+
+def prior_samples(model, ctx, n, seed, labels=None, data=None) -> np.ndarray:
+    """n decoder means E[x | h_1] (model units) of ancestral draws from the prior, h_T ~ N(0, I);
+    a conditional model's at `labels`, or at y ~ label_prior(data) when none are given."""
     hier: Hierarchy = model.extras["hierarchy"]
     rng = seeds.rng(seed, "latent.report")
     z = rng.standard_normal((n, hier.sizes[-1]))
+    if model.n_labels and labels is None:
+        labels = seeds.rng(seed, "latent.labels").choice(model.n_labels, size=n, p=label_prior(data, model.n_labels))
     model.program("sample", ctx)  # compiled before the streams are reseeded
     with seeds.seeded_streams(model.graph, seed, "latent.report"):  # intermediate levels (hvae) draw from the graph
-        return run_batched(model, ctx, "sample", lambda s: {"h_top": z[s]}, n)["mean"]
-
+        return run_batched(model, ctx, "sample", feeds_of(model, labels, h_top=z), n)["mean"]
 
 
 def is_discrete(hier: "Hierarchy", x) -> int:
@@ -468,19 +530,20 @@ def is_discrete(hier: "Hierarchy", x) -> int:
     return 0
 
 
-def test_bounds(model, x, ctx=None, draws=None) -> dict:
+def test_bounds(model, x, ctx=None, draws=None, y=None) -> dict:
     """The test bounds (nats per example), each the mean of `draws` independent passes over x,
     with its standard error std/sqrt(draws): neg_elbo (and its terms; the training ELBO's
-    `samples` draws per example), nll_iw (k = iw_samples), and for a pmf likelihood bpd."""
+    `samples` draws per example), nll_iw (k = iw_samples), and for a pmf likelihood bpd.
+    A conditional model's bounds are on -log p(x|y) at the labels y."""
     hier: Hierarchy = model.extras["hierarchy"]
     elbo = model.extras["elbo"]
     draws = draws or elbo["report_draws"]
     per_draw: dict[str, list] = {}
     for _ in range(draws):
-        terms = run_batched(model, ctx, "elbo", lambda s: {"x": x[s]}, len(x))
+        terms = run_batched(model, ctx, "elbo", feeds_of(model, y, x=x), len(x))
         for k, v in terms.items():
             per_draw.setdefault(k, []).append(v.mean())
-        per_draw.setdefault("nll_iw", []).append(nll_iw(model, x, ctx)["nll_iw"].mean())
+        per_draw.setdefault("nll_iw", []).append(nll_iw(model, x, ctx, y=y)["nll_iw"].mean())
     if is_discrete(hier, x):
         per_draw["bpd"] = [bits_per_dim(v, hier.x_dim) for v in per_draw["nll_iw"]]
     out = {}
@@ -494,52 +557,72 @@ def report_latent(model, data, ctx) -> dict:
     hier: Hierarchy = model.extras["hierarchy"]
     out = {}
     if data.n_test:
-        out.update(test_bounds(model, data.x_test, ctx))
+        out.update(test_bounds(model, data.x_test, ctx, y=data.y_test if model.n_labels else None))
         levels = is_discrete(hier, data.x_test)
         if levels:
             out.update(baseline_histogram(data, levels))
     x_ref = data.x_test if data.n_test else data.x_train
+    y_ref = data.y_test if data.n_test else data.y_train
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
-    samples = None
+    samples = by_label = None
     if n:
-        samples = prior_samples(model, ctx, n, ctx.seed)
+        samples = prior_samples(model, ctx, n, ctx.seed, data=data)
         more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
         if is_digits(data, ctx.spec):
-            extra = prior_samples(model, ctx, more, seeds.derived_seed(ctx.seed, "quality")) if more > 0 else samples[:0]
+            extra = prior_samples(model, ctx, more, seeds.derived_seed(ctx.seed, "quality"), data=data) \
+                if more > 0 else samples[:0]
             out.update(digit_report(data.unscale_x(np.concatenate([samples, extra])), data, ctx.spec, ctx.seed))
+            if model.n_labels:
+                cond, by_label = cond_report(model, data, ctx)
+                out.update(cond)
         path = ctx.path("samples.npy")
         if path is not None:  # in data units (the preprocessing undone)
             save_npy(path, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
-        _plots(model, data, ctx, x_ref, samples)
+        _plots(model, data, ctx, x_ref, y_ref, samples, by_label)
     return out
 
 
-def _plots(model, data, ctx, x_ref, samples):
+def cond_report(model, data, ctx) -> tuple[dict, np.ndarray]:
+    """cond_accuracy of a conditional model's draws at every label (as many in all as held-out
+    rows; class_condition.cond_accuracy), and those draws (model units, labels in order)."""
+    k = model.n_labels
+    labels = class_labels(k, report_per_class(data, k))
+    x = prior_samples(model, ctx, len(labels), seeds.derived_seed(ctx.seed, "conditional"), labels=labels)
+    return cond_accuracy(data.unscale_x(x), labels, k, data, ctx.spec, ctx.seed), x
+
+
+def _plots(model, data, ctx, x_ref, y_ref, samples, by_label=None):
     hier: Hierarchy = model.extras["hierarchy"]
     shape = data.image_shape
     m = min(16, len(x_ref))
-    recon = run_batched(model, ctx, "reconstruct", lambda s: {"x": x_ref[:m][s]}, m)["mean"]
-    if shape is not None and int(np.prod(shape)) == hier.x_dim:
+    recon = run_batched(model, ctx, "reconstruct", feeds_of(model, y_ref, x=x_ref[:m]), m)["mean"]
+    images = shape is not None and int(np.prod(shape)) == hier.x_dim
+    if images:
         tiled_images(np.concatenate([x_ref[:m], recon]), shape, ctx.path("reconstructions.png"),
                      title="data (top) and reconstructions (bottom)", cols=m)
         if samples is not None:
             tiled_images(samples[:100], shape, ctx.path("samples.png"), title="samples (decoder means)")
+        if by_label is not None:  # rows: labels 0..K-1, 10 draws each
+            per = len(by_label) // model.n_labels
+            cols = min(10, per)
+            rows = by_label.reshape(model.n_labels, per, -1)[:, :cols].reshape(-1, by_label.shape[-1])
+            tiled_images(rows, shape, ctx.path("samples_by_label.png"), cols=cols,
+                         title="samples at label 0..9 (one row each)")
     elif hier.x_dim == 2:
         plots.scatter_vs_data(recon, x_ref[:m], ctx.path("reconstructions.png"), title="reconstructions vs data")
         if samples is not None:
             plots.scatter_vs_data(samples, x_ref, ctx.path("samples.png"))
     if hier.sizes[-1] == 2:
-        codes = run_batched(model, ctx, "encode", lambda s: {"x": x_ref[s]}, len(x_ref))[f"mu_{hier.T}"]
-        labels = data.y_test if data.n_test else data.y_train
-        latent_scatter(codes, labels, ctx.path("latent.png"))
-        if shape is not None and int(np.prod(shape)) == hier.x_dim:
+        codes = run_batched(model, ctx, "encode", feeds_of(model, y_ref, x=x_ref), len(x_ref))[f"mu_{hier.T}"]
+        latent_scatter(codes, y_ref, ctx.path("latent.png"))
+        if images and not model.n_labels:  # a conditional decoder has one manifold per label
             from statistics import NormalDist
 
             g = 15
             q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, g)])
             grid = np.array([[a, b] for b in q[::-1] for a in q])
-            imgs = run_batched(model, ctx, "decode", lambda s: {"h_top": grid[s]}, len(grid))["mean"]
+            imgs = run_batched(model, ctx, "decode", feeds_of(model, h_top=grid), len(grid))["mean"]
             tiled_images(imgs, shape, ctx.path("manifold.png"), cols=g,
                          title="decoder means over a latent grid (normal quantiles 0.05..0.95)")
     if ctx.history:
