@@ -21,8 +21,12 @@ from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.models.latent_common import run_batched, test_bounds as latent_bounds
 from gengraph.plugins.models.vae import plugin as vae
 
+from gengraph.plugins.blocks.layers import init_rng
+from gengraph.plugins.datasets import Dataset
+from gengraph.plugins.spec.schema import validate
+
 from gradcheck_util import fd_check
-from test_vae import TINY, build
+from test_vae import TINY, build, check_loss_gradients
 
 
 def _logp(x, logits, D, L):
@@ -121,3 +125,38 @@ def test_categorical_needs_data_on_its_grid():
     x = np.random.default_rng(0).uniform(size=(5, 4))
     with pytest.raises(ModelConfigError, match="not on 17"):
         build(vae, {"latent": 2, **TINY, "likelihood": {"kind": "categorical"}}, x)
+
+
+# --- a conv decoder for a pmf over grey levels: k output channels per data channel --------------
+def _conv_categorical_vae(L=3):
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, L, size=(5, 1, 4, 4)) / (L - 1)
+    cfg = {"latent": 2, "encoder": [{"type": "flatten"}, {"units": 5, "activation": "tanh"}],
+           "decoder": [{"units": 8, "activation": "tanh"}, {"type": "reshape", "shape": [2, 2, 2]},
+                       {"type": "conv_transpose2d", "channels": 2, "kernel": 4, "stride": 2, "padding": 1,
+                        "activation": "tanh"}],
+           "likelihood": {"kind": "categorical", "levels": L}}
+    data = Dataset(x, None, x, None, "unsupervised", image_shape=(1, 4, 4))
+    g = Graph(dtype="float64", seed=0)
+    m = vae.build(validate(vae.schema, cfg, path="model"), g, data.flat(), init_rng(0))
+    return g, m, data.flat().x_train
+
+
+def test_conv_decoder_gives_levels_logits_per_pixel():
+    L = 3
+    g, m, x = _conv_categorical_vae(L)
+    hier = m.extras["hierarchy"]
+    assert hier.decode_x.out_shape == (L, 4, 4)  # a 3x3 conv to L channels per data channel
+    h = g.input("h", (None, 2))
+    images = compile(g, hier.decode_x(h)).run(h=np.random.default_rng(0).normal(size=(5, 2)))
+    prm = compile(g, hier.x_params(h)).run(h=np.random.default_rng(0).normal(size=(5, 2)))
+    # pixel d's L logits sit together, in the flat decoder's layout: value j of pixel (r, c) is channel j
+    expected = np.asarray(images).reshape(5, L, 4, 4).transpose(0, 2, 3, 1).reshape(5, 16 * L)
+    np.testing.assert_array_equal(np.asarray(prm), expected)
+    lp = _logp(x, expected, 16, L)
+    np.testing.assert_allclose(lp, categorical_logpmf(x, expected.reshape(5, 16, L), L), rtol=1e-12)
+
+
+def test_conv_categorical_vae_gradient_matches_finite_differences():
+    g, m, x = _conv_categorical_vae()
+    assert check_loss_gradients(g, m, x) > 0

@@ -224,23 +224,31 @@ def elbo_schema() -> Table:
 def output_layer(in_dim: int, layers: list[dict], x_dim: int, image_shape, origin, out_units=None) -> dict:
     """The layer that maps p(x|h_1)'s hidden layers to the likelihood's parameters: a linear
     layer of x_dim units after flat layers, a 3x3 conv to the data's channels after images
-    of the data's height and width (e.g. a conv_transpose2d decoder)."""
+    of the data's height and width (e.g. a conv_transpose2d decoder), with out_units / x_dim
+    output channels per data channel when the likelihood needs several values per pixel."""
     end = infer_shapes((in_dim,), layers, origin, "decoder")[-1]
     out_units = out_units or x_dim  # e.g. x_dim * levels for a categorical likelihood
     if len(end) == 1:
         return {"units": out_units, "activation": "identity", "init": "xavier"}
-    if out_units != x_dim:
-        raise ModelConfigError(f"{origin or 'decoder'}[{len(layers) - 1}]",
-                               f"this likelihood needs {out_units // x_dim} values per pixel: end the decoder "
-                               "with a flat layer (a dense layer to the pixels' parameters follows)")
     if image_shape is None or len(end) != 3 or tuple(end[1:]) != tuple(image_shape[1:]):
         data = fmt_shape(image_shape) if image_shape is not None else f"rows of {x_dim} features"
         raise ModelConfigError(f"{origin or 'decoder'}[{len(layers) - 1}]",
                                f"the decoder ends in images {fmt_shape(end)}; the data are {data}: end "
                                "with images of the data's height and width (a 3x3 conv to its channels "
                                "follows) or with a flat layer (a dense layer to the pixels follows)")
-    return {"type": "conv2d", "channels": int(image_shape[0]), "kernel": 3, "padding": 1, "stride": 1,
+    # values_per_pixel > 1 (e.g. categorical logits): channel c * values + k is value k of channel c
+    return {"type": "conv2d", "channels": int(image_shape[0]) * (out_units // x_dim), "kernel": 3, "padding": 1, "stride": 1,
             "dilation": 1, "groups": 1, "activation": "identity", "init": "xavier", "bias": True}
+
+
+def values_last(out, shape, k: int):
+    """(..., C * k * H * W) flattened from images (C * k, H, W) -> (..., C * H * W * k): the k values
+    of every pixel next to each other, the layout of a flat decoder's output."""
+    c, h, w = int(shape[0]) // k, int(shape[1]), int(shape[2])
+    lead = tuple(-1 if d is None else d for d in out.shape[:-1])
+    v = ops.reshape(out, (-1, c, k, h, w))
+    v = ops.transpose(v, (0, 1, 3, 4, 2))
+    return ops.reshape(v, lead + (c * h * w * k,))
 
 
 class Hierarchy:
@@ -303,8 +311,13 @@ class Hierarchy:
         return ops.concat([v, c], axis=-1)
 
     def x_params(self, h1):
-        """The likelihood's parameters of p(x|h_1) (and y, when conditional)."""
-        return self.decode_x(self.with_label(h1))
+        """The likelihood's parameters of p(x|h_1) (and y, when conditional): rows of x_dim * k
+        values, pixel by pixel (a conv output (C * k, H, W) is reordered to (C, H, W, k))."""
+        out = self.decode_x(self.with_label(h1))
+        k = self.decode_x.out_dim // self.x_dim
+        if k > 1 and len(self.decode_x.out_shape) == 3:
+            out = values_last(out, self.decode_x.out_shape, k)
+        return out
 
     # sampling q(h_1:T | x) with S samples per example: h_t has shape (S, B, size_t)
     def posterior(self, x, samples: int, stream: int):
