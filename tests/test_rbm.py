@@ -253,6 +253,8 @@ def test_rbm_digits_spec_short_run(tmp_path):
     # sample quality in the digit classifier's features: data vs data is close, entropies at most ln 10
     assert 0 < s["baseline_fd"] < 5 and s["test_fd"] > 0 and s["fd_sample_size"] == 449 and s["test_fd_se"] > 0
     assert 2.2 < s["baseline_label_entropy"] <= math.log(10) and 0 <= s["label_entropy"] <= math.log(10)
+    # the samples come from parallel tempering: 10 replicas, every neighbour pair exchanging states
+    assert len(s["pt_swap_acceptance"]) == 9 and all(0.2 < r <= 1 for r in s["pt_swap_acceptance"])
     samples = np.load(tmp_path / "samples.npy")
     assert samples.shape == (64, 64) and set(np.unique(samples)) <= {0.0, 1.0}
     assert (tmp_path / "samples.png").exists() and (tmp_path / "filters.png").exists()

@@ -17,8 +17,9 @@ reconstruction per visible unit), pseudo_loglik (binary visible; nats per exampl
 when the smaller binary layer has few units, loglik_exact (exact partition function by
 enumeration). The report adds test_loglik_exact (up to exact_max_units enumerated units)
 or an AIS estimate test_loglik_ais (binary visible; with ais_epochs also after each of the
-first epochs: test_loglik_ais_by_epoch), samples from long Gibbs chains
-(samples.npy, samples.png), weight filters for images, a density plot for 2-D data, and
+first epochs: test_loglik_ais_by_epoch), samples (samples.npy, samples.png) from long Gibbs
+chains or, with sampler = "pt", from parallel tempering between the base-rate model and the
+RBM (rbm_tempering; its swap acceptance per neighbour pair: pt_swap_acceptance), weight filters for images, a density plot for 2-D data, and
 test_accuracy_hidden_logreg: a softmax regression on p(h | x) when the data has labels.
 """
 
@@ -32,6 +33,7 @@ from gengraph.engine import ops, to_numpy
 from gengraph.engine.expr import ExprError, names as expr_names
 
 from gengraph.plugins.blocks import energy_tools as tools
+from gengraph.plugins.models.rbm_tempering import pt_betas, pt_sweep
 from gengraph.plugins.models.rbm_energy import (BuiltinEnergy, ExpressionEnergy, ais_base_log_partition, ais_betas, ais_free_energy,
                          ais_transition, check_expression, expression_names)
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
@@ -77,7 +79,15 @@ class RBM(ModelPlugin):
             "ais_steps": Field(int, 5000, "AIS intermediate distributions (0: no AIS)", min=0),
             "ais_epochs": Field(int, 0, "also estimate the test log-likelihood by AIS at the end of each of the "
                                 "first this many epochs (reported as test_loglik_ais_by_epoch)", min=0),
-            "sample_steps": Field(int, 1000, "Gibbs sweeps from random starts for the reported samples", min=1),
+            "sample_steps": Field(int, 1000, "sweeps of the sampler (Gibbs or PT) for the reported samples", min=1),
+            "sampler": Field(str, "gibbs", "the reported samples' Markov chain: gibbs (block Gibbs sweeps from "
+                             "uniform random starts) or pt (parallel tempering: pt_replicas replicas per chain at "
+                             "inverse temperatures from pt_beta_min (the base-rate model) to 1 (the RBM), "
+                             "neighbours swapped after every sweep; binary visible units)",
+                             choices=["gibbs", "pt"]),
+            "pt_replicas": Field(int, 10, "pt: replicas per chain, at evenly spaced inverse temperatures", min=2),
+            "pt_beta_min": Field(float, 0.0, "pt: the hottest replica's inverse temperature, below 1 (0: the "
+                                 "base-rate model, whose units are independent)", min=0.0),
             "probe": Field(bool, True, "fit a softmax regression on p(h | x) when the data has class labels"),
         }, help=self.help)
 
@@ -133,6 +143,8 @@ class RBM(ModelPlugin):
                                          - ais_free_energy(energy, xa, beta1, bias),
                                          "x": ais_transition(energy, xa, beta1, bias)}, {})
             extras["ais_base"] = base
+        if cfg["sampler"] == "pt":  # built last: the other programs' random streams stay as they were
+            programs["pt_sweep"] = pt_program(graph, energy, cfg, x_train, extras)
         return Model(graph, graph.params(), loss, {"x": x}, metrics=metrics, train_updates=train_updates,
                      programs=programs, extras=extras)
 
@@ -155,12 +167,12 @@ class RBM(ModelPlugin):
         return report_rbm(model, data, ctx)
 
     def sample(self, model, data, ctx, n, *, label=None, steps=None):
-        """n samples (data units) after `steps` Gibbs sweeps (default model.sample_steps) from
-        random starts: the states of the last sweep, as the run's samples.npy."""
+        """n samples (data units) after `steps` sweeps (default model.sample_steps) of the spec's
+        sampler (Gibbs or parallel tempering), as the run's samples.npy."""
         steps = model.extras["cfg"]["sample_steps"] if steps is None else int(steps)
         if steps < 1:
-            raise ModelConfigError("steps", f"needs at least one Gibbs sweep, found {steps}")
-        samples, _ = gibbs_samples(model, ctx, data, n, steps, ctx.seed)
+            raise ModelConfigError("steps", f"needs at least one sweep, found {steps}")
+        samples, _, _ = draw_samples(model, ctx, data, n, steps, ctx.seed)
         return samples_in_data_units(samples, data)
 
 
@@ -207,6 +219,24 @@ def make_energy(cfg, graph, nv, nh, x_train, rng):
     if expression:
         return ExpressionEnergy(graph, visible, nv, nh, params, expression)
     return BuiltinEnergy(graph, visible, nv, nh, params)
+
+
+def pt_program(graph, energy, cfg, x_train, extras):
+    """One parallel-tempering sweep of K * M stacked replicas (rbm_tempering), between the
+    base-rate model of the training data (beta = 0) and the RBM (beta = 1)."""
+    if energy.visible != "binary":
+        raise ModelConfigError("model.sampler", 'parallel tempering ("pt") tempers towards the base-rate model '
+                               'of binary data: it needs visible = "binary"; use sampler = "gibbs"')
+    if cfg["pt_beta_min"] >= 1.0:
+        raise ModelConfigError("model.pt_beta_min", f"must be below 1 (beta = 1 is the RBM itself), found "
+                               f"{cfg['pt_beta_min']}")
+    betas = pt_betas(cfg["pt_replicas"], cfg["pt_beta_min"])
+    base = base_rate_logits(x_train)
+    extras["pt_betas"], extras["pt_base"] = betas, base
+    with graph.scope("pt"):
+        x = graph.input("x_pt", (None, energy.nv))
+        x_next, accepted = pt_sweep(energy, x, betas, graph.constant(base))
+    return {"x": x_next, "accepted": accepted}, {}
 
 
 def rbm_programs(graph, energy, nv, nh) -> dict:
@@ -261,6 +291,36 @@ def ais_log_partition(model, ctx, runs, steps, seed) -> tuple[float, float]:
     w = np.exp(log_w - log_w.max())
     se = float(np.std(w) / (math.sqrt(runs) * np.mean(w)))  # delta method: se of log mean w
     return ais_base_log_partition(base, energy.nh) + lme, se
+
+
+def draw_samples(model, ctx, data, n, steps, seed):
+    """(states, E[x | h] of the last sweep, PT swap acceptance of each neighbour pair or None) of
+    n chains of the spec's sampler (model.sampler)."""
+    if model.extras["cfg"]["sampler"] == "pt":
+        return pt_samples(model, ctx, n, steps, seed)
+    x, mean = gibbs_samples(model, ctx, data, n, steps, seed)
+    return x, mean, None
+
+
+def pt_samples(model, ctx, n, steps, seed):
+    """n parallel-tempering chains, every replica started from an exact draw of the base-rate
+    model, `steps` PT sweeps, then one Gibbs sweep of the beta = 1 replicas (it leaves the RBM
+    invariant and gives the samples' E[x | h]). Also returns the swap acceptance of each pair
+    (beta_k, beta_k+1), averaged over chains and sweeps."""
+    energy, betas, base = model.extras["energy"], model.extras["pt_betas"], model.extras["pt_base"]
+    K = len(betas)
+    rng = seeds.rng(seed, "rbm.report")
+    x = (rng.random((K * n, energy.nv)) < 1 / (1 + np.exp(-base))).astype(np.float64)
+    sweep, gibbs = model.program("pt_sweep", ctx), model.program("sample_step", ctx)
+    swaps = np.zeros(K)
+    with seeds.seeded_streams(model.graph, seed, "rbm.report"):  # the same chains whatever ran before
+        for _ in range(steps):
+            out = sweep.run(x_pt=x)
+            x = out["x"]
+            swaps += np.asarray(to_numpy(out["accepted"]), np.float64).mean(axis=1)
+        out = gibbs.run(x_chain=x[(K - 1) * n:])
+    return (np.asarray(to_numpy(out["x"]), np.float64), np.asarray(to_numpy(out["mean"]), np.float64),
+            swaps[:-1] / steps)
 
 
 def gibbs_samples(model, ctx, data, n, steps, seed):
@@ -320,14 +380,19 @@ def report_rbm(model, data, ctx) -> dict:
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64
     samples = means = None
     if n:
-        samples, means = gibbs_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
+        samples, means, swaps = draw_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
         in_units = samples_in_data_units(samples, data)
         more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
         if more > 0:
-            extra, _ = gibbs_samples(model, ctx, data, more, cfg["sample_steps"], seeds.derived_seed(ctx.seed, "quality"))
+            extra, _, swaps_extra = draw_samples(model, ctx, data, more, cfg["sample_steps"],
+                                                 seeds.derived_seed(ctx.seed, "quality"))
             in_units_all = np.concatenate([in_units, samples_in_data_units(extra, data)])
+            if swaps is not None:
+                swaps = (n * swaps + more * swaps_extra) / (n + more)
         else:
             in_units_all = in_units
+        if swaps is not None:
+            out["pt_swap_acceptance"] = [float(a) for a in swaps]
         if is_digits(data, ctx.spec):
             out.update(digit_report(in_units_all, data, ctx.spec, ctx.seed))
         elif energy.nv == 2 and data.n_test:
