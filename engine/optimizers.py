@@ -29,7 +29,11 @@ gradient, ``t`` the step counter before the update (``t = 0`` on the first step)
 Every optimizer also takes ``weight_decay`` (wd; L2: ``g <- g + wd p`` before the rule,
 except `adamw`, whose decay is decoupled as above) and ``clip_norm`` (c > 0: all
 gradients are scaled by ``min(1, c / (||g||_2 + 1e-6))`` with the global norm over every
-parameter, as ``torch.nn.utils.clip_grad_norm_``, before weight decay; 0 = off).
+parameter, as ``torch.nn.utils.clip_grad_norm_``, before weight decay; 0 = off) and ``ema``
+(d > 0: a state slot ``ema`` per parameter, a <- d a + (1 - d) p_new after every update, from
+a = 0; ``averages(graph)`` returns a / (1 - d^n) after n updates, the debiased exponential
+moving average that diffusion models evaluate with; the parameters themselves train as
+without it).
 ``lr`` is a float, a ``Schedule``, or a table ``{"kind": "cosine", "lr": ..., ...}``.
 
 Scalars that depend on the step (lr, bias corrections) are computed in float64 and cast
@@ -63,6 +67,8 @@ STEP_DTYPE = np.dtype("float64")  # the step counter: exact integers up to 2**53
 _COMMON = {
     "weight_decay": (float, 0.0, "L2 penalty added to the gradient: g + weight_decay * p"),
     "clip_norm": (float, 0.0, "clip the global gradient norm to this value (0 = off)"),
+    "ema": (float, 0.0, "decay d of an exponential moving average of the parameters (Polyak averaging; "
+                        "0 = off): a <- d a + (1 - d) p after each update; `averages` gives it debiased"),
 }
 
 
@@ -183,6 +189,7 @@ class Optimizer:
             check(owner, h["lr"] >= 0, f'lr must be >= 0, not {h["lr"]}')
         check(owner, h["weight_decay"] >= 0, "weight_decay must be >= 0")
         check(owner, h["clip_norm"] >= 0, "clip_norm must be >= 0 (0 = off)")
+        check(owner, 0 <= h["ema"] < 1, "ema must be in [0, 1) (0 = off)")
 
     @property
     def schedule(self) -> Schedule:
@@ -221,7 +228,25 @@ class Optimizer:
                 if wd and not self.decoupled_decay:
                     g = g + wd * p
                 out.update(self._rule(s, p, g))
+        d = self.hyper["ema"]
+        if d:  # after the rule: the average follows the new values; its own leaves, never packed
+            for p in params:
+                a = s._state_leaf(p, "ema", 0.0)
+                out[a] = d * a + (1.0 - d) * out[p]
         out[step] = s.t
+        return out
+
+    def averages(self, graph) -> dict[Node, np.ndarray]:
+        """{param: its debiased moving average a / (1 - d^n)} after the n updates taken so far
+        (the parameter's own value before the first update); empty when ``ema`` is off."""
+        d = self.hyper["ema"]
+        if not d or self.step_node is None:
+            return {}
+        n = float(graph.value(self.step_node))
+        out = {}
+        for p, slots in self.slots.items():
+            if "ema" in slots:
+                out[p] = graph.value(p).copy() if n == 0 else graph.value(slots["ema"]) / (1.0 - d ** n)
         return out
 
     # --- flat buffers ------------------------------------------------------------------

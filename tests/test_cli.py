@@ -54,7 +54,8 @@ def test_run_linear_perceptron_learns_w2_b1(tmp_path):
               "env.json", "summary.txt"):
         assert (tmp_path / "lp" / f).exists(), f
     resolved = tomllib.loads((tmp_path / "lp" / "spec.toml").read_text())
-    assert resolved["train"]["optimizer"] == {"kind": "gd", "lr": 0.5, "weight_decay": 0.0, "clip_norm": 0.0}
+    assert resolved["train"]["optimizer"] == {"kind": "gd", "lr": 0.5, "weight_decay": 0.0, "clip_norm": 0.0,
+                                                 "ema": 0.0}
 
 
 def test_validate_resolved_prints_defaults_and_overrides(tmp_path):

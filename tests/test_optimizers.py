@@ -313,6 +313,39 @@ def test_updates_checks_its_arguments():
         make_optimizer("gd").updates(g, [w], [g.constant(np.zeros(2))])
 
 
+@pytest.mark.parametrize("flat", [True, False])
+def test_ema_is_the_debiased_average_of_the_iterates(flat):
+    """ema = d: after n updates, averages() = (1 - d) sum_k d^(n-k) p_k / (1 - d^n) over the iterates
+    p_1..p_n (written out by hand for n = 3, gd on the least-squares problem), and the parameters
+    train exactly as without it."""
+    d, lr = 0.9, 0.05
+    Make = type("GDNotFlat", (OPTIMIZERS["gd"],), {"flat": False}) if not flat else OPTIMIZERS["gd"]
+    g = Graph("float64")
+    W, b = g.param("W", W0), g.param("b", B0)
+    loss = 0.5 * ops.sum((g.constant(X) @ W + b - g.constant(Y)) ** 2.0)
+    opt = Make(lr=lr, ema=d)
+    prog = compile(g, loss, updates=opt.updates(g, [W, b], grad(loss, [W, b])))
+    assert [s.label for s in opt.state_nodes()] == ["opt/step", "gd/W/ema", "gd/b/ema"]
+    before = opt.averages(g)  # no update yet: the parameters themselves
+    np.testing.assert_array_equal(before[W], W0)
+    iterates, (w, c) = [], (W0, B0)
+    for _ in range(3):
+        gw, gc = np_grads(w, c)
+        w, c = w - lr * gw, c - lr * gc
+        iterates.append((w, c))
+        prog.run()
+    np.testing.assert_allclose(g.value(W), w, **TOL)  # training itself is unchanged
+    avg = opt.averages(g)
+    (w1, c1), (w2, c2), (w3, c3) = iterates
+    norm = (1 - d) / (1 - d ** 3)  # = 1 / (1 + d + d^2)
+    np.testing.assert_allclose(avg[W], norm * (d * d * w1 + d * w2 + w3), **TOL)
+    np.testing.assert_allclose(avg[b], norm * (d * d * c1 + d * c2 + c3), **TOL)
+    np.testing.assert_allclose(g.value(opt.slots[W]["ema"]), (1 - d) * (d * d * w1 + d * w2 + w3), **TOL)
+    assert make_optimizer("gd").averages(g) == {}
+    with pytest.raises(ValueError, match=r"ema must be in \[0, 1\)"):
+        make_optimizer("adam", ema=1.0)
+
+
 # --- the learning rate as a node ---------------------------------------------------------------
 def test_lr_is_a_node_named_lr_following_the_schedule():
     from gengraph.engine.graph import topo_order
@@ -461,10 +494,10 @@ def test_registry_and_schemas():
 
 def test_defaults_are_pytorchs():
     assert make_optimizer("adam").hyper == dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, fused="auto",
-                                                weight_decay=0.0, clip_norm=0.0)
+                                                weight_decay=0.0, clip_norm=0.0, ema=0.0)
     assert make_optimizer("adamw").hyper["weight_decay"] == 0.01
     assert make_optimizer("rmsprop").hyper == dict(lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False,
-                                                   weight_decay=0.0, clip_norm=0.0)
+                                                   weight_decay=0.0, clip_norm=0.0, ema=0.0)
     assert make_optimizer("adagrad").hyper["eps"] == 1e-10
     m = make_optimizer("momentum", lr=1)
     assert m.hyper["momentum"] == 0.9 and m.hyper["nesterov"] is False and m.hyper["lr"] == 1.0

@@ -175,3 +175,20 @@ def test_level_posterior_denoiser_is_exact_at_low_noise():
     eps = np.random.default_rng(0).standard_normal(x.shape)
     res = model.program("bound_terms").run(x=x, t=np.zeros(len(x)), eps=eps, eps0=eps)
     assert np.max(res["sq"]) < 1e-6  # sigma_0 = 1e-3: each pixel's level is certain, eps_hat = eps
+
+
+def test_dropout_in_the_denoiser_is_off_in_the_bound():
+    """vdm_digits regularises with dropout layers: the reported bound's program must be the network
+    without them (same weights: dropout has no parameters), while training draws masks."""
+    plain = [{"units": 6, "activation": "tanh"}]
+    dropped = [{"units": 6, "activation": "tanh"}, {"type": "dropout", "p": 0.5}]
+    (m1, data), (m2, _) = tiny_vdm(layers=plain, level_posterior=True), tiny_vdm(layers=dropped, level_posterior=True)
+    x = data.x_train
+    rng = np.random.default_rng(2)
+    feeds = dict(x=x, t=rng.uniform(size=len(x)), eps=rng.standard_normal(x.shape), eps0=rng.standard_normal(x.shape))
+    a, b = m1.program("bound_terms").run(**feeds), m2.program("bound_terms").run(**feeds)
+    for k in ("prior", "reconstruction", "diffusion"):
+        np.testing.assert_array_equal(a[k], b[k])
+    train = compile(m2.graph, {"d": m2.extras["train_terms"]["diffusion"]}, training=True)
+    nodes = {n.op for n in train.nodes}
+    assert "dropout" in nodes or "dropout_mask" in nodes

@@ -246,7 +246,8 @@ class Run:
 
     @property
     def params(self) -> dict:
-        """Trained parameters by name (e.g. "output/dense0/W") from checkpoint.npz."""
+        """Trained parameters by name (e.g. "output/dense0/W") from checkpoint.npz (with
+        [train.optimizer] ema these are the trained values, not the averages the run reports with)."""
         import numpy as np
 
         path = self.dir / "checkpoint.npz"

@@ -269,6 +269,7 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         write_checkpoint(run_dir, trainer)
     state["phase"] = "report"
     signals.stop_at_once()
+    trainer.use_averaged_weights()  # after the checkpoint, which keeps the trained weights and the averages
     try:
         summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
                    if k.startswith("test_")}

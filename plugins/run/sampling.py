@@ -90,7 +90,10 @@ def open_run(run_dir, *, backend: str | None = None) -> OpenedRun:
     ctx = RunContext(cfg, None, cfg["run"]["seed"], backend_of(cfg["run"]["device"]), plots=False,
                      log=lambda *a, **k: None)
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
+    if cfg["train"]["optimizer"].get("ema"):  # the averages are optimizer state: create its leaves
+        trainer.program_defs()
     trainer.restore(read_checkpoint(ckpt, trainer))  # CheckpointError when it does not fit
+    trainer.use_averaged_weights()  # what the run reported with
     return OpenedRun(run_dir, spec, data, plugin, model, ctx)
 
 

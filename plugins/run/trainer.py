@@ -16,6 +16,7 @@ the first node that produced a NaN or inf.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -76,6 +77,7 @@ class Trainer:
         ctx.evaluate = self.evaluate
         self.stop_requested = False  # set by a SIGINT handler; checked after each step
         self._defs = None
+        self.optimizer = None
 
     # --- programs ----------------------------------------------------------------------
     def program_defs(self, with_optimizer=True) -> dict:
@@ -129,6 +131,28 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(to_numpy(v)) * len(idx)
             total += len(idx)
         return {k: v / total for k, v in sums.items()}
+
+    # --- weight averaging ([train.optimizer] ema) -------------------------------------------------
+    def use_averaged_weights(self) -> None:
+        """Replace the parameters by the optimizer's moving averages (nothing when ema is off):
+        what the report and the samples of a finished run use."""
+        if self.optimizer is not None:
+            for p, v in self.optimizer.averages(self.model.graph).items():
+                self.model.graph.set_value(p, v)
+
+    @contextmanager
+    def averaged_weights(self):
+        """The averaged parameters inside the block, the trained ones again after it."""
+        g = self.model.graph
+        avg = self.optimizer.averages(g) if self.optimizer is not None else {}
+        saved = {p: g.value(p).copy() for p in avg}
+        for p, v in avg.items():
+            g.set_value(p, v)
+        try:
+            yield
+        finally:
+            for p, v in saved.items():
+                g.set_value(p, v)
 
     # --- snapshots (in memory) and checkpoints (on disk) share one format -----------------------
     def snapshot(self) -> dict:
@@ -270,9 +294,10 @@ class Trainer:
 
     def _log_epoch(self, epoch, train_means, on_epoch) -> bool:
         """Evaluate on the test split, record a metrics line; True when early stopping triggers."""
-        test = {f"test_{k}": v for k, v in self.evaluate(self.data.x_test, self.data.y_test).items()}
-        row = {"epoch": epoch, "step": self.state.step, **train_means, **test,
-               **self.plugin.epoch_metrics(self.model, self.data, self.ctx, epoch)}
+        with self.averaged_weights():  # test figures of the weights the run would report
+            test = {f"test_{k}": v for k, v in self.evaluate(self.data.x_test, self.data.y_test).items()}
+            row = {"epoch": epoch, "step": self.state.step, **train_means, **test,
+                   **self.plugin.epoch_metrics(self.model, self.data, self.ctx, epoch)}
         self.state.history.append(row)
         stop = False
         es = self.cfg.get("early_stopping") or {}
