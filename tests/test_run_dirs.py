@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from gengraph.cli.main import main
+from gengraph.plugins.run.checkpoint import fingerprint
 from gengraph.plugins.run.checkpoint import read_checkpoint
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.run.rundir import LOCK_NAME
@@ -512,3 +513,29 @@ def test_a_read_only_place(tmp_path):
         assert "cannot create it (Permission denied)" in result.output
     finally:
         ro.chmod(0o755)
+
+
+def _drop_default_key(path):
+    """A checkpoint as an older gengraph wrote it: without the key `path` (a newer option at its
+    default), with a fingerprint that matches its recorded spec."""
+    def edit(arrays, meta):
+        d = meta["spec"]
+        for p in path[:-1]:
+            d = d[p]
+        del d[path[-1]]
+        meta["fingerprint"] = fingerprint(meta["spec"])
+    return edit
+
+
+def test_checkpoints_written_before_a_new_option_still_resume(tmp_path):
+    # a key added later with its default is what the older version ran: resume and sample accept it
+    out = finished_run(tmp_path)
+    _rewrite_checkpoint(out, _drop_default_key(["train", "optimizer", "ema"]))
+    result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=3")
+    ok_no_traceback(result, 0)
+    # ... but a spec that now sets that option to something else is another run
+    out2 = tmp_path / "second"
+    shutil.copytree(out, out2, ignore=shutil.ignore_patterns("gengraph.lock"))
+    result = invoke("run", "--resume", out2, "-q", "--set", "train.epochs=4", "--set", "train.optimizer.ema=0.5")
+    ok_no_traceback(result, 2)
+    assert "train.optimizer.ema = 0.0 in the checkpoint, 0.5 now" in result.output

@@ -19,7 +19,10 @@ import numpy as np
 
 from gengraph.engine.errors import UserError
 from gengraph.plugins.blocks.files import atomic_write, save_npz
+from gengraph.plugins.run.spec_schema import top_schema
 from gengraph.plugins.run.trainer import TrainState
+from gengraph.plugins.spec.errors import SpecError
+from gengraph.plugins.spec.schema import validate
 
 
 FORMAT = 2  # 2: the spec and its fingerprint travel in the metadata
@@ -187,6 +190,25 @@ def _read_meta(path: Path, raw: np.ndarray) -> dict:
     return meta
 
 
+def with_current_defaults(recorded: dict) -> dict:
+    """A checkpoint's frozen spec as this version resolves it: keys added since it was written
+    (e.g. a new model option) get their defaults, which reproduce what the old version ran.
+    The recorded spec itself when it no longer validates (then the comparison shows why)."""
+    def unset_nones(d):  # a resolved None is an unset optional key (TOML has no None)
+        if isinstance(d, dict):
+            return {k: unset_nones(v) for k, v in d.items() if v is not None}
+        return [unset_nones(v) for v in d] if isinstance(d, list) else d
+
+    body = unset_nones({k: v for k, v in recorded.items() if k != "spec_version"})
+    try:
+        out = frozen_spec(validate(top_schema(), body))
+    except SpecError:
+        return recorded
+    if "spec_version" in recorded:
+        out["spec_version"] = recorded["spec_version"]
+    return out
+
+
 def check_fingerprint(path: Path, meta: dict, spec_data: dict) -> None:
     """Refuse a checkpoint of another run: its spec must equal this one but for RESUMABLE keys."""
     now = frozen_spec(spec_data)
@@ -194,7 +216,10 @@ def check_fingerprint(path: Path, meta: dict, spec_data: dict) -> None:
         raise CheckpointError(f"{path}: damaged metadata (the recorded spec does not match its fingerprint)")
     if fingerprint(now) == meta["fingerprint"]:
         return
-    changes = spec_changes(meta["spec"], now)
+    recorded = with_current_defaults(meta["spec"])
+    if recorded == now:  # written before a key with a default existed; that default is what ran
+        return
+    changes = spec_changes(recorded, now)
     shown = "; ".join(f"{k} = {json.dumps(a)} in the checkpoint, {json.dumps(b)} now" for k, a, b in changes[:5])
     keys = ", ".join(k for k, _, _ in changes[:5])
     raise CheckpointError(f"{path} belongs to a run with another spec: --resume cannot change {keys} ({shown}); "
