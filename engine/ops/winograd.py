@@ -26,10 +26,11 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
-# Working set of one CPU chunk (transformed tiles + GEMM output), bytes: L2-sized. Larger chunks
-# are no faster at 28x28 and slower at 8x8, where one chunk is the whole batch and every call
-# touches fresh pages (1 MiB vs 4 MiB: 64x48->32 8x8 forward 2.6 vs 6.4 ms).
-CHUNK_BYTES = 1 << 20
+# Working set of one CPU chunk (transformed tiles + GEMM output), bytes. Measured forward, batch
+# 64, one thread, chunks of k images: 32->64 at 28x28 (1.3 MB an image) 14.9 / 13.9 / 13.8 /
+# 19.5 ms for k = 1 / 2 / 4 / 8; at 14x14 (0.34 MB) 6.1 / 4.8 / 4.1 / 3.7 / 3.7 for k = 1..16;
+# 48->32 at 8x8 (0.1 MB) 3.9 / 2.7 / 1.9 / 1.5 / 1.5: about 3 MB (the CPU's L2 + part of L3).
+CHUNK_BYTES = 3 << 20
 
 
 def _chunks(xp, n, bytes_per_image):
@@ -110,26 +111,33 @@ def _output_transform(xp, m):
 
 
 class _Buffers:
-    """Scratch arrays for one chunk size, made once and reused by the chunks of that size
-    (the phase buffers keep their zero padding: chunks write only data positions)."""
+    """Scratch arrays for the chunks of one call, made once at the largest chunk's size (fresh
+    pages are slow to touch) and seen at each chunk's size through `chunk(nc)`. The phase
+    buffers xd, the slack of t and e keep zeros where chunks write nothing; a chunk of another
+    size moves those positions, so they are zeroed again then."""
 
-    def __init__(self, xp, dtype, c, o, nc, th, tw, grad_out=False):
-        g = tw + 1
-        length = c * nc * th * g
-        self.xd = xp.zeros((2, 2, c, nc, th + 1, g), dtype=dtype)
-        self.t = xp.zeros((4, 2, length + 1), dtype=dtype)
-        self.v = xp.empty((4, 4, length), dtype=dtype)
-        p = nc * th * g
-        if grad_out:  # the weight gradient: transformed output gradient, zero in the junk column
-            self.e = xp.zeros((4, 4, o, p), dtype=dtype)
-        else:
-            self.m = xp.empty((16, o, p), dtype=dtype)
+    def __init__(self, xp, dtype, c, o, nmax, th, tw, grad_out=False):
+        self.c, self.o, self.th, self.g, self.nc = c, o, th, tw + 1, nmax
+        size = 2 * 2 * c * nmax * (th + 1) * self.g
+        self._xd = xp.zeros(size, dtype=dtype)
+        self._t = xp.zeros(8 * (c * nmax * th * self.g + 1), dtype=dtype)
+        self._v = xp.empty(16 * c * nmax * th * self.g, dtype=dtype)
+        self._out = (xp.zeros if grad_out else xp.empty)(16 * o * nmax * th * self.g, dtype=dtype)
+        self.chunk(nmax)
 
-
-def _buffers(cache, xp, dtype, c, o, nc, th, tw, grad_out=False):
-    if nc not in cache:
-        cache[nc] = _Buffers(xp, dtype, c, o, nc, th, tw, grad_out)
-    return cache[nc]
+    def chunk(self, nc):
+        """The arrays xd, t, v and out (m or e) for a chunk of nc images."""
+        c, o, th, g = self.c, self.o, self.th, self.g
+        length, p = c * nc * th * g, nc * th * g
+        self.xd = self._xd[:4 * c * nc * (th + 1) * g].reshape(2, 2, c, nc, th + 1, g)
+        self.t = self._t[:8 * (length + 1)].reshape(4, 2, length + 1)
+        self.v = self._v[:16 * length].reshape(4, 4, length)
+        self.out = self._out[:16 * o * p].reshape(16, o, p)
+        if nc != self.nc:
+            self.nc = nc
+            for a in (self._xd, self._t, self._out):
+                a.fill(0)
+        return self
 
 
 def conv2d_3x3(xp, x, w, padding):
@@ -142,15 +150,16 @@ def conv2d_3x3(xp, x, w, padding):
     dtype = np.result_type(x.dtype, w.dtype)
     u = _filter_transform(xp, w.astype(dtype, copy=False))
     y = xp.empty((n, o, ho, wo), dtype=dtype)
-    cache = {}
-    for a, b in _chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize):
+    chunks = _chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
+    buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw)
+    for a, b in chunks:
         nc = b - a
-        buf = _buffers(cache, xp, dtype, c, o, nc, th, tw)
+        buf = buffers.chunk(nc)
         _deinterleave(x[a:b], padding[0], padding[1], buf.xd)
         _input_transform(xp, buf.xd, th, buf.t, buf.v)
-        xp.matmul(u, buf.v.reshape(16, c, nc * th * (tw + 1)), out=buf.m)
-        _output_transform(xp, buf.m.reshape(4, 4, o, -1))
-        tiles = buf.m.reshape(4, 4, o, nc, th, tw + 1)
+        xp.matmul(u, buf.v.reshape(16, c, nc * th * (tw + 1)), out=buf.out)
+        _output_transform(xp, buf.out.reshape(4, 4, o, -1))
+        tiles = buf.out.reshape(4, 4, o, nc, th, tw + 1)
         for i in range(2):  # y[:, :, 2 i' + i, 2 j' + j] = tiles[3 i, 3 j, :, :, i', j']
             for j in range(2):
                 rows, cols = (ho - i + 1) // 2, (wo - j + 1) // 2
@@ -189,15 +198,16 @@ def conv2d_backward_weight_3x3(xp, gy, x, padding):
     th, tw = (ho + 1) // 2, (wo + 1) // 2
     dtype = np.result_type(gy.dtype, x.dtype)
     acc = xp.zeros((16, o, c), dtype=dtype)
-    cache = {}
-    for a, b in _chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize):
+    chunks = _chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
+    buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw, grad_out=True)
+    for a, b in chunks:
         nc = b - a
-        buf = _buffers(cache, xp, dtype, c, o, nc, th, tw, grad_out=True)
+        buf = buffers.chunk(nc)
         _deinterleave(x[a:b], padding[0], padding[1], buf.xd)
         _input_transform(xp, buf.xd, th, buf.t, buf.v)
-        _grad_transform(xp, gy[a:b], buf.e)
+        _grad_transform(xp, gy[a:b], buf.out.reshape(4, 4, o, -1))
         p = nc * th * (tw + 1)
-        acc += xp.matmul(buf.e.reshape(16, o, p), buf.v.reshape(16, c, p).transpose(0, 2, 1))
+        acc += xp.matmul(buf.out, buf.v.reshape(16, c, p).transpose(0, 2, 1))
     gs = G * np.array([1, 1, 1, -1.0])[:, None]  # G' = diag(1, 1, 1, -1) G
     back = xp.asarray(np.kron(gs, gs).T, dtype=dtype)  # (9, 16): G'^T (.) G' flattened
     return xp.ascontiguousarray(xp.matmul(back, acc.reshape(16, o * c)).reshape(3, 3, o, c).transpose(2, 3, 0, 1))
