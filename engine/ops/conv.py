@@ -30,8 +30,10 @@ from .registry import ShapeError, _fmt, defop, expression_function, size_of
 from .winograd import conv2d_3x3, conv2d_backward_weight_3x3, conv_transpose2d_3x3
 
 CONV_ALGOS = ("auto", "im2col", "winograd")
-# N * C_in * C_out * H_out * W_out from which Winograd is faster, all three kernels together
-# (bench/winograd_bench.py, one thread: ~1.0x at 2**18, 0.8-0.97x at 2**20, 0.7x at 2**24)
+# N * C_in * C_out * H_out * W_out from which Winograd is faster. Winograd / im2col time of the
+# three kernels together, float32, one thread, batch 1..64, 2..64 channels, 4x4..16x16 (process
+# CPU time, alternated): 1.1-2.1 below 2**16, 0.87-1.13 at 2**18, 0.78-0.90 at 2**20 (1.01 with
+# 8 channels), 0.67-0.81 at 2**22..2**24; bench/winograd_bench.py has the model sizes.
 WINOGRAD_MIN_WORK = 1 << 20
 
 
