@@ -222,3 +222,17 @@ def test_float32_program_with_winograd_forced(monkeypatch):
     x, w = rng.normal(size=(3, 4, 9, 8)), rng.normal(size=(5, 4, 3, 3))
     got = forward(lambda x, w: ops.conv2d(x, w, padding=1), [x, w], dtype="float32")
     assert got.dtype == np.float32 and rel(got, naive_conv2d(x, w, padding=(1, 1))) < 1e-4
+
+
+def test_scratch_kept_between_calls_is_zeroed_for_a_new_layout():
+    # same tile layout (3 x 3 tiles), other padding / sizes: the positions that must be zero move
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(2, 2, 3, 3))
+    for x, p in [(rng.normal(size=(1, 2, 6, 6)), (1, 1)), (rng.normal(size=(1, 2, 4, 4)), (2, 2)),
+                 (rng.normal(size=(1, 2, 8, 8)), (0, 0)), (rng.normal(size=(1, 2, 5, 6)), (1, 1))]:
+        assert rel(winograd.conv2d_3x3(np, x, w, p), naive_conv2d(x, w, padding=p)) < 1e-10
+    x = rng.normal(size=(1, 2, 6, 6))
+    for ho in (6, 5, 6):  # the odd gradient leaves a zero row and column in the kept e
+        gy = rng.normal(size=(1, 2, ho, ho))
+        want = naive_backward_weight(np.pad(gy, ((0, 0), (0, 0), (0, 6 - ho), (0, 6 - ho))), x, (1, 1))
+        assert rel(winograd.conv2d_backward_weight_3x3(np, gy, x, (1, 1)), want) < 1e-10

@@ -17,6 +17,8 @@ kernels run (`use_winograd`); they assume a (C_out, C_in, 3, 3) weight.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 # F(2, 3): d (4) -> B^T d; g (3) -> G g; m (4) -> A^T m. Y = A^T [(G g) * (B^T d)] is the
@@ -31,6 +33,10 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 # 19.5 ms for k = 1 / 2 / 4 / 8; at 14x14 (0.34 MB) 6.1 / 4.8 / 4.1 / 3.7 / 3.7 for k = 1..16;
 # 48->32 at 8x8 (0.1 MB) 3.9 / 2.7 / 1.9 / 1.5 / 1.5: about 3 MB (the CPU's L2 + part of L3).
 CHUNK_BYTES = 3 << 20
+# Scratch storages kept between calls (per thread, dtype and kernel) when a call needs at most
+# this many bytes of them; larger calls allocate their own (see _Buffers).
+SCRATCH_MAX_BYTES = 16 << 20
+_SCRATCH = threading.local()
 
 
 def _chunks(xp, n, bytes_per_image):
@@ -111,32 +117,47 @@ def _output_transform(xp, m):
 
 
 class _Buffers:
-    """Scratch arrays for the chunks of one call, made once at the largest chunk's size (fresh
-    pages are slow to touch) and seen at each chunk's size through `chunk(nc)`. The phase
-    buffers xd, the slack of t and e keep zeros where chunks write nothing; a chunk of another
-    size moves those positions, so they are zeroed again then."""
+    """Scratch arrays for the chunks of a call: flat storages at the largest chunk's size, seen
+    at each chunk's size through `chunk(nc)`.
+
+    On NumPy the storages are kept per thread and dtype between calls (up to SCRATCH_MAX_BYTES):
+    touching fresh pages costs as much as the transforms (64x32->64 at 14x14: 6.6 ms forward
+    with new buffers each call vs 4.2 ms kept, depending on how malloc serves them). The phase
+    buffer xd and the weight gradient's e must hold zeros where chunks write nothing (padding,
+    junk column, odd edges); they are zeroed whenever the layout (channels, chunk, tiles, padding,
+    input sizes) is not the one they last held. t's last element (the junk column's read past the end) is zeroed
+    for every chunk."""
 
     def __init__(self, xp, dtype, c, o, nmax, th, tw, grad_out=False):
-        self.c, self.o, self.th, self.g, self.nc = c, o, th, tw + 1, nmax
-        size = 2 * 2 * c * nmax * (th + 1) * self.g
-        self._xd = xp.zeros(size, dtype=dtype)
-        self._t = xp.zeros(8 * (c * nmax * th * self.g + 1), dtype=dtype)
-        self._v = xp.empty(16 * c * nmax * th * self.g, dtype=dtype)
-        self._out = (xp.zeros if grad_out else xp.empty)(16 * o * nmax * th * self.g, dtype=dtype)
-        self.chunk(nmax)
+        self.c, self.o, self.th, self.g, self.grad_out = c, o, th, tw + 1, grad_out
+        sizes = {"xd": 4 * c * nmax * (th + 1) * self.g, "t": 8 * (c * nmax * th * self.g + 1),
+                 "v": 16 * c * nmax * th * self.g, "out": 16 * o * nmax * th * self.g}
+        if xp is np and sum(sizes.values()) * np.dtype(dtype).itemsize <= SCRATCH_MAX_BYTES:
+            kept = _SCRATCH.__dict__.setdefault((np.dtype(dtype).str, grad_out), {"layout": None})
+        else:
+            kept = {"layout": None}
+        for name, size in sizes.items():
+            if name not in kept or kept[name].size < size:
+                kept[name] = xp.empty(size, dtype=dtype)
+                kept["layout"] = None
+        self.kept = kept
 
-    def chunk(self, nc):
-        """The arrays xd, t, v and out (m or e) for a chunk of nc images."""
-        c, o, th, g = self.c, self.o, self.th, self.g
+    def chunk(self, nc, where):
+        """The arrays xd, t, v and out (m or e) for a chunk of nc images; `where` is what else
+        decides which positions hold data (padding, input and gradient sizes)."""
+        c, o, th, g, kept = self.c, self.o, self.th, self.g, self.kept
         length, p = c * nc * th * g, nc * th * g
-        self.xd = self._xd[:4 * c * nc * (th + 1) * g].reshape(2, 2, c, nc, th + 1, g)
-        self.t = self._t[:8 * (length + 1)].reshape(4, 2, length + 1)
-        self.v = self._v[:16 * length].reshape(4, 4, length)
-        self.out = self._out[:16 * o * p].reshape(16, o, p)
-        if nc != self.nc:
-            self.nc = nc
-            for a in (self._xd, self._t, self._out):
-                a.fill(0)
+        self.xd = kept["xd"][:4 * c * nc * (th + 1) * g].reshape(2, 2, c, nc, th + 1, g)
+        self.t = kept["t"][:8 * (length + 1)].reshape(4, 2, length + 1)
+        self.v = kept["v"][:16 * length].reshape(4, 4, length)
+        self.out = kept["out"][:16 * o * p].reshape(16, o, p)
+        layout = (c, o, nc, th, g, where)
+        if kept["layout"] != layout:
+            kept["layout"] = layout
+            self.xd.fill(0)
+            if self.grad_out:
+                self.out.fill(0)
+        self.t[:, :, length] = 0
         return self
 
 
@@ -154,7 +175,7 @@ def conv2d_3x3(xp, x, w, padding):
     buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw)
     for a, b in chunks:
         nc = b - a
-        buf = buffers.chunk(nc)
+        buf = buffers.chunk(nc, (tuple(padding), h, wd))
         _deinterleave(x[a:b], padding[0], padding[1], buf.xd)
         _input_transform(xp, buf.xd, th, buf.t, buf.v)
         xp.matmul(u, buf.v.reshape(16, c, nc * th * (tw + 1)), out=buf.out)
@@ -202,7 +223,7 @@ def conv2d_backward_weight_3x3(xp, gy, x, padding):
     buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw, grad_out=True)
     for a, b in chunks:
         nc = b - a
-        buf = buffers.chunk(nc)
+        buf = buffers.chunk(nc, (tuple(padding), x.shape[2:], gy.shape[2:]))
         _deinterleave(x[a:b], padding[0], padding[1], buf.xd)
         _input_transform(xp, buf.xd, th, buf.t, buf.v)
         _grad_transform(xp, gy[a:b], buf.out.reshape(4, 4, o, -1))
