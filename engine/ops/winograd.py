@@ -7,12 +7,16 @@ matmul, with 16 instead of 36 multiplies per output tile and channel pair (2.25x
 The weight gradient is the same identity transposed (differentiate Y w.r.t. g):
 dg = G^T [sum over tiles (A gy A^T) * (B^T d B)] G, the sum over tiles being the GEMM.
 
-The transforms are separable (rows, then columns) and are done with strided adds written
-into preallocated buffers (`out=`), four ufunc calls per stage for all 16 positions. On the
-CPU the batch is processed in chunks of images so that a chunk's transformed tiles and GEMM
-output stay in cache (they are 4x the input and 4x the output); on other backends (CuPy)
-one chunk. Only the xp functions NumPy and CuPy share are used. conv.py decides when these
-kernels run (`use_winograd`); they assume a (C_out, C_in, 3, 3) weight.
+The input is first split into its four phases (even/odd rows x even/odd columns, one
+strided copy); a tile's 16 values are then plain shifts of those phases, and the separable
+transforms (rows, then columns) are four ufunc calls per stage for all 16 positions, each
+over one long contiguous range (with short strided inner loops they took 2x as long). That
+needs one junk column per row of tiles (a column shift reads into the next row): the GEMM
+runs on th x (tw + 1) tiles and the junk is dropped when the 2x2 outputs are interleaved
+back (forward) or multiplied by zeros (weight gradient). On the CPU the batch goes in chunks
+of images so that a chunk's tiles and GEMM output stay in cache (4x the input and 4x the
+output); on other backends (CuPy) one chunk. Only the xp functions NumPy and CuPy share are
+used. conv.py decides when these kernels run (`use_winograd`); they assume a (C_out, C_in, 3, 3) weight.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ def _input_transform(xp, xd, th, t, v):
         return xd[r, :, :, :, da:da + th]
 
     tk = [t[k, :, :length].reshape(shape) for k in range(4)]
-    xp.subtract(rows(0, 0), rows(0, 1), out=tk[0])  # rows of B^T: (1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)
+    # rows of B^T: (1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)
+    xp.subtract(rows(0, 0), rows(0, 1), out=tk[0])
     xp.add(rows(1, 0), rows(0, 1), out=tk[1])
     xp.subtract(rows(0, 1), rows(1, 0), out=tk[2])
     xp.subtract(rows(1, 0), rows(1, 1), out=tk[3])
