@@ -9,15 +9,52 @@ registered ops close under differentiation, so the gradient of a gradient works:
     conv2d(x, w)                  dx: conv_transpose2d(g, w)   dw: conv2d_backward_weight(g, x)
     conv_transpose2d(x, w)        dx: conv2d(g, w)             dw: conv2d_backward_weight(x, g)
     conv2d_backward_weight(gy, x) dgy: conv2d(x, gg)           dx: conv_transpose2d(gy, gg)
+
+Each of the three kernels has a second algorithm for 3x3, stride-1, dilation-1, ungrouped
+float32/float64 convolutions: Winograd F(2x2, 3x3) (engine/ops/winograd.py, 2.25x fewer
+multiplies). It runs when it applies and the work N * C_in * C_out * H_out * W_out is at
+least WINOGRAD_MIN_WORK (below that its ~30 array calls cost more than they save; measured
+in bench/winograd_bench.py). The environment variable GENGRAPH_CONV_ALGO, read once at
+import, overrides the rule: "auto" (the default), "im2col" (never Winograd) or "winograd"
+(whenever it applies); tests set the module's CONV_ALGO instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import numpy as np
 
 from .registry import ShapeError, _fmt, defop, expression_function, size_of
+from .winograd import conv2d_3x3, conv2d_backward_weight_3x3, conv_transpose2d_3x3
+
+CONV_ALGOS = ("auto", "im2col", "winograd")
+# N * C_in * C_out * H_out * W_out from which Winograd is faster. Winograd / im2col time of the
+# three kernels together, float32, one thread, batch 1..64, 2..64 channels, 4x4..16x16 (process
+# CPU time, alternated): 1.1-2.1 below 2**16, 0.87-1.13 at 2**18, 0.78-0.90 at 2**20 (1.01 with
+# 8 channels), 0.67-0.81 at 2**22..2**24; bench/winograd_bench.py has the model sizes.
+WINOGRAD_MIN_WORK = 1 << 20
+
+
+def _algo_from_env():
+    algo = os.environ.get("GENGRAPH_CONV_ALGO", "auto").strip().lower() or "auto"
+    if algo not in CONV_ALGOS:
+        raise ValueError(f"GENGRAPH_CONV_ALGO must be one of {', '.join(CONV_ALGOS)}, not {algo!r}")
+    return algo
+
+
+CONV_ALGO = _algo_from_env()
+
+
+def use_winograd(kernel, stride, dilation, groups, dtype, work):
+    """Whether a convolution with these attributes and this much work (N * C_in * C_out * H_out
+    * W_out) runs on the Winograd kernels (CONV_ALGO and WINOGRAD_MIN_WORK decide)."""
+    if CONV_ALGO == "im2col":
+        return False
+    applies = (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
+               and np.dtype(dtype) in (np.float32, np.float64))
+    return applies and (CONV_ALGO == "winograd" or work >= WINOGRAD_MIN_WORK)
 
 
 # --- helpers shared with the pools ---------------------------------------------------------
@@ -75,9 +112,11 @@ def conv_out_size(size, k, s, p, d):
 def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
-    xpad = _pad(xp, x, padding)
     ho = conv_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
+    if use_winograd((kh, kw), stride, dilation, groups, np.result_type(x.dtype, w.dtype), n * c * o * ho * wo):
+        return conv2d_3x3(xp, x, w, padding)
+    xpad = _pad(xp, x, padding)
     cols = windows(xp, xpad, (kh, kw), stride, dilation, (ho, wo))
     # the one im2col copy: (G, C/G * kH * kW, N * H_out * W_out)
     cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6).reshape(
@@ -91,6 +130,9 @@ def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilatio
     _, cog, kh, kw = w.shape
     cig = ci // groups
     pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    if output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups, np.result_type(x.dtype, w.dtype),
+                                                 n * ci * cog * (h + 2 * pad[0] - 2) * (wd + 2 * pad[1] - 2)):
+        return conv_transpose2d_3x3(xp, x, w, padding)
     if stride == (1, 1) and output_padding == (0, 0) and min(pad) >= 0:
         # stride 1 (e.g. conv2d's input gradient at stride 1): a conv2d with the flipped kernel,
         # channels swapped per group, and padding d*(k-1)-p -- im2col + one matmul, no col2im adds
@@ -120,6 +162,8 @@ def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation
     o, ho, wo = gy.shape[1:]
     kh, kw = kernel
     cg, og = c // groups, o // groups
+    if use_winograd(kernel, stride, dilation, groups, np.result_type(gy.dtype, x.dtype), n * c * o * ho * wo):
+        return conv2d_backward_weight_3x3(xp, gy, x, padding)
     cols = windows(xp, _pad(xp, x, padding), kernel, stride, dilation, (ho, wo))
     # the forward's im2col layout (G, C/G * kH * kW, N * H_out * W_out); BLAS reads it transposed
     cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6).reshape(
