@@ -9,10 +9,11 @@ import pytest
 
 from gengraph.engine import Graph, central_differences, compile, grad
 from gengraph.plugins.datasets import Dataset
-from gengraph.plugins.models.ebm import plugin, run_langevin
+from gengraph.plugins.models.ebm import draw_samples, plugin, run_langevin
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.run.runner import RunContext, execute
+from gengraph.plugins.spec.errors import SpecError
 from gengraph.plugins.spec.schema import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +83,38 @@ def test_train_batch_runs_langevin_from_the_replay_buffer():
     assert np.isfinite(out["loss"])
     changed = np.any(g.value(buf) != before, axis=1)
     assert 1 <= changed.sum() <= 10  # the chains' rows were written back
+
+
+def test_reported_chains_continue_the_replay_buffer():
+    # the buffer holds exact draws of the unadjusted chain's stationary law N(m, var_ula) for the
+    # quadratic energy; started there, the reported chains stay in it (one step keeps it exactly)
+    m, s, eta = np.array([1.0, -2.0]), 0.5, 0.01
+    var_ula = s ** 2 / (1 - eta / (4 * s ** 2))
+    n, size = 2000, 4000
+    cfgs = {start: _cfg(energy="sum((x - m)**2, axis=-1) / (2 * s**2)", params={"m": m.tolist(), "s": s},
+                        langevin={"step_size": eta}, replay={"size": size}, sample_start=start)
+            for start in ("replay", "noise")}
+    out = {}
+    for start, cfg in cfgs.items():
+        g = Graph(dtype="float64", seed=0)
+        model = plugin.build(cfg, g, _data(), np.random.default_rng(0))
+        buf = m + math.sqrt(var_ula) * np.random.default_rng(5).normal(size=(size, 2))
+        g.set_value(model.extras["sampler"].buffer, buf)
+        rows = model.extras["sampler"].rows(np.random.default_rng(1), size)  # without replacement
+        np.testing.assert_array_equal(np.sort(rows[:, 0]), np.sort(buf[:, 0]))
+        out[start] = draw_samples(model, RunContext({}, None, 0), n, 1, seed=0)
+    x = out["replay"]
+    np.testing.assert_array_less(np.abs(x.mean(0) - m), 4 * math.sqrt(var_ula / n))
+    np.testing.assert_array_less(np.abs(x.var(0) - var_ula), 4 * var_ula * math.sqrt(2 / n))
+    # one step from noise (uniform over the training rows' range, |x| up to ~3) is nowhere near it
+    assert np.all(np.abs(out["noise"].mean(0) - m) > 0.5)
+
+
+def test_sample_start_is_checked():
+    with pytest.raises(ModelConfigError, match="replay.size"):
+        plugin.build(_cfg(sample_start="replay", replay={"size": 0}), Graph(), _data(), np.random.default_rng(0))
+    with pytest.raises(SpecError, match="sample_start"):
+        _cfg(sample_start="buffer")
 
 
 def test_energy_expression_must_be_per_example():

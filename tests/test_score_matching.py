@@ -9,6 +9,7 @@ import numpy as np
 from gengraph.engine import Graph
 from gengraph.plugins.datasets import Dataset
 from gengraph.plugins.models import score_matching as sm
+from gengraph.plugins.blocks import seeds
 from gengraph.plugins.models.ebm import plugin
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.run.runner import RunContext, execute
@@ -78,3 +79,22 @@ def test_score_moons_spec_short_run(tmp_path):
     # far better than the uniform noise it starts from, not yet as good as data
     assert s["test_energy_distance"] < 0.1 and s["test_mmd2_h"] < 0.05
     assert np.load(tmp_path / "samples.npy").shape == (500, 2)
+
+
+def test_tweedie_step_is_the_gaussian_posterior_mean():
+    # a score net set by hand to the exact score of N(mu, tau^2) data at sigma_L (linear: no hidden
+    # layers): s(x, sigma) = -(x - mu) / (tau^2 + sigma^2). With no Langevin steps the sampler is
+    # the Tweedie step alone, x + sigma^2 s(x) = (tau^2 x + sigma^2 mu) / (tau^2 + sigma^2) = E[x0 | x]
+    mu, tau, sig = np.array([0.5, -1.0]), 0.3, 0.2
+    cfg = _cfg(layers=[], score={"levels": 1, "sigma_max": sig, "sigma_min": sig, "denoise": True})
+    g = Graph(dtype="float64", seed=0)
+    model = plugin.build(cfg, g, _gauss_data(40, d=2), np.random.default_rng(0))
+    ((_, W, b, *_),) = model.extras["score_net"].net.layers
+    c = sig / (tau ** 2 + sig ** 2)  # f = sigma * s is linear in x
+    g.set_value(W, np.vstack([-c * np.eye(2), np.zeros((1, 2))]))
+    g.set_value(b, c * mu)
+    ctx = RunContext({}, None, 0)
+    x0 = sm.annealed_langevin(model, ctx, 50, seed=0, steps_per_level=0)  # the uniform starts, denoised
+    starts = seeds.rng(0, "score.samples").uniform(*model.extras["noise_range"],
+                                                                                 size=(50, 2))
+    np.testing.assert_allclose(x0, (tau ** 2 * starts + sig ** 2 * mu) / (tau ** 2 + sig ** 2), rtol=1e-12, atol=1e-12)

@@ -17,9 +17,13 @@ With `objective = "score_matching"` the kind trains a noise-conditional score ne
 denoising score matching instead and samples by annealed Langevin dynamics
 (score_matching.py; the score-based view of the same model family).
 
-The report draws samples by a long Langevin run from noise (samples.npy in data units,
-samples.png, energy.png for 2-D data) and compares them with held-out data by
-`sample_quality.two_sample_report` (data units): unbiased MMD^2 with permutation p-values
+The report draws samples by `sample_steps` Langevin steps (samples.npy in data units,
+samples.png, energy.png for 2-D data), started from uniform noise or, with
+`sample_start = "replay"`, from rows of the replay buffer: the persistent chains that
+training matched to the data (Du & Mordatch 2019). Chains from noise reach the modes
+but not their along-the-mode balance, which in the persistent chains took the whole
+training to mix (`gengraph sample` uses the same sampler). It compares them with held-out
+data by `sample_quality.two_sample_report` (data units): unbiased MMD^2 with permutation p-values
 at the median-heuristic bandwidth h times 1/5, 1/2, 1, 2 (test_mmd2_hdiv5, ..._pvalue), the
 same for training rows in place of samples (baseline_mmd2_*), and the energy distance.
 """
@@ -76,7 +80,10 @@ class EBM(ModelPlugin):
                 "margin": Field(float, 0.1, "noise is uniform over the training range widened by this fraction",
                                 min=0.0),
             }, help="replay buffer of past samples"),
-            "sample_steps": Field(int, 500, "Langevin steps from noise for the reported samples", min=1),
+            "sample_steps": Field(int, 500, "Langevin steps of the reported samples (from sample_start)", min=1),
+            "sample_start": Field(str, "noise", "where the reported chains start: noise (uniform over the "
+                                  "training range) or replay (rows of the replay buffer: the persistent chains "
+                                  "training left, continued)", choices=["noise", "replay"]),
             "objective": Field(str, "contrastive", "contrastive (energy trained with Langevin negatives) or "
                                "score_matching (a noise-conditional score network, denoising score matching, "
                                "annealed Langevin sampling)", choices=["contrastive", "score_matching"]),
@@ -113,6 +120,9 @@ class EBM(ModelPlugin):
         with graph.scope("energy_grid"):
             x_e = graph.input("x_energy", (None, d))
             e_grid = energy(x_e)
+        if cfg["sample_start"] == "replay" and cfg["replay"]["size"] < 1:
+            raise ModelConfigError("model.sample_start", 'replay starts the reported chains from the replay '
+                                   'buffer: needs model.replay.size >= 1 (or sample_start = "noise")')
         lo, hi = x_train.min(0), x_train.max(0)
         pad = cfg["replay"]["margin"] * (hi - lo)
         noise_range = (lo - pad, hi + pad)
@@ -148,7 +158,7 @@ class EBM(ModelPlugin):
 
     def sample(self, model, data, ctx, n, *, label=None, steps=None):
         """n samples (data units) after `steps` Langevin steps (default model.sample_steps) from
-        uniform noise over the training range, as the run's samples.npy."""
+        model.sample_start (noise or replay-buffer rows), as the run's samples.npy."""
         if steps is not None and int(steps) < 1:
             raise ModelConfigError("steps", f"needs at least one Langevin step, found {steps}")
         if model.extras.get("objective") == "score_matching":  # steps: annealed Langevin steps per noise level
@@ -280,6 +290,11 @@ class Replay:
             buf = self._values()
             buf[idx] = _like(buf, x)
 
+    def rows(self, rng, n):
+        """n rows of the buffer drawn at random (without replacement while n <= its size), float64 NumPy."""
+        buf = np.asarray(to_numpy(self._values()), np.float64)
+        return buf[rng.choice(len(buf), size=n, replace=n > len(buf))]
+
     def latest(self, n):
         """n rows of the buffer (repeated if it is smaller), as float64 NumPy."""
         out = np.asarray(to_numpy(self._values()), np.float64)
@@ -304,10 +319,11 @@ def energies(model, ctx, x):
 
 
 def draw_samples(model, ctx, n, steps, seed):
-    """n samples by `steps` Langevin steps from uniform noise over the training range."""
+    """n samples by `steps` Langevin steps from model.sample_start: uniform noise over the training
+    range, or rows of the replay buffer (the persistent chains of training, continued)."""
     sampler: Replay = model.extras["sampler"]
     rng = seeds.rng(seed, "ebm.report")
-    x = sampler.noise(rng, n)
+    x = sampler.rows(rng, n) if model.extras["cfg"]["sample_start"] == "replay" else sampler.noise(rng, n)
     prog = model.program("langevin_step", ctx)
     with seeds.seeded_streams(model.graph, seed, "ebm.report"):  # the same noise whatever ran before
         return np.asarray(to_numpy(run_langevin(prog, x, steps)), np.float64)
