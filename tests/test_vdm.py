@@ -192,3 +192,150 @@ def test_dropout_in_the_denoiser_is_off_in_the_bound():
     train = compile(m2.graph, {"d": m2.extras["train_terms"]["diffusion"]}, training=True)
     nodes = {n.op for n in train.nodes}
     assert "dropout" in nodes or "dropout_mask" in nodes
+
+
+# --- the U-Net denoiser (model.network.kind = "unet") ------------------------------------------
+UNET = {"kind": "unet", "channels": [4], "blocks": 1, "attention": True, "groups": 2, "time_dim": 4}
+
+
+def tiny_vdm_unet(seed=3, shape=(2, 4, 4), n=5, **over):
+    """A continuous-time VDM with a one-level U-Net on n random images of `shape` (3 grey levels)."""
+    cfg = {"time": "continuous", "levels": 3, "symmetric": True, "prediction": "epsilon", "loss": "elbo",
+           "fourier_features": [1], "network": UNET, "level_posterior": True,
+           "time_embedding": {"kind": "scalar"}, "bound_samples": 2,
+           "schedule": {"kind": "learned_vdm", "T": 8, "units": 3, "gamma_min": -6.0, "gamma_max": 4.0}}
+    cfg.update(over)
+    D = int(np.prod(shape))
+    x = np.random.default_rng(seed).integers(0, 3, size=(n, D)) / 2.0
+    data = Dataset(x, None, x.copy(), None, "unsupervised", image_shape=shape)
+    g = Graph(dtype="float64", seed=seed)
+    model = dfn.plugin.build(validate(dfn.plugin.schema, cfg, path="model"), g, data, np.random.default_rng(1))
+    # the output conv starts at zero, which would leave every other weight without a gradient
+    out_w = [p for p in model.params if p.label.endswith("out/W")][0]
+    g.set_value(out_w, np.random.default_rng(seed + 1).normal(0, 0.3, size=g.value(out_w).shape))
+    return model, data
+
+
+@pytest.mark.parametrize("level_posterior", [False, True])
+def test_vdm_unet_loss_gradient_matches_finite_differences(level_posterior):
+    model, data = tiny_vdm_unet(level_posterior=level_posterior)
+    g = model.graph
+    prog = compile(g, [model.loss] + grad(model.loss, model.params))
+    for stream in (vdm.EPS_STREAM, vdm.T_STREAM, vdm.EPS0_STREAM):
+        g.streams.rng(stream)
+    state = copy.deepcopy(g.streams.state())
+    x = data.x_train
+
+    def run():
+        g.streams.set_state(copy.deepcopy(state))
+        return prog.run(x=x)
+
+    out = run()
+    assert np.isfinite(out[0])
+    pick = np.random.default_rng(0)
+    names = set()
+    for p, analytic in zip(model.params, out[1:]):
+        size = g.values[p.id].size
+        idx = pick.choice(size, min(size, 4), replace=False)  # a few entries of every parameter
+        numeric = central_differences(lambda: run()[0], g.values[p.id], eps=1e-6, index=idx)
+        row = compare(p.label, np.asarray(analytic).reshape(-1)[idx], numeric, rtol=1e-5, atol=1e-7)
+        assert row.ok, row
+        names.add(p.label)
+    assert {"denoiser/stem/W", "denoiser/out/W", "denoiser/mid/attention/qkv/W", "denoiser/time_mlp/dense0/W",
+            "schedule/gamma_min"} <= names
+
+
+def test_vdm_unet_channels_in_and_out():
+    """The U-Net sees C (1 + 2K) channels (z_t and its sin/cos pairs per data channel); with level_posterior
+    it gives C L channels, channel c L + k being the logit of level k for the pixels of data channel c."""
+    shape, L = (2, 4, 4), 3
+    for lp, c_out in ((True, 2 * L), (False, 2)):
+        model, data = tiny_vdm_unet(shape=shape, level_posterior=lp, fourier_features=[1, 2])
+        unet = model.extras["vdm"].unet
+        g = model.graph
+        w = {p.label: p for p in model.params}
+        assert g.value(w["denoiser/stem/W"]).shape == (4, 2 * (1 + 2 * 2), 3, 3)
+        assert g.value(w["denoiser/out/W"]).shape == (c_out, 4, 3, 3) and unet.out_channels == c_out
+    # logits (N, D, L): zero output weights and bias 10 c + k on channel c L + k -> logit 10 c + k at pixel d of c
+    model, data = tiny_vdm_unet(shape=shape, level_posterior=True)
+    g, vd = model.graph, model.extras["vdm"]
+    w = {p.label: p for p in model.params}
+    g.set_value(w["denoiser/out/W"], np.zeros((2 * L, 4, 3, 3)))
+    g.set_value(w["denoiser/out/b"], np.array([10.0 * c + k for c in range(2) for k in range(L)]).reshape(-1, 1, 1))
+    z, gam = g.input("z_probe", (None, 32)), g.input("g_probe", (None, 1))
+    out = np.asarray(compile(g, vd.network_output(z, gam)).run(z_probe=np.zeros((3, 32)), g_probe=np.zeros((3, 1))))
+    expect = 10.0 * (np.arange(32) // 16)[:, None] + np.arange(L)[None, :]
+    assert out.shape == (3, 32, L)
+    np.testing.assert_array_equal(out, np.broadcast_to(expect, (3, 32, L)))
+
+
+def test_vdm_unet_bound_equals_its_terms_computed_by_hand():
+    """bound_terms with the U-Net = the three terms from the model's other programs and NumPy: the prior KL
+    at gamma(1), the decoder's pmf at z_0, and 1/2 gamma'(t) ||eps - eps_hat(z_t, t)||^2 with gamma' by
+    central differences and eps_hat from the sampler's program."""
+    model, data = tiny_vdm_unet()
+    x = data.x_train
+    x0 = 2.0 * x - 1.0
+    rng = np.random.default_rng(4)
+    t, eps, eps0 = rng.uniform(0.05, 0.95, len(x)), rng.standard_normal(x.shape), rng.standard_normal(x.shape)
+    res = model.program("bound_terms").run(x=x, t=t, eps=eps, eps0=eps0)
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    g0, g1 = vdm.gamma_at(model, [0.0, 1.0])
+    prior = 0.5 * np.sum(sig(g1) + sig(-g1) * x0 ** 2 - 1.0 - np.log(sig(g1)), axis=1)
+    z0 = np.sqrt(sig(-g0)) * x0 + np.sqrt(sig(g0)) * eps0
+    probs = np.asarray(model.program("decode").run(z=z0)["probs"])
+    k = np.rint((x0 + 1.0) * 1.0).astype(int)  # levels -1, 0, 1
+    recon = -np.log(np.take_along_axis(probs, k[..., None], axis=-1)[..., 0]).sum(axis=1)
+    gt = vdm.gamma_at(model, t)[:, None]
+    zt = np.sqrt(sig(-gt)) * x0 + np.sqrt(sig(gt)) * eps
+    e_hat = np.asarray(model.program("eps_hat").run(z=zt, t=t)["eps_hat"])
+    h = 1e-6
+    dg = (vdm.gamma_at(model, t + h) - vdm.gamma_at(model, t - h)) / (2 * h)
+    diffusion = 0.5 * dg * np.sum((eps - e_hat) ** 2, axis=1)
+    assert np.abs(e_hat - eps).max() > 1e-2  # a denoiser that is not trivially exact here
+    np.testing.assert_allclose(res["prior"], prior, rtol=1e-10)
+    np.testing.assert_allclose(res["reconstruction"], recon, rtol=1e-9)
+    np.testing.assert_allclose(res["diffusion"], diffusion, rtol=1e-6, atol=1e-9)  # a row at low noise: ~0
+
+
+def test_vdm_unet_config_errors():
+    with pytest.raises(dfn.ModelConfigError, match='model.network.kind.*"unet" needs image data') as info:
+        model_cfg = {"time": "continuous", "levels": 3, "symmetric": True, "loss": "elbo", "network": UNET,
+                     "schedule": {"kind": "learned_vdm", "T": 8, "units": 3}}
+        x = np.random.default_rng(0).integers(0, 3, size=(6, 4)) / 2.0
+        dfn.plugin.build(validate(dfn.plugin.schema, model_cfg, path="model"), Graph(dtype="float64"),
+                         Dataset(x, None, x.copy(), None, "unsupervised"), np.random.default_rng(1))
+    assert info.value is not None
+    with pytest.raises(dfn.ModelConfigError, match="model.network.groups.*does not divide"):
+        tiny_vdm_unet(network=dict(UNET, groups=3))
+
+
+def test_vdm_unet_level_posterior_is_exact_at_low_noise_and_dropout_is_off_in_the_bound():
+    sched = {"kind": "learned_vdm", "T": 8, "units": 3, "gamma_min": -14.0, "gamma_max": 4.0}
+    model, data = tiny_vdm_unet(schedule=sched)
+    x = data.x_train
+    eps = np.random.default_rng(0).standard_normal(x.shape)
+    res = model.program("bound_terms").run(x=x, t=np.zeros(len(x)), eps=eps, eps0=eps)
+    assert np.max(res["sq"]) < 1e-6
+    # dropout inside the U-Net's residual blocks: the bound is the network without it (same weights)
+    m2, _ = tiny_vdm_unet(schedule=sched, network=dict(UNET, dropout=0.5))
+    rng = np.random.default_rng(2)
+    feeds = dict(x=x, t=rng.uniform(size=len(x)), eps=rng.standard_normal(x.shape), eps0=rng.standard_normal(x.shape))
+    a, b = model.program("bound_terms").run(**feeds), m2.program("bound_terms").run(**feeds)
+    for k in ("prior", "reconstruction", "diffusion"):
+        np.testing.assert_array_equal(a[k], b[k])
+    train = compile(m2.graph, {"d": m2.extras["train_terms"]["diffusion"]}, training=True)
+    assert {"dropout", "dropout_mask"} & {n.op for n in train.nodes}
+
+
+def test_vdm_unet_digits_spec_short_run(tmp_path):
+    s = execute(load(SPECS / "vdm_unet_digits.toml", ["train.epochs=1", "model.bound_samples=3",
+                                                      "model.schedule.T=10", "output.samples=6"]), tmp_path / "vdm")
+    assert math.isfinite(s["test_bpd"]) and 0 < s["test_bpd_se"] < 0.05 * s["test_bpd"]
+    assert s["test_bpd"] == pytest.approx(s["test_nll_bound"] / (64 * math.log(2)), rel=1e-12)
+    assert s["test_nll_bound"] == pytest.approx(s["test_prior_term"] + s["test_reconstruction_term"]
+                                                + s["test_diffusion_term"], rel=1e-9)
+    assert s["baseline_histogram_bpd"] == pytest.approx(2.4176, abs=1e-4)
+    assert s["log_snr_0"] > s["log_snr_1"]
+    samples = np.load(tmp_path / "vdm" / "samples.npy", allow_pickle=False)
+    assert samples.shape == (6, 64) and np.all(np.isin(samples, np.arange(17)))

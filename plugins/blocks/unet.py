@@ -19,6 +19,10 @@ Layout, for an input x of (C, H, W) and levels l = 0..L-1 with channels c_l:
   along the channels, then (not at level 0) nearest upsampling x2 and a 3x3 conv;
 * out: group norm, SiLU, 3x3 conv to C channels (initialised at zero).
 
+``in_channels`` / ``out_channels`` (default C) let a caller feed more channels per pixel than the
+image has (the continuous-time VDM adds Fourier features of x_t) and read more out (its
+per-pixel logits over the grey levels); the height and width are the image's.
+
 Residual block: h = conv3x3(SiLU(GN(x))) + dense(SiLU(temb)) per channel; h = conv3x3(SiLU(GN(h)));
 out = h + x (a 1x1 conv on x when the channels change). Attention: q, k, v = 1x1 projections of
 GN(x) as (HW, c) matrices; out = x + proj(softmax(q k^T / sqrt(c)) v).
@@ -61,6 +65,15 @@ class UNetConfigError(ValueError):
         super().__init__(f"{key}: {message}")
 
 
+def image_shape_of(data) -> tuple:
+    """The data's (C, H, W), or a UNetConfigError on "kind" when the rows are not images."""
+    shape = data.image_shape
+    if shape is None or len(shape) != 3 or int(np.prod(shape)) != data.n_features:
+        raise UNetConfigError("kind", f'"unet" needs image data (C, H, W); the data are rows of '
+                                      f"{data.n_features} features")
+    return tuple(int(v) for v in shape)
+
+
 def check_config(image_shape, cfg) -> None:
     chans = cfg["channels"]
     if not chans:
@@ -78,12 +91,16 @@ def check_config(image_shape, cfg) -> None:
 class UNet:
     """Parameters created at construction; ``unet(x_rows, temb_input)`` builds the output rows."""
 
-    def __init__(self, graph, image_shape, emb_dim: int, cfg: dict, rng, scope: str = "denoiser"):
+    def __init__(self, graph, image_shape, emb_dim: int, cfg: dict, rng, scope: str = "denoiser",
+                 in_channels: int | None = None, out_channels: int | None = None):
         check_config(image_shape, cfg)
-        self.graph, self.shape, self.cfg, self.rng, self.scope = graph, tuple(image_shape), cfg, rng, scope
+        c_in = int(in_channels or image_shape[0])
+        c_out = int(out_channels or image_shape[0])
+        self.graph, self.cfg, self.rng, self.scope = graph, cfg, rng, scope
+        self.shape = (c_in,) + tuple(image_shape[1:])  # what the input rows are reshaped to
+        self.out_channels = c_out
         self.params = []
         chans, nb = cfg["channels"], cfg["blocks"]
-        c_in = image_shape[0]
         tdim = cfg["time_dim"] or 4 * chans[0]
         self.tdim = tdim
         with graph.scope(scope):
@@ -118,7 +135,7 @@ class UNet:
                 self.up.append(level)
             with graph.scope("out"):
                 self.out_norm = self._norm("norm", ch)
-            self.out_conv = self._conv("out", ch, c_in, 3, zero=True)
+            self.out_conv = self._conv("out", ch, c_out, 3, zero=True)
 
     # --- parameters ------------------------------------------------------------------------
     def _param(self, name, value):

@@ -84,7 +84,7 @@ from gengraph.plugins.models.class_condition import class_labels, cond_accuracy,
 from gengraph.plugins.blocks.layers import build_stack, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
-from gengraph.plugins.blocks.unet import DENOISERS, UNet, UNetConfigError
+from gengraph.plugins.blocks.unet import DENOISERS, UNet, UNetConfigError, image_shape_of
 from gengraph.plugins.blocks.samplers import SAMPLERS, run_steps, sampler_steps
 from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
@@ -254,13 +254,9 @@ def time_embedding(graph, t, cfg: dict, T: int):
 
 def build_unet(graph, x_t, emb, data, cfg, rng):
     """The U-Net denoiser on x_t (rows of the data's images) and emb(t): (output rows, params)."""
-    shape = data.image_shape
-    if shape is None or len(shape) != 3 or int(np.prod(shape)) != data.n_features:
-        raise _config_error("network.kind", f'"unet" needs image data (C, H, W); the data are rows of '
-                                            f"{data.n_features} features")
     net_cfg = {k: v for k, v in cfg["network"].items() if k != "kind"}
     try:
-        net = UNet(graph, shape, int(emb.shape[1]), net_cfg, rng)
+        net = UNet(graph, image_shape_of(data), int(emb.shape[1]), net_cfg, rng)
     except UNetConfigError as exc:
         raise _config_error(f"network.{exc.key}", exc.message) from None
     return net(x_t, emb), net.params
@@ -279,7 +275,8 @@ class Diffusion(ModelPlugin):
             "output_init": Field(str, "xavier", "initializer of the denoiser's output layer"),
             "network": Dispatch("kind", DENOISERS, default={"kind": "mlp"},
                                 help='the denoiser: kind = "mlp" (model.layers) or "unet" (image data; '
-                                     'channels, blocks, attention, ...)'),
+                                     'channels, blocks, attention, ...; in continuous time over z_t and its '
+                                     'Fourier features)'),
             "time_embedding": Table({
                 "kind": Field(str, "sinusoidal", "sinusoidal (Vaswani et al.) or scalar (t/T)",
                               choices=["sinusoidal", "scalar"]),

@@ -27,6 +27,10 @@ The variational bound on -log P(x) (nats per example; P a pmf over the levels) i
   ``fourier_features``, emb(gamma_t)] (VDM's Fourier features, which let it see where z_t
   sits between grey levels at low noise) and the sinusoidal embedding of
   1000 (gamma(t) - gamma_min0) / (gamma_max0 - gamma_min0) (the initial end points);
+  ``[model.network] kind = "mlp"``: dense ``layers`` over those features concatenated;
+  ``"unet"`` (image data (C, H, W)): the U-Net of blocks/unet.py over C (1 + 2K) channels (z_t
+  and its K sin/cos pairs, per data channel) with emb as its time input, which sees each
+  pixel's neighbourhood; its output has L channels per data channel (level_posterior) or C;
 * ``level_posterior = true`` (not in the paper): the network outputs per-pixel logits over the
   levels instead of eps; x0_hat = sum_k v_k softmax_k(logits_k - (z_t - alpha_t v_k)^2 / (2 sigma_t^2))
   (the pixel's own noisy value enters as its exact Gaussian likelihood of each level, the
@@ -58,6 +62,7 @@ from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.layers import Network
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES
 from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se
+from gengraph.plugins.blocks.unet import UNet, UNetConfigError, image_shape_of
 from gengraph.plugins.model import Model, ModelConfigError
 from gengraph.plugins.blocks.plots import image_grid
 
@@ -96,7 +101,7 @@ def fourier_features(z, ks):
 
 class ContinuousVDM:
     """The graph pieces: schedule, denoiser, bound terms at given (t, eps, eps_0)."""
-    def __init__(self, cfg, graph, D, rng, gamma_net):
+    def __init__(self, cfg, graph, D, rng, gamma_net, image_shape=None):
         self.cfg, self.graph, self.D = cfg, graph, D
         self.gamma = gamma_net
         self.L = int(cfg["levels"])
@@ -105,12 +110,23 @@ class ContinuousVDM:
         self.ks = [int(k) for k in cfg["fourier_features"]]
         emb = cfg["time_embedding"]
         self.emb_dim = emb["dim"] if emb["kind"] == "sinusoidal" else 1
-        in_dim = D * (1 + 2 * len(self.ks)) + self.emb_dim
         self.level_posterior = bool(cfg["level_posterior"])
-        out_units = D * self.L if self.level_posterior else D
-        self.net = Network(graph, in_dim, cfg["layers"], rng, "denoiser",
-                           out={"units": out_units, "activation": "identity", "init": cfg["output_init"]},
-                           origin="model.layers")
+        self.net = self.unet = None
+        if image_shape is not None:  # network.kind = "unet": channels (z, its Fourier features) per pixel
+            c = int(image_shape[0])
+            net_cfg = {k: v for k, v in cfg["network"].items() if k != "kind"}
+            self.unet = UNet(graph, image_shape, self.emb_dim, net_cfg, rng, "denoiser",
+                             in_channels=c * (1 + 2 * len(self.ks)),
+                             out_channels=c * self.L if self.level_posterior else c)
+            self.hw = int(np.prod(image_shape[1:]))
+            self.params = list(self.unet.params)
+        else:
+            in_dim = D * (1 + 2 * len(self.ks)) + self.emb_dim
+            out_units = D * self.L if self.level_posterior else D
+            self.net = Network(graph, in_dim, cfg["layers"], rng, "denoiser",
+                               out={"units": out_units, "activation": "identity", "init": cfg["output_init"]},
+                               origin="model.layers")
+            self.params = list(self.net.params)
         s = gamma_net.cfg
         self.g_lo, self.g_span = float(s["gamma_min"]), float(s["gamma_max"] - s["gamma_min"])
 
@@ -126,8 +142,23 @@ class ContinuousVDM:
         args = (tn * 1000.0) @ g.constant(freqs[None, :])
         return ops.concat([ops.cos(args), ops.sin(args)], axis=1)
 
+    def network_output(self, z, gamma_t):
+        """eps_hat (N, D), or with level_posterior the network's logits (N, D, L) over the levels."""
+        feats = [z] + fourier_features(z, self.ks)
+        if self.unet is None:
+            out = self.net(ops.concat(feats + [self.embed(gamma_t)], axis=1))
+            return ops.reshape(out, (-1, self.D, self.L)) if self.level_posterior else out
+        # rows of the data's (C, H, W) laid side by side are rows of (C (1 + 2K), H, W)
+        out = self.unet(ops.concat(feats, axis=1), self.embed(gamma_t))
+        if not self.level_posterior:
+            return out
+        # channels (c, level) at each pixel -> (pixel of channel c, level)
+        c = self.unet.out_channels // self.L
+        out = ops.transpose(ops.reshape(out, (-1, c, self.L, self.hw)), axes=(0, 1, 3, 2))
+        return ops.reshape(out, (-1, self.D, self.L))
+
     def eps_hat(self, z, gamma_t):
-        out = self.net(ops.concat([z] + fourier_features(z, self.ks) + [self.embed(gamma_t)], axis=1))
+        out = self.network_output(z, gamma_t)
         if not self.level_posterior:
             return out
         # x0_hat = sum_k v_k softmax_k(net_k + log N(z; alpha v_k, sigma^2)): the network gives the
@@ -136,7 +167,7 @@ class ContinuousVDM:
         inv_var = ops.expand_dims(ops.exp(ops.softplus(-gamma_t)), axis=(2,))  # 1 / sigma^2
         v = self.graph.constant(self.values)
         local = -0.5 * inv_var * ops.square(ops.expand_dims(z, axis=(2,)) - a * v)
-        logits = ops.reshape(out, (-1, self.D, self.L)) + local
+        logits = out + local
         x0_hat = ops.sum(ops.softmax(logits, axis=-1) * v, axis=-1)
         return (z - ops.sqrt(ops.sigmoid(-gamma_t)) * x0_hat) * ops.sqrt(ops.exp(ops.softplus(-gamma_t)))
 
@@ -197,7 +228,15 @@ def build_continuous(cfg, graph, data, rng, check_grid):
         gamma_net = kind.network(graph, rng, scfg)
     except ValueError as exc:
         raise ModelConfigError("model.schedule", str(exc)) from None
-    vdm = ContinuousVDM(cfg, graph, D, rng, gamma_net)
+    image_shape = None
+    if cfg["network"]["kind"] == "unet":
+        try:
+            image_shape = image_shape_of(data)
+            vdm = ContinuousVDM(cfg, graph, D, rng, gamma_net, image_shape)
+        except UNetConfigError as exc:
+            raise ModelConfigError(f"model.network.{exc.key}", exc.message) from None
+    else:
+        vdm = ContinuousVDM(cfg, graph, D, rng, gamma_net)
 
     x = graph.input("x", (None, D))
     x0 = x * 2.0 - 1.0 if cfg["symmetric"] else x
@@ -233,7 +272,7 @@ def build_continuous(cfg, graph, data, rng, check_grid):
         "gamma": ({"gamma": ops.reshape(g_s, (-1,))}, {}),
         "decode": ({"probs": probs}, {}),
     }
-    params = list(vdm.net.params) + list(gamma_net.params)
+    params = list(vdm.params) + list(gamma_net.params)
     extras = {"time": "continuous", "vdm": vdm, "cfg": cfg, "D": D, "T": int(scfg["T"]), "train_terms": tr,
               "t_train": t_tr, "gamma_net": gamma_net, "schedule": None, "gamma": None}
     return Model(graph, params, loss, {"x": x}, metrics=metrics, programs=programs, extras=extras)
