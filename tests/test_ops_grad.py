@@ -745,6 +745,7 @@ GRAD_CASES = {  # op name -> (build(*nodes) -> node using the op, arrays)
     "relu_grad": (ops.relu_grad, [_Y, _X]),
     "l2_norm": (ops.l2_norm, [_X]),
     "unreduce": (lambda g: ops.reduce.unreduce(g, _const(g, np.zeros((2, 4, 3))), axis=(1,), mean=True), [_X]),
+    "unreduce_to": (lambda g: ops.reduce.unreduce_to(g, axis=(1,), sizes=(4,), mean=True), [_X]),
     "silu": (ops.silu, [_X]),
     "silu_grad": (lambda g, x: ops.silu_grad(g, x, ops.sigmoid(x)), [_Y, _X]),
     "softmax_ce_backward": (lambda g, p: ops.softmax_ce_backward(g, p, _const(g, [2, 0], "int64")), [_Y[:, 0], _P]),
@@ -791,3 +792,31 @@ def test_every_differentiable_op_has_a_gradient_case(name):
 
     fd_check(recording, arrays)
     assert name in seen, f"the gradient case for {name} does not use the op"
+
+
+def test_reduction_vjps_do_not_keep_their_input_alive():
+    # the VJP of mean/sum over static axes needs only the sizes: it must not reference the
+    # reduction's input, which would otherwise live from the forward to the backward pass
+    # (group norm's square(x - mean) and the conv outputs of a U-Net: hundreds of MiB)
+    from gengraph.engine import compile, grad
+
+    g = Graph(dtype="float64")
+    x = g.input("x", (None, 3, 8))
+    sq = ops.square(x)
+    loss = ops.sum(ops.mean(sq, axis=2) * ops.mean(ops.sum(x, axis=(1, 2), keepdims=True)))
+    (dx,) = grad(loss, [x])
+    prog = compile(g, [dx])
+    consumers = [n for n in prog.nodes if any(i.id == sq.id for i in n.inputs)]
+    assert [n.op for n in consumers] == ["mean"]  # not unreduce(g, square(x))
+    xv = np.random.default_rng(0).normal(size=(2, 3, 8))
+    m2 = xv.sum(axis=(1, 2)).mean()
+    expected = 2 * xv / 8 * m2 + (xv ** 2).mean(axis=2).sum() / 2  # d/dx of sum(mean(x^2, 2)) * mean(sum(x))
+    np.testing.assert_allclose(prog.run(x=xv)[0], expected, rtol=1e-12)
+    # unreduce_to's values: g put back along the static axes, divided by their count for a mean
+    gv = np.arange(6.0).reshape(2, 3)
+    h = Graph(dtype="float64")
+    gn = h.input("g", (None, 3))
+    out = compile(h, [ops.reduce.unreduce_to(gn, axis=(1,), sizes=(4,), mean=True),
+                      ops.reduce.unreduce_to(gn, axis=(0, 2), sizes=(5, 2))]).run(g=gv)
+    np.testing.assert_array_equal(out[0], np.repeat(gv[:, None, :] / 4, 4, axis=1))
+    assert out[1].shape == (5, 2, 2, 3) and np.all(out[1] == gv[None, :, None, :])

@@ -22,7 +22,18 @@ def keep_axes(g, x, axis, keepdims):
 
 
 def _sum_vjp(g, y, x, axis, keepdims=False):
-    return unreduce(g, x, axis=axis, keepdims=keepdims)
+    return broadcast_back(g, x, axis, keepdims)
+
+
+def broadcast_back(g, x, axis, keepdims=False, mean=False):
+    """A reduction's VJP: g broadcast back to x's shape (/ count). When every reduced axis of x
+    has a static size the result needs only g and those sizes (`unreduce_to`): it must not
+    reference x, or x (a full activation) would stay alive from the forward pass to the
+    backward pass just for its shape. x itself (`unreduce`) only for a dynamic reduced axis."""
+    sizes = tuple(x.shape[a] for a in axis)
+    if None in sizes:
+        return unreduce(g, x, axis=axis, keepdims=keepdims, mean=mean)
+    return unreduce_to(g, axis=axis, sizes=sizes, keepdims=keepdims, mean=mean)
 
 
 def _unreduce_forward(xp, g, x, axis, keepdims=False, mean=False):
@@ -43,13 +54,43 @@ def _unreduce_forward(xp, g, x, axis, keepdims=False, mean=False):
     return out
 
 
-def _unreduce_vjp_g(gg, y, g, x, axis, keepdims=False, mean=False):
+def _unreduce_vjp_g(gg, y, g, *rest, axis, keepdims=False, mean=False, **_):
     return (_mean if mean else _sum)(gg, axis=axis, keepdims=keepdims)
 
 
 unreduce = defop("unreduce", _unreduce_forward, lambda g, x, axis, keepdims=False, mean=False: (x.shape, g.dtype),
                  (_unreduce_vjp_g, ZERO),
                  doc="the VJP of sum (or, mean=True, of mean) over axis: g broadcast back to x's shape (/ count)")
+
+
+def _full_shape(g_shape, axis, sizes, keepdims):
+    """g's shape with the reduced axes (at `axis` of the full shape) of the given sizes."""
+    shape = list(g_shape)
+    for a, n in zip(axis, sizes):
+        if keepdims:
+            shape[a] = n
+        else:
+            shape.insert(a, n)
+    return tuple(shape)
+
+
+def _unreduce_to_forward(xp, g, axis, sizes, keepdims=False, mean=False):
+    full = _full_shape(g.shape, axis, sizes, keepdims)
+    if not keepdims:
+        g = g.reshape(_full_shape(g.shape, axis, (1,) * len(axis), False))
+    out = xp.empty(full, dtype=g.dtype)
+    if mean:
+        return xp.divide(g, g.dtype.type(int(np.prod(sizes))), out=out)
+    out[...] = g
+    return out
+
+
+unreduce_to = defop("unreduce_to", _unreduce_to_forward,
+                    lambda g, axis, sizes, keepdims=False, mean=False: (_full_shape(g.shape, axis, sizes, keepdims),
+                                                                         g.dtype),
+                    (_unreduce_vjp_g,),
+                    doc="unreduce when the reduced axes' sizes are static: g broadcast to g's shape with those "
+                        "axes (of `sizes`) put back (/ their count); needs no reference to the reduction's input")
 
 
 # reductions call the array's own methods: the same on NumPy and CuPy, and they skip
@@ -64,7 +105,7 @@ def _mean_forward(xp, x, axis, keepdims=False):
 _sum = defop("sum", lambda xp, x, axis, keepdims=False: x.sum(axis=axis, keepdims=keepdims), _reduction,
              (_sum_vjp,), flops=lambda out, x, **a: size_of(x))
 _mean = defop("mean", _mean_forward, _reduction,
-              (lambda g, y, x, axis, keepdims=False: unreduce(g, x, axis=axis, keepdims=keepdims, mean=True),),
+              (lambda g, y, x, axis, keepdims=False: broadcast_back(g, x, axis, keepdims, mean=True),),
               flops=lambda out, x, **a: size_of(x))
 _max = defop("max", lambda xp, x, axis, keepdims=False: x.max(axis=axis, keepdims=keepdims), _reduction,
              (lambda g, y, x, axis, keepdims=False: _extreme_vjp(g, y, x, axis, keepdims),))
