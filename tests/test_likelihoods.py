@@ -18,6 +18,7 @@ from gengraph.engine import Graph, compile
 from gengraph.plugins.blocks.likelihoods import categorical_log_prob, categorical_logpmf, categorical_mean
 from gengraph.plugins.blocks.stats import grid_index, histogram_bpd, histogram_nll, mean_se
 from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.models import latent_common
 from gengraph.plugins.models.latent_common import run_batched, test_bounds as latent_bounds
 from gengraph.plugins.models.vae import plugin as vae
 
@@ -160,3 +161,28 @@ def test_conv_decoder_gives_levels_logits_per_pixel():
 def test_conv_categorical_vae_gradient_matches_finite_differences():
     g, m, x = _conv_categorical_vae()
     assert check_loss_gradients(g, m, x) > 0
+
+
+def test_iw_bound_does_not_depend_on_the_free_memory(monkeypatch):
+    # the IW batch size decides which draws meet which rows: it must not follow the free memory,
+    # or the same seed gives another test_nll_iw on another machine (or a minute later)
+    import gengraph.plugins.blocks.memory as memory
+
+    g, m, x = _conv_categorical_vae()
+    hier, k = m.extras["hierarchy"], m.extras["elbo"]["iw_samples"]
+    per_row = 8 * k * latent_common._widest(hier, m.params) * (4 + len(m.params))
+    frees = (2 ** 40, 4 * per_row * 2, 4 * per_row)  # before: 5 rows (all), 2 rows, 1 row at once
+    rows = []
+    for free in frees:
+        monkeypatch.setattr(memory, "available_bytes", lambda free=free: free)
+        rows.append(latent_common.iw_rows(hier, k, m.params))
+    assert len(set(rows)) == 1
+    m.program("iw").run({"x": x})  # create the program's random streams, then freeze their state
+    state = copy.deepcopy(g.streams.state())
+    values = []
+    for free in frees:
+        monkeypatch.setattr(memory, "available_bytes", lambda free=free: free)
+        g.streams.set_state(copy.deepcopy(state))
+        values.append(latent_common.nll_iw(m, x)["nll_iw"])
+    np.testing.assert_array_equal(values[0], values[1])
+    np.testing.assert_array_equal(values[0], values[2])

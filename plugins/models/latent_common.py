@@ -55,7 +55,6 @@ from gengraph.plugins.blocks.plots import _figure, _save
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.models.class_condition import class_labels, cond_accuracy, one_hot, report_per_class
 from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
-from gengraph.plugins.blocks import memory
 from gengraph.plugins.blocks.memory import too_big
 from gengraph.plugins.blocks.layers import fmt_shape, infer_shapes
 
@@ -407,12 +406,19 @@ def _widest(hier, params) -> int:
                 *(int(np.prod(s, dtype=np.int64)) for n in hier.networks() for s in getattr(n, "shapes", []))])
 
 
+# Working memory of one batch of the importance-weighted bound. A fixed budget, not a share of
+# the free memory: the batch size decides which random draws meet which rows, so a size that
+# followed the free memory made test_nll_iw differ from run to run and machine to machine.
+IW_BATCH_BYTES = 1 << 30
+
+
 def iw_rows(hier, k: int, params) -> int:
     """How many examples `nll_iw` runs at once: k samples each go through the network together, so
-    at most 50 000 // k rows (512 at most), fewer when a quarter of the free memory cannot hold
-    a few k x rows x width arrays per layer (the widest layer, images included)."""
+    at most 50 000 // k rows (512 at most), fewer when IW_BATCH_BYTES cannot hold a few
+    k x rows x width arrays per layer (the widest layer, images included). The same on every
+    machine, so a seed gives the same bound everywhere."""
     per_row = 8 * k * _widest(hier, params) * (4 + len(params))
-    return max(1, min(512, 50_000 // k, int(memory.available_bytes() // 4 // per_row)))
+    return max(1, min(512, 50_000 // k, IW_BATCH_BYTES // per_row))
 
 
 def _check_iw_memory(hier, k: int, params) -> None:
