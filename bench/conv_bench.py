@@ -45,6 +45,8 @@ import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 B = 64
 
@@ -373,39 +375,15 @@ def model_fns(torch, name, data_dir, check=True):
             "_gg": gg, "_check": check}
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0). ru_maxrss cannot
-    serve: it keeps the set-up's peak and, across fork + exec, the parent's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def memory_child(torch, name, framework, data_dir) -> dict:
     """In a fresh process: RSS before the first step and the peak RSS over 3 steps of one framework."""
     fns = model_fns(torch, name, data_dir, check=False)
     fn = fns[framework]
-    base = _rss_mib()
-    reset = _reset_peak_rss()
+    base = rss_mb()
+    reset = reset_peak_rss()  # ru_maxrss would keep the set-up's peak and, across fork + exec, the parent's
     for i in range(3):
         fn(i)
-    peak = _peak_rss_mib()
+    peak = peak_rss_mb()
     return {"rss_before_mib": base, "peak_rss_mib": peak, "step_peak_mib": peak - base, "peak_reset": reset}
 
 

@@ -44,7 +44,7 @@ import os  # noqa: E402
 import resource  # noqa: E402
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -53,7 +53,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _reset_hwm() -> bool:
+def reset_peak_rss() -> bool:
     """Reset the process's peak RSS (VmHWM), Linux >= 4.0; False where that is not possible."""
     try:
         with open("/proc/self/clear_refs", "w") as fh:
@@ -63,7 +63,7 @@ def _reset_hwm() -> bool:
         return False
 
 
-def _hwm_mb() -> float:
+def peak_rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith("VmHWM:"):
@@ -104,7 +104,7 @@ def prepare(workload: str, path: Path, n_batches: int = 50) -> Path:
 def measure(workload: str, framework: str, data_dir: Path, steps: int) -> dict:
     import numpy as np  # noqa: F401  (every framework's process has NumPy before the import measured)
 
-    rss_before = _rss_mb()
+    rss_before = rss_mb()
     if framework == "torch":
         from ._common import load_torch
 
@@ -121,7 +121,7 @@ def measure(workload: str, framework: str, data_dir: Path, steps: int) -> dict:
             from . import jax_models  # noqa: F401
         except ImportError:
             return {"error": "jax not installed"}
-    rss_import = _rss_mb()
+    rss_import = rss_mb()
 
     z = np.load(Path(data_dir) / f"{workload}.npz", allow_pickle=False)
     meta = json.loads(str(z["meta"]))
@@ -131,11 +131,11 @@ def measure(workload: str, framework: str, data_dir: Path, steps: int) -> dict:
         meta["info"] = {"T": meta["T"], "activation": meta["activation"], "steps": [],
                         "tables": {k: z[f"table_{k}"] for k in meta["tables"]}}
     step = _stepper(workload, framework, init, batches, meta)  # JAX: the step is compiled ahead here
-    rss_setup = _rss_mb()
-    reset = _reset_hwm()
+    rss_setup = rss_mb()
+    reset = reset_peak_rss()
     for i in range(steps):
         step(i)
-    peak = _hwm_mb() if reset else _peak_mb()
+    peak = peak_rss_mb() if reset else _peak_mb()
     out = {"rss_import": rss_import - rss_before, "rss_setup": rss_setup - rss_import,
            "rss_training": peak - rss_setup, "rss_peak": _peak_mb(), "steps": steps, "peak_reset": reset}
     out["traced_step_peak"] = None
