@@ -38,20 +38,8 @@ def broadcast_back(g, x, axis, keepdims=False, mean=False):
 
 def _unreduce_forward(xp, g, x, axis, keepdims=False, mean=False):
     # one kernel for a reduction's VJP: g with the reduced axes put back, broadcast to x's shape
-    # (divided by the count for a mean); a fresh buffer that later kernels may write into
-    if not keepdims:
-        shape = list(g.shape)
-        for a in axis:
-            shape.insert(a, 1)
-        g = g.reshape(shape)
-    out = xp.empty(x.shape, dtype=g.dtype)
-    if mean:
-        n = 1
-        for a in axis:
-            n *= x.shape[a]
-        return xp.divide(g, g.dtype.type(n), out=out)
-    out[...] = g
-    return out
+    # (divided by the count for a mean); x is read for its run-time sizes only
+    return _unreduce_to_forward(xp, g, axis, tuple(x.shape[a] for a in axis), keepdims, mean)
 
 
 def _unreduce_vjp_g(gg, y, g, *rest, axis, keepdims=False, mean=False, **_):
@@ -75,6 +63,7 @@ def _full_shape(g_shape, axis, sizes, keepdims):
 
 
 def _unreduce_to_forward(xp, g, axis, sizes, keepdims=False, mean=False):
+    # a fresh buffer that later kernels may write into
     full = _full_shape(g.shape, axis, sizes, keepdims)
     if not keepdims:
         g = g.reshape(_full_shape(g.shape, axis, (1,) * len(axis), False))
