@@ -43,9 +43,9 @@ metric ``nll_bound_mc`` is that estimate whatever the loss. The report computes
 ``test_nll_bound``: for every test example the sum over ALL t = 1..T of its terms (a loop
 over t in batches; with ``bound_timesteps = K`` an unbiased stratified estimate of the sum
 over t = 2..T from one t per example in each of K strata, for large T), each KL term's
-expectation over x_t ~ q(x_t | x_0) estimated with one draw; the whole estimate is repeated ``bound_samples`` times (independent draws) and
-reported as the mean with its standard error std/sqrt(bound_samples) (``*_se``); the prior
-term is exact. Its parts are reported as
+expectation over x_t ~ q(x_t | x_0) estimated with one draw; the whole estimate is repeated
+``bound_samples`` times (independent draws) and reported as the mean with its standard error
+std/sqrt(bound_samples) (``*_se``); the prior term is exact. Its parts are reported as
 ``test_prior_term``, ``test_reconstruction_term`` and ``test_diffusion_term`` (t >= 2), and
 for image data with the discretized decoder ``test_bpd`` = test_nll_bound / (D ln 2).
 Continuous bounds are densities of the data as the model is fed it (after [data] scaling;

@@ -236,8 +236,8 @@ def output_layer(in_dim: int, layers: list[dict], x_dim: int, image_shape, origi
                                "with images of the data's height and width (a 3x3 conv to its channels "
                                "follows) or with a flat layer (a dense layer to the pixels follows)")
     # values_per_pixel > 1 (e.g. categorical logits): channel c * values + k is value k of channel c
-    return {"type": "conv2d", "channels": int(image_shape[0]) * (out_units // x_dim), "kernel": 3, "padding": 1, "stride": 1,
-            "dilation": 1, "groups": 1, "activation": "identity", "init": "xavier", "bias": True}
+    return {"type": "conv2d", "channels": int(image_shape[0]) * (out_units // x_dim), "kernel": 3, "padding": 1,
+            "stride": 1, "dilation": 1, "groups": 1, "activation": "identity", "init": "xavier", "bias": True}
 
 
 def values_last(out, shape, k: int):
