@@ -19,8 +19,8 @@ enumeration). The report adds test_loglik_exact (up to exact_max_units enumerate
 or an AIS estimate test_loglik_ais (binary visible; with ais_epochs also after each of the
 first epochs: test_loglik_ais_by_epoch), samples (samples.npy, samples.png) from long Gibbs
 chains or, with sampler = "pt", from parallel tempering between the base-rate model and the
-RBM (rbm_tempering; its swap acceptance per neighbour pair: pt_swap_acceptance), weight filters for images, a density plot for 2-D data, and
-test_accuracy_hidden_logreg: a softmax regression on p(h | x) when the data has labels.
+RBM (rbm_tempering; its swap acceptance per neighbour pair: pt_swap_acceptance), weight
+filters for images, a density plot for 2-D data, and test_accuracy_hidden_logreg: a softmax regression on p(h | x) when the data has labels.
 """
 
 from __future__ import annotations
