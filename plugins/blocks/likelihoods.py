@@ -44,6 +44,17 @@ def split_levels(out, dim: int, levels: int):
     return ops.reshape(out, tuple(-1 if d is None else d for d in out.shape[:-1]) + (dim, levels))
 
 
+def values_last(out, shape, k: int):
+    """(..., C * k * H * W) flattened from images (C * k, H, W) -> (..., C * H * W * k): the k values
+    of every pixel next to each other (channel c * k + j holds value j of channel c), the layout
+    `split_levels` and a flat network's output have. For conv decoders and U-Nets."""
+    c, h, w = int(shape[0]) // k, int(shape[1]), int(shape[2])
+    lead = tuple(-1 if d is None else d for d in out.shape[:-1])
+    v = ops.reshape(out, (-1, c, k, h, w))
+    v = ops.transpose(v, (0, 1, 3, 4, 2))
+    return ops.reshape(v, lead + (c * h * w * k,))
+
+
 def categorical_log_prob(x, out, dim: int, levels: int):
     """Graph: elementwise log p(x_d | out) (..., dim) for logits out (..., dim * levels)."""
     logp = ops.log_softmax(split_levels(out, dim, levels), axis=-1)

@@ -44,7 +44,7 @@ import numpy as np
 from gengraph.engine import ops, to_numpy
 
 from gengraph.plugins.blocks.layers import LAYERS as LAYERS_OF_NETWORKS, Network
-from gengraph.plugins.blocks.likelihoods import BoundLikelihood, Categorical
+from gengraph.plugins.blocks.likelihoods import BoundLikelihood, Categorical, values_last
 from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se, on_grid
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.registry import Registry
@@ -238,16 +238,6 @@ def output_layer(in_dim: int, layers: list[dict], x_dim: int, image_shape, origi
     # values_per_pixel > 1 (e.g. categorical logits): channel c * values + k is value k of channel c
     return {"type": "conv2d", "channels": int(image_shape[0]) * (out_units // x_dim), "kernel": 3, "padding": 1,
             "stride": 1, "dilation": 1, "groups": 1, "activation": "identity", "init": "xavier", "bias": True}
-
-
-def values_last(out, shape, k: int):
-    """(..., C * k * H * W) flattened from images (C * k, H, W) -> (..., C * H * W * k): the k values
-    of every pixel next to each other, the layout of a flat decoder's output."""
-    c, h, w = int(shape[0]) // k, int(shape[1]), int(shape[2])
-    lead = tuple(-1 if d is None else d for d in out.shape[:-1])
-    v = ops.reshape(out, (-1, c, k, h, w))
-    v = ops.transpose(v, (0, 1, 3, 4, 2))
-    return ops.reshape(v, lead + (c * h * w * k,))
 
 
 class Hierarchy:

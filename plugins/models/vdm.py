@@ -60,6 +60,7 @@ from gengraph.engine.ops.registry import defop
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.layers import Network
+from gengraph.plugins.blocks.likelihoods import values_last
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES
 from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se
 from gengraph.plugins.blocks.unet import UNet, UNetConfigError, image_shape_of
@@ -118,7 +119,7 @@ class ContinuousVDM:
             self.unet = UNet(graph, image_shape, self.emb_dim, net_cfg, rng, "denoiser",
                              in_channels=c * (1 + 2 * len(self.ks)),
                              out_channels=c * self.L if self.level_posterior else c)
-            self.hw = int(np.prod(image_shape[1:]))
+            self.image_hw = tuple(int(s) for s in image_shape[1:])
             self.params = list(self.unet.params)
         else:
             in_dim = D * (1 + 2 * len(self.ks)) + self.emb_dim
@@ -153,8 +154,7 @@ class ContinuousVDM:
         if not self.level_posterior:
             return out
         # channels (c, level) at each pixel -> (pixel of channel c, level)
-        c = self.unet.out_channels // self.L
-        out = ops.transpose(ops.reshape(out, (-1, c, self.L, self.hw)), axes=(0, 1, 3, 2))
+        out = values_last(out, (self.unet.out_channels,) + self.image_hw, self.L)
         return ops.reshape(out, (-1, self.D, self.L))
 
     def eps_hat(self, z, gamma_t):
