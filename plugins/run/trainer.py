@@ -133,26 +133,25 @@ class Trainer:
         return {k: v / total for k, v in sums.items()}
 
     # --- weight averaging ([train.optimizer] ema) -------------------------------------------------
-    def use_averaged_weights(self) -> None:
+    def use_averaged_weights(self) -> dict:
         """Replace the parameters by the optimizer's moving averages (nothing when ema is off):
-        what the report and the samples of a finished run use."""
-        if self.optimizer is not None:
-            for p, v in self.optimizer.averages(self.model.graph).items():
-                self.model.graph.set_value(p, v)
-
-    @contextmanager
-    def averaged_weights(self):
-        """The averaged parameters inside the block, the trained ones again after it."""
+        what the report and the samples of a finished run use. Returns the replaced values."""
         g = self.model.graph
         avg = self.optimizer.averages(g) if self.optimizer is not None else {}
         saved = {p: g.value(p).copy() for p in avg}
         for p, v in avg.items():
             g.set_value(p, v)
+        return saved
+
+    @contextmanager
+    def averaged_weights(self):
+        """The averaged parameters inside the block, the trained ones again after it."""
+        saved = self.use_averaged_weights()
         try:
             yield
         finally:
             for p, v in saved.items():
-                g.set_value(p, v)
+                self.model.graph.set_value(p, v)
 
     # --- snapshots (in memory) and checkpoints (on disk) share one format -----------------------
     def snapshot(self) -> dict:
