@@ -10,6 +10,9 @@ Each figure is the minimum over 7 repeats of a timed loop (robust on a shared ma
 * ``softplus``: ``np.logaddexp(0, z)`` (the kernel of softplus and bce_with_logits) vs the
   equally stable ``maximum(z, 0) + log1p(exp(-|z|))`` on float32 (128, 64) and (256, 128);
 * ``grad_norm``: the trainer's monitor ``sqrt(sum_i sum(square(g_i)))`` vs ``np.vdot``;
+* ``fast_paths``: the NumPy calls behind engine/ops/fastpaths.py on float32: ``np.maximum(x, 0)``
+  vs against a zero array of x's shape; ``x.sum(axis=0)`` vs ``ones . x``; ``x.sum(axis=1)``
+  vs ``x . ones`` (us per call, at the shapes named in each key);
 * ``scalar_zero``: the per-call cost of ``x.dtype.type(0)`` (written inside the relu, softplus,
   leaky_relu, elu and bce_with_logits kernels) against a zero made once; ns per call on (4,).
 """
@@ -105,9 +108,30 @@ def scalar_zero() -> dict:
             "np_maximum_python_0_ns": _t(lambda: np.maximum(x, 0), n) * 1e3}
 
 
+def fast_paths() -> dict:
+    rng = np.random.default_rng(0)
+    out = {}
+    for shape in [(128, 128), (1024, 512), (64, 32, 28, 28)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        o, z = np.empty_like(x), np.zeros_like(x)
+        key = "x".join(map(str, shape))
+        n = 20 if x.size > 1e6 else 200
+        out[f"maximum_scalar_0_{key}_us"] = _t(lambda: np.maximum(x, 0, out=o), n)
+        out[f"maximum_zero_array_{key}_us"] = _t(lambda: np.maximum(x, z, out=o), n)
+    for shape in [(128, 10), (128, 128), (1024, 10), (1024, 512)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        rows, cols = np.ones(shape[0], np.float32), np.ones(shape[1], np.float32)
+        key = "x".join(map(str, shape))
+        out[f"sum_axis0_{key}_us"] = _t(lambda: x.sum(axis=0))
+        out[f"ones_dot_x_{key}_us"] = _t(lambda: np.dot(rows, x))
+        out[f"sum_axis1_{key}_us"] = _t(lambda: x.sum(axis=1))
+        out[f"x_dot_ones_{key}_us"] = _t(lambda: np.dot(x, cols))
+    return out
+
+
 def run() -> dict:
     return {"adam": adam(), "writeback": writeback(), "softplus": softplus(), "grad_norm": grad_norm(),
-            "scalar_zero": scalar_zero()}
+            "fast_paths": fast_paths(), "scalar_zero": scalar_zero()}
 
 
 if __name__ == "__main__":

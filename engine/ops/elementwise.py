@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import operator
 
+from .fastpaths import relu_forward
 from .registry import ZERO, defop, elementwise, ewise_flops, expression_function, same_shape
 
 
@@ -92,7 +93,7 @@ def _relu_grad_forward(xp, g, y, out=None):
 relu_grad = defop("relu_grad", _relu_grad_forward, elementwise,
                   (lambda gg, out, g, y: relu_grad(gg, y), ZERO), writes_into_out=True,
                   doc="g where y > 0 else 0: relu's VJP from its output y in one kernel")
-relu = defop("relu", lambda xp, x, out=None: xp.maximum(x, 0, out=out), same_shape,
+relu = defop("relu", relu_forward, same_shape,
              (lambda g, y, x: relu_grad(g, y),), writes_into_out=True, in_expressions=True)
 leaky_relu = defop("leaky_relu", lambda xp, x, slope=0.01: xp.where(x > 0, x, x * x.dtype.type(slope)), same_shape,
                    (lambda g, y, x, slope=0.01: g * where(gt(x, 0.0), 1.0, slope),), in_expressions=True)

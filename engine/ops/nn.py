@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .elementwise import exp, sigmoid, softplus, softplus_forward, square
+from .fastpaths import arange_of, sum_trailing
 from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, wrap_reduction
 from .registry import ZERO, ShapeError, defop, expression_function, elementwise, float_dtype, normalize_axes, reduced_shape, same_shape
 from .shape import one_hot
@@ -33,7 +34,7 @@ def _softmax_forward(xp, x, axis):
     if e.ndim == 0:  # NumPy scalars cannot be written into
         return xp.exp(e) / xp.exp(e)
     xp.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= sum_trailing(xp, e, 1, keepdims=True) if axis == (e.ndim - 1,) else e.sum(axis=axis, keepdims=True)
     return e
 
 
@@ -90,18 +91,9 @@ bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
                         doc="binary cross-entropy of targets y in [0,1] given logits z, elementwise")
 
 
-_ROWS: dict = {}
-
-
 def _rows(xp, n):
     """arange(n), cached per backend and length (the row index of every pick)."""
-    key = (xp.__name__, n)
-    r = _ROWS.get(key)
-    if r is None:
-        if len(_ROWS) > 64:
-            _ROWS.clear()
-        r = _ROWS[key] = xp.arange(n)
-    return r
+    return arange_of(xp, n)
 
 
 def _pick(xp, z, labels):

@@ -6,9 +6,12 @@ spellings of one reduction are the same node for CSE.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .elementwise import eq
+from .fastpaths import sum_leading, sum_trailing
 from .registry import ZERO, ShapeError, broadcast_shapes, defop, expression_function, float_dtype, normalize_axes, reduced_shape, size_of
 
 
@@ -63,14 +66,18 @@ def _full_shape(g_shape, axis, sizes, keepdims):
 
 
 def _unreduce_to_forward(xp, g, axis, sizes, keepdims=False, mean=False):
-    # a fresh buffer that later kernels may write into
+    # a fresh buffer that later kernels may write into (a broadcast view would save the copy,
+    # but np.broadcast_to's Python wrapper costs more than the copy at these sizes)
     full = _full_shape(g.shape, axis, sizes, keepdims)
     if not keepdims:
         g = g.reshape(_full_shape(g.shape, axis, (1,) * len(axis), False))
     out = xp.empty(full, dtype=g.dtype)
-    if mean:
-        return xp.divide(g, g.dtype.type(int(np.prod(sizes))), out=out)
-    out[...] = g
+    if xp is np and g.size == 1:  # a scalar seed (the gradient of a mean loss): one fill
+        out.fill(g.reshape(()) / g.dtype.type(math.prod(sizes)) if mean else g.reshape(()))
+    elif mean:
+        xp.divide(g, g.dtype.type(math.prod(sizes)), out=out)
+    else:
+        out[...] = g
     return out
 
 
@@ -84,14 +91,24 @@ unreduce_to = defop("unreduce_to", _unreduce_to_forward,
 
 # reductions call the array's own methods: the same on NumPy and CuPy, and they skip
 # NumPy's Python-level dispatch (np.mean of a short vector costs 3x sum()/n)
+def _sum_forward(xp, x, axis, keepdims=False):
+    # leading axes (a batch) or trailing ones (per example): one BLAS product on NumPy
+    k = len(axis)
+    if not keepdims and axis == tuple(range(k)):
+        return sum_leading(xp, x, k)
+    if axis == tuple(range(x.ndim - k, x.ndim)):
+        return sum_trailing(xp, x, k, keepdims)
+    return x.sum(axis=axis, keepdims=keepdims)
+
+
 def _mean_forward(xp, x, axis, keepdims=False):
     n = 1
     for a in axis:
         n *= x.shape[a]
-    return x.sum(axis=axis, keepdims=keepdims) / x.dtype.type(n)
+    return _sum_forward(xp, x, axis, keepdims) / x.dtype.type(n)
 
 
-_sum = defop("sum", lambda xp, x, axis, keepdims=False: x.sum(axis=axis, keepdims=keepdims), _reduction,
+_sum = defop("sum", _sum_forward, _reduction,
              (_sum_vjp,), flops=lambda out, x, **a: size_of(x))
 _mean = defop("mean", _mean_forward, _reduction,
               (lambda g, y, x, axis, keepdims=False: broadcast_back(g, x, axis, keepdims, mean=True),),
@@ -137,17 +154,18 @@ sum_squares = defop("sum_squares", _sum_squares_forward, lambda x: ((), float_dt
 
 def _l2_norm_forward(xp, x):
     flat = x.reshape(-1)
-    tiny = float(np.finfo(x.dtype).tiny) if x.dtype.kind == "f" else 1e-300
     if xp is np:
         s = np.dot(flat, flat)
-        if np.isfinite(s):  # the usual case: one pass
-            return np.sqrt(s)
+        if math.isfinite(s):  # the usual case: one pass (math's test and sqrt: no ufunc dispatch)
+            return (x.dtype.type if x.dtype.kind == "f" else np.sqrt(s).dtype.type)(math.sqrt(s))
         # an overflowing sum of finite squares, or a non-finite entry (then the result is too)
+        tiny = float(np.finfo(x.dtype).tiny) if x.dtype.kind == "f" else 1e-300
         big = float(np.max(np.abs(flat))) if flat.size else 1.0
         big = big if not big < tiny else tiny  # (NaN stays NaN; this module's `max` is the graph op)
         scaled = flat / x.dtype.type(big)
         return x.dtype.type(big) * np.sqrt(np.dot(scaled, scaled))
     # CuPy: no host round trip to test; always scaled (one more pass on the device)
+    tiny = float(np.finfo(x.dtype).tiny) if x.dtype.kind == "f" else 1e-300
     big = xp.maximum(xp.max(xp.abs(flat)), tiny)
     scaled = flat / big
     return big * xp.sqrt(xp.dot(scaled, scaled))
@@ -222,7 +240,7 @@ def _sum_to_forward(xp, g, lead, keep, out=None):
     if keep:
         g = g.sum(axis=keep, keepdims=True, out=None if lead else out)
     if lead:
-        g = g.sum(axis=tuple(range(lead)), out=out)
+        g = sum_leading(xp, g, lead, out=out)
     elif out is not None and not keep:  # nothing to sum: a copy into out
         out[...] = g
         return out

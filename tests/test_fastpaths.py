@@ -1,0 +1,118 @@
+"""The NumPy fast paths (engine/ops/fastpaths.py) give NumPy's values, never alias or corrupt
+a shared cached array, and fall back to the plain call where they do not apply."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gengraph.engine.ops import fastpaths as fp
+from gengraph.engine.ops.reduce import _l2_norm_forward, _mean_forward, _sum_forward, _sum_to_forward, _unreduce_to_forward
+
+shapes = st.lists(st.integers(0, 7), min_size=1, max_size=4).map(tuple)
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def _array(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _close(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, dtypes, st.integers(0, 4), st.integers(0, 2**16))
+def test_sum_leading_and_trailing_equal_numpy(shape, dtype, k, seed):
+    x = _array(shape, dtype, seed)
+    k = min(k, x.ndim)
+    lead = tuple(range(k))
+    np.testing.assert_allclose(fp.sum_leading(np, x, k), x.sum(axis=lead), **_close(dtype))
+    trail = tuple(range(x.ndim - k, x.ndim))
+    for keep in (False, True):
+        got = fp.sum_trailing(np, x, k, keepdims=keep)
+        want = x.sum(axis=trail, keepdims=keep)
+        assert np.shape(got) == want.shape
+        np.testing.assert_allclose(got, want, **_close(dtype))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, dtypes, st.integers(0, 2**16))
+def test_sum_leading_writes_into_out_views(shape, dtype, seed):
+    """The gradient kernels write into views of a flat buffer: the BLAS path must honour out=."""
+    x = _array((5,) + shape, dtype, seed)
+    buf = np.full(3 + int(np.prod(shape)) + 3, 7.0, dtype)
+    out = buf[3:3 + int(np.prod(shape))].reshape(shape)
+    r = fp.sum_leading(np, x, 1, out=out)
+    assert r is out
+    np.testing.assert_allclose(out, x.sum(axis=0), **_close(dtype))
+    assert (buf[:3] == 7).all() and (buf[len(buf) - 3:] == 7).all()  # nothing outside the view touched
+
+
+def test_size_one_leading_axis_is_a_copy_not_an_alias():
+    x = np.arange(6.0).reshape(1, 6)
+    r = fp.sum_leading(np, x, 1)
+    r += 1.0
+    assert (x == np.arange(6.0)).all()
+
+
+def test_fallbacks_non_contiguous_integer_and_float16():
+    x = np.arange(24.0).reshape(4, 6)[:, ::2]  # not contiguous
+    np.testing.assert_array_equal(fp.sum_leading(np, x, 1), x.sum(axis=0))
+    i = np.arange(24).reshape(4, 6)
+    assert fp.sum_leading(np, i, 1).dtype == i.sum(axis=0).dtype
+    np.testing.assert_array_equal(fp.sum_trailing(np, i, 1), i.sum(axis=1))
+    h = np.ones((300, 4), np.float16)
+    assert fp.sum_leading(np, h, 1).dtype == np.float16
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, dtypes, st.integers(0, 2**16))
+def test_relu_is_exact_and_the_cached_zeros_stay_zero(shape, dtype, seed):
+    x = _array(shape, dtype, seed)
+    out = np.empty_like(x)
+    np.testing.assert_array_equal(fp.relu_forward(np, x), np.maximum(x, 0))
+    fp.relu_forward(np, x, out=out)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    z = fp.zeros_of(x)
+    assert not z.flags.writeable and not z.any()
+    with pytest.raises(ValueError):
+        z[...] = 1.0
+
+
+def test_relu_of_nan_and_scalars():
+    x = np.array([np.nan, -1.0, 2.0, -0.0], np.float32)
+    r = fp.relu_forward(np, x)
+    assert np.isnan(r[0]) and r[1] == 0 and r[2] == 2 and r[3] == 0
+    assert fp.relu_forward(np, np.float64(-3.0)) == 0.0
+
+
+def test_reduction_kernels_take_the_fast_paths_with_numpys_values():
+    x = _array((16, 3, 10), np.float32, 0)
+    for axis, keep in (((0,), False), ((0, 1), False), ((2,), False), ((2,), True), ((1, 2), True), ((1,), False),
+                       ((0, 1, 2), False)):
+        np.testing.assert_allclose(_sum_forward(np, x, axis, keep), x.sum(axis=axis, keepdims=keep), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(_mean_forward(np, x, axis, keep), x.mean(axis=axis, keepdims=keep), rtol=1e-5,
+                                   atol=1e-6)
+    np.testing.assert_allclose(_sum_to_forward(np, x, 1, (1,)), x.sum(axis=(0, 1), keepdims=True)[0], rtol=1e-5)
+
+
+def test_unreduce_of_a_scalar_seed_is_one_fill():
+    g = np.array(2.0, np.float32)
+    r = _unreduce_to_forward(np, g, (0,), (8,), False, True)
+    assert r.shape == (8,) and r.dtype == np.float32 and (r == np.float32(0.25)).all()
+    r[0] = 5  # a fresh, writable buffer
+    g2 = np.arange(3.0)
+    np.testing.assert_array_equal(_unreduce_to_forward(np, g2, (1,), (4,), False, False),
+                                  np.repeat(g2[:, None], 4, axis=1))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_l2_norm_float_int_and_overflow():
+    x = np.array([3.0, 4.0], np.float32)
+    r = _l2_norm_forward(np, x)
+    assert r == 5.0 and r.dtype == np.float32
+    assert _l2_norm_forward(np, np.array([3, 4])) == 5.0
+    big = np.array([3e30, 4e30], np.float32)  # the squares overflow float32
+    assert np.isclose(_l2_norm_forward(np, big), 5e30, rtol=1e-6)
+    assert np.isnan(_l2_norm_forward(np, np.array([1.0, np.nan])))
