@@ -46,6 +46,12 @@ def _is_scalar_const(n: Node, value) -> bool:
     return v is not None and v.size == 1 and v.dtype.kind in "fiu" and float(v.reshape(-1)[0]) == value
 
 
+def _scalar_spread(n: Node) -> bool:
+    """n broadcasts a scalar over every axis of its result: a reduction's VJP of a full reduction."""
+    return (n.op in ("unreduce", "unreduce_to") and n.inputs[0].shape == () and not n.attrs.get("keepdims")
+            and len(n.attrs["axis"]) == len(n.shape))
+
+
 # --- rules --------------------------------------------------------------------------
 def cse():
     """Common-subexpression elimination: one node per (op, inputs, attrs); equal small constants merge."""
@@ -107,6 +113,13 @@ def simplify():
             return same(ins[0], n)
         if op == "neg" and ins[0].op == "neg":
             return ins[0].inputs[0]
+        if op == "softmax_ce_backward" and not n.attrs.get("broadcast") and _scalar_spread(ins[0]):
+            # the seed of mean(cross-entropy) spread over the rows: one scalar multiply inside the
+            # VJP instead of a row vector built (unreduce) and broadcast in
+            u = ins[0]
+            return Node(n.graph, next(n.graph._ids), op, (u.inputs[0],) + ins[1:],
+                        {**n.attrs, "broadcast": "mean" if u.attrs.get("mean") else "sum"},
+                        n.shape, n.dtype, n.name, n.scope, n.origin)
         if op == "transpose" and ins[0].op == "transpose":
             inner, outer = ins[0].attrs["axes"], n.attrs["axes"]
             axes = tuple(inner[a] for a in outer)

@@ -187,6 +187,44 @@ def test_simplify_keeps_broadcasting_identities():
     np.testing.assert_array_equal(prog.run(x=[[1.0], [2.0]]), [[1.0] * 3, [2.0] * 3])
 
 
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+@pytest.mark.parametrize("batch", [None, 6])
+def test_simplify_folds_the_loss_seed_into_softmax_ce_backward(reduce, batch):
+    """mean/sum(softmax_cross_entropy)'s VJP: the scalar seed goes into the backward kernel as
+    one scalar (broadcast attr) instead of an unreduced row vector; values, gradients and
+    gradients of gradients stay those of the plain schedule."""
+    from gengraph.engine.passes import EVAL_PASSES
+
+    g = Graph(dtype="float64", seed=0)
+    rng = np.random.default_rng(1)
+    x = g.input("x", (batch, 3))
+    y = g.input("y", (batch,), dtype="int64")
+    w = g.param("w", rng.normal(size=(3, 4)))
+    loss = getattr(ops, reduce)(ops.softmax_cross_entropy(x @ w, y)) * 1.7
+    (gw,) = grad(loss, [w])
+    (ggw,) = grad(ops.sum(gw * gw), [w])  # second order through the folded VJP
+    feed = dict(x=rng.normal(size=(6, 3)), y=np.array([0, 3, 1, 1, 2, 0]))
+    fast = compile(g, [loss, gw, ggw])
+    plain = compile(g, [loss, gw, ggw], passes=EVAL_PASSES)  # no simplify: the unfolded VJP
+    assert not {"unreduce", "unreduce_to"} & set(kernel_ops(compile(g, [loss, gw])))  # first order: no row vector
+    assert {"unreduce", "unreduce_to"} & set(kernel_ops(plain))
+    folded = [n for n in fast.nodes if n.op == "softmax_ce_backward"]
+    assert folded and all(n.attrs.get("broadcast") == reduce for n in folded)
+    for a, b in zip(fast.run(**feed), plain.run(**feed)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
+    # and against central differences of the loss
+    wv = g.value(w).copy()
+    num = np.zeros_like(wv)
+    for i in np.ndindex(*wv.shape):
+        for s in (1, -1):
+            w2 = wv.copy()
+            w2[i] += s * 1e-6
+            g.set_value(w, w2)
+            num[i] += s * fast.run(**feed)[0] / 2e-6
+    g.set_value(w, wv)
+    np.testing.assert_allclose(fast.run(**feed)[1], num, rtol=1e-7, atol=1e-8)
+
+
 def test_passes_do_not_change_the_users_graph():
     g = Graph(dtype="float64")
     x = g.input("x", (3,))

@@ -28,17 +28,19 @@ def _cuda_launch(xp, name, params, body, args, out):
 
 
 def _ema_forward(xp, m, x, decay, square=False, out=None):
+    if xp is np and m.ndim and x.ndim:  # the usual case first: three in-place passes
+        if square:
+            t = np.multiply(x, x)
+            t *= 1.0 - decay  # Python floats keep m's dtype
+        else:
+            t = np.multiply(x, 1.0 - decay)
+        out = np.multiply(m, decay, out=out)
+        out += t
+        return out
     if xp is not np:
         body = "out = d * m + (1 - d) * x * x" if square else "out = d * m + (1 - d) * x"
         return _cuda_launch(xp, f"ema{int(square)}", "T m, T x, T d", body, (m, x, m.dtype.type(decay)), out)
-    if m.ndim == 0 or x.ndim == 0:  # NumPy scalars cannot be written into
-        return decay * m + (1.0 - decay) * (x * x if square else x)
-    t = xp.multiply(x, x) if square else xp.multiply(x, 1.0 - decay)  # Python floats keep m's dtype
-    if square:
-        t *= 1.0 - decay
-    out = xp.multiply(m, decay, out=out)
-    out += t
-    return out
+    return decay * m + (1.0 - decay) * (x * x if square else x)  # NumPy scalars cannot be written into
 
 
 def _ema_vjp_x(g, y, m, x, decay, square=False):
@@ -51,17 +53,17 @@ ema = defop("ema", _ema_forward, lambda m, x, decay, square=False: elementwise(m
 
 
 def _adam_step_forward(xp, p, m, v, step, scale, eps, out=None):
+    if xp is np and v.ndim:  # the usual case first: one temporary, six passes
+        d = np.sqrt(v)
+        d /= scale
+        d += eps
+        np.divide(m, d, out=d)
+        d *= step
+        return np.subtract(p, d, out=out)
     if xp is not np:
         return _cuda_launch(xp, "adam_step", "T p, T m, T v, T s, T c, T e", "out = p - s * m / (sqrt(v) / c + e)",
                             (p, m, v, step, scale, p.dtype.type(eps)), out)
-    d = xp.sqrt(v)
-    if d.ndim == 0:  # NumPy scalars cannot be written into
-        return p - step * m / (d / scale + eps)
-    d /= scale
-    d += eps
-    xp.divide(m, d, out=d)
-    d *= step
-    return xp.subtract(p, d, out=out)
+    return p - step * m / (np.sqrt(v) / scale + eps)  # NumPy scalars cannot be written into
 
 
 def _adam_parts(m, v, step, scale, eps):

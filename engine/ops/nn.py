@@ -11,8 +11,8 @@ import math
 import numpy as np
 
 from .elementwise import exp, sigmoid, softplus, softplus_forward, square
-from .fastpaths import arange_of, sum_trailing
-from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, wrap_reduction
+from .fastpaths import arange_of, ones_vector, sum_trailing
+from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, unreduce, wrap_reduction
 from .registry import ZERO, ShapeError, defop, expression_function, elementwise, float_dtype, normalize_axes, reduced_shape, same_shape
 from .shape import one_hot
 
@@ -27,6 +27,14 @@ def _row_max(xp, x, keepdims=False):
 
 
 def _softmax_forward(xp, x, axis):
+    if xp is np and x.ndim == 2 and axis == (1,) and x.size and x.dtype.char in "fd":
+        # the classifier head, inlined (a few calls fewer matter at small batches): row max by
+        # argmax and a pick, exp in place, row sums as one BLAS product
+        n, c = x.shape
+        e = np.subtract(x, x[arange_of(np, n), x.argmax(axis=1)][:, None])
+        np.exp(e, out=e)
+        e /= np.dot(e, ones_vector(c, e.dtype))[:, None]
+        return e
     if x.ndim == 2 and axis == (1,):
         e = xp.subtract(x, _row_max(xp, x, keepdims=True))
     else:
@@ -144,26 +152,45 @@ def softmax_cross_entropy(z, labels):
     return _softmax_ce(z, softmax(z, axis=-1), labels)
 
 
-def _softmax_ce_backward_forward(xp, g, p, labels, out=None):
-    g = xp.asarray(g)
-    d = xp.multiply(p, g[..., None], out=out)
+def _softmax_ce_backward_forward(xp, g, p, labels, broadcast=None, out=None):
+    if broadcast:  # g is one scalar for every row (/ the row count for "mean"): a scalar multiply
+        if xp is np:
+            g = float(g)  # a Python float: NumPy rounds it once to p's dtype, no 0-d array arithmetic
+        if broadcast == "mean":
+            g = g / (labels.size or 1)
+        d = xp.multiply(p, g, out=out)
+    else:
+        g = xp.asarray(g)
+        d = xp.multiply(p, g[..., None], out=out)
     if not d.flags.c_contiguous:
         d = xp.ascontiguousarray(d)
     flat = d.reshape(-1, d.shape[-1])
-    flat[_rows(xp, flat.shape[0]), labels.reshape(-1)] -= g.reshape(-1)
+    flat[_rows(xp, flat.shape[0]), labels.reshape(-1)] -= g if broadcast else g.reshape(-1)
     return d
 
 
-def _softmax_ce_backward_vjp_g(gd, out, g, p, labels):
-    return sum(gd * (p - one_hot(labels, depth=p.shape[-1], dtype=p.dtype.name)), axis=-1)
+def _per_row_g(g, labels, broadcast):
+    """The per-row gradient a broadcast form stands for (its VJPs are the plain form's)."""
+    if not broadcast:
+        return g
+    return unreduce(g, labels, axis=tuple(range(labels.ndim)), mean=broadcast == "mean")
+
+
+def _softmax_ce_backward_vjp_g(gd, out, g, p, labels, broadcast=None):
+    rows = sum(gd * (p - one_hot(labels, depth=p.shape[-1], dtype=p.dtype.name)), axis=-1)
+    if not broadcast:
+        return rows
+    return (mean if broadcast == "mean" else sum)(rows, axis=tuple(range(labels.ndim)))
 
 
 softmax_ce_backward = defop(
-    "softmax_ce_backward", _softmax_ce_backward_forward, lambda g, p, labels: (p.shape, float_dtype(p)),
+    "softmax_ce_backward", _softmax_ce_backward_forward, lambda g, p, labels, broadcast=None: (p.shape, float_dtype(p)),
     (_softmax_ce_backward_vjp_g,
-     lambda gd, out, g, p, labels: gd * expand_dims_last(g), ZERO),
+     lambda gd, out, g, p, labels, broadcast=None: gd * expand_dims_last(_per_row_g(g, labels, broadcast)), ZERO),
     writes_into_out=True,
-    doc="g[..., None] * (p - one_hot(labels)) in one kernel: softmax cross-entropy's VJP from p = softmax(z)")
+    doc="g[..., None] * (p - one_hot(labels)) in one kernel: softmax cross-entropy's VJP from p = softmax(z); "
+        "broadcast='mean' or 'sum': g is one scalar for all rows (the seed of a mean or sum loss, / the row "
+        "count for 'mean'), folded in by the compiler's simplify pass")
 
 
 def expand_dims_last(x):
@@ -185,6 +212,9 @@ softmax_minus_one_hot = defop(
 
 
 def _correct_forward(xp, z, labels):
+    if xp is np and z.ndim == 2 and z.size:  # one row index for both picks
+        rows = arange_of(np, z.shape[0])
+        return (z[rows, labels] >= z[rows, z.argmax(axis=1)]).astype(z.dtype)
     return (_pick(xp, z, labels) >= _row_max(xp, z)).astype(z.dtype)
 
 

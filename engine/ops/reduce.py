@@ -92,12 +92,14 @@ unreduce_to = defop("unreduce_to", _unreduce_to_forward,
 # reductions call the array's own methods: the same on NumPy and CuPy, and they skip
 # NumPy's Python-level dispatch (np.mean of a short vector costs 3x sum()/n)
 def _sum_forward(xp, x, axis, keepdims=False):
-    # leading axes (a batch) or trailing ones (per example): one BLAS product on NumPy
+    # leading axes (a batch) or trailing ones (per example) of a partial reduction: one BLAS
+    # product on NumPy (axes are sorted and unique, so the ends tell)
     k = len(axis)
-    if not keepdims and axis == tuple(range(k)):
-        return sum_leading(xp, x, k)
-    if axis == tuple(range(x.ndim - k, x.ndim)):
-        return sum_trailing(xp, x, k, keepdims)
+    if 0 < k < x.ndim:
+        if not keepdims and axis[-1] == k - 1:
+            return sum_leading(xp, x, k)
+        if axis[0] == x.ndim - k:
+            return sum_trailing(xp, x, k, keepdims)
     return x.sum(axis=axis, keepdims=keepdims)
 
 
@@ -105,7 +107,7 @@ def _mean_forward(xp, x, axis, keepdims=False):
     n = 1
     for a in axis:
         n *= x.shape[a]
-    return _sum_forward(xp, x, axis, keepdims) / x.dtype.type(n)
+    return _sum_forward(xp, x, axis, keepdims) / n  # a Python int keeps x's float dtype (NEP 50)
 
 
 _sum = defop("sum", _sum_forward, _reduction,
