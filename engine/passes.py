@@ -113,6 +113,12 @@ def simplify():
             return same(ins[0], n)
         if op == "neg" and ins[0].op == "neg":
             return ins[0].inputs[0]
+        if op == "unreduce_to" and all(k == 1 for k in n.attrs["sizes"]):
+            # putting back axes of size 1 (a one-sample axis) copies nothing: a view
+            if n.attrs.get("keepdims"):
+                return same(ins[0], n)
+            return Node(n.graph, next(n.graph._ids), "expand_dims", (ins[0],), {"axis": tuple(n.attrs["axis"])},
+                        n.shape, n.dtype, n.name, n.scope, n.origin)
         if op == "softmax_ce_backward" and not n.attrs.get("broadcast") and _scalar_spread(ins[0]):
             # the seed of mean(cross-entropy) spread over the rows: one scalar multiply inside the
             # VJP instead of a row vector built (unreduce) and broadcast in

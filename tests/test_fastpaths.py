@@ -116,3 +116,37 @@ def test_l2_norm_float_int_and_overflow():
     big = np.array([3e30, 4e30], np.float32)  # the squares overflow float32
     assert np.isclose(_l2_norm_forward(np, big), 5e30, rtol=1e-6)
     assert np.isnan(_l2_norm_forward(np, np.array([1.0, np.nan])))
+
+
+@pytest.mark.parametrize("zshape,yshape", [((4, 5), (4, 5)), ((2, 4, 5), (4, 5)), ((4, 5), (2, 4, 5)), ((4, 1), (4, 5))])
+def test_bce_and_softplus_in_place_keep_values_for_every_broadcast(zshape, yshape):
+    from gengraph.engine.ops.elementwise import softplus_forward
+    from gengraph.engine.ops.nn import _bce_forward
+
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal(zshape) * 30).astype(np.float32)
+    y = (rng.random(yshape) > 0.5).astype(np.float32)
+    want = np.logaddexp(0.0, z.astype(np.float64)) - z.astype(np.float64) * y
+    got = _bce_forward(np, z, y)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(softplus_forward(np, z), np.logaddexp(0.0, z.astype(np.float64)), rtol=1e-6, atol=1e-6)
+    assert float(softplus_forward(np, np.float32(-1e4))) == 0.0
+
+
+def test_unreduce_over_a_size_one_axis_is_a_view_with_the_same_gradients():
+    """The one-sample axis of a VAE: the sum/mean over it unreduced is an expand_dims, no copy."""
+    from gengraph.engine import Graph, compile, grad, ops
+    from gengraph.engine.passes import EVAL_PASSES
+
+    g = Graph(dtype="float64", seed=0)
+    x = g.input("x", (1, None, 3))
+    w = g.param("w", np.random.default_rng(0).normal(size=(3,)))
+    loss = ops.sum(ops.mean(ops.tanh(x * w), axis=0) ** 2)
+    (gw,) = grad(loss, [w])
+    (gg,) = grad(ops.sum(gw ** 2), [w])
+    fast, plain = compile(g, [loss, gw, gg]), compile(g, [loss, gw, gg], passes=EVAL_PASSES)
+    assert "unreduce_to" not in [n.op for n in fast.nodes] and "unreduce_to" in [n.op for n in plain.nodes]
+    xv = np.random.default_rng(1).normal(size=(1, 4, 3))
+    for a, b in zip(fast.run(x=xv), plain.run(x=xv)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)

@@ -91,7 +91,11 @@ logsumexp = wrap_reduction(_logsumexp, "logsumexp")
 # --- cross-entropies from logits (per example; take the mean yourself) --------------
 def _bce_forward(xp, z, y):
     # softplus(z) - z*y, with the overflow-free softplus: finite for |z| up to 1e4 and beyond
-    return softplus_forward(xp, z) - z * y
+    r, zy = softplus_forward(xp, z), z * y
+    if getattr(r, "ndim", 0) and r.shape == zy.shape:  # y no bigger than z: in place
+        r -= zy
+        return r
+    return r - zy
 
 
 bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
