@@ -6,9 +6,12 @@ engine code says ``compile_graph`` so the builtin ``compile`` is never shadowed.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .backend import get_backend
 from .codegen import generate
 from .graph import Graph, Node, topo_order
+from .heap import tune_heap
 from .ops import OPS, RandomStreams
 from .passes import DEFAULT_PASSES, EVAL_PASSES, run_passes
 from .program import Program
@@ -43,6 +46,8 @@ def compile_graph(graph: Graph, outputs, updates=None, *, backend="numpy", passe
     """
     xp = get_backend(backend)
     graph.move_to(xp)
+    if xp is np:
+        tune_heap()  # steps free and re-allocate the same arrays: keep the pages (engine/heap.py)
     if isinstance(outputs, Node):
         keys, outs = "single", [outputs]
     elif isinstance(outputs, dict):
