@@ -1,4 +1,4 @@
-"""engine/heap.py: glibc's top pad set once per process, never over the user's own setting."""
+"""engine/heap.py: glibc's malloc thresholds set once per process, never over the user's own tuning."""
 
 import subprocess
 import sys
@@ -20,19 +20,21 @@ class FakeLibc:
 @pytest.fixture
 def fresh(monkeypatch):
     monkeypatch.setattr(heap, "_done", [])
-    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    for var in heap.USER_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("GENGRAPH_MALLOC_TUNING", raising=False)
     monkeypatch.setattr(heap.platform, "libc_ver", lambda: ("glibc", "2.36"))
 
 
-def test_sets_the_top_pad_once(fresh):
+def test_sets_the_thresholds_once(fresh):
     libc = FakeLibc()
     assert heap.tune_heap(libc) is True
     assert heap.tune_heap(libc) is True
-    assert libc.calls == [(heap.M_TOP_PAD, heap.TOP_PAD_BYTES)]
+    assert libc.calls == [(-3, 32 << 20), (-1, 64 << 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 
 
-@pytest.mark.parametrize("env", [{"MALLOC_TOP_PAD_": "0"}, {"GENGRAPH_MALLOC_TUNING": "0"}])
+@pytest.mark.parametrize("env", [{"MALLOC_TOP_PAD_": "0"}, {"MALLOC_MMAP_THRESHOLD_": "131072"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, {"GENGRAPH_MALLOC_TUNING": "0"}])
 def test_never_over_the_users_setting_or_opt_out(fresh, monkeypatch, env):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
