@@ -748,6 +748,8 @@ GRAD_CASES = {  # op name -> (build(*nodes) -> node using the op, arrays)
     "unreduce_to": (lambda g: ops.reduce.unreduce_to(g, axis=(1,), sizes=(4,), mean=True), [_X]),
     "silu": (ops.silu, [_X]),
     "silu_grad": (lambda g, x: ops.silu_grad(g, x, ops.sigmoid(x)), [_Y, _X]),
+    "silu_lean": (ops.silu, [_IMG]),  # silu on an image activation: one node, s recomputed in the VJP
+    "silu_grad_x": (ops.silu_grad_x, [_IMG2[:, :2], _IMG]),
     "softmax_ce_backward": (lambda g, p: ops.softmax_ce_backward(g, p, _const(g, [2, 0], "int64")), [_Y[:, 0], _P]),
     "adam_step_size": (lambda lr: ops.adam_step_size(lr, _const(lr, 3.0), beta=0.9), [np.array(0.01)]),
     # flat buffers (engine/ops/flat.py)

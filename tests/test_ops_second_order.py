@@ -40,6 +40,7 @@ UNARY = {
     "square": (ops.square, -2.0, 2.0),
     "gelu": (ops.gelu, -2.0, 2.0),
     "silu": (ops.silu, -2.0, 2.0),
+    "silu_image": (lambda x: ops.silu(ops.reshape(x, (1, 1, 1, -1))), -2.0, 2.0),  # the lean form
     "pow_3": (lambda x: x ** 3, -2.0, 2.0),
     "rpow": (lambda x: 1.5 ** x, -2.0, 2.0),
     "recip": (lambda x: 1.0 / x, 0.3, 3.0),

@@ -8,7 +8,7 @@ never from a list kept here. docs/adding-an-op.md says how to add one.
 from .registry import (EXPRESSION_FUNCTIONS, OPS, ZERO, OpDef, ShapeError, apply, as_node,  # noqa: F401
                        broadcast_shapes, defop, expression_function)
 from .elementwise import abs, add, clip, cos, div, elu, eq, exp, expm1, ge, gelu, gt, le, leaky_relu, log, log1p, lt  # noqa: F401
-from .elementwise import maximum, minimum, mul, neg, pow, relu, relu_grad, sigmoid, sign, silu, silu_grad, sin, softplus, sqrt, square  # noqa: F401
+from .elementwise import maximum, minimum, mul, neg, pow, relu, relu_grad, sigmoid, sign, silu, silu_grad, silu_grad_x, sin, softplus, sqrt, square  # noqa: F401
 from .elementwise import floor, sub, tanh, where  # noqa: F401
 from .reduce import broadcast_like, count, l2_norm, sum_squares, expand_dims, max, mean, min, reshape_like, sum, sum_to  # noqa: F401
 from .shape import broadcast_to, concat, flatten, getitem, matmul, mT, one_hot, reshape, take, transpose  # noqa: F401
