@@ -748,6 +748,7 @@ GRAD_CASES = {  # op name -> (build(*nodes) -> node using the op, arrays)
     "unreduce_to": (lambda g: ops.reduce.unreduce_to(g, axis=(1,), sizes=(4,), mean=True), [_X]),
     "silu": (ops.silu, [_X]),
     "silu_grad": (lambda g, x: ops.silu_grad(g, x, ops.sigmoid(x)), [_Y, _X]),
+    "kl_normal_std": (ops.kl_normal_std, [_X, _Y]),  # drawn shapes: test_kl_normal
     "silu_lean": (ops.silu, [_IMG]),  # silu on an image activation: one node, s recomputed in the VJP
     "silu_grad_x": (ops.silu_grad_x, [_IMG2[:, :2], _IMG]),
     "softmax_ce_backward": (lambda g, p: ops.softmax_ce_backward(g, p, _const(g, [2, 0], "int64")), [_Y[:, 0], _P]),
