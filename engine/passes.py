@@ -52,6 +52,16 @@ def _scalar_spread(n: Node) -> bool:
             and len(n.attrs["axis"]) == len(n.shape))
 
 
+def _last_axis_range(n: Node):
+    """(start, stop) of a scatter_index whose index is x[..., start:stop] of a static last axis, else None."""
+    index, size = n.attrs.get("index"), n.shape[-1] if n.shape else None
+    if n.op != "scatter_index" or size is None or not isinstance(index, tuple) or len(index) != 2 \
+            or index[0] is not Ellipsis or not isinstance(index[1], slice) or index[1].step not in (None, 1):
+        return None
+    start, stop, _ = index[1].indices(size)
+    return (start, stop) if start < stop else None
+
+
 # --- rules --------------------------------------------------------------------------
 def cse():
     """Common-subexpression elimination: one node per (op, inputs, attrs); equal small constants merge."""
@@ -119,6 +129,17 @@ def simplify():
                 return same(ins[0], n)
             return Node(n.graph, next(n.graph._ids), "expand_dims", (ins[0],), {"axis": tuple(n.attrs["axis"])},
                         n.shape, n.dtype, n.name, n.scope, n.origin)
+        if op == "add" and ins[0].op == ins[1].op == "scatter_index" and ins[0].inputs[1] is ins[1].inputs[1]:
+            # the gradients of x[..., :k] and x[..., k:] (a head split into two): one concat instead of
+            # two zero-filled scatters and their sum
+            ranges = sorted((_last_axis_range(i), k) for k, i in enumerate(ins) if _last_axis_range(i))
+            if len(ranges) == 2 and ranges[0][0][0] == 0 and ranges[0][0][1] == ranges[1][0][0] \
+                    and ranges[1][0][1] == n.shape[-1]:
+                lo, hi = (ins[k].inputs[0] for _, k in ranges)
+                if lo.dtype == hi.dtype == n.dtype:
+                    return Node(n.graph, next(n.graph._ids), "concat", (lo, hi),
+                                {"axis": len(n.shape) - 1, "sizes": (lo.shape[-1], hi.shape[-1])},
+                                n.shape, n.dtype, n.name, n.scope, n.origin)
         if op == "softmax_ce_backward" and not n.attrs.get("broadcast") and _scalar_spread(ins[0]):
             # the seed of mean(cross-entropy) spread over the rows: one scalar multiply inside the
             # VJP instead of a row vector built (unreduce) and broadcast in

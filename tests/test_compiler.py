@@ -225,6 +225,27 @@ def test_simplify_folds_the_loss_seed_into_softmax_ce_backward(reduce, batch):
     np.testing.assert_allclose(fast.run(**feed)[1], num, rtol=1e-7, atol=1e-8)
 
 
+@pytest.mark.parametrize("folded", [True, False])
+def test_simplify_turns_the_gradient_of_a_split_head_into_one_concat(folded):
+    """x[..., :k] and x[..., k:] used apart (a VAE's mu and log-variance): their gradients'
+    two scatters and sum become one concat; a split that does not cover the axis stays."""
+    from gengraph.engine.passes import EVAL_PASSES
+
+    g = Graph(dtype="float64", seed=0)
+    x = g.input("x", (None, 4))
+    w = g.param("w", np.random.default_rng(0).normal(size=(4, 6)))
+    h = x @ w
+    lo, hi = (h[..., :3], h[..., 3:]) if folded else (h[..., 2:5], h[..., :2])  # the second leaves a gap
+    loss = ops.sum(ops.tanh(lo) ** 2) + ops.sum(ops.exp(0.3 * hi))
+    (gw,) = grad(loss, [w])
+    (gg,) = grad(ops.sum(gw * gw), [w])
+    fast, plain = compile(g, [loss, gw, gg]), compile(g, [loss, gw, gg], passes=EVAL_PASSES)
+    assert ("concat" in kernel_ops(compile(g, [gw]))) == folded
+    xv = np.random.default_rng(1).normal(size=(5, 4))
+    for u, v in zip(fast.run(x=xv), plain.run(x=xv)):
+        np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-14)
+
+
 def test_passes_do_not_change_the_users_graph():
     g = Graph(dtype="float64")
     x = g.input("x", (3,))

@@ -73,7 +73,8 @@ def _unreduce_to_forward(xp, g, axis, sizes, keepdims=False, mean=False):
         g = g.reshape(_full_shape(g.shape, axis, (1,) * len(axis), False))
     out = xp.empty(full, dtype=g.dtype)
     if xp is np and g.size == 1:  # a scalar seed (the gradient of a mean loss): one fill
-        out.fill(g.reshape(()) / g.dtype.type(math.prod(sizes)) if mean else g.reshape(()))
+        value = float(g.reshape(()))  # Python-float arithmetic: no 0-d array ops; rounded once by fill
+        out.fill(value / math.prod(sizes) if mean else value)
     elif mean:
         xp.divide(g, g.dtype.type(math.prod(sizes)), out=out)
     else:
