@@ -173,3 +173,17 @@ def test_lean_silu_on_images_gives_the_two_node_forms_values_to_the_bit():
     vals = prog.run(x=np.random.default_rng(1).normal(size=(3, 2, 5, 5)).astype(np.float32))
     for a, b in zip(vals[:3], vals[3:]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_small_strided_slices_are_copied_contiguous_large_ones_stay_views():
+    from gengraph.engine.ops.shape import _COPY_SLICES_UP_TO, _getitem_forward
+
+    x = np.arange(128 * 32, dtype=np.float32).reshape(128, 32)
+    lo = _getitem_forward(np, x, (Ellipsis, slice(None, 16)))
+    assert lo.flags.c_contiguous and not np.shares_memory(lo, x)
+    np.testing.assert_array_equal(lo, x[:, :16])
+    rows = _getitem_forward(np, x, (slice(2, 5),))  # already contiguous: a view, no copy
+    assert np.shares_memory(rows, x)
+    big = np.zeros((_COPY_SLICES_UP_TO // 8, 16), np.float32)
+    assert np.shares_memory(_getitem_forward(np, big, (Ellipsis, slice(None, 8))), big)
+    assert _getitem_forward(np, x, (3, 4)) == x[3, 4]

@@ -159,7 +159,19 @@ def _index_shape(x, index):
     return tuple(None if a != b else a for a, b in zip(*shapes)), x.dtype
 
 
-getitem = defop("getitem", lambda xp, x, index: x[index], _index_shape,
+def _getitem_forward(xp, x, index):
+    v = x[index]
+    # a small strided slice (a head's half: x[..., :k]) is copied: every later elementwise op on it
+    # would take NumPy's strided loops, about twice the cost of a contiguous one (128x16: 1.7 vs 1.0 us)
+    if getattr(v, "ndim", 0) and v.size <= _COPY_SLICES_UP_TO and not v.flags.c_contiguous:
+        return xp.ascontiguousarray(v)
+    return v
+
+
+_COPY_SLICES_UP_TO = 1 << 16  # elements; larger slices stay views (memory)
+
+
+getitem = defop("getitem", _getitem_forward, _index_shape,
                 (lambda g, y, x, index: scatter_index(g, x, index=index),), returns_view_of_input=True)
 scatter_index = defop("scatter_index", lambda xp, g, ref, index: _scatter_forward(xp, g, ref, index),
                       lambda g, ref, index: (ref.shape, g.dtype),
