@@ -36,8 +36,19 @@ def load_torch(threads: int | None = None, enabled: bool = True):
     return torch
 
 
-def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | None = None) -> dict:
+PAUSE_S = 0.05  # between blocks: worker threads a framework leaves spinning (OpenMP, XLA's pool) go idle
+
+
+def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | None = None,
+                pause: float | None = None) -> dict:
     """Time each callable alternately (A, B, C, A, B, C, ...): `reps` rounds of `block` calls.
+
+    With more than one thread pinned, each block starts after a pause (PAUSE_S; `pause`
+    overrides): at 2 threads on 2 cores, PyTorch's OpenMP workers and XLA's threads kept
+    spinning after their framework's block and took a core from whatever was timed next
+    (gengraph, first in each round: 2.0x hand-NumPy on the MLP in the suite, 1.0x with no other
+    framework in the process). At 1 thread nothing spins, and the pause would only start every
+    block with cold caches.
 
     fns: name -> callable(i) doing one step on batch i. Returns name -> list of seconds per
     call, one entry per round (warm-up rounds excluded). The batch index advances the same
@@ -46,6 +57,8 @@ def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | N
     that other processes hold) is recorded there the same way: on a shared machine it is the
     steadier measure of the work done (at one thread it is the step's time without the waiting).
     """
+    if pause is None:
+        pause = PAUSE_S if pinned_threads() > 1 else 0.0
     times = {k: [] for k in fns}
     if cpu is not None:
         cpu.update({k: [] for k in fns})
@@ -53,6 +66,8 @@ def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | N
     counters = {k: 0 for k in fns}
     for r in range(warmup + reps):
         for name, fn in fns.items():
+            if pause:
+                time.sleep(pause)
             i0 = counters[name]
             c0 = time.process_time()
             t0 = time.perf_counter()
