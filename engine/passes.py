@@ -16,10 +16,14 @@ from .ops import OPS
 FOLD_LIMIT = 1 << 16  # fold constants up to this many elements; bigger ones stay computed
 
 
-def clone(node: Node, inputs) -> Node:
+def rebuild(node: Node, op: str, inputs, attrs) -> Node:
+    """A new node in node's place: another op, inputs and attrs, node's shape, dtype, name, scope, origin."""
     g = node.graph
-    return Node(g, next(g._ids), node.op, inputs, node.attrs, node.shape, node.dtype, node.name, node.scope,
-                node.origin)
+    return Node(g, next(g._ids), op, tuple(inputs), attrs, node.shape, node.dtype, node.name, node.scope, node.origin)
+
+
+def clone(node: Node, inputs) -> Node:
+    return rebuild(node, node.op, inputs, node.attrs)
 
 
 def rewrite(outputs, rule):
@@ -127,33 +131,29 @@ def simplify():
             # putting back axes of size 1 (a one-sample axis) copies nothing: a view
             if n.attrs.get("keepdims"):
                 return same(ins[0], n)
-            return Node(n.graph, next(n.graph._ids), "expand_dims", (ins[0],), {"axis": tuple(n.attrs["axis"])},
-                        n.shape, n.dtype, n.name, n.scope, n.origin)
+            return rebuild(n, "expand_dims", (ins[0],), {"axis": tuple(n.attrs["axis"])})
         if op == "add" and ins[0].op == ins[1].op == "scatter_index" and ins[0].inputs[1] is ins[1].inputs[1]:
             # the gradients of x[..., :k] and x[..., k:] (a head split into two): one concat instead of
             # two zero-filled scatters and their sum
-            ranges = sorted((_last_axis_range(i), k) for k, i in enumerate(ins) if _last_axis_range(i))
+            ranges = sorted((r, k) for k, r in enumerate(map(_last_axis_range, ins)) if r)
             if len(ranges) == 2 and ranges[0][0][0] == 0 and ranges[0][0][1] == ranges[1][0][0] \
                     and ranges[1][0][1] == n.shape[-1]:
                 lo, hi = (ins[k].inputs[0] for _, k in ranges)
                 if lo.dtype == hi.dtype == n.dtype:
-                    return Node(n.graph, next(n.graph._ids), "concat", (lo, hi),
-                                {"axis": len(n.shape) - 1, "sizes": (lo.shape[-1], hi.shape[-1])},
-                                n.shape, n.dtype, n.name, n.scope, n.origin)
+                    sizes = (lo.shape[-1], hi.shape[-1])
+                    return rebuild(n, "concat", (lo, hi), {"axis": len(n.shape) - 1, "sizes": sizes})
         if op == "softmax_ce_backward" and not n.attrs.get("broadcast") and _scalar_spread(ins[0]):
             # the seed of mean(cross-entropy) spread over the rows: one scalar multiply inside the
             # VJP instead of a row vector built (unreduce) and broadcast in
             u = ins[0]
-            return Node(n.graph, next(n.graph._ids), op, (u.inputs[0],) + ins[1:],
-                        {**n.attrs, "broadcast": "mean" if u.attrs.get("mean") else "sum"},
-                        n.shape, n.dtype, n.name, n.scope, n.origin)
+            spread = "mean" if u.attrs.get("mean") else "sum"
+            return rebuild(n, op, (u.inputs[0],) + ins[1:], {**n.attrs, "broadcast": spread})
         if op == "transpose" and ins[0].op == "transpose":
             inner, outer = ins[0].attrs["axes"], n.attrs["axes"]
             axes = tuple(inner[a] for a in outer)
             if axes == tuple(range(len(axes))):
                 return ins[0].inputs[0]
-            return Node(n.graph, next(n.graph._ids), "transpose", (ins[0].inputs[0],), {"axes": axes},
-                        n.shape, n.dtype, n.name, n.scope, n.origin)
+            return rebuild(n, "transpose", (ins[0].inputs[0],), {"axes": axes})
         if op in ("reshape", "reshape_like") and ins[0].op in ("reshape", "reshape_like"):
             return clone(n, (ins[0].inputs[0],) + ins[1:])
         if op in ("reshape_like", "broadcast_like") and ins[0].shape == ins[1].shape and None not in ins[0].shape:

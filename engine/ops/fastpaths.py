@@ -30,7 +30,8 @@ def _cached(key, make):
         if len(_CACHE) >= _MAX_ENTRIES:
             _CACHE.clear()
         a = _CACHE[key] = make()
-        a.flags.writeable = False  # shared by every kernel: a write would corrupt them all
+        if isinstance(a, np.ndarray):  # shared by every kernel: a write would corrupt them all
+            a.flags.writeable = False
     return a
 
 
@@ -45,14 +46,8 @@ def ones_vector(n, dtype):
 
 
 def arange_of(xp, n):
-    """arange(n) (cached per backend and length): the row index of every pick."""
-    key = ("arange", xp.__name__, n)
-    r = _CACHE.get(key)
-    if r is None:
-        if len(_CACHE) >= _MAX_ENTRIES:
-            _CACHE.clear()
-        r = _CACHE[key] = xp.arange(n)
-    return r
+    """arange(n) (cached per backend and length; read-only on NumPy): the row index of every pick."""
+    return _cached(("arange", xp.__name__, n), lambda: xp.arange(n))
 
 
 def relu_forward(xp, x, out=None):

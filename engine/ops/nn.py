@@ -21,7 +21,7 @@ def _row_max(xp, x, keepdims=False):
     """x.max(axis=-1) of a 2-D array; on NumPy via argmax and a pick, several times faster for
     short rows (NumPy's max reduction along a short contiguous axis is slow; argmax is not)."""
     if xp is np and x.ndim == 2 and x.shape[0] and x.shape[1]:
-        m = x[_rows(xp, x.shape[0]), x.argmax(axis=1)]
+        m = x[arange_of(xp, x.shape[0]), x.argmax(axis=1)]
         return m[:, None] if keepdims else m
     return x.max(axis=-1, keepdims=keepdims)
 
@@ -103,17 +103,12 @@ bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
                         doc="binary cross-entropy of targets y in [0,1] given logits z, elementwise")
 
 
-def _rows(xp, n):
-    """arange(n), cached per backend and length (the row index of every pick)."""
-    return arange_of(xp, n)
-
-
 def _pick(xp, z, labels):
     """z[..., label] per row, by fancy indexing (several times faster than take_along_axis)."""
     if z.ndim == 2:
-        return z[_rows(xp, z.shape[0]), labels]
+        return z[arange_of(xp, z.shape[0]), labels]
     flat = z.reshape(-1, z.shape[-1])
-    return flat[_rows(xp, flat.shape[0]), labels.reshape(-1)].reshape(labels.shape)
+    return flat[arange_of(xp, flat.shape[0]), labels.reshape(-1)].reshape(labels.shape)
 
 
 def _softmax_ce_forward(xp, z, p, labels):
@@ -169,7 +164,7 @@ def _softmax_ce_backward_forward(xp, g, p, labels, broadcast=None, out=None):
     if not d.flags.c_contiguous:
         d = xp.ascontiguousarray(d)
     flat = d.reshape(-1, d.shape[-1])
-    flat[_rows(xp, flat.shape[0]), labels.reshape(-1)] -= g if broadcast else g.reshape(-1)
+    flat[arange_of(xp, flat.shape[0]), labels.reshape(-1)] -= g if broadcast else g.reshape(-1)
     return d
 
 

@@ -155,6 +155,11 @@ sum_squares = defop("sum_squares", _sum_squares_forward, lambda x: ((), float_dt
                     doc="sum(x**2) over all elements")
 
 
+def _tiny(dtype) -> float:
+    """The smallest normal number of a float dtype (the scale floor of a zero vector's norm)."""
+    return float(np.finfo(dtype).tiny) if dtype.kind == "f" else 1e-300
+
+
 def _l2_norm_forward(xp, x):
     flat = x.reshape(-1)
     if xp is np:
@@ -162,13 +167,13 @@ def _l2_norm_forward(xp, x):
         if math.isfinite(s):  # the usual case: one pass (math's test and sqrt: no ufunc dispatch)
             return (x.dtype.type if x.dtype.kind == "f" else np.sqrt(s).dtype.type)(math.sqrt(s))
         # an overflowing sum of finite squares, or a non-finite entry (then the result is too)
-        tiny = float(np.finfo(x.dtype).tiny) if x.dtype.kind == "f" else 1e-300
+        tiny = _tiny(x.dtype)
         big = float(np.max(np.abs(flat))) if flat.size else 1.0
         big = big if not big < tiny else tiny  # (NaN stays NaN; this module's `max` is the graph op)
         scaled = flat / x.dtype.type(big)
         return x.dtype.type(big) * np.sqrt(np.dot(scaled, scaled))
     # CuPy: no host round trip to test; always scaled (one more pass on the device)
-    tiny = float(np.finfo(x.dtype).tiny) if x.dtype.kind == "f" else 1e-300
+    tiny = _tiny(x.dtype)
     big = xp.maximum(xp.max(xp.abs(flat)), tiny)
     scaled = flat / big
     return big * xp.sqrt(xp.dot(scaled, scaled))
