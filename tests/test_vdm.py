@@ -110,9 +110,9 @@ def test_discrete_time_term_converges_to_the_continuous_one():
     assert errs[2] < 1e-2 * np.abs(exact).max()
 
 
-@pytest.mark.parametrize("level_posterior", [False, True])
-def test_vdm_loss_gradient_matches_finite_differences(level_posterior):
-    model, data = tiny_vdm(level_posterior=level_posterior)
+def assert_loss_gradient_matches(model, data, entries=None):
+    """grad of the VDM loss against central differences with the random streams frozen, for every
+    parameter: all its entries, or `entries` drawn ones. Returns the labels checked."""
     g = model.graph
     prog = compile(g, [model.loss] + grad(model.loss, model.params))
     for stream in (vdm.EPS_STREAM, vdm.T_STREAM, vdm.EPS0_STREAM):
@@ -126,12 +126,37 @@ def test_vdm_loss_gradient_matches_finite_differences(level_posterior):
 
     out = run()
     assert np.isfinite(out[0])
+    pick = np.random.default_rng(0)
     names = set()
     for p, analytic in zip(model.params, out[1:]):
-        numeric = central_differences(lambda: run()[0], g.values[p.id], eps=1e-6)
+        if entries is None:
+            numeric = central_differences(lambda: run()[0], g.values[p.id], eps=1e-6)
+        else:
+            size = g.values[p.id].size
+            idx = pick.choice(size, min(size, entries), replace=False)
+            numeric = central_differences(lambda: run()[0], g.values[p.id], eps=1e-6, index=idx)
+            analytic = np.asarray(analytic).reshape(-1)[idx]
         row = compare(p.label, analytic, numeric, rtol=1e-5, atol=1e-7)
         assert row.ok, row
         names.add(p.label)
+    return names
+
+
+def assert_dropout_only_in_training(plain, dropped, x):
+    """`dropped` (the same weights with dropout layers) gives `plain`'s bound terms exactly (the
+    evaluation programs leave dropout out), while its training program draws masks."""
+    rng = np.random.default_rng(2)
+    feeds = dict(x=x, t=rng.uniform(size=len(x)), eps=rng.standard_normal(x.shape), eps0=rng.standard_normal(x.shape))
+    a, b = plain.program("bound_terms").run(**feeds), dropped.program("bound_terms").run(**feeds)
+    for k in ("prior", "reconstruction", "diffusion"):
+        np.testing.assert_array_equal(a[k], b[k])
+    train = compile(dropped.graph, {"d": dropped.extras["train_terms"]["diffusion"]}, training=True)
+    assert {"dropout", "dropout_mask"} & {n.op for n in train.nodes}
+
+
+@pytest.mark.parametrize("level_posterior", [False, True])
+def test_vdm_loss_gradient_matches_finite_differences(level_posterior):
+    names = assert_loss_gradient_matches(*tiny_vdm(level_posterior=level_posterior))
     assert {"schedule/gamma_min", "schedule/log_span", "schedule/l2/W"} <= names
 
 
@@ -155,9 +180,10 @@ def test_config_errors():
         tiny_vdm(prediction="v")
 
 
-def test_vdm_digits_spec_short_run(tmp_path):
-    s = execute(load(SPECS / "vdm_digits.toml", ["train.epochs=2", "model.bound_samples=3", "model.schedule.T=10",
-                                                 "output.samples=6"]), tmp_path / "vdm")
+@pytest.mark.parametrize("spec,epochs", [("vdm_digits", 2), ("vdm_unet_digits", 1)])
+def test_vdm_spec_short_run(tmp_path, spec, epochs):
+    s = execute(load(SPECS / f"{spec}.toml", [f"train.epochs={epochs}", "model.bound_samples=3", "model.schedule.T=10",
+                                              "output.samples=6"]), tmp_path / "vdm")
     assert math.isfinite(s["test_bpd"]) and 0 < s["test_bpd_se"] < 0.05 * s["test_bpd"]
     assert s["test_bpd"] == pytest.approx(s["test_nll_bound"] / (64 * math.log(2)), rel=1e-12)
     assert s["test_nll_bound"] == pytest.approx(s["test_prior_term"] + s["test_reconstruction_term"]
@@ -183,15 +209,7 @@ def test_dropout_in_the_denoiser_is_off_in_the_bound():
     plain = [{"units": 6, "activation": "tanh"}]
     dropped = [{"units": 6, "activation": "tanh"}, {"type": "dropout", "p": 0.5}]
     (m1, data), (m2, _) = tiny_vdm(layers=plain, level_posterior=True), tiny_vdm(layers=dropped, level_posterior=True)
-    x = data.x_train
-    rng = np.random.default_rng(2)
-    feeds = dict(x=x, t=rng.uniform(size=len(x)), eps=rng.standard_normal(x.shape), eps0=rng.standard_normal(x.shape))
-    a, b = m1.program("bound_terms").run(**feeds), m2.program("bound_terms").run(**feeds)
-    for k in ("prior", "reconstruction", "diffusion"):
-        np.testing.assert_array_equal(a[k], b[k])
-    train = compile(m2.graph, {"d": m2.extras["train_terms"]["diffusion"]}, training=True)
-    nodes = {n.op for n in train.nodes}
-    assert "dropout" in nodes or "dropout_mask" in nodes
+    assert_dropout_only_in_training(m1, m2, data.x_train)
 
 
 # --- the U-Net denoiser (model.network.kind = "unet") ------------------------------------------
@@ -218,29 +236,7 @@ def tiny_vdm_unet(seed=3, shape=(2, 4, 4), n=5, **over):
 
 @pytest.mark.parametrize("level_posterior", [False, True])
 def test_vdm_unet_loss_gradient_matches_finite_differences(level_posterior):
-    model, data = tiny_vdm_unet(level_posterior=level_posterior)
-    g = model.graph
-    prog = compile(g, [model.loss] + grad(model.loss, model.params))
-    for stream in (vdm.EPS_STREAM, vdm.T_STREAM, vdm.EPS0_STREAM):
-        g.streams.rng(stream)
-    state = copy.deepcopy(g.streams.state())
-    x = data.x_train
-
-    def run():
-        g.streams.set_state(copy.deepcopy(state))
-        return prog.run(x=x)
-
-    out = run()
-    assert np.isfinite(out[0])
-    pick = np.random.default_rng(0)
-    names = set()
-    for p, analytic in zip(model.params, out[1:]):
-        size = g.values[p.id].size
-        idx = pick.choice(size, min(size, 4), replace=False)  # a few entries of every parameter
-        numeric = central_differences(lambda: run()[0], g.values[p.id], eps=1e-6, index=idx)
-        row = compare(p.label, np.asarray(analytic).reshape(-1)[idx], numeric, rtol=1e-5, atol=1e-7)
-        assert row.ok, row
-        names.add(p.label)
+    names = assert_loss_gradient_matches(*tiny_vdm_unet(level_posterior=level_posterior), entries=4)
     assert {"denoiser/stem/W", "denoiser/out/W", "denoiser/mid/attention/qkv/W", "denoiser/time_mlp/dense0/W",
             "schedule/gamma_min"} <= names
 
@@ -319,23 +315,5 @@ def test_vdm_unet_level_posterior_is_exact_at_low_noise_and_dropout_is_off_in_th
     assert np.max(res["sq"]) < 1e-6
     # dropout inside the U-Net's residual blocks: the bound is the network without it (same weights)
     m2, _ = tiny_vdm_unet(schedule=sched, network=dict(UNET, dropout=0.5))
-    rng = np.random.default_rng(2)
-    feeds = dict(x=x, t=rng.uniform(size=len(x)), eps=rng.standard_normal(x.shape), eps0=rng.standard_normal(x.shape))
-    a, b = model.program("bound_terms").run(**feeds), m2.program("bound_terms").run(**feeds)
-    for k in ("prior", "reconstruction", "diffusion"):
-        np.testing.assert_array_equal(a[k], b[k])
-    train = compile(m2.graph, {"d": m2.extras["train_terms"]["diffusion"]}, training=True)
-    assert {"dropout", "dropout_mask"} & {n.op for n in train.nodes}
+    assert_dropout_only_in_training(model, m2, x)
 
-
-def test_vdm_unet_digits_spec_short_run(tmp_path):
-    s = execute(load(SPECS / "vdm_unet_digits.toml", ["train.epochs=1", "model.bound_samples=3",
-                                                      "model.schedule.T=10", "output.samples=6"]), tmp_path / "vdm")
-    assert math.isfinite(s["test_bpd"]) and 0 < s["test_bpd_se"] < 0.05 * s["test_bpd"]
-    assert s["test_bpd"] == pytest.approx(s["test_nll_bound"] / (64 * math.log(2)), rel=1e-12)
-    assert s["test_nll_bound"] == pytest.approx(s["test_prior_term"] + s["test_reconstruction_term"]
-                                                + s["test_diffusion_term"], rel=1e-9)
-    assert s["baseline_histogram_bpd"] == pytest.approx(2.4176, abs=1e-4)
-    assert s["log_snr_0"] > s["log_snr_1"]
-    samples = np.load(tmp_path / "vdm" / "samples.npy", allow_pickle=False)
-    assert samples.shape == (6, 64) and np.all(np.isin(samples, np.arange(17)))
