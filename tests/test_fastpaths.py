@@ -187,3 +187,36 @@ def test_small_strided_slices_are_copied_contiguous_large_ones_stay_views():
     big = np.zeros((_COPY_SLICES_UP_TO // 4, 16), np.float32)  # its half: twice the limit
     assert np.shares_memory(_getitem_forward(np, big, (Ellipsis, slice(None, 8))), big)
     assert _getitem_forward(np, x, (3, 4)) == x[3, 4]
+
+
+@st.composite
+def short_axis_cases(draw):
+    """An array with interior axes of 1..8 (some reduced) among long ones, the reduced axes."""
+    ndim = draw(st.integers(2, 6))
+    shape = tuple(draw(st.sampled_from([1, 2, 3, 5, 8, 40, 67])) for _ in range(ndim))
+    axis = tuple(sorted(draw(st.sets(st.integers(0, ndim - 1), min_size=1, max_size=ndim))))
+    return shape, axis
+
+
+@settings(max_examples=80, deadline=None)
+@given(short_axis_cases(), dtypes, st.booleans(), st.integers(0, 2**16))
+def test_sum_short_axes_equals_numpy_and_owns_its_result(case, dtype, keepdims, seed):
+    shape, axis = case
+    x = _array(shape, dtype, seed)
+    got = fp.sum_short_axes(np, x, axis, keepdims)
+    want = x.sum(axis=axis, keepdims=keepdims)
+    if got is not None:
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, **_close(dtype))
+        assert not np.shares_memory(got, x)
+    np.testing.assert_allclose(_sum_forward(np, x, axis, keepdims), want, **_close(dtype))
+
+
+def test_sum_short_axes_takes_the_upsampling_gradient_and_declines_the_rest():
+    g6 = _array((4, 8, 14, 2, 14, 2), np.float32, 0)
+    got = fp.sum_short_axes(np, g6, (3, 5))
+    np.testing.assert_allclose(got, g6.sum(axis=(3, 5)), rtol=1e-6, atol=1e-6)
+    assert fp.sum_short_axes(np, g6, (3, 4)) is None  # a long axis
+    assert fp.sum_short_axes(np, g6[:1, :1], (3, 5)) is None  # too small to gain
+    assert fp.sum_short_axes(np, g6.astype(np.int32), (3, 5)) is None  # integers: NumPy's own sum
+    assert fp.sum_short_axes(np, g6[:, :, :, :1], (3,)) is None  # nothing to add

@@ -94,3 +94,30 @@ def sum_trailing(xp, g, k, keepdims=False):
             r = np.dot(g.reshape(math.prod(g.shape[:g.ndim - k]), m), ones_vector(m, g.dtype))
             return r.reshape(g.shape[:g.ndim - k] + ((1,) * k if keepdims else ()))
     return g.sum(axis=tuple(range(g.ndim - k, g.ndim)), keepdims=keepdims)
+
+
+SHORT_AXIS = 8  # reduced axes this short are summed slice by slice
+SHORT_AXES_MIN_OUT = 4096  # result size from which the slice adds beat the reduction's overhead
+
+
+def sum_short_axes(xp, x, axis, keepdims=False):
+    """x summed over short interior axes (each <= SHORT_AXIS long, e.g. the 2x2 blocks of an
+    upsampling's gradient, (N, C, H, 2, W, 2) over axes 3 and 5) as adds of whole slices, the
+    outermost axis first. NumPy reduces such axes one short inner loop at a time: 64x64x28x28
+    float32 over (3, 5) 19.3 -> 1.1 ms. None when the fast path does not apply."""
+    if (xp is not np or x.dtype.char not in _BLAS or len(axis) == x.ndim
+            or any(x.shape[a] > SHORT_AXIS for a in axis) or all(x.shape[a] == 1 for a in axis)
+            or x.size < SHORT_AXES_MIN_OUT * math.prod(x.shape[a] for a in axis)):
+        return None
+    r = x
+    for done, a in enumerate(axis):  # axes are sorted: earlier reductions shift later axes left by one
+        at = (slice(None),) * (a - done)
+        parts = [r[at + (i,)] for i in range(x.shape[a])]
+        if len(parts) == 1:
+            r = parts[0]
+            continue
+        r = np.add(parts[0], parts[1])
+        for p in parts[2:]:
+            r += p
+    return r.reshape(tuple(1 if i in axis else d for i, d in enumerate(x.shape))) if keepdims else r
+

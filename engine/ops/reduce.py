@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .elementwise import eq
-from .fastpaths import sum_leading, sum_trailing
+from .fastpaths import sum_leading, sum_short_axes, sum_trailing
 from .registry import ZERO, ShapeError, broadcast_shapes, defop, expression_function, float_dtype, normalize_axes, reduced_shape, size_of
 
 
@@ -101,6 +101,9 @@ def _sum_forward(xp, x, axis, keepdims=False):
             return sum_leading(xp, x, k)
         if axis[0] == x.ndim - k:
             return sum_trailing(xp, x, k, keepdims)
+        r = sum_short_axes(xp, x, axis, keepdims)
+        if r is not None:
+            return r
     return x.sum(axis=axis, keepdims=keepdims)
 
 
