@@ -136,15 +136,19 @@ def test_dispatch_rule(monkeypatch):
     monkeypatch.setattr(conv, "CONV_ALGO", "auto")  # as without GENGRAPH_CONV_ALGO
     big, small = 64 * 16 * 16 * 8 * 8, 2 * 4 * 4 * 6 * 6  # digits U-Net 16 -> 16 at 8x8: exactly 2**20
     assert big == conv.WINOGRAD_MIN_WORK
-    f32 = np.float32
-    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big)
-    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, np.float64, big)
-    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, small)
-    assert not conv.use_winograd((3, 3), (2, 2), (1, 1), 1, f32, big)  # stride 2
-    assert not conv.use_winograd((3, 3), (1, 1), (2, 2), 1, f32, big)  # dilation 2
-    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 2, f32, big)  # groups
-    assert not conv.use_winograd((5, 5), (1, 1), (1, 1), 1, f32, big)
-    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, np.float16, big)
+    f32, c = np.float32, conv.WINOGRAD_MIN_CHANNELS
+    assert c == 16
+    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big, c)
+    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, np.float64, big, c)
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, small, c)
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big, c - 1)  # few input channels: im2col
+    assert not conv.use_winograd((3, 3), (2, 2), (1, 1), 1, f32, big, c)  # stride 2
+    assert not conv.use_winograd((3, 3), (1, 1), (2, 2), 1, f32, big, c)  # dilation 2
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 2, f32, big, c)  # groups
+    assert not conv.use_winograd((5, 5), (1, 1), (1, 1), 1, f32, big, c)
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, np.float16, big, c)
+    monkeypatch.setattr(conv, "CONV_ALGO", "winograd")  # forced: whenever it applies
+    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, small, 1)
 
 
 def _spy(monkeypatch):
@@ -183,6 +187,26 @@ def test_the_ops_run_the_expected_kernels(monkeypatch, algo, shape_x, kw, expect
     monkeypatch.setattr(conv, "CONV_ALGO", "im2col")  # same program on im2col: same numbers
     for a, b in zip(outs, _step(shape_x, (c, c // kw.get("groups", 1), 3, 3), **kw)):
         assert rel(a, b) < 1e-4
+
+
+@pytest.mark.parametrize("cin,cout,want", [
+    # image in: the forward and weight gradient copy 1 channel (im2col); the input gradient
+    # (32 -> 1 channel) adds into 1 channel (col2im)
+    (1, 32, ["_col2im_transpose"]),
+    # 1 channel out: the forward adds into it (col2im), the input gradient copies it (im2col)
+    (32, 1, ["_col2im_transpose", "conv2d_backward_weight_3x3"]),
+    (32, 32, ["conv2d_3x3", "conv_transpose2d_3x3", "conv2d_backward_weight_3x3"]),
+])
+def test_thin_convolutions_leave_winograd_for_the_thin_side(monkeypatch, cin, cout, want):
+    monkeypatch.setattr(conv, "CONV_ALGO", "auto")
+    calls = _spy(monkeypatch)
+    real = conv._col2im_transpose
+    monkeypatch.setattr(conv, "_col2im_transpose", lambda *a: calls.append("_col2im_transpose") or real(*a))
+    outs = _step((64, cin, 24, 24), (cout, cin, 3, 3), padding=1)  # work >= 1.2e6: over WINOGRAD_MIN_WORK
+    assert sorted(calls) == sorted(want)
+    monkeypatch.setattr(conv, "CONV_ALGO", "im2col")
+    for a, b in zip(outs, _step((64, cin, 24, 24), (cout, cin, 3, 3), padding=1)):
+        assert rel(a, b) < 1e-5  # float32
 
 
 @pytest.mark.parametrize("value,want", [("auto", "auto"), ("IM2COL", "im2col"), (" winograd ", "winograd"),

@@ -14,18 +14,23 @@ Each of the three kernels has a second algorithm for 3x3, stride-1, dilation-1, 
 float32/float64 convolutions: Winograd F(2x2, 3x3) (engine/ops/winograd.py, 2.25x fewer
 multiplies). It runs when it applies and the work N * C_in * C_out * H_out * W_out is at
 least WINOGRAD_MIN_WORK (below that its ~30 array calls cost more than they save; measured
-in bench/winograd_bench.py). The environment variable GENGRAPH_CONV_ALGO, read once at
-import, overrides the rule: "auto" (the default), "im2col" (never Winograd) or "winograd"
-(whenever it applies); tests set the module's CONV_ALGO instead.
+in bench/winograd_bench.py). A transposed convolution whose stride (> 1) divides its kernel
+runs the sub-pixel kernel instead of col2im, and a convolution or weight gradient with such a
+stride the space-to-depth kernels instead of im2col (engine/ops/conv_strided.py). The environment
+variable GENGRAPH_CONV_ALGO, read once at import, overrides the rule: "auto" (the default),
+"im2col" (only the im2col/col2im kernels: never Winograd or sub-pixel) or "winograd"
+(Winograd whenever it applies); tests set the module's CONV_ALGO instead.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
 
+from .conv_strided import (conv2d_backward_weight_space_to_depth, conv2d_space_to_depth, conv_transpose2d_subpixel,
+                           stride_divides_kernel)
+from .im2col import im2col, pad_hw, window_slice
 from .registry import ShapeError, _fmt, defop, expression_function, size_of
 from .winograd import conv2d_3x3, conv2d_backward_weight_3x3, conv_transpose2d_3x3
 
@@ -35,6 +40,16 @@ CONV_ALGOS = ("auto", "im2col", "winograd")
 # CPU time, alternated): 1.1-2.1 below 2**16, 0.87-1.13 at 2**18, 0.78-0.90 at 2**20 (1.01 with
 # 8 channels), 0.67-0.81 at 2**22..2**24; bench/winograd_bench.py has the model sizes.
 WINOGRAD_MIN_WORK = 1 << 20
+# Input channels of the correlation (the channels an im2col copies k*k times) from which
+# Winograd is faster: with few, im2col is a small copy and Winograd's per-tile transforms on
+# the other side's many channels dominate. Float32, one thread, batch 64, 28x28, im2col /
+# Winograd ms (forward; input gradient; weight gradient) for C_in -> C_out: 1 -> 32 0.48 / 8.66;
+# 32 -> 1 input gradient (1 channel in) 0.44 / 8.56; 3 -> 32 1.18 / 2.77; 8 -> 32 3.05 / 3.52;
+# 16 -> 32 7.27 / 5.20; 32 -> 8 11.37 / 4.44 (the weight gradient alike: 1.77 / 3.96 at 3,
+# 3.71 / 3.73 at 8, 7.77 / 5.26 at 16 input channels).
+WINOGRAD_MIN_CHANNELS = 16
+# Input channels from which a strided convolution takes the space-to-depth kernel (_space_to_depth_wins).
+SPACE_TO_DEPTH_MIN_CHANNELS = 16
 
 
 def _algo_from_env():
@@ -47,14 +62,15 @@ def _algo_from_env():
 CONV_ALGO = _algo_from_env()
 
 
-def use_winograd(kernel, stride, dilation, groups, dtype, work):
+def use_winograd(kernel, stride, dilation, groups, dtype, work, channels):
     """Whether a convolution with these attributes and this much work (N * C_in * C_out * H_out
-    * W_out) runs on the Winograd kernels (CONV_ALGO and WINOGRAD_MIN_WORK decide)."""
+    * W_out) runs on the Winograd kernels (CONV_ALGO, WINOGRAD_MIN_WORK and, for the channels
+    an im2col would copy, WINOGRAD_MIN_CHANNELS decide)."""
     if CONV_ALGO == "im2col":
         return False
     applies = (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
                and np.dtype(dtype) in (np.float32, np.float64))
-    return applies and (CONV_ALGO == "winograd" or work >= WINOGRAD_MIN_WORK)
+    return applies and (CONV_ALGO == "winograd" or (work >= WINOGRAD_MIN_WORK and channels >= WINOGRAD_MIN_CHANNELS))
 
 
 # --- helpers shared with the pools ---------------------------------------------------------
@@ -77,28 +93,8 @@ def pair(value, name, minimum=0):
     return out
 
 
-def windows(xp, x, kernel, stride, dilation, out_hw):
-    """Strided view (N, C, kH, kW, H_out, W_out) of x (N, C, H, W): element (n, c, i, j, h, w)
-    is x[n, c, h*sH + i*dH, w*sW + j*dW]. No copy."""
-    n, c = x.shape[:2]
-    sn, sc, sh, sw = x.strides
-    st = importlib.import_module(xp.__name__ + ".lib.stride_tricks")
-    return st.as_strided(x, shape=(n, c, kernel[0], kernel[1], out_hw[0], out_hw[1]),
-                         strides=(sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1]))
-
-
-def window_slice(i, j, stride, dilation, out_hw):
-    """Index of the (N, C, H_out, W_out) strided slice read by kernel tap (i, j)."""
-    hi, wj = i * dilation[0], j * dilation[1]
-    return (slice(None), slice(None), slice(hi, hi + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
-            slice(wj, wj + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
-
-
 def _pad(xp, x, padding):
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    return pad_hw(xp, x, padding[0], padding[0], padding[1], padding[1])
 
 
 def conv_out_size(size, k, s, p, d):
@@ -109,18 +105,41 @@ def conv_out_size(size, k, s, p, d):
 
 
 # --- kernels -----------------------------------------------------------------------------
+def _col2im_wins(c_in, c_out, winograd):
+    """At stride 1, whether the output-side form (one matmul over the input pixels, then col2im
+    adds) runs instead of im2col or Winograd: im2col copies C_in * k * k values a pixel, col2im
+    adds C_out * k * k, and Winograd only loses to it when C_out is a few channels. Float32, one
+    thread, batch 64, 3x3 at 28x28, im2col / Winograd / col2im ms: 32 -> 1 9.2 / 3.0 / 1.1;
+    32 -> 8 11.7 / 4.5 / 4.3; 32 -> 16 13.3 / 5.7 / 9.4; 16 -> 8 4.6 / 2.4 / 3.0; 64 -> 32 at
+    14x14 8.4 / 4.3 / 6.7."""
+    return CONV_ALGO != "im2col" and (4 * c_out <= c_in or (c_out < c_in and not winograd))
+
+
+def _space_to_depth_wins(kernel, stride, dilation, c_in, c_out):
+    """Whether a strided convolution (or its weight gradient) runs the space-to-depth kernel:
+    it saves im2col's copy of C_in * k * k values a pixel but adds a pass over C_out per tap,
+    so it needs C_in >= C_out and enough input channels. Float32, one thread, batch 64, 4x4
+    stride 2, im2col / space-to-depth ms (forward, weight gradient): 32 -> 32 at 28x28 8.5 / 6.4,
+    8.6 / 6.4; 64 -> 32 at 14x14 4.3 / 3.7, 4.3 / 3.6; 32 -> 64 2.8 / 3.0, 2.8 / 2.9; 1 -> 32 at
+    28x28 0.23 / 0.51, 0.29 / 0.61."""
+    return (CONV_ALGO != "im2col" and stride_divides_kernel(kernel, stride, dilation)
+            and c_in >= max(c_out, SPACE_TO_DEPTH_MIN_CHANNELS))
+
+
 def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
     ho = conv_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
-    if use_winograd((kh, kw), stride, dilation, groups, np.result_type(x.dtype, w.dtype), n * c * o * ho * wo):
+    wino = use_winograd((kh, kw), stride, dilation, groups, np.result_type(x.dtype, w.dtype), n * c * o * ho * wo, c)
+    pad_t = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])  # the transposed form's
+    if stride == (1, 1) and min(pad_t) >= 0 and _col2im_wins(c, o, wino):
+        return _col2im_transpose(xp, x, _flip_swap(xp, w, groups), stride, pad_t, (0, 0), dilation, groups)
+    if wino:
         return conv2d_3x3(xp, x, w, padding)
-    xpad = _pad(xp, x, padding)
-    cols = windows(xp, xpad, (kh, kw), stride, dilation, (ho, wo))
-    # the one im2col copy: (G, C/G * kH * kW, N * H_out * W_out)
-    cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6).reshape(
-        groups, cg * kh * kw, n * ho * wo)
+    if _space_to_depth_wins((kh, kw), stride, dilation, c, o):
+        return conv2d_space_to_depth(xp, x, w, stride, padding, groups, (ho, wo))
+    cols = im2col(xp, _pad(xp, x, padding), (kh, kw), stride, dilation, (ho, wo), groups)  # the one copy
     out = xp.matmul(w.reshape(groups, o // groups, cg * kh * kw), cols)  # (G, O/G, N * H_out * W_out)
     return out.reshape(groups, o // groups, n, ho, wo).transpose(2, 0, 1, 3, 4).reshape(n, o, ho, wo)
 
@@ -128,17 +147,29 @@ def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
 def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilation, groups):
     n, ci, h, wd = x.shape
     _, cog, kh, kw = w.shape
-    cig = ci // groups
     pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
-    if output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups, np.result_type(x.dtype, w.dtype),
-                                                 n * ci * cog * (h + 2 * pad[0] - 2) * (wd + 2 * pad[1] - 2)):
+    wino = output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups,
+                                                     np.result_type(x.dtype, w.dtype),
+                                                     n * ci * cog * (h + 2 * pad[0] - 2) * (wd + 2 * pad[1] - 2), ci)
+    if stride == (1, 1) and output_padding == (0, 0) and min(pad) >= 0 and not _col2im_wins(ci, cog * groups, wino):
+        if wino:
+            return conv_transpose2d_3x3(xp, x, w, padding)
+        # (e.g. conv2d's input gradient at stride 1): a conv2d with the flipped kernel, channels
+        # swapped per group, and padding d*(k-1)-p -- im2col + one matmul, no col2im adds
+        return _conv2d_forward(xp, x, _flip_swap(xp, w, groups), (1, 1), pad, dilation, groups)
+    if wino and min(pad) < 0:
         return conv_transpose2d_3x3(xp, x, w, padding)
-    if stride == (1, 1) and output_padding == (0, 0) and min(pad) >= 0:
-        # stride 1 (e.g. conv2d's input gradient at stride 1): a conv2d with the flipped kernel,
-        # channels swapped per group, and padding d*(k-1)-p -- im2col + one matmul, no col2im adds
-        wf = w.reshape(groups, cig, cog, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
-        return _conv2d_forward(xp, x, xp.ascontiguousarray(wf).reshape(groups * cog, cig, kh, kw), (1, 1), pad,
-                               dilation, groups)
+    if CONV_ALGO != "im2col" and stride_divides_kernel((kh, kw), stride, dilation):
+        return conv_transpose2d_subpixel(xp, x, w, stride, padding, output_padding, groups)
+    return _col2im_transpose(xp, x, w, stride, padding, output_padding, dilation, groups)
+
+
+def _col2im_transpose(xp, x, w, stride, padding, output_padding, dilation, groups):
+    """The general transposed convolution: one matmul (every tap of every input pixel), then
+    col2im -- one strided add per kernel tap into the (uncropped) output -- and the crop."""
+    n, ci, h, wd = x.shape
+    _, cog, kh, kw = w.shape
+    cig = ci // groups
     wm = w.reshape(groups, cig, cog * kh * kw).transpose(0, 2, 1)  # (G, C_out/G * kH * kW, C_in/G)
     xm = x.reshape(n, groups, cig, h * wd).transpose(1, 2, 0, 3).reshape(groups, cig, n * h * wd)
     cols = xp.matmul(wm, xm).reshape(groups, cog, kh, kw, n, h, wd)
@@ -157,19 +188,48 @@ def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilatio
     return out
 
 
+def _flip_swap(xp, w, groups):
+    """A conv2d weight (O, C/G, kH, kW) as the transposed convolution's (C, O/G, kH, kW) that
+    computes the same correlation at stride 1 (and back): kernel flipped, channels swapped per group."""
+    a, bg, kh, kw = w.shape
+    wf = w.reshape(groups, a // groups, bg, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    return xp.ascontiguousarray(wf).reshape(groups * bg, a // groups, kh, kw)
+
+
 def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation, groups):
     n, c = x.shape[:2]
     o, ho, wo = gy.shape[1:]
     kh, kw = kernel
     cg, og = c // groups, o // groups
-    if use_winograd(kernel, stride, dilation, groups, np.result_type(gy.dtype, x.dtype), n * c * o * ho * wo):
+    wino = use_winograd(kernel, stride, dilation, groups, np.result_type(gy.dtype, x.dtype), n * c * o * ho * wo, c)
+    if stride == (1, 1) and CONV_ALGO != "im2col" and o < c and not wino:
+        # the smaller copy; against Winograd it only ties (32 -> 1 at 28x28: 4.4 / 4.4 ms; im2col 9.0)
+        return _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups)
+    if wino:
         return conv2d_backward_weight_3x3(xp, gy, x, padding)
-    cols = windows(xp, _pad(xp, x, padding), kernel, stride, dilation, (ho, wo))
-    # the forward's im2col layout (G, C/G * kH * kW, N * H_out * W_out); BLAS reads it transposed
-    cols = cols.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 2, 3, 4, 0, 5, 6).reshape(
-        groups, cg * kh * kw, n * ho * wo)
+    if _space_to_depth_wins(kernel, stride, dilation, c, o):
+        return conv2d_backward_weight_space_to_depth(xp, gy, x, kernel, stride, padding, groups)
+    # the forward's im2col matrix; BLAS reads it transposed
+    cols = im2col(xp, _pad(xp, x, padding), kernel, stride, dilation, (ho, wo), groups)
     gm = gy.reshape(n, groups, og, ho * wo).transpose(1, 2, 0, 3).reshape(groups, og, n * ho * wo)
     return xp.matmul(gm, cols.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
+
+
+def _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups):
+    """The stride-1 weight gradient with the windows taken of gy instead of x (for gy with
+    fewer channels, the smaller copy): dw[o, c, i, j] = sum over the padded input's pixels
+    (u, v) of xpad[c, u, v] * gy[o, u - i*dH, v - j*dW], gy padded by d*(k-1) on each side
+    and read through flipped windows."""
+    n, c, hp, wp = (x.shape[0], x.shape[1], x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
+    o = gy.shape[1]
+    kh, kw = kernel
+    cg, og = c // groups, o // groups
+    eh, ew = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+    cols = im2col(xp, pad_hw(xp, gy, eh, eh, ew, ew), kernel, (1, 1), dilation, (hp, wp), groups)  # taps flipped
+    xm = _pad(xp, x, padding).reshape(n, groups, cg, hp * wp).transpose(1, 2, 0, 3).reshape(groups, cg, n * hp * wp)
+    dw = xp.matmul(cols.reshape(groups, og * kh * kw, n * hp * wp), xm.transpose(0, 2, 1))  # (G, O/G * k * k, C/G)
+    dw = dw.reshape(groups, og, kh, kw, cg)[:, :, ::-1, ::-1].transpose(0, 1, 4, 2, 3)
+    return xp.ascontiguousarray(dw).reshape(o, cg, kh, kw)
 
 
 # --- shape rules -------------------------------------------------------------------------

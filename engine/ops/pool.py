@@ -13,7 +13,8 @@ order, as PyTorch does on ties):
 
 from __future__ import annotations
 
-from .conv import conv_out_size, pair, window_slice
+from .conv import conv_out_size, pair
+from .im2col import window_slice
 from .reduce import sum
 from .registry import ZERO, ShapeError, _fmt, defop, expression_function, float_dtype, size_of
 from .shape import reshape

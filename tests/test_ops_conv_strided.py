@@ -1,0 +1,173 @@
+"""The kernels of convolutions whose stride divides the kernel (engine/ops/conv_strided.py):
+sub-pixel for the transposed convolution, space to depth for the convolution and its
+weight gradient.
+
+Hypothesis draws strides 2..3 with kernels one or two strides wide (so the kernels run),
+paddings, every output padding, groups and odd sizes; values are checked against the naive
+loops, gradients (which run the kernels again as each other's adjoints) against central
+finite differences, and the dispatch rules by spying on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gengraph.engine import ops
+from gengraph.engine.ops import conv, conv_strided
+from gradcheck_util import fd_check, forward
+from test_ops_conv import naive_conv2d, naive_conv_transpose2d
+
+CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FD = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def strided_cases(draw):
+    groups = draw(st.integers(1, 2))
+    s = (draw(st.integers(2, 3)), draw(st.integers(1, 3)))
+    k = tuple(s[a] * draw(st.integers(1, 2)) for a in range(2))
+    hw = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    op = tuple(draw(st.integers(0, s[a] - 1)) for a in range(2))
+    # any padding that leaves at least one output pixel
+    p = tuple(draw(st.integers(0, min(k[a] - 1, ((hw[a] - 1) * s[a] + k[a] + op[a] - 1) // 2))) for a in range(2))
+    return dict(n=draw(st.integers(1, 2)), cin=groups * draw(st.integers(1, 3)), cout=groups * draw(st.integers(1, 3)),
+                k=k, s=s, p=p, op=op, hw=hw, groups=groups)
+
+
+def _arrays(cfg, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(cfg["n"], cfg["cin"]) + cfg["hw"])
+    return x, rng.normal(size=(cfg["cin"], cfg["cout"] // cfg["groups"]) + cfg["k"])
+
+
+def _spy(monkeypatch):
+    calls = []
+    real = conv.conv_transpose2d_subpixel
+
+    def spy(*args):
+        calls.append(args[2:])
+        return real(*args)
+
+    monkeypatch.setattr(conv, "conv_transpose2d_subpixel", spy)
+    return calls
+
+
+@CASES
+@given(cfg=strided_cases(), seed=st.integers(0, 2**16))
+def test_subpixel_matches_naive_loops_and_runs(cfg, seed):
+    x, w = _arrays(cfg, seed)
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _spy(mp)
+        got = forward(lambda x, w: ops.conv_transpose2d(x, w, stride=cfg["s"], padding=cfg["p"],
+                                                        output_padding=cfg["op"], groups=cfg["groups"]), [x, w])
+    assert len(calls) == 1
+    want = naive_conv_transpose2d(x, w, cfg["s"], cfg["p"], cfg["op"], (1, 1), cfg["groups"])
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+@FD
+@given(cfg=strided_cases(), seed=st.integers(0, 2**16))
+def test_gradients_through_the_subpixel_kernel(cfg, seed):
+    x, w = _arrays(cfg, seed)
+    # conv_transpose2d's own gradients, and conv2d's input gradient (a strided transposed conv)
+    fd_check(lambda x, w: ops.conv_transpose2d(x, w, stride=cfg["s"], padding=cfg["p"], output_padding=cfg["op"],
+                                               groups=cfg["groups"]), [x, w])
+    y = naive_conv_transpose2d(x, w, cfg["s"], cfg["p"], cfg["op"], (1, 1), cfg["groups"])
+    wc = np.random.default_rng(seed + 1).normal(size=(cfg["cin"], cfg["cout"] // cfg["groups"]) + cfg["k"])
+    fd_check(lambda y, w: ops.conv2d(y, w, stride=cfg["s"], padding=cfg["p"], groups=cfg["groups"]), [y, wc])
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,runs", [
+    ((4, 4), (2, 2), (1, 1), True), ((2, 2), (2, 2), (1, 1), True), ((6, 3), (3, 1), (1, 1), True),
+    ((3, 3), (2, 2), (1, 1), False),  # 2 does not divide 3: col2im
+    ((4, 4), (1, 1), (1, 1), False),  # stride 1: a conv2d with the flipped kernel
+    ((4, 4), (2, 2), (2, 1), False),  # dilated
+])
+def test_dispatch_rule(kernel, stride, dilation, runs):
+    assert conv_strided.stride_divides_kernel(kernel, stride, dilation) is runs
+
+
+def test_im2col_setting_keeps_the_general_path(monkeypatch):
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(2, 3, 5, 4)), rng.normal(size=(3, 2, 4, 4))
+    calls = _spy(monkeypatch)
+    run = lambda: forward(lambda x, w: ops.conv_transpose2d(x, w, stride=2, padding=1), [x, w])  # noqa: E731
+    auto = run()
+    monkeypatch.setattr(conv, "CONV_ALGO", "im2col")
+    plain = run()
+    assert len(calls) == 1  # the auto run only
+    np.testing.assert_allclose(auto, plain, atol=1e-13)
+    np.testing.assert_allclose(plain, naive_conv_transpose2d(x, w, (2, 2), (1, 1)), atol=1e-12)
+
+
+# --- space to depth ------------------------------------------------------------------------
+@st.composite
+def s2d_cases(draw):
+    groups = draw(st.integers(1, 2))
+    s = (draw(st.integers(2, 3)), draw(st.integers(1, 3)))
+    k = tuple(s[a] * draw(st.integers(1, 2)) for a in range(2))
+    p = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    hw = tuple(draw(st.integers(max(1, k[a] - 2 * p[a]), k[a] + 7)) for a in range(2))
+    return dict(n=draw(st.integers(1, 2)), cin=groups * draw(st.integers(1, 3)), cout=groups * draw(st.integers(1, 3)),
+                k=k, s=s, p=p, hw=hw, groups=groups)
+
+
+def _s2d_spy(monkeypatch):
+    """Record the space-to-depth kernels' calls, with the channel threshold at 1 (any sizes)."""
+    monkeypatch.setattr(conv, "SPACE_TO_DEPTH_MIN_CHANNELS", 1)
+    calls = []
+    for name in ("conv2d_space_to_depth", "conv2d_backward_weight_space_to_depth"):
+        real = getattr(conv, name)
+        monkeypatch.setattr(conv, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    return calls
+
+
+def naive_backward_weight(gy, x, kernel, stride, padding, groups):
+    """dw[o, c, i, j] = sum over n, y, z of gy[n, o, y, z] * x_padded[n, g(o)*C/G + c, y*sH + i, z*sW + j]."""
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    n_, o_, ho, wo = gy.shape
+    cg, og = x.shape[1] // groups, o_ // groups
+    out = np.zeros((o_, cg) + tuple(kernel))
+    for o in range(o_):
+        chans = slice(o // og * cg, (o // og + 1) * cg)
+        for y in range(ho):
+            for z in range(wo):
+                window = xp[:, chans, y * stride[0]:y * stride[0] + kernel[0], z * stride[1]:z * stride[1] + kernel[1]]
+                out[o] += np.einsum("n,nchw->chw", gy[:, o, y, z], window)
+    return out
+
+
+def _s2d_arrays(cfg, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(cfg["n"], cfg["cin"]) + cfg["hw"])
+    return x, rng.normal(size=(cfg["cout"], cfg["cin"] // cfg["groups"]) + cfg["k"])
+
+
+@CASES
+@given(cfg=s2d_cases(), seed=st.integers(0, 2**16))
+def test_space_to_depth_matches_naive_loops(cfg, seed):
+    x, w = _s2d_arrays(cfg, seed)
+    s, p, groups = cfg["s"], cfg["p"], cfg["groups"]
+    want = naive_conv2d(x, w, s, p, (1, 1), groups)
+    gy = np.random.default_rng(seed + 1).normal(size=want.shape)
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _s2d_spy(mp)
+        got = conv._conv2d_forward(np, x, w, s, p, (1, 1), groups)
+        dw = conv._conv2d_backward_weight_forward(np, gy, x, cfg["k"], s, p, (1, 1), groups)
+    runs = cfg["cin"] >= cfg["cout"]
+    assert calls == (["conv2d_space_to_depth", "conv2d_backward_weight_space_to_depth"] if runs else [])
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    np.testing.assert_allclose(dw, naive_backward_weight(gy, x, cfg["k"], s, p, groups), atol=1e-12)
+
+
+@FD
+@given(cfg=s2d_cases(), seed=st.integers(0, 2**16))
+def test_gradients_through_the_space_to_depth_kernels(cfg, seed):
+    x, w = _s2d_arrays(cfg, seed)
+    with pytest.MonkeyPatch.context() as mp:
+        _s2d_spy(mp)
+        fd_check(lambda x, w: ops.conv2d(x, w, stride=cfg["s"], padding=cfg["p"], groups=cfg["groups"]), [x, w])
