@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from gengraph.engine import ops
 from gengraph.engine.ops import conv, conv_strided
 from gradcheck_util import fd_check, forward
-from test_ops_conv import naive_conv2d, naive_conv_transpose2d
+from test_ops_conv import naive_backward_weight, naive_conv2d, naive_conv_transpose2d
 
 CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FD = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -124,21 +124,6 @@ def _s2d_spy(monkeypatch):
         real = getattr(conv, name)
         monkeypatch.setattr(conv, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     return calls
-
-
-def naive_backward_weight(gy, x, kernel, stride, padding, groups):
-    """dw[o, c, i, j] = sum over n, y, z of gy[n, o, y, z] * x_padded[n, g(o)*C/G + c, y*sH + i, z*sW + j]."""
-    xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
-    n_, o_, ho, wo = gy.shape
-    cg, og = x.shape[1] // groups, o_ // groups
-    out = np.zeros((o_, cg) + tuple(kernel))
-    for o in range(o_):
-        chans = slice(o // og * cg, (o // og + 1) * cg)
-        for y in range(ho):
-            for z in range(wo):
-                window = xp[:, chans, y * stride[0]:y * stride[0] + kernel[0], z * stride[1]:z * stride[1] + kernel[1]]
-                out[o] += np.einsum("n,nchw->chw", gy[:, o, y, z], window)
-    return out
 
 
 def _s2d_arrays(cfg, seed):

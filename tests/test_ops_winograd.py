@@ -193,15 +193,17 @@ def test_the_ops_run_the_expected_kernels(monkeypatch, algo, shape_x, kw, expect
     # image in: the forward and weight gradient copy 1 channel (im2col); the input gradient
     # (32 -> 1 channel) adds into 1 channel (col2im)
     (1, 32, ["_col2im_transpose"]),
-    # 1 channel out: the forward adds into it (col2im), the input gradient copies it (im2col)
-    (32, 1, ["_col2im_transpose", "conv2d_backward_weight_3x3"]),
+    # 1 channel out: the forward adds into it (col2im), the input gradient copies it (im2col),
+    # the weight gradient takes its windows of gy (per image)
+    (32, 1, ["_col2im_transpose", "_backward_weight_gy_windows"]),
     (32, 32, ["conv2d_3x3", "conv_transpose2d_3x3", "conv2d_backward_weight_3x3"]),
 ])
 def test_thin_convolutions_leave_winograd_for_the_thin_side(monkeypatch, cin, cout, want):
     monkeypatch.setattr(conv, "CONV_ALGO", "auto")
     calls = _spy(monkeypatch)
-    real = conv._col2im_transpose
-    monkeypatch.setattr(conv, "_col2im_transpose", lambda *a: calls.append("_col2im_transpose") or real(*a))
+    for name in ("_col2im_transpose", "_backward_weight_gy_windows"):
+        real = getattr(conv, name)
+        monkeypatch.setattr(conv, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     outs = _step((64, cin, 24, 24), (cout, cin, 3, 3), padding=1)  # work >= 1.2e6: over WINOGRAD_MIN_WORK
     assert sorted(calls) == sorted(want)
     monkeypatch.setattr(conv, "CONV_ALGO", "im2col")

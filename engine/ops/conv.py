@@ -30,7 +30,8 @@ import numpy as np
 
 from .conv_strided import (conv2d_backward_weight_space_to_depth, conv2d_space_to_depth, conv_transpose2d_subpixel,
                            stride_divides_kernel)
-from .im2col import im2col, pad_hw, window_slice
+from .fastpaths import sum_leading
+from .im2col import im2col, pad_hw, window_slice, windows
 from .registry import ShapeError, _fmt, defop, expression_function, size_of
 from .winograd import conv2d_3x3, conv2d_backward_weight_3x3, conv_transpose2d_3x3
 
@@ -202,9 +203,10 @@ def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation
     kh, kw = kernel
     cg, og = c // groups, o // groups
     wino = use_winograd(kernel, stride, dilation, groups, np.result_type(gy.dtype, x.dtype), n * c * o * ho * wo, c)
-    if stride == (1, 1) and CONV_ALGO != "im2col" and o < c and not wino:
-        # the smaller copy; against Winograd it only ties (32 -> 1 at 28x28: 4.4 / 4.4 ms; im2col 9.0)
-        return _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups)
+    if stride == (1, 1) and CONV_ALGO != "im2col" and o < c:
+        per_image = og * kh * kw <= 16
+        if per_image or not wino:  # channel-major, it only ties with Winograd (32 -> 1: 4.1 / 4.4 ms; im2col 9.0)
+            return _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups, per_image)
     if wino:
         return conv2d_backward_weight_3x3(xp, gy, x, padding)
     if _space_to_depth_wins(kernel, stride, dilation, c, o):
@@ -215,21 +217,31 @@ def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation
     return xp.matmul(gm, cols.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
 
-def _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups):
+def _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups, per_image):
     """The stride-1 weight gradient with the windows taken of gy instead of x (for gy with
     fewer channels, the smaller copy): dw[o, c, i, j] = sum over the padded input's pixels
     (u, v) of xpad[c, u, v] * gy[o, u - i*dH, v - j*dW], gy padded by d*(k-1) on each side
-    and read through flipped windows."""
+    and read through flipped windows. per_image: one small matmul per image on x as it lies
+    (NCHW), summed over the batch -- for a gy of a channel or two, where even the channel-major
+    copy of x costs more (32 -> 1 at 28x28: 1.3 ms, Winograd 2.8, channel-major 4.1); else x
+    goes channel-major and one matmul does all images."""
     n, c, hp, wp = (x.shape[0], x.shape[1], x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
     o = gy.shape[1]
     kh, kw = kernel
     cg, og = c // groups, o // groups
     eh, ew = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
-    cols = im2col(xp, pad_hw(xp, gy, eh, eh, ew, ew), kernel, (1, 1), dilation, (hp, wp), groups)  # taps flipped
-    xm = _pad(xp, x, padding).reshape(n, groups, cg, hp * wp).transpose(1, 2, 0, 3).reshape(groups, cg, n * hp * wp)
-    dw = xp.matmul(cols.reshape(groups, og * kh * kw, n * hp * wp), xm.transpose(0, 2, 1))  # (G, O/G * k * k, C/G)
-    dw = dw.reshape(groups, og, kh, kw, cg)[:, :, ::-1, ::-1].transpose(0, 1, 4, 2, 3)
-    return xp.ascontiguousarray(dw).reshape(o, cg, kh, kw)
+    xpad = _pad(xp, x, padding)
+    if per_image:
+        win = windows(xp, pad_hw(xp, gy, eh, eh, ew, ew), kernel, (1, 1), dilation, (hp, wp))
+        cols = xp.ascontiguousarray(win.reshape(n, groups, og * kh * kw, hp * wp).transpose(0, 1, 3, 2))
+        dw = sum_leading(xp, xp.matmul(xpad.reshape(n, groups, cg, hp * wp), cols), 1)  # (G, C/G, O/G * k * k)
+        dw = dw.reshape(groups, cg, og, kh, kw).transpose(0, 2, 1, 3, 4)
+    else:
+        cols = im2col(xp, pad_hw(xp, gy, eh, eh, ew, ew), kernel, (1, 1), dilation, (hp, wp), groups)
+        xm = xpad.reshape(n, groups, cg, hp * wp).transpose(1, 2, 0, 3).reshape(groups, cg, n * hp * wp)
+        dw = xp.matmul(cols.reshape(groups, og * kh * kw, n * hp * wp), xm.transpose(0, 2, 1))  # (G, O/G * k * k, C/G)
+        dw = dw.reshape(groups, og, kh, kw, cg).transpose(0, 1, 4, 2, 3)
+    return xp.ascontiguousarray(dw[..., ::-1, ::-1]).reshape(o, cg, kh, kw)  # taps were read flipped
 
 
 # --- shape rules -------------------------------------------------------------------------
