@@ -75,9 +75,11 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
         else:
             k = f"k{kernels}"
             kernels += 1
-            kernel = OPS[n.op].kernel(program.xp, n.attrs, program.ctx)
+            kernel, literal_attrs = _kernel_call(OPS[n.op], program.xp, n.attrs, program.ctx)
             env[k] = _counted(kernel, program) if count else kernel
             args = ", ".join(names[i.id] for i in n.inputs)
+            if literal_attrs is not None:  # the forward itself, attrs spelled out in the call
+                args = ", ".join(["_xp", args] + literal_attrs) if args else ", ".join(["_xp"] + literal_attrs)
             # write into a dead input's buffer when the op can (liveness-based buffer reuse)
             donor = next((i for i in n.inputs if i.id in reusable and last_use[i.id] == step and
                           i.shape == n.shape and i.dtype == n.dtype), None) if _writes_out(n) else None
@@ -127,11 +129,38 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     args = ", ".join(names[n.id] for n in program.feed_nodes)
     src = f"def run({args}):\n" + "\n".join("    " + ln for ln in lines) + "\n"
     env["_check"] = _make_check(program.xp)
+    env["_xp"] = program.xp
     exec(compile(src, f"<gengraph program {id(program):x}>", "exec"), env)  # our own generated code only
     program.source, program._fn, program.n_kernels = src, env["run"], kernels
     # scheduled nodes that call no kernel: packs of laid-out leaves and views of leaves (bound at
     # compile time), update views elided into a flat update, packs of gradients placed in a buffer
     program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers)
+
+def _kernel_call(op, xp, attrs, ctx):
+    """(callable, literal attrs): a ufunc or the op's forward called as forward(_xp, *arrays,
+    name=literal, ...) when every attr has an exact Python literal -- a partial would merge
+    its bound keywords into every call (about 0.25 us a kernel, a tenth of a step's time at
+    batch 1); otherwise (random ops, other attr values) the op's bound kernel and None."""
+    if (op.ufunc is not None and not attrs) or op.random:
+        return op.kernel(xp, attrs, ctx), None
+    spelled = [f"{name}={_literal(value)}" for name, value in attrs.items()]
+    if any(a.endswith("=") for a in spelled):
+        return op.kernel(xp, attrs, ctx), None
+    return op.forward, spelled
+
+
+def _literal(value) -> str:
+    """The source of an int, finite float, bool, None, str or tuple of them that evaluates to
+    an equal value of the same type; '' for anything else."""
+    if value is None or type(value) in (bool, int, str):
+        return repr(value)
+    if type(value) is float:
+        return repr(value) if np.isfinite(value) else ""
+    if type(value) is tuple:
+        items = [_literal(v) for v in value]
+        return "" if "" in items else "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return ""
+
 
 def _aliased_inputs(n):
     """The inputs whose memory node n's value may share: all of a pack's, the first of a view."""

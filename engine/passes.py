@@ -22,6 +22,14 @@ def rebuild(node: Node, op: str, inputs, attrs) -> Node:
     return Node(g, next(g._ids), op, tuple(inputs), attrs, node.shape, node.dtype, node.name, node.scope, node.origin)
 
 
+def derive(like: Node, op: str, inputs, attrs) -> Node:
+    """A new node of another shape beside `like` (its name, scope and origin), shaped by op's
+    rule; like rebuild, it is not registered in the graph (recompiling does not grow it)."""
+    shape, dtype = OPS[op].shape(*inputs, **attrs)
+    return Node(like.graph, next(like.graph._ids), op, tuple(inputs), attrs, tuple(shape), np.dtype(dtype), like.name,
+                like.scope, like.origin)
+
+
 def clone(node: Node, inputs) -> Node:
     return rebuild(node, node.op, inputs, node.attrs)
 
@@ -66,6 +74,31 @@ def _last_axis_range(n: Node):
     return (start, stop) if start < stop else None
 
 
+_SPREADS = ("unreduce", "unreduce_to", "expand_dims", "reshape", "reshape_like", "broadcast_to", "broadcast_like",
+            "neg")
+
+
+def _uniform_value(n: Node, depth: int = 0):
+    """A 0-d node equal to every element of n when n only spreads one scalar (a mean loss's
+    seed broadcast back through reductions, reshapes and negations), else None."""
+    if n.shape == ():
+        return n
+    if depth > 16 or n.op not in _SPREADS:
+        return None
+    s = _uniform_value(n.inputs[0], depth + 1)
+    if s is None:
+        return None
+    if n.op == "neg":
+        return derive(n, "neg", (s,), {})
+    if n.op in ("unreduce", "unreduce_to") and n.attrs.get("mean"):
+        if n.op == "unreduce":  # a dynamic axis: its count at run time
+            total = derive(n, "count", (n.inputs[1],), {"axis": tuple(n.attrs["axis"])})
+        else:
+            total = n.graph.shared_constant(np.asarray(np.prod(n.attrs["sizes"]), dtype=s.dtype))
+        return derive(n, "div", (s, total), {})
+    return s
+
+
 # --- rules --------------------------------------------------------------------------
 def cse():
     """Common-subexpression elimination: one node per (op, inputs, attrs); equal small constants merge."""
@@ -102,7 +135,8 @@ def constant_folding():
 
 
 def simplify():
-    """Algebraic identities: x*1, 1*x, x+0, 0+x, x-0, x/1, --x, transpose chains, reshape chains, stop_gradient."""
+    """Algebraic identities: x*1, 1*x, x+0, 0+x, x-0, x/1, --x, transpose chains, reshape chains, stop_gradient,
+    a product with a spread scalar as a product with the scalar."""
 
     def same(a: Node, like: Node):
         return a if a.shape == like.shape and a.dtype == like.dtype else None
@@ -142,6 +176,14 @@ def simplify():
                 if lo.dtype == hi.dtype == n.dtype:
                     sizes = (lo.shape[-1], hi.shape[-1])
                     return rebuild(n, "concat", (lo, hi), {"axis": len(n.shape) - 1, "sizes": sizes})
+        if op == "mul" and n.shape != ():
+            # a factor that only spreads one scalar (the seed of a mean loss through the VJPs of
+            # its reductions): a multiply by that scalar, not by an array built to hold it
+            for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
+                if a.shape != () and a.op in _SPREADS and b.shape == n.shape and b.dtype == n.dtype:
+                    value = _uniform_value(a)
+                    if value is not None and value.dtype == n.dtype:
+                        return rebuild(n, "mul", (b, value), {})
         if op == "softmax_ce_backward" and not n.attrs.get("broadcast") and _scalar_spread(ins[0]):
             # the seed of mean(cross-entropy) spread over the rows: one scalar multiply inside the
             # VJP instead of a row vector built (unreduce) and broadcast in

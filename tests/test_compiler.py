@@ -246,6 +246,43 @@ def test_simplify_turns_the_gradient_of_a_split_head_into_one_concat(folded):
         np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("batch", [None, 5])
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+def test_simplify_multiplies_by_a_spread_seed_as_a_scalar(batch, reduce):
+    """A mean (or sum) loss's seed, broadcast back through the VJPs of its reductions (and
+    negations), multiplies the other factor as one scalar: no unreduce / unreduce_to array is
+    built. Values, gradients and second-order gradients equal the plain schedule's."""
+    from gengraph.engine.passes import EVAL_PASSES
+
+    g = Graph(dtype="float64", seed=0)
+    rng = np.random.default_rng(2)
+    x = g.input("x", (batch, 4))
+    w = g.param("w", rng.normal(size=(4, 3)))
+    h = x @ w
+    per_row = -ops.sum(ops.bce_with_logits(h, ops.sigmoid(x[:, :3])), axis=1) + ops.sum(h * h, axis=1)
+    loss = getattr(ops, reduce)(per_row)
+    (gw,) = grad(loss, [w])
+    (ggw,) = grad(ops.sum(gw * gw), [w])
+    fast, plain = compile(g, [loss, gw, ggw]), compile(g, [loss, gw, ggw], passes=EVAL_PASSES)
+    assert not {"unreduce", "unreduce_to"} & set(kernel_ops(compile(g, [loss, gw])))
+    assert {"unreduce", "unreduce_to"} & set(kernel_ops(compile(g, [loss, gw], passes=EVAL_PASSES)))
+    xv = rng.normal(size=(5, 4))
+    for u, v in zip(fast.run(x=xv), plain.run(x=xv)):
+        np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-14)
+
+
+def test_simplify_keeps_a_product_with_a_spread_of_a_non_scalar():
+    # the row vector unreduce_to spreads is not one value: the product must keep it
+    g = Graph(dtype="float64")
+    r = g.input("r", (3,))
+    m = g.input("m", (3, 2))
+    y = ops.reduce.unreduce_to(r, axis=(1,), sizes=(2,)) * m
+    prog = compile(g, y)
+    assert "unreduce_to" in kernel_ops(prog)
+    rv, mv = np.array([1.0, 2.0, 3.0]), np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(prog.run(r=rv, m=mv), rv[:, None] * mv)
+
+
 def test_passes_do_not_change_the_users_graph():
     g = Graph(dtype="float64")
     x = g.input("x", (3,))

@@ -161,3 +161,31 @@ def test_plain_compile_has_no_passes(options):
     prog = compile(g, y, **options)
     assert (prog.pass_stats == []) == bool(options)
     np.testing.assert_array_equal(prog.run(x=np.array([1.0, 2.0])), [1.0, 2.0])
+
+
+# --- kernel calls with their attrs spelled out --------------------------------------------------
+@given(st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=5)
+                    | st.floats(allow_nan=True, allow_infinity=True),
+                    lambda inner: st.lists(inner, max_size=3).map(tuple), max_leaves=6))
+@settings(max_examples=200, deadline=None)
+def test_literal_attrs_round_trip_exactly_or_decline(value):
+    from gengraph.engine.codegen import _literal
+
+    src = _literal(value)
+    if src:
+        back = eval(src, {})  # our own literal source
+        assert type(back) is type(value) and repr(back) == repr(value)
+    else:  # only non-finite floats (inside tuples too) have no literal
+        assert "nan" in repr(value) or "inf" in repr(value)
+
+
+def test_kernels_get_literal_attrs_and_fall_back_to_bound_ones():
+    g = Graph(dtype="float64")
+    x, m = g.input("x", (None, 3)), g.input("m", (None, 3))
+    y = ops.sum(ops.ema(m, x, decay=np.float64(0.25)), axis=1)  # axis: a literal; a NumPy float: bound
+    prog = compile(g, y)
+    calls = [ln for ln in prog.source.splitlines() if "= k" in ln]
+    assert any("axis=(1,)" in ln and "_xp" in ln for ln in calls)
+    assert any("_xp" not in ln and "decay" not in ln for ln in calls)  # the ema: its attrs bound at compile time
+    xv, mv = np.array([[-1.0, 0.25, 7.0], [2.0, -3.0, 0.0]]), np.ones((2, 3))
+    np.testing.assert_allclose(prog.run(x=xv, m=mv), (0.25 * mv + 0.75 * xv).sum(axis=1), rtol=1e-15)
