@@ -24,17 +24,24 @@ CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCh
 FD = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@st.composite
-def strided_cases(draw):
+def _stride_dividing_kernel(draw):
+    """Groups, channels, a stride of 2..3 (1..3 across) and a kernel one or two strides wide."""
     groups = draw(st.integers(1, 2))
     s = (draw(st.integers(2, 3)), draw(st.integers(1, 3)))
     k = tuple(s[a] * draw(st.integers(1, 2)) for a in range(2))
+    return dict(n=draw(st.integers(1, 2)), cin=groups * draw(st.integers(1, 3)), cout=groups * draw(st.integers(1, 3)),
+                k=k, s=s, groups=groups)
+
+
+@st.composite
+def strided_cases(draw):
+    cfg = _stride_dividing_kernel(draw)
+    s, k = cfg["s"], cfg["k"]
     hw = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
     op = tuple(draw(st.integers(0, s[a] - 1)) for a in range(2))
     # any padding that leaves at least one output pixel
     p = tuple(draw(st.integers(0, min(k[a] - 1, ((hw[a] - 1) * s[a] + k[a] + op[a] - 1) // 2))) for a in range(2))
-    return dict(n=draw(st.integers(1, 2)), cin=groups * draw(st.integers(1, 3)), cout=groups * draw(st.integers(1, 3)),
-                k=k, s=s, p=p, op=op, hw=hw, groups=groups)
+    return dict(cfg, p=p, op=op, hw=hw)
 
 
 def _arrays(cfg, seed):
@@ -107,13 +114,10 @@ def test_im2col_setting_keeps_the_general_path(monkeypatch):
 # --- space to depth ------------------------------------------------------------------------
 @st.composite
 def s2d_cases(draw):
-    groups = draw(st.integers(1, 2))
-    s = (draw(st.integers(2, 3)), draw(st.integers(1, 3)))
-    k = tuple(s[a] * draw(st.integers(1, 2)) for a in range(2))
+    cfg = _stride_dividing_kernel(draw)
     p = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
-    hw = tuple(draw(st.integers(max(1, k[a] - 2 * p[a]), k[a] + 7)) for a in range(2))
-    return dict(n=draw(st.integers(1, 2)), cin=groups * draw(st.integers(1, 3)), cout=groups * draw(st.integers(1, 3)),
-                k=k, s=s, p=p, hw=hw, groups=groups)
+    hw = tuple(draw(st.integers(max(1, cfg["k"][a] - 2 * p[a]), cfg["k"][a] + 7)) for a in range(2))
+    return dict(cfg, p=p, hw=hw)
 
 
 def _s2d_spy(monkeypatch):
