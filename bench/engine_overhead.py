@@ -79,7 +79,9 @@ def bare_function(prog):
         m = pat.match(line)
         if m:
             indent, target, k, args, out = m.groups()
-            call = _BARE[ops_[int(k)].op].format(*[a.strip() for a in args.split(",")], out=out or "")
+            # the arrays only: a kernel called as the op's forward also gets _xp and its attrs
+            arrays = [a.strip() for a in args.split(",") if a.strip() != "_xp" and "=" not in a]
+            call = _BARE[ops_[int(k)].op].format(*arrays, out=out or "")
             line = f"{indent}{target} = {call}"
         elif "k" in line.split("=")[-1] and "(" in line:
             raise ValueError(f"unexpected line in generated code: {line!r}")
