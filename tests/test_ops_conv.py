@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gengraph.engine import ExprError, Graph, check_grads, compile, grad, ops, value_and_grad
 from gengraph.engine.ops import OPS, ShapeError, conv
-from gradcheck_util import forward
+from gradcheck_util import fd_check, forward
 
 VALUES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -160,6 +160,22 @@ def test_weight_gradient_from_gy_windows_matches_naive_loops(cfg, seed, per_imag
     gy = np.random.default_rng(seed + 1).normal(size=y.shape)
     got = conv._backward_weight_gy_windows(np, gy, x, cfg["k"], p, d, groups, per_image)
     np.testing.assert_allclose(got, naive_backward_weight(gy, x, cfg["k"], s, p, groups, d), atol=1e-12)
+
+
+def test_weight_gradient_of_a_transposed_conv_with_output_padding_reads_only_its_windows():
+    """conv_transpose2d's weight gradient is conv2d_backward_weight(x, g) with g larger than the
+    correlation needs (output padding): the gy-window kernels took their windows over all of g
+    and read past the end of gy (a case hypothesis found: 1 -> 2 channels, dilation 2, output
+    padding 1)."""
+    rng = np.random.default_rng(0)
+    gy, x = rng.normal(size=(2, 1, 3, 1)), rng.normal(size=(2, 2, 3, 4))  # x: 2 columns past the windows
+    for per_image in (True, False):
+        got = conv._backward_weight_gy_windows(np, gy, x, (1, 2), (0, 0), (1, 2), 1, per_image)
+        np.testing.assert_allclose(got, naive_backward_weight(gy, x[..., :3], (1, 2), (1, 1), (0, 0), 1, (1, 2)),
+                                   atol=1e-12)
+    cfg = dict(n=2, cin=1, cout=2, k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 2), op=(0, 1), hw=(1, 1), groups=1)
+    xt, wt = conv_arrays(cfg, 0, transpose=True)
+    fd_check(lambda x, w: ops.conv_transpose2d(x, w, output_padding=(0, 1), dilation=(1, 2)), [xt, wt])
 
 
 @pytest.mark.parametrize("kw", [

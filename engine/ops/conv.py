@@ -225,12 +225,15 @@ def _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups, pe
     (NCHW), summed over the batch -- for a gy of a channel or two, where even the channel-major
     copy of x costs more (32 -> 1 at 28x28: 1.3 ms, Winograd 2.8, channel-major 4.1); else x
     goes channel-major and one matmul does all images."""
-    n, c, hp, wp = (x.shape[0], x.shape[1], x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
-    o = gy.shape[1]
+    n, c = x.shape[:2]
+    o, ho, wo = gy.shape[1:]
     kh, kw = kernel
     cg, og = c // groups, o // groups
     eh, ew = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
-    xpad = _pad(xp, x, padding)
+    # the padded input's pixels some window reads: x may extend past them (the weight gradient
+    # of a transposed convolution with output padding), and those rows and columns are not read
+    hp, wp = ho + eh, wo + ew
+    xpad = _pad(xp, x, padding)[:, :, :hp, :wp]
     if per_image:
         win = windows(xp, pad_hw(xp, gy, eh, eh, ew, ew), kernel, (1, 1), dilation, (hp, wp))
         cols = xp.ascontiguousarray(win.reshape(n, groups, og * kh * kw, hp * wp).transpose(0, 1, 3, 2))
