@@ -160,3 +160,38 @@ def test_gradients_through_the_space_to_depth_kernels(cfg, seed):
     with pytest.MonkeyPatch.context() as mp:
         _s2d_spy(mp)
         fd_check(lambda x, w: ops.conv2d(x, w, stride=cfg["s"], padding=cfg["p"], groups=cfg["groups"]), [x, w])
+
+
+# --- the same code on another array module ---------------------------------------------------
+def _other_xp():
+    """NumPy behind a module object that is not `numpy` itself: the kernels take the branches
+    they take on CuPy (no NumPy-only fast paths, one Winograd chunk) with NumPy's arrays."""
+    import types
+
+    other = types.ModuleType("numpy")  # its name finds numpy.lib.stride_tricks, as cupy.lib's on CuPy
+    other.__getattr__ = lambda name: getattr(np, name)
+    return other
+
+
+@pytest.mark.parametrize("kernel,stride,cin,cout", [
+    ((4, 4), (2, 2), 32, 16),  # sub-pixel, space to depth
+    ((3, 3), (1, 1), 32, 1),  # col2im into one channel, gy windows per image
+    ((5, 5), (1, 1), 32, 3),  # col2im, gy windows channel-major (no Winograd at 5x5)
+    ((3, 3), (1, 1), 16, 16),  # Winograd
+    ((3, 3), (2, 2), 4, 8),  # im2col, col2im
+])
+def test_kernels_run_on_a_non_numpy_module(monkeypatch, kernel, stride, cin, cout):
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_WORK", 1)
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(3, cin, 9, 8)), rng.normal(size=(cout, cin) + kernel)
+    other = _other_xp()
+    y = conv._conv2d_forward(np, x, w, stride, (1, 1), (1, 1), 1)
+    gy = rng.normal(size=y.shape)
+    for xp in (np, other):
+        np.testing.assert_allclose(conv._conv2d_forward(xp, x, w, stride, (1, 1), (1, 1), 1), y, rtol=1e-12,
+                                   atol=1e-12)
+        np.testing.assert_allclose(conv._conv2d_backward_weight_forward(xp, gy, x, kernel, stride, (1, 1), (1, 1), 1),
+                                   naive_backward_weight(gy, x, kernel, stride, (1, 1), 1), atol=1e-11)
+        op = conv._output_padding(x, gy, kernel, stride, (1, 1), (1, 1))  # back to x's size
+        np.testing.assert_allclose(conv._conv_transpose2d_forward(xp, gy, w, stride, (1, 1), op, (1, 1), 1),
+                                   naive_conv_transpose2d(gy, w, stride, (1, 1), op), atol=1e-11)
