@@ -222,3 +222,28 @@ def test_sum_short_axes_takes_the_upsampling_gradient_and_declines_the_rest():
     assert fp.sum_short_axes(np, g6[:1, :1], (3, 5)) is None  # too small to gain
     assert fp.sum_short_axes(np, g6.astype(np.int32), (3, 5)) is None  # integers: NumPy's own sum
     assert fp.sum_short_axes(np, g6[:, :, :, :1], (3,)) is None  # nothing to add
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=2, max_size=5).map(tuple), dtypes, st.integers(1, 3), st.integers(1, 3),
+       st.booleans(), st.integers(0, 2**16))
+def test_sum_to_over_leading_and_trailing_axes_equals_numpy(shape, dtype, lead, k, view, seed):
+    """sum_to with kept trailing axes (a conv bias's gradient) sums them as a gemv: NumPy's
+    values, also for a non-contiguous g (the plain reduction) and into an out= view."""
+    lead, k = min(lead, len(shape) - 1), min(k, len(shape) - 1)
+    keep = tuple(range(len(shape) - k, len(shape)))
+    if lead + k > len(shape):
+        keep = keep[lead + k - len(shape):]
+    x = _array(shape, dtype, seed)
+    if view:
+        x = np.repeat(x, 2, axis=-1)[..., ::2]  # strided, same values
+    want = x.sum(axis=tuple(range(lead)) + keep, keepdims=True).reshape(
+        tuple(1 if i in keep else d for i, d in enumerate(shape))[lead:])
+    got = _sum_to_forward(np, x, lead, keep)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, **_close(dtype))
+    buf = np.full(want.size + 2, 7.0, dtype)
+    out = buf[1:-1].reshape(want.shape)
+    assert _sum_to_forward(np, x, lead, keep, out=out) is out
+    np.testing.assert_allclose(out, want, **_close(dtype))
+    assert buf[0] == buf[-1] == 7.0

@@ -248,7 +248,11 @@ reshape_like = defop("reshape_like", lambda xp, x, ref: x.reshape(ref.shape), _r
 
 
 def _sum_to_forward(xp, g, lead, keep, out=None):
-    if keep:
+    if keep and keep == tuple(range(g.ndim - len(keep), g.ndim)) and lead:
+        # trailing axes (a conv bias's gradient: (N, C, H, W) -> (C, 1, 1)): one gemv each way
+        # on NumPy instead of a reduction over two strided axes (64x32x8x8: 46 -> 8 us)
+        g = sum_trailing(xp, g, len(keep), keepdims=True)
+    elif keep:
         g = g.sum(axis=keep, keepdims=True, out=None if lead else out)
     if lead:
         g = sum_leading(xp, g, lead, out=out)
