@@ -220,10 +220,52 @@ def eval_mode():
     return rule
 
 
+_BINARY = ("add", "sub", "mul", "div")
+INNER_BROADCAST_MAX = 1 << 22  # elements of the materialized operand
+
+
+def inner_broadcasts():
+    """An elementwise operand broadcast along inner axes (a conv bias or a norm's scale,
+    (C, 1, 1) against (N, C, H, W)) is first materialized over those axes (C, H, W) by an
+    `unreduce_to`, so the op broadcasts it only along the leading batch axis: NumPy's inner
+    loop then runs over C*H*W contiguous elements instead of H*W at a time (float32, one
+    thread, (64, 32, H, W) * (1, 32, 1, 1): 363 -> 186 us at 28x28, 8.5 -> 4.9 us at 4x4).
+    The values are the same: every product or sum is the same operation on the same numbers."""
+
+    def rule(n: Node):
+        if n.op not in _BINARY or len(n.inputs) != 2:
+            return None
+        for k, b in enumerate(n.inputs):
+            off = len(n.shape) - len(b.shape)
+            if off < 0 or b.shape == n.shape[off:]:
+                continue
+            first = next((a for a, d in enumerate(b.shape) if d != 1), None)
+            if first is None:  # a scalar in disguise: NumPy's scalar loop is fast
+                continue
+            tail = n.shape[off + first:]
+            axes = tuple(a for a in range(first, len(b.shape)) if b.shape[a] == 1 and tail[a - first] != 1)
+            if not axes or None in tail or b.shape[first] != tail[0] or np.prod(tail) > INNER_BROADCAST_MAX:
+                continue
+            sizes = tuple(n.shape[off + a] for a in axes)
+            if b.op == "constant":  # materialized once, at compile time
+                shape = tuple(d if a not in axes else sizes[axes.index(a)] for a, d in enumerate(b.shape))
+                full = n.graph.shared_constant(np.broadcast_to(_const(b), shape).copy(), dtype=b.dtype)
+            else:
+                full = derive(b, "unreduce_to", (b,), {"axis": axes, "sizes": sizes, "keepdims": True,
+                                                       "mean": False})
+            ins = list(n.inputs)
+            ins[k] = full
+            return clone(n, ins)
+        return None
+
+    return rule
+
+
 EVAL_PASSES = (("eval_mode", eval_mode),)  # run first when a program is compiled with training=False
 
 DEFAULT_PASSES = (("simplify", simplify), ("constant_folding", constant_folding), ("cse", cse),
-                  ("simplify_again", simplify), ("cse_again", cse))
+                  ("simplify_again", simplify), ("cse_again", cse), ("inner_broadcasts", inner_broadcasts),
+                  ("cse_last", cse))
 
 
 def run_passes(outputs, passes=DEFAULT_PASSES):

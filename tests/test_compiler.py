@@ -451,3 +451,29 @@ def test_unknown_batch_gradients_match_finite_differences():
         for param, analytic in zip((b, e), out[3:]):
             numeric = central_differences(lambda: prog.run(**feed)[0], g.values[param.id])
             np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("bias_shape", [(3, 1, 1), (1, 3, 1, 1), (1, 3, 1, 5)])
+def test_inner_broadcasts_are_materialized_with_the_same_values(bias_shape):
+    """A conv bias or norm scale broadcast along inner axes ((3, 1, 1) against (N, 3, 4, 5)) is
+    materialized over them first (NumPy then broadcasts it along the batch only): the same
+    numbers to the bit, first and second order; a batch-shaped operand is left alone."""
+    from gengraph.engine.passes import EVAL_PASSES
+
+    g = Graph(dtype="float64", seed=0)
+    rng = np.random.default_rng(3)
+    x = g.input("x", (None, 3, 4, 5))
+    b = g.param("b", rng.normal(size=bias_shape))
+    s = g.param("s", rng.normal(size=bias_shape))
+    t = g.input("t", (None, 3, 1, 1))  # per example: not materialized (the batch axis is dynamic)
+    y = ops.tanh((x + b) * s / (s * s + 1.0) - t)
+    loss = ops.sum(y * y) + ops.sum((x * g.constant(np.arange(3.0).reshape(3, 1, 1))) ** 2)
+    gb, gs = grad(loss, [b, s])
+    (ggb,) = grad(ops.sum(gb * gs), [b])
+    fast, plain = compile(g, [loss, gb, gs, ggb]), compile(g, [loss, gb, gs, ggb], passes=EVAL_PASSES)
+    spread = [n for n in fast.nodes if n.op == "unreduce_to" and n.inputs[0].op == "param"]
+    assert {n.inputs[0].name for n in spread} == {"b", "s"} and all(n.shape[-2:] == (4, 5) for n in spread)
+    assert not [n for n in fast.nodes if n.op == "unreduce_to" and n.inputs[0].name == "t"]
+    feed = dict(x=rng.normal(size=(6, 3, 4, 5)), t=rng.normal(size=(6, 3, 1, 1)))
+    for u, v in zip(fast.run(**feed), plain.run(**feed)):
+        np.testing.assert_array_equal(u, v)
