@@ -477,3 +477,11 @@ def test_inner_broadcasts_are_materialized_with_the_same_values(bias_shape):
     feed = dict(x=rng.normal(size=(6, 3, 4, 5)), t=rng.normal(size=(6, 3, 1, 1)))
     for u, v in zip(fast.run(**feed), plain.run(**feed)):
         np.testing.assert_array_equal(u, v)
+
+
+def test_inner_broadcasts_materialize_each_operand_once():
+    g = Graph(dtype="float64")
+    x = g.input("x", (None, 2, 3, 3))
+    b = g.param("b", np.ones((2, 1, 1)))
+    prog = compile(g, [ops.sum((x + b) * (x - b) / b)])
+    assert sum(n.op == "unreduce_to" and n.inputs[0].name == "b" for n in prog.nodes) == 1
