@@ -152,14 +152,15 @@ def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilatio
     wino = output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups,
                                                      np.result_type(x.dtype, w.dtype),
                                                      n * ci * cog * (h + 2 * pad[0] - 2) * (wd + 2 * pad[1] - 2), ci)
-    if stride == (1, 1) and output_padding == (0, 0) and min(pad) >= 0 and not _col2im_wins(ci, cog * groups, wino):
-        if wino:
-            return conv_transpose2d_3x3(xp, x, w, padding)
-        # (e.g. conv2d's input gradient at stride 1): a conv2d with the flipped kernel, channels
+    as_conv = stride == (1, 1) and output_padding == (0, 0) and min(pad) >= 0
+    if as_conv and _col2im_wins(ci, cog * groups, wino):  # into a few channels: col2im's adds are few
+        return _col2im_transpose(xp, x, w, stride, padding, output_padding, dilation, groups)
+    if wino:
+        return conv_transpose2d_3x3(xp, x, w, padding)
+    if as_conv:
+        # stride 1 (conv2d's input gradient, ...): a conv2d with the flipped kernel, channels
         # swapped per group, and padding d*(k-1)-p -- im2col + one matmul, no col2im adds
         return _conv2d_forward(xp, x, _flip_swap(xp, w, groups), (1, 1), pad, dilation, groups)
-    if wino and min(pad) < 0:
-        return conv_transpose2d_3x3(xp, x, w, padding)
     if CONV_ALGO != "im2col" and stride_divides_kernel((kh, kw), stride, dilation):
         return conv_transpose2d_subpixel(xp, x, w, stride, padding, output_padding, groups)
     return _col2im_transpose(xp, x, w, stride, padding, output_padding, dilation, groups)
