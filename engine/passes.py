@@ -274,8 +274,10 @@ DEFAULT_PASSES = (("simplify", simplify), ("constant_folding", constant_folding)
 def run_passes(outputs, passes=DEFAULT_PASSES):
     """Apply passes in order; returns (new outputs, [(pass name, nodes before, nodes after)])."""
     stats = []
+    count = len(topo_order(outputs))
     for name, make_rule in passes:
-        before = len(topo_order(outputs))
         outputs = rewrite(outputs, make_rule())
-        stats.append((name, before, len(topo_order(outputs))))
+        after = len(topo_order(outputs))  # the next pass's "before": one sort per pass for the stats, not two
+        stats.append((name, count, after))
+        count = after
     return outputs, stats
