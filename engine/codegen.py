@@ -79,7 +79,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
             env[k] = _counted(kernel, program) if count else kernel
             args = ", ".join(names[i.id] for i in n.inputs)
             if literal_attrs is not None:  # the forward itself, attrs spelled out in the call
-                args = ", ".join(["_xp", args] + literal_attrs) if args else ", ".join(["_xp"] + literal_attrs)
+                args = ", ".join(a for a in ["_xp", args, *literal_attrs] if a)
             # write into a dead input's buffer when the op can (liveness-based buffer reuse)
             donor = next((i for i in n.inputs if i.id in reusable and last_use[i.id] == step and
                           i.shape == n.shape and i.dtype == n.dtype), None) if _writes_out(n) else None
@@ -135,6 +135,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     # scheduled nodes that call no kernel: packs of laid-out leaves and views of leaves (bound at
     # compile time), update views elided into a flat update, packs of gradients placed in a buffer
     program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers)
+
 
 def _kernel_call(op, xp, attrs, ctx):
     """(callable, literal attrs): a ufunc or the op's forward called as forward(_xp, *arrays,

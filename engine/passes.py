@@ -7,6 +7,8 @@ inputs (the clone keeps op, attrs, shape, name and scope, so graphs stay readabl
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .backend import to_numpy
@@ -244,15 +246,15 @@ def inner_broadcasts():
             first = next((a for a, d in enumerate(b.shape) if d != 1), None)
             if first is None:  # a scalar in disguise: NumPy's scalar loop is fast
                 continue
-            tail = n.shape[off + first:]
+            tail = n.shape[off + first:]  # b's shape from its first real axis on, once materialized
             axes = tuple(a for a in range(first, len(b.shape)) if b.shape[a] == 1 and tail[a - first] != 1)
-            if not axes or None in tail or b.shape[first] != tail[0] or np.prod(tail) > INNER_BROADCAST_MAX:
+            if not axes or None in tail or math.prod(tail) > INNER_BROADCAST_MAX:
                 continue
-            sizes = tuple(n.shape[off + a] for a in axes)
+            sizes = tuple(tail[a - first] for a in axes)
             full = made.get((b.id, axes, sizes))
             if full is None and b.op == "constant":  # materialized once, at compile time
-                shape = tuple(d if a not in axes else sizes[axes.index(a)] for a, d in enumerate(b.shape))
-                full = n.graph.shared_constant(np.broadcast_to(_const(b), shape).copy(), dtype=b.dtype)
+                value = np.broadcast_to(_const(b), b.shape[:first] + tail).copy()
+                full = n.graph.shared_constant(value, dtype=b.dtype)
             elif full is None:
                 full = derive(b, "unreduce_to", (b,), {"axis": axes, "sizes": sizes, "keepdims": True,
                                                        "mean": False})

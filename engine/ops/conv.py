@@ -98,6 +98,12 @@ def _pad(xp, x, padding):
     return pad_hw(xp, x, padding[0], padding[0], padding[1], padding[1])
 
 
+def _flipped_padding(kernel, padding, dilation):
+    """The padding d*(k-1)-p under which a stride-1 convolution and its transposed form (the
+    kernel flipped, the channels swapped) compute the same correlation, per axis."""
+    return tuple(dilation[a] * (kernel[a] - 1) - padding[a] for a in range(2))
+
+
 def conv_out_size(size, k, s, p, d):
     """Output length of a convolution along one axis (None stays None)."""
     if size is None:
@@ -133,7 +139,7 @@ def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
     ho = conv_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
     wino = use_winograd((kh, kw), stride, dilation, groups, np.result_type(x.dtype, w.dtype), n * c * o * ho * wo, c)
-    pad_t = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])  # the transposed form's
+    pad_t = _flipped_padding((kh, kw), padding, dilation)  # the transposed form's
     if stride == (1, 1) and min(pad_t) >= 0 and _col2im_wins(c, o, wino):
         return _col2im_transpose(xp, x, _flip_swap(xp, w, groups), stride, pad_t, (0, 0), dilation, groups)
     if wino:
@@ -148,7 +154,7 @@ def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
 def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilation, groups):
     n, ci, h, wd = x.shape
     _, cog, kh, kw = w.shape
-    pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    pad = _flipped_padding((kh, kw), padding, dilation)
     wino = output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups,
                                                      np.result_type(x.dtype, w.dtype),
                                                      n * ci * cog * (h + 2 * pad[0] - 2) * (wd + 2 * pad[1] - 2), ci)
@@ -235,15 +241,16 @@ def _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups, pe
     # of a transposed convolution with output padding), and those rows and columns are not read
     hp, wp = ho + eh, wo + ew
     xpad = _pad(xp, x, padding)[:, :, :hp, :wp]
+    gyp = pad_hw(xp, gy, eh, eh, ew, ew)
     if per_image:
-        win = windows(xp, pad_hw(xp, gy, eh, eh, ew, ew), kernel, (1, 1), dilation, (hp, wp))
+        win = windows(xp, gyp, kernel, (1, 1), dilation, (hp, wp))
         cols = xp.ascontiguousarray(win.reshape(n, groups, og * kh * kw, hp * wp).transpose(0, 1, 3, 2))
         dw = sum_leading(xp, xp.matmul(xpad.reshape(n, groups, cg, hp * wp), cols), 1)  # (G, C/G, O/G * k * k)
         dw = dw.reshape(groups, cg, og, kh, kw).transpose(0, 2, 1, 3, 4)
     else:
-        cols = im2col(xp, pad_hw(xp, gy, eh, eh, ew, ew), kernel, (1, 1), dilation, (hp, wp), groups)
+        cols = im2col(xp, gyp, kernel, (1, 1), dilation, (hp, wp), groups)  # (G, O/G * k * k, N * Hp * Wp)
         xm = xpad.reshape(n, groups, cg, hp * wp).transpose(1, 2, 0, 3).reshape(groups, cg, n * hp * wp)
-        dw = xp.matmul(cols.reshape(groups, og * kh * kw, n * hp * wp), xm.transpose(0, 2, 1))  # (G, O/G * k * k, C/G)
+        dw = xp.matmul(cols, xm.transpose(0, 2, 1))  # (G, O/G * k * k, C/G)
         dw = dw.reshape(groups, og, kh, kw, cg).transpose(0, 1, 4, 2, 3)
     return xp.ascontiguousarray(dw[..., ::-1, ::-1]).reshape(o, cg, kh, kw)  # taps were read flipped
 

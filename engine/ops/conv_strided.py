@@ -29,9 +29,7 @@ by zero (weight gradient). Float32, one thread, batch 64, 32 -> 32 channels, 4x4
 
 from __future__ import annotations
 
-import importlib
-
-from .im2col import im2col, pad_hw
+from .im2col import as_strided, im2col, pad_hw
 
 
 def stride_divides_kernel(kernel, stride, dilation):
@@ -75,7 +73,8 @@ def conv_transpose2d_subpixel(xp, x, w, stride, padding, output_padding, groups)
 # --- space to depth ----------------------------------------------------------------------
 def _phases(xp, x, kernel, stride, padding, out_hw, groups):
     """x's padded phases in channel-major order, (G, C/G * s * s, N * H_q * W_q), with the
-    phase grid H_q = H_out + k/s - 1 (exactly the rows the windows read), and H_q, W_q."""
+    phase grid H_q = H_out + k/s - 1 (exactly the rows the windows read); H_q, W_q; and the
+    span of grid positions every tap's shifted column range can read."""
     n, c, h, wd = x.shape
     (sh, sw), (ph, pw) = stride, padding
     qh, qw = out_hw[0] + kernel[0] // sh - 1, out_hw[1] + kernel[1] // sw - 1
@@ -83,7 +82,8 @@ def _phases(xp, x, kernel, stride, padding, out_hw, groups):
     x = x[:, :, :h + min(bottom, 0), :wd + min(right, 0)]  # rows past the last window: never read
     xpad = pad_hw(xp, x, ph, max(bottom, 0), pw, max(right, 0))
     z = xpad.reshape(n, groups, c // groups, qh, sh, qw, sw).transpose(1, 2, 4, 6, 0, 3, 5)
-    return xp.ascontiguousarray(z).reshape(groups, c // groups * sh * sw, n * qh * qw), qh, qw
+    span = n * qh * qw - ((kernel[0] // sh - 1) * qw + kernel[1] // sw - 1)
+    return xp.ascontiguousarray(z).reshape(groups, c // groups * sh * sw, n * qh * qw), qh, qw, span
 
 
 def _taps(kernel, stride, qw):
@@ -97,8 +97,7 @@ def conv2d_space_to_depth(xp, x, w, stride, padding, groups, out_hw):
     n = x.shape[0]
     o, cg, kh, kw = w.shape
     (sh, sw), (mh, mw) = stride, (kh // stride[0], kw // stride[1])
-    z, qh, qw = _phases(xp, x, (kh, kw), stride, padding, out_hw, groups)
-    span = n * qh * qw - ((mh - 1) * qw + mw - 1)  # grid positions every tap can read
+    z, qh, qw, span = _phases(xp, x, (kh, kw), stride, padding, out_hw, groups)
     # per tap (t, u): (G, O/G, C/G * s * s) in the phases' channel order (c, a, b)
     wt = w.reshape(groups, o // groups, cg, mh, sh, mw, sw).transpose(3, 5, 0, 1, 2, 4, 6)
     wt = xp.ascontiguousarray(wt).reshape(mh, mw, groups, o // groups, cg * sh * sw)
@@ -110,10 +109,9 @@ def conv2d_space_to_depth(xp, x, w, stride, padding, groups, out_hw):
             tmp = xp.matmul(wt[t, u], z[:, :, off:off + span], out=tmp)
             acc += tmp
     # output (n, h, w) sits at grid position n*H_q*W_q + h*W_q + w of each row of acc
-    st = importlib.import_module(xp.__name__ + ".lib.stride_tricks")
     item = acc.itemsize
-    grid = st.as_strided(acc, shape=(groups, o // groups, n) + tuple(out_hw),
-                         strides=(acc.strides[0], acc.strides[1], qh * qw * item, qw * item, item))
+    grid = as_strided(xp, acc, (groups, o // groups, n) + tuple(out_hw),
+                      (acc.strides[0], acc.strides[1], qh * qw * item, qw * item, item))
     return xp.ascontiguousarray(grid.transpose(2, 0, 1, 3, 4)).reshape((n, o) + tuple(out_hw))
 
 
@@ -122,8 +120,7 @@ def conv2d_backward_weight_space_to_depth(xp, gy, x, kernel, stride, padding, gr
     o, ho, wo = gy.shape[1:]
     cg, og = c // groups, o // groups
     (sh, sw), (mh, mw) = stride, (kernel[0] // stride[0], kernel[1] // stride[1])
-    z, qh, qw = _phases(xp, x, kernel, stride, padding, (ho, wo), groups)
-    span = n * qh * qw - ((mh - 1) * qw + mw - 1)
+    z, qh, qw, span = _phases(xp, x, kernel, stride, padding, (ho, wo), groups)
     g = xp.zeros((groups, og, n, qh, qw), dtype=gy.dtype)  # gy on the phase grid, zero off it
     g[:, :, :, :ho, :wo] = gy.reshape(n, groups, og, ho, wo).transpose(1, 2, 0, 3, 4)
     g = g.reshape(groups, og, n * qh * qw)[:, :, :span]

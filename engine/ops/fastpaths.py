@@ -1,4 +1,5 @@
-"""NumPy fast paths the ops share: cached constant arrays that put slow NumPy calls on fast loops.
+"""NumPy fast paths the ops share: cached constant arrays and slice adds that put slow NumPy
+calls on fast loops.
 
 Measured with one BLAS thread on float32 (bench/microbench.py, "fast paths"):
 - ``np.maximum(x, 0)`` broadcasts the scalar through a slow loop, about 4x an add; against a
@@ -10,6 +11,8 @@ Measured with one BLAS thread on float32 (bench/microbench.py, "fast paths"):
   ``x.sum(axis=1)`` of short rows is slow (128x10: 2.6 us, 1024x10: 15 us), ``x . ones``
   is not (0.8, 2.3 us). The rounding differs from NumPy's pairwise sum only in the order
   of additions (gemv accumulates in SIMD lanes).
+- Sums over short interior axes (an upsampling's 2x2 blocks) reduce one short inner loop at
+  a time; adds of whole slices do not (`sum_short_axes`).
 CuPy keeps the plain calls (its elementwise kernels and reductions have no such gap).
 """
 

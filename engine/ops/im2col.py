@@ -10,14 +10,18 @@ from __future__ import annotations
 import importlib
 
 
+def as_strided(xp, x, shape, strides):
+    """The backend's as_strided (numpy.lib.stride_tricks or cupy.lib.stride_tricks): a view, no copy."""
+    return importlib.import_module(xp.__name__ + ".lib.stride_tricks").as_strided(x, shape=shape, strides=strides)
+
+
 def windows(xp, x, kernel, stride, dilation, out_hw):
     """Strided view (N, C, kH, kW, H_out, W_out) of x (N, C, H, W): element (n, c, i, j, h, w)
     is x[n, c, h*sH + i*dH, w*sW + j*dW]. No copy."""
     n, c = x.shape[:2]
     sn, sc, sh, sw = x.strides
-    st = importlib.import_module(xp.__name__ + ".lib.stride_tricks")
-    return st.as_strided(x, shape=(n, c, kernel[0], kernel[1], out_hw[0], out_hw[1]),
-                         strides=(sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1]))
+    return as_strided(xp, x, (n, c, kernel[0], kernel[1], out_hw[0], out_hw[1]),
+                      (sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1]))
 
 
 def window_slice(i, j, stride, dilation, out_hw):
