@@ -19,6 +19,7 @@ from gengraph.engine import ops
 from gengraph.engine.ops import conv, conv_strided
 from gradcheck_util import fd_check, forward
 from test_ops_conv import naive_backward_weight, naive_conv2d, naive_conv_transpose2d
+from test_ops_winograd import spy_on_kernels
 
 CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FD = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -51,15 +52,7 @@ def _arrays(cfg, seed):
 
 
 def _spy(monkeypatch):
-    calls = []
-    real = conv.conv_transpose2d_subpixel
-
-    def spy(*args):
-        calls.append(args[2:])
-        return real(*args)
-
-    monkeypatch.setattr(conv, "conv_transpose2d_subpixel", spy)
-    return calls
+    return spy_on_kernels(monkeypatch, ("conv_transpose2d_subpixel",))
 
 
 @CASES
@@ -123,11 +116,7 @@ def s2d_cases(draw):
 def _s2d_spy(monkeypatch):
     """Record the space-to-depth kernels' calls, with the channel threshold at 1 (any sizes)."""
     monkeypatch.setattr(conv, "SPACE_TO_DEPTH_MIN_CHANNELS", 1)
-    calls = []
-    for name in ("conv2d_space_to_depth", "conv2d_backward_weight_space_to_depth"):
-        real = getattr(conv, name)
-        monkeypatch.setattr(conv, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
-    return calls
+    return spy_on_kernels(monkeypatch, ("conv2d_space_to_depth", "conv2d_backward_weight_space_to_depth"))
 
 
 def _s2d_arrays(cfg, seed):

@@ -151,13 +151,18 @@ def test_dispatch_rule(monkeypatch):
     assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, small, 1)
 
 
-def _spy(monkeypatch):
-    """Record which Winograd kernels conv.py calls."""
-    calls = []
-    for name in ("conv2d_3x3", "conv_transpose2d_3x3", "conv2d_backward_weight_3x3"):
+def spy_on_kernels(monkeypatch, names, calls=None):
+    """Record, by name, every call conv.py makes to these kernel functions (they still run)."""
+    calls = [] if calls is None else calls
+    for name in names:
         real = getattr(conv, name)
         monkeypatch.setattr(conv, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     return calls
+
+
+def _spy(monkeypatch):
+    """Record which Winograd kernels conv.py calls."""
+    return spy_on_kernels(monkeypatch, ("conv2d_3x3", "conv_transpose2d_3x3", "conv2d_backward_weight_3x3"))
 
 
 def _step(shape_x, shape_w, dtype="float32", **kw):
@@ -200,10 +205,7 @@ def test_the_ops_run_the_expected_kernels(monkeypatch, algo, shape_x, kw, expect
 ])
 def test_thin_convolutions_leave_winograd_for_the_thin_side(monkeypatch, cin, cout, want):
     monkeypatch.setattr(conv, "CONV_ALGO", "auto")
-    calls = _spy(monkeypatch)
-    for name in ("_col2im_transpose", "_backward_weight_gy_windows"):
-        real = getattr(conv, name)
-        monkeypatch.setattr(conv, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    calls = spy_on_kernels(monkeypatch, ("_col2im_transpose", "_backward_weight_gy_windows"), _spy(monkeypatch))
     outs = _step((64, cin, 24, 24), (cout, cin, 3, 3), padding=1)  # work >= 1.2e6: over WINOGRAD_MIN_WORK
     assert sorted(calls) == sorted(want)
     monkeypatch.setattr(conv, "CONV_ALGO", "im2col")
