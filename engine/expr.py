@@ -2,7 +2,8 @@
 
 Allowed: names, numbers, ``+ - * / ** @``, unary minus/plus, parentheses, calls of
 registered ops with their static keyword arguments (``axis=``, ``keepdims=``,
-``stride=``, ``eps=``, ...: numbers, tuples of numbers, True/False/None), and ``grad(expr, name)`` (the
+``stride=``, ``eps=``, ...: numbers, tuples of numbers, True/False/None; a pool's, a norm's
+and dropout's also positionally, as in PyTorch: ``avg_pool2d(x, 2, 2)``), and ``grad(expr, name)`` (the
 gradient of sum(expr) with respect to the variable `name`). Everything else --
 attributes, subscripts, lambdas, comprehensions, strings, dunder names -- is an
 ExprError that names the expression and the column.
@@ -40,9 +41,17 @@ def keywords(fname: str) -> tuple:
                                                                                     p.KEYWORD_ONLY))
 
 
+def _positional(fname: str) -> tuple:
+    """The static arguments of `fname` that may also be given positionally, in this order after
+    its graph inputs: those its `static_args` names (PyTorch's positional order: avg_pool2d(x, 2, 2),
+    group_norm(x, 4, 1e-5), dropout(x, 0.1)). Other optional ones (axis=, keepdims=, a conv's
+    stride=: torch's third positional argument of conv2d is the bias) go by keyword only."""
+    return tuple(getattr(FUNCTIONS[fname], "static_args", ()))
+
+
 def _static_positions(fname: str) -> dict:
-    """{position: name} of the required static arguments (a pool's kernel, group_norm's groups),
-    which may be given positionally; optional ones (axis=, eps=, stride=) go by keyword."""
+    """{position: name} of the static arguments given positionally: the required ones (a pool's
+    kernel, group_norm's groups) and those `_positional` allows."""
     _, _, names = _arity(fname)
     static = set(keywords(fname))
     return {i: name for i, name in enumerate(names) if name in static}
@@ -160,7 +169,9 @@ class _Checker(ast.NodeVisitor):
         lo, hi = lo - by_keyword, hi - by_keyword
         if not lo <= len(node.args) <= hi:
             want = f"{lo}" if lo == hi else f"{lo} to {hi}"
-            hint = "; give axis= and keepdims= by keyword" if len(node.args) > hi and _takes_axis(fname) else ""
+            by_name = [k for k in keywords(fname) if k not in names]
+            hint = (f"; give {', '.join(k + '=' for k in by_name)} by keyword" if len(node.args) > hi and by_name
+                    else "")
             self.fail(node, f"{fname}({', '.join(names)}) takes {want} argument{'s' if hi != 1 else ''}, "
                             f"found {len(node.args)}{hint}")
         for kw in node.keywords:
@@ -171,8 +182,12 @@ class _Checker(ast.NodeVisitor):
                           (_suggest(kw.arg, list(allowed)) if kw.arg else ""))
             if not _is_static(kw.value):
                 self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True, False or None")
-        for a in node.args:
-            self.visit(a)
+        static = _static_positions(fname)
+        for i, a in enumerate(node.args):
+            if i not in static:
+                self.visit(a)
+            elif not _is_static(a):
+                self.fail(a, f"{static[i]} (argument {i + 1} of {fname}) needs a number or a tuple of numbers")
 
 
 def _arity(fname: str) -> tuple[int, float, list[str]]:
@@ -188,18 +203,12 @@ def _arity(fname: str) -> tuple[int, float, list[str]]:
         return 0, math.inf, []
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return 0, math.inf, []
-    optional_static = set(KEYWORDS) | {"axes"} | (set(keywords(fname)) if fname in FUNCTIONS else set())
+    optional_static = set(KEYWORDS) | {"axes"} | (set(keywords(fname)) - set(_positional(fname))
+                                                    if fname in FUNCTIONS else set())
     pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
            and not (p.name in optional_static and p.default is not p.empty) and p.name != "axes"]
     required = [p for p in pos if p.default is p.empty]
     return len(required), len(pos), [p.name for p in pos]
-
-
-def _takes_axis(fname: str) -> bool:
-    try:
-        return "axis" in inspect.signature(FUNCTIONS[fname]).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _is_static(node):

@@ -427,6 +427,12 @@ def test_expression_conv_example_matches_naive_and_finite_differences():
     ("sum(dropout(x, p=0.5) * x)", lambda x: (x * x).sum()),  # value_and_grad evaluates: no dropout
     ("sum(conv_transpose2d(x, w, stride=2, output_padding=1, padding=1) ** 2)",
      lambda x: (naive_conv_transpose2d(x, np.ones((2, 3, 3, 3)), (2, 2), (1, 1), (1, 1)) ** 2).sum()),
+    # PyTorch's positional order for the pools, the norms and dropout (not conv2d: torch's 3rd is the bias)
+    ("sum(avg_pool2d(x, 2, 1) ** 2)", lambda x: (naive_pool(x, (2, 2), (1, 1), np.mean) ** 2).sum()),
+    ("sum(max_pool2d(x, (3, 2), (1, 2)))", lambda x: naive_pool(x, (3, 2), (1, 2), np.max).sum()),
+    ("sum(group_norm(x, 2, 0.5) * x)", lambda x: (naive_group_norm(x, 2, 0.5) * x).sum()),
+    ("sum(layer_norm(x, 1e-3) ** 3)", lambda x: (naive_group_norm(x, 1, 1e-3) ** 3).sum()),
+    ("sum(dropout(x, 0.5) * x)", lambda x: (x * x).sum()),
     ("sum(conv2d(x, w, groups=2, dilation=2) ** 2)",
      lambda x: (naive_conv2d(x, np.ones((2, 1, 3, 3)), dilation=(2, 2), groups=2) ** 2).sum()),
 ])
@@ -449,6 +455,12 @@ def test_expression_image_functions(expression, reference):
     ("conv2d(x, w, stride=3.5)", 1, "conv2d: stride must be an int or a pair of ints"),
     ("layer_norm(x, eps=-1.0)", 1, "eps must be a number >= 0"),
     ("conv2d(x, w, groups=3)", 1, "does not divide"),
+    ("conv2d(x, w, 2)", 1, "conv2d(x, w) takes 2 arguments, found 3; give stride=, padding=, dilation=, groups= "
+                           "by keyword"),
+    ("avg_pool2d(x, x)", 15, "kernel (argument 2 of avg_pool2d) needs a number or a tuple of numbers"),
+    ("avg_pool2d(x, 2, 2, 1)", 1, "avg_pool2d(x, kernel, stride) takes 2 to 3 arguments, found 4"),
+    ("avg_pool2d(x, 2, kernel=2)", 1, "multiple values for argument 'kernel'"),
+    ("dropout(x, stream=1)", 19, 'keyword "stream" is not allowed in dropout() (it takes p=)'),
 ])
 def test_expression_keyword_errors_name_the_column(expression, col, message):
     from gengraph.engine import expr

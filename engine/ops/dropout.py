@@ -46,3 +46,7 @@ def dropout(x, p=0.5, stream=None):
         return x
     stream = x.graph.new_stream() if stream is None else stream
     return _dropout(x, dropout_mask(x, p=float(p), stream=stream))
+
+
+# static (non-graph) arguments, for the expression language (stream is the graph's business)
+dropout.static_args = ("p",)

@@ -51,3 +51,4 @@ def group_norm(x, groups, eps=1e-5):
 
 # static (non-graph) arguments, for the expression language
 group_norm.static_args = ("groups", "eps")
+layer_norm.static_args = ("eps",)
