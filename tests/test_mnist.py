@@ -37,6 +37,21 @@ def test_fashion_mnist_and_default_folder(tmp_path, monkeypatch):
     assert ds.n_train == 30 and ds.meta["class_names"][9] == "Ankle boot"
 
 
+def test_relative_folder_from_the_spec_folder_then_the_working_directory(tmp_path, monkeypatch):
+    """`gengraph run specs/vae_mnist.toml` from a project with data/mnist in it finds the files
+    (the spec's folder has none); a data/mnist beside the spec wins over the working directory's."""
+    write_mnist(tmp_path / "project" / "data" / "mnist", seed=1)
+    (tmp_path / "project" / "specs").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    from_cwd = make_dataset({"source": "mnist", "shuffle": False}, 0, base_dir=tmp_path / "project" / "specs")
+    arrays = write_mnist(tmp_path / "project" / "specs" / "data" / "mnist", seed=2)
+    beside = make_dataset({"source": "mnist", "shuffle": False}, 0, base_dir=tmp_path / "project" / "specs")
+    np.testing.assert_allclose(beside.x_test[:, 0], arrays["test_images"] / 255.0)
+    assert not np.array_equal(from_cwd.x_test, beside.x_test)
+    with pytest.raises(DataError, match="nowhere"):  # found in neither: the spec-relative path is named
+        make_dataset({"source": "mnist", "dir": "nowhere"}, 0, base_dir=tmp_path / "project" / "specs")
+
+
 def test_missing_files_name_all_four_and_where_to_get_them(tmp_path):
     with pytest.raises(DataError) as err:
         make_dataset({"source": "mnist", "dir": str(tmp_path / "nowhere")}, 0)

@@ -5,8 +5,8 @@ Each returns a ``Dataset``. Without a ``test_path`` (``test_images`` for idx) it
 random; with one, the file is the test set and nothing is split. Any missing or
 malformed file raises ``DataError`` naming the file and saying what was expected and
 what was found. Relative paths are resolved by ``make_dataset`` against its
-``base_dir`` (the spec's folder when the spec loader passes it), else the working
-directory. A name ending in ``.gz`` is read through gzip.
+``base_dir`` (the spec's folder when the spec loader passes it), and where nothing is
+there, the working directory. A name ending in ``.gz`` is read through gzip.
 """
 
 from __future__ import annotations

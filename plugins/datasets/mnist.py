@@ -6,7 +6,7 @@
 
 each plain or gzipped (the same name + ``.gz``), from ``data.dir`` (default ``data/mnist``,
 resp. ``data/fashion_mnist``; like every data path, a relative one is looked up from the
-spec's folder, so give an absolute path with ``--set data.dir=PATH``). The split is the standard one
+spec's folder, then from the working directory; ``--set data.dir=PATH`` takes any folder). The split is the standard one
 (60 000 training, 10 000 test images; ``n_train`` / ``n_test`` keep the first rows for
 quick runs). Images are 1x28x28, pixels scaled from 0..255 to [0, 1]; ``meta["levels"]``
 = 256 records the grey levels (for bits per dimension with a discretized decoder).

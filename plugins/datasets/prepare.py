@@ -127,8 +127,8 @@ def _split(ds: Dataset, fraction: float, shuffle: bool, rng: np.random.Generator
 def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None = None) -> Dataset:
     """Load, split, scale and binarize the data a ``[data]`` table describes.
 
-    ``base_dir`` is where relative file paths are looked up (the spec's folder);
-    default: the working directory. Raises SpecError for a bad key or value (unknown
+    ``base_dir`` is where relative file paths are looked up first (the spec's folder), then
+    the working directory; default: the working directory only. Raises SpecError for a bad key or value (unknown
     source, misspelt key, value out of range) and DataError for anything wrong with the
     data itself (missing or malformed file, a split that leaves nothing to train on).
     """
@@ -145,7 +145,10 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
         if params.get(key):
             p = Path(params[key]).expanduser()
             if base_dir is not None and not p.is_absolute():
-                p = Path(base_dir) / p
+                # the spec's folder first; a path found only from the working directory (data/mnist
+                # where the user runs `gengraph run specs/...`) is taken from there
+                beside_spec = Path(base_dir) / p
+                p = beside_spec if beside_spec.exists() or not p.exists() else p
             params[key] = str(p)
 
     n = params.get("n")
