@@ -2,10 +2,11 @@
 
 Allowed: names, numbers, ``+ - * / ** @``, unary minus/plus, parentheses, calls of
 registered ops with their static keyword arguments (``axis=``, ``keepdims=``,
-``stride=``, ``eps=``, ...: numbers, tuples of numbers, True/False/None; a pool's, a norm's
-and dropout's also positionally, as in PyTorch: ``avg_pool2d(x, 2, 2)``), and ``grad(expr, name)`` (the
-gradient of sum(expr) with respect to the variable `name`). Everything else --
-attributes, subscripts, lambdas, comprehensions, strings, dunder names -- is an
+``stride=``, ``eps=``, ``padding="same"``, ...: numbers, tuples of numbers, True/False/None,
+strings; a pool's, a norm's and dropout's also positionally, as in PyTorch:
+``avg_pool2d(x, 2, 2)``), and ``grad(expr, name)`` (the gradient of sum(expr) with respect to
+the variable `name`). Everything else --
+attributes, subscripts, lambdas, comprehensions, strings as values, dunder names -- is an
 ExprError that names the expression and the column.
 """
 
@@ -181,7 +182,7 @@ class _Checker(ast.NodeVisitor):
                           (f"(it takes {known})" if known else "(it takes no keywords)") +
                           (_suggest(kw.arg, list(allowed)) if kw.arg else ""))
             if not _is_static(kw.value):
-                self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True, False or None")
+                self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True, False, None or a string")
         static = _static_positions(fname)
         for i, a in enumerate(node.args):
             if i not in static:
@@ -213,7 +214,7 @@ def _arity(fname: str) -> tuple[int, float, list[str]]:
 
 def _is_static(node):
     if isinstance(node, ast.Constant):
-        return type(node.value) in (int, float, bool) or node.value is None
+        return type(node.value) in (int, float, bool, str) or node.value is None  # str: padding="same"
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)
     if isinstance(node, ast.Tuple):

@@ -191,6 +191,24 @@ def test_conv_stack_gradients_match_finite_differences():
     assert checked >= 3 * len(params)
 
 
+def test_conv2d_padding_same_and_valid():
+    """PyTorch's padding="same" (an odd total padding goes bottom / right) and "valid"."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 2, 7, 6))
+    for kernel, dilation in (([4, 3], 1), (2, 2), (3, 1)):
+        layer = {"type": "conv2d", "channels": 3, "kernel": kernel, "padding": "same", "dilation": dilation,
+                 "activation": "identity"}
+        out, g, p = run_stack([layer], x)
+        W = g.value(p["conv2d0/W"])
+        total = [dilation * (k - 1) for k in W.shape[2:]]
+        padded = np.pad(x, ((0, 0), (0, 0), (total[0] // 2, total[0] - total[0] // 2),
+                            (total[1] // 2, total[1] - total[1] // 2)))
+        assert out.shape == (2, 3, 7, 6)
+        np.testing.assert_allclose(out, conv2d_ref(padded, W, dilation=dilation), atol=1e-12)
+    out, g, p = run_stack([{"type": "conv2d", "channels": 3, "padding": "valid", "activation": "identity"}], x)
+    np.testing.assert_allclose(out, conv2d_ref(x, g.value(p["conv2d0/W"])), atol=1e-12)
+
+
 # --- shape inference and errors ------------------------------------------------------------
 def test_infer_shapes_layer_by_layer():
     layers = filled([
@@ -201,9 +219,11 @@ def test_infer_shapes_layer_by_layer():
         {"type": "reshape", "shape": [10, 1, 1]},
         {"type": "conv_transpose2d", "channels": 3, "kernel": 4, "stride": 2, "padding": 1},
         {"type": "upsample", "scale": [2, 3]},
+        {"type": "conv2d", "channels": 2, "kernel": [2, 5], "padding": "same"},
+        {"type": "conv2d", "channels": 2, "kernel": 3, "padding": "valid"},
     ])
     assert infer_shapes((1, 28, 28), layers, "model.layers") == [
-        (1, 28, 28), (8, 14, 14), (8, 7, 7), (392,), (10,), (10, 1, 1), (3, 2, 2), (3, 4, 6)]
+        (1, 28, 28), (8, 14, 14), (8, 7, 7), (392,), (10,), (10, 1, 1), (3, 2, 2), (3, 4, 6), (2, 4, 6), (2, 2, 4)]
 
 
 @pytest.mark.parametrize("layers, where, parts", [
@@ -214,6 +234,9 @@ def test_infer_shapes_layer_by_layer():
     ([{"type": "pool", "kernel": 4}], "model.layers[0]", ["1x3x3", "4x4"]),
     ([{"type": "conv2d", "channels": 3, "groups": 2}], "model.layers[0]", ["groups = 2", "1x3x3"]),
     ([{"type": "group_norm", "groups": 2}], "model.layers[0]", ["groups = 2", "1x3x3"]),
+    ([{"type": "conv2d", "channels": 2, "padding": "same", "stride": 2}], "model.layers[0]",
+     ['padding="same" needs stride 1']),
+    ([{"type": "conv2d", "channels": 2, "padding": "full"}], "model.layers[0]", ['"same" or "valid"', "'full'"]),
 ])
 def test_shape_errors_name_the_layer_and_both_shapes(layers, where, parts):
     with pytest.raises(ModelConfigError) as err:

@@ -444,6 +444,25 @@ def test_expression_image_functions(expression, reference):
     assert grads["x"].shape == x.shape
 
 
+@pytest.mark.parametrize("kernel,dilation", [((3, 3), (1, 1)), ((4, 2), (1, 1)), ((2, 3), (2, 1)), ((1, 3), (1, 2))])
+def test_padding_same_and_valid_match_explicit_padding_and_finite_differences(kernel, dilation):
+    """PyTorch's padding="same": d (k - 1) in all, the odd one at the bottom / right."""
+    rng = np.random.default_rng(11)
+    x, w = rng.normal(size=(2, 2, 6, 5)), rng.normal(size=(3, 2) + kernel)
+    total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+    padded = np.pad(x, ((0, 0), (0, 0), (total[0] // 2, total[0] - total[0] // 2),
+                        (total[1] // 2, total[1] - total[1] // 2)))
+    expression = f"sum(conv2d(x, w, padding=\"same\", dilation={dilation}) ** 2)"
+    value, grads = value_and_grad(expression, {"x": x, "w": w}, ["x"])
+    np.testing.assert_allclose(value, np.sum(naive_conv2d(padded, w, dilation=dilation) ** 2), rtol=1e-12)
+    assert grads["x"].shape == x.shape
+    report = check_grads(expression, {"x": x, "w": w}, rtol=1e-5, atol=1e-5)
+    assert report.ok, str(report)
+    g = Graph(dtype="float64")
+    y = ops.conv2d(g.input("x", (None, 2, 6, 5)), g.input("w", w.shape), padding="valid", dilation=dilation)
+    np.testing.assert_allclose(compile(g, [y]).run(x=x, w=w)[0], naive_conv2d(x, w, dilation=dilation), rtol=1e-12)
+
+
 @pytest.mark.parametrize("expression,col,message", [
     ("sum(conv2d(x, w, strid=2))", 24, 'keyword "strid" is not allowed in conv2d() (it takes stride=, padding=, '
                                        'dilation=, groups=); did you mean "stride"?'),
@@ -460,6 +479,9 @@ def test_expression_image_functions(expression, reference):
     ("avg_pool2d(x, x)", 15, "kernel (argument 2 of avg_pool2d) needs a number or a tuple of numbers"),
     ("avg_pool2d(x, 2, 2, 1)", 1, "avg_pool2d(x, kernel, stride) takes 2 to 3 arguments, found 4"),
     ("avg_pool2d(x, 2, kernel=2)", 1, "multiple values for argument 'kernel'"),
+    ('conv2d(x, w, padding="same", stride=2)', 1, 'padding="same" needs stride 1'),
+    ('conv2d(x, w, padding="full")', 1, 'padding must be an int, a pair of ints, "same" or "valid", not \'full\''),
+    ('conv2d(x, "w")', 11, "only numbers are allowed as constants, not str"),
     ("dropout(x, stream=1)", 19, 'keyword "stream" is not allowed in dropout() (it takes p=)'),
 ])
 def test_expression_keyword_errors_name_the_column(expression, col, message):

@@ -414,9 +414,32 @@ conv2d_backward_weight = defop(
 # --- public builders (PyTorch's argument names) --------------------------------------------
 @expression_function
 def conv2d(x, w, stride=1, padding=0, dilation=1, groups=1):
-    """torch.nn.functional.conv2d without bias: x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW)."""
-    return _conv2d(x, w, stride=pair(stride, "stride", 1), padding=pair(padding, "padding", 0),
-                   dilation=pair(dilation, "dilation", 1), groups=_int(groups, "groups"))
+    """torch.nn.functional.conv2d without bias: x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW).
+    padding: p, (pH, pW), "valid" (none) or "same" (stride 1: output sized like the input)."""
+    stride, dilation = pair(stride, "stride", 1), pair(dilation, "dilation", 1)
+    crop = (0, 0)
+    if isinstance(padding, str):
+        padding, crop = string_padding(padding, w.shape[2:], stride, dilation)
+    y = _conv2d(x, w, stride=stride, padding=pair(padding, "padding", 0), dilation=dilation,
+                groups=_int(groups, "groups"))
+    return y[:, :, crop[0]:, crop[1]:] if any(crop) else y
+
+
+def string_padding(padding, kernel, stride, dilation):
+    """(padding per side, rows / columns to crop at the top / left) of PyTorch's padding="valid"
+    or "same". "same" pads d (k - 1) in all, the odd one at the bottom / right (as PyTorch): an
+    even span is padded alike on both sides and its extra first row / column cropped."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding != "same":
+        raise ShapeError(f'padding must be an int, a pair of ints, "same" or "valid", not {padding!r}')
+    if stride != (1, 1):
+        raise ShapeError(f'padding="same" needs stride 1, not {stride} (PyTorch\'s rule: pad explicitly '
+                         f"for a strided convolution)")
+    if None in tuple(kernel):
+        raise ShapeError('padding="same" needs the kernel size known when the graph is built')
+    total = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+    return tuple((t + 1) // 2 for t in total), tuple(t % 2 for t in total)
 
 
 @expression_function

@@ -26,12 +26,15 @@ import math
 import numpy as np
 
 from gengraph.engine import ops
+from gengraph.engine.ops.conv import string_padding
+from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.spec.schema import Field, Table
 
 from gengraph.plugins.blocks.layer_base import (ACTIVATIONS, INITIALIZERS, LAYERS, Layer, LayerShapeError,
                                                 fmt_shape, init_weights)
 
 PAIR = (int, list)
+PADDING = (int, list, str)  # conv2d also takes PyTorch's "same" / "valid"
 
 
 def pair(cfg, key, minimum=0) -> tuple[int, int]:
@@ -74,7 +77,8 @@ class Conv2d(Layer):
         "channels": Field(int, help="output channels", min=1),
         "kernel": Field(PAIR, 3, "kernel size: k or [kH, kW]"),
         "stride": Field(PAIR, 1, "stride: s or [sH, sW]"),
-        "padding": Field(PAIR, 0, "zero padding on each side: p or [pH, pW]"),
+        "padding": Field(PADDING, 0, 'zero padding on each side: p, [pH, pW], "valid" (none) or "same" '
+                                     "(stride 1: output sized like the input; an odd total goes bottom / right)"),
         "dilation": Field(PAIR, 1, "spacing of the kernel taps"),
         "groups": Field(int, 1, "channel groups (in and out channels divisible by it)", min=1),
         **_act_fields(),
@@ -83,8 +87,14 @@ class Conv2d(Layer):
     def _geometry(self, shape, cfg):
         c, h, w = _image_input(shape, "conv2d")
         k, s = pair(cfg, "kernel", 1), pair(cfg, "stride", 1)
-        p, d = pair(cfg, "padding", 0), pair(cfg, "dilation", 1)
-        g, o = cfg["groups"], cfg["channels"]
+        d, g, o = pair(cfg, "dilation", 1), cfg["groups"], cfg["channels"]
+        if isinstance(cfg["padding"], str):
+            try:
+                p, crop = string_padding(cfg["padding"], k, s, d)
+            except ShapeError as exc:
+                raise LayerShapeError(str(exc)) from None
+        else:
+            p, crop = pair(cfg, "padding", 0), (0, 0)
         if c % g or o % g:
             raise LayerShapeError(f"groups = {g} must divide the input's {c} channels and the {o} output "
                                   f"channels (input {fmt_shape(shape)})")
@@ -95,7 +105,7 @@ class Conv2d(Layer):
                 raise LayerShapeError(f"input {fmt_shape(shape)} is smaller than the kernel "
                                       f"{fmt_shape(k)} (dilation {d[a]}, padding {p[a]}) along "
                                       f"{'height' if a == 0 else 'width'}: {size} + 2*{p[a]} < {span}")
-            out.append((size + 2 * p[a] - span) // s[a] + 1)
+            out.append((size + 2 * p[a] - span) // s[a] + 1 - crop[a])
         return (c, k, s, p, d, g, o), (o, out[0], out[1])
 
     def infer(self, shape, cfg):
@@ -109,7 +119,8 @@ class Conv2d(Layer):
         return {"W": W, "b": b}
 
     def apply(self, graph, x, cfg, params, shape):
-        y = ops.conv2d(x, params["W"], stride=pair(cfg, "stride", 1), padding=pair(cfg, "padding"),
+        padding = cfg["padding"] if isinstance(cfg["padding"], str) else pair(cfg, "padding")
+        y = ops.conv2d(x, params["W"], stride=pair(cfg, "stride", 1), padding=padding,
                        dilation=pair(cfg, "dilation", 1), groups=cfg["groups"])
         return _bias_act(y, cfg, params)
 
