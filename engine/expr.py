@@ -171,8 +171,9 @@ class _Checker(ast.NodeVisitor):
         if not lo <= len(node.args) <= hi:
             want = f"{lo}" if lo == hi else f"{lo} to {hi}"
             by_name = [k for k in keywords(fname) if k not in names]
-            hint = (f"; give {', '.join(k + '=' for k in by_name)} by keyword" if len(node.args) > hi and by_name
-                    else "")
+            listed = [k + "=" for k in by_name]
+            listed = ", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else "".join(listed)
+            hint = f"; give {listed} by keyword" if len(node.args) > hi and by_name else ""
             self.fail(node, f"{fname}({', '.join(names)}) takes {want} argument{'s' if hi != 1 else ''}, "
                             f"found {len(node.args)}{hint}")
         for kw in node.keywords:

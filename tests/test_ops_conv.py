@@ -474,7 +474,7 @@ def test_padding_same_and_valid_match_explicit_padding_and_finite_differences(ke
     ("conv2d(x, w, stride=3.5)", 1, "conv2d: stride must be an int or a pair of ints"),
     ("layer_norm(x, eps=-1.0)", 1, "eps must be a number >= 0"),
     ("conv2d(x, w, groups=3)", 1, "does not divide"),
-    ("conv2d(x, w, 2)", 1, "conv2d(x, w) takes 2 arguments, found 3; give stride=, padding=, dilation=, groups= "
+    ("conv2d(x, w, 2)", 1, "conv2d(x, w) takes 2 arguments, found 3; give stride=, padding=, dilation= and groups= "
                            "by keyword"),
     ("avg_pool2d(x, x)", 15, "kernel (argument 2 of avg_pool2d) needs a number or a tuple of numbers"),
     ("avg_pool2d(x, 2, 2, 1)", 1, "avg_pool2d(x, kernel, stride) takes 2 to 3 arguments, found 4"),
