@@ -18,6 +18,16 @@ Each figure is the minimum over 7 repeats of a timed loop (robust on a shared ma
   thresholds that compiling a NumPy program sets (engine/heap.py); ms per step;
 * ``scalar_zero``: the per-call cost of ``x.dtype.type(0)`` (written inside the relu, softplus,
   leaky_relu, elu and bce_with_logits kernels) against a zero made once; ns per call on (4,).
+* ``conv_ceiling``: the three 3x3 convolution kernels (forward, input gradient, weight
+  gradient; batch 64, 32 -> 64 channels, float32) at 14x14 and 28x28, as dispatched and
+  im2col-only, against the BLAS ceiling: one GEMM of the direct convolution's size
+  (64 x 288 @ 288 x N*H*W), ms and GFLOP/s. With the kernels faster than that GEMM, what
+  is left to a peer is a faster GEMM (bench/README.md, "Convolutions");
+* ``group_norm``: group_norm (8 groups) * weight + bias, then SiLU, forward and the gradients
+  of x, weight and bias, as gengraph compiles it from its graph ops against the same written
+  by hand as one fused NumPy function (statistics as BLAS products); ms at the U-Net's shapes.
+
+    python bench/microbench.py --threads 1 [NAME ...]     # all, or the named ones
 """
 
 from __future__ import annotations
@@ -168,10 +178,109 @@ def heap() -> dict:
     return out
 
 
-def run() -> dict:
-    return {"adam": adam(), "writeback": writeback(), "softplus": softplus(), "grad_norm": grad_norm(),
-            "fast_paths": fast_paths(), "heap": heap(), "scalar_zero": scalar_zero()}
+def _ms(fn, repeat=7) -> float:
+    fn()
+    return min(timeit.repeat(fn, number=1, repeat=repeat)) * 1e3
+
+
+def conv_ceiling() -> dict:
+    from gengraph.engine.ops import conv
+    from gengraph.engine.ops.registry import OPS
+
+    rng = np.random.default_rng(0)
+    attrs = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    out, saved = {}, conv.CONV_ALGO
+    try:
+        for size in (14, 28):
+            x = rng.standard_normal((64, 32, size, size)).astype(np.float32)
+            w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+            gy = rng.standard_normal((64, 64, size, size)).astype(np.float32)
+            kernels = {
+                "forward": lambda: OPS["conv2d"].forward(np, x, w, **attrs),
+                "input_grad": lambda: OPS["conv_transpose2d"].forward(np, gy, w, output_padding=(0, 0), **attrs),
+                "weight_grad": lambda: OPS["conv2d_backward_weight"].forward(np, gy, x, kernel=(3, 3), **attrs)}
+            row = {}
+            for algo in ("auto", "im2col"):
+                conv.CONV_ALGO = algo
+                row[algo] = {name: _ms(fn) for name, fn in kernels.items()}
+            a, b = np.ones((64, 288), np.float32), np.ones((288, 64 * size * size), np.float32)
+            gemm = _ms(lambda: np.matmul(a, b))
+            row["gemm_ms"], row["gemm_gflops"] = gemm, 2 * a.size * b.shape[1] / gemm / 1e6
+            row["auto_per_kernel_over_gemm"] = {k: v / gemm for k, v in row["auto"].items()}
+            out[f"{size}x{size}"] = row
+    finally:
+        conv.CONV_ALGO = saved
+    return out
+
+
+def group_norm() -> dict:
+    from gengraph.engine import Graph, compile, grad, ops
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for n, c, h, groups in ((64, 32, 28, 8), (64, 64, 14, 8), (64, 64, 7, 8)):
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        r = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        w, b = rng.standard_normal((c, 1, 1)).astype(np.float32), rng.standard_normal((c, 1, 1)).astype(np.float32)
+        g = Graph(dtype="float32")
+        xn, rn = g.input("x", (None, c, h, h)), g.input("r", (None, c, h, h))
+        wn, bn = g.param("w", w), g.param("b", b)
+        loss = ops.sum(ops.silu(ops.group_norm(xn, groups, 1e-5) * wn + bn) * rn)
+        prog = compile(g, grad(loss, [xn, wn, bn]))
+        m = c // groups * h * h
+        ones = np.ones(m, np.float32)
+
+        def hand():  # the forward, then d/dx, d/dw, d/db of sum(silu(y) * r)
+            xr = x.reshape(n * groups, m)
+            xc = xr - ((xr @ ones) / m)[:, None]
+            rstd = 1.0 / np.sqrt(np.einsum("ij,ij->i", xc, xc) / m + 1e-5)
+            xhat = xc
+            xhat *= rstd[:, None]
+            xh4 = xhat.reshape(n, c, h, h)
+            y = xh4 * w
+            y += b
+            s = 1.0 / (1.0 + np.exp(-y))
+            gy = r * (s * (1.0 + y * (1.0 - s)))
+            gb, gw = gy.sum(axis=(0, 2, 3)), np.einsum("nchw,nchw->c", gy, xh4)
+            gxh = (gy * w).reshape(n * groups, m)
+            gx = gxh - ((gxh @ ones) / m)[:, None]
+            gx -= xhat * (np.einsum("ij,ij->i", gxh, xhat) / m)[:, None]
+            gx *= rstd[:, None]
+            return gx.reshape(x.shape), gw, gb
+
+        got, want = prog.run(x=x, r=r), hand()
+        diff = max(float(np.abs(np.asarray(a).reshape(-1) - np.asarray(e).reshape(-1)).max() /
+                         np.abs(e).max()) for a, e in zip(got, want))
+        if not diff < 1e-4:
+            raise AssertionError(f"group_norm: gengraph and the hand-fused NumPy disagree ({diff:.1e})")
+        out[f"{n}x{c}x{h}x{h}"] = {"gengraph_ms": _ms(lambda: prog.run(x=x, r=r)), "hand_fused_ms": _ms(hand),
+                                    "rel_diff": diff}
+    return out
+
+
+MEASUREMENTS = {"adam": adam, "writeback": writeback, "softplus": softplus, "grad_norm": grad_norm,
+                "fast_paths": fast_paths, "heap": heap, "scalar_zero": scalar_zero, "conv_ceiling": conv_ceiling,
+                "group_norm": group_norm}
+
+
+def run(names=None) -> dict:
+    unknown = sorted(set(names or ()) - set(MEASUREMENTS))
+    if unknown:
+        raise SystemExit(f"microbench: unknown measurement {', '.join(unknown)} (choose from "
+                         f"{', '.join(MEASUREMENTS)})")
+    return {name: fn() for name, fn in MEASUREMENTS.items() if not names or name in names}
+
+
+def _names(argv) -> list[str]:
+    """The measurement names among the arguments (--threads N is the pinning's)."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--"):
+            skip = a == "--threads"
+            continue
+        out.append(a)
+    return out
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=1))
+    print(json.dumps(run(_names(sys.argv[1:])), indent=1))
