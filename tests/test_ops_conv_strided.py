@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gengraph.engine import ops
+from gengraph.engine import grad, ops
 from gengraph.engine.ops import conv, conv_strided
 from gradcheck_util import fd_check, forward
 from test_ops_conv import naive_backward_weight, naive_conv2d, naive_conv_transpose2d
@@ -184,3 +184,78 @@ def test_kernels_run_on_a_non_numpy_module(monkeypatch, kernel, stride, cin, cou
         op = conv._output_padding(x, gy, kernel, stride, (1, 1), (1, 1))  # back to x's size
         np.testing.assert_allclose(conv._conv_transpose2d_forward(xp, gy, w, stride, (1, 1), op, (1, 1), 1),
                                    naive_conv_transpose2d(gy, w, stride, (1, 1), op), atol=1e-11)
+
+
+# --- 1x1 convolutions at stride 1 without padding: a channel matmul per image -------------------
+@st.composite
+def pointwise_cases(draw):
+    groups = draw(st.integers(1, 3))
+    return dict(n=draw(st.integers(1, 3)), cin=groups * draw(st.integers(1, 3)), cout=groups * draw(st.integers(1, 3)),
+                hw=(draw(st.integers(1, 6)), draw(st.integers(1, 6))), groups=groups,
+                dilation=(draw(st.integers(1, 3)), draw(st.integers(1, 3))))
+
+
+def _spy_pointwise(monkeypatch):
+    return spy_on_kernels(monkeypatch, ("_pointwise_conv2d", "_pointwise_conv_transpose2d",
+                                        "_pointwise_backward_weight"))
+
+
+@CASES
+@given(cfg=pointwise_cases(), seed=st.integers(0, 2**16))
+def test_pointwise_kernels_match_naive_loops_and_run(cfg, seed):
+    with pytest.MonkeyPatch.context() as mp:
+        _pointwise_kernels_match_naive_loops(cfg, seed, _spy_pointwise(mp))
+
+
+def _pointwise_kernels_match_naive_loops(cfg, seed, calls):
+    rng = np.random.default_rng(seed)
+    n, ci, co, g, d = cfg["n"], cfg["cin"], cfg["cout"], cfg["groups"], cfg["dilation"]
+    x = rng.normal(size=(n, ci) + cfg["hw"])
+    w = rng.normal(size=(co, ci // g, 1, 1))
+    wt = rng.normal(size=(ci, co // g, 1, 1))
+    gy = rng.normal(size=(n, co) + cfg["hw"])
+    attrs = dict(stride=(1, 1), padding=(0, 0), dilation=d, groups=g)
+    np.testing.assert_allclose(conv._conv2d_forward(np, x, w, **attrs), naive_conv2d(x, w, dilation=d, groups=g),
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv._conv_transpose2d_forward(np, x, wt, output_padding=(0, 0), **attrs),
+                               naive_conv_transpose2d(x, wt, dilation=d, groups=g), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv._conv2d_backward_weight_forward(np, gy, x, kernel=(1, 1), **attrs),
+                               naive_backward_weight(gy, x, (1, 1), (1, 1), (0, 0), g, d), rtol=1e-10, atol=1e-10)
+    assert calls == ["_pointwise_conv2d", "_pointwise_conv_transpose2d", "_pointwise_backward_weight"]
+
+
+@FD
+@given(cfg=pointwise_cases(), seed=st.integers(0, 2**16))
+def test_pointwise_gradients_match_finite_differences(cfg, seed):
+    """conv2d and conv_transpose2d of 1x1 kernels, their VJPs (the other pointwise kernels) and
+    a second-order term against central differences; the pointwise kernels are the ones run."""
+    with pytest.MonkeyPatch.context() as mp:
+        _pointwise_gradients(cfg, seed, _spy_pointwise(mp))
+
+
+def _pointwise_gradients(cfg, seed, calls):
+    rng = np.random.default_rng(seed)
+    g = cfg["groups"]
+    x = rng.normal(size=(cfg["n"], cfg["cin"]) + cfg["hw"])
+    w = rng.normal(size=(cfg["cout"], cfg["cin"] // g, 1, 1))
+    r = rng.normal(size=(cfg["n"], cfg["cout"]) + cfg["hw"])
+    fd_check(lambda x, w: ops.sum(ops.conv2d(x, w, groups=g) * r), [x, w])
+    fd_check(lambda x, w: ops.sum(ops.conv_transpose2d(x, w, groups=g) ** 2),
+             [r, rng.normal(size=(cfg["cout"], cfg["cin"] // g, 1, 1))])
+    # the gradient of a gradient: the weight gradient's own VJPs
+    fd_check(lambda x, w: ops.sum(grad(ops.sum(ops.conv2d(x, w, groups=g) ** 2), [w])[0] ** 2), [x, w])
+    assert {"_pointwise_conv2d", "_pointwise_conv_transpose2d", "_pointwise_backward_weight"} <= set(calls)
+
+
+def test_pointwise_runs_only_where_it_applies(monkeypatch):
+    calls = _spy_pointwise(monkeypatch)
+    x, w = np.ones((1, 2, 3, 3)), np.ones((2, 2, 1, 1))
+    conv._conv2d_forward(np, x, w, stride=(2, 2), padding=(0, 0), dilation=(1, 1), groups=1)
+    conv._conv2d_forward(np, x, w, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    conv._conv_transpose2d_forward(np, x, w, stride=(2, 2), padding=(0, 0), output_padding=(1, 1), dilation=(1, 1),
+                                   groups=1)
+    conv._conv2d_backward_weight_forward(np, np.ones((1, 2, 2, 2)), x, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
+                                         dilation=(1, 1), groups=1)  # x larger than the windows read
+    monkeypatch.setattr(conv, "CONV_ALGO", "im2col")
+    conv._conv2d_forward(np, x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
+    assert calls == []

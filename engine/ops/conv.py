@@ -133,9 +133,41 @@ def _space_to_depth_wins(kernel, stride, dilation, c_in, c_out):
             and c_in >= max(c_out, SPACE_TO_DEPTH_MIN_CHANNELS))
 
 
+def _pointwise(kernel, stride, padding):
+    """A 1x1 convolution at stride 1 without padding (a U-Net's skip projection): a matmul over
+    the channels of each image as it lies in NCHW, no im2col copy and no output transpose
+    (64x64 -> 32 at 28x28, batch 64: forward 3.9 -> 2.3 ms, input gradient 2.6 -> 2.1, weight
+    gradient 4.3 -> 2.8; one GEMM of that size is 2.5 ms)."""
+    return CONV_ALGO != "im2col" and tuple(kernel) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+
+
+def _pointwise_conv2d(xp, x, w, groups):
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    y = xp.matmul(w.reshape(groups, o // groups, c // groups), x.reshape(n, groups, c // groups, h * wd))
+    return y.reshape(n, o, h, wd)
+
+
+def _pointwise_conv_transpose2d(xp, x, w, groups):
+    n, ci, h, wd = x.shape
+    cog = w.shape[1]
+    wt = w.reshape(groups, ci // groups, cog).transpose(0, 2, 1)  # (G, C_out/G, C_in/G)
+    return xp.matmul(wt, x.reshape(n, groups, ci // groups, h * wd)).reshape(n, groups * cog, h, wd)
+
+
+def _pointwise_backward_weight(xp, gy, x, groups):
+    n, c, h, wd = x.shape
+    o = gy.shape[1]
+    per_image = xp.matmul(gy.reshape(n, groups, o // groups, h * wd),
+                          x.reshape(n, groups, c // groups, h * wd).transpose(0, 1, 3, 2))  # (N, G, O/G, C/G)
+    return sum_leading(xp, per_image, 1).reshape(o, c // groups, 1, 1)
+
+
 def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
     n, c = x.shape[:2]
     o, cg, kh, kw = w.shape
+    if _pointwise((kh, kw), stride, padding):
+        return _pointwise_conv2d(xp, x, w, groups)
     ho = conv_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
     wino = use_winograd((kh, kw), stride, dilation, groups, np.result_type(x.dtype, w.dtype), n * c * o * ho * wo, c)
@@ -154,6 +186,8 @@ def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
 def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilation, groups):
     n, ci, h, wd = x.shape
     _, cog, kh, kw = w.shape
+    if _pointwise((kh, kw), stride, padding) and output_padding == (0, 0):
+        return _pointwise_conv_transpose2d(xp, x, w, groups)
     pad = _flipped_padding((kh, kw), padding, dilation)
     wino = output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups,
                                                      np.result_type(x.dtype, w.dtype),
@@ -209,6 +243,8 @@ def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation
     o, ho, wo = gy.shape[1:]
     kh, kw = kernel
     cg, og = c // groups, o // groups
+    if _pointwise(kernel, stride, padding) and x.shape[2:] == gy.shape[2:]:
+        return _pointwise_backward_weight(xp, gy, x, groups)
     wino = use_winograd(kernel, stride, dilation, groups, np.result_type(gy.dtype, x.dtype), n * c * o * ho * wo, c)
     if stride == (1, 1) and CONV_ALGO != "im2col" and o < c:
         per_image = og * kh * kw <= 16
