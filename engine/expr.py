@@ -5,9 +5,9 @@ registered ops with their static keyword arguments (``axis=``, ``keepdims=``,
 ``stride=``, ``eps=``, ``padding="same"``, ...: numbers, tuples of numbers, True/False/None,
 strings; a pool's, a norm's and dropout's also positionally, as in PyTorch:
 ``avg_pool2d(x, 2, 2)``), and ``grad(expr, name)`` (the gradient of sum(expr) with respect to
-the variable `name`). Everything else --
-attributes, subscripts, lambdas, comprehensions, strings as values, dunder names -- is an
-ExprError that names the expression and the column.
+the variable `name`). Everything else -- attributes, subscripts, lambdas, comprehensions,
+strings anywhere but a static argument, dunder names -- is an ExprError that names the
+expression and the column.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ multiplies). It runs when it applies and the work N * C_in * C_out * H_out * W_o
 least WINOGRAD_MIN_WORK (below that its ~30 array calls cost more than they save; measured
 in bench/winograd_bench.py). A transposed convolution whose stride (> 1) divides its kernel
 runs the sub-pixel kernel instead of col2im, and a convolution or weight gradient with such a
-stride the space-to-depth kernels instead of im2col (engine/ops/conv_strided.py). The environment
+stride the space-to-depth kernels instead of im2col (engine/ops/conv_strided.py). A 1x1
+convolution at stride 1 without padding is a channel matmul per image in all three kernels. The environment
 variable GENGRAPH_CONV_ALGO, read once at import, overrides the rule: "auto" (the default),
 "im2col" (only the im2col/col2im kernels: never Winograd or sub-pixel) or "winograd"
 (Winograd whenever it applies); tests set the module's CONV_ALGO instead.
