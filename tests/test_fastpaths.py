@@ -17,10 +17,6 @@ def _array(shape, dtype, seed):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
-def _close(dtype):
-    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-
-
 def _assert_sum_close(got, x, axis, keepdims):
     """got is x summed over axis up to rounding: within 16 eps * sum |x| of the float64 sum (a
     long float32 sum that cancels differs between summation orders by more than 1e-5)."""
