@@ -261,6 +261,9 @@ def test_norms_match_naive(groups, eps):
 IMAGE_OPS = {
     "conv2d": (lambda x, w: ops.conv2d(x, w, stride=2, padding=1), True),
     "conv_transpose2d": (lambda x, w: ops.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1), True),
+    "conv2d_1x1": (lambda x, w: ops.conv2d(x, w[:, :, :1, :1]), True),  # the pointwise kernels
+    "conv_transpose2d_1x1": (lambda x, w: ops.conv_transpose2d(x, w[:, :, 1:2, 1:2]), True),
+    "conv2d_same_even": (lambda x, w: ops.conv2d(x, w[:, :, :2, :], padding="same"), True),
     "max_pool2d": (lambda x, w: ops.max_pool2d(x, 2), False),
     "avg_pool2d": (lambda x, w: ops.avg_pool2d(x, 3, 1), False),
     "upsample_nearest2d": (lambda x, w: ops.upsample_nearest2d(x, 2), False),

@@ -186,6 +186,19 @@ def test_kernels_run_on_a_non_numpy_module(monkeypatch, kernel, stride, cin, cou
                                    naive_conv_transpose2d(gy, w, stride, (1, 1), op), atol=1e-11)
 
 
+def test_pointwise_kernels_run_on_a_non_numpy_module():
+    rng = np.random.default_rng(1)
+    x, w, gy = rng.normal(size=(3, 4, 5, 6)), rng.normal(size=(6, 2, 1, 1)), rng.normal(size=(3, 6, 5, 6))
+    attrs = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=2)
+    other = _other_xp()
+    for xp in (np, other):
+        np.testing.assert_allclose(conv._conv2d_forward(xp, x, w, **attrs), naive_conv2d(x, w, groups=2), atol=1e-12)
+        np.testing.assert_allclose(conv._conv_transpose2d_forward(xp, gy, w, output_padding=(0, 0), **attrs),
+                                   naive_conv_transpose2d(gy, w, groups=2), atol=1e-12)
+        np.testing.assert_allclose(conv._conv2d_backward_weight_forward(xp, gy, x, kernel=(1, 1), **attrs),
+                                   naive_backward_weight(gy, x, (1, 1), (1, 1), (0, 0), 2), atol=1e-11)
+
+
 # --- 1x1 convolutions at stride 1 without padding: a channel matmul per image -------------------
 @st.composite
 def pointwise_cases(draw):
