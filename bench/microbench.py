@@ -178,9 +178,10 @@ def heap() -> dict:
     return out
 
 
-def _ms(fn, repeat=7) -> float:
+def _ms(fn) -> float:
+    """ms of one call (after a warm-up call): _t's minimum of 7, for calls too long to loop."""
     fn()
-    return min(timeit.repeat(fn, number=1, repeat=repeat)) * 1e3
+    return _t(fn, number=1) / 1e3
 
 
 def conv_ceiling() -> dict:

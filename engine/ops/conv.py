@@ -149,13 +149,6 @@ def _pointwise_conv2d(xp, x, w, groups):
     return y.reshape(n, o, h, wd)
 
 
-def _pointwise_conv_transpose2d(xp, x, w, groups):
-    n, ci, h, wd = x.shape
-    cog = w.shape[1]
-    wt = w.reshape(groups, ci // groups, cog).transpose(0, 2, 1)  # (G, C_out/G, C_in/G)
-    return xp.matmul(wt, x.reshape(n, groups, ci // groups, h * wd)).reshape(n, groups * cog, h, wd)
-
-
 def _pointwise_backward_weight(xp, gy, x, groups):
     n, c, h, wd = x.shape
     o = gy.shape[1]
@@ -188,7 +181,7 @@ def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilatio
     n, ci, h, wd = x.shape
     _, cog, kh, kw = w.shape
     if _pointwise((kh, kw), stride, padding) and output_padding == (0, 0):
-        return _pointwise_conv_transpose2d(xp, x, w, groups)
+        return _pointwise_conv2d(xp, x, _flip_swap(xp, w, groups), groups)  # (at 1x1 the swap alone)
     pad = _flipped_padding((kh, kw), padding, dilation)
     wino = output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups,
                                                      np.result_type(x.dtype, w.dtype),
