@@ -114,8 +114,10 @@ def s2d_cases(draw):
 
 
 def _s2d_spy(monkeypatch):
-    """Record the space-to-depth kernels' calls, with the channel threshold at 1 (any sizes)."""
+    """Record the space-to-depth kernels' calls, with the channel threshold at 1 (any sizes) and
+    the channel-last im2col (which takes the small images they would get) off."""
     monkeypatch.setattr(conv, "SPACE_TO_DEPTH_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv, "use_rows", lambda *args: False)
     return spy_on_kernels(monkeypatch, ("conv2d_space_to_depth", "conv2d_backward_weight_space_to_depth"))
 
 

@@ -134,21 +134,28 @@ def test_any_input_strides():
 
 def test_dispatch_rule(monkeypatch):
     monkeypatch.setattr(conv, "CONV_ALGO", "auto")  # as without GENGRAPH_CONV_ALGO
-    big, small = 64 * 16 * 16 * 8 * 8, 2 * 4 * 4 * 6 * 6  # digits U-Net 16 -> 16 at 8x8: exactly 2**20
-    assert big == conv.WINOGRAD_MIN_WORK
-    f32, c = np.float32, conv.WINOGRAD_MIN_CHANNELS
+    big, small = 64 * 16 * 16 * 10 * 10, 2 * 4 * 4 * 6 * 6
+    assert conv.WINOGRAD_MIN_WORK == 2 ** 20 and conv.WINOGRAD_MIN_PIXELS == 100
+    f32, c, px = np.float32, conv.WINOGRAD_MIN_CHANNELS, 100
     assert c == 16
-    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big, c)
-    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, np.float64, big, c)
-    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, small, c)
-    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big, c - 1)  # few input channels: im2col
-    assert not conv.use_winograd((3, 3), (2, 2), (1, 1), 1, f32, big, c)  # stride 2
-    assert not conv.use_winograd((3, 3), (1, 1), (2, 2), 1, f32, big, c)  # dilation 2
-    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 2, f32, big, c)  # groups
-    assert not conv.use_winograd((5, 5), (1, 1), (1, 1), 1, f32, big, c)
-    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, np.float16, big, c)
+    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big, c, px)
+    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, np.float64, big, c, px)
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, small, c, px)
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big, c - 1, px)  # few input channels: im2col
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big, c, px - 1)  # small images: channel-last
+    assert not conv.use_winograd((3, 3), (2, 2), (1, 1), 1, f32, big, c, px)  # stride 2
+    assert not conv.use_winograd((3, 3), (1, 1), (2, 2), 1, f32, big, c, px)  # dilation 2
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 2, f32, big, c, px)  # groups
+    assert not conv.use_winograd((5, 5), (1, 1), (1, 1), 1, f32, big, c, px)
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, np.float16, big, c, px)
+    # the channel-last im2col: when its rows of kW * C/G values are at least W_out long
+    assert conv.use_rows((3, 3), (1, 1), 16, 48) and not conv.use_rows((3, 3), (1, 1), 16, 49)
+    assert conv.use_rows((3, 3), (2, 2), 48, 48) and not conv.use_rows((3, 3), (2, 2), 16, 48)  # dilated: C/G
     monkeypatch.setattr(conv, "CONV_ALGO", "winograd")  # forced: whenever it applies
-    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, small, 1)
+    assert conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, small, 1, 1)
+    assert not conv.use_rows((3, 3), (1, 1), 64, 4)
+    monkeypatch.setattr(conv, "CONV_ALGO", "im2col")
+    assert not conv.use_winograd((3, 3), (1, 1), (1, 1), 1, f32, big, c, px) and not conv.use_rows((3, 3), (1, 1), 64, 4)
 
 
 def spy_on_kernels(monkeypatch, names, calls=None):
@@ -174,21 +181,28 @@ def _step(shape_x, shape_w, dtype="float32", **kw):
     return compile(g, [y, gx, gw]).run(x=rng.normal(size=shape_x), w=rng.normal(size=shape_w))
 
 
+WINOGRAD = ["conv2d_3x3", "conv_transpose2d_3x3", "conv2d_backward_weight_3x3"]
+ROWS = ["conv2d_rows", "conv2d_rows", "conv2d_backward_weight_rows"]  # the input gradient: conv2d, kernel flipped
+
+
 @pytest.mark.parametrize("algo,shape_x,kw,expect", [
-    ("auto", (64, 16, 8, 8), dict(padding=1), True),  # the digits U-Net's 16 -> 16 at 8x8
-    ("auto", (2, 4, 6, 6), dict(padding=1), False),  # tiny: im2col
-    ("auto", (64, 16, 8, 8), dict(padding=1, stride=2), False),
-    ("im2col", (64, 16, 8, 8), dict(padding=1), False),
-    ("winograd", (2, 4, 6, 6), dict(padding=1), True),
-    ("winograd", (2, 4, 6, 6), dict(padding=1, groups=2), False),  # does not apply
+    ("auto", (64, 16, 10, 10), dict(padding=1), WINOGRAD),  # 100 output pixels
+    ("auto", (64, 16, 8, 8), dict(padding=1), ROWS),  # the digits U-Net's 16 -> 16 at 8x8: channel-last
+    ("auto", (2, 1, 6, 6), dict(padding=1), []),  # one channel (rows of 3 values, W_out 6): im2col
+    ("auto", (2, 4, 6, 6), dict(padding=1), ROWS),  # rows of 12 values
+    ("auto", (64, 16, 8, 8), dict(padding=1, stride=2), ROWS[:1] + ROWS[2:] + ["_col2im_transpose"]),
+    ("im2col", (64, 16, 8, 8), dict(padding=1), []),
+    ("im2col", (64, 16, 10, 10), dict(padding=1), []),
+    ("winograd", (2, 4, 6, 6), dict(padding=1), WINOGRAD),
+    ("winograd", (2, 4, 6, 6), dict(padding=1, groups=2), []),  # does not apply
 ])
 def test_the_ops_run_the_expected_kernels(monkeypatch, algo, shape_x, kw, expect):
     monkeypatch.setattr(conv, "CONV_ALGO", algo)
-    calls = _spy(monkeypatch)
+    calls = spy_on_kernels(monkeypatch, ("conv2d_rows", "conv2d_backward_weight_rows", "_col2im_transpose"),
+                           _spy(monkeypatch))
     c = shape_x[1]
     outs = _step(shape_x, (c, c // kw.get("groups", 1), 3, 3), **kw)
-    want = ["conv2d_3x3", "conv_transpose2d_3x3", "conv2d_backward_weight_3x3"] if expect else []
-    assert sorted(calls) == sorted(want)
+    assert sorted(calls) == sorted(expect)
     monkeypatch.setattr(conv, "CONV_ALGO", "im2col")  # same program on im2col: same numbers
     for a, b in zip(outs, _step(shape_x, (c, c // kw.get("groups", 1), 3, 3), **kw)):
         assert rel(a, b) < 1e-4

@@ -17,9 +17,13 @@ least WINOGRAD_MIN_WORK (below that its ~30 array calls cost more than they save
 in bench/winograd_bench.py). A transposed convolution whose stride (> 1) divides its kernel
 runs the sub-pixel kernel instead of col2im, and a convolution or weight gradient with such a
 stride the space-to-depth kernels instead of im2col (engine/ops/conv_strided.py). A 1x1
-convolution at stride 1 without padding is a channel matmul per image in all three kernels. The environment
+convolution at stride 1 without padding is a channel matmul per image in all three kernels.
+Where a window row of the channel-last input (kW * C/G values) is at least as long as an
+output row, the convolution and its weight gradient run the channel-last im2col of
+engine/ops/conv_rows.py instead of im2col, and on small images (under WINOGRAD_MIN_PIXELS
+output pixels) instead of Winograd too. The environment
 variable GENGRAPH_CONV_ALGO, read once at import, overrides the rule: "auto" (the default),
-"im2col" (only the im2col/col2im kernels: never Winograd or sub-pixel) or "winograd"
+"im2col" (only the im2col/col2im kernels: never Winograd, sub-pixel or channel-last) or "winograd"
 (Winograd whenever it applies); tests set the module's CONV_ALGO instead.
 """
 
@@ -29,6 +33,7 @@ import os
 
 import numpy as np
 
+from .conv_rows import conv2d_backward_weight_rows, conv2d_rows
 from .conv_strided import (conv2d_backward_weight_space_to_depth, conv2d_space_to_depth, conv_transpose2d_subpixel,
                            stride_divides_kernel)
 from .fastpaths import sum_leading
@@ -50,6 +55,13 @@ WINOGRAD_MIN_WORK = 1 << 20
 # 16 -> 32 7.27 / 5.20; 32 -> 8 11.37 / 4.44 (the weight gradient alike: 1.77 / 3.96 at 3,
 # 3.71 / 3.73 at 8, 7.77 / 5.26 at 16 input channels).
 WINOGRAD_MIN_CHANNELS = 16
+# Output pixels (H_out * W_out) from which Winograd is faster than the channel-last im2col of
+# conv_rows.py: its 2x2 tiles (plus a junk column per tile row) waste more of a small image.
+# Float32, one thread, batch 64, forward + input gradient + weight gradient ms, Winograd /
+# channel-last: 32 -> 32 at 4x4 1.29 / 0.66, 16 -> 16 at 8x8 1.23 / 0.92, 64 -> 64 at 7x7
+# 7.89 / 6.63, 32 -> 64 at 10x10 6.86 / 7.19, 32 -> 32 at 12x12 5.58 / 5.60, 32 -> 64 at
+# 14x14 12.27 / 14.63.
+WINOGRAD_MIN_PIXELS = 100
 # Input channels from which a strided convolution takes the space-to-depth kernel (_space_to_depth_wins).
 SPACE_TO_DEPTH_MIN_CHANNELS = 16
 
@@ -64,15 +76,28 @@ def _algo_from_env():
 CONV_ALGO = _algo_from_env()
 
 
-def use_winograd(kernel, stride, dilation, groups, dtype, work, channels):
-    """Whether a convolution with these attributes and this much work (N * C_in * C_out * H_out
-    * W_out) runs on the Winograd kernels (CONV_ALGO, WINOGRAD_MIN_WORK and, for the channels
-    an im2col would copy, WINOGRAD_MIN_CHANNELS decide)."""
+def use_winograd(kernel, stride, dilation, groups, dtype, work, channels, pixels):
+    """Whether a convolution with these attributes, this much work (N * C_in * C_out * H_out *
+    W_out) and output pixels (H_out * W_out) runs on the Winograd kernels (CONV_ALGO,
+    WINOGRAD_MIN_WORK, WINOGRAD_MIN_PIXELS and, for the channels an im2col would copy,
+    WINOGRAD_MIN_CHANNELS decide)."""
     if CONV_ALGO == "im2col":
         return False
     applies = (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
                and np.dtype(dtype) in (np.float32, np.float64))
-    return applies and (CONV_ALGO == "winograd" or (work >= WINOGRAD_MIN_WORK and channels >= WINOGRAD_MIN_CHANNELS))
+    return applies and (CONV_ALGO == "winograd" or (work >= WINOGRAD_MIN_WORK and channels >= WINOGRAD_MIN_CHANNELS
+                                                     and pixels >= WINOGRAD_MIN_PIXELS))
+
+
+def use_rows(kernel, dilation, channels, out_width):
+    """Whether the channel-last im2col (conv_rows.py) replaces im2col: its copy runs inner loops
+    of kW * C/G values (C/G when dilated) where im2col's run W_out, so it wins when those are at
+    least as long. Float32, one thread, batch 64, 3x3 forward ms, im2col / channel-last: 1 -> 32
+    at 28x28 0.44 / 1.84, 8 -> 32 3.42 / 3.86, 16 -> 32 7.17 / 6.25, 32 -> 32 at 8x8 1.41 /
+    0.84; stride 2: 32 -> 32 at 28x28 4.23 / 2.78, 4x4 kernels 8.58 / 4.88 (space-to-depth
+    5.90)."""
+    run = channels * (kernel[1] if dilation[1] == 1 else 1)
+    return CONV_ALGO == "auto" and run >= out_width
 
 
 # --- helpers shared with the pools ---------------------------------------------------------
@@ -113,14 +138,20 @@ def conv_out_size(size, k, s, p, d):
 
 
 # --- kernels -----------------------------------------------------------------------------
-def _col2im_wins(c_in, c_out, winograd):
+def _col2im_wins(c_in, c_out, winograd, rows):
     """At stride 1, whether the output-side form (one matmul over the input pixels, then col2im
     adds) runs instead of im2col or Winograd: im2col copies C_in * k * k values a pixel, col2im
     adds C_out * k * k, and Winograd only loses to it when C_out is a few channels. Float32, one
     thread, batch 64, 3x3 at 28x28, im2col / Winograd / col2im ms: 32 -> 1 9.2 / 3.0 / 1.1;
     32 -> 8 11.7 / 4.5 / 4.3; 32 -> 16 13.3 / 5.7 / 9.4; 16 -> 8 4.6 / 2.4 / 3.0; 64 -> 32 at
-    14x14 8.4 / 4.3 / 6.7."""
-    return CONV_ALGO != "im2col" and (4 * c_out <= c_in or (c_out < c_in and not winograd))
+    14x14 8.4 / 4.3 / 6.7. The channel-last im2col (`rows`, where Winograd does not run) loses
+    to it only at fewer output channels: at 8x8, channel-last / col2im 32 -> 8 0.38 / 0.60,
+    32 -> 4 0.39 / 0.33, 32 -> 1 0.21 / 0.10."""
+    if CONV_ALGO == "im2col":
+        return False
+    if rows and not winograd:
+        return 8 * c_out <= c_in
+    return 4 * c_out <= c_in or (c_out < c_in and not winograd)
 
 
 def _space_to_depth_wins(kernel, stride, dilation, c_in, c_out):
@@ -164,12 +195,16 @@ def _conv2d_forward(xp, x, w, stride, padding, dilation, groups):
         return _pointwise_conv2d(xp, x, w, groups)
     ho = conv_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
-    wino = use_winograd((kh, kw), stride, dilation, groups, np.result_type(x.dtype, w.dtype), n * c * o * ho * wo, c)
+    dtype = np.result_type(x.dtype, w.dtype)
+    wino = use_winograd((kh, kw), stride, dilation, groups, dtype, n * c * o * ho * wo, c, ho * wo)
+    rows = use_rows((kh, kw), dilation, cg, wo)
     pad_t = _flipped_padding((kh, kw), padding, dilation)  # the transposed form's
-    if stride == (1, 1) and min(pad_t) >= 0 and _col2im_wins(c, o, wino):
+    if stride == (1, 1) and min(pad_t) >= 0 and _col2im_wins(c, o, wino, rows):
         return _col2im_transpose(xp, x, _flip_swap(xp, w, groups), stride, pad_t, (0, 0), dilation, groups)
     if wino:
         return conv2d_3x3(xp, x, w, padding)
+    if rows:
+        return conv2d_rows(xp, x, w, stride, padding, dilation, groups, (ho, wo))
     if _space_to_depth_wins((kh, kw), stride, dilation, c, o):
         return conv2d_space_to_depth(xp, x, w, stride, padding, groups, (ho, wo))
     cols = im2col(xp, _pad(xp, x, padding), (kh, kw), stride, dilation, (ho, wo), groups)  # the one copy
@@ -183,11 +218,12 @@ def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilatio
     if _pointwise((kh, kw), stride, padding) and output_padding == (0, 0):
         return _pointwise_conv2d(xp, x, _flip_swap(xp, w, groups), groups)  # (at 1x1 the swap alone)
     pad = _flipped_padding((kh, kw), padding, dilation)
+    ho, wo = (h + 2 * pad[0] - dilation[0] * (kh - 1), wd + 2 * pad[1] - dilation[1] * (kw - 1))  # at stride 1
     wino = output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups,
-                                                     np.result_type(x.dtype, w.dtype),
-                                                     n * ci * cog * (h + 2 * pad[0] - 2) * (wd + 2 * pad[1] - 2), ci)
+                                                     np.result_type(x.dtype, w.dtype), n * ci * cog * ho * wo, ci, ho * wo)
     as_conv = stride == (1, 1) and output_padding == (0, 0) and min(pad) >= 0
-    if as_conv and _col2im_wins(ci, cog * groups, wino):  # into a few channels: col2im's adds are few
+    rows = as_conv and use_rows((kh, kw), dilation, ci // groups, wo)
+    if as_conv and _col2im_wins(ci, cog * groups, wino, rows):  # into a few channels: col2im's adds are few
         return _col2im_transpose(xp, x, w, stride, padding, output_padding, dilation, groups)
     if wino:
         return conv_transpose2d_3x3(xp, x, w, padding)
@@ -239,13 +275,19 @@ def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation
     cg, og = c // groups, o // groups
     if _pointwise(kernel, stride, padding) and x.shape[2:] == gy.shape[2:]:
         return _pointwise_backward_weight(xp, gy, x, groups)
-    wino = use_winograd(kernel, stride, dilation, groups, np.result_type(gy.dtype, x.dtype), n * c * o * ho * wo, c)
+    wino = use_winograd(kernel, stride, dilation, groups, np.result_type(gy.dtype, x.dtype), n * c * o * ho * wo, c,
+                        ho * wo)
+    rows = use_rows(kernel, dilation, cg, wo)
     if stride == (1, 1) and CONV_ALGO != "im2col" and o < c:
         per_image = og * kh * kw <= 16
-        if per_image or not wino:  # channel-major, it only ties with Winograd (32 -> 1: 4.1 / 4.4 ms; im2col 9.0)
+        # channel-major, it only ties with Winograd (32 -> 1: 4.1 / 4.4 ms; im2col 9.0) and loses
+        # to the channel-last im2col (32 -> 8 at 8x8: 0.65 / 0.42 ms)
+        if per_image or not (wino or rows):
             return _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups, per_image)
     if wino:
         return conv2d_backward_weight_3x3(xp, gy, x, padding)
+    if rows:
+        return conv2d_backward_weight_rows(xp, gy, x, kernel, stride, padding, dilation, groups)
     if _space_to_depth_wins(kernel, stride, dilation, c, o):
         return conv2d_backward_weight_space_to_depth(xp, gy, x, kernel, stride, padding, groups)
     # the forward's im2col matrix; BLAS reads it transposed
