@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gengraph.engine import grad, ops
-from gengraph.engine.ops import conv, conv_rows
+from gengraph.engine.ops import conv, conv_rows, im2col
 from gradcheck_util import fd_check
 from test_ops_conv import naive_backward_weight, naive_conv2d, naive_conv_transpose2d
 from test_ops_conv_strided import _other_xp
@@ -62,7 +62,7 @@ def _check_kernels(xp, cfg, seed):
 def test_kernels_match_naive_loops(cfg, seed, per_image):
     with pytest.MonkeyPatch.context() as mp:
         if per_image:  # one image per chunk: the chunks' outputs and weight-gradient sums
-            mp.setattr(conv_rows, "CHUNK_BYTES", 1)
+            mp.setattr(im2col, "CHUNK_BYTES", 1)
         _check_kernels(np, cfg, seed)
 
 
@@ -73,9 +73,9 @@ def test_kernels_run_on_a_non_numpy_module(cfg, seed):
 
 
 def test_chunks_cover_the_batch_once():
-    assert conv_rows._chunks(np, 10, conv_rows.CHUNK_BYTES // 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
-    assert conv_rows._chunks(np, 5, 10 * conv_rows.CHUNK_BYTES) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
-    assert conv_rows._chunks(_other_xp(), 7, 1) == [(0, 7)]
+    assert im2col.image_chunks(np, 10, im2col.CHUNK_BYTES // 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert im2col.image_chunks(np, 5, 10 * im2col.CHUNK_BYTES) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert im2col.image_chunks(_other_xp(), 7, 1) == [(0, 7)]
 
 
 def test_weight_gradient_reads_only_the_windows():

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gengraph.engine import Graph, compile, grad, ops
-from gengraph.engine.ops import conv, winograd
+from gengraph.engine.ops import conv, im2col, winograd
 from gradcheck_util import fd_check, forward, hvp_check
 from test_ops_conv import naive_conv2d, naive_conv_transpose2d
 
@@ -116,10 +116,10 @@ def test_conv2d_backward_weight_matches_naive_loops(cfg, crop, seed):
 def test_chunks_of_images_give_the_whole_batch_result(monkeypatch, chunk_bytes):
     # an image's work below is 16 * (3 + 4) channels * 4 x 4 tiles * 8 bytes = 14336 bytes;
     # 1 byte: one image per chunk; 30000 bytes: chunks of 2 images and a ragged last one
-    monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(2)
     x, w, gy = rng.normal(size=(5, 3, 7, 6)), rng.normal(size=(4, 3, 3, 3)), rng.normal(size=(5, 4, 7, 6))
-    assert len(winograd._chunks(np, 5, 14336)) == (5 if chunk_bytes == 1 else 3)
+    assert len(im2col.image_chunks(np, 5, 14336)) == (5 if chunk_bytes == 1 else 3)
     assert rel(winograd.conv2d_3x3(np, x, w, (1, 1)), naive_conv2d(x, w, padding=(1, 1))) < 1e-10
     assert rel(winograd.conv2d_backward_weight_3x3(np, gy, x, (1, 1)), naive_backward_weight(gy, x, (1, 1))) < 1e-10
 

@@ -8,7 +8,7 @@ is first copied, zero-padded, to channel-last (N, H, W, C) -- one copy of the in
 windows are rows of kW * C/G contiguous values; the (pixels, kH * kW * C/G) matrix of them is
 a copy with long inner loops (0.04 ms there), and BLAS multiplies it by the weight as
 (kH * kW * C/G, C_out/G). The batch runs in chunks of images so that each chunk's matrix and
-output stay in cache (as winograd.py's do); on other backends (CuPy) one chunk. conv.py
+output stay in cache (im2col.CHUNK_BYTES, as winograd.py's do); on other backends (CuPy) one chunk. conv.py
 decides when these kernels run (`_rows_win`); only functions NumPy and CuPy share are used.
 """
 
@@ -16,17 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .im2col import as_strided
-
-CHUNK_BYTES = 3 << 20  # one chunk's window matrix and output, bytes: about the CPU's L2 + part of L3
-
-
-def _chunks(xp, n, bytes_per_image):
-    """Image ranges [a, b) covering 0..n, about CHUNK_BYTES of work each (one range off the CPU)."""
-    if xp is not np:
-        return [(0, n)]
-    per = max(1, int(CHUNK_BYTES // max(bytes_per_image, 1)))
-    return [(a, min(n, a + per)) for a in range(0, n, per)]
+from .im2col import as_strided, image_chunks
 
 
 def pixel_rows(xp, x, kernel, stride, dilation, padding, out_hw, groups):
@@ -51,7 +41,7 @@ def conv2d_rows(xp, x, w, stride, padding, dilation, groups, out_hw):
     dtype = np.result_type(x.dtype, w.dtype)
     wm = w.reshape(groups, og, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, og)
     y = xp.empty((n, o, ho, wo), dtype=dtype)
-    for a, b in _chunks(xp, n, ho * wo * (kh * kw * cg + og) * groups * np.dtype(dtype).itemsize):
+    for a, b in image_chunks(xp, n, ho * wo * (kh * kw * cg + og) * groups * np.dtype(dtype).itemsize):
         out = xp.matmul(pixel_rows(xp, x[a:b], (kh, kw), stride, dilation, padding, out_hw, groups), wm)
         y[a:b] = out.reshape(groups, b - a, ho, wo, og).transpose(1, 0, 4, 2, 3).reshape(b - a, o, ho, wo)
     return y
@@ -65,7 +55,7 @@ def conv2d_backward_weight_rows(xp, gy, x, kernel, stride, padding, dilation, gr
     (kh, kw), cg, og = kernel, c // groups, o // groups
     dtype = np.result_type(gy.dtype, x.dtype)
     dw = None
-    for a, b in _chunks(xp, n, ho * wo * (kh * kw * cg + og) * groups * np.dtype(dtype).itemsize):
+    for a, b in image_chunks(xp, n, ho * wo * (kh * kw * cg + og) * groups * np.dtype(dtype).itemsize):
         rows = pixel_rows(xp, x[a:b], kernel, stride, dilation, padding, (ho, wo), groups)
         gm = gy[a:b].reshape(b - a, groups, og, ho, wo).transpose(1, 0, 3, 4, 2).reshape(groups, (b - a) * ho * wo, og)
         part = xp.matmul(rows.transpose(0, 2, 1), gm)  # (G, kH * kW * C/G, O/G)

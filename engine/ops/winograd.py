@@ -15,8 +15,8 @@ needs one junk column per row of tiles (a column shift reads into the next row):
 runs on th x (tw + 1) tiles and the junk is dropped when the 2x2 outputs are interleaved
 back (forward) or multiplied by zeros (weight gradient). On the CPU the batch goes in chunks
 of images so that a chunk's tiles and GEMM output stay in cache (4x the input and 4x the
-output); on other backends (CuPy) one chunk. Only the xp functions NumPy and CuPy share are
-used. conv.py decides when these kernels run (`use_winograd`); they assume a (C_out, C_in, 3, 3) weight.
+output; im2col.CHUNK_BYTES); on other backends (CuPy) one chunk. Only the xp functions NumPy
+and CuPy share are used. conv.py decides when these kernels run (`use_winograd`); they assume a (C_out, C_in, 3, 3) weight.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import threading
 
 import numpy as np
 
+from .im2col import image_chunks
+
 # F(2, 3): d (4) -> B^T d; g (3) -> G g; m (4) -> A^T m. Y = A^T [(G g) * (B^T d)] is the
 # 2-output correlation of d with g. The adds in _input_transform / _output_transform are
 # these matrices written out; tests check them against the matrices.
@@ -32,23 +34,10 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
-# Working set of one CPU chunk (transformed tiles + GEMM output), bytes. Measured forward, batch
-# 64, one thread, chunks of k images: 32->64 at 28x28 (1.3 MB an image) 14.9 / 13.9 / 13.8 /
-# 19.5 ms for k = 1 / 2 / 4 / 8; at 14x14 (0.34 MB) 6.1 / 4.8 / 4.1 / 3.7 / 3.7 for k = 1..16;
-# 48->32 at 8x8 (0.1 MB) 3.9 / 2.7 / 1.9 / 1.5 / 1.5: about 3 MB (the CPU's L2 + part of L3).
-CHUNK_BYTES = 3 << 20
 # Scratch storages kept between calls (per thread, dtype and kernel) when a call needs at most
 # this many bytes of them; larger calls allocate their own (see _Buffers).
 SCRATCH_MAX_BYTES = 16 << 20
 _SCRATCH = threading.local()
-
-
-def _chunks(xp, n, bytes_per_image):
-    """Image ranges [a, b) covering 0..n, about CHUNK_BYTES of work each (one range off the CPU)."""
-    if xp is not np:
-        return [(0, n)]
-    per = max(1, int(CHUNK_BYTES // max(bytes_per_image, 1)))
-    return [(a, min(n, a + per)) for a in range(0, n, per)]
 
 
 def _phase(n_out, pad, r, size):
@@ -176,7 +165,7 @@ def conv2d_3x3(xp, x, w, padding):
     dtype = np.result_type(x.dtype, w.dtype)
     u = _filter_transform(xp, w.astype(dtype, copy=False))
     y = xp.empty((n, o, ho, wo), dtype=dtype)
-    chunks = _chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
+    chunks = image_chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
     buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw)
     for a, b in chunks:
         nc = b - a
@@ -224,7 +213,7 @@ def conv2d_backward_weight_3x3(xp, gy, x, padding):
     th, tw = (ho + 1) // 2, (wo + 1) // 2
     dtype = np.result_type(gy.dtype, x.dtype)
     acc = xp.zeros((16, o, c), dtype=dtype)
-    chunks = _chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
+    chunks = image_chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
     buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw, grad_out=True)
     for a, b in chunks:
         nc = b - a
