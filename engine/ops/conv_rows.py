@@ -8,8 +8,9 @@ is first copied, zero-padded, to channel-last (N, H, W, C) -- one copy of the in
 windows are rows of kW * C/G contiguous values; the (pixels, kH * kW * C/G) matrix of them is
 a copy with long inner loops (0.04 ms there), and BLAS multiplies it by the weight as
 (kH * kW * C/G, C_out/G). The batch runs in chunks of images so that each chunk's matrix and
-output stay in cache (im2col.CHUNK_BYTES, as winograd.py's do); on other backends (CuPy) one chunk. conv.py
-decides when these kernels run (`_rows_win`); only functions NumPy and CuPy share are used.
+output stay in cache (im2col.CHUNK_BYTES, as winograd.py's do); on other backends (CuPy) one
+chunk. conv.py decides when these kernels run (`use_rows`); only functions NumPy and CuPy
+share are used.
 """
 
 from __future__ import annotations
