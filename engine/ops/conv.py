@@ -218,7 +218,7 @@ def _conv_transpose2d_forward(xp, x, w, stride, padding, output_padding, dilatio
     if _pointwise((kh, kw), stride, padding) and output_padding == (0, 0):
         return _pointwise_conv2d(xp, x, _flip_swap(xp, w, groups), groups)  # (at 1x1 the swap alone)
     pad = _flipped_padding((kh, kw), padding, dilation)
-    ho, wo = (h + 2 * pad[0] - dilation[0] * (kh - 1), wd + 2 * pad[1] - dilation[1] * (kw - 1))  # at stride 1
+    ho, wo = (conv_out_size(s, k, 1, p, d) for s, k, p, d in zip((h, wd), (kh, kw), pad, dilation))  # as a conv
     wino = output_padding == (0, 0) and use_winograd((kh, kw), stride, dilation, groups,
                                                      np.result_type(x.dtype, w.dtype), n * ci * cog * ho * wo, ci, ho * wo)
     as_conv = stride == (1, 1) and output_padding == (0, 0) and min(pad) >= 0
