@@ -34,6 +34,12 @@ def pixel_rows(xp, x, kernel, stride, dilation, padding, out_hw, groups):
     return win.reshape(groups, n * ho * wo, kh * kw * cg)
 
 
+def _chunks(xp, n, out_hw, kernel, cg, og, groups, dtype):
+    """image_chunks sized by an image's window matrix and output (the working set of a chunk)."""
+    per_image = out_hw[0] * out_hw[1] * (kernel[0] * kernel[1] * cg + og) * groups * np.dtype(dtype).itemsize
+    return image_chunks(xp, n, per_image)
+
+
 def conv2d_rows(xp, x, w, stride, padding, dilation, groups, out_hw):
     """conv2d of x (N, C, H, W) with w (O, C/G, kH, kW), output (N, O, H_out, W_out)."""
     n = x.shape[0]
@@ -42,7 +48,7 @@ def conv2d_rows(xp, x, w, stride, padding, dilation, groups, out_hw):
     dtype = np.result_type(x.dtype, w.dtype)
     wm = w.reshape(groups, og, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, og)
     y = xp.empty((n, o, ho, wo), dtype=dtype)
-    for a, b in image_chunks(xp, n, ho * wo * (kh * kw * cg + og) * groups * np.dtype(dtype).itemsize):
+    for a, b in _chunks(xp, n, out_hw, (kh, kw), cg, og, groups, dtype):
         out = xp.matmul(pixel_rows(xp, x[a:b], (kh, kw), stride, dilation, padding, out_hw, groups), wm)
         y[a:b] = out.reshape(groups, b - a, ho, wo, og).transpose(1, 0, 4, 2, 3).reshape(b - a, o, ho, wo)
     return y
@@ -56,7 +62,7 @@ def conv2d_backward_weight_rows(xp, gy, x, kernel, stride, padding, dilation, gr
     (kh, kw), cg, og = kernel, c // groups, o // groups
     dtype = np.result_type(gy.dtype, x.dtype)
     dw = None
-    for a, b in image_chunks(xp, n, ho * wo * (kh * kw * cg + og) * groups * np.dtype(dtype).itemsize):
+    for a, b in _chunks(xp, n, (ho, wo), kernel, cg, og, groups, dtype):
         rows = pixel_rows(xp, x[a:b], kernel, stride, dilation, padding, (ho, wo), groups)
         gm = gy[a:b].reshape(b - a, groups, og, ho, wo).transpose(1, 0, 3, 4, 2).reshape(groups, (b - a) * ho * wo, og)
         part = xp.matmul(rows.transpose(0, 2, 1), gm)  # (G, kH * kW * C/G, O/G)
