@@ -117,6 +117,48 @@ def test_layer_norm_grad(shape, eps, seed):
     assert out.shape == shape
 
 
+def test_norm_vjp_is_one_fused_kernel():
+    """group_norm's and layer_norm's VJP is one normalize_grad node on the full-size arrays, not the
+    dozen passes (neg, div, unreduce, sum_to, ...) the chain rule takes through mean/sqrt/div."""
+    from gengraph.engine import Graph, grad
+    from gengraph.engine.graph import topo_order
+
+    for norm in (lambda x: ops.group_norm(x, 4, 1e-5), lambda x: ops.layer_norm(x)):
+        g = Graph(dtype="float32")
+        x, r = g.input("x", (None, 8, 6, 6)), g.input("r", (None, 8, 6, 6))
+        y = norm(x)
+        (gx,) = grad(ops.sum(y * r), [x])
+        fused = [n for n in topo_order([gx]) if n.op == "normalize_grad"]
+        assert len(fused) == 1, [n.op for n in topo_order([gx])]
+        before = {id(n) for n in topo_order([y, fused[0].inputs[0]])}  # forward, and y's gradient
+        after = [n.op for n in topo_order([gx]) if id(n) not in before]
+        assert set(after) <= {"normalize_grad", "reshape", "reshape_like"}, after
+
+
+@SECOND
+@given(n=st.integers(1, 2), cg=st.integers(1, 2), groups=st.integers(1, 2), hw=st.tuples(st.integers(1, 3),
+       st.integers(2, 3)), eps=st.sampled_from([1e-3, 0.1, 1.0]), layer=st.booleans(), seed=seeds)
+def test_norm_hessian_vector_products(n, cg, groups, hw, eps, layer, seed):
+    x = np.random.default_rng(seed).normal(size=(n, cg * groups) + hw)
+    hvp_check(lambda x: ops.layer_norm(x, eps) if layer else ops.group_norm(x, groups, eps), [x], n_random=3,
+              atol=1e-5)
+
+
+def test_norm_third_order():
+    """normalize_grad's own VJPs are graph code: the Hessian-vector products of group_norm's gradient
+    (third derivatives of group_norm) match central differences."""
+    from gengraph.engine import grad
+
+    rng = np.random.default_rng(3)
+    weights = rng.normal(size=(1, 4, 2, 3))
+
+    def first_gradient(x):
+        y = ops.group_norm(x, 2, 0.2)
+        return grad(ops.sum(y * x.graph.constant(weights)), [x])[0]
+
+    hvp_check(first_gradient, [rng.normal(size=(1, 4, 2, 3))], n_random=3, atol=1e-5)
+
+
 # --- second order -----------------------------------------------------------------------------
 @SECOND
 @given(cfg=conv_configs(), seed=seeds)

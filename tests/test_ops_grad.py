@@ -771,6 +771,10 @@ GRAD_CASES = {  # op name -> (build(*nodes) -> node using the op, arrays)
     "avg_pool2d_backward": (lambda g: apply("avg_pool2d_backward", g, kernel=(2, 2), stride=(2, 2), in_hw=(5, 5)),
                             [_R.normal(size=(2, 2, 2, 2))]),
     "upsample_nearest2d": (lambda x: ops.upsample_nearest2d(x, 2), [_IMG]),
+    # normalisation: group_norm builds `normalized`, whose VJP is one normalize_grad kernel
+    "normalized": (lambda x: ops.group_norm(x, 2, 0.1), [_IMG2[:, :2]]),
+    "normalize_grad": (lambda g, y, r: ops.normalize_grad(g, y, r, start=2),  # g, y, r independent here
+                       [_IMG2[:, :2], _IMG, np.abs(_R.normal(size=(2, 2, 1, 1))) + 0.5]),
     "dropout": (lambda x: apply("dropout", x, _const(x, (_R.random(_IMG.shape) > 0.3) / 0.7)), [_IMG]),
 }
 
