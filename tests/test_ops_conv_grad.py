@@ -8,6 +8,7 @@ stays away from its kinks when the windows' values are spread apart).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -133,6 +134,23 @@ def test_norm_vjp_is_one_fused_kernel():
         before = {id(n) for n in topo_order([y, fused[0].inputs[0]])}  # forward, and y's gradient
         after = [n.op for n in topo_order([gx]) if id(n) not in before]
         assert set(after) <= {"normalize_grad", "reshape", "reshape_like"}, after
+
+
+@pytest.mark.parametrize("start", [1, 2])
+def test_norm_kernels_on_another_array_module(start):
+    """The two kernels use only functions NumPy and CuPy share: behind a module that is not numpy
+    (the branches CuPy takes) they give NumPy's values, and normalize_grad is its formula."""
+    from gengraph.engine.ops import OPS
+    from test_ops_conv_strided import _other_xp
+
+    rng = np.random.default_rng(start)
+    g, y = rng.normal(size=(3, 2, 5, 4)), rng.normal(size=(3, 2, 5, 4))
+    r = rng.random((3, 2, 1, 1) if start == 2 else (3, 1, 1, 1)) + 0.5
+    axes = tuple(range(start, 4))
+    want = r * (g - g.mean(axis=axes, keepdims=True) - y * (g * y).mean(axis=axes, keepdims=True))
+    for xp in (np, _other_xp()):
+        np.testing.assert_allclose(OPS["normalize_grad"].forward(xp, g, y, r, start=start), want, atol=1e-14)
+        np.testing.assert_allclose(OPS["normalized"].forward(xp, g, r, y, start=start), g * r, atol=0)
 
 
 @SECOND
