@@ -49,6 +49,8 @@ import timeit  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from ._common import rel_diff  # noqa: E402
+
 
 def _t(fn, number=200) -> float:
     return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
@@ -250,8 +252,7 @@ def group_norm() -> dict:
             return gx.reshape(x.shape), gw, gb
 
         got, want = prog.run(x=x, r=r), hand()
-        diff = max(float(np.abs(np.asarray(a).reshape(-1) - np.asarray(e).reshape(-1)).max() /
-                         np.abs(e).max()) for a, e in zip(got, want))
+        diff = max(rel_diff(np.ravel(a), np.ravel(e)) for a, e in zip(got, want))
         if not diff < 1e-4:
             raise AssertionError(f"group_norm: gengraph and the hand-fused NumPy disagree ({diff:.1e})")
         out[f"{n}x{c}x{h}x{h}"] = {"gengraph_ms": _ms(lambda: prog.run(x=x, r=r)), "hand_fused_ms": _ms(hand),
