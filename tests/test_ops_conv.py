@@ -307,12 +307,50 @@ def test_dtype_is_kept_and_batch_may_be_unknown(name, dtype):
     (lambda x: ops.avg_pool2d(x, (1, 9)), "larger than the input's width"),
     (lambda x: ops.group_norm(x, 3), "groups=3 does not divide the 4 channels"),
     (lambda x: ops.dropout(x, 1.0), "p must be a probability"),
+    (lambda x: ops.conv2d(x, x.graph.input("w", (1, 4, 0, 3))), "kernel size must be at least 1x1"),
+    (lambda x: ops.conv_transpose2d(x, x.graph.input("w", (4, 1, 3, 0))), "kernel size must be at least 1x1"),
 ])
 def test_shape_errors_say_what_is_wrong(build, message):
     g = Graph()
     x = g.input("x", (None, 4, 5, 5))
     with pytest.raises(ShapeError, match=message):
         build(x)
+
+
+@pytest.mark.parametrize("build", [
+    lambda x: ops.conv2d(x, x.graph.input("w", (2, 4, 3, 3)), stride=2, padding=1),
+    lambda x: ops.conv_transpose2d(x, x.graph.input("w", (4, 2, 3, 3))),
+    lambda x: ops.max_pool2d(x, 2),
+    lambda x: ops.avg_pool2d(x, 2),
+    lambda x: ops.upsample_nearest2d(x, 2),
+    lambda x: ops.group_norm(x, 2),
+])
+def test_image_ops_need_known_channels_and_sizes(build):
+    # only the batch size may be unknown: before, an unknown height passed the shape rule and failed
+    # later in grad() or at run time with a TypeError (or group_norm blamed its groups)
+    g = Graph()
+    x = g.input("x", (None, 4, None, 5))
+    with pytest.raises(ShapeError, match=r"\(\?, 4, \?, 5\): only the batch size may be unknown"):
+        build(x)
+
+
+@pytest.mark.parametrize("algo", ["auto", "im2col", "winograd"])
+@pytest.mark.parametrize("expression", ["sum(conv2d(x, w, padding=1))", "sum(conv2d(x, w, stride=2))",
+                                        "sum(conv_transpose2d(x, w, padding=1))"])
+def test_an_empty_batch_has_zero_weight_gradient(expression, algo, monkeypatch):
+    monkeypatch.setattr(conv, "CONV_ALGO", algo)
+    x, w = np.zeros((0, 4, 5, 5)), np.ones((4, 4, 3, 3))
+    value, grads = value_and_grad(expression, {"x": x, "w": w}, ["x", "w"])
+    assert value == 0.0 and grads["x"].shape == x.shape
+    np.testing.assert_array_equal(grads["w"], np.zeros(w.shape))
+
+
+def test_max_pool_gradient_goes_to_the_first_nan_of_a_window():
+    # a NaN is its window's maximum (np.maximum, PyTorch): its gradient goes there, not to the first tap
+    x = np.array([[[[0.0, np.nan, 7.0, 1.0], [4.0, np.nan, 2.0, 3.0]]]])
+    value, grads = value_and_grad("sum(max_pool2d(x, 2) * y)", {"x": x, "y": np.array([[[[2.0, 3.0]]]])}, ["x"])
+    assert np.isnan(value)
+    np.testing.assert_array_equal(grads["x"], [[[[0.0, 2.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])
 
 
 def test_conv_flops():

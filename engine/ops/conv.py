@@ -38,7 +38,7 @@ from .conv_strided import (conv2d_backward_weight_space_to_depth, conv2d_space_t
                            stride_divides_kernel)
 from .fastpaths import sum_leading
 from .im2col import im2col, pad_hw, window_slice, windows
-from .registry import ShapeError, _fmt, defop, expression_function, size_of
+from .registry import ShapeError, _fmt, check_image, defop, expression_function, size_of
 from .winograd import conv2d_3x3, conv2d_backward_weight_3x3, conv_transpose2d_3x3
 
 CONV_ALGOS = ("auto", "im2col", "winograd")
@@ -273,6 +273,8 @@ def _conv2d_backward_weight_forward(xp, gy, x, kernel, stride, padding, dilation
     o, ho, wo = gy.shape[1:]
     kh, kw = kernel
     cg, og = c // groups, o // groups
+    if n == 0:  # no image: the chunked kernels below would sum nothing
+        return xp.zeros((o, cg, kh, kw), dtype=np.result_type(gy.dtype, x.dtype))
     if _pointwise(kernel, stride, padding) and x.shape[2:] == gy.shape[2:]:
         return _pointwise_backward_weight(xp, gy, x, groups)
     wino = use_winograd(kernel, stride, dilation, groups, np.result_type(gy.dtype, x.dtype), n * c * o * ho * wo, c,
@@ -328,10 +330,11 @@ def _backward_weight_gy_windows(xp, gy, x, kernel, padding, dilation, groups, pe
 
 
 # --- shape rules -------------------------------------------------------------------------
-def _check_4d(**nodes):
-    for name, node in nodes.items():
-        if node.ndim != 4:
-            raise ShapeError(f"{name} must be 4-D (NCHW / OIHW), got shape {_fmt(node.shape)}")
+def _check_weight(w):
+    if w.ndim != 4:
+        raise ShapeError(f"weight must be 4-D (OIHW), got shape {_fmt(w.shape)}")
+    if min(w.shape[2:]) < 1:
+        raise ShapeError(f"weight {_fmt(w.shape)}: the kernel size must be at least 1x1")
 
 
 def _dtype(*nodes):
@@ -339,8 +342,6 @@ def _dtype(*nodes):
 
 
 def _check_spatial(h, k, s, p, d, axis):
-    if h is None:
-        return None
     span = d * (k - 1) + 1
     if h + 2 * p < span:
         raise ShapeError(f"kernel larger than padded input along {axis}: kernel {k} with dilation {d} "
@@ -349,16 +350,17 @@ def _check_spatial(h, k, s, p, d, axis):
 
 
 def _conv2d_shape(x, w, stride, padding, dilation, groups):
-    _check_4d(input=x, weight=w)
+    check_image("input", x)
+    _check_weight(w)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     if groups < 1:
         raise ShapeError(f"groups must be >= 1, got {groups}")
-    if c is not None and c % groups:
+    if c % groups:
         raise ShapeError(f"groups={groups} does not divide the {c} input channels")
     if o % groups:
         raise ShapeError(f"groups={groups} does not divide the {o} output channels of the weight")
-    if c is not None and cg * groups != c:
+    if cg * groups != c:
         raise ShapeError(f"channel mismatch: input has {c} channels, weight {_fmt(w.shape)} with groups={groups} "
                          f"expects {cg * groups}")
     ho = _check_spatial(h, kh, stride[0], padding[0], dilation[0], "height")
@@ -373,14 +375,15 @@ def transpose_out_size(size, k, s, p, op, d):
 
 
 def _conv_transpose2d_shape(x, w, stride, padding, output_padding, dilation, groups):
-    _check_4d(input=x, weight=w)
+    check_image("input", x)
+    _check_weight(w)
     n, c, h, wd = x.shape
     ci, cog, kh, kw = w.shape
     if groups < 1:
         raise ShapeError(f"groups must be >= 1, got {groups}")
     if ci % groups:
         raise ShapeError(f"groups={groups} does not divide the weight's {ci} input channels")
-    if c is not None and c != ci:
+    if c != ci:
         raise ShapeError(f"channel mismatch: input has {c} channels, weight {_fmt(w.shape)} expects {ci} "
                          "(conv_transpose2d weights are (C_in, C_out/groups, kH, kW))")
     for a in range(2):
@@ -390,21 +393,22 @@ def _conv_transpose2d_shape(x, w, stride, padding, output_padding, dilation, gro
     out = []
     for a, size in enumerate((h, wd)):
         o = transpose_out_size(size, (kh, kw)[a], stride[a], padding[a], output_padding[a], dilation[a])
-        if o is not None and o < 1:
+        if o < 1:
             raise ShapeError(f"padding {padding} leaves no output ({'height' if a == 0 else 'width'} {o})")
         out.append(o)
     return (n, cog * groups, out[0], out[1]), _dtype(x, w)
 
 
 def _backward_weight_shape(gy, x, kernel, stride, padding, dilation, groups):
-    _check_4d(gradient=gy, input=x)
+    check_image("gradient", gy)
+    check_image("input", x)
     c, o = x.shape[1], gy.shape[1]
-    if c is None or o is None or c % groups or o % groups:
+    if c % groups or o % groups:
         raise ShapeError(f"groups={groups} must divide the channels ({c} in, {o} out)")
     for a in range(2):
         # x may be longer than the convolution reads (conv_transpose2d with output_padding >= stride)
         expect = conv_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a])
-        if None not in (expect, gy.shape[2 + a]) and expect < gy.shape[2 + a]:
+        if expect < gy.shape[2 + a]:
             raise ShapeError(f"gradient {_fmt(gy.shape)} does not match the convolution of {_fmt(x.shape)}")
     return (o, c // groups) + tuple(kernel), _dtype(gy, x)
 

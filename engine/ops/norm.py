@@ -109,7 +109,10 @@ def group_norm(x, groups, eps=1e-5):
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ShapeError(f"group_norm: groups must be a positive int, not {groups!r}")
     c = x.shape[1]
-    if c is None or c % groups or None in x.shape[2:]:
+    if None in x.shape[1:]:
+        raise ShapeError(f"group_norm: input {_fmt(x.shape)}: only the batch size may be unknown when the graph "
+                         "is built")
+    if c % groups:
         raise ShapeError(f"group_norm: groups={groups} does not divide the {c} channels of {_fmt(x.shape)}")
     grouped = reshape(x, (None, groups, (c // groups) * size_of(x.shape[2:])))
     return reshape_like(_normalize(grouped, 2, eps), x)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from .conv import conv_out_size, pair
 from .im2col import window_slice
 from .reduce import sum
-from .registry import ZERO, ShapeError, _fmt, defop, expression_function, float_dtype, size_of
+from .registry import ZERO, ShapeError, check_image, defop, expression_function, float_dtype, size_of
 from .shape import reshape
 
 _ONE = (1, 1)
@@ -27,11 +27,10 @@ def _out_hw(x, kernel, stride):
 
 
 def _pool_shape(x, kernel, stride):
-    if x.ndim != 4:
-        raise ShapeError(f"input must be 4-D (NCHW), got shape {_fmt(x.shape)}")
+    check_image("input", x)
     for a in range(2):
         size = x.shape[2 + a]
-        if size is not None and size < kernel[a]:
+        if size < kernel[a]:
             raise ShapeError(f"kernel {kernel} larger than the input's {'height' if a == 0 else 'width'} {size}")
     return x.shape[:2] + _out_hw(x, kernel, stride), float_dtype(x)
 
@@ -46,7 +45,8 @@ def _taps(x, kernel, stride):
 
 def _max_and_argmax(xp, x, kernel, stride):
     """Window maxima and the tap of each window's first maximum (one pass of kH*kW strided
-    slices: several times faster than reducing a window view over two strided axes)."""
+    slices: several times faster than reducing a window view over two strided axes). A NaN is
+    its window's maximum, as in np.maximum and PyTorch: the window's first NaN is its tap."""
     taps = _taps(x, kernel, stride)
     _, best = next(taps)
     best = best.copy()
@@ -55,6 +55,10 @@ def _max_and_argmax(xp, x, kernel, stride):
         better = v > best  # strict: ties keep the earlier tap
         xp.maximum(best, v, out=best)
         idx += better * (t - idx)  # branch-free: masked writes are several times slower
+    nan = best != best
+    if nan.any():  # rare: one more pass over the taps, last to first, so the first NaN wins
+        for t, v in reversed(list(_taps(x, kernel, stride))):
+            idx = xp.where(nan & (v != v), xp.int32(t), idx)
     return best, idx
 
 
@@ -165,10 +169,9 @@ def _upsample_forward(xp, x, scale):
 
 
 def _upsample_shape(x, scale):
-    if x.ndim != 4:
-        raise ShapeError(f"input must be 4-D (NCHW), got shape {_fmt(x.shape)}")
+    check_image("input", x)
     n, c, h, w = x.shape
-    return (n, c, None if h is None else h * scale[0], None if w is None else w * scale[1]), float_dtype(x)
+    return (n, c, h * scale[0], w * scale[1]), float_dtype(x)
 
 
 def _upsample_vjp(g, y, x, scale):

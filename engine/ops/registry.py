@@ -172,6 +172,15 @@ def _fmt(shape):
 
 
 # --- shape rules shared by many ops ---------------------------------------------
+def check_image(name, x):
+    """x must be 4-D (NCHW) with only its batch size unknown: the image ops' kernels, gradients
+    and buffers are laid out from C, H and W when the graph is built."""
+    if x.ndim != 4:
+        raise ShapeError(f"{name} must be 4-D (NCHW), got shape {_fmt(x.shape)}")
+    if None in x.shape[1:]:
+        raise ShapeError(f"{name} {_fmt(x.shape)}: only the batch size may be unknown when the graph is built")
+
+
 def broadcast_shapes(*shapes):
     """NumPy broadcasting where None (unknown batch size) matches anything."""
     ndim = max((len(s) for s in shapes), default=0)

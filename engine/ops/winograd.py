@@ -163,8 +163,10 @@ def conv2d_3x3(xp, x, w, padding):
     ho, wo = h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2  # odd sizes: the last tile's second row / column is dropped
     dtype = np.result_type(x.dtype, w.dtype)
-    u = _filter_transform(xp, w.astype(dtype, copy=False))
     y = xp.empty((n, o, ho, wo), dtype=dtype)
+    if n == 0:  # no chunk to size the buffers by
+        return y
+    u = _filter_transform(xp, w.astype(dtype, copy=False))
     chunks = image_chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
     buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw)
     for a, b in chunks:
