@@ -33,7 +33,7 @@ class GraphView:
         return self.nodes[0].graph if self.nodes else None
 
 
-def _output_dict(outputs) -> dict:
+def output_dict(outputs) -> dict:
     if isinstance(outputs, Node):
         return {"output": outputs}
     if isinstance(outputs, dict):
@@ -51,7 +51,7 @@ def view_stage(stage: str, outputs, updates=None, program=None, name: str = "",
     updates need (gradients, optimizer), before the passes. optimized: the compiled
     `program`'s scheduled nodes.
     """
-    outs = _output_dict(outputs)
+    outs = output_dict(outputs)
     ups = list((updates or {}).items()) if isinstance(updates, dict) else list(updates or [])
     if stage == "built":
         left_out = []

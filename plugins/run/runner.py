@@ -25,7 +25,7 @@ from gengraph.plugins.blocks.layers import init_rng
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks.files import atomic_write, dumps_json, non_finite
-from gengraph.plugins.blocks.memory import graph_estimate
+from gengraph.plugins.blocks.memory import model_estimate
 from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
 from gengraph.plugins.run.resume import check_resumable, read_metrics
 from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, open_run_dir, refuse_if_taken,
@@ -97,16 +97,17 @@ def build_checked(spec, *, base_dir=None):
 
 def _check_memory(spec, built, issue) -> None:
     """Refuse, before training allocates it, what cannot fit in this machine's memory: the
-    parameters with their optimizer state, and the activations of the largest batch."""
-    data, _plugin, graph, _model = built
+    parameters with their optimizer state, and the activations of the largest batch a program runs."""
+    data, _plugin, _graph, model = built
     cfg = spec.data
     train_batch = cfg["train"]["batch_size"] or data.n_train
-    params, per_row = graph_estimate(graph, 1)  # per_row: forward value, gradient and a temporary
-    uses = [("train.batch_size", train_batch, per_row * train_batch),  # training: forward and backward
-            ("output.samples", cfg["output"].get("samples", 0), per_row // 3 * cfg["output"].get("samples", 0)),
-            ("model", min(2048, data.n_test or 0), per_row // 3 * min(2048, data.n_test or 0))]  # evaluation
+    eval_batch = min(2048, data.n_test or 0)  # Trainer.evaluate's batches
+    samples = cfg["output"].get("samples", 0)
+    need = model_estimate(model, train_batch, eval_batch, samples)
+    uses = [("train.batch_size", train_batch, need["train"]), ("output.samples", samples, need["samples"]),
+            ("model", eval_batch, need["evaluate"])]
     key, batch, acts = max(uses, key=lambda u: u[2])
-    free = memory.available_bytes()
+    params, free = need["params"], memory.available_bytes()
     if params > free:
         raise issue("model", f"the parameters need {human(params)} with their gradients and optimizer state, "
                              f"more than the {human(free)} of memory available")
