@@ -4,6 +4,7 @@ references, gradients of a small conv stack against central finite differences, 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,6 +285,25 @@ def test_spec_shape_error_has_position_and_shapes(tmp_path):
     res = CliRunner().invoke(cli, ["validate", str(path)])
     assert res.exit_code == 2 and "model.decoder[1]" in res.output and "1x4x4" in res.output \
         and "1x8x8" in res.output, res.output
+
+
+@pytest.mark.parametrize("spec", ["diffusion_digits", "diffusion_cfg_digits", "vdm_digits", "score_moons"])
+def test_mlp_denoiser_layer_errors_name_their_spec_line(tmp_path, spec):
+    # the discrete-time diffusion MLP reported "<file>:1:1: denoiser[2]" instead of the layer's key
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main as cli
+
+    text = (Path(__file__).parent.parent / "specs" / f"{spec}.toml").read_text()
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("layers = ["))
+    lines.insert(at + 1, '  { units = 16 }, { type = "reshape", shape = [3, 2, 2] },')
+    path = tmp_path / "bad.toml"
+    path.write_text("\n".join(lines) + "\n")
+    res = CliRunner().invoke(cli, ["validate", str(path)])
+    assert res.exit_code == 2
+    assert f"bad.toml:{at + 2}:" in res.output and "model.layers[1]: reshape layer: input 16 (16 values) " \
+        "does not fit shape 3x2x2" in res.output, res.output
 
 
 def test_conv_vae_trains_and_graph_shows_conv_shapes_and_flops(tmp_path):

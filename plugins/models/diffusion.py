@@ -370,7 +370,8 @@ class Diffusion(ModelPlugin):
             if n_labels:  # class-conditional: a one-hot of the label (index n_labels: no condition)
                 label = graph.input("label", (None,), dtype="int64")
                 features.append(cond.one_hot_or_null(graph, label, n_labels))
-            h, net_params = build_stack(graph, ops.concat(features, axis=1), cfg["layers"], rng, "denoiser")
+            h, net_params = build_stack(graph, ops.concat(features, axis=1), cfg["layers"], rng, "denoiser",
+                                         origin="model.layers")
             f, out_params = build_stack(graph, h, [{"units": D, "activation": "identity",
                                                     "init": cfg["output_init"]}], rng, "denoiser/output")
             params = net_params + out_params + params
