@@ -86,5 +86,26 @@ def test_bad_magic_zero_dims_and_mismatches(tmp_path):
         make_dataset({"source": "mnist", "dir": str(folder)}, 0)
     write_mnist(folder)
     (folder / FILES["test_images"]).write_bytes(idx_bytes(np.zeros((10, 14, 14), np.uint8)))
-    with pytest.raises(DataError, match=r"shape \(28, 28\) like the training images, found \(14, 14\)"):
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: expected mnist images of 28x28 pixels, found 14x14"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+
+
+def test_images_of_another_size_name_the_file(tmp_path):
+    # both splits at 20x20 loaded: a dense model trained on 400 pixels, a conv decoder failed later
+    # naming no file
+    write_mnist(tmp_path / "m", size=20)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: expected fashion_mnist images of 28x28 "
+                                        r"pixels, found 20x20"):
+        make_dataset({"source": "fashion_mnist", "dir": str(tmp_path / "m")}, 0)
+
+
+def test_labels_of_the_wrong_type_name_the_labels_file(tmp_path):
+    # before, the message named the images file for a labels file stored as int32
+    folder = tmp_path / "m"
+    arrays = write_mnist(folder)
+    labels = arrays["train_labels"]
+    head = bytes([0, 0, 0x0C, 1]) + len(labels).to_bytes(4, "big")  # type 0x0C: big-endian int32
+    (folder / FILES["train_labels"]).write_bytes(head + labels.astype(">i4").tobytes())
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: expected unsigned bytes \(type 0x08\) for "
+                                        r"labels, found int32"):
         make_dataset({"source": "mnist", "dir": str(folder)}, 0)

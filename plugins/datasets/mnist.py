@@ -28,6 +28,7 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 LEVELS = 256
+IMAGE_HW = (28, 28)  # both data sets; the specs and the U-Net levels are sized for it
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 
@@ -74,12 +75,16 @@ class MnistLike(Source):
         for split in ("train", "test"):
             x = read_idx(paths[f"{split}_images"], f"{self.name} {split} images (IDX, magic 0x00000803)", ndim=3)
             y = read_idx(paths[f"{split}_labels"], f"{self.name} {split} labels (IDX, magic 0x00000801)", ndim=1)
-            if x.dtype != np.uint8 or y.dtype != np.uint8:
-                raise DataError(f"{paths[f'{split}_images']}: expected unsigned bytes (type 0x08) for images and "
-                                f"labels, found {x.dtype.name} / {y.dtype.name}")
+            for kind, a in (("images", x), ("labels", y)):
+                if a.dtype != np.uint8:
+                    raise DataError(f"{paths[f'{split}_{kind}']}: expected unsigned bytes (type 0x08) for {kind}, "
+                                    f"found {a.dtype.name}")
             if 0 in x.shape:
                 raise DataError(f"{paths[f'{split}_images']}: expected images, found shape {x.shape} "
                                 "(a zero dimension)")
+            if x.shape[1:] != IMAGE_HW:
+                raise DataError(f"{paths[f'{split}_images']}: expected {self.name} images of "
+                                f"{IMAGE_HW[0]}x{IMAGE_HW[1]} pixels, found {x.shape[1]}x{x.shape[2]}")
             if len(y) != len(x):
                 raise DataError(f"{paths[f'{split}_labels']}: expected {len(x)} labels (one per image in "
                                 f"{paths[f'{split}_images'].name}), found {len(y)}")
@@ -90,10 +95,7 @@ class MnistLike(Source):
                 x, y = x[:limit], y[:limit]
             arrays[split] = (x, y)
         (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]
-        if xte.shape[1:] != xtr.shape[1:]:
-            raise DataError(f"{paths['test_images']}: expected images of shape {xtr.shape[1:]} like the "
-                            f"training images, found {xte.shape[1:]}")
-        image_shape = (1,) + tuple(int(s) for s in xtr.shape[1:])
+        image_shape = (1,) + IMAGE_HW
         scale = lambda a: (a.astype(np.float64) / (LEVELS - 1)).reshape((len(a),) + image_shape)  # noqa: E731
         meta = {"source": self.name, "levels": LEVELS, "dir": str(folder), "url": self.url,
                 "files": {k: str(v) for k, v in paths.items()}}
