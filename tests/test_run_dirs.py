@@ -130,6 +130,17 @@ def test_a_second_run_into_a_run_directory_is_refused_and_changes_nothing(tmp_pa
     assert snapshot(out) == before
 
 
+def test_a_run_without_checkpoint_is_not_offered_for_resume(tmp_path):
+    # a run that failed before its first checkpoint (e.g. diverged) was offered --resume, which then
+    # answered "no checkpoint here"
+    out = finished_run(tmp_path)
+    (out / "checkpoint.npz").unlink()
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q")
+    ok_no_traceback(result, 2)
+    assert "--overwrite" in result.output and "--resume" not in result.output
+    assert "no checkpoint to resume from" in result.output
+
+
 def test_overwrite_replaces_the_run_files_and_keeps_the_users(tmp_path):
     out = finished_run(tmp_path)
     (out / "notes.txt").write_text("mine")

@@ -203,6 +203,8 @@ def refuse_if_taken(run_dir: Path) -> None:
     found = run_files(run_dir)
     if found:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-        raise RunDirError(f"{run_dir} holds another run ({shown}); pass --overwrite to replace it, "
-                          f"or --resume {run_dir} to continue it")
+        # --resume needs a checkpoint: a run that failed before its first one cannot be continued
+        resume = f", or --resume {run_dir} to continue it" if (run_dir / "checkpoint.npz").exists() else \
+            " (it has no checkpoint to resume from)"
+        raise RunDirError(f"{run_dir} holds another run ({shown}); pass --overwrite to replace it{resume}")
 
