@@ -134,7 +134,10 @@ class _Group(click.Group):
         except click.ClickException as exc:
             _show_error(exc, "--json" in argv)
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C before a command's own handling
+                click.echo("interrupted by SIGINT", err=True)
+                sys.exit(130)
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)

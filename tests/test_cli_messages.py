@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -256,3 +257,15 @@ def test_full_disk_while_appending_metrics_leaves_no_half_line(tmp_path, monkeyp
     assert r.exit_code == 1 and "No space left on device" in r.output
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(x)["epoch"] in (1, 2) for x in lines)
+
+
+def test_ctrl_c_before_a_command_runs_exits_130(monkeypatch, capsys):
+    # a SIGINT while click parses the command line became click's "Aborted!" with exit 1
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(click.Group, "parse_args", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        main.main(["validate", "spec.toml"])
+    assert stop.value.code == 130
+    assert "interrupted by SIGINT" in capsys.readouterr().err
