@@ -101,12 +101,16 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     # (transpose, reshape, getitem, pack, ...); they are copied before the in-place writes,
     # so outputs and other updates see the values from before the run
     aliased = _alias_closure(ops, {t.id for t, _ in program.updates})
-    # outputs must not be the store's own arrays (or views of them): a later run of
-    # any program that updates them would change what the caller holds
-    stored = _alias_closure(ops, {n.id for n in program.nodes if n.op in ("param", "state")})
-    outs = []
+    # outputs must not be the store's own arrays (or views of them): a later run of any
+    # program that updates them would change what the caller holds, and a caller writing into a
+    # constant (folded, shared between programs) would change every later run. An output given
+    # twice is copied the second time, so that the caller gets arrays that do not share memory.
+    stored = _alias_closure(ops, {n.id for n in program.nodes if n.op in ("param", "state", "constant")})
+    outs, given = [], set()
     for o in program.output_nodes:
-        outs.append(f"{names[o.id]}.copy()" if o.id in aliased or o.id in stored else names[o.id])
+        copy = o.id in aliased or o.id in stored or o.id in given
+        outs.append(f"{names[o.id]}.copy()" if copy else names[o.id])
+        given.add(o.id)
     result_line = f"_out = ({', '.join(outs)}{',' if len(outs) == 1 else ''})"
     lines.append(result_line)
     writes = []  # (destination, value node) of the in-place writes left for the end
@@ -291,8 +295,8 @@ def _direct_updates(program, ops, last_use, names, groups=None) -> dict:
 
     def ok(targets, v, shape, dtype):
         step = pos.get(v.id)
-        if (step is None or values[v.id] > 1 or not _writes_out(v) or v.shape != shape or None in v.shape
-                or v.dtype != dtype or v.id in outputs):
+        if (step is None or values[v.id] > 1 or not _writes_out(v, direct=True) or v.shape != shape
+                or None in v.shape or v.dtype != dtype or v.id in outputs):
             return False
         for t in targets:
             shared = {t.id} | aliases(t.id)
@@ -335,7 +339,7 @@ def _gradient_buffers(program, ops, keep, env):
         for k, (i, (a, b)) in enumerate(zip(n.inputs, _offsets(n.attrs["shapes"]))):
             view = f"_g{n.id}_{k}"
             env[view] = env[buf][a:b].reshape(i.shape)
-            if (_writes_out(i) and not OPS[i.op].returns_view_of_input and i.id not in keep and in_packs[i.id] == 1
+            if (_writes_out(i, direct=True) and not OPS[i.op].returns_view_of_input and i.id not in keep and in_packs[i.id] == 1
                     and i.id not in placed and None not in i.shape and i.dtype == n.dtype
                     and not aliases(i.id) & outputs):
                 placed[i.id] = view
@@ -345,8 +349,13 @@ def _gradient_buffers(program, ops, keep, env):
     return placed, gathers
 
 
-def _writes_out(n) -> bool:
+def _writes_out(n, direct=False) -> bool:
+    """Whether n's kernel takes out=; with `direct`, also whether it surely writes there when the
+    result must land in that memory (a leaf, a flat buffer's view): on 0-d values NumPy kernels
+    other than ufuncs return a new scalar instead, and the update was lost."""
     op = OPS[n.op]
+    if direct and not n.shape and op.ufunc is None:
+        return False
     return op.writes_into_out or (op.ufunc is not None and not n.attrs)  # a ufunc bound to no attrs takes out=
 
 

@@ -48,7 +48,21 @@ def rewrite(outputs, rule):
 
 
 def _attrs_key(attrs):
-    return repr(sorted(attrs.items()))
+    key = repr(sorted(attrs.items()))
+    # NumPy abbreviates the repr of arrays over 1000 elements ("..."), which made CSE merge two
+    # different index arrays: then spell them out (repr stays the fast path for the rest)
+    return key if "..." not in key else repr(sorted((k, _exact(v)) for k, v in attrs.items()))
+
+
+def _exact(value):
+    """`value` as a key that tells every two different values apart (arrays by their bytes)."""
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__,) + tuple(_exact(v) for v in value)
+    if isinstance(value, dict):
+        return ("dict",) + tuple(sorted((k, _exact(v)) for k, v in value.items()))
+    return value
 
 
 def _const(n: Node):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .backend import to_numpy
 from .graph import Node
+from .ops.registry import ShapeError, _fmt
 from .tables import program_summary
 
 
@@ -30,6 +31,9 @@ class Program:
         self.graph, self.nodes, self.xp, self.ctx = graph, order, xp, ctx
         self.feed_nodes = feeds
         self.feed_names = [n.name for n in feeds]
+        # what a fed array's shape must match: exactly, or past an unknown batch axis, or per axis
+        self._feed_rules = [(n.shape, "exact" if None not in n.shape else
+                             "batch" if None not in n.shape[1:] else "axes") for n in feeds]
         self.output_nodes, self._out_keys = outputs, out_keys
         self.updates = updates  # [(target leaf, value node)]
         self.pass_stats, self.built_nodes = list(pass_stats), built_nodes
@@ -42,7 +46,8 @@ class Program:
         """Run once with inputs by name; returns outputs in the form they were given to compile."""
         feeds = {**(feeds or {}), **kw} if kw else (feeds or {})
         try:
-            args = [self._as_input(feeds[name], n) for name, n in zip(self.feed_names, self.feed_nodes)]
+            args = [self._as_input(feeds[name], n, rule)
+                    for name, n, rule in zip(self.feed_names, self.feed_nodes, self._feed_rules)]
         except KeyError as exc:
             raise KeyError(f"missing input {exc.args[0]!r}; this program needs {self.feed_names}") from None
         return self._shape_result(self._fn(*args))
@@ -51,11 +56,23 @@ class Program:
         """Fast path: inputs in `feed_names` order, already of the right dtype and device."""
         return self._shape_result(self._fn(*arrays))
 
-    def _as_input(self, value, node):
-        if type(value) is self.xp.ndarray and value.dtype == node.dtype:  # the common case, no call
-            return value
-        arr = self.xp.asarray(value)
-        return arr if arr.dtype == node.dtype else arr.astype(node.dtype)
+    def _as_input(self, value, node, rule):
+        if type(value) is not self.xp.ndarray or value.dtype != node.dtype:
+            value = self.xp.asarray(value)
+            if value.dtype != node.dtype:
+                if node.dtype.kind in "iu" and value.dtype.kind in "fc" and bool((value != value.round()).any()):
+                    raise TypeError(f"input {node.name!r} takes integers ({node.dtype}); the array fed has "
+                                    f"fractional values, which a cast would truncate")
+                value = value.astype(node.dtype)
+        # the kernels and buffers are laid out for the declared shape: another one would give
+        # wrong shapes (broadcasting) or a NumPy error that names no input
+        shape, kind = rule
+        if not (value.shape == shape if kind == "exact" else
+                value.ndim == len(shape) and value.shape[1:] == shape[1:] if kind == "batch" else
+                value.ndim == len(shape) and all(d is None or d == a for d, a in zip(shape, value.shape))):
+            raise ShapeError(f"input {node.name!r}: declared shape {_fmt(shape)}, fed an array of shape "
+                             f"{tuple(value.shape)}")
+        return value
 
     def _shape_result(self, values):
         if self._out_keys is None:

@@ -200,6 +200,13 @@ def broadcast_shapes(*shapes):
 
 
 def float_dtype(*nodes):
+    """The float dtype NumPy computes for these inputs: float32 with float64 is float64, as at run
+    time (recording float32 let a float64 result be written into a float32 buffer). Scalar
+    constants reach kernels as Python floats, which keep the arrays' precision, so they count
+    only when no array is a float."""
+    arrays = [n.dtype for n in nodes if n.dtype.kind == "f" and (n.shape or n.op != "constant")]
+    if arrays:
+        return arrays[0] if len(arrays) == 1 else np.result_type(*arrays)
     for n in nodes:
         if n.dtype.kind == "f":
             return n.dtype
