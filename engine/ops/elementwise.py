@@ -42,8 +42,6 @@ mul = defop("mul", None, elementwise, (lambda g, y, a, b: g * b, lambda g, y, a,
 div = defop("div", None, elementwise, (lambda g, y, a, b: g / b, lambda g, y, a, b: -g * y / b), ufunc="divide",
             flops=ewise_flops)
 neg = defop("neg", None, same_shape, (lambda g, y, x: -g,), ufunc="negative", flops=ewise_flops)
-pow = defop("pow", None, elementwise, (lambda g, y, a, b: g * b * a ** (b - 1), lambda g, y, a, b: g * y * log(a)),
-            ufunc="power", flops=ewise_flops)
 maximum = defop("maximum", None, elementwise, (lambda g, y, a, b: g * ge(a, b), lambda g, y, a, b: g * lt(a, b)),
                 ufunc="maximum", in_expressions=True)
 minimum = defop("minimum", None, elementwise, (lambda g, y, a, b: g * le(a, b), lambda g, y, a, b: g * gt(a, b)),
@@ -55,6 +53,27 @@ clip = defop("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), elementwise,
              (lambda g, y, x, lo, hi: g * ge(x, lo) * le(x, hi), lambda g, y, x, lo, hi: g * lt(x, lo),
               lambda g, y, x, lo, hi: g * gt(x, hi)), in_expressions=True,
              doc="x limited to [lo, hi]; gradient passes to x where lo <= x <= hi, else to the bound")
+
+
+def _known(node, test) -> bool:
+    """Whether `node` is a constant all of whose values pass `test` (decided when the graph is built)."""
+    return node.op == "constant" and bool(test(node.graph.value(node)).all())
+
+
+def _pow_vjp_a(g, y, a, b):
+    # b a^(b-1), taken as 0 where b == 0 and a == 0 (0 * inf otherwise, which made the third
+    # derivative of x**2 at 0 NaN); only there, so that its derivative in b stays a^(b-1) elsewhere
+    d = g * b * a ** (b - 1)
+    return d if _known(b, lambda v: v != 0) else where(eq(b, 0.0) * eq(a, 0.0), 0.0, d)
+
+
+def _pow_vjp_b(g, y, a, b):
+    # a^b log(a), taken as 0 where a == 0 and b >= 0 (the limit of a^b log a; PyTorch's convention)
+    d = g * y * log(a)
+    return d if _known(a, lambda v: v != 0) else where(eq(a, 0.0) * ge(b, 0.0), 0.0, d)
+
+
+pow = defop("pow", None, elementwise, (_pow_vjp_a, _pow_vjp_b), ufunc="power", flops=ewise_flops)
 
 # --- math functions ---------------------------------------------------------------
 exp = defop("exp", None, same_shape, (lambda g, y, x: g * y,), ufunc="exp", flops=ewise_flops, in_expressions=True)

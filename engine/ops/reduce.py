@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .elementwise import eq
+from .elementwise import eq, maximum
 from .fastpaths import sum_leading, sum_short_axes, sum_trailing
 from .registry import ZERO, ShapeError, broadcast_shapes, defop, expression_function, float_dtype, normalize_axes, reduced_shape, size_of
 
@@ -72,6 +72,8 @@ def _unreduce_to_forward(xp, g, axis, sizes, keepdims=False, mean=False):
     if not keepdims:
         g = g.reshape(_full_shape(g.shape, axis, (1,) * len(axis), False))
     out = xp.empty(full, dtype=g.dtype)
+    if out.size == 0:  # an empty input: nothing to spread (a mean over it would divide by 0)
+        return out
     if xp is np and g.size == 1:  # a scalar seed (the gradient of a mean loss): one fill
         value = float(g.reshape(()))  # Python-float arithmetic: no 0-d array ops; rounded once by fill
         out.fill(value / math.prod(sizes) if mean else value)
@@ -165,25 +167,29 @@ def _tiny(dtype) -> float:
 
 def _l2_norm_forward(xp, x):
     flat = x.reshape(-1)
+    tiny = _tiny(x.dtype)
     if xp is np:
         s = np.dot(flat, flat)
-        if math.isfinite(s):  # the usual case: one pass (math's test and sqrt: no ufunc dispatch)
+        # the usual case: one pass (math's test and sqrt: no ufunc dispatch); a sum below the
+        # normal range may have lost its squares to underflow (entries ~1e-200 gave a norm of 0)
+        if math.isfinite(s) and (s >= tiny or not flat.any()):
             return (x.dtype.type if x.dtype.kind == "f" else np.sqrt(s).dtype.type)(math.sqrt(s))
-        # an overflowing sum of finite squares, or a non-finite entry (then the result is too)
-        tiny = _tiny(x.dtype)
-        big = float(np.max(np.abs(flat))) if flat.size else 1.0
-        big = big if not big < tiny else tiny  # (NaN stays NaN; this module's `max` is the graph op)
+        # an overflowing or underflowing sum of finite squares, or a non-finite entry
+        big = float(np.max(np.abs(flat)))
+        if not math.isfinite(big):  # inf (not NaN: inf / inf) when an entry is inf; NaN stays NaN
+            return x.dtype.type(big)
+        big = big if not big < tiny else tiny
         scaled = flat / x.dtype.type(big)
         return x.dtype.type(big) * np.sqrt(np.dot(scaled, scaled))
     # CuPy: no host round trip to test; always scaled (one more pass on the device)
-    tiny = _tiny(x.dtype)
     big = xp.maximum(xp.max(xp.abs(flat)), tiny)
     scaled = flat / big
-    return big * xp.sqrt(xp.dot(scaled, scaled))
+    return xp.where(xp.isinf(big), big, big * xp.sqrt(xp.dot(scaled, scaled)))
 
 
 l2_norm = defop("l2_norm", _l2_norm_forward, lambda x: ((), float_dtype(x)),
-                (lambda g, y, x: g * x / y,), flops=lambda out, x, **a: 2 * size_of(x),
+                # x / |x|, and 0 at x = 0 (PyTorch's subgradient; 0 / 0 otherwise)
+                (lambda g, y, x: g * x / maximum(y, _tiny(y.dtype)),), flops=lambda out, x, **a: 2 * size_of(x),
                 doc="sqrt(sum(x**2)) over all elements, without overflow for finite x (scaled when the "
                     "plain sum of squares overflows); non-finite iff some entry is")
 
