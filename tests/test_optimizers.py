@@ -492,6 +492,20 @@ def test_registry_and_schemas():
         assert issubclass(cls, Schedule) and "lr" in cls.schema
 
 
+def test_adam_fused_auto_is_yes_for_engine_users():
+    # documented "auto: yes", but only the spec runner turned auto into yes; make_optimizer's
+    # default gave the 13 plain nodes
+    ops_of = {}
+    for fused in ("auto", "yes", "no"):
+        g = Graph(dtype="float64")
+        w = g.param("w", np.array([1.0, -2.0]))
+        loss = ops.sum(ops.square(w))
+        opt = make_optimizer("adam", lr=0.1, fused=fused)
+        ops_of[fused] = {n.op for n in compile(g, loss, updates=opt.updates(g, [w], [grad(loss, w)])).nodes}
+    assert {"adam_step", "ema"} <= ops_of["auto"] and ops_of["auto"] == ops_of["yes"]
+    assert "adam_step" not in ops_of["no"]
+
+
 def test_defaults_are_pytorchs():
     assert make_optimizer("adam").hyper == dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, fused="auto",
                                                 weight_decay=0.0, clip_norm=0.0, ema=0.0)

@@ -348,8 +348,6 @@ def optimizer_from_spec(train_cfg: dict, backend: str = "numpy"):
     kind = opt_cfg.pop("kind")
     if kind == "lbfgs":
         return None
-    if opt_cfg.get("fused") == "auto":  # fused update kernels: one launch each on a GPU, fewer temporaries on NumPy
-        opt_cfg["fused"] = "yes"
     sched_cfg = dict(train_cfg.get("schedule") or {"kind": "constant"})
     try:
         opt_cfg["lr"] = make_schedule(sched_cfg.pop("kind"), lr=opt_cfg["lr"], **sched_cfg)
