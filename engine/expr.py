@@ -30,10 +30,14 @@ FUNCTIONS = EXPRESSION_FUNCTIONS
 
 def keywords(fname: str) -> tuple:
     """The static (non-graph) arguments function `fname` accepts as keywords: its `static_args`
-    attribute when it has one (e.g. max_pool2d's kernel), else its parameters with a default."""
+    attribute when it has one (e.g. max_pool2d's kernel), an op builder's attributes (leaky_relu's
+    slope), else its parameters with a default."""
     fn = FUNCTIONS[fname]
     if hasattr(fn, "static_args"):
         return tuple(fn.static_args)
+    op_args = _op_arguments(fname)
+    if op_args is not None:
+        return tuple(op_args[1])
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -58,6 +62,61 @@ def _static_positions(fname: str) -> dict:
     return {i: name for i, name in enumerate(names) if name in static}
 
 
+def _op_arguments(fname: str):
+    """(input names, {attribute: default}) of a generic op builder ``f(*inputs, **attrs)`` (a
+    `defop` with in_expressions=True), else None. The inputs are counted by the op's VJP tuple (one
+    entry per input) and named by the first of its forward (after xp), shape rule and VJPs (after
+    g, out) that lists them; the attributes are the forward's other parameters (out= and ctx= are
+    the compiler's)."""
+    op, fn = OPS.get(fname), FUNCTIONS[fname]
+    if op is None or not isinstance(op.vjp, tuple) or not op.vjp or not _var_positional(fn):
+        return None
+    n = len(op.vjp)
+    candidates = [(op.forward, 1), (op.shape, 0)] + [(v, 2) for v in op.vjp if callable(v)]
+    names = [f"x{i + 1}" for i in range(n)]
+    for f, skip in candidates:
+        if not _var_positional(f):
+            params = [p for p in list(_parameters(f))[skip:] if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            if len(params) >= n:
+                names = [p.name for p in params[:n]]
+                break
+    attrs = {} if _var_positional(op.forward) else {
+        p.name: p.default for p in list(_parameters(op.forward))[1 + n:]
+        if p.name not in ("out", "ctx") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, attrs
+
+
+def _parameters(f):
+    try:
+        return inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+
+
+def _var_positional(f) -> bool:
+    return any(p.kind is p.VAR_POSITIONAL for p in _parameters(f))
+
+
+def _bad_static(fname: str, key: str, value):
+    """Why the static argument `key`=value of `fname` is refused, or None (the function's own
+    checks follow when it is built)."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if key == "keepdims" and not isinstance(value, bool):
+        return f"keepdims must be True or False, not {value!r}"
+    if key == "axis" and not (value is None or is_int(value) or isinstance(value, tuple) and all(map(is_int, value))):
+        return f"axis must be an int or a tuple of ints, not {value!r}"
+    if key == "axes" and not (value is None or isinstance(value, tuple) and all(map(is_int, value))):
+        return f"axes must be a tuple of ints, not {value!r}"
+    op_args = _op_arguments(fname)
+    default = op_args[1].get(key) if op_args else None
+    numeric = is_int(default) or isinstance(default, float)  # an op's numeric attribute (leaky_relu's slope=)
+    if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"{key} must be a number, not {value!r}"
+    return None
+
+
 KEYWORDS = ("axis", "keepdims")
 MAX_CHARS = 10_000  # longer expressions are refused before parsing
 MAX_DEPTH = 100  # deepest nesting of operations and calls
@@ -79,6 +138,10 @@ def parse(expression: str) -> ast.Expression:
     """Parse and check against the whitelist (and the size and depth bounds); returns the AST."""
     if len(expression) > MAX_CHARS:
         raise ExprError(expression, 0, f"expression too long ({len(expression)} characters; at most {MAX_CHARS})")
+    # the parser refuses leading blanks (an indent), so it sees the expression stripped; columns on its
+    # first line are then shifted back by the blanks that preceded that line in the original
+    lead = expression[:len(expression) - len(expression.lstrip())]
+    shift = len(lead) - (lead.rfind("\n") + 1)
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:
@@ -87,9 +150,16 @@ def parse(expression: str) -> ast.Expression:
             msg = "number too long (more than 4300 digits)"
         elif "too many nested" in msg:
             msg = f"nested too deeply (at most {MAX_DEPTH} levels)"
-        raise ExprError(expression, max((exc.offset or 1) - 1, 0), f"syntax error: {msg}") from None
+        col = max((exc.offset or 1) - 1, 0) + (shift if exc.lineno in (None, 1) else 0)
+        raise ExprError(expression, col, f"syntax error: {msg}") from None
     except (RecursionError, MemoryError):
         raise ExprError(expression, 0, f"nested too deeply (at most {MAX_DEPTH} levels)") from None
+    if shift:
+        for node in ast.walk(tree):
+            if getattr(node, "lineno", None) == 1:
+                node.col_offset += shift
+            if getattr(node, "end_lineno", None) == 1:
+                node.end_col_offset += shift
     _check_depth(expression, tree)
     _Checker(expression).visit(tree)
     return tree
@@ -176,7 +246,11 @@ class _Checker(ast.NodeVisitor):
             hint = f"; give {listed} by keyword" if len(node.args) > hi and by_name else ""
             self.fail(node, f"{fname}({', '.join(names)}) takes {want} argument{'s' if hi != 1 else ''}, "
                             f"found {len(node.args)}{hint}")
+        given = set()
         for kw in node.keywords:
+            if kw.arg is not None and kw.arg in given:  # ast accepts f(a=1, a=2); Python's compiler would not
+                self.fail(kw, f'keyword "{kw.arg}" is given twice in {fname}()')
+            given.add(kw.arg)
             if kw.arg not in allowed:
                 known = ", ".join(f"{k}=" for k in allowed)
                 self.fail(kw.value, f'keyword "{kw.arg}" is not allowed in {fname}() ' +
@@ -184,12 +258,20 @@ class _Checker(ast.NodeVisitor):
                           (_suggest(kw.arg, list(allowed)) if kw.arg else ""))
             if not _is_static(kw.value):
                 self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True, False, None or a string")
+            self._check_static(fname, kw.arg, kw.value)
         static = _static_positions(fname)
         for i, a in enumerate(node.args):
             if i not in static:
                 self.visit(a)
             elif not _is_static(a):
                 self.fail(a, f"{static[i]} (argument {i + 1} of {fname}) needs a number or a tuple of numbers")
+            else:
+                self._check_static(fname, static[i], a)
+
+    def _check_static(self, fname, key, node):
+        problem = _bad_static(fname, key, ast.literal_eval(node))
+        if problem:
+            self.fail(node, f"{fname}: {problem}")
 
 
 def _arity(fname: str) -> tuple[int, float, list[str]]:
@@ -197,6 +279,9 @@ def _arity(fname: str) -> tuple[int, float, list[str]]:
     signature or, for a generic op builder, from its op's shape rule (so a wrong count is a clear
     error, not a TypeError from inside the library)."""
     fn = FUNCTIONS[fname]
+    op_args = _op_arguments(fname)
+    if op_args is not None:
+        return len(op_args[0]), len(op_args[0]), op_args[0]
     try:
         params = list(inspect.signature(fn).parameters.values())
         if any(p.kind is p.VAR_POSITIONAL for p in params) and fname in OPS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .reduce import broadcast_like, expand_dims, reshape_like, sum_to
-from .registry import ZERO, ShapeError, as_node, expression_function, broadcast_shapes, defop, float_dtype, size_of
+from .registry import ZERO, ShapeError, _fmt, as_node, expression_function, broadcast_shapes, defop, float_dtype, size_of
 
 
 # --- matmul (batched, NumPy semantics incl. 1-D operands) --------------------------------
@@ -61,6 +61,9 @@ matmul = defop("matmul", None, _matmul_shape, (_matmul_vjp_a, _matmul_vjp_b), uf
 
 # --- transpose / reshape ---------------------------------------------------------
 def _transpose_shape(x, axes):
+    # an axis out of range, repeated or not an int would otherwise wrap or fail when run
+    if not all(isinstance(a, (int, np.integer)) for a in axes) or sorted(axes) != list(range(x.ndim)):
+        raise ShapeError(f"axes {tuple(axes)} must be a permutation of range({x.ndim})")
     return tuple(x.shape[a] for a in axes), x.dtype
 
 
@@ -71,9 +74,9 @@ _transpose = defop("transpose", lambda xp, x, axes: x.transpose(axes), _transpos
 
 @expression_function
 def transpose(x, axes=None):
-    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
-    if sorted(axes) != list(range(x.ndim)):
-        raise ShapeError(f"axes {axes} are not a permutation of {x.ndim} axes")
+    # negative axes count from the end; any other out-of-range axis is left for the shape rule to refuse
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(
+        a + x.ndim if isinstance(a, (int, np.integer)) and -x.ndim <= a < 0 else a for a in axes)
     return _transpose(x, axes=axes)
 
 
@@ -121,6 +124,12 @@ def _concat_shape(*xs, axis, sizes):
     for x in xs[1:]:
         if x.ndim != len(base):
             raise ShapeError("concat needs inputs of equal rank")
+        for i, (d, e) in enumerate(zip(base, x.shape)):
+            if i != axis and None not in (d, e) and d != e:  # None (unknown batch size) matches anything
+                raise ShapeError(f"shapes {_fmt(xs[0].shape)} and {_fmt(x.shape)} differ in dimension {i}, "
+                                 f"which is not the concatenation axis {axis}")
+            if d is None:
+                base[i] = e
     base[axis] = sum(sizes)
     return tuple(base), float_dtype(*xs)
 
@@ -139,6 +148,8 @@ _concat = defop("concat", lambda xp, *xs, axis, sizes: xp.concatenate(xs, axis=a
 
 def concat(xs, axis=-1):
     xs = list(xs)
+    if not -xs[0].ndim <= axis < xs[0].ndim:
+        raise ShapeError(f"concat: axis {axis} is out of range for {xs[0].ndim} dimensions")
     axis = axis % xs[0].ndim
     sizes = tuple(x.shape[axis] for x in xs)
     if None in sizes:
@@ -181,8 +192,26 @@ scatter_index = defop("scatter_index", lambda xp, g, ref, index: _scatter_forwar
 
 def _scatter_forward(xp, g, ref, index):
     out = xp.zeros(ref.shape, dtype=g.dtype)
-    out[index] = g
+    if _is_basic(index):  # ints and slices never select an element twice: plain assignment is exact
+        out[index] = g
+    else:  # an integer array may repeat an element: its gradients add up
+        _add_at(xp, out, index, g)
     return out
+
+
+def _is_basic(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, slice, np.integer)) for p in parts)
+
+
+def _add_at(xp, out, index, values):
+    """out[index] += values with repeated indices accumulated (NumPy's add.at)."""
+    if hasattr(xp, "add") and hasattr(xp.add, "at"):
+        xp.add.at(out, index, values)
+    else:  # CuPy before add.at spells it cupyx.scatter_add
+        import cupyx
+
+        cupyx.scatter_add(out, index, values)
 
 
 # --- gather (integer-array indexing along an axis) and one-hot ---------------------------
@@ -209,12 +238,7 @@ def _take_adjoint_forward(xp, g, ref, idx, axis):
     out = xp.zeros(ref.shape, dtype=g.dtype)
     moved = xp.moveaxis(out, axis, 0)
     gm = xp.moveaxis(g.reshape(ref.shape[:axis] + (-1,) + ref.shape[axis + 1:]), axis, 0)
-    if hasattr(xp, "add") and hasattr(xp.add, "at"):
-        xp.add.at(moved, idx.reshape(-1), gm)
-    else:  # CuPy spells it cupyx.scatter_add
-        import cupyx
-
-        cupyx.scatter_add(moved, idx.reshape(-1), gm)
+    _add_at(xp, moved, idx.reshape(-1), gm)
     return out
 
 
