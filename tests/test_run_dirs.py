@@ -157,6 +157,20 @@ def test_overwrite_replaces_the_run_files_and_keeps_the_users(tmp_path):
     assert not (out / LOCK_NAME).exists()
 
 
+def test_overwrite_keeps_user_files_named_like_plugin_outputs(tmp_path):
+    # --overwrite deleted every file named like some plugin's output (samples.npy, density.png,
+    # log.txt) although this run's manifest did not list them
+    out = finished_run(tmp_path)
+    for name in ("samples.npy", "density.png", "log.txt"):
+        (out / name).write_text("mine")
+    manifest = out / "files.json"
+    assert not manifest.exists() or not {"samples.npy", "density.png"} & set(json.loads(manifest.read_text()))
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--overwrite", "--set", "train.epochs=1")
+    ok_no_traceback(result, 0)
+    for name in ("samples.npy", "density.png", "log.txt"):
+        assert (out / name).read_text() == "mine", name
+
+
 def test_overwrite_removes_the_plugin_files_the_manifest_names(tmp_path):
     out = finished_run(tmp_path, "output.plots=true")
     names = json.loads((out / "files.json").read_text())

@@ -24,12 +24,11 @@ from gengraph.plugins.blocks.files import atomic_write
 
 LOCK_NAME = "gengraph.lock"
 MANIFEST = "files.json"  # the plugin-written files of the run (plots, samples), for --overwrite
-# Files the runner and the built-in plugins write into a run directory.
+# Files the runner itself writes into a run directory; what a plugin writes (plots, samples) is
+# listed in the run's MANIFEST. Only these are a run's: a user's samples.npy or log.txt beside a run
+# is theirs, and --overwrite keeps it.
 RUN_FILES = ("spec.toml", "env.json", "metrics.jsonl", "summary.json", "summary.txt", "checkpoint.npz",
-             "checkpoint.json", "error.txt", "log.txt", MANIFEST)
-PLUGIN_FILES = ("loss.png", "fit.png", "confusion.png", "samples.png", "samples.npy", "reconstructions.png",
-                "latent.png", "manifold.png", "elbo_terms.png", "denoising.png", "energy.png", "filters.png",
-                "density.png")
+             "checkpoint.json", "loss.png", MANIFEST)
 # Any of these makes a folder "hold a run".
 RUN_MARKERS = ("spec.toml", "metrics.jsonl", "checkpoint.npz", "summary.json")
 
@@ -169,7 +168,7 @@ def run_files(run_dir: Path) -> list[str]:
     """The files of a run that gengraph wrote into run_dir (empty: no run there)."""
     if not any((run_dir / name).exists() for name in RUN_MARKERS):
         return []
-    names = list(RUN_FILES) + list(PLUGIN_FILES) + _manifest(run_dir)
+    names = list(RUN_FILES) + _manifest(run_dir)
     return [n for n in dict.fromkeys(names) if (run_dir / n).is_file()]
 
 
@@ -192,7 +191,7 @@ def clear_run_files(run_dir: Path) -> list[str]:
     names = run_files(run_dir)
     for n in names:
         (run_dir / n).unlink(missing_ok=True)
-    ours = set(RUN_FILES) | set(PLUGIN_FILES) | set(names)
+    ours = set(RUN_FILES) | set(names)
     for tmp in run_dir.glob(".*.tmp"):
         if any(tmp.name.startswith(f".{n}.") for n in ours):
             tmp.unlink(missing_ok=True)
