@@ -229,6 +229,21 @@ def test_resume_refuses_keys_that_rewrite_the_past_and_writes_nothing(tmp_path, 
     assert json.loads((out / "summary.json").read_text())["epochs"] == 3
 
 
+def test_resume_refuses_a_checkpoint_ahead_of_the_logged_rows(tmp_path):
+    # a checkpoint copied in from a longer run of the same spec was resumed, and metrics.jsonl held
+    # epochs 1-2 then 5-6
+    longer = tmp_path / "longer"
+    longer.mkdir()
+    out = finished_run(longer, "train.epochs=4")
+    short = finished_run(tmp_path)
+    shutil.copy(out / "checkpoint.npz", short / "checkpoint.npz")
+    before = snapshot(short)
+    result = invoke("run", "--resume", short, "-q", "--set", "train.epochs=6")
+    ok_no_traceback(result, 2)
+    assert "the logged rows end at epoch 2 but the checkpoint is at epoch 4" in result.output
+    assert snapshot(short) == before
+
+
 def test_resume_may_change_epochs_and_output(tmp_path):
     out = finished_run(tmp_path)
     result = invoke("run", "--resume", out, "-q", "--set", "train.epochs=3", "--set", "output.checkpoint_every=1",

@@ -75,4 +75,11 @@ def read_metrics(path: Path, upto_epoch: int, log=print) -> list[dict]:
             raise CheckpointError(f"{path}:{i}: damaged line (not a metrics row); the run cannot be resumed") \
                 from None
         rows.append(row)
-    return [r for r in rows if r["epoch"] <= upto_epoch]
+    kept = [r for r in rows if r["epoch"] <= upto_epoch]
+    # every epoch logs its row before its checkpoint: rows that stop short of the checkpoint's epoch
+    # belong to another run (a checkpoint copied in), and resuming would leave a gap in the history
+    last = max((r["epoch"] for r in kept), default=0)
+    if upto_epoch > 0 and last < upto_epoch:
+        raise CheckpointError(f"{path}: the logged rows end at epoch {last} but the checkpoint is at epoch "
+                              f"{upto_epoch}: they are not from the same run; the run cannot be resumed")
+    return kept
