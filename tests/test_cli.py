@@ -141,7 +141,11 @@ DIGITS = ROOT / "specs" / "mlp_digits.toml"
 
 
 @pytest.mark.parametrize("sets, words", [
-    (['train.schedule.kind="step"', "train.schedule.step_size=0"], ["train.schedule", "step_size must be >= 1"]),
+    (['train.schedule.kind="step"', "train.schedule.step_size=0"],
+     ["--set: train.schedule.step_size", "step_size must be >= 1"]),
+    # the optimizer's keys: the error named train.schedule (lr) or the table's line, not the --set
+    (["train.optimizer.lr=-1"], ["--set: train.optimizer.lr:", "lr must be >= 0"]),
+    (["train.optimizer.beta1=2"], ["--set: train.optimizer.beta1:", "beta1 and beta2 must be in [0, 1)"]),
     (['model.output_init="xavir"'], ["model.output_init", 'did you mean "xavier"']),
     (['model.loss="bce"'], ["model.loss", "two classes"]),
     (['train.early_stopping.metric="tset_loss"', "train.early_stopping.patience=1", "train.epochs=1"],
@@ -161,3 +165,12 @@ def test_plugin_that_is_not_a_python_file(tmp_path):
     bad.write_text("x")
     result = invoke("validate", DIGITS, "--plugin", bad)
     assert result.exit_code == 2 and "not a Python file" in result.output
+
+
+def test_an_optimizer_value_in_the_file_is_located_at_its_key(tmp_path):
+    text = DIGITS.read_text().replace('optimizer = { kind = "adam", lr = 1e-3 }',
+                                      'optimizer = { kind = "adam", lr = -1e-3 }')
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "lr = -1e-3" in row)
+    result = invoke("validate", write(tmp_path, text))
+    assert result.exit_code == 2
+    assert f":{line}:30: train.optimizer.lr: schedule \"constant\": lr must be >= 0" in result.output, result.output

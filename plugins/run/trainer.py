@@ -16,6 +16,7 @@ the first node that produced a NaN or inf.
 from __future__ import annotations
 
 import copy
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
@@ -352,8 +353,19 @@ def optimizer_from_spec(train_cfg: dict, backend: str = "numpy"):
     try:
         opt_cfg["lr"] = make_schedule(sched_cfg.pop("kind"), lr=opt_cfg["lr"], **sched_cfg)
     except ValueError as exc:
-        raise ModelConfigError("train.schedule", str(exc)) from None
+        where = "train.optimizer.lr" if _names_key(str(exc), "lr") else _key_in("train.schedule", sched_cfg, exc)
+        raise ModelConfigError(where, str(exc)) from None
     try:
         return make_optimizer(kind, **opt_cfg)
     except ValueError as exc:
-        raise ModelConfigError("train.optimizer", str(exc)) from None
+        raise ModelConfigError(_key_in("train.optimizer", opt_cfg, exc), str(exc)) from None
+
+
+def _names_key(message: str, key: str) -> bool:
+    return re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message) is not None
+
+
+def _key_in(table: str, cfg: dict, exc) -> str:
+    """The key of `table` an error message names (so that the spec error points at its line, or
+    at the --set that gave it), else the table."""
+    return next((f"{table}.{k}" for k in cfg if _names_key(str(exc), k)), table)
