@@ -71,3 +71,14 @@ def test_l2_norm_of_an_infinite_entry_is_inf(dtype):
     p = compile(g, ops.l2_norm(x))
     assert np.isposinf(p.run(x=np.array([np.inf, 1.0], dtype)))  # was NaN (inf / inf when scaled)
     assert np.isnan(p.run(x=np.array([np.nan, np.inf], dtype)))
+
+
+@pytest.mark.parametrize("name,grad_a,grad_b", [("maximum", [0.5, 0.0, 4.0], [0.5, 2.0, 0.0]),
+                                                ("minimum", [0.5, 2.0, 0.0], [0.5, 0.0, 4.0])])
+def test_elementwise_max_and_min_split_a_tie(name, grad_a, grad_b):
+    # the first argument took a tie's whole gradient, while the max / min reductions (and PyTorch's
+    # maximum and minimum) split it
+    values = {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([1.0, 3.0, 2.0]), "w": np.array([1.0, 2.0, 4.0])}
+    _, d = _vg(f"sum({name}(a, b) * w)", values, ["a", "b"])
+    np.testing.assert_array_equal(d["a"], grad_a)
+    np.testing.assert_array_equal(d["b"], grad_b)

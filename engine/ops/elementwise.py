@@ -42,10 +42,13 @@ mul = defop("mul", None, elementwise, (lambda g, y, a, b: g * b, lambda g, y, a,
 div = defop("div", None, elementwise, (lambda g, y, a, b: g / b, lambda g, y, a, b: -g * y / b), ufunc="divide",
             flops=ewise_flops)
 neg = defop("neg", None, same_shape, (lambda g, y, x: -g,), ufunc="negative", flops=ewise_flops)
-maximum = defop("maximum", None, elementwise, (lambda g, y, a, b: g * ge(a, b), lambda g, y, a, b: g * lt(a, b)),
-                ufunc="maximum", in_expressions=True)
-minimum = defop("minimum", None, elementwise, (lambda g, y, a, b: g * le(a, b), lambda g, y, a, b: g * gt(a, b)),
-                ufunc="minimum", in_expressions=True)
+# a tie splits the gradient in halves, as the max / min reductions and PyTorch's maximum do
+maximum = defop("maximum", None, elementwise, (lambda g, y, a, b: g * (gt(a, b) + 0.5 * eq(a, b)),
+                                               lambda g, y, a, b: g * (lt(a, b) + 0.5 * eq(a, b))),
+                ufunc="maximum", in_expressions=True, doc="elementwise max; a tie's gradient is split evenly")
+minimum = defop("minimum", None, elementwise, (lambda g, y, a, b: g * (lt(a, b) + 0.5 * eq(a, b)),
+                                               lambda g, y, a, b: g * (gt(a, b) + 0.5 * eq(a, b))),
+                ufunc="minimum", in_expressions=True, doc="elementwise min; a tie's gradient is split evenly")
 where = defop("where", lambda xp, c, a, b: xp.where(c, a, b), lambda c, a, b: elementwise(a, b, c),
               (ZERO, lambda g, y, c, a, b: where(c, g, 0.0), lambda g, y, c, a, b: where(c, 0.0, g)),
               in_expressions=True, doc="a where the condition (a 0/1 mask) is nonzero, else b")
