@@ -89,3 +89,16 @@ def test_float32_with_float64_computes_in_float64(kw):
     assert z.dtype == np.float64 and half.dtype == np.float32
     rz, rh = compile(g, [z, half], **kw).run(a=np.zeros(3, np.float32), b=np.full(3, 1e-9))
     assert rz.dtype == np.float64 and rz[0] == 1.000000001 and rh.dtype == np.float32
+
+
+@pytest.mark.parametrize("kw", [{}, PLAIN])
+def test_float_arithmetic_on_an_integer_input_computes_in_float(kw):
+    # relu(int) stayed an int that a float result was then written into (UFuncTypeError), and
+    # sigmoid(int) failed on 0.5 cast to an int
+    g = Graph(dtype="float64")
+    xi = g.input("xi", (3,), dtype="int64")
+    a, b = ops.relu(xi) * 0.5, ops.sigmoid(xi)
+    ra, rb = compile(g, [a, b], **kw).run(xi=np.array([1, -2, 3]))
+    np.testing.assert_array_equal(ra, [0.5, 0.0, 1.5])
+    np.testing.assert_allclose(rb, 1.0 / (1.0 + np.exp(-np.array([1.0, -2.0, 3.0]))), rtol=1e-15)
+    assert ra.dtype == rb.dtype == np.float64

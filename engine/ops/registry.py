@@ -157,6 +157,10 @@ def apply(name, *args, **attrs) -> Node:
         shapes = ", ".join(_fmt(i.shape) for i in inputs)
         scope = f" in {graph.current_scope}" if graph.current_scope else ""
         raise ShapeError(f"{name}({shapes}){scope}: {exc}") from None
+    if op.shape in (elementwise, same_shape) and dtype.kind == "f" and any(i.dtype.kind in "biu" for i in inputs):
+        # float arithmetic on an integer input (labels, counts) computes in the recorded float dtype:
+        # NumPy would keep relu(int) an int, which buffers laid out for the float result cannot hold
+        inputs = [apply("cast", i, dtype=dtype.name) if i.dtype.kind in "biu" else i for i in inputs]
     return graph.add_node(name, inputs, attrs, shape, dtype)
 
 
