@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .main import UserError, _load_plugins, common, user_errors
+from .main import UserError, _load_plugins, check_out_file, common, user_errors, write_out_file
 
 GRAPH_EXAMPLES = """\b
 Examples:
@@ -90,6 +90,8 @@ def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, over
     if render and fmt not in (None, "dot"):
         raise UserError(f"--render draws DOT; it cannot be combined with --format {fmt}")
     fmt = fmt or ("dot" if render else "text")
+    if out_file:
+        check_out_file(out_file, "--out")  # before the spec is built and compiled
     from gengraph.engine import export, tables
     from gengraph.plugins.run.inspection import InspectError, program_stage
 
@@ -107,23 +109,26 @@ def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, over
     else:
         text = export.to_graphml(view, batch, collapse)
     if render:
-        _render(text, render, out_file or f"{Path(spec).stem}_{program}_{stage}.{render}")
+        if out_file:
+            _render(text, render, out_file)
+        else:  # the default name, known now that the program is
+            _render(text, render, check_out_file(f"{Path(spec).stem}_{program}_{stage}.{render}",
+                                                 "--render's output file"), option="--render's output file")
         return
     if out_file:
-        Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_file).write_text(text)
+        write_out_file(out_file, lambda: Path(out_file).write_text(text))
         click.echo(f"wrote {out_file} ({fmt}, {len(view.nodes)} nodes, program {program}, stage {stage})", err=True)
     else:
         click.echo(text, nl=False)
 
 
-def _render(dot_text: str, fmt: str, out: str) -> None:
+def _render(dot_text: str, fmt: str, out, option: str = "--out") -> None:
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_out_file(out_path, lambda: None, option)  # its folder
     exe = shutil.which("dot")
     if exe is None:
         dot_file = out_path.with_suffix(".dot")
-        dot_file.write_text(dot_text)
+        write_out_file(dot_file, lambda: dot_file.write_text(dot_text), option)
         raise click.ClickException(GRAPHVIZ_HELP.format(fmt=fmt, dot_file=dot_file, out=out_path)
                                    + f"\n(the DOT text was written to {dot_file})")
     proc = subprocess.run([exe, f"-T{fmt}", "-o", str(out_path)], input=dot_text, text=True, capture_output=True)
@@ -160,8 +165,12 @@ def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, 
 
     Exit codes: 0 every gradient within tolerance; 1 some gradient is not; 2 bad usage or spec.
     """
-    from gengraph.plugins.run.inspection import InspectError, gradcheck
+    from gengraph.plugins.run.inspection import InspectError, check_gradcheck_options, gradcheck
 
+    try:  # before the model is built, with the messages Run.gradcheck(...) gives
+        check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+    except InspectError as exc:
+        raise UserError(str(exc)) from None
     loaded, data, plugin, graph, model = _spec_models(spec, overrides, plugin_files,
                                                       ['run.dtype="float64"', 'run.device="cpu"'])
     try:

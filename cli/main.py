@@ -52,12 +52,10 @@ def user_errors(fn):
                     warnings.simplefilter("ignore", RuntimeWarning)
                 return fn(*args, **kwargs)
         except RunInterrupted as exc:
-            click.echo(f"\n{exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _interrupted(ctx, str(exc), exc.exit_code)
         except (Stop, KeyboardInterrupt) as exc:  # before or after a run: nothing of it to save
             signum = exc.signum if isinstance(exc, Stop) else 2
-            click.echo(f"\ninterrupted by {signal_name(signum)}", err=True)
-            ctx.exit(exit_code(signum))
+            _interrupted(ctx, f"interrupted by {signal_name(signum)}", exit_code(signum))
         except SpecError as exc:  # one issue per line, each already escaped
             if debug:
                 raise
@@ -83,6 +81,16 @@ def user_errors(fn):
     return wrapper
 
 
+def _interrupted(ctx, message: str, code: int) -> None:
+    """A stopped command (exit 130/143): its message on stderr, or with --json the same JSON
+    object on stdout as every other failure."""
+    if ctx.params.get("as_json"):
+        click.echo(json.dumps({"error": message, "exit_code": code}))
+    else:
+        click.echo(f"\n{message}", err=True)
+    ctx.exit(code)
+
+
 def _dumps(value, **kw) -> str:
     from gengraph.plugins.blocks.files import dumps_json
 
@@ -102,6 +110,67 @@ def check_out_dir(path, option: str) -> None:
 
     if (why := writable_dir(path)) is not None:
         raise UserError(f"{option} {str(path)!r}: {why}")
+
+
+def check_out_file(path, option: str = "--out"):
+    """The Path of an output file, or UserError (exit 2) naming the option and the requested
+    path when it cannot be written there (a NUL byte, a folder of that name, a file where a
+    folder should be, a folder that cannot be written in). Creates no folder: write_out_file does."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from gengraph.plugins.spec.errors import printable
+
+    text = os.fspath(path)
+
+    def refuse(why):
+        return UserError(f"{option} {printable(text)}: {why}")
+
+    if "\0" in text:
+        raise refuse("the path contains a NUL byte")
+    p = Path(text)
+    folder = p.parent
+    try:
+        if p.is_dir():
+            raise refuse("is a folder; name a file")
+        probe = folder  # the nearest folder that exists
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise refuse(f"{printable(str(probe))} exists and is not a folder")
+        if probe == folder:  # try it: a read-only mount refuses even root
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(tmp)
+        elif not os.access(probe, os.W_OK | os.X_OK):
+            raise refuse(f"cannot create the folder {printable(str(folder))}: {printable(str(probe))} is not writable")
+    except OSError as exc:
+        raise refuse(f"cannot write in {printable(str(folder))}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a name the OS cannot take
+        raise refuse(f"not a usable path: {exc}") from None
+    return p
+
+
+def write_out_file(path, write, option: str = "--out"):
+    """Create the output file's folder and return write(). An OSError names the requested file (never
+    the temporary one written first): a path that cannot be written is a UserError (exit 2), a
+    full disk or another failure of the write a ClickException (exit 1)."""
+    import errno
+    from pathlib import Path
+
+    from gengraph.plugins.spec.errors import printable
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return write()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR,
+                         errno.ENOENT, errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
+            raise UserError(printable(f"{option} {path}: cannot write it: {why}")) from None
+        name = click.get_current_context().info_name
+        raise click.ClickException(printable(f"{name} failed: cannot write {path}: {why}")) from None
 
 
 def _show_error(exc: click.ClickException, as_json: bool) -> None:
@@ -136,11 +205,33 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except click.Abort as exc:
             if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C before a command's own handling
-                click.echo("interrupted by SIGINT", err=True)
+                if "--json" in argv:
+                    click.echo(json.dumps({"error": "interrupted by SIGINT", "exit_code": 130}))
+                else:
+                    click.echo("interrupted by SIGINT", err=True)
                 sys.exit(130)
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class DeviceChoice(click.Choice):
+    """`run --device`: cpu or cuda (listed in --help, completed by the shell); any other value is
+    refused with the message gengraph.run(device=...) gives (api.check_device)."""
+
+    def __init__(self):
+        super().__init__(["cpu", "cuda"])
+
+    def convert(self, value, param, ctx):
+        if value not in self.choices:
+            from gengraph.plugins.run.api import check_device
+            from gengraph.plugins.spec.errors import SpecError
+
+            try:
+                check_device(value)
+            except SpecError as exc:
+                raise UserError(str(exc)) from None
+        return super().convert(value, param, ctx)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,7 +264,7 @@ def common(fn):
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", metavar="DIR", help="run directory (default: output.dir/run.name); "
               "it must be new, empty, or be replaced with --overwrite")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="override run.device")
+@click.option("--device", type=DeviceChoice(), help="override run.device")
 @click.option("--resume", "resume_dir", metavar="DIR",
               help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml); "
                    "only train.epochs, output.*, run.threads and run.device may change")

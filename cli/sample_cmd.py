@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .main import UserError, _load_plugins, user_errors
+from .main import UserError, _load_plugins, check_out_file, user_errors, write_out_file
 
 EXAMPLES = """\b
 Examples:
@@ -51,11 +51,17 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
     """
     import numpy as np
 
-    from gengraph.plugins.run.sampling import SampleError, open_run, sample_from
+    from gengraph.plugins.run.sampling import SampleError, check_seed, open_run, sample_from
 
     suffix = Path(out_file).suffix.lower() if out_file else None
     if suffix not in (None, ".npy", ".png"):
         raise UserError(f"--out {out_file}: expected a .npy or .png file")
+    try:
+        check_seed(seed)  # before the run is rebuilt, with the message Run.sample(seed=...) gives
+    except SampleError as exc:
+        raise UserError(str(exc)) from None
+    if out_file is not None:
+        check_out_file(out_file, "--out")  # before sampling, which may take long
     _load_plugins(plugin_files)
     options = {"guidance": guidance, "sampler": sampler, "steps": steps}
     try:
@@ -74,14 +80,13 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
         click.echo(buf.getvalue(), nl=False)
         return
     out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
         from gengraph.plugins.blocks.files import save_npy
 
-        save_npy(out, samples)
+        write_out_file(out, lambda: save_npy(out, samples))
         what = f"array {samples.shape}"
     else:
-        what = write_png(run, samples, out, label=label)
+        what = write_out_file(out, lambda: write_png(run, samples, out, label=label))
     click.echo(f"wrote {out} ({what}, {len(samples)} samples from {run.kind})", err=True)
 
 

@@ -25,7 +25,7 @@ from gengraph.plugins.run.display import GraphDisplay
 from gengraph.plugins.run.display import SampleImages
 from gengraph.plugins.run.display import make_progress
 from gengraph.plugins.run.display import run_html
-from gengraph.plugins.run.inspection import gradcheck
+from gengraph.plugins.run.inspection import check_gradcheck_options, gradcheck
 from gengraph.plugins.run.inspection import program_stage
 from gengraph.plugins.run.loading import default_spec, resolve_spec
 from gengraph.plugins.run.loading import load as load_file
@@ -33,10 +33,12 @@ from gengraph.plugins.run.loading import load_plugin_file
 from gengraph.plugins.run.runner import build_checked
 from gengraph.plugins.run.runner import execute
 from gengraph.plugins.run.sampling import open_run
-from gengraph.plugins.run.sampling import sample_from
-from gengraph.plugins.run.spec_schema import top_schema
+from gengraph.plugins.run.sampling import check_seed, sample_from
+from gengraph.plugins.run.spec_schema import run_schema, top_schema
 from gengraph.plugins.spec.document import SPEC_VERSION, spec_from_text
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.schema import Table
+from gengraph.plugins.spec.schema import validate as validate_against
 from gengraph.plugins.spec.toml_writer import dumps
 from gengraph.plugins.spec.toml_writer import format_value
 
@@ -119,21 +121,34 @@ def load_spec_any(spec, overrides=()):
     return load_file(path, overrides), path, path.parent
 
 
+DEVICE_OPTION = "--device"  # errors about the device option name it, in the CLI and the API alike
+
+
+def check_device(device) -> None:
+    """SpecError unless `device` is a value run.device takes, checked as the schema checks the spec
+    (`--device gpu` and gengraph.run(device="gpu") give the same message, naming --device)."""
+    validate_against(Table({"device": run_schema().fields["device"]}), {"device": device},
+             positions={"run.device": (DEVICE_OPTION, None, None)}, path="run")
+
+
 def prepare_run(spec=None, overrides=None, *, out=None, resume=False, device=None):
     """What `gengraph run` does before training: (loaded Spec, run directory, base folder).
 
     spec: a path, a shipped spec's name, a dict, or None (the default spec; with resume,
     out/spec.toml). overrides: --set strings or {key: value}. out: the run directory
-    (default output.dir/run.name); with resume the run to continue."""
+    (default output.dir/run.name); with resume the run to continue. device: "cpu" or "cuda"
+    (None: the spec's run.device); anything else is a SpecError before anything is read or written."""
+    if device is not None:
+        check_device(device)
     overrides = override_strings(overrides)
     if resume and spec is None:
         if out is None:
             raise SpecError(SpecIssue(None, None, None, "resume", "name the run directory to continue (out=...)"))
         spec = Path(out) / "spec.toml"
     loaded, path, base_dir = load_spec_any(spec, overrides)
-    if device:  # the option, not a --set: errors about it name --device
+    if device is not None:  # the option, not a --set: errors about it name --device (checked above)
         loaded.data["run"]["device"] = device
-        loaded.positions["run.device"] = ("--device", None, None)
+        loaded.positions["run.device"] = (DEVICE_OPTION, None, None)
     name = loaded.data["run"]["name"] or (path.stem if path is not None else "run")
     loaded.data["run"]["name"] = name
     run_dir = Path(out) if out is not None else Path(loaded.data["output"]["dir"]) / name
@@ -262,7 +277,9 @@ class Run:
         models, options the kind takes (diffusion: sampler="ddpm"|"ddim", steps; rbm/ebm:
         steps). seed None: the run's seed (its samples.npy). as_image=True returns a
         SampleImages that shows as an image grid (or a scatter over the data for 2-D data)
-        and keeps the array in `.array`."""
+        and keeps the array in `.array`. A bad n, label, seed or option raises SampleError
+        (a ValueError) with the message `gengraph sample` prints."""
+        check_seed(seed)  # before the run is rebuilt
         opened = self.opened(backend)
         samples = sample_from(opened, n, label=label, seed=seed, **options)
         if as_image:
@@ -289,7 +306,10 @@ class Run:
     def gradcheck(self, params=(), *, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, max_entries=50):
         """The report of `gengraph gradcheck RUN/spec.toml`: the spec's model (its initial
         parameters) in float64 on the CPU, the engine's loss gradient against central
-        differences. Shows as an HTML table; str() is the command's text; `.ok`."""
+        differences. Shows as an HTML table; str() is the command's text; `.ok`. An option out of
+        its range (eps, rtol, atol, seed, batch, max_entries) raises InspectError (a ValueError)
+        with the message `gengraph gradcheck` prints."""
+        check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
         loaded, data, plugin, model = _build(self.dir, ['run.dtype="float64"', 'run.device="cpu"'])
         return gradcheck(loaded, data, model, label=str(self.dir / "spec.toml"), param_names=tuple(params), eps=eps,
                          rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)

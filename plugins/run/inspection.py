@@ -132,11 +132,65 @@ class GradcheckReport:
         return gradcheck_html(self)
 
 
+# float64 central differences: below EPS_MIN the differences' rounding error (8 * 2.2e-16 * S / eps)
+# swamps any wrong gradient, above EPS_MAX their truncation error (O(eps^2)) fails right ones
+EPS_MIN, EPS_MAX = 1e-12, 1e-1
+
+
+def _is_int(v) -> bool:
+    import numbers
+
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v):
+    """v as a float, or None when it is not a real number (a bool, a string, None, ...)."""
+    import numbers
+
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return None
+    return float(v)
+
+
+def _shown(v) -> str:
+    """A value as the user wrote it (NumPy scalars as plain numbers)."""
+    if _is_int(v):
+        return str(int(v))
+    if (f := _real(v)) is not None:
+        return repr(f)
+    return repr(v)
+
+
+def check_gradcheck_options(*, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, max_entries=50) -> None:
+    """InspectError, one line naming the option and its bad value, for settings `gradcheck` cannot
+    use (the CLI's --eps/--rtol/--atol/--seed/--batch/--max-entries and Run.gradcheck's keywords)."""
+    import math
+
+    e = _real(eps)
+    if e is None or not math.isfinite(e) or not EPS_MIN <= e <= EPS_MAX:
+        raise InspectError(f"eps must be a finite number from {EPS_MIN:g} to {EPS_MAX:g} (the step of float64 "
+                           f"central differences), found {_shown(eps)}")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        v = _real(value)
+        if v is None or not math.isfinite(v) or v < 0:
+            raise InspectError(f"{name} must be a finite number >= 0, found {_shown(value)}")
+    if not _is_int(seed) or seed < 0:
+        raise InspectError(f"seed must be a non-negative integer, found {_shown(seed)}")
+    for name, value in (("batch", batch), ("max_entries", max_entries)):
+        if not _is_int(value) or value < 1:
+            raise InspectError(f"{name} must be a positive integer, found {_shown(value)}")
+
+
 def gradcheck(loaded, data, model, *, label=None, param_names=(), eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8,
               max_entries=50) -> GradcheckReport | None:
     """Check the engine's gradient of the model's loss (built in float64 on the CPU) against
-    central differences on `batch` random training rows. None: no trainable parameters."""
+    central differences on `batch` random training rows. None: no trainable parameters.
+    InspectError for an unknown parameter or an option outside its range (check_gradcheck_options)."""
     import numpy as np
+
+    check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+    eps, rtol, atol, seed, batch, max_entries = float(eps), float(rtol), float(atol), int(seed), int(batch), \
+        int(max_entries)
 
     params = list(model.params)
     if param_names:

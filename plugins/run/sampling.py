@@ -117,7 +117,16 @@ def generative_kinds() -> list[str]:
     return kinds
 
 
-def check_request(run: OpenedRun, n, label=None, options=None) -> dict:
+def check_seed(seed) -> None:
+    """SampleError unless seed is None (the run's seed) or a non-negative integer (`--seed`, `seed=`)."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        shown = int(seed) if isinstance(seed, np.integer) else seed
+        raise SampleError(f"seed must be a non-negative integer, found {shown!r}")
+
+
+def check_request(run: OpenedRun, n, label=None, options=None, seed=None) -> dict:
     """The options to pass to the plugin (None values dropped); SampleError for a bad request."""
     kind = run.kind
     if not run.can_sample():
@@ -126,6 +135,7 @@ def check_request(run: OpenedRun, n, label=None, options=None) -> dict:
                           + (f" (kinds that do: {', '.join(others)})" if others else ""))
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise SampleError(f"n must be a positive integer, found {n!r}")
+    check_seed(seed)
     if int(n) * int(run.data.n_features) * 8 > MAX_SAMPLE_BYTES:
         raise SampleError(f"{n} samples of {run.data.n_features} features need more than "
                           f"{MAX_SAMPLE_BYTES >> 30} GiB; draw fewer at a time")
@@ -147,7 +157,7 @@ def check_request(run: OpenedRun, n, label=None, options=None) -> dict:
 
 def sample_from(run: OpenedRun, n: int, *, label=None, seed=None, **options) -> np.ndarray:
     """n new examples (data units) from an opened run; see `draw`."""
-    options = check_request(run, n, label, options)
+    options = check_request(run, n, label, options, seed)
     run.ctx.seed = run.spec.data["run"]["seed"] if seed is None else int(seed)
     try:
         out = run.plugin.sample(run.model, run.data, run.ctx, int(n), label=label, **options)
