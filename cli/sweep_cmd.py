@@ -17,6 +17,7 @@ Examples:
   gengraph sweep specs/ridge_franke.toml --axis model.lam=1e-4,1e-3,1e-2 --axis model.degree=3,5,7
   gengraph sweep specs/sweep_ridge_franke.toml --set data.noise=0.2 --out runs/noisy --workers 1
   gengraph sweep specs/sweep_ridge_franke.toml --resume         # skip trials already recorded ok
+  gengraph sweep specs/sweep_ridge_franke.toml --overwrite      # replace the sweep recorded there
   gengraph sweep specs/sweep_ridge_franke.toml --scheduler local-dask --workers 2
   gengraph sweep specs/sweep_ridge_franke.toml --scheduler tcp://127.0.0.1:8786
 """
@@ -34,12 +35,16 @@ Examples:
               help="run the trials on a Dask distributed cluster (needs: pip install 'gengraph[dask]')")
 @click.option("--out", "out_dir", metavar="DIR",
               help="sweep directory (default: output.dir/<sweep.name or the spec's file name>)")
-@click.option("--resume", is_flag=True, help="skip the trials that sweep.jsonl records as finished ok")
+@click.option("--resume", is_flag=True, help="continue the sweep in the sweep directory: skip the trials that "
+                                             "sweep.jsonl records as finished ok")
+@click.option("--overwrite", is_flag=True, help="replace the sweep already in the sweep directory (its files and "
+                                                "the gengraph files of its trial folders only)")
 @click.option("--quiet", "-q", is_flag=True, help="print nothing but errors")
 @click.option("--json", "as_json", is_flag=True, help="print the summary (sweep.json) as JSON")
 @common
 @user_errors
-def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overrides, plugin_files, debug):
+def sweep(spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet, as_json, overrides, plugin_files,
+          debug):
     """Run every trial of the [sweep] table in SPEC and rank them by its metric.
 
     Each trial is the spec with --set overrides and its own axis values applied,
@@ -47,9 +52,31 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overr
     OUT/TRIAL/. OUT gets sweep.jsonl (one line per finished trial), summary.txt and
     sweep.json (ranked), and heatmap.png (2-axis grids) or curve.png (1 axis).
     A failed trial is recorded and the others go on; the exit code is then 1.
+
+    \b
+    A sweep directory holds one sweep: a directory that holds another sweep is refused
+    unless --resume or --overwrite (which removes that sweep's files, never yours), and a
+    second process is refused while the first holds the directory's lock (gengraph.lock).
+    Ctrl-C (SIGINT) or SIGTERM stops the workers and exits 130 or 143 with the finished
+    trials recorded; --resume then runs the rest.
     """
+    from gengraph.plugins.run.signals import SignalGuard
     from gengraph.plugins.sweep import sweep as sw
 
+    # a signal while the spec loads and the trials are checked: exit 130/143, no traceback; after
+    # the sweep is interrupted, later signals are ignored until the process has exited with its code
+    try:
+        with SignalGuard(ignore_when_stopped=True):
+            _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet, as_json, overrides,
+                   plugin_files)
+    except sw.SweepInterrupted as exc:
+        click.echo(f"\n{exc}; continue with --resume", err=True)
+        click.get_current_context().exit(exc.exit_code)
+
+
+def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet, as_json, overrides, plugin_files):
+    if resume and overwrite:
+        raise UserError("--resume continues the sweep in the sweep directory and --overwrite replaces it: pass one")
     if scheduler is not None and scheduler != "local-dask" and "://" not in scheduler:
         raise UserError(f"--scheduler: expected tcp://HOST:PORT or local-dask, found {scheduler!r}")
     from gengraph.plugins.run.loading import resolve_spec
@@ -60,11 +87,14 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overr
     check_out_dir(plan.out_dir, "--out" if out_dir else "output.dir")
     n_workers = workers or sw.default_workers()
     chatty = not (quiet or as_json)
-    if chatty:
-        where = (f"Dask scheduler {scheduler}" if scheduler and scheduler != "local-dask"
-                 else f"a local Dask cluster of {n_workers} worker(s)" if scheduler
-                 else "this process" if n_workers == 1 else f"{n_workers} local worker processes")
-        click.echo(f"{sw.header(plan)}; running on {where}")
+
+    def on_start():  # the folder is claimed (locked, not refused): the trials start
+        if chatty:
+            where = (f"Dask scheduler {scheduler}" if scheduler and scheduler != "local-dask"
+                     else f"a local Dask cluster of {n_workers} worker(s)" if scheduler
+                     else "this process" if n_workers == 1 else f"{n_workers} local worker processes")
+            click.echo(f"{sw.header(plan)}; running on {where}")
+
     width = len(str(len(plan.trials)))
 
     def on_result(record, done, total):
@@ -81,14 +111,13 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, quiet, as_json, overr
             click.echo(f"[{done:>{width}}/{total}] FAILED  {record['trial']}: {record['error']}")
 
     try:
-        result = sw.run_sweep(plan, workers=n_workers, scheduler=scheduler, resume=resume, on_result=on_result)
+        result = sw.run_sweep(plan, workers=n_workers, scheduler=scheduler, resume=resume, overwrite=overwrite,
+                              on_result=on_result, on_start=on_start,
+                              log=lambda *a, **k: click.echo(" ".join(map(str, a)), err=True))
     except sw.DaskUnavailable as exc:
         raise UserError(str(exc)) from None
     except sw.SchedulerError as exc:
         raise click.ClickException(str(exc)) from None
-    except sw.SweepInterrupted as exc:
-        click.echo(f"\n{exc}; continue with --resume", err=True)
-        click.get_current_context().exit(130)
     if as_json:
         from gengraph.plugins.blocks.files import dumps_json
 

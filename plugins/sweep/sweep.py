@@ -11,6 +11,14 @@ a Dask distributed cluster -- and writes, under ``output.dir/NAME/``:
 * ``summary.txt``  the trials ranked by the sweep's metric, as a table
 * ``sweep.json``   the same, machine-readable, with the best trial
 * ``heatmap.png`` (2-axis grids), ``curve.png`` (1 axis) or ``axes.png`` (otherwise)
+* ``gengraph.lock`` while the sweep runs (the run directories' lock, see run/rundir.py)
+
+A folder holds one sweep: a sweep into a folder that holds another one is refused unless
+``resume`` (continue it, keeping what is recorded) or ``overwrite`` (remove its files and
+the gengraph files of the trial folders it recorded, never a file of the user's), and a
+second process is refused while the first holds the folder's lock. SIGINT and SIGTERM stop
+the sweep: the pool's workers are terminated, and a trial folder is published only
+together with its line in sweep.jsonl, so ``resume`` continues where it stopped.
 
 ``[sweep]`` keys (all optional but ``axes``)::
     [sweep]
@@ -38,6 +46,8 @@ import json
 import math
 import os
 import re
+import signal
+import sys
 import time
 import tomllib
 import traceback
@@ -57,6 +67,9 @@ from gengraph.plugins.run.runner import RunInterrupted, execute
 from gengraph.plugins.sweep import plots as sweep_plots
 from gengraph.plugins.run.runner import build_checked
 from gengraph.plugins.run.metrics import default_metric, metric_mode, summary_names, unknown_metric
+from gengraph.plugins.run.rundir import (LOCK_NAME, RUN_FILES, RunDirError, clear_run_files, open_run_dir,
+                                         run_files)
+from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 
 AXIS_ORIGIN = "--axis"
 RANGE_KEYS = ("low", "high", "log", "num")
@@ -73,11 +86,13 @@ class SchedulerError(RuntimeError):
 
 
 class SweepInterrupted(Exception):
-    """Ctrl-C during a sweep: finished trials are recorded; --resume continues."""
+    """SIGINT or SIGTERM during a sweep: finished trials are recorded; --resume continues.
+    exit_code: 130 (SIGINT) or 143 (SIGTERM)."""
 
-    def __init__(self, out_dir):
-        self.out_dir = out_dir
-        super().__init__(f"sweep interrupted; finished trials are in {Path(out_dir) / 'sweep.jsonl'}")
+    def __init__(self, out_dir, signum: int = signal.SIGINT):
+        self.out_dir, self.signum, self.exit_code = out_dir, int(signum), exit_code(signum)
+        super().__init__(f"sweep interrupted by {signal_name(signum)}; finished trials are in "
+                         f"{Path(out_dir) / 'sweep.jsonl'}")
 
 
 # --- plan: axes, trials, validation -----------------------------------------------------
@@ -466,8 +481,9 @@ def run_trial(payload: dict) -> dict:
                           base_dir=payload["base_dir"], overwrite=True)
         record["metrics"] = _scalar_metrics(summary)
         record["status"] = "ok"
-    except (KeyboardInterrupt, RunInterrupted):
+    except (KeyboardInterrupt, RunInterrupted) as exc:
         record["status"], record["error"] = "interrupted", "interrupted (Ctrl-C)"
+        record["signal"] = int(getattr(exc, "signum", signal.SIGINT))
     except Exception as exc:  # noqa: BLE001 -- any failure of a trial is recorded, the sweep goes on
         record["error"] = f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(OSError):
@@ -476,14 +492,25 @@ def run_trial(payload: dict) -> dict:
     if logged:
         with contextlib.suppress(OSError):
             atomic_write(run_dir / "log.txt", "\n".join(logged) + "\n")
-    if record["status"] != "interrupted":
-        try:
-            _publish(run_dir, final, payload.get("attempt", ""), record["status"] == "ok")
-        except OSError as exc:
-            record["status"], record["error"] = "failed", f"cannot move the trial's files into {final}: {exc}"
-    _remove_tree(run_dir)
     record["seconds"] = round(time.perf_counter() - t0, 3)
+    if record["status"] != "interrupted" and not payload.get("publish", True):
+        record["_tmp"] = str(run_dir)  # the sweep's process publishes it as it records it (publish_record)
+        return record
+    if record["status"] != "interrupted":
+        publish_record(record, run_dir, payload.get("attempt", ""))
+    _remove_tree(run_dir)
     return record
+
+
+def publish_record(record: dict, tmp: Path, attempt: str) -> None:
+    """Move a finished trial's folder into place; a failure to move it fails the trial."""
+    final = Path(record["run_dir"])
+    try:
+        _publish(Path(tmp), final, attempt, record["status"] == "ok")
+    except OSError as exc:
+        record["status"], record["error"] = "failed", f"cannot move the trial's files into {final}: {exc}"
+    finally:
+        _remove_tree(Path(tmp))
 
 
 _TMP = ".tmp-"  # temporary trial folders: .TRIAL.tmp-PID-RANDOM (and .TRIAL.old-... while replacing)
@@ -513,10 +540,53 @@ def _publish(tmp: Path, final: Path, attempt: str, ok: bool) -> None:
         mark = (final / _MARK).read_text().split()
         if attempt and mark[:2] == [attempt, "ok"]:
             return  # a duplicate of a finished trial: keep the finished files untouched
+    carried = _carry_user_files(final, tmp)
     old = final.parent / f".{final.name}.old-{os.getpid()}-{os.urandom(3).hex()}"
-    os.rename(final, old)
-    os.rename(tmp, final)
+    try:
+        os.rename(final, old)
+    except OSError:
+        _move_back(carried, tmp, final)
+        raise
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        os.rename(old, final)  # the earlier trial stays, with the user's files
+        _move_back(carried, tmp, final)
+        raise
     _remove_tree(old)
+
+
+_TRIAL_FILES = ("error.txt", "log.txt", _MARK)  # what run_trial itself writes into a trial folder
+
+
+def _trial_owned(trial_dir: Path) -> set:
+    """The names in a trial folder that gengraph wrote (the rest is the user's): the run's files
+    (with those its manifest lists) and the sweep's."""
+    return set(RUN_FILES) | set(run_files(trial_dir)) | set(_TRIAL_FILES) | {LOCK_NAME}
+
+
+def _carry_user_files(final: Path, tmp: Path) -> list[str]:
+    """Before a trial folder is replaced: move the user's own files (anything gengraph did not
+    write) from the old folder into the new one, so replacing a trial never deletes them. Returns
+    the names moved; on a failure, moves them back and raises."""
+    owned, moved = _trial_owned(final), []
+    try:
+        for entry in sorted(final.iterdir()):
+            name = entry.name
+            if name in owned or (name.startswith(".") and name.endswith(".tmp")) or (tmp / name).exists():
+                continue
+            os.rename(entry, tmp / name)
+            moved.append(name)
+    except OSError:
+        _move_back(moved, tmp, final)
+        raise
+    return moved
+
+
+def _move_back(names, tmp: Path, final: Path) -> None:
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.rename(tmp / name, final / name)
 
 
 def _remove_leftovers(out: Path) -> None:
@@ -525,6 +595,86 @@ def _remove_leftovers(out: Path) -> None:
         for p in out.iterdir():
             if p.name.startswith(".") and (_TMP in p.name or ".old-" in p.name) and p.is_dir():
                 _remove_tree(p)
+
+
+# --- the sweep folder: one sweep per folder, refused, resumed or overwritten --------------
+
+SWEEP_FILES = ("sweep.jsonl", "sweep.json", "summary.txt", *PLOT_NAMES)
+SWEEP_MARKERS = ("sweep.jsonl", "sweep.json")  # either one makes a folder "hold a sweep"
+
+
+def _trial_dirs(out: Path) -> list[str]:
+    """The trial folders of the sweep in `out`: those its sweep.jsonl records, and any folder
+    that a sweep published (it holds the .sweep-attempt mark)."""
+    names = [n for n in read_records(out / "sweep.jsonl")
+             if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")]
+    with contextlib.suppress(OSError):
+        names += sorted(p.name for p in out.iterdir() if p.is_dir() and (p / _MARK).is_file())
+    return [n for n in dict.fromkeys(names) if (out / n).is_dir()]
+
+
+def sweep_files(out) -> list[str]:
+    """What a sweep left in `out`: its own files, then its trial folders as NAME/ (empty: no sweep)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    trials = _trial_dirs(out)
+    if not trials and not any((out / n).is_file() for n in SWEEP_MARKERS):
+        return []
+    return [n for n in SWEEP_FILES if (out / n).is_file()] + [f"{n}/" for n in trials]
+
+
+def clear_sweep_files(out: Path) -> list[str]:
+    """Remove an earlier sweep: its own files, and in each trial folder it recorded the files
+    gengraph wrote (the folder goes when nothing of the user's is left in it)."""
+    found = sweep_files(out)
+    for name in found:
+        path = out / name.rstrip("/")
+        if not name.endswith("/"):
+            path.unlink(missing_ok=True)
+            continue
+        clear_run_files(path)
+        for n in _trial_owned(path):
+            with contextlib.suppress(IsADirectoryError, PermissionError):
+                (path / n).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.rmdir()  # only if empty: the user's files keep it
+    for tmp in out.glob(".*.tmp"):
+        if any(tmp.name.startswith(f".{n}.") for n in SWEEP_FILES):
+            tmp.unlink(missing_ok=True)
+    return found
+
+
+def _shown(names: list[str]) -> str:
+    files = [n for n in names if not n.endswith("/")]
+    trials = len(names) - len(files)
+    parts = files[:4] + (["..."] if len(files) > 4 else [])
+    if trials:
+        parts.append(f"{trials} trial folder{'s' if trials != 1 else ''}")
+    return ", ".join(parts)
+
+
+def _claim(out: Path, resume: bool, overwrite: bool, log) -> dict:
+    """With the lock held: refuse a folder that holds another sweep (or a run) unless resume or
+    overwrite; clear it for overwrite; start sweep.jsonl. Returns the records to resume from."""
+    jsonl = out / "sweep.jsonl"
+    found = sweep_files(out)
+    if found and not resume and not overwrite:
+        raise RunDirError(f"{out} holds a sweep ({_shown(found)}); pass --resume to continue it, or --overwrite "
+                          f"to replace it (its files and trial folders only), or choose another --out")
+    if not found and (taken := run_files(out)):
+        if not overwrite:
+            shown = ", ".join(taken[:4]) + (", ..." if len(taken) > 4 else "")
+            raise RunDirError(f"{out} holds a gengraph run ({shown}), not a sweep; choose another --out, "
+                              f"or pass --overwrite to replace it (its files only)")
+        log(f"note: --overwrite removed the run's files from {out}: {', '.join(clear_run_files(out))}")
+    if found and overwrite:
+        clear_sweep_files(out)
+        log(f"note: --overwrite removed the earlier sweep from {out}: {_shown(found)}")
+    previous = read_records(jsonl) if resume else {}
+    # a clean file to append to (a torn last line of an interrupted write is dropped)
+    atomic_write(jsonl, "".join(dumps_json(r, default=str) + "\n" for r in previous.values()))
+    return previous
 
 
 def _payload(plan: SweepPlan, trial: Trial) -> dict:
@@ -557,6 +707,70 @@ def _single_blas_thread():
                 os.environ.pop(n, None)
             else:
                 os.environ[n] = v
+
+
+@contextlib.contextmanager
+def _signals_blocked():
+    """SIGINT/SIGTERM wait for the block's end (blocked in this thread, and for good in the helper
+    threads a pool starts inside it, so that they reach the main thread): a signal never finds a
+    pool half made or half stopped."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def _spawning_workers():
+    """Pool workers started in this block begin with SIGINT ignored (exec keeps an ignored signal
+    ignored), so a Ctrl-C to the process group while they import is no KeyboardInterrupt traceback
+    in each; this process's own SIGINT/SIGTERM wait (blocked, not ignored) for the block's end."""
+    import threading
+
+    with _signals_blocked():
+        if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "sigpending")
+                or signal.SIGINT in signal.sigpending()):  # a pending Ctrl-C must not be discarded
+            yield
+            return
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)  # a Ctrl-C that came meanwhile is still pending: delivered now
+
+
+def _pool_worker_init():
+    """A pool worker: Ctrl-C (sent to the whole process group) is the sweep's process's to handle,
+    which terminates the workers; SIGTERM ends an idle worker at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _stop_pool(pool, grace: float = 3.0) -> None:
+    """Terminate the pool's workers (SIGTERM, then SIGKILL after `grace` seconds) and shut it down.
+    A worker only ever writes its trial's temporary folder, which the sweep removes."""
+    with _signals_blocked():  # a second Ctrl-C must not leave workers running
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.terminate()
+        deadline = time.monotonic() + grace
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            with contextlib.suppress(Exception):
+                if p.is_alive():
+                    p.kill()
+                    p.join(5)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_inline(payloads, emit):
@@ -599,6 +813,8 @@ def _pool_trial(payload: dict, flight_dir: str) -> dict:
     mark = Path(flight_dir) / str(payload["index"])
     mark.write_text(str(os.getpid()))
     record = run_trial(payload)
+    if record["status"] == "interrupted":  # a signal stopped the trial: this worker ends (nothing published)
+        os._exit(exit_code(record.get("signal", signal.SIGINT)))
     mark.unlink(missing_ok=True)
     return record
 
@@ -614,27 +830,38 @@ def _pool_round(payloads, workers, emit):
 
     flight = tempfile.mkdtemp(prefix="gengraph-sweep-")
     unfinished = []
+    pool = None
     try:
-        with _single_blas_thread():
+        # a signal waits here until every worker of this round is started and known (to _stop_pool)
+        with _single_blas_thread(), _spawning_workers():
             pool = ProcessPoolExecutor(max_workers=min(workers, len(payloads)),
-                                       mp_context=multiprocessing.get_context("spawn"))
+                                       mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_pool_worker_init)
+            futures = {pool.submit(_pool_trial, p, flight): p for p in payloads}
+        for fut in as_completed(futures):
+            payload = futures.pop(fut)
             try:
-                futures = {pool.submit(_pool_trial, p, flight): p for p in payloads}
-                for fut in as_completed(futures):
-                    payload = futures.pop(fut)
-                    try:
-                        record = fut.result()
-                    except BrokenProcessPool:
-                        unfinished.append(payload)
-                        continue
-                    except Exception as exc:  # noqa: BLE001 -- recorded, the sweep goes on
-                        record = _failed_record(payload, exc)
-                    if emit(record):
-                        return True, [], []
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+                record = fut.result()
+            except BrokenProcessPool:
+                unfinished.append(payload)
+                continue
+            except Exception as exc:  # noqa: BLE001 -- recorded, the sweep goes on
+                record = _failed_record(payload, exc)
+            if emit(record):
+                _stop_pool(pool)
+                pool = None
+                return True, [], []
+        pool.shutdown(wait=True, cancel_futures=True)
+        pool = None
         running = {int(p.name) for p in Path(flight).iterdir() if p.name.isdigit()}
+    except BaseException:  # SIGINT/SIGTERM (Stop, KeyboardInterrupt): no worker outlives the sweep
+        if pool is not None:
+            _stop_pool(pool)
+            pool = None
+        raise
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(flight, ignore_errors=True)
     unfinished.sort(key=lambda p: p["index"])
     return False, unfinished, [p for p in unfinished if p["index"] in running]
@@ -829,22 +1056,51 @@ def _write_plots(plan: SweepPlan, records: list[dict]) -> list[str]:
     return [name]
 
 
+def _log_stderr(*args, **_kw) -> None:
+    print(*args, file=sys.stderr)
+
+
 def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, resume: bool = False,
-              on_result=None, plots: bool = True) -> dict:
+              overwrite: bool = False, on_result=None, plots: bool = True, on_start=None, log=None) -> dict:
     """Run the trials (skipping those recorded ok with --resume) and write the sweep's files.
 
     scheduler: None (process pool; workers=1 runs in this process), "local-dask", a scheduler
     address such as "tcp://127.0.0.1:8786", or a distributed.Client. on_result(record, done, total)
     is called in this process as each trial finishes (skipped ones come with record["skipped"]).
-    Returns the summary (as sweep.json holds it).
+    The sweep folder is locked while the sweep runs (RunDirError if another process holds it);
+    a folder that holds another sweep is refused (RunDirError) unless resume (continue it) or
+    overwrite (replace it; the user's own files stay). on_start() is called once the folder is
+    claimed, before any trial runs; log(message) gets notes (a stale lock taken over, ...).
+    SIGINT/SIGTERM stop the sweep (SweepInterrupted, exit code 130/143) with the finished trials
+    recorded. Returns the summary (as sweep.json holds it).
     """
+    if resume and overwrite:
+        raise RunDirError("--resume continues a sweep and --overwrite replaces it: pass one of them")
+    log = log or _log_stderr
     workers = workers or default_workers()
-    out = plan.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(plan.out_dir)
+    with SignalGuard() as guard:
+        lock = None
+        try:
+            with guard.deferred():  # a signal waits until the lock is held (and released again below)
+                lock = open_run_dir(out, log)
+                previous = _claim(out, resume, overwrite, log)
+            if on_start is not None:
+                on_start()
+            return _run_claimed(plan, guard, previous, workers=workers, scheduler=scheduler,
+                                on_result=on_result, plots=plots)
+        except Stop as stop:  # before any trial ran
+            raise SweepInterrupted(out, stop.signum) from None
+        finally:
+            guard.raising = False  # from here on a signal only waits: the lock is released whatever comes
+            if lock is not None:
+                lock.release()
+
+
+def _run_claimed(plan: SweepPlan, guard: SignalGuard, previous: dict, *, workers, scheduler, on_result,
+                 plots) -> dict:
+    out = Path(plan.out_dir)
     jsonl = out / "sweep.jsonl"
-    previous = read_records(jsonl) if resume else {}
-    if not resume:
-        jsonl.write_text("")
     records, todo = {}, []
     for t in plan.trials:
         old = previous.get(t.name)
@@ -853,26 +1109,32 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
         else:
             todo.append(t)
     total, interrupted = len(plan.trials), []
-    if on_result is not None:
-        for i, name in enumerate(records):
-            on_result({**records[name], "skipped": True}, i + 1, total)
+    attempt = f"{os.getpid()}-{time.time_ns()}-{os.urandom(4).hex()}"
 
     def emit(record) -> bool:
-        """Record one finished trial; True asks the executor to stop (Ctrl-C reached a trial)."""
+        """Publish and record one finished trial; True asks the executor to stop (a signal reached a trial)."""
         if record["status"] == "interrupted":
-            interrupted.append(record)
+            interrupted.append(record.get("signal", signal.SIGINT))
             return True
-        records[record["trial"]] = record
-        with open(jsonl, "a", encoding="utf-8") as fh:
-            fh.write(dumps_json(record, default=str) + "\n")
+        tmp = record.pop("_tmp", None)
+        with guard.deferred():  # the trial's folder appears only together with its line in sweep.jsonl
+            if tmp is not None:
+                publish_record(record, Path(tmp), attempt)
+            records[record["trial"]] = record
+            with open(jsonl, "a", encoding="utf-8") as fh:
+                fh.write(dumps_json(record, default=str) + "\n")
         if on_result is not None:
             on_result(record, len(records), total)
         return False
 
-    attempt = f"{os.getpid()}-{time.time_ns()}-{os.urandom(4).hex()}"
-    payloads = [{**_payload(plan, t), "attempt": attempt} for t in todo]
-    _remove_leftovers(out)
+    # local executors leave publishing to emit (this process); Dask workers publish on their own file system
+    local = scheduler is None
+    payloads = [{**_payload(plan, t), "attempt": attempt, "publish": not local} for t in todo]
     try:
+        if on_result is not None:
+            for i, name in enumerate(records):
+                on_result({**records[name], "skipped": True}, i + 1, total)
+        _remove_leftovers(out)
         if not payloads:
             pass
         elif scheduler is not None and not isinstance(scheduler, str):
@@ -884,8 +1146,12 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
             _run_inline(payloads, emit)
         else:
             _run_pool(payloads, workers, emit)
-    except KeyboardInterrupt:
-        interrupted.append(None)
+    except Stop as stop:
+        guard.raising = False
+        interrupted.append(stop.signum)
+    except KeyboardInterrupt:  # outside the main thread's handlers (no SignalGuard there)
+        interrupted.append(signal.SIGINT)
+    guard.raising = False  # the records are written whatever signal comes now; it sets the exit code
     _remove_leftovers(out)
     # one line per trial, in trial order; records of trials no longer in the plan are kept after them
     order = {t.name: t.index for t in plan.trials}
@@ -897,6 +1163,8 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
     result["complete"] = len(kept) == total
     atomic_write(out / "sweep.json", dumps_json(result, indent=1, default=str))
     atomic_write(out / "summary.txt", summary_text(plan, result))
+    if not interrupted and guard.received is not None:
+        interrupted.append(guard.received)
     if interrupted:
-        raise SweepInterrupted(out)
+        raise SweepInterrupted(out, interrupted[0])
     return result
