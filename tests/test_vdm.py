@@ -32,8 +32,9 @@ def tiny_vdm(seed=3, **over):
            "fourier_features": [1, 2], "layers": [{"units": 6, "activation": "tanh"}],
            "time_embedding": {"kind": "scalar"}, "bound_samples": 2,
            "schedule": {"kind": "learned_vdm", "T": 8, "units": 3, "gamma_min": -6.0, "gamma_max": 4.0}}
+    sign = over.pop("data_sign", 1)  # -1: data on [-1, 0]
     cfg.update(over)
-    x = np.random.default_rng(seed).integers(0, 3, size=(6, 2)) / 2.0
+    x = sign * np.random.default_rng(seed).integers(0, 3, size=(6, 2)) / 2.0
     data = Dataset(x, None, x.copy(), None, "unsupervised")
     g = Graph(dtype="float64", seed=seed)
     model = dfn.plugin.build(validate(dfn.plugin.schema, cfg, path="model"), g, data, np.random.default_rng(1))
@@ -171,6 +172,21 @@ def test_decoder_is_a_pmf_over_the_levels():
     logits = -(z[..., None] - a0 * np.array([-1.0, 0.0, 1.0])) ** 2 / (2 * s2)
     ref = np.exp(logits - logits.max(-1, keepdims=True))
     np.testing.assert_allclose(probs, ref / ref.sum(-1, keepdims=True), rtol=1e-9, atol=1e-300)
+
+
+def test_unsymmetric_data_lie_on_the_decoders_0_to_1_grid():
+    # symmetric = false puts the decoder's levels on [0, 1], but the data were checked against
+    # [-1, 1]: [0, 1] data were refused, and [-1, 1] data were accepted with the negative pixels
+    # getting no decoder term (an empty one-hot), so the reported "bound" was not one
+    model, data = tiny_vdm(symmetric=False)  # x in {0, 0.5, 1}: accepted now
+    x = data.x_test
+    res = model.program("bound_terms").run(x=x, t=np.full(len(x), 0.5), eps=np.zeros_like(x),
+                                             eps0=np.zeros_like(x))
+    probs = np.asarray(model.program("decode").run(z=np.sqrt(1 / (1 + math.exp(-6.0))) * x)["probs"])
+    picked = np.take_along_axis(probs, np.rint(2 * x).astype(int)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(res["reconstruction"]), -np.log(picked).sum(-1), rtol=1e-9)
+    with pytest.raises(dfn.ModelConfigError, match="values from 0 to 1"):
+        tiny_vdm(seed=4, symmetric=False, data_sign=-1)
 
 
 def test_config_errors():

@@ -739,7 +739,10 @@ def discretized_gaussian_loglik(x, mean, sigma, levels):
     return out
 
 
-def _check_grid(data, cfg):
+def _check_grid(data, cfg, lo=-1.0, key="decoder", what='"discretized"'):
+    """The data (after scaling, and 2x - 1 when symmetric) must lie on `levels` equally spaced values
+    from lo to 1: the grid a discretized decoder puts its probability on. A value off it would get
+    no term at all (its one-hot is empty) and the bound would not be one."""
     levels = cfg["levels"]
     if levels < 2:
         raise _config_error("levels", 'the discretized decoder needs levels >= 2 (the number of data values)')
@@ -747,11 +750,12 @@ def _check_grid(data, cfg):
         if x is None or x.size == 0:  # no test split (test_fraction = 0): nothing to check
             continue
         xm = 2.0 * x - 1.0 if cfg["symmetric"] else x
-        k = (xm + 1.0) * (levels - 1) / 2.0
-        if np.abs(k - np.round(k)).max() > 1e-6 or xm.min() < -1 - 1e-9 or xm.max() > 1 + 1e-9:
-            raise _config_error("decoder", f'"discretized" needs the {name} data (after scaling'
+        k = (xm - lo) * (levels - 1) / (1.0 - lo)
+        if np.abs(k - np.round(k)).max() > 1e-6 or xm.min() < lo - 1e-9 or xm.max() > 1 + 1e-9:
+            raise _config_error(key, f'{what} needs the {name} data (after scaling'
                                 f'{" and symmetric" if cfg["symmetric"] else ""}) on {levels} equally spaced '
-                                'values from -1 to 1; e.g. data.scale = "minmax_global" with model.symmetric = true')
+                                f'values from {lo:g} to 1; e.g. data.scale = "minmax_global"'
+                                f'{" with model.symmetric = true" if lo < 0 else ""}')
 
 
 # --- sample quality: plugins/blocks/sample_quality.py (shared with ebm and rbm) ---------------

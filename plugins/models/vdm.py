@@ -220,7 +220,8 @@ def build_continuous(cfg, graph, data, rng, check_grid):
         raise ModelConfigError("model.prediction", 'continuous time is written for prediction = "epsilon"')
     if cfg["levels"] < 2:
         raise ModelConfigError("model.levels", "continuous time needs the number of data levels (e.g. 17)")
-    check_grid(data, cfg)
+    # the decoder's grid: [-1, 1] for symmetric data, [0, 1] otherwise (ContinuousVDM.values)
+    check_grid(data, cfg, lo=-1.0 if cfg["symmetric"] else 0.0, key="levels", what="the VDM decoder")
     if cfg["time_embedding"]["kind"] == "sinusoidal" and cfg["time_embedding"]["dim"] % 2:
         raise ModelConfigError("model.time_embedding.dim", "must be even")
     scfg = {k: v for k, v in cfg["schedule"].items() if k != "kind"}
