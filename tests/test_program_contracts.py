@@ -102,3 +102,16 @@ def test_float_arithmetic_on_an_integer_input_computes_in_float(kw):
     np.testing.assert_array_equal(ra, [0.5, 0.0, 1.5])
     np.testing.assert_allclose(rb, 1.0 / (1.0 + np.exp(-np.array([1.0, -2.0, 3.0]))), rtol=1e-15)
     assert ra.dtype == rb.dtype == np.float64
+
+
+@pytest.mark.parametrize("kw", [{}, PLAIN])
+def test_float_valued_reductions_of_integer_inputs(kw):
+    # sum(int) stayed an int recorded as float: `sum(xi) * 0.5` wrote a float into its int buffer
+    g = Graph(dtype="float64")
+    xi = g.input("xi", (2, 3), dtype="int64")
+    outs = [ops.sum(xi, axis=0) * 0.5, ops.mean(xi, axis=1) + 1.0, ops.max(xi, axis=0) * 0.5]
+    xs = np.array([[1, -2, 3], [4, 5, 7]])
+    got = compile(g, outs, **kw).run(xi=xs)
+    for value, want in zip(got, [xs.sum(0) * 0.5, xs.mean(1) + 1.0, xs.max(0) * 0.5]):
+        assert value.dtype == np.float64
+        np.testing.assert_allclose(value, want, rtol=1e-15)

@@ -157,10 +157,13 @@ def apply(name, *args, **attrs) -> Node:
         shapes = ", ".join(_fmt(i.shape) for i in inputs)
         scope = f" in {graph.current_scope}" if graph.current_scope else ""
         raise ShapeError(f"{name}({shapes}){scope}: {exc}") from None
-    if op.shape in (elementwise, same_shape) and dtype.kind == "f" and any(i.dtype.kind in "biu" for i in inputs):
-        # float arithmetic on an integer input (labels, counts) computes in the recorded float dtype:
-        # NumPy would keep relu(int) an int, which buffers laid out for the float result cannot hold
-        inputs = [apply("cast", i, dtype=dtype.name) if i.dtype.kind in "biu" else i for i in inputs]
+    ints = [i.dtype.kind in "biu" for i in inputs]
+    if dtype.kind == "f" and any(ints) and (op.shape in (elementwise, same_shape) or all(ints) and "dtype" not in attrs):
+        # float arithmetic (or a float-valued reduction, matmul, ...) of integer inputs computes in the
+        # recorded float dtype: NumPy would keep relu(int) or sum(int) an int, which buffers laid out
+        # for the float result cannot hold. Not ops that take integers beside floats (labels, indices)
+        # or that name their output dtype (one_hot, cast).
+        inputs = [apply("cast", i, dtype=dtype.name) if k else i for i, k in zip(inputs, ints)]
     return graph.add_node(name, inputs, attrs, shape, dtype)
 
 
