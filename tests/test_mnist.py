@@ -109,3 +109,20 @@ def test_labels_of_the_wrong_type_name_the_labels_file(tmp_path):
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: expected unsigned bytes \(type 0x08\) for "
                                         r"labels, found int32"):
         make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+
+
+def test_test_fraction_is_refused_for_a_source_with_its_own_test_files(tmp_path):
+    # it was accepted and silently ignored: the t10k files are the test split
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    write_mnist(tmp_path / "m")
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'spec_version = 1\n[data]\nsource = "mnist"\ndir = "{tmp_path / "m"}"\ntest_fraction = 0.3\n'
+                    '[model]\nkind = "mlp"\nlayers = [{ units = 8 }]\n[train]\nepochs = 1\n')
+    result = CliRunner().invoke(main, ["validate", str(spec)])
+    assert result.exit_code == 2
+    assert "s.toml:5:1: data.test_fraction: the mnist data come with their own test split" in result.output
+    spec.write_text(spec.read_text().replace("test_fraction = 0.3\n", ""))
+    assert CliRunner().invoke(main, ["validate", str(spec)]).exit_code == 0

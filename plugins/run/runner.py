@@ -85,6 +85,10 @@ def build_checked(spec, *, base_dir=None):
         raise issue("model", f"the declared model does not fit the data: {exc}") from None
     except MemoryError:
         raise issue("model", "the model does not fit in memory (a size in [model] or [data] is too large)") from None
+    if built[0].meta.get("split", {}).get("kind") == "file" and "data.test_fraction" in spec.positions:
+        # a source with its own test files (mnist's t10k, an npz test_path) splits nothing off
+        raise issue("data.test_fraction", f'the {spec.data["data"]["source"]} data come with their own test '
+                                          "split, so test_fraction does not apply; remove it")
     _check_memory(spec, built, issue)
     es = spec.data["train"].get("early_stopping") or {}
     if es.get("patience"):
