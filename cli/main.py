@@ -82,13 +82,17 @@ def user_errors(fn):
 
 
 def _interrupted(ctx, message: str, code: int) -> None:
-    """A stopped command (exit 130/143): its message on stderr, or with --json the same JSON
-    object on stdout as every other failure."""
-    if ctx.params.get("as_json"):
+    _report_interrupt(message, code, ctx.params.get("as_json"), after_output=True)
+    ctx.exit(code)
+
+
+def _report_interrupt(message: str, code: int, as_json, after_output: bool = False) -> None:
+    """A stopped command (exit 130/143): its message on stderr (on a line of its own after a
+    command's output), or with --json the same JSON object on stdout as every other failure."""
+    if as_json:
         click.echo(json.dumps({"error": message, "exit_code": code}))
     else:
-        click.echo(f"\n{message}", err=True)
-    ctx.exit(code)
+        click.echo(f"\n{message}" if after_output else message, err=True)
 
 
 def _dumps(value, **kw) -> str:
@@ -205,10 +209,7 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except click.Abort as exc:
             if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C before a command's own handling
-                if "--json" in argv:
-                    click.echo(json.dumps({"error": "interrupted by SIGINT", "exit_code": 130}))
-                else:
-                    click.echo("interrupted by SIGINT", err=True)
+                _report_interrupt("interrupted by SIGINT", 130, "--json" in argv)
                 sys.exit(130)
             click.echo("Aborted!", err=True)
             sys.exit(1)

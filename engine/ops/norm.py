@@ -17,7 +17,7 @@ import math
 from .elementwise import sqrt, square
 from .reduce import mean, reshape_like
 from .reduce import sum as reduce_sum
-from .registry import ZERO, ShapeError, _fmt, defop, expression_function, float_dtype, size_of
+from .registry import ZERO, ShapeError, _fmt, check_known, defop, expression_function, float_dtype, size_of
 from .shape import reshape
 
 
@@ -109,9 +109,7 @@ def group_norm(x, groups, eps=1e-5):
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ShapeError(f"group_norm: groups must be a positive int, not {groups!r}")
     c = x.shape[1]
-    if None in x.shape[1:]:
-        raise ShapeError(f"group_norm: input {_fmt(x.shape)}: only the batch size may be unknown when the graph "
-                         "is built")
+    check_known("group_norm: input", x)
     if c % groups:
         raise ShapeError(f"group_norm: groups={groups} does not divide the {c} channels of {_fmt(x.shape)}")
     grouped = reshape(x, (None, groups, (c // groups) * size_of(x.shape[2:])))

@@ -180,10 +180,15 @@ def _fmt(shape):
 
 # --- shape rules shared by many ops ---------------------------------------------
 def check_image(name, x):
-    """x must be 4-D (NCHW) with only its batch size unknown: the image ops' kernels, gradients
-    and buffers are laid out from C, H and W when the graph is built."""
+    """x must be 4-D (NCHW) with only its batch size unknown (check_known)."""
     if x.ndim != 4:
         raise ShapeError(f"{name} must be 4-D (NCHW), got shape {_fmt(x.shape)}")
+    check_known(name, x)
+
+
+def check_known(name, x):
+    """Only x's batch size may be unknown: the image and normalisation ops' kernels, gradients and
+    buffers are laid out from the other axes when the graph is built."""
     if None in x.shape[1:]:
         raise ShapeError(f"{name} {_fmt(x.shape)}: only the batch size may be unknown when the graph is built")
 

@@ -198,10 +198,15 @@ def clear_run_files(run_dir: Path) -> list[str]:
     return names
 
 
+def listed(names, most: int = 4) -> str:
+    """The first `most` names, comma-separated, with "..." when there are more (for messages)."""
+    return ", ".join(list(names[:most]) + (["..."] if len(names) > most else []))
+
+
 def refuse_if_taken(run_dir: Path) -> None:
     found = run_files(run_dir)
     if found:
-        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        shown = listed(found)
         # --resume needs a checkpoint: a run that failed before its first one cannot be continued
         resume = f", or --resume {run_dir} to continue it" if (run_dir / "checkpoint.npz").exists() else \
             " (it has no checkpoint to resume from)"

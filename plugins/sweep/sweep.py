@@ -67,7 +67,7 @@ from gengraph.plugins.run.runner import RunInterrupted, execute
 from gengraph.plugins.sweep import plots as sweep_plots
 from gengraph.plugins.run.runner import build_checked
 from gengraph.plugins.run.metrics import default_metric, metric_mode, summary_names, unknown_metric
-from gengraph.plugins.run.rundir import (LOCK_NAME, RUN_FILES, RunDirError, clear_run_files, open_run_dir,
+from gengraph.plugins.run.rundir import (LOCK_NAME, RUN_FILES, RunDirError, clear_run_files, listed, open_run_dir,
                                          run_files)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 
@@ -648,7 +648,7 @@ def clear_sweep_files(out: Path) -> list[str]:
 def _shown(names: list[str]) -> str:
     files = [n for n in names if not n.endswith("/")]
     trials = len(names) - len(files)
-    parts = files[:4] + (["..."] if len(files) > 4 else [])
+    parts = [listed(files)] if files else []
     if trials:
         parts.append(f"{trials} trial folder{'s' if trials != 1 else ''}")
     return ", ".join(parts)
@@ -664,8 +664,7 @@ def _claim(out: Path, resume: bool, overwrite: bool, log) -> dict:
                           f"to replace it (its files and trial folders only), or choose another --out")
     if not found and (taken := run_files(out)):
         if not overwrite:
-            shown = ", ".join(taken[:4]) + (", ..." if len(taken) > 4 else "")
-            raise RunDirError(f"{out} holds a gengraph run ({shown}), not a sweep; choose another --out, "
+            raise RunDirError(f"{out} holds a gengraph run ({listed(taken)}), not a sweep; choose another --out, "
                               f"or pass --overwrite to replace it (its files only)")
         log(f"note: --overwrite removed the run's files from {out}: {', '.join(clear_run_files(out))}")
     if found and overwrite:
