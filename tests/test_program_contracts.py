@@ -115,3 +115,39 @@ def test_float_valued_reductions_of_integer_inputs(kw):
     for value, want in zip(got, [xs.sum(0) * 0.5, xs.mean(1) + 1.0, xs.max(0) * 0.5]):
         assert value.dtype == np.float64
         np.testing.assert_allclose(value, want, rtol=1e-15)
+
+
+@pytest.mark.parametrize("kw", [{}, PLAIN])
+def test_matmul_of_integers_and_float32_stays_float32(kw):
+    # NumPy computes matmul(int64, float32) in float64: a float32 graph got a float64 result (and
+    # float64 downstream) although the node recorded float32
+    g = Graph(dtype="float32")
+    xi, w = g.input("xi", (None, 3), dtype="int64"), g.input("w", (3, 2), dtype="float32")
+    y = ops.matmul(xi, w)
+    loss = ops.sum(y * y)
+    xs, ws = np.array([[1, -2, 3], [4, 5, 7]]), np.arange(6, dtype=np.float32).reshape(3, 2) / 7
+    ry, rl, rg = compile(g, [y, loss, grad(loss, w)], **kw).run(xi=xs, w=ws)
+    assert y.dtype == ry.dtype == rl.dtype == rg.dtype == np.float32
+    want = xs.astype(np.float32) @ ws
+    np.testing.assert_allclose(ry, want, rtol=1e-6)
+    np.testing.assert_allclose(rg, 2 * xs.T.astype(np.float32) @ want, rtol=1e-5)
+
+
+def test_convolutions_of_integer_images_stay_float32():
+    # conv2d(int64 x, float32 w) was recorded and computed in float64 in a float32 graph
+    g = Graph(dtype="float32")
+    x = g.input("x", (None, 1, 5, 5), dtype="int64")
+    w, wt = g.input("w", (2, 1, 3, 3), dtype="float32"), g.input("wt", (1, 2, 3, 3), dtype="float32")
+    y, yt = ops.conv2d(x, w, padding=1), ops.conv_transpose2d(x, wt, stride=2)
+    gw = grad(ops.sum(y * y), w)
+    xs = np.arange(50).reshape(2, 1, 5, 5) % 7
+    ws, wts = np.linspace(-1, 1, 18, dtype=np.float32).reshape(2, 1, 3, 3), np.ones((1, 2, 3, 3), np.float32)
+    got = compile(g, [y, yt, gw]).run(x=xs, w=ws, wt=wts)
+    assert all(n.dtype == np.float32 for n in (y, yt, gw)) and all(r.dtype == np.float32 for r in got)
+    g64 = Graph(dtype="float64")
+    x64, w64, wt64 = (g64.input(n, s) for n, s in (("x", (None, 1, 5, 5)), ("w", (2, 1, 3, 3)), ("wt", (1, 2, 3, 3))))
+    y64 = ops.conv2d(x64, w64, padding=1)
+    want = compile(g64, [y64, ops.conv_transpose2d(x64, wt64, stride=2), grad(ops.sum(y64 * y64), w64)]).run(
+        x=xs.astype(float), w=ws.astype(float), wt=wts.astype(float))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

@@ -38,7 +38,7 @@ from .conv_strided import (conv2d_backward_weight_space_to_depth, conv2d_space_t
                            stride_divides_kernel)
 from .fastpaths import sum_leading
 from .im2col import im2col, pad_hw, window_slice, windows
-from .registry import ShapeError, _fmt, check_image, defop, expression_function, size_of
+from .registry import ShapeError, _fmt, check_image, defop, expression_function, float_dtype, size_of
 from .winograd import conv2d_3x3, conv2d_backward_weight_3x3, conv_transpose2d_3x3
 
 CONV_ALGOS = ("auto", "im2col", "winograd")
@@ -338,7 +338,7 @@ def _check_weight(w):
 
 
 def _dtype(*nodes):
-    return np.result_type(*(n.dtype for n in nodes))
+    return float_dtype(*nodes)  # integer inputs are cast to it (float_inputs below)
 
 
 def _check_spatial(h, k, s, p, d, axis):
@@ -477,13 +477,13 @@ def _bw_vjp_x(gg, y, gy, x, kernel, stride, padding, dilation, groups):
 
 
 _conv2d = defop("conv2d", _conv2d_forward, _conv2d_shape, (_conv2d_vjp_x, _conv2d_vjp_w), flops=_conv2d_flops,
-                doc="2-D convolution (cross-correlation), NCHW input, OIHW weight")
+                float_inputs=True, doc="2-D convolution (cross-correlation), NCHW input, OIHW weight")
 _conv_transpose2d = defop("conv_transpose2d", _conv_transpose2d_forward, _conv_transpose2d_shape,
                           (_convt_vjp_x, _convt_vjp_w), flops=_conv_transpose2d_flops,
-                          doc="2-D transposed convolution, weight (C_in, C_out/groups, kH, kW)")
+                          float_inputs=True, doc="2-D transposed convolution, weight (C_in, C_out/groups, kH, kW)")
 conv2d_backward_weight = defop(
     "conv2d_backward_weight", _conv2d_backward_weight_forward, _backward_weight_shape, (_bw_vjp_gy, _bw_vjp_x),
-    flops=_backward_weight_flops,
+    flops=_backward_weight_flops, float_inputs=True,
     doc="the weight gradient of conv2d: correlation of the input x with the output gradient gy")
 
 

@@ -48,6 +48,7 @@ class OpDef:
     returns_view_of_input: bool = False  # forward may return a view of (memory shared with) its first input
     writes_into_out: bool = False  # forward takes out=ARRAY and writes its result there (buffer reuse)
     train_only_identity: bool = False  # evaluation programs replace the node by its first input (dropout)
+    float_inputs: bool = False  # every input is float data (matmul): integer inputs are cast to the result's dtype
     doc: str = ""
 
     def __post_init__(self):
@@ -158,11 +159,12 @@ def apply(name, *args, **attrs) -> Node:
         scope = f" in {graph.current_scope}" if graph.current_scope else ""
         raise ShapeError(f"{name}({shapes}){scope}: {exc}") from None
     ints = [i.dtype.kind in "biu" for i in inputs]
-    if dtype.kind == "f" and any(ints) and (op.shape in (elementwise, same_shape) or all(ints) and "dtype" not in attrs):
+    if dtype.kind == "f" and any(ints) and (op.shape in (elementwise, same_shape) or op.float_inputs
+                                            or all(ints) and "dtype" not in attrs):
         # float arithmetic (or a float-valued reduction, matmul, ...) of integer inputs computes in the
         # recorded float dtype: NumPy would keep relu(int) or sum(int) an int, which buffers laid out
-        # for the float result cannot hold. Not ops that take integers beside floats (labels, indices)
-        # or that name their output dtype (one_hot, cast).
+        # for the float result cannot hold, and compute matmul(int, float32) in float64. Not ops that
+        # take integers beside floats (labels, indices) or that name their output dtype (one_hot, cast).
         inputs = [apply("cast", i, dtype=dtype.name) if k else i for i, k in zip(inputs, ints)]
     return graph.add_node(name, inputs, attrs, shape, dtype)
 

@@ -56,7 +56,7 @@ def _matmul_vjp_b(g, y, a, b):
 
 
 matmul = defop("matmul", None, _matmul_shape, (_matmul_vjp_a, _matmul_vjp_b), ufunc="matmul", flops=_matmul_flops,
-               in_expressions=True)
+               float_inputs=True, in_expressions=True)
 
 
 # --- transpose / reshape ---------------------------------------------------------
