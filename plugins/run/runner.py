@@ -38,7 +38,7 @@ from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.registry import UnknownKind
-from gengraph.plugins.run.trainer import optimizer_from_spec
+from gengraph.plugins.run.trainer import lbfgs_refusal, optimizer_from_spec
 from gengraph.engine.backend import BackendError, get_backend
 from gengraph import __version__
 from gengraph.plugins.blocks.plots import loss_curves
@@ -89,6 +89,9 @@ def build_checked(spec, *, base_dir=None):
         # a source with its own test files (mnist's t10k, an npz test_path) splits nothing off
         raise issue("data.test_fraction", f'the {spec.data["data"]["source"]} data come with their own test '
                                           "split, so test_fraction does not apply; remove it")
+    if (spec.data["train"]["optimizer"]["kind"] == "lbfgs" and built[1].trains_by_gradient
+            and (why := lbfgs_refusal(built[1], built[3]))):
+        raise issue("train.optimizer.kind", why)
     _check_memory(spec, built, issue)
     es = spec.data["train"].get("early_stopping") or {}
     if es.get("patience"):

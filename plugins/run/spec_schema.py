@@ -34,10 +34,11 @@ class _HyperSpec:
 
 
 class _LBFGS:
-    help = "L-BFGS quasi-Newton with backtracking line search (full batch)"
+    help = "L-BFGS quasi-Newton with a strong-Wolfe line search (full batch, deterministic losses)"
     schema = Table({
         "max_iter": Field(int, 200, "maximum iterations", min=1),
-        "tol": Field(float, 1e-10, "stop when the gradient's max-norm or the loss change is below this", min=0.0),
+        "tol": Field(float, 1e-10, "stop when the gradient's max-norm, or a step's loss change relative "
+                                      "to max(|loss|, 1), is at most this", min=0.0),
     })
 
 

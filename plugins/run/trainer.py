@@ -22,12 +22,13 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from gengraph.engine import NonFiniteError, compile, grad, ops, to_numpy
+from gengraph.engine import NonFiniteError, compile, grad, ops, to_numpy, topo_order
+from gengraph.engine.ops.registry import OPS
 from gengraph.engine.optimizers import make_optimizer
 from gengraph.engine.schedules import make_schedule
 
 from gengraph.plugins.blocks.lbfgs import lbfgs
-from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.model import ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks import seeds
 
 
@@ -266,6 +267,8 @@ class Trainer:
 
     def _fit_lbfgs(self, on_epoch):
         m, d = self.model, self.data
+        if why := lbfgs_refusal(self.plugin, m):
+            raise ModelConfigError("train.optimizer.kind", why)
         prog = compile(m.graph, [m.loss] + list(self.grads), backend=self.ctx.backend)
         feeds = m.feed(d.x_train, d.y_train)
         shapes = [m.graph.value(p).shape for p in m.params]
@@ -339,6 +342,22 @@ def _sum_all(terms):
     for t in terms[1:]:
         total = total + t
     return total
+
+
+def lbfgs_refusal(plugin, model) -> str | None:
+    """Why L-BFGS cannot train this model, or None. It minimises one deterministic full-batch
+    loss by calling the loss program itself: a kind with its own batch step (an EBM's Langevin
+    negatives), state updated besides the parameters (persistent chains) or a loss that draws
+    noise (a VAE's, diffusion's, dropout) would be trained on something else, silently."""
+    why = None
+    if type(plugin).train_batch is not ModelPlugin.train_batch:
+        why = "it trains with its own batch step, which L-BFGS would skip"
+    elif model.train_updates:
+        why = "each step also updates state besides the parameters (e.g. sampling chains), which L-BFGS would skip"
+    elif any(n.op in OPS and OPS[n.op].random for n in topo_order([model.loss])):
+        why = "its loss draws random numbers at every evaluation, and L-BFGS needs a deterministic full-batch loss"
+    return None if why is None else (f'L-BFGS cannot train the "{plugin.kind}" model: {why}; use a gradient '
+                                     'optimizer such as adam')
 
 
 def optimizer_from_spec(train_cfg: dict, backend: str = "numpy"):
