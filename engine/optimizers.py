@@ -199,6 +199,9 @@ class Optimizer:
     # --- the graph -------------------------------------------------------------------
     def updates(self, graph, params, grads) -> dict[Node, Node]:
         """Create state leaves and the step counter; return {param/state: new value node}."""
+        if isinstance(params, Node) or isinstance(grads, Node):  # list(node) would index it row by row
+            raise TypeError("updates(graph, params, grads) takes lists of params and of their gradients, "
+                            "e.g. updates(g, [w], [grad(loss, w)])")
         params, grads = list(params), list(grads)
         if len(params) != len(grads):
             raise ValueError(f"{len(params)} params but {len(grads)} gradients")

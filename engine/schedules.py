@@ -27,6 +27,8 @@ import difflib
 import math
 from typing import ClassVar
 
+import numpy as np
+
 from .graph import Node
 from .ops import cos, floor, lt, maximum, minimum, where
 
@@ -52,7 +54,10 @@ def unknown_kind(what: str, kind, registry) -> ValueError:
 
 
 def coerce(owner: str, key: str, typ: type, value):
-    """value checked against a schema type: ints pass as floats, integral floats as ints, bools only as bools."""
+    """value checked against a schema type: ints pass as floats, integral floats as ints, bools only as bools.
+    NumPy scalars count as the Python numbers they hold (lr = np.float32(0.01) from an array)."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typ is int and not isinstance(value, bool):

@@ -637,6 +637,22 @@ def test_flat_updates_equal_per_parameter_updates(kind, hyper):
                 np.testing.assert_array_equal(a[name], b[name], err_msg=f"{name} after step {step + 1}")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_adam_on_a_0d_parameter_rounds_as_on_arrays(dtype):
+    # the 0-d kernel evaluated p - step * m / d, the array kernel p - (m / d) * step: 1 ulp apart on
+    # some draws (1.5e-8 in float32), so a flat update (arrays) and a per-parameter
+    # one (0-d) of the same scalar parameter drifted apart, and the drift spread to the others
+    from gengraph.engine.ops.fused import _adam_step_forward
+
+    rng = np.random.default_rng(0)
+    p, m, v = (rng.standard_normal(500).astype(dtype) for _ in range(3))
+    v = np.abs(v)
+    step, scale = np.array(0.0123, dtype), np.array(0.97, dtype)
+    arrays = _adam_step_forward(np, p, m, v, step, scale, 1e-8)
+    scalars = [_adam_step_forward(np, p[i][()], m[i][()], v[i][()], step, scale, 1e-8) for i in range(p.size)]
+    np.testing.assert_array_equal(np.array(scalars, dtype), arrays)
+
+
 def test_flat_layout_keeps_names_and_shares_one_buffer():
     _, g, opt, params, _ = _mlp_case("adam", dict(lr=0.01), flat=True, steps=1)
     labels = [n.label for n in opt.state_nodes()]
@@ -646,3 +662,24 @@ def test_flat_layout_keeps_names_and_shares_one_buffer():
         base = vals[0].base
         assert base is not None and all(v.base is base for v in vals)
         assert base.size == sum(v.size for v in vals)
+
+
+def test_numpy_scalars_are_hyper_parameters_like_python_numbers():
+    # np.float32(0.01) (e.g. taken from an array) was refused: "lr must be float, not np.float32(0.01)"
+    from gengraph.engine.schedules import make_schedule
+
+    opt = make_optimizer("adam", lr=np.float32(0.01), beta1=np.float64(0.8))
+    assert type(opt.hyper["lr"]) is type(opt.hyper["beta1"]) is float and opt.hyper["lr"] == pytest.approx(0.01, rel=1e-7)
+    assert make_schedule("step", lr=0.1, step_size=np.int64(3)).hyper["step_size"] == 3
+    with pytest.raises(ValueError, match="step_size must be int"):
+        make_schedule("step", lr=0.1, step_size=np.float64(2.5))
+    with pytest.raises(ValueError, match="lr must be float"):
+        make_optimizer("adam", lr=np.bool_(True))
+
+
+def test_one_node_instead_of_a_list_is_a_clear_error():
+    # list(node) indexed the node row by row: "ShapeError: getitem((3)): bad index 3"
+    g = Graph()
+    w = g.param("w", np.ones(3))
+    with pytest.raises(TypeError, match="lists of params"):
+        make_optimizer("sgd", lr=0.1).updates(g, w, grad(ops.sum(w * w), w))

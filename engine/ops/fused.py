@@ -61,9 +61,9 @@ def _adam_step_forward(xp, p, m, v, step, scale, eps, out=None):
         d *= step
         return np.subtract(p, d, out=out)
     if xp is not np:
-        return _cuda_launch(xp, "adam_step", "T p, T m, T v, T s, T c, T e", "out = p - s * m / (sqrt(v) / c + e)",
+        return _cuda_launch(xp, "adam_step", "T p, T m, T v, T s, T c, T e", "out = p - m / (sqrt(v) / c + e) * s",
                             (p, m, v, step, scale, p.dtype.type(eps)), out)
-    return p - step * m / (np.sqrt(v) / scale + eps)  # NumPy scalars cannot be written into
+    return p - m / (np.sqrt(v) / scale + eps) * step  # NumPy scalars cannot be written into; same order as above
 
 
 def _adam_parts(m, v, step, scale, eps):
