@@ -240,3 +240,99 @@ def test_contradictory_keys_are_spec_errors(tmp_path, overrides, message):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+@pytest.mark.parametrize("lam", [0.0, 1e-14, 1e-10])
+def test_ridge_on_an_ill_conditioned_design_is_the_minimiser(lam):
+    # the SVD cutoff was on s^2 + n lam against eps max(n, p) s_max^2: on Franke at degree 10
+    # (condition number 7e7) it dropped 10 of 66 directions, so ridge at lam = 0 was not OLS
+    # (train loss 0.008254 vs 0.007903) and at 1e-14 not the minimiser
+    from gengraph.plugins.models.regression_solvers import ols, ridge
+
+    ds = make_dataset({"source": "franke", "n": 400, "noise": 0.1}, 0)
+    X, y = design_matrix(ds.x_train, 10), ds.y_train.reshape(-1)
+    n, p = X.shape
+    assert np.linalg.cond(X) > 1e7
+
+    def objective(theta):
+        return np.mean((y - X @ theta) ** 2) + lam * theta @ theta
+
+    got = ridge(X, y, lam)
+    # the independent reference: least squares on the stacked system [X; sqrt(n lam) I] theta = [y; 0]
+    ref = ols(X, y) if lam == 0 else np.linalg.lstsq(np.vstack([X, np.sqrt(n * lam) * np.eye(p)]),
+                                                     np.concatenate([y, np.zeros(p)]), rcond=None)[0]
+    assert objective(got) <= objective(ref) * (1 + 1e-9)
+    if lam == 0:
+        np.testing.assert_allclose(X @ got, X @ ref, rtol=0, atol=1e-9)
+
+
+def _wide_csv(path, n=40, features=30, constant_test=False):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, features))
+    y = x[:, 0] - 2 * x[:, 1] + 0.1 * rng.standard_normal(n)
+    cols = ",".join(f"x{i}" for i in range(features)) + ",y"
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=cols, comments="")
+    return path
+
+
+def _regression_spec(tmp_path, data, degree, extra=""):
+    spec = tmp_path / "r.toml"
+    spec.write_text(f'spec_version = 1\n[data]\nsource = "csv"\npath = "{data.name}"\ntask = "regression"\n{extra}'
+                    f'[model]\nkind = "regression"\ndegree = {degree}\n')
+    return spec
+
+
+def test_a_design_too_large_to_build_is_a_spec_error(tmp_path):
+    # 30 features at degree 10 (847 660 528 columns): the columns were listed and allocated until
+    # the process was killed (24 GB), leaving the run folder locked
+    spec = _regression_spec(tmp_path, _wide_csv(tmp_path / "wide.csv"), 10)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "r.toml:8:1: model.degree: degree 10 on 30 features gives 847,660,528 design-matrix columns" in result.output
+    assert not out.exists()
+    assert monomials(30, 3) and len(monomials(30, 3)) == 5456  # the count the check uses, against the listing
+    from gengraph.plugins.models.regression_solvers import n_columns
+    assert [n_columns(f, d, b) for f, d, b in [(30, 3, True), (2, 5, False), (1, 0, True)]] == [5456, 20, 1]
+    assert len(monomials(2, 5, False)) == 20
+
+
+def test_many_terms_plot_the_largest_coefficients(tmp_path):
+    # one 0.25-inch bar per term: 5456 terms made a 136 550-pixel-wide image and took 30 s
+    from gengraph.plugins.blocks.plots import MAX_BARS, coefficients
+
+    theta = np.linspace(-1, 1, 5456) ** 3
+    coefficients([f"t{i}" for i in range(theta.size)], theta, tmp_path / "c.png")
+    header = (tmp_path / "c.png").read_bytes()[16:24]
+    width = int.from_bytes(header[:4], "big")
+    assert width <= (0.25 * MAX_BARS + 1.5) * 110
+
+
+@pytest.mark.parametrize("case", ["constant test targets", "one test row"])
+def test_an_undefined_r2_follows_scikit_learn(tmp_path, case):
+    # SS_tot = 0 gave test_r2 = -inf or NaN, and a correct fit was reported as a failed run (exit 1)
+    if case == "one test row":
+        spec = tmp_path / "r.toml"
+        spec.write_text('spec_version = 1\n[data]\nsource = "franke"\nn = 5\ntest_fraction = 0.2\n'
+                        '[model]\nkind = "regression"\ndegree = 1\n')
+    else:
+        rng = np.random.default_rng(1)
+        x = rng.uniform(0, 1, 30)
+        np.savetxt(tmp_path / "train.csv", np.column_stack([x, 1 + 2 * x]), delimiter=",", header="x,y", comments="")
+        np.savetxt(tmp_path / "test.csv", np.column_stack([np.full(5, 0.5), np.full(5, 2.5)]), delimiter=",",
+                   header="x,y", comments="")
+        spec = tmp_path / "r.toml"
+        spec.write_text('spec_version = 1\n[data]\nsource = "csv"\npath = "train.csv"\ntest_path = "test.csv"\n'
+                        'task = "regression"\n[model]\nkind = "regression"\ndegree = 1\n')
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    from gengraph.plugins.models.mlp import r2_score
+    assert r2_score(np.zeros((3, 1)), np.ones((3, 1))) == 1.0  # a perfect fit of constant targets
+    if case == "constant test targets":  # the test targets are all 2.5 at x = 0.5, where the fit gives 2.0
+        assert summary["test_r2"] == 0.0 and summary["test_mse"] == pytest.approx(0.25, rel=1e-9)
+        sklearn_metrics = pytest.importorskip("sklearn.metrics")
+        assert sklearn_metrics.r2_score(np.full(5, 2.5), np.full(5, 2.0)) == 0.0
+    else:
+        assert summary["test_r2"] is None and np.isfinite(summary["test_mse"])  # sklearn: NaN, "not well-defined"
+        assert "test_r2" in (tmp_path / "o" / "summary.txt").read_text()

@@ -91,6 +91,19 @@ def predict(model, x, ctx=None, batch=4096):
     return np.concatenate([to_numpy(prog.run(x=x[i:i + batch])) for i in range(0, len(x), batch)])
 
 
+def r2_score(resid, y_true) -> float | None:
+    """1 - SS_res / SS_tot, with scikit-learn's r2_score conventions where it is undefined (it
+    was -inf or NaN there, and the finished run was reported as diverged): None (null in
+    summary.json) for fewer than two rows; for targets without spread 1.0 if the fit is
+    perfect, else 0.0."""
+    if len(y_true) < 2:
+        return None
+    ss_res, ss_tot = float(np.sum(resid ** 2)), float(np.sum((y_true - y_true.mean(0)) ** 2))
+    if ss_tot == 0.0:
+        return 1.0 if ss_res == 0.0 else 0.0
+    return 1.0 - ss_res / ss_tot
+
+
 def report_supervised(model, data, ctx) -> dict:
     """test_mse/test_r2 (in data units) or test_accuracy, plus fit/confusion plots."""
     if data.x_test is None or data.n_test == 0:
@@ -102,7 +115,7 @@ def report_supervised(model, data, ctx) -> dict:
         y_pred = np.asarray(data.unscale_y(z.reshape(data.y_test.shape)), np.float64).reshape(len(z), -1)
         resid = y_true - y_pred
         out["test_mse"] = float(np.mean(resid ** 2))
-        out["test_r2"] = float(1 - np.sum(resid ** 2) / np.sum((y_true - y_true.mean(0)) ** 2))
+        out["test_r2"] = r2_score(resid, y_true)
         if ctx.plots and data.n_features == 1:
             xs = np.linspace(data.x_train.min(), data.x_train.max(), 200)[:, None]
             ys = data.unscale_y(predict(model, xs, ctx).reshape(-1))

@@ -59,8 +59,10 @@ from gengraph.engine import ops
 
 from gengraph.plugins.models.mlp import report_supervised
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
-from gengraph.plugins.models.regression_solvers import design_matrix, lasso_cd, lasso_kkt_violation, monomials, ols, ridge, term_name
+from gengraph.plugins.models.regression_solvers import (design_matrix, lasso_cd, lasso_kkt_violation, monomials,
+                                                        n_columns, ols, ridge, term_name)
 from gengraph.plugins.spec.schema import Field, Table
+from gengraph.plugins.blocks.memory import too_big
 from gengraph.plugins.blocks.plots import coefficients
 
 METHOD_PENALTY = {"ols": "none", "ridge": "l2", "lasso": "l1"}
@@ -90,6 +92,24 @@ def resolve_penalty(cfg: dict) -> str:
     if penalty == "none" and lam > 0:
         raise _issue("model.lam", f'penalty "none" ignores lam = {lam}; set penalty = "l2" or "l1", or lam = 0')
     return penalty
+
+
+MAX_COLUMNS = 100_000  # the design is built one graph node per column (46 376 columns: ~5 s)
+
+
+def _check_size(data, cfg) -> None:
+    """The design's size, counted before its columns are listed: 30 features at degree 10 are
+    847 660 528 columns, which were listed (and allocated) until the process was killed."""
+    f, d = data.n_features, cfg["degree"]
+    p = n_columns(f, d, cfg["include_bias"])
+    if p > MAX_COLUMNS:
+        raise _issue("model.degree", f"degree {d} on {f} features gives {p:,} design-matrix columns, more than "
+                                     f"the {MAX_COLUMNS:,} a regression builds (one graph node each); lower "
+                                     "model.degree or use fewer features")
+    rows = len(data.x_train)
+    # float64: X for the graph's feeds, a copy for the solver and its SVD's factors
+    if (why := too_big(3.0 * 8 * rows * p, f"the {rows} x {p:,} design matrix of degree {d}")) is not None:
+        raise _issue("model.degree", f"{why}; lower model.degree")
 
 
 def polynomial_features(x, monos):
@@ -152,6 +172,7 @@ class Regression(ModelPlugin):
         if data.y_train.ndim > 1 and data.y_train.shape[1] != 1:
             raise _issue("data", f"model kind \"regression\" fits one target; the data has {data.y_train.shape[1]}")
         penalty = resolve_penalty(cfg)
+        _check_size(data, cfg)
         monos = monomials(data.n_features, cfg["degree"], cfg["include_bias"])
         if not monos:
             raise _issue("model.degree", "degree = 0 without include_bias leaves no column in the design matrix")

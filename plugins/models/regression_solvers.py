@@ -23,6 +23,7 @@ features and degree 2: ``1, x0, x1, x0^2, x0 x1, x1^2``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
@@ -36,6 +37,12 @@ def monomials(n_features: int, degree: int, include_bias: bool = True) -> list[t
     for d in range(0 if include_bias else 1, degree + 1):
         out.extend(combinations_with_replacement(range(n_features), d))
     return out
+
+
+def n_columns(n_features: int, degree: int, include_bias: bool = True) -> int:
+    """len(monomials(...)) without listing them: C(n_features + degree, degree) monomials of
+    degree <= `degree`, less the bias."""
+    return math.comb(n_features + degree, degree) - (0 if include_bias else 1)
 
 
 def term_name(mono: tuple[int, ...]) -> str:
@@ -73,15 +80,17 @@ def ridge(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     """argmin (1/n)||y - X theta||^2 + lam ||theta||^2 = V diag(s / (s^2 + n lam)) U^T y.
 
     The normal equations are (X^T X + n lam I) theta = X^T y; with X = U diag(s) V^T they
-    are solved without forming X^T X or any inverse. Directions with s^2 + n lam = 0 (only
-    possible for lam = 0) get coefficient 0, i.e. the minimum-norm least-squares solution.
+    are solved without forming X^T X or any inverse. Directions whose singular value is zero
+    at working precision (s <= eps max(n, p) s_max, `ols`'s lstsq rule) get coefficient 0: at
+    lam = 0 this is the minimum-norm least-squares solution, `ols`'s. (The cutoff was once on
+    s^2 + n lam against eps max(n, p) s_max^2, which dropped directions lstsq keeps: ridge at
+    lam = 0 was not OLS on an ill-conditioned design.)
     """
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     n = X.shape[0]
     U, s, Vt = np.linalg.svd(X, full_matrices=False)
-    denom = s * s + n * lam
-    cutoff = np.finfo(np.float64).eps * max(X.shape) * (s[0] ** 2 if s.size else 0.0)
-    shrink = np.divide(s, denom, out=np.zeros_like(s), where=denom > cutoff)
+    keep = s > np.finfo(np.float64).eps * max(X.shape) * (s[0] if s.size else 0.0)
+    shrink = np.divide(s, s * s + n * lam, out=np.zeros_like(s), where=keep)
     return Vt.T @ (shrink * (U.T @ y))
 
 
