@@ -248,6 +248,7 @@ def test_rbm_digits_spec_short_run(tmp_path):
     plls = [r["test_pseudo_loglik"] for r in rows]
     assert plls[0] < plls[1] < plls[2] and chance < plls[0] < 0
     assert -40 < s["test_loglik_ais"] < 0 and np.isfinite(s["ais_log_partition"])
+    assert s["test_loglik_ais_se"] == s["train_loglik_ais_se"] == s["ais_log_partition_se"] > 0  # the README's NAME_se
     assert 0 < s["test_recon_error"] < 0.2
     assert s["test_accuracy_hidden_logreg"] > 0.75
     # sample quality in the digit classifier's features: data vs data is close, entropies at most ln 10
@@ -267,3 +268,16 @@ def test_rbm_gaussian_spec_short_run(tmp_path):
     assert abs(s["test_loglik_exact"] - lls[-1]) < 1e-3  # the report's chunked log Z agrees with the graph's
     assert np.load(tmp_path / "samples.npy").shape == (1000, 2)
     assert (tmp_path / "density.png").exists()
+
+
+def test_ais_without_a_test_split_names_the_training_rows(tmp_path):
+    # the per-epoch estimate on the training rows was logged as test_loglik_ais, with no standard error
+    spec = load(ROOT / "specs" / "rbm_digits.toml",
+                ["train.epochs=2", "model.ais_epochs=2", "model.ais_steps=100", "model.ais_runs=20",
+                 "model.sample_steps=5", "data.test_fraction=0.0", "output.plots=false", "model.sampler=\"gibbs\""])
+    s = execute(spec, tmp_path)
+    rows = _rows(tmp_path)
+    assert not [k for r in rows for k in r if k.startswith("test_")]
+    assert all(r["train_loglik_ais_se"] > 0 and -60 < r["train_loglik_ais"] < 0 for r in rows)
+    assert s["train_loglik_ais_by_epoch"] == [r["train_loglik_ais"] for r in rows]
+    assert s["train_loglik_ais_se"] == s["ais_log_partition_se"] > 0

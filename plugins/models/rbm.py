@@ -16,8 +16,9 @@ Logged per epoch: loss, free_energy, recon_error (mean squared error of the mean
 reconstruction per visible unit), pseudo_loglik (binary visible; nats per example) and,
 when the smaller binary layer has few units, loglik_exact (exact partition function by
 enumeration). The report adds test_loglik_exact (up to exact_max_units enumerated units)
-or an AIS estimate test_loglik_ais (binary visible; with ais_epochs also after each of the
-first epochs: test_loglik_ais_by_epoch), samples (samples.npy, samples.png) from long Gibbs
+or an AIS estimate test_loglik_ais with its Monte Carlo standard error test_loglik_ais_se (that
+of log Z; binary visible; with ais_epochs also after each of the first epochs:
+test_loglik_ais_by_epoch; without a test split these are train_ figures), samples (samples.npy, samples.png) from long Gibbs
 chains or, with sampler = "pt", from parallel tempering between the base-rate model and the
 RBM (rbm_tempering; its swap acceptance per neighbour pair: pt_swap_acceptance), weight
 filters for images, a density plot for 2-D data, and test_accuracy_hidden_logreg: a softmax regression on p(h | x) when the data has labels.
@@ -50,7 +51,7 @@ PER_EPOCH_EXACT_BUDGET = 1 << 21  # 2^n * (n_visible + n_hidden) elements: exact
 
 class RBM(ModelPlugin):
     kind = "rbm"
-    epoch_metric_names = ("test_loglik_ais",)
+    epoch_metric_names = ("test_loglik_ais", "test_loglik_ais_se")
     help = "restricted Boltzmann machine (binary or Gaussian visible units) trained by CD-k, persistent CD or exactly"
     tasks = ("unsupervised", "classification", "regression")
 
@@ -159,9 +160,12 @@ class RBM(ModelPlugin):
         cfg = model.extras["cfg"]
         if not (cfg["ais_epochs"] and "ais_step" in model.programs and 1 <= epoch <= cfg["ais_epochs"]):
             return {}
-        x = data.x_test if data.n_test else data.x_train
-        log_z, _ = ais_log_partition(model, ctx, cfg["ais_runs"], cfg["ais_steps"], ctx.seed)
-        return {"test_loglik_ais": float(np.mean(-_free_energies(model, ctx, x)) - log_z)}
+        # without a test split the estimate is of the training rows, and named so (it was logged as
+        # test_loglik_ais); its Monte Carlo error is log Z's, the free energies being exact
+        split, x = ("test", data.x_test) if data.n_test else ("train", data.x_train)
+        log_z, se = ais_log_partition(model, ctx, cfg["ais_runs"], cfg["ais_steps"], ctx.seed)
+        return {f"{split}_loglik_ais": float(np.mean(-_free_energies(model, ctx, x)) - log_z),
+                f"{split}_loglik_ais_se": se}
 
     def report(self, model, data, ctx):
         return report_rbm(model, data, ctx)
@@ -362,8 +366,9 @@ def report_rbm(model, data, ctx) -> dict:
         out["ais_log_partition"], out["ais_log_partition_se"] = log_z, se
         out[f"{split}_loglik_ais"] = float(np.mean(-_free_energies(model, ctx, x_test)) - log_z)
         out["train_loglik_ais"] = float(np.mean(-_free_energies(model, ctx, data.x_train)) - log_z)
+        out[f"{split}_loglik_ais_se"] = out["train_loglik_ais_se"] = se  # log Z's: the only Monte Carlo part
         history = ctx.history
-        by_epoch = [r["test_loglik_ais"] for r in history if "test_loglik_ais" in r]
+        by_epoch = [r[f"{split}_loglik_ais"] for r in history if f"{split}_loglik_ais" in r]
         if by_epoch:
             out[f"{split}_loglik_ais_by_epoch"] = by_epoch
     if data.meta.get("source") == "gaussians" and len(x_test):
