@@ -58,3 +58,30 @@ def test_diffusion_without_a_test_split_runs(tmp_path):
     summary = _strict_json((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and not any(k.startswith("test_") for k in summary)
     assert all(math.isfinite(v) for v in summary.values() if isinstance(v, float))
+
+
+def test_a_diverged_sampler_fails_the_run(tmp_path):
+    # a score model sampled with a huge step wrote all-NaN samples.npy and exited 0 (only the
+    # summary's samples_finite = false said so)
+    spec = tmp_path / "sm.toml"
+    spec.write_text('spec_version = 1\n[data]\nsource = "moons"\nn = 200\n[model]\nkind = "ebm"\n'
+                    'layers = [{ units = 8, activation = "silu" }]\nsample_steps = 2\n'
+                    'objective = "score_matching"\nscore = { step_ratio = 1e6 }\n[train]\nepochs = 1\n'
+                    '[output]\nplots = false\n')
+    r = invoke("run", spec, "--out", tmp_path / "r", "-q")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "run failed: the samples are not finite" in r.output and "model.score.step_ratio" in r.output
+    assert _strict_json((tmp_path / "r" / "summary.json").read_text())["samples_finite"] is False
+
+
+def test_point_mass_gaussians_have_no_true_log_density_to_report(tmp_path):
+    # data.std = 0 (allowed) made true_test_loglik NaN after training: exit 1, "check the learning rate"
+    spec = tmp_path / "g.toml"
+    spec.write_text('spec_version = 1\n[data]\nsource = "gaussians"\nn = 200\nstd = 0.0\n[model]\nkind = "rbm"\n'
+                    'visible = "gaussian"\nn_hidden = 3\nsample_steps = 2\n[train]\nepochs = 1\n[output]\nplots = false\n')
+    r = invoke("run", spec, "--out", tmp_path / "r", "-q")
+    assert r.exit_code == 0, r.output
+    summary = _strict_json((tmp_path / "r" / "summary.json").read_text())
+    assert "true_test_loglik" not in summary and math.isfinite(summary["test_loglik_exact"])
+    r = invoke("run", spec, "--set", "data.std=0.1", "--out", tmp_path / "r1", "-q")
+    assert math.isfinite(_strict_json((tmp_path / "r1" / "summary.json").read_text())["true_test_loglik"])

@@ -371,7 +371,8 @@ def report_rbm(model, data, ctx) -> dict:
         by_epoch = [r[f"{split}_loglik_ais"] for r in history if f"{split}_loglik_ais" in r]
         if by_epoch:
             out[f"{split}_loglik_ais_by_epoch"] = by_epoch
-    if data.meta.get("source") == "gaussians" and len(x_test):
+    if data.meta.get("source") == "gaussians" and len(x_test) and data.meta["params"]["std"] > 0:
+        # (std = 0: point masses, no log-density to compare with; it was NaN and failed the run)
         out[f"true_{split}_loglik"] = _true_mixture_loglik(data, x_test)
     if cfg["probe"] and data.task == "classification" and data.n_test and data.y_train is not None:
         prog = model.program("hidden_probs", ctx)

@@ -296,6 +296,9 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         raise DivergenceError(f"final metrics are not finite: {', '.join(bad[:4])}"
                               f"{' ...' if len(bad) > 4 else ''} (summary.json has null for them); "
                               "check the data's scale and the learning rate")
+    if summary.get("samples_finite") is False:  # trained, but the sampler diverged: the run's samples are NaN
+        raise DivergenceError("the samples are not finite (summary.json: samples_finite = false): the sampler "
+                              "diverged; lower its step size (model.langevin.step_size; for score matching, model.score.step_ratio)")
     return summary
 
 
