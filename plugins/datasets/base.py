@@ -17,6 +17,7 @@ binarizing and shuffling.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -38,8 +39,23 @@ class DataError(UserError):
     """A data source could not produce its arrays: missing or malformed file, bad option.
 
     The message names the file (where there is one) and says what was expected and
-    what was found.
+    what was found. `key` is the spec key that named the file (data.path, data.test_path),
+    where the source knows it, so that the error points at that key's line or --set.
     """
+
+    key: str | None = None
+
+
+@contextmanager
+def from_key(key: str):
+    """DataErrors raised inside the block come from the file spec key `key` names (unless an
+    inner block said more precisely)."""
+    try:
+        yield
+    except DataError as exc:
+        if exc.key is None:
+            exc.key = key
+        raise
 
 
 @dataclass

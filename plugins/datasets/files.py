@@ -11,6 +11,7 @@ there, the working directory. A name ending in ``.gz`` is read through gzip.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -23,7 +24,7 @@ import numpy as np
 
 from gengraph.plugins.blocks.memory import too_big
 from gengraph.plugins.registry import suggest
-from .base import REQUIRED, DataError, Dataset, Field, Source
+from .base import REQUIRED, DataError, Dataset, Field, Source, from_key
 from gengraph.plugins.blocks import memory
 
 TASK_FIELD = Field(
@@ -64,10 +65,17 @@ def _is_integral(y: np.ndarray) -> bool:
 MAX_AUTO_CLASSES = 50
 
 
+def _whole_numbers(y: np.ndarray) -> bool:
+    """Integers, or floats that are all whole numbers (labels written 0.0, 1.0)."""
+    if y.dtype.kind == "f":
+        return bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+    return _is_integral(y)
+
+
 def _few_integer_values(y: np.ndarray) -> bool:
     """task = "auto" reads whole-number targets as class labels only when there are few distinct
     values (at most MAX_AUTO_CLASSES, and fewer than half the rows); counts or prices stay regression."""
-    if not _is_integral(y) or y.ndim != 1:
+    if y.ndim != 1 or not _whole_numbers(y):
         return False
     distinct = len(np.unique(y))
     return distinct <= MAX_AUTO_CLASSES and (distinct <= 2 or distinct <= len(y) // 2)
@@ -84,8 +92,9 @@ def check_finite(x: np.ndarray, path, what: str, *, row_of=None) -> None:
 
 
 def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
-           feature_names=None, image_shape=None, meta=None) -> Dataset:
-    """Decide the task, encode class labels as 0..K-1 and build the Dataset."""
+           feature_names=None, image_shape=None, meta=None, test_path=None) -> Dataset:
+    """Decide the task, encode class labels as 0..K-1 and build the Dataset. Errors about the test
+    targets name `test_path` (the test file) where there is one."""
     meta = dict(meta or {})
     meta.setdefault("source", source)
     meta["path"] = str(path)
@@ -99,32 +108,48 @@ def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
         task = "classification" if textual or _few_integer_values(y_train) else "regression"
         meta["task_inferred"] = True
     if task == "regression":
-        try:
-            y_train = y_train.astype(np.float64)
-            y_test = None if y_test is None else y_test.astype(np.float64)
-        except (ValueError, OverflowError) as exc:
-            raise DataError(f"{path}: regression needs numeric targets: {exc}") from exc
-        for y in (y_train, y_test):
+        y_train, y_test = (None if y is None else _numeric_targets(y, where, key, y.dtype.kind in "cmMV")
+                           for y, where, key in ((y_train, path, "data.path"), (y_test, test_path or path,
+                                                                                  "data.test_path")))
+        for y, where, key in ((y_train, path, "data.path"), (y_test, test_path or path, "data.test_path")):
             if y is not None and not np.all(np.isfinite(y)):
                 row = int(np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).any(axis=1))[0])
-                raise DataError(f"{path}: target of row {row}: expected a finite number, "
-                                f"found {y.reshape(len(y), -1)[row].tolist()}")
+                raise _at(key, DataError(f"{where}: target of row {row}: expected a finite number, "
+                                         f"found {y.reshape(len(y), -1)[row].tolist()}"))
         return Dataset(x_train, y_train, x_test, y_test, "regression", None,
                        feature_names, image_shape, meta)
     # classification: labels -> 0..K-1 in sorted order of the original values
     ys = [y_train] + ([y_test] if y_test is not None else [])
     if any(y.ndim != 1 for y in ys):
         raise DataError(f"{path}: class labels must be one per row, found shape {y_train.shape}")
-    if y_train.dtype.kind == "f":
-        if not all(np.all(np.isfinite(y)) and np.all(y == np.round(y)) for y in ys):
-            raise DataError(f"{path}: classification needs whole-number or text labels, "
-                            "found fractional values (set task = \"regression\"?)")
-        ys = [y.astype(np.int64) for y in ys]
+    for y, where, key in zip(ys, (path, test_path or path), ("data.path", "data.test_path")):
+        if y.dtype.kind == "f" and not _whole_numbers(y):  # each file's labels, the test file's too
+            raise _at(key, DataError(f"{where}: classification needs whole-number or text labels, "
+                                     "found fractional values (set task = \"regression\"?)"))
+    if any(y.dtype.kind == "f" for y in ys):
+        ys = [y.astype(np.int64) if y.dtype.kind == "f" else y for y in ys]
     classes = np.unique(np.concatenate(ys))
     coded = [np.searchsorted(classes, y).astype(np.int64) for y in ys]
     meta["classes"] = [c.item() if hasattr(c, "item") else c for c in classes]
     return Dataset(x_train, coded[0], x_test, coded[1] if len(coded) > 1 else None,
                    "classification", len(classes), feature_names, image_shape, meta)
+
+
+def _numeric_targets(y, where, key, odd: bool):
+    """y as float64 regression targets; text that is no number (or complex, dates) is an error."""
+    if odd:
+        raise _at(key, DataError(f"{where}: regression needs numeric targets, found dtype {y.dtype}"))
+    try:
+        return y.astype(np.float64)
+    except (ValueError, OverflowError):
+        row = next(i for i, v in enumerate(y.reshape(len(y), -1)) if not all(_number(str(e)) for e in v))
+        raise _at(key, DataError(f"{where}: regression needs numeric targets, found "
+                                 f"{y.reshape(len(y), -1)[row].tolist()} in row {row}")) from None
+
+
+def _at(key, exc: DataError) -> DataError:
+    exc.key = key
+    return exc
 
 
 # ---- csv -----------------------------------------------------------------------------
@@ -136,25 +161,76 @@ def _number(s: str) -> bool:
     return True
 
 
-def _read_csv(path, delimiter: str, header) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
-    """Header (or None) and the data rows with their line numbers."""
+MISSING = {"", "na", "n/a", "null", "?"}  # spellings of a missing value in a target column ("nan" is a float)
+
+
+def _decode(raw: bytes, path, encoding: str) -> str:
+    """The file's text; bytes the encoding cannot read are an error at their line (they were
+    replaced by U+FFFD, which merged labels such as Köln and Kéln into one class)."""
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(f"data.encoding: unknown text encoding {encoding!r} (e.g. \"utf-8\", \"latin-1\", "
+                        "\"cp1252\")") from None
+    try:
+        return raw.decode("utf-8-sig" if codec == "utf-8" else codec)
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not {encoding.upper() if codec == 'utf-8' else encoding} text (byte "
+                        f"0x{raw[exc.start]:02X}); give the file's encoding as data.encoding, e.g. "
+                        "\"latin-1\" or \"cp1252\"") from None
+
+
+def _drop_trailing_empty_column(rows):
+    """Rows written with a delimiter at the end of each line ("a,b,label,") end in an empty field
+    that is no column: drop it (it became the target, and the real label a feature)."""
+    ends_empty = [len(f) > 1 and f[-1] == "" for _, f in rows]
+    if all(ends_empty) or (len(rows) > 1 and all(ends_empty[1:]) and len(rows[0][1]) == len(rows[1][1]) - 1):
+        return [(line, f[:-1] if empty else f) for (line, f), empty in zip(rows, ends_empty)]
+    return rows
+
+
+def _has_header(rows) -> bool:
+    """header = "auto": the first row is column names when it has text where the rows below it have
+    numbers; a file whose columns below the first row are all text falls back to "the first row
+    is not all numbers". (Text labels in a file without a header made its first row the header.)"""
+    first, below = rows[0][1], [f for _, f in rows[1:101]]
+    numeric = [j for j in range(len(first)) if below and all(j < len(f) and _number(f[j]) for f in below)]
+    if numeric:
+        return any(not _number(first[j]) for j in numeric)
+    return not all(_number(f) for f in first)
+
+
+def _read_csv(path, delimiter: str, header, encoding: str = "utf-8") -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """Header (or None) and the data rows with their line numbers. Lines starting with # are
+    comments before the first row (np.savetxt writes its header that way) and, later, where they do
+    not have the rows' number of fields: "#1,0.5,0.2" among rows of three fields is a row whose
+    first value is "#1" (such rows were dropped: 21 of 40 rows of a file with labels "#1", "#2")."""
     raw = read_bytes(path, "a CSV file")
     if b"\0" in raw[:65536]:
         raise DataError(f"{path}: expected a CSV text file, found binary data (a NUL byte)")
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = _decode(raw, path, encoding)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    rows = []
+    rows, hashed = [], []
     try:
         for fields in reader:
-            if not fields or all(not f.strip() for f in fields) or fields[0].lstrip().startswith("#"):
+            if not fields or all(not f.strip() for f in fields):
                 continue
+            commented = fields[0].lstrip().startswith("#")
+            if commented and not rows:
+                continue
+            hashed.append(commented)
             rows.append((reader.line_num, [f.strip() for f in fields]))
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from exc
+    if rows:
+        width = len(rows[0][1])
+        rows = [r for r, h in zip(rows, hashed) if not h or len(r[1]) == width]
     if not rows:
         raise DataError(f"{path}: expected rows of comma-separated numbers, found no data")
+    rows = _drop_trailing_empty_column(rows)
     if header == "auto":
-        header = not all(_number(f) for f in rows[0][1])
+        header = _has_header(rows)
     names = None
     if header:
         names = rows.pop(0)[1]
@@ -185,14 +261,32 @@ def _target_index(target, names, width, path) -> int:
         raise DataError(f"{path}: no column named {target!r}"
                         + (f'; did you mean "{hint}"?' if hint else "")
                         + f" (columns: {', '.join(names)})")
+    twice = [j for j, n in enumerate(names) if n == target]
+    if len(twice) > 1:
+        raise DataError(f"{path}: the header names {target!r} twice (columns {twice[0]} and {twice[1]}); "
+                        "rename one, or give data.target as a column index")
     return names.index(target)
 
 
+def _in_order_of(names, rows, ref_names, path):
+    """A test file's columns in the training file's order, matched by name (they were matched by
+    position: a test file with columns b,a,y was read as a,b,y)."""
+    if names == ref_names:
+        return rows
+    if sorted(names) != sorted(ref_names) or len(set(names)) != len(names):
+        raise DataError(f"{path}: columns {', '.join(names)} do not match the training file's "
+                        f"{', '.join(ref_names)}")
+    order = [names.index(n) for n in ref_names]
+    return [(line, [fields[j] for j in order]) for line, fields in rows]
+
+
 def _csv_arrays(path, params, ref_names=None, ref_width=None):
-    names, rows = _read_csv(path, params["delimiter"], params["header"])
+    names, rows = _read_csv(path, params["delimiter"], params["header"], params.get("encoding", "utf-8"))
     width = len(rows[0][1])
     if ref_width is not None and width != ref_width:
         raise DataError(f"{path}: expected {ref_width} columns like the training file, found {width}")
+    if ref_names is not None and names is not None:
+        rows, names = _in_order_of(names, rows, ref_names, path), list(ref_names)
     unsupervised = params["task"] == "unsupervised"
     t = None if unsupervised else _target_index(params["target"], names, width, path)
     cols = [j for j in range(width) if j != t]
@@ -214,6 +308,11 @@ def _csv_arrays(path, params, ref_names=None, ref_width=None):
     y = None
     if t is not None:
         raw = [fields[t] for _, fields in rows]
+        col = f"{names[t]!r} ({t})" if names else str(t)
+        gap = next((i for i, v in enumerate(raw) if v.lower() in MISSING), None)
+        if gap is not None:  # one "NA" made every target text: a regression became many classes
+            raise DataError(f"{path}:{rows[gap][0]}: column {col} (the target): missing value {raw[gap]!r}; "
+                            "fill it in or remove the row")
         try:
             y = np.array([int(v) for v in raw], dtype=np.int64)
         except (ValueError, OverflowError):
@@ -223,24 +322,28 @@ def _csv_arrays(path, params, ref_names=None, ref_width=None):
                 y = np.array(raw, dtype=str)
             if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
                 i = int(np.flatnonzero(~np.isfinite(y))[0])
-                col = f"{names[t]!r} ({t})" if names else str(t)
                 raise DataError(f"{path}:{rows[i][0]}: column {col} (the target): expected a finite number, "
                                 f"found {raw[i]!r}")
     feature_names = [names[j] for j in cols] if names else None
-    return x, y, feature_names, width
+    return x, y, feature_names, width, names
 
 
 class CSV(Source):
     name = "csv"
-    help = "a table of numbers from a CSV file: one row per example, the target in one column"
+    help = ("a table of numbers from a CSV file: one row per example, the target in one column (lines starting "
+            "with # before the data are comments; a delimiter at the end of every line is ignored)")
     params: ClassVar[dict[str, Field]] = {
         "path": Field(str, REQUIRED, "CSV file with the (training) data; *.gz is read through gzip"),
         "target": Field((int, str), -1, "target column: a name from the header or an index (default: the last)"),
         "header": Field((bool, str), "auto",
-                        'whether the first line holds column names: true, false or "auto" (if it is not all numbers)',
+                        'whether the first line holds column names: true, false or "auto" (if it has text '
+                        'where the lines below have numbers)',
                         choices=["auto", True, False]),
         "delimiter": Field(str, ",", "field separator"),
-        "test_path": Field(str, None, "optional CSV file with the test set (then nothing is split at random)"),
+        "encoding": Field(str, "utf-8", 'text encoding of the files (e.g. "latin-1", "cp1252"); a UTF-8 BOM is '
+                                        "skipped"),
+        "test_path": Field(str, None, "optional CSV file with the test set, its columns matched to the "
+                                      "training file's by header name (then nothing is split at random)"),
         "task": TASK_FIELD,
     }
     path_keys = ("path", "test_path")
@@ -249,17 +352,19 @@ class CSV(Source):
         if len(params["delimiter"]) != 1:
             raise DataError(f"data.delimiter: expected one character, found {params['delimiter']!r}")
         path = params["path"]
-        x, y, names, width = _csv_arrays(path, params)
+        with from_key("data.path"):
+            x, y, names, width, columns = _csv_arrays(path, params)
         x_te = y_te = None
         if params.get("test_path"):
-            x_te, y_te, _, _ = _csv_arrays(params["test_path"], params, ref_width=width)
+            with from_key("data.test_path"):
+                x_te, y_te, _, _, _ = _csv_arrays(params["test_path"], params, ref_names=columns, ref_width=width)
         y_task = params["task"]
         if y is not None and y_te is not None and y.dtype.kind != y_te.dtype.kind:
             # e.g. "1" in train but "1.5" or "one" in test: compare as floats, or as text
             kind = str if "U" in (y.dtype.kind, y_te.dtype.kind) else np.float64
             y, y_te = y.astype(kind), y_te.astype(kind)
         return finish(x, y, x_te, y_te, task=y_task, source=self.name, path=path,
-                      feature_names=names)
+                      feature_names=names, test_path=params.get("test_path"))
 
 
 # ---- npz -----------------------------------------------------------------------------
@@ -286,8 +391,10 @@ def _npz_headers(p: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                             else np.lib.format.read_array_header_2_0)
                     shape, _fortran, dtype = read(fh)
                 out[info.filename[:-4]] = (tuple(shape), dtype)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{p}: not a readable NumPy .npz archive: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in zlib, tokenize, ...: all mean the same
+        raise DataError(f"{p}: not a readable NumPy .npz archive: {type(exc).__name__}: {exc}") from None
     return out
 
 
@@ -307,9 +414,11 @@ def _npz_arrays(path, params, ref_features=None):
                 raise DataError(f"{p}: {why}")
     try:
         archive = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see _npz_headers
         raise DataError(f"{p}: expected a NumPy .npz archive without pickled objects, "
-                        f"could not read it: {exc}") from exc
+                        f"could not read it: {type(exc).__name__}: {exc}") from None
     if not hasattr(archive, "files"):
         raise DataError(f"{p}: expected a .npz archive of named arrays, found a single .npy array")
     try:
@@ -325,8 +434,11 @@ def _npz_arrays(path, params, ref_features=None):
                                 'targets set task = "unsupervised"')
             y = archive[params["y_key"]]
         x = archive[params["x_key"]]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{p}: expected arrays without pickled objects, could not read them: {exc}") from exc
+    except (DataError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged member (zlib.error, a bad CRC, ...)
+        raise DataError(f"{p}: expected arrays without pickled objects, could not read them: "
+                        f"{type(exc).__name__}: {exc}") from None
     finally:
         archive.close()
     if x.dtype.kind not in "biuf":
@@ -343,6 +455,9 @@ def _npz_arrays(path, params, ref_features=None):
     if ref_features is not None and n_features != ref_features:
         raise DataError(f"{p}: expected {ref_features} features like the training file, found {n_features}")
     if y is not None:
+        if y.dtype.kind not in "biufUS":  # complex lost its imaginary part, dates became day numbers
+            raise DataError(f"{p}: array {params['y_key']!r} must hold numbers or text labels, found dtype "
+                            f"{y.dtype}")
         if y.ndim == 0 or len(y) != len(x):
             raise DataError(f"{p}: expected {len(x)} targets in {params['y_key']!r} (one per row of "
                             f"{params['x_key']!r}), found shape {y.shape}")
@@ -364,15 +479,17 @@ class NPZ(Source):
     path_keys = ("path", "test_path")
 
     def load(self, params, rng):
-        x, y, image_shape = _npz_arrays(params["path"], params)
+        with from_key("data.path"):
+            x, y, image_shape = _npz_arrays(params["path"], params)
         x_te = y_te = None
         if params.get("test_path"):
-            x_te, y_te, _ = _npz_arrays(params["test_path"], params,
-                                        ref_features=int(np.prod(x.shape[1:], dtype=np.int64)))
+            with from_key("data.test_path"):
+                x_te, y_te, _ = _npz_arrays(params["test_path"], params,
+                                            ref_features=int(np.prod(x.shape[1:], dtype=np.int64)))
             if x_te.shape[1:] != x.shape[1:]:
                 x_te = x_te.reshape((len(x_te),) + x.shape[1:])
         return finish(x, y, x_te, y_te, task=params["task"], source=self.name, path=params["path"],
-                      image_shape=image_shape)
+                      image_shape=image_shape, test_path=params.get("test_path"))
 
 
 def as_images(x: np.ndarray):
@@ -430,13 +547,17 @@ def read_idx(path, what: str = "an IDX file", ndim: int | None = None) -> np.nda
     return out
 
 
-def _idx_pair(images, labels):
-    x = read_idx(images, "an IDX images file", ndim=3)
+def _idx_pair(images, labels, keys=("data.images", "data.labels")):
+    with from_key(keys[0]):
+        x = read_idx(images, "an IDX images file", ndim=3)
     y = None
     if labels:
-        y = read_idx(labels, "an IDX labels file", ndim=1)
-        if len(y) != len(x):
-            raise DataError(f"{labels}: expected {len(x)} labels (one per image in {images}), found {len(y)}")
+        with from_key(keys[1]):
+            y = read_idx(labels, "an IDX labels file", ndim=1)
+            if len(y) != len(x):
+                raise DataError(f"{labels}: expected {len(x)} labels (one per image in {images}), found {len(y)}")
+            if y.dtype.kind == "f" and not _whole_numbers(y):  # 7.7 was truncated to class 7
+                raise DataError(f"{labels}: labels must be whole numbers, found {y[y != np.round(y)][0]:g}")
     return x, y
 
 
@@ -459,7 +580,8 @@ class IDX(Source):
         if params.get("test_images"):
             if bool(params.get("labels")) != bool(params.get("test_labels")):
                 raise DataError("data.labels and data.test_labels go together: give both or neither")
-            x_te, y_te = _idx_pair(params["test_images"], params.get("test_labels"))
+            x_te, y_te = _idx_pair(params["test_images"], params.get("test_labels"),
+                                   ("data.test_images", "data.test_labels"))
             if x_te.shape[1:] != x.shape[1:]:
                 raise DataError(f"{params['test_images']}: expected images of shape {x.shape[1:]} "
                                 f"like the training images, found {x_te.shape[1:]}")

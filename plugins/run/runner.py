@@ -75,8 +75,8 @@ def build_checked(spec, *, base_dir=None):
         built = build(spec.data, base_dir=base_dir)
     except UnknownKind as exc:  # a registry name the schema does not enumerate (initializer, layer, ...)
         raise issue("model", str(exc)) from None
-    except DataError as exc:
-        raise issue("data", str(exc)) from None
+    except DataError as exc:  # at the key that named the file, where the source knows it
+        raise issue(exc.key or "data", str(exc)) from None
     except ModelConfigError as exc:
         raise issue(exc.path, exc.message) from None
     except ExprError as exc:
