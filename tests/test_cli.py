@@ -146,6 +146,11 @@ DIGITS = ROOT / "specs" / "mlp_digits.toml"
     # the optimizer's keys: the error named train.schedule (lr) or the table's line, not the --set
     (["train.optimizer.lr=-1"], ["--set: train.optimizer.lr:", "lr must be >= 0"]),
     (["train.optimizer.beta1=2"], ["--set: train.optimizer.beta1:", "beta1 and beta2 must be in [0, 1)"]),
+    # "need 0 <= min_lr <= lr" was blamed on the optimizer's lr (its "lr"), and in the file's line
+    (['train.schedule={kind="cosine", total_steps=100}', "train.schedule.min_lr=-1"],
+     ["--set: train.schedule.min_lr:", "need 0 <= min_lr <= lr"]),
+    (['train.schedule={kind="cosine", total_steps=100}', "train.schedule.warmup_steps=-1"],
+     ["--set: train.schedule.warmup_steps:", "need 0 <= warmup_steps < total_steps"]),
     (['model.output_init="xavir"'], ["model.output_init", 'did you mean "xavier"']),
     (['model.loss="bce"'], ["model.loss", "two classes"]),
     (['train.early_stopping.metric="tset_loss"', "train.early_stopping.patience=1", "train.epochs=1"],

@@ -371,8 +371,8 @@ def optimizer_from_spec(train_cfg: dict, backend: str = "numpy"):
     sched_cfg = dict(train_cfg.get("schedule") or {"kind": "constant"})
     try:
         opt_cfg["lr"] = make_schedule(sched_cfg.pop("kind"), lr=opt_cfg["lr"], **sched_cfg)
-    except ValueError as exc:
-        where = "train.optimizer.lr" if _names_key(str(exc), "lr") else _key_in("train.schedule", sched_cfg, exc)
+    except ValueError as exc:  # lr is the optimizer's key; the schedule's own keys come first when named
+        where = _key_in("train.schedule", sched_cfg, exc, also={"lr": "train.optimizer.lr"})
         raise ModelConfigError(where, str(exc)) from None
     try:
         return make_optimizer(kind, **opt_cfg)
@@ -380,11 +380,16 @@ def optimizer_from_spec(train_cfg: dict, backend: str = "numpy"):
         raise ModelConfigError(_key_in("train.optimizer", opt_cfg, exc), str(exc)) from None
 
 
-def _names_key(message: str, key: str) -> bool:
-    return re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message) is not None
+def _named_at(message: str, key: str) -> int | None:
+    """Where the message names `key` as a word (not inside min_lr for lr), or None."""
+    m = re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message)
+    return None if m is None else m.start()
 
 
-def _key_in(table: str, cfg: dict, exc) -> str:
-    """The key of `table` an error message names (so that the spec error points at its line, or
-    at the --set that gave it), else the table."""
-    return next((f"{table}.{k}" for k in cfg if _names_key(str(exc), k)), table)
+def _key_in(table: str, cfg: dict, exc, also: dict | None = None) -> str:
+    """The key the error message names first, among `table`'s keys and `also` ({word: dotted key}),
+    so that the spec error points at its line, or at the --set that gave it; else the table.
+    ("need 0 <= min_lr <= lr" is min_lr's mistake; it was blamed on the optimizer's lr.)"""
+    keys = {k: f"{table}.{k}" for k in cfg} | (also or {})
+    hits = sorted((at, dotted) for word, dotted in keys.items() if (at := _named_at(str(exc), word)) is not None)
+    return hits[0][1] if hits else table
