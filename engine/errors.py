@@ -5,3 +5,8 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A mistake in user input; the CLI prints its message, no traceback."""
+
+
+class GraphTooLarge(UserError, ValueError):
+    """A graph grew past Graph.MAX_NODES while it was built: a count in the model (layers, blocks,
+    unrolled sampling steps) is far too large. Raised before memory runs out."""

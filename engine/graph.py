@@ -14,6 +14,7 @@ import itertools
 import numpy as np
 
 from .backend import to_numpy
+from .errors import GraphTooLarge
 
 LEAF_OPS = ("input", "param", "state", "constant")
 
@@ -83,6 +84,10 @@ class Node:
 class Graph:
     """Owns nodes, the values of params/state/constants, and the name scopes."""
 
+    # 250x the largest shipped model's graph (a U-Net's ~4 200 nodes with its gradients): a count
+    # that unrolls into the graph (CD-k's Gibbs sweeps, residual blocks) built until memory ran out
+    MAX_NODES = 1_000_000
+
     def __init__(self, dtype="float32", seed: int = 0):
         self.dtype = np.dtype(dtype)
         self.seed = seed
@@ -114,6 +119,10 @@ class Graph:
 
     # --- node creation -----------------------------------------------------------
     def add_node(self, op, inputs=(), attrs=None, shape=(), dtype=None, name=None) -> Node:
+        if len(self.nodes) >= self.MAX_NODES:
+            raise GraphTooLarge(f"the graph grew past {self.MAX_NODES:,} nodes while it was built (in "
+                                f"{self.current_scope or 'the top scope'}): a count in the model (layers, blocks, "
+                                "unrolled sampling steps) is too large")
         for n in inputs:
             if n.graph is not self:
                 raise ValueError(f"node {n!r} belongs to another graph")

@@ -8,6 +8,8 @@ Parameters are named by scope (``encoder/dense1/W``) so graphs and checkpoints r
 from __future__ import annotations
 
 
+import math
+
 import numpy as np
 
 from gengraph.engine import ops
@@ -69,6 +71,9 @@ def layer_schema() -> Dispatch:
                           help="one layer: type = " + " | ".join(LAYERS.names()))
 
 
+MAX_VALUES_PER_EXAMPLE = 1 << 31  # a layer output past this cannot be indexed by NumPy's int32 BLAS paths
+
+
 def infer_shapes(in_shape, layers: list[dict], origin: str | None, scope: str = "") -> list[tuple]:
     """Shapes after each layer (index 0: the input), checked before anything is built.
 
@@ -80,6 +85,10 @@ def infer_shapes(in_shape, layers: list[dict], origin: str | None, scope: str = 
         kind = cfg.get("type", "dense")
         try:
             shapes.append(tuple(int(d) for d in LAYERS.get(kind).infer(shapes[-1], cfg)))
+            if math.prod(shapes[-1]) > MAX_VALUES_PER_EXAMPLE:  # padding = 2^63 overflowed later sizes
+                raise LayerShapeError(f"its output {fmt_shape(shapes[-1])} has {math.prod(shapes[-1]):,} values per "
+                                      f"example, more than {MAX_VALUES_PER_EXAMPLE:,} (from input "
+                                      f"{fmt_shape(shapes[-2])})")
         except LayerShapeError as exc:
             raise ModelConfigError(f"{origin or scope}[{i}]", f"{kind} layer: {exc}") from None
     return shapes

@@ -150,8 +150,11 @@ def from_alpha_bar(name: str, alpha_bar_fn, T: int, max_beta: float = 0.999) -> 
 
 
 # --- schedule kinds ---------------------------------------------------------------------
+MAX_T = 1_000_000  # the schedule's tables hold T entries (2^63 steps overflowed into an empty table)
+
+
 def _T_field(default=1000):
-    return Field(int, default, "number of diffusion steps T (t = 1..T)", min=1)
+    return Field(int, default, "number of diffusion steps T (t = 1..T)", min=1, max=MAX_T)
 
 
 class ScheduleKind:

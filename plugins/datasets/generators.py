@@ -163,7 +163,7 @@ class Gaussians(Source):
     task = "classification"
     params: ClassVar[dict[str, Field]] = {
         "n": _n(1000),
-        "k": Field(int, 8, "number of mixture components", min=1),
+        "k": Field(int, 8, "number of mixture components", min=1, max=1_000_000),
         "radius": Field((int, float), 2.0, "radius of the circle the means lie on", min=0.0),
         "std": Field((int, float), 0.1, "standard deviation of each component", min=0.0),
     }

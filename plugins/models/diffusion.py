@@ -301,7 +301,8 @@ class Diffusion(ModelPlugin):
                           'schedule.kind = "learned_vdm", prediction = "epsilon", levels; see vdm.py)',
                           choices=["discrete", "continuous"]),
             "fourier_features": Field(list, [], "continuous time: exponents k of the Fourier features "
-                                      "sin/cos(2^k pi z_t) added to the denoiser's input", item=int),
+                                      "sin/cos(2^k pi z_t) added to the denoiser's input (0..24: past float32's "
+                                      "24-bit mantissa they are noise)", item=int, min=0, max=24),
             "level_posterior": Field(bool, False, "continuous time: the denoiser outputs logits over the levels "
                                      "per pixel, combined with the Gaussian likelihood of z_t (see vdm.py)"),
             "antithetic": Field(bool, True, "continuous time: low-discrepancy times t_i = frac(u + i/B) in a batch"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shlex
 import signal
 import sys
@@ -33,6 +34,7 @@ from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, open_run_
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
+from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
@@ -60,9 +62,22 @@ def build(spec_data: dict, *, base_dir=None):
     return data, plugin, graph, model
 
 
+def named_child(positions: dict, path: str, message: str) -> str:
+    """The key directly under `path` that the message names first ("conv2d layer: padding must
+    be ..." under model.encoder[0] is model.encoder[0].padding), else path: so that the error
+    points at that key's line, or at the --set that gave it, not at the table's line."""
+    hits = []
+    for key in positions:
+        rest = key[len(path) + 1:] if key.startswith(path + ".") else None
+        if rest and re.fullmatch(r"\w+", rest) and (m := re.search(rf"(?<![\w.]){rest}(?![\w])", message)):
+            hits.append((m.start(), key))
+    return min(hits)[1] if hits else path
+
+
 def build_checked(spec, *, base_dir=None):
     """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
     def issue(path, message):
+        path = named_child(spec.positions, path, message)
         return SpecError([SpecIssue(*spec.position(path), path, message)])
 
     if spec.data["run"]["device"] == "cuda":  # say so now, not after the data and model are built
@@ -83,7 +98,14 @@ def build_checked(spec, *, base_dir=None):
         raise issue("model", str(exc)) from None
     except ShapeError as exc:
         raise issue("model", f"the declared model does not fit the data: {exc}") from None
-    except MemoryError:
+    except GraphTooLarge as exc:
+        raise issue("model", str(exc)) from None
+    except (MemoryError, OverflowError) as exc:  # OverflowError: a size or range NumPy cannot even represent
+        raise issue("model", "the model does not fit in memory (a size in [model] or [data] is too large)"
+                             + (f": {exc}" if isinstance(exc, OverflowError) else "")) from None
+    except ValueError as exc:
+        if "array is too big" not in str(exc):  # NumPy's refusal of an allocation past the address space
+            raise
         raise issue("model", "the model does not fit in memory (a size in [model] or [data] is too large)") from None
     if built[0].meta.get("split", {}).get("kind") == "file" and "data.test_fraction" in spec.positions:
         # a source with its own test files (mnist's t10k, an npz test_path) splits nothing off

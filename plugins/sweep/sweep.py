@@ -73,6 +73,7 @@ from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_na
 
 AXIS_ORIGIN = "--axis"
 RANGE_KEYS = ("low", "high", "log", "num")
+MAX_TRIALS = 100_000  # trials a sweep may expand to: each is validated before any runs
 DASK_HINT = "pip install 'gengraph[dask]'"
 PLOT_NAMES = ("heatmap.png", "curve.png", "axes.png")
 
@@ -180,6 +181,9 @@ def _check_range(rng: dict, method: str, where, label) -> dict:
         if not (isinstance(num, int) and not isinstance(num, bool) and num >= 2):
             raise _issue(where, label, "a range in a grid sweep needs num >= 2 (how many values), "
                                        "e.g. { low = 1e-6, high = 1e-1, num = 6, log = true }")
+        if num > MAX_TRIALS:
+            raise _issue(where, label, f"range num = {num:,} is more values than a sweep runs (at most "
+                                       f"{MAX_TRIALS:,} trials)")
     elif "num" in rng:
         raise _issue(where, label, 'num is for grid sweeps; a random sweep draws `trials` values from the range')
     return {"low": low, "high": high, "log": log, **({"num": rng["num"]} if "num" in rng else {})}
@@ -328,8 +332,10 @@ def _retarget(exc: SpecError, axes: list[Axis]) -> list[SpecIssue]:
         path = issue.path
         if path.startswith(ORIGIN + " "):
             path = path[len(ORIGIN) + 1:]
+        # at the axis, below it, or above it: a table the override created ("mdoel" of "mdoel.degree")
         axis = next((a for a in axes if issue.file == ORIGIN
-                     and (path == a.path or path.startswith((a.path + ".", a.path + "[")))), None)
+                     and (path == a.path or path.startswith((a.path + ".", a.path + "["))
+                          or a.path.startswith((path + ".", path + "[")))), None)
         if axis is None:
             out.append(issue)
             continue
@@ -375,6 +381,12 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
     if not axes:
         raise _issue((str(spec_path), None, None), "sweep.axes", "nothing to sweep: add a [sweep] table with axes, "
                      'e.g. [sweep.axes] "model.lam" = [1e-4, 1e-3], or pass --axis KEY=V1,V2,...')
+    count = math.prod(len(a.values) for a in axes) if method == "grid" else cfg.get("trials", 10)
+    if count > MAX_TRIALS:  # each trial is checked (and run); a grid of 10^19 filled the memory first
+        key = "sweep.axes" if method == "grid" else "sweep.trials"
+        raise _issue(base.position(key), key,
+                     f"the sweep has {count:,} trials, more than {MAX_TRIALS:,}; use fewer values (or a random "
+                     "sweep with fewer trials)")
     trials = expand(axes, method, cfg.get("trials", 10), cfg.get("seed", 0))
     name = cfg.get("name") or spec_path.stem
     schema = top_schema()

@@ -1,0 +1,102 @@
+"""Sizes far past anything a model can use are spec errors at their key, before anything is built
+or allocated: before, they were tracebacks (IndexError, ZeroDivisionError, OverflowError,
+"array is too big") or built until the memory ran out."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+from gengraph.engine import Graph, ops
+from gengraph.engine.errors import GraphTooLarge
+from gengraph.plugins.run.runner import named_child
+
+SPECS = Path(__file__).resolve().parents[1] / "specs"
+HUGE = 2 ** 63 - 1
+
+
+def _validate(spec, *sets):
+    args = ["validate", str(SPECS / spec)] + [a for s in sets for a in ("--set", s)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    return r.output
+
+
+@pytest.mark.parametrize("spec,key,value,words", [
+    ("rbm_gaussian.toml", "data.k", HUGE, "must be <= 1000000"),           # IndexError
+    ("score_moons.toml", "model.score.levels", HUGE, "must be <= 100000"),  # IndexError in geomspace
+    ("diffusion_moons.toml", "model.schedule.T", HUGE, "must be <= 1000000"),  # "needs T >= 1 steps"
+    ("vdm_digits.toml", "model.fourier_features", "[3, 4, 2000]", "must be <= 24"),  # OverflowError
+])
+def test_bounded_counts_are_refused_at_their_key(spec, key, value, words):
+    out = _validate(spec, f"{key}={value}")
+    assert f"--set: {key}" in out and words in out
+
+
+@pytest.mark.parametrize("spec,key", [
+    ("vae_digits.toml", "model.elbo.samples"),      # ValueError: array is too big
+    ("ebm_moons.toml", "model.replay.size"),
+    ("rbm_digits.toml", "model.n_hidden"),
+])
+def test_allocations_past_the_address_space_are_memory_errors(spec, key):
+    assert "does not fit in memory (a size in [model] or [data] is too large)" in _validate(spec, f"{key}={HUGE}")
+
+
+def test_a_layer_output_past_the_limit_is_refused_at_the_layer():
+    # padding = 2^63 - 1: the next layer's sizes overflowed (ZeroDivisionError in its initializer)
+    out = _validate("vae_conv_digits.toml", f"model.encoder[0].padding={HUGE}")
+    assert re.search(r"model.encoder\[0\]: conv2d layer: its output 16x\d+x\d+ has [\d,]+ values per example, "
+                     r"more than 2,147,483,648", out)
+
+
+def test_graphs_stop_growing_at_the_node_limit(monkeypatch):
+    # CD-k with k = 10^8 unrolled Gibbs sweeps into the graph until the memory ran out
+    monkeypatch.setattr(Graph, "MAX_NODES", 50)
+    g = Graph()
+    x = g.input("x", (3,))
+    with pytest.raises(GraphTooLarge, match="the graph grew past 50 nodes while it was built"):
+        for _ in range(100):
+            x = ops.tanh(x)
+    assert len(g.nodes) == 50
+    monkeypatch.setattr(Graph, "MAX_NODES", 2000)
+    out = _validate("rbm_digits.toml", "model.k=100000")
+    assert "model: the graph grew past 2,000 nodes while it was built" in out
+
+
+def test_sweeps_too_large_to_check_are_refused(tmp_path):
+    # num = 2^63 - 1 was an IndexError; a grid of 10^12 trials filled the memory (MemoryError)
+    text = (SPECS / "sweep_ridge_franke.toml").read_text()
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if s.startswith('"model.lam"'))
+    huge = tmp_path / "s.toml"
+    huge.write_text(text.replace("num = 6", f"num = {HUGE}"))
+    r = CliRunner().invoke(main, ["validate", str(huge)])
+    assert r.exit_code == 2 and f's.toml:{line}:1: sweep.axes."model.lam": range num = 9,223,372,036,854,775,807 ' \
+                                 "is more values than a sweep runs" in r.output, r.output
+    many = tmp_path / "m.toml"
+    many.write_text(text.replace("num = 6", "num = 50000"))
+    r = CliRunner().invoke(main, ["validate", str(many)])
+    assert r.exit_code == 2 and "sweep.axes: the sweep has 400,000 trials, more than 100,000" in r.output, r.output
+
+
+def test_a_sweep_axis_typo_is_located_at_the_axis(tmp_path):
+    # '"mdoel.degree" = [...]' was reported as "--set: mdoel: unknown key", with no file or line
+    text = (SPECS / "sweep_ridge_franke.toml").read_text().replace('"model.degree"', '"mdoel.degree"')
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if s.startswith('"mdoel.degree"'))
+    (tmp_path / "s.toml").write_text(text)
+    r = CliRunner().invoke(main, ["validate", str(tmp_path / "s.toml")])
+    assert r.exit_code == 2
+    assert f's.toml:{line}:1: sweep.axes."mdoel.degree": mdoel: unknown key; did you mean "model"?' in r.output
+
+
+def test_a_layer_error_points_at_the_key_it_names():
+    # --set 'model.encoder[0].padding="oops"' was blamed on the layer's line in the file
+    out = _validate("vae_conv_digits.toml", 'model.encoder[0].padding="oops"')
+    assert "--set: model.encoder[0].padding: conv2d layer: padding must be" in out
+    positions = {"model.encoder[0]": 1, "model.encoder[0].padding": 2, "model.encoder[0].stride": 3,
+                 "model.encoder[0].kernel": 4}
+    assert named_child(positions, "model.encoder[0]", "stride 2 and padding 1 ...") == "model.encoder[0].stride"
+    assert named_child(positions, "model.encoder[0]", "paddings ...") == "model.encoder[0]"
