@@ -109,7 +109,12 @@ class Dataset:
 
     # ---- undoing the preprocessing (for reports and plots) -----------------------------
     def unscale_x(self, x):
-        """Map scaled features (e.g. a generative model's samples) back to data units."""
+        """Map scaled features (e.g. a generative model's samples) back to data units.
+
+        Binarized features are their own data units (0/1): the scaling ran before the
+        threshold, so inverting it would turn a 1 into the scale (16 for the digits)."""
+        if self.meta.get("binarize") is not None:
+            return x
         return _invert(self.meta.get("x_scaling"), x)
 
     def unscale_y(self, y):

@@ -79,6 +79,38 @@ def resolve_params(source, spec: Mapping) -> dict:
     return validate(table, given, path="data")
 
 
+# ---- generated data ------------------------------------------------------------------
+def check_generated(name: str, source, params: dict, x: np.ndarray, y: np.ndarray | None) -> None:
+    """DataError at the parameter to lower when a generator drew NaN or inf (file data are
+    checked as they are read): a float64 overflow (noise = 1e308) would fail much later."""
+    bad = [(what, a) for what, a in (("x", x), ("y", y))
+           if a is not None and a.dtype.kind == "f" and not np.isfinite(a).all()]
+    if not bad:
+        return
+    what, a = bad[0]
+    rows = int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
+    knobs = _largest_params(source, params)
+    lower = ", ".join(f"data.{k} (= {v:g})" for k, v in knobs)
+    err = DataError(f'the "{name}" generator drew values that are not finite (NaN or inf) in {what} '
+                    f"({rows} of {len(a)} rows): they overflow float64; "
+                    + (f"lower {lower}" if knobs else "change its parameters"))
+    err.key = f"data.{knobs[0][0]}" if knobs else None
+    raise err
+
+
+def _largest_params(source, params: dict) -> list[tuple[str, float]]:
+    """The source's numeric parameters but n (a list by its largest |value|), largest first,
+    down to 1/1000 of the largest: the ones that make the values overflow."""
+    def size(v):
+        if isinstance(v, (list, tuple)):
+            return max((size(u) or 0.0 for u in v), key=abs, default=None)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    found = [(k, s) for k in source.params if k != "n" and (s := size(params.get(k))) not in (None, 0.0)]
+    found.sort(key=lambda kv: -abs(kv[1]))
+    return [(k, s) for k, s in found if abs(s) >= abs(found[0][1]) / 1000]
+
+
 # ---- preprocessing -------------------------------------------------------------------
 def fit_scaling(method: str, x: np.ndarray) -> dict:
     """Statistics of ``method`` on ``x`` (training rows); constant columns get scale 1.
@@ -89,7 +121,7 @@ def fit_scaling(method: str, x: np.ndarray) -> dict:
         return {"method": "none"}
     x = as_rows(x)
     if method == "standardize":
-        mean, std = x.mean(axis=0), x.std(axis=0)
+        mean, std = _mean_std(x)
         std = np.where(std > 0, std, 1.0)
         return {"method": method, "mean": mean.tolist(), "std": std.tolist()}
     if method == "minmax":
@@ -100,6 +132,19 @@ def fit_scaling(method: str, x: np.ndarray) -> dict:
         raise DataError(f"data.scale: expected one of {', '.join(SCALE_CHOICES)}, found {method!r}")
     span = np.where(hi > lo, hi - lo, 1.0)
     return {"method": method, "min": np.asarray(lo).tolist(), "range": span.tolist()}
+
+
+def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations without overflow: the sum of |x| ~ 1e307 and the
+    squares of |x| > ~1e154 are inf in float64 (and squares of |x| < ~1e-162 are 0), so compute
+    on x / 2^k with 2^k <= max|x| < 2^(k+1) and scale back. A power of two scales exactly:
+    ordinary data get the same bits as x.mean() and x.std()."""
+    x = np.asarray(x, np.float64)
+    peak = np.abs(x).max(axis=0) if len(x) else np.ones(x.shape[1:])
+    peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+    unit = np.ldexp(1.0, np.frexp(peak)[1] - 1)  # 2^1024, one above, is inf
+    small = x / unit
+    return small.mean(axis=0) * unit, small.std(axis=0) * unit
 
 
 def apply_scaling(stats: dict, a: np.ndarray | None) -> np.ndarray | None:
@@ -124,6 +169,17 @@ def _split(ds: Dataset, fraction: float, shuffle: bool, rng: np.random.Generator
                       x_test=ds.x_train[te], y_test=take(ds.y_train, te))
 
 
+def find_data_path(text: str, base_dir: str | Path | None = None) -> Path:
+    """Where a data path of the spec (data.path, data.dir, ...) is read from: a relative path
+    beside the spec (base_dir) first, else from the working directory (data/mnist where the
+    user runs `gengraph run specs/...`); beside the spec when it is in neither."""
+    p = Path(text).expanduser()
+    if base_dir is None or p.is_absolute():
+        return p
+    beside_spec = Path(base_dir) / p
+    return beside_spec if beside_spec.exists() or not p.exists() else p
+
+
 def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None = None) -> Dataset:
     """Load, split, scale and binarize the data a ``[data]`` table describes.
 
@@ -143,20 +199,15 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
     params = resolve_params(source, data_spec)
     for key in getattr(source, "path_keys", ()):
         if params.get(key):
-            p = Path(params[key]).expanduser()
-            if base_dir is not None and not p.is_absolute():
-                # the spec's folder first; a path found only from the working directory (data/mnist
-                # where the user runs `gengraph run specs/...`) is taken from there
-                beside_spec = Path(base_dir) / p
-                p = beside_spec if beside_spec.exists() or not p.exists() else p
-            params[key] = str(p)
+            params[key] = str(find_data_path(params[key], base_dir))
 
     n = params.get("n")
     if isinstance(n, int) and not isinstance(n, bool):
         if (why := too_big(n * 8 * 3 * 2, f"data.n = {n} (at least 3 numbers per row, and a copy)")) is not None:
             raise DataError(why)
     try:
-        loaded = source.load(params, data_rng(seed))
+        with np.errstate(over="ignore", invalid="ignore"):  # generated inf/NaN: check_generated names them
+            loaded = source.load(params, data_rng(seed))
     except MemoryError:
         raise DataError(f"the data set of source {name!r} does not fit in memory") from None
     if isinstance(loaded, Dataset):
@@ -168,6 +219,7 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
             y = np.asarray(y, dtype=np.int64)
         elif y is not None:
             y = np.asarray(y, dtype=np.float64)
+        check_generated(name, source, params, x, y)
         ds = Dataset(x, y, None, None, source.task, source.n_classes_for(params))
     ds.meta.setdefault("source", name)
     ds.meta["seed"] = int(seed)

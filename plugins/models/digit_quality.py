@@ -97,12 +97,10 @@ def digit_classifier(data_spec: dict | None = None, seed: int = 0) -> DigitClass
 def digits_intensity(data, x, units="model"):
     """Rows of a digits run as pixel intensities in [0, 1]: binarized data stays 0/1; grey levels
     (data units 0..16) are divided by 16. `units`: "model" (as data.x_*) or "data" (unscaled)."""
-    x = np.asarray(x, np.float64)
-    if data.meta.get("binarize") is not None:
-        return x
     if units == "model":
-        x = np.asarray(data.unscale_x(x), np.float64)
-    return x / 16.0
+        x = data.unscale_x(x)  # binarized data: unchanged, 0/1 are already intensities
+    x = np.asarray(x, np.float64)
+    return x if data.meta.get("binarize") is not None else x / 16.0
 
 
 def is_digits(data, spec) -> bool:

@@ -177,7 +177,7 @@ class RBM(ModelPlugin):
         if steps < 1:
             raise ModelConfigError("steps", f"needs at least one sweep, found {steps}")
         samples, _, _ = draw_samples(model, ctx, data, n, steps, ctx.seed)
-        return samples_in_data_units(samples, data)
+        return data.unscale_x(samples)
 
 
 # --- building ---------------------------------------------------------------------------
@@ -344,11 +344,6 @@ def gibbs_samples(model, ctx, data, n, steps, seed):
     return np.asarray(to_numpy(x), np.float64), np.asarray(to_numpy(mean), np.float64)
 
 
-def samples_in_data_units(samples, data):
-    """Binary states stay 0/1; Gaussian visible units are mapped back through the data scaling."""
-    return samples if data.meta.get("binarize") is not None else data.unscale_x(samples)
-
-
 def report_rbm(model, data, ctx) -> dict:
     energy, cfg = model.extras["energy"], model.extras["cfg"]
     out = {}
@@ -387,12 +382,12 @@ def report_rbm(model, data, ctx) -> dict:
     samples = means = None
     if n:
         samples, means, swaps = draw_samples(model, ctx, data, n, cfg["sample_steps"], ctx.seed)
-        in_units = samples_in_data_units(samples, data)
+        in_units = data.unscale_x(samples)
         more = quality_sample_count(data, ctx.spec, n) - n  # digits: as many as held-out rows, for test_fd
         if more > 0:
             extra, _, swaps_extra = draw_samples(model, ctx, data, more, cfg["sample_steps"],
                                                  seeds.derived_seed(ctx.seed, "quality"))
-            in_units_all = np.concatenate([in_units, samples_in_data_units(extra, data)])
+            in_units_all = np.concatenate([in_units, data.unscale_x(extra)])
             if swaps is not None:
                 swaps = (n * swaps + more * swaps_extra) / (n + more)
         else:

@@ -83,7 +83,7 @@ def write_checkpoint(run_dir: Path, trainer, snap: dict | None = None) -> Path:
               for n in g.params() + g.states()}
     frozen = frozen_spec(trainer.ctx.spec)
     meta = {"format": FORMAT, "fingerprint": fingerprint(frozen), "spec": frozen, "streams": snap["streams"],
-            "rng": snap["rng"], "state": snap["state"]}
+            "rng": snap["rng"], "state": snap["state"], "data_files": trainer.ctx.data_files}
     text = json.dumps(meta, indent=1, default=jsonable)
     arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
     path = run_dir / "checkpoint.npz"
@@ -162,6 +162,9 @@ def _read_meta(path: Path, raw: np.ndarray) -> dict:
     for key, typ in (("fingerprint", str), ("spec", dict), ("streams", dict), ("rng", dict), ("state", dict)):
         if not isinstance(meta.get(key), typ):
             raise bad(f'"{key}" missing or not a {typ.__name__}')
+    files = meta.setdefault("data_files", {})  # absent in checkpoints written before it was recorded
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise bad('"data_files" is not a table of file fingerprints')
     state = meta["state"]
     known = {f for f in TrainState.__dataclass_fields__ if f != "history"}
     if set(state) != known:

@@ -27,6 +27,7 @@ class RunContext:
     train_state: object = None
     evaluate: Callable | None = None
     written: set = field(default_factory=set)  # names handed out by `path` (for --overwrite to clear)
+    data_files: dict = field(default_factory=dict)  # fingerprints of the data files (data_files.py)
 
     def path(self, name: str) -> Path | None:
         if self.run_dir is None:

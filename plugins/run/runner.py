@@ -28,6 +28,7 @@ from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks.files import atomic_write, dumps_json, non_finite
 from gengraph.plugins.blocks.memory import model_estimate
 from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
+from gengraph.plugins.run import data_files
 from gengraph.plugins.run.resume import check_resumable, read_metrics
 from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, open_run_dir, refuse_if_taken,
                                          write_manifest)
@@ -236,13 +237,16 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         refuse_if_taken(run_dir)
     t0 = time.perf_counter()
     backend = backend_of(cfg["run"]["device"])
+    data_files.pin_paths(spec, base_dir)  # spec.toml then reads the same files from anywhere
     data, plugin, graph, model = build_checked(spec, base_dir=base_dir)
     ctx = RunContext(cfg, run_dir, cfg["run"]["seed"], backend, debug, cfg["output"]["plots"], log)
+    ctx.data_files = data_files.fingerprints(spec)
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
     metrics_path = run_dir / "metrics.jsonl"
     history = None
     if resume:  # check everything before anything is written
         arrays, meta = load_checkpoint(checkpoint, cfg)
+        data_files.check_unchanged(checkpoint, meta["data_files"], spec, ctx.data_files)
         trainer.compile_programs(with_optimizer=plugin.trains_by_gradient and not meta["state"]["solved"])
         snap = fit_to_model(checkpoint, arrays, meta, trainer)
         try:

@@ -21,7 +21,8 @@ import numpy as np
 
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
 from gengraph.plugins.run.loading import load
-from gengraph.plugins.run.checkpoint import read_checkpoint
+from gengraph.plugins.run import data_files
+from gengraph.plugins.run.checkpoint import fit_to_model, load_checkpoint
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.runner import backend_of, build_checked
 from gengraph.plugins.run.trainer import Trainer
@@ -92,7 +93,10 @@ def open_run(run_dir, *, backend: str | None = None) -> OpenedRun:
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
     if cfg["train"]["optimizer"].get("ema"):  # the averages are optimizer state: create its leaves
         trainer.program_defs()
-    trainer.restore(read_checkpoint(ckpt, trainer))  # CheckpointError when it does not fit
+    ctx.data_files = data_files.fingerprints(spec)
+    arrays, meta = load_checkpoint(ckpt, cfg)
+    data_files.check_unchanged(ckpt, meta["data_files"], spec, ctx.data_files)  # the data it was trained on
+    trainer.restore(fit_to_model(ckpt, arrays, meta, trainer))  # CheckpointError when it does not fit
     trainer.use_averaged_weights()  # what the run reported with
     return OpenedRun(run_dir, spec, data, plugin, model, ctx)
 

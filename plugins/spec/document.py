@@ -25,6 +25,7 @@ class Spec:
     file: str | None
     positions: dict = field(repr=False)
     raw: dict = field(repr=False)  # as written (overrides applied), before defaults
+    notes: dict = field(default_factory=dict, repr=False)  # dotted key -> comment for to_toml
 
     def get(self, dotted: str, default=None):
         """The resolved value at a dotted path such as ``model.layers[0].units``."""
@@ -41,7 +42,7 @@ class Spec:
         return locate(self.positions, path, self.file)
 
     def to_toml(self) -> str:
-        return dumps(self.data)
+        return dumps(self.data, comments=self.notes)
 
 
 def _version_issues(raw: dict, file, positions) -> list[SpecIssue]:

@@ -56,22 +56,31 @@ def _is_table_array(v) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
 
 
-def _section(out: list[str], keys: list[str], table: dict, header: str | None) -> None:
+def _comment(text: str | None) -> str:
+    """A trailing comment on one line (TOML comments take no control characters)."""
+    if not text:
+        return ""
+    return "  # " + "".join(c if c == "\t" or (ord(c) >= 0x20 and ord(c) != 0x7F) else " " for c in text)
+
+
+def _section(out: list[str], keys: list[str], table: dict, header: str | None, comments: dict) -> None:
     if header is not None:
         out.extend(["", header])
     for k, v in table.items():
         if v is not None and not isinstance(v, dict) and not _is_table_array(v):
-            out.append(f"{format_key(k)} = {format_value(v)}")
+            note = comments.get(".".join([*keys, format_key(k)]))
+            out.append(f"{format_key(k)} = {format_value(v)}{_comment(note)}")
     for k, v in table.items():
         sub = [*keys, format_key(k)]
         if isinstance(v, dict):
-            _section(out, sub, v, f"[{'.'.join(sub)}]")
+            _section(out, sub, v, f"[{'.'.join(sub)}]", comments)
         elif _is_table_array(v):
             for element in v:
-                _section(out, sub, element, f"[[{'.'.join(sub)}]]")
+                _section(out, sub, element, f"[[{'.'.join(sub)}]]", {})
 
 
-def dumps(data: dict) -> str:
+def dumps(data: dict, comments: dict | None = None) -> str:
+    """TOML text of data; comments: dotted key (e.g. "data.path") -> a note written after its value."""
     out: list[str] = []
-    _section(out, [], data, None)
+    _section(out, [], data, None, comments or {})
     return "\n".join(out).lstrip("\n") + "\n"

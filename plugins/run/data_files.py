@@ -1,0 +1,91 @@
+"""The data files a run reads are the ones it started with.
+
+At run start each data path of the spec (a source's ``path_keys``: data.path, data.test_path,
+data.dir, ...) is pinned to the absolute path it was read from, so the run's spec.toml reads
+the same file from wherever --resume, `gengraph sample` or `gengraph.load` are invoked (a
+relative path was looked up beside the run's spec.toml, then in the working directory); the
+text as written stays beside it as a comment. The checkpoint records each file's size and
+SHA-256 (`fingerprints`), and a resumed run or a sampled one refuses a file that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from gengraph.plugins.datasets import DATASETS
+from gengraph.plugins.datasets.prepare import find_data_path
+from gengraph.plugins.registry import UnknownKind
+from gengraph.plugins.run.checkpoint import CheckpointError
+from gengraph.plugins.spec.toml_writer import format_string
+
+
+def path_keys(data_spec: dict) -> tuple[str, ...]:
+    """The keys of [data] that name files or folders, for the spec's source."""
+    try:
+        return tuple(getattr(DATASETS.get(data_spec.get("source")), "path_keys", ()))
+    except UnknownKind:
+        return ()
+
+
+def pin_paths(spec, base_dir) -> None:
+    """Rewrite the spec's relative data paths as the absolute paths they are read from (those that
+    exist; a missing one keeps its text for the loader's message), noting the text as written."""
+    data = spec.data["data"]
+    for key in path_keys(data):
+        text = data.get(key)
+        if not text:
+            continue
+        found = find_data_path(text, base_dir)
+        if found.exists() and (absolute := os.path.abspath(found)) != text:
+            data[key] = absolute
+            note_written(spec, f"data.{key}", text)
+
+
+def note_written(spec, key: str, text: str) -> None:
+    spec.notes[key] = f"as written: {format_string(text)}"
+
+
+def fingerprints(spec) -> dict:
+    """{"data.path": {"path", "size", "sha256", "note"?}} of every data file or folder the spec names."""
+    data, out = spec.data["data"], {}
+    for key in path_keys(data):
+        if data.get(key) and (print_ := _fingerprint(Path(data[key]))) is not None:
+            note = spec.notes.get(f"data.{key}")
+            out[f"data.{key}"] = {**print_, **({"note": note} if note else {})}
+    return out
+
+
+def _fingerprint(path: Path) -> dict | None:
+    """Size and SHA-256 of a file; of a folder, over the names, sizes and bytes of the files in it."""
+    try:
+        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+        digest, size = hashlib.sha256(), 0
+        for f in files:
+            if path.is_dir():
+                digest.update(f.name.encode() + b"\0")
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+                    size += len(block)
+    except OSError:  # unreadable: the loader has already said so, or will
+        return None
+    return {"path": str(path), "size": size, "sha256": digest.hexdigest()}
+
+
+def check_unchanged(checkpoint: Path, recorded: dict, spec, now: dict) -> None:
+    """CheckpointError naming the file when a data file differs from the one the run started with;
+    the notes of the paths as written come back from the checkpoint (a resumed run rewrites spec.toml)."""
+    for key, old in recorded.items():
+        new = now.get(key)
+        if new is None or new["path"] != old.get("path"):
+            continue  # another path is another spec: check_fingerprint has refused it already
+        if (new["size"], new["sha256"]) != (old.get("size"), old.get("sha256")):
+            raise CheckpointError(
+                f"{checkpoint}: {key} = {new['path']}: the data changed since the run started "
+                f"({old.get('size')} bytes, SHA-256 {str(old.get('sha256'))[:12]}...; now {new['size']} bytes, "
+                f"{new['sha256'][:12]}...), and its model was trained on the old data: restore the file, "
+                "or start a new run on the new data (another --out, or --overwrite)")
+        if isinstance(old.get("note"), str) and key not in spec.notes:
+            spec.notes[key] = new["note"] = old["note"]
