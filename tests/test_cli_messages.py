@@ -269,3 +269,18 @@ def test_ctrl_c_before_a_command_runs_exits_130(monkeypatch, capsys):
         main.main(["validate", "spec.toml"])
     assert stop.value.code == 130
     assert "interrupted by SIGINT" in capsys.readouterr().err
+
+
+def test_a_spec_saved_with_a_byte_order_mark_is_read(tmp_path):
+    # Windows editors write a UTF-8 BOM: "1:1: invalid TOML: Invalid statement"
+    text = (ROOT / "specs" / "mlp_digits.toml").read_text()
+    spec = tmp_path / "bom.toml"
+    spec.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    r = CliRunner().invoke(main, ["validate", str(spec)])
+    assert r.exit_code == 0 and "valid (mlp on digits)" in r.output, r.output
+    lines = text.splitlines()
+    i = next(i for i, s in enumerate(lines) if s.startswith("epochs"))
+    lines[i] = "epochs = -3"
+    spec.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    r = CliRunner().invoke(main, ["validate", str(spec)])
+    assert r.exit_code == 2 and f"bom.toml:{i + 1}:1: train.epochs: must be >= 0" in r.output, r.output

@@ -96,7 +96,10 @@ def test_a_layer_error_points_at_the_key_it_names():
     # --set 'model.encoder[0].padding="oops"' was blamed on the layer's line in the file
     out = _validate("vae_conv_digits.toml", 'model.encoder[0].padding="oops"')
     assert "--set: model.encoder[0].padding: conv2d layer: padding must be" in out
-    positions = {"model.encoder[0]": 1, "model.encoder[0].padding": 2, "model.encoder[0].stride": 3,
-                 "model.encoder[0].kernel": 4}
+    cli = ("--set", None, None)
+    positions = {"model.encoder[0]": ("s.toml", 3, 1), "model.encoder[0].padding": cli,
+                 "model.encoder[0].stride": cli, "model.encoder[0].kernel": ("s.toml", 3, 20)}
     assert named_child(positions, "model.encoder[0]", "stride 2 and padding 1 ...") == "model.encoder[0].stride"
     assert named_child(positions, "model.encoder[0]", "paddings ...") == "model.encoder[0]"
+    # a key from the file keeps the table's position (its word may name something else)
+    assert named_child(positions, "model.encoder[0]", "kernel 3 ...") == "model.encoder[0]"

@@ -40,6 +40,7 @@ from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.run.trainer import lbfgs_refusal, optimizer_from_spec
 from gengraph.engine.backend import BackendError, get_backend
@@ -64,13 +65,15 @@ def build(spec_data: dict, *, base_dir=None):
 
 
 def named_child(positions: dict, path: str, message: str) -> str:
-    """The key directly under `path` that the message names first ("conv2d layer: padding must
-    be ..." under model.encoder[0] is model.encoder[0].padding), else path: so that the error
-    points at that key's line, or at the --set that gave it, not at the table's line."""
+    """The key directly under `path`, given by --set, that the message names first ("conv2d layer:
+    padding must be ..." under model.encoder[0] with --set model.encoder[0].padding=...), else
+    path: so that the error points at the --set that gave the value, not at the table's line in
+    the file (keys from the file keep the table's position: its words may name other things)."""
     hits = []
-    for key in positions:
+    for key, where in positions.items():
         rest = key[len(path) + 1:] if key.startswith(path + ".") else None
-        if rest and re.fullmatch(r"\w+", rest) and (m := re.search(rf"(?<![\w.]){rest}(?![\w])", message)):
+        if (rest and where[0] == ORIGIN and re.fullmatch(r"\w+", rest)
+                and (m := re.search(rf"(?<![\w.]){rest}(?![\w])", message))):
             hits.append((m.start(), key))
     return min(hits)[1] if hits else path
 

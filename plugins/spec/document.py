@@ -97,8 +97,8 @@ def read_spec_text(path) -> str:
         raise fail(f"cannot read spec: {exc.strerror or exc}") from None
     if len(data) > MAX_SPEC_BYTES:
         raise fail(f"spec too large (more than {MAX_SPEC_BYTES} bytes)")
-    try:
-        return data.decode("utf-8")
+    try:  # a UTF-8 byte-order mark (Windows editors write one) is no TOML statement: skipped
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
