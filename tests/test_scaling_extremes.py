@@ -4,7 +4,7 @@ data rescaled to |x| <= 1, scaled back (they were inf for |x| > ~1e154, and ever
 import numpy as np
 import pytest
 
-from gengraph.plugins.datasets import Source, make_dataset
+from gengraph.plugins.datasets import DataError, Source, make_dataset
 from gengraph.plugins.datasets.prepare import apply_scaling, fit_scaling
 from gengraph.plugins.datasets.sources import DATASETS
 
@@ -64,3 +64,14 @@ def test_scale_target_of_huge_targets_is_not_all_zero(huge_source):
     # the units come back: unscaled targets are the 1e300 targets drawn
     ref = make_dataset({"source": huge_source}, 0)
     np.testing.assert_allclose(ds.unscale_y(ds.y_train), ref.y_train, rtol=1e-12)
+
+
+@pytest.mark.parametrize("t,value", [(-1.0, "1"), (1.0, "0"), (1.5, "0")])
+def test_a_binarize_threshold_outside_the_data_is_refused(t, value):
+    # binarize = -1 (or 1.5) on [0, 1]-scaled digits trained an RBM on all-ones (all-zeros) images, exit 0
+    with pytest.raises(DataError, match=rf"the threshold {t:g} leaves every training feature {value}: the "
+                                        r"threshold must lie in \[0, 1\)") as info:
+        make_dataset({"source": "digits", "scale": "minmax_global", "binarize": t}, 0)
+    assert info.value.key == "data.binarize"
+    ds = make_dataset({"source": "digits", "scale": "minmax_global", "binarize": 0.0}, 0)
+    assert 0 < ds.x_train.mean() < 1

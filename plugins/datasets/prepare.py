@@ -250,6 +250,13 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
         ds.meta["y_scaling"] = ystats
     if shared["binarize"] is not None:
         t = shared["binarize"]
+        lo, hi = float(ds.x_train.min()), float(ds.x_train.max())
+        if not lo <= t < hi:  # binarize = -1 or 1.5 on [0, 1] data trained on all-ones or all-zeros images
+            err = DataError(f"the threshold {t:g} leaves every training feature "
+                            f"{'1' if t < lo else '0'}: the threshold must lie in [{lo:g}, {hi:g}), the range of "
+                            f"the {'scaled ' if shared['scale'] != 'none' else ''}training data")
+            err.key = "data.binarize"
+            raise err
         ds = ds.replace(x_train=(ds.x_train > t).astype(np.float64),
                         x_test=(ds.x_test > t).astype(np.float64))
         ds.meta["binarize"] = t
