@@ -284,3 +284,18 @@ def test_a_spec_saved_with_a_byte_order_mark_is_read(tmp_path):
     spec.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
     r = CliRunner().invoke(main, ["validate", str(spec)])
     assert r.exit_code == 2 and f"bom.toml:{i + 1}:1: train.epochs: must be >= 0" in r.output, r.output
+
+
+def test_a_forgotten_kind_is_named_with_the_kinds_that_take_the_keys(tmp_path):
+    # a schedule table without kind said "total_steps: unknown key (known keys: kind)"
+    text = (ROOT / "specs" / "mlp_digits.toml").read_text().replace(
+        "[train]", "[train]\nschedule = { total_steps = 100, min_lr = 1e-5 }", 1)
+    (tmp_path / "s.toml").write_text(text)
+    line = text.splitlines().index("schedule = { total_steps = 100, min_lr = 1e-5 }") + 1
+    r = CliRunner().invoke(main, ["validate", str(tmp_path / "s.toml")])
+    assert r.exit_code == 2
+    assert (f's.toml:{line}:1: train.schedule.kind: missing; the default kind "constant" takes no total_steps, '
+            'min_lr: set kind to "cosine"') in r.output, r.output
+    r = CliRunner().invoke(main, ["validate", str(ROOT / "specs" / "mlp_digits.toml"), "--set",
+                                  "train.schedule={bogus=1}"])  # no kind takes it: the unknown key
+    assert r.exit_code == 2 and "--set: train.schedule.bogus: unknown key" in r.output, r.output

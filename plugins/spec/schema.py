@@ -231,6 +231,29 @@ class Dispatch:
             return None
         return None if self.default is None else self._validate(copy.deepcopy(self.default), path, ctx)
 
+    def _forgotten_key(self, value: dict) -> str | None:
+        """A message when a table without `key` has keys its default kind does not take but other
+        kinds do: the key was forgotten ("total_steps: unknown key (known keys: kind)" before)."""
+        default = self.default[self.key]
+        try:
+            fields = self.schema_of(self.registry.get(default)).fields
+        except (UnknownKind, AttributeError):
+            return None
+        foreign = [k for k in value if k not in fields]
+        if not foreign:
+            return None
+        kinds = []
+        for name in self.registry.names():
+            try:
+                if all(k in self.schema_of(self.registry.get(name)).fields for k in foreign):
+                    kinds.append(name)
+            except (UnknownKind, AttributeError):
+                continue
+        if not kinds:
+            return None
+        return (f"missing; the default {self.key} \"{default}\" takes no {', '.join(foreign)}: set {self.key} to "
+                f"{' or '.join(repr(k).replace(chr(39), chr(34)) for k in kinds)}")
+
     def _validate(self, value, path, ctx):
         if not isinstance(value, dict):
             ctx.add(path, f"expected table, found {_found(value)}")
@@ -238,6 +261,9 @@ class Dispatch:
         key_path = join_key(path, self.key)
         if self.key not in value and isinstance(self.default, dict) and self.key in self.default:
             # a partial table (e.g. only `lr`) keeps the default kind
+            if hint := self._forgotten_key(value):
+                ctx.add(key_path, hint)
+                return value
             value = {self.key: self.default[self.key], **value}
         name = value.get(self.key)
         if self.key not in value:
