@@ -58,7 +58,7 @@ def compiled_programs(loaded, data, plugin, model):
 
 
 @click.command("graph", epilog=GRAPH_EXAMPLES)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path())  # a folder: the spec reader says so in one line
 @click.option("--program", "program", metavar="NAME",
               help="train_step (default when the model trains by gradient), evaluate, or a program "
                    "the model defines (e.g. sample_step)")
@@ -138,7 +138,7 @@ def _render(dot_text: str, fmt: str, out, option: str = "--out") -> None:
 
 
 @click.command("gradcheck", epilog=GRADCHECK_EXAMPLES)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path())  # a folder: the spec reader says so in one line
 @click.option("--param", "param_names", multiple=True, metavar="NAME",
               help="check only this parameter (e.g. output/dense0/W); repeatable; default: all")
 @click.option("--eps", type=float, default=1e-6, show_default=True, help="finite-difference step")

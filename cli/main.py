@@ -262,7 +262,7 @@ def common(fn):
 
 
 @main.command(epilog=_examples("run"))
-@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@click.argument("spec", required=False, type=click.Path())  # a folder: the spec reader says so
 @click.option("--out", "out_dir", metavar="DIR", help="run directory (default: output.dir/run.name); "
               "it must be new, empty, or be replaced with --overwrite")
 @click.option("--device", type=DeviceChoice(), help="override run.device")
@@ -339,7 +339,7 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
 
 
 @main.command(epilog=_examples("validate"))
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path())  # a folder: the spec reader says so in one line
 @click.option("--resolved", is_flag=True, help="print the resolved spec (defaults filled, overrides applied)")
 @click.option("--json", "as_json", is_flag=True, help="print the resolved spec as JSON")
 @common

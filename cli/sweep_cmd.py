@@ -24,7 +24,7 @@ Examples:
 
 
 @click.command(epilog=SWEEP_EXAMPLES)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path())  # a folder: the spec reader says so in one line
 @click.option("--axis", "axes", multiple=True, metavar="KEY=V1,V2,...",
               help="add (or replace) a sweep axis, e.g. --axis model.lam=1e-4,1e-3 "
                    "(each value a TOML literal; random sweeps also take KEY={low=1e-4,high=1e-1,log=true})")

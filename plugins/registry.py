@@ -39,9 +39,13 @@ class UnknownKind(KeyError):
 
 
 def suggest(name: str, candidates) -> str | None:
-    """The closest candidate to a probably misspelt name, or None."""
-    hits = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return hits[0] if hits else None
+    """The closest candidate to a probably misspelt name, or None; case counts for nothing
+    ("RELU" is "relu", which plain difflib ranked below the cutoff)."""
+    folded = {}
+    for c in map(str, candidates):
+        folded.setdefault(c.lower(), c)
+    hits = difflib.get_close_matches(str(name).lower(), list(folded), n=1, cutoff=0.6)
+    return folded[hits[0]] if hits else None
 
 
 class Registry:

@@ -299,3 +299,24 @@ def test_a_forgotten_kind_is_named_with_the_kinds_that_take_the_keys(tmp_path):
     r = CliRunner().invoke(main, ["validate", str(ROOT / "specs" / "mlp_digits.toml"), "--set",
                                   "train.schedule={bogus=1}"])  # no kind takes it: the unknown key
     assert r.exit_code == 2 and "--set: train.schedule.bogus: unknown key" in r.output, r.output
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "graph", "gradcheck", "sweep"])
+def test_a_folder_given_as_the_spec_is_one_line(tmp_path, command):
+    # click printed its "Usage: ... Try 'gengraph validate --help'" lines before the error
+    r = CliRunner().invoke(main, [command, str(tmp_path)])
+    assert r.exit_code == 2 and r.output == f"error: {tmp_path}: cannot read spec: a directory\n", r.output
+
+
+def test_misspellings_get_a_suggestion_whatever_their_case(tmp_path):
+    # "sepc_version" gave "spec_version: missing" plus an unknown key listing run, data, ...; "RELU"
+    # got no "did you mean" (difflib's ratio is case-sensitive)
+    text = (ROOT / "specs" / "mlp_digits.toml").read_text().replace("spec_version", "sepc_version", 1)
+    (tmp_path / "s.toml").write_text(text)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if s.startswith("sepc_version"))
+    r = CliRunner().invoke(main, ["validate", str(tmp_path / "s.toml")])
+    assert r.exit_code == 2
+    assert r.output == f'error: {tmp_path / "s.toml"}:{line}:1: sepc_version: unknown key; did you mean "spec_version"?\n'
+    r = CliRunner().invoke(main, ["validate", str(ROOT / "specs" / "mlp_digits.toml"), "--set",
+                                  'model.layers[0].activation="RELU"'])
+    assert r.exit_code == 2 and r.output.rstrip().endswith('; did you mean "relu"?'), r.output

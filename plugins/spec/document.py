@@ -10,6 +10,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from gengraph.plugins.registry import suggest
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.spec.overrides import apply_overrides
 from gengraph.plugins.spec.schema import Table, validate
@@ -70,8 +71,24 @@ def spec_from_text(text: str, file: str | None, overrides, schema: Table) -> Spe
     except SpecError as exc:
         issues += exc.issues
     if issues:
-        raise SpecError(issues)
+        raise SpecError(_version_typo(issues, raw))
     return Spec({"spec_version": SPEC_VERSION, **data}, file, positions, raw)
+
+
+def _version_typo(issues: list[SpecIssue], raw: dict) -> list[SpecIssue]:
+    """A misspelt spec_version ("sepc_version") is one issue at the typo that says so, instead of
+    "spec_version: missing" and "sepc_version: unknown key (known keys: run, data, ...)"."""
+    typos = {k for k in raw if "spec_version" not in raw and suggest(k, ["spec_version"]) == "spec_version"}
+    if not typos:
+        return issues
+    out = []
+    for i in issues:
+        if i.path == "spec_version":
+            continue
+        if i.path in typos and i.message.startswith("unknown key"):
+            i = SpecIssue(i.file, i.line, i.col, i.path, 'unknown key; did you mean "spec_version"?')
+        out.append(i)
+    return out
 
 
 def read_spec_text(path) -> str:
