@@ -179,6 +179,7 @@ def test_huge_layer_is_refused_before_allocation():
 def test_huge_data_n_is_refused():
     r = invoke("validate", OLS, "--set", "data.n=1000000000000")
     assert r.exit_code == 2 and "data.n = 1000000000000" in r.output and "of memory available" in r.output
+    assert "--set: data.n: " in r.output  # at the key (it was the [data] table's line)
 
 
 def test_activations_of_a_batch_are_estimated(monkeypatch):

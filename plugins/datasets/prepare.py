@@ -204,7 +204,9 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
     n = params.get("n")
     if isinstance(n, int) and not isinstance(n, bool):
         if (why := too_big(n * 8 * 3 * 2, f"data.n = {n} (at least 3 numbers per row, and a copy)")) is not None:
-            raise DataError(why)
+            err = DataError(why)
+            err.key = "data.n"  # at its line, not the [data] table's
+            raise err
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # generated inf/NaN: check_generated names them
             loaded = source.load(params, data_rng(seed))
