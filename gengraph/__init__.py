@@ -10,6 +10,15 @@ The public API, re-exported lazily (so ``gengraph --help`` imports nothing heavy
 
 __version__ = "0.1.0"
 
+import os as _os
+
+_ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_ROOT, "pyproject.toml")) and _os.path.isfile(_os.path.join(_ROOT, "engine", "__init__.py")):
+    # imported from a source checkout (Python started in its root after `pip install .`, whose
+    # gengraph/ folder then shadows the installed package): gengraph.engine, .plugins, .cli and
+    # .specs live beside this folder, as pyproject's package-dir maps them
+    __path__.append(_ROOT)
+
 from gengraph.blas_setup import tune_blas
 
 tune_blas()  # before anything imports NumPy: OpenBLAS reads its kernel choice at load

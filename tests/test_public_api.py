@@ -1,7 +1,9 @@
 """The top-level package re-exports the public API lazily; the CLI starts without heavy imports."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,3 +56,16 @@ def test_engine_modules_do_not_define_compile_or_an_inspect_module():
     for name in names:
         module = importlib.import_module(f"gengraph.engine.{name}")
         assert "compile" not in vars(module) or name == "__init__", name
+
+
+def test_the_package_imports_from_the_source_root_without_its_install_mapping():
+    # after `pip install .`, Python started in the repository's root found its gengraph/ folder
+    # first, which has no engine/ or plugins/: "No module named 'gengraph.engine'". -S leaves out
+    # site (and the editable install's mapping); the dependencies come through PYTHONPATH
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(np.__file__).parents[1])}
+    code = ("import gengraph; from gengraph.engine import Graph; import gengraph.plugins.run.api, gengraph.specs; "
+            "v, g = gengraph.value_and_grad('sum(x ** 2)', {'x': [1.0, 2.0]}, ['x']); print(v, g['x'].tolist())")
+    r = subprocess.run([sys.executable, "-S", "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "5.0 [2.0, 4.0]", r.stderr
