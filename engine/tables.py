@@ -104,7 +104,8 @@ def totals(view: GraphView, batch: int = DEFAULT_BATCH) -> str:
         lines.append(f"  passes           {start} nodes before the passes, {view.pass_stats[-1][2]} after "
                      "(not counting update targets)")
         for name, before, after in view.pass_stats:
-            lines.append(f"    {name:16s} removed {before - after:4d}  ({before} -> {after})")
+            change = f"removed {before - after:4d}" if after <= before else f"added   {after - before:4d}"
+            lines.append(f"    {name:16s} {change}  ({before} -> {after})")  # a pass may add nodes
     return "\n".join(lines)
 
 

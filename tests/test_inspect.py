@@ -274,3 +274,21 @@ def test_bad_program_and_render_format_are_usage_errors():
     assert res.exit_code == 2 and 'did you mean "evaluate"' in res.output
     res = CliRunner().invoke(main, ["graph", PERCEPTRON, "--render", "png", "--format", "json"])
     assert res.exit_code == 2
+
+
+def test_a_pass_that_adds_nodes_is_reported_as_adding():
+    # "simplify removed -3 (17 -> 20)"
+    from gengraph.engine import Graph, compile, grad, ops
+
+    g = Graph(dtype="float64")
+    x = g.input("x", (None, 3))
+    with g.scope("layer"):
+        W = g.param("W", [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+        h = ops.tanh(x @ W)
+    loss = ops.mean(h * h)
+    text = compile(g, {"loss": loss, "dW": grad(loss, W)}).summary(batch=32)
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith(("simplify ", "cse "))]
+    assert rows and not any(r[1] == "removed" and r[2].startswith("-") for r in rows), text
+    for r in rows:  # name, removed|added, count, (before, ->, after)
+        before, after = int(r[3].strip("(")), int(r[5].strip(")"))
+        assert int(r[2]) == abs(after - before) and r[1] == ("added" if after > before else "removed")
