@@ -1,7 +1,7 @@
 """`gengraph graph` and `gengraph gradcheck`: look at what the engine computes.
 
 Only parsing, printing and exit codes live here; the tables, exports and the gradient
-check are in gengraph.engine.inspect, model building in gengraph.plugins.
+check are in gengraph.engine (tables, export, gradcheck), model building in gengraph.plugins.
 """
 
 from __future__ import annotations

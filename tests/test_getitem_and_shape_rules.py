@@ -123,3 +123,17 @@ def test_transpose_in_range_axes(axes, perm):
     uv = np.arange(6.0).reshape(2, 3)
     assert y.shape == uv.transpose(perm).shape
     np.testing.assert_array_equal(compile(g, y).run(u=uv), uv.transpose(perm))
+
+
+def test_one_hot_takes_the_class_count_positionally_and_defaults_to_the_graph_dtype():
+    # ops.one_hot(y, k) as docs/writing-plugins.md writes it: a TypeError for the missing dtype,
+    # and with dtype= the positional k became a graph constant (shape ?x<Node constant#1>)
+    g = Graph(dtype="float64")
+    y = g.input("y", (None,), dtype="int64")
+    h = ops.one_hot(y, 3)
+    assert h.shape == (None, 3) and h.dtype == np.float64
+    np.testing.assert_array_equal(compile(g, [h]).run(y=np.array([2, 0]))[0], [[0, 0, 1], [1, 0, 0]])
+    assert ops.one_hot(y, np.int64(4), dtype="float32").dtype == np.float32
+    for bad in (0, 2.5, True, h):
+        with pytest.raises(TypeError, match="depth must be a positive int"):
+            ops.one_hot(y, bad)

@@ -251,5 +251,13 @@ def _one_hot_forward(xp, labels, depth, dtype):
     return (labels[..., None] == xp.arange(depth)).astype(dtype)
 
 
-one_hot = defop("one_hot", _one_hot_forward, lambda labels, depth, dtype: (labels.shape + (depth,), np.dtype(dtype)),
-                (ZERO,), doc="integer labels -> 0/1 rows of length depth")
+_one_hot = defop("one_hot", _one_hot_forward, lambda labels, depth, dtype: (labels.shape + (depth,), np.dtype(dtype)),
+                 (ZERO,), doc="integer labels -> 0/1 rows of length depth")
+
+
+def one_hot(labels, depth, dtype=None):
+    """Integer labels -> 0/1 rows of length `depth` (a Python int), in `dtype` (default: the graph's
+    float dtype). one_hot(y, k) made k a graph constant, and leaving out dtype was a TypeError."""
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise TypeError(f"one_hot: depth must be a positive int (the number of classes), not {depth!r}")
+    return _one_hot(labels, depth=int(depth), dtype=dtype or labels.graph.dtype.name)
