@@ -285,4 +285,7 @@ def _names(argv) -> list[str]:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):  # it ran every measurement (minutes) instead
+        print(__doc__)
+        sys.exit(0)
     print(json.dumps(run(_names(sys.argv[1:])), indent=1))

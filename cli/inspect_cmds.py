@@ -77,7 +77,8 @@ def compiled_programs(loaded, data, plugin, model):
 @common
 @user_errors
 def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, overrides, plugin_files, debug):
-    """Print or export the computation graph of one program of SPEC.
+    """Print or export the computation graph of one program of SPEC (a spec file or a shipped
+    spec's name, e.g. mlp_digits).
 
     The text table lists every node (id, op, inputs, shape, dtype, scope, parameter count,
     estimated FLOPs and the spec entry it came from), then totals: nodes by op, parameters,
@@ -153,7 +154,8 @@ def _render(dot_text: str, fmt: str, out, option: str = "--out") -> None:
 @common
 @user_errors
 def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, overrides, plugin_files, debug):
-    """Compare the engine's gradients of SPEC's loss with central finite differences.
+    """Compare the engine's gradients of SPEC's loss (SPEC: a spec file or a shipped spec's name)
+    with central finite differences.
 
     Builds the real model in float64 on the CPU, takes BATCH random training rows and, for
     every parameter, compares the engine's gradient of the model's loss with central

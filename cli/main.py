@@ -278,6 +278,7 @@ def run(spec, out_dir, device, resume_dir, overwrite, quiet, as_json, overrides,
     """Train the model a SPEC declares and write its run directory.
 
     Without SPEC, runs the built-in default (specs/mlp_digits.toml on the shipped digits).
+    SPEC is a spec file or a shipped spec's name (mlp_digits, vae_digits, ...: the files in specs/).
 
     \b
     A run directory holds one run: a directory that holds another run is refused unless
@@ -345,7 +346,9 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
 @common
 @user_errors
 def validate(spec, resolved, as_json, overrides, plugin_files, debug):
-    """Check a SPEC against the installed plugins; report every problem at once."""
+    """Check a SPEC against the installed plugins; report every problem at once.
+
+    SPEC is a spec file or a shipped spec's name (mlp_digits, ...: the files in specs/)."""
     from gengraph.plugins.run.api import load_spec_any
     from gengraph.plugins.run.runner import build_checked
 

@@ -62,6 +62,13 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
         raise UserError(str(exc)) from None
     if out_file is not None:
         check_out_file(out_file, "--out")  # before sampling, which may take long
+    if device == "cuda":  # said of --device here (open_run applies it as run.device, which a message would name)
+        from gengraph.engine.backend import BackendError, get_backend
+
+        try:
+            get_backend("cupy")
+        except BackendError as exc:
+            raise UserError(f"--device cuda: {exc}") from None
     _load_plugins(plugin_files)
     options = {"guidance": guidance, "sampler": sampler, "steps": steps}
     try:

@@ -34,7 +34,7 @@ Examples:
 @click.option("--scheduler", metavar="tcp://HOST:PORT|local-dask",
               help="run the trials on a Dask distributed cluster (needs: pip install 'gengraph[dask]')")
 @click.option("--out", "out_dir", metavar="DIR",
-              help="sweep directory (default: output.dir/<sweep.name or the spec's file name>)")
+              help="sweep directory (default: output.dir/<sweep.name>, else output.dir/<the spec's file name>-sweep)")
 @click.option("--resume", is_flag=True, help="continue the sweep in the sweep directory: skip the trials that "
                                              "sweep.jsonl records as finished ok")
 @click.option("--overwrite", is_flag=True, help="replace the sweep already in the sweep directory (its files and "
@@ -45,7 +45,8 @@ Examples:
 @user_errors
 def sweep(spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet, as_json, overrides, plugin_files,
           debug):
-    """Run every trial of the [sweep] table in SPEC and rank them by its metric.
+    """Run every trial of the [sweep] table in SPEC (a spec file or a shipped spec's name, e.g.
+    sweep_ridge_franke) and rank them by its metric.
 
     Each trial is the spec with --set overrides and its own axis values applied,
     checked like --set before anything runs, and run into an ordinary run directory

@@ -255,3 +255,13 @@ def test_run_json_sigint_in_a_real_process(tmp_path):
     obj = json.loads(stdout)
     assert obj["exit_code"] == 130 and obj["error"].startswith("interrupted by SIGINT; checkpoint written to ")
     assert "Traceback" not in err
+
+
+def test_sample_device_cuda_without_cupy_names_the_option(ebm_run):
+    # the message blamed "--set: run.device", an option the user never gave
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed")
+    refused(invoke("sample", ebm_run, "--device", "cuda", "--n", "2"),
+            "--device cuda: the cupy backend needs CuPy: pip install 'gengraph[cuda]'")
