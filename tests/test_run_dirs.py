@@ -579,3 +579,44 @@ def test_checkpoints_written_before_a_new_option_still_resume(tmp_path):
     result = invoke("run", "--resume", out2, "-q", "--set", "train.epochs=4", "--set", "train.optimizer.ema=0.5")
     ok_no_traceback(result, 2)
     assert "train.optimizer.ema = 0.0 in the checkpoint, 0.5 now" in result.output
+
+
+def _sigterm_when_writing(monkeypatch, name):
+    """A SIGTERM to this process the moment the runner writes `name` of the report."""
+    import gengraph.plugins.run.runner as runner
+
+    real = runner.atomic_write
+
+    def atomic_write(path, *a, **kw):
+        if Path(path).name == name:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(runner, "atomic_write", atomic_write)
+
+
+def test_a_signal_in_the_report_leaves_a_run_that_resume_completes(tmp_path, monkeypatch):
+    # summary.json was written first: a run stopped after it said "--resume writes the report",
+    # then resume refused ("nothing to resume: finished") and summary.txt stayed missing
+    out = tmp_path / "run"
+    _sigterm_when_writing(monkeypatch, "summary.txt")
+    with pytest.raises(RunInterrupted) as info:
+        execute(load(tiny(tmp_path)), out, log=lambda *a: None)
+    assert info.value.exit_code == 143 and "while writing the report" in str(info.value)
+    assert not (out / "summary.json").exists()
+    monkeypatch.undo()
+    ok_no_traceback(invoke("run", "--resume", out, "-q"), 0)
+    assert (out / "summary.txt").exists() and json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def test_a_signal_as_summary_json_is_written_ends_a_complete_run(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _sigterm_when_writing(monkeypatch, "summary.json")
+    with pytest.raises(RunInterrupted) as info:
+        execute(load(tiny(tmp_path)), out, log=lambda *a: None)
+    assert info.value.exit_code == 143 and str(info.value) == f"interrupted by SIGTERM as the run ended; its report " \
+                                                              f"is complete in {out}"
+    assert (out / "summary.txt").exists() and json.loads((out / "summary.json").read_text())["epochs"] == 2
+    monkeypatch.undo()
+    result = invoke("run", "--resume", out, "-q")
+    assert result.exit_code == 2 and "nothing to resume" in result.output

@@ -192,6 +192,8 @@ class RunInterrupted(Exception):
         elif phase == "report":
             msg = (f"{head} while writing the report; training is finished, checkpoint in {checkpoint}; "
                    f"{again} writes the report")
+        elif phase == "done":
+            msg = f"{head} as the run ended; its report is complete in {run_dir}"
         elif checkpoint is not None:
             msg = f"{head} before training began; {checkpoint} is unchanged; continue with: {again}"
         else:
@@ -227,7 +229,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
                     lock.release()
         except Stop as stop:
             checkpoint = run_dir / "checkpoint.npz"
-            has = state["phase"] == "report" or (resume and checkpoint.exists())
+            has = state["phase"] in ("report", "done") or (resume and checkpoint.exists())
             raise RunInterrupted(run_dir, checkpoint if has else None, stop.signum, state["phase"]) from None
 
 
@@ -313,7 +315,6 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         summary.update(plugin.report(model, data, ctx))
         summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                         "seconds": round(time.perf_counter() - t0, 3)})
-        atomic_write(run_dir / "summary.json", dumps_json(summary, indent=1, default=jsonable))
         if ctx.plots:
             loss_curves(trainer.state.history, run_dir / "loss.png", plugin.loss_label(cfg["model"]), final=summary)
         atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
@@ -321,6 +322,12 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         if ctx.written:
             with signals.deferred():
                 write_manifest(run_dir, ctx.written)
+    # last: summary.json at the checkpoint's epoch and step is what marks the report complete
+    # (resume.check_resumable); written first, a run stopped after it could not be resumed and
+    # kept no loss.png or summary.txt
+    with signals.deferred():
+        atomic_write(run_dir / "summary.json", dumps_json(summary, indent=1, default=jsonable))
+        state["phase"] = "done"  # a signal from here on stops a finished run
     if bad := non_finite(summary):  # written (NaN as null) for a post-mortem, but the run failed
         raise DivergenceError(f"final metrics are not finite: {', '.join(bad[:4])}"
                               f"{' ...' if len(bad) > 4 else ''} (summary.json has null for them); "
