@@ -620,3 +620,65 @@ def test_a_signal_as_summary_json_is_written_ends_a_complete_run(tmp_path, monke
     monkeypatch.undo()
     result = invoke("run", "--resume", out, "-q")
     assert result.exit_code == 2 and "nothing to resume" in result.output
+
+
+def test_a_stop_swallowed_by_a_finalizer_is_silent_and_raised_at_the_next_check(monkeypatch):
+    # matplotlib's weakref callbacks swallowed the handler's Stop: "Exception ignored ... Traceback"
+    # on stderr, and the run went on; the signal must still end it at the next check
+    import weakref
+
+    from gengraph.plugins.run.signals import SignalGuard, Stop
+
+    class Thing:
+        pass
+
+    printed = []  # what Python's hook would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    with SignalGuard() as guard:
+        thing = Thing()
+        guard.received = signal.SIGTERM
+
+        def callback(_):
+            raise Stop(signal.SIGTERM)
+
+        ref = weakref.ref(thing, callback)  # noqa: F841 - kept alive so that its callback runs
+        del thing
+        with pytest.raises(Stop):
+            guard.check()
+    assert printed == [] and sys.unraisablehook == printed.append  # silent, and the hook restored
+    other = RuntimeError("not a signal")
+    with SignalGuard():
+        obj = Thing()
+
+        def fails(_):
+            raise other
+
+        ref = weakref.ref(obj, fails)  # noqa: F841
+        del obj
+    assert [info.exc_value for info in printed] == [other]  # other exceptions still reach the hook
+
+
+def test_a_run_is_refused_in_a_sweeps_folder_even_with_overwrite(tmp_path):
+    # it was accepted and replaced the sweep's ranked summary.txt
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.jsonl").write_text('{"trial": "a"}\n')
+    (out / "summary.txt").write_text("the sweep's ranking\n")
+    for extra in ([], ["--overwrite"]):
+        result = invoke("run", tiny(tmp_path), "--out", out, "-q", *extra)
+        assert result.exit_code == 2 and f"{out} holds a sweep (sweep.jsonl); a run needs a folder of its own" \
+            in result.output, result.output
+    assert (out / "summary.txt").read_text() == "the sweep's ranking\n" and sorted(os.listdir(out)) == [
+        "summary.txt", "sweep.jsonl"]
+
+
+def test_resume_removes_the_temporaries_a_killed_run_left(tmp_path):
+    # a SIGKILL while the checkpoint was written left .checkpoint.npz.XXXX.tmp (1 MiB) after the resume
+    out = tmp_path / "run"
+    ok_no_traceback(invoke("run", tiny(tmp_path), "--out", out, "-q"), 0)
+    left = [out / ".checkpoint.npz.abc123.tmp", out / ".summary.json.x1.tmp"]
+    for f in left:
+        f.write_bytes(b"half")
+    (out / ".mine.tmp").write_text("a user's file")
+    ok_no_traceback(invoke("run", "--resume", out, "-q", "--set", "train.epochs=3"), 0)
+    assert not any(f.exists() for f in left) and (out / ".mine.tmp").exists()

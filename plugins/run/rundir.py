@@ -191,16 +191,35 @@ def clear_run_files(run_dir: Path) -> list[str]:
     names = run_files(run_dir)
     for n in names:
         (run_dir / n).unlink(missing_ok=True)
-    ours = set(RUN_FILES) | set(names)
+    clear_temporaries(run_dir, names)
+    return names
+
+
+def clear_temporaries(run_dir: Path, names=()) -> None:
+    """Remove the half-written temporaries of the run's atomic writes (.checkpoint.npz.XXXX.tmp)
+    that a killed process left; the caller holds the folder's lock, so none is being written.
+    A resumed run left them behind (a 1 MiB checkpoint temporary after a SIGKILL)."""
+    ours = set(RUN_FILES) | set(names) | set(_manifest(run_dir))
     for tmp in run_dir.glob(".*.tmp"):
         if any(tmp.name.startswith(f".{n}.") for n in ours):
             tmp.unlink(missing_ok=True)
-    return names
 
 
 def listed(names, most: int = 4) -> str:
     """The first `most` names, comma-separated, with "..." when there are more (for messages)."""
     return ", ".join(list(names[:most]) + (["..."] if len(names) > most else []))
+
+
+SWEEP_MARKERS = ("sweep.jsonl", "sweep.json")  # what `gengraph sweep` writes at its folder's top
+
+
+def refuse_sweep_folder(run_dir: Path) -> None:
+    """A run never goes into a sweep's folder, not even with --overwrite: it replaced the sweep's
+    summary.txt (a sweep already refuses a run's folder)."""
+    found = [n for n in SWEEP_MARKERS if (run_dir / n).exists()]
+    if found:
+        raise RunDirError(f"{run_dir} holds a sweep ({listed(found)}); a run needs a folder of its own: "
+                          "choose another --out")
 
 
 def refuse_if_taken(run_dir: Path) -> None:

@@ -30,8 +30,8 @@ from gengraph.plugins.blocks.memory import model_estimate
 from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
 from gengraph.plugins.run import data_files
 from gengraph.plugins.run.resume import check_resumable, read_metrics
-from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, open_run_dir, refuse_if_taken,
-                                         write_manifest)
+from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, clear_temporaries, open_run_dir,
+                                         refuse_if_taken, refuse_sweep_folder, write_manifest)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
@@ -236,10 +236,13 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
 def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, resume, overwrite, on_step):
     cfg = spec.data
     checkpoint = run_dir / "checkpoint.npz"
+    refuse_sweep_folder(run_dir)
     if resume and not checkpoint.exists():
         raise CheckpointError(f"{checkpoint}: no checkpoint here, so nothing to resume")
     if not resume and not overwrite:
         refuse_if_taken(run_dir)
+    if resume:
+        clear_temporaries(run_dir)
     t0 = time.perf_counter()
     backend = backend_of(cfg["run"]["device"])
     data_files.pin_paths(spec, base_dir)  # spec.toml then reads the same files from anywhere

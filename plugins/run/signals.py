@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -57,20 +58,33 @@ class SignalGuard:
         self.on_signal = None  # called on every signal (the trainer's stop request)
         self._depth = 0
         self._previous: dict = {}
+        self._hook = sys.unraisablehook
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for s in HANDLED:
                 self._previous[s] = signal.getsignal(s)
                 signal.signal(s, self._handle)
+            self._hook = sys.unraisablehook
+            sys.unraisablehook = self._unraisable
         return self
 
     def __exit__(self, exc_type, exc, tb):
         stopped = self.ignore_when_stopped and getattr(exc, "signum", None) is not None
         for s, handler in self._previous.items():
             signal.signal(s, signal.SIG_IGN if stopped else handler)
+        if self._previous:
+            sys.unraisablehook = self._hook
         self._previous.clear()
         return False
+
+    def _unraisable(self, info):
+        """A Stop raised inside a finalizer or weakref callback (matplotlib's) cannot propagate and
+        was printed as "Exception ignored ... Traceback"; the signal is kept in `received`, and
+        the next check (a file write's end) raises it where it can be handled."""
+        if isinstance(info.exc_value, Stop):
+            return
+        self._hook(info)
 
     @property
     def active(self) -> bool:
