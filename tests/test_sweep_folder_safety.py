@@ -214,3 +214,39 @@ def test_a_signal_stops_the_workers_and_every_published_trial_is_recorded(tmp_pa
         assert again.stdout.count("] ok ") == 4 - len(recorded)
         final = records(out)
         assert len(final) == 4 and len({r["trial"] for r in final}) == 4 and all(r["status"] == "ok" for r in final)
+
+
+def test_a_pool_worker_ends_when_the_sweep_is_killed(tmp_path):
+    # after `kill -9` of the sweep's process its workers were reparented and waited forever,
+    # holding the sweep's stdout/stderr open
+    import subprocess
+    import sys
+    import time
+
+    child = ("import os, time\n"
+             "from gengraph.plugins.sweep.sweep import _exit_with_parent\n"
+             "_exit_with_parent(os.getppid(), every=0.05)\n"
+             "time.sleep(60)\n")
+    parent = ("import subprocess, sys, time\n"
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+              "print(c.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    pid = int(p.stdout.readline())
+    time.sleep(1.0)  # the child has imported gengraph and started watching
+    assert _alive(pid)
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, waiting for init to reap it, has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in fh)
+    except FileNotFoundError:
+        return False

@@ -48,6 +48,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import tomllib
 import traceback
@@ -757,11 +758,27 @@ def _spawning_workers():
 
 def _pool_worker_init():
     """A pool worker: Ctrl-C (sent to the whole process group) is the sweep's process's to handle,
-    which terminates the workers; SIGTERM ends an idle worker at once."""
+    which terminates the workers; SIGTERM ends an idle worker at once; the sweep's death (kill -9)
+    ends the worker too (see _exit_with_parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    _exit_with_parent(os.getppid())
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """A daemon thread that ends this process when its parent is gone: after a kill -9 of the
+    sweep, its workers were reparented and waited forever for tasks, holding the sweep's
+    stdout/stderr open (a caller waiting on them hung). A worker only ever writes its trial's
+    temporary folder, which `--resume` removes."""
+    def watch():
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _stop_pool(pool, grace: float = 3.0) -> None:
