@@ -316,3 +316,16 @@ def test_shipped_sweep_finds_an_interior_optimum(tmp_path):
     assert best["metrics"]["test_mse"] < 0.02 < max(r["metrics"]["test_mse"] for r in result["trials"])
     assert all(math.isfinite(r["metrics"]["test_mse"]) for r in result["trials"])
     assert os.path.getsize(tmp_path / "s" / "heatmap.png") > 10_000
+
+
+def test_the_default_metric_is_one_the_model_reports(tmp_path):
+    # a VAE on the labelled digits defaulted to test_accuracy, which it never reports: every
+    # trial ran, then the sweep refused the metric
+    from gengraph.plugins.sweep.sweep import plan_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    plan = plan_sweep(root / "specs" / "vae_digits.toml", axis_options=["model.latent=2,3"], out_dir=tmp_path / "s")
+    assert (plan.metric, plan.mode) == ("test_loss", "min")
+    plan = plan_sweep(root / "specs" / "mlp_digits.toml", axis_options=["train.optimizer.lr=0.01,0.1"],
+                      out_dir=tmp_path / "m")
+    assert (plan.metric, plan.mode) == ("test_accuracy", "max")

@@ -96,7 +96,8 @@ def sweep_schema() -> Table:
         "trials": Field(int, 10, "random: number of trials", min=1),
         "seed": Field(int, 0, "random: seed for drawing axis values (every trial still uses run.seed)", min=0),
         "metric": Field(str, "", "summary metric that ranks the trials (default: test_accuracy for "
-                                 "classification, test_mse for regression, else test_loss)"),
+                                 "classification, test_mse for regression, else test_loss, which is also "
+                                 "taken when the model does not report the task's)"),
         "mode": Field(str, "auto", "min or max: which end of the metric is best (auto: max for accuracy, r2, "
                                    "log-likelihoods and elbo, min for mse, loss, bpd, nll, ...)",
                       choices=["auto", "min", "max"]),
