@@ -84,7 +84,7 @@ class Node:
 class Graph:
     """Owns nodes, the values of params/state/constants, and the name scopes."""
 
-    # 250x the largest shipped model's graph (a U-Net's ~4 200 nodes with its gradients): a count
+    # ~240x the largest shipped model's graph (a U-Net's 4 194 nodes with its gradients): a count
     # that unrolls into the graph (CD-k's Gibbs sweeps, residual blocks) built until memory ran out
     MAX_NODES = 1_000_000
 
