@@ -320,3 +320,10 @@ def test_misspellings_get_a_suggestion_whatever_their_case(tmp_path):
     r = CliRunner().invoke(main, ["validate", str(ROOT / "specs" / "mlp_digits.toml"), "--set",
                                   'model.layers[0].activation="RELU"'])
     assert r.exit_code == 2 and r.output.rstrip().endswith('; did you mean "relu"?'), r.output
+
+
+def test_a_nul_byte_in_the_run_name_is_found_by_validate():
+    # validate passed it; run then refused "run directory 'runs/a\x00b'", naming neither key nor --set
+    r = CliRunner().invoke(main, ["validate", str(ROOT / "specs" / "mlp_digits.toml"), "--set",
+                                  'run.name="a\\u0000b"'])
+    assert r.exit_code == 2 and r.output == "error: --set: run.name: contains a NUL byte, which no file name can hold\n"

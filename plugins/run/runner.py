@@ -84,6 +84,8 @@ def build_checked(spec, *, base_dir=None):
         path = named_child(spec.positions, path, message)
         return SpecError([SpecIssue(*spec.position(path), path, message)])
 
+    if "\0" in spec.data["run"]["name"]:  # the run folder's name: validate passed it, run refused the folder
+        raise issue("run.name", "contains a NUL byte, which no file name can hold")
     if spec.data["run"]["device"] == "cuda":  # say so now, not after the data and model are built
         try:
             get_backend("cupy")
