@@ -39,7 +39,7 @@ from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
-from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.run.trainer import lbfgs_refusal, optimizer_from_spec
@@ -69,13 +69,9 @@ def named_child(positions: dict, path: str, message: str) -> str:
     padding must be ..." under model.encoder[0] with --set model.encoder[0].padding=...), else
     path: so that the error points at the --set that gave the value, not at the table's line in
     the file (keys from the file keep the table's position: its words may name other things)."""
-    hits = []
-    for key, where in positions.items():
-        rest = key[len(path) + 1:] if key.startswith(path + ".") else None
-        if (rest and where[0] == ORIGIN and re.fullmatch(r"\w+", rest)
-                and (m := re.search(rf"(?<![\w.]){rest}(?![\w])", message))):
-            hits.append((m.start(), key))
-    return min(hits)[1] if hits else path
+    children = {key[len(path) + 1:]: key for key, where in positions.items()
+                if key.startswith(path + ".") and where[0] == ORIGIN and re.fullmatch(r"\w+", key[len(path) + 1:])}
+    return first_named(message, children) or path
 
 
 def build_checked(spec, *, base_dir=None):

@@ -16,7 +16,6 @@ the first node that produced a NaN or inf.
 from __future__ import annotations
 
 import copy
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
@@ -29,6 +28,7 @@ from gengraph.engine.schedules import make_schedule
 
 from gengraph.plugins.blocks.lbfgs import lbfgs
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
+from gengraph.plugins.spec.errors import first_named
 from gengraph.plugins.blocks import seeds
 
 
@@ -380,16 +380,8 @@ def optimizer_from_spec(train_cfg: dict, backend: str = "numpy"):
         raise ModelConfigError(_key_in("train.optimizer", opt_cfg, exc), str(exc)) from None
 
 
-def _named_at(message: str, key: str) -> int | None:
-    """Where the message names `key` as a word (not inside min_lr for lr), or None."""
-    m = re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message)
-    return None if m is None else m.start()
-
-
 def _key_in(table: str, cfg: dict, exc, also: dict | None = None) -> str:
     """The key the error message names first, among `table`'s keys and `also` ({word: dotted key}),
     so that the spec error points at its line, or at the --set that gave it; else the table.
     ("need 0 <= min_lr <= lr" is min_lr's mistake; it was blamed on the optimizer's lr.)"""
-    keys = {k: f"{table}.{k}" for k in cfg} | (also or {})
-    hits = sorted((at, dotted) for word, dotted in keys.items() if (at := _named_at(str(exc), word)) is not None)
-    return hits[0][1] if hits else table
+    return first_named(str(exc), {k: f"{table}.{k}" for k in cfg} | (also or {})) or table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gengraph.engine.errors import UserError
@@ -19,6 +20,14 @@ def printable(text: str, keep_newlines: bool = False) -> str:
         return text
     return "".join(c if ord(c) not in _UNSAFE or (keep_newlines and c == "\n")
                    else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def first_named(message: str, keys: dict[str, str]) -> str | None:
+    """Of `keys` ({word: dotted spec key}), the one whose word the message names first, as a whole
+    word ("lr" is not named by "min_lr"), or None: where an error about several keys belongs."""
+    hits = [(m.start(), dotted) for word, dotted in keys.items()
+            if (m := re.search(rf"(?<![\w.]){re.escape(word)}(?![\w])", message)) is not None]
+    return min(hits)[1] if hits else None
 
 
 @dataclass(frozen=True)
