@@ -39,11 +39,14 @@ class DataError(UserError):
     """A data source could not produce its arrays: missing or malformed file, bad option.
 
     The message names the file (where there is one) and says what was expected and
-    what was found. `key` is the spec key that named the file (data.path, data.test_path),
-    where the source knows it, so that the error points at that key's line or --set.
+    what was found. `key` is the spec key that named the file or value (data.path,
+    data.test_path, data.n), where it is known, so that the error points at that key's line or
+    --set (else at the [data] table).
     """
 
-    key: str | None = None
+    def __init__(self, message: str = "", key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @contextmanager

@@ -107,27 +107,26 @@ def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
         textual = y_train.dtype.kind in "USO"
         task = "classification" if textual or _few_integer_values(y_train) else "regression"
         meta["task_inferred"] = True
+    files = ((path, "data.path"), (test_path or path, "data.test_path"))  # where each target array came from
     if task == "regression":
-        y_train, y_test = (None if y is None else _numeric_targets(y, where, key, y.dtype.kind in "cmMV")
-                           for y, where, key in ((y_train, path, "data.path"), (y_test, test_path or path,
-                                                                                  "data.test_path")))
-        for y, where, key in ((y_train, path, "data.path"), (y_test, test_path or path, "data.test_path")):
+        y_train, y_test = (None if y is None else _numeric_targets(y, where, key)
+                           for y, (where, key) in zip((y_train, y_test), files))
+        for y, (where, key) in zip((y_train, y_test), files):
             if y is not None and not np.all(np.isfinite(y)):
                 row = int(np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).any(axis=1))[0])
-                raise _at(key, DataError(f"{where}: target of row {row}: expected a finite number, "
-                                         f"found {y.reshape(len(y), -1)[row].tolist()}"))
+                raise DataError(f"{where}: target of row {row}: expected a finite number, "
+                                f"found {y.reshape(len(y), -1)[row].tolist()}", key=key)
         return Dataset(x_train, y_train, x_test, y_test, "regression", None,
                        feature_names, image_shape, meta)
     # classification: labels -> 0..K-1 in sorted order of the original values
     ys = [y_train] + ([y_test] if y_test is not None else [])
     if any(y.ndim != 1 for y in ys):
         raise DataError(f"{path}: class labels must be one per row, found shape {y_train.shape}")
-    for y, where, key in zip(ys, (path, test_path or path), ("data.path", "data.test_path")):
+    for y, (where, key) in zip(ys, files):
         if y.dtype.kind == "f" and not _whole_numbers(y):  # each file's labels, the test file's too
-            raise _at(key, DataError(f"{where}: classification needs whole-number or text labels, "
-                                     "found fractional values (set task = \"regression\"?)"))
-    if any(y.dtype.kind == "f" for y in ys):
-        ys = [y.astype(np.int64) if y.dtype.kind == "f" else y for y in ys]
+            raise DataError(f"{where}: classification needs whole-number or text labels, "
+                            "found fractional values (set task = \"regression\"?)", key=key)
+    ys = [y.astype(np.int64) if y.dtype.kind == "f" else y for y in ys]
     classes = np.unique(np.concatenate(ys))
     coded = [np.searchsorted(classes, y).astype(np.int64) for y in ys]
     meta["classes"] = [c.item() if hasattr(c, "item") else c for c in classes]
@@ -135,21 +134,16 @@ def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
                    "classification", len(classes), feature_names, image_shape, meta)
 
 
-def _numeric_targets(y, where, key, odd: bool):
+def _numeric_targets(y, where, key):
     """y as float64 regression targets; text that is no number (or complex, dates) is an error."""
-    if odd:
-        raise _at(key, DataError(f"{where}: regression needs numeric targets, found dtype {y.dtype}"))
+    if y.dtype.kind in "cmMV":
+        raise DataError(f"{where}: regression needs numeric targets, found dtype {y.dtype}", key=key)
     try:
         return y.astype(np.float64)
     except (ValueError, OverflowError):
         row = next(i for i, v in enumerate(y.reshape(len(y), -1)) if not all(_number(str(e)) for e in v))
-        raise _at(key, DataError(f"{where}: regression needs numeric targets, found "
-                                 f"{y.reshape(len(y), -1)[row].tolist()} in row {row}")) from None
-
-
-def _at(key, exc: DataError) -> DataError:
-    exc.key = key
-    return exc
+        raise DataError(f"{where}: regression needs numeric targets, found "
+                        f"{y.reshape(len(y), -1)[row].tolist()} in row {row}", key=key) from None
 
 
 # ---- csv -----------------------------------------------------------------------------

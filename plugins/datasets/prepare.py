@@ -91,11 +91,10 @@ def check_generated(name: str, source, params: dict, x: np.ndarray, y: np.ndarra
     rows = int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
     knobs = _largest_params(source, params)
     lower = ", ".join(f"data.{k} (= {v:g})" for k, v in knobs)
-    err = DataError(f'the "{name}" generator drew values that are not finite (NaN or inf) in {what} '
+    raise DataError(f'the "{name}" generator drew values that are not finite (NaN or inf) in {what} '
                     f"({rows} of {len(a)} rows): they overflow float64; "
-                    + (f"lower {lower}" if knobs else "change its parameters"))
-    err.key = f"data.{knobs[0][0]}" if knobs else None
-    raise err
+                    + (f"lower {lower}" if knobs else "change its parameters"),
+                    key=f"data.{knobs[0][0]}" if knobs else None)
 
 
 def _largest_params(source, params: dict) -> list[tuple[str, float]]:
@@ -204,9 +203,7 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
     n = params.get("n")
     if isinstance(n, int) and not isinstance(n, bool):
         if (why := too_big(n * 8 * 3 * 2, f"data.n = {n} (at least 3 numbers per row, and a copy)")) is not None:
-            err = DataError(why)
-            err.key = "data.n"  # at its line, not the [data] table's
-            raise err
+            raise DataError(why, key="data.n")  # at its line, not the [data] table's
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # generated inf/NaN: check_generated names them
             loaded = source.load(params, data_rng(seed))
@@ -254,11 +251,9 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
         t = shared["binarize"]
         lo, hi = float(ds.x_train.min()), float(ds.x_train.max())
         if not lo <= t < hi:  # binarize = -1 or 1.5 on [0, 1] data trained on all-ones or all-zeros images
-            err = DataError(f"the threshold {t:g} leaves every training feature "
+            raise DataError(f"the threshold {t:g} leaves every training feature "
                             f"{'1' if t < lo else '0'}: the threshold must lie in [{lo:g}, {hi:g}), the range of "
-                            f"the {'scaled ' if shared['scale'] != 'none' else ''}training data")
-            err.key = "data.binarize"
-            raise err
+                            f"the {'scaled ' if shared['scale'] != 'none' else ''}training data", key="data.binarize")
         ds = ds.replace(x_train=(ds.x_train > t).astype(np.float64),
                         x_test=(ds.x_test > t).astype(np.float64))
         ds.meta["binarize"] = t
