@@ -337,10 +337,6 @@ def _check_weight(w):
         raise ShapeError(f"weight {_fmt(w.shape)}: the kernel size must be at least 1x1")
 
 
-def _dtype(*nodes):
-    return float_dtype(*nodes)  # integer inputs are cast to it (float_inputs below)
-
-
 def _check_spatial(h, k, s, p, d, axis):
     span = d * (k - 1) + 1
     if h + 2 * p < span:
@@ -365,7 +361,7 @@ def _conv2d_shape(x, w, stride, padding, dilation, groups):
                          f"expects {cg * groups}")
     ho = _check_spatial(h, kh, stride[0], padding[0], dilation[0], "height")
     wo = _check_spatial(wd, kw, stride[1], padding[1], dilation[1], "width")
-    return (n, o, ho, wo), _dtype(x, w)
+    return (n, o, ho, wo), float_dtype(x, w)
 
 
 def transpose_out_size(size, k, s, p, op, d):
@@ -396,7 +392,7 @@ def _conv_transpose2d_shape(x, w, stride, padding, output_padding, dilation, gro
         if o < 1:
             raise ShapeError(f"padding {padding} leaves no output ({'height' if a == 0 else 'width'} {o})")
         out.append(o)
-    return (n, cog * groups, out[0], out[1]), _dtype(x, w)
+    return (n, cog * groups, out[0], out[1]), float_dtype(x, w)
 
 
 def _backward_weight_shape(gy, x, kernel, stride, padding, dilation, groups):
@@ -410,7 +406,7 @@ def _backward_weight_shape(gy, x, kernel, stride, padding, dilation, groups):
         expect = conv_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a])
         if expect < gy.shape[2 + a]:
             raise ShapeError(f"gradient {_fmt(gy.shape)} does not match the convolution of {_fmt(x.shape)}")
-    return (o, c // groups) + tuple(kernel), _dtype(gy, x)
+    return (o, c // groups) + tuple(kernel), float_dtype(gy, x)
 
 
 # --- FLOPs (multiply-adds counted twice) ---------------------------------------------------

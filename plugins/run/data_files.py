@@ -40,11 +40,7 @@ def pin_paths(spec, base_dir) -> None:
         found = find_data_path(text, base_dir)
         if found.exists() and (absolute := os.path.abspath(found)) != text:
             data[key] = absolute
-            note_written(spec, f"data.{key}", text)
-
-
-def note_written(spec, key: str, text: str) -> None:
-    spec.notes[key] = f"as written: {format_string(text)}"
+            spec.notes[f"data.{key}"] = f"as written: {format_string(text)}"
 
 
 def fingerprints(spec) -> dict:
@@ -60,10 +56,11 @@ def fingerprints(spec) -> dict:
 def _fingerprint(path: Path) -> dict | None:
     """Size and SHA-256 of a file; of a folder, over the names, sizes and bytes of the files in it."""
     try:
-        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+        folder = path.is_dir()
+        files = sorted(f for f in path.iterdir() if f.is_file()) if folder else [path]
         digest, size = hashlib.sha256(), 0
         for f in files:
-            if path.is_dir():
+            if folder:
                 digest.update(f.name.encode() + b"\0")
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
