@@ -88,7 +88,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
             elif n.id in placed:  # a gradient computed straight into its view of the flat gradient
                 args += f", out={placed[n.id]}"
             elif donor is not None:
-                args += f", out={names[donor.id]}"
+                args += f", out={_donor_arg(n, donor, names)}"
             lines.append(f"{names[n.id]} = {k}({args})")
         if debug:
             env[f"n{n.id}"] = n
@@ -103,9 +103,13 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     aliased = _alias_closure(ops, {t.id for t, _ in program.updates})
     # outputs must not be the store's own arrays (or views of them): a later run of any
     # program that updates them would change what the caller holds, and a caller writing into a
-    # constant (folded, shared between programs) would change every later run. An output given
-    # twice is copied the second time, so that the caller gets arrays that do not share memory.
-    stored = _alias_closure(ops, {n.id for n in program.nodes if n.op in ("param", "state", "constant")})
+    # constant (folded, shared between programs) would change every later run. Nor the arrays the
+    # caller fed (d/dx sum(x * y) is y itself): writing into a result would change the data. A value computed
+    # straight into its leaf (direct update) is that leaf's memory too, and so are views of it.
+    # An output given twice is copied the second time, so that the caller gets arrays that do not
+    # share memory.
+    stored = _alias_closure(ops, {n.id for n in program.nodes if n.op in ("param", "state", "constant", "input")}
+                            | set(direct))
     outs, given = [], set()
     for o in program.output_nodes:
         copy = o.id in aliased or o.id in stored or o.id in given
@@ -172,6 +176,23 @@ def _aliased_inputs(n):
     if n.op == "pack":
         return n.inputs
     return n.inputs[:1] if OPS[n.op].returns_view_of_input else ()
+
+
+def _donor_arg(n, donor, names) -> str:
+    """The out= argument that hands `donor`'s buffer to n. Equal declared shapes with an unknown
+    (None) axis may still differ at run time when another input is larger along that axis (inputs
+    fed different batch sizes, or a slice of the batch): NumPy would broadcast the donor up, and
+    its buffer is too small. Such a donor is used only when it is no smaller there at run time (a
+    compare or two per call)."""
+    d = names[donor.id]
+    checks = []
+    for k in (k - len(donor.shape) for k, size in enumerate(donor.shape) if size is None):
+        for i in n.inputs:
+            if i is donor or len(i.shape) < -k or i.shape[k] == 1:
+                continue
+            other = f"{names[i.id]}.shape[{k}]" if i.shape[k] is None else str(i.shape[k])
+            checks.append(f"{d}.shape[{k}] >= {other}")
+    return f"({d} if {' and '.join(checks)} else None)" if checks else d
 
 
 def _alias_closure(ops, ids) -> set:

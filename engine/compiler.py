@@ -13,6 +13,7 @@ from .codegen import generate
 from .graph import Graph, Node, topo_order
 from .heap import tune_heap
 from .ops import OPS, RandomStreams
+from .ops.registry import _fmt
 from .passes import DEFAULT_PASSES, EVAL_PASSES, run_passes
 from .program import Program
 
@@ -58,8 +59,10 @@ def compile_graph(graph: Graph, outputs, updates=None, *, backend="numpy", passe
     for target, value in updates.items():
         if target.op not in ("param", "state"):
             raise ValueError(f"only params and state can be updated, not {target!r}")
-        if value.shape != target.shape and None not in value.shape:
-            raise ValueError(f"update of {target.label}: shape {value.shape} != {target.shape}")
+        if value.shape != target.shape:  # an unknown (None) axis too: a batch of 1 would broadcast silently
+            raise ValueError(f"update of {target.label}: shape {_fmt(value.shape)} != {_fmt(target.shape)}"
+                             + (" (the value's unknown axis may take any size at run time)"
+                                if None in value.shape else ""))
     targets = list(updates)
     everything = outs + [updates[t] for t in targets]
     built_order = topo_order(everything)
