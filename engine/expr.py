@@ -248,7 +248,9 @@ class _Checker(ast.NodeVisitor):
                             f"found {len(node.args)}{hint}")
         given = set()
         for kw in node.keywords:
-            if kw.arg is not None and kw.arg in given:  # ast accepts f(a=1, a=2); Python's compiler would not
+            if kw.arg is None:  # f(**d): ast gives a keyword without a name
+                self.fail(kw.value, f"** arguments are not allowed in expressions; give {fname}()'s keywords by name")
+            if kw.arg in given:  # ast accepts f(a=1, a=2); Python's compiler would not
                 self.fail(kw, f'keyword "{kw.arg}" is given twice in {fname}()')
             given.add(kw.arg)
             if kw.arg not in allowed:
@@ -361,7 +363,8 @@ class _Builder(ast.NodeVisitor):
         try:
             return FUNCTIONS[fname](*args, **kwargs)
         except (ValueError, TypeError) as exc:
-            self.fail(node, f"{fname}: {exc}")
+            text = str(exc)  # the op's own message may already start with its name
+            self.fail(node, text if text.startswith((f"{fname}:", f"{fname}(")) else f"{fname}: {text}")
 
     def _node(self, ast_node, value):
         if isinstance(value, Node):

@@ -74,6 +74,12 @@ def _is_scalar_const(n: Node, value) -> bool:
     return v is not None and v.size == 1 and v.dtype.kind in "fiu" and float(v.reshape(-1)[0]) == value
 
 
+def _is_negative_zero(n: Node) -> bool:
+    v = _const(n)
+    return v is not None and v.size == 1 and v.dtype.kind == "f" and bool(np.signbit(v.reshape(-1)[0])) \
+        and float(v.reshape(-1)[0]) == 0.0
+
+
 def _scalar_spread(n: Node) -> bool:
     """n broadcasts a scalar over every axis of its result: a reduction's VJP of a full reduction."""
     return (n.op in ("unreduce", "unreduce_to") and n.inputs[0].shape == () and not n.attrs.get("keepdims")
@@ -166,10 +172,10 @@ def simplify():
                 return same(ins[0], n)
             if _is_scalar_const(ins[0], 1.0):
                 return same(ins[1], n)
-        if op == "add":
-            if _is_scalar_const(ins[1], 0.0):
+        if op == "add":  # x + (-0.0) is x; x + 0.0 is not (-0.0 + 0.0 = +0.0, and 1 / that is +inf)
+            if _is_negative_zero(ins[1]):
                 return same(ins[0], n)
-            if _is_scalar_const(ins[0], 0.0):
+            if _is_negative_zero(ins[0]):
                 return same(ins[1], n)
         if op in ("sub",) and _is_scalar_const(ins[1], 0.0):
             return same(ins[0], n)

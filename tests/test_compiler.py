@@ -152,12 +152,13 @@ def test_constant_folding_leaves_random_ops_alone():
 
 
 @pytest.mark.parametrize("build", [
-    lambda x: x * 1.0, lambda x: 1.0 * x, lambda x: x + 0.0, lambda x: 0.0 + x, lambda x: x - 0.0,
+    lambda x: x * 1.0, lambda x: 1.0 * x, lambda x: x + -0.0, lambda x: -0.0 + x, lambda x: x - 0.0,
     lambda x: x / 1.0, lambda x: -(-x), lambda x: ops.transpose(ops.transpose(x)),
     lambda x: ops.transpose(ops.transpose(x, axes=(1, 0, 2)), axes=(1, 0, 2)),
-    lambda x: ops.stop_gradient(x), lambda x: ops.transpose(ops.transpose(x * 1.0)) + 0.0,
-], ids=["x*1", "1*x", "x+0", "0+x", "x-0", "x/1", "--x", "T(T(x))", "T(T(x),perm)", "stop_gradient", "mixed"])
+    lambda x: ops.stop_gradient(x), lambda x: ops.transpose(ops.transpose(x * 1.0)) + -0.0,
+], ids=["x*1", "1*x", "x+(-0)", "(-0)+x", "x-0", "x/1", "--x", "T(T(x))", "T(T(x),perm)", "stop_gradient", "mixed"])
 def test_simplify_removes_identities(build):
+    # x + 0.0 is not x for x = -0.0 (it is +0.0): only adding -0.0 is an identity
     g = Graph(dtype="float64")
     x = g.input("x", (2, 3, 4))
     prog = compile(g, build(x))

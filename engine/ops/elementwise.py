@@ -17,7 +17,12 @@ from .registry import ZERO, defop, elementwise, ewise_flops, expression_function
 
 def _compare(relation):
     def forward(xp, a, b):
-        return relation(a, b).astype(a.dtype if a.dtype.kind == "f" else b.dtype)
+        # the mask's dtype is the one the shape rule (float_dtype) records: float32 with float64
+        # is float64, and a Python-float constant keeps the array's precision
+        arrays = [x.dtype for x in (a, b) if getattr(x, "ndim", 0) and x.dtype.kind == "f"]
+        if not arrays:
+            arrays = [x.dtype for x in (a, b) if hasattr(x, "dtype") and x.dtype.kind == "f"] or [b.dtype]
+        return relation(a, b).astype(arrays[0] if len(arrays) == 1 else xp.result_type(*arrays))
 
     return forward
 

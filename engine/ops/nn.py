@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from ..errors import LabelError
 from .elementwise import exp, expm1, sigmoid, softplus, softplus_forward, square
 from .fastpaths import arange_of, ones_vector, sum_trailing
 from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, unreduce, wrap_reduction
@@ -103,6 +104,30 @@ bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
                         doc="binary cross-entropy of targets y in [0,1] given logits z, elementwise")
 
 
+def _labels_checked(xp, z, labels, op):
+    """labels, refused (LabelError) if one is negative: NumPy would pick from the row's end.
+    On NumPy only (on CuPy the check would wait for the device every step); a label >= the
+    class count fails the pick itself (_picked)."""
+    if xp is np and labels.size and np.minimum.reduce(labels, axis=None) < 0:
+        raise _label_error(z, labels, op, int(labels.min()))
+    return labels
+
+
+def _label_error(z, labels, op, found):
+    return LabelError(f"{op}: class labels must lie in 0..{z.shape[-1] - 1} ({z.shape[-1]} classes), "
+                      f"found {found}")
+
+
+def _picked(xp, z, labels, op):
+    """_pick of checked labels (see _labels_checked)."""
+    try:
+        return _pick(xp, z, _labels_checked(xp, z, labels, op))
+    except IndexError as exc:
+        if isinstance(exc, LabelError):
+            raise
+        raise _label_error(z, labels, op, int(labels.max())) from None
+
+
 def _pick(xp, z, labels):
     """z[..., label] per row, by fancy indexing (several times faster than take_along_axis)."""
     if z.ndim == 2:
@@ -116,7 +141,7 @@ def _softmax_ce_forward(xp, z, p, labels):
     # s = sum(exp(z - m)): loss = log(s) - (z[label] - m), and log(s) = -log(max(p)) since
     # max(p) = exp(0) / s = 1 / s is never below 1/C. lse itself is never formed, whose
     # rounding at |z| ~ 1e4 would swamp a small loss (float32 ulp(1e4) ~ 1e-3).
-    picked = _pick(xp, p, labels) if xp is np else None  # CuPy: no host sync for the check below
+    picked = _picked(xp, p, labels, "softmax_cross_entropy") if xp is np else None  # CuPy: no host sync below
     if picked is not None and picked.ndim and bool(picked.min() > _SAFE[p.dtype.char]):
         # p[label] far from underflow (the usual case): -log p[label], as accurate (p[label] is
         # exp(z[label] - m) / s, a few ulp) and a third of the work
@@ -164,7 +189,10 @@ def _softmax_ce_backward_forward(xp, g, p, labels, broadcast=None, out=None):
     if not d.flags.c_contiguous:
         d = xp.ascontiguousarray(d)
     flat = d.reshape(-1, d.shape[-1])
-    flat[arange_of(xp, flat.shape[0]), labels.reshape(-1)] -= g if broadcast else g.reshape(-1)
+    try:  # the forward refused negative labels; one >= the class count fails here
+        flat[arange_of(xp, flat.shape[0]), labels.reshape(-1)] -= g if broadcast else g.reshape(-1)
+    except IndexError:
+        raise _label_error(p, labels, "softmax_cross_entropy", int(labels.max())) from None
     return d
 
 
@@ -211,10 +239,7 @@ softmax_minus_one_hot = defop(
 
 
 def _correct_forward(xp, z, labels):
-    if xp is np and z.ndim == 2 and z.size:  # one row index for both picks
-        rows = arange_of(np, z.shape[0])
-        return (z[rows, labels] >= z[rows, z.argmax(axis=1)]).astype(z.dtype)
-    return (_pick(xp, z, labels) >= _row_max(xp, z)).astype(z.dtype)
+    return (_picked(xp, z, labels, "correct") >= _row_max(xp, z)).astype(z.dtype)
 
 
 correct = defop("correct", _correct_forward, lambda z, labels: (z.shape[:-1], float_dtype(z)), (ZERO, ZERO),

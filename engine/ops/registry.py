@@ -120,6 +120,26 @@ def expression_function(fn: Callable = None, *, name: str | None = None):
     return register(fn) if fn is not None else register
 
 
+def named_errors(fn: Callable) -> Callable:
+    """A public builder whose argument checks (stride, padding, kernel, scale, groups, ...) raise
+    ShapeError with the op's name and its inputs' shapes in front, as its shape rule's errors
+    have (those already start with the name and pass unchanged)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def builder(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ShapeError as exc:
+            text = str(exc)
+            if text.startswith((f"{name}:", f"{name}(")):
+                raise
+            shapes = ", ".join(_fmt(a.shape) for a in args if isinstance(a, Node))
+            raise ShapeError(f"{name}({shapes}): {text}") from None
+
+    return builder
+
+
 def _graph_of(args):
     for a in args:
         if isinstance(a, Node):
@@ -151,7 +171,7 @@ def apply(name, *args, **attrs) -> Node:
     graph = _graph_of(args)
     like = next((a for a in args if isinstance(a, Node)), None)
     inputs = [as_node(graph, a, like) for a in args]
-    attrs = {k: v for k, v in attrs.items() if v is not None or k == "axis"}
+    attrs = {k: v for k, v in attrs.items() if v is not None or k in ("axis", "index")}  # x[None] is an index
     try:
         shape, dtype = op.shape(*inputs, **attrs)
     except ShapeError as exc:

@@ -148,9 +148,14 @@ _concat = defop("concat", lambda xp, *xs, axis, sizes: xp.concatenate(xs, axis=a
 
 def concat(xs, axis=-1):
     xs = list(xs)
+    if not xs:
+        raise ShapeError("concat needs at least one input")
     if not -xs[0].ndim <= axis < xs[0].ndim:
         raise ShapeError(f"concat: axis {axis} is out of range for {xs[0].ndim} dimensions")
     axis = axis % xs[0].ndim
+    for x in xs[1:]:  # before the sizes are read: a shorter input has no such axis
+        if x.ndim != xs[0].ndim:
+            raise ShapeError(f"concat needs inputs of equal rank, got shapes {_fmt(xs[0].shape)} and {_fmt(x.shape)}")
     sizes = tuple(x.shape[axis] for x in xs)
     if None in sizes:
         raise ShapeError("concat along an axis of unknown size is not supported")
