@@ -176,6 +176,19 @@ def test_huge_layer_is_refused_before_allocation():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * 2**20  # KiB: nothing near 1.9 TiB
 
 
+@pytest.mark.parametrize("key, shape", [
+    ("model.encoder[1].channels", "(10000000, 16, 3, 3)"),  # conv2d: (out, in, kH, kW)
+    ("model.decoder[3].channels", "(32, 10000000, 4, 4)"),  # conv_transpose2d: (in, out, kH, kW)
+    ("model.encoder[3].units", "(512, 100000000)"),
+])
+def test_huge_image_layer_is_refused_at_its_key(key, shape):
+    # conv weights were reported at "model" (the [model] table's line)
+    value = "100000000" if key.endswith("units") else "10000000"
+    r = invoke("validate", os.path.join(ROOT, "specs", "vae_conv_digits.toml"), "--set", f"{key}={value}")
+    assert r.exit_code == 2
+    assert f"--set: {key}: a parameter of shape {shape}" in r.output and "of memory available" in r.output
+
+
 def test_huge_data_n_is_refused():
     r = invoke("validate", OLS, "--set", "data.n=1000000000000")
     assert r.exit_code == 2 and "data.n = 1000000000000" in r.output and "of memory available" in r.output

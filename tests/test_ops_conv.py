@@ -345,12 +345,13 @@ def test_an_empty_batch_has_zero_weight_gradient(expression, algo, monkeypatch):
     np.testing.assert_array_equal(grads["w"], np.zeros(w.shape))
 
 
-def test_max_pool_gradient_goes_to_the_first_nan_of_a_window():
-    # a NaN is its window's maximum (np.maximum, PyTorch): its gradient goes there, not to the first tap
+def test_max_pool_gradient_goes_to_the_last_nan_of_a_window():
+    # a NaN is its window's maximum (np.maximum, PyTorch): its gradient goes there, not to the first
+    # tap; PyTorch's window loop takes every NaN it meets, so the last NaN (torch 2.13 gives these values)
     x = np.array([[[[0.0, np.nan, 7.0, 1.0], [4.0, np.nan, 2.0, 3.0]]]])
     value, grads = value_and_grad("sum(max_pool2d(x, 2) * y)", {"x": x, "y": np.array([[[[2.0, 3.0]]]])}, ["x"])
     assert np.isnan(value)
-    np.testing.assert_array_equal(grads["x"], [[[[0.0, 2.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])
+    np.testing.assert_array_equal(grads["x"], [[[[0.0, 0.0, 3.0, 0.0], [0.0, 2.0, 0.0, 0.0]]]])
 
 
 def test_conv_flops():
@@ -512,7 +513,7 @@ def test_padding_same_and_valid_match_explicit_padding_and_finite_differences(ke
     ("exp(x, axis=1)", 13, "exp() (it takes no keywords)"),
     ("conv2d(x, w, stride=x)", 21, "stride= needs a number"),
     ("conv2d(x, w, padding=(1, x))", 22, "padding= needs a number"),
-    ("conv2d(x, w, stride=3.5)", 1, "conv2d: stride must be an int or a pair of ints"),
+    ("conv2d(x, w, stride=3.5)", 1, "conv2d((2, 2, 6, 6), (2, 2, 3, 3)): stride must be an int or a pair of ints"),
     ("layer_norm(x, eps=-1.0)", 1, "eps must be a number >= 0"),
     ("conv2d(x, w, groups=3)", 1, "does not divide"),
     ("conv2d(x, w, 2)", 1, "conv2d(x, w) takes 2 arguments, found 3; give stride=, padding=, dilation= and groups= "

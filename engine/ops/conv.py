@@ -30,6 +30,7 @@ variable GENGRAPH_CONV_ALGO, read once at import, overrides the rule: "auto" (th
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from .conv_strided import (conv2d_backward_weight_space_to_depth, conv2d_space_t
                            stride_divides_kernel)
 from .fastpaths import sum_leading
 from .im2col import im2col, pad_hw, window_slice, windows
-from .registry import ShapeError, _fmt, check_image, defop, expression_function, float_dtype, size_of
+from .registry import ShapeError, _fmt, check_image, defop, expression_function, float_dtype, named_errors, size_of
 from .winograd import conv2d_3x3, conv2d_backward_weight_3x3, conv_transpose2d_3x3
 
 CONV_ALGOS = ("auto", "im2col", "winograd")
@@ -73,7 +74,11 @@ def _algo_from_env():
     return algo
 
 
-CONV_ALGO = _algo_from_env()
+try:
+    CONV_ALGO = _algo_from_env()
+except ValueError as _exc:  # read at import: a traceback here would stop every command, convolutions or not
+    warnings.warn(f"{_exc}; using auto", stacklevel=2)
+    CONV_ALGO = "auto"
 
 
 def use_winograd(kernel, stride, dilation, groups, dtype, work, channels, pixels):
@@ -485,6 +490,7 @@ conv2d_backward_weight = defop(
 
 # --- public builders (PyTorch's argument names) --------------------------------------------
 @expression_function
+@named_errors
 def conv2d(x, w, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv2d without bias: x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW).
     padding: p, (pH, pW), "valid" (none) or "same" (stride 1: output sized like the input)."""
@@ -515,6 +521,7 @@ def string_padding(padding, kernel, stride, dilation):
 
 
 @expression_function
+@named_errors
 def conv_transpose2d(x, w, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """torch.nn.functional.conv_transpose2d without bias: x (N, C_in, H, W), w (C_in, C_out/groups, kH, kW)."""
     return _conv_transpose2d(x, w, stride=pair(stride, "stride", 1), padding=pair(padding, "padding", 0),

@@ -12,6 +12,10 @@ evaluation program's gradients are those of the identity.
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 from .registry import ZERO, ShapeError, defop, expression_function
 
 
@@ -40,7 +44,7 @@ _dropout = defop("dropout", lambda xp, x, mask: x * mask, _dropout_shape,
 @expression_function
 def dropout(x, p=0.5, stream=None):
     """Inverted dropout (torch.nn.functional.dropout in training mode); identity when not training."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
         raise ShapeError(f"dropout: p must be a probability in [0, 1), not {p!r}")
     if p == 0:
         return x

@@ -13,6 +13,9 @@ gradients of gradients work.
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
 
 from .elementwise import sqrt, square
 from .reduce import mean, reshape_like
@@ -86,15 +89,17 @@ def _normalize(x, start, eps):
     return normalized(centred, r, x, start=start)
 
 
-def _check_eps(eps, name):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+def _check_eps(eps, name) -> float:
+    # NumPy scalars count (np.float32(1e-5)), as conv2d's and the pools' int arguments take np.int64
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not eps >= 0:
         raise ShapeError(f"{name}: eps must be a number >= 0, not {eps!r}")
+    return float(eps)
 
 
 @expression_function
 def layer_norm(x, eps=1e-5):
     """(x - mean) / sqrt(var + eps), statistics per example over axes 1..n (biased variance)."""
-    _check_eps(eps, "layer_norm")
+    eps = _check_eps(eps, "layer_norm")
     if x.ndim < 2:
         raise ShapeError(f"layer_norm: input needs a batch axis and at least one more, got shape {_fmt(x.shape)}")
     return _normalize(x, 1, eps)
@@ -103,11 +108,12 @@ def layer_norm(x, eps=1e-5):
 @expression_function
 def group_norm(x, groups, eps=1e-5):
     """torch.nn.functional.group_norm without weight and bias: x (N, C, *), C divisible by groups."""
-    _check_eps(eps, "group_norm")
+    eps = _check_eps(eps, "group_norm")
     if x.ndim < 2:
         raise ShapeError(f"group_norm: input must be (N, C, ...), got shape {_fmt(x.shape)}")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ShapeError(f"group_norm: groups must be a positive int, not {groups!r}")
+    groups = int(groups)
     c = x.shape[1]
     check_known("group_norm: input", x)
     if c % groups:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from .conv import conv_out_size, pair
 from .im2col import window_slice
 from .reduce import sum
-from .registry import ZERO, ShapeError, check_image, defop, expression_function, float_dtype, size_of
+from .registry import ZERO, ShapeError, check_image, defop, expression_function, float_dtype, named_errors, size_of
 from .shape import reshape
 
 _ONE = (1, 1)
@@ -46,7 +46,8 @@ def _taps(x, kernel, stride):
 def _max_and_argmax(xp, x, kernel, stride):
     """Window maxima and the tap of each window's first maximum (one pass of kH*kW strided
     slices: several times faster than reducing a window view over two strided axes). A NaN is
-    its window's maximum, as in np.maximum and PyTorch: the window's first NaN is its tap."""
+    its window's maximum, as in np.maximum and PyTorch, and as in PyTorch (whose window loop
+    takes every NaN it meets) the window's last NaN is its tap."""
     taps = _taps(x, kernel, stride)
     _, best = next(taps)
     best = best.copy()
@@ -56,8 +57,8 @@ def _max_and_argmax(xp, x, kernel, stride):
         xp.maximum(best, v, out=best)
         idx += better * (t - idx)  # branch-free: masked writes are several times slower
     nan = best != best
-    if nan.any():  # rare: one more pass over the taps, last to first, so the first NaN wins
-        for t, v in reversed(list(_taps(x, kernel, stride))):
+    if nan.any():  # rare: one more pass over the taps, first to last, so the last NaN wins
+        for t, v in _taps(x, kernel, stride):
             idx = xp.where(nan & (v != v), xp.int32(t), idx)
     return best, idx
 
@@ -140,6 +141,7 @@ avg_pool2d_backward = defop(
 
 
 @expression_function
+@named_errors
 def max_pool2d(x, kernel, stride=None):
     """torch.nn.functional.max_pool2d(x, kernel, stride) without padding; stride defaults to kernel."""
     kernel = pair(kernel, "kernel", 1)
@@ -147,6 +149,7 @@ def max_pool2d(x, kernel, stride=None):
 
 
 @expression_function
+@named_errors
 def avg_pool2d(x, kernel, stride=None):
     """torch.nn.functional.avg_pool2d(x, kernel, stride) without padding; stride defaults to kernel."""
     kernel = pair(kernel, "kernel", 1)
@@ -184,6 +187,7 @@ _upsample = defop("upsample_nearest2d", _upsample_forward, _upsample_shape, (_up
 
 
 @expression_function
+@named_errors
 def upsample_nearest2d(x, scale):
     """torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest") for integer scales."""
     return _upsample(x, scale=pair(scale, "scale", 1))

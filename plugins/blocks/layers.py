@@ -17,7 +17,6 @@ from gengraph.engine import ops
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.blocks import seeds
-from gengraph.plugins.blocks.memory import check_param
 from gengraph.plugins.blocks.layer_base import (ACTIVATIONS, INITIALIZERS, LAYERS, RELU_LIKE, Layer,  # noqa: F401
                                                 LayerShapeError, fmt_shape, init_weights)
 from gengraph.plugins.blocks import conv_layers  # noqa: F401  (registers the image layer types)
@@ -120,11 +119,26 @@ def build_stack(graph, x, layers: list[dict], rng, scope: str, origin: str | Non
             with graph.scope(f"{kind}{i}", origin=f"{origin}[{i}]" if origin else None):
                 if layer.image:
                     h = as_image(h, shapes[i])
-                if "units" in cfg:  # before allocating: units = 10**9 is a message, not a traceback
-                    check_param((int(np.prod(shapes[i], dtype=np.int64)), cfg["units"]),
-                                f"{origin}[{i}].units" if origin else "model")
-                h = layer.apply(graph, h, cfg, layer.create(graph, shapes[i], cfg, rng), shapes[i])
+                key = _size_key(f"{origin}[{i}]", cfg) if origin else "model"
+                h = layer.apply(graph, h, cfg, create_named(layer, graph, shapes[i], cfg, rng, key), shapes[i])
     return h, [n for n in graph.params() if n.id not in before]
+
+
+def _size_key(where: str, cfg: dict) -> str:
+    """The spec key of the size that sets a layer's weights (units, channels), else the layer's."""
+    size = next((k for k in ("units", "channels") if k in cfg), None)
+    return f"{where}.{size}" if size else where
+
+
+def create_named(layer, graph, shape, cfg, rng, key: str) -> dict:
+    """layer.create; a parameter too large for memory (init_weights checks before allocating:
+    units = 10**9 is a message, not a traceback) is reported at `key`, the layer's size key."""
+    try:
+        return layer.create(graph, shape, cfg, rng)
+    except ModelConfigError as exc:
+        if exc.path != "model":  # the layer named the key itself
+            raise
+        raise ModelConfigError(key, exc.message) from None
 
 
 class Network:
@@ -152,11 +166,9 @@ class Network:
                 name = "out" if out and i == len(cfgs) - 1 else f"{kind}{i}"
                 layer = LAYERS.get(kind)
                 where = (f"{origin}[{i}]" if i < len(layers) else origin) if origin else None
-                if "units" in cfg:  # before allocating: units = 10**9 is a message, not a traceback
-                    check_param((int(np.prod(self.shapes[i], dtype=np.int64)), cfg["units"]),
-                                f"{where}.units" if where and name != "out" else (origin or scope))
+                key = _size_key(where, cfg) if where and name != "out" else (origin or scope)
                 with graph.scope(name, origin=where):
-                    p = layer.create(graph, self.shapes[i], cfg, rng)
+                    p = create_named(layer, graph, self.shapes[i], cfg, rng, key)
                 act = ACTIVATIONS.get(cfg["activation"]) if "activation" in cfg else None
                 self.layers.append((name, p.get("W"), p.get("b"), act, layer, cfg, p, self.shapes[i]))
                 self._origins.append(where)
