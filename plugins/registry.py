@@ -10,6 +10,7 @@ import failure is recorded as "broken" without affecting any other kind.
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 from importlib import metadata
 
 
@@ -95,6 +96,19 @@ class Registry:
 
     def broken(self) -> dict[str, str]:
         return dict(self._broken)
+
+    @contextmanager
+    def scoped(self):
+        """Registrations made inside the block are undone at its end (what was registered before is
+        back): a notebook kernel outlives one call that loads a local plugin file."""
+        objects, broken = dict(self._objects), dict(self._broken)
+        try:
+            yield self
+        finally:
+            self._objects.clear()
+            self._objects.update(objects)
+            self._broken.clear()
+            self._broken.update(broken)
 
     def get(self, name: str):
         if name in self._objects:

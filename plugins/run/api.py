@@ -29,8 +29,10 @@ from gengraph.plugins.run.inspection import check_gradcheck_options, gradcheck
 from gengraph.plugins.run.inspection import program_stage
 from gengraph.plugins.run.loading import default_spec, resolve_spec
 from gengraph.plugins.run.loading import load as load_file
-from gengraph.plugins.run.loading import load_plugin_file
-from gengraph.plugins.run.runner import build_checked
+from gengraph.plugins.run.loading import plugin_files
+from gengraph.plugins.run.resume import parse_metrics
+from gengraph.plugins.run.rundir import RunDirError
+from gengraph.plugins.run.runner import RunInterrupted, build_checked
 from gengraph.plugins.run.runner import execute
 from gengraph.plugins.run.sampling import open_run
 from gengraph.plugins.run.sampling import check_seed, sample_from
@@ -168,49 +170,81 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, o
     plain lines; a tqdm bar on a terminal), "notebook", "bar", "text" or None/False.
     overwrite: replace the run already in `out` (its files only), as --overwrite; without
     it a directory holding another run is refused. device: "cpu" or "cuda". plugins:
-    local plugin files to load first (--plugin).
+    local plugin files to load first (--plugin); they are registered for this call and the
+    returned Run's own calls only, so a later run of a built-in kind is not theirs.
     Spec mistakes raise SpecError with the CLI's message.
     """
-    for p in plugins:
-        load_plugin_file(p)
-    loaded, run_dir, base_dir = prepare_run(spec, overrides, out=out, resume=resume, device=device)
-    bar = make_progress(progress, loaded.data["train"]["epochs"])
-    try:
-        summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume),
-                          overwrite=overwrite)
-    finally:
-        bar.close()
-    return Run(run_dir, summary=summary)
+    with plugin_files(plugins):
+        loaded, run_dir, base_dir = prepare_run(spec, overrides, out=out, resume=resume, device=device)
+        bar = make_progress(progress, loaded.data["train"]["epochs"])
+        try:
+            summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume),
+                              overwrite=overwrite)
+        except RunInterrupted as exc:  # the way on, in this API's words rather than the CLI's
+            again = f"gengraph.run(..., out={str(exc.run_dir)!r}, resume=True)"
+            raise RunInterrupted(exc.run_dir, exc.checkpoint, exc.signum, exc.phase, again=again) from None
+        except RunDirError as exc:
+            raise RunDirError(_api_words(str(exc), run_dir)) from None
+        finally:
+            bar.close()
+    return Run(run_dir, summary=summary, plugins=plugins)
+
+
+def _api_words(message: str, run_dir) -> str:
+    """A run-folder message with the CLI's options spelled as this function's arguments."""
+    return (message.replace(f"--resume {run_dir}", f"resume=True (out={str(run_dir)!r})")
+            .replace("--overwrite", "overwrite=True").replace("--resume", "resume=True")
+            .replace("--out", "out="))
 
 
 @user_facing
 def validate(spec, overrides=None, *, plugins=()) -> dict:
     """The resolved spec (defaults filled, overrides applied) after every check `gengraph
     validate` makes (data files and shapes included); SpecError lists every problem."""
-    for p in plugins:
-        load_plugin_file(p)
-    loaded, _, base_dir = load_spec_any(spec, override_strings(overrides))
-    build_checked(loaded, base_dir=base_dir)
+    with plugin_files(plugins):
+        loaded, _, base_dir = load_spec_any(spec, override_strings(overrides))
+        build_checked(loaded, base_dir=base_dir)
     return loaded.data
 
 
-def load(run_dir) -> "Run":
-    """The run in run_dir (written by `gengraph run` or `gengraph.run`)."""
+def load(run_dir, *, plugins=()) -> "Run":
+    """The run in run_dir (written by `gengraph run` or `gengraph.run`); plugins: the local
+    plugin files its kind comes from, if it is not installed."""
     run_dir = Path(run_dir)
     if not (run_dir / "spec.toml").is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no spec.toml)")
-    return Run(run_dir)
+    return Run(run_dir, plugins=plugins)
 
 
 # --- a run directory ------------------------------------------------------------------------
 class Run:
     """A run directory: its resolved spec, summary, metrics, parameters, samples and graphs.
 
-    In a notebook it shows as its summary table and loss plot."""
-    def __init__(self, run_dir, *, summary: dict | None = None):
-        self.dir = Path(run_dir)
-        self._spec, self._summary = None, summary
-        self._opened = {}
+    In a notebook it shows as its summary table and loss plot. The folder is kept as an absolute
+    path (a later chdir does not point it at another run), and what is read from it is read again
+    when its files change (a resume or an overwrite from another cell)."""
+    def __init__(self, run_dir, *, summary: dict | None = None, plugins=()):
+        self.dir = Path(run_dir).absolute()
+        self.plugins = tuple(str(Path(p).absolute()) for p in plugins)
+        self._spec, self._summary, self._opened = None, summary, {}
+        self._stamp = self._files_stamp()
+
+    def _files_stamp(self):
+        """(mtime, size) of the files the cached values come from."""
+        stamps = []
+        for name in ("spec.toml", "summary.json", "checkpoint.npz"):
+            try:
+                st = (self.dir / name).stat()
+                stamps.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
+
+    def _fresh(self) -> None:
+        """Drops the cached spec, summary and rebuilt model when the run's files have changed."""
+        stamp = self._files_stamp()
+        if stamp != self._stamp:
+            self._spec, self._summary, self._opened, self._stamp = None, None, {}, stamp
 
     def __repr__(self) -> str:
         s = self.summary
@@ -221,6 +255,7 @@ class Run:
     @property
     def spec(self) -> dict:
         """The resolved spec as the run wrote it (spec.toml; keys whose value is unset are absent)."""
+        self._fresh()
         if self._spec is None:
             import tomllib
 
@@ -234,6 +269,7 @@ class Run:
     @property
     def summary(self) -> dict:
         """Final metrics (summary.json); {} while the run has not finished."""
+        self._fresh()
         if self._summary is None:
             path = self.dir / "summary.json"
             if not path.is_file():
@@ -243,11 +279,10 @@ class Run:
 
     @property
     def metrics(self) -> list[dict]:
-        """One dict per logged epoch (metrics.jsonl)."""
-        path = self.dir / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        """One dict per logged epoch (metrics.jsonl). A partial last line (the run was stopped
+        while writing it) is left out with a note; another damaged line is a ValueError naming
+        the file and line."""
+        return parse_metrics(self.dir / "metrics.jsonl")
 
     def metrics_frame(self):
         """The metrics as a pandas DataFrame indexed by epoch (needs pandas)."""
@@ -289,18 +324,22 @@ class Run:
         return samples
 
     def opened(self, backend=None):
-        """The run rebuilt in memory with its trained parameters (sampling.OpenedRun), cached."""
+        """The run rebuilt in memory with its trained parameters (sampling.OpenedRun), cached
+        until the run's files change."""
+        self._fresh()
         if backend not in self._opened:
-            self._opened[backend] = _open(self.dir, backend)
+            with plugin_files(self.plugins):
+                self._opened[backend] = _open(self.dir, backend)
         return self._opened[backend]
 
     def graph(self, program: str | None = "train_step", stage: str = "optimized", *, batch: int = 128,
               collapse: int | None = None):
         """The graph `gengraph graph RUN/spec.toml --program P --stage S` prints: a GraphView
         display (text repr; SVG with Graphviz's `dot`, else an HTML table; .dot(), .json())."""
-        loaded, data, plugin, model = _build(self.dir, ['run.device="cpu"'])
-        view, program = program_stage(loaded, data, plugin, model, program, stage,
-                                      label=str(self.dir / "spec.toml"))
+        with plugin_files(self.plugins):
+            loaded, data, plugin, model = _build(self.dir, ['run.device="cpu"'])
+            view, program = program_stage(loaded, data, plugin, model, program, stage,
+                                          label=str(self.dir / "spec.toml"))
         return GraphDisplay(view, batch=batch, collapse=collapse, name=f"{self.spec['run']['name']}.{program}.{stage}")
 
     def gradcheck(self, params=(), *, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, max_entries=50):
@@ -310,9 +349,10 @@ class Run:
         its range (eps, rtol, atol, seed, batch, max_entries) raises InspectError (a ValueError)
         with the message `gengraph gradcheck` prints."""
         check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
-        loaded, data, plugin, model = _build(self.dir, ['run.dtype="float64"', 'run.device="cpu"'])
-        return gradcheck(loaded, data, model, label=str(self.dir / "spec.toml"), param_names=tuple(params), eps=eps,
-                         rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+        with plugin_files(self.plugins):
+            loaded, data, plugin, model = _build(self.dir, ['run.dtype="float64"', 'run.device="cpu"'])
+            return gradcheck(loaded, data, model, label=str(self.dir / "spec.toml"), param_names=tuple(params),
+                             eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
 
     # displays
     def _repr_html_(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -94,6 +95,16 @@ def load_plugin_file(path) -> list[str]:
         raise SpecError(SpecIssue(str(path), None, None, "--plugin",
                                   "the file defines no ModelPlugin instance with a kind"))
     return kinds
+
+
+@contextmanager
+def plugin_files(paths):
+    """The ModelPlugin kinds of these local files registered for the block only (the Python API:
+    a plugin given to one call must not stand in for a built-in kind in every later call)."""
+    with MODELS.scoped():
+        for path in paths:
+            load_plugin_file(path)
+        yield
 
 
 def inventory() -> dict:

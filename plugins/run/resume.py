@@ -46,18 +46,14 @@ def _finished(run_dir: Path, st) -> bool:
     return isinstance(summary, dict) and summary.get("epochs") == st.epoch and summary.get("steps") == st.step
 
 
-def read_metrics(path: Path, upto_epoch: int, log=print) -> list[dict]:
-    """The logged rows of metrics.jsonl up to a checkpoint's epoch, for a resumed run.
-
-    A partial last line (the run was killed while appending it) is dropped with a note;
-    any other damaged line is a CheckpointError."""
+def parse_metrics(path: Path, log=print) -> list[dict]:
+    """The rows of metrics.jsonl ([] when there is none). A partial last line (the run was killed
+    while appending it) is dropped with a note; any other damaged line is a ValueError naming the
+    file and line."""
     path = Path(path)
     if not path.exists():
         return []
-    try:
-        text = path.read_bytes().decode()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot be read ({exc}); the run cannot be resumed") from None
+    text = path.read_bytes().decode()
     lines = text.split("\n")
     torn = lines.pop()  # "" when the file ends with a newline
     rows = []
@@ -72,9 +68,20 @@ def read_metrics(path: Path, upto_epoch: int, log=print) -> list[dict]:
             if i == len(lines) + 1:
                 log(f"note: {path}: dropped the partial last line (the run was stopped while writing it)")
                 continue
-            raise CheckpointError(f"{path}:{i}: damaged line (not a metrics row); the run cannot be resumed") \
-                from None
+            raise ValueError(f"{path}:{i}: damaged line (not a metrics row)") from None
         rows.append(row)
+    return rows
+
+
+def read_metrics(path: Path, upto_epoch: int, log=print) -> list[dict]:
+    """The logged rows of metrics.jsonl up to a checkpoint's epoch, for a resumed run
+    (parse_metrics; a file that cannot be read or a damaged line is a CheckpointError)."""
+    try:
+        rows = parse_metrics(path, log)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc}); the run cannot be resumed") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{exc}; the run cannot be resumed") from None
     kept = [r for r in rows if r["epoch"] <= upto_epoch]
     # every epoch logs its row before its checkpoint: rows that stop short of the checkpoint's epoch
     # belong to another run (a checkpoint copied in), and resuming would leave a gap in the history

@@ -180,10 +180,11 @@ def blas_threads(n: int):
 
 class RunInterrupted(Exception):
     """SIGINT or SIGTERM stopped the run; the message says what was saved and how to go on."""
-    def __init__(self, run_dir: Path, checkpoint: Path | None, signum: int, phase: str = "training"):
+    def __init__(self, run_dir: Path, checkpoint: Path | None, signum: int, phase: str = "training", again=None):
+        """again: how to continue, as the caller spells it (default: the CLI's command line)."""
         self.run_dir, self.checkpoint, self.signum, self.phase = run_dir, checkpoint, signum, phase
         self.exit_code = exit_code(signum)
-        again = f"gengraph run --resume {shlex.quote(str(run_dir))}"
+        again = again or f"gengraph run --resume {shlex.quote(str(run_dir))}"
         head = f"interrupted by {signal_name(signum)}"
         if phase == "training":
             msg = f"{head}; checkpoint written to {checkpoint}; continue with: {again}"
