@@ -34,6 +34,10 @@ class Program:
         # what a fed array's shape must match: exactly, or past an unknown batch axis, or per axis
         self._feed_rules = [(n.shape, "exact" if None not in n.shape else
                              "batch" if None not in n.shape[1:] else "axes") for n in feeds]
+        # run()'s fast path: an array of the node's dtype whose shape passes the rule in two compares
+        self._feed_fast = [(n.name, n.dtype, len(n.shape), n.shape if kind == "exact" else None,
+                            n.shape[1:] if kind == "batch" else None, n, (shape, kind))
+                           for n, (shape, kind) in zip(feeds, self._feed_rules)]
         self.output_nodes, self._out_keys = outputs, out_keys
         self.updates = updates  # [(target leaf, value node)]
         self.pass_stats, self.built_nodes = list(pass_stats), built_nodes
@@ -44,12 +48,18 @@ class Program:
     # --- running -------------------------------------------------------------------------
     def run(self, feeds: dict | None = None, **kw):
         """Run once with inputs by name; returns outputs in the form they were given to compile."""
-        feeds = {**(feeds or {}), **kw} if kw else (feeds or {})
-        try:
-            args = [self._as_input(feeds[name], n, rule)
-                    for name, n, rule in zip(self.feed_names, self.feed_nodes, self._feed_rules)]
-        except KeyError as exc:
-            raise KeyError(f"missing input {exc.args[0]!r}; this program needs {self.feed_names}") from None
+        if kw or feeds is None:
+            feeds = {**(feeds or {}), **kw}
+        args, array = [], self.xp.ndarray
+        for name, dtype, ndim, exact, tail, node, rule in self._feed_fast:
+            try:
+                value = feeds[name]
+            except KeyError:
+                raise KeyError(f"missing input {name!r}; this program needs {self.feed_names}") from None
+            if not (type(value) is array and value.dtype == dtype and value.ndim == ndim
+                    and (value.shape == exact if exact is not None else tail is not None and value.shape[1:] == tail)):
+                value = self._as_input(value, node, rule)  # converts, or checks an "axes" rule, or says what is wrong
+            args.append(value)
         return self._shape_result(self._fn(*args))
 
     def run_positional(self, *arrays):

@@ -104,13 +104,18 @@ bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
                         doc="binary cross-entropy of targets y in [0,1] given logits z, elementwise")
 
 
-def _labels_checked(xp, z, labels, op):
-    """labels, refused (LabelError) if one is negative: NumPy would pick from the row's end.
-    On NumPy only (on CuPy the check would wait for the device every step); a label >= the
-    class count fails the pick itself (_picked)."""
-    if xp is np and labels.size and np.minimum.reduce(labels, axis=None) < 0:
-        raise _label_error(z, labels, op, int(labels.min()))
-    return labels
+def _has_negative(labels) -> bool:
+    """Whether a class label is negative: NumPy's indexing would read it from the row's end,
+    silently (PyTorch refuses it). One argmin, NumPy's fastest reduction on short int arrays
+    (~0.2 us; min is ~0.8). On NumPy only: on CuPy the check would wait for the device every step."""
+    if not labels.size:
+        return False
+    return bool(_smallest(labels) < 0)
+
+
+def _smallest(a):
+    flat = a if a.ndim == 1 else a.reshape(-1)
+    return flat[flat.argmin()]
 
 
 def _label_error(z, labels, op, found):
@@ -119,12 +124,13 @@ def _label_error(z, labels, op, found):
 
 
 def _picked(xp, z, labels, op):
-    """_pick of checked labels (see _labels_checked)."""
+    """_pick, with a LabelError for a label out of range (a negative one, see _has_negative, or
+    one >= the class count, which fails the pick itself)."""
+    if xp is np and _has_negative(labels):
+        raise _label_error(z, labels, op, int(labels.min()))
     try:
-        return _pick(xp, z, _labels_checked(xp, z, labels, op))
-    except IndexError as exc:
-        if isinstance(exc, LabelError):
-            raise
+        return _pick(xp, z, labels)
+    except IndexError:
         raise _label_error(z, labels, op, int(labels.max())) from None
 
 
@@ -142,7 +148,8 @@ def _softmax_ce_forward(xp, z, p, labels):
     # max(p) = exp(0) / s = 1 / s is never below 1/C. lse itself is never formed, whose
     # rounding at |z| ~ 1e4 would swamp a small loss (float32 ulp(1e4) ~ 1e-3).
     picked = _picked(xp, p, labels, "softmax_cross_entropy") if xp is np else None  # CuPy: no host sync below
-    if picked is not None and picked.ndim and bool(picked.min() > _SAFE[p.dtype.char]):
+    # the smallest pick by argmin (~0.2 us; min ~0.8 at small batches); a NaN is argmin's pick, and fails the test
+    if picked is not None and picked.ndim and picked.size and bool(_smallest(picked) > _SAFE[p.dtype.char]):
         # p[label] far from underflow (the usual case): -log p[label], as accurate (p[label] is
         # exp(z[label] - m) / s, a few ulp) and a third of the work
         return xp.negative(xp.log(picked, out=picked), out=picked)
@@ -239,6 +246,15 @@ softmax_minus_one_hot = defop(
 
 
 def _correct_forward(xp, z, labels):
+    if xp is np and z.ndim == 2 and z.size:  # one row index for both picks
+        rows = arange_of(np, z.shape[0])
+        if _has_negative(labels):
+            raise _label_error(z, labels, "correct", int(labels.min()))
+        try:
+            hit = z[rows, labels]
+        except IndexError:
+            raise _label_error(z, labels, "correct", int(labels.max())) from None
+        return (hit >= z[rows, z.argmax(axis=1)]).astype(z.dtype)
     return (_picked(xp, z, labels, "correct") >= _row_max(xp, z)).astype(z.dtype)
 
 
