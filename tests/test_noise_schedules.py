@@ -4,6 +4,7 @@ the posterior q(x_{t-1} | x_t, x_0), the registry and the learned (VDM) schedule
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -185,3 +186,17 @@ def test_learned_schedule_is_monotone_with_exact_endpoints():
         for p in params:
             g.set_value(p, rng.normal(0, 3, g.value(p).shape))
         assert np.all(np.diff(prog.run()) > 0)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("beta_start", 0.0, "model.schedule.beta_start: must be > 0.0, found 0.0"),
+    ("beta_end", 1.0, "model.schedule.beta_end: must be < 1.0, found 1.0"),
+    ("beta_start", -1e-3, "model.schedule.beta_start: must be > 0.0, found -0.001"),
+])
+def test_linear_betas_out_of_the_open_interval_are_named_at_their_key(key, value, message):
+    # beta_start = 0 was reported at model.schedule ("every beta_t must lie in (0, 1)")
+    import gengraph
+    from gengraph.plugins.spec.errors import SpecError
+
+    with pytest.raises(SpecError, match=re.escape(message)):
+        gengraph.validate("diffusion_digits", {f"model.schedule.{key}": value})

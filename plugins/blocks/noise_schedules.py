@@ -171,8 +171,8 @@ class LinearSchedule(ScheduleKind):
     help = "beta_t linear from beta_start to beta_end (Ho et al. 2020)"
     schema = Table({
         "T": _T_field(),
-        "beta_start": Field(float, 1e-4, "beta_1", min=0.0, max=1.0),
-        "beta_end": Field(float, 0.02, "beta_T", min=0.0, max=1.0),
+        "beta_start": Field(float, 1e-4, "beta_1", above=0.0, below=1.0),
+        "beta_end": Field(float, 0.02, "beta_T", above=0.0, below=1.0),
     }, help=help)
 
     def make(self, cfg):

@@ -95,9 +95,10 @@ class Field:
     """One scalar or free-form value; with `item`, min/max/choices apply to each element."""
 
     def __init__(self, type, default=REQUIRED, help="", *, choices=None, min=None, max=None, item=None,
-                 finite=True):
+                 finite=True, above=None, below=None):
         self.type, self.default, self.help = type, default, help
         self.choices, self.min, self.max, self.item = choices, min, max, item
+        self.above, self.below = above, below  # exclusive bounds: a beta in (0, 1)
         self.finite = finite  # False: nan and +-inf are accepted values of a float field
 
     def type_name(self) -> str:
@@ -149,6 +150,10 @@ class Field:
                 ctx.add(path, f"must be >= {self.min}, found {format_value(v)}")
             if self.max is not None and v > self.max:
                 ctx.add(path, f"must be <= {self.max}, found {format_value(v)}")
+            if self.above is not None and not v > self.above:
+                ctx.add(path, f"must be > {self.above}, found {format_value(v)}")
+            if self.below is not None and not v < self.below:
+                ctx.add(path, f"must be < {self.below}, found {format_value(v)}")
 
 
 class Table:
