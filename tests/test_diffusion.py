@@ -191,6 +191,24 @@ def test_loss_gradient_matches_finite_differences(case):
 
 
 # --- samplers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_steps_keep_the_marginal_variance(eta):
+    # b^2 + sigma^2 = 1 - abar_prev (Song et al. 2021, eq. 12) at every step with eta in [0, 1];
+    # eta = 1.5 gave 1.98 instead of 0.9997 (b^2 clamped at 0) and is refused now
+    s = make_noise_schedule({"kind": "linear", "T": 1000})
+    for st in sampler_steps({"kind": "ddim", "eta": eta, "steps": 10, "clip_x0": False}, s):
+        if st.t_next > 0:
+            assert st.b ** 2 + st.sigma ** 2 == pytest.approx(s.one_minus_alpha_bar[st.t_next - 1], rel=1e-12)
+
+
+def test_ddim_eta_above_one_is_refused():
+    import gengraph
+    from gengraph.plugins.spec.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"model\.sampler\.eta: must be <= 1\.0, found 1\.5"):
+        gengraph.validate("diffusion_digits", {"model.sampler": {"kind": "ddim", "eta": 1.5}})
+
+
 @pytest.mark.parametrize("sched_cfg", SCHEDULES)
 def test_ddim_eta_one_full_steps_is_ddpm(sched_cfg):
     s = make_noise_schedule(sched_cfg)

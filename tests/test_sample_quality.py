@@ -115,3 +115,21 @@ def test_digit_classifier_is_deterministic_per_seed():
     finally:
         dq._CLASSIFIERS.clear()
         dq._CLASSIFIERS.update(saved)
+
+
+def test_no_baseline_without_a_held_out_split():
+    # with test_fraction = 0 the reference was x_train itself, and the "baseline" rows were drawn
+    # from it: p-values near 1 instead of the uniform ones of a perfect sampler
+    from gengraph.plugins.datasets.base import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    held = Dataset(x[:200], None, x[200:], None, "unsupervised")
+    none = Dataset(x, None, x[:0], None, "unsupervised")
+    samples = rng.normal(size=(100, 2))
+    with_test = sq.two_sample_summary(samples, held, seed=1)
+    without = sq.two_sample_summary(samples, none, seed=1)
+    assert "baseline_mmd2_h" in with_test and "baseline_energy_distance" in with_test
+    assert "train_mmd2_h" in without and not any(k.startswith("baseline_") for k in without)
+    direct = sq.two_sample_report(samples, x, x, seed=1, baseline=False)
+    assert without["train_mmd2_h"] == direct["test_mmd2_h"]

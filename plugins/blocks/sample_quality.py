@@ -97,11 +97,13 @@ def energy_distance_unbiased(x, y) -> float:
     return float(2.0 * dxy - dxx - dyy)
 
 
-def two_sample_report(samples, test, train, seed=0, permutations=200, max_samples=1000) -> dict:
+def two_sample_report(samples, test, train, seed=0, permutations=200, max_samples=1000, baseline=True) -> dict:
     """MMD^2 (unbiased) and permutation p-values at h * {1/5, 1/2, 1, 2}, h the median heuristic on
     the held-out rows, for the samples (test_mmd2_<bw>, test_mmd2_<bw>_pvalue) and for as many
     training rows as samples (baseline_mmd2_<bw>, baseline_mmd2_<bw>_pvalue), plus the energy
-    distance of both (test_energy_distance, baseline_energy_distance). Same data units for all."""
+    distance of both (test_energy_distance, baseline_energy_distance). Same data units for all.
+    baseline=False leaves the baseline out: it means "what a perfect sampler scores" only when
+    `test` and `train` share no rows."""
     samples, test, train = (np.asarray(a, np.float64) for a in (samples, test, train))
     out = {}
     if not np.all(np.isfinite(samples)):
@@ -112,7 +114,7 @@ def two_sample_report(samples, test, train, seed=0, permutations=200, max_sample
     base = train[rng.choice(len(train), size=n, replace=False)]
     h = median_bandwidth(test)
     bws = [h * f for _, f in BANDWIDTH_FACTORS]
-    for prefix, x in (("test", s), ("baseline", base)):
+    for prefix, x in (("test", s), ("baseline", base))[:2 if baseline else 1]:
         for (name, _), (stat, p) in zip(BANDWIDTH_FACTORS, mmd_permutation_test(x, test, bws, permutations, seed)):
             out[f"{prefix}_mmd2_{name}"] = stat
             out[f"{prefix}_mmd2_{name}_pvalue"] = p
@@ -152,14 +154,16 @@ def label_entropy(labels, n_classes=10) -> float:
 
 
 def two_sample_summary(samples, data, seed) -> dict:
-    """two_sample_report of samples (model units) vs the held-out rows (train_* keys when a
-    run has none), with samples_finite; empty beyond that for wide data (> 16 features)."""
+    """two_sample_report of samples (model units) vs the held-out rows (train_* keys and no
+    baseline when a run has none: training rows drawn from the reference itself score near
+    p = 1, not as a perfect sampler would), with samples_finite; empty beyond that for wide
+    data (> 16 features)."""
     ref = data.x_test if data.n_test else data.x_train
     out = {"samples_finite": bool(np.all(np.isfinite(samples)))}
     if out["samples_finite"] and len(ref) >= 4 and data.n_features <= 16:
         prefix = "test" if data.n_test else "train"
         stats = two_sample_report(data.unscale_x(samples), data.unscale_x(ref), data.unscale_x(data.x_train),
-                                  seed=seed)
+                                  seed=seed, baseline=bool(data.n_test))
         out.update({k.replace("test_", f"{prefix}_", 1) if k.startswith("test_") else k: v
                     for k, v in stats.items()})
     return out

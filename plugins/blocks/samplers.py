@@ -89,7 +89,8 @@ def ddim_timesteps(T: int, steps: int) -> np.ndarray:
 class DDIM(SamplerKind):
     help = "DDIM (Song et al. 2021): eta = 0 deterministic, eta = 1 ancestral; fewer steps on a sub-sequence"
     schema = Table({
-        "eta": Field(float, 0.0, "noise scale: 0 deterministic DDIM, 1 DDPM-like", min=0.0),
+        # above 1, sigma^2 would exceed 1 - abar_prev: the step could not keep q(x_t'|x_0)'s variance
+        "eta": Field(float, 0.0, "noise scale in [0, 1]: 0 deterministic DDIM, 1 DDPM-like", min=0.0, max=1.0),
         "steps": Field(int, 0, "number of sampling steps (0: all T)", min=0),
         "clip_x0": _CLIP,
     }, help=help)
