@@ -41,3 +41,19 @@ def to_numpy(x):
     if hasattr(x, "get") and not isinstance(x, np.ndarray):
         return x.get()
     return np.asarray(x)
+
+
+def to_floats(values) -> list[float]:
+    """Python floats of scalars (0-d arrays, NumPy or CuPy, or numbers) with one transfer from the
+    device for all of a step's CuPy scalars: each .get() waits for the device, and a training step
+    logs several (loss, gradient norm, metrics)."""
+    values = list(values)
+    on_device = [i for i, v in enumerate(values) if hasattr(v, "get") and not isinstance(v, np.ndarray)]
+    out = [None if i in on_device else float(np.asarray(v)) for i, v in enumerate(values)]
+    if on_device:
+        import cupy  # only reached with CuPy arrays in hand
+
+        fetched = cupy.stack([values[i].reshape(()).astype(cupy.float64) for i in on_device]).get()
+        for i, v in zip(on_device, fetched):
+            out[i] = float(v)
+    return out

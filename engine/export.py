@@ -12,8 +12,8 @@ import json
 from collections import Counter, OrderedDict
 
 import networkx as nx
-import numpy as np
 
+from .backend import to_numpy
 from .graph import Node
 from .ops import OPS
 from .metrics import DEFAULT_BATCH, classify, collapse_groups, fmt_shape, group_kind, node_bytes, node_flops, \
@@ -118,7 +118,7 @@ def _node_label(n: Node, role: str) -> str:
         parts = [n.op] + ([n.name] if n.name else [])
     if n.op == "constant" and n.shape == () and n.id in n.graph.values:
         try:
-            parts.append(f"{float(np.asarray(n.graph.values[n.id]).reshape(-1)[0]):.4g}")
+            parts.append(f"{float(to_numpy(n.graph.values[n.id]).reshape(-1)[0]):.4g}")
         except (TypeError, ValueError):
             pass
     parts.append(f"{fmt_shape(n.shape)} #{n.id}")

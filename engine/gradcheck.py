@@ -93,7 +93,7 @@ def central_differences(f, x: np.ndarray, eps: float = 1e-6, index=None) -> np.n
     positions = range(flat.size) if index is None else index
     out = np.empty(len(positions), dtype=np.float64)
     for j, i in enumerate(positions):
-        old = flat[i]
+        old = flat[i].item()  # a Python float: on CuPy flat[i] is a 0-d view, which the next line would change
         flat[i] = old + eps
         fp = float(f())
         flat[i] = old - eps

@@ -81,6 +81,11 @@ class Node:
         return self._op("transpose", self, axes=tuple(reversed(range(self.ndim))))
 
 
+def _address(a) -> int:
+    """Where a NumPy or CuPy array's data start."""
+    return a.__array_interface__["data"][0] if isinstance(a, np.ndarray) else a.data.ptr
+
+
 class Graph:
     """Owns nodes, the values of params/state/constants, and the name scopes."""
 
@@ -100,6 +105,9 @@ class Graph:
         self._shared_constants: dict[tuple, Node] = {}  # see shared_constant
         self.streams = None  # the random streams of compiled programs (made by the first compile)
         self._stream_ids = itertools.count(1 << 20)  # new_stream's numbers: above those plugins pick by hand
+        # input id -> class count, for inputs that are class labels (softmax_cross_entropy): on CuPy,
+        # programs check their range on the host before the upload (the kernels check on NumPy)
+        self.class_labels: dict[int, int] = {}
 
     # --- scopes ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -183,20 +191,20 @@ class Graph:
 
     def move_to(self, xp) -> None:
         """Keep param/state values on the backend `xp` (NumPy or CuPy), converting once."""
-        moved = {}  # id(flat NumPy buffer) -> (buffer, its copy on xp): views stay views of one buffer
+        moved = {}  # id(flat buffer) -> (buffer, its copy on xp): views stay views of one buffer
+        convert = to_numpy if xp is np else xp.asarray  # back from the device: CuPy refuses np.asarray
         for k, v in self.values.items():
             if isinstance(v, xp.ndarray):
                 continue
             base = getattr(v, "base", None)
-            if (isinstance(base, np.ndarray) and base.ndim == 1 and base.dtype == v.dtype and base.flags.c_contiguous
-                    and v.flags.c_contiguous):
+            if (base is not None and type(base) is type(v) and base.ndim == 1 and base.dtype == v.dtype
+                    and base.flags.c_contiguous and v.flags.c_contiguous):
                 if id(base) not in moved:
-                    moved[id(base)] = (base, xp.asarray(base))
-                item = v.dtype.itemsize
-                off = (v.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // item
+                    moved[id(base)] = (base, convert(base))
+                off = (_address(v) - _address(base)) // v.dtype.itemsize
                 self.values[k] = moved[id(base)][1][off:off + v.size].reshape(v.shape)
             else:
-                self.values[k] = xp.asarray(v)
+                self.values[k] = convert(v)
 
     def value(self, node: Node):
         """The current value of a param, state or constant, as a NumPy array."""

@@ -8,8 +8,11 @@ themselves).
 
 from __future__ import annotations
 
+import numpy as np
+
 from .backend import to_numpy
 from .graph import Node
+from .ops.nn import check_host_labels
 from .ops.registry import ShapeError, _fmt
 from .tables import program_summary
 
@@ -38,6 +41,9 @@ class Program:
         self._feed_fast = [(n.name, n.dtype, len(n.shape), n.shape if kind == "exact" else None,
                             n.shape[1:] if kind == "batch" else None, n, (shape, kind))
                            for n, (shape, kind) in zip(feeds, self._feed_rules)]
+        # class-label inputs of a program not on NumPy, checked on the host (the kernels check on NumPy)
+        self._label_feeds = {n.name: graph.class_labels[n.id] for n in feeds
+                             if n.id in getattr(graph, "class_labels", {})} if xp is not np else {}
         self.output_nodes, self._out_keys = outputs, out_keys
         self.updates = updates  # [(target leaf, value node)]
         self.pass_stats, self.built_nodes = list(pass_stats), built_nodes
@@ -56,6 +62,8 @@ class Program:
                 value = feeds[name]
             except KeyError:
                 raise KeyError(f"missing input {name!r}; this program needs {self.feed_names}") from None
+            if self._label_feeds and name in self._label_feeds and isinstance(value, np.ndarray):
+                check_host_labels(value, self._label_feeds[name], name)
             if not (type(value) is array and value.dtype == dtype and value.ndim == ndim
                     and (value.shape == exact if exact is not None else tail is not None and value.shape[1:] == tail)):
                 value = self._as_input(value, node, rule)  # converts, or checks an "axes" rule, or says what is wrong

@@ -113,6 +113,15 @@ def _has_negative(labels) -> bool:
     return bool(_smallest(labels) < 0)
 
 
+def check_host_labels(labels: np.ndarray, classes: int, name: str) -> None:
+    """A LabelError when a NumPy array of class labels leaves 0..classes-1 (fed to a CuPy program,
+    checked on the host before the upload: on the device the check would wait for it)."""
+    if labels.size and (_smallest(labels) < 0 or labels.max() >= classes):
+        bad = int(labels.min()) if _smallest(labels) < 0 else int(labels.max())
+        raise LabelError(f"input {name!r}: class labels must lie in 0..{classes - 1} ({classes} classes), "
+                         f"found {bad}")
+
+
 def _smallest(a):
     flat = a if a.ndim == 1 else a.reshape(-1)
     return flat[flat.argmin()]
@@ -180,6 +189,8 @@ def softmax_cross_entropy(z, labels):
 
     Two nodes: p = softmax(z), then the loss from z and p; the gradient is
     g * (p - one_hot(labels)) in one kernel, so the softmax is computed once per step."""
+    if getattr(labels, "op", None) == "input" and z.shape[-1] is not None:
+        labels.graph.class_labels[labels.id] = int(z.shape[-1])
     return _softmax_ce(z, softmax(z, axis=-1), labels)
 
 

@@ -13,6 +13,8 @@ order, as PyTorch does on ties):
 
 from __future__ import annotations
 
+import numpy as np
+
 from .conv import conv_out_size, pair
 from .im2col import window_slice
 from .reduce import sum
@@ -57,7 +59,9 @@ def _max_and_argmax(xp, x, kernel, stride):
         xp.maximum(best, v, out=best)
         idx += better * (t - idx)  # branch-free: masked writes are several times slower
     nan = best != best
-    if nan.any():  # rare: one more pass over the taps, first to last, so the last NaN wins
+    # rare on NumPy: one more pass over the taps, first to last, so the last NaN wins; on CuPy the
+    # pass always runs (asking whether there is a NaN would wait for the device every step)
+    if xp is not np or nan.any():
         for t, v in _taps(x, kernel, stride):
             idx = xp.where(nan & (v != v), xp.int32(t), idx)
     return best, idx

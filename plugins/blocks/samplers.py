@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gengraph.engine import to_numpy
 from gengraph.plugins.blocks.noise_schedules import DiscreteSchedule
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
@@ -135,11 +136,17 @@ def run_steps(step_fn, steps: list[Step], x, rng: np.random.Generator, record=()
     """
     record = set(int(r) for r in record)
     snaps = {}
+    shape = np.shape(x)
     if steps and steps[0].t in record:
-        snaps[steps[0].t] = np.array(x, copy=True)
-    for s in steps:
-        noise = rng.standard_normal(np.shape(x))
+        snaps[steps[0].t] = _host(x)
+    for s in steps:  # x may stay on the device between steps (step_fn's choice): copied back only when recorded
+        noise = rng.standard_normal(shape)
         x = step_fn(x, s.t, noise, s.a, s.b, s.sigma)
         if s.t_next in record:
-            snaps[s.t_next] = np.array(x, copy=True)
-    return x, snaps
+            snaps[s.t_next] = _host(x)
+    return _host(x), snaps
+
+
+def _host(x):
+    """A float64 NumPy copy of x (NumPy or CuPy)."""
+    return np.array(to_numpy(x), dtype=np.float64, copy=True)

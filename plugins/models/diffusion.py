@@ -609,7 +609,7 @@ def sample(model, progs, steps, n, rng, record=(), labels=None, guidance=0.0):
     def step(x, t, noise, a, b, sigma):
         res = prog.run(x_t=x, t=np.full(len(x), t, dtype=np.int64), noise=noise, coef_x0=a, coef_eps=b,
                        sigma=sigma, **extra)
-        return np.asarray(to_numpy(res["x_next"]), np.float64)
+        return res["x_next"]  # stays on the device (CuPy) until run_steps records or returns it
 
     x_T = rng.standard_normal((n, D))
     return run_steps(step, steps, x_T, rng, record)

@@ -296,10 +296,12 @@ class Replay:
         return buf[rng.choice(len(buf), size=n, replace=n > len(buf))]
 
     def latest(self, n):
-        """n rows of the buffer (repeated if it is smaller), as float64 NumPy."""
-        out = np.asarray(to_numpy(self._values()), np.float64)
-        reps = int(math.ceil(n / len(out)))
-        return (np.tile(out, (reps, 1)) if reps > 1 else out)[:n]
+        """n rows of the buffer (repeated if it is smaller), as float64 NumPy. Only those rows are
+        copied (every training batch's feeds ask for them, then replace them by fresh chains)."""
+        buf = self._values()
+        reps = int(math.ceil(n / len(buf)))
+        out = np.asarray(to_numpy(buf[:n] if reps == 1 else buf), np.float64)
+        return np.tile(out, (reps, 1))[:n] if reps > 1 else out
 
 
 def _like(buf, x):

@@ -316,13 +316,14 @@ def pt_samples(model, ctx, n, steps, seed):
     rng = seeds.rng(seed, "rbm.report")
     x = (rng.random((K * n, energy.nv)) < 1 / (1 + np.exp(-base))).astype(np.float64)
     sweep, gibbs = model.program("pt_sweep", ctx), model.program("sample_step", ctx)
-    swaps = np.zeros(K)
+    swaps = 0.0  # summed where the sweep runs (on CuPy: no copy back per sweep)
     with seeds.seeded_streams(model.graph, seed, "rbm.report"):  # the same chains whatever ran before
         for _ in range(steps):
             out = sweep.run(x_pt=x)
             x = out["x"]
-            swaps += np.asarray(to_numpy(out["accepted"]), np.float64).mean(axis=1)
+            swaps = swaps + out["accepted"].astype("float64").mean(axis=1)
         out = gibbs.run(x_chain=x[(K - 1) * n:])
+    swaps = np.asarray(to_numpy(swaps), np.float64) if steps else np.zeros(K)
     return (np.asarray(to_numpy(out["x"]), np.float64), np.asarray(to_numpy(out["mean"]), np.float64),
             swaps[:-1] / steps)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from gengraph.engine import NonFiniteError, compile, grad, ops, to_numpy, topo_order
+from gengraph.engine.backend import to_floats
 from gengraph.engine.ops.registry import OPS
 from gengraph.engine.optimizers import make_optimizer
 from gengraph.engine.schedules import make_schedule
@@ -129,8 +130,8 @@ class Trainer:
         prog = self.programs["evaluate"]
         for idx in batches(len(x), batch_size, None):
             out = prog.run(self.model.feed(x[idx], None if y is None else y[idx]))
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(to_numpy(v)) * len(idx)
+            for k, v in zip(out, to_floats(out.values())):
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
             total += len(idx)
         return {k: v / total for k, v in sums.items()}
 
@@ -213,14 +214,14 @@ class Trainer:
             idx = order[k]
             feeds = self.model.feed(d.x_train[idx], None if d.y_train is None else d.y_train[idx])
             out = self.plugin.train_batch(self.model, self.programs, feeds, self.ctx)
-            loss = float(to_numpy(out["loss"]))
-            gnorm = float(to_numpy(out.get("grad_norm", 0.0)))
+            values = dict(zip(out, to_floats(out.values())))  # one device transfer per step on CuPy
+            loss, gnorm = values["loss"], values.get("grad_norm", 0.0)
             if not (np.isfinite(loss) and np.isfinite(gnorm)):
                 self._diverged(epoch, k, loss, gnorm, start)
             st.step += 1
             st.batch_in_epoch = k + 1
-            for name, v in out.items():
-                st.partial[name] = st.partial.get(name, 0.0) + float(to_numpy(v)) * len(idx)
+            for name, v in values.items():
+                st.partial[name] = st.partial.get(name, 0.0) + v * len(idx)
             st.seen += len(idx)
             if on_step is not None:
                 on_step(self, loss)
