@@ -26,6 +26,16 @@ class NonFiniteError(FloatingPointError):
         super().__init__(f"non-finite value first produced by {node.label} [{node.op}]{where}")
 
 
+def _cast(value, node):
+    """value (NumPy or CuPy) in the node's dtype, refused if a cast to integers would truncate it."""
+    if value.dtype != node.dtype:
+        if node.dtype.kind in "iu" and value.dtype.kind in "fc" and bool((value != value.round()).any()):
+            raise TypeError(f"input {node.name!r} takes integers ({node.dtype}); the array fed has "
+                            f"fractional values, which a cast would truncate")
+        value = value.astype(node.dtype)
+    return value
+
+
 class Program:
     """What compile_graph returns: the scheduled nodes, feeds, outputs and updates, and the
     generated function that runs them (codegen.generate attaches it)."""
@@ -76,12 +86,10 @@ class Program:
 
     def _as_input(self, value, node, rule):
         if type(value) is not self.xp.ndarray or value.dtype != node.dtype:
-            value = self.xp.asarray(value)
-            if value.dtype != node.dtype:
-                if node.dtype.kind in "iu" and value.dtype.kind in "fc" and bool((value != value.round()).any()):
-                    raise TypeError(f"input {node.name!r} takes integers ({node.dtype}); the array fed has "
-                                    f"fractional values, which a cast would truncate")
-                value = value.astype(node.dtype)
+            if self.xp is not np and hasattr(value, "get"):  # already on the device
+                value = _cast(value, node)
+            else:  # host data: checked and cast on the host, then uploaded (a device check would wait for it)
+                value = self.xp.asarray(_cast(np.asarray(value), node))
         # the kernels and buffers are laid out for the declared shape: another one would give
         # wrong shapes (broadcasting) or a NumPy error that names no input
         shape, kind = rule

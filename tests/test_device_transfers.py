@@ -162,3 +162,28 @@ def test_dot_labels_show_a_device_constant():
     const = next(n for n in y.inputs if n.op == "constant")
     g.values[const.id] = Device(np.array(2.5))
     assert "2.5" in _node_label(const, "forward")
+
+
+class RecordingXp(NotNumpy):
+    """NumPy under another name that records what is uploaded (asarray)."""
+
+    def __init__(self):
+        self.uploaded = []
+
+    def asarray(self, a, *args, **kwargs):
+        self.uploaded.append(np.asarray(a).dtype)
+        return np.asarray(a, *args, **kwargs)
+
+
+def test_host_feeds_are_checked_and_cast_before_the_upload():
+    # a float array fed to an integer input was uploaded, then checked for fractions on the device
+    # (one wait per run) and cast there
+    g = Graph(dtype="float64")
+    t = g.input("t", (None,), dtype="int64")
+    prog = compile_graph(g, ops.cast(t, dtype="float64") * 2.0)
+    prog.xp = RecordingXp()
+    out = prog.run(t=np.array([1.0, 2.0]))
+    assert prog.xp.uploaded == [np.dtype(np.int64)] and np.asarray(out).tolist() == [2.0, 4.0]
+    with pytest.raises(TypeError, match="takes integers"):
+        prog.run(t=np.array([1.5]))
+    assert prog.xp.uploaded == [np.dtype(np.int64)]  # refused before anything was uploaded

@@ -216,3 +216,12 @@ def test_indexing_with_none_adds_an_axis():
     value, gx = compile_graph(g, [y, grad(ops.sum(y * 2.0), x)]).run(x=np.arange(3.0))
     np.testing.assert_array_equal(value, [[0.0, 1.0, 2.0]])
     np.testing.assert_array_equal(gx, [2.0, 2.0, 2.0])
+
+
+def test_an_attribute_given_positionally_is_named():
+    # cast(t, "float64") made the string a constant input: a node of dtype <U7, failing at run time
+    g = Graph(dtype="float64")
+    t = g.input("t", (2,), dtype="int64")
+    with pytest.raises(ShapeError, match=r"cast: argument 2 is 'float64', not an array or a number .*by keyword"):
+        ops.cast(t, "float64")
+    assert ops.cast(t, dtype="float64").dtype == np.float64

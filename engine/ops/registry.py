@@ -170,6 +170,10 @@ def apply(name, *args, **attrs) -> Node:
     op = OPS[name]
     graph = _graph_of(args)
     like = next((a for a in args if isinstance(a, Node)), None)
+    for i, a in enumerate(args):  # cast(x, "float64") made a string constant the op's second input
+        if not isinstance(a, Node) and np.asarray(a).dtype.kind not in "biuf":
+            raise ShapeError(f"{name}: argument {i + 1} is {a!r}, not an array or a number (an op's attributes, "
+                             f"such as dtype= or axis=, are given by keyword)")
     inputs = [as_node(graph, a, like) for a in args]
     attrs = {k: v for k, v in attrs.items() if v is not None or k in ("axis", "index")}  # x[None] is an index
     try:

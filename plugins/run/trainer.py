@@ -271,7 +271,9 @@ class Trainer:
         if why := lbfgs_refusal(self.plugin, m):
             raise ModelConfigError("train.optimizer.kind", why)
         prog = compile(m.graph, [m.loss] + list(self.grads), backend=self.ctx.backend)
-        feeds = m.feed(d.x_train, d.y_train)
+        # the training set, uploaded once (on CuPy each iteration would copy it to the device again)
+        feeds = {k: prog.xp.asarray(v) if isinstance(v, np.ndarray) else v
+                 for k, v in m.feed(d.x_train, d.y_train).items()}
         shapes = [m.graph.value(p).shape for p in m.params]
         sizes = [int(np.prod(s)) for s in shapes]
 
