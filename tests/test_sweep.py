@@ -329,3 +329,22 @@ def test_the_default_metric_is_one_the_model_reports(tmp_path):
     plan = plan_sweep(root / "specs" / "mlp_digits.toml", axis_options=["train.optimizer.lr=0.01,0.1"],
                       out_dir=tmp_path / "m")
     assert (plan.metric, plan.mode) == ("test_accuracy", "max")
+
+
+def test_an_inline_sweeps_plugin_file_is_not_left_registered(tmp_path):
+    # with workers=1 the trials run in this process; each loaded the plugin file for good, so a
+    # student's kind "regression" replaced the built-in one in every later run of the kernel
+    from gengraph.plugins.model import MODELS
+
+    plugin = tmp_path / "student.py"
+    plugin.write_text("from gengraph.plugins.models.regression import Regression\n\n"
+                      "class Student(Regression):\n"
+                      "    def report(self, model, data, ctx):\n"
+                      "        return {**super().report(model, data, ctx), 'from_student': 1.0}\n\n"
+                      "PLUGIN = Student()\n")
+    builtin = MODELS.get("regression")
+    spec = write(tmp_path, RIDGE)
+    result = sw.run_sweep(sw.plan_sweep(spec, out_dir=tmp_path / "s", plugin_files=[plugin]), workers=1)
+    assert [r["status"] for r in result["trials"]] == ["ok"] * 4
+    assert all(r["metrics"]["from_student"] == 1.0 for r in result["trials"])
+    assert MODELS.get("regression") is builtin

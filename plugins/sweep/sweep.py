@@ -63,7 +63,7 @@ from gengraph.plugins.blocks.files import atomic_write, dumps_json
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.spec.document import spec_from_text
 from gengraph.plugins.run.spec_schema import top_schema
-from gengraph.plugins.run.loading import load_plugin_file
+from gengraph.plugins.run import loading
 from gengraph.plugins.run.runner import RunInterrupted, execute
 from gengraph.plugins.sweep import plots as sweep_plots
 from gengraph.plugins.run.runner import build_checked
@@ -458,8 +458,6 @@ def _fingerprint(spec, run_name: str) -> str:
 
 # --- one trial (runs in a worker: a plain function of plain data) ------------------------
 
-_LOADED_PLUGINS: set = set()
-
 
 def _scalar_metrics(summary: dict) -> dict:
     out = {}
@@ -485,15 +483,14 @@ def run_trial(payload: dict) -> dict:
     logged = []
     try:
         run_dir.mkdir(parents=True)
-        for p in payload["plugin_files"]:
-            if p not in _LOADED_PLUGINS:
-                load_plugin_file(p)
-                _LOADED_PLUGINS.add(p)
-        spec = spec_from_text(payload["spec_text"], payload["spec_file"], payload["overrides"], top_schema())
-        trial_spec_data(spec, payload["run_name"])
-        # the sweep owns its trial directories and decides which trials to rerun: overwrite=True
-        summary = execute(spec, run_dir, log=lambda *a, **k: logged.append(" ".join(map(str, a))),
-                          base_dir=payload["base_dir"], overwrite=True)
+        # the plugin files for this trial only: with workers=1 trials run in the caller's process
+        # (a notebook kernel), where a kind registered for good would replace a built-in in later runs
+        with loading.plugin_files(payload["plugin_files"]):
+            spec = spec_from_text(payload["spec_text"], payload["spec_file"], payload["overrides"], top_schema())
+            trial_spec_data(spec, payload["run_name"])
+            # the sweep owns its trial directories and decides which trials to rerun: overwrite=True
+            summary = execute(spec, run_dir, log=lambda *a, **k: logged.append(" ".join(map(str, a))),
+                              base_dir=payload["base_dir"], overwrite=True)
         record["metrics"] = _scalar_metrics(summary)
         record["status"] = "ok"
     except (KeyboardInterrupt, RunInterrupted) as exc:
