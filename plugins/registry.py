@@ -17,12 +17,15 @@ from importlib import metadata
 class UnknownKind(KeyError):
     """Raised by Registry.get for a name nobody registered."""
 
-    def __init__(self, what: str, name: str, known: list[str], broken: dict[str, str]):
+    def __init__(self, what: str, name: str, known: list[str], broken: dict[str, str], conflicts=None):
         self.what, self.name, self.known, self.broken = what, name, known, broken
+        self.conflicts = conflicts or {}
         self.suggestion = suggest(name, known)
         super().__init__(self.message())
 
     def message(self) -> str:
+        if self.name in self.conflicts:
+            return f'{self.what} "{self.name}" cannot be used: {self.conflicts[self.name]}'
         if self.name in self.broken:
             return f'{self.what} "{self.name}" is installed but failed to import: {self.broken[self.name]}'
         msg = f'unknown {self.what} "{self.name}"'
@@ -49,12 +52,21 @@ def suggest(name: str, candidates) -> str | None:
     return folded[hits[0]] if hits else None
 
 
+def _source(ep) -> str:
+    """An entry point as "package (module:object)"."""
+    dist = getattr(getattr(ep, "dist", None), "name", None)
+    return f"{dist} ({ep.value})" if dist else ep.value
+
+
 class Registry:
     def __init__(self, what: str, entry_point_group: str | None = None):
         self.what = what
         self._objects: dict[str, object] = {}
         self._entry_points: dict[str, metadata.EntryPoint] = {}
         self._broken: dict[str, str] = {}
+        # names that two installed plugins claim, or whose entry point gives another kind: which one a
+        # spec meant cannot be told, so neither is used
+        self._conflicts: dict[str, str] = {}
         self._group = entry_point_group
         self._scanned = False
 
@@ -75,13 +87,16 @@ class Registry:
             return
         self._scanned = True
         for ep in metadata.entry_points(group=self._group):
-            self._entry_points.setdefault(ep.name, ep)
+            first = self._entry_points.setdefault(ep.name, ep)
+            if first.value != ep.value:  # which one wins would depend on the order packages are found
+                self._conflicts[ep.name] = (f"two installed packages provide it, {_source(first)} and "
+                                            f"{_source(ep)}; uninstall one")
 
     def names(self) -> list[str]:
         """All kinds: registered and installed (not yet imported), broken excluded."""
         self._scan()
         names = set(self._objects) | set(self._entry_points)
-        return sorted(n for n in names if n not in self._broken or n in self._objects)
+        return sorted(n for n in names if (n not in self._broken and n not in self._conflicts) or n in self._objects)
 
     def __contains__(self, name: str) -> bool:
         return name in self.names()
@@ -95,7 +110,7 @@ class Registry:
                 pass
 
     def broken(self) -> dict[str, str]:
-        return dict(self._broken)
+        return {**self._broken, **self._conflicts}
 
     @contextmanager
     def scoped(self):
@@ -115,12 +130,19 @@ class Registry:
             return self._objects[name]
         self._scan()
         ep = self._entry_points.get(name)
-        if ep is not None and name not in self._broken:
+        if ep is not None and name not in self._broken and name not in self._conflicts:
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not break the others
                 self._broken[name] = f"{type(exc).__name__}: {exc}"
             else:
-                self._objects.setdefault(name, obj)
-                return self._objects[name]
+                kind = getattr(obj, "kind", None)
+                if isinstance(kind, str) and kind and kind != name:
+                    self._conflicts[name] = (f'its entry point ({_source(ep)}) is named "{name}" but gives a plugin '
+                                             f'of kind "{kind}"')
+                else:
+                    self._objects.setdefault(name, obj)
+                    return self._objects[name]
+        if name in self._conflicts and name not in self._objects:
+            raise UnknownKind(self.what, name, self.names(), self._broken, self._conflicts)
         raise UnknownKind(self.what, name, self.names(), self._broken)

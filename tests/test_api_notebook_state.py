@@ -79,7 +79,7 @@ PLUGIN = '''
 from gengraph.plugins.models.mlp import MLP
 
 class StudentMLP(MLP):
-    kind = "mlp"
+    kind = "student_mlp"
 
     def report(self, model, data, ctx):
         out = super().report(model, data, ctx)
@@ -90,17 +90,30 @@ PLUGIN = StudentMLP()
 '''
 
 
-def test_a_plugin_file_given_to_one_call_does_not_replace_a_builtin_kind_later(tmp_path):
+def test_a_plugin_file_given_to_one_call_is_registered_for_that_call_and_its_run(tmp_path):
+    # plugins= registered the file's kinds for the whole kernel (a student's kind "mlp" then replaced
+    # the built-in one in every later run; such a collision is now refused, see below)
     path = tmp_path / "student.py"
     path.write_text(PLUGIN)
-    builtin = MODELS.get("mlp")
-    with_plugin = gengraph.run(TINY, out=tmp_path / "p", progress=None, plugins=[path])
+    spec = {**TINY, "model": {**TINY["model"], "kind": "student_mlp"}}
+    with_plugin = gengraph.run(spec, out=tmp_path / "p", progress=None, plugins=[path])
     assert with_plugin.summary["from_student_plugin"] == 1.0
-    assert MODELS.get("mlp") is builtin
-    plain = gengraph.run(TINY, out=tmp_path / "q", progress=None)
-    assert "from_student_plugin" not in plain.summary
-    # the Run made with the plugin rebuilds its model with it
+    assert "student_mlp" not in MODELS
+    with pytest.raises(gengraph.SpecError, match='unknown model kind "student_mlp" is not installed'):
+        gengraph.run(spec, out=tmp_path / "q", progress=None)
+    # the Run made with the plugin rebuilds its model with it, and leaves nothing registered
     assert type(with_plugin.opened().plugin).__name__ == "StudentMLP"
+    assert "student_mlp" not in MODELS
+    assert type(gengraph.load(with_plugin.dir, plugins=[path]).opened().plugin).__name__ == "StudentMLP"
+
+
+def test_a_plugin_file_may_not_take_a_builtin_kind(tmp_path):
+    path = tmp_path / "student.py"
+    path.write_text(PLUGIN.replace('kind = "student_mlp"', 'kind = "mlp"'))
+    builtin = MODELS.get("mlp")
+    with pytest.raises(gengraph.SpecError, match='defines kind "mlp", which gengraph.plugins.models.mlp already '
+                                                 'provides; give the plugin a kind of its own'):
+        gengraph.run(TINY, out=tmp_path / "p", progress=None, plugins=[path])
     assert MODELS.get("mlp") is builtin
 
 

@@ -332,19 +332,23 @@ def test_the_default_metric_is_one_the_model_reports(tmp_path):
 
 
 def test_an_inline_sweeps_plugin_file_is_not_left_registered(tmp_path):
-    # with workers=1 the trials run in this process; each loaded the plugin file for good, so a
-    # student's kind "regression" replaced the built-in one in every later run of the kernel
+    # with workers=1 the trials run in this process; each loaded the plugin file for good (a kind
+    # that replaced a built-in then stayed for every later run of the kernel)
     from gengraph.plugins.model import MODELS
+    from gengraph.plugins.run import loading
 
     plugin = tmp_path / "student.py"
     plugin.write_text("from gengraph.plugins.models.regression import Regression\n\n"
                       "class Student(Regression):\n"
+                      "    kind = 'student_regression'\n\n"
                       "    def report(self, model, data, ctx):\n"
                       "        return {**super().report(model, data, ctx), 'from_student': 1.0}\n\n"
                       "PLUGIN = Student()\n")
-    builtin = MODELS.get("regression")
-    spec = write(tmp_path, RIDGE)
-    result = sw.run_sweep(sw.plan_sweep(spec, out_dir=tmp_path / "s", plugin_files=[plugin]), workers=1)
+    spec = write(tmp_path, RIDGE.replace('kind = "regression"', 'kind = "student_regression"'))
+    with loading.plugin_files([plugin]):  # as the CLI's --plugin does for the plan
+        plan = sw.plan_sweep(spec, out_dir=tmp_path / "s", plugin_files=[plugin])
+    assert "student_regression" not in MODELS
+    result = sw.run_sweep(plan, workers=1)
     assert [r["status"] for r in result["trials"]] == ["ok"] * 4
     assert all(r["metrics"]["from_student"] == 1.0 for r in result["trials"])
-    assert MODELS.get("regression") is builtin
+    assert "student_regression" not in MODELS

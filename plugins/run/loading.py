@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import weakref
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ from gengraph.plugins.datasets import DATASETS
 from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
 from gengraph.plugins.blocks.losses import LOSSES
 from gengraph.plugins.run.spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
-from gengraph.plugins.registry import suggest
+from gengraph.plugins.registry import UnknownKind, suggest
 
 DEFAULT_SPEC = "mlp_digits.toml"
 
@@ -89,12 +90,34 @@ def load_plugin_file(path) -> list[str]:
     kinds = []
     for obj in vars(module).values():
         if isinstance(obj, ModelPlugin) and obj.kind:
+            current = _registered(obj.kind)
+            if current is obj:  # imported into the file from where it is registered already
+                continue
+            if current is not None and _FROM_FILE.get(current) != path.resolve():  # the same file again may
+                raise SpecError(SpecIssue(str(path), None, None, "--plugin",    # replace its own kinds
+                                          f'defines kind "{obj.kind}", which {type(current).__module__} already '
+                                          "provides; give the plugin a kind of its own (a subclass keeps its "
+                                          'parent\'s kind unless it sets kind = "...")'))
             MODELS.register(obj.kind, obj, replace=True)
+            _FROM_FILE[obj] = path.resolve()
             kinds.append(obj.kind)
     if not kinds:
         raise SpecError(SpecIssue(str(path), None, None, "--plugin",
                                   "the file defines no ModelPlugin instance with a kind"))
     return kinds
+
+
+_FROM_FILE = weakref.WeakKeyDictionary()  # plugin object -> the local file that registered it
+
+
+def _registered(kind: str):
+    """The plugin registered or installed under `kind`, or None."""
+    if kind not in MODELS:
+        return None
+    try:
+        return MODELS.get(kind)
+    except UnknownKind:  # installed but unusable: a local file may stand in for it
+        return None
 
 
 @contextmanager

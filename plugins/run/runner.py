@@ -37,7 +37,7 @@ from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
-from gengraph.engine.ops.registry import ShapeError
+from gengraph.engine.ops.registry import ShapeError, _fmt
 from gengraph.plugins.datasets import DataError
 from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named
 from gengraph.plugins.spec.overrides import ORIGIN
@@ -61,6 +61,11 @@ def build(spec_data: dict, *, base_dir=None):
     plugin = MODELS.get(cfg["kind"])
     graph = Graph(dtype=run["dtype"], seed=run["seed"])
     model = plugin.build(cfg, graph, data, init_rng(run["seed"]))
+    loss = getattr(model, "loss", None)
+    if loss is not None and loss.shape != ():  # a third-party plugin's slip: say so before anything runs
+        raise ModelConfigError("model.kind", f'the "{cfg["kind"]}" plugin ({type(plugin).__module__}) built a loss of '
+                                             f"shape {_fmt(loss.shape)}; a loss is one number per batch: reduce it, "
+                                             "e.g. ops.mean(...) of per-example losses such as softmax_cross_entropy")
     return data, plugin, graph, model
 
 

@@ -1,0 +1,106 @@
+"""Two plugins claiming one kind: which one a spec meant cannot be told, so it is refused by name.
+
+A local file (--plugin) may not take a kind that is installed or registered already; two
+installed packages providing the same kind, or an entry point whose plugin says another kind,
+make that kind unusable with a message naming both sources. A plugin whose loss is not a scalar
+is refused before anything runs."""
+
+from importlib.metadata import EntryPoint
+
+import pytest
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+from gengraph.plugins import registry
+from gengraph.plugins.registry import Registry, UnknownKind
+
+MLP = "gengraph.plugins.models.mlp:plugin"
+
+
+def _registry(monkeypatch, *points):
+    monkeypatch.setattr(registry.metadata, "entry_points",
+                        lambda group: [EntryPoint(name, value, group) for name, value in points])
+    return Registry("model", "test.group")
+
+
+def test_two_packages_providing_one_kind(monkeypatch):
+    # the first one found won, silently (discovery order decided which model a spec ran)
+    reg = _registry(monkeypatch, ("mlp", MLP), ("mlp", "plugin_polyfit:plugin"), ("vae", "gengraph.plugins.models.vae:plugin"))
+    with pytest.raises(UnknownKind, match=r'model "mlp" cannot be used: two installed packages provide it, '
+                                          r'gengraph.plugins.models.mlp:plugin and plugin_polyfit:plugin; uninstall one'):
+        reg.get("mlp")
+    assert reg.names() == ["vae"] and "mlp" in reg.broken()
+    assert reg.get("vae").kind == "vae"
+
+
+def test_an_entry_point_named_for_another_kind(monkeypatch):
+    reg = _registry(monkeypatch, ("foo", MLP))
+    with pytest.raises(UnknownKind, match=r'model "foo" cannot be used: its entry point '
+                                          r'\(gengraph.plugins.models.mlp:plugin\) is named "foo" but gives a plugin of kind "mlp"'):
+        reg.get("foo")
+    assert "foo" not in reg.names()
+
+
+def test_the_same_entry_point_twice_is_no_conflict(monkeypatch):
+    reg = _registry(monkeypatch, ("mlp", MLP), ("mlp", MLP))
+    assert reg.get("mlp").kind == "mlp"
+
+
+COLLIDING = '''
+from gengraph.plugins.models.mlp import MLP
+
+class Mine(MLP):
+    pass
+
+PLUGIN = Mine()
+'''
+
+NON_SCALAR = '''
+from gengraph.engine import ops
+from gengraph.plugins.models.mlp import MLP
+
+class PerExample(MLP):
+    kind = "per_example"
+
+    def build(self, cfg, graph, data, rng):
+        model = super().build(cfg, graph, data, rng)
+        model.loss = ops.softmax_cross_entropy(model.extras["output"], model.inputs["y"])  # no ops.mean
+        return model
+
+PLUGIN = PerExample()
+'''
+
+
+def test_a_local_plugin_may_not_take_a_builtin_kind(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text(COLLIDING)
+    for command in (["plugins", "--plugin", path], ["validate", "mlp_digits", "--plugin", path]):
+        result = CliRunner().invoke(main, [str(a) for a in command])
+        assert result.exit_code == 2, result.output
+        assert (f'error: {path}: --plugin: defines kind "mlp", which gengraph.plugins.models.mlp already provides; '
+                "give the plugin a kind of its own") in result.output
+
+
+def test_the_same_plugin_file_twice_is_no_conflict(tmp_path):
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    example = root / "examples" / "plugin_polyfit.py"
+    result = CliRunner().invoke(main, ["validate", str(root / "examples" / "plugin_polyfit.toml"),
+                                       "--plugin", str(example), "--plugin", str(example)])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_plugin_whose_loss_is_per_example(tmp_path):
+    # grad raised "needs a scalar output" from deep in the trainer, a traceback, after the run folder
+    # had been written
+    path = tmp_path / "per_example.py"
+    path.write_text(NON_SCALAR)
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    spec = tmp_path / "spec.toml"
+    spec.write_text((root / "specs" / "mlp_digits.toml").read_text().replace('kind = "mlp"', 'kind = "per_example"'))
+    out = tmp_path / "run"
+    for command in (["run", spec, "--plugin", path, "--out", out, "-q"], ["gradcheck", spec, "--plugin", path]):
+        result = CliRunner().invoke(main, [str(a) for a in command])
+        assert result.exit_code == 2, result.output
+        assert ('model.kind: the "per_example" plugin (gengraph_local_plugin_per_example) built a loss of shape (?); '
+                "a loss is one number per batch: reduce it, e.g. ops.mean(...)") in result.output
+    assert not out.exists()
