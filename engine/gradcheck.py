@@ -42,6 +42,7 @@ class GradCheckRow:
     shape: tuple = ()
     checked: int = 0  # entries compared
     total: int = 0  # entries in the array (more than `checked` when a random subset was checked)
+    zero: bool = False  # every checked entry is exactly 0 on both sides: agreement that verifies nothing
 
 
 @dataclass
@@ -70,7 +71,7 @@ class GradCheckReport:
         for r in self.rows:
             checked = f"{r.checked}/{r.total}" + (" (random subset)" if r.checked < r.total else "")
             rows.append((r.name, fmt_shape(r.shape), checked, f"{r.max_abs_err:.3e}", f"{r.max_rel_err:.3e}",
-                         "ok" if r.ok else "FAIL"))
+                         "FAIL" if not r.ok else "zero" if r.zero else "ok"))
         return header, rows, (3, 4)
 
     def __str__(self):
@@ -111,7 +112,8 @@ def compare(name, analytic, numeric, rtol, atol, shape=None, total=None) -> Grad
     ok = bool(np.all(err <= atol + rtol * scale))
     shape = tuple(analytic.shape) if shape is None else tuple(shape)
     return GradCheckRow(name, float(err.max(initial=0.0)), float(rel.max(initial=0.0)), ok, shape, int(err.size),
-                        int(err.size) if total is None else int(total))
+                        int(err.size) if total is None else int(total),
+                        zero=bool(err.size and not np.any(analytic) and not np.any(numeric)))
 
 
 def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0) -> GradCheckReport:

@@ -129,3 +129,24 @@ def test_noise_and_stop_gradient_are_frozen():
     x2 = g2.input("x", (None, 3))
     b = compile(g2, ops.random_normal(x2)).run(feeds)
     np.testing.assert_array_equal(a, b)
+
+
+def test_gradients_that_are_zero_on_both_sides_are_not_reported_as_verified():
+    # the U-Net's output convolution starts at zero, so at the initial parameters every gradient
+    # upstream of it is exactly 0, and 108 of 110 rows "passed" by comparing 0 with 0
+    result = CliRunner().invoke(main, ["gradcheck", str(Path(__file__).resolve().parents[1] / "specs" /
+                                                       "diffusion_unet_digits.toml"), "--batch", "2", "--max-entries", "2"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.startswith("denoiser/")]
+    zero = [r[0] for r in rows if r[-1] == "zero"]
+    assert len(rows) == 110 and len(zero) == 108 and "denoiser/out/W" not in zero
+    assert ('ok: 110 parameter(s) within tolerance, but 108 of them have a gradient of exactly 0 on both sides '
+            'at these parameters (result "zero"), which verifies nothing about them') in result.output
+
+
+def test_compare_marks_an_all_zero_row():
+    from gengraph.engine.gradcheck import compare
+
+    assert compare("w", np.zeros(3), np.zeros(3), 1e-5, 1e-8).zero
+    assert not compare("w", np.array([0.0, 1e-3]), np.array([0.0, 1e-3]), 1e-5, 1e-8).zero
+    assert not compare("w", np.zeros(0), np.zeros(0), 1e-5, 1e-8).zero

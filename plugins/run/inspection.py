@@ -96,12 +96,16 @@ class GradcheckReport:
         n = len(self.result.rows)
         if self.failed:
             return f"gradient check failed for {len(self.failed)} of {n} parameter(s): {', '.join(self.failed)}"
+        zero = [p.name for p in self.result.rows if p.zero]
+        if zero:  # e.g. a U-Net whose output convolution starts at zero: nothing upstream has a gradient yet
+            return (f"ok: {n} parameter(s) within tolerance, but {len(zero)} of them have a gradient of exactly 0 on "
+                    "both sides at these parameters (result \"zero\"), which verifies nothing about them")
         return f"ok: {n} parameter(s) within tolerance"
 
     def passed_by(self, row) -> str:
         """Which part of the criterion a parameter passed by: "atol+roundoff" next to a large
         relative error means its entries are near zero and passed the absolute part."""
-        if not row.ok:
+        if not row.ok or row.zero:
             return "-"
         return "rtol" if row.max_rel_err <= self.rtol else "atol+roundoff"
 
