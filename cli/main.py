@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import warnings
 import json
 import click
@@ -68,6 +70,10 @@ def user_errors(fn):
             if debug:
                 raise
             raise click.ClickException(printable(f"run failed: {exc}")) from None
+        except BrokenPipeError:  # the reader stopped reading (gengraph plugins | head): nothing failed
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush would raise again
+            ctx.exit(0)
         except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
             if debug:
                 raise

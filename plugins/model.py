@@ -88,6 +88,11 @@ class ModelPlugin:
         """Fit without the gradient trainer (e.g. closed form); return True if done."""
         return False
 
+    def fits_without_gradients(self, model: Model) -> bool:
+        """Whether `fit` will do everything for this model (its config chose a closed form): then
+        `gengraph graph` shows the evaluate program by default, not a train_step that never runs."""
+        return not self.trains_by_gradient
+
     def train_batch(self, model: Model, programs: dict, feeds: dict, ctx) -> dict:
         """One optimisation step on a batch; returns the batch's logged values."""
         return programs["train_step"].run(feeds)

@@ -179,3 +179,15 @@ def test_an_optimizer_value_in_the_file_is_located_at_its_key(tmp_path):
     result = invoke("validate", write(tmp_path, text))
     assert result.exit_code == 2
     assert f":{line}:30: train.optimizer.lr: schedule \"constant\": lr must be >= 0" in result.output, result.output
+
+
+def test_a_reader_that_stops_reading_is_no_error():
+    # `gengraph plugins | head -1` printed "error: plugins failed: Broken pipe" and exited 1
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "gengraph", "plugins"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == ""

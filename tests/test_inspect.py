@@ -292,3 +292,20 @@ def test_a_pass_that_adds_nodes_is_reported_as_adding():
     for r in rows:  # name, removed|added, count, (before, ->, after)
         before, after = int(r[3].strip("(")), int(r[5].strip(")"))
         assert int(r[2]) == abs(after - before) and r[1] == ("added" if after > before else "removed")
+
+
+@pytest.mark.parametrize("method, program", [("ols", "evaluate"), ("ridge", "evaluate"), ("lasso", "evaluate"),
+                                             ("gd", "train_step")])
+def test_a_closed_form_fit_shows_its_evaluate_program(method, program):
+    # `gengraph graph specs/ols_franke.toml` showed a train_step with Adam nodes that never runs
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    spec = str(Path(__file__).resolve().parents[1] / "specs" / "ols_franke.toml")
+    args = ["graph", spec, "--set", f'model.method="{method}"']
+    if method == "gd":
+        args += ["--set", 'train.optimizer={kind="adam", lr=0.01}']
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].endswith(f"program {program}, stage optimized (regression)")

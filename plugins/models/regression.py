@@ -199,6 +199,9 @@ class Regression(ModelPlugin):
         return Model(graph, [theta], loss, {"x": x, "y": y}, metrics={"mse": mse}, feeds=feeds, extras=extras,
                      programs={"predict": (pred, {})})
 
+    def fits_without_gradients(self, model) -> bool:
+        return model.extras["method"] != "gd"
+
     def fit(self, model, data, ctx) -> bool:
         ex = model.extras
         method = ex["method"]

@@ -27,7 +27,7 @@ def compiled_programs(loaded, data, plugin, model):
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
     # nodes with smaller ids are the plugin's; gradients, optimizer and monitors come after
     built_before = max((n.id for n in model.graph.nodes), default=-1) + 1
-    with_optimizer = getattr(plugin, "trains_by_gradient", True)
+    with_optimizer = not plugin.fits_without_gradients(model)  # no train_step for a closed-form fit
     defs = trainer.program_defs(with_optimizer)
     progs = trainer.compile_programs(with_optimizer)
     out = {name: (outputs, dict(updates or {}), progs[name]) for name, (outputs, updates) in defs.items()}
