@@ -49,6 +49,35 @@ def _check(proc, what):
         sys.stderr.write(proc.stderr)
 
 
+def _thread_counts(ap, text):
+    """--threads as positive ints (argparse's one-line error otherwise); a count above the usable
+    cores runs, with a warning, since its figures would measure the oversubscription."""
+    try:
+        counts = [int(t) for t in text.split(",")]
+    except ValueError:
+        ap.error(f"--threads takes positive integers separated by commas, not {text!r}")
+    if not counts or any(n < 1 for n in counts):
+        ap.error(f"--threads takes positive integers separated by commas, not {text!r}")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if max(counts) > usable:
+        sys.stderr.write(f"bench: warning: --threads {max(counts)} on {usable} usable core(s): the threads will "
+                         "share cores, and the ratios measure that\n")
+    return counts
+
+
+def _results_folder(ap, text) -> Path:
+    """The --out folder, created, and shown to be writable by writing a file into it."""
+    out = Path(text)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".bench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        ap.error(f"--out {text}: cannot write results there ({exc.strerror or exc})")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
@@ -63,11 +92,10 @@ def main(argv=None):
     ap.add_argument("--readme", default="", help="also rewrite the results section of this README (e.g. "
                     "bench/README.md); default: leave every tracked file alone")
     a = ap.parse_args(argv)
-    out_dir = Path(a.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    threads = _thread_counts(ap, a.threads)
+    out_dir = _results_folder(ap, a.out)  # checked before minutes of benchmarks, not after
     t0 = time.perf_counter()
     command = "python -m bench" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
-    threads = [int(t) for t in a.threads.split(",")]
     results = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "quick": a.quick, "threads": {}}
     with tempfile.TemporaryDirectory(prefix="gengraph-bench-") as tmp:

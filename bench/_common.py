@@ -41,7 +41,9 @@ PAUSE_S = 0.05  # between blocks: worker threads a framework leaves spinning (Op
 
 def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | None = None,
                 pause: float | None = None) -> dict:
-    """Time each callable alternately (A, B, C, A, B, C, ...): `reps` rounds of `block` calls.
+    """Time each callable alternately, `reps` rounds of `block` calls; the order rotates each round
+    (A, B, C, then B, C, A, then C, A, B, ...): a fixed order gave whichever ran first, right after
+    the last framework's block, 5-10 % more time (gengraph / hand-NumPy 1.05 first, 0.95 second).
 
     With more than one thread pinned, each block starts after a pause (PAUSE_S; `pause`
     overrides): at 2 threads on 2 cores, PyTorch's OpenMP workers and XLA's threads kept
@@ -64,8 +66,10 @@ def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | N
         cpu.update({k: [] for k in fns})
     gc.collect()
     counters = {k: 0 for k in fns}
+    names = list(fns)
     for r in range(warmup + reps):
-        for name, fn in fns.items():
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[name]
             if pause:
                 time.sleep(pause)
             i0 = counters[name]
@@ -102,7 +106,9 @@ def ratios(stats: dict, base="gengraph") -> dict:
 def machine() -> dict:
     info = {"python": sys.version.split()[0], "numpy": np.__version__, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            # before a 1-thread run pinned this process to one CPU (bench/_pin.py)
+            "cpus_usable": int(os.environ.get("GENGRAPH_BENCH_CPUS_USABLE", 0)) or (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None),
             "threads": pinned_threads()}
     try:
         with open("/proc/cpuinfo") as fh:

@@ -132,9 +132,11 @@ def tables(res: dict) -> str:
     if "memory" in res:
         mem = res["memory"]
         out += [f"Memory (MiB, {mem['steps']} training steps, one fresh process per framework, 1 thread, the same "
-                ".npz data and initial parameters for all): `import` = what importing the framework adds, "
-                "`setup` = model, optimizer state and batches (gengraph: also its compile and the spec's data set), "
-                "`training` = peak RSS during the steps minus the level before them, `step temporaries` = "
+                ".npz data and initial parameters for all): `import` = what importing the framework adds "
+                "(gengraph: also what building a model from a spec imports), `setup` = model, optimizer state and "
+                "batches (gengraph: also its compile and the spec's data set) and the first 2 steps (first-call "
+                "work), `training` = peak RSS during the further steps minus the level before them (a step of these "
+                "models needs under a MiB, about what RSS resolves), `step temporaries` = "
                 "tracemalloc peak over 20 steps (NumPy-side only), `rss_peak` = the whole process (for reference).",
                 "", "| workload | framework | import | setup | training | step temporaries | rss_peak |",
                 "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]

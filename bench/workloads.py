@@ -17,6 +17,7 @@ with gengraph's on one batch, and a few full training steps (Adam included).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -73,8 +74,9 @@ def _torch_models():
 
 
 def load_jax(enabled=True):
-    """bench.jax_models.JaxModel, or None when JAX is not installed (or disabled)."""
-    if not enabled:
+    """bench.jax_models.JaxModel, or None when JAX is not installed (or disabled, also by
+    $GENGRAPH_BENCH_NO_JAX, as $GENGRAPH_BENCH_NO_TORCH disables PyTorch)."""
+    if not enabled or os.environ.get("GENGRAPH_BENCH_NO_JAX"):
         return None
     try:
         from .jax_models import JaxModel
@@ -466,6 +468,9 @@ def run_workload(name, torch, quick=False, check=True, jax=None, torch_compile=T
                time_per_step=stats, ratios=ratios(stats), cpu_per_step=cpu_stats, ratios_cpu=ratios(cpu_stats))
     res["loss_reached"] = {k: float(np.mean([o[0] for o in v[-block:]])) for k, v in logs.items()}
     # every row did the same work: the first step's outputs (same init, same batch, same noise) agree
+    short = {k: len(v[0]) for k, v in logs.items() if len(v[0]) != len(logs["gengraph"][0])}
+    if short:  # zip would compare only the outputs both have
+        raise AssertionError(f"{name}: rows return {short} outputs per step, gengraph {len(logs['gengraph'][0])}")
     first = {k: max(rel_diff(a, b) for a, b in zip(v[0], logs["gengraph"][0])) for k, v in logs.items()
              if k != "gengraph"}
     res["first_step_outputs_rel_diff"] = first
