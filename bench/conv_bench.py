@@ -73,13 +73,16 @@ def write_fake_mnist(folder: Path, n_train=640, n_test=64, seed=0):
 
 
 def alternate(fns: dict, rounds: int, block: int) -> dict:
-    """Median CPU seconds per call of each fn, timed in alternating blocks after a warm-up block."""
+    """Median CPU seconds per call of each fn, timed in alternating blocks (the order rotating from
+    round to round) after a warm-up block."""
     for f in fns.values():
         for i in range(block):
             f(i)
     times = {k: [] for k in fns}
-    for r in range(rounds):
-        for k, f in fns.items():
+    names = list(fns)
+    for r in range(rounds):  # the order rotates every round, as in bench._common.interleaved
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            f = fns[k]
             t0 = time.process_time()
             for i in range(block):
                 f(r * block + i)
@@ -297,15 +300,20 @@ def compare(torch, gg, loss_fn, feeds_fn):
     return check
 
 
-def torch_step_fn(torch, P, loss_fn, batches, noise):
+def torch_step_fn(torch, P, loss_fn, batches, noise, fused=False):
+    """PyTorch's training step: default Adam with a Python-sum gradient norm, or (fused) PyTorch at
+    its best, Adam(fused=True) with torch._foreach_norm, as bench/torch_models.py's rows."""
     params = list(P.values())
-    opt = torch.optim.Adam(params, lr=1e-3)
+    opt = torch.optim.Adam(params, lr=1e-3, **({"fused": True} if fused else {}))
 
     def step(i):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(batches[i % len(batches)], *noise(i))
         loss.backward()
-        gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params))  # the trainer's grad_norm monitor
+        if fused:
+            gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
+        else:
+            gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params))  # the trainer's grad_norm monitor
         opt.step()
         return float(loss.detach()), float(gnorm.detach())
 
@@ -340,6 +348,7 @@ def model_bench(torch, name, rounds, data_dir):
     tm = {k: dict(zip(("tracemalloc_peak_mib", "rss_growth_mib"), peak_memory(f))) for k, f in fns.items()}
     return {"times": times, "check": check, "tracemalloc": tm["gengraph"]["tracemalloc_peak_mib"],
             "compile_s": gg["compile_s"], "ratio": times["gengraph"]["median_ms"] / times["torch"]["median_ms"],
+            "ratio_fused": times["gengraph"]["median_ms"] / times["torch_fused"]["median_ms"],
             "kernels": len(gg["step"].nodes), "params": int(sum(np.size(gg["graph"].value(p))
                                                                  for p in gg["model"].params))}
 
@@ -350,6 +359,8 @@ def model_fns(torch, name, data_dir, check=True):
         gg = gg_build("vae_mnist.toml", data_dir)
         gg["P"] = torch_params(torch, gg)
         loss_fn = torch_vae(torch, gg["P"], gg["model"].extras["hierarchy"] and _vae_cfg(gg))
+        fused_P = torch_params(torch, gg)  # the fused row's own parameters (same initial values)
+        fused_loss = torch_vae(torch, fused_P, gg["model"].extras["hierarchy"] and _vae_cfg(gg))
         latent = gg["model"].extras["hierarchy"].sizes[0]
         check = compare(torch, gg, loss_fn, lambda out, rnd: [torch.from_numpy(out["rand0"].reshape(B, latent))]) \
             if check else None
@@ -358,6 +369,8 @@ def model_fns(torch, name, data_dir, check=True):
         gg = gg_build("diffusion_mnist.toml", data_dir)
         gg["P"] = torch_params(torch, gg)
         loss_fn = torch_ddpm(torch, gg["P"], gg)
+        fused_P = torch_params(torch, gg)
+        fused_loss = torch_ddpm(torch, fused_P, gg)
         by_op = {n.op: i for i, n in enumerate(gg_check_program(gg)[1])}
 
         def feeds(out, rnd):
@@ -372,6 +385,7 @@ def model_fns(torch, name, data_dir, check=True):
     tb = [torch.from_numpy(b) for b in batches]
     return {"gengraph": gg_step_fn(gg, batches),
             "torch": torch_step_fn(torch, gg["P"], loss_fn, tb, lambda i: noise[i % len(noise)]),
+            "torch_fused": torch_step_fn(torch, fused_P, fused_loss, tb, lambda i: noise[i % len(noise)], fused=True),
             "_gg": gg, "_check": check}
 
 
