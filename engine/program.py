@@ -53,7 +53,7 @@ class Program:
                            for n, (shape, kind) in zip(feeds, self._feed_rules)]
         # class-label inputs of a program not on NumPy, checked on the host (the kernels check on NumPy)
         self._label_feeds = {n.name: graph.class_labels[n.id] for n in feeds
-                             if n.id in getattr(graph, "class_labels", {})} if xp is not np else {}
+                             if n.id in graph.class_labels} if xp is not np else {}
         self.output_nodes, self._out_keys = outputs, out_keys
         self.updates = updates  # [(target leaf, value node)]
         self.pass_stats, self.built_nodes = list(pass_stats), built_nodes

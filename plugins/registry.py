@@ -143,6 +143,4 @@ class Registry:
                 else:
                     self._objects.setdefault(name, obj)
                     return self._objects[name]
-        if name in self._conflicts and name not in self._objects:
-            raise UnknownKind(self.what, name, self.names(), self._broken, self._conflicts)
-        raise UnknownKind(self.what, name, self.names(), self._broken)
+        raise UnknownKind(self.what, name, self.names(), self._broken, self._conflicts)

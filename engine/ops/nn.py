@@ -116,10 +116,10 @@ def _has_negative(labels) -> bool:
 def check_host_labels(labels: np.ndarray, classes: int, name: str) -> None:
     """A LabelError when a NumPy array of class labels leaves 0..classes-1 (fed to a CuPy program,
     checked on the host before the upload: on the device the check would wait for it)."""
-    if labels.size and (_smallest(labels) < 0 or labels.max() >= classes):
-        bad = int(labels.min()) if _smallest(labels) < 0 else int(labels.max())
-        raise LabelError(f"input {name!r}: class labels must lie in 0..{classes - 1} ({classes} classes), "
-                         f"found {bad}")
+    if _has_negative(labels):
+        raise _label_error(classes, f"input {name!r}", int(labels.min()))
+    if labels.size and labels.max() >= classes:
+        raise _label_error(classes, f"input {name!r}", int(labels.max()))
 
 
 def _smallest(a):
@@ -127,20 +127,19 @@ def _smallest(a):
     return flat[flat.argmin()]
 
 
-def _label_error(z, labels, op, found):
-    return LabelError(f"{op}: class labels must lie in 0..{z.shape[-1] - 1} ({z.shape[-1]} classes), "
-                      f"found {found}")
+def _label_error(classes, op, found):
+    return LabelError(f"{op}: class labels must lie in 0..{classes - 1} ({classes} classes), found {found}")
 
 
 def _picked(xp, z, labels, op):
     """_pick, with a LabelError for a label out of range (a negative one, see _has_negative, or
     one >= the class count, which fails the pick itself)."""
     if xp is np and _has_negative(labels):
-        raise _label_error(z, labels, op, int(labels.min()))
+        raise _label_error(z.shape[-1], op, int(labels.min()))
     try:
         return _pick(xp, z, labels)
     except IndexError:
-        raise _label_error(z, labels, op, int(labels.max())) from None
+        raise _label_error(z.shape[-1], op, int(labels.max())) from None
 
 
 def _pick(xp, z, labels):
@@ -210,7 +209,7 @@ def _softmax_ce_backward_forward(xp, g, p, labels, broadcast=None, out=None):
     try:  # the forward refused negative labels; one >= the class count fails here
         flat[arange_of(xp, flat.shape[0]), labels.reshape(-1)] -= g if broadcast else g.reshape(-1)
     except IndexError:
-        raise _label_error(p, labels, "softmax_cross_entropy", int(labels.max())) from None
+        raise _label_error(p.shape[-1], "softmax_cross_entropy", int(labels.max())) from None
     return d
 
 
@@ -257,14 +256,15 @@ softmax_minus_one_hot = defop(
 
 
 def _correct_forward(xp, z, labels):
-    if xp is np and z.ndim == 2 and z.size:  # one row index for both picks
+    if xp is np and z.ndim == 2 and z.size:
+        # _picked and _row_max inlined, one row index for both picks: 0.4 us less a step at batch 16
         rows = arange_of(np, z.shape[0])
         if _has_negative(labels):
-            raise _label_error(z, labels, "correct", int(labels.min()))
+            raise _label_error(z.shape[-1], "correct", int(labels.min()))
         try:
             hit = z[rows, labels]
         except IndexError:
-            raise _label_error(z, labels, "correct", int(labels.max())) from None
+            raise _label_error(z.shape[-1], "correct", int(labels.max())) from None
         return (hit >= z[rows, z.argmax(axis=1)]).astype(z.dtype)
     return (_picked(xp, z, labels, "correct") >= _row_max(xp, z)).astype(z.dtype)
 
