@@ -303,17 +303,17 @@ def compare(torch, gg, loss_fn, feeds_fn):
 def torch_step_fn(torch, P, loss_fn, batches, noise, fused=False):
     """PyTorch's training step: default Adam with a Python-sum gradient norm, or (fused) PyTorch at
     its best, Adam(fused=True) with torch._foreach_norm, as bench/torch_models.py's rows."""
+    from .torch_models import _grad_norm, _grad_norm_foreach  # imports torch: only where torch runs
+
     params = list(P.values())
     opt = torch.optim.Adam(params, lr=1e-3, **({"fused": True} if fused else {}))
+    norm = _grad_norm_foreach if fused else _grad_norm  # the trainer's grad_norm monitor
 
     def step(i):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(batches[i % len(batches)], *noise(i))
         loss.backward()
-        if fused:
-            gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
-        else:
-            gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params))  # the trainer's grad_norm monitor
+        gnorm = norm(params)
         opt.step()
         return float(loss.detach()), float(gnorm.detach())
 
