@@ -43,6 +43,7 @@ class Model:
     metrics: dict[str, Node] = field(default_factory=dict)  # batch means, logged per epoch (loss included)
     train_updates: dict = field(default_factory=dict)  # extra state updates each step (chains, buffers)
     programs: dict = field(default_factory=dict)  # name -> (outputs dict, updates dict) for other programs
+    program_rows: dict = field(default_factory=dict)  # name -> the rows a program runs at, where not output.samples
     extras: dict = field(default_factory=dict)  # plugin-specific nodes or values
     feeds: Callable | None = None  # (x, y) arrays -> {input name: array}
     prediction: Node | None = None  # a supervised model's output (what `predict` programs return)

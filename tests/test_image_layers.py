@@ -384,3 +384,25 @@ plots = false
 """)
     summary = execute(load(path), tmp_path / "run")
     assert summary["test_accuracy"] > 0.85, summary
+
+
+def test_a_template_list_says_which_level_it_failed_at(tmp_path):
+    # an hvae's conv encoder template serves q(h_2|h_1) too: the message named model.encoder[0]
+    # and "got 16" without saying that h_1 was the input
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main as cli
+
+    path = tmp_path / "h.toml"
+    path.write_text('spec_version = 1\n[data]\nsource = "digits"\n[model]\nkind = "hvae"\n'
+                    'encoder = [{ type = "conv2d", channels = 4, kernel = 3, padding = 1 }, { units = 8 }]\n'
+                    'levels = [{ size = 16 }, { size = 8, decoder = [{ units = 8 }] }]\n[train]\nepochs = 1\n')
+    res = CliRunner().invoke(cli, ["validate", str(path)])
+    assert res.exit_code == 2
+    assert "h.toml:6:12: model.encoder[0]: in q(h_2 | h_1), whose input is h_1 (16 values): conv2d layer: " \
+           "needs an image input" in res.output, res.output
+    path.write_text(path.read_text().replace("encoder = [", "decoder = [").replace(
+        "{ size = 16 }, { size = 8, decoder = [{ units = 8 }] }", "{ size = 16, decoder = [{ units = 8 }] }, { size = 8 }"))
+    res = CliRunner().invoke(cli, ["validate", str(path)])
+    assert res.exit_code == 2 and "in p(h_1 | h_2), whose input is h_2 (8 values): conv2d layer" in res.output, \
+        res.output

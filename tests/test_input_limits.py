@@ -256,3 +256,31 @@ def test_huge_iw_samples_is_refused_before_running():
     r = invoke("validate", os.path.join(ROOT, "specs", "vae_digits.toml"), "--set", "model.elbo.iw_samples=1000000000")
     assert r.exit_code == 2
     assert "--set: model.elbo.iw_samples: iw_samples = 1000000000 (k samples of one example at once) needs" in r.output
+
+
+def test_the_iw_bound_is_estimated_at_the_rows_it_runs_at():
+    # the importance-weighted program was sized at output.samples rows (it runs in batches of
+    # iw_rows): vae_mnist with a 256-level likelihood was refused for ~30 GiB "of output.samples"
+    from pathlib import Path
+
+    from gengraph.engine.graph import topo_order
+    from gengraph.engine.metrics import peak_live_bytes
+    from gengraph.engine.views import GraphView, output_dict
+    from gengraph.plugins.blocks.memory import model_estimate
+    from gengraph.plugins.models.latent_common import iw_rows
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.runner import build
+
+    spec = load(Path(ROOT) / "specs" / "vae_digits.toml", ["model.elbo.iw_samples=2000"])
+    model = build(spec.data)[3]
+    rows = iw_rows(model.extras["hierarchy"], 2000, model.params)
+    assert model.program_rows == {"iw": rows} and rows < 100
+
+    def at(name, n):
+        outs = output_dict(model.programs[name][0])
+        return 2 * peak_live_bytes(GraphView(topo_order(list(outs.values())), outs, []), n)
+
+    estimate = model_estimate(model, 64, 64, 100)
+    assert estimate["programs"] == at("iw", rows) and estimate["programs_rows"] == rows
+    others = max(at(name, 100) for name in model.programs if name != "iw")
+    assert estimate["samples"] == others < at("iw", 100)

@@ -126,3 +126,69 @@ def test_test_fraction_is_refused_for_a_source_with_its_own_test_files(tmp_path)
     assert "s.toml:5:1: data.test_fraction: the mnist data come with their own test split" in result.output
     spec.write_text(spec.read_text().replace("test_fraction = 0.3\n", ""))
     assert CliRunner().invoke(main, ["validate", str(spec)]).exit_code == 0
+
+
+def test_a_runs_own_spec_loads_again(tmp_path):
+    # the written spec.toml holds every default, test_fraction = 0.2 among them: its refusal made
+    # every mnist run impossible to resume, sample or validate again
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    write_mnist(tmp_path / "m")
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'spec_version = 1\n[data]\nsource = "mnist"\ndir = "{tmp_path / "m"}"\n'
+                    '[model]\nkind = "mlp"\nlayers = [{ units = 8 }]\n[train]\nepochs = 1\n[output]\nplots = false\n')
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, ["run", str(spec), "--out", str(out), "-q"]).exit_code == 0
+    written = (out / "spec.toml").read_text()
+    assert "test_fraction = 0.2" in written and "not used: the mnist data come with their own test split" in written
+    assert CliRunner().invoke(main, ["validate", str(out / "spec.toml")]).exit_code == 0
+    resumed = CliRunner().invoke(main, ["run", "--resume", str(out), "--set", "train.epochs=2", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    spec.write_text(spec.read_text().replace("[model]", "test_fraction = 0.2\n[model]"))  # the default, given: ignored
+    assert CliRunner().invoke(main, ["validate", str(spec)]).exit_code == 0
+
+
+def test_damaged_compressed_data_names_the_file(tmp_path):
+    # a gz file whose deflate stream is damaged raised zlib.error (no OSError): a traceback
+    folder = tmp_path / "m"
+    write_mnist(folder, gz=True)
+    path = folder / (FILES["train_images"] + ".gz")
+    data = bytearray(path.read_bytes())
+    data[10:20] = bytes(b ^ 0xFF for b in data[10:20])  # the first deflate block's header
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: cannot read .*while decompressing data"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+
+
+def test_a_folder_or_fifo_in_place_of_a_file_and_a_file_as_the_folder(tmp_path):
+    # both were reported as missing files ("lacks ..." / "in the folder .../train-images-idx3-ubyte")
+    import os
+
+    folder = tmp_path / "m"
+    write_mnist(folder, skip=("test_images", "train_labels"))
+    (folder / FILES["test_images"]).mkdir()
+    os.mkfifo(folder / FILES["train_labels"])
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: is not a regular file \(expected the mnist IDX "
+                                        r"file train-labels-idx1-ubyte\)"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+    os.remove(folder / FILES["train_labels"])
+    write_mnist(folder, skip=("test_images",))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: is not a regular file"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+    (folder / (FILES["test_images"] + ".gz")).write_bytes(b"")  # a file beside the folder: that one is read
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: expected mnist test images starting with"):
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+    with pytest.raises(DataError, match=r"data\.dir .*train-images-idx3-ubyte is a file, not a folder"):
+        make_dataset({"source": "mnist", "dir": str(folder / FILES["train_images"])}, 0)
+
+
+def test_a_dimension_mismatch_names_the_magic_once(tmp_path):
+    folder = tmp_path / "m"
+    arrays = write_mnist(folder)
+    (folder / FILES["train_labels"]).write_bytes(idx_bytes(arrays["train_images"][:, :, :1]))
+    with pytest.raises(DataError) as err:
+        make_dataset({"source": "mnist", "dir": str(folder)}, 0)
+    assert str(err.value).endswith("expected 1 dimension(s) for mnist train labels (0x00000801), found 3")

@@ -57,7 +57,9 @@ def model_estimate(model, train_batch: int, eval_batch: int, samples: int) -> di
     """Bytes a run of `model` needs, from its graph's shapes alone (before anything is compiled):
     {"params": values x 4 (value, gradient, two optimizer moments), "train": activations of a
     training step of `train_batch` rows, "evaluate": of the loss and metrics on `eval_batch` rows,
-    "samples": of the largest other program (sampling, reports) on `samples` rows}.
+    "samples": of the largest other program (sampling, reports) on `samples` rows, "programs": of the
+    largest program that runs at rows of its own (`model.program_rows`, e.g. the importance-weighted
+    bound's batches) and "programs_rows": those rows}.
 
     A forward pass needs the most values alive at once in its topological order (views are free,
     a value dies after its last use), counted twice for what kernels allocate inside (im2col
@@ -79,8 +81,12 @@ def model_estimate(model, train_batch: int, eval_batch: int, samples: int) -> di
                    and not (n.op in OPS and OPS[n.op].returns_view_of_input))
 
     forward = view([model.loss, *model.metrics.values()])
-    others = [view(outs, ups) for outs, ups in model.programs.values()]
+    rows_of = getattr(model, "program_rows", {})
+    others = [view(outs, ups) for name, (outs, ups) in model.programs.items() if name not in rows_of]
+    own = [(2 * peak_live_bytes(view(*model.programs[name]), rows), rows) for name, rows in rows_of.items()]
+    largest, largest_rows = max(own or [(0, 0)])
     return {"params": 4 * sum(int(graph.value(p).nbytes) for p in graph.params()),
             "train": kept(forward, train_batch) + peak_live_bytes(forward, train_batch),
             "evaluate": 2 * peak_live_bytes(forward, eval_batch),
-            "samples": 2 * max([peak_live_bytes(v, samples) for v in others if samples] or [0])}
+            "samples": 2 * max([peak_live_bytes(v, samples) for v in others if samples] or [0]),
+            "programs": largest, "programs_rows": largest_rows}

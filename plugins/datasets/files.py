@@ -17,6 +17,7 @@ import gzip
 import io
 import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import ClassVar
 
@@ -53,7 +54,7 @@ def read_bytes(path, what: str) -> bytes:
                                 f"memory available (expected {what})")
             return data
         return p.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # zlib.error: damaged compressed data
         raise DataError(f"{p}: cannot read {what}: {exc}") from exc
 
 

@@ -35,14 +35,19 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 def find_files(folder: Path, name: str, url: str) -> dict[str, Path]:
     """The four files (plain preferred over .gz); DataError naming all of them if any is missing."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{name}: data.dir {folder} is a file, not a folder: set it to the folder that holds "
+                        f"the four IDX files {', '.join(FILES.values())}")
     found, missing = {}, []
     for key, base in FILES.items():
-        for candidate in (folder / base, folder / (base + ".gz")):
-            if candidate.is_file():
-                found[key] = candidate
-                break
-        else:
-            missing.append(base)
+        candidates = (folder / base, folder / (base + ".gz"))
+        files = [c for c in candidates if c.is_file()]
+        if files:
+            found[key] = files[0]
+            continue
+        for other in (c for c in candidates if c.exists()):  # a folder, a FIFO: "lacks" would send the user looking
+            raise DataError(f"{other}: is not a regular file (expected the {name} IDX file {base})")
+        missing.append(base)
     if missing:
         where = f"{folder} does not exist" if not folder.exists() else f"{folder} lacks {', '.join(missing)}"
         raise DataError(f"{name}: expected the four IDX files {', '.join(FILES.values())} (each plain or "
@@ -73,8 +78,8 @@ class MnistLike(Source):
         paths = find_files(folder, self.name, self.url)
         arrays = {}
         for split in ("train", "test"):
-            x = read_idx(paths[f"{split}_images"], f"{self.name} {split} images (IDX, magic 0x00000803)", ndim=3)
-            y = read_idx(paths[f"{split}_labels"], f"{self.name} {split} labels (IDX, magic 0x00000801)", ndim=1)
+            x = read_idx(paths[f"{split}_images"], f"{self.name} {split} images", ndim=3)
+            y = read_idx(paths[f"{split}_labels"], f"{self.name} {split} labels", ndim=1)
             for kind, a in (("images", x), ("labels", y)):
                 if a.dtype != np.uint8:
                     raise DataError(f"{paths[f'{split}_{kind}']}: expected unsigned bytes (type 0x08) for {kind}, "

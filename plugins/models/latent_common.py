@@ -240,6 +240,17 @@ def output_layer(in_dim: int, layers: list[dict], x_dim: int, image_shape, origi
             "stride": 1, "dilation": 1, "groups": 1, "activation": "identity", "init": "xavier", "bias": True}
 
 
+def _at_level(where, make):
+    """make(), with a layer list's complaint saying which conditional it was building (a template
+    list serves every level, so its key alone does not say which one failed); where None: as is."""
+    try:
+        return make()
+    except ModelConfigError as exc:
+        if not where:
+            raise
+        raise ModelConfigError(exc.path, f"in {where}: {exc.message}") from None
+
+
 class Hierarchy:
     """Encoders q(h_t|h_{t-1}), decoders p(h_{t-1}|h_t) and p(x|h_1), and the bounds built from them.
 
@@ -269,8 +280,10 @@ class Hierarchy:
             self.label = one_hot(graph, self.y, self.n_labels)
         dims = [x_dim + self.n_labels] + self.sizes
         dec_in = self.sizes[0] + self.n_labels
-        self.encoders = [GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t),
-                                     origin("encoder", t), image_shape if t == 0 else None)
+        self.encoders = [_at_level(t and f"q(h_{t + 1} | h_{t}), whose input is h_{t} ({dims[t]} values)",
+                                   lambda t=t, lv=lv: GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng,
+                                                                  names("encoder", t), origin("encoder", t),
+                                                                  image_shape if t == 0 else None))
                          for t, lv in enumerate(levels)]
         lik_kind = LIKELIHOODS.get(likelihood_cfg["kind"])
         out_units = lik_kind.units(x_dim, likelihood_cfg) if hasattr(lik_kind, "units") else x_dim
@@ -278,8 +291,10 @@ class Hierarchy:
                                 out=output_layer(dec_in, levels[0]["decoder"], x_dim, image_shape,
                                                  origin("decoder", 0), out_units), origin=origin("decoder", 0))
         # decoders[t] is p(h_t | h_{t+1}) for t = 0..T-2 (level t+2's decoder)
-        self.decoders = [GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"], self.sizes[t], rng,
-                                     names("decoder", t + 1), origin("decoder", t + 1))
+        self.decoders = [_at_level(f"p(h_{t + 1} | h_{t + 2}), whose input is h_{t + 2} ({self.sizes[t + 1]} values)",
+                                   lambda t=t: GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"],
+                                                           self.sizes[t], rng, names("decoder", t + 1),
+                                                           origin("decoder", t + 1)))
                          for t in range(len(levels) - 1)]
         lik = dict(likelihood_cfg)
         self.likelihood_cfg, self.likelihood_kind = dict(likelihood_cfg), lik_kind
@@ -458,6 +473,7 @@ def build_latent_model(graph, hier: Hierarchy, elbo_cfg: dict) -> Model:
     params = [n for n in graph.params()]
     inputs = {"x": x, **({"y": hier.y} if hier.n_labels else {})}
     return Model(graph, params, loss, inputs, metrics=metrics, programs=programs,
+                 program_rows={"iw": iw_rows(hier, elbo_cfg["iw_samples"], params)},  # nll_iw's batches
                  extras={"hierarchy": hier, "parts": parts, "terms": values, "elbo": elbo_cfg},
                  n_labels=hier.n_labels)
 

@@ -38,7 +38,7 @@ from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError, _fmt
-from gengraph.plugins.datasets import DataError
+from gengraph.plugins.datasets import SHARED_FIELDS, DataError
 from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.registry import UnknownKind
@@ -114,10 +114,14 @@ def build_checked(spec, *, base_dir=None):
         if "array is too big" not in str(exc):  # NumPy's refusal of an allocation past the address space
             raise
         raise issue("model", "the model does not fit in memory (a size in [model] or [data] is too large)") from None
-    if built[0].meta.get("split", {}).get("kind") == "file" and "data.test_fraction" in spec.positions:
-        # a source with its own test files (mnist's t10k, an npz test_path) splits nothing off
-        raise issue("data.test_fraction", f'the {spec.data["data"]["source"]} data come with their own test '
-                                          "split, so test_fraction does not apply; remove it")
+    if built[0].meta.get("split", {}).get("kind") == "file":
+        # a source with its own test files (mnist's t10k, an npz test_path) splits nothing off. The
+        # default passes: every written spec.toml holds it, and the run's own spec must load again
+        source = spec.data["data"]["source"]
+        if spec.data["data"]["test_fraction"] != SHARED_FIELDS["test_fraction"].default:
+            raise issue("data.test_fraction", f"the {source} data come with their own test split, so "
+                                              "test_fraction does not apply; remove it")
+        spec.notes.setdefault("data.test_fraction", f"not used: the {source} data come with their own test split")
     if (spec.data["train"]["optimizer"]["kind"] == "lbfgs" and built[1].trains_by_gradient
             and (why := lbfgs_refusal(built[1], built[3]))):
         raise issue("train.optimizer.kind", why)
@@ -141,7 +145,7 @@ def _check_memory(spec, built, issue) -> None:
     samples = cfg["output"].get("samples", 0)
     need = model_estimate(model, train_batch, eval_batch, samples)
     uses = [("train.batch_size", train_batch, need["train"]), ("output.samples", samples, need["samples"]),
-            ("model", eval_batch, need["evaluate"])]
+            ("model", eval_batch, need["evaluate"]), ("model", need["programs_rows"], need["programs"])]
     key, batch, acts = max(uses, key=lambda u: u[2])
     params, free = need["params"], memory.available_bytes()
     if params > free:
