@@ -70,6 +70,11 @@ def user_errors(fn):
             if debug:
                 raise
             raise click.ClickException(printable(f"run failed: {exc}")) from None
+        except MemoryError as exc:  # past the estimates (a process limit, other programs' memory): the run failed
+            if debug:
+                raise
+            raise click.ClickException(printable(f"{ctx.info_name} failed: out of memory ({exc or 'MemoryError'}); "
+                                                 "lower train.batch_size, output.samples or the sizes in [model]")) from None
         except BrokenPipeError:  # the reader stopped reading (gengraph plugins | head): nothing failed
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush would raise again
@@ -274,7 +279,7 @@ def common(fn):
 @click.option("--device", type=DeviceChoice(), help="override run.device")
 @click.option("--resume", "resume_dir", metavar="DIR",
               help="continue the run in this directory from its checkpoint (SPEC defaults to its spec.toml); "
-                   "only train.epochs, output.*, run.threads and run.device may change")
+                   "only train.epochs, output.*, run.name, run.threads and run.device may change")
 @click.option("--overwrite", is_flag=True, help="replace the run already in the run directory (its files only)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress output (the run directory and final metrics still print)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
@@ -309,6 +314,7 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
     from gengraph.plugins.run.progress import Progress
     from gengraph.plugins.run.rundir import check_path
     from gengraph.plugins.run.runner import execute
+    from gengraph.plugins.spec.errors import printable
 
     if resume_dir is not None:
         check_path(resume_dir)
@@ -339,7 +345,7 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
     if as_json:
         click.echo(_dumps({"run_dir": str(run_dir), "summary": summary}, indent=1))
     else:
-        click.echo(f"run directory: {run_dir}")
+        click.echo(f"run directory: {printable(str(run_dir))}")
         for k, v in summary.items():
             if isinstance(v, float):
                 click.echo(f"  {k:22s} {v:.6g}")
@@ -357,6 +363,7 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     SPEC is a spec file or a shipped spec's name (mlp_digits, ...: the files in specs/)."""
     from gengraph.plugins.run.api import load_spec_any
     from gengraph.plugins.run.runner import build_checked
+    from gengraph.plugins.spec.errors import printable
 
     _load_plugins(plugin_files)
     loaded, path, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a shipped name
@@ -370,7 +377,7 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     elif resolved:
         click.echo(loaded.to_toml(), nl=False)
     else:
-        click.echo(f"{path or spec}: valid ({loaded.data['model']['kind']} on {loaded.data['data']['source']})")
+        click.echo(f"{printable(str(path or spec))}: valid ({loaded.data['model']['kind']} on {loaded.data['data']['source']})")
 
 
 @main.command(epilog=_examples("plugins"))

@@ -327,3 +327,19 @@ def test_a_nul_byte_in_the_run_name_is_found_by_validate():
     r = CliRunner().invoke(main, ["validate", str(ROOT / "specs" / "mlp_digits.toml"), "--set",
                                   'run.name="a\\u0000b"'])
     assert r.exit_code == 2 and r.output == "error: --set: run.name: contains a NUL byte, which no file name can hold\n"
+
+
+@pytest.mark.parametrize("key", ["run.name", "output.dir"])
+def test_control_characters_in_the_run_folder_are_refused(key):
+    # run.name = "x\e[2Jy\nz" made a folder with ESC and a newline in its name, and "run directory:"
+    # printed the escape sequence to the terminal
+    r = invoke("validate", str(ROOT / "specs" / "linear_perceptron.toml"), "--set", f'{key}="x\\u001b[2Jy\\nz"')
+    assert r.exit_code == 2
+    assert f"--set: {key}: contains a control character (x\\x1b[2Jy\\nz); use a plain name" in r.output, r.output
+
+
+def test_a_spec_file_name_is_echoed_escaped(tmp_path):
+    path = tmp_path / "e\x1b[2Jvil.toml"
+    path.write_text((ROOT / "specs" / "linear_perceptron.toml").read_text())
+    r = invoke("validate", str(path))
+    assert r.exit_code == 0 and "e\\x1b[2Jvil.toml: valid (mlp on" in r.output and "\x1b" not in r.output

@@ -171,6 +171,25 @@ def test_overwrite_keeps_user_files_named_like_plugin_outputs(tmp_path):
         assert (out / name).read_text() == "mine", name
 
 
+def test_a_plugin_file_is_listed_before_it_is_written(tmp_path):
+    # files.json was written after the report: a run killed (kill -9) after its samples.npy and
+    # before that left a file no list named, and the next run's --overwrite kept it beside its own
+    from gengraph.plugins.run.context import RunContext
+
+    ctx = RunContext({}, tmp_path, 0)
+    path = ctx.path("samples.npy")
+    assert path == tmp_path / "samples.npy" and not path.exists()
+    assert json.loads((tmp_path / "files.json").read_text()) == ["samples.npy"]
+    ctx.path("density.png")
+    assert json.loads((tmp_path / "files.json").read_text()) == ["density.png", "samples.npy"]
+    (tmp_path / "spec.toml").write_text("")  # what the killed run had written: a run is here
+    path.write_bytes(b"stale")
+    (tmp_path / "s").mkdir()
+    result = invoke("run", tiny(tmp_path / "s"), "--out", tmp_path, "-q", "--overwrite", "--set", "train.epochs=1")
+    ok_no_traceback(result, 0)
+    assert not path.exists()
+
+
 def test_overwrite_removes_the_plugin_files_the_manifest_names(tmp_path):
     out = finished_run(tmp_path, "output.plots=true")
     names = json.loads((out / "files.json").read_text())
@@ -393,6 +412,37 @@ def test_a_stale_lock_is_taken_over_with_a_note_and_released(tmp_path):
     ok_no_traceback(result, 0)
     assert f"took over the stale lock {out / LOCK_NAME} (PID {dead.pid} is not running)" in result.output
     assert not (out / LOCK_NAME).exists() and (out / "summary.json").exists()
+
+
+def test_a_lock_whose_pid_now_names_a_later_process_is_stale(tmp_path):
+    # any live PID counted as the owner: a reused PID (a process started after the lock was written)
+    # kept the folder locked for good
+    import socket
+
+    out = tmp_path / "run"
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out.mkdir()
+        (out / LOCK_NAME).write_text(json.dumps({"pid": later.pid, "host": socket.gethostname(),
+                                                 "started": "2020-01-01 00:00:00", "time": 1577836800.0}))
+        result = invoke("run", tiny(tmp_path), "--out", out, "-q")
+        ok_no_traceback(result, 0)
+        assert f"took over the stale lock {out / LOCK_NAME} (PID {later.pid} is not running)" in result.output
+    finally:
+        later.kill()
+        later.wait()
+
+
+@pytest.mark.parametrize("pid", [0, -1, True])
+def test_a_lock_naming_no_process_is_garbage(tmp_path, pid):
+    # os.kill(0, 0) and os.kill(-1, 0) succeed: such locks were "in use by another gengraph run"
+    out = tmp_path / "run"
+    _write_lock(out, pid)
+    old = time.time() - 60  # an old garbage lock is taken over; a fresh one may be a run starting
+    os.utime(out / LOCK_NAME, (old, old))
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q")
+    ok_no_traceback(result, 0)
+    assert f"took over the stale lock {out / LOCK_NAME} (it held no owner's PID)" in result.output
 
 
 def test_the_lock_is_released_when_a_run_fails(tmp_path):

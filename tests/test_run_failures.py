@@ -85,3 +85,38 @@ def test_point_mass_gaussians_have_no_true_log_density_to_report(tmp_path):
     assert "true_test_loglik" not in summary and math.isfinite(summary["test_loglik_exact"])
     r = invoke("run", spec, "--set", "data.std=0.1", "--out", tmp_path / "r1", "-q")
     assert math.isfinite(_strict_json((tmp_path / "r1" / "summary.json").read_text())["true_test_loglik"])
+
+
+def test_out_of_memory_during_a_run_is_a_failed_run_not_a_traceback(tmp_path, monkeypatch):
+    # past the estimates (a process limit): NumPy's MemoryError at the first checkpoint was a traceback
+    from gengraph.plugins.run.trainer import Trainer
+
+    def boom(self):
+        raise MemoryError("Unable to allocate 732. MiB for an array with shape (3000000, 64) and data type float32")
+
+    monkeypatch.setattr(Trainer, "snapshot", boom)
+    r = invoke("run", str(SPECS / "linear_perceptron.toml"), "--out", str(tmp_path / "r"), "-q")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "error: run failed: out of memory (Unable to allocate 732. MiB for an array with shape (3000000, 64) " \
+           "and data type float32); lower train.batch_size, output.samples or the sizes in [model]" in r.output, r.output
+
+
+def test_a_failed_atomic_write_names_the_file_meant(tmp_path, monkeypatch):
+    # a full disk said "cannot write: No space left on device": the error came from the temporary
+    # file, which has no name in it
+    import errno
+    import os
+
+    import pytest
+
+    from gengraph.plugins.blocks import files
+
+    def full(fd, mode):
+        os.close(fd)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fdopen", full)
+    with pytest.raises(OSError) as err:
+        files.atomic_write(tmp_path / "summary.json", "{}")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "summary.json")
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind

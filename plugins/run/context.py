@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from gengraph.plugins.run.rundir import write_manifest
+
 
 @dataclass
 class RunContext:
@@ -30,9 +32,14 @@ class RunContext:
     data_files: dict = field(default_factory=dict)  # fingerprints of the data files (data_files.py)
 
     def path(self, name: str) -> Path | None:
+        """Where a plugin writes `name` in the run folder; the folder's list of such files (for
+        --overwrite) names it before the plugin writes: a run killed in between left a file that
+        no list named, and the next run's --overwrite kept it."""
         if self.run_dir is None:
             return None
-        self.written.add(name)
+        if name not in self.written:
+            self.written.add(name)
+            write_manifest(self.run_dir, self.written)
         return self.run_dir / name
 
     @property

@@ -65,6 +65,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), from /proc; None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22; the name in () may hold spaces
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _lock_time(owner: dict) -> float | None:
+    """When the lock was written: its "time" (seconds), or its "started" text (older locks)."""
+    if isinstance(owner.get("time"), (int, float)) and not isinstance(owner.get("time"), bool):
+        return float(owner["time"])
+    try:
+        return time.mktime(time.strptime(str(owner.get("started")), "%Y-%m-%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _owner_running(owner: dict) -> bool:
+    """Whether the lock's writer still runs: its PID is alive and is not a later process that was
+    given the same number (one that started after the lock was written cannot have written it)."""
+    if not _pid_alive(owner["pid"]):
+        return False
+    started, written = _process_start(owner["pid"]), _lock_time(owner)
+    return started is None or written is None or started <= written + 2.0  # 2 s: clock ticks, whole seconds
+
+
 class RunLock:
     """The lock of one run directory, held from `acquire` to `release`."""
 
@@ -83,7 +114,7 @@ class RunLock:
         except OSError as exc:
             raise RunDirError(f"run directory {self.run_dir}: cannot write there ({exc.strerror or exc})") from None
         self.token = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "time": time.time()})
         with os.fdopen(fd, "w") as fh:
             fh.write(self.token + "\n")
         return True
@@ -97,7 +128,8 @@ class RunLock:
             raise RunDirError(f"{self.path}: cannot read the lock ({exc.strerror or exc})") from None
         try:
             owner = json.loads(text)
-            if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+            pid = owner.get("pid") if isinstance(owner, dict) else None
+            if type(pid) is not int or pid <= 0:  # os.kill(0 or -1, 0) succeeds: such a lock names no process
                 raise ValueError
         except ValueError:
             owner = {}
@@ -122,7 +154,7 @@ class RunLock:
             elif owner.get("host") != host:
                 raise RunDirError(f"{self.run_dir} is in use by a gengraph run on host {owner.get('host')} "
                                   f"(PID {owner['pid']}); if that run is gone, delete {self.path}")
-            elif _pid_alive(owner["pid"]):
+            elif _owner_running(owner):
                 raise RunDirError(f"{self.run_dir} is in use by another gengraph run (PID {owner['pid']}, "
                                   f"started {owner.get('started', '?')}); wait for it to end or choose another --out "
                                   f"(if no gengraph run works there, delete {self.path})")
@@ -139,7 +171,8 @@ class RunLock:
                 aside.unlink(missing_ok=True)
                 raise RunDirError(f"{self.run_dir} is in use by another gengraph run (lock {self.path})")
             aside.unlink(missing_ok=True)
-            what = f"PID {owner['pid']} is not running" if owner else "it was left empty"
+            what = (f"PID {owner['pid']} is not running" if owner else
+                    "it held no owner's PID" if text.strip() else "it was left empty")
             log(f"note: took over the stale lock {self.path} ({what})")
         raise RunDirError(f"{self.run_dir}: could not take the lock {self.path}")
 

@@ -31,7 +31,7 @@ from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsona
 from gengraph.plugins.run import data_files
 from gengraph.plugins.run.resume import check_resumable, read_metrics
 from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, clear_temporaries, open_run_dir,
-                                         refuse_if_taken, refuse_sweep_folder, write_manifest)
+                                         refuse_if_taken, refuse_sweep_folder)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
@@ -39,7 +39,7 @@ from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError, _fmt
 from gengraph.plugins.datasets import SHARED_FIELDS, DataError
-from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named
+from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named, printable
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.run.trainer import lbfgs_refusal, optimizer_from_spec
@@ -85,8 +85,13 @@ def build_checked(spec, *, base_dir=None):
         path = named_child(spec.positions, path, message)
         return SpecError([SpecIssue(*spec.position(path), path, message)])
 
-    if "\0" in spec.data["run"]["name"]:  # the run folder's name: validate passed it, run refused the folder
-        raise issue("run.name", "contains a NUL byte, which no file name can hold")
+    for key in ("run.name", "output.dir"):  # the run folder's path: validate passed these, run failed or echoed them
+        section, name = key.split(".")
+        text = spec.data[section][name]
+        if "\0" in text:
+            raise issue(key, "contains a NUL byte, which no file name can hold")
+        if printable(text) != text:  # an escape sequence would reach the terminal in "run directory: ..."
+            raise issue(key, f"contains a control character ({printable(text)}); use a plain name")
     if spec.data["run"]["device"] == "cuda":  # say so now, not after the data and model are built
         try:
             get_backend("cupy")
@@ -122,6 +127,12 @@ def build_checked(spec, *, base_dir=None):
             raise issue("data.test_fraction", f"the {source} data come with their own test split, so "
                                               "test_fraction does not apply; remove it")
         spec.notes.setdefault("data.test_fraction", f"not used: the {source} data come with their own test split")
+    if built[1].trains_by_gradient and not built[3].params and spec.data["train"]["epochs"] > 0:
+        # no train_step is compiled without parameters: the first batch failed with a traceback
+        key = "model.params" if "params" in spec.data["model"] else "model"
+        raise issue(key, "the model has no parameters to train"
+                         + (" (declare them in model.params and use them in model.energy)" if key != "model" else "")
+                         + "; or set train.epochs = 0 to evaluate and sample it as it is")
     if (spec.data["train"]["optimizer"]["kind"] == "lbfgs" and built[1].trains_by_gradient
             and (why := lbfgs_refusal(built[1], built[3]))):
         raise issue("train.optimizer.kind", why)
@@ -320,19 +331,15 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
     state["phase"] = "report"
     signals.stop_at_once()
     trainer.use_averaged_weights()  # after the checkpoint, which keeps the trained weights and the averages
-    try:
-        summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
-                   if k.startswith("test_")}
-        summary.update(plugin.report(model, data, ctx))
-        summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
-                        "seconds": round(time.perf_counter() - t0, 3)})
-        if ctx.plots:
-            loss_curves(trainer.state.history, run_dir / "loss.png", plugin.loss_label(cfg["model"]), final=summary)
-        atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
-    finally:
-        if ctx.written:
-            with signals.deferred():
-                write_manifest(run_dir, ctx.written)
+    # (the plugin's files are listed in files.json as ctx.path hands them out)
+    summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
+               if k.startswith("test_")}
+    summary.update(plugin.report(model, data, ctx))
+    summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
+                    "seconds": round(time.perf_counter() - t0, 3)})
+    if ctx.plots:
+        loss_curves(trainer.state.history, run_dir / "loss.png", plugin.loss_label(cfg["model"]), final=summary)
+    atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
     # last: summary.json at the checkpoint's epoch and step is what marks the report complete
     # (resume.check_resumable); written first, a run stopped after it could not be resumed and
     # kept no loss.png or summary.txt
