@@ -216,6 +216,8 @@ class _Checker(ast.NodeVisitor):
     def visit_Constant(self, node):
         if type(node.value) not in (int, float):
             self.fail(node, f"only numbers are allowed as constants, not {type(node.value).__name__}")
+        if type(node.value) is int and node.value.bit_length() > 1024:  # past float64's largest: no op takes it
+            self.fail(node, "constant is too large for a float")
 
     def visit_Name(self, node):
         if node.id.startswith("_"):

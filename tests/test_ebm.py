@@ -137,3 +137,68 @@ def test_ebm_moons_spec_short_run(tmp_path):
     samples = np.load(tmp_path / "samples.npy")
     assert samples.shape == (1000, 2) and np.all(np.isfinite(samples))
     assert (tmp_path / "samples.png").exists() and (tmp_path / "energy.png").exists()
+
+
+def _validate(spec_text, tmp_path, *args):
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    path = tmp_path / "e.toml"
+    path.write_text(spec_text)
+    return CliRunner().invoke(main, ["validate", str(path), *args])
+
+
+EXPR_EBM = ('spec_version = 1\n[data]\nsource = "moons"\n[model]\nkind = "ebm"\nenergy = "{energy}"\n{params}'
+            '[train]\nepochs = 1\nbatch_size = 16\n')
+
+
+def test_an_energy_without_parameters_is_refused_unless_nothing_trains(tmp_path):
+    # it validated, then the first batch failed with KeyError: 'train_step' (no parameters, no step)
+    text = EXPR_EBM.format(energy="sum(x * x, axis=1)", params="")
+    res = _validate(text, tmp_path)
+    assert res.exit_code == 2
+    assert "e.toml:4:1: model.params: the model has no parameters to train (declare them in model.params and use " \
+           "them in model.energy); or set train.epochs = 0" in res.output, res.output
+    assert _validate(text, tmp_path, "--set", "train.epochs=0").exit_code == 0  # sampling a fixed energy
+
+
+def test_an_energy_whose_shapes_clash_on_data_is_a_spec_error(tmp_path):
+    # x @ x passed the shape rules (unknown batch axis) and raised NumPy's ValueError: a traceback
+    res = _validate(EXPR_EBM.format(energy="sum(x @ x, axis=1)", params=""), tmp_path)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "e.toml:6:1: model.energy: 'sum(x @ x, axis=1)': matmul: " in res.output, res.output
+
+
+def test_rbm_energy_messages_read_once(tmp_path):
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    spec = str(Path(__file__).parent.parent / "specs" / "rbm_digits.toml")
+    res = CliRunner().invoke(main, ["validate", spec, "--set", 'model.energy="sum(x)"'])
+    assert res.exit_code == 2 and "model.energy: in expression 'sum(x)', column 1: the energy must" in res.output
+    res = CliRunner().invoke(main, ["validate", spec, "--set", 'model.energy="sum(x * q, axis=1)"'])
+    assert res.exit_code == 2 and "unknown name(s) q; a binary-visible energy may use" in res.output, res.output
+
+
+def test_energy_names_and_constants_are_explained(tmp_path):
+    # an unknown name got no suggestion (functions and keywords did); a 4000-digit constant was
+    # echoed whole as "not an array or a number"
+    res = _validate(EXPR_EBM.format(energy="sum(x * ww, axis=1)", params="params = { w = 1.0 }\n"), tmp_path)
+    assert res.exit_code == 2 and 'unknown name(s) ww (did you mean "w" for ww?): declare them' in res.output, res.output
+    res = _validate(EXPR_EBM.format(energy="9" * 4000 + " * sum(x * w, axis=1)", params="params = { w = 1.0 }\n"),
+                    tmp_path)
+    assert res.exit_code == 2 and "column 1: constant is too large for a float" in res.output and "9" * 100 not in \
+        res.output, res.output[:300]
+
+
+@pytest.mark.parametrize("params, message", [
+    ("params = { w = true }\n", "model.params.w: expected a number or an array of numbers"),
+    ("params = { w = [1.0, false] }\n", "model.params.w: expected a number or an array of numbers"),
+    ('params = { "w\\u001b[2J" = 1.0 }\n', "model.params: 'w\\x1b[2J' is not a name an expression can use"),
+])
+def test_energy_parameters_are_numbers_with_usable_names(tmp_path, params, message):
+    # true was taken as 1.0, and a name with an escape sequence went into the checkpoint's keys
+    res = _validate(EXPR_EBM.format(energy="sum(x * x, axis=1)", params=params), tmp_path)
+    assert res.exit_code == 2 and message in res.output, res.output

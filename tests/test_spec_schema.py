@@ -117,6 +117,15 @@ def test_unknown_nested_key_is_one_located_issue_with_suggestion():
     assert str(issues[0]) == 'spec.toml:17:5: model.encoder[1].actvation: unknown key; did you mean "activation"?'
 
 
+def test_a_misspelt_required_key_is_one_issue():
+    # "units missing" and "unit unknown; did you mean units" were two issues for one typo
+    issues = issues_of(VALID.replace("units = 32", "unit = 32"))
+    assert [str(i) for i in issues] == ['spec.toml:16:1: model.encoder[1].unit: unknown key; did you mean '
+                                        '"units"? (it is required)'], issues
+    issues = issues_of(VALID.replace("units = 32", "zzz = 32"))  # no close name: both stay
+    assert [i.message.split(" (")[0] for i in issues] == ["missing required key", "unknown key"], issues
+
+
 def test_all_errors_are_reported_at_once_in_file_order():
     text = """\
 spec_version = 1

@@ -42,6 +42,8 @@ from gengraph.plugins.blocks.sample_quality import two_sample_summary
 from gengraph.plugins.models.score_matching import annealed_langevin, build_score_model, report_score, score_schema
 from gengraph.plugins.blocks.layers import Network, layer_schema
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
+from gengraph.plugins.registry import suggest
+from gengraph.plugins.spec.errors import printable
 from gengraph.plugins.spec.schema import Field, ListOf, Table
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks import plots
@@ -191,14 +193,21 @@ class ExpressionEnergy:
             raise ModelConfigError("model.energy", str(exc)) from None
         unknown = sorted(used - {"x"} - set(values))
         if unknown:
-            raise ModelConfigError("model.energy", f"unknown name(s) {', '.join(unknown)}: declare them in "
+            hint = "".join(f' (did you mean "{hit}" for {name}?)' for name in unknown
+                           if (hit := suggest(name, ["x", *values])) is not None)
+            raise ModelConfigError("model.energy", f"unknown name(s) {', '.join(unknown)}{hint}: declare them in "
                                    "model.params (name = initial value)")
         self.params = {}
         with graph.scope("energy"):
             for name, v in values.items():
                 if name == "x":
                     raise ModelConfigError("model.params.x", "x is the input; choose another name")
+                if not name.isidentifier():  # the expression could never use it (and it would name a checkpoint key)
+                    raise ModelConfigError("model.params", f"{printable(repr(name))} is not a name an expression "
+                                                           "can use (letters, digits and _, not starting with a digit)")
                 try:
+                    if _has_bool(v):  # true would have become 1.0
+                        raise TypeError
                     arr = np.asarray(v, dtype=np.float64)
                 except (TypeError, ValueError):
                     raise ModelConfigError(f"model.params.{name}", "expected a number or an array of numbers") \
@@ -213,8 +222,11 @@ class ExpressionEnergy:
             raise ModelConfigError("model.energy", f"{msg}, found shape {e.shape}")
         prog = compile(self.graph, e)
         xs = rng.normal(size=(4, x.shape[1]))
-        whole = np.asarray(to_numpy(prog.run(x=xs)), np.float64)
-        single = np.array([float(to_numpy(prog.run(x=xs[i:i + 1]))[0]) for i in range(4)])
+        try:  # shapes that only clash on data (x @ x): NumPy's ValueError, as the rbm's check reports it
+            whole = np.asarray(to_numpy(prog.run(x=xs)), np.float64)
+            single = np.array([float(to_numpy(prog.run(x=xs[i:i + 1]))[0]) for i in range(4)])
+        except ValueError as exc:
+            raise ModelConfigError("model.energy", f"{self.expression!r}: {exc}") from None
         if np.any(np.abs(whole - single) > 1e-4 * (1 + np.abs(single))):
             raise ModelConfigError("model.energy", f"{msg}: the energy of an example depends on the others")
 
@@ -224,6 +236,10 @@ class ExpressionEnergy:
                 return build_expr(self.expression, {"x": x, **self.params})
         except ExprError as exc:
             raise ModelConfigError("model.energy", str(exc)) from None
+
+
+def _has_bool(v) -> bool:
+    return isinstance(v, bool) or (isinstance(v, list) and any(_has_bool(e) for e in v))
 
 
 def make_energy(cfg, graph, d, rng):

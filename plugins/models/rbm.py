@@ -199,11 +199,13 @@ def make_energy(cfg, graph, nv, nh, x_train, rng):
         allowed = expression_names(visible)
         unknown = sorted(used - set(allowed))
         if unknown:
-            raise ModelConfigError("model.energy", f"unknown name(s) {', '.join(unknown)}; an {visible}-visible "
+            raise ModelConfigError("model.energy", f"unknown name(s) {', '.join(unknown)}; a {visible}-visible "
                                    f"energy may use {', '.join(allowed)}")
         try:
             check_expression(expression, visible, nv, nh)
-        except (ValueError, ExprError) as exc:
+        except ExprError as exc:  # its message quotes the expression already
+            raise ModelConfigError("model.energy", str(exc)) from None
+        except ValueError as exc:
             raise ModelConfigError("model.energy", f"{expression!r}: {exc}") from None
     want = (lambda name: used is None or name in used)  # noqa: E731
     params = {}

@@ -173,23 +173,31 @@ class Table:
             ctx.add(path, f"expected table, found {_found(value)}")
             return value
         out = {k: value[k] for k in passthrough if k in value}
+        known = [*passthrough, *self.fields]
+        # unknown keys and the known key each seems to misspell (total_step -> total_steps)
+        hints = {} if self.extra else {k: suggest(k, known) for k in value if k not in known}
+        required = set()  # missing keys whose misspelling is there: one issue, at the misspelling
         for name, sub in self.fields.items():
             if name in passthrough:
                 continue
             p = join_key(path, name)
-            out[name] = sub._validate(value[name], p, ctx) if name in value else sub._missing(p, ctx)
-        known = [*passthrough, *self.fields]
-        for k, v in value.items():
-            if k in out:
+            if name in value:
+                out[name] = sub._validate(value[name], p, ctx)
                 continue
-            if self.extra:
-                out[k] = copy.deepcopy(v)
-                continue
-            hint = suggest(k, known)
+            before = len(ctx.issues)
+            out[name] = sub._missing(p, ctx)
+            if name in hints.values() and len(ctx.issues) > before:
+                del ctx.issues[before:]
+                required.add(name)
+        for k, hint in hints.items():
             if hint:
-                ctx.add(join_key(path, k), f'unknown key; did you mean "{hint}"?')
+                ctx.add(join_key(path, k), f'unknown key; did you mean "{hint}"?'
+                                           + (" (it is required)" if hint in required else ""))
             else:
                 ctx.add(join_key(path, k), f"unknown key (known keys: {', '.join(known) or 'none'})")
+        for k, v in value.items():
+            if k not in out and self.extra:
+                out[k] = copy.deepcopy(v)
         return out
 
 
