@@ -2,9 +2,11 @@
 position in one file, written atomically and read without ever unpickling.
 
 The checkpoint knows which run it belongs to: it carries the resolved spec minus the keys
-a resumed run may change (`RESUMABLE`) and that part's SHA-256 (the fingerprint). Reading
-checks everything before anything is restored: the file, the metadata's structure and
-types, the fingerprint, each array's shape, dtype and finiteness.
+a resumed run may change (`RESUMABLE`) and that part's SHA-256 (the fingerprint). The rest of
+the metadata carries its own SHA-256 (the digest), so a hand-edited position or random state
+is refused instead of resumed from. Reading checks everything before anything is restored: the
+file, the metadata's structure, types and consistency, the fingerprint, the digest, the
+trainer's position against the model and data, each array's shape, dtype and finiteness.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import numpy as np
 from gengraph.engine.errors import UserError
 from gengraph.plugins.blocks.files import atomic_write, save_npz
 from gengraph.plugins.run.spec_schema import top_schema
-from gengraph.plugins.run.trainer import TrainState
+from gengraph.plugins.run.trainer import TrainState, batches
 from gengraph.plugins.spec.errors import SpecError
 from gengraph.plugins.spec.schema import validate
 
 
-FORMAT = 2  # 2: the spec and its fingerprint travel in the metadata
+FORMAT = 3  # 2: the spec and its fingerprint travel in the metadata; 3: the metadata's digest too
+# Format 2 (no digest) is still read, with every other check: the earlier version's runs resume and
+# sample. (The digest finds a hand edit or a damaged write, not a forger: anyone can recompute a SHA-256.)
+READABLE_FORMATS = (2, FORMAT)
+OLDER_FORMATS = {1: "format 1 checkpoints do not record their spec"}  # why an older format cannot be read
 
 # What `--resume` may change: how long to go on, what to write, how fast to compute.
 # Everything else (seed, data, split, model, optimizer, ...) would rewrite the past.
@@ -51,6 +57,18 @@ def frozen_spec(spec_data: dict) -> dict:
 
 def fingerprint(frozen: dict) -> str:
     return hashlib.sha256(json.dumps(frozen, sort_keys=True).encode()).hexdigest()
+
+
+# the spec has its own hash: a spec recorded before an option existed is resumed (with_current_defaults)
+_UNDIGESTED = ("digest", "spec", "fingerprint")
+
+
+def metadata_digest(meta: dict) -> str:
+    """SHA-256 of the metadata but the spec and its fingerprint, as a reader of its JSON sees it:
+    the trainer's position, the random states, the data files' fingerprints."""
+    body = {k: v for k, v in meta.items() if k not in _UNDIGESTED}
+    plain = json.loads(json.dumps(body, default=jsonable))  # numpy scalars, tuples, int keys: as read back
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
 
 def spec_changes(old, new, path="") -> list[tuple[str, object, object]]:
@@ -84,6 +102,7 @@ def write_checkpoint(run_dir: Path, trainer, snap: dict | None = None) -> Path:
     frozen = frozen_spec(trainer.ctx.spec)
     meta = {"format": FORMAT, "fingerprint": fingerprint(frozen), "spec": frozen, "streams": snap["streams"],
             "rng": snap["rng"], "state": snap["state"], "data_files": trainer.ctx.data_files}
+    meta["digest"] = metadata_digest(meta)
     text = json.dumps(meta, indent=1, default=jsonable)
     arrays["__meta__"] = np.frombuffer(text.encode(), dtype=np.uint8)
     path = run_dir / "checkpoint.npz"
@@ -117,11 +136,16 @@ def load_checkpoint(path: Path, spec_data: dict) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: not a gengraph checkpoint (no metadata)")
     meta = _read_meta(path, arrays.pop("__meta__"))
     check_fingerprint(path, meta, spec_data)
+    # last, so that the checks above name what is wrong where they can
+    if meta["format"] == FORMAT and metadata_digest(meta) != meta["digest"]:
+        raise _damaged(path, "it does not match its digest: it was altered after it was written")
     return arrays, meta
 
 
 def fit_to_model(path: Path, arrays: dict, meta: dict, trainer) -> dict:
-    """The snapshot for Trainer.restore: every param and state leaf present, of its shape and kind, finite."""
+    """The snapshot for Trainer.restore: the trainer's position possible for this model and data;
+    every param and state leaf present, of its shape and dtype, finite."""
+    _check_position(path, meta["state"], trainer)
     g = trainer.model.graph
     leaves, problems = {}, []
     for n in g.params() + g.states():
@@ -132,65 +156,104 @@ def fit_to_model(path: Path, arrays: dict, meta: dict, trainer) -> dict:
             problems.append(f"missing {key}")
         elif a.shape != want.shape:
             problems.append(f"{key} has shape {a.shape}, the model needs {want.shape}")
-        elif a.dtype.kind not in "biuf" or (a.dtype.kind == "f") != (np.dtype(want.dtype).kind == "f"):
-            problems.append(f"{key} has dtype {a.dtype}, the model needs {want.dtype}")
         elif a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             problems.append(f"{key} holds non-finite values (NaN or inf)")
+        elif a.dtype != want.dtype:  # never cast: float16 values in a float32 model lost their precision
+            problems.append(f"{key} has dtype {a.dtype}, the model needs {want.dtype}")
         else:
-            leaves[n.id] = a.astype(want.dtype, copy=False)
+            leaves[n.id] = a
     if problems:
         raise CheckpointError(f"{path} does not fit this model: " + "; ".join(problems[:5]))
     return {"leaves": leaves, "streams": meta["streams"], "rng": meta["rng"], "state": meta["state"]}
 
 
-_STATE_INTS = ("epoch", "step", "batch_in_epoch", "seen", "bad_epochs")
+def _check_position(path: Path, state: dict, trainer) -> None:
+    """A position this run can be at: solved only by a fit that solves, and inside the epochs it draws."""
+    if state["solved"] and not (trainer.plugin.fits_without_gradients(trainer.model)
+                                or trainer.cfg["optimizer"]["kind"] == "lbfgs"):
+        raise _damaged(path, f'state.solved = true, but the "{trainer.plugin.kind}" model is trained by '
+                             f'gradient steps, not fitted in one go')
+    # == the count when a run was stopped right after an epoch's last step
+    n = len(batches(trainer.data.n_train, trainer.cfg["batch_size"], None))
+    if state["batch_in_epoch"] > n:
+        raise _damaged(path, f"state.batch_in_epoch = {state['batch_in_epoch']}, but an epoch has {n} batches")
+
+
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path}: damaged metadata ({what}); the checkpoint cannot be resumed")
 
 
 def _read_meta(path: Path, raw: np.ndarray) -> dict:
-    def bad(what):
-        return CheckpointError(f"{path}: damaged metadata ({what}); the checkpoint cannot be resumed")
-
     try:
         meta = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise bad(f"not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _damaged(path, f"not JSON: {exc}") from None
     if not isinstance(meta, dict):
-        raise bad("not a JSON object")
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r}, this gengraph reads format "
-                              f"{FORMAT} (older checkpoints do not record their spec); start a new run")
-    for key, typ in (("fingerprint", str), ("spec", dict), ("streams", dict), ("rng", dict), ("state", dict)):
+        raise _damaged(path, "not a JSON object")
+    fmt = meta.get("format")
+    if type(fmt) is not int or fmt not in READABLE_FORMATS:
+        why = OLDER_FORMATS.get(fmt) if type(fmt) is int else None  # (a list would not even hash)
+        why = why or "not written by this version of gengraph"
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r}, this gengraph reads formats "
+                              f"{' and '.join(map(str, READABLE_FORMATS))} ({why}); start a new run")
+    if fmt < FORMAT:
+        meta.setdefault("data_files", {})  # absent in format 2 checkpoints written before it was recorded
+    for key, typ in (("fingerprint", str), ("digest", str), ("spec", dict), ("streams", dict), ("rng", dict),
+                     ("state", dict), ("data_files", dict)):
+        if key == "digest" and fmt < FORMAT:
+            continue
         if not isinstance(meta.get(key), typ):
-            raise bad(f'"{key}" missing or not a {typ.__name__}')
-    files = meta.setdefault("data_files", {})  # absent in checkpoints written before it was recorded
-    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
-        raise bad('"data_files" is not a table of file fingerprints')
-    state = meta["state"]
+            raise _damaged(path, f'"{key}" missing or not a {typ.__name__}')
+    if not all(isinstance(v, dict) for v in meta["data_files"].values()):
+        raise _damaged(path, '"data_files" is not a table of file fingerprints')
+    _check_state(path, meta["state"])
+    _check_generators(path, meta)
+    return meta
+
+
+_STATE_INTS = ("epoch", "step", "batch_in_epoch", "seen", "bad_epochs")
+
+
+def _check_state(path: Path, state: dict) -> None:
+    """The trainer's position: the fields TrainState has, of their types, consistent with each other."""
     known = {f for f in TrainState.__dataclass_fields__ if f != "history"}
     if set(state) != known:
-        raise bad(f"state keys {sorted(state)}, expected {sorted(known)}")
+        raise _damaged(path, f"state keys {sorted(state)}, expected {sorted(known)}")
     for k in _STATE_INTS:
         if type(state[k]) is not int or state[k] < 0:
-            raise bad(f"state.{k} = {state[k]!r} is not a count")
+            raise _damaged(path, f"state.{k} = {state[k]!r} is not a count")
     if type(state["solved"]) is not bool:
-        raise bad(f"state.solved = {state['solved']!r} is not true or false")
-    if not isinstance(state["best"], (int, float)) or isinstance(state["best"], bool) or math.isnan(state["best"]):
-        raise bad(f"state.best = {state['best']!r} is not a number")
+        raise _damaged(path, f"state.solved = {state['solved']!r} is not true or false")
+    if not _is_number(state["best"]) or isinstance(state["best"], float) and math.isnan(state["best"]):
+        raise _damaged(path, f"state.best = {state['best']!r} is not a number")
+    # sums of finite losses (a non-finite one stops the run before it is added)
     if not isinstance(state["partial"], dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in state["partial"].values()):
-        raise bad("state.partial is not a table of numbers")
-    for what, st in [("rng", meta["rng"]), ("state.epoch_rng", state["epoch_rng"])] + \
+            _is_number(v) and (isinstance(v, int) or math.isfinite(v)) for v in state["partial"].values()):
+        raise _damaged(path, "state.partial is not a table of finite numbers")
+    inside = state["batch_in_epoch"]
+    if inside and state["solved"]:
+        raise _damaged(path, f"state.solved = true inside an epoch (state.batch_in_epoch = {inside})")
+    if inside and state["epoch_rng"] is None:  # the rest of the epoch replays its shuffle from it
+        raise _damaged(path, f"state.epoch_rng is null inside an epoch (state.batch_in_epoch = {inside})")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_generators(path: Path, meta: dict) -> None:
+    """Every random-generator state is one PCG64 accepts (epoch_rng and streams may be null)."""
+    for k in meta["streams"]:
+        if not isinstance(k, str) or not k or len(k) > 200:
+            raise _damaged(path, f"stream key {k!r} is not a stream name")
+    for what, st in [("rng", meta["rng"]), ("state.epoch_rng", meta["state"]["epoch_rng"])] + \
             [(f"streams.{k}", v) for k, v in meta["streams"].items()]:
         if st is None and what != "rng":
             continue
         try:
             np.random.PCG64().state = copy.deepcopy(st)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-            raise bad(f"{what} is not a PCG64 state: {type(exc).__name__}: {exc}") from None
-    for k in meta["streams"]:
-        if not isinstance(k, str) or not k or len(k) > 200:
-            raise bad(f"stream key {k!r} is not a stream name")
-    return meta
+            raise _damaged(path, f"{what} is not a PCG64 state: {type(exc).__name__}: {exc}") from None
 
 
 def with_current_defaults(recorded: dict) -> dict:
@@ -216,7 +279,7 @@ def check_fingerprint(path: Path, meta: dict, spec_data: dict) -> None:
     """Refuse a checkpoint of another run: its spec must equal this one but for RESUMABLE keys."""
     now = frozen_spec(spec_data)
     if fingerprint(meta["spec"]) != meta["fingerprint"]:
-        raise CheckpointError(f"{path}: damaged metadata (the recorded spec does not match its fingerprint)")
+        raise _damaged(path, "the recorded spec does not match its fingerprint")
     if fingerprint(now) == meta["fingerprint"]:
         return
     recorded = with_current_defaults(meta["spec"])
@@ -226,7 +289,7 @@ def check_fingerprint(path: Path, meta: dict, spec_data: dict) -> None:
     shown = "; ".join(f"{k} = {json.dumps(a)} in the checkpoint, {json.dumps(b)} now" for k, a, b in changes[:5])
     keys = ", ".join(k for k, _, _ in changes[:5])
     raise CheckpointError(f"{path} belongs to a run with another spec: --resume cannot change {keys} ({shown}); "
-                          f"a resumed run may change only train.epochs, output.*, run.threads and run.device; "
+                          f"a resumed run may change only train.epochs, output.*, run.name, run.threads and run.device; "
                           f"start a new run (another --out, or --overwrite) to change the rest")
 
 

@@ -50,6 +50,11 @@ def parse_metrics(path: Path, log=print) -> list[dict]:
     """The rows of metrics.jsonl ([] when there is none). A partial last line (the run was killed
     while appending it) is dropped with a note; any other damaged line is a ValueError naming the
     file and line."""
+    return [row for _, row in _numbered_rows(path, log)]
+
+
+def _numbered_rows(path: Path, log) -> list[tuple[int, dict]]:
+    """parse_metrics's rows with their line numbers (for messages that point at a line)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -69,24 +74,36 @@ def parse_metrics(path: Path, log=print) -> list[dict]:
                 log(f"note: {path}: dropped the partial last line (the run was stopped while writing it)")
                 continue
             raise ValueError(f"{path}:{i}: damaged line (not a metrics row)") from None
-        rows.append(row)
+        rows.append((i, row))
     return rows
 
 
 def read_metrics(path: Path, upto_epoch: int, log=print) -> list[dict]:
     """The logged rows of metrics.jsonl up to a checkpoint's epoch, for a resumed run
-    (parse_metrics; a file that cannot be read or a damaged line is a CheckpointError)."""
+    (parse_metrics; a file that cannot be read, a damaged line or rows that do not count the
+    epochs up to the checkpoint's is a CheckpointError)."""
     try:
-        rows = parse_metrics(path, log)
+        numbered = _numbered_rows(path, log)
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc}); the run cannot be resumed") from None
     except ValueError as exc:
         raise CheckpointError(f"{exc}; the run cannot be resumed") from None
-    kept = [r for r in rows if r["epoch"] <= upto_epoch]
+    _check_epochs(path, numbered, upto_epoch)
+    return [r for _, r in numbered if r["epoch"] <= upto_epoch]
+
+
+def _check_epochs(path: Path, numbered: list[tuple[int, dict]], upto_epoch: int) -> None:
+    """One row per epoch, in order: 1, 2, ... (a closed-form fit logs epoch 0), on to the checkpoint's
+    epoch; rows after it (logged after the last checkpoint) are dropped by the caller."""
+    want = 0 if numbered and numbered[0][1]["epoch"] == 0 else 1
+    for line, row in numbered:
+        if row["epoch"] != want:  # a repeated row would be logged twice, a missing one lost
+            raise CheckpointError(f"{path}:{line}: a row of epoch {row['epoch']} where the row of epoch {want} "
+                                  f"belongs (one row per epoch, in order); the run cannot be resumed")
+        want += 1
     # every epoch logs its row before its checkpoint: rows that stop short of the checkpoint's epoch
     # belong to another run (a checkpoint copied in), and resuming would leave a gap in the history
-    last = max((r["epoch"] for r in kept), default=0)
+    last = numbered[-1][1]["epoch"] if numbered else 0
     if upto_epoch > 0 and last < upto_epoch:
         raise CheckpointError(f"{path}: the logged rows end at epoch {last} but the checkpoint is at epoch "
                               f"{upto_epoch}: they are not from the same run; the run cannot be resumed")
-    return kept

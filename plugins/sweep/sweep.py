@@ -155,6 +155,11 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _printable_number(v) -> bool:
+    """A number the summary can format: a finite float, or a 64-bit int (a larger one overflows .6g)."""
+    return _is_number(v) and (math.isfinite(v) if isinstance(v, float) else abs(v) < 2 ** 63)
+
+
 def _is_range(v) -> bool:
     return isinstance(v, dict) and "low" in v and "high" in v and set(v) <= set(RANGE_KEYS)
 
@@ -618,8 +623,9 @@ SWEEP_MARKERS = ("sweep.jsonl", "sweep.json")  # either one makes a folder "hold
 def _trial_dirs(out: Path) -> list[str]:
     """The trial folders of the sweep in `out`: those its sweep.jsonl records, and any folder
     that a sweep published (it holds the .sweep-attempt mark)."""
-    names = [n for n in read_records(out / "sweep.jsonl")
-             if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")]
+    # a damaged record still names a folder the sweep made
+    named = (rec.get("trial") for _, rec, _ in _record_lines(out / "sweep.jsonl") if isinstance(rec, dict))
+    names = [n for n in named if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")]
     with contextlib.suppress(OSError):
         names += sorted(p.name for p in out.iterdir() if p.is_dir() and (p / _MARK).is_file())
     return [n for n in dict.fromkeys(names) if (out / n).is_dir()]
@@ -682,8 +688,8 @@ def _claim(out: Path, resume: bool, overwrite: bool, log) -> dict:
     if found and overwrite:
         clear_sweep_files(out)
         log(f"note: --overwrite removed the earlier sweep from {out}: {_shown(found)}")
-    previous = read_records(jsonl) if resume else {}
-    # a clean file to append to (a torn last line of an interrupted write is dropped)
+    previous = read_records(jsonl, log) if resume else {}
+    # a clean file to append to (a torn last line of an interrupted write, or any damaged one, is dropped)
     atomic_write(jsonl, "".join(dumps_json(r, default=str) + "\n" for r in previous.values()))
     return previous
 
@@ -969,20 +975,60 @@ def _run_dask(payloads, client, emit):
 # --- records, summary, resume ------------------------------------------------------------
 
 
-def read_records(path) -> dict:
-    """Trial name -> its latest record in a sweep.jsonl (a torn last line is ignored)."""
+def read_records(path, log=None) -> dict:
+    """Trial name -> its latest record in a sweep.jsonl. A line that is not a whole record (torn
+    by a kill, edited by hand) is left out, with a note to log: its trial counts as not done."""
     out = {}
-    path = Path(path)
-    if not path.exists():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "trial" in rec:
+    for i, rec, why in _record_lines(Path(path)):
+        why = why or _record_problem(rec)
+        if why is None:
             out[rec["trial"]] = rec
+            continue
+        name = rec.get("trial") if isinstance(rec, dict) and isinstance(rec.get("trial"), str) else None
+        out.pop(name, None)  # its latest record is the damaged one: an earlier one is out of date
+        if log is not None:
+            log(f"note: {path}:{i}: ignored a damaged record ({why}); "
+                f"{'trial ' + repr(name) if name else 'its trial'} counts as not done")
     return out
+
+
+def _record_lines(path: Path) -> list[tuple[int, object, str | None]]:
+    """(line number, the line's JSON value or None, why it cannot be read or None) for each
+    non-blank line of a sweep.jsonl ([] when there is none)."""
+    if not path.exists():
+        return []
+    out = []
+    for i, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append((i, json.loads(line.decode("utf-8")), None))
+        except (ValueError, RecursionError):  # bad UTF-8 or JSON, or nested past the parser's depth
+            out.append((i, None, "not JSON"))
+    return out
+
+
+# what summaries, plots and --resume read from a record
+_RECORD_FIELDS = {"trial": str, "index": int, "status": str, "overrides": dict, "set": list, "metrics": dict,
+                  "run_dir": str, "spec_sha": str}
+
+
+def _record_problem(rec) -> str | None:
+    """Why a parsed line is not a trial record, or None."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    for key, typ in _RECORD_FIELDS.items():
+        if not isinstance(rec.get(key), typ) or isinstance(rec.get(key), bool):
+            return f'"{key}" missing or not a {typ.__name__}'
+    if not rec["trial"]:
+        return '"trial" is empty'
+    if not all(isinstance(s, str) for s in rec["set"]):
+        return '"set" is not a list of overrides'
+    if not all(v is None or _printable_number(v) for v in rec["metrics"].values()):
+        return '"metrics" is not a table of numbers'
+    if not isinstance(rec.get("error"), (str, type(None))):
+        return '"error" is not text'
+    return None
 
 
 def rank(records: list[dict], metric: str, mode: str) -> list[dict]:
@@ -1132,7 +1178,8 @@ def _run_claimed(plan: SweepPlan, guard: SignalGuard, previous: dict, *, workers
     for t in plan.trials:
         old = previous.get(t.name)
         if old is not None and old.get("status") == "ok" and old.get("spec_sha") == t.spec_sha:
-            records[t.name] = {**old, "index": t.index}
+            # what the trial is comes from the plan (the same spec); only its results from the record
+            records[t.name] = {**old, "index": t.index, "overrides": t.values, "set": t.sets}
         else:
             todo.append(t)
     total, interrupted = len(plan.trials), []
