@@ -352,3 +352,21 @@ def test_an_inline_sweeps_plugin_file_is_not_left_registered(tmp_path):
     assert [r["status"] for r in result["trials"]] == ["ok"] * 4
     assert all(r["metrics"]["from_student"] == 1.0 for r in result["trials"])
     assert "student_regression" not in MODELS
+
+
+def test_a_plot_that_cannot_be_written_is_a_note(tmp_path, monkeypatch):
+    # a full disk while drawing heatmap.png: the RuntimeWarning was silenced by the CLI and the
+    # plot went missing from "sweep directory: ..." unsaid
+    import errno
+
+    from gengraph.plugins.sweep import plots as sweep_plots
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sweep_plots, "heatmap", full)
+    spec = write(tmp_path, RIDGE)
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--out", str(tmp_path / "o"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "note: sweep plot heatmap.png not written: OSError: [Errno 28] No space left on device" in result.output
+    assert json.loads((tmp_path / "o" / "sweep.json").read_text())["plots"] == []

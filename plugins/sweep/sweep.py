@@ -1107,7 +1107,7 @@ def summary_text(plan: SweepPlan, result: dict, limit: int | None = None) -> str
     return "\n".join(lines) + "\n"
 
 
-def _write_plots(plan: SweepPlan, records: list[dict]) -> list[str]:
+def _write_plots(plan: SweepPlan, records: list[dict], log) -> list[str]:
     for name in PLOT_NAMES:
         (plan.out_dir / name).unlink(missing_ok=True)
     title = f"{plan.name}: {plan.metric} ({plan.mode})"
@@ -1124,7 +1124,8 @@ def _write_plots(plan: SweepPlan, records: list[dict]) -> list[str]:
             warnings.simplefilter("ignore", RuntimeWarning)
             draw(plan.out_dir / name)
     except Exception as exc:  # noqa: BLE001 -- a figure must never cost the sweep its records
-        warnings.warn(f"sweep plot {name} not written: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+        # a note, not a RuntimeWarning: the CLI silences those (NumPy's), and the plot went missing unsaid
+        log(f"note: sweep plot {name} not written: {type(exc).__name__}: {exc}")
         return []
     return [name]
 
@@ -1161,7 +1162,7 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
             if on_start is not None:
                 on_start()
             return _run_claimed(plan, guard, previous, workers=workers, scheduler=scheduler,
-                                on_result=on_result, plots=plots)
+                                on_result=on_result, plots=plots, log=log)
         except Stop as stop:  # before any trial ran
             raise SweepInterrupted(out, stop.signum) from None
         finally:
@@ -1171,7 +1172,7 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
 
 
 def _run_claimed(plan: SweepPlan, guard: SignalGuard, previous: dict, *, workers, scheduler, on_result,
-                 plots) -> dict:
+                 plots, log) -> dict:
     out = Path(plan.out_dir)
     jsonl = out / "sweep.jsonl"
     records, todo = {}, []
@@ -1232,7 +1233,7 @@ def _run_claimed(plan: SweepPlan, guard: SignalGuard, previous: dict, *, workers
     kept = [records[t.name] for t in plan.trials if t.name in records]
     stale = [r for n, r in previous.items() if n not in order]
     atomic_write(jsonl, "".join(dumps_json(r, default=str) + "\n" for r in kept + stale))
-    plot_files = _write_plots(plan, kept) if plots and kept else []
+    plot_files = _write_plots(plan, kept, log) if plots and kept else []
     result = summarize(plan, kept, plot_files)
     result["complete"] = len(kept) == total
     atomic_write(out / "sweep.json", dumps_json(result, indent=1, default=str))
