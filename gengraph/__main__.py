@@ -1,5 +1,5 @@
 """`python -m gengraph` runs the command-line interface."""
 
-from gengraph.cli.main import main
+from gengraph.cli.entry import main
 
 main(prog_name="gengraph")

@@ -191,3 +191,50 @@ def test_a_reader_that_stops_reading_is_no_error():
     proc.stdout.close()  # the reader is gone before the first line is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def _entry_with_a_signal_at_import(signum, *args):
+    """`gengraph ARGS` through the console script's entry, the signal arriving while the CLI loads."""
+    import subprocess
+    import sys
+
+    code = ("import builtins, os, sys\n"
+            f"sys.argv = ['gengraph', *{list(args)!r}]\n"
+            "import gengraph.cli.entry as entry\n"
+            "real = builtins.__import__\n"
+            "def importing(name, *a, **k):\n"
+            f"    if name == 'gengraph.cli.main': os.kill(os.getpid(), {int(signum)})\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = importing\n"
+            "entry.main()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_a_signal_while_the_cli_loads_is_an_ordinary_interrupt():
+    # a Ctrl-C in the first ~60 ms printed a KeyboardInterrupt traceback; SIGTERM killed silently
+    import signal
+
+    r = _entry_with_a_signal_at_import(signal.SIGINT, "validate", "mlp_digits")
+    assert r.returncode == 130 and r.stderr == "interrupted by SIGINT\n" and r.stdout == "", (r.returncode, r.stderr)
+    r = _entry_with_a_signal_at_import(signal.SIGTERM, "validate", "mlp_digits", "--json")
+    assert r.returncode == 143 and r.stderr == ""
+    assert json.loads(r.stdout) == {"error": "interrupted by SIGTERM", "exit_code": 143}
+
+
+def test_the_commands_run_with_pythons_own_signal_handling(monkeypatch):
+    # once loaded, a KeyboardInterrupt must reach the commands (atomic writes clean up on it)
+    import signal
+
+    import gengraph.cli.entry as entry
+    import gengraph.cli.main as cli_main
+
+    seen = {}
+    monkeypatch.setattr(cli_main, "main", lambda prog_name: seen.update(
+        sigint=signal.getsignal(signal.SIGINT), sigterm=signal.getsignal(signal.SIGTERM)))
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        entry.main()
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+    assert seen == {"sigint": signal.default_int_handler, "sigterm": signal.SIG_DFL}
