@@ -12,6 +12,14 @@ from gengraph.plugins.model import ModelConfigError
 
 
 def available_bytes() -> int:
+    """The memory this process can still allocate: the least of the system's MemAvailable, what its
+    address-space limit (ulimit -v) leaves and what its cgroup's limit leaves. MemAvailable alone
+    ignored those limits: under ulimit -v a 60-byte .gz file was "more than half the memory
+    available" (its read asked for a buffer of half of MemAvailable)."""
+    return min(_system_available(), _address_space_left(), _cgroup_left())
+
+
+def _system_available() -> int:
     """MemAvailable from /proc/meminfo, else physical memory (SC_PHYS_PAGES x SC_PAGE_SIZE)."""
     try:
         with open("/proc/meminfo") as fh:
@@ -23,7 +31,66 @@ def available_bytes() -> int:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return 1 << 40  # unknown: do not refuse
+        return UNKNOWN
+
+
+UNKNOWN = 1 << 62  # a limit that cannot be read does not refuse anything
+
+STATM = "/proc/self/statm"  # its first number: the process's virtual size, in pages
+
+CGROUP_FILES = (  # (limit, usage, stat, its reclaimable page-cache line) of cgroup v2, then of v1; v2 writes "max"
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+     "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"),
+)
+
+
+def _address_space_left() -> int:
+    """RLIMIT_AS (ulimit -v) less the process's virtual size."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY or limit < 0:
+            return UNKNOWN
+        with open(STATM) as fh:
+            used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, OSError, ValueError, IndexError, AttributeError):
+        return UNKNOWN
+    return max(limit - used, 0)
+
+
+def _cgroup_left() -> int:
+    """The memory limit of the process's cgroup less its usage, where a limit is set. The usage
+    counts the page cache, whose inactive part the kernel frees on demand: it is not subtracted
+    (after reading a few GB of files a cgroup looks nearly full and is not)."""
+    for limit_file, usage_file, stat_file, cache_key in CGROUP_FILES:
+        limit, usage = _read_number(limit_file), _read_number(usage_file)
+        if limit is not None and usage is not None:
+            return max(limit - max(usage - _stat_value(stat_file, cache_key), 0), 0)
+    return UNKNOWN
+
+
+def _stat_value(path: str, key: str) -> int:
+    """A `key value` line's value in a cgroup's memory.stat (0 where there is none)."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _read_number(path: str) -> int | None:
+    """The integer a one-line kernel file holds; None where the file is missing or says "max"."""
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def human(nbytes: float) -> str:

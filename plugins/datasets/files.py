@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import io
+import itertools
 import math
+import operator
+import os
+import stat
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -37,25 +43,58 @@ TASK_FIELD = Field(
 
 
 # ---- reading bytes -------------------------------------------------------------------
+GZIP_CHUNK = 1 << 20  # bytes decompressed at a time: read(limit) allocated the whole limit up front
+
+
+def shown(path, limit: int = 80) -> str:
+    """path for a message, cut to its first `limit` characters (a path of 6000 filled the screen)."""
+    text = str(path)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def status(path) -> os.stat_result | None:
+    """path's stat, or None where nothing is there; DataError for a path the system cannot look up (too
+    long, a symlink loop, a folder without search permission): Path.exists() raised those as OSError,
+    which the CLI reported as "validate failed" (exit 1) without the key, echoing the whole path."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the name
+        return None
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise DataError(f"{shown(path)}: {why[0].lower() + why[1:]}") from None
+
+
 def read_bytes(path, what: str) -> bytes:
-    """The (gunzipped, for *.gz) content of path, or DataError saying what was expected."""
+    """The (gunzipped, for *.gz) content of path, or DataError saying what was expected. More than half
+    the memory available is refused (the rest is for the arrays read from it)."""
     p = Path(path)
-    if not p.exists():
+    st = status(p)
+    if st is None:
         raise DataError(f"{p}: no such file (expected {what})")
-    if not p.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise DataError(f"{p}: is not a file (expected {what})")
+    limit = memory.available_bytes() // 2
     try:
         if p.suffix == ".gz":
-            limit = memory.available_bytes() // 2
-            with gzip.open(p, "rb") as f:
-                data = f.read(limit + 1)
-            if len(data) > limit:
-                raise DataError(f"{p}: decompresses to more than {limit} bytes, more than half the "
-                                f"memory available (expected {what})")
-            return data
+            return _gunzip(p, limit, what)
+        if st.st_size > limit:
+            raise DataError(f"{p}: holds {st.st_size} bytes, more than half the memory available (expected {what})")
         return p.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # zlib.error: damaged compressed data
         raise DataError(f"{p}: cannot read {what}: {exc}") from exc
+
+
+def _gunzip(p: Path, limit: int, what: str) -> bytes:
+    """The decompressed content, read GZIP_CHUNK bytes at a time up to `limit` (a bomb stops there)."""
+    out = io.BytesIO()
+    with gzip.open(p, "rb") as f:
+        while chunk := f.read(GZIP_CHUNK):
+            if out.tell() + len(chunk) > limit:
+                raise DataError(f"{p}: decompresses to more than {limit} bytes, more than half the "
+                                f"memory available (expected {what})")
+            out.write(chunk)
+    return out.getvalue()  # BytesIO hands over its buffer: no second copy
 
 
 # ---- task and labels -----------------------------------------------------------------
@@ -159,30 +198,108 @@ def _number(s: str) -> bool:
 MISSING = {"", "na", "n/a", "null", "?"}  # spellings of a missing value in a target column ("nan" is a float)
 
 
-def _decode(raw: bytes, path, encoding: str) -> str:
-    """The file's text; bytes the encoding cannot read are an error at their line (they were
-    replaced by U+FFFD, which merged labels such as Köln and Kéln into one class)."""
+TEXT_CHUNK = 1 << 16  # bytes decoded at a time (io.StringIO holds its text at 4 bytes a character)
+BLOCK_ROWS = 256  # rows converted to numbers at a time, the only ones held as strings; blocks of 4096
+# rows lived into the GC's oldest generation, whose passes over them doubled the time
+HEAD_ROWS = 101  # the first row and the 100 below it, what header = "auto" is decided on
+
+
+def _text_codec(encoding: str) -> str:
+    """The codec data.encoding names; DataError at that key when Python knows none, or it is no text
+    encoding (rot13, hex, base64 passed codecs.lookup and then failed bytes.decode with a traceback)."""
     try:
         codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise DataError(f"data.encoding: unknown text encoding {encoding!r} (e.g. \"utf-8\", \"latin-1\", "
-                        "\"cp1252\")") from None
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        raise DataError(f"unknown text encoding {encoding!r} (e.g. \"utf-8\", \"latin-1\", "
+                        "\"cp1252\")", key="data.encoding") from None
     try:
-        return raw.decode("utf-8-sig" if codec == "utf-8" else codec)
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not {encoding.upper() if codec == 'utf-8' else encoding} text (byte "
-                        f"0x{raw[exc.start]:02X}); give the file's encoding as data.encoding, e.g. "
-                        "\"latin-1\" or \"cp1252\"") from None
+        b"a".decode(codec, "ignore")  # (b"" is never decoded: it is "" whatever the codec)
+    except (LookupError, UnicodeError):  # LookupError: "is not a text encoding"; UnicodeError: "undefined"
+        raise DataError(f"{encoding!r} is not a text encoding (it does not turn bytes into text); "
+                        "give the file's encoding, e.g. \"utf-8\", \"latin-1\" or \"cp1252\"",
+                        key="data.encoding") from None
+    return codec
 
 
-def _drop_trailing_empty_column(rows):
-    """Rows written with a delimiter at the end of each line ("a,b,label,") end in an empty field
-    that is no column: drop it (it became the target, and the real label a feature)."""
-    ends_empty = [len(f) > 1 and f[-1] == "" for _, f in rows]
-    if all(ends_empty) or (len(rows) > 1 and all(ends_empty[1:]) and len(rows[0][1]) == len(rows[1][1]) - 1):
-        return [(line, f[:-1] if empty else f) for (line, f), empty in zip(rows, ends_empty)]
-    return rows
+BOMS = {  # codec -> (byte order mark, codec of the text after it), as bytes.decode reads them
+    "utf-8": ((codecs.BOM_UTF8, "utf-8"),),
+    "utf-8-sig": ((codecs.BOM_UTF8, "utf-8"),),
+    "utf-16": ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")),
+    "utf-32": ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be")),
+}
+
+
+def _after_bom(raw: bytes, codec: str) -> tuple[str, int]:
+    """The codec that reads raw as bytes.decode(codec) does, and where its text starts: past a BOM
+    (a UTF-8 one too), and UTF-16/32 without one in the machine's byte order (their incremental
+    decoders refuse those: "UTF-16 stream does not start with BOM")."""
+    for bom, plain in BOMS.get(codec, ()):
+        if raw.startswith(bom):
+            return plain, len(bom)
+    if codec in ("utf-16", "utf-32"):
+        return f"{codec}-{'le' if sys.byteorder == 'little' else 'be'}", 0
+    return codec, 0
+
+
+def _text_pieces(raw: bytes, codec: str, path, encoding: str):
+    """The file's text, decoded TEXT_CHUNK bytes at a time (all at once, the text and the rows made
+    from it took ~44x the file's size). Bytes the encoding cannot read are an error at their line
+    (they were replaced by U+FFFD, which merged Köln and Kéln into one class)."""
+    plain, start = _after_bom(raw, codec)
+    decoder = codecs.getincrementaldecoder(plain)()
+    for at in range(start, len(raw), TEXT_CHUNK):
+        held = len(decoder.getstate()[0])  # bytes of a character the last piece ended inside
+        try:
+            text = decoder.decode(raw[at:at + TEXT_CHUNK], final=at + TEXT_CHUNK >= len(raw))
+        except UnicodeError as exc:  # UnicodeDecodeError, or a codec's own complaint (idna)
+            raise DataError(_not_text(raw, path, encoding, codec, exc, at - held)) from None
+        yield text
+
+
+def _not_text(raw: bytes, path, encoding: str, codec: str, exc: UnicodeError, at: int) -> str:
+    name = encoding.upper() if codec == "utf-8" else encoding
+    advice = 'give the file\'s encoding as data.encoding, e.g. "latin-1" or "cp1252"'
+    if not isinstance(exc, UnicodeDecodeError):
+        return f"{path}: not {name} text ({exc}); {advice}"
+    pos = at + exc.start
+    line = raw.count(b"\n", 0, pos) + 1
+    return f"{path}:{line}: not {name} text (byte 0x{raw[pos]:02X}); {advice}"
+
+
+def _lines(pieces):
+    """The lines of the text in `pieces`, each with its "\\n": cut where io.StringIO cuts them for
+    csv.reader (only at "\\n"), wherever the pieces end."""
+    rest = []
+    for piece in pieces:
+        cut = piece.rfind("\n") + 1
+        if cut:
+            yield from io.StringIO("".join(rest) + piece[:cut])
+            rest = []
+        rest.append(piece[cut:])
+    if tail := "".join(rest):
+        yield tail
+
+
+def _records(raw: bytes, codec: str, delimiter: str, path, encoding: str):
+    """(line number, fields) of each row. Blank lines are skipped, and lines starting with # are
+    comments before the first row (np.savetxt writes its header that way) and, later, where they do
+    not have the first row's number of fields: "#1,0.5,0.2" among rows of three fields is a row whose
+    first value is "#1" (such rows were dropped: 21 of 40 rows of a file with labels "#1", "#2")."""
+    reader = csv.reader(_lines(_text_pieces(raw, codec, path, encoding)), delimiter=delimiter)
+    width = None
+    try:
+        for fields in reader:
+            lead = fields[0].lstrip()[:1] if fields else ""
+            if lead in ("", "#") and (not "".join(fields).strip() or (lead == "#" and len(fields) != width)):
+                continue
+            width = width or len(fields)
+            yield reader.line_num, fields
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from exc
+
+
+def _ends_empty(fields) -> bool:
+    return len(fields) > 1 and not fields[-1].strip()
 
 
 def _has_header(rows) -> bool:
@@ -196,48 +313,70 @@ def _has_header(rows) -> bool:
     return not all(_number(f) for f in first)
 
 
-def _read_csv(path, delimiter: str, header, encoding: str = "utf-8") -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
-    """Header (or None) and the data rows with their line numbers. Lines starting with # are
-    comments before the first row (np.savetxt writes its header that way) and, later, where they do
-    not have the rows' number of fields: "#1,0.5,0.2" among rows of three fields is a row whose
-    first value is "#1" (such rows were dropped: 21 of 40 rows of a file with labels "#1", "#2")."""
+class _Table:
+    """A CSV file's layout, from a first pass that keeps no more than HEAD_ROWS rows: the column names
+    (None without a header), the number of columns and of data rows; `rows()` reads the data rows
+    again, one at a time."""
+
+    def __init__(self, path, records, names, width: int, n: int):
+        self.path, self._records, self.names, self.width, self.n = path, records, names, width, n
+
+    def rows(self):
+        return itertools.islice(self._records(), 1 if self.names is not None else 0, None)
+
+
+def _read_csv(path, delimiter: str, header, encoding: str = "utf-8") -> _Table:
     raw = read_bytes(path, "a CSV file")
     if b"\0" in raw[:65536]:
         raise DataError(f"{path}: expected a CSV text file, found binary data (a NUL byte)")
-    text = _decode(raw, path, encoding)
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    rows, hashed = [], []
-    try:
-        for fields in reader:
-            if not fields or all(not f.strip() for f in fields):
-                continue
-            commented = fields[0].lstrip().startswith("#")
-            if commented and not rows:
-                continue
-            hashed.append(commented)
-            rows.append((reader.line_num, [f.strip() for f in fields]))
-    except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from exc
-    if rows:
-        width = len(rows[0][1])
-        rows = [r for r, h in zip(rows, hashed) if not h or len(r[1]) == width]
-    if not rows:
+    records = functools.partial(_records, raw, _text_codec(encoding), delimiter, path, encoding)
+    head, first_line, rest_empty, n = _scan(records())
+    if not head:
         raise DataError(f"{path}: expected rows of comma-separated numbers, found no data")
-    rows = _drop_trailing_empty_column(rows)
+    drop = _drops_trailing_empty(head, rest_empty)
+    head = [(line, f[:-1] if drop and _ends_empty(f) else f) for line, f in head]
     if header == "auto":
-        header = _has_header(rows)
-    names = None
-    if header:
-        names = rows.pop(0)[1]
-        if not rows:
-            raise DataError(f"{path}: expected data rows after the header line, found none")
-    width = len(names) if names is not None else len(rows[0][1])
-    for line, fields in rows:
-        if len(fields) != width:
-            raise DataError(f"{path}:{line}: expected {width} fields"
-                            f"{' (as in the header)' if names else ''}, found {len(fields)}"
-                            f"{'' if delimiter != ',' or len(fields) > 1 else ' (is the delimiter right?)'}")
-    return names, rows
+        header = _has_header(head)
+    names = head[0][1] if header else None
+    if header and n == 1:
+        raise DataError(f"{path}: expected data rows after the header line, found none")
+    width = len(head[0][1])
+    _check_ragged(path, first_line, width, drop, names, delimiter)
+    return _Table(path, records, names, width, n - bool(header))
+
+
+def _scan(rows):
+    """A first pass over the rows: the first HEAD_ROWS (stripped); of the others only their shape:
+    {number of fields: line of the first row past the first with that many}, whether every row past
+    the first ends in an empty field, and the number of rows."""
+    rows = iter(rows)
+    head = [(line, [f.strip() for f in fields]) for line, fields in itertools.islice(rows, HEAD_ROWS)]
+    first_line = {}
+    for line, fields in head[1:]:
+        first_line.setdefault(len(fields), line)
+    rest_empty, n = all(_ends_empty(f) for _, f in head[1:]), len(head)
+    for n, (line, fields) in enumerate(rows, len(head) + 1):
+        first_line.setdefault(len(fields), line)
+        if rest_empty and (len(fields) < 2 or fields[-1].strip()):
+            rest_empty = False
+    return head, first_line, rest_empty, n
+
+
+def _drops_trailing_empty(head, rest_empty: bool) -> bool:
+    """Rows written with a delimiter at the end of each line ("a,b,label,") end in an empty field that
+    is no column (it became the target, and the real label a feature): every row ends in one, or every
+    row but a header that is one field shorter."""
+    first = head[0][1]
+    return rest_empty and (_ends_empty(first) or (len(head) > 1 and len(first) == len(head[1][1]) - 1))
+
+
+def _check_ragged(path, first_line: dict, width: int, drop: bool, names, delimiter: str) -> None:
+    """DataError at the first row (past the first) with other than `width` fields (+1 where a trailing
+    delimiter is dropped)."""
+    line, found = min(((line, k - drop) for k, line in first_line.items() if k != width + drop), default=(0, 0))
+    if line:
+        raise DataError(f"{path}:{line}: expected {width} fields{' (as in the header)' if names else ''}, found "
+                        f"{found}{'' if delimiter != ',' or found > 1 else ' (is the delimiter right?)'}")
 
 
 def _target_index(target, names, width, path) -> int:
@@ -263,62 +402,139 @@ def _target_index(target, names, width, path) -> int:
     return names.index(target)
 
 
-def _in_order_of(names, rows, ref_names, path):
-    """A test file's columns in the training file's order, matched by name (they were matched by
-    position: a test file with columns b,a,y was read as a,b,y)."""
+def _in_order_of(names, ref_names, path) -> list[int]:
+    """For each of the training file's columns, where the test file has it, matched by name (they were
+    matched by position: a test file with columns b,a,y was read as a,b,y)."""
     if names == ref_names:
-        return rows
+        return list(range(len(names)))
     if sorted(names) != sorted(ref_names) or len(set(names)) != len(names):
         raise DataError(f"{path}: columns {', '.join(names)} do not match the training file's "
                         f"{', '.join(ref_names)}")
-    order = [names.index(n) for n in ref_names]
-    return [(line, [fields[j] for j in order]) for line, fields in rows]
+    return [names.index(n) for n in ref_names]
+
+
+def _column(names, j) -> str:
+    return f"{names[j]!r} ({j})" if names else str(j)
+
+
+def _blocks(rows):
+    """(index of the first row, line numbers, fields) of BLOCK_ROWS rows at a time."""
+    rows, i = iter(rows), 0
+    while block := list(itertools.islice(rows, BLOCK_ROWS)):
+        lines, fields = zip(*block)
+        yield i, lines, fields
+        i += len(block)
+
+
+def _cells(rows, at: list[int]):
+    """The fields at positions `at` of each row, row after row."""
+    pick = operator.itemgetter(*at)
+    return map(pick, rows) if len(at) == 1 else itertools.chain.from_iterable(map(pick, rows))
+
+
+def _columns(table: _Table, cols: list[int], at: list[int], names, target: _Target | None):
+    """The feature columns (`cols`, read at positions `at` of each row) as float64, and the target's
+    values into `target`, in one more pass over the rows, block by block."""
+    x = np.empty((table.n, len(cols)), dtype=np.float64)
+    for i, lines, rows in _blocks(table.rows()):
+        try:
+            part = np.fromiter(map(float, _cells(rows, at)), np.float64, count=len(rows) * len(at))
+        except ValueError:
+            part = None
+        if part is None or not np.isfinite(part).all():
+            _bad_feature(table.path, lines, rows, cols, at, names)
+        x[i:i + len(rows)] = part.reshape(len(rows), len(at))
+        if target is not None:
+            target.add(i, lines, rows)
+    return x
+
+
+def _bad_feature(path, lines, rows, cols, at, names):
+    """DataError at the first value of a block (row by row) that is no number, or not a finite one."""
+    for line, fields in zip(lines, rows):
+        for j, k in zip(cols, at):
+            try:
+                v = float(fields[k])
+            except ValueError:
+                v = None
+            if v is None or not math.isfinite(v):
+                what = "a number" if v is None else "a finite number (not NaN, infinity or past 1.8e308)"
+                raise DataError(f"{path}:{line}: column {_column(names, j)}: expected {what}, "
+                                f"found {fields[k].strip()!r}")
+
+
+class _Target:
+    """The target column (position `at` of each row), block by block: int64 while every value is a
+    whole number that fits, else float64, else text (read in a pass of its own), as all the values
+    at once went int -> float -> str; DataError at a missing or non-finite value."""
+
+    def __init__(self, table: _Table, at: int, col: str):
+        self.table, self.at, self.col = table, at, col
+        self.y = np.empty(table.n, dtype=np.int64)
+        self.text = False
+        self.bad = None  # (line, value) of the first value that is not finite
+
+    def add(self, i: int, lines, rows) -> None:
+        if self.text:
+            return
+        texts = [fields[self.at] for fields in rows]
+        if self.y.dtype == np.int64:
+            try:
+                self.y[i:i + len(texts)] = np.fromiter(map(int, texts), np.int64, count=len(texts))
+                return
+            except (ValueError, OverflowError):
+                self.y = self.y.astype(np.float64)  # the values so far, as float() reads them
+        try:
+            part = np.fromiter(map(float, texts), np.float64, count=len(texts))
+        except ValueError:
+            self.text, self.y = True, None  # read again as text, in values()
+            return
+        self.y[i:i + len(texts)] = part
+        if self.bad is None and not np.isfinite(part).all():
+            k = int(np.flatnonzero(~np.isfinite(part))[0])
+            self.bad = lines[k], texts[k].strip()
+
+    def values(self) -> np.ndarray:
+        if self.text:
+            return self._labels()
+        if self.bad is not None:
+            raise DataError(f"{self.table.path}:{self.bad[0]}: column {self.col} (the target): expected a finite "
+                            f"number, found {self.bad[1]!r}")
+        return self.y
+
+    def _labels(self) -> np.ndarray:
+        """Text labels; a missing value is an error (one "NA" among numeric targets made them all text:
+        a regression became many classes)."""
+        parts = []
+        for _, lines, rows in _blocks(self.table.rows()):
+            texts = [fields[self.at].strip() for fields in rows]
+            gap = next((k for k, v in enumerate(texts) if v.lower() in MISSING), None)
+            if gap is not None:
+                raise DataError(f"{self.table.path}:{lines[gap]}: column {self.col} (the target): missing value "
+                                f"{texts[gap]!r}; fill it in or remove the row")
+            parts.append(np.array(texts, dtype=str))
+        return np.concatenate(parts)
 
 
 def _csv_arrays(path, params, ref_names=None, ref_width=None):
-    names, rows = _read_csv(path, params["delimiter"], params["header"], params.get("encoding", "utf-8"))
-    width = len(rows[0][1])
+    table = _read_csv(path, params["delimiter"], params["header"], params.get("encoding", "utf-8"))
+    width, names, order = table.width, table.names, list(range(table.width))
     if ref_width is not None and width != ref_width:
         raise DataError(f"{path}: expected {ref_width} columns like the training file, found {width}")
     if ref_names is not None and names is not None:
-        rows, names = _in_order_of(names, rows, ref_names, path), list(ref_names)
+        order, names = _in_order_of(names, ref_names, path), list(ref_names)
     unsupervised = params["task"] == "unsupervised"
     t = None if unsupervised else _target_index(params["target"], names, width, path)
     cols = [j for j in range(width) if j != t]
     if not cols:
         raise DataError(f"{path}: expected feature columns besides the target, found {width} column(s) in all"
                         f"{' (is the delimiter right?)' if width == 1 else ''}")
-    x = np.empty((len(rows), len(cols)), dtype=np.float64)
-    for i, (line, fields) in enumerate(rows):
-        for k, j in enumerate(cols):
-            try:
-                x[i, k] = v = float(fields[j])
-            except ValueError:
-                v = None
-            if v is None or not math.isfinite(v):
-                col = f"{names[j]!r} ({j})" if names else str(j)
-                what = "a number" if v is None else "a finite number (not NaN, infinity or past 1.8e308)"
-                raise DataError(f"{path}:{line}: column {col}: expected {what}, "
-                                f"found {fields[j]!r}") from None
-    y = None
-    if t is not None:
-        raw = [fields[t] for _, fields in rows]
-        col = f"{names[t]!r} ({t})" if names else str(t)
-        gap = next((i for i, v in enumerate(raw) if v.lower() in MISSING), None)
-        if gap is not None:  # one "NA" made every target text: a regression became many classes
-            raise DataError(f"{path}:{rows[gap][0]}: column {col} (the target): missing value {raw[gap]!r}; "
-                            "fill it in or remove the row")
-        try:
-            y = np.array([int(v) for v in raw], dtype=np.int64)
-        except (ValueError, OverflowError):
-            try:
-                y = np.array([float(v) for v in raw], dtype=np.float64)
-            except ValueError:
-                y = np.array(raw, dtype=str)
-            if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-                i = int(np.flatnonzero(~np.isfinite(y))[0])
-                raise DataError(f"{path}:{rows[i][0]}: column {col} (the target): expected a finite number, "
-                                f"found {raw[i]!r}")
+    # the arrays, and the copy the train/test split makes of them, before anything is allocated
+    if (why := too_big(2 * 8 * table.n * width, f"{table.n} rows of {width} numbers")) is not None:
+        raise DataError(f"{path}: {why}")
+    target = None if t is None else _Target(table, order[t], _column(names, t))
+    x = _columns(table, cols, [order[j] for j in cols], names, target)
+    y = None if target is None else target.values()
     feature_names = [names[j] for j in cols] if names else None
     return x, y, feature_names, width, names
 

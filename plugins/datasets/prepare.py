@@ -26,7 +26,8 @@ import numpy as np
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, Table, validate
-from .base import SCALE_CHOICES, SHARED_FIELDS, DataError, Dataset, as_rows
+from .base import SCALE_CHOICES, SHARED_FIELDS, DataError, Dataset, as_rows, from_key
+from .files import shown, status
 from .sources import DATASETS
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.blocks.memory import too_big
@@ -171,12 +172,17 @@ def _split(ds: Dataset, fraction: float, shuffle: bool, rng: np.random.Generator
 def find_data_path(text: str, base_dir: str | Path | None = None) -> Path:
     """Where a data path of the spec (data.path, data.dir, ...) is read from: a relative path
     beside the spec (base_dir) first, else from the working directory (data/mnist where the
-    user runs `gengraph run specs/...`); beside the spec when it is in neither."""
-    p = Path(text).expanduser()
+    user runs `gengraph run specs/...`); beside the spec when it is in neither. DataError for a path
+    the system cannot look up (too long, a symlink loop, a folder it may not search, ~ of no user)."""
+    try:
+        p = Path(text).expanduser()
+    except RuntimeError:  # "~name/..." where the system has no user "name": it was a traceback
+        raise DataError(f"{shown(text)}: cannot expand {text.split('/')[0]!r}: no such user") from None
     if base_dir is None or p.is_absolute():
+        status(p)  # for its DataError
         return p
     beside_spec = Path(base_dir) / p
-    return beside_spec if beside_spec.exists() or not p.exists() else p
+    return beside_spec if status(beside_spec) is not None or status(p) is None else p
 
 
 def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None = None) -> Dataset:
@@ -198,7 +204,8 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
     params = resolve_params(source, data_spec)
     for key in getattr(source, "path_keys", ()):
         if params.get(key):
-            params[key] = str(find_data_path(params[key], base_dir))
+            with from_key(f"data.{key}"):
+                params[key] = str(find_data_path(params[key], base_dir))
 
     n = params.get("n")
     if isinstance(n, int) and not isinstance(n, bool):

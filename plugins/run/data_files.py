@@ -14,7 +14,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from gengraph.plugins.datasets import DATASETS
+from gengraph.plugins.datasets import DATASETS, DataError
 from gengraph.plugins.datasets.prepare import find_data_path
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.run.checkpoint import CheckpointError
@@ -37,8 +37,12 @@ def pin_paths(spec, base_dir) -> None:
         text = data.get(key)
         if not text:
             continue
-        found = find_data_path(text, base_dir)
-        if found.exists() and (absolute := os.path.abspath(found)) != text:
+        try:
+            found = find_data_path(text, base_dir)
+            exists = found.exists()
+        except (DataError, OSError):  # too long, a loop, no access: the loader says so at the key
+            continue
+        if exists and (absolute := os.path.abspath(found)) != text:
             data[key] = absolute
             spec.notes[f"data.{key}"] = f"as written: {format_string(text)}"
 
