@@ -445,6 +445,21 @@ def test_a_lock_naming_no_process_is_garbage(tmp_path, pid):
     assert f"took over the stale lock {out / LOCK_NAME} (it held no owner's PID)" in result.output
 
 
+def test_a_refused_run_leaves_no_folder_it_made(tmp_path):
+    # --out a/b/c: the run made a, b and c, and a refusal (a missing data file) removed only c
+    out = tmp_path / "a" / "b" / "c"
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--set", "data.source=\"csv\"",
+                    "--set", "data.path=\"nope.csv\"")
+    ok_no_traceback(result, 2)
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "mine.txt").write_text("x")
+    result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--set", "data.source=\"csv\"",
+                    "--set", "data.path=\"nope.csv\"")
+    ok_no_traceback(result, 2)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["mine.txt"]  # a was there: kept
+
+
 def test_the_lock_is_released_when_a_run_fails(tmp_path):
     out = tmp_path / "run"
     result = invoke("run", tiny(tmp_path), "--out", out, "-q", "--set", "model.loss=\"bce\"")

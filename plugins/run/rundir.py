@@ -99,10 +99,10 @@ def _owner_running(owner: dict) -> bool:
 class RunLock:
     """The lock of one run directory, held from `acquire` to `release`."""
 
-    def __init__(self, run_dir: Path, created: bool):
+    def __init__(self, run_dir: Path, created=()):
         self.run_dir = run_dir
         self.path = run_dir / LOCK_NAME
-        self.created = created  # this run made the folder: removed again if left empty
+        self.created = list(created)  # the folders this run made, innermost first: removed again if left empty
         self.token = ""
 
     def _create(self) -> bool:
@@ -181,15 +181,20 @@ class RunLock:
             if self.token and self.path.read_text().strip() == self.token:
                 self.path.unlink()
         self.token = ""
-        if self.created:
-            with contextlib.suppress(OSError):
-                self.run_dir.rmdir()  # only if empty: a run that failed before writing anything
+        for folder in self.created:  # only if empty: a run that failed before writing anything
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def open_run_dir(run_dir, log=print) -> RunLock:
     """Check the path, create the folder, take its lock."""
     path = check_path(run_dir)
-    created = not path.exists()
+    created, folder = [], path  # --out a/b/c where only a exists: c, then b (a refused run left b behind)
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
