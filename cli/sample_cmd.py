@@ -62,7 +62,7 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
         raise UserError(str(exc)) from None
     if out_file is not None:
         check_out_file(out_file, "--out")  # before sampling, which may take long
-    if device == "cuda":  # said of --device here (open_run applies it as run.device, which a message would name)
+    if device == "cuda":  # said of --device here, before the run is rebuilt
         from gengraph.engine.backend import BackendError, get_backend
 
         try:
@@ -73,6 +73,8 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
     options = {"guidance": guidance, "sampler": sampler, "steps": steps}
     try:
         run = open_run(run_dir, backend=device)
+        if run.note:
+            click.echo(f"note: {run.note}", err=True)
         samples = sample_from(run, n, label=label, seed=seed, **options)
         if suffix == ".png":
             _check_plottable(run, samples)

@@ -171,3 +171,51 @@ def test_cli_user_errors_exit_2_with_one_line(runs, tmp_path):
         r = invoke(*args)
         assert r.exit_code == 2, (args, r.output)
         assert r.output.count("\n") == 1 and message in r.output and "Traceback" not in r.output
+
+
+def test_an_unfinished_run_is_sampled_with_a_note(runs, tmp_path):
+    # a run stopped at epoch 420 of 5000 was sampled as if finished ("the finished generative run")
+    import warnings
+
+    import gengraph
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(runs["vae"], stopped)
+    (stopped / "summary.json").unlink()  # what a run stopped before its report leaves
+    result = CliRunner().invoke(main, ["sample", str(stopped), "--n", "2"])
+    assert result.exit_code == 0
+    assert f"note: {stopped} has no summary.json: its run has not finished (stopped, or still going); these " \
+           "samples come from its last checkpoint (epoch 1 of 1)" in result.output
+    assert "note:" not in CliRunner().invoke(main, ["sample", str(runs["vae"]), "--n", "2"]).output
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gengraph.load(stopped).sample(2)
+    assert any("has no summary.json" in str(w.message) for w in caught)
+
+
+def test_a_checkpoint_that_does_not_match_its_spec_is_named_as_such(runs, tmp_path):
+    # sampling said "--resume cannot change model.latent", though nothing was resumed
+    edited = tmp_path / "edited"
+    shutil.copytree(runs["vae"], edited)
+    spec = edited / "spec.toml"
+    spec.write_text(spec.read_text().replace("latent = 2", "latent = 3"))
+    from gengraph.plugins.run.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"belongs to a run with another spec than the spec.toml beside it "
+                                              r"\(model.latent = 2 in the checkpoint, 3 now\); "
+                                              r"restore that run's spec.toml"):
+        draw(edited, 2)
+
+
+def test_sampling_on_cuda_without_cupy_names_the_backend(runs, monkeypatch):
+    # Run.sample(backend="cuda") said "--set: run.device: ..." (the override open_run applied)
+    from gengraph.engine import backend as backends
+
+    def no_cupy(name):
+        raise backends.BackendError("the cupy backend needs CuPy: pip install 'gengraph[cuda]'")
+
+    monkeypatch.setattr("gengraph.plugins.run.sampling.get_backend", no_cupy)
+    with pytest.raises(SampleError, match=r"^backend 'cuda': the cupy backend needs CuPy"):
+        open_run(runs["vae"], backend="cuda")
+    with pytest.raises(SampleError, match=r'unknown backend "gpu" \(choose from numpy, cpu, cupy, cuda\)'):
+        open_run(runs["vae"], backend="gpu")

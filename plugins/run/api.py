@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from pathlib import Path
 
 from gengraph.engine.expr import ExprError
@@ -316,6 +317,8 @@ class Run:
         (a ValueError) with the message `gengraph sample` prints."""
         check_seed(seed)  # before the run is rebuilt
         opened = self.opened(backend)
+        if opened.note:
+            warnings.warn(opened.note, UserWarning, stacklevel=2)
         samples = sample_from(opened, n, label=label, seed=seed, **options)
         if as_image:
 

@@ -119,7 +119,7 @@ def read_checkpoint(path: Path, trainer) -> dict:
     return fit_to_model(path, arrays, meta, trainer)
 
 
-def load_checkpoint(path: Path, spec_data: dict) -> tuple[dict, dict]:
+def load_checkpoint(path: Path, spec_data: dict, purpose: str = "resume") -> tuple[dict, dict]:
     """The arrays and the checked metadata of a checkpoint of the run spec_data declares."""
     path = Path(path)
     try:
@@ -135,7 +135,7 @@ def load_checkpoint(path: Path, spec_data: dict) -> tuple[dict, dict]:
     if "__meta__" not in arrays:
         raise CheckpointError(f"{path}: not a gengraph checkpoint (no metadata)")
     meta = _read_meta(path, arrays.pop("__meta__"))
-    check_fingerprint(path, meta, spec_data)
+    check_fingerprint(path, meta, spec_data, purpose)
     # last, so that the checks above name what is wrong where they can
     if meta["format"] == FORMAT and metadata_digest(meta) != meta["digest"]:
         raise _damaged(path, "it does not match its digest: it was altered after it was written")
@@ -275,8 +275,9 @@ def with_current_defaults(recorded: dict) -> dict:
     return out
 
 
-def check_fingerprint(path: Path, meta: dict, spec_data: dict) -> None:
-    """Refuse a checkpoint of another run: its spec must equal this one but for RESUMABLE keys."""
+def check_fingerprint(path: Path, meta: dict, spec_data: dict, purpose: str = "resume") -> None:
+    """Refuse a checkpoint of another run: its spec must equal this one but for RESUMABLE keys.
+    purpose "resume" (a resumed run's overrides) or "sample" (the spec.toml beside it, edited)."""
     now = frozen_spec(spec_data)
     if fingerprint(meta["spec"]) != meta["fingerprint"]:
         raise _damaged(path, "the recorded spec does not match its fingerprint")
@@ -288,6 +289,9 @@ def check_fingerprint(path: Path, meta: dict, spec_data: dict) -> None:
     changes = spec_changes(recorded, now)
     shown = "; ".join(f"{k} = {json.dumps(a)} in the checkpoint, {json.dumps(b)} now" for k, a, b in changes[:5])
     keys = ", ".join(k for k, _, _ in changes[:5])
+    if purpose == "sample":  # nothing was overridden: the folder's spec.toml or checkpoint was replaced
+        raise CheckpointError(f"{path} belongs to a run with another spec than the spec.toml beside it "
+                              f"({shown}); restore that run's spec.toml (or its checkpoint)")
     raise CheckpointError(f"{path} belongs to a run with another spec: --resume cannot change {keys} ({shown}); "
                           f"a resumed run may change only train.epochs, output.*, run.name, run.threads and run.device; "
                           f"start a new run (another --out, or --overwrite) to change the rest")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gengraph.engine.backend import BackendError, get_backend
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.run import data_files
@@ -47,6 +48,7 @@ class OpenedRun:
     plugin: ModelPlugin
     model: object
     ctx: object
+    note: str | None = None  # what the user should know about the samples (an unfinished run)
 
     @property
     def kind(self) -> str:
@@ -83,7 +85,12 @@ def open_run(run_dir, *, backend: str | None = None) -> OpenedRun:
     overrides = []
     if backend is not None:
         if backend not in DEVICES:
-            raise SampleError(f'unknown backend "{backend}" (choose from numpy, cupy)')
+            raise SampleError(f'unknown backend "{backend}" (choose from {", ".join(DEVICES)})')
+        if DEVICES[backend] == "cuda":  # said of the backend asked for, not of the run.device it becomes
+            try:
+                get_backend("cupy")
+            except BackendError as exc:
+                raise SampleError(f"backend {backend!r}: {exc}") from None
         overrides.append(f'run.device="{DEVICES[backend]}"')
     spec = load(spec_path, overrides)
     data, plugin, _graph, model = build_checked(spec, base_dir=run_dir)
@@ -94,11 +101,16 @@ def open_run(run_dir, *, backend: str | None = None) -> OpenedRun:
     if cfg["train"]["optimizer"].get("ema"):  # the averages are optimizer state: create its leaves
         trainer.program_defs()
     ctx.data_files = data_files.fingerprints(spec)
-    arrays, meta = load_checkpoint(ckpt, cfg)
+    arrays, meta = load_checkpoint(ckpt, cfg, purpose="sample")
     data_files.check_unchanged(ckpt, meta["data_files"], spec, ctx.data_files)  # the data it was trained on
     trainer.restore(fit_to_model(ckpt, arrays, meta, trainer))  # CheckpointError when it does not fit
     trainer.use_averaged_weights()  # what the run reported with
-    return OpenedRun(run_dir, spec, data, plugin, model, ctx)
+    opened = OpenedRun(run_dir, spec, data, plugin, model, ctx)
+    if not (run_dir / "summary.json").is_file():  # no report: the run was stopped (or is still going)
+        opened.note = (f"{run_dir} has no summary.json: its run has not finished (stopped, or still going); these "
+                       f"samples come from its last checkpoint (epoch {meta['state']['epoch']} of "
+                       f"{cfg['train']['epochs']})")
+    return opened
 
 
 def sample_options(plugin) -> tuple[list[str], bool]:
