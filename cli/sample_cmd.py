@@ -16,7 +16,7 @@ from .main import UserError, _load_plugins, check_out_file, user_errors, write_o
 EXAMPLES = """\b
 Examples:
   gengraph sample runs/vae_digits --n 64 --out samples.png           # an image grid
-  gengraph sample runs/diffusion_moons --sampler ddim --steps 20 --out s.png   # a scatter vs the data
+  gengraph sample runs/diffusion_cfg_digits --sampler ddim --steps 20 --label 3 --out s.png  # 20 DDIM steps
   gengraph sample runs/rbm_gaussian --n 1000 --out samples.npy
   gengraph sample runs/ebm_moons --n 5                                 # the numbers, on stdout
 """
