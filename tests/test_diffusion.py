@@ -394,3 +394,21 @@ def test_stratified_bound_is_unbiased_for_the_full_sum():
     assert abs(full["nll_bound"] - strat["nll_bound"]) < 4 * se
     # the stratified draws add variance over t: a larger SE at the same number of estimates
     assert strat["nll_bound_se"] * math.sqrt(800) > full["nll_bound_se"] * math.sqrt(200)
+
+
+def test_ddim_steps_past_T_are_refused(tmp_path):
+    # steps = 100000 with T = 100 validated, and gengraph sample --steps 100000 ran 100 steps, unsaid
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    spec = str(Path(__file__).resolve().parents[1] / "specs" / "diffusion_moons.toml")
+    r = CliRunner().invoke(main, ["validate", spec, "--set", 'model.sampler={kind="ddim", steps=101}'])
+    assert r.exit_code == 2 and "model.sampler.steps: at most T = 100 (one step per timestep), found 101" in r.output
+    out = tmp_path / "r"
+    r = CliRunner().invoke(main, ["run", spec, "--out", str(out), "-q", "--set", "train.epochs=1", "--set", "data.n=200",
+                                  "--set", "output.samples=4", "--set", "output.plots=false"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["sample", str(out), "--sampler", "ddim", "--steps", "101", "--n", "2"])
+    assert r.exit_code == 2 and "option steps: DDIM takes at most T = 100 steps (one per timestep), found 101" \
+        in r.output, r.output

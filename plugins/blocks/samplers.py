@@ -31,6 +31,7 @@ import numpy as np
 
 from gengraph.engine import to_numpy
 from gengraph.plugins.blocks.noise_schedules import DiscreteSchedule
+from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.spec.schema import validate
@@ -97,6 +98,9 @@ class DDIM(SamplerKind):
     }, help=help)
 
     def steps(self, sched, cfg, model_variance="beta_tilde"):
+        if cfg.get("steps", 0) > sched.T:  # `gengraph sample --steps`: the spec's value was checked at build
+            raise ModelConfigError("steps", f"DDIM takes at most T = {sched.T} steps (one per timestep), "
+                                            f"found {cfg['steps']}")
         taus = ddim_timesteps(sched.T, cfg.get("steps", 0))
         eta = cfg.get("eta", 0.0)
         log_abar = -np.logaddexp(0.0, sched.gamma)  # log sigmoid(-gamma)

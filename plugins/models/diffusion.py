@@ -327,6 +327,9 @@ class Diffusion(ModelPlugin):
         sk = NOISE_SCHEDULES.get(cfg["schedule"]["kind"])
         scfg = {k: v for k, v in cfg["schedule"].items() if k != "kind"}
         T = int(scfg["T"])
+        if cfg["sampler"].get("steps", 0) > T:  # one DDIM step per timestep at most: more ran T, unsaid
+            raise _config_error("sampler.steps", f"at most T = {T} (one step per timestep), found "
+                                                 f"{cfg['sampler']['steps']}")
         emb_cfg = cfg["time_embedding"]
         if emb_cfg["kind"] == "sinusoidal" and emb_cfg["dim"] % 2:
             raise _config_error("time_embedding.dim", f"must be even, found {emb_cfg['dim']}")
