@@ -78,22 +78,21 @@ def _process_start(pid: int) -> float | None:
 
 
 def _lock_time(owner: dict) -> float | None:
-    """When the lock was written: its "time" (seconds), or its "started" text (older locks)."""
-    if isinstance(owner.get("time"), (int, float)) and not isinstance(owner.get("time"), bool):
-        return float(owner["time"])
-    try:
-        return time.mktime(time.strptime(str(owner.get("started")), "%Y-%m-%d %H:%M:%S"))
-    except (ValueError, OverflowError):
-        return None
+    """When the lock was written (its "time", seconds since the epoch); None for a lock of an
+    earlier version, whose local "started" text cannot be compared across time zones."""
+    t = owner.get("time")
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
 
 
-def _owner_running(owner: dict) -> bool:
-    """Whether the lock's writer still runs: its PID is alive and is not a later process that was
-    given the same number (one that started after the lock was written cannot have written it)."""
+def _why_stale(owner: dict) -> str | None:
+    """Why the lock's writer no longer runs, or None while it does: its PID is gone, or now names
+    a process that started after the lock was written (a PID the system gave out again)."""
     if not _pid_alive(owner["pid"]):
-        return False
+        return f"PID {owner['pid']} is not running"
     started, written = _process_start(owner["pid"]), _lock_time(owner)
-    return started is None or written is None or started <= written + 2.0  # 2 s: clock ticks, whole seconds
+    if started is not None and written is not None and started > written + 2.0:  # 2 s: clock ticks
+        return f"PID {owner['pid']} now names a process started after the lock was written"
+    return None
 
 
 class RunLock:
@@ -154,7 +153,7 @@ class RunLock:
             elif owner.get("host") != host:
                 raise RunDirError(f"{self.run_dir} is in use by a gengraph run on host {owner.get('host')} "
                                   f"(PID {owner['pid']}); if that run is gone, delete {self.path}")
-            elif _owner_running(owner):
+            elif (why := _why_stale(owner)) is None:
                 raise RunDirError(f"{self.run_dir} is in use by another gengraph run (PID {owner['pid']}, "
                                   f"started {owner.get('started', '?')}); wait for it to end or choose another --out "
                                   f"(if no gengraph run works there, delete {self.path})")
@@ -171,8 +170,7 @@ class RunLock:
                 aside.unlink(missing_ok=True)
                 raise RunDirError(f"{self.run_dir} is in use by another gengraph run (lock {self.path})")
             aside.unlink(missing_ok=True)
-            what = (f"PID {owner['pid']} is not running" if owner else
-                    "it held no owner's PID" if text.strip() else "it was left empty")
+            what = why if owner else "it held no owner's PID" if text.strip() else "it was left empty"
             log(f"note: took over the stale lock {self.path} ({what})")
         raise RunDirError(f"{self.run_dir}: could not take the lock {self.path}")
 
