@@ -297,6 +297,14 @@ class Optimizer:
         """The state leaves made by the last `updates` call: the step counter first, then each slot."""
         return list(self._states)
 
+    # slots that are running sums or means of squares: never negative (a checkpoint's may be checked)
+    NONNEGATIVE_SLOTS: frozenset = frozenset()
+
+    def nonnegative_states(self) -> list[Node]:
+        """The state leaves of NONNEGATIVE_SLOTS (made by the last `updates` call)."""
+        return [node for slots in self.slots.values() for name, node in slots.items()
+                if name in self.NONNEGATIVE_SLOTS]
+
     def _clip(self, s: _Step, grads):
         c = self.hyper["clip_norm"]
         if not c or not grads:
@@ -365,6 +373,7 @@ class Adagrad(Optimizer):
     """Adagrad: s <- s + g^2; p <- p - lr / (1 + t lr_decay) * g / (sqrt(s) + eps)."""
 
     kind = "adagrad"
+    NONNEGATIVE_SLOTS = frozenset({"sum"})
     schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"),
               "eps": (float, 1e-10, "added to sqrt(s) in the denominator"),
               "initial_accumulator": (float, 0.0, "initial value of the sum of squared gradients"),
@@ -389,6 +398,7 @@ class RMSprop(Optimizer):
     """RMSprop (PyTorch): s <- a s + (1 - a) g^2; p <- p - lr g / (sqrt(s) + eps)."""
 
     kind = "rmsprop"
+    NONNEGATIVE_SLOTS = frozenset({"sq"})
     schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"),
               "alpha": (float, 0.99, "decay of the running mean of g^2 (rho)"),
               "eps": (float, 1e-8, "added to the root in the denominator"),
@@ -430,6 +440,7 @@ class Adam(Optimizer):
     """Adam with PyTorch's bias correction: eps is added after sqrt(v_hat)."""
 
     kind = "adam"
+    NONNEGATIVE_SLOTS = frozenset({"v"})
     schema = {"lr": (float, 1e-3, "learning rate (a float or a schedule)"),
               "beta1": (float, 0.9, "decay of the first moment m"),
               "beta2": (float, 0.999, "decay of the second moment v"),

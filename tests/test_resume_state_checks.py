@@ -182,6 +182,15 @@ def test_a_step_counter_of_another_float_dtype_is_refused(run):
     _refused(run, f"{key} has dtype float32, the model needs float64")
 
 
+def test_a_negative_second_moment_is_refused(run):
+    # Adam's v (a running mean of squared gradients) < 0 resumed, and the first step's sqrt made
+    # the loss NaN: "the training loss became nan", exit 1, blaming the model
+    with np.load(run / "checkpoint.npz") as z:
+        key = next(k for k in z.files if k.startswith("state/optimizer/adam/") and k.endswith("/v"))
+    _rewrite(run, arrays_edit=lambda a: a.update({key: -np.abs(a[key]) - 1.0}))
+    _refused(run, f"{key} holds negative values, which a running mean of squared gradients cannot")
+
+
 # --- metrics.jsonl: one row per epoch, in order -------------------------------------------------------
 
 def test_a_repeated_metrics_row_is_refused_naming_its_line(run):

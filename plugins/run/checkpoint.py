@@ -148,6 +148,7 @@ def fit_to_model(path: Path, arrays: dict, meta: dict, trainer) -> dict:
     _check_position(path, meta["state"], trainer)
     g = trainer.model.graph
     leaves, problems = {}, []
+    squares = {n.id for n in trainer.optimizer.nonnegative_states()} if trainer.optimizer is not None else set()
     for n in g.params() + g.states():
         key = f"{'param' if n.op == 'param' else 'state'}/{n.label}"
         want = g.value(n)
@@ -160,6 +161,8 @@ def fit_to_model(path: Path, arrays: dict, meta: dict, trainer) -> dict:
             problems.append(f"{key} holds non-finite values (NaN or inf)")
         elif a.dtype != want.dtype:  # never cast: float16 values in a float32 model lost their precision
             problems.append(f"{key} has dtype {a.dtype}, the model needs {want.dtype}")
+        elif n.id in squares and a.size and a.min() < 0:  # the first step's sqrt would be NaN, blamed on the loss
+            problems.append(f"{key} holds negative values, which a running mean of squared gradients cannot")
         else:
             leaves[n.id] = a
     if problems:
