@@ -13,7 +13,8 @@ phase estimate of the negative log-likelihood's gradient. For small models train
 "exact" minimises mean F(x_data) + log Z instead, log Z by enumeration (the exact gradient).
 
 Logged per epoch: loss, free_energy, recon_error (mean squared error of the mean-field
-reconstruction per visible unit), pseudo_loglik (binary visible; nats per example) and,
+reconstruction per visible unit), pseudo_loglik (binary visible; nats per example; above 100
+visible units an unbiased one-flip estimate, see rbm_energy.pseudo_loglik) and,
 when the smaller binary layer has few units, loglik_exact (exact partition function by
 enumeration). The report adds test_loglik_exact (up to exact_max_units enumerated units)
 or an AIS estimate test_loglik_ais with its Monte Carlo standard error test_loglik_ais_se (that

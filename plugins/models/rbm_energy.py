@@ -44,6 +44,9 @@ def all_states(n: int) -> np.ndarray:
     return ((k[:, None] >> np.arange(n)) & 1).astype(np.float64)
 
 
+# Visible units up to which pseudo_loglik sums every unit's term (64 for the digits); above, one drawn unit
+EXACT_PLL_MAX_VISIBLE = 100
+
 class RBMEnergy:
     """The energy of an RBM with binary hidden units; subclasses give the energy's terms."""
 
@@ -119,13 +122,23 @@ class RBMEnergy:
         return self.visible_mean(self.hidden_probs(x))
 
     def pseudo_loglik(self, x):
-        """sum_i log p(x_i | x_-i) per example (binary visible): -softplus(F(x) - F(x with i flipped))."""
+        """sum_i log p(x_i | x_-i) per example (binary visible), each term -softplus(F(x) - F(x with i
+        flipped)): the sum over all units up to EXACT_PLL_MAX_VISIBLE of them; above, nv times the term
+        of one unit drawn uniformly per example (an unbiased estimate, as scikit-learn's
+        BernoulliRBM.score_samples). The sum costs nv free energies per example: on MNIST (784 units)
+        60 GFLOP a step at batch 100, 99 % of the training step."""
         nv = self.nv
-        eye = self.graph.constant(np.eye(nv))
-        flips = x[:, None, :] + (1.0 - 2.0 * x)[:, None, :] * eye  # row i: x with unit i flipped
-        f_flip = ops.reshape(self.free_energy(ops.reshape(flips, (-1, nv))), (-1, nv))
         f = self.free_energy(x)
-        return -ops.sum(ops.softplus(f[:, None] - f_flip), axis=-1)
+        if nv <= EXACT_PLL_MAX_VISIBLE:
+            eye = self.graph.constant(np.eye(nv))
+            flips = x[:, None, :] + (1.0 - 2.0 * x)[:, None, :] * eye  # row i: x with unit i flipped
+            f_flip = ops.reshape(self.free_energy(ops.reshape(flips, (-1, nv))), (-1, nv))
+            return -ops.sum(ops.softplus(f[:, None] - f_flip), axis=-1)
+        u = ops.random_uniform(x[:, :1], stream=self.graph.new_stream())
+        unit = ops.minimum(ops.floor(u * float(nv)), float(nv - 1))  # u * nv may round up to nv in float32
+        pick = ops.eq(unit, self.graph.constant(np.arange(nv, dtype=np.float64)))  # one 1 per row
+        flipped = x + (1.0 - 2.0 * x) * pick
+        return -float(nv) * ops.softplus(f - self.free_energy(flipped))
 
     # --- the partition function ----------------------------------------------------------
     def enumeration_side(self) -> str:
