@@ -192,3 +192,26 @@ def test_a_dimension_mismatch_names_the_magic_once(tmp_path):
     with pytest.raises(DataError) as err:
         make_dataset({"source": "mnist", "dir": str(folder)}, 0)
     assert str(err.value).endswith("expected 1 dimension(s) for mnist train labels (0x00000801), found 3")
+
+
+def test_digits_as_mnist_writes_readable_mnist_format_files(tmp_path):
+    # examples/digits_as_mnist.py: the README's MNIST-size runs use these files
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "digits_as_mnist.py"
+    spec = importlib.util.spec_from_file_location("digits_as_mnist", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(str(tmp_path / "d"), 0, n_train=200, n_test=50)
+    ds = make_dataset({"source": "mnist", "dir": str(tmp_path / "d"), "shuffle": False}, 0)
+    assert ds.x_train.shape == (200, 1, 28, 28) and ds.x_test.shape == (50, 1, 28, 28)
+    assert ds.x_train.max() == 1.0 and ds.x_train.min() == 0.0
+    frame = ds.x_train[:, 0]
+    assert np.all(frame[:, :2, :] == 0) and np.all(frame[:, -2:, :] == 0)  # a 20x20 digit, shifted <= 2
+    from gengraph.plugins.datasets import load_digits
+
+    _, y = load_digits()
+    assert set(ds.y_train) <= set(y[:mod.SPLIT]) and set(np.unique(ds.y_test)) <= set(range(10))
+    up = mod.upscale(np.arange(64, dtype=float).reshape(1, 8, 8))
+    assert up.shape == (1, 20, 20) and up[0, 0, 0] == 0 and up[0, -1, -1] == 63  # corners kept
