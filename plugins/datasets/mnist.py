@@ -45,7 +45,8 @@ def find_files(folder: Path, name: str, url: str) -> dict[str, Path]:
         if files:
             found[key] = files[0]
             continue
-        for other in (c for c in candidates if c.exists()):  # a folder, a FIFO: "lacks" would send the user looking
+        other = next((c for c in candidates if c.exists()), None)  # a folder, a FIFO: "lacks" would mislead
+        if other is not None:
             raise DataError(f"{other}: is not a regular file (expected the {name} IDX file {base})")
         missing.append(base)
     if missing:

@@ -47,6 +47,7 @@ def all_states(n: int) -> np.ndarray:
 # Visible units up to which pseudo_loglik sums every unit's term (64 for the digits); above, one drawn unit
 EXACT_PLL_MAX_VISIBLE = 100
 
+
 class RBMEnergy:
     """The energy of an RBM with binary hidden units; subclasses give the energy's terms."""
 

@@ -24,7 +24,7 @@ from gengraph.plugins.blocks.files import atomic_write, save_npz
 from gengraph.plugins.run.spec_schema import top_schema
 from gengraph.plugins.run.trainer import TrainState, batches
 from gengraph.plugins.spec.errors import SpecError
-from gengraph.plugins.spec.schema import validate
+from gengraph.plugins.spec.schema import is_number, validate
 
 
 FORMAT = 3  # 2: the spec and its fingerprint travel in the metadata; 3: the metadata's digest too
@@ -201,10 +201,9 @@ def _read_meta(path: Path, raw: np.ndarray) -> dict:
                               f"{' and '.join(map(str, READABLE_FORMATS))} ({why}); start a new run")
     if fmt < FORMAT:
         meta.setdefault("data_files", {})  # absent in format 2 checkpoints written before it was recorded
-    for key, typ in (("fingerprint", str), ("digest", str), ("spec", dict), ("streams", dict), ("rng", dict),
-                     ("state", dict), ("data_files", dict)):
-        if key == "digest" and fmt < FORMAT:
-            continue
+    required = [("fingerprint", str), ("spec", dict), ("streams", dict), ("rng", dict), ("state", dict),
+                ("data_files", dict)] + ([("digest", str)] if fmt == FORMAT else [])
+    for key, typ in required:
         if not isinstance(meta.get(key), typ):
             raise _damaged(path, f'"{key}" missing or not a {typ.__name__}')
     if not all(isinstance(v, dict) for v in meta["data_files"].values()):
@@ -227,21 +226,17 @@ def _check_state(path: Path, state: dict) -> None:
             raise _damaged(path, f"state.{k} = {state[k]!r} is not a count")
     if type(state["solved"]) is not bool:
         raise _damaged(path, f"state.solved = {state['solved']!r} is not true or false")
-    if not _is_number(state["best"]) or isinstance(state["best"], float) and math.isnan(state["best"]):
+    if not is_number(state["best"]) or isinstance(state["best"], float) and math.isnan(state["best"]):
         raise _damaged(path, f"state.best = {state['best']!r} is not a number")
     # sums of finite losses (a non-finite one stops the run before it is added)
     if not isinstance(state["partial"], dict) or not all(
-            _is_number(v) and (isinstance(v, int) or math.isfinite(v)) for v in state["partial"].values()):
+            is_number(v) and (isinstance(v, int) or math.isfinite(v)) for v in state["partial"].values()):
         raise _damaged(path, "state.partial is not a table of finite numbers")
     inside = state["batch_in_epoch"]
     if inside and state["solved"]:
         raise _damaged(path, f"state.solved = true inside an epoch (state.batch_in_epoch = {inside})")
     if inside and state["epoch_rng"] is None:  # the rest of the epoch replays its shuffle from it
         raise _damaged(path, f"state.epoch_rng is null inside an epoch (state.batch_in_epoch = {inside})")
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _check_generators(path: Path, meta: dict) -> None:
@@ -296,8 +291,8 @@ def check_fingerprint(path: Path, meta: dict, spec_data: dict, purpose: str = "r
         raise CheckpointError(f"{path} belongs to a run with another spec than the spec.toml beside it "
                               f"({shown}); restore that run's spec.toml (or its checkpoint)")
     raise CheckpointError(f"{path} belongs to a run with another spec: --resume cannot change {keys} ({shown}); "
-                          f"a resumed run may change only train.epochs, output.*, run.name, run.threads and run.device; "
-                          f"start a new run (another --out, or --overwrite) to change the rest")
+                          "a resumed run may change only train.epochs, output.*, run.name, run.threads and "
+                          "run.device; start a new run (another --out, or --overwrite) to change the rest")
 
 
 def jsonable(v):

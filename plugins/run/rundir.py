@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gengraph.engine.errors import UserError
 from gengraph.plugins.blocks.files import atomic_write
+from gengraph.plugins.spec.schema import is_number
 
 LOCK_NAME = "gengraph.lock"
 MANIFEST = "files.json"  # the plugin-written files of the run (plots, samples), for --overwrite
@@ -81,7 +82,7 @@ def _lock_time(owner: dict) -> float | None:
     """When the lock was written (its "time", seconds since the epoch); None for a lock of an
     earlier version, whose local "started" text cannot be compared across time zones."""
     t = owner.get("time")
-    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+    return float(t) if is_number(t) else None
 
 
 def _why_stale(owner: dict) -> str | None:

@@ -127,7 +127,7 @@ def build_checked(spec, *, base_dir=None):
             raise issue("data.test_fraction", f"the {source} data come with their own test split, so "
                                               "test_fraction does not apply; remove it")
         spec.notes.setdefault("data.test_fraction", f"not used: the {source} data come with their own test split")
-    if built[1].trains_by_gradient and not built[3].params and spec.data["train"]["epochs"] > 0:
+    if not built[1].fits_without_gradients(built[3]) and not built[3].params and spec.data["train"]["epochs"] > 0:
         # no train_step is compiled without parameters: the first batch failed with a traceback
         key = "model.params" if "params" in spec.data["model"] else "model"
         raise issue(key, "the model has no parameters to train"

@@ -91,6 +91,11 @@ class _Context:
         self.issues.append(SpecIssue(*locate(self.positions, path, self.file), path, message))
 
 
+
+def is_number(v) -> bool:
+    """An int or float, not a bool (True is an int to Python, not a number to a spec)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
 class Field:
     """One scalar or free-form value; with `item`, min/max/choices apply to each element."""
 
@@ -145,7 +150,7 @@ class Field:
             msg = f"{format_value(v)} is not one of {allowed}"
             hint = suggest(v, self.choices) if isinstance(v, str) else None
             ctx.add(path, msg + (f'; did you mean "{hint}"?' if hint else ""))
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if is_number(v):
             if self.min is not None and v < self.min:
                 ctx.add(path, f"must be >= {self.min}, found {format_value(v)}")
             if self.max is not None and v > self.max:
@@ -195,9 +200,8 @@ class Table:
                                            + (" (it is required)" if hint in required else ""))
             else:
                 ctx.add(join_key(path, k), f"unknown key (known keys: {', '.join(known) or 'none'})")
-        for k, v in value.items():
-            if k not in out and self.extra:
-                out[k] = copy.deepcopy(v)
+        if self.extra:  # unknown keys kept as they are
+            out.update({k: copy.deepcopy(v) for k, v in value.items() if k not in out})
         return out
 
 

@@ -57,6 +57,7 @@ from pathlib import Path
 
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.spec.overrides import ORIGIN
+from gengraph.plugins.spec.schema import is_number
 from gengraph.plugins.spec.toml_positions import build_path, join_key, read_path, split_path
 from gengraph.plugins.spec.toml_writer import format_value
 from gengraph.plugins.blocks.files import atomic_write, dumps_json
@@ -151,13 +152,9 @@ def _issue(where, path, message) -> SpecError:
     return SpecError(SpecIssue(*where, path, message))
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _printable_number(v) -> bool:
     """A number the summary can format: a finite float, or a 64-bit int (a larger one overflows .6g)."""
-    return _is_number(v) and (math.isfinite(v) if isinstance(v, float) else abs(v) < 2 ** 63)
+    return is_number(v) and (math.isfinite(v) if isinstance(v, float) else abs(v) < 2 ** 63)
 
 
 def _is_range(v) -> bool:
@@ -174,7 +171,7 @@ def _check_range(rng: dict, method: str, where, label) -> dict:
     if extra:
         raise _issue(where, label, f"unknown range key {extra[0]!r} (a range takes {', '.join(RANGE_KEYS)})")
     low, high, log = rng.get("low"), rng.get("high"), rng.get("log", False)
-    if not (_is_number(low) and _is_number(high)):
+    if not (is_number(low) and is_number(high)):
         raise _issue(where, label, "a range needs numbers low and high, e.g. { low = 1e-4, high = 1e-1, log = true }")
     if not isinstance(log, bool):
         raise _issue(where, label, f"range key log must be true or false, found {format_value(log)}")
@@ -421,12 +418,12 @@ def _check_largest_trial(trials, axes, text, spec_path, overrides, schema) -> No
     """Build a trial with every numeric axis at its largest value among the trials (sizes, sample
     counts; a grid has that trial, a random sweep may not) before any trial runs, so a range that
     cannot fit in memory is refused up front, naming its axis."""
-    numeric = [a for a in axes if any(_is_number(t.values.get(a.key)) for t in trials)]
+    numeric = [a for a in axes if any(is_number(t.values.get(a.key)) for t in trials)]
     if not numeric or len(trials) < 2:
         return
     values = dict(trials[0].values)
     for a in numeric:
-        values[a.key] = max(t.values[a.key] for t in trials if _is_number(t.values.get(a.key)))
+        values[a.key] = max(t.values[a.key] for t in trials if is_number(t.values.get(a.key)))
     sets = [_override(a, values[a.key]) for a in axes]
     spec = spec_from_text(text, str(spec_path), list(overrides) + sets, schema)
     try:
@@ -1034,7 +1031,7 @@ def _record_problem(rec) -> str | None:
 def rank(records: list[dict], metric: str, mode: str) -> list[dict]:
     """Ok trials with the metric, best first; then ok trials without it; then failed ones (by index)."""
     by_index = sorted(records, key=lambda r: r.get("index", 0))
-    scored = [r for r in by_index if r["status"] == "ok" and _is_number(r["metrics"].get(metric))]
+    scored = [r for r in by_index if r["status"] == "ok" and is_number(r["metrics"].get(metric))]
     scored.sort(key=lambda r: r["metrics"][metric], reverse=(mode == "max"))
     ids = {id(r) for r in scored}
     rest = [r for r in by_index if id(r) not in ids]
@@ -1081,7 +1078,7 @@ def header(plan: SweepPlan) -> str:
 
 def summarize(plan: SweepPlan, records: list[dict], plots: list[str]) -> dict:
     ranked = rank(records, plan.metric, plan.mode)
-    best = ranked[0] if ranked and ranked[0]["status"] == "ok" and _is_number(
+    best = ranked[0] if ranked and ranked[0]["status"] == "ok" and is_number(
         ranked[0]["metrics"].get(plan.metric)) else None
     ok = [r for r in records if r["status"] == "ok"]
     available = sorted({k for r in ok for k in r["metrics"]})
