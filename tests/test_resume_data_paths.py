@@ -87,3 +87,52 @@ def test_resume_refuses_a_data_file_whose_contents_changed(project):
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2  # nothing rewritten
     with pytest.raises(CheckpointError, match="the data changed since the run started"):
         open_run(run_dir)  # sampling would unscale with other data's statistics
+
+
+MNIST_SPEC = """spec_version = 1
+[run]
+seed = 0
+[data]
+source = "mnist"
+dir = "idx"
+[model]
+kind = "mlp"
+layers = [{ units = 8, activation = "relu" }]
+[train]
+optimizer = { kind = "adam", lr = 1e-2 }
+epochs = 1
+batch_size = 16
+[output]
+plots = false
+"""
+
+
+@pytest.fixture
+def mnist_run(tmp_path):
+    from mnist_util import write_mnist
+
+    (tmp_path / "spec.toml").write_text(MNIST_SPEC)
+    write_mnist(tmp_path / "idx", n_train=32, n_test=8)
+    run = gengraph.run(str(tmp_path / "spec.toml"), out=tmp_path / "run", progress=None)
+    return tmp_path / "idx", run.dir
+
+
+def test_a_data_folder_is_recorded_by_the_files_its_source_reads(mnist_run):
+    folder, run_dir = mnist_run
+    (folder / "notes.txt").write_text("an unrelated file beside the four IDX files")
+    resumed = gengraph.run(None, {"train.epochs": 2}, out=run_dir, resume=True, progress=None)
+    assert len(resumed.metrics) == 2  # resumed: the folder's other files are not the run's data
+    (folder / "t10k-labels-idx1-ubyte").write_bytes((folder / "t10k-labels-idx1-ubyte").read_bytes()[:-1] + b"\x05")
+    with pytest.raises(CheckpointError, match=r"data\.dir.*the data changed since the run started"):
+        gengraph.run(None, {"train.epochs": 3}, out=run_dir, resume=True, progress=None)
+
+
+def test_a_folder_recorded_whole_by_an_earlier_version_still_resumes(mnist_run):
+    from gengraph.plugins.run import data_files
+    from test_resume_state_checks import _rewrite
+
+    folder, run_dir = mnist_run
+    whole = data_files._fingerprint(folder)  # the earlier record: every file of the folder, no "files"
+    _rewrite(run_dir, lambda meta: meta["data_files"].update({"data.dir": whole}), redigest=True)
+    resumed = gengraph.run(None, {"train.epochs": 2}, out=run_dir, resume=True, progress=None)
+    assert len(resumed.metrics) == 2

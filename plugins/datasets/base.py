@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -169,6 +170,11 @@ class Source:
     def n_classes_for(self, params: dict) -> int | None:
         """Number of classes a generator's labels can take (may depend on params)."""
         return self.n_classes
+
+    def folder_files(self, key: str, folder: Path) -> list[Path] | None:
+        """The files in the folder at data.KEY that `load` reads, for the run's record of its data
+        (a resumed run refuses them changed); None: every file in the folder."""
+        return None
 
     def __repr__(self) -> str:
         return f"<data source {self.name!r}: {self.help}>"

@@ -74,6 +74,13 @@ class MnistLike(Source):
 
     path_keys = ("dir",)
 
+    def folder_files(self, key: str, folder: Path) -> list[Path] | None:
+        # the four IDX files it reads, not whatever else the folder holds (archives, the other format)
+        try:
+            return list(find_files(folder, self.name, self.url).values())
+        except DataError:
+            return None
+
     def load(self, params, rng):
         folder = Path(params["dir"]).expanduser()
         paths = find_files(folder, self.name, self.url)

@@ -21,12 +21,16 @@ from gengraph.plugins.run.checkpoint import CheckpointError
 from gengraph.plugins.spec.toml_writer import format_string
 
 
+def _source(data_spec: dict):
+    try:
+        return DATASETS.get(data_spec.get("source"))
+    except UnknownKind:
+        return None
+
+
 def path_keys(data_spec: dict) -> tuple[str, ...]:
     """The keys of [data] that name files or folders, for the spec's source."""
-    try:
-        return tuple(getattr(DATASETS.get(data_spec.get("source")), "path_keys", ()))
-    except UnknownKind:
-        return ()
+    return tuple(getattr(_source(data_spec), "path_keys", ()))
 
 
 def pin_paths(spec, base_dir) -> None:
@@ -48,20 +52,30 @@ def pin_paths(spec, base_dir) -> None:
 
 
 def fingerprints(spec) -> dict:
-    """{"data.path": {"path", "size", "sha256", "note"?}} of every data file or folder the spec names."""
+    """{"data.path": {"path", "size", "sha256", "files"?, "note"?}} of every data file or folder the spec
+    names; of a folder, over the files its source reads from it ("files": their names)."""
     data, out = spec.data["data"], {}
+    source = _source(data)
     for key in path_keys(data):
-        if data.get(key) and (print_ := _fingerprint(Path(data[key]))) is not None:
+        if not data.get(key):
+            continue
+        path = Path(data[key])
+        chosen = source.folder_files(key, path) if hasattr(source, "folder_files") and path.is_dir() else None
+        if (print_ := _fingerprint(path, chosen)) is not None:
             note = spec.notes.get(f"data.{key}")
             out[f"data.{key}"] = {**print_, **({"note": note} if note else {})}
     return out
 
 
-def _fingerprint(path: Path) -> dict | None:
-    """Size and SHA-256 of a file; of a folder, over the names, sizes and bytes of the files in it."""
+def _fingerprint(path: Path, chosen: list[Path] | None = None) -> dict | None:
+    """Size and SHA-256 of a file; of a folder, over the names, sizes and bytes of the files in it
+    (`chosen`, those a source reads; default every file, as the records of earlier versions were)."""
     try:
         folder = path.is_dir()
-        files = sorted(f for f in path.iterdir() if f.is_file()) if folder else [path]
+        if not folder:
+            files = [path]
+        else:
+            files = sorted(chosen if chosen is not None else (f for f in path.iterdir() if f.is_file()))
         digest, size = hashlib.sha256(), 0
         for f in files:
             if folder:
@@ -72,7 +86,8 @@ def _fingerprint(path: Path) -> dict | None:
                     size += len(block)
     except OSError:  # unreadable: the loader has already said so, or will
         return None
-    return {"path": str(path), "size": size, "sha256": digest.hexdigest()}
+    chosen_names = {"files": [f.name for f in files]} if folder and chosen is not None else {}
+    return {"path": str(path), "size": size, "sha256": digest.hexdigest(), **chosen_names}
 
 
 def check_unchanged(checkpoint: Path, recorded: dict, spec, now: dict) -> None:
@@ -82,11 +97,14 @@ def check_unchanged(checkpoint: Path, recorded: dict, spec, now: dict) -> None:
         new = now.get(key)
         if new is None or new["path"] != old.get("path"):
             continue  # another path is another spec: check_fingerprint has refused it already
-        if (new["size"], new["sha256"]) != (old.get("size"), old.get("sha256")):
+        seen = new
+        if "files" in new and "files" not in old:  # recorded over the whole folder by an earlier version
+            seen = _fingerprint(Path(new["path"])) or new
+        if (seen["size"], seen["sha256"]) != (old.get("size"), old.get("sha256")):
             raise CheckpointError(
                 f"{checkpoint}: {key} = {new['path']}: the data changed since the run started "
-                f"({old.get('size')} bytes, SHA-256 {str(old.get('sha256'))[:12]}...; now {new['size']} bytes, "
-                f"{new['sha256'][:12]}...), and its model was trained on the old data: restore the file, "
+                f"({old.get('size')} bytes, SHA-256 {str(old.get('sha256'))[:12]}...; now {seen['size']} bytes, "
+                f"{seen['sha256'][:12]}...), and its model was trained on the old data: restore the file, "
                 "or start a new run on the new data (another --out, or --overwrite)")
         if isinstance(old.get("note"), str) and key not in spec.notes:
             spec.notes[key] = new["note"] = old["note"]
