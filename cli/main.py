@@ -340,6 +340,7 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
         summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=base_dir,
                           resume=bool(resume_dir), overwrite=overwrite,
                           log=lambda *a, **k: click.echo(" ".join(map(str, a)), err=True))
+        progress.finish()
     finally:
         progress.close()
     if as_json:

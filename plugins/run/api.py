@@ -181,6 +181,7 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, o
         try:
             summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume),
                               overwrite=overwrite)
+            bar.finish()
         except RunInterrupted as exc:  # the way on, in this API's words rather than the CLI's
             again = f"gengraph.run(..., out={str(exc.run_dir)!r}, resume=True)"
             raise RunInterrupted(exc.run_dir, exc.checkpoint, exc.signum, exc.phase, again=again) from None

@@ -22,11 +22,26 @@ class Progress:
             return
         shown = {k: v for k, v in row.items() if k in ("train_loss", "test_loss", "test_accuracy", "test_mse")}
         if self.bar is not None:
+            done = max(int(row["epoch"]), self.bar.n + 1)  # a closed form's one row is epoch 0
+            if self.bar.n == 0 and done > 1:  # a resumed run: the bar starts at its checkpoint's epoch
+                self.bar.n = self.bar.initial = done - 1
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
-            self.bar.update(1)
+            self.bar.update(max(done - self.bar.n, 0))
         elif row["epoch"] % self.every == 0 or row["epoch"] >= self.epochs or row["epoch"] <= 1:
             parts = " ".join(f"{k}={v:.5g}" for k, v in shown.items())
             print(f"epoch {row['epoch']} step {row['step']} {parts}", file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        """The run ended well: a full bar at the epochs it ran (a closed form's one, an early stop's),
+        never one left short, which reads as a failure (and which tqdm's notebook bar paints red)."""
+        bar = self.bar
+        if bar is None or bar.n == bar.total:
+            return
+        bar.total = bar.n
+        widgets = getattr(getattr(bar, "container", None), "children", None)
+        if widgets:  # tqdm.notebook's widget keeps its own bound: (label, bar, text)
+            widgets[1].max = bar.n
+        bar.refresh()
 
     def close(self):
         if self.bar is not None:

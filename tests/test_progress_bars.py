@@ -1,0 +1,54 @@
+"""Progress bars end full on a run that ended well: a resumed run's bar starts at its checkpoint,
+a closed form's (one row for train.epochs) and an early stop's end at the epochs they ran."""
+
+import re
+import types
+
+import gengraph
+from gengraph.plugins.run.progress import Progress
+
+TINY = {
+    "run": {"name": "tiny", "seed": 3},
+    "data": {"source": "linear", "n": 60},
+    "model": {"kind": "mlp", "layers": [{"units": 4, "activation": "tanh"}]},
+    "train": {"epochs": 3, "batch_size": 16, "optimizer": {"kind": "adam", "lr": 0.01}},
+    "output": {"plots": False},
+}
+
+
+def last_bar(text: str) -> str:
+    return re.split(r"[\r\n]", text.strip())[-1]
+
+
+def test_a_resumed_run_starts_at_its_checkpoint_and_ends_full(tmp_path, capsys):
+    gengraph.run(TINY, out=tmp_path / "r", progress=None)
+    gengraph.run(None, {"train.epochs": 6}, out=tmp_path / "r", resume=True, progress="bar")
+    bars = re.split(r"[\r\n]", capsys.readouterr().err.strip())
+    assert "3/6" not in bars[-1] and "6/6" in bars[-1] and "100%" in bars[-1], bars[-1]
+    assert not any(re.search(r"\b[12]/6\b", b) for b in bars)  # never drawn below the checkpoint
+
+
+def test_a_closed_form_run_ends_with_a_full_bar(tmp_path, capsys):
+    gengraph.run("ols_franke", out=tmp_path / "ols", progress="bar")
+    bar = last_bar(capsys.readouterr().err)
+    assert "100%" in bar and "1/1" in bar, bar
+
+
+def test_an_interrupted_run_is_not_shown_finished():
+    p = Progress(5, quiet=True)
+    p.bar = types.SimpleNamespace(n=0, total=5, initial=0, update=lambda k: setattr(p.bar, "n", p.bar.n + k),
+                                  set_postfix=lambda d: None, close=lambda: None)
+    p.quiet = False
+    p.epoch({"epoch": 1, "step": 1, "train_loss": 1.0})
+    p.close()  # no finish(): the run did not end well
+    assert (p.bar.n, p.bar.total) == (1, 5)
+
+
+def test_the_notebook_widget_bound_follows_the_bar():
+    widget = types.SimpleNamespace(max=10)
+    bar = types.SimpleNamespace(n=1, total=10, container=types.SimpleNamespace(children=(None, widget, None)),
+                                refresh=lambda: None)
+    p = Progress(10, quiet=True)
+    p.bar = bar
+    p.finish()
+    assert (bar.total, widget.max) == (1, 1)
