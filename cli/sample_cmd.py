@@ -100,12 +100,11 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
 
 
 def _check_plottable(run, samples):
-    from gengraph.plugins.run.display import sample_plot_kind
+    from gengraph.plugins.run.display import unplottable
     from gengraph.plugins.run.sampling import SampleError
 
-    if sample_plot_kind(run.data, samples) is None:
-        raise SampleError(f"a PNG needs image data or 2-D data; these samples have {samples.shape[-1]} features "
-                          "(write --out FILE.npy instead)")
+    if (why := unplottable(run.data, samples)) is not None:
+        raise SampleError(f"{why} (write --out FILE.npy instead)")
 
 
 def write_png(run, samples, path, *, label=None) -> str:

@@ -16,27 +16,29 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import warnings
 from pathlib import Path
 
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
+from gengraph.plugins.run.checkpoint import CheckpointError
 from gengraph.plugins.run.display import GraphDisplay
-from gengraph.plugins.run.display import SampleImages
+from gengraph.plugins.run.display import SampleImages, unplottable
 from gengraph.plugins.run.display import make_progress
 from gengraph.plugins.run.display import run_html
-from gengraph.plugins.run.inspection import check_gradcheck_options, gradcheck
+from gengraph.plugins.run.inspection import check_graph_options, check_gradcheck_options, gradcheck
 from gengraph.plugins.run.inspection import program_stage
 from gengraph.plugins.run.loading import default_spec, resolve_spec
 from gengraph.plugins.run.loading import load as load_file
-from gengraph.plugins.run.loading import plugin_files
+from gengraph.plugins.run.loading import plugin_files, plugin_paths
 from gengraph.plugins.run.resume import parse_metrics
 from gengraph.plugins.run.rundir import RunDirError
 from gengraph.plugins.run.runner import RunInterrupted, build_checked
 from gengraph.plugins.run.runner import execute
 from gengraph.plugins.run.sampling import open_run
-from gengraph.plugins.run.sampling import check_seed, sample_from
+from gengraph.plugins.run.sampling import SampleError, check_seed, sample_from
 from gengraph.plugins.run.spec_schema import run_schema, top_schema
 from gengraph.plugins.spec.document import SPEC_VERSION, spec_from_text
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
@@ -102,6 +104,9 @@ def override_strings(overrides) -> list[str]:
             except TypeError as exc:
                 raise SpecError(SpecIssue("--set", None, None, str(key), str(exc))) from None
         return out
+    if not isinstance(overrides, (list, tuple)):
+        raise SpecError(SpecIssue(None, None, None, "overrides", "expected a dict {key: value} or a list of "
+                                  f"'key=value' strings, found {type(overrides).__name__} {overrides!r}"))
     return [str(o) for o in overrides]
 
 
@@ -116,10 +121,12 @@ def load_spec_any(spec, overrides=()):
         except TypeError as exc:
             raise SpecError(SpecIssue(DICT_SPEC, None, None, "", str(exc))) from None
         try:
-            return spec_from_text(text, DICT_SPEC, overrides, top_schema()), None, Path.cwd()
+            loaded = spec_from_text(text, DICT_SPEC, overrides, top_schema())
         except SpecError as exc:  # lines of the TOML written from the dict would only confuse
             raise SpecError([SpecIssue(DICT_SPEC if i.file == DICT_SPEC else i.file, None, None, i.path, i.message)
                              for i in exc.issues]) from None
+        loaded.has_lines = False  # and so would they in what later checks say (data, shapes)
+        return loaded, None, Path.cwd()
     path = spec_path(spec)
     return load_file(path, overrides), path, path.parent
 
@@ -180,13 +187,13 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, o
         bar = make_progress(progress, loaded.data["train"]["epochs"])
         try:
             summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume),
-                              overwrite=overwrite)
+                              overwrite=overwrite, log=lambda message: print(_api_words(message, run_dir)))
             bar.finish()
         except RunInterrupted as exc:  # the way on, in this API's words rather than the CLI's
             again = f"gengraph.run(..., out={str(exc.run_dir)!r}, resume=True)"
             raise RunInterrupted(exc.run_dir, exc.checkpoint, exc.signum, exc.phase, again=again) from None
-        except RunDirError as exc:
-            raise RunDirError(_api_words(str(exc), run_dir)) from None
+        except (RunDirError, CheckpointError) as exc:
+            raise type(exc)(_api_words(str(exc), run_dir)) from None
         finally:
             bar.close()
     return Run(run_dir, summary=summary, plugins=plugins)
@@ -194,6 +201,7 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, o
 
 def _api_words(message: str, run_dir) -> str:
     """A run-folder message with the CLI's options spelled as this function's arguments."""
+    message = re.sub(r"--set ([\w.\[\]]+)=(\S+)", lambda m: f"overrides={{{m[1]!r}: {m[2]}}}", message)
     return (message.replace(f"--resume {run_dir}", f"resume=True (out={str(run_dir)!r})")
             .replace("--overwrite", "overwrite=True").replace("--resume", "resume=True")
             .replace("--out", "out="))
@@ -227,7 +235,7 @@ class Run:
     when its files change (a resume or an overwrite from another cell)."""
     def __init__(self, run_dir, *, summary: dict | None = None, plugins=()):
         self.dir = Path(run_dir).absolute()
-        self.plugins = tuple(str(Path(p).absolute()) for p in plugins)
+        self.plugins = tuple(str(Path(p).absolute()) for p in plugin_paths(plugins))
         self._spec, self._summary, self._opened = None, summary, {}
         self._stamp = self._files_stamp()
 
@@ -241,6 +249,10 @@ class Run:
             except OSError:
                 stamps.append(None)
         return tuple(stamps)
+
+    def __getstate__(self) -> dict:
+        # the rebuilt model (compiled programs, a backend module) stays behind: rebuilt on demand
+        return {**self.__dict__, "_opened": {}}
 
     def _fresh(self) -> None:
         """Drops the cached spec, summary and rebuilt model when the run's files have changed."""
@@ -322,7 +334,8 @@ class Run:
             warnings.warn(opened.note, UserWarning, stacklevel=2)
         samples = sample_from(opened, n, label=label, seed=seed, **options)
         if as_image:
-
+            if (why := unplottable(opened.data, samples)) is not None:
+                raise SampleError(f"as_image=True: {why} (as_image=False gives the array)")
             return SampleImages(samples, opened.data, title=f"{self.kind} samples"
                                 + (f" (label {label})" if label is not None else ""))
         return samples
@@ -336,10 +349,13 @@ class Run:
                 self._opened[backend] = _open(self.dir, backend)
         return self._opened[backend]
 
-    def graph(self, program: str | None = "train_step", stage: str = "optimized", *, batch: int = 128,
+    def graph(self, program: str | None = None, stage: str = "optimized", *, batch: int = 128,
               collapse: int | None = None):
         """The graph `gengraph graph RUN/spec.toml --program P --stage S` prints: a GraphView
-        display (text repr; SVG with Graphviz's `dot`, else an HTML table; .dot(), .json())."""
+        display (text repr; SVG with Graphviz's `dot`, else an HTML table; .dot(), .json()).
+        program None: train_step for a model trained by gradient, else evaluate (as the CLI).
+        A bad batch or collapse raises InspectError (a ValueError), as --batch/--collapse do."""
+        check_graph_options(batch=batch, collapse=collapse)
         with plugin_files(self.plugins):
             loaded, data, plugin, model = _build(self.dir, ['run.device="cpu"'])
             view, program = program_stage(loaded, data, plugin, model, program, stage,
@@ -353,9 +369,10 @@ class Run:
         its range (eps, rtol, atol, seed, batch, max_entries) raises InspectError (a ValueError)
         with the message `gengraph gradcheck` prints."""
         check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+        params = (params,) if isinstance(params, str) else tuple(params)  # one name, not its letters
         with plugin_files(self.plugins):
             loaded, data, plugin, model = _build(self.dir, ['run.dtype="float64"', 'run.device="cpu"'])
-            return gradcheck(loaded, data, model, label=str(self.dir / "spec.toml"), param_names=tuple(params),
+            return gradcheck(loaded, data, model, label=str(self.dir / "spec.toml"), param_names=params,
                              eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
 
     # displays

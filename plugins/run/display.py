@@ -164,6 +164,8 @@ class SampleImages:
     """Samples that show as a picture: an image grid (image data) or a scatter over the data
     (2-D data); `.array` is the NumPy array. Made by `Run.sample(n, as_image=True)`."""
     def __init__(self, array, data, title="samples"):
+        if (why := unplottable(data, array)) is not None:  # said now, not by the notebook's display
+            raise ValueError(why)
         self.array, self.data, self.title = array, data, title
         self._png = None
 
@@ -207,6 +209,14 @@ def sample_plot_kind(data, samples) -> str | None:
     return None
 
 
+def unplottable(data, samples) -> str | None:
+    """Why no picture suits these samples (None: one does)."""
+    if sample_plot_kind(data, samples) is not None:
+        return None
+    shape = samples.shape[1:] if samples.ndim > 1 else ()
+    return f"a picture needs image data or 2-D data; these samples have shape {shape}"
+
+
 def write_sample_png(samples, data, path, *, title="samples") -> str:
     """Draw samples into a PNG file: an image grid or a scatter over the data; returns which."""
     kind = sample_plot_kind(data, samples)
@@ -218,7 +228,7 @@ def write_sample_png(samples, data, path, *, title="samples") -> str:
         ref = data.unscale_x(data.x_test if data.n_test else data.x_train)
         plots.scatter_vs_data(samples, ref, path, title=title + " vs data")
         return "scatter over the data"
-    raise ValueError(f"a picture needs image data or 2-D data; these samples have {samples.shape[-1]} features")
+    raise ValueError(unplottable(data, samples))
 
 
 def show_samples(samples, run, title="samples") -> SampleImages:

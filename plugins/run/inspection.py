@@ -185,6 +185,15 @@ def check_gradcheck_options(*, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, 
             raise InspectError(f"{name} must be a positive integer, found {_shown(value)}")
 
 
+def check_graph_options(*, batch=128, collapse=None) -> None:
+    """InspectError for what `gengraph graph --batch/--collapse` refuses (Run.graph's keywords)."""
+    if not _is_int(batch) or batch < 1:
+        raise InspectError(f"batch must be a positive integer (the rows a step's FLOPs are counted for), "
+                           f"found {_shown(batch)}")
+    if collapse is not None and (not _is_int(collapse) or collapse < 0):
+        raise InspectError(f"collapse must be None or an integer >= 0, found {_shown(collapse)}")
+
+
 def gradcheck(loaded, data, model, *, label=None, param_names=(), eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8,
               max_entries=50) -> GradcheckReport | None:
     """Check the engine's gradient of the model's loss (built in float64 on the CPU) against

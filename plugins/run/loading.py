@@ -8,6 +8,7 @@ A spec never imports anything by itself: model kinds come from installed entry p
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import weakref
 from contextlib import contextmanager
@@ -120,12 +121,17 @@ def _registered(kind: str):
         return None
 
 
+def plugin_paths(paths) -> tuple:
+    """The API's plugins= argument as paths: one path (a str or a Path) or several."""
+    return (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
+
+
 @contextmanager
 def plugin_files(paths):
     """The ModelPlugin kinds of these local files registered for the block only (the Python API:
     a plugin given to one call must not stand in for a built-in kind in every later call)."""
     with MODELS.scoped():
-        for path in paths:
+        for path in plugin_paths(paths):
             load_plugin_file(path)
         yield
 

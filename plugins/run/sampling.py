@@ -142,6 +142,19 @@ def check_seed(seed) -> None:
         raise SampleError(f"seed must be a non-negative integer, found {shown!r}")
 
 
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+# the options `gengraph sample` has, checked alike for Run.sample (a plugin would int() "5" or 2.5)
+OPTION_TYPES = {
+    "steps": (lambda v: _integer(v) and v >= 1, "a positive integer"),
+    "guidance": (lambda v: (_integer(v) or isinstance(v, (float, np.floating))) and bool(np.isfinite(v)),
+                 "a finite number"),
+    "sampler": (lambda v: isinstance(v, str), "a sampler's name (a string)"),
+}
+
+
 def check_request(run: OpenedRun, n, label=None, options=None, seed=None) -> dict:
     """The options to pass to the plugin (None values dropped); SampleError for a bad request."""
     kind = run.kind
@@ -162,6 +175,9 @@ def check_request(run: OpenedRun, n, label=None, options=None, seed=None) -> dic
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < n_labels:
             raise SampleError(f"label must be an integer in 0..{n_labels - 1} for this {kind} model, found {label!r}")
     options = {k: v for k, v in (options or {}).items() if v is not None}
+    for name, value in options.items():
+        if name in OPTION_TYPES and not OPTION_TYPES[name][0](value):
+            raise SampleError(f"{name} must be {OPTION_TYPES[name][1]}, found {value!r}")
     names, any_options = sample_options(run.plugin)
     unknown = [k for k in options if k not in names]
     if unknown and not any_options:

@@ -27,6 +27,7 @@ class Spec:
     positions: dict = field(repr=False)
     raw: dict = field(repr=False)  # as written (overrides applied), before defaults
     notes: dict = field(default_factory=dict, repr=False)  # dotted key -> comment for to_toml
+    has_lines: bool = field(default=True, repr=False)  # False: written from a dict, whose keys have no line
 
     def get(self, dotted: str, default=None):
         """The resolved value at a dotted path such as ``model.layers[0].units``."""
@@ -40,7 +41,10 @@ class Spec:
 
     def position(self, path: str) -> tuple[str | None, int | None, int | None]:
         """(file, line, col) where path (or its nearest written ancestor) was set."""
-        return locate(self.positions, path, self.file)
+        where = locate(self.positions, path, self.file)
+        if not self.has_lines and where[0] == self.file:
+            return (self.file, None, None)
+        return where
 
     def to_toml(self) -> str:
         return dumps(self.data, comments=self.notes)
