@@ -296,8 +296,10 @@ def _arity(fname: str) -> tuple[int, float, list[str]]:
         return 0, math.inf, []
     optional_static = set(KEYWORDS) | {"axes"} | (set(keywords(fname)) - set(_positional(fname))
                                                     if fname in FUNCTIONS else set())
+    hidden = set(getattr(fn, "hidden_args", ()))  # the library's own (dropout's stream), not an expression's
     pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-           and not (p.name in optional_static and p.default is not p.empty) and p.name != "axes"]
+           and not (p.name in optional_static and p.default is not p.empty) and p.name != "axes"
+           and p.name not in hidden]
     required = [p for p in pos if p.default is p.empty]
     return len(required), len(pos), [p.name for p in pos]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import expr as expr_lang
+from .expr import ExprError
 from . import ops
 from .autodiff import grad
 from .backend import to_numpy
@@ -145,14 +146,21 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
 def value_and_grad(expression: str, inputs: dict, wrt: list[str]):
     """Value of a scalar expression and its gradients w.r.t. the named inputs (float64 NumPy)."""
     g = Graph(dtype="float64")
-    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    arrays = {}
+    for k, v in inputs.items():
+        try:
+            arrays[k] = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError) as exc:  # strings, ragged lists: said of the input, not by NumPy alone
+            raise ExprError(expression, 0, f"input {k!r} is not an array of numbers ({exc})") from None
     nodes = {k: g.input(k, a.shape) for k, a in arrays.items()}
+    wrt = [wrt] if isinstance(wrt, str) else list(wrt)
     unknown = [w for w in wrt if w not in nodes]
     if unknown:
-        raise KeyError(f"wrt names {unknown} are not inputs ({sorted(nodes)})")
+        raise ExprError(expression, 0, f"wrt names {unknown} are not inputs (the inputs: {sorted(nodes)})")
     out = expr_lang.build(expression, nodes)
     if out.shape != ():
-        raise ValueError(f"value_and_grad needs a scalar expression; {expression!r} has shape {out.shape}")
+        raise ExprError(expression, 0, f"value_and_grad needs a scalar expression; this one has shape {out.shape} "
+                        "(sum(...) or mean(...) it)")
     grads = grad(out, [nodes[w] for w in wrt])
     res = compile_graph(g, [out] + grads).run(arrays)
     return np.asarray(to_numpy(res[0]), np.float64), {w: np.asarray(to_numpy(r), np.float64)

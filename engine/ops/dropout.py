@@ -54,3 +54,4 @@ def dropout(x, p=0.5, stream=None):
 
 # static (non-graph) arguments, for the expression language (stream is the graph's business)
 dropout.static_args = ("p",)
+dropout.hidden_args = ("stream",)

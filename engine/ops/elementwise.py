@@ -56,11 +56,14 @@ minimum = defop("minimum", None, elementwise, (lambda g, y, a, b: g * (lt(a, b) 
                 ufunc="minimum", in_expressions=True, doc="elementwise min; a tie's gradient is split evenly")
 where = defop("where", lambda xp, c, a, b: xp.where(c, a, b), lambda c, a, b: elementwise(a, b, c),
               (ZERO, lambda g, y, c, a, b: where(c, g, 0.0), lambda g, y, c, a, b: where(c, 0.0, g)),
-              in_expressions=True, doc="a where the condition (a 0/1 mask) is nonzero, else b")
+              float_inputs=(1, 2), in_expressions=True, doc="a where the condition (a 0/1 mask) is nonzero, else b")
+# clip is min(max(x, lo), hi), also when lo > hi (then hi everywhere, as np.clip and torch.clamp):
+# the gradient goes to the argument the value is, hi's mask covering lo > hi too
 clip = defop("clip", lambda xp, x, lo, hi: xp.clip(x, lo, hi), elementwise,
-             (lambda g, y, x, lo, hi: g * ge(x, lo) * le(x, hi), lambda g, y, x, lo, hi: g * lt(x, lo),
-              lambda g, y, x, lo, hi: g * gt(x, hi)), in_expressions=True,
-             doc="x limited to [lo, hi]; gradient passes to x where lo <= x <= hi, else to the bound")
+             (lambda g, y, x, lo, hi: g * ge(x, lo) * le(x, hi), lambda g, y, x, lo, hi: g * lt(x, lo) * le(lo, hi),
+              lambda g, y, x, lo, hi: g * gt(maximum(x, lo), hi)), in_expressions=True,
+             doc="x limited to [lo, hi] (hi where lo > hi); gradient passes to x where lo <= x <= hi, else to "
+                 "the bound")
 
 
 def _known(node, test) -> bool:
@@ -70,9 +73,13 @@ def _known(node, test) -> bool:
 
 def _pow_vjp_a(g, y, a, b):
     # b a^(b-1), taken as 0 where b == 0 and a == 0 (0 * inf otherwise, which made the third
-    # derivative of x**2 at 0 NaN); only there, so that its derivative in b stays a^(b-1) elsewhere
-    d = g * b * a ** (b - 1)
-    return d if _known(b, lambda v: v != 0) else where(eq(b, 0.0) * eq(a, 0.0), 0.0, d)
+    # derivative of x**2 at 0 NaN). There the base is replaced by 1 before the power, not after:
+    # a where() after it would zero the value but not the next derivative, which multiplied its
+    # zero by the inf of 0^(b-2) (d^2/dx^2 x**0, d^3/dx^3 x**1, d^4/dx^4 x**2 at 0 were NaN)
+    if _known(b, lambda v: v != 0):
+        return g * b * a ** (b - 1)
+    at_zero = eq(b, 0.0) * eq(a, 0.0)
+    return where(at_zero, 0.0, g * b * where(at_zero, 1.0, a) ** (b - 1))
 
 
 def _pow_vjp_b(g, y, a, b):

@@ -48,7 +48,9 @@ class OpDef:
     returns_view_of_input: bool = False  # forward may return a view of (memory shared with) its first input
     writes_into_out: bool = False  # forward takes out=ARRAY and writes its result there (buffer reuse)
     train_only_identity: bool = False  # evaluation programs replace the node by its first input (dropout)
-    float_inputs: bool = False  # every input is float data (matmul): integer inputs are cast to the result's dtype
+    # every input is float data (matmul): integer inputs are cast to the result's dtype; a tuple names
+    # the inputs that are (where's a and b, not its condition)
+    float_inputs: bool | tuple = False
     doc: str = ""
 
     def __post_init__(self):
@@ -189,7 +191,9 @@ def apply(name, *args, **attrs) -> Node:
         # recorded float dtype: NumPy would keep relu(int) or sum(int) an int, which buffers laid out
         # for the float result cannot hold, and compute matmul(int, float32) in float64. Not ops that
         # take integers beside floats (labels, indices) or that name their output dtype (one_hot, cast).
-        inputs = [apply("cast", i, dtype=dtype.name) if k else i for i, k in zip(inputs, ints)]
+        data = op.float_inputs if isinstance(op.float_inputs, tuple) else range(len(inputs))
+        inputs = [apply("cast", i, dtype=dtype.name) if k and n in data else i
+                  for n, (i, k) in enumerate(zip(inputs, ints))]
     return graph.add_node(name, inputs, attrs, shape, dtype)
 
 
