@@ -35,6 +35,22 @@ class UserError(click.UsageError):
         click.echo(f"error: {self.format_message()}", file=file, err=file is None)
 
 
+def stdout_to_devnull() -> None:
+    """Standard output from now on goes nowhere: its reader has stopped reading (| head); the
+    interpreter's last flush would raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def echo_on(text: str = "") -> None:
+    """A progress line on standard output; a reader that stopped reading (| head) stops the lines,
+    not the work (a sweep's trials go on to their end and their files)."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:
+        stdout_to_devnull()
+
+
 def user_errors(fn):
     """Turn spec/data mistakes into one clear message (exit 2) and failed runs into exit 1."""
 
@@ -76,8 +92,7 @@ def user_errors(fn):
             raise click.ClickException(printable(f"{ctx.info_name} failed: out of memory ({exc or 'MemoryError'}); "
                                                  "lower train.batch_size, output.samples or the sizes in [model]")) from None
         except BrokenPipeError:  # the reader stopped reading (gengraph plugins | head): nothing failed
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush would raise again
+            stdout_to_devnull()
             ctx.exit(0)
         except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
             if debug:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from .main import UserError, _load_plugins, check_out_dir, common, user_errors
+from .main import UserError, _load_plugins, check_out_dir, common, echo_on, user_errors
 
 SWEEP_EXAMPLES = """\b
 Examples:
@@ -94,7 +94,7 @@ def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet
             where = (f"Dask scheduler {scheduler}" if scheduler and scheduler != "local-dask"
                      else f"a local Dask cluster of {n_workers} worker(s)" if scheduler
                      else "this process" if n_workers == 1 else f"{n_workers} local worker processes")
-            click.echo(f"{sw.header(plan)}; running on {where}")
+            echo_on(f"{sw.header(plan)}; running on {where}")
 
     width = len(str(len(plan.trials)))
 
@@ -102,14 +102,14 @@ def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet
         if not chatty:
             return
         if record.get("skipped"):
-            click.echo(f"[{done:>{width}}/{total}] done    {record['trial']} (recorded in sweep.jsonl)")
+            echo_on(f"[{done:>{width}}/{total}] done    {record['trial']} (recorded in sweep.jsonl)")
             return
         if record["status"] == "ok":
             value = record["metrics"].get(plan.metric)
             shown = f"{plan.metric}={value:.6g}" if isinstance(value, (int, float)) else f"no {plan.metric}"
-            click.echo(f"[{done:>{width}}/{total}] ok      {record['trial']}  {shown}  ({record['seconds']:.2f} s)")
+            echo_on(f"[{done:>{width}}/{total}] ok      {record['trial']}  {shown}  ({record['seconds']:.2f} s)")
         else:
-            click.echo(f"[{done:>{width}}/{total}] FAILED  {record['trial']}: {record['error']}")
+            echo_on(f"[{done:>{width}}/{total}] FAILED  {record['trial']}: {record['error']}")
 
     try:
         result = sw.run_sweep(plan, workers=n_workers, scheduler=scheduler, resume=resume, overwrite=overwrite,
@@ -122,12 +122,12 @@ def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet
     if as_json:
         from gengraph.plugins.blocks.files import dumps_json
 
-        click.echo(dumps_json(result, indent=1, default=str))
+        echo_on(dumps_json(result, indent=1, default=str))
     elif not quiet:
-        click.echo("")
-        click.echo(sw.summary_text(plan, result, limit=15), nl=False)
+        echo_on("")
+        echo_on(sw.summary_text(plan, result, limit=15).rstrip("\n"))
         files = ["sweep.jsonl", "summary.txt", "sweep.json", *result["plots"]]
-        click.echo(f"sweep directory: {plan.out_dir} ({', '.join(files)})")
+        echo_on(f"sweep directory: {plan.out_dir} ({', '.join(files)})")
     if result["n_ok"] and not result["metric_found"]:
         raise UserError(f"sweep.metric: no trial reports {plan.metric!r}; available: "
                         f"{', '.join(result['metrics_available'])} (the trials are recorded: "

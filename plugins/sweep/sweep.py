@@ -1153,13 +1153,17 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
     with SignalGuard() as guard:
         lock = None
         try:
-            with guard.deferred():  # a signal waits until the lock is held (and released again below)
-                lock = open_run_dir(out, log)
-                previous = _claim(out, resume, overwrite, log)
-            if on_start is not None:
-                on_start()
-            return _run_claimed(plan, guard, previous, workers=workers, scheduler=scheduler,
-                                on_result=on_result, plots=plots, log=log)
+            # the Dask client first: a missing Dask or an unreachable scheduler is said before the
+            # folder is claimed, which would otherwise hold an empty sweep that refuses the retry
+            connect = dask_client(scheduler, workers) if isinstance(scheduler, str) else contextlib.nullcontext(scheduler)
+            with connect as executor:
+                with guard.deferred():  # a signal waits until the lock is held (and released again below)
+                    lock = open_run_dir(out, log)
+                    previous = _claim(out, resume, overwrite, log)
+                if on_start is not None:
+                    on_start()
+                return _run_claimed(plan, guard, previous, workers=workers, scheduler=executor,
+                                    on_result=on_result, plots=plots, log=log)
         except Stop as stop:  # before any trial ran
             raise SweepInterrupted(out, stop.signum) from None
         finally:
@@ -1209,11 +1213,8 @@ def _run_claimed(plan: SweepPlan, guard: SignalGuard, previous: dict, *, workers
         _remove_leftovers(out)
         if not payloads:
             pass
-        elif scheduler is not None and not isinstance(scheduler, str):
+        elif scheduler is not None:  # a distributed.Client (run_sweep connected it)
             _run_dask(payloads, scheduler, emit)
-        elif scheduler is not None:
-            with dask_client(scheduler, workers) as client:
-                _run_dask(payloads, client, emit)
         elif workers == 1 or len(payloads) == 1:
             _run_inline(payloads, emit)
         else:

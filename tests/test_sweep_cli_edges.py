@@ -1,0 +1,62 @@
+"""A sweep's progress reader going away (| head) stops the lines, not the sweep; a scheduler that
+cannot be used is said before the sweep folder is claimed, so the retry is not refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = """spec_version = 1
+[run]
+name = "small"
+dtype = "float64"
+[data]
+source = "franke"
+n = 60
+[model]
+kind = "regression"
+method = "ridge"
+degree = 2
+[output]
+plots = false
+[sweep]
+metric = "test_mse"
+[sweep.axes]
+"model.lam" = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+"model.degree" = [1, 2, 3]
+"""
+
+
+def test_a_sweep_piped_into_head_runs_every_trial(tmp_path):
+    (tmp_path / "s.toml").write_text(SPEC)
+    out = tmp_path / "sw"
+    p = subprocess.Popen([sys.executable, "-m", "gengraph", "sweep", str(tmp_path / "s.toml"), "--out", str(out),
+                          "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    first = p.stdout.readline()
+    p.stdout.close()  # what head does after its lines
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0, err
+    assert first.startswith(b"sweep s: grid, 18 trials")
+    records = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert len(records) == 18 and all(r["status"] == "ok" for r in records)
+    assert json.loads((out / "sweep.json").read_text())["complete"] is True and (out / "summary.txt").is_file()
+
+
+def test_a_missing_dask_leaves_no_sweep_behind(tmp_path, monkeypatch):
+    (tmp_path / "s.toml").write_text(SPEC)
+    out = tmp_path / "sw"
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails, as without Dask
+    refused = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out),
+                                        "--scheduler", "local-dask", "-q"])
+    assert refused.exit_code == 2 and "needs Dask's distributed scheduler" in refused.output
+    assert not (out / "sweep.jsonl").exists()
+    again = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--workers", "1", "-q"])
+    assert again.exit_code == 0, again.output
+    assert len((out / "sweep.jsonl").read_text().splitlines()) == 18
