@@ -129,9 +129,14 @@ def _render(dot_text: str, fmt: str, out, option: str = "--out") -> None:
     exe = shutil.which("dot")
     if exe is None:
         dot_file = out_path.with_suffix(".dot")
-        write_out_file(dot_file, lambda: dot_file.write_text(dot_text), option)
+        if dot_file.exists():  # perhaps a DOT export of the user's (another --collapse): never replaced
+            written = (f"the DOT text was not written: {dot_file} exists; write it with --format dot "
+                       "--out FILE.dot")
+        else:
+            write_out_file(dot_file, lambda: dot_file.write_text(dot_text), option)
+            written = f"the DOT text was written to {dot_file}"
         raise click.ClickException(GRAPHVIZ_HELP.format(fmt=fmt, dot_file=dot_file, out=out_path)
-                                   + f"\n(the DOT text was written to {dot_file})")
+                                   + f"\n({written})")
     proc = subprocess.run([exe, f"-T{fmt}", "-o", str(out_path)], input=dot_text, text=True, capture_output=True)
     if proc.returncode != 0:
         raise click.ClickException(f"Graphviz `dot` failed (exit {proc.returncode}): {proc.stderr.strip()}")

@@ -249,6 +249,11 @@ def test_render_without_graphviz_explains(tmp_path, monkeypatch):
     assert res.exit_code == 1
     assert "Graphviz" in res.output and "apt install graphviz" in res.output
     assert (tmp_path / "g.dot").read_text().startswith("digraph ")
+    mine = tmp_path / "g.dot"
+    mine.write_text("my own export")  # e.g. --format dot --collapse 2 --out g.dot, just before
+    res = CliRunner().invoke(main, ["graph", PERCEPTRON, "--render", "svg", "--out", str(out)])
+    assert res.exit_code == 1 and mine.read_text() == "my own export"
+    assert f"the DOT text was not written: {mine} exists" in res.output.replace("\n", " ")
 
 
 def test_render_runs_graphviz_dot(tmp_path, monkeypatch):
