@@ -72,6 +72,16 @@ def test_metric_no_trial_reports_is_refused_before_running(tmp_path):
     assert r.exit_code == 2 and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("metric, message", [
+    ("test_accuracy", '"test_accuracy" is not reported by this model'),  # a regression has no accuracy
+    ("coefficients", '"coefficients" is a list or table in summary.json, not a number to rank trials by'),
+    ("terms", '"terms" is a list or table in summary.json'),
+])
+def test_a_sweep_ranks_only_by_numbers_the_model_reports(metric, message):
+    with pytest.raises(SpecError, match=message):
+        sw.plan_sweep(ROOT / "specs" / "sweep_ridge_franke.toml", [f'sweep.metric="{metric}"'])
+
+
 def test_early_stopping_metric_checked_by_validate():
     r = CliRunner().invoke(main, ["validate", str(ROOT / "specs" / "mlp_digits.toml"), "--set",
                                   "train.early_stopping.patience=2", "--set", 'train.early_stopping.metric="test_acuracy"'])

@@ -23,6 +23,7 @@ from gengraph.plugins.blocks.plots import confusion_matrix
 class MLP(ModelPlugin):
     kind = "mlp"
     summary_metric_names = ("test_mse", "test_r2", "test_accuracy", "params")
+    summary_data_names = ("params",)
 
     def loss_label(self, cfg):
         return "loss (training objective; on standardized targets when data.scale_target = true)"

@@ -135,9 +135,10 @@ def polynomial_features(x, monos):
 
 class Regression(ModelPlugin):
     kind = "regression"
-    summary_metric_names = ("test_mse", "test_r2", "test_accuracy", "train_loss", "coefficients", "terms",
+    summary_metric_names = ("test_mse", "test_r2", "train_loss", "coefficients", "terms",
                             "lasso_sweeps", "lasso_converged", "lasso_active_set_steps", "n_nonzero",
                             "kkt_violation")
+    summary_data_names = ("coefficients", "terms")
     help = "linear regression on polynomial features: OLS, Ridge, Lasso (closed form / coordinate descent) or gd"
     tasks = ("regression",)
 

@@ -440,7 +440,13 @@ def _metric_and_mode(base, spec_path, cfg) -> tuple[str, str]:
     metric = cfg.get("metric") or default_metric(data.task)
     if not cfg.get("metric") and metric not in names:  # a VAE on labelled digits reports no test_accuracy:
         metric = "test_loss"                           # every trial ran before the sweep refused it
-    if (why := unknown_metric(metric, names, complete)) is not None:
+    data_names = set(getattr(plugin, "summary_data_names", ()))
+    if metric in data_names:
+        numbers = ", ".join(sorted(names - data_names))
+        why = f'"{metric}" is a list or table in summary.json, not a number to rank trials by (numbers: {numbers})'
+    else:
+        why = unknown_metric(metric, names - data_names, complete)
+    if why is not None:
         where = base.position("sweep.metric") if cfg.get("metric") else (str(spec_path), None, None)
         raise _issue(where, "sweep.metric", why)
     mode = cfg.get("mode", "auto")
