@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import weakref
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.model import MODELS, ModelPlugin
 from gengraph.plugins.spec.document import load_spec
+from gengraph.plugins.spec.schema import Table
 from gengraph.plugins.run.spec_schema import top_schema
 from gengraph.plugins.datasets import DATASETS
 from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
@@ -86,11 +88,14 @@ def load_plugin_file(path) -> list[str]:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise SpecError(SpecIssue(str(path), None, None, "--plugin",
+        line = _line_in(exc, path)
+        raise SpecError(SpecIssue(str(path), line, None, "--plugin",
                                   f"plugin file failed to import: {type(exc).__name__}: {exc}")) from None
     kinds = []
     for obj in vars(module).values():
         if isinstance(obj, ModelPlugin) and obj.kind:
+            if (why := plugin_contract_issue(obj)) is not None:
+                raise SpecError(SpecIssue(str(path), None, None, "--plugin", f'kind "{obj.kind}": {why}'))
             current = _registered(obj.kind)
             if current is obj:  # imported into the file from where it is registered already
                 continue
@@ -109,6 +114,56 @@ def load_plugin_file(path) -> list[str]:
 
 
 _FROM_FILE = weakref.WeakKeyDictionary()  # plugin object -> the local file that registered it
+
+
+TASKS = ("regression", "classification", "unsupervised")
+
+
+def plugin_contract_issue(plugin) -> str | None:
+    """What a plugin object declares wrongly (checked as its file registers it), else None."""
+    kind = plugin.kind
+    if not isinstance(kind, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", kind):
+        return "kind must be a name of letters, digits, _ and - (a spec writes it as model.kind)"
+    if type(plugin).build is ModelPlugin.build:
+        return "the plugin defines no build(cfg, graph, data, rng) method"
+    try:
+        schema = plugin.schema
+    except Exception as exc:  # a property that fails
+        return f"reading its schema raised {type(exc).__name__}: {exc}"
+    if not isinstance(schema, Table):
+        return (f"schema must be a gengraph.plugins.spec.schema.Table of Fields (the [model] keys), "
+                f"found {type(schema).__name__}")
+    if "kind" in schema.fields:
+        return "its schema declares \"kind\", which is the spec's own key (model.kind); name the field otherwise"
+    tasks = plugin.tasks
+    if not isinstance(tasks, (tuple, list)) or not tasks or any(t not in TASKS for t in tasks):
+        return f"tasks must be a tuple of some of {', '.join(TASKS)}, found {tasks!r}"
+    for name in ("epoch_metric_names", "summary_metric_names", "summary_data_names"):
+        names = getattr(plugin, name, None)
+        if names is not None and (not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names)):
+            return f"{name} must be a tuple of metric names (strings), found {names!r}"
+    return None
+
+
+def _line_in(exc: BaseException, path: Path) -> int | None:
+    """The line of `path` where exc was raised (the deepest frame in it), else None."""
+    line, tb, source = None, exc.__traceback__, os.path.abspath(path)
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == source:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    if line is None and isinstance(exc, SyntaxError) and exc.filename and os.path.abspath(exc.filename) == source:
+        line = exc.lineno
+    return line
+
+
+def plugin_source(plugin) -> str:
+    """Where a plugin comes from, for messages: its local file, else its module."""
+    try:
+        path = _FROM_FILE.get(plugin)
+    except TypeError:  # not weak-referenceable
+        path = None
+    return str(path) if path is not None else type(plugin).__module__
 
 
 def _registered(kind: str):

@@ -34,10 +34,11 @@ from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, clear_tem
                                          refuse_if_taken, refuse_sweep_folder)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
+from gengraph.plugins.run.contract import call_build, checked_mapping, plugin_frame
 from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
-from gengraph.engine.ops.registry import ShapeError, _fmt
+from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import SHARED_FIELDS, DataError
 from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named, printable
 from gengraph.plugins.spec.overrides import ORIGIN
@@ -59,14 +60,23 @@ def build(spec_data: dict, *, base_dir=None):
     data = make_dataset(spec_data["data"], run["seed"], base_dir=base_dir).flat()
     cfg = spec_data["model"]
     plugin = MODELS.get(cfg["kind"])
+    check_task(plugin, cfg["kind"], data)
     graph = Graph(dtype=run["dtype"], seed=run["seed"])
-    model = plugin.build(cfg, graph, data, init_rng(run["seed"]))
-    loss = getattr(model, "loss", None)
-    if loss is not None and loss.shape != ():  # a third-party plugin's slip: say so before anything runs
-        raise ModelConfigError("model.kind", f'the "{cfg["kind"]}" plugin ({type(plugin).__module__}) built a loss of '
-                                             f"shape {_fmt(loss.shape)}; a loss is one number per batch: reduce it, "
-                                             "e.g. ops.mean(...) of per-example losses such as softmax_cross_entropy")
+    model = call_build(plugin, cfg["kind"], cfg, graph, data, init_rng(run["seed"]))  # checked: contract.py
     return data, plugin, graph, model
+
+
+def check_task(plugin, kind: str, data) -> None:
+    """ModelConfigError at data.source unless the data's task is one of the plugin's `tasks`."""
+    tasks = tuple(getattr(plugin, "tasks", ()) or ())
+    if not tasks or data.task in tasks:
+        return
+    hint = ""
+    if data.task == "classification" and data.meta.get("task_inferred") and "regression" in tasks:
+        hint = ('; task = "auto" read its whole-number targets as class labels: set data.task = "regression" '
+                "to fit them as numbers")
+    raise ModelConfigError("data.source", f'model kind "{kind}" takes {" or ".join(tasks)} data; '
+                                          f'"{data.meta.get("source", "?")}" gives a {data.task} task{hint}')
 
 
 def named_child(positions: dict, path: str, message: str) -> str:
@@ -108,8 +118,10 @@ def build_checked(spec, *, base_dir=None):
         raise issue(exc.path, exc.message) from None
     except ExprError as exc:
         raise issue("model", str(exc)) from None
-    except ShapeError as exc:
-        raise issue("model", f"the declared model does not fit the data: {exc}") from None
+    except ShapeError as exc:  # raised in a local plugin's own code: where, for its author
+        where = plugin_frame(exc, MODELS.get(spec.data["model"]["kind"]))
+        raise issue("model", f"the declared model does not fit the data: {exc}"
+                    + (f" (raised at {where}, in the plugin)" if where else "")) from exc
     except GraphTooLarge as exc:
         raise issue("model", str(exc)) from None
     except (MemoryError, OverflowError) as exc:  # OverflowError: a size or range NumPy cannot even represent
@@ -334,7 +346,7 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
     # (the plugin's files are listed in files.json as ctx.path hands them out)
     summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
                if k.startswith("test_")}
-    summary.update(plugin.report(model, data, ctx))
+    summary.update(checked_mapping(plugin.report(model, data, ctx), plugin, cfg["model"]["kind"], "report"))
     summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                     "seconds": round(time.perf_counter() - t0, 3)})
     if ctx.plots:

@@ -29,6 +29,7 @@ from gengraph.engine.schedules import make_schedule
 
 from gengraph.plugins.blocks.lbfgs import lbfgs
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
+from gengraph.plugins.run.contract import checked_mapping
 from gengraph.plugins.spec.errors import first_named
 from gengraph.plugins.blocks import seeds
 
@@ -303,7 +304,8 @@ class Trainer:
         with self.averaged_weights():  # test figures of the weights the run would report
             test = {f"test_{k}": v for k, v in self.evaluate(self.data.x_test, self.data.y_test).items()}
             row = {"epoch": epoch, "step": self.state.step, **train_means, **test,
-                   **self.plugin.epoch_metrics(self.model, self.data, self.ctx, epoch)}
+                   **checked_mapping(self.plugin.epoch_metrics(self.model, self.data, self.ctx, epoch), self.plugin,
+                                     self.plugin.kind, "epoch_metrics")}
         self.state.history.append(row)
         stop = False
         es = self.cfg.get("early_stopping") or {}

@@ -8,6 +8,7 @@ located by file:line:col and dotted key path.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import datetime as dt
 import math
@@ -101,6 +102,11 @@ class Field:
 
     def __init__(self, type, default=REQUIRED, help="", *, choices=None, min=None, max=None, item=None,
                  finite=True, above=None, below=None):
+        for name, t in (("type", type), ("item", item)):
+            if t is not None and not (isinstance(t, builtins.type) or isinstance(t, tuple)
+                                      and all(isinstance(x, builtins.type) for x in t)):
+                raise TypeError(f"Field {name} must be a Python type or a tuple of types (float, (int, float)), "
+                                f"not {t!r}")
         self.type, self.default, self.help = type, default, help
         self.choices, self.min, self.max, self.item = choices, min, max, item
         self.above, self.below = above, below  # exclusive bounds: a beta in (0, 1)
@@ -116,7 +122,14 @@ class Field:
             about = f"{self.type_name()}: {self.help}" if self.help else self.type_name()
             ctx.add(path, f"missing required key ({about})")
             return None
-        return None if self.default is None else self._validate(copy.deepcopy(self.default), path, ctx)
+        if self.default is None:
+            return None
+        own = _Context(ctx.file, ctx.positions)  # a default that breaks its own field's rule is the schema's slip
+        value = self._validate(copy.deepcopy(self.default), path, own)
+        if own.issues:
+            ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
+                          f"({own.issues[0].message}): a mistake in the schema that declares it; set the key")
+        return value
 
     def _validate(self, value, path, ctx):
         if self.item is None and (why := _number_issue(value, self.finite)):
@@ -218,7 +231,14 @@ class ListOf:
         if self.default is REQUIRED:
             ctx.add(path, f"missing required array of tables{': ' + self.help if self.help else ''}")
             return None
-        return None if self.default is None else self._validate(copy.deepcopy(self.default), path, ctx)
+        if self.default is None:
+            return None
+        own = _Context(ctx.file, ctx.positions)  # a default that breaks its own field's rule is the schema's slip
+        value = self._validate(copy.deepcopy(self.default), path, own)
+        if own.issues:
+            ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
+                          f"({own.issues[0].message}): a mistake in the schema that declares it; set the key")
+        return value
 
     def _validate(self, value, path, ctx):
         if not isinstance(value, list):
@@ -246,7 +266,14 @@ class Dispatch:
             kinds = ", ".join(self.registry.names()) or "none installed"
             ctx.add(path, f"missing required table; set {self.key} to one of: {kinds}")
             return None
-        return None if self.default is None else self._validate(copy.deepcopy(self.default), path, ctx)
+        if self.default is None:
+            return None
+        own = _Context(ctx.file, ctx.positions)  # a default that breaks its own field's rule is the schema's slip
+        value = self._validate(copy.deepcopy(self.default), path, own)
+        if own.issues:
+            ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
+                          f"({own.issues[0].message}): a mistake in the schema that declares it; set the key")
+        return value
 
     def _forgotten_key(self, value: dict) -> str | None:
         """A message when a table without `key` has keys its default kind does not take but other

@@ -1,0 +1,94 @@
+"""What a model plugin's hooks must give back, checked where the runner calls them.
+
+A plugin author's ordinary slip (build returning a tuple, a metric that is a float or a vector,
+report returning a list) would otherwise surface as an AttributeError or TypeError deep inside
+the runner or the engine, naming neither the plugin nor what was expected. Each check raises
+PluginError naming the kind, the plugin's file (or module) and the hook.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Mapping
+
+from gengraph.engine import Node
+from gengraph.engine.errors import UserError
+from gengraph.engine.ops.registry import _fmt
+from gengraph.plugins.model import Model
+from gengraph.plugins.run.loading import plugin_source
+
+
+class PluginError(UserError, TypeError):
+    """A model plugin that broke its contract with the runner (a programming error in the plugin)."""
+
+
+def _who(plugin, kind: str) -> str:
+    return f'the "{kind}" plugin ({plugin_source(plugin)})'
+
+
+def _shown(value) -> str:
+    return type(value).__name__ if not isinstance(value, (int, float, str)) else f"{type(value).__name__} {value!r}"
+
+
+def call_build(plugin, kind: str, cfg, graph, data, rng) -> Model:
+    """plugin.build(cfg, graph, data, rng), refusing a signature that cannot take those and a result
+    that is not a Model whose loss, metrics and params the trainer can use."""
+    try:
+        inspect.signature(plugin.build).bind(cfg, graph, data, rng)
+    except TypeError as exc:
+        raise PluginError(f"{_who(plugin, kind)}: build must take (cfg, graph, data, rng): {exc}") from None
+    except ValueError:  # no signature to read (a builtin): let the call say
+        pass
+    model = plugin.build(cfg, graph, data, rng)
+    check_model(model, plugin, kind)
+    return model
+
+
+def check_model(model, plugin, kind: str) -> None:
+    who = _who(plugin, kind)
+    if not isinstance(model, Model):
+        raise PluginError(f"{who}: build returned {_shown(model)}, not a gengraph.plugins.model.Model")
+    if model.loss is not None:
+        if not isinstance(model.loss, Node):
+            raise PluginError(f"{who}: Model.loss is {_shown(model.loss)}, not a graph node (build it with ops on "
+                              "the graph's nodes)")
+        if model.loss.shape != ():
+            raise PluginError(f"{who}: built a loss of shape {_fmt(model.loss.shape)}; a loss is one number per "
+                              "batch: reduce it, e.g. ops.mean(...) of per-example losses such as "
+                              "softmax_cross_entropy")
+    if not isinstance(model.metrics, Mapping):
+        raise PluginError(f"{who}: Model.metrics is {_shown(model.metrics)}, not a dict of name -> scalar node")
+    for name, node in model.metrics.items():
+        if not isinstance(node, Node):
+            raise PluginError(f"{who}: metric {name!r} is {_shown(node)}, not a graph node")
+        if node.shape != ():
+            raise PluginError(f"{who}: metric {name!r} has shape {_fmt(node.shape)}; a metric is one number per "
+                              "batch (reduce it, e.g. ops.mean)")
+    for p in model.params:
+        if not isinstance(p, Node) or p.op not in ("param", "state"):
+            what = f"a {p.op} node ({p.name or p.op})" if isinstance(p, Node) else _shown(p)
+            raise PluginError(f"{who}: Model.params lists {what}; it lists the trainable parameters, "
+                              "graph.param(name, value) nodes")
+
+
+def checked_mapping(result, plugin, kind: str, hook: str) -> dict:
+    """The dict a hook (report, epoch_metrics) returned, or PluginError."""
+    if not isinstance(result, Mapping) or not all(isinstance(k, str) for k in result):
+        raise PluginError(f"{_who(plugin, kind)}: {hook} returned {_shown(result)}, not a dict of "
+                          "name -> value")
+    return dict(result)
+
+
+def plugin_frame(exc: BaseException, plugin) -> str | None:
+    """FILE:LINE of the deepest frame of the plugin's own file in exc's traceback (None: built in)."""
+    module = sys.modules.get(type(plugin).__module__)
+    source = getattr(module, "__file__", None)
+    if source is None or type(plugin).__module__.startswith("gengraph."):
+        return None
+    where, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == source:
+            where = f"{source}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where

@@ -1,0 +1,131 @@
+"""A plugin author's ordinary slips get one message naming the plugin's file and what was expected,
+not a traceback from deep inside the runner: declarations when the file registers, what build,
+report and epoch_metrics give back when the runner calls them, a schema default that breaks its
+own field, a data task the plugin does not take."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+from gengraph.plugins.model import MODELS
+from gengraph.plugins.run.loading import plugin_contract_issue
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = (ROOT / "examples" / "plugin_polyfit.py").read_text()
+SPEC = (ROOT / "examples" / "plugin_polyfit.toml").read_text().replace('optimizer = { kind = "lbfgs" }',
+                                                                        'epochs = 1')
+
+# (name, the change to the example plugin, what the author is told)
+AT_REGISTRATION = [
+    ("kind_space", ('    kind = "polyfit"', '    kind = "poly fit"'), 'kind "poly fit": kind must be a name of letters'),
+    ("no_build", ("    def build(self", "    def build_it(self"), "the plugin defines no build(cfg, graph, data, rng)"),
+    ("schema_dict", ("    schema = Table({", "    schema = dict({"), "schema must be a gengraph.plugins.spec.schema."
+                                                                       "Table of Fields (the [model] keys), found dict"),
+    ("schema_kind", ('"degree": Field(int, 2,', '"kind": Field(str, "x", "oops"), "degree": Field(int, 2,'),
+     'its schema declares "kind"'),
+    ("tasks_str", ('tasks = ("regression",)', 'tasks = ("regression")'), "tasks must be a tuple of some of"),
+    ("names_str", ('tasks = ("regression",)', 'tasks = ("regression",)\n    summary_metric_names = ("coefficients")'),
+     "summary_metric_names must be a tuple of metric names (strings), found 'coefficients'"),
+    ("field_type", ('Field(float, 0.0, "ridge', 'Field("float", 0.0, "ridge'),
+     "Field type must be a Python type or a tuple of types"),
+]
+AT_RUN = [
+    ("ret_tuple", ("        return Model(", "        return 1, Model("), "build returned tuple, not a gengraph.plugins"),
+    ("sig", ("def build(self, cfg, graph, data, rng):", "def build(self, cfg, graph, data):"),
+     "build must take (cfg, graph, data, rng)"),
+    ("loss_float", ('{"x": x, "y": y}, metrics=', '{"x": x, "y": y}, metrics=') , None),  # the unchanged plugin runs
+    ("metric_float", ('metrics={"mse": mse}', 'metrics={"mse": 1.0}'), "metric 'mse' is float 1.0, not a graph node"),
+    ("metric_vector", ('metrics={"mse": mse}', 'metrics={"mse": pred - y}'),
+     "metric 'mse' has shape (?); a metric is one number per batch"),
+    ("param_input", ("return Model(graph, [theta]", "return Model(graph, [theta, x]"),
+     "Model.params lists a input node (x)"),
+    ("report_list", ('        return {"coefficients": model.graph.value(model.extras["theta"]).tolist()}',
+                     '        return [1.0]'), "report returned list, not a dict of name -> value"),
+    ("epoch_float", ("    def report(self", "    def epoch_metrics(self, model, data, ctx, epoch):\n"
+                                          "        return 3.0\n\n    def report(self"),
+     "epoch_metrics returned float 3.0, not a dict"),
+]
+
+
+@pytest.fixture(autouse=True)
+def own_registry():
+    with MODELS.scoped():  # the in-process CLI registers each file's kind; every test its own
+        yield
+
+
+def write(tmp_path, name, change):
+    """The example changed, under a kind of its own (another test may have registered polyfit)."""
+    path = tmp_path / f"{name}.py"
+    assert change[0] in BASE
+    text = BASE.replace(change[0], change[1], 1)
+    if '    kind = "polyfit"' in text:
+        text = text.replace('    kind = "polyfit"', f'    kind = "{name}"')
+    path.write_text(text)
+    (tmp_path / "spec.toml").write_text(SPEC.replace('kind = "polyfit"', f'kind = "{name}"'))
+    return path
+
+
+@pytest.mark.parametrize("name, change, message", AT_REGISTRATION, ids=[c[0] for c in AT_REGISTRATION])
+def test_declarations_are_checked_when_the_file_registers(tmp_path, name, change, message):
+    path = write(tmp_path, name, change)
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {path}") and message in result.output, result.output
+
+
+@pytest.mark.parametrize("name, change, message", AT_RUN, ids=[c[0] for c in AT_RUN])
+def test_what_the_hooks_give_back_is_checked_when_they_are_called(tmp_path, name, change, message):
+    path = write(tmp_path, name, change)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "spec.toml"), "--plugin", str(path),
+                                       "--out", str(tmp_path / "run"), "-q"])
+    if message is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2, result.output
+    said = result.output.replace("\n", " ")
+    assert said.startswith(f'error: the "{name}" plugin ({path}): ') and message in said, result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_import_error_names_its_line(tmp_path):
+    path = write(tmp_path, "nameerr", ('Field(float, 0.0, "ridge', 'Field(flaot, 0.0, "ridge'))
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(path)])
+    line = BASE.splitlines().index(next(t for t in BASE.splitlines() if '"l2": Field(' in t)) + 1
+    assert result.output.startswith(f"error: {path}:{line}: --plugin: plugin file failed to import: NameError")
+
+
+def test_a_default_that_breaks_its_own_field_is_the_schema_s_mistake(tmp_path):
+    path = write(tmp_path, "default", ('Field(float, 0.0, "ridge penalty on the coefficients", min=0.0)',
+                                       'Field(float, -1.0, "ridge penalty on the coefficients", min=0.0)'))
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(path)])
+    assert result.exit_code == 2
+    assert ("model.l2: not set, and its default -1.0 is refused by its own field (must be >= 0.0, found -1.0): a mistake in "
+            "the schema that declares it; set the key") in result.output.replace("\n", " ")
+    fixed = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(path),
+                                      "--set", "model.l2=0.5"])
+    assert fixed.exit_code == 0, fixed.output
+
+
+def test_a_data_task_the_plugin_does_not_take_is_refused(tmp_path):
+    path = write(tmp_path, "tasks", ('tasks = ("regression",)', 'tasks = ("classification",)'))
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(path)])
+    assert result.exit_code == 2
+    assert 'data.source: model kind "tasks" takes classification data; "polynomial" gives a regression task' \
+        in result.output
+
+
+def test_a_shape_error_in_a_plugin_names_its_line(tmp_path):
+    path = write(tmp_path, "shape", ("np.zeros(cfg[\"degree\"] + 1)", "np.zeros(cfg[\"degree\"] + 2)"))
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(path)])
+    line = BASE.splitlines().index(next(t for t in BASE.splitlines() if "pred = powers @ theta" in t)) + 1
+    assert f"(raised at {path}:{line}, in the plugin)" in result.output.replace("\n", " ")
+
+
+def test_every_built_in_kind_keeps_the_contract():
+    MODELS.load_all()
+    for kind in MODELS.names():
+        assert plugin_contract_issue(MODELS.get(kind)) is None, kind
