@@ -11,7 +11,7 @@ The result is ordinary graph, so it can be compiled, inspected or differentiated
 from __future__ import annotations
 
 from .graph import Node, topo_order
-from .ops import OPS, ZERO
+from .ops import OPS, ZERO, ShapeError
 from .ops import add, ones_like, sum_to, zeros_like
 
 
@@ -54,7 +54,11 @@ def grad(y: Node, wrt, seed: Node | None = None):
                 raise GradientError(f'op "{node.op}" has no VJP for its input {i} ({inp.label}, {inp.dtype}) at '
                                     f"{node.label}; declare one, or ZERO if its derivative is zero")
             with node.graph.scope(_grad_scope(node)):
-                gi = sum_to(vjp(g, node, *node.inputs, **node.attrs), inp)
+                raw = vjp(g, node, *node.inputs, **node.attrs)
+                try:
+                    gi = sum_to(raw, inp)
+                except ShapeError:  # smaller than the input (the VJP reduced it) or not broadcastable
+                    gi = raw
                 if not _same_shape(gi.shape, inp.shape):
                     raise GradientError(f'the VJP of op "{node.op}" for its input {i} ({inp.label}) returned shape '
                                         f"{gi.shape}, not the input's shape {inp.shape}")

@@ -32,6 +32,16 @@ def test_a_vjp_of_the_wrong_shape_is_an_error_naming_the_op(monkeypatch):
         grad(ops.sum(ops.transpose(xn, (1, 2, 0))), xn)
 
 
+def test_a_vjp_that_reduced_its_gradient_is_an_error_naming_the_op(monkeypatch):
+    # sum_to said "cannot sum shape () to the larger shape (4, 3)", naming no op
+    monkeypatch.setattr(OPS["tanh"], "vjp", (lambda g, y, x: ops.sum(g),))
+    g = Graph(dtype="float64")
+    xn = g.input("x", (4, 3))
+    with pytest.raises(GradientError, match=r'the VJP of op "tanh" for its input 0 \(x\) returned shape \(\), '
+                                            r"not the input's shape \(4, 3\)"):
+        grad(ops.sum(ops.tanh(xn)), xn)
+
+
 def test_a_missing_vjp_is_an_error_naming_the_op_and_input(monkeypatch):
     monkeypatch.setattr(OPS["mul"], "vjp", (lambda g, y, a, b: g * b,))  # input 1 has none
     g = Graph(dtype="float64")
