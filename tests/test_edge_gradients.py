@@ -92,3 +92,11 @@ def test_value_and_grad_misuse_is_an_expression_error(args, message):
 def test_value_and_grad_takes_one_name_as_wrt():
     value, g = gengraph.value_and_grad("sum(x * x)", {"x": [1.0, 2.0]}, "x")
     assert value == 5.0 and g["x"].tolist() == [2.0, 4.0]
+
+
+@pytest.mark.parametrize("expression", ["logsumexp(x, axis=(0, 0))", "sum(x, axis=(1, -1))", "softmax(x, axis=(0, 0))"])
+def test_an_axis_named_twice_is_refused(expression):
+    g = Graph(dtype="float64")
+    x = g.input("x", (2, 3))
+    with pytest.raises(ExprError, match=r"names an axis twice"):
+        expr.build(expression, {"x": x})

@@ -273,7 +273,9 @@ def normalize_axes(axis, ndim):
         if not -ndim <= a < ndim:
             raise ShapeError(f"axis {a} is out of range for {ndim} dimensions")
         out.append(a % ndim)
-    return tuple(sorted(set(out)))
+    if len(set(out)) < len(out):  # as NumPy and PyTorch: sum(x, axis=(0, 0)) is a slip, not axis 0
+        raise ShapeError(f"axis {axes} names an axis twice")
+    return tuple(sorted(out))
 
 
 def reduced_shape(shape, axes, keepdims):
