@@ -28,6 +28,23 @@ def metric_mode(name: str) -> str:
     return "min"
 
 
+def stopping_mode(early_stopping: dict) -> str:
+    """"min" or "max": train.early_stopping.mode, "auto" read from the metric's name (as sweep.mode)."""
+    mode = early_stopping.get("mode", "auto")
+    return metric_mode(early_stopping.get("metric", "test_loss")) if mode in ("auto", "", None) else mode
+
+
+def train_names(plugin, model) -> tuple[set[str], bool]:
+    """(train_ names every metrics line has, whether that list is complete): the training step's
+    loss, metrics and gradient norm, unless the plugin steps or fits by itself."""
+    names = {"train_loss", "train_grad_norm"} | {f"train_{k}" for k in model.metrics}
+    names |= {n for n in getattr(plugin, "epoch_metric_names", None) or () if n.startswith("train_")}
+    complete = (plugin.trains_by_gradient and not _overrides(plugin, "train_batch")
+                and not _overrides(plugin, "fit") and (getattr(plugin, "epoch_metric_names", None) is not None
+                                                       or not _overrides(plugin, "epoch_metrics")))
+    return names, complete
+
+
 def default_metric(task: str) -> str:
     """The metric a sweep ranks by when the spec names none."""
     return {"classification": "test_accuracy", "regression": "test_mse"}.get(task, "test_loss")

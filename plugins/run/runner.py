@@ -47,7 +47,7 @@ from gengraph.plugins.run.trainer import lbfgs_refusal, optimizer_from_spec
 from gengraph.engine.backend import BackendError, get_backend
 from gengraph import __version__
 from gengraph.plugins.blocks.plots import loss_curves
-from gengraph.plugins.run.metrics import logged_names, unknown_metric
+from gengraph.plugins.run.metrics import logged_names, train_names, unknown_metric
 from gengraph.plugins.blocks import memory
 from gengraph.plugins.blocks.memory import human
 
@@ -151,9 +151,9 @@ def build_checked(spec, *, base_dir=None):
     _check_memory(spec, built, issue)
     es = spec.data["train"].get("early_stopping") or {}
     if es.get("patience"):
-        names, complete = logged_names(built[1], built[3])
         metric = es.get("metric", "test_loss")
-        if not metric.startswith("train_") and (why := unknown_metric(metric, names, complete, "logged")):
+        names, complete = (train_names if metric.startswith("train_") else logged_names)(built[1], built[3])
+        if why := unknown_metric(metric, names, complete, "logged"):
             raise issue("train.early_stopping.metric", why)
     return built
 
@@ -163,7 +163,7 @@ def _check_memory(spec, built, issue) -> None:
     parameters with their optimizer state, and the activations of the largest batch a program runs."""
     data, _plugin, _graph, model = built
     cfg = spec.data
-    train_batch = cfg["train"]["batch_size"] or data.n_train
+    train_batch = min(cfg["train"]["batch_size"] or data.n_train, data.n_train)  # a larger one is one full batch
     eval_batch = min(2048, data.n_test or 0)  # Trainer.evaluate's batches
     samples = cfg["output"].get("samples", 0)
     need = model_estimate(model, train_batch, eval_batch, samples)

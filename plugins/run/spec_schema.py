@@ -73,7 +73,9 @@ def train_schema() -> Table:
         "early_stopping": Table({
             "patience": Field(int, 0, "epochs without improvement before stopping (0: off)", min=0),
             "min_delta": Field(float, 0.0, "smallest change that counts as improvement", min=0.0),
-            "metric": Field(str, "test_loss", "logged metric to watch (lower is better)"),
+            "metric": Field(str, "test_loss", "logged metric to watch"),
+            "mode": Field(str, "auto", 'min (lower is better), max, or auto: max for accuracy, r2, '
+                          "log-likelihoods and elbo, else min (as sweep.mode)", choices=("auto", "min", "max")),
         }),
     }, help="how to train")
 

@@ -30,6 +30,7 @@ from gengraph.engine.schedules import make_schedule
 from gengraph.plugins.blocks.lbfgs import lbfgs
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
 from gengraph.plugins.run.contract import checked_mapping
+from gengraph.plugins.run.metrics import stopping_mode
 from gengraph.plugins.spec.errors import first_named
 from gengraph.plugins.blocks import seeds
 
@@ -189,6 +190,10 @@ class Trainer:
             return self.state
         if not self.programs:
             self.compile_programs()
+        if cfg["epochs"] == 0:  # the model as it is, evaluated (L-BFGS too): one row at epoch 0
+            if not self.state.history:
+                self._log_epoch(0, {}, on_epoch)
+            return self.state
         if cfg["optimizer"]["kind"] == "lbfgs":
             return self._fit_lbfgs(on_epoch)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is checked below
@@ -312,12 +317,14 @@ class Trainer:
         patience = es.get("patience", 0)
         metric = es.get("metric", "test_loss")
         watched = row.get(metric)
-        if patience and watched is None and epoch >= 1:
+        if patience and watched is None and epoch >= 1 and not any(metric in r for r in self.state.history):
             logged = ", ".join(k for k in row if k.startswith(("train_", "test_")))
             raise ModelConfigError("train.early_stopping.metric", f'"{metric}" is not logged; logged: {logged}')
-        if patience and watched is not None:
-            if watched < self.state.best - es.get("min_delta", 0.0):
-                self.state.best, self.state.bad_epochs = watched, 0
+        if patience and watched is not None:  # (an epoch that does not log it, e.g. AIS's later ones, does not count)
+            # lower is better, or higher (accuracy, log-likelihoods, ...) when mode says so: kept negated
+            score = -watched if stopping_mode(es) == "max" else watched
+            if score < self.state.best - es.get("min_delta", 0.0):
+                self.state.best, self.state.bad_epochs = score, 0
             else:
                 self.state.bad_epochs += 1
                 stop = self.state.bad_epochs >= patience
