@@ -159,9 +159,12 @@ def apply_scaling(stats: dict, a: np.ndarray | None) -> np.ndarray | None:
 
 def _split(ds: Dataset, fraction: float, shuffle: bool, rng: np.random.Generator) -> Dataset:
     n = ds.n_train
-    n_test = round(fraction * n)
+    n_test = round(fraction * n)  # to the nearest row, halves to even (Python's round)
     if n - n_test < 1:
         raise DataError(f"data.test_fraction = {fraction} leaves no training example out of {n}")
+    if fraction > 0 and n_test == 0:  # a run without test figures, said nowhere: ask for it by 0
+        raise DataError(f"data.test_fraction = {fraction} of {n} examples is no test example; raise it to at "
+                        f"least {0.5 / n:.3g}, or set it to 0 for no test split")
     order = rng.permutation(n) if shuffle else np.arange(n)
     tr, te = order[: n - n_test], order[n - n_test:]
     take = lambda a, idx: None if a is None else a[idx]

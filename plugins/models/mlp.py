@@ -93,16 +93,19 @@ def predict(model, x, ctx=None, batch=4096):
 
 
 def r2_score(resid, y_true) -> float | None:
-    """1 - SS_res / SS_tot, with scikit-learn's r2_score conventions where it is undefined (it
-    was -inf or NaN there, and the finished run was reported as diverged): None (null in
-    summary.json) for fewer than two rows; for targets without spread 1.0 if the fit is
-    perfect, else 0.0."""
+    """1 - SS_res / SS_tot per target, averaged over targets (scikit-learn's r2_score and its
+    default multioutput="uniform_average"; one pooled ratio let a large-scale target hide a badly
+    fitted small one), with its conventions where it is undefined (it was -inf or NaN there, and
+    the finished run was reported as diverged): None (null in summary.json) for fewer than two
+    rows; for a target without spread 1.0 if its fit is perfect, else 0.0."""
     if len(y_true) < 2:
         return None
-    ss_res, ss_tot = float(np.sum(resid ** 2)), float(np.sum((y_true - y_true.mean(0)) ** 2))
-    if ss_tot == 0.0:
-        return 1.0 if ss_res == 0.0 else 0.0
-    return 1.0 - ss_res / ss_tot
+    resid, y_true = resid.reshape(len(resid), -1), y_true.reshape(len(y_true), -1)
+    ss_res = np.sum(resid ** 2, axis=0)
+    ss_tot = np.sum((y_true - y_true.mean(0)) ** 2, axis=0)
+    flat = ss_tot == 0.0
+    scores = np.where(flat, np.where(ss_res == 0.0, 1.0, 0.0), 1.0 - ss_res / np.where(flat, 1.0, ss_tot))
+    return float(np.mean(scores))
 
 
 def report_supervised(model, data, ctx) -> dict:
@@ -126,7 +129,8 @@ def report_supervised(model, data, ctx) -> dict:
         pred = (z[:, 0] > 0).astype(int) if head == "binary" else z.argmax(axis=1)
         out["test_accuracy"] = float(np.mean(pred == data.y_test))
         if ctx.plots:
-            confusion_matrix(data.y_test, pred, data.n_classes or 2, ctx.path("confusion.png"))
+            confusion_matrix(data.y_test, pred, data.n_classes or 2, ctx.path("confusion.png"),
+                             labels=data.meta.get("classes"))  # the file's own labels (3, 7, 9; "neg", "pos")
     n_params = sum(int(np.prod(model.graph.value(p).shape)) for p in model.params)
     if n_params <= 16:
         out["params"] = {p.label: model.graph.value(p).reshape(-1).tolist() for p in model.params}
