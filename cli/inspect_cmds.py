@@ -129,14 +129,13 @@ def _render(dot_text: str, fmt: str, out, option: str = "--out") -> None:
     exe = shutil.which("dot")
     if exe is None:
         dot_file = out_path.with_suffix(".dot")
-        if dot_file.exists():  # perhaps a DOT export of the user's (another --collapse): never replaced
-            written = (f"the DOT text was not written: {dot_file} exists; write it with --format dot "
-                       "--out FILE.dot")
-        else:
-            write_out_file(dot_file, lambda: dot_file.write_text(dot_text), option)
-            written = f"the DOT text was written to {dot_file}"
+        n = 1
+        while dot_file.exists():  # perhaps the user's own DOT export (another --collapse): never replaced
+            n += 1
+            dot_file = out_path.with_name(f"{out_path.stem}-{n}.dot")
+        write_out_file(dot_file, lambda: dot_file.write_text(dot_text), option)
         raise click.ClickException(GRAPHVIZ_HELP.format(fmt=fmt, dot_file=dot_file, out=out_path)
-                                   + f"\n({written})")
+                                   + f"\n(the DOT text was written to {dot_file})")
     proc = subprocess.run([exe, f"-T{fmt}", "-o", str(out_path)], input=dot_text, text=True, capture_output=True)
     if proc.returncode != 0:
         raise click.ClickException(f"Graphviz `dot` failed (exit {proc.returncode}): {proc.stderr.strip()}")

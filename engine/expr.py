@@ -128,10 +128,18 @@ _BINOPS = {ast.Add: "__add__", ast.Sub: "__sub__", ast.Mult: "__mul__", ast.Div:
 class ExprError(UserError, ValueError):
     """An expression outside the whitelist or malformed; names the expression and the column."""
 
-    def __init__(self, expression: str, col: int, message: str):
+    def __init__(self, expression: str, col: int | None, message: str):
         self.expression, self.col, self.message = expression, col, message
         shown = expression if len(expression) <= 80 else expression[:60] + f"... ({len(expression)} characters)"
-        super().__init__(f"in expression {shown!r}, column {col + 1}: {message}")
+        where = f", column {col + 1}" if col is not None else ""  # None: about the call, not a place in it
+        super().__init__(f"in expression {shown!r}{where}: {message}")
+
+
+class UnknownInput(ExprError, KeyError):
+    """A name the caller asked about (value_and_grad's wrt) that is not an input (a KeyError too)."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return Exception.__str__(self)
 
 
 def parse(expression: str) -> ast.Expression:

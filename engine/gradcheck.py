@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import expr as expr_lang
-from .expr import ExprError
+from .expr import ExprError, UnknownInput
 from . import ops
 from .autodiff import grad
 from .backend import to_numpy
@@ -151,15 +151,15 @@ def value_and_grad(expression: str, inputs: dict, wrt: list[str]):
         try:
             arrays[k] = np.asarray(v, dtype=np.float64)
         except (TypeError, ValueError) as exc:  # strings, ragged lists: said of the input, not by NumPy alone
-            raise ExprError(expression, 0, f"input {k!r} is not an array of numbers ({exc})") from None
+            raise ExprError(expression, None, f"input {k!r} is not an array of numbers ({exc})") from None
     nodes = {k: g.input(k, a.shape) for k, a in arrays.items()}
     wrt = [wrt] if isinstance(wrt, str) else list(wrt)
     unknown = [w for w in wrt if w not in nodes]
     if unknown:
-        raise ExprError(expression, 0, f"wrt names {unknown} are not inputs (the inputs: {sorted(nodes)})")
+        raise UnknownInput(expression, None, f"wrt names {unknown} are not inputs (the inputs: {sorted(nodes)})")
     out = expr_lang.build(expression, nodes)
     if out.shape != ():
-        raise ExprError(expression, 0, f"value_and_grad needs a scalar expression; this one has shape {out.shape} "
+        raise ExprError(expression, None, f"value_and_grad needs a scalar expression; this one has shape {out.shape} "
                         "(sum(...) or mean(...) it)")
     grads = grad(out, [nodes[w] for w in wrt])
     res = compile_graph(g, [out] + grads).run(arrays)

@@ -79,7 +79,7 @@ def test_sample_options_are_checked_as_the_cli_checks_them(runs):
 
 def test_as_image_refuses_samples_no_picture_suits(runs):
     with pytest.raises(SampleError, match=r"as_image=True: a picture needs image data or 2-D data; these samples "
-                                          r"have shape \(1,\)"):
+                                          r"have 1 feature \("):
         runs["line"].sample(5, as_image=True)
     with pytest.raises(ValueError, match="a picture needs image data or 2-D data"):
         gengraph.show_samples(np.zeros((5, 3)), runs["line"])
@@ -94,6 +94,7 @@ def test_one_string_is_one_path_or_name(runs, tmp_path):
     assert [line.split()[0] for line in report if line.startswith("output/")] == ["output/dense0/W"]
     with pytest.raises(gengraph.SpecError, match="overrides: expected a dict .* found int 5"):
         gengraph.validate("linear_perceptron", 5)
+    assert gengraph.validate("linear_perceptron", (f"train.epochs={n}" for n in [7]))["train"]["epochs"] == 7
 
 
 def test_messages_use_the_api_words(runs, capsys):

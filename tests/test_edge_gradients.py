@@ -89,6 +89,13 @@ def test_value_and_grad_misuse_is_an_expression_error(args, message):
         gengraph.value_and_grad(*args)
 
 
+def test_an_unknown_wrt_name_is_still_a_key_error_and_names_no_column():
+    with pytest.raises(KeyError) as info:
+        gengraph.value_and_grad("sum(x)", {"x": [1.0]}, ["y"])
+    assert isinstance(info.value, ExprError) and "column" not in str(info.value)
+    assert str(info.value) == "in expression 'sum(x)': wrt names ['y'] are not inputs (the inputs: ['x'])"
+
+
 def test_value_and_grad_takes_one_name_as_wrt():
     value, g = gengraph.value_and_grad("sum(x * x)", {"x": [1.0, 2.0]}, "x")
     assert value == 5.0 and g["x"].tolist() == [2.0, 4.0]

@@ -253,7 +253,9 @@ def test_render_without_graphviz_explains(tmp_path, monkeypatch):
     mine.write_text("my own export")  # e.g. --format dot --collapse 2 --out g.dot, just before
     res = CliRunner().invoke(main, ["graph", PERCEPTRON, "--render", "svg", "--out", str(out)])
     assert res.exit_code == 1 and mine.read_text() == "my own export"
-    assert f"the DOT text was not written: {mine} exists" in res.output.replace("\n", " ")
+    fresh = tmp_path / "g-2.dot"  # the next free name, and the command to render it names it
+    assert f"(the DOT text was written to {fresh})" in res.output and f"dot -Tsvg {fresh} -o {out}" in res.output
+    assert fresh.read_text().startswith("digraph ")
 
 
 def test_render_runs_graphviz_dot(tmp_path, monkeypatch):

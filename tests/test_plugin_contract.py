@@ -21,7 +21,8 @@ SPEC = (ROOT / "examples" / "plugin_polyfit.toml").read_text().replace('optimize
 
 # (name, the change to the example plugin, what the author is told)
 AT_REGISTRATION = [
-    ("kind_space", ('    kind = "polyfit"', '    kind = "poly fit"'), 'kind "poly fit": kind must be a name of letters'),
+    ("kind_space", ('    kind = "polyfit"', '    kind = "poly fit"'), 'kind "poly fit": kind must be a name without '
+                                                                  "spaces or control characters"),
     ("no_build", ("    def build(self", "    def build_it(self"), "the plugin defines no build(cfg, graph, data, rng)"),
     ("schema_dict", ("    schema = Table({", "    schema = dict({"), "schema must be a gengraph.plugins.spec.schema."
                                                                        "Table of Fields (the [model] keys), found dict"),
@@ -37,12 +38,17 @@ AT_RUN = [
     ("ret_tuple", ("        return Model(", "        return 1, Model("), "build returned tuple, not a gengraph.plugins"),
     ("sig", ("def build(self, cfg, graph, data, rng):", "def build(self, cfg, graph, data):"),
      "build must take (cfg, graph, data, rng)"),
-    ("loss_float", ('{"x": x, "y": y}, metrics=', '{"x": x, "y": y}, metrics=') , None),  # the unchanged plugin runs
+    ("unchanged", ('{"x": x, "y": y}, metrics=', '{"x": x, "y": y}, metrics='), None),  # the example runs
+    ("loss_float", ("return Model(graph, [theta], loss,", "return Model(graph, [theta], 0.5,"),
+     "Model.loss is float 0.5, not a graph node"),
+    ("wrapped_build", ("    def build(self, cfg, graph, data, rng):",
+                       "    @functools.wraps(lambda self, cfg, graph, data: None)\n"
+                       "    def build(self, cfg, graph, data, rng):"), None),  # its own signature is what is called
     ("metric_float", ('metrics={"mse": mse}', 'metrics={"mse": 1.0}'), "metric 'mse' is float 1.0, not a graph node"),
     ("metric_vector", ('metrics={"mse": mse}', 'metrics={"mse": pred - y}'),
      "metric 'mse' has shape (?); a metric is one number per batch"),
     ("param_input", ("return Model(graph, [theta]", "return Model(graph, [theta, x]"),
-     "Model.params lists a input node (x)"),
+     "Model.params lists an input node (x)"),
     ("report_list", ('        return {"coefficients": model.graph.value(model.extras["theta"]).tolist()}',
                      '        return [1.0]'), "report returned list, not a dict of name -> value"),
     ("epoch_float", ("    def report(self", "    def epoch_metrics(self, model, data, ctx, epoch):\n"
@@ -62,6 +68,7 @@ def write(tmp_path, name, change):
     path = tmp_path / f"{name}.py"
     assert change[0] in BASE
     text = BASE.replace(change[0], change[1], 1)
+    text = "import functools\n" + text if "functools" in text else text
     if '    kind = "polyfit"' in text:
         text = text.replace('    kind = "polyfit"', f'    kind = "{name}"')
     path.write_text(text)
@@ -129,3 +136,26 @@ def test_every_built_in_kind_keeps_the_contract():
     MODELS.load_all()
     for kind in MODELS.names():
         assert plugin_contract_issue(MODELS.get(kind)) is None, kind
+
+
+@pytest.mark.parametrize("name, change", [
+    ("dotted", ('    kind = "polyfit"', '    kind = "poly.fit"')),
+    ("tasks_set", ('tasks = ("regression",)', 'tasks = {"regression"}')),
+    ("names_set", ('tasks = ("regression",)', 'tasks = ("regression",)\n    summary_metric_names = {"coefficients"}')),
+    ("union_type", ('Field(float, 0.0, "ridge', 'Field(int | float, 0.0, "ridge')),
+])
+def test_declarations_that_ran_before_still_register(tmp_path, name, change):
+    path = write(tmp_path, name, change)
+    kind = "poly.fit" if name == "dotted" else name
+    (tmp_path / "spec.toml").write_text(SPEC.replace('kind = "polyfit"', f'kind = "{kind}"'))
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_regression_may_fit_the_side_value_of_unlabelled_data():
+    # the swiss roll is unsupervised, its y the roll's parameter t: an mlp regressed it before tasks were checked
+    result = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", 'data={source="swiss_roll"}',
+                                       "--set", 'model.loss="mse"'])
+    assert result.exit_code == 0, result.output
+    refused = CliRunner().invoke(main, ["validate", "ridge_franke", "--set", 'data={source="swiss_roll"}'])
+    assert refused.exit_code == 2 and "gives an unsupervised task" in refused.output, refused.output

@@ -34,14 +34,20 @@ def test_a_closed_form_run_ends_with_a_full_bar(tmp_path, capsys):
     assert "100%" in bar and "1/1" in bar, bar
 
 
-def test_an_interrupted_run_is_not_shown_finished():
-    p = Progress(5, quiet=True)
-    p.bar = types.SimpleNamespace(n=0, total=5, initial=0, update=lambda k: setattr(p.bar, "n", p.bar.n + k),
-                                  set_postfix=lambda d: None, close=lambda: None)
-    p.quiet = False
-    p.epoch({"epoch": 1, "step": 1, "train_loss": 1.0})
-    p.close()  # no finish(): the run did not end well
-    assert (p.bar.n, p.bar.total) == (1, 5)
+def test_a_run_that_fails_is_not_shown_finished(tmp_path, capsys, monkeypatch):
+    from gengraph.plugins.run import api
+
+    def one_epoch_then_fail(spec, run_dir, *, on_epoch, **kwargs):
+        on_epoch({"epoch": 1, "step": 3, "train_loss": 1.0})
+        raise RuntimeError("the run failed in epoch 2")
+
+    monkeypatch.setattr(api, "execute", one_epoch_then_fail)
+    try:
+        gengraph.run(TINY, out=tmp_path / "r", progress="bar")
+    except RuntimeError:
+        pass
+    bar = last_bar(capsys.readouterr().err)
+    assert "1/3" in bar and "100%" not in bar, bar
 
 
 def test_the_notebook_widget_bound_follows_the_bar():

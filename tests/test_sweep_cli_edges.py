@@ -60,3 +60,24 @@ def test_a_missing_dask_leaves_no_sweep_behind(tmp_path, monkeypatch):
     again = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--workers", "1", "-q"])
     assert again.exit_code == 0, again.output
     assert len((out / "sweep.jsonl").read_text().splitlines()) == 18
+
+
+def test_an_unreachable_scheduler_leaves_no_sweep_behind(tmp_path, monkeypatch):
+    from gengraph.plugins.sweep import sweep as sw
+
+    def unreachable(scheduler, workers):
+        raise sw.SchedulerError(f"cannot reach the Dask scheduler at {scheduler}: refused")
+
+    monkeypatch.setattr(sw, "dask_client", unreachable)
+    (tmp_path / "s.toml").write_text(SPEC)
+    out = tmp_path / "sw"
+    refused = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out),
+                                        "--scheduler", "tcp://127.0.0.1:9", "-q"])
+    assert refused.exit_code == 1 and "cannot reach the Dask scheduler" in refused.output
+    assert not (out / "sweep.jsonl").exists()
+    again = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--workers", "1", "-q"])
+    assert again.exit_code == 0, again.output
+    # a finished sweep resumed with a scheduler only re-ranks: nothing to run, nothing to connect to
+    resumed = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--resume",
+                                        "--scheduler", "tcp://127.0.0.1:9", "-q"])
+    assert resumed.exit_code == 0, resumed.output

@@ -169,7 +169,8 @@ class Regression(ModelPlugin):
                 hint = ('; task = "auto" read its whole-number targets as class labels: '
                         'set data.task = "regression" to fit them as numbers')
             raise _issue("data.source", f'model kind "regression" needs a regression data set; '
-                         f'"{data.meta.get("source", "?")}" gives a {data.task} task{hint}')
+                         f'"{data.meta.get("source", "?")}" gives {"an" if data.task[0] in "aeiou" else "a"} '
+                         f'{data.task} task{hint}')
         if data.y_train.ndim > 1 and data.y_train.shape[1] != 1:
             raise _issue("data", f"model kind \"regression\" fits one target; the data has {data.y_train.shape[1]}")
         penalty = resolve_penalty(cfg)

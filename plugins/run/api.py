@@ -104,10 +104,11 @@ def override_strings(overrides) -> list[str]:
             except TypeError as exc:
                 raise SpecError(SpecIssue("--set", None, None, str(key), str(exc))) from None
         return out
-    if not isinstance(overrides, (list, tuple)):
+    try:
+        return [str(o) for o in overrides]  # a list, tuple, set, generator or array of 'key=value' strings
+    except TypeError:
         raise SpecError(SpecIssue(None, None, None, "overrides", "expected a dict {key: value} or a list of "
-                                  f"'key=value' strings, found {type(overrides).__name__} {overrides!r}"))
-    return [str(o) for o in overrides]
+                                  f"'key=value' strings, found {type(overrides).__name__} {overrides!r}")) from None
 
 
 def load_spec_any(spec, overrides=()):

@@ -35,7 +35,8 @@ def call_build(plugin, kind: str, cfg, graph, data, rng) -> Model:
     """plugin.build(cfg, graph, data, rng), refusing a signature that cannot take those and a result
     that is not a Model whose loss, metrics and params the trainer can use."""
     try:
-        inspect.signature(plugin.build).bind(cfg, graph, data, rng)
+        # the method's own signature: a functools.wraps decorator's wrapper is what gets called
+        inspect.signature(plugin.build, follow_wrapped=False).bind(cfg, graph, data, rng)
     except TypeError as exc:
         raise PluginError(f"{_who(plugin, kind)}: build must take (cfg, graph, data, rng): {exc}") from None
     except ValueError:  # no signature to read (a builtin): let the call say
@@ -67,7 +68,8 @@ def check_model(model, plugin, kind: str) -> None:
                               "batch (reduce it, e.g. ops.mean)")
     for p in model.params:
         if not isinstance(p, Node) or p.op not in ("param", "state"):
-            what = f"a {p.op} node ({p.name or p.op})" if isinstance(p, Node) else _shown(p)
+            what = f"{'an' if p.op[0] in 'aeiou' else 'a'} {p.op} node ({p.name or p.op})" if isinstance(p, Node) \
+                else _shown(p)
             raise PluginError(f"{who}: Model.params lists {what}; it lists the trainable parameters, "
                               "graph.param(name, value) nodes")
 

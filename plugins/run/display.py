@@ -213,8 +213,9 @@ def unplottable(data, samples) -> str | None:
     """Why no picture suits these samples (None: one does)."""
     if sample_plot_kind(data, samples) is not None:
         return None
-    shape = samples.shape[1:] if samples.ndim > 1 else ()
-    return f"a picture needs image data or 2-D data; these samples have shape {shape}"
+    n = samples.shape[1] if samples.ndim == 2 else 0
+    have = f"{n} feature{'s' * (n != 1)}" if samples.ndim == 2 else f"shape {samples.shape[1:]}"
+    return f"a picture needs image data or 2-D data; these samples have {have}"
 
 
 def write_sample_png(samples, data, path, *, title="samples") -> str:

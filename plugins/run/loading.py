@@ -122,8 +122,9 @@ TASKS = ("regression", "classification", "unsupervised")
 def plugin_contract_issue(plugin) -> str | None:
     """What a plugin object declares wrongly (checked as its file registers it), else None."""
     kind = plugin.kind
-    if not isinstance(kind, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", kind):
-        return "kind must be a name of letters, digits, _ and - (a spec writes it as model.kind)"
+    if not isinstance(kind, str) or not kind.isprintable() or re.search(r"\s", kind):
+        return f"kind must be a name without spaces or control characters (a spec writes it as model.kind), " \
+               f"found {kind!r}"
     if type(plugin).build is ModelPlugin.build:
         return "the plugin defines no build(cfg, graph, data, rng) method"
     try:
@@ -136,13 +137,18 @@ def plugin_contract_issue(plugin) -> str | None:
     if "kind" in schema.fields:
         return "its schema declares \"kind\", which is the spec's own key (model.kind); name the field otherwise"
     tasks = plugin.tasks
-    if not isinstance(tasks, (tuple, list)) or not tasks or any(t not in TASKS for t in tasks):
+    if not _names(tasks) or not tasks or any(t not in TASKS for t in tasks):
         return f"tasks must be a tuple of some of {', '.join(TASKS)}, found {tasks!r}"
     for name in ("epoch_metric_names", "summary_metric_names", "summary_data_names"):
         names = getattr(plugin, name, None)
-        if names is not None and (not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names)):
+        if names is not None and not _names(names):
             return f"{name} must be a tuple of metric names (strings), found {names!r}"
     return None
+
+
+def _names(value) -> bool:
+    """A collection of strings (a tuple, list or set), not one string (whose letters it would be)."""
+    return isinstance(value, (tuple, list, set, frozenset)) and all(isinstance(n, str) for n in value)
 
 
 def _line_in(exc: BaseException, path: Path) -> int | None:

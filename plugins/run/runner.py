@@ -71,12 +71,16 @@ def check_task(plugin, kind: str, data) -> None:
     tasks = tuple(getattr(plugin, "tasks", ()) or ())
     if not tasks or data.task in tasks:
         return
+    y = data.y_train
+    if data.task == "unsupervised" and "regression" in tasks and y is not None and y.dtype.kind == "f":
+        return  # a side value of unlabelled data (the swiss roll's t) that a regression may fit
     hint = ""
     if data.task == "classification" and data.meta.get("task_inferred") and "regression" in tasks:
         hint = ('; task = "auto" read its whole-number targets as class labels: set data.task = "regression" '
                 "to fit them as numbers")
     raise ModelConfigError("data.source", f'model kind "{kind}" takes {" or ".join(tasks)} data; '
-                                          f'"{data.meta.get("source", "?")}" gives a {data.task} task{hint}')
+                                          f'"{data.meta.get("source", "?")}" gives '
+                                          f'{"an" if data.task[0] in "aeiou" else "a"} {data.task} task{hint}')
 
 
 def named_child(positions: dict, path: str, message: str) -> str:

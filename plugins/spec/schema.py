@@ -8,7 +8,6 @@ located by file:line:col and dotted key path.
 
 from __future__ import annotations
 
-import builtins
 import copy
 import datetime as dt
 import math
@@ -93,6 +92,16 @@ class _Context:
 
 
 
+class _Messages:
+    """A validation context that only collects messages."""
+
+    def __init__(self):
+        self.issues = []
+
+    def add(self, path: str, message: str) -> None:
+        self.issues.append(message)
+
+
 def is_number(v) -> bool:
     """An int or float, not a bool (True is an int to Python, not a number to a spec)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -103,10 +112,11 @@ class Field:
     def __init__(self, type, default=REQUIRED, help="", *, choices=None, min=None, max=None, item=None,
                  finite=True, above=None, below=None):
         for name, t in (("type", type), ("item", item)):
-            if t is not None and not (isinstance(t, builtins.type) or isinstance(t, tuple)
-                                      and all(isinstance(x, builtins.type) for x in t)):
+            try:  # anything isinstance takes (a type, a tuple of types, int | float); not "float"
+                t is None or isinstance(0, t)
+            except TypeError:
                 raise TypeError(f"Field {name} must be a Python type or a tuple of types (float, (int, float)), "
-                                f"not {t!r}")
+                                f"not {t!r}") from None
         self.type, self.default, self.help = type, default, help
         self.choices, self.min, self.max, self.item = choices, min, max, item
         self.above, self.below = above, below  # exclusive bounds: a beta in (0, 1)
@@ -124,11 +134,11 @@ class Field:
             return None
         if self.default is None:
             return None
-        own = _Context(ctx.file, ctx.positions)  # a default that breaks its own field's rule is the schema's slip
+        own = _Messages()  # a default that breaks its own field's rule is the schema's slip, not the spec's
         value = self._validate(copy.deepcopy(self.default), path, own)
         if own.issues:
             ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
-                          f"({own.issues[0].message}): a mistake in the schema that declares it; set the key")
+                          f"({own.issues[0]}): a mistake in the schema that declares it; set the key")
         return value
 
     def _validate(self, value, path, ctx):
@@ -233,11 +243,11 @@ class ListOf:
             return None
         if self.default is None:
             return None
-        own = _Context(ctx.file, ctx.positions)  # a default that breaks its own field's rule is the schema's slip
+        own = _Messages()  # a default that breaks its own field's rule is the schema's slip, not the spec's
         value = self._validate(copy.deepcopy(self.default), path, own)
         if own.issues:
             ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
-                          f"({own.issues[0].message}): a mistake in the schema that declares it; set the key")
+                          f"({own.issues[0]}): a mistake in the schema that declares it; set the key")
         return value
 
     def _validate(self, value, path, ctx):
@@ -268,11 +278,11 @@ class Dispatch:
             return None
         if self.default is None:
             return None
-        own = _Context(ctx.file, ctx.positions)  # a default that breaks its own field's rule is the schema's slip
+        own = _Messages()  # a default that breaks its own field's rule is the schema's slip, not the spec's
         value = self._validate(copy.deepcopy(self.default), path, own)
         if own.issues:
             ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
-                          f"({own.issues[0].message}): a mistake in the schema that declares it; set the key")
+                          f"({own.issues[0]}): a mistake in the schema that declares it; set the key")
         return value
 
     def _forgotten_key(self, value: dict) -> str | None:

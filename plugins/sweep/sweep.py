@@ -1159,17 +1159,21 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
     with SignalGuard() as guard:
         lock = None
         try:
-            # the Dask client first: a missing Dask or an unreachable scheduler is said before the
-            # folder is claimed, which would otherwise hold an empty sweep that refuses the retry
-            connect = dask_client(scheduler, workers) if isinstance(scheduler, str) else contextlib.nullcontext(scheduler)
-            with connect as executor:
-                with guard.deferred():  # a signal waits until the lock is held (and released again below)
-                    lock = open_run_dir(out, log)
-                    previous = _claim(out, resume, overwrite, log)
-                if on_start is not None:
-                    on_start()
-                return _run_claimed(plan, guard, previous, workers=workers, scheduler=executor,
+            if isinstance(scheduler, str):  # a missing Dask is said before the folder is claimed
+                _import_distributed()
+            with guard.deferred():  # a signal waits until the lock is held (and released again below)
+                lock = open_run_dir(out, log)
+                fresh = not sweep_files(out)
+                previous = _claim(out, resume, overwrite, log)
+            if on_start is not None:
+                on_start()
+            try:
+                return _run_claimed(plan, guard, previous, workers=workers, scheduler=scheduler,
                                     on_result=on_result, plots=plots, log=log)
+            except SchedulerError:  # no trial ran: a sweep file started here would refuse the retry
+                if fresh:
+                    (out / "sweep.jsonl").unlink(missing_ok=True)
+                raise
         except Stop as stop:  # before any trial ran
             raise SweepInterrupted(out, stop.signum) from None
         finally:
@@ -1219,8 +1223,11 @@ def _run_claimed(plan: SweepPlan, guard: SignalGuard, previous: dict, *, workers
         _remove_leftovers(out)
         if not payloads:
             pass
-        elif scheduler is not None:  # a distributed.Client (run_sweep connected it)
+        elif scheduler is not None and not isinstance(scheduler, str):
             _run_dask(payloads, scheduler, emit)
+        elif scheduler is not None:  # connected only when there are trials to run (not to re-rank a finished sweep)
+            with dask_client(scheduler, workers) as client:
+                _run_dask(payloads, client, emit)
         elif workers == 1 or len(payloads) == 1:
             _run_inline(payloads, emit)
         else:
