@@ -217,6 +217,7 @@ def _affine(graph, shape, per_channel: bool):
 
 class GroupNorm(Layer):
     help = "group normalisation (channels split into groups; per-channel scale and shift), then activation"
+    per_example = True
     schema = Table({
         "groups": Field(int, 8, "channel groups (must divide the channels)", min=1),
         "eps": Field(float, 1e-5, "added to the variance", min=0.0),
@@ -244,6 +245,7 @@ class GroupNorm(Layer):
 
 class LayerNorm(Layer):
     help = "layer normalisation over all of an example's values (elementwise scale and shift), then activation"
+    per_example = True
     schema = Table({
         "eps": Field(float, 1e-5, "added to the variance", min=0.0),
         "affine": Field(bool, True, "learn an elementwise scale and shift"),

@@ -70,6 +70,9 @@ class Layer:
     help = ""
     schema = Table({})
     image = False
+    # statistics over each example's own values (layer_norm, group_norm): its input has one batch
+    # axis, the leading axes of (samples, batch, features) folded into it (else the batch is mixed)
+    per_example = False
 
     def infer(self, shape, cfg):
         return tuple(shape)

@@ -182,8 +182,10 @@ class Network:
     def __call__(self, x):
         h, lead, s0 = x, None, tuple(self.shapes[0])
         rank = len(s0) if tuple(x.shape[-len(s0):]) == s0 else 1  # images or rows of features
-        if x.ndim > 1 + rank and any(len(s) > 1 for s in self.shapes):
-            # e.g. (samples, batch, features) into image layers: fold the leading axes into one batch axis
+        if x.ndim > 1 + rank and (any(len(s) > 1 for s in self.shapes)
+                                  or any(entry[4].per_example for entry in self.layers)):
+            # e.g. (samples, batch, features) into image or normalisation layers: fold the leading axes
+            # into one batch axis
             lead = tuple(x.shape[:x.ndim - rank])
             h = ops.reshape(x, (None,) + s0)
         with self.graph.scope(self.scope):
