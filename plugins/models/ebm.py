@@ -100,7 +100,7 @@ class EBM(ModelPlugin):
             return build_score_model(cfg, graph, data, rng)
         d = data.n_features
         x_train = np.asarray(data.x_train, np.float64)
-        energy = make_energy(cfg, graph, d, rng)
+        energy = make_energy(cfg, graph, d, rng, data.image_shape)
         x = graph.input("x", (None, d))
         x_neg = graph.input("x_neg", (None, d))
         with graph.scope("positive_phase"):
@@ -173,10 +173,11 @@ class EBM(ModelPlugin):
 class NetworkEnergy:
     """x -> dense layers -> one linear unit; parameters created once (scope energy/), applied to any input."""
 
-    def __init__(self, graph, d, layers, rng):
+    def __init__(self, graph, d, layers, rng, image_shape=None):
         self.graph = graph
         self.net = Network(graph, d, layers, rng, "energy", origin="model.layers",
-                           out={"units": 1, "activation": "identity", "init": "xavier"})
+                           out={"units": 1, "activation": "identity", "init": "xavier"},
+                           image_shape=image_shape)  # conv layers see image rows as images (as mlp's do)
 
     def __call__(self, x):
         return self.net(x)[:, 0]
@@ -242,12 +243,12 @@ def _has_bool(v) -> bool:
     return isinstance(v, bool) or (isinstance(v, list) and any(_has_bool(e) for e in v))
 
 
-def make_energy(cfg, graph, d, rng):
+def make_energy(cfg, graph, d, rng, image_shape=None):
     if cfg["energy"].strip():
         return ExpressionEnergy(graph, d, cfg["energy"].strip(), cfg["params"])
     if cfg["params"]:
         raise ModelConfigError("model.params", "params are for an energy expression; set model.energy too")
-    return NetworkEnergy(graph, d, cfg["layers"], rng)
+    return NetworkEnergy(graph, d, cfg["layers"], rng, image_shape)
 
 
 # --- Langevin dynamics -------------------------------------------------------------------

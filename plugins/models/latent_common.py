@@ -273,9 +273,10 @@ class Hierarchy:
         if image_shape is not None and int(np.prod(image_shape)) != x_dim:
             image_shape = None
         self.y = self.label = None
+        enc_image_shape = image_shape
         if self.n_labels:
             _check_flat_encoder(levels[0]["encoder"], origin("encoder", 0))
-            image_shape = None  # [x, one-hot] is a flat row
+            enc_image_shape = None  # [x, one-hot] is a flat row; the decoder's output is still the data's
             self.y = graph.input("y", (None,), dtype="int64")
             self.label = one_hot(graph, self.y, self.n_labels)
         dims = [x_dim + self.n_labels] + self.sizes
@@ -283,7 +284,7 @@ class Hierarchy:
         self.encoders = [_at_level(t and f"q(h_{t + 1} | h_{t}), whose input is h_{t} ({dims[t]} values)",
                                    lambda t=t, lv=lv: GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng,
                                                                   names("encoder", t), origin("encoder", t),
-                                                                  image_shape if t == 0 else None))
+                                                                  enc_image_shape if t == 0 else None))
                          for t, lv in enumerate(levels)]
         lik_kind = LIKELIHOODS.get(likelihood_cfg["kind"])
         out_units = lik_kind.units(x_dim, likelihood_cfg) if hasattr(lik_kind, "units") else x_dim
