@@ -284,3 +284,15 @@ def test_the_iw_bound_is_estimated_at_the_rows_it_runs_at():
     assert estimate["programs"] == at("iw", rows) and estimate["programs_rows"] == rows
     others = max(at(name, 100) for name in model.programs if name != "iw")
     assert estimate["samples"] == others < at("iw", 100)
+
+
+def test_lbfgs_memory_is_counted_for_the_whole_training_set(monkeypatch):
+    import gengraph.plugins.blocks.memory as memory
+
+    # L-BFGS evaluates all 1348 training rows at once; the estimate took batch_size (64) rows
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 * 2**20)
+    r = invoke("validate", DIGITS, "--set", 'train.optimizer={kind="lbfgs"}', "--set", "model.layers[0].units=512")
+    assert r.exit_code == 2, r.output
+    assert "train.optimizer.kind: 1348 rows at once need about" in r.output
+    assert "L-BFGS takes every training row at once: use a mini-batch optimizer" in r.output
+    assert invoke("validate", DIGITS, "--set", "model.layers[0].units=512").exit_code == 0  # adam: 64 at once

@@ -168,10 +168,13 @@ def _check_memory(spec, built, issue) -> None:
     data, _plugin, _graph, model = built
     cfg = spec.data
     train_batch = min(cfg["train"]["batch_size"] or data.n_train, data.n_train)  # a larger one is one full batch
+    train_key = "train.batch_size"
+    if cfg["train"]["optimizer"]["kind"] == "lbfgs":  # the whole training set at once, whatever batch_size says
+        train_batch, train_key = data.n_train, "train.optimizer.kind"
     eval_batch = min(2048, data.n_test or 0)  # Trainer.evaluate's batches
     samples = cfg["output"].get("samples", 0)
     need = model_estimate(model, train_batch, eval_batch, samples)
-    uses = [("train.batch_size", train_batch, need["train"]), ("output.samples", samples, need["samples"]),
+    uses = [(train_key, train_batch, need["train"]), ("output.samples", samples, need["samples"]),
             ("model", eval_batch, need["evaluate"]), ("model", need["programs_rows"], need["programs"])]
     key, batch, acts = max(uses, key=lambda u: u[2])
     params, free = need["params"], memory.available_bytes()
@@ -180,8 +183,10 @@ def _check_memory(spec, built, issue) -> None:
                              f"more than the {human(free)} of memory available")
     if params + acts > free:
         raise issue(key, f"{batch} rows at once need about {human(acts)} of activations (and "
-                         f"{human(params)} of parameters), more than the {human(free)} of memory available; "
-                         f"lower {key if key != 'model' else 'the sizes in [model]'}")
+                         f"{human(params)} of parameters), more than the {human(free)} of memory available"
+                         + ("; L-BFGS takes every training row at once: use a mini-batch optimizer (adam, sgd)"
+                            if key == "train.optimizer.kind" else
+                            f"; lower {key if key != 'model' else 'the sizes in [model]'}"))
 
 
 def backend_of(device: str) -> str:
