@@ -43,6 +43,16 @@ def to_numpy(x):
     return np.asarray(x)
 
 
+def on_device_of(target, value):
+    """value as an array on target's device: a host array (or list) uploaded when target is a CuPy
+    array, whose `[...] = ` takes no NumPy array; numbers and arrays of target's kind as they are."""
+    if isinstance(target, np.ndarray) or isinstance(value, (int, float)) or type(value) is type(target):
+        return value
+    import cupy  # only reached with a CuPy target in hand
+
+    return cupy.asarray(value, dtype=target.dtype)
+
+
 def to_floats(values) -> list[float]:
     """Python floats of scalars (0-d arrays, NumPy or CuPy, or numbers) with one transfer from the
     device for all of a step's CuPy scalars: each .get() waits for the device, and a training step

@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import on_device_of, to_numpy
 from .errors import GraphTooLarge
 
 LEAF_OPS = ("input", "param", "state", "constant")
@@ -211,8 +211,10 @@ class Graph:
         return to_numpy(self.values[node.id])
 
     def set_value(self, node: Node, value) -> None:
-        """Overwrite a param/state value in place (compiled programs see the change)."""
-        self.values[node.id][...] = value
+        """Overwrite a param/state value in place (compiled programs see the change); a host
+        value is uploaded when the graph's values are on a GPU (resume, L-BFGS, weight averages)."""
+        target = self.values[node.id]
+        target[...] = on_device_of(target, value)
 
     # --- queries -----------------------------------------------------------------
     def params(self) -> list[Node]:

@@ -72,7 +72,8 @@ class Program:
                 value = feeds[name]
             except KeyError:
                 raise KeyError(f"missing input {name!r}; this program needs {self.feed_names}") from None
-            if self._label_feeds and name in self._label_feeds and isinstance(value, np.ndarray):
+            if self._label_feeds and name in self._label_feeds and not hasattr(value, "__cuda_array_interface__"):
+                value = np.asarray(value)  # a list or tuple of labels is checked too (device arrays cannot be)
                 check_host_labels(value, self._label_feeds[name], name)
             if not (type(value) is array and value.dtype == dtype and value.ndim == ndim
                     and (value.shape == exact if exact is not None else tail is not None and value.shape[1:] == tail)):

@@ -188,9 +188,15 @@ def softmax_cross_entropy(z, labels):
 
     Two nodes: p = softmax(z), then the loss from z and p; the gradient is
     g * (p - one_hot(labels)) in one kernel, so the softmax is computed once per step."""
+    _labels_of(z, labels)
+    return _softmax_ce(z, softmax(z, axis=-1), labels)
+
+
+def _labels_of(z, labels) -> None:
+    """Record a fed label input's class count: a program on the GPU checks its feeds on the host
+    (CuPy's indexing wraps an out-of-range label instead of raising)."""
     if getattr(labels, "op", None) == "input" and z.shape[-1] is not None:
         labels.graph.class_labels[labels.id] = int(z.shape[-1])
-    return _softmax_ce(z, softmax(z, axis=-1), labels)
 
 
 def _softmax_ce_backward_forward(xp, g, p, labels, broadcast=None, out=None):
@@ -269,8 +275,14 @@ def _correct_forward(xp, z, labels):
     return (_picked(xp, z, labels, "correct") >= _row_max(xp, z)).astype(z.dtype)
 
 
-correct = defop("correct", _correct_forward, lambda z, labels: (z.shape[:-1], float_dtype(z)), (ZERO, ZERO),
-                doc="1 where the label's logit is the row's largest (classification accuracy per example)")
+_correct = defop("correct", _correct_forward, lambda z, labels: (z.shape[:-1], float_dtype(z)), (ZERO, ZERO),
+                 doc="1 where the label's logit is the row's largest (classification accuracy per example)")
+
+
+def correct(z, labels):
+    """1 where the label's logit is the row's largest (classification accuracy per example)."""
+    _labels_of(z, labels)
+    return _correct(z, labels)
 
 
 @expression_function

@@ -142,7 +142,7 @@ class _Generator:
     """NumPy's PCG64 Generator, or CuPy's generator on GPU, behind one small interface."""
 
     def __init__(self, xp, seq):
-        self.xp = xp
+        self.xp, self.seq, self.draws = xp, seq, 0
         if xp is np:
             self.gen = np.random.Generator(np.random.PCG64(seq))
         else:
@@ -151,16 +151,27 @@ class _Generator:
     def normal(self, size, dtype):
         if self.xp is np:
             return self.gen.standard_normal(size, dtype=dtype)
+        self.draws += 1
         return self.gen.standard_normal(size, dtype=dtype)
 
     def uniform(self, size, dtype):
         if self.xp is np:
             return self.gen.random(size, dtype=dtype)
+        self.draws += 1
         return self.gen.random_sample(size, dtype=dtype)
 
     def state(self):
-        return self.gen.bit_generator.state if self.xp is np else None
+        # CuPy's generator state cannot be saved: the number of draws stands for it, and a resumed
+        # stream is reseeded from it (fresh numbers, the same on every resume from this checkpoint,
+        # not the first epoch's again; a resumed CUDA run is not bit-identical to an unbroken one)
+        return self.gen.bit_generator.state if self.xp is np else {"cupy_draws": self.draws}
 
     def set_state(self, s):
-        if self.xp is np and s is not None:
-            self.gen.bit_generator.state = s
+        if self.xp is np:
+            if s is not None and "cupy_draws" not in s:  # (a CUDA run's checkpoint resumed on the CPU: as is)
+                self.gen.bit_generator.state = s
+            return
+        if isinstance(s, dict) and isinstance(s.get("cupy_draws"), int):
+            self.draws = s["cupy_draws"]
+            child = np.random.SeedSequence(self.seq.entropy, spawn_key=tuple(self.seq.spawn_key) + (self.draws,))
+            self.gen = self.xp.random.RandomState(int(child.generate_state(1)[0]))

@@ -182,6 +182,8 @@ def _l2_norm_forward(xp, x):
         scaled = flat / x.dtype.type(big)
         return x.dtype.type(big) * np.sqrt(np.dot(scaled, scaled))
     # CuPy: no host round trip to test; always scaled (one more pass on the device)
+    if flat.size == 0:  # CuPy's max of nothing raises
+        return xp.zeros((), dtype=x.dtype)
     big = xp.maximum(xp.max(xp.abs(flat)), tiny)
     scaled = flat / big
     return xp.where(xp.isinf(big), big, big * xp.sqrt(xp.dot(scaled, scaled)))

@@ -90,10 +90,27 @@ def _input_transform(xp, xd, th, t, v):
     xp.subtract(cols(1, 0), cols(1, 1), out=v[:, 3])
 
 
+_KRON_CACHE: dict = {}
+
+
+def _kron_on(xp, which: str, dtype):
+    """The (16, 9) filter transform kron(G, G) or the weight gradient's (9, 16) way back, made once per
+    backend and dtype (uploaded to the GPU once, not at every convolution)."""
+    key = (xp.__name__, which, np.dtype(dtype).str)
+    if key not in _KRON_CACHE:
+        if which == "filter":
+            host = np.kron(G, G)
+        else:
+            gs = G * np.array([1, 1, 1, -1.0])[:, None]  # G' = diag(1, 1, 1, -1) G
+            host = np.kron(gs, gs).T  # G'^T (.) G' flattened
+        _KRON_CACHE[key] = xp.asarray(host, dtype=dtype)
+    return _KRON_CACHE[key]
+
+
 def _filter_transform(xp, w):
     """U (16, O, C) = G g G^T of each 3x3 filter of w (O, C, 3, 3)."""
     o, c = w.shape[:2]
-    gg = xp.asarray(np.kron(G, G), dtype=w.dtype)  # (16, 9)
+    gg = _kron_on(xp, "filter", w.dtype)  # (16, 9)
     return xp.matmul(gg, w.reshape(o * c, 9).T).reshape(16, o, c)
 
 
@@ -225,6 +242,5 @@ def conv2d_backward_weight_3x3(xp, gy, x, padding):
         _grad_transform(xp, gy[a:b], buf.out.reshape(4, 4, o, -1))
         p = nc * th * (tw + 1)
         acc += xp.matmul(buf.out, buf.v.reshape(16, c, p).transpose(0, 2, 1))
-    gs = G * np.array([1, 1, 1, -1.0])[:, None]  # G' = diag(1, 1, 1, -1) G
-    back = xp.asarray(np.kron(gs, gs).T, dtype=dtype)  # (9, 16): G'^T (.) G' flattened
+    back = _kron_on(xp, "back", dtype)  # (9, 16): G'^T (.) G' flattened
     return xp.ascontiguousarray(xp.matmul(back, acc.reshape(16, o * c)).reshape(3, 3, o, c).transpose(2, 3, 0, 1))

@@ -248,6 +248,10 @@ def _check_generators(path: Path, meta: dict) -> None:
             [(f"streams.{k}", v) for k, v in meta["streams"].items()]:
         if st is None and what != "rng":
             continue
+        if what.startswith("streams.") and isinstance(st, dict) and set(st) == {"cupy_draws"}:
+            if type(st["cupy_draws"]) is not int or st["cupy_draws"] < 0:  # a CUDA run's stream (random.py)
+                raise _damaged(path, f"{what} is not a count of CuPy draws: {st['cupy_draws']!r}")
+            continue
         try:
             np.random.PCG64().state = copy.deepcopy(st)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:

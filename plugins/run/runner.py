@@ -304,6 +304,10 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
                                   f"the checkpoint cannot be resumed") from None
         history = read_metrics(metrics_path, trainer.state.epoch, log)
         check_resumable(trainer, cfg, run_dir)
+        if any(isinstance(v, dict) and "cupy_draws" in v for v in meta["streams"].values()):
+            log("note: the run drew its random numbers with CuPy, whose generator state cannot be saved: the "
+                "resumed run draws fresh ones (the same on every resume from this checkpoint), so it is not "
+                "bit-identical to a run that was never stopped")
     signals.stop_after_step(lambda: setattr(trainer, "stop_requested", True))
     state["phase"] = "training"
     with signals.deferred():
