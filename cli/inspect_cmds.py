@@ -16,17 +16,17 @@ from .main import UserError, _load_plugins, check_out_file, common, user_errors,
 
 GRAPH_EXAMPLES = """\b
 Examples:
-  gengraph graph specs/linear_perceptron.toml                       # optimized train_step, as a table
-  gengraph graph specs/mlp_digits.toml --stage built --collapse 1   # forward graph, one row per layer
-  gengraph graph specs/mlp_digits.toml --format dot --out g.dot     # Graphviz text
-  gengraph graph specs/mlp_digits.toml --render svg --out g.svg     # needs Graphviz's `dot`
-  gengraph graph specs/mlp_digits.toml --program evaluate --format json --out g.json
+  gengraph graph linear_perceptron                      # optimized train_step, as a table
+  gengraph graph mlp_digits --stage built --collapse 1  # forward graph, one row per layer
+  gengraph graph mlp_digits --format dot --out g.dot    # Graphviz text
+  gengraph graph mlp_digits --render svg --out g.svg    # needs Graphviz's `dot`
+  gengraph graph mlp_digits --program evaluate --format json --out g.json
 """
 
 GRADCHECK_EXAMPLES = """\b
 Examples:
-  gengraph gradcheck specs/mlp_quadratic.toml
-  gengraph gradcheck specs/mlp_digits.toml --param output/dense0/W --batch 4
+  gengraph gradcheck mlp_quadratic
+  gengraph gradcheck mlp_digits --param output/dense0/W --batch 4
 """
 
 GRAPHVIZ_HELP = ("Graphviz's `dot` program was not found on PATH, so --render cannot draw the graph.\n"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import traceback
 import os
 import sys
 import warnings
@@ -14,9 +15,9 @@ from gengraph import __version__
 
 EXAMPLES = {
     "run": "  gengraph run                       # the default: an MLP on the shipped digits\n"
-           "  gengraph run specs/ols_franke.toml --out runs/ols\n"
-           "  gengraph run specs/mlp_digits.toml --set train.optimizer.lr=0.01 --set model.layers[0].units=64",
-    "validate": "  gengraph validate specs/mlp_digits.toml --resolved",
+           "  gengraph run ols_franke --out runs/ols\n"
+           "  gengraph run mlp_digits --set train.optimizer.lr=0.01 --set 'model.layers[0].units=64'",
+    "validate": "  gengraph validate mlp_digits --resolved",
     "plugins": "  gengraph plugins --json",
 }
 
@@ -76,19 +77,19 @@ def user_errors(fn):
             _interrupted(ctx, f"interrupted by {signal_name(signum)}", exit_code(signum))
         except SpecError as exc:  # one issue per line, each already escaped
             if debug:
-                raise
+                traceback.print_exc()  # and still the one-line message and exit code below
             raise UserError(str(exc)) from None
         except Mistake as exc:  # DataError, ExprError, ShapeError, CheckpointError, RunDirError, ...
             if debug:
-                raise
+                traceback.print_exc()  # and still the one-line message and exit code below
             raise UserError(printable(str(exc))) from None
         except DivergenceError as exc:
             if debug:
-                raise
+                traceback.print_exc()  # and still the one-line message and exit code below
             raise click.ClickException(printable(f"run failed: {exc}")) from None
         except MemoryError as exc:  # past the estimates (a process limit, other programs' memory): the run failed
             if debug:
-                raise
+                traceback.print_exc()  # and still the one-line message and exit code below
             raise click.ClickException(printable(f"{ctx.info_name} failed: out of memory ({exc or 'MemoryError'}); "
                                                  "lower train.batch_size, output.samples or the sizes in [model]")) from None
         except BrokenPipeError:  # the reader stopped reading (gengraph plugins | head): nothing failed
@@ -96,7 +97,7 @@ def user_errors(fn):
             ctx.exit(0)
         except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
             if debug:
-                raise
+                traceback.print_exc()  # and still the one-line message and exit code below
             import errno
 
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)

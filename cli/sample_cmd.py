@@ -6,6 +6,8 @@ gengraph.plugins.run.sampling, the pictures in gengraph.plugins.blocks.plots.
 
 from __future__ import annotations
 
+import traceback
+
 import io
 from pathlib import Path
 
@@ -80,7 +82,7 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
             _check_plottable(run, samples)
     except SampleError as exc:
         if debug:
-            raise
+            traceback.print_exc()  # and still the one-line message and exit code 2
         raise UserError(str(exc)) from None
     if out_file is None:
         click.echo(f"# {len(samples)} samples from {run_dir} ({run.kind}), shape {samples.shape}", err=True)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import click
 
-from .main import UserError, _load_plugins, check_out_dir, common, echo_on, user_errors
+from .main import UserError, _load_plugins, _report_interrupt, check_out_dir, common, echo_on, user_errors
 
 SWEEP_EXAMPLES = """\b
 Examples:
-  gengraph sweep specs/sweep_ridge_franke.toml                  # degree x lambda grid, 2 local workers
-  gengraph sweep specs/ridge_franke.toml --axis model.lam=1e-4,1e-3,1e-2 --axis model.degree=3,5,7
-  gengraph sweep specs/sweep_ridge_franke.toml --set data.noise=0.2 --out runs/noisy --workers 1
-  gengraph sweep specs/sweep_ridge_franke.toml --resume         # skip trials already recorded ok
-  gengraph sweep specs/sweep_ridge_franke.toml --overwrite      # replace the sweep recorded there
-  gengraph sweep specs/sweep_ridge_franke.toml --scheduler local-dask --workers 2
-  gengraph sweep specs/sweep_ridge_franke.toml --scheduler tcp://127.0.0.1:8786
+  gengraph sweep sweep_ridge_franke              # degree x lambda grid, 2 local workers
+  gengraph sweep ridge_franke --axis model.lam=1e-4,1e-3,1e-2 --axis model.degree=3,5,7
+  gengraph sweep sweep_ridge_franke --set data.noise=0.2 --out runs/noisy --workers 1
+  gengraph sweep sweep_ridge_franke --resume     # skip trials already recorded ok
+  gengraph sweep sweep_ridge_franke --overwrite  # replace the sweep recorded there
+  gengraph sweep sweep_ridge_franke --scheduler local-dask --workers 2
+  gengraph sweep sweep_ridge_franke --scheduler tcp://127.0.0.1:8786
 """
 
 
@@ -70,8 +70,8 @@ def sweep(spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet, as_
         with SignalGuard(ignore_when_stopped=True):
             _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet, as_json, overrides,
                    plugin_files)
-    except sw.SweepInterrupted as exc:
-        click.echo(f"\n{exc}; continue with --resume", err=True)
+    except sw.SweepInterrupted as exc:  # with --json, the JSON object of every other failure on stdout
+        _report_interrupt(f"{exc}; continue with --resume", exc.exit_code, as_json, after_output=True)
         click.get_current_context().exit(exc.exit_code)
 
 
@@ -94,7 +94,7 @@ def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet
             where = (f"Dask scheduler {scheduler}" if scheduler and scheduler != "local-dask"
                      else f"a local Dask cluster of {n_workers} worker(s)" if scheduler
                      else "this process" if n_workers == 1 else f"{n_workers} local worker processes")
-            echo_on(f"{sw.header(plan)}; running on {where}")
+            click.echo(f"{sw.header(plan)}; running on {where}", err=True)
 
     width = len(str(len(plan.trials)))
 
@@ -102,14 +102,15 @@ def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet
         if not chatty:
             return
         if record.get("skipped"):
-            echo_on(f"[{done:>{width}}/{total}] done    {record['trial']} (recorded in sweep.jsonl)")
+            click.echo(f"[{done:>{width}}/{total}] done    {record['trial']} (recorded in sweep.jsonl)", err=True)
             return
         if record["status"] == "ok":
             value = record["metrics"].get(plan.metric)
             shown = f"{plan.metric}={value:.6g}" if isinstance(value, (int, float)) else f"no {plan.metric}"
-            echo_on(f"[{done:>{width}}/{total}] ok      {record['trial']}  {shown}  ({record['seconds']:.2f} s)")
+            click.echo(f"[{done:>{width}}/{total}] ok      {record['trial']}  {shown}  ({record['seconds']:.2f} s)",
+                       err=True)
         else:
-            echo_on(f"[{done:>{width}}/{total}] FAILED  {record['trial']}: {record['error']}")
+            click.echo(f"[{done:>{width}}/{total}] FAILED  {record['trial']}: {record['error']}", err=True)
 
     try:
         result = sw.run_sweep(plan, workers=n_workers, scheduler=scheduler, resume=resume, overwrite=overwrite,
@@ -119,22 +120,30 @@ def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet
         raise UserError(str(exc)) from None
     except sw.SchedulerError as exc:
         raise click.ClickException(str(exc)) from None
+    failure = None  # (message, exit code): in the one JSON document with --json, else an error line
+    if result["n_ok"] and not result["metric_found"]:
+        failure = (f"sweep.metric: no trial reports {plan.metric!r}; available: "
+                   f"{', '.join(result['metrics_available'])} (the trials are recorded: "
+                   f"rerun with --resume --set sweep.metric=NAME to rank them)", 2)
+    elif result["n_failed"]:
+        failure = (f"{result['n_failed']} of {result['n_trials']} trials failed "
+                   f"(errors in {plan.out_dir / 'sweep.jsonl'}); --resume reruns only those", 1)
     if as_json:
         from gengraph.plugins.blocks.files import dumps_json
 
+        if failure is not None:
+            result = {**result, "error": failure[0], "exit_code": failure[1]}
         echo_on(dumps_json(result, indent=1, default=str))
-    elif not quiet:
+        if failure is not None:
+            click.get_current_context().exit(failure[1])
+        return
+    if not quiet:
         echo_on("")
         echo_on(sw.summary_text(plan, result, limit=15).rstrip("\n"))
         files = ["sweep.jsonl", "summary.txt", "sweep.json", *result["plots"]]
         echo_on(f"sweep directory: {plan.out_dir} ({', '.join(files)})")
-    if result["n_ok"] and not result["metric_found"]:
-        raise UserError(f"sweep.metric: no trial reports {plan.metric!r}; available: "
-                        f"{', '.join(result['metrics_available'])} (the trials are recorded: "
-                        f"rerun with --resume --set sweep.metric=NAME to rank them)")
-    if result["n_failed"]:
-        raise click.ClickException(f"{result['n_failed']} of {result['n_trials']} trials failed "
-                                   f"(errors in {plan.out_dir / 'sweep.jsonl'}); --resume reruns only those")
+    if failure is not None:
+        raise (UserError if failure[1] == 2 else click.ClickException)(failure[0])
 
 
 COMMANDS = [sweep]

@@ -39,11 +39,10 @@ def test_a_sweep_piped_into_head_runs_every_trial(tmp_path):
     out = tmp_path / "sw"
     p = subprocess.Popen([sys.executable, "-m", "gengraph", "sweep", str(tmp_path / "s.toml"), "--out", str(out),
                           "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    first = p.stdout.readline()
-    p.stdout.close()  # what head does after its lines
+    p.stdout.close()  # what head does after its lines (the progress lines go to stderr, as run's do)
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0, err
-    assert first.startswith(b"sweep s: grid, 18 trials")
+    assert err.startswith("sweep s: grid, 18 trials") and "[18/18] ok" in err
     records = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
     assert len(records) == 18 and all(r["status"] == "ok" for r in records)
     assert json.loads((out / "sweep.json").read_text())["complete"] is True and (out / "summary.txt").is_file()
@@ -81,3 +80,15 @@ def test_an_unreachable_scheduler_leaves_no_sweep_behind(tmp_path, monkeypatch):
     resumed = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--resume",
                                         "--scheduler", "tcp://127.0.0.1:9", "-q"])
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_sweep_json_is_one_document_also_when_a_trial_fails(tmp_path):
+    import json as _json
+
+    out = tmp_path / "sw"
+    result = CliRunner().invoke(main, [
+        "sweep", "linear_perceptron", "--set", 'train.optimizer={kind="gd", lr=0.1}', "--set", "train.epochs=50",
+        "--axis", "train.optimizer.lr=0.1,1e6", "--out", str(out), "--json", "--workers", "1"])
+    assert result.exit_code == 1
+    doc = _json.loads(result.stdout)  # was the sweep's document followed by a second error object
+    assert doc["n_failed"] == 1 and doc["exit_code"] == 1 and "1 of 2 trials failed" in doc["error"]

@@ -210,8 +210,8 @@ def test_a_signal_stops_the_workers_and_every_published_trial_is_recorded(tmp_pa
                                 "--resume"], check=False, capture_output=True, text=True, timeout=120,
                                env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
         assert again.returncode == 0, again.stderr
-        assert again.stdout.count("(recorded in sweep.jsonl)") == len(recorded)
-        assert again.stdout.count("] ok ") == 4 - len(recorded)
+        assert again.stderr.count("(recorded in sweep.jsonl)") == len(recorded)  # progress: stderr
+        assert again.stderr.count("] ok ") == 4 - len(recorded)
         final = records(out)
         assert len(final) == 4 and len({r["trial"] for r in final}) == 4 and all(r["status"] == "ok" for r in final)
 

@@ -53,8 +53,8 @@ def resolve_spec(spec) -> str:
     """The path of SPEC: the file when it exists, else a spec shipped in the package under that
     name (``mlp_digits`` or ``mlp_digits.toml``), else SPEC unchanged (loading then says "not found")."""
     text = str(spec)
-    if Path(text).exists() or "/" in text or "\\" in text:
-        return text
+    if Path(text).is_file() or "/" in text or "\\" in text:
+        return text  # (a folder of the same name, e.g. a run's --out mlp_digits, does not hide the shipped spec)
     name = text if text.endswith(".toml") else text + ".toml"
     try:
         shipped = resources.files("gengraph.specs") / name
@@ -62,7 +62,7 @@ def resolve_spec(spec) -> str:
             return str(shipped)
     except (ModuleNotFoundError, OSError, ValueError):
         pass
-    return text
+    return text  # (a folder: loading says it is one)
 
 
 def shipped_specs() -> list[str]:

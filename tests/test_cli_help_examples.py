@@ -1,0 +1,44 @@
+"""The examples in `gengraph <command> --help` work from any folder (they named specs/... paths,
+which exist only in a checkout), and a folder named like a shipped spec (a run's --out) does not
+hide the spec."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from click.testing import CliRunner
+
+from gengraph.cli.main import main
+from gengraph.plugins.run.loading import resolve_spec
+
+
+def test_every_help_example_names_a_spec_found_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no specs/ here
+    seen = 0
+    for command in ("run", "validate", "graph", "gradcheck", "sweep"):
+        text = CliRunner().invoke(main, [command, "--help"]).output
+        for line in text.splitlines():
+            m = re.match(rf"\s+gengraph {command} (\S+)", line)
+            if not m or m.group(1).startswith("-"):
+                continue
+            words = shlex.split(line.split("  #")[0])  # quoted --set values parse as a shell would
+            spec = words[2]
+            assert resolve_spec(spec).endswith(".toml") and not spec.startswith("specs/"), line
+            seen += 1
+    assert seen >= 15
+
+
+def test_a_folder_named_like_a_shipped_spec_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlp_digits").mkdir()  # e.g. gengraph run mlp_digits --out mlp_digits
+    result = CliRunner().invoke(main, ["validate", "mlp_digits"])
+    assert result.exit_code == 0 and "valid (mlp on digits)" in result.output, result.output
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code_and_json():
+    result = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", "train.epoch=3", "--debug"])
+    assert result.exit_code == 2  # it was 1: the error re-raised as a crash
+    assert "Traceback" in result.stderr and 'error: --set: train.epoch: unknown key' in result.stderr
+    as_json = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", "train.epoch=3", "--debug", "--json"])
+    assert as_json.exit_code == 2 and '"exit_code": 2' in as_json.stdout
