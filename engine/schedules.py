@@ -113,7 +113,8 @@ class Schedule:
         self._check()
 
     def _check(self):
-        check(f'schedule "{self.kind}"', self.hyper["lr"] >= 0, f'lr must be >= 0, not {self.hyper["lr"]}')
+        # the optimizer's lr, which every schedule scales: not blamed on a schedule the user may not have set
+        check("learning rate", self.hyper["lr"] >= 0, f'lr must be >= 0, not {self.hyper["lr"]}')
 
     @property
     def lr(self) -> float:

@@ -178,7 +178,7 @@ def test_an_optimizer_value_in_the_file_is_located_at_its_key(tmp_path):
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "lr = -1e-3" in row)
     result = invoke("validate", write(tmp_path, text))
     assert result.exit_code == 2
-    assert f":{line}:30: train.optimizer.lr: schedule \"constant\": lr must be >= 0" in result.output, result.output
+    assert f":{line}:30: train.optimizer.lr: learning rate: lr must be >= 0" in result.output, result.output
 
 
 def test_a_reader_that_stops_reading_is_no_error():

@@ -42,3 +42,24 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code_and_json():
     assert "Traceback" in result.stderr and 'error: --set: train.epoch: unknown key' in result.stderr
     as_json = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", "train.epoch=3", "--debug", "--json"])
     assert as_json.exit_code == 2 and '"exit_code": 2' in as_json.stdout
+
+
+def test_a_quoted_table_or_list_value_that_is_not_toml_says_why():
+    # '"unclosed' became the run name with its quote; a broken table became a string
+    for value, why in (('run.name="unclosed', "Unterminated string"),
+                       ('train.optimizer={kind="adam", lr=}', "Invalid value (at column 18)"),
+                       ("model.layers=[{units=8}", "")):
+        result = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", value])
+        assert result.exit_code == 2 and "is not valid TOML: " + why in result.output, result.output
+    plain = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", "run.name=plain_word"])
+    assert plain.exit_code == 0  # a bare word is still the string it reads as
+
+
+def test_set_messages_say_how_toml_spells_it():
+    for setting, said in (("data.shuffle=False", 'found string "False" (TOML writes false)'),
+                          ("train.optimizer.lr=.5", "(TOML writes numbers with a digit on each side of the point: "
+                                                    "0.5)"),
+                          ("model.layers[-1].units=3", "a list index counts from 0 (negative indices are not taken)"),
+                          ("train.optimizer.lr=-0.5", "train.optimizer.lr: learning rate: lr must be >= 0")):
+        result = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", setting])
+        assert result.exit_code == 2 and said in result.output, result.output

@@ -8,6 +8,7 @@ kept as plain text when it is not one. Unknown keys are set anyway so that
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
@@ -32,14 +33,22 @@ def _a(noun: str) -> str:
 def _literal(raw: str):
     try:
         doc = tomllib.loads(f"v = {raw}")
-    except tomllib.TOMLDecodeError:
-        return raw
+    except tomllib.TOMLDecodeError as exc:
+        if raw[:1] in ('"', "'", "{", "["):  # meant as a TOML string, table or list: say why it is not one
+            # its column counted in the value, not in the "v = VALUE" line parsed
+            return _Malformed(re.sub(r"\(at line 1, column (\d+)\)", lambda m: f"(at column {int(m[1]) - 4})",
+                                     str(exc)))
+        return raw  # a bare word is the plain string it reads as
     except (RecursionError, MemoryError):
         return _TOO_DEEP
     return doc["v"] if list(doc) == ["v"] else raw  # "1\nx = 2" must not sneak in a key
 
 
 _TOO_DEEP = object()
+
+
+class _Malformed(str):
+    """TOML's reason a quoted string, table or list value does not parse."""
 
 
 def _parse(text: str):
@@ -50,7 +59,11 @@ def _parse(text: str):
         if "=" in text and not text.startswith("=", end):
             raise ValueError(f"unexpected {text[end]!r} at column {end + 1}")
     except ValueError as exc:
-        raise _error(text.partition("=")[0].strip(), f"malformed key path ({exc}); {_EXAMPLE}") from None
+        key_text = text.partition("=")[0].strip()
+        if re.search(r"\[\s*-", key_text):  # layers[-1]: Python's last element
+            raise _error(key_text, "a list index counts from 0 (negative indices are not taken): write the "
+                                   "element's position, e.g. model.layers[2]") from None
+        raise _error(key_text, f"malformed key path ({exc}); {_EXAMPLE}") from None
     if not text.startswith("=", end):
         raise _error(text[:end].strip(), _EXAMPLE)
     raw = text[end + 1 :].strip()
@@ -60,6 +73,9 @@ def _parse(text: str):
     if any(isinstance(t, str) and len(t) > MAX_KEY_CHARS for t in tokens):
         raise _error(key, f"key too long (at most {MAX_KEY_CHARS} characters per part)")
     value = _literal(raw)
+    if isinstance(value, _Malformed):
+        raise _error(key, f"value {raw!r} is not valid TOML: {value} (a string is quoted \"...\", a table "
+                          "{k = v, ...}, a list [a, b])")
     if value is _TOO_DEEP or (bad := shape_issue(value, depth=len(tokens))) is not None:
         why = bad[1] if value is not _TOO_DEEP else f"nested too deeply (at most {MAX_DEPTH} levels)"
         raise _error(key, f"value {why}")

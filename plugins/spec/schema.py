@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
+import re
 
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.registry import UnknownKind, suggest
@@ -42,12 +43,27 @@ def type_of(v) -> str:
 
 
 def _found(v) -> str:
-    """'string "abc"': the type and a short TOML rendering of a value, for messages."""
+    """'string "abc"': the type and a short TOML rendering of a value, for messages; a string that
+    is a Python spelling of a TOML value says how TOML spells it (False -> false, .5 -> 0.5)."""
     try:
         text = format_value(v)
     except TypeError:
         text = repr(v)
-    return f"{type_of(v)} {text if len(text) <= 40 else text[:37] + '...'}"
+    found = f"{type_of(v)} {text if len(text) <= 40 else text[:37] + '...'}"
+    if isinstance(v, str) and v in ("True", "False", "TRUE", "FALSE"):
+        return f"{found} (TOML writes {v.lower()})"
+    if isinstance(v, str) and re.fullmatch(r"[-+]?\.\d+([eE][-+]?\d+)?|[-+]?\d+\.([eE][-+]?\d+)?", v):
+        return f"{found} (TOML writes numbers with a digit on each side of the point: {_toml_number(v)})"
+    return found
+
+
+def _toml_number(text: str) -> str:
+    sign = text[0] if text[0] in "+-" else ""
+    body = text.lstrip("+-")
+    mantissa, _, exp = body.partition("e") if "e" in body else body.partition("E")
+    mantissa = ("0" + mantissa) if mantissa.startswith(".") else mantissa
+    mantissa = (mantissa + "0") if mantissa.endswith(".") else mantissa
+    return sign + mantissa + (f"e{exp}" if exp else "")
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
