@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .main import UserError, _load_plugins, check_out_file, common, user_errors, write_out_file
+from .main import NamedPath, UserError, _load_plugins, check_out_file, common, user_errors, write_out_file
 
 GRAPH_EXAMPLES = """\b
 Examples:
@@ -58,7 +58,7 @@ def compiled_programs(loaded, data, plugin, model):
 
 
 @click.command("graph", epilog=GRAPH_EXAMPLES)
-@click.argument("spec", type=click.Path())  # a folder: the spec reader says so in one line
+@click.argument("spec", type=NamedPath())  # a folder: the spec reader says so in one line
 @click.option("--program", "program", metavar="NAME",
               help="train_step (default when the model trains by gradient), evaluate, or a program "
                    "the model defines (e.g. sample_step)")
@@ -67,7 +67,7 @@ def compiled_programs(loaded, data, plugin, model):
                    "optimized: after the compiler passes (what runs)")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "json", "graphml"]), default=None,
               help="output format (default: text, or dot with --render)")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="write to FILE instead of stdout")
+@click.option("--out", "out_file", type=NamedPath(dir_okay=False), help="write to FILE instead of stdout")
 @click.option("--collapse", type=click.IntRange(min=0), metavar="DEPTH",
               help="group nodes by the first DEPTH components of their name scope (one box/row per layer)")
 @click.option("--render", type=click.Choice(["png", "svg"]),
@@ -143,7 +143,7 @@ def _render(dot_text: str, fmt: str, out, option: str = "--out") -> None:
 
 
 @click.command("gradcheck", epilog=GRADCHECK_EXAMPLES)
-@click.argument("spec", type=click.Path())  # a folder: the spec reader says so in one line
+@click.argument("spec", type=NamedPath())  # a folder: the spec reader says so in one line
 @click.option("--param", "param_names", multiple=True, metavar="NAME",
               help="check only this parameter (e.g. output/dense0/W); repeatable; default: all")
 @click.option("--eps", type=float, default=1e-6, show_default=True, help="finite-difference step")

@@ -243,6 +243,18 @@ class _Group(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+class NamedPath(click.Path):
+    """click.Path that refuses an empty name, which commands read as the working directory or as
+    no option at all; said alike for every path argument and option."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("the name is empty", param, ctx)
+        if isinstance(value, str) and "\0" in value:
+            self.fail("contains a NUL byte, which no file name can hold", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class DeviceChoice(click.Choice):
     """`run --device`: cpu or cuda (listed in --help, completed by the shell); any other value is
     refused with the message gengraph.run(device=...) gives (api.check_device)."""
@@ -276,7 +288,7 @@ def main():
 _common = [
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                  help="override a spec key, e.g. --set train.optimizer.lr=0.01 (VALUE is a TOML literal)"),
-    click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+    click.option("--plugin", "plugin_files", multiple=True, type=NamedPath(dir_okay=False),
                  help="load a local plugin file (only files named here are ever imported)"),
     click.option("--debug", is_flag=True, help="show full tracebacks"),
 ]
@@ -289,7 +301,7 @@ def common(fn):
 
 
 @main.command(epilog=_examples("run"))
-@click.argument("spec", required=False, type=click.Path())  # a folder: the spec reader says so
+@click.argument("spec", required=False, type=NamedPath())  # a folder: the spec reader says so
 @click.option("--out", "out_dir", metavar="DIR", help="run directory (default: output.dir/run.name); "
               "it must be new, empty, or be replaced with --overwrite")
 @click.option("--device", type=DeviceChoice(), help="override run.device")
@@ -369,7 +381,7 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
 
 
 @main.command(epilog=_examples("validate"))
-@click.argument("spec", type=click.Path())  # a folder: the spec reader says so in one line
+@click.argument("spec", type=NamedPath())  # a folder: the spec reader says so in one line
 @click.option("--resolved", is_flag=True, help="print the resolved spec (defaults filled, overrides applied)")
 @click.option("--json", "as_json", is_flag=True, help="print the resolved spec as JSON")
 @common
@@ -399,7 +411,7 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
 
 @main.command(epilog=_examples("plugins"))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable listing")
-@click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--plugin", "plugin_files", multiple=True, type=NamedPath(dir_okay=False),
               help="also load a local plugin file")
 @click.option("--debug", is_flag=True, help="show full tracebacks")
 @user_errors

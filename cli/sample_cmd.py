@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .main import UserError, _load_plugins, check_out_file, user_errors, write_out_file
+from .main import NamedPath, UserError, _load_plugins, check_out_file, user_errors, write_out_file
 
 EXAMPLES = """\b
 Examples:
@@ -25,7 +25,7 @@ Examples:
 
 
 @click.command("sample", epilog=EXAMPLES)
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=NamedPath(file_okay=False))
 @click.option("--n", "n", type=click.IntRange(min=1), default=64, show_default=True, help="number of samples")
 @click.option("--label", type=int, help="class 0..K-1 of a class-conditional model")
 @click.option("--guidance", type=float, help="classifier-free guidance weight (class-conditional kinds that take it)")
@@ -33,11 +33,11 @@ Examples:
 @click.option("--steps", type=click.IntRange(min=1),
               help="sampling steps: diffusion (ddim), Gibbs sweeps (rbm), Langevin steps (ebm); default: the spec's")
 @click.option("--seed", type=int, help="random seed (default: the run's seed, which reproduces its samples.npy)")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False),
+@click.option("--out", "out_file", type=NamedPath(dir_okay=False),
               help="FILE.npy (the array) or FILE.png (an image grid, or a scatter over the data for 2-D data); "
                    "default: the numbers on stdout")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="sample on this device (default: the run's)")
-@click.option("--plugin", "plugin_files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--plugin", "plugin_files", multiple=True, type=NamedPath(dir_okay=False),
               help="load a local plugin file (for runs of a kind defined there)")
 @click.option("--debug", is_flag=True, help="show full tracebacks")
 @user_errors

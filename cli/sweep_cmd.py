@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from .main import UserError, _load_plugins, _report_interrupt, check_out_dir, common, echo_on, user_errors
+from .main import NamedPath, UserError, _load_plugins, _report_interrupt, check_out_dir, common, echo_on, user_errors
 
 SWEEP_EXAMPLES = """\b
 Examples:
@@ -24,7 +24,7 @@ Examples:
 
 
 @click.command(epilog=SWEEP_EXAMPLES)
-@click.argument("spec", type=click.Path())  # a folder: the spec reader says so in one line
+@click.argument("spec", type=NamedPath())  # a folder: the spec reader says so in one line
 @click.option("--axis", "axes", multiple=True, metavar="KEY=V1,V2,...",
               help="add (or replace) a sweep axis, e.g. --axis model.lam=1e-4,1e-3 "
                    "(each value a TOML literal; random sweeps also take KEY={low=1e-4,high=1e-1,log=true})")
@@ -33,7 +33,7 @@ Examples:
                    "or the LocalCluster's worker count with --scheduler local-dask")
 @click.option("--scheduler", metavar="tcp://HOST:PORT|local-dask",
               help="run the trials on a Dask distributed cluster (needs: pip install 'gengraph[dask]')")
-@click.option("--out", "out_dir", metavar="DIR",
+@click.option("--out", "out_dir", metavar="DIR", type=NamedPath(),
               help="sweep directory (default: output.dir/<sweep.name>, else output.dir/<the spec's file name>-sweep)")
 @click.option("--resume", is_flag=True, help="continue the sweep in the sweep directory: skip the trials that "
                                              "sweep.jsonl records as finished ok")

@@ -63,3 +63,11 @@ def test_set_messages_say_how_toml_spells_it():
                           ("train.optimizer.lr=-0.5", "train.optimizer.lr: learning rate: lr must be >= 0")):
         result = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", setting])
         assert result.exit_code == 2 and said in result.output, result.output
+
+
+def test_an_empty_path_is_refused_by_every_command():
+    # graph and sweep ignored --out "", sample read "" as the working directory
+    for args in (["run", ""], ["run", "ols_franke", "--out", ""], ["graph", "mlp_digits", "--out", ""],
+                 ["sweep", "sweep_ridge_franke", "--out", ""], ["sample", ""], ["validate", ""]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "the name is empty" in result.output, (args, result.output)
