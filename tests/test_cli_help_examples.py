@@ -71,3 +71,9 @@ def test_an_empty_path_is_refused_by_every_command():
                  ["sweep", "sweep_ridge_franke", "--out", ""], ["sample", ""], ["validate", ""]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2 and "the name is empty" in result.output, (args, result.output)
+
+
+def test_a_run_name_cannot_leave_output_dir():
+    for name in ("../escape", "a/../../b", "/abs"):
+        result = CliRunner().invoke(main, ["validate", "ols_franke", "--set", f'run.name="{name}"'])
+        assert result.exit_code == 2 and "would put the run outside output.dir" in result.output, result.output
