@@ -118,6 +118,19 @@ class _Messages:
         self.issues.append(message)
 
 
+def _default_of(field, path, ctx):
+    """A missing key's default (Field, ListOf, Dispatch), validated; a default that breaks its own
+    field's rule is the schema's slip, not the spec's, and is said so."""
+    if field.default is None:
+        return None
+    own = _Messages()
+    value = field._validate(copy.deepcopy(field.default), path, own)
+    if own.issues:
+        ctx.add(path, f"not set, and its default {field.default!r} is refused by its own field "
+                      f"({own.issues[0]}): a mistake in the schema that declares it; set the key")
+    return value
+
+
 def is_number(v) -> bool:
     """An int or float, not a bool (True is an int to Python, not a number to a spec)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -148,14 +161,7 @@ class Field:
             about = f"{self.type_name()}: {self.help}" if self.help else self.type_name()
             ctx.add(path, f"missing required key ({about})")
             return None
-        if self.default is None:
-            return None
-        own = _Messages()  # a default that breaks its own field's rule is the schema's slip, not the spec's
-        value = self._validate(copy.deepcopy(self.default), path, own)
-        if own.issues:
-            ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
-                          f"({own.issues[0]}): a mistake in the schema that declares it; set the key")
-        return value
+        return _default_of(self, path, ctx)
 
     def _validate(self, value, path, ctx):
         if self.item is None and (why := _number_issue(value, self.finite)):
@@ -257,14 +263,7 @@ class ListOf:
         if self.default is REQUIRED:
             ctx.add(path, f"missing required array of tables{': ' + self.help if self.help else ''}")
             return None
-        if self.default is None:
-            return None
-        own = _Messages()  # a default that breaks its own field's rule is the schema's slip, not the spec's
-        value = self._validate(copy.deepcopy(self.default), path, own)
-        if own.issues:
-            ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
-                          f"({own.issues[0]}): a mistake in the schema that declares it; set the key")
-        return value
+        return _default_of(self, path, ctx)
 
     def _validate(self, value, path, ctx):
         if not isinstance(value, list):
@@ -292,14 +291,7 @@ class Dispatch:
             kinds = ", ".join(self.registry.names()) or "none installed"
             ctx.add(path, f"missing required table; set {self.key} to one of: {kinds}")
             return None
-        if self.default is None:
-            return None
-        own = _Messages()  # a default that breaks its own field's rule is the schema's slip, not the spec's
-        value = self._validate(copy.deepcopy(self.default), path, own)
-        if own.issues:
-            ctx.add(path, f"not set, and its default {self.default!r} is refused by its own field "
-                          f"({own.issues[0]}): a mistake in the schema that declares it; set the key")
-        return value
+        return _default_of(self, path, ctx)
 
     def _forgotten_key(self, value: dict) -> str | None:
         """A message when a table without `key` has keys its default kind does not take but other
