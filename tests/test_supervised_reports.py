@@ -41,3 +41,30 @@ def test_a_test_fraction_that_leaves_no_test_row_is_refused():
     with pytest.raises(gengraph.SpecError, match=r"data.test_fraction = 0.005 of 50 examples is no test example"):
         gengraph.validate(spec)
     assert gengraph.validate({**spec, "data": {**spec["data"], "test_fraction": 0.0}})["data"]["test_fraction"] == 0
+
+
+def test_conditional_accuracy_reads_labels_as_the_data_s_classes():
+    # with data.classes = [7, 3], label 0 is a 7: cond_accuracy compared the classifier's digit with
+    # the label index and reported 0.0 for samples read as 7s and 3s
+    from gengraph.plugins.datasets import make_dataset
+    from gengraph.plugins.models.class_condition import cond_accuracy
+
+    spec = {"data": {"source": "digits", "classes": [7, 3], "scale": "minmax_global"}}
+    data = make_dataset(spec["data"], 0).flat()
+    test = data.unscale_x(data.x_test)  # real test digits stand for perfect samples, in data units
+    per = min(int(np.sum(data.y_test == 0)), int(np.sum(data.y_test == 1)))
+    samples = np.concatenate([test[data.y_test == 0][:per], test[data.y_test == 1][:per]])
+    labels = np.repeat([0, 1], per)
+    out = cond_accuracy(samples, labels, 2, data, spec, 0)
+    assert out["cond_accuracy"] > 0.9 and min(out["cond_accuracy_by_label"]) > 0.85, out
+
+
+def test_the_smallest_test_fraction_suggested_is_accepted():
+    import re
+
+    for n in (2, 7, 14, 50, 1000):
+        spec = {"data": {"source": "linear", "n": n, "test_fraction": 1e-4}, "model": {"kind": "mlp", "layers": []}}
+        with pytest.raises(gengraph.SpecError) as info:
+            gengraph.validate(spec)
+        least = float(re.search(r"at least ([0-9.e-]+)", str(info.value)).group(1))
+        gengraph.validate({**spec, "data": {**spec["data"], "test_fraction": least}})  # was refused again

@@ -1,4 +1,4 @@
-"""The UCI hand-written digits (1797 images of 8x8 pixels, 16 grey levels, 10 classes).
+"""The UCI hand-written digits (1797 images of 8x8 pixels, 17 grey levels 0..16, 10 classes).
 
 Shipped inside the package as ``data/digits.csv.gz`` (the copy scikit-learn distributes)
 and read with ``importlib.resources``, so it works offline and from a wheel.
@@ -23,7 +23,7 @@ ATTRIBUTION = (
     "Learning Repository, 1998, DOI 10.24432/C50P49, licensed under CC BY 4.0 "
     "(https://creativecommons.org/licenses/by/4.0/)"
 )
-N_SAMPLES, IMAGE_SHAPE, N_LEVELS = 1797, (1, 8, 8), 16  # images are (C, H, W)
+N_SAMPLES, IMAGE_SHAPE, N_LEVELS = 1797, (1, 8, 8), 16  # images are (C, H, W); pixels 0..N_LEVELS
 
 
 @lru_cache(maxsize=1)
@@ -69,7 +69,7 @@ class Digits(Source):
         code = np.full(10, -1, dtype=np.int64)
         code[classes] = np.arange(len(classes))
         meta = {"source": self.name, "attribution": ATTRIBUTION, "classes": list(classes),
-                "license": "CC BY 4.0", "levels": N_LEVELS}
+                "license": "CC BY 4.0", "levels": N_LEVELS + 1}  # as mnist's 256
         names = [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]
         images = x[keep].reshape((-1,) + IMAGE_SHAPE)
         return Dataset(images, code[y[keep]], None, None, "classification", len(classes),

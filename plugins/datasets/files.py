@@ -36,8 +36,9 @@ from gengraph.plugins.blocks import memory
 
 TASK_FIELD = Field(
     str, "auto",
-    'what the target is: "auto" (text or whole-number targets -> classification, '
-    'else regression), "regression", "classification", or "unsupervised" (no target)',
+    'what the target is: "auto" (text targets, and whole-number targets with few distinct values '
+    '(at most 50, and at most half the rows, or two) -> classification, else regression), '
+    '"regression", "classification", or "unsupervised" (no target)',
     choices=["auto", "regression", "classification", "unsupervised"],
 )
 

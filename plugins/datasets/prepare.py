@@ -18,6 +18,8 @@ gives identical arrays.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -163,8 +165,9 @@ def _split(ds: Dataset, fraction: float, shuffle: bool, rng: np.random.Generator
     if n - n_test < 1:
         raise DataError(f"data.test_fraction = {fraction} leaves no training example out of {n}")
     if fraction > 0 and n_test == 0:  # a run without test figures, said nowhere: ask for it by 0
+        least = (math.floor(0.5 / n * 1000) + 1) / 1000  # round(f * n) >= 1 needs f * n > 0.5 (0.5 rounds to 0)
         raise DataError(f"data.test_fraction = {fraction} of {n} examples is no test example; raise it to at "
-                        f"least {0.5 / n:.3g}, or set it to 0 for no test split")
+                        f"least {least:g}, or set it to 0 for no test split")
     order = rng.permutation(n) if shuffle else np.arange(n)
     tr, te = order[: n - n_test], order[n - n_test:]
     take = lambda a, idx: None if a is None else a[idx]

@@ -53,7 +53,9 @@ def cond_accuracy(samples, labels, n_labels: int, data, spec, seed) -> dict:
     labels = np.asarray(labels, np.int64)
     per_class = len(labels) // n_labels
     pred = digit_classifier((spec or {}).get("data"), seed).predict(digits_intensity(data, samples, units="data"))
-    by = [float(np.mean(pred[labels == c] == c)) for c in range(n_labels)]
+    # label c is the c-th of the data's classes: the digit itself, or classes[c] with data.classes = [7, 3]
+    digit = list(data.meta.get("classes") or range(n_labels))
+    by = [float(np.mean(pred[labels == c] == int(digit[c]))) for c in range(n_labels)]
     se = float(np.sqrt(np.sum([b * (1 - b) / per_class for b in by])) / n_labels)  # binomial, classes independent
     return {"cond_accuracy": float(np.mean(by)), "cond_accuracy_se": se, "cond_accuracy_by_label": by,
             "cond_samples_per_label": int(per_class)}
