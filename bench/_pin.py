@@ -23,7 +23,7 @@ def pin(n: int) -> int:
     os.environ["GENGRAPH_BENCH_THREADS"] = str(n)
     tune_blas()  # the same BLAS kernels for gengraph and hand-written NumPy (both use NumPy's OpenBLAS)
     if n == 1 and "XLA_FLAGS" not in os.environ:  # JAX: XLA's CPU backend runs its Eigen ops on one thread
-        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"  # (intra_op_parallelism_threads is no XLA flag: the pinning does it)
     if n == 1 and hasattr(os, "sched_setaffinity"):
         # the flags do not confine XLA: its worker threads still used 1.3 cores in the JAX MLP step;
         # one CPU for the whole process (and every thread it starts) is one thread's worth for all

@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 from ._common import machine, rel_diff, summarize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_JSON = HERE / "results_gpu.json"
+DEFAULT_JSON = Path("bench-results") / "results_gpu.json"  # in the working directory, as python -m bench's
 CHECK_TOL = 1e-4  # float32, max |diff| / max |gengraph|, on the first step's outputs
 MODES = ("readback", "no readback")
 # rounds x steps per round, per mode (one warm-up round more); sampling: rounds x 1 call
@@ -609,8 +609,9 @@ def main(argv=None):
                          "kernels per step of both (torch.profiler)")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads of the host side (pinned before NumPy)")
     ap.add_argument("--json", default=None,
-                    help=f"write the results here ('' for nowhere); default {DEFAULT_JSON.name} in bench/ when "
-                         "timing, nowhere with --profile")
+                    help=f"write the results here ('' for nowhere); default {DEFAULT_JSON} in the working "
+                         "directory when timing (bench/results_gpu.json, which the README quotes, only when named), "
+                         "nowhere with --profile")
     a = ap.parse_args(argv)
     reason = skip_reason()
     if reason:
@@ -653,6 +654,7 @@ def main(argv=None):
     print(markdown(results))
     out = a.json if a.json is not None else ("" if a.profile else str(DEFAULT_JSON))
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(results, indent=1))
         print(f"wrote {out}")
     return results

@@ -18,7 +18,7 @@ from ._pin import pinned_threads
 
 if "XLA_FLAGS" not in os.environ and (pinned_threads() or 1) == 1:
     # one thread: XLA's CPU backend otherwise runs its Eigen ops on a pool of every core
-    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"  # (intra_op_parallelism_threads is no XLA flag: the pinning does it)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

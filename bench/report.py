@@ -60,7 +60,7 @@ def tables(res: dict) -> str:
            "Median time per training step (ms) over alternating rounds; ratios are gengraph's time divided "
            "by the peer's (< 1: gengraph faster). Loss reached = mean loss over the last round "
            "(same init, batches and noise for all). PyTorch: default = torch.optim.Adam as constructed by "
-           "default (foreach) + a Python-sum gradient norm; fused = Adam(fused=True) + torch._foreach_norm; "
+           "default (on the CPU the single-tensor loop) + a Python-sum gradient norm; fused = Adam(fused=True) + torch._foreach_norm; "
            "compile = fused + torch.compile of forward and loss. JAX jit = one jax.jit over the whole step.", ""]
     fw = _present(res["threads"].values())
     peers = fw[1:]

@@ -49,7 +49,8 @@ def _grad_norm_foreach(params):
 
 
 # How each PyTorch row is run (`variant`):
-#   default -- torch.optim.Adam as constructed by default (the multi-tensor "foreach" path on CPU),
+#   default -- torch.optim.Adam as constructed by default (on the CPU its single-tensor loop: PyTorch
+#              picks foreach only for CUDA tensors),
 #              gradient norm as a Python sum of per-tensor sums (what a user writes);
 #   fused   -- torch.optim.Adam(fused=True) (one fused kernel for all parameters) and
 #              torch._foreach_norm for the norm monitor: PyTorch eager at its best;

@@ -110,16 +110,18 @@ class Workload:
         return fns
 
     def _check_peers(self, res, init, adam, steps, make_torch=None, make_jax=None):
-        """Three steps of PyTorch with fused Adam and of the jitted JAX step from gengraph's initial
-        parameters on the same data as gengraph's `steps`; parameters after them compared."""
+        """Three steps of every PyTorch row (default, fused, compiled) and of the jitted JAX step from
+        gengraph's initial parameters on the same data as gengraph's `steps`; parameters after them compared."""
         ref = steps["params"]
         if self.torch is not None and make_torch is not None:
-            tm = make_torch(init, adam, "fused")
-            for data in steps["torch"]:
-                tm.step(*data)
-            got = [p.detach().cpu().numpy() for p in tm.params]
-            got = [g.T if g.ndim == 2 else g for g in got]
-            res["torch_fused_params_after_3_steps_rel_diff"] = max(rel_diff(a, b) for a, b in zip(got, ref))
+            # every PyTorch row that is timed, so that each one's Adam step is checked, not only fused's
+            for variant in ("default", "fused") + (("compile",) if self.torch_compile else ()):
+                tm = make_torch(init, adam, variant)
+                for data in steps["torch"]:
+                    tm.step(*data)
+                got = [p.detach().cpu().numpy() for p in tm.params]
+                got = [g.T if g.ndim == 2 else g for g in got]
+                res[f"torch_{variant}_params_after_3_steps_rel_diff"] = max(rel_diff(a, b) for a, b in zip(got, ref))
         if self.jax is not None and make_jax is not None:
             jm = make_jax(init, adam)
             for data in steps["jax"]:
