@@ -81,7 +81,7 @@ class ModelPlugin:
     # validate can check train.early_stopping.metric and sweep.metric before anything runs
     epoch_metric_names: tuple[str, ...] | None = None
     summary_metric_names: tuple[str, ...] | None = None
-    # names among those whose summary.json values are lists or tables (coefficients), not numbers to rank by
+    # names among those whose summary.json values are lists, tables or flags (coefficients), not numbers to rank by
     summary_data_names: tuple[str, ...] = ()
 
     def build(self, cfg: dict, graph: Graph, data, rng: np.random.Generator) -> Model:

@@ -87,3 +87,14 @@ def test_zero_epochs_evaluates_the_model_as_it_is(tmp_path, spec, optimizer):
     trained = gengraph.run(spec, {"train.epochs": 1, "output.plots": False}, out=tmp_path / "t", progress=None)
     assert trained.summary["test_loss"] < run.summary["test_loss"]  # one epoch (L-BFGS: its fit) does better
     assert any(not np.array_equal(v, trained.params[k]) for k, v in run.params.items())
+
+
+def test_an_early_stop_is_said(tmp_path, capsys):
+    # min_delta 10: no epoch after the first can improve on it, so the run stops after epoch 2
+    spec = {**GAUSS, "train": {**GAUSS["train"], "epochs": 40,
+                               "early_stopping": {"patience": 1, "min_delta": 10.0}}}
+    run = gengraph.run(spec, out=tmp_path / "r", progress=None)
+    assert len(run.metrics) == 2
+    best = run.metrics[0]["test_loss"]
+    assert (f"note: early stopping after epoch 2 of 40: test_loss has not improved on {best:.6g} for 1 epochs"
+            in capsys.readouterr().out)

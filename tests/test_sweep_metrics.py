@@ -74,8 +74,9 @@ def test_metric_no_trial_reports_is_refused_before_running(tmp_path):
 
 @pytest.mark.parametrize("metric, message", [
     ("test_accuracy", '"test_accuracy" is not reported by this model'),  # a regression has no accuracy
-    ("coefficients", '"coefficients" is a list or table in summary.json, not a number to rank trials by'),
-    ("terms", '"terms" is a list or table in summary.json'),
+    ("coefficients", '"coefficients" is not a number in summary.json \\(a list, table or flag\\): nothing to rank'),
+    ("terms", '"terms" is not a number in summary.json'),
+    ("lasso_converged", '"lasso_converged" is not a number in summary.json'),
 ])
 def test_a_sweep_ranks_only_by_numbers_the_model_reports(metric, message):
     with pytest.raises(SpecError, match=message):

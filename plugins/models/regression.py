@@ -138,7 +138,7 @@ class Regression(ModelPlugin):
     summary_metric_names = ("test_mse", "test_r2", "train_loss", "coefficients", "terms",
                             "lasso_sweeps", "lasso_converged", "lasso_active_set_steps", "n_nonzero",
                             "kkt_violation")
-    summary_data_names = ("coefficients", "terms")
+    summary_data_names = ("coefficients", "terms", "lasso_converged")  # lists and a flag: nothing to rank by
     help = "linear regression on polynomial features: OLS, Ridge, Lasso (closed form / coordinate descent) or gd"
     tasks = ("regression",)
 

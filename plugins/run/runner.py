@@ -47,7 +47,7 @@ from gengraph.plugins.run.trainer import lbfgs_refusal, optimizer_from_spec
 from gengraph.engine.backend import BackendError, get_backend
 from gengraph import __version__
 from gengraph.plugins.blocks.plots import loss_curves
-from gengraph.plugins.run.metrics import logged_names, train_names, unknown_metric
+from gengraph.plugins.run.metrics import logged_names, stopping_mode, train_names, unknown_metric
 from gengraph.plugins.blocks import memory
 from gengraph.plugins.blocks.memory import human
 
@@ -349,6 +349,11 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
             trainer.fit(on_epoch=epoch_done, on_step=on_step)
         if signals.received is not None:  # arrived during a fit that does not take steps
             raise Interrupted()
+        es = cfg["train"].get("early_stopping") or {}
+        if es.get("patience") and trainer.state.bad_epochs >= es["patience"] and trainer.state.epoch < cfg["train"]["epochs"]:
+            best = -trainer.state.best if stopping_mode(es) == "max" else trainer.state.best
+            log(f"note: early stopping after epoch {trainer.state.epoch} of {cfg['train']['epochs']}: "
+                f"{es.get('metric', 'test_loss')} has not improved on {best:.6g} for {es['patience']} epochs")
     except Interrupted:
         with signals.deferred():
             path = write_checkpoint(run_dir, trainer)

@@ -443,7 +443,7 @@ def _metric_and_mode(base, spec_path, cfg) -> tuple[str, str]:
     data_names = set(getattr(plugin, "summary_data_names", ()))
     if metric in data_names:
         numbers = ", ".join(sorted(names - data_names))
-        why = f'"{metric}" is a list or table in summary.json, not a number to rank trials by (numbers: {numbers})'
+        why = f'"{metric}" is not a number in summary.json (a list, table or flag): nothing to rank trials by (numbers: {numbers})'
     else:
         why = unknown_metric(metric, names - data_names, complete)
     if why is not None:
