@@ -96,5 +96,5 @@ def test_an_early_stop_is_said(tmp_path, capsys):
     run = gengraph.run(spec, out=tmp_path / "r", progress=None)
     assert len(run.metrics) == 2
     best = run.metrics[0]["test_loss"]
-    assert (f"note: early stopping after epoch 2 of 40: test_loss has not improved on {best:.6g} for 1 epochs"
+    assert (f"note: early stopping after epoch 2 of 40: test_loss has not improved on {best:.6g} for 1 epoch"
             in capsys.readouterr().out)

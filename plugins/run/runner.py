@@ -353,7 +353,8 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         if es.get("patience") and trainer.state.bad_epochs >= es["patience"] and trainer.state.epoch < cfg["train"]["epochs"]:
             best = -trainer.state.best if stopping_mode(es) == "max" else trainer.state.best
             log(f"note: early stopping after epoch {trainer.state.epoch} of {cfg['train']['epochs']}: "
-                f"{es.get('metric', 'test_loss')} has not improved on {best:.6g} for {es['patience']} epochs")
+                f"{es.get('metric', 'test_loss')} has not improved on {best:.6g} for {es['patience']} "
+                f"epoch{'s' * (es['patience'] != 1)}")
     except Interrupted:
         with signals.deferred():
             path = write_checkpoint(run_dir, trainer)
