@@ -36,20 +36,21 @@ class UserError(click.UsageError):
         click.echo(f"error: {self.format_message()}", file=file, err=file is None)
 
 
-def stdout_to_devnull() -> None:
-    """Standard output from now on goes nowhere: its reader has stopped reading (| head); the
-    interpreter's last flush would raise BrokenPipeError again."""
+def stdout_to_devnull(stream=None) -> None:
+    """Standard output (or error) from now on goes nowhere: its reader has stopped reading (| head);
+    the interpreter's last flush would raise BrokenPipeError again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, (stream or sys.stdout).fileno())
 
 
-def echo_on(text: str = "") -> None:
-    """A progress line on standard output; a reader that stopped reading (| head) stops the lines,
-    not the work (a sweep's trials go on to their end and their files)."""
+def echo_on(text: str = "", err: bool = False) -> None:
+    """A line of a long command's output (stdout) or progress (err); a reader that stopped reading
+    (| head, 2>&1 | head) stops the lines, not the work (a sweep's trials go on to their end and
+    their files)."""
     try:
-        click.echo(text)
+        click.echo(text, err=err)
     except BrokenPipeError:
-        stdout_to_devnull()
+        stdout_to_devnull(sys.stderr if err else sys.stdout)
 
 
 def user_errors(fn):
@@ -248,7 +249,7 @@ class NamedPath(click.Path):
     no option at all; said alike for every path argument and option."""
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and not value.strip():
+        if isinstance(value, str) and not value:
             self.fail("the name is empty", param, ctx)
         if isinstance(value, str) and "\0" in value:
             self.fail("contains a NUL byte, which no file name can hold", param, ctx)

@@ -94,7 +94,7 @@ def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet
             where = (f"Dask scheduler {scheduler}" if scheduler and scheduler != "local-dask"
                      else f"a local Dask cluster of {n_workers} worker(s)" if scheduler
                      else "this process" if n_workers == 1 else f"{n_workers} local worker processes")
-            click.echo(f"{sw.header(plan)}; running on {where}", err=True)
+            echo_on(f"{sw.header(plan)}; running on {where}", err=True)
 
     width = len(str(len(plan.trials)))
 
@@ -102,20 +102,20 @@ def _sweep(sw, spec, axes, workers, scheduler, out_dir, resume, overwrite, quiet
         if not chatty:
             return
         if record.get("skipped"):
-            click.echo(f"[{done:>{width}}/{total}] done    {record['trial']} (recorded in sweep.jsonl)", err=True)
+            echo_on(f"[{done:>{width}}/{total}] done    {record['trial']} (recorded in sweep.jsonl)", err=True)
             return
         if record["status"] == "ok":
             value = record["metrics"].get(plan.metric)
             shown = f"{plan.metric}={value:.6g}" if isinstance(value, (int, float)) else f"no {plan.metric}"
-            click.echo(f"[{done:>{width}}/{total}] ok      {record['trial']}  {shown}  ({record['seconds']:.2f} s)",
-                       err=True)
+            echo_on(f"[{done:>{width}}/{total}] ok      {record['trial']}  {shown}  ({record['seconds']:.2f} s)",
+                    err=True)
         else:
-            click.echo(f"[{done:>{width}}/{total}] FAILED  {record['trial']}: {record['error']}", err=True)
+            echo_on(f"[{done:>{width}}/{total}] FAILED  {record['trial']}: {record['error']}", err=True)
 
     try:
         result = sw.run_sweep(plan, workers=n_workers, scheduler=scheduler, resume=resume, overwrite=overwrite,
                               on_result=on_result, on_start=on_start,
-                              log=lambda *a, **k: click.echo(" ".join(map(str, a)), err=True))
+                              log=lambda *a, **k: echo_on(" ".join(map(str, a)), err=True))
     except sw.DaskUnavailable as exc:
         raise UserError(str(exc)) from None
     except sw.SchedulerError as exc:

@@ -105,3 +105,15 @@ def test_correct_records_its_labels_for_the_host_check():
 def test_the_winograd_transforms_are_made_once_per_backend_and_dtype():
     assert winograd._kron_on(np, "filter", np.float32) is winograd._kron_on(np, "filter", np.float32)
     assert winograd._kron_on(np, "back", np.float64).shape == (9, 16)
+
+
+def test_a_cuda_stream_resumed_on_the_cpu_draws_fresh_numbers():
+    # run --resume may change run.device: a CUDA checkpoint's stream restarted from its seed on the CPU
+    seq = gg_random.stream_seed(0, "noise")
+    fresh = gg_random._Generator(np, seq).normal((4,), np.float64)
+    resumed = gg_random._Generator(np, seq)
+    resumed.set_state({"cupy_draws": 5})
+    again = gg_random._Generator(np, seq)
+    again.set_state({"cupy_draws": 5})
+    drawn = resumed.normal((4,), np.float64)
+    assert not np.array_equal(drawn, fresh) and np.array_equal(drawn, again.normal((4,), np.float64))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from gengraph.cli.main import main
@@ -34,15 +35,19 @@ metric = "test_mse"
 """
 
 
-def test_a_sweep_piped_into_head_runs_every_trial(tmp_path):
+@pytest.mark.parametrize("both", [False, True], ids=["stdout", "stdout+stderr"])
+def test_a_sweep_piped_into_head_runs_every_trial(tmp_path, both):
+    # `gengraph sweep ... | head -2` and `... 2>&1 | head -2`: the reader goes away after two lines
     (tmp_path / "s.toml").write_text(SPEC)
     out = tmp_path / "sw"
     p = subprocess.Popen([sys.executable, "-m", "gengraph", "sweep", str(tmp_path / "s.toml"), "--out", str(out),
-                          "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    p.stdout.close()  # what head does after its lines (the progress lines go to stderr, as run's do)
-    err = p.stderr.read().decode()
-    assert p.wait(timeout=120) == 0, err
-    assert err.startswith("sweep s: grid, 18 trials") and "[18/18] ok" in err
+                          "--workers", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT if both else subprocess.DEVNULL, cwd=tmp_path)
+    if both:
+        first = [p.stdout.readline(), p.stdout.readline()]
+        assert first[0].startswith(b"sweep s: grid, 18 trials")
+    p.stdout.close()
+    assert p.wait(timeout=120) == 0
     records = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
     assert len(records) == 18 and all(r["status"] == "ok" for r in records)
     assert json.loads((out / "sweep.json").read_text())["complete"] is True and (out / "summary.txt").is_file()

@@ -167,11 +167,13 @@ class _Generator:
         return self.gen.bit_generator.state if self.xp is np else {"cupy_draws": self.draws}
 
     def set_state(self, s):
-        if self.xp is np:
-            if s is not None and "cupy_draws" not in s:  # (a CUDA run's checkpoint resumed on the CPU: as is)
-                self.gen.bit_generator.state = s
-            return
         if isinstance(s, dict) and isinstance(s.get("cupy_draws"), int):
+            # a CUDA run's stream (on the GPU again, or resumed on the CPU): reseeded from its draw count
             self.draws = s["cupy_draws"]
             child = np.random.SeedSequence(self.seq.entropy, spawn_key=tuple(self.seq.spawn_key) + (self.draws,))
-            self.gen = self.xp.random.RandomState(int(child.generate_state(1)[0]))
+            if self.xp is np:
+                self.gen = np.random.Generator(np.random.PCG64(child))
+            else:
+                self.gen = self.xp.random.RandomState(int(child.generate_state(1)[0]))
+        elif self.xp is np and s is not None:
+            self.gen.bit_generator.state = s

@@ -164,6 +164,9 @@ def _split(ds: Dataset, fraction: float, shuffle: bool, rng: np.random.Generator
     n_test = round(fraction * n)  # to the nearest row, halves to even (Python's round)
     if n - n_test < 1:
         raise DataError(f"data.test_fraction = {fraction} leaves no training example out of {n}")
+    if fraction > 0 and n_test == 0 and n < 2:
+        raise DataError(f"data.test_fraction = {fraction}: {n} example cannot be split into training and test; "
+                        "set test_fraction to 0")
     if fraction > 0 and n_test == 0:  # a run without test figures, said nowhere: ask for it by 0
         least = (math.floor(0.5 / n * 1000) + 1) / 1000  # round(f * n) >= 1 needs f * n > 0.5 (0.5 rounds to 0)
         raise DataError(f"data.test_fraction = {fraction} of {n} examples is no test example; raise it to at "

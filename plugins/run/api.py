@@ -162,6 +162,10 @@ def prepare_run(spec=None, overrides=None, *, out=None, resume=False, device=Non
         loaded.positions["run.device"] = (DEVICE_OPTION, None, None)
     name = loaded.data["run"]["name"] or (path.stem if path is not None else "run")
     loaded.data["run"]["name"] = name
+    if out is None and (name.startswith("/") or ".." in name.split("/")):  # the folder is output.dir/NAME
+        raise SpecError([SpecIssue(*loaded.position("run.name"), "run.name",
+                                   f"{name!r} would put the run outside output.dir; give a plain name, and the "
+                                   "folder with output.dir or --out")])
     run_dir = Path(out) if out is not None else Path(loaded.data["output"]["dir"]) / name
     return loaded, run_dir, base_dir
 

@@ -106,10 +106,6 @@ def build_checked(spec, *, base_dir=None):
             raise issue(key, "contains a NUL byte, which no file name can hold")
         if printable(text) != text:  # an escape sequence would reach the terminal in "run directory: ..."
             raise issue(key, f"contains a control character ({printable(text)}); use a plain name")
-    name = spec.data["run"]["name"]
-    if name.startswith(("/", "~")) or ".." in name.replace("\\", "/").split("/"):  # the run folder is output.dir/NAME
-        raise issue("run.name", f"{name!r} would put the run outside output.dir; give a plain name, and the "
-                                "folder with output.dir or --out")
     if spec.data["run"]["device"] == "cuda":  # say so now, not after the data and model are built
         try:
             get_backend("cupy")

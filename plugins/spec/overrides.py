@@ -34,10 +34,11 @@ def _literal(raw: str):
     try:
         doc = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError as exc:
-        if raw[:1] in ('"', "'", "{", "["):  # meant as a TOML string, table or list: say why it is not one
-            # its column counted in the value, not in the "v = VALUE" line parsed
-            return _Malformed(re.sub(r"\(at line 1, column (\d+)\)", lambda m: f"(at column {int(m[1]) - 4})",
-                                     str(exc)))
+        if raw[:1] in ('"', "'", "{", "["):  # perhaps meant as a TOML string, table or list: the text, with
+            # TOML's reason (its column counted in the value, not in the "v = VALUE" line parsed), which
+            # a key that is no string field reports (a string field takes the text, as ever)
+            return _Malformed(raw, re.sub(r"\(at line 1, column (\d+)\)",
+                                          lambda m: f"(at column {int(m[1]) - 4})", str(exc)))
         return raw  # a bare word is the plain string it reads as
     except (RecursionError, MemoryError):
         return _TOO_DEEP
@@ -48,7 +49,16 @@ _TOO_DEEP = object()
 
 
 class _Malformed(str):
-    """TOML's reason a quoted string, table or list value does not parse."""
+    """An override's text that does not parse as the TOML string, table or list it starts like;
+    `toml_error` is TOML's reason (schema messages add it when the key wants no string)."""
+
+    def __new__(cls, text: str, toml_error: str):
+        self = super().__new__(cls, text)
+        self.toml_error = toml_error
+        return self
+
+    def __reduce__(self):  # copies (the schema deep-copies values) keep the reason
+        return (_Malformed, (str(self), self.toml_error))
 
 
 def _parse(text: str):
@@ -73,9 +83,6 @@ def _parse(text: str):
     if any(isinstance(t, str) and len(t) > MAX_KEY_CHARS for t in tokens):
         raise _error(key, f"key too long (at most {MAX_KEY_CHARS} characters per part)")
     value = _literal(raw)
-    if isinstance(value, _Malformed):
-        raise _error(key, f"value {raw!r} is not valid TOML: {value} (a string is quoted \"...\", a table "
-                          "{k = v, ...}, a list [a, b])")
     if value is _TOO_DEEP or (bad := shape_issue(value, depth=len(tokens))) is not None:
         why = bad[1] if value is not _TOO_DEEP else f"nested too deeply (at most {MAX_DEPTH} levels)"
         raise _error(key, f"value {why}")

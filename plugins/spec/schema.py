@@ -50,11 +50,22 @@ def _found(v) -> str:
     except TypeError:
         text = repr(v)
     found = f"{type_of(v)} {text if len(text) <= 40 else text[:37] + '...'}"
-    if isinstance(v, str) and v in ("True", "False", "TRUE", "FALSE"):
-        return f"{found} (TOML writes {v.lower()})"
-    if isinstance(v, str) and re.fullmatch(r"[-+]?\.\d+([eE][-+]?\d+)?|[-+]?\d+\.([eE][-+]?\d+)?", v):
-        return f"{found} (TOML writes numbers with a digit on each side of the point: {_toml_number(v)})"
+    if getattr(v, "toml_error", None):  # an override that looks like TOML and is not: TOML's reason
+        return (f"{found}, which is not valid TOML: {v.toml_error} (a string is quoted \"...\", a table "
+                "{k = v, ...}, a list [a, b])")
     return found
+
+
+def _spelling_hint(types, v) -> str:
+    """How TOML spells a string that is Python's spelling of the bool or float the field wants."""
+    types = types if isinstance(types, tuple) else (types,)
+    if not isinstance(v, str):
+        return ""
+    if bool in types and v in ("True", "False", "TRUE", "FALSE"):
+        return f" (TOML writes {v.lower()})"
+    if float in types and re.fullmatch(r"[-+]?\.\d+([eE][-+]?\d+)?|[-+]?\d+\.([eE][-+]?\d+)?", v):
+        return f" (TOML writes numbers with a digit on each side of the point: {_toml_number(v)})"
+    return ""
 
 
 def _toml_number(text: str) -> str:
@@ -169,7 +180,7 @@ class Field:
             return value
         v = _convert(self.type, value)
         if v is _BAD:
-            ctx.add(path, f"expected {self.type_name()}, found {_found(value)}")
+            ctx.add(path, f"expected {self.type_name()}, found {_found(value)}{_spelling_hint(self.type, value)}")
             return value
         if self.item is None or not isinstance(v, list):
             self._check_limits(v, path, ctx)
