@@ -249,7 +249,7 @@ class NamedPath(click.Path):
     no option at all; said alike for every path argument and option."""
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and not value:
+        if isinstance(value, str) and not value.strip():  # as rundir.check_path: nothing to name a file by
             self.fail("the name is empty", param, ctx)
         if isinstance(value, str) and "\0" in value:
             self.fail("contains a NUL byte, which no file name can hold", param, ctx)
@@ -368,7 +368,7 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
     try:
         summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=base_dir,
                           resume=bool(resume_dir), overwrite=overwrite,
-                          log=lambda *a, **k: click.echo(" ".join(map(str, a)), err=True))
+                          log=lambda *a, **k: echo_on(" ".join(map(str, a)), err=True))
         progress.finish()
     finally:
         progress.close()
@@ -391,12 +391,13 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     """Check a SPEC against the installed plugins; report every problem at once.
 
     SPEC is a spec file or a shipped spec's name (mlp_digits, ...: the files in specs/)."""
-    from gengraph.plugins.run.api import load_spec_any
+    from gengraph.plugins.run.api import check_run_name, load_spec_any
     from gengraph.plugins.run.runner import build_checked
     from gengraph.plugins.spec.errors import printable
 
     _load_plugins(plugin_files)
     loaded, path, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a shipped name
+    check_run_name(loaded)  # as `gengraph run SPEC` would use it
     build_checked(loaded, base_dir=base_dir)  # data files and shapes are checked too
     if loaded.raw.get("sweep") is not None:  # every trial of the sweep, its metric and mode too
         from gengraph.plugins.sweep.sweep import plan_sweep

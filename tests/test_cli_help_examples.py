@@ -7,8 +7,11 @@ from __future__ import annotations
 import re
 import shlex
 
+import pytest
+
 from click.testing import CliRunner
 
+import gengraph
 from gengraph.cli.main import main
 from gengraph.plugins.run.loading import resolve_spec
 
@@ -50,9 +53,14 @@ def test_a_quoted_table_or_list_value_that_is_not_toml_says_why():
                        ("model.layers=[{units=8}", "which is not valid TOML: ")):
         result = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", value])
         assert result.exit_code == 2 and why in result.output, result.output
-    # a string field takes the text as it always did ([draft] run is a name, not a broken list)
+    # a string field takes the text as it always did ([draft] run is a name, not a broken list), as a str
     for value in ("run.name=[draft] run", "run.name=plain_word"):
         assert CliRunner().invoke(main, ["validate", "mlp_digits", "--set", value]).exit_code == 0
+    assert type(gengraph.validate("ols_franke", ["run.name=[x"])["run"]["name"]) is str
+    # an unclosed quote is a typo, never a name (it made a folder `"unclosed`)
+    for value in ('run.name="unclosed', "train.optimizer.kind='adam"):
+        result = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", value])
+        assert result.exit_code == 2 and "is not valid TOML: " in result.output, result.output
 
 
 def test_set_messages_say_how_toml_spells_it():
@@ -79,9 +87,28 @@ def test_an_empty_path_is_refused_by_every_command():
 def test_a_run_name_cannot_leave_output_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("../escape", "a/../../b", "/abs"):
-        result = CliRunner().invoke(main, ["run", "ols_franke", "--set", f'run.name="{name}"', "-q"])
-        assert result.exit_code == 2 and "would put the run outside output.dir" in result.output, result.output
+        for command in ("run", "validate"):  # validate says what run would
+            result = CliRunner().invoke(main, [command, "ols_franke", "--set", f'run.name="{name}"'])
+            assert result.exit_code == 2 and "would put the run outside output.dir" in result.output, result.output
     # the name is no folder with --out (nor in a sweep's trials): nothing refused; ~draft is a plain folder
     assert CliRunner().invoke(main, ["run", "ols_franke", "--set", 'run.name="../x"', "--out", "o", "-q"]).exit_code == 0
     assert CliRunner().invoke(main, ["run", "ols_franke", "--set", 'run.name="~draft"', "-q"]).exit_code == 0
     assert (tmp_path / "runs" / "~draft" / "summary.json").is_file() and not (tmp_path / "escape").exists()
+
+
+def test_a_path_of_spaces_is_an_empty_name_before_anything_is_made(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["sweep", "sweep_ridge_franke", "--out", " "])
+    assert result.exit_code == 2 and "the name is empty" in result.output and not (tmp_path / " ").exists()
+
+
+def test_a_sweep_axis_that_is_not_toml_says_why():
+    result = CliRunner().invoke(main, ["validate", "sweep_ridge_franke", "--set", 'sweep.axes."model.lam"=[1e-3, 1e-2'])
+    assert result.exit_code == 2 and "which is not valid TOML: " in result.output, result.output
+
+
+def test_a_union_field_type_names_its_types():
+    from gengraph.plugins.spec.schema import Field, Table, validate
+
+    with pytest.raises(gengraph.SpecError, match=r"k: expected integer or float, found string"):
+        validate(Table({"k": Field(int | float, 1)}), {"k": "x"})

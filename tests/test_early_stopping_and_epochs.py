@@ -96,5 +96,21 @@ def test_an_early_stop_is_said(tmp_path, capsys):
     run = gengraph.run(spec, out=tmp_path / "r", progress=None)
     assert len(run.metrics) == 2
     best = run.metrics[0]["test_loss"]
-    assert (f"note: early stopping after epoch 2 of 40: test_loss has not improved on {best:.6g} for 1 epoch"
+    assert (f"note: early stopping after epoch 2 of 40: test_loss has not improved on {best:.6g} by more than min_delta 10 for 1 epoch"
             in capsys.readouterr().out)
+
+
+def test_a_reader_that_goes_away_does_not_cut_a_run_short(tmp_path):
+    # `gengraph run ... 2>&1 | head -1`: the progress lines (and the early-stop note) stopped the run
+    # with exit 0 and no checkpoint; now they stop, the run ends with all its files
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    p = subprocess.Popen([sys.executable, "-m", "gengraph", "run", "mlp_digits", "--out", str(out), "--set",
+                          "train.epochs=6", "--set", "train.early_stopping={patience=1, min_delta=10.0}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    p.stdout.readline()
+    p.stdout.close()
+    assert p.wait(timeout=300) == 0
+    assert (out / "summary.json").is_file() and (out / "checkpoint.npz").is_file()

@@ -117,3 +117,16 @@ def test_a_cuda_stream_resumed_on_the_cpu_draws_fresh_numbers():
     again.set_state({"cupy_draws": 5})
     drawn = resumed.normal((4,), np.float64)
     assert not np.array_equal(drawn, fresh) and np.array_equal(drawn, again.normal((4,), np.float64))
+
+
+def test_a_cpu_stream_resumed_on_the_gpu_draws_fresh_numbers():
+    seq = gg_random.stream_seed(0, "noise")
+    cpu = gg_random._Generator(np, seq)
+    cpu.normal((4,), np.float64)
+    saved = cpu.state()  # a PCG64 state
+    first = gg_random._Generator(FAKE_XP, seq).normal((4,), np.float64)
+    gpu, again = gg_random._Generator(FAKE_XP, seq), gg_random._Generator(FAKE_XP, seq)
+    gpu.set_state(saved)
+    again.set_state(saved)
+    drawn = gpu.normal((4,), np.float64)
+    assert not np.array_equal(drawn, first) and np.array_equal(drawn, again.normal((4,), np.float64))

@@ -177,3 +177,9 @@ class _Generator:
                 self.gen = self.xp.random.RandomState(int(child.generate_state(1)[0]))
         elif self.xp is np and s is not None:
             self.gen.bit_generator.state = s
+        elif isinstance(s, dict) and isinstance(s.get("state"), dict) and "state" in s["state"]:
+            # a CPU run's PCG64 stream resumed on the GPU, where its position cannot be carried over:
+            # reseeded from that state (fresh numbers, the same on every resume), not from the seed again
+            key = int(s["state"]["state"]) % (1 << 63)
+            child = np.random.SeedSequence(self.seq.entropy, spawn_key=tuple(self.seq.spawn_key) + (key,))
+            self.gen = self.xp.random.RandomState(int(child.generate_state(1)[0]))

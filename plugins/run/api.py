@@ -162,12 +162,19 @@ def prepare_run(spec=None, overrides=None, *, out=None, resume=False, device=Non
         loaded.positions["run.device"] = (DEVICE_OPTION, None, None)
     name = loaded.data["run"]["name"] or (path.stem if path is not None else "run")
     loaded.data["run"]["name"] = name
-    if out is None and (name.startswith("/") or ".." in name.split("/")):  # the folder is output.dir/NAME
+    if out is None:
+        check_run_name(loaded)
+    run_dir = Path(out) if out is not None else Path(loaded.data["output"]["dir"]) / name
+    return loaded, run_dir, base_dir
+
+
+def check_run_name(loaded) -> None:
+    """SpecError when run.name, the run's folder under output.dir without --out, would leave it."""
+    name = loaded.data["run"]["name"]
+    if name and (name.startswith("/") or ".." in name.split("/")):
         raise SpecError([SpecIssue(*loaded.position("run.name"), "run.name",
                                    f"{name!r} would put the run outside output.dir; give a plain name, and the "
                                    "folder with output.dir or --out")])
-    run_dir = Path(out) if out is not None else Path(loaded.data["output"]["dir"]) / name
-    return loaded, run_dir, base_dir
 
 
 # --- the public functions ------------------------------------------------------------------
@@ -218,6 +225,7 @@ def validate(spec, overrides=None, *, plugins=()) -> dict:
     validate` makes (data files and shapes included); SpecError lists every problem."""
     with plugin_files(plugins):
         loaded, _, base_dir = load_spec_any(spec, override_strings(overrides))
+        check_run_name(loaded)  # as `gengraph run SPEC` (without --out) would use it
         build_checked(loaded, base_dir=base_dir)
     return loaded.data
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -29,7 +30,14 @@ class Progress:
             self.bar.update(max(done - self.bar.n, 0))
         elif row["epoch"] % self.every == 0 or row["epoch"] >= self.epochs or row["epoch"] <= 1:
             parts = " ".join(f"{k}={v:.5g}" for k, v in shown.items())
-            print(f"epoch {row['epoch']} step {row['step']} {parts}", file=self.stream, flush=True)
+            try:
+                print(f"epoch {row['epoch']} step {row['step']} {parts}", file=self.stream, flush=True)
+            except BrokenPipeError:  # its reader went away (2>&1 | head): the lines stop, not the run
+                self.quiet = True
+                try:
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+                except (OSError, ValueError, AttributeError):
+                    pass
 
     def finish(self) -> None:
         """The run ended well: a full bar at the epochs it ran (a closed form's one, an early stop's),

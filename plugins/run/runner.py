@@ -304,10 +304,11 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
                                   f"the checkpoint cannot be resumed") from None
         history = read_metrics(metrics_path, trainer.state.epoch, log)
         check_resumable(trainer, cfg, run_dir)
-        if any(isinstance(v, dict) and "cupy_draws" in v for v in meta["streams"].values()):
-            log("note: the run drew its random numbers with CuPy, whose generator state cannot be saved: the "
-                "resumed run draws fresh ones (the same on every resume from this checkpoint), so it is not "
-                "bit-identical to a run that was never stopped")
+        cuda_streams = any(isinstance(v, dict) and "cupy_draws" in v for v in meta["streams"].values())
+        if meta["streams"] and (cuda_streams or cfg["run"]["device"] == "cuda"):
+            log("note: the run draws its random numbers with CuPy (now or before), whose generator state cannot "
+                "be saved or set: the resumed run draws fresh ones (the same on every resume from this "
+                "checkpoint), so it is not bit-identical to a run that was never stopped")
     signals.stop_after_step(lambda: setattr(trainer, "stop_requested", True))
     state["phase"] = "training"
     with signals.deferred():
@@ -345,12 +346,6 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
             trainer.fit(on_epoch=epoch_done, on_step=on_step)
         if signals.received is not None:  # arrived during a fit that does not take steps
             raise Interrupted()
-        es = cfg["train"].get("early_stopping") or {}
-        if es.get("patience") and trainer.state.bad_epochs >= es["patience"] and trainer.state.epoch < cfg["train"]["epochs"]:
-            best = -trainer.state.best if stopping_mode(es) == "max" else trainer.state.best
-            log(f"note: early stopping after epoch {trainer.state.epoch} of {cfg['train']['epochs']}: "
-                f"{es.get('metric', 'test_loss')} has not improved on {best:.6g} for {es['patience']} "
-                f"epoch{'s' * (es['patience'] != 1)}")
     except Interrupted:
         with signals.deferred():
             path = write_checkpoint(run_dir, trainer)
@@ -377,6 +372,8 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
     with signals.deferred():
         atomic_write(run_dir / "summary.json", dumps_json(summary, indent=1, default=jsonable))
         state["phase"] = "done"  # a signal from here on stops a finished run
+    if note := _early_stop_note(cfg["train"], trainer.state):  # said once the run's files are whole
+        log(note)
     if bad := non_finite(summary):  # written (NaN as null) for a post-mortem, but the run failed
         raise DivergenceError(f"final metrics are not finite: {', '.join(bad[:4])}"
                               f"{' ...' if len(bad) > 4 else ''} (summary.json has null for them); "
@@ -385,6 +382,18 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         raise DivergenceError("the samples are not finite (summary.json: samples_finite = false): the sampler "
                               "diverged; lower its step size (model.langevin.step_size; for score matching, model.score.step_ratio)")
     return summary
+
+
+def _early_stop_note(train_cfg: dict, state) -> str | None:
+    es = train_cfg.get("early_stopping") or {}
+    patience = es.get("patience")
+    if not patience or state.bad_epochs < patience or state.epoch >= train_cfg["epochs"]:
+        return None
+    best = -state.best if stopping_mode(es) == "max" else state.best
+    by = f" by more than min_delta {es['min_delta']:g}" if es.get("min_delta") else ""
+    return (f"note: early stopping after epoch {state.epoch} of {train_cfg['epochs']}: "
+            f"{es.get('metric', 'test_loss')} has not improved on {best:.6g}{by} for {patience} "
+            f"epoch{'s' * (patience != 1)}")
 
 
 def summary_text(spec_data, data, summary) -> str:

@@ -34,11 +34,12 @@ def _literal(raw: str):
     try:
         doc = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError as exc:
-        if raw[:1] in ('"', "'", "{", "["):  # perhaps meant as a TOML string, table or list: the text, with
+        if raw[:1] in ('"', "'"):  # an unclosed or broken quoted string: a typo, never a name
+            return _Malformed(raw, _columns_in_value(str(exc)), refuse=True)
+        if raw[:1] in ("{", "["):  # perhaps meant as a TOML table or list: the text, with
             # TOML's reason (its column counted in the value, not in the "v = VALUE" line parsed), which
             # a key that is no string field reports (a string field takes the text, as ever)
-            return _Malformed(raw, re.sub(r"\(at line 1, column (\d+)\)",
-                                          lambda m: f"(at column {int(m[1]) - 4})", str(exc)))
+            return _Malformed(raw, _columns_in_value(str(exc)))
         return raw  # a bare word is the plain string it reads as
     except (RecursionError, MemoryError):
         return _TOO_DEEP
@@ -48,17 +49,22 @@ def _literal(raw: str):
 _TOO_DEEP = object()
 
 
+def _columns_in_value(message: str) -> str:
+    """TOML's message with its column counted in the value, not in the "v = VALUE" line parsed."""
+    return re.sub(r"\(at line 1, column (\d+)\)", lambda m: f"(at column {int(m[1]) - 4})", message)
+
+
 class _Malformed(str):
     """An override's text that does not parse as the TOML string, table or list it starts like;
     `toml_error` is TOML's reason (schema messages add it when the key wants no string)."""
 
-    def __new__(cls, text: str, toml_error: str):
+    def __new__(cls, text: str, toml_error: str, refuse: bool = False):
         self = super().__new__(cls, text)
-        self.toml_error = toml_error
+        self.toml_error, self.refuse = toml_error, refuse
         return self
 
     def __reduce__(self):  # copies (the schema deep-copies values) keep the reason
-        return (_Malformed, (str(self), self.toml_error))
+        return (_Malformed, (str(self), self.toml_error, self.refuse))
 
 
 def _parse(text: str):
@@ -83,6 +89,9 @@ def _parse(text: str):
     if any(isinstance(t, str) and len(t) > MAX_KEY_CHARS for t in tokens):
         raise _error(key, f"key too long (at most {MAX_KEY_CHARS} characters per part)")
     value = _literal(raw)
+    if isinstance(value, _Malformed) and value.refuse:
+        raise _error(key, f"value {raw!r} is not valid TOML: {value.toml_error} (a string is quoted \"...\" "
+                          "with both quotes, a table {k = v, ...}, a list [a, b])")
     if value is _TOO_DEEP or (bad := shape_issue(value, depth=len(tokens))) is not None:
         why = bad[1] if value is not _TOO_DEEP else f"nested too deeply (at most {MAX_DEPTH} levels)"
         raise _error(key, f"value {why}")

@@ -12,6 +12,7 @@ import copy
 import datetime as dt
 import math
 import re
+import typing
 
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.registry import UnknownKind, suggest
@@ -33,8 +34,8 @@ _VALUE_TYPES = {**_TYPE_NAMES, dt.datetime: "datetime", dt.date: "date", dt.time
 
 
 def _type_name(types) -> str:
-    types = types if isinstance(types, tuple) else (types,)
-    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+    types = types if isinstance(types, tuple) else typing.get_args(types) or (types,)  # int | float too
+    return " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in types)
 
 
 def type_of(v) -> str:
@@ -58,7 +59,7 @@ def _found(v) -> str:
 
 def _spelling_hint(types, v) -> str:
     """How TOML spells a string that is Python's spelling of the bool or float the field wants."""
-    types = types if isinstance(types, tuple) else (types,)
+    types = types if isinstance(types, tuple) else typing.get_args(types) or (types,)
     if not isinstance(v, str):
         return ""
     if bool in types and v in ("True", "False", "TRUE", "FALSE"):
@@ -184,7 +185,7 @@ class Field:
             return value
         if self.item is None or not isinstance(v, list):
             self._check_limits(v, path, ctx)
-            return copy.deepcopy(v)
+            return str(v) if isinstance(v, str) else copy.deepcopy(v)  # (a plain str: --set text was a subclass)
         out = []
         for i, x in enumerate(v):
             if why := _number_issue(x, self.finite):

@@ -221,8 +221,9 @@ def _make_axis(key, value, method, where, label_path) -> Axis:
         values = _grid_values(rng) if method == "grid" else None
         return Axis(key, path, values, rng, where, label_path)
     if not isinstance(value, list):
+        why = f", which is not valid TOML: {value.toml_error}" if getattr(value, "toml_error", None) else ""
         raise _issue(where, label_path, f"expected a list of values or a range {{ low, high, log }}, "
-                                        f"found {format_value(value)}")
+                                        f"found {format_value(value)}{why}")
     if not value:
         raise _issue(where, label_path, "an axis needs at least one value")
     return Axis(key, path, list(value), None, where, label_path)
