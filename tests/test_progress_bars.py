@@ -6,14 +6,7 @@ import types
 
 import gengraph
 from gengraph.plugins.run.progress import Progress
-
-TINY = {
-    "run": {"name": "tiny", "seed": 3},
-    "data": {"source": "linear", "n": 60},
-    "model": {"kind": "mlp", "layers": [{"units": 4, "activation": "tanh"}]},
-    "train": {"epochs": 3, "batch_size": 16, "optimizer": {"kind": "adam", "lr": 0.01}},
-    "output": {"plots": False},
-}
+from test_api import TINY  # a 3-epoch mlp on 60 rows
 
 
 def last_bar(text: str) -> str:

@@ -170,16 +170,18 @@ class _Generator:
         if isinstance(s, dict) and isinstance(s.get("cupy_draws"), int):
             # a CUDA run's stream (on the GPU again, or resumed on the CPU): reseeded from its draw count
             self.draws = s["cupy_draws"]
-            child = np.random.SeedSequence(self.seq.entropy, spawn_key=tuple(self.seq.spawn_key) + (self.draws,))
-            if self.xp is np:
-                self.gen = np.random.Generator(np.random.PCG64(child))
-            else:
-                self.gen = self.xp.random.RandomState(int(child.generate_state(1)[0]))
+            self._reseed(self.draws)
         elif self.xp is np and s is not None:
             self.gen.bit_generator.state = s
         elif isinstance(s, dict) and isinstance(s.get("state"), dict) and "state" in s["state"]:
             # a CPU run's PCG64 stream resumed on the GPU, where its position cannot be carried over:
             # reseeded from that state (fresh numbers, the same on every resume), not from the seed again
-            key = int(s["state"]["state"]) % (1 << 63)
-            child = np.random.SeedSequence(self.seq.entropy, spawn_key=tuple(self.seq.spawn_key) + (key,))
+            self._reseed(int(s["state"]["state"]) % (1 << 63))
+
+    def _reseed(self, key: int) -> None:
+        """A generator of this backend on the stream's seed sequence extended by `key`."""
+        child = np.random.SeedSequence(self.seq.entropy, spawn_key=tuple(self.seq.spawn_key) + (key,))
+        if self.xp is np:
+            self.gen = np.random.Generator(np.random.PCG64(child))
+        else:
             self.gen = self.xp.random.RandomState(int(child.generate_state(1)[0]))

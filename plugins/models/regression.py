@@ -61,6 +61,7 @@ from gengraph.plugins.models.mlp import report_supervised
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.models.regression_solvers import (design_matrix, lasso_cd, lasso_kkt_violation, monomials,
                                                         n_columns, ols, ridge, term_name)
+from gengraph.plugins.spec.errors import with_article
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.blocks.memory import too_big
 from gengraph.plugins.blocks.plots import coefficients
@@ -169,8 +170,7 @@ class Regression(ModelPlugin):
                 hint = ('; task = "auto" read its whole-number targets as class labels: '
                         'set data.task = "regression" to fit them as numbers')
             raise _issue("data.source", f'model kind "regression" needs a regression data set; '
-                         f'"{data.meta.get("source", "?")}" gives {"an" if data.task[0] in "aeiou" else "a"} '
-                         f'{data.task} task{hint}')
+                         f'"{data.meta.get("source", "?")}" gives {with_article(data.task)} task{hint}')
         if data.y_train.ndim > 1 and data.y_train.shape[1] != 1:
             raise _issue("data", f"model kind \"regression\" fits one target; the data has {data.y_train.shape[1]}")
         penalty = resolve_penalty(cfg)

@@ -16,7 +16,8 @@ from gengraph.engine import Node
 from gengraph.engine.errors import UserError
 from gengraph.engine.ops.registry import _fmt
 from gengraph.plugins.model import Model
-from gengraph.plugins.run.loading import plugin_source
+from gengraph.plugins.run.loading import deepest_line, plugin_source
+from gengraph.plugins.spec.errors import with_article
 
 
 class PluginError(UserError, TypeError):
@@ -68,8 +69,7 @@ def check_model(model, plugin, kind: str) -> None:
                               "batch (reduce it, e.g. ops.mean)")
     for p in model.params:
         if not isinstance(p, Node) or p.op not in ("param", "state"):
-            what = f"{'an' if p.op[0] in 'aeiou' else 'a'} {p.op} node ({p.name or p.op})" if isinstance(p, Node) \
-                else _shown(p)
+            what = f"{with_article(p.op)} node ({p.name or p.op})" if isinstance(p, Node) else _shown(p)
             raise PluginError(f"{who}: Model.params lists {what}; it lists the trainable parameters, "
                               "graph.param(name, value) nodes")
 
@@ -88,9 +88,5 @@ def plugin_frame(exc: BaseException, plugin) -> str | None:
     source = getattr(module, "__file__", None)
     if source is None or type(plugin).__module__.startswith("gengraph."):
         return None
-    where, tb = None, exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == source:
-            where = f"{source}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return where
+    line = deepest_line(exc, source)
+    return None if line is None else f"{source}:{line}"

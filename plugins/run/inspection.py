@@ -12,6 +12,7 @@ from gengraph.engine.gradcheck import check_loss_grads
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Trainer
 from gengraph.plugins.registry import suggest
+from gengraph.plugins.spec.schema import is_integer
 from gengraph.plugins.run.display import gradcheck_html
 
 
@@ -141,12 +142,6 @@ class GradcheckReport:
 EPS_MIN, EPS_MAX = 1e-12, 1e-1
 
 
-def _is_int(v) -> bool:
-    import numbers
-
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def _real(v):
     """v as a float, or None when it is not a real number (a bool, a string, None, ...)."""
     import numbers
@@ -158,7 +153,7 @@ def _real(v):
 
 def _shown(v) -> str:
     """A value as the user wrote it (NumPy scalars as plain numbers)."""
-    if _is_int(v):
+    if is_integer(v):
         return str(int(v))
     if (f := _real(v)) is not None:
         return repr(f)
@@ -178,19 +173,19 @@ def check_gradcheck_options(*, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, 
         v = _real(value)
         if v is None or not math.isfinite(v) or v < 0:
             raise InspectError(f"{name} must be a finite number >= 0, found {_shown(value)}")
-    if not _is_int(seed) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise InspectError(f"seed must be a non-negative integer, found {_shown(seed)}")
     for name, value in (("batch", batch), ("max_entries", max_entries)):
-        if not _is_int(value) or value < 1:
+        if not is_integer(value) or value < 1:
             raise InspectError(f"{name} must be a positive integer, found {_shown(value)}")
 
 
 def check_graph_options(*, batch=128, collapse=None) -> None:
     """InspectError for what `gengraph graph --batch/--collapse` refuses (Run.graph's keywords)."""
-    if not _is_int(batch) or batch < 1:
+    if not is_integer(batch) or batch < 1:
         raise InspectError(f"batch must be a positive integer (the rows a step's FLOPs are counted for), "
                            f"found {_shown(batch)}")
-    if collapse is not None and (not _is_int(collapse) or collapse < 0):
+    if collapse is not None and (not is_integer(collapse) or collapse < 0):
         raise InspectError(f"collapse must be None or an integer >= 0, found {_shown(collapse)}")
 
 

@@ -88,7 +88,7 @@ def load_plugin_file(path) -> list[str]:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
-        line = _line_in(exc, path)
+        line = deepest_line(exc, path)
         raise SpecError(SpecIssue(str(path), line, None, "--plugin",
                                   f"plugin file failed to import: {type(exc).__name__}: {exc}")) from None
     kinds = []
@@ -151,8 +151,8 @@ def _names(value) -> bool:
     return isinstance(value, (tuple, list, set, frozenset)) and all(isinstance(n, str) for n in value)
 
 
-def _line_in(exc: BaseException, path: Path) -> int | None:
-    """The line of `path` where exc was raised (the deepest frame in it), else None."""
+def deepest_line(exc: BaseException, path) -> int | None:
+    """The line of `path` where exc was raised (the deepest frame in that file), else None."""
     line, tb, source = None, exc.__traceback__, os.path.abspath(path)
     while tb is not None:
         if os.path.abspath(tb.tb_frame.f_code.co_filename) == source:

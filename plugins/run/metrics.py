@@ -28,10 +28,15 @@ def metric_mode(name: str) -> str:
     return "min"
 
 
+def resolved_mode(metric: str, mode) -> str:
+    """"min" or "max": a mode as given (sweep.mode, train.early_stopping.mode), "auto" read from the
+    metric's name."""
+    return metric_mode(metric) if mode in ("auto", "", None) else mode
+
+
 def stopping_mode(early_stopping: dict) -> str:
-    """"min" or "max": train.early_stopping.mode, "auto" read from the metric's name (as sweep.mode)."""
-    mode = early_stopping.get("mode", "auto")
-    return metric_mode(early_stopping.get("metric", "test_loss")) if mode in ("auto", "", None) else mode
+    """train.early_stopping's "min" or "max"."""
+    return resolved_mode(early_stopping.get("metric", "test_loss"), early_stopping.get("mode", "auto"))
 
 
 def train_names(plugin, model) -> tuple[set[str], bool]:

@@ -40,7 +40,7 @@ from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import SHARED_FIELDS, DataError
-from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named, printable
+from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named, printable, with_article
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.run.trainer import lbfgs_refusal, optimizer_from_spec
@@ -79,8 +79,8 @@ def check_task(plugin, kind: str, data) -> None:
         hint = ('; task = "auto" read its whole-number targets as class labels: set data.task = "regression" '
                 "to fit them as numbers")
     raise ModelConfigError("data.source", f'model kind "{kind}" takes {" or ".join(tasks)} data; '
-                                          f'"{data.meta.get("source", "?")}" gives '
-                                          f'{"an" if data.task[0] in "aeiou" else "a"} {data.task} task{hint}')
+                                          f'"{data.meta.get("source", "?")}" gives {with_article(data.task)} '
+                                          f'task{hint}')
 
 
 def named_child(positions: dict, path: str, message: str) -> str:

@@ -29,6 +29,7 @@ from gengraph.plugins.run.runner import backend_of, build_checked
 from gengraph.plugins.run.trainer import Trainer
 from gengraph.plugins.model import MODELS
 from gengraph.plugins.spec.errors import SpecError
+from gengraph.plugins.spec.schema import is_integer
 
 DEVICES = {"numpy": "cpu", "cpu": "cpu", "cupy": "cuda", "cuda": "cuda"}
 MAX_SAMPLE_BYTES = 2 << 30  # n x features x 8 bytes drawn at once
@@ -137,19 +138,15 @@ def check_seed(seed) -> None:
     """SampleError unless seed is None (the run's seed) or a non-negative integer (`--seed`, `seed=`)."""
     if seed is None:
         return
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         shown = int(seed) if isinstance(seed, np.integer) else seed
         raise SampleError(f"seed must be a non-negative integer, found {shown!r}")
 
 
-def _integer(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 # the options `gengraph sample` has, checked alike for Run.sample (a plugin would int() "5" or 2.5)
 OPTION_TYPES = {
-    "steps": (lambda v: _integer(v) and v >= 1, "a positive integer"),
-    "guidance": (lambda v: (_integer(v) or isinstance(v, (float, np.floating))) and bool(np.isfinite(v)),
+    "steps": (lambda v: is_integer(v) and v >= 1, "a positive integer"),
+    "guidance": (lambda v: (is_integer(v) or isinstance(v, (float, np.floating))) and bool(np.isfinite(v)),
                  "a finite number"),
     "sampler": (lambda v: isinstance(v, str), "a sampler's name (a string)"),
 }
@@ -162,7 +159,7 @@ def check_request(run: OpenedRun, n, label=None, options=None, seed=None) -> dic
         others = generative_kinds()
         raise SampleError(f'a "{kind}" model does not generate samples'
                           + (f" (kinds that do: {', '.join(others)})" if others else ""))
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    if not is_integer(n) or n < 1:
         raise SampleError(f"n must be a positive integer, found {n!r}")
     check_seed(seed)
     if int(n) * int(run.data.n_features) * 8 > MAX_SAMPLE_BYTES:
@@ -172,7 +169,7 @@ def check_request(run: OpenedRun, n, label=None, options=None, seed=None) -> dic
     if label is not None:
         if not n_labels:
             raise SampleError(f"the {kind} model is not class-conditional: it takes no label")
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < n_labels:
+        if not is_integer(label) or not 0 <= label < n_labels:
             raise SampleError(f"label must be an integer in 0..{n_labels - 1} for this {kind} model, found {label!r}")
     options = {k: v for k, v in (options or {}).items() if v is not None}
     for name, value in options.items():

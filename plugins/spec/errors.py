@@ -12,6 +12,11 @@ _UNSAFE = {c for c in range(0x20)} | {0x7F} | set(range(0x80, 0xA0)) | {0x200E, 
     set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
 
 
+def with_article(noun: str) -> str:
+    """"an array", "a table": a noun for a message, with its indefinite article."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def printable(text: str, keep_newlines: bool = False) -> str:
     """text with control characters (newlines, escape sequences, bidi overrides) written as
     Python escapes, so a user-supplied name can neither split a message nor reach the terminal."""

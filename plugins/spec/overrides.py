@@ -11,7 +11,7 @@ import copy
 import re
 import tomllib
 
-from gengraph.plugins.spec.errors import SpecError, SpecIssue
+from gengraph.plugins.spec.errors import SpecError, SpecIssue, with_article
 from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table, type_of
 from gengraph.plugins.spec.toml_positions import (
@@ -24,10 +24,6 @@ _EXAMPLE = "expected KEY=VALUE, e.g. --set train.epochs=5"
 
 def _error(key: str, message: str) -> SpecError:
     return SpecError(SpecIssue(None, None, None, f"{ORIGIN} {key}".rstrip(), message))
-
-
-def _a(noun: str) -> str:
-    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _literal(raw: str):
@@ -138,13 +134,13 @@ def _assign(root: dict, tokens: list, value, raw: str, schema) -> list[str]:
         here = build_path(tokens[:depth])
         if isinstance(token, int):
             if not isinstance(node, list):
-                message = f"{here} is {_a(type_of(node))}, not an array, so [{token}] cannot index it"
+                message = f"{here} is {with_article(type_of(node))}, not an array, so [{token}] cannot index it"
                 raise _error(label, message)
             if token >= len(node):
                 message = f"index {token} is past the end of {here}, which has {len(node)} element(s)"
                 raise _error(label, message)
         elif not isinstance(node, dict):
-            raise _error(label, f"cannot set a key inside {here}: it is {_a(type_of(node))}, not a table")
+            raise _error(label, f"cannot set a key inside {here}: it is {with_article(type_of(node))}, not a table")
         schema = _child(schema, node, token)
         if depth == len(tokens) - 1:
             wants_text = isinstance(schema, Field) and schema.type is str
@@ -155,7 +151,7 @@ def _assign(root: dict, tokens: list, value, raw: str, schema) -> list[str]:
             if isinstance(following, int):
                 raise _error(label, f"index {following} is past the end of {missing}, which is not set")
             if not _holds_tables(schema):
-                message = f"cannot set a key inside {missing}: it is {_a(schema.type_name())}, not a table"
+                message = f"cannot set a key inside {missing}: it is {with_article(schema.type_name())}, not a table"
                 raise _error(label, message)
             node[token] = {}
             created.append(missing)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
+import numbers
 import re
 import typing
 
@@ -146,6 +147,11 @@ def _default_of(field, path, ctx):
 def is_number(v) -> bool:
     """An int or float, not a bool (True is an int to Python, not a number to a spec)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_integer(v) -> bool:
+    """An integer of Python or NumPy (np.int64), not a bool: an API argument that counts something."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 class Field:
     """One scalar or free-form value; with `item`, min/max/choices apply to each element."""

@@ -68,7 +68,7 @@ from gengraph.plugins.run import loading
 from gengraph.plugins.run.runner import RunInterrupted, execute
 from gengraph.plugins.sweep import plots as sweep_plots
 from gengraph.plugins.run.runner import build_checked
-from gengraph.plugins.run.metrics import default_metric, metric_mode, summary_names, unknown_metric
+from gengraph.plugins.run.metrics import default_metric, resolved_mode, summary_names, unknown_metric
 from gengraph.plugins.run.rundir import (LOCK_NAME, RUN_FILES, RunDirError, clear_run_files, listed, open_run_dir,
                                          run_files)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
@@ -450,8 +450,7 @@ def _metric_and_mode(base, spec_path, cfg) -> tuple[str, str]:
     if why is not None:
         where = base.position("sweep.metric") if cfg.get("metric") else (str(spec_path), None, None)
         raise _issue(where, "sweep.metric", why)
-    mode = cfg.get("mode", "auto")
-    return metric, metric_mode(metric) if mode in ("auto", "", None) else mode
+    return metric, resolved_mode(metric, cfg.get("mode", "auto"))
 
 
 def trial_spec_data(spec, run_name: str) -> None:
@@ -676,9 +675,10 @@ def _shown(names: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _claim(out: Path, resume: bool, overwrite: bool, log) -> dict:
+def _claim(out: Path, resume: bool, overwrite: bool, log) -> tuple[dict, bool]:
     """With the lock held: refuse a folder that holds another sweep (or a run) unless resume or
-    overwrite; clear it for overwrite; start sweep.jsonl. Returns the records to resume from."""
+    overwrite; clear it for overwrite; start sweep.jsonl. Returns the records to resume from and
+    whether the folder held a sweep before."""
     jsonl = out / "sweep.jsonl"
     found = sweep_files(out)
     if found and not resume and not overwrite:
@@ -695,7 +695,7 @@ def _claim(out: Path, resume: bool, overwrite: bool, log) -> dict:
     previous = read_records(jsonl, log) if resume else {}
     # a clean file to append to (a torn last line of an interrupted write, or any damaged one, is dropped)
     atomic_write(jsonl, "".join(dumps_json(r, default=str) + "\n" for r in previous.values()))
-    return previous
+    return previous, bool(found)
 
 
 def _payload(plan: SweepPlan, trial: Trial) -> dict:
@@ -1164,15 +1164,14 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
                 _import_distributed()
             with guard.deferred():  # a signal waits until the lock is held (and released again below)
                 lock = open_run_dir(out, log)
-                fresh = not sweep_files(out)
-                previous = _claim(out, resume, overwrite, log)
+                previous, held_a_sweep = _claim(out, resume, overwrite, log)
             if on_start is not None:
                 on_start()
             try:
                 return _run_claimed(plan, guard, previous, workers=workers, scheduler=scheduler,
                                     on_result=on_result, plots=plots, log=log)
             except SchedulerError:  # no trial ran: a sweep file started here would refuse the retry
-                if fresh:
+                if not held_a_sweep:
                     (out / "sweep.jsonl").unlink(missing_ok=True)
                 raise
         except Stop as stop:  # before any trial ran
