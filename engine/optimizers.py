@@ -281,7 +281,7 @@ class Optimizer:
         if wd and not self.decoupled_decay:
             G = G + wd * P
         out = {}
-        shapes = tuple(tuple(p.shape) for p in params)
+        shapes = P.attrs["shapes"]  # a Shapes: its offsets counted once for every unpack below
         for key, value in self._rule(s, P, G).items():
             leaves = s.packs.get(key)
             if leaves is None:

@@ -47,11 +47,22 @@ def rewrite(outputs, rule):
     return [new[id(o)] for o in outputs]
 
 
-def _attrs_key(attrs):
-    key = repr(sorted(attrs.items()))
-    # NumPy abbreviates the repr of arrays over 1000 elements ("..."), which made CSE merge two
-    # different index arrays: then spell them out (repr stays the fast path for the rest)
-    return key if "..." not in key else repr(sorted((k, _exact(v)) for k, v in attrs.items()))
+def _attrs_key(attrs, memo):
+    """A hashable key equal for equal attrs: each value by its repr, spelled out once per object.
+    A pack's `shapes` (one entry per packed tensor) is an attribute of every unpack view of it:
+    re-spelling it for each view made CSE quadratic in the number of parameters."""
+    return tuple((k, _value_key(v, memo)) for k, v in sorted(attrs.items()))
+
+
+def _value_key(value, memo):
+    hit = memo.get(id(value))
+    if hit is None or hit[0] is not value:  # memo keeps value alive, so its id is not reused meanwhile
+        text = repr(value)
+        # NumPy abbreviates the repr of arrays over 1000 elements ("..."), which made CSE merge two
+        # different index arrays: then spell them out (repr stays the fast path for the rest)
+        key = text if "..." not in text else _exact(value)
+        hit = memo[id(value)] = (value, memo.setdefault(("key", key), len(memo)))
+    return hit[1]
 
 
 def _exact(value):
@@ -125,6 +136,7 @@ def _uniform_value(n: Node, depth: int = 0):
 def cse():
     """Common-subexpression elimination: one node per (op, inputs, attrs); equal small constants merge."""
     seen: dict = {}
+    memo: dict = {}  # attribute value -> key token (_value_key)
 
     def rule(n: Node):
         if n.op in ("input", "param", "state") or OPS.get(n.op) is not None and OPS[n.op].random:
@@ -135,7 +147,7 @@ def cse():
                 return None
             key = ("constant", str(v.dtype), v.shape, v.tobytes())
         else:
-            key = (n.op, tuple(i.id for i in n.inputs), _attrs_key(n.attrs))
+            key = (n.op, tuple(i.id for i in n.inputs), _attrs_key(n.attrs, memo))
         return seen.setdefault(key, n) if seen.get(key) is not n else None
 
     return rule

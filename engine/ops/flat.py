@@ -17,9 +17,19 @@ import numpy as np
 from .registry import ShapeError, defop, float_dtype
 
 
-@functools.lru_cache(maxsize=4096)
-def _offsets(shapes) -> tuple:
-    """(start, stop) of each piece in the packed vector (shapes: a tuple of shape tuples)."""
+class Shapes(tuple):
+    """The shapes of a pack's pieces (a tuple of shape tuples) with their offsets worked out once:
+    every unpack view of a pack carries them, and recounting them per view made building and
+    differentiating a model quadratic in its number of parameters."""
+
+    def offsets(self) -> tuple:
+        cached = self.__dict__.get("_offsets")
+        if cached is None:
+            cached = self.__dict__["_offsets"] = _count_offsets(self)
+        return cached
+
+
+def _count_offsets(shapes) -> tuple:
     out, off = [], 0
     for s in shapes:
         n = 1
@@ -30,8 +40,25 @@ def _offsets(shapes) -> tuple:
     return tuple(out)
 
 
+def _offsets(shapes) -> tuple:
+    """(start, stop) of each piece in the packed vector (shapes: shape tuples, best a Shapes)."""
+    if isinstance(shapes, Shapes):
+        return shapes.offsets()
+    return _offsets_of_tuple(tuple(tuple(s) for s in shapes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _offsets_of_tuple(shapes) -> tuple:
+    return _count_offsets(shapes)
+
+
 def sizes_of(shapes) -> list[int]:
-    return [b - a for a, b in _offsets(tuple(tuple(s) for s in shapes))]
+    return [b - a for a, b in _offsets(shapes)]
+
+
+def _total(shapes) -> int:
+    offsets = _offsets(shapes)
+    return offsets[-1][1] if offsets else 0
 
 
 def _ptr(a) -> int:
@@ -73,7 +100,7 @@ def _pack_shape(*xs, shapes):
     dtypes = {x.dtype for x in xs}
     if len(dtypes) != 1:
         raise ShapeError(f"pack needs one dtype, found {sorted(str(d) for d in dtypes)}")
-    return (sum(sizes_of(shapes)),), xs[0].dtype
+    return (_total(shapes),), xs[0].dtype
 
 
 def _pack_vjp(i):
@@ -87,7 +114,7 @@ _pack = defop("pack", _pack_forward, _pack_shape, _pack_vjp, returns_view_of_inp
 
 def pack(*xs):
     """One vector of the raveled inputs (all of one dtype, known shapes), in order."""
-    return _pack(*xs, shapes=tuple(tuple(x.shape) for x in xs))
+    return _pack(*xs, shapes=Shapes(tuple(x.shape) for x in xs))
 
 
 def _unpack_forward(xp, f, index, shapes):
@@ -96,8 +123,8 @@ def _unpack_forward(xp, f, index, shapes):
 
 
 def _unpack_shape(f, index, shapes):
-    if f.shape != (sum(sizes_of(shapes)),):
-        raise ShapeError(f"unpack: a vector of {sum(sizes_of(shapes))} elements expected, not {f.shape}")
+    if f.shape != (_total(shapes),):
+        raise ShapeError(f"unpack: a vector of {_total(shapes)} elements expected, not {f.shape}")
     return tuple(shapes[index]), float_dtype(f)
 
 
