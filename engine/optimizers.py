@@ -44,9 +44,10 @@ a graph not compiled yet, the parameter values and each state slot become views 
 buffer (the leaves keep their names), and the rule is applied once to ``pack(params)`` and
 ``pack(grads)``; the update values are ``unpack`` pieces, which the compiler turns into one
 in-place update of each buffer, with the gradients computed straight into views of one
-buffer. Elementwise rules give bit-identical results to the per-parameter ones;
-``clip_norm``'s global norm is then one dot product (a different summation order). ``make_optimizer(kind, **hyper)`` checks names (with a
-did-you-mean), types and ranges; each class's ``schema`` maps a hyper-parameter to
+buffer. The results are bit-identical to the per-parameter ones, ``clip_norm`` included (its
+global norm is one dot product over the gradients laid end to end on both paths; per-tensor
+sums only for gradients of mixed dtypes or unknown shapes, which cannot be laid end to end).
+``make_optimizer(kind, **hyper)`` checks names (with a did-you-mean), types and ranges; each class's ``schema`` maps a hyper-parameter to
 ``(type, default, help)`` for the spec layer.
 """
 
@@ -205,7 +206,11 @@ class Optimizer:
         params, grads = list(params), list(grads)
         if len(params) != len(grads):
             raise ValueError(f"{len(params)} params but {len(grads)} gradients")
+        listed: set[int] = set()
         for p, g in zip(params, grads):
+            if id(p) in listed:  # one update would overwrite the other, with two sets of state
+                raise ValueError(f"{p.label} is listed twice in the params")
+            listed.add(id(p))
             if not isinstance(p, Node) or p.op not in ("param", "state"):
                 raise ValueError(f"an optimizer updates params (or state), not {p!r}")
             if not isinstance(g, Node):
@@ -266,8 +271,8 @@ class Optimizer:
         and each state slot become views of one flat buffer (the leaves keep their names), the
         compiler writes the gradients into views of one buffer, and every update is one
         elementwise pass over all parameters. Elementwise rules give bit-identical results to
-        the per-parameter ones; clip_norm's global norm is one dot product over G, whose
-        summation order differs (last-bit differences in the clip coefficient)."""
+        the per-parameter ones, clip_norm's global norm included (both are one dot product over the
+        gradients laid end to end)."""
         graph = s.graph
         flat_layout(graph, params)
         P, G = pack(*params), pack(*grads)
@@ -309,10 +314,14 @@ class Optimizer:
         c = self.hyper["clip_norm"]
         if not c or not grads:
             return grads
-        sq = None
-        for g in grads:
-            term = s.cast(total(g * g), grads[0].dtype)
-            sq = term if sq is None else sq + term
+        if len({g.dtype for g in grads}) == 1 and all(None not in g.shape for g in grads):
+            # the flat path's norm to the bit: one dot product over the gradients laid end to end
+            sq = s.cast(sum_squares(pack(*grads)), grads[0].dtype)
+        else:  # mixed dtypes or unknown shapes: no one vector to lay them in
+            sq = None
+            for g in grads:
+                term = s.cast(total(g * g), grads[0].dtype)
+                sq = term if sq is None else sq + term
         coef = minimum(c / (sqrt(sq) + 1e-6), 1.0)
         return [g * s.cast(coef, g.dtype) for g in grads]
 
