@@ -215,3 +215,32 @@ def test_digits_as_mnist_writes_readable_mnist_format_files(tmp_path):
     assert set(ds.y_train) <= set(y[:mod.SPLIT]) and set(np.unique(ds.y_test)) <= set(range(10))
     up = mod.upscale(np.arange(64, dtype=float).reshape(1, 8, 8))
     assert up.shape == (1, 20, 20) and up[0, 0, 0] == 0 and up[0, -1, -1] == 63  # corners kept
+
+
+def test_errors_of_the_files_are_located_at_data_dir(tmp_path):
+    # they named the [data] table (its line), not the key whose folder held the bad file
+    write_mnist(tmp_path / "m", skip=("test_labels",))
+    with pytest.raises(DataError) as err:
+        make_dataset({"source": "mnist", "dir": str(tmp_path / "m")}, 0)
+    assert err.value.key == "data.dir"
+    (tmp_path / "m" / FILES["test_labels"]).write_bytes(idx_bytes(np.zeros(3, np.uint8))[:-1])  # truncated
+    with pytest.raises(DataError) as err:
+        make_dataset({"source": "mnist", "dir": str(tmp_path / "m")}, 0)
+    assert err.value.key == "data.dir" and FILES["test_labels"] in str(err.value)
+
+
+def test_missing_files_hint_says_how_a_run_that_exists_finds_them(tmp_path):
+    # the hint was "--set data.dir=PATH" alone, an option gengraph sample lacks and --resume refuses
+    with pytest.raises(DataError, match=r"gengraph run: --set data.dir=PATH; a run that is resumed or sampled "
+                                        r"reads it from its spec.toml"):
+        make_dataset({"source": "mnist", "dir": str(tmp_path / "nowhere")}, 0)
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_data_dir_is_refused(tmp_path, monkeypatch, value):
+    # "" was the working directory (Path("") is "."): a run read whatever IDX files were there
+    write_mnist(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="an empty path") as err:
+        make_dataset({"source": "mnist", "dir": value}, 0, base_dir=tmp_path / "elsewhere")
+    assert err.value.key == "data.dir"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, Dataset, Field, Source
+from .base import DataError, Dataset, Field, Source, from_key
 from .files import read_idx
 
 FILES = {
@@ -53,7 +53,8 @@ def find_files(folder: Path, name: str, url: str) -> dict[str, Path]:
         where = f"{folder} does not exist" if not folder.exists() else f"{folder} lacks {', '.join(missing)}"
         raise DataError(f"{name}: expected the four IDX files {', '.join(FILES.values())} (each plain or "
                         f"gzipped, .gz) in the folder {folder} ({where}). gengraph never downloads data: get "
-                        f"them from {url} and set data.dir to their folder (e.g. --set data.dir=PATH)")
+                        f"them from {url} and set data.dir to their folder (gengraph run: --set data.dir=PATH; a run "
+                        f"that is resumed or sampled reads it from its spec.toml)")
     return found
 
 
@@ -82,6 +83,10 @@ class MnistLike(Source):
             return None
 
     def load(self, params, rng):
+        with from_key("data.dir"):  # every file read here was found through data.dir: the error's key
+            return self._load(params)
+
+    def _load(self, params):
         folder = Path(params["dir"]).expanduser()
         paths = find_files(folder, self.name, self.url)
         arrays = {}

@@ -212,6 +212,9 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
         raise SpecError(SpecIssue(None, None, None, "data.source", exc.message())) from None
     params = resolve_params(source, data_spec)
     for key in getattr(source, "path_keys", ()):
+        if isinstance(params.get(key), str) and not params[key].strip():  # Path("") would be the working folder
+            raise DataError("an empty path: set it to a file or folder (relative paths are looked up from the "
+                            "spec's folder, then the working directory)", key=f"data.{key}")
         if params.get(key):
             with from_key(f"data.{key}"):
                 params[key] = str(find_data_path(params[key], base_dir))
