@@ -60,7 +60,7 @@ def _value_key(value, memo):
         text = repr(value)
         # NumPy abbreviates the repr of arrays over 1000 elements ("..."), which made CSE merge two
         # different index arrays: then spell them out (repr stays the fast path for the rest)
-        key = text if "..." not in text else _exact(value)
+        key = text if "..." not in text else repr(_exact(value))  # a str: _exact may hold slices (unhashable)
         hit = memo[id(value)] = (value, memo.setdefault(("key", key), len(memo)))
     return hit[1]
 
