@@ -202,7 +202,8 @@ class _Checker(ast.NodeVisitor):
         self.expression = expression
 
     def fail(self, node, message):
-        raise ExprError(self.expression, getattr(node, "col_offset", 0), message)
+        # from None: called while handling an op's own error, the internal traceback would be printed too
+        raise ExprError(self.expression, getattr(node, "col_offset", 0), message) from None
 
     def generic_visit(self, node):
         allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Call, ast.Load,
@@ -248,14 +249,6 @@ class _Checker(ast.NodeVisitor):
         lo, hi, names = _arity(fname)
         by_keyword = sum(1 for kw in node.keywords if kw.arg in names)  # e.g. max_pool2d(x, kernel=3)
         lo, hi = lo - by_keyword, hi - by_keyword
-        if not lo <= len(node.args) <= hi:
-            want = f"{lo}" if lo == hi else f"{lo} to {hi}"
-            by_name = [k for k in keywords(fname) if k not in names]
-            listed = [k + "=" for k in by_name]
-            listed = ", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else "".join(listed)
-            hint = f"; give {listed} by keyword" if len(node.args) > hi and by_name else ""
-            self.fail(node, f"{fname}({', '.join(names)}) takes {want} argument{'s' if hi != 1 else ''}, "
-                            f"found {len(node.args)}{hint}")
         given = set()
         for kw in node.keywords:
             if kw.arg is None:  # f(**d): ast gives a keyword without a name
@@ -271,6 +264,15 @@ class _Checker(ast.NodeVisitor):
             if not _is_static(kw.value):
                 self.fail(kw.value, f"{kw.arg}= needs a number, a tuple of numbers, True, False, None or a string")
             self._check_static(fname, kw.arg, kw.value)
+        # the count after the keywords: an unknown keyword (kernel_size=) is the mistake, not the count
+        if not lo <= len(node.args) <= hi:
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            by_name = [k for k in keywords(fname) if k not in names]
+            listed = [k + "=" for k in by_name]
+            listed = ", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else "".join(listed)
+            hint = f"; give {listed} by keyword" if len(node.args) > hi and by_name else ""
+            self.fail(node, f"{fname}({', '.join(names)}) takes {want} argument{'s' if hi != 1 else ''}, "
+                            f"found {len(node.args)}{hint}")
         static = _static_positions(fname)
         for i, a in enumerate(node.args):
             if i not in static:
@@ -333,7 +335,8 @@ class _Builder(ast.NodeVisitor):
         self.graph = next((v.graph for v in env.values() if isinstance(v, Node)), None)
 
     def fail(self, node, message):
-        raise ExprError(self.expression, getattr(node, "col_offset", 0), message)
+        # from None: called while handling an op's own error, the internal traceback would be printed too
+        raise ExprError(self.expression, getattr(node, "col_offset", 0), message) from None
 
     def visit_BinOp(self, node):
         a, b = self.visit(node.left), self.visit(node.right)

@@ -99,3 +99,22 @@ def test_valid_axis_and_keepdims_still_build():
     value, grads = value_and_grad("  sum(sum(x, axis=0, keepdims=True) ** 2)", {"x": x}, ["x"])
     np.testing.assert_allclose(value, np.sum(x.sum(0) ** 2), rtol=1e-15)
     np.testing.assert_allclose(grads["x"], np.broadcast_to(2 * x.sum(0), x.shape), rtol=1e-15)
+
+
+@pytest.mark.parametrize("expression,message", [
+    # PyTorch's keyword names: the count of the positional arguments was reported instead
+    ("sum(max_pool2d(x, kernel_size=2))", 'keyword "kernel_size" is not allowed in max_pool2d()'),
+    ("sum(avg_pool2d(x, kernel_size=2))", 'keyword "kernel_size" is not allowed in avg_pool2d()'),
+    ("sum(upsample_nearest2d(x, scale_factor=2))", 'keyword "scale_factor" is not allowed in upsample_nearest2d()'),
+])
+def test_an_unknown_keyword_is_named_before_the_argument_count(expression, message):
+    err = _error(expression, {"x": np.ones((1, 1, 4, 4))})
+    assert message in err.message and "(it takes " in err.message, err.message
+
+
+def test_an_ops_own_error_is_not_chained_to_the_expression_error():
+    # the internal ShapeError stayed as the ExprError's context: an uncaught error printed the
+    # engine's traceback ("During handling of the above exception ...") before the message
+    err = _error("sum(conv2d(x, w))", {"x": np.ones((1, 2, 3, 3)), "w": np.ones((2, 2, 5, 5))})
+    assert "kernel larger than padded input" in err.message
+    assert err.__cause__ is None and err.__suppress_context__
