@@ -15,7 +15,8 @@ fetched from its graph): loss and every gradient, max |diff| / max |gengraph| < 
 or the run stops. Steps are timed alternately (gengraph block, PyTorch block, ...), CPU time
 of the process (robust on a shared machine), medians over rounds; the step is forward +
 backward + gradient norm + Adam update on both sides. Also: peak memory of a step (a fresh
-process per framework: peak RSS over 3 steps minus the RSS before the first; gengraph's
+process per framework: peak RSS over 3 steps minus the RSS before the first, optimizer state made
+before that on both sides; gengraph's
 tracemalloc peak of one step beside it) and the compile time of the U-Net spec.
 """
 
@@ -317,6 +318,7 @@ def torch_step_fn(torch, P, loss_fn, batches, noise, fused=False):
         opt.step()
         return float(loss.detach()), float(gnorm.detach())
 
+    step.opt, step.params = opt, params  # for memory_child
     return step
 
 
@@ -390,9 +392,17 @@ def model_fns(torch, name, data_dir, check=True):
 
 
 def memory_child(torch, name, framework, data_dir) -> dict:
-    """In a fresh process: RSS before the first step and the peak RSS over 3 steps of one framework."""
+    """In a fresh process: the RSS before the first step and the peak RSS over 3 steps of one
+    framework, both with their optimizer state made before the baseline. gengraph makes Adam's
+    moments when it compiles; PyTorch in its first step, which counted them as step memory: its
+    optimizer takes one step from zero gradients first (moments made, parameters unchanged)."""
     fns = model_fns(torch, name, data_dir, check=False)
     fn = fns[framework]
+    if framework.startswith("torch"):
+        for p in fn.params:
+            p.grad = torch.zeros_like(p)
+        fn.opt.step()  # m = v = 0 afterwards, and a zero update
+        fn.opt.zero_grad(set_to_none=True)
     base = rss_mb()
     reset = reset_peak_rss()  # ru_maxrss would keep the set-up's peak and, across fork + exec, the parent's
     for i in range(3):

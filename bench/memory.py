@@ -3,8 +3,10 @@
     python -m bench.memory --workload mlp --framework numpy --steps 200 [--data DIR]
 
 The parent (``python -m bench``) first writes, per workload, the initial parameters, the
-mini-batches and the Adam settings to an .npz (``prepare``), so the NumPy and PyTorch
-processes need not import gengraph. Each measuring process then imports only its framework,
+mini-batches and the Adam settings to an .npz (``prepare``), so that no peer builds or runs a
+gengraph model (each process imports ``gengraph.blas_setup`` for the BLAS pinning, and the VAE
+and DDPM peers gengraph's random-stream helper to draw the same noise). Each measuring process
+then imports its framework,
 builds its model from the .npz (same initial parameters, same batches: one data path for
 all) and runs `steps` training steps. Reported, in MiB, like for like:
 
@@ -228,7 +230,7 @@ def _stepper(workload, framework, init, batches, meta):
         tb = [tuple(torch.from_numpy(a) for a in b) for b in batches]
         return lambda i: m.step(*tb[i % nb])
     if workload == "vae":
-        rng = stream_rng(seed, meta["vae_eps_stream"])  # no gengraph import in the peers' processes
+        rng = stream_rng(seed, meta["vae_eps_stream"])  # gengraph's stream helper only: no gengraph model
         B = batches[0][0].shape[0]
         if framework == "numpy":
             from .numpy_vae import NumpyVAE
