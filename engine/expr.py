@@ -255,6 +255,8 @@ class _Checker(ast.NodeVisitor):
                 self.fail(kw.value, f"** arguments are not allowed in expressions; give {fname}()'s keywords by name")
             if kw.arg in given:  # ast accepts f(a=1, a=2); Python's compiler would not
                 self.fail(kw, f'keyword "{kw.arg}" is given twice in {fname}()')
+            if kw.arg in names[:len(node.args)]:  # max_pool2d(x, 2, kernel=2)
+                self.fail(kw, f'{kw.arg} of {fname}() is given twice, by position and by keyword')
             given.add(kw.arg)
             if kw.arg not in allowed:
                 known = ", ".join(f"{k}=" for k in allowed)
@@ -379,7 +381,11 @@ class _Builder(ast.NodeVisitor):
             return FUNCTIONS[fname](*args, **kwargs)
         except (ValueError, TypeError) as exc:
             text = str(exc)  # the op's own message may already start with its name
-            self.fail(node, text if text.startswith((f"{fname}:", f"{fname}(")) else f"{fname}: {text}")
+            error = ExprError(self.expression, getattr(node, "col_offset", 0),
+                              text if text.startswith((f"{fname}:", f"{fname}(")) else f"{fname}: {text}")
+            if isinstance(exc, UserError) or exc.__traceback__.tb_next is None:
+                raise error from None  # the op's own check, or arguments it cannot bind: the message says it all
+            raise error from exc  # raised deep inside the engine: keep its traceback (a defect to report)
 
     def _node(self, ast_node, value):
         if isinstance(value, Node):

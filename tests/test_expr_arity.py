@@ -118,3 +118,22 @@ def test_an_ops_own_error_is_not_chained_to_the_expression_error():
     err = _error("sum(conv2d(x, w))", {"x": np.ones((1, 2, 3, 3)), "w": np.ones((2, 2, 5, 5))})
     assert "kernel larger than padded input" in err.message
     assert err.__cause__ is None and err.__suppress_context__
+
+
+def test_an_argument_given_by_position_and_by_keyword_is_named():
+    # it reached the op's builder: "max_pool2d() got multiple values for argument 'kernel'"
+    err = _error("sum(max_pool2d(x, 2, kernel=2))", {"x": np.ones((1, 1, 4, 4))})
+    assert "kernel of max_pool2d() is given twice, by position and by keyword" in err.message
+
+
+def test_an_error_deep_inside_an_op_builder_keeps_its_traceback(monkeypatch):
+    # the user's mistakes are one message; an error raised inside the engine (a defect) stays the
+    # cause of the ExprError, so that its traceback is printed for the report
+    from gengraph.engine import expr
+
+    def broken(x, w, **kw):
+        return int("not a number")  # stands for a defect inside a builder
+
+    monkeypatch.setitem(expr.FUNCTIONS, "conv2d", broken)
+    err = _error("sum(conv2d(x, w))", {"x": np.ones((1, 2, 3, 3)), "w": np.ones((2, 2, 3, 3))})
+    assert isinstance(err.__cause__, ValueError) and "not a number" in str(err.__cause__)

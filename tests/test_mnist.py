@@ -244,3 +244,15 @@ def test_an_empty_data_dir_is_refused(tmp_path, monkeypatch, value):
     with pytest.raises(DataError, match="an empty path") as err:
         make_dataset({"source": "mnist", "dir": value}, 0, base_dir=tmp_path / "elsewhere")
     assert err.value.key == "data.dir"
+
+
+def test_an_empty_optional_path_is_not_given(tmp_path, monkeypatch):
+    # "" is how TOML and --set switch off an optional path the spec sets (test_path, labels): it
+    # must not be refused like an empty data.dir, which would be read (as the working folder)
+    (tmp_path / "a.csv").write_text("a,b,y\n" + "\n".join(f"{i},{2 * i},{i % 2}" for i in range(20)))
+    monkeypatch.chdir(tmp_path)
+    ds = make_dataset({"source": "csv", "path": str(tmp_path / "a.csv"), "test_path": ""}, 0)
+    assert ds.n_train + ds.n_test == 20 and ds.n_test > 0  # a random split, as without test_path
+    with pytest.raises(DataError, match="an empty path") as err:
+        make_dataset({"source": "csv", "path": ""}, 0)
+    assert err.value.key == "data.path"

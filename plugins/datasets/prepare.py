@@ -212,7 +212,11 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
         raise SpecError(SpecIssue(None, None, None, "data.source", exc.message())) from None
     params = resolve_params(source, data_spec)
     for key in getattr(source, "path_keys", ()):
-        if isinstance(params.get(key), str) and not params[key].strip():  # Path("") would be the working folder
+        # an empty path where one is always read (a required key, or a default folder) would be
+        # Path("") = the working folder; an optional one (default none: test_path, labels) left empty
+        # is not given, the only way TOML and --set have to switch off a key the spec sets
+        optional = getattr(source.params.get(key), "default", REQUIRED) is None
+        if isinstance(params.get(key), str) and not params[key].strip() and not optional:
             raise DataError("an empty path: set it to a file or folder (relative paths are looked up from the "
                             "spec's folder, then the working directory)", key=f"data.{key}")
         if params.get(key):
