@@ -395,14 +395,16 @@ def memory_child(torch, name, framework, data_dir) -> dict:
     """In a fresh process: the RSS before the first step and the peak RSS over 3 steps of one
     framework, both with their optimizer state made before the baseline. gengraph makes Adam's
     moments when it compiles; PyTorch in its first step, which counted them as step memory: its
-    optimizer takes one step from zero gradients first (moments made, parameters unchanged)."""
+    Adam's state is made here as its first step would make it (a step counter and two zero
+    moments per parameter; no gradient is allocated and freed, which malloc could keep resident
+    in the baseline)."""
     fns = model_fns(torch, name, data_dir, check=False)
     fn = fns[framework]
     if framework.startswith("torch"):
         for p in fn.params:
-            p.grad = torch.zeros_like(p)
-        fn.opt.step()  # m = v = 0 afterwards, and a zero update
-        fn.opt.zero_grad(set_to_none=True)
+            fn.opt.state[p].update(step=torch.zeros((), dtype=torch.float32),
+                                   exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+                                   exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
     base = rss_mb()
     reset = reset_peak_rss()  # ru_maxrss would keep the set-up's peak and, across fork + exec, the parent's
     for i in range(3):
