@@ -155,9 +155,13 @@ def _render(dot_text: str, fmt: str, out, option: str = "--out") -> None:
               help="training rows in the batch the loss is evaluated on")
 @click.option("--max-entries", type=click.IntRange(min=1), default=50, show_default=True,
               help="parameters with more entries are checked on a random subset of this many")
+@click.option("--perturb", type=float, default=0.0, show_default=True, metavar="SD",
+              help="check at the initial parameters plus N(0, SD^2) noise on every entry (a zero-initialised "
+                   "layer, e.g. a U-Net's output convolution, makes every gradient upstream 0 at the initial values)")
 @common
 @user_errors
-def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, overrides, plugin_files, debug):
+def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, perturb, overrides, plugin_files,
+                  debug):
     """Compare the engine's gradients of SPEC's loss (SPEC: a spec file or a shipped spec's name)
     with central finite differences.
 
@@ -174,14 +178,15 @@ def gradcheck_cmd(spec, param_names, eps, rtol, atol, seed, batch, max_entries, 
     from gengraph.plugins.run.inspection import InspectError, check_gradcheck_options, gradcheck
 
     try:  # before the model is built, with the messages Run.gradcheck(...) gives
-        check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+        check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries,
+                                perturb=perturb)
     except InspectError as exc:
         raise UserError(str(exc)) from None
     loaded, data, plugin, graph, model = _spec_models(spec, overrides, plugin_files,
                                                       ['run.dtype="float64"', 'run.device="cpu"'])
     try:
         report = gradcheck(loaded, data, model, label=spec, param_names=param_names, eps=eps, rtol=rtol, atol=atol,
-                           seed=seed, batch=batch, max_entries=max_entries)
+                           seed=seed, batch=batch, max_entries=max_entries, perturb=perturb)
     except InspectError as exc:
         raise UserError(str(exc)) from None
     if report is None:

@@ -150,3 +150,33 @@ def test_compare_marks_an_all_zero_row():
     assert compare("w", np.zeros(3), np.zeros(3), 1e-5, 1e-8).zero
     assert not compare("w", np.array([0.0, 1e-3]), np.array([0.0, 1e-3]), 1e-5, 1e-8).zero
     assert not compare("w", np.zeros(0), np.zeros(0), 1e-5, 1e-8).zero
+
+
+UNET = ROOT / "specs" / "diffusion_unet_digits.toml"
+
+
+def test_perturb_checks_a_unet_past_its_zero_initialised_output():
+    # with --perturb every U-Net gradient is compared (none is 0 on both sides) and a wrong VJP
+    # upstream of the zero-initialised output convolution fails, which the initial point hid
+    res = gradcheck(UNET, "--batch", "2", "--max-entries", "2", "--perturb", "0.01")
+    assert res.exit_code == 0, res.output
+    rows = result_rows(res.output)
+    assert len(rows) == 110 and all(ok == "ok" for _, _, ok in rows.values())
+    assert "N(0, 0.01^2) noise on every entry" in res.output and "ok: 110 parameter(s) within tolerance\n" in res.output
+
+
+def test_perturb_finds_a_wrong_vjp_the_initial_point_hides(monkeypatch):
+    # silu's image VJP made wrong: at the initial parameters every row upstream of the output
+    # convolution is 0 on both sides and the check says ok; perturbed, it fails
+    monkeypatch.setattr(OPS["silu_lean"], "vjp", (lambda g, y, x: g * 0.5,))
+    plain = gradcheck(UNET, "--batch", "2", "--max-entries", "2")
+    assert plain.exit_code == 0 and "--perturb 0.01" in plain.output, plain.output
+    res = gradcheck(UNET, "--batch", "2", "--max-entries", "2", "--perturb", "0.01")
+    assert res.exit_code == 1, res.output
+    assert "gradient check failed" in res.output and "denoiser/stem/W" in res.output
+
+
+@pytest.mark.parametrize("value", ["-0.1", "nan", "inf"])
+def test_perturb_must_be_a_finite_number_at_least_0(value):
+    res = gradcheck(UNET, "--perturb", value)
+    assert res.exit_code == 2 and "perturb must be a finite number >= 0" in res.output, res.output

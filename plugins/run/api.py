@@ -375,18 +375,21 @@ class Run:
                                           label=str(self.dir / "spec.toml"))
         return GraphDisplay(view, batch=batch, collapse=collapse, name=f"{self.spec['run']['name']}.{program}.{stage}")
 
-    def gradcheck(self, params=(), *, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, max_entries=50):
+    def gradcheck(self, params=(), *, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, max_entries=50, perturb=0.0):
         """The report of `gengraph gradcheck RUN/spec.toml`: the spec's model (its initial
-        parameters) in float64 on the CPU, the engine's loss gradient against central
-        differences. Shows as an HTML table; str() is the command's text; `.ok`. An option out of
-        its range (eps, rtol, atol, seed, batch, max_entries) raises InspectError (a ValueError)
-        with the message `gengraph gradcheck` prints."""
-        check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+        parameters, plus N(0, perturb^2) noise with perturb > 0) in float64 on the CPU, the
+        engine's loss gradient against central differences. Shows as an HTML table; str() is the
+        command's text; `.ok`. An option out of its range (eps, rtol, atol, seed, batch,
+        max_entries, perturb) raises InspectError (a ValueError) with the message `gengraph
+        gradcheck` prints."""
+        check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries,
+                                perturb=perturb)
         params = (params,) if isinstance(params, str) else tuple(params)  # one name, not its letters
         with plugin_files(self.plugins):
             loaded, data, plugin, model = _build(self.dir, ['run.dtype="float64"', 'run.device="cpu"'])
             return gradcheck(loaded, data, model, label=str(self.dir / "spec.toml"), param_names=params,
-                             eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+                             eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries,
+                             perturb=perturb)
 
     # displays
     def _repr_html_(self) -> str:

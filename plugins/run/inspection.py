@@ -68,6 +68,7 @@ class GradcheckReport:
     seed: int
     max_entries: int
     notes: list = field(default_factory=list)
+    perturb: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -84,6 +85,9 @@ class GradcheckReport:
                  f"an entry passes when |engine - numeric| <= atol + rtol * max(|engine|, |numeric|) + "
                  f"{r.roundoff_floor:.1e}\n  (the differences' own roundoff: 8 * float64 eps * {r.scale:.3g} / eps, "
                  f"{r.scale:.3g} = largest |scalar| the loss is computed from)"]
+        if self.perturb:
+            lines.append(f"checked at the initial parameters plus N(0, {self.perturb:g}^2) noise on every entry "
+                         f"(--perturb, drawn with --seed {self.seed})")
         if r.frozen_random or r.frozen_stop_gradient:
             lines.append(f"noise fixed: {r.frozen_random} random draw(s) and {r.frozen_stop_gradient} "
                          "stop_gradient value(s) computed once and held constant")
@@ -100,7 +104,9 @@ class GradcheckReport:
         zero = [p.name for p in self.result.rows if p.zero]
         if zero:  # e.g. a U-Net whose output convolution starts at zero: nothing upstream has a gradient yet
             return (f"ok: {n} parameter(s) within tolerance, but {len(zero)} of them have a gradient of exactly 0 on "
-                    "both sides at these parameters (result \"zero\"), which verifies nothing about them")
+                    "both sides at these parameters (result \"zero\"), which verifies nothing about them"
+                    + ("" if self.perturb else "; check them away from the initial values with --perturb 0.01 "
+                       "(zero-initialised layers block every gradient upstream)"))
         return f"ok: {n} parameter(s) within tolerance"
 
     def passed_by(self, row) -> str:
@@ -160,16 +166,17 @@ def _shown(v) -> str:
     return repr(v)
 
 
-def check_gradcheck_options(*, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, max_entries=50) -> None:
+def check_gradcheck_options(*, eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8, max_entries=50, perturb=0.0) -> None:
     """InspectError, one line naming the option and its bad value, for settings `gradcheck` cannot
-    use (the CLI's --eps/--rtol/--atol/--seed/--batch/--max-entries and Run.gradcheck's keywords)."""
+    use (the CLI's --eps/--rtol/--atol/--seed/--batch/--max-entries/--perturb and Run.gradcheck's
+    keywords)."""
     import math
 
     e = _real(eps)
     if e is None or not math.isfinite(e) or not EPS_MIN <= e <= EPS_MAX:
         raise InspectError(f"eps must be a finite number from {EPS_MIN:g} to {EPS_MAX:g} (the step of float64 "
                            f"central differences), found {_shown(eps)}")
-    for name, value in (("rtol", rtol), ("atol", atol)):
+    for name, value in (("rtol", rtol), ("atol", atol), ("perturb", perturb)):
         v = _real(value)
         if v is None or not math.isfinite(v) or v < 0:
             raise InspectError(f"{name} must be a finite number >= 0, found {_shown(value)}")
@@ -190,15 +197,20 @@ def check_graph_options(*, batch=128, collapse=None) -> None:
 
 
 def gradcheck(loaded, data, model, *, label=None, param_names=(), eps=1e-6, rtol=1e-5, atol=1e-8, seed=0, batch=8,
-              max_entries=50) -> GradcheckReport | None:
+              max_entries=50, perturb=0.0) -> GradcheckReport | None:
     """Check the engine's gradient of the model's loss (built in float64 on the CPU) against
-    central differences on `batch` random training rows. None: no trainable parameters.
+    central differences on `batch` random training rows, at the model's initial parameters, or
+    with `perturb` > 0 at those plus N(0, perturb^2) noise on every entry of every parameter
+    (a zero-initialised layer, such as a U-Net's output convolution, makes every gradient
+    upstream exactly 0 at the initial values). None: no trainable parameters.
     InspectError for an unknown parameter or an option outside its range (check_gradcheck_options)."""
     import numpy as np
 
-    check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries)
+    check_gradcheck_options(eps=eps, rtol=rtol, atol=atol, seed=seed, batch=batch, max_entries=max_entries,
+                            perturb=perturb)
     eps, rtol, atol, seed, batch, max_entries = float(eps), float(rtol), float(atol), int(seed), int(batch), \
         int(max_entries)
+    perturb = float(perturb)
 
     params = list(model.params)
     if param_names:
@@ -216,9 +228,15 @@ def gradcheck(loaded, data, model, *, label=None, param_names=(), eps=1e-6, rtol
     x, y = data.x_train, data.y_train
     if x is None or len(x) == 0:
         raise InspectError(f"{label}: the data has no training rows to check the loss on")
-    rows = np.sort(np.random.default_rng(seed).choice(len(x), min(batch, len(x)), replace=False))
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(x), min(batch, len(x)), replace=False))
+    if perturb:  # every parameter, checked or not: the point the loss is evaluated at
+        graph = model.params[0].graph if model.params else None
+        for p in model.params:
+            value = graph.value(p)
+            graph.set_value(p, value + rng.normal(0.0, perturb, value.shape))
     feeds = model.feed(x[rows], None if y is None else y[rows])
     result = check_loss_grads(model.loss, params, feeds, eps=eps, rtol=rtol, atol=atol, seed=seed,
                               max_entries=max_entries)
     return GradcheckReport(str(label), loaded.data["model"]["kind"], result, len(rows), eps, rtol, atol, seed,
-                           max_entries)
+                           max_entries, perturb=perturb)
