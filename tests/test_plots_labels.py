@@ -129,3 +129,53 @@ def test_discretized_diffusion_names_its_continuous_mc_bound(tmp_path):
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert "test_nll_bound_mc_continuous" in summary and "test_nll_bound_mc" not in summary
     assert summary["test_bpd"] > 0
+
+
+@pytest.mark.parametrize("channels", [2, 5])
+def test_images_of_channels_that_are_no_colours_show_side_by_side(figures, tmp_path, channels):
+    # imshow refused (H, W, 2) and (H, W, 5): a run on 2-channel images ended in a traceback after
+    # training, without its summary, and `gengraph sample --out x.png` too
+    shape = (channels, 3, 4)
+    images = np.arange(2 * channels * 12, dtype=float).reshape(2, -1)
+    shown = plots.display_image(images[0], shape)
+    assert shown.shape == (3, 4 * channels) == plots.display_hw(shape)
+    for c in range(channels):
+        np.testing.assert_array_equal(shown[:, 4 * c:4 * (c + 1)], images[0].reshape(shape)[c])
+    plots.image_grid(images, shape, tmp_path / "g.png")
+    np.testing.assert_array_equal(figures[0].axes[0].images[0].get_array(), shown)
+    assert plots.display_image(np.arange(36.0), (3, 3, 4)).shape == (3, 4, 3)  # colours stay colours
+
+
+def test_a_diffusion_run_on_two_channel_images_finishes(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d2c.npz", x=rng.integers(0, 17, size=(40, 2, 4, 4)).astype(float))
+    spec = tmp_path / "u.toml"
+    spec.write_text("""spec_version = 1
+[run]
+name = "u2c"
+[data]
+source = "npz"
+path = "d2c.npz"
+task = "unsupervised"
+test_fraction = 0.25
+scale = "minmax_global"
+[model]
+kind = "diffusion"
+symmetric = true
+decoder = "discretized"
+levels = 17
+schedule = { kind = "linear", T = 10 }
+bound_timesteps = 2
+[model.network]
+kind = "unet"
+channels = [4]
+groups = 2
+[train]
+epochs = 1
+batch_size = 16
+[output]
+samples = 2
+""")
+    res = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "r"), "-q"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert (tmp_path / "r" / "samples.png").stat().st_size > 0 and (tmp_path / "r" / "summary.json").exists()

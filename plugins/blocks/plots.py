@@ -95,17 +95,27 @@ def confusion_matrix(y_true, y_pred, n_classes, path, labels=None) -> np.ndarray
     return cm
 
 
+def _side_by_side(shape) -> bool:
+    """Channels imshow cannot take as colours (2, or more than 4): shown side by side in grey."""
+    return len(shape) == 3 and shape[0] not in (1, 3, 4)
+
+
 def display_image(flat, shape):
     """One image stored as prod(shape) values -> what imshow takes: (H, W) for a shape (H, W)
-    or (1, H, W), (H, W, C) for (C, H, W) colour images (NCHW data)."""
+    or (1, H, W), (H, W, C) for (C, H, W) colour images (C = 3 or 4, NCHW data), and for other
+    channel counts the channels side by side, (H, C * W) in grey (imshow refused them)."""
     a = np.asarray(flat).reshape(shape)
     if a.ndim == 3:
+        if _side_by_side(shape):
+            return np.concatenate(list(a), axis=1)
         a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
     return a
 
 
 def display_hw(shape) -> tuple:
-    """(H, W) of an image shape (H, W) or (C, H, W)."""
+    """(H, W) of what display_image gives for an image shape (H, W) or (C, H, W)."""
+    if _side_by_side(shape):
+        return (shape[1], shape[0] * shape[2])
     return tuple(shape[-2:])
 
 
