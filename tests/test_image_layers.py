@@ -235,6 +235,9 @@ def test_infer_shapes_layer_by_layer():
     ([{"type": "pool", "kernel": 4}], "model.layers[0]", ["1x3x3", "4x4"]),
     ([{"type": "conv2d", "channels": 3, "groups": 2}], "model.layers[0]", ["groups = 2", "1x3x3"]),
     ([{"type": "group_norm", "groups": 2}], "model.layers[0]", ["groups = 2", "1x3x3"]),
+    # one value per group: normalised to 0, it was accepted and the classifier sat at chance
+    ([{"type": "conv2d", "channels": 4, "kernel": 3}, {"type": "group_norm", "groups": 4}], "model.layers[1]",
+     ["groups = 4", "4x1x1", "one value in each group"]),
     ([{"type": "conv2d", "channels": 2, "padding": "same", "stride": 2}], "model.layers[0]",
      ['padding="same" needs stride 1']),
     ([{"type": "conv2d", "channels": 2, "padding": "full"}], "model.layers[0]", ['"same" or "valid"', "'full'"]),

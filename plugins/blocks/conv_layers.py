@@ -229,6 +229,10 @@ class GroupNorm(Layer):
         if shape[0] % cfg["groups"]:
             raise LayerShapeError(f"groups = {cfg['groups']} does not divide the {shape[0]} channels of the "
                                   f"input {fmt_shape(shape)}")
+        if shape[0] // cfg["groups"] * int(np.prod(shape[1:], dtype=np.int64)) == 1:
+            raise LayerShapeError(f"groups = {cfg['groups']} over the input {fmt_shape(shape)} puts one value in "
+                                  "each group, which the normalisation maps to 0 (nothing passes): use fewer "
+                                  "groups, or normalise before the image shrinks to 1x1")
         return tuple(shape)
 
     def create(self, graph, shape, cfg, rng):

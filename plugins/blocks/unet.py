@@ -86,6 +86,13 @@ def check_config(image_shape, cfg) -> None:
     if h % f or w % f:
         raise UNetConfigError("channels", f"{len(chans)} levels halve the image {len(chans) - 1} times: the "
                               f"data's {fmt_shape(image_shape)} needs height and width divisible by {f}")
+    # the lowest level's group norms see its own channels and, in its first block, the level above's
+    lowest = {chans[-1]} | ({chans[-2]} if len(chans) > 1 else set())
+    if h // f * (w // f) == 1 and cfg["groups"] in lowest:
+        raise UNetConfigError("groups", f"the lowest of the {len(chans)} levels is 1x1 on the data's "
+                              f"{fmt_shape(image_shape)}: groups = {cfg['groups']} over {cfg['groups']} channels puts "
+                              "one value in each group, which group norm maps to 0 (nothing passes there): use "
+                              "fewer groups or fewer levels")
 
 
 class UNet:
