@@ -520,7 +520,7 @@ def test_padding_same_and_valid_match_explicit_padding_and_finite_differences(ke
                            "by keyword"),
     ("avg_pool2d(x, x)", 15, "kernel (argument 2 of avg_pool2d) needs a number or a tuple of numbers"),
     ("avg_pool2d(x, 2, 2, 1)", 1, "avg_pool2d(x, kernel, stride) takes 2 to 3 arguments, found 4"),
-    ("avg_pool2d(x, 2, kernel=2)", 1, "multiple values for argument 'kernel'"),
+    ("avg_pool2d(x, 2, kernel=2)", 18, "kernel of avg_pool2d() is given twice, by position and by keyword"),
     ('conv2d(x, w, padding="same", stride=2)', 1, 'padding="same" needs stride 1'),
     ('conv2d(x, w, padding="full")', 1, 'padding must be an int, a pair of ints, "same" or "valid", not \'full\''),
     ('conv2d(x, "w")', 11, "only numbers are allowed as constants, not str"),
