@@ -39,11 +39,30 @@ def load_torch(threads: int | None = None, enabled: bool = True):
 PAUSE_S = 0.05  # between blocks: worker threads a framework leaves spinning (OpenMP, XLA's pool) go idle
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """A Williams design: rows of 0..n-1 in which each index comes first equally often and right
+    after each other index equally often (n rows for even n, 2n for odd n)."""
+    first, lo, hi = [0], 1, n - 1
+    while len(first) < n:  # 0, 1, n-1, 2, n-2, ...
+        first.append(lo)
+        lo += 1
+        if len(first) < n:
+            first.append(hi)
+            hi -= 1
+    rows = [[(j + r) % n for j in first] for r in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
+
+
 def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | None = None,
                 pause: float | None = None) -> dict:
-    """Time each callable alternately, `reps` rounds of `block` calls; the order rotates each round
-    (A, B, C, then B, C, A, then C, A, B, ...): a fixed order gave whichever ran first, right after
-    the last framework's block, 5-10 % more time (gengraph / hand-NumPy 1.05 first, 0.95 second).
+    """Time each callable alternately, `reps` rounds of `block` calls, each round in the order of
+    the next row of a balanced Latin square (`balanced_orders`): every framework runs first
+    equally often and right after every other equally often. A fixed order gave whichever ran
+    first, right after the last framework's block, 5-10 % more time (gengraph / hand-NumPy 1.05
+    first, 0.95 second); a cyclic rotation (A, B, C, then B, C, A, ...) still put each framework
+    after the same one in most rounds: hand-NumPy ran right after gengraph, on the batches
+    gengraph had just read, in 5 of 6 rounds of the suite (MLP: hand-NumPy 0.246-0.249 ms a step
+    so, 0.264-0.267 with a shuffled order; gengraph 0.27 either way).
 
     With more than one thread pinned, each block starts after a pause (PAUSE_S; `pause`
     overrides): at 2 threads on 2 cores, PyTorch's OpenMP workers and XLA's threads kept
@@ -67,8 +86,9 @@ def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | N
     gc.collect()
     counters = {k: 0 for k in fns}
     names = list(fns)
+    orders = balanced_orders(len(names))
     for r in range(warmup + reps):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in (names[j] for j in orders[r % len(orders)]):
             fn = fns[name]
             if pause:
                 time.sleep(pause)

@@ -46,6 +46,7 @@ import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from bench._common import balanced_orders  # noqa: E402
 from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,15 +75,16 @@ def write_fake_mnist(folder: Path, n_train=640, n_test=64, seed=0):
 
 
 def alternate(fns: dict, rounds: int, block: int) -> dict:
-    """Median CPU seconds per call of each fn, timed in alternating blocks (the order rotating from
-    round to round) after a warm-up block."""
+    """Median CPU seconds per call of each fn, timed in alternating blocks (each round in the order of
+    the next row of a balanced Latin square, as bench._common.interleaved) after a warm-up block."""
     for f in fns.values():
         for i in range(block):
             f(i)
     times = {k: [] for k in fns}
     names = list(fns)
-    for r in range(rounds):  # the order rotates every round, as in bench._common.interleaved
-        for k in names[r % len(names):] + names[:r % len(names)]:
+    orders = balanced_orders(len(names))
+    for r in range(rounds):
+        for k in (names[j] for j in orders[r % len(orders)]):
             f = fns[k]
             t0 = time.process_time()
             for i in range(block):
@@ -442,7 +444,7 @@ def unet_compile_time(data_dir, reps=5):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=6)  # a multiple of the 6 orders of 3 frameworks
     ap.add_argument("--out", default="bench-results/results_conv.json",
                     help="JSON file for the results (default under the untracked bench-results/; "
                          "bench/results_conv.json is the copy bench/README.md quotes)")

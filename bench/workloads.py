@@ -5,8 +5,9 @@
 For each workload the three frameworks start from the same initial parameters (gengraph's),
 see the same mini-batches in the same order and the same random numbers (the NumPy and
 PyTorch versions draw from the streams gengraph's random ops use), and are timed
-alternately in one process: a round is `block` steps of each framework in turn, the order
-rotating from round to round; medians over rounds are reported, as per-step times and as ratios. Every
+alternately in one process: a round is `block` steps of each framework in turn, in the order of
+the next row of a balanced Latin square (each framework first, and right after each other,
+equally often); medians over rounds are reported, as per-step times and as ratios. Every
 framework computes what `gengraph run`'s train_step computes per step: loss, the model's
 metrics and the global gradient norm (the trainer's divergence monitor), then an Adam step.
 The loss reached (mean over the last round) shows that all did the same work.
@@ -430,7 +431,7 @@ class DDPMWorkload(Workload):
 WORKLOADS = {"mlp": MLPWorkload, "vae": VAEWorkload, "ddpm": DDPMWorkload}
 
 # rounds x steps per round (one warm-up round more); full and --quick
-PLAN = {"full": {"mlp": (40, 20), "vae": (40, 20), "ddpm": (30, 20), "sample": (9, 1)},
+PLAN = {"full": {"mlp": (42, 20), "vae": (42, 20), "ddpm": (30, 20), "sample": (12, 1)},  # rounds: multiples of the orders
         "quick": {"mlp": (8, 10), "vae": (8, 10), "ddpm": (6, 10), "sample": (3, 1)}}
 
 
