@@ -146,6 +146,29 @@ def test_unet_on_flat_data_is_a_spec_error(tmp_path):
         build_checked(load(path), base_dir=tmp_path)
 
 
+@pytest.mark.parametrize("key, line", [("layers", 'layers = [{ units = 4 }]'), ("output_init", 'output_init = "zeros"')])
+def test_mlp_denoiser_keys_next_to_a_unet_are_refused(tmp_path, key, line):
+    # they were silently ignored: the run trained the U-Net without them
+    from gengraph.plugins.run.runner import build_checked
+
+    path = tmp_path / "both.toml"
+    path.write_text(SPEC.replace("symmetric = true", "symmetric = true\n" + line))
+    with pytest.raises(SpecError, match=rf"both\.toml:\d+:\d+: model\.{key}: is for the MLP denoiser; the unet network"):
+        build_checked(load(path), base_dir=tmp_path)
+
+
+def test_a_unet_runs_own_spec_with_every_default_loads(tmp_path):
+    # a run's spec.toml records every default, model.layers and output_init included
+    from gengraph.plugins.run.runner import build_checked
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(SPEC.replace("epochs = 12", "epochs = 1"))
+    execute(load(path), tmp_path / "run")
+    written = load(tmp_path / "run" / "spec.toml")
+    assert written.data["model"]["layers"] and written.data["model"]["output_init"] == "xavier"
+    build_checked(written, base_dir=tmp_path / "run")
+
+
 def test_ops_used_by_the_unet_keep_float32():
     g = Graph(dtype="float32")
     net = UNet(g, (1, 8, 8), 4, CFG, np.random.default_rng(0))

@@ -86,7 +86,7 @@ from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
 from gengraph.plugins.blocks.unet import DENOISERS, UNet, UNetConfigError, image_shape_of
 from gengraph.plugins.blocks.samplers import SAMPLERS, run_steps, sampler_steps
-from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table
+from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table, validate
 from gengraph.plugins.blocks.files import save_npy
 from gengraph.plugins.blocks.plots import _figure, _save, display_image, image_grid, scatter_vs_data
 from gengraph.plugins.blocks import seeds
@@ -98,6 +98,19 @@ EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
 _LOG_2PI = math.log(2.0 * math.pi)
 
 DEFAULT_LAYERS = [{"units": 128, "activation": "silu"}] * 3
+
+
+def _check_mlp_keys(cfg) -> None:
+    """model.layers and model.output_init shape the MLP denoiser: given next to a U-Net they were
+    silently ignored. Refused unless they hold their defaults (a run's own spec.toml records
+    every default, these two included, so a U-Net run's folder still loads)."""
+    if cfg["network"]["kind"] == "mlp":
+        return
+    default = validate(Table({"layers": ListOf(layer_schema())}), {"layers": DEFAULT_LAYERS})["layers"]
+    for key, changed in (("layers", cfg["layers"] != default), ("output_init", cfg["output_init"] != "xavier")):
+        if changed:
+            raise _config_error(key, f'is for the MLP denoiser; the {cfg["network"]["kind"]} network '
+                                     "(model.network) has its own layers: remove it, or set network.kind = \"mlp\"")
 
 
 def _config_error(path, message):
@@ -270,9 +283,9 @@ class Diffusion(ModelPlugin):
     @property
     def schema(self):
         return Table({
-            "layers": ListOf(layer_schema(), default=DEFAULT_LAYERS, help="hidden layers of the denoiser, "
-                             "over [x_t, emb(t)]; an output layer of D units is added"),
-            "output_init": Field(str, "xavier", "initializer of the denoiser's output layer"),
+            "layers": ListOf(layer_schema(), default=DEFAULT_LAYERS, help="hidden layers of the MLP denoiser "
+                             "(network.kind = \"mlp\"), over [x_t, emb(t)]; an output layer of D units is added"),
+            "output_init": Field(str, "xavier", "initializer of the MLP denoiser's output layer"),
             "network": Dispatch("kind", DENOISERS, default={"kind": "mlp"},
                                 help='the denoiser: kind = "mlp" (model.layers) or "unet" (image data; '
                                      'channels, blocks, attention, ...; in continuous time over z_t and its '
@@ -321,6 +334,7 @@ class Diffusion(ModelPlugin):
 
     # --- build ----------------------------------------------------------------------------
     def build(self, cfg, graph, data, rng):
+        _check_mlp_keys(cfg)
         if cfg["time"] == "continuous":
             return build_continuous(cfg, graph, data, rng, _check_grid)
         D = data.n_features
