@@ -6,8 +6,8 @@ For each workload the three frameworks start from the same initial parameters (g
 see the same mini-batches in the same order and the same random numbers (the NumPy and
 PyTorch versions draw from the streams gengraph's random ops use), and are timed
 alternately in one process: a round is `block` steps of each framework in turn, in the order of
-the next row of a balanced Latin square (each framework first, and right after each other,
-equally often); medians over rounds are reported, as per-step times and as ratios. Every
+the next row of a balanced Latin square (each framework first, and within a round right after
+each other, equally often); medians over rounds are reported, as per-step times and as ratios. Every
 framework computes what `gengraph run`'s train_step computes per step: loss, the model's
 metrics and the global gradient norm (the trainer's divergence monitor), then an Adam step.
 The loss reached (mean over the last round) shows that all did the same work.

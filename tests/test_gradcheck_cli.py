@@ -170,7 +170,7 @@ def test_perturb_finds_a_wrong_vjp_the_initial_point_hides(monkeypatch):
     # convolution is 0 on both sides and the check says ok; perturbed, it fails
     monkeypatch.setattr(OPS["silu_lean"], "vjp", (lambda g, y, x: g * 0.5,))
     plain = gradcheck(UNET, "--batch", "2", "--max-entries", "2")
-    assert plain.exit_code == 0 and "--perturb 0.01" in plain.output, plain.output
+    assert plain.exit_code == 0 and "--perturb 0.01 (Run.gradcheck: perturb=0.01)" in plain.output, plain.output
     res = gradcheck(UNET, "--batch", "2", "--max-entries", "2", "--perturb", "0.01")
     assert res.exit_code == 1, res.output
     assert "gradient check failed" in res.output and "denoiser/stem/W" in res.output

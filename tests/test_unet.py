@@ -90,7 +90,7 @@ def test_a_lowest_level_of_one_value_per_norm_group_is_refused(channels):
     # 4 levels on 8x8 end at 1x1: 8 channels in 8 groups normalise to 0 there (the lowest level's
     # own channels, or the level above's in its first block), and the time embedding added there
     # had no effect (its weights' gradients were exactly 0)
-    with pytest.raises(UNetConfigError, match="lowest of the 4 levels is 1x1 .* one value in each group"):
+    with pytest.raises(UNetConfigError, match="lowest of the 4 levels is 1x1 .* sees one value per group and outputs 0"):
         check_config((1, 8, 8), dict(CFG, channels=channels, groups=8))
     check_config((1, 8, 8), dict(CFG, channels=[8, 8, 16, 16], groups=8))  # two values a group: fine
 

@@ -90,9 +90,9 @@ def check_config(image_shape, cfg) -> None:
     lowest = {chans[-1]} | ({chans[-2]} if len(chans) > 1 else set())
     if h // f * (w // f) == 1 and cfg["groups"] in lowest:
         raise UNetConfigError("groups", f"the lowest of the {len(chans)} levels is 1x1 on the data's "
-                              f"{fmt_shape(image_shape)}: groups = {cfg['groups']} over {cfg['groups']} channels puts "
-                              "one value in each group, which group norm maps to 0 (nothing passes there): use "
-                              "fewer groups or fewer levels")
+                              f"{fmt_shape(image_shape)}: a group norm there over {cfg['groups']} channels in groups "
+                              f"= {cfg['groups']} sees one value per group and outputs 0 (that norm passes nothing): "
+                              "use fewer groups or fewer levels")
 
 
 class UNet:

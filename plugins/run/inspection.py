@@ -105,8 +105,9 @@ class GradcheckReport:
         if zero:  # e.g. a U-Net whose output convolution starts at zero: nothing upstream has a gradient yet
             return (f"ok: {n} parameter(s) within tolerance, but {len(zero)} of them have a gradient of exactly 0 on "
                     "both sides at these parameters (result \"zero\"), which verifies nothing about them"
-                    + ("" if self.perturb else "; check them away from the initial values with --perturb 0.01 "
-                       "(zero-initialised layers block every gradient upstream)"))
+                    + ("" if self.perturb else "; if a zero-initialised layer blocks them (a U-Net's output "
+                       "convolution does), check away from the initial values: --perturb 0.01 (Run.gradcheck: "
+                       "perturb=0.01)"))
         return f"ok: {n} parameter(s) within tolerance"
 
     def passed_by(self, row) -> str:
