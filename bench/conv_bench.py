@@ -451,7 +451,11 @@ def main(argv=None):
     ap.add_argument("--only", default="conv,vae,ddpm,memory,compile")
     ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    import torch
+    try:
+        import torch
+    except ImportError:  # every row here is against PyTorch: nothing to measure without it
+        ap.exit(2, "bench.conv_bench times gengraph's image models against PyTorch's, which is not installed "
+                   "in this environment: pip install -e '.[bench]' (python -m bench runs without it)\n")
 
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
