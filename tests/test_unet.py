@@ -175,3 +175,25 @@ def test_ops_used_by_the_unet_keep_float32():
     x, e = g.input("x", (None, 64)), g.input("e", (None, 4))
     out = ops.sum(net(x, e))
     assert out.dtype == np.float32
+
+
+def test_graph_gives_each_unet_block_its_own_row(tmp_path):
+    # the ops were scoped per level only: `graph --collapse 3` put every block's FLOPs on its level
+    # and showed denoiser/mid/attention with its parameters and 0 FLOPs
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(SPEC.replace("channels = [8, 16]", "channels = [8, 16]\nattention = true"))
+    res = CliRunner().invoke(main, ["graph", str(path), "--stage", "built", "--collapse", "3"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line.split() for line in res.output.splitlines() if line.startswith("denoiser/")}
+    for scope in ("denoiser/stem", "denoiser/down0/res0", "denoiser/down0/downsample", "denoiser/mid/res0",
+                  "denoiser/mid/attention", "denoiser/mid/res1", "denoiser/up1/res0", "denoiser/up1/upsample"):
+        assert scope in rows, (scope, sorted(rows))
+    def flops(scope):  # columns ... params, flops, activations ("11.1 MiB")
+        return int(rows[scope][-3].replace(",", ""))
+
+    assert flops("denoiser/mid/attention") > 0 and flops("denoiser/down0/res0") > 0
+    assert flops("denoiser/mid/res0") > 0 and flops("denoiser/up1/upsample") > 0

@@ -221,28 +221,38 @@ class UNet:
         with g.scope(self.scope):
             with g.scope("time_mlp"):
                 temb = ops.silu(emb @ self.t1[0] + self.t1[1]) @ self.t2[0] + self.t2[1]
-            h = self._apply_conv(ops.reshape(x_rows, (None,) + self.shape), self.stem)
+            # each block's ops in the scope its parameters were made in (down0/res1, mid/attention,
+            # ...): `gengraph graph --collapse` then gives each block its own row and FLOPs
+            with g.scope("stem"):
+                h = self._apply_conv(ops.reshape(x_rows, (None,) + self.shape), self.stem)
             skips = [h]
             for lv, level in enumerate(self.down):
                 with g.scope(f"down{lv}"):
-                    for p in level["blocks"]:
-                        h = self._apply_res(h, p, temb)
+                    for b, p in enumerate(level["blocks"]):
+                        with g.scope(f"res{b}"):
+                            h = self._apply_res(h, p, temb)
                         skips.append(h)
                     if lv < len(self.down) - 1:
-                        h = self._apply_conv(h, level["down"], stride=2) if level["down"] is not None \
-                            else ops.avg_pool2d(h, 2, 2)
+                        with g.scope("downsample"):
+                            h = self._apply_conv(h, level["down"], stride=2) if level["down"] is not None \
+                                else ops.avg_pool2d(h, 2, 2)
                         skips.append(h)
             with g.scope("mid"):
-                h = self._apply_res(h, self.mid1, temb)
+                with g.scope("res0"):
+                    h = self._apply_res(h, self.mid1, temb)
                 if self.attn is not None:
-                    h = self._apply_attention(h, self.attn)
-                h = self._apply_res(h, self.mid2, temb)
+                    with g.scope("attention"):
+                        h = self._apply_attention(h, self.attn)
+                with g.scope("res1"):
+                    h = self._apply_res(h, self.mid2, temb)
             for level in self.up:
                 with g.scope(f"up{level['level']}"):
-                    for p in level["blocks"]:
-                        h = self._apply_res(ops.concat([h, skips.pop()], axis=1), p, temb)
+                    for b, p in enumerate(level["blocks"]):
+                        with g.scope(f"res{b}"):
+                            h = self._apply_res(ops.concat([h, skips.pop()], axis=1), p, temb)
                     if level["up"] is not None:
-                        h = self._apply_conv(ops.upsample_nearest2d(h, 2), level["up"])
+                        with g.scope("upsample"):
+                            h = self._apply_conv(ops.upsample_nearest2d(h, 2), level["up"])
             with g.scope("out"):
                 h = self._apply_conv(ops.silu(self._gn(h, self.out_norm)), self.out_conv)
             return ops.flatten(h)
