@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import functools
 import traceback
-import os
 import sys
 import warnings
 import json
 import click
 
 from gengraph import __version__
+from gengraph.plugins.run.progress import to_devnull
 
 EXAMPLES = {
     "run": "  gengraph run                       # the default: an MLP on the shipped digits\n"
@@ -36,13 +36,6 @@ class UserError(click.UsageError):
         click.echo(f"error: {self.format_message()}", file=file, err=file is None)
 
 
-def stdout_to_devnull(stream=None) -> None:
-    """Standard output (or error) from now on goes nowhere: its reader has stopped reading (| head);
-    the interpreter's last flush would raise BrokenPipeError again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, (stream or sys.stdout).fileno())
-
-
 def echo_on(text: str = "", err: bool = False) -> None:
     """A line of a long command's output (stdout) or progress (err); a reader that stopped reading
     (| head, 2>&1 | head) stops the lines, not the work (a sweep's trials go on to their end and
@@ -50,7 +43,7 @@ def echo_on(text: str = "", err: bool = False) -> None:
     try:
         click.echo(text, err=err)
     except BrokenPipeError:
-        stdout_to_devnull(sys.stderr if err else sys.stdout)
+        to_devnull(sys.stderr if err else sys.stdout)
 
 
 def user_errors(fn):
@@ -94,7 +87,7 @@ def user_errors(fn):
             raise click.ClickException(printable(f"{ctx.info_name} failed: out of memory ({exc or 'MemoryError'}); "
                                                  "lower train.batch_size, output.samples or the sizes in [model]")) from None
         except BrokenPipeError:  # the reader stopped reading (gengraph plugins | head): nothing failed
-            stdout_to_devnull()
+            to_devnull(sys.stdout)
             ctx.exit(0)
         except OSError as exc:  # a full disk (ENOSPC), a folder that vanished, ...: the run failed
             if debug:

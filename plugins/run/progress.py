@@ -6,6 +6,20 @@ import os
 import sys
 
 
+def to_devnull(stream) -> None:
+    """`stream` (its file descriptor) goes nowhere from now on: its reader stopped reading (| head),
+    and the interpreter's last flush would raise BrokenPipeError again. A stream without a file
+    descriptor (a test's buffer) is left as it is."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 class Progress:
     def __init__(self, epochs: int, *, quiet=False, stream=None):
         self.stream = stream or sys.stderr
@@ -34,10 +48,7 @@ class Progress:
                 print(f"epoch {row['epoch']} step {row['step']} {parts}", file=self.stream, flush=True)
             except BrokenPipeError:  # its reader went away (2>&1 | head): the lines stop, not the run
                 self.quiet = True
-                try:
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-                except (OSError, ValueError, AttributeError):
-                    pass
+                to_devnull(self.stream)
 
     def finish(self) -> None:
         """The run ended well: a full bar at the epochs it ran (a closed form's one, an early stop's),
