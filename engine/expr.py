@@ -142,6 +142,11 @@ class UnknownInput(ExprError, KeyError):
         return Exception.__str__(self)
 
 
+def _error_at(expression: str, node, message: str) -> ExprError:
+    """The ExprError of a mistake at an AST node (its column; 0 for a node without one)."""
+    return ExprError(expression, getattr(node, "col_offset", 0), message)
+
+
 def parse(expression: str) -> ast.Expression:
     """Parse and check against the whitelist (and the size and depth bounds); returns the AST."""
     if len(expression) > MAX_CHARS:
@@ -203,7 +208,7 @@ class _Checker(ast.NodeVisitor):
 
     def fail(self, node, message):
         # from None: called while handling an op's own error, the internal traceback would be printed too
-        raise ExprError(self.expression, getattr(node, "col_offset", 0), message) from None
+        raise _error_at(self.expression, node, message) from None
 
     def generic_visit(self, node):
         allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Call, ast.Load,
@@ -338,7 +343,7 @@ class _Builder(ast.NodeVisitor):
 
     def fail(self, node, message):
         # from None: called while handling an op's own error, the internal traceback would be printed too
-        raise ExprError(self.expression, getattr(node, "col_offset", 0), message) from None
+        raise _error_at(self.expression, node, message) from None
 
     def visit_BinOp(self, node):
         a, b = self.visit(node.left), self.visit(node.right)
@@ -381,7 +386,7 @@ class _Builder(ast.NodeVisitor):
             return FUNCTIONS[fname](*args, **kwargs)
         except (ValueError, TypeError) as exc:
             text = str(exc)  # the op's own message may already start with its name
-            error = ExprError(self.expression, getattr(node, "col_offset", 0),
+            error = _error_at(self.expression, node,
                               text if text.startswith((f"{fname}:", f"{fname}(")) else f"{fname}: {text}")
             if isinstance(exc, UserError) or exc.__traceback__.tb_next is None:
                 raise error from None  # the op's own check, or arguments it cannot bind: the message says it all

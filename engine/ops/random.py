@@ -149,9 +149,8 @@ class _Generator:
             self.gen = xp.random.RandomState(int(seq.generate_state(1)[0]))
 
     def normal(self, size, dtype):
-        if self.xp is np:
-            return self.gen.standard_normal(size, dtype=dtype)
-        self.draws += 1
+        if self.xp is not np:
+            self.draws += 1  # CuPy's state cannot be saved: the count stands for it (state())
         return self.gen.standard_normal(size, dtype=dtype)
 
     def uniform(self, size, dtype):

@@ -100,15 +100,16 @@ _LOG_2PI = math.log(2.0 * math.pi)
 DEFAULT_LAYERS = [{"units": 128, "activation": "silu"}] * 3
 
 
-def _check_mlp_keys(cfg) -> None:
+def _check_mlp_keys(cfg, schema) -> None:
     """model.layers and model.output_init shape the MLP denoiser: given next to a U-Net they were
-    silently ignored. Refused unless they hold their defaults (a run's own spec.toml records
-    every default, these two included, so a U-Net run's folder still loads)."""
+    silently ignored. Refused unless they hold their defaults, as the schema resolves them (a run's
+    own spec.toml records every default, these two included, so a U-Net run's folder still loads)."""
     if cfg["network"]["kind"] == "mlp":
         return
-    default = validate(Table({"layers": ListOf(layer_schema())}), {"layers": DEFAULT_LAYERS})["layers"]
-    for key, changed in (("layers", cfg["layers"] != default), ("output_init", cfg["output_init"] != "xavier")):
-        if changed:
+    keys = ("layers", "output_init")
+    defaults = validate(Table({k: schema.fields[k] for k in keys}), {})
+    for key in keys:
+        if cfg[key] != defaults[key]:
             raise _config_error(key, f'is for the MLP denoiser; the {cfg["network"]["kind"]} network '
                                      "(model.network) has its own layers: remove it, or set network.kind = \"mlp\"")
 
@@ -334,7 +335,7 @@ class Diffusion(ModelPlugin):
 
     # --- build ----------------------------------------------------------------------------
     def build(self, cfg, graph, data, rng):
-        _check_mlp_keys(cfg)
+        _check_mlp_keys(cfg, self.schema)
         if cfg["time"] == "continuous":
             return build_continuous(cfg, graph, data, rng, _check_grid)
         D = data.n_features

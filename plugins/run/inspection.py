@@ -232,7 +232,7 @@ def gradcheck(loaded, data, model, *, label=None, param_names=(), eps=1e-6, rtol
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(x), min(batch, len(x)), replace=False))
     if perturb:  # every parameter, checked or not: the point the loss is evaluated at
-        graph = model.params[0].graph if model.params else None
+        graph = params[0].graph
         for p in model.params:
             value = graph.value(p)
             graph.set_value(p, value + rng.normal(0.0, perturb, value.shape))

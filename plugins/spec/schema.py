@@ -34,9 +34,13 @@ _TYPE_NAMES = {bool: "boolean", int: "integer", float: "float", str: "string", l
 _VALUE_TYPES = {**_TYPE_NAMES, dt.datetime: "datetime", dt.date: "date", dt.time: "time"}
 
 
+def _types_of(types) -> tuple:
+    """A Field's type as a tuple of types: float, (int, float) and int | float alike."""
+    return types if isinstance(types, tuple) else typing.get_args(types) or (types,)
+
+
 def _type_name(types) -> str:
-    types = types if isinstance(types, tuple) else typing.get_args(types) or (types,)  # int | float too
-    return " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in types)
+    return " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in _types_of(types))
 
 
 def type_of(v) -> str:
@@ -60,7 +64,7 @@ def _found(v) -> str:
 
 def _spelling_hint(types, v) -> str:
     """How TOML spells a string that is Python's spelling of the bool or float the field wants."""
-    types = types if isinstance(types, tuple) else typing.get_args(types) or (types,)
+    types = _types_of(types)
     if not isinstance(v, str):
         return ""
     if bool in types and v in ("True", "False", "TRUE", "FALSE"):
@@ -120,7 +124,6 @@ class _Context:
         self.issues.append(SpecIssue(*locate(self.positions, path, self.file), path, message))
 
 
-
 class _Messages:
     """A validation context that only collects messages."""
 
@@ -152,6 +155,7 @@ def is_number(v) -> bool:
 def is_integer(v) -> bool:
     """An integer of Python or NumPy (np.int64), not a bool: an API argument that counts something."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
 
 class Field:
     """One scalar or free-form value; with `item`, min/max/choices apply to each element."""
