@@ -59,9 +59,9 @@ def interleaved(fns: dict, reps: int, block: int, warmup: int = 1, cpu: dict | N
     the next row of a balanced Latin square (`balanced_orders`): every framework runs first
     equally often and, within the rounds, right after every other equally often (the rounds
     run back to back, and each boundary adds one pair: for the suite's 6 frameworks each one
-    follows one other in 2 of its 6 blocks, where the cyclic rotation made it 5 of 6). A fixed order gave whichever ran
-    first, right after the last framework's block, 5-10 % more time (gengraph / hand-NumPy 1.05
-    first, 0.95 second); a cyclic rotation (A, B, C, then B, C, A, ...) still put each framework
+    follows one other in 2 of its 6 blocks, where the cyclic rotation made it 5 of 6). A fixed
+    order gave whichever ran first, right after the last framework's block, 5-10 % more time
+    (gengraph / hand-NumPy 1.05 first, 0.95 second); a cyclic rotation (A, B, C, then B, C, A, ...) still put each framework
     after the same one in most rounds: hand-NumPy ran right after gengraph, on the batches
     gengraph had just read, in 5 of 6 rounds of the suite (MLP: hand-NumPy 0.246-0.249 ms a step
     so, 0.264-0.267 with a shuffled order; gengraph 0.27 either way).

@@ -46,7 +46,7 @@ import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench._common import balanced_orders  # noqa: E402
+from bench._common import interleaved  # noqa: E402
 from bench.memory import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,23 +75,13 @@ def write_fake_mnist(folder: Path, n_train=640, n_test=64, seed=0):
 
 
 def alternate(fns: dict, rounds: int, block: int) -> dict:
-    """Median CPU seconds per call of each fn, timed in alternating blocks (each round in the order of
-    the next row of a balanced Latin square, as bench._common.interleaved) after a warm-up block."""
-    for f in fns.values():
-        for i in range(block):
-            f(i)
-    times = {k: [] for k in fns}
-    names = list(fns)
-    orders = balanced_orders(len(names))
-    for r in range(rounds):
-        for k in (names[j] for j in orders[r % len(orders)]):
-            f = fns[k]
-            t0 = time.process_time()
-            for i in range(block):
-                f(r * block + i)
-            times[k].append((time.process_time() - t0) / block)
+    """Median CPU seconds per call of each fn (and the quartiles), timed in alternating blocks by
+    bench._common.interleaved (each round in the order of a balanced Latin square) after a warm-up
+    round; no pause between blocks."""
+    cpu = {}
+    interleaved(fns, rounds, block, warmup=1, cpu=cpu, pause=0.0)
     return {k: {"median_ms": 1e3 * statistics.median(v), "p25_ms": 1e3 * float(np.percentile(v, 25)),
-                "p75_ms": 1e3 * float(np.percentile(v, 75))} for k, v in times.items()}
+                "p75_ms": 1e3 * float(np.percentile(v, 75))} for k, v in cpu.items()}
 
 
 # --- 1. conv2d forward + backward --------------------------------------------------------------

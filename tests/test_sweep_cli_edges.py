@@ -53,17 +53,20 @@ def test_a_sweep_piped_into_head_runs_every_trial(tmp_path, both):
     assert json.loads((out / "sweep.json").read_text())["complete"] is True and (out / "summary.txt").is_file()
 
 
-def test_a_missing_dask_leaves_no_sweep_behind(tmp_path, monkeypatch):
+def _sweep(tmp_path, *args):
+    """`gengraph sweep` of the SPEC (written to tmp_path/s.toml) into tmp_path/sw."""
     (tmp_path / "s.toml").write_text(SPEC)
-    out = tmp_path / "sw"
+    return CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "sw"), *args])
+
+
+def test_a_missing_dask_leaves_no_sweep_behind(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails, as without Dask
-    refused = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out),
-                                        "--scheduler", "local-dask", "-q"])
+    refused = _sweep(tmp_path, "--scheduler", "local-dask", "-q")
     assert refused.exit_code == 2 and "needs Dask's distributed scheduler" in refused.output
-    assert not (out / "sweep.jsonl").exists()
-    again = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--workers", "1", "-q"])
+    assert not (tmp_path / "sw" / "sweep.jsonl").exists()
+    again = _sweep(tmp_path, "--workers", "1", "-q")
     assert again.exit_code == 0, again.output
-    assert len((out / "sweep.jsonl").read_text().splitlines()) == 18
+    assert len((tmp_path / "sw" / "sweep.jsonl").read_text().splitlines()) == 18
 
 
 def test_an_unreachable_scheduler_leaves_no_sweep_behind(tmp_path, monkeypatch):
@@ -73,27 +76,21 @@ def test_an_unreachable_scheduler_leaves_no_sweep_behind(tmp_path, monkeypatch):
         raise sw.SchedulerError(f"cannot reach the Dask scheduler at {scheduler}: refused")
 
     monkeypatch.setattr(sw, "dask_client", unreachable)
-    (tmp_path / "s.toml").write_text(SPEC)
-    out = tmp_path / "sw"
-    refused = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out),
-                                        "--scheduler", "tcp://127.0.0.1:9", "-q"])
+    refused = _sweep(tmp_path, "--scheduler", "tcp://127.0.0.1:9", "-q")
     assert refused.exit_code == 1 and "cannot reach the Dask scheduler" in refused.output
-    assert not (out / "sweep.jsonl").exists()
-    again = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--workers", "1", "-q"])
+    assert not (tmp_path / "sw" / "sweep.jsonl").exists()
+    again = _sweep(tmp_path, "--workers", "1", "-q")
     assert again.exit_code == 0, again.output
     # a finished sweep resumed with a scheduler only re-ranks: nothing to run, nothing to connect to
-    resumed = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.toml"), "--out", str(out), "--resume",
-                                        "--scheduler", "tcp://127.0.0.1:9", "-q"])
+    resumed = _sweep(tmp_path, "--resume", "--scheduler", "tcp://127.0.0.1:9", "-q")
     assert resumed.exit_code == 0, resumed.output
 
 
 def test_sweep_json_is_one_document_also_when_a_trial_fails(tmp_path):
-    import json as _json
-
     out = tmp_path / "sw"
     result = CliRunner().invoke(main, [
         "sweep", "linear_perceptron", "--set", 'train.optimizer={kind="gd", lr=0.1}', "--set", "train.epochs=50",
         "--axis", "train.optimizer.lr=0.1,1e6", "--out", str(out), "--json", "--workers", "1"])
     assert result.exit_code == 1
-    doc = _json.loads(result.stdout)  # was the sweep's document followed by a second error object
+    doc = json.loads(result.stdout)  # was the sweep's document followed by a second error object
     assert doc["n_failed"] == 1 and doc["exit_code"] == 1 and "1 of 2 trials failed" in doc["error"]
