@@ -114,7 +114,9 @@ def test_raw_cubic_regression_reaches_the_closed_form(tmp_path):
         summaries[method] = json.loads((tmp_path / method / "summary.json").read_text())
     gd, ols = (np.array(summaries[m]["coefficients"]) for m in ("gd", "ols"))
     assert np.max(np.abs(gd - ols) / np.maximum(np.abs(ols), 1e-12)) < 1e-6
-    assert summaries["gd"]["test_mse"] == pytest.approx(summaries["ols"]["test_mse"], rel=1e-9)
+    # the design matrix's condition number is ~1e12: which BLAS kernels run (OpenBLAS's AVX-512 or
+    # Haswell ones) moves the solution in its 7th digit (rel 1.6e-7 on the test MSE seen), as above
+    assert summaries["gd"]["test_mse"] == pytest.approx(summaries["ols"]["test_mse"], rel=1e-6)
     row = json.loads((tmp_path / "gd" / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["lbfgs_iterations"] == row["step"] >= 1
 

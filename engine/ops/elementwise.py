@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 import operator
 
+import numpy as np
+
+from .cpu_loops import cpu_loop
 from .fastpaths import relu_forward
 from .registry import ZERO, defop, elementwise, ewise_flops, expression_function, same_shape
 
@@ -120,7 +123,11 @@ sigmoid = defop("sigmoid", _sigmoid_forward, same_shape, (lambda g, y, x: g * y 
 
 
 def _relu_grad_forward(xp, g, y, out=None):
-    # one pass: the boolean mask is cast inside the multiply, no float mask array
+    if xp is np and g.ndim:  # one compiled loop where Numba is installed (cpu_loops.cpu_loop)
+        r = cpu_loop("relu_grad", (g, y), (1.0, 0.0), out)
+        if r is not None:
+            return r
+    # two passes: the boolean mask is cast inside the multiply, no float mask array
     return xp.multiply(g, y > 0, out=out)
 
 

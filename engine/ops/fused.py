@@ -1,8 +1,9 @@
 """Fused optimizer kernels: one op where the plain graph would take many.
 
 Adam's update is 13 elementwise nodes per parameter as plain graph; as `ema` (twice) and
-`adam_step` it is three kernels, each a few in-place NumPy calls (one launch each on
-CuPy, through an ElementwiseKernel). They are ordinary ops: forward, shape rule and
+`adam_step` it is three kernels: on the CPU one compiled loop each where Numba is
+installed (numba_loops.py, the same bits as the NumPy form), else a few in-place NumPy
+calls; one launch each on CuPy, through an ElementwiseKernel. They are ordinary ops: forward, shape rule and
 VJPs side by side, so updates can still be differentiated (e.g. for meta-learning).
 """
 
@@ -12,6 +13,7 @@ import math
 
 import numpy as np
 
+from .cpu_loops import cpu_loop
 from .elementwise import sqrt
 from .registry import defop, elementwise, float_dtype
 from .special import cast
@@ -28,7 +30,10 @@ def _cuda_launch(xp, name, params, body, args, out):
 
 
 def _ema_forward(xp, m, x, decay, square=False, out=None):
-    if xp is np and m.ndim and x.ndim:  # the usual case first: three in-place passes
+    if xp is np and m.ndim and x.ndim:  # the usual case first: one loop, or three in-place passes
+        r = cpu_loop("ema_square" if square else "ema", (m, x), (decay, 1.0 - decay), out)
+        if r is not None:
+            return r
         if square:
             t = np.multiply(x, x)
             t *= 1.0 - decay  # Python floats keep m's dtype
@@ -53,7 +58,10 @@ ema = defop("ema", _ema_forward, lambda m, x, decay, square=False: elementwise(m
 
 
 def _adam_step_forward(xp, p, m, v, step, scale, eps, out=None):
-    if xp is np and v.ndim:  # the usual case first: one temporary, six passes
+    if xp is np and v.ndim:  # the usual case first: one loop, or one temporary and six passes
+        r = cpu_loop("adam_step", (p, m, v), (step, scale, eps), out)
+        if r is not None:
+            return r
         d = np.sqrt(v)
         d /= scale
         d += eps

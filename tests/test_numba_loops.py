@@ -1,0 +1,103 @@
+"""The one-pass CPU loops (engine/ops/numba_loops.py) give the NumPy forms' bits: Adam's moment
+averages and step and ReLU's gradient, into a new array, into another array or in place, in
+float32 and float64; arrays the loops do not take fall back to NumPy; a training run is the same
+to the bit with the loops on and off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gengraph.engine.ops import cpu_loops
+from gengraph.engine.ops.elementwise import _relu_grad_forward
+from gengraph.engine.ops.fused import _adam_step_forward, _ema_forward
+
+pytest.importorskip("numba")
+
+
+@pytest.fixture
+def loops_switch(monkeypatch):
+    """switch(True) turns the loops on, switch(False) off (as GENGRAPH_NUMBA=0), for this test."""
+    def switch(on):
+        monkeypatch.setenv("GENGRAPH_NUMBA", "1" if on else "0")
+        monkeypatch.setattr(cpu_loops, "_LOOPS", None)
+        return cpu_loops.load_loops()
+    yield switch
+
+
+def _same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+
+
+KERNELS = {
+    "ema": lambda a, out: _ema_forward(np, a[0], a[1], 0.9, out=out),
+    "ema_square": lambda a, out: _ema_forward(np, a[0], a[1], 0.999, square=True, out=out),
+    "adam_step": lambda a, out: _adam_step_forward(np, a[0], a[1], np.abs(a[2]), a[0].dtype.type(3e-3),
+                                                   a[0].dtype.type(0.0447), 1e-8, out=out),
+    "relu_grad": lambda a, out: _relu_grad_forward(np, a[0], a[1], out=out),
+}
+SPECIAL = [0.0, -0.0, 1e-40, -1e-30, 3.5, -7.25, 1e30, np.inf, -np.inf, np.nan]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the switch is set per example
+@given(kernel=st.sampled_from(sorted(KERNELS)), dtype=st.sampled_from(["float32", "float64"]),
+       shape=st.sampled_from([(1,), (7,), (33,), (3, 5), (2, 3, 4)]), where=st.sampled_from(["new", "other", "inplace"]),
+       seed=st.integers(0, 2 ** 16), special=st.booleans())
+def test_loops_give_the_numpy_forms_bits(loops_switch, kernel, dtype, shape, where, seed, special):
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
+    if special:  # zeros of both signs, subnormals, huge values, infinities and NaN among them
+        for a in arrays:
+            a.reshape(-1)[rng.integers(0, a.size, size=max(1, a.size // 3))] = rng.choice(SPECIAL)
+    results = []
+    for on in (True, False):
+        assert bool(loops_switch(on)) is on
+        args = [a.copy() for a in arrays]
+        out = {"new": None, "other": np.full(shape, 7.0, dtype), "inplace": args[0]}[where]
+        with np.errstate(all="ignore"):
+            r = KERNELS[kernel](args, out)
+        if out is not None:
+            assert r is out
+        results.append(r)
+    _same_bits(results[0], results[1])
+
+
+def test_the_loops_run_where_they_apply_and_numpy_runs_elsewhere(loops_switch, monkeypatch):
+    loops = loops_switch(True)
+    calls = []
+    for name in ("ema", "ema_inplace", "adam_step_inplace", "relu_grad_inplace"):
+        monkeypatch.setattr(loops, name, lambda *a, name=name: calls.append(name))
+    m, x = np.ones(4, np.float32), np.full(4, 2.0, np.float32)
+    _ema_forward(np, m, x, 0.5)
+    _ema_forward(np, m, x, 0.5, out=m)
+    _adam_step_forward(np, m, m, m, np.float32(1), np.float32(1), 1e-8, out=m)
+    _relu_grad_forward(np, x, m, out=x)
+    assert calls == ["ema", "ema_inplace", "adam_step_inplace", "relu_grad_inplace"]
+    calls.clear()
+    # not taken: mixed dtypes, a strided view, broadcasting shapes, a float64 scalar beside float32 arrays
+    r = _ema_forward(np, m, x.astype(np.float64), 0.5)
+    assert np.allclose(r, 1.5)
+    assert np.allclose(_ema_forward(np, np.ones(8, np.float32)[::2], x, 0.5), 1.5)
+    assert np.allclose(_ema_forward(np, np.ones((3, 4), np.float32), x, 0.5), 1.5)
+    assert np.allclose(_adam_step_forward(np, m, m, m, np.float64(1), np.float32(1), 1e-8), 0.0)
+    assert calls == []
+
+
+def test_a_training_run_is_the_same_with_the_loops_on_and_off(loops_switch, tmp_path):
+    from gengraph.plugins.run.loading import load
+    from gengraph.plugins.run.runner import execute
+    from tests.test_flat_buffers import DIGITS, SHORT
+
+    params = []
+    for on in (True, False):
+        loops_switch(on)
+        run = tmp_path / f"run{int(on)}"
+        execute(load(DIGITS, SHORT + ['run.dtype="float32"']), run)
+        with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+            params.append({k: z[k] for k in z.files if k.startswith(("param/", "state/"))})
+    assert params[0].keys() == params[1].keys() and len(params[0]) > 12
+    for k in params[0]:
+        _same_bits(params[0][k], params[1][k])
