@@ -31,34 +31,45 @@ def load_loops():
 
 
 def cpu_loop(name, arrays, scalars, out):
-    """Run numba_loops.<name>(*arrays, *scalars, out) and return out, when Numba is there and the
-    arrays are alike (NumPy arrays of one float dtype and one shape, C-contiguous, so flat views
-    are free; the scalars Python floats or of that dtype, so the loop rounds as the NumPy form
-    does); None otherwise, and the caller runs its NumPy form. Checked in a few attribute
-    reads: the call costs ~1 us beside Numba's own ~2 us dispatch."""
-    loops = _LOOPS if _LOOPS is not None else load_loops()
-    if not loops:
+    """Run numba_loops.<name>(*arrays, *scalars, out) and return out, when `takes` says the loops
+    apply (an out that is the first array runs the loop <name>_inplace); None otherwise, and the
+    caller runs its NumPy form. The scalars are Python floats or of the arrays' dtype (rounded
+    to it here, as NumPy rounds a Python float). Checked in a few attribute reads: the call
+    costs ~1 us beside Numba's own ~2 us dispatch."""
+    if not takes(arrays, out):
         return None
     first = arrays[0]
-    dt, shape = first.dtype, first.shape
-    if dt.char not in "fd" or (out is not None and not _alike(out, dt, shape)):
-        return None
-    for a in arrays:
-        if not _alike(a, dt, shape):
-            return None
+    dt = first.dtype
     t = dt.type
     for s in scalars:
         if s.__class__ is not float and s.dtype != dt:
             return None
-    if out is None:
-        out = np.empty(shape, dt)
-    scalars = [t(s) for s in scalars]  # Python floats rounded to the dtype, as NumPy does with them
-    flat = arrays if len(shape) == 1 else [a.reshape(-1) for a in arrays]
+    scalars = [t(s) for s in scalars]
+    flat = arrays if first.ndim == 1 else [a.reshape(-1) for a in arrays]
     if out is first:  # in place: a loop of its own (see numba_loops)
-        getattr(loops, name + "_inplace")(*flat, *scalars)
-    else:
-        getattr(loops, name)(*flat, *scalars, out if len(shape) == 1 else out.reshape(-1))
+        getattr(_LOOPS, name + "_inplace")(*flat, *scalars)
+        return out
+    if out is None:
+        out = np.empty(first.shape, dt)
+    getattr(_LOOPS, name)(*flat, *scalars, out if first.ndim == 1 else out.reshape(-1))
     return out
+
+
+def takes(arrays, out=None) -> bool:
+    """Whether cpu_loop runs a loop over these arrays into out: Numba is there and the arrays
+    are alike (NumPy arrays of one float dtype and one shape, C-contiguous, so flat views are
+    free), and out is None, the first array (in place) or an array of its own; an out that is
+    another input is left to NumPy (its loop would overlap an input: LLVM's scalar loop)."""
+    if not (_LOOPS if _LOOPS is not None else load_loops()):
+        return False
+    first = arrays[0]
+    dt, shape = first.dtype, first.shape
+    if dt.char not in "fd":
+        return False
+    for a in arrays:
+        if not _alike(a, dt, shape):
+            return False
+    return out is None or out is first or (_alike(out, dt, shape) and not any(out is a for a in arrays))
 
 
 def _alike(a, dt, shape):

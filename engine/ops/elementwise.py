@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from .cpu_loops import cpu_loop
+from .cpu_loops import cpu_loop, takes
 from .fastpaths import relu_forward
 from .registry import ZERO, defop, elementwise, ewise_flops, expression_function, same_shape
 
@@ -178,6 +178,10 @@ def silu(x):
 
 
 def _silu_grad_forward(xp, g, x, s, out=None):
+    if xp is np and g.ndim:  # one compiled loop where Numba is installed (cpu_loops.cpu_loop)
+        r = cpu_loop("silu_grad", (g, x, s), (1.0,), out)
+        if r is not None:
+            return r
     # g * s * (1 + x (1 - s)): one temporary, five passes; `out` (possibly the buffer of a dead
     # input: g, x or s) is written only by the last pass, after every input has been read
     d = xp.subtract(s.dtype.type(1), s)
@@ -204,7 +208,17 @@ _silu = defop("silu", lambda xp, x, s, out=None: xp.multiply(x, s, out=out), lam
               doc="x * s with s = sigmoid(x) (built by `silu`)")
 
 
+def _half_tanh(x):
+    """tanh(x / 2) into a new array: _sigmoid_forward's first two passes (s = t / 2 + 1/2)."""
+    t = np.multiply(x, x.dtype.type(0.5))
+    return np.tanh(t, out=t)
+
+
 def _silu_lean_forward(xp, x, out=None):
+    if xp is np and x.ndim and x.dtype.char in "fd" and takes((x,), out):
+        # NumPy's SIMD tanh, then one loop for the sigmoid's last passes and the product
+        t = _half_tanh(x)
+        return cpu_loop("silu_t", (t, x), (0.5,), t if out is None or out is x else out)
     s = _sigmoid_forward(xp, x)
     if s.ndim == 0:  # NumPy scalars cannot be written into
         return x * s
@@ -213,6 +227,8 @@ def _silu_lean_forward(xp, x, out=None):
 
 def _silu_grad_x_forward(xp, g, x, out=None):
     # s recomputed exactly as the forward computed it; out is written by the last pass only
+    if xp is np and g.ndim and takes((g, x), out):
+        return cpu_loop("silu_grad_t", (g, x, _half_tanh(x)), (0.5, 1.0), out)
     return _silu_grad_forward(xp, g, x, _sigmoid_forward(xp, x), out=out)
 
 

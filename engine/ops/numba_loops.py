@@ -91,3 +91,50 @@ def relu_grad(g, y, one, zero, out):
 def relu_grad_inplace(g, y, one, zero):
     for i in range(g.size):
         g[i] = _relu_grad(g[i], y[i], one, zero)
+
+
+@_inline
+def _silu_grad(g, x, s, one):
+    d = one - s  # elementwise._silu_grad_forward's passes, in its order
+    d = d * x
+    d = d + one
+    d = d * s
+    return d * g
+
+
+@_jit
+def silu_grad(g, x, s, one, out):
+    for i in range(out.size):
+        out[i] = _silu_grad(g[i], x[i], s[i], one)
+
+
+@_jit
+def silu_grad_inplace(g, x, s, one):
+    for i in range(g.size):
+        g[i] = _silu_grad(g[i], x[i], s[i], one)
+
+
+# t = tanh(x / 2), which NumPy computes (its SIMD tanh; Numba's would be scalar libm calls):
+# the sigmoid's last two passes, s = t / 2 + 1/2, happen inside the loops
+@_jit
+def silu_grad_t(g, x, t, half, one, out):
+    for i in range(out.size):
+        out[i] = _silu_grad(g[i], x[i], t[i] * half + half, one)
+
+
+@_jit
+def silu_grad_t_inplace(g, x, t, half, one):
+    for i in range(g.size):
+        g[i] = _silu_grad(g[i], x[i], t[i] * half + half, one)
+
+
+@_jit
+def silu_t(t, x, half, out):
+    for i in range(out.size):
+        out[i] = x[i] * (t[i] * half + half)
+
+
+@_jit
+def silu_t_inplace(t, x, half):
+    for i in range(t.size):
+        t[i] = x[i] * (t[i] * half + half)
