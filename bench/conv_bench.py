@@ -397,10 +397,10 @@ def memory_child(torch, name, framework, data_dir) -> dict:
             fn.opt.state[p].update(step=torch.zeros((), dtype=torch.float32),
                                    exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
                                    exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
-    if framework == "gengraph":  # Numba's import (the fast extra) is a fixed cost, not step memory
-        from gengraph.engine.ops.cpu_loops import load_loops
+    if framework == "gengraph":  # Numba and its loops (the fast extra) are a fixed cost, not step memory
+        from gengraph.engine.ops.cpu_loops import warm
 
-        load_loops()
+        warm("float32")
     base = rss_mb()
     reset = reset_peak_rss()  # ru_maxrss would keep the set-up's peak and, across fork + exec, the parent's
     for i in range(3):

@@ -127,9 +127,9 @@ def measure(workload: str, framework: str, data_dir: Path, steps: int) -> dict:
         import gengraph.plugins.datasets  # noqa: F401
         import gengraph.plugins.run.loading  # noqa: F401
         import gengraph.plugins.run.runner  # noqa: F401
-        from gengraph.engine.ops.cpu_loops import load_loops
+        from gengraph.engine.ops.cpu_loops import warm
 
-        load_loops()  # Numba (the fast extra), which the first step would import: a fixed cost too
+        warm("float32")  # Numba (the fast extra) and its loops, which the first step would load: a fixed cost too
         from gengraph.plugins.model import MODELS
 
         from . import gg_models  # noqa: F401

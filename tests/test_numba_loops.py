@@ -118,3 +118,18 @@ def test_a_training_run_is_the_same_with_the_loops_on_and_off(loops_switch, tmp_
     assert params[0].keys() == params[1].keys() and len(params[0]) > 12
     for k in params[0]:
         _same_bits(params[0][k], params[1][k])
+
+
+def test_warm_compiles_every_loop_for_the_dtype(loops_switch, monkeypatch):
+    loops = loops_switch(True)
+    seen = {}
+    for name in loops.SIGNATURES:
+        for full in (name, name + "_inplace"):
+            real = getattr(loops, full)
+            monkeypatch.setattr(loops, full, lambda *a, full=full, real=real: seen.update({full: a}) or real(*a))
+    assert cpu_loops.warm("float64") is True
+    assert set(seen) == {n + s for n in loops.SIGNATURES for s in ("", "_inplace")}
+    for full, args in seen.items():  # every argument in float64, as a training step's would be
+        assert all(np.asarray(a).dtype == np.float64 for a in args), (full, args)
+    loops_switch(False)
+    assert cpu_loops.warm("float64") is False

@@ -30,6 +30,16 @@ def load_loops():
     return _LOOPS
 
 
+def warm(dtype="float32") -> bool:
+    """Import Numba and compile (or load from its cache) every loop for `dtype` now, as a
+    process's first training step would; True if the loops are in use. For a benchmark that
+    counts Numba's fixed cost (~0.5 s, ~150 MB of LLVM, more at the first compile) apart."""
+    loops = _LOOPS if _LOOPS is not None else load_loops()
+    if loops:
+        loops.warm(dtype)
+    return bool(loops)
+
+
 def cpu_loop(name, arrays, scalars, out):
     """Run numba_loops.<name>(*arrays, *scalars, out) and return out, when `takes` says the loops
     apply (an out that is the first array runs the loop <name>_inplace); None otherwise, and the

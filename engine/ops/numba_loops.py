@@ -138,3 +138,18 @@ def silu_t(t, x, half, out):
 def silu_t_inplace(t, x, half):
     for i in range(t.size):
         t[i] = x[i] * (t[i] * half + half)
+
+
+# (arrays, scalars) each loop takes before its out; the _inplace loops take the same minus out
+SIGNATURES = {"ema": (2, 2), "ema_square": (2, 2), "adam_step": (3, 3), "relu_grad": (2, 2), "silu_grad": (3, 1),
+              "silu_grad_t": (3, 2), "silu_t": (2, 1)}
+
+
+def warm(dtype) -> None:
+    """Compile every loop for 1-D arrays of `dtype` (or load it from Numba's cache), as the
+    first calls would."""
+    t = np.dtype(dtype).type
+    for name, (arrays, scalars) in SIGNATURES.items():
+        args = [np.ones(1, dtype) for _ in range(arrays)] + [t(1) for _ in range(scalars)]
+        globals()[name](*args, np.ones(1, dtype))
+        globals()[name + "_inplace"](*args)
