@@ -133,3 +133,35 @@ def test_warm_compiles_every_loop_for_the_dtype(loops_switch, monkeypatch):
         assert all(np.asarray(a).dtype == np.float64 for a in args), (full, args)
     loops_switch(False)
     assert cpu_loops.warm("float64") is False
+
+
+def test_env_json_says_what_runs_the_loops(loops_switch, tmp_path, monkeypatch):
+    from gengraph.plugins.run.runner import env_info
+    from gengraph.plugins.run.loading import load
+    from tests.test_flat_buffers import DIGITS
+
+    spec = load(DIGITS).data
+    loops_switch(True)
+    assert env_info(spec)["cpu_loops"].startswith("numba 0.")
+    loops_switch(False)
+    assert env_info(spec)["cpu_loops"] == "off (GENGRAPH_NUMBA=0)"
+
+
+def test_a_numba_that_fails_to_load_is_a_warning_and_numpy_runs(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name, package=None):
+        if name == ".numba_loops":
+            raise OSError("libllvmlite.so: cannot open shared object file")
+        return real(name, package)
+
+    monkeypatch.delenv("GENGRAPH_NUMBA", raising=False)
+    monkeypatch.setattr(cpu_loops, "_LOOPS", None)
+    monkeypatch.setattr(cpu_loops.importlib, "import_module", broken)
+    with pytest.warns(RuntimeWarning, match="libllvmlite.so"):
+        assert cpu_loops.load_loops() is False
+    m = np.ones(3)
+    np.testing.assert_array_equal(_ema_forward(np, m, m, 0.5), np.ones(3))
+    assert cpu_loops.describe() == "off (numba did not load)"

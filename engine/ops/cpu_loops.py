@@ -8,7 +8,9 @@ themselves are in numba_loops.py, imported on first use.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
+import warnings
 
 import numpy as np
 
@@ -25,9 +27,26 @@ def load_loops():
         if os.environ.get("GENGRAPH_NUMBA", "").strip() != "0":
             try:  # imported here, not at the top: Numba's import costs ~0.2 s
                 _LOOPS = importlib.import_module(".numba_loops", __package__)
-            except ImportError:
+            except ImportError:  # not installed, or not for this NumPy: NumPy's passes, the same bits
                 pass
+            except Exception as exc:  # a broken install must not stop a run that can do without it
+                warnings.warn(f"Numba could not be loaded ({type(exc).__name__}: {exc}); elementwise kernels "
+                              "run as NumPy passes (the same results; GENGRAPH_NUMBA=0 skips the attempt)",
+                              RuntimeWarning, stacklevel=2)
     return _LOOPS
+
+
+def describe() -> str:
+    """What runs the loops, for a run's env.json, without importing Numba: "numba 0.68.1", or
+    "off (...)" and why."""
+    if os.environ.get("GENGRAPH_NUMBA", "").strip() == "0":
+        return "off (GENGRAPH_NUMBA=0)"
+    if _LOOPS is False:
+        return "off (numba did not load)"
+    try:
+        return f"numba {importlib.metadata.version('numba')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "off (numba is not installed: the fast extra)"
 
 
 def warm(dtype="float32") -> bool:

@@ -38,6 +38,7 @@ from gengraph.plugins.run.contract import call_build, checked_mapping, plugin_fr
 from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
+from gengraph.engine.ops.cpu_loops import describe as describe_cpu_loops
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import SHARED_FIELDS, DataError
 from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named, printable, with_article
@@ -195,7 +196,8 @@ def backend_of(device: str) -> str:
 
 def env_info(spec_data: dict) -> dict:
     info = {"gengraph": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
-            "platform": platform.platform(), "device": spec_data["run"]["device"], "seed": spec_data["run"]["seed"]}
+            "platform": platform.platform(), "device": spec_data["run"]["device"], "seed": spec_data["run"]["seed"],
+            "cpu_loops": describe_cpu_loops()}  # Numba's loops or NumPy's passes (the same bits either way)
     try:
         import subprocess
 
