@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import OPS
+from .ops.fused import adam_update
 from .program import NonFiniteError
 from .ops.flat import contiguous_base
 from .ops.flat import _offsets
@@ -57,6 +58,12 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     groups = _update_groups(program, ops, flat_leaves)  # F id -> (buffer name, [(leaf, unpack node)])
     grouped = {u.id for _, members in groups.values() for _, u in members}
     direct = _direct_updates(program, ops, last_use, names, groups) if direct_updates and not debug else {}
+    fusions = _adam_fusions(ops, direct, grouped)  # {adam_step id: (its ema, its ema of squares)}: one call
+    fused_away = {e.id for pair in fusions.values() for e in pair}
+    pos = {n.id: step for step, n in enumerate(ops)}
+    for c_id, (a, _) in fusions.items():  # the gradient is read at the adam_step now
+        g = a.inputs[1]
+        last_use[g.id] = max(last_use[g.id], pos[c_id])
     placed, gathers = _gradient_buffers(program, ops, keep, env) if reuse_buffers else ({}, {})
     # views of leaves (a weight's transpose, ...): leaves are updated in place, so a view made
     # once stays a view of the current value; bound at compile time instead of a kernel per run
@@ -66,9 +73,22 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
         env[f"w{node_id}"] = view
     for step, n in enumerate(ops):
         names[n.id] = names.get(n.id, f"v{n.id}")
-        if n.id in flat_leaves or n.id in grouped or n.id in leaf_views:  # no kernel: bound at compile time
-            continue
-        if n.id in gathers:  # the pack of gradients: copy in what was not computed in place
+        if n.id in flat_leaves or n.id in grouped or n.id in leaf_views or n.id in fused_away:
+            continue  # no kernel: bound at compile time, or computed by a fused call below
+        read = list(n.inputs)
+        if n.id in fusions:  # Adam's three kernels as one call (fused.adam_update)
+            a, b = fusions[n.id]
+            p, _, _, step_size, scale = n.inputs
+            k = f"k{kernels}"
+            kernels += 1
+            env[k] = _counted(adam_update, program) if count else adam_update
+            lines.append(f"{names[n.id]} = {k}(_xp, {names[p.id]}, {names[a.inputs[0].id]}, {names[b.inputs[0].id]}, "
+                         f"{names[a.inputs[1].id]}, {names[step_size.id]}, {names[scale.id]}, "
+                         f"beta1={a.attrs['decay']!r}, beta2={b.attrs['decay']!r}, eps={n.attrs['eps']!r}, "
+                         f"out={direct[n.id]}, out_m={direct[a.id]}, out_v={direct[b.id]})")
+            lines.append(f"{names[a.id]}, {names[b.id]} = {direct[a.id]}, {direct[b.id]}")
+            read.append(a.inputs[1])
+        elif n.id in gathers:  # the pack of gradients: copy in what was not computed in place
             buf, copies = gathers[n.id]
             lines += [f"{view}[...] = {names[i.id]}" for view, i in copies]
             lines.append(f"{names[n.id]} = {buf}")
@@ -93,7 +113,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
         if debug:
             env[f"n{n.id}"] = n
             lines.append(f"_check({names[n.id]}, n{n.id})")
-        dead = sorted({names[i.id] for i in n.inputs if last_use.get(i.id) == step and i.id not in keep
+        dead = sorted({names[i.id] for i in read if last_use.get(i.id) == step and i.id not in keep
                        and not i.is_leaf and i.id not in flat_leaves and i.id not in leaf_views})
         if dead:
             lines.append(f"del {', '.join(dead)}")
@@ -142,7 +162,32 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     program.source, program._fn, program.n_kernels = src, env["run"], kernels
     # scheduled nodes that call no kernel: packs of laid-out leaves and views of leaves (bound at
     # compile time), update views elided into a flat update, packs of gradients placed in a buffer
-    program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers)
+    program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers) | fused_away
+
+
+def _adam_fusions(ops, direct, grouped) -> dict:
+    """{adam_step id: (ema, ema of squares)} for Adam updates whose three kernels can be one call:
+    the step reads an ema and an ema of squares of one gradient, all three are written straight
+    into their state (direct updates: nothing reads the old values after them) and the step is
+    the emas' only reader (besides the elided views of a flat update, `grouped`). Deferring the
+    emas' writes to the step's place is then safe: their old state is read by nothing in
+    between, their new values by nothing but the step."""
+    readers: dict[int, int] = {}
+    for n in ops:
+        if n.id in grouped:
+            continue
+        for i in n.inputs:
+            readers[i.id] = readers.get(i.id, 0) + 1
+    fusions = {}
+    for c in ops:
+        if c.op != "adam_step" or c.id not in direct or not c.shape:
+            continue
+        _, a, b, _, _ = c.inputs
+        if (a.op == "ema" and b.op == "ema" and not a.attrs.get("square") and b.attrs.get("square")
+                and a.inputs[1] is b.inputs[1] and a.id in direct and b.id in direct
+                and readers.get(a.id) == 1 and readers.get(b.id) == 1 and a.shape == b.shape == c.shape):
+            fusions[c.id] = (a, b)
+    return fusions
 
 
 def _kernel_call(op, xp, attrs, ctx):

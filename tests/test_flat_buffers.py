@@ -63,7 +63,9 @@ def test_gradient_kernels_write_into_the_flat_views_and_updates_are_in_place():
     # ... and the updates write straight into them: the only in-place copy left is none at all
     # (the step counter is computed into its leaf too)
     assert not [ln for ln in lines if re.match(r"\s+\w+\[\.\.\.\] = ", ln)], src
-    assert sum("out=b" in ln for ln in lines) == 3  # m, v and the parameters: one kernel each
+    # m, v and the parameters: one call (the compiler fuses Adam's three kernels) writing all three
+    fused = [ln for ln in lines if "out=b" in ln]
+    assert len(fused) == 1 and "out_m=b" in fused[0] and "out_v=b" in fused[0], src
     # and the values are right: the same as the per-parameter optimizer, bit for bit
     g2, params2, _, _, loss2, ups2 = _mlp(fused="yes", flat=False)
     ref = compile(g2, {"loss": loss2}, updates=ups2)
@@ -210,3 +212,48 @@ def test_building_and_compiling_do_work_linear_in_the_number_of_parameters():
     small, large = _work(32), _work(128)
     assert large[0] < 4.6 * small[0], (small, large)
     assert large[1] < 4.6 * small[1], (small, large)
+
+
+def _params_after(prog, g, params, steps=3):
+    for step in range(steps):
+        prog.run(_feeds(step))
+    return [g.value(p).copy() for p in params]
+
+
+def test_adams_three_kernels_are_one_call_with_the_same_bits(monkeypatch):
+    """The compiler fuses an update's ema, ema of squares and adam_step into fused.adam_update:
+    one Numba loop with the loops on, the three kernels with them off; the unfused schedule
+    (direct_updates=False) gives the same parameters to the bit. AdamW's decayed base (not the
+    parameter itself) and float32 too."""
+    from gengraph.engine.ops import cpu_loops
+
+    for numba in ("1", "0"):
+        monkeypatch.setenv("GENGRAPH_NUMBA", numba)
+        monkeypatch.setattr(cpu_loops, "_LOOPS", None)
+        for kind, hyper in (("adam", {}), ("adamw", {"weight_decay": 0.1}), ("adam", {"lr": 0.05})):
+            results = []
+            for direct in (True, False):
+                g, params, grads, opt, loss, ups = _mlp(kind=kind, fused="yes", **hyper)
+                prog = compile(g, {"loss": loss}, updates=ups, direct_updates=direct)
+                assert ("adam_update" in repr(prog._fn.__globals__)) is direct
+                results.append(_params_after(prog, g, params))
+            for a, b in zip(*results):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_an_adam_moment_that_is_read_elsewhere_is_not_fused():
+    """A program that also returns the new first moment keeps the three kernels (the ema's value
+    must exist before the step), with the same values as the unfused schedule."""
+    g, params, grads, opt, loss, ups = _mlp(fused="yes", flat=False)
+    m_new = next(v for t, v in ups.items() if t.op == "state" and v.op == "ema" and not v.attrs.get("square"))
+    prog = compile(g, {"loss": loss, "m": m_new}, updates=ups)
+    fused_calls = prog.source.count("out_m=")
+    assert fused_calls == len(params) - 1, prog.source  # every parameter's update but that one
+    g2, params2, _, _, loss2, ups2 = _mlp(fused="yes", flat=False)
+    m2 = next(v for t, v in ups2.items() if t.op == "state" and v.op == "ema" and not v.attrs.get("square"))
+    ref = compile(g2, {"loss": loss2, "m": m2}, updates=ups2, direct_updates=False)
+    for step in range(3):
+        a, b = prog.run(_feeds(step)), ref.run(_feeds(step))
+        np.testing.assert_array_equal(a["m"], b["m"])
+    for p, q in zip(params, params2):
+        np.testing.assert_array_equal(g.value(p), g2.value(q))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gengraph.engine.ops import cpu_loops
 from gengraph.engine.ops.elementwise import (_relu_grad_forward, _sigmoid_forward, _silu_grad_forward,
                                              _silu_grad_x_forward, _silu_lean_forward)
-from gengraph.engine.ops.fused import _adam_step_forward, _ema_forward
+from gengraph.engine.ops.fused import _adam_step_forward, _ema_forward, adam_update
 
 pytest.importorskip("numba")
 
@@ -67,6 +67,32 @@ def test_loops_give_the_numpy_forms_bits(loops_switch, kernel, dtype, shape, whe
             assert r is out
         results.append(r)
     _same_bits(results[0], results[1])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from(["float32", "float64"]), shape=st.sampled_from([(1,), (40,), (3, 5)]),
+       inplace=st.booleans(), seed=st.integers(0, 2 ** 16), special=st.booleans())
+def test_the_fused_adam_update_gives_the_three_kernels_bits(loops_switch, dtype, shape, inplace, seed, special):
+    """fused.adam_update (the compiler's call for Adam's three kernels): parameters, m and v as
+    the three NumPy kernels give them, into the parameters or into a new array."""
+    rng = np.random.default_rng(seed)
+    p, m, v, g = (rng.standard_normal(shape).astype(dtype) for _ in range(4))
+    v = np.abs(v)
+    if special:
+        for a in (p, m, g):
+            a.reshape(-1)[rng.integers(0, a.size)] = rng.choice(SPECIAL)
+    t = np.dtype(dtype).type
+    results = []
+    for on in (True, False):
+        loops_switch(on)
+        pp, mm, vv = p.copy(), m.copy(), v.copy()
+        with np.errstate(all="ignore"):
+            r = adam_update(np, pp, mm, vv, g, t(3e-3), t(0.0447), 0.9, 0.999, 1e-8,
+                            out=pp if inplace else None, out_m=mm, out_v=vv)
+        assert (r is pp) is inplace
+        results.append((r, mm, vv))
+    for a, b in zip(*results):
+        _same_bits(a, b)
 
 
 def test_the_loops_run_where_they_apply_and_numpy_runs_elsewhere(loops_switch, monkeypatch):

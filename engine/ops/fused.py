@@ -74,6 +74,21 @@ def _adam_step_forward(xp, p, m, v, step, scale, eps, out=None):
     return p - m / (np.sqrt(v) / scale + eps) * step  # NumPy scalars cannot be written into; same order as above
 
 
+def adam_update(xp, p, m, v, g, step, scale, beta1, beta2, eps, out=None, out_m=None, out_v=None):
+    """ema(m, g, beta1) into out_m, ema(v, g, beta2, square=True) into out_v, then adam_step of p
+    with them into out, in one call: the compiler (codegen._adam_fusions) calls this for the
+    three kernels of an Adam update whose moments are written in place. With Numba and m, v
+    updated in place, one loop (numba_loops.adam_update, the same bits); else the three kernels.
+    Returns the new parameters."""
+    if xp is np and out_m is m and out_v is v and m.ndim:
+        r = cpu_loop("adam_update", (p, m, v, g), (beta1, 1.0 - beta1, beta2, 1.0 - beta2, step, scale, eps), out)
+        if r is not None:
+            return r
+    m = _ema_forward(xp, m, g, beta1, out=out_m)
+    v = _ema_forward(xp, v, g, beta2, square=True, out=out_v)
+    return _adam_step_forward(xp, p, m, v, step, scale, eps, out=out)
+
+
 def _adam_parts(m, v, step, scale, eps):
     root = sqrt(v)
     denom = root / scale + eps

@@ -140,9 +140,34 @@ def silu_t_inplace(t, x, half):
         t[i] = x[i] * (t[i] * half + half)
 
 
+# Adam's three kernels in one loop (fused.adam_update, which the compiler calls for an ema, an
+# ema of squares and the adam_step that reads them): m and v are written in place, the
+# parameters into out or in place; the same operations as the three loops above, in their order
+@_jit
+def adam_update(p, m, v, g, d1, c1, d2, c2, step, scale, eps, out):
+    for i in range(out.size):
+        gi = g[i]
+        mi = _ema(m[i], gi, d1, c1)
+        vi = _ema_square(v[i], gi, d2, c2)
+        m[i] = mi
+        v[i] = vi
+        out[i] = _adam_step(p[i], mi, vi, step, scale, eps)
+
+
+@_jit
+def adam_update_inplace(p, m, v, g, d1, c1, d2, c2, step, scale, eps):
+    for i in range(p.size):
+        gi = g[i]
+        mi = _ema(m[i], gi, d1, c1)
+        vi = _ema_square(v[i], gi, d2, c2)
+        m[i] = mi
+        v[i] = vi
+        p[i] = _adam_step(p[i], mi, vi, step, scale, eps)
+
+
 # (arrays, scalars) each loop takes before its out; the _inplace loops take the same minus out
 SIGNATURES = {"ema": (2, 2), "ema_square": (2, 2), "adam_step": (3, 3), "relu_grad": (2, 2), "silu_grad": (3, 1),
-              "silu_grad_t": (3, 2), "silu_t": (2, 1)}
+              "silu_grad_t": (3, 2), "silu_t": (2, 1), "adam_update": (4, 7)}
 
 
 def warm(dtype) -> None:
