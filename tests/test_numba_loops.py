@@ -20,10 +20,12 @@ pytest.importorskip("numba")
 
 @pytest.fixture
 def loops_switch(monkeypatch):
-    """switch(True) turns the loops on, switch(False) off (as GENGRAPH_NUMBA=0), for this test."""
+    """switch(True) turns the loops on, at every size (MIN_SIZE emptied: the tests' arrays are
+    small), switch(False) off (as GENGRAPH_NUMBA=0), for this test."""
     def switch(on):
         monkeypatch.setenv("GENGRAPH_NUMBA", "1" if on else "0")
         monkeypatch.setattr(cpu_loops, "_LOOPS", None)
+        monkeypatch.setattr(cpu_loops, "MIN_SIZE", {})
         return cpu_loops.load_loops()
     yield switch
 
@@ -191,3 +193,16 @@ def test_a_numba_that_fails_to_load_is_a_warning_and_numpy_runs(monkeypatch):
     m = np.ones(3)
     np.testing.assert_array_equal(_ema_forward(np, m, m, 0.5), np.ones(3))
     assert cpu_loops.describe() == "off (numba did not load)"
+
+
+def test_below_its_minimum_size_a_kernel_keeps_its_numpy_form(loops_switch, monkeypatch):
+    """A one- or two-pass NumPy form is faster than a loop's call on small arrays (MIN_SIZE)."""
+    loops = loops_switch(True)
+    monkeypatch.setattr(cpu_loops, "MIN_SIZE", {"relu_grad": 100})
+    calls = []
+    monkeypatch.setattr(loops, "relu_grad", lambda *a: calls.append(a))
+    g, y = np.ones(99, np.float32), np.ones(99, np.float32)
+    np.testing.assert_array_equal(_relu_grad_forward(np, g, y), g)
+    assert calls == []
+    _relu_grad_forward(np, np.ones(100, np.float32), np.ones(100, np.float32))
+    assert len(calls) == 1

@@ -215,7 +215,7 @@ def _half_tanh(x):
 
 
 def _silu_lean_forward(xp, x, out=None):
-    if xp is np and x.ndim and x.dtype.char in "fd" and takes((x,), out):
+    if xp is np and x.ndim and x.dtype.char in "fd" and takes((x,), out, "silu_t"):
         # NumPy's SIMD tanh, then one loop for the sigmoid's last passes and the product
         t = _half_tanh(x)
         return cpu_loop("silu_t", (t, x), (0.5,), t if out is None or out is x else out)
@@ -227,7 +227,7 @@ def _silu_lean_forward(xp, x, out=None):
 
 def _silu_grad_x_forward(xp, g, x, out=None):
     # s recomputed exactly as the forward computed it; out is written by the last pass only
-    if xp is np and g.ndim and takes((g, x), out):
+    if xp is np and g.ndim and takes((g, x), out, "silu_grad_t"):
         return cpu_loop("silu_grad_t", (g, x, _half_tanh(x)), (0.5, 1.0), out)
     return _silu_grad_forward(xp, g, x, _sigmoid_forward(xp, x), out=out)
 
