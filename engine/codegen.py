@@ -58,7 +58,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     groups = _update_groups(program, ops, flat_leaves)  # F id -> (buffer name, [(leaf, unpack node)])
     grouped = {u.id for _, members in groups.values() for _, u in members}
     direct = _direct_updates(program, ops, last_use, names, groups) if direct_updates and not debug else {}
-    fusions = _adam_fusions(ops, direct, grouped)  # {adam_step id: (its ema, its ema of squares)}: one call
+    fusions = _adam_fusions(program, ops, direct, groups)  # {adam_step id: (its ema, its ema of squares)}: one call
     fused_away = {e.id for pair in fusions.values() for e in pair}
     pos = {n.id: step for step, n in enumerate(ops)}
     for c_id, (a, _) in fusions.items():  # the gradient is read at the adam_step now
@@ -84,7 +84,8 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
             env[k] = _counted(adam_update, program) if count else adam_update
             lines.append(f"{names[n.id]} = {k}(_xp, {names[p.id]}, {names[a.inputs[0].id]}, {names[b.inputs[0].id]}, "
                          f"{names[a.inputs[1].id]}, {names[step_size.id]}, {names[scale.id]}, "
-                         f"beta1={a.attrs['decay']!r}, beta2={b.attrs['decay']!r}, eps={n.attrs['eps']!r}, "
+                         f"beta1={_literal(a.attrs['decay'])}, beta2={_literal(b.attrs['decay'])}, "
+                         f"eps={_literal(n.attrs['eps'])}, "
                          f"out={direct[n.id]}, out_m={direct[a.id]}, out_v={direct[b.id]})")
             lines.append(f"{names[a.id]}, {names[b.id]} = {direct[a.id]}, {direct[b.id]}")
             read.append(a.inputs[1])
@@ -165,28 +166,44 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers) | fused_away
 
 
-def _adam_fusions(ops, direct, grouped) -> dict:
+def _adam_fusions(program, ops, direct, groups) -> dict:
     """{adam_step id: (ema, ema of squares)} for Adam updates whose three kernels can be one call:
     the step reads an ema and an ema of squares of one gradient, all three are written straight
-    into their state (direct updates: nothing reads the old values after them) and the step is
-    the emas' only reader (besides the elided views of a flat update, `grouped`). Deferring the
-    emas' writes to the step's place is then safe: their old state is read by nothing in
-    between, their new values by nothing but the step."""
+    into their state (direct updates: nothing reads the old values after them), the step is the
+    emas' only reader (besides the elided views of a flat update), nothing between the emas and
+    the step writes into the memory they read (another update's kernel writing into the
+    gradient's leaf, say: the fused call reads at the step's place), and their attributes have
+    literals. Deferring the emas to the step's place is then safe."""
+    grouped = {v.id for _, members in groups.values() for _, v in members}
     readers: dict[int, int] = {}
     for n in ops:
         if n.id in grouped:
             continue
         for i in n.inputs:
             readers[i.id] = readers.get(i.id, 0) + 1
+    pos = {n.id: step for step, n in enumerate(ops)}
+    aliases = _aliases_of(ops)
+    writes: dict[int, list] = {}  # a direct kernel's value id -> the leaves it writes into
+    for t, v in program.updates:
+        writes.setdefault(v.id, []).append(t)
+    for f_id, (_, members) in groups.items():
+        writes[f_id] = [t for t, _ in members]
     fusions = {}
     for c in ops:
         if c.op != "adam_step" or c.id not in direct or not c.shape:
             continue
         _, a, b, _, _ = c.inputs
-        if (a.op == "ema" and b.op == "ema" and not a.attrs.get("square") and b.attrs.get("square")
+        if not (a.op == "ema" and b.op == "ema" and not a.attrs.get("square") and b.attrs.get("square")
                 and a.inputs[1] is b.inputs[1] and a.id in direct and b.id in direct
-                and readers.get(a.id) == 1 and readers.get(b.id) == 1 and a.shape == b.shape == c.shape):
-            fusions[c.id] = (a, b)
+                and readers.get(a.id) == 1 and readers.get(b.id) == 1 and a.shape == b.shape == c.shape
+                and all(_literal(x) for x in (a.attrs["decay"], b.attrs["decay"], c.attrs["eps"]))):
+            continue
+        read = {a.inputs[0].id, b.inputs[0].id, a.inputs[1].id}
+        lo, hi = min(pos[a.id], pos[b.id]), pos[c.id]
+        if any(lo < pos.get(d, -1) < hi and d not in (a.id, b.id) and
+               any(read & ({t.id} | aliases(t.id)) for t in writes.get(d, ())) for d in direct):
+            continue
+        fusions[c.id] = (a, b)
     return fusions
 
 

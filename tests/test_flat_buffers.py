@@ -257,3 +257,42 @@ def test_an_adam_moment_that_is_read_elsewhere_is_not_fused():
         np.testing.assert_array_equal(a["m"], b["m"])
     for p, q in zip(params, params2):
         np.testing.assert_array_equal(g.value(p), g2.value(q))
+
+
+def test_the_fused_adam_call_reads_the_gradient_before_another_update_writes_it():
+    """An accumulated gradient in a state leaf that the same program zeroes (updates read the
+    values from before the run, in any order): the fused call, at the step's place, read the
+    gradient after the zeroing kernel had written it (the step used g = 0)."""
+    results = []
+    for direct in (True, False):
+        g = Graph("float64")
+        p = g.param("p", np.ones(4))
+        acc = g.state("grad_acc", np.array([1.0, -2.0, 3.0, -4.0]))
+        opt = make_optimizer("adam", lr=0.1)
+        opt.flat = False
+        ups = opt.updates(g, [p], [acc])
+        ups[acc] = acc * 0.0
+        ups = dict(sorted(ups.items(), key=lambda kv: kv[0].label))  # the zeroing before the step
+        compile(g, {"lr": opt.lr_node}, updates=ups, direct_updates=direct).run()
+        results.append(g.value(p).copy())
+    np.testing.assert_allclose(results[0], [0.9, 1.1, 0.9, 1.1], rtol=1e-8)  # p - lr * sign(g)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_adam_attributes_without_a_literal_are_not_fused():
+    """decay=np.float64(0.9) or eps=inf were spelled with repr() into the program's source (a
+    NameError at run time); such an update keeps its three kernels."""
+    for decay, eps in ((np.float64(0.9), 1e-8), (0.9, float("inf")), (0.9, 1e-8)):
+        out = []
+        for direct in (True, False):
+            g = Graph("float64")
+            p = g.param("p", np.ones(6))
+            m, v = g.state("m", np.zeros(6)), g.state("v", np.zeros(6))
+            x = g.input("x", (6,))
+            m_new = ops.ema(m, p * x, decay=decay)
+            v_new = ops.ema(v, p * x, decay=0.999, square=True)
+            new_p = ops.adam_step(p, m_new, v_new, g.constant(0.01), g.constant(1.0), eps=eps)
+            prog = compile(g, {"s": ops.sum(p)}, updates={p: new_p, m: m_new, v: v_new}, direct_updates=direct)
+            prog.run(x=np.arange(6.0))
+            out.append(g.value(p).copy())
+        np.testing.assert_array_equal(out[0], out[1])

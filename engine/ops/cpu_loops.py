@@ -45,17 +45,21 @@ def load_loops():
     return _LOOPS
 
 
-def describe() -> str:
-    """What runs the loops, for a run's env.json, without importing Numba: "numba 0.68.1", or
-    "off (...)" and why."""
+def describe(device: str = "cpu") -> str:
+    """What runs the elementwise loops of a run on `device`, for its env.json: "numba 0.68.1",
+    or "off (...)" and why. On the CPU this loads Numba (load_loops), so that a Numba that
+    is installed but does not load is said here, not only in a warning."""
+    if device != "cpu":
+        return f"off (device {device}: the loops run on NumPy arrays)"
     if os.environ.get("GENGRAPH_NUMBA", "").strip() == "0":
         return "off (GENGRAPH_NUMBA=0)"
-    if _LOOPS is False:
-        return "off (numba did not load)"
     try:
-        return f"numba {importlib.metadata.version('numba')}"
+        version = importlib.metadata.version("numba")
     except importlib.metadata.PackageNotFoundError:
         return "off (numba is not installed: the fast extra)"
+    if not (_LOOPS if _LOOPS is not None else load_loops()):
+        return f"off (numba {version} is installed but did not load)"
+    return f"numba {version}"
 
 
 def warm(dtype="float32") -> bool:
@@ -79,8 +83,8 @@ def cpu_loop(name, arrays, scalars, out):
     first = arrays[0]
     dt = first.dtype
     t = dt.type
-    for s in scalars:
-        if s.__class__ is not float and s.dtype != dt:
+    for s in scalars:  # Python numbers are rounded to the dtype below, as NumPy rounds them
+        if s.__class__ not in (float, int) and getattr(s, "dtype", None) != dt:
             return None
     scalars = [t(s) for s in scalars]
     flat = arrays if first.ndim == 1 else [a.reshape(-1) for a in arrays]
@@ -95,20 +99,25 @@ def cpu_loop(name, arrays, scalars, out):
 
 def takes(arrays, out=None, name=None) -> bool:
     """Whether cpu_loop runs the loop `name` over these arrays into out: Numba is there, the
-    arrays hold at least MIN_SIZE[name] values and are alike (NumPy arrays of one float dtype
-    and one shape, C-contiguous, so flat views are free), and out is None, the first array (in
-    place) or an array of its own; an out that is another input is left to NumPy (its loop
-    would overlap an input: LLVM's scalar loop)."""
+    arrays hold at least MIN_SIZE[name] values and are alike (NumPy arrays of one native float
+    dtype and one shape, C-contiguous, so flat views are free), no two of them are different
+    views of one buffer (they could overlap in part, where NumPy buffers and a loop would not),
+    and out is None, the first array (in place) or an array of its own; an out that is another
+    input is left to NumPy (its loop would overlap an input: LLVM's scalar loop)."""
     if not (_LOOPS if _LOOPS is not None else load_loops()):
         return False
     first = arrays[0]
     dt, shape = first.dtype, first.shape
-    if dt.char not in "fd" or first.size < MIN_SIZE.get(name, 0):
+    if dt.char not in "fd" or not dt.isnative or first.size < MIN_SIZE.get(name, 0):
         return False
-    for a in arrays:
+    owners = {}  # memory owner -> the array seen over it: two different views of one buffer may overlap
+    for a in arrays if out is None else (*arrays, out):
         if not _alike(a, dt, shape):
             return False
-    return out is None or out is first or (_alike(out, dt, shape) and not any(out is a for a in arrays))
+        o = id(a if a.base is None else a.base)
+        if owners.setdefault(o, a) is not a:
+            return False
+    return out is None or out is first or not any(out is a for a in arrays)
 
 
 def _alike(a, dt, shape):

@@ -215,10 +215,14 @@ def _half_tanh(x):
 
 
 def _silu_lean_forward(xp, x, out=None):
-    if xp is np and x.ndim and x.dtype.char in "fd" and takes((x,), out, "silu_t"):
-        # NumPy's SIMD tanh, then one loop for the sigmoid's last passes and the product
+    if xp is np and x.ndim and out is not x and takes((x,), out, "silu_t"):
+        # NumPy's SIMD tanh, then one loop for the sigmoid's last passes and the product (into
+        # out, or into the tanh's array; an out that is x itself is left to NumPy's passes: the
+        # loop would overlap it)
         t = _half_tanh(x)
-        return cpu_loop("silu_t", (t, x), (0.5,), t if out is None or out is x else out)
+        r = cpu_loop("silu_t", (t, x), (0.5,), t if out is None else out)
+        if r is not None:
+            return r
     s = _sigmoid_forward(xp, x)
     if s.ndim == 0:  # NumPy scalars cannot be written into
         return x * s
@@ -228,7 +232,9 @@ def _silu_lean_forward(xp, x, out=None):
 def _silu_grad_x_forward(xp, g, x, out=None):
     # s recomputed exactly as the forward computed it; out is written by the last pass only
     if xp is np and g.ndim and takes((g, x), out, "silu_grad_t"):
-        return cpu_loop("silu_grad_t", (g, x, _half_tanh(x)), (0.5, 1.0), out)
+        r = cpu_loop("silu_grad_t", (g, x, _half_tanh(x)), (0.5, 1.0), out)
+        if r is not None:
+            return r
     return _silu_grad_forward(xp, g, x, _sigmoid_forward(xp, x), out=out)
 
 

@@ -197,7 +197,7 @@ def backend_of(device: str) -> str:
 def env_info(spec_data: dict) -> dict:
     info = {"gengraph": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
             "platform": platform.platform(), "device": spec_data["run"]["device"], "seed": spec_data["run"]["seed"],
-            "cpu_loops": describe_cpu_loops()}  # Numba's loops or NumPy's passes (the same bits either way)
+            "cpu_loops": describe_cpu_loops(spec_data["run"]["device"])}  # Numba's loops or NumPy's passes (same bits)
     try:
         import subprocess
 
