@@ -61,9 +61,9 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     fusions = _adam_fusions(program, ops, direct, groups)  # {adam_step id: (its ema, its ema of squares)}: one call
     fused_away = {e.id for pair in fusions.values() for e in pair}
     pos = {n.id: step for step, n in enumerate(ops)}
-    for c_id, (a, _) in fusions.items():  # the gradient is read at the adam_step now
-        g = a.inputs[1]
-        last_use[g.id] = max(last_use[g.id], pos[c_id])
+    for c_id, (a, b) in fusions.items():  # the emas' inputs are read at the adam_step now
+        for i in (a.inputs[0], b.inputs[0], a.inputs[1]):
+            last_use[i.id] = max(last_use[i.id], pos[c_id])
     placed, gathers = _gradient_buffers(program, ops, keep, env) if reuse_buffers else ({}, {})
     # views of leaves (a weight's transpose, ...): leaves are updated in place, so a view made
     # once stays a view of the current value; bound at compile time instead of a kernel per run
@@ -88,7 +88,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
                          f"eps={_literal(n.attrs['eps'])}, "
                          f"out={direct[n.id]}, out_m={direct[a.id]}, out_v={direct[b.id]})")
             lines.append(f"{names[a.id]}, {names[b.id]} = {direct[a.id]}, {direct[b.id]}")
-            read.append(a.inputs[1])
+            read += [a.inputs[0], b.inputs[0], a.inputs[1]]
         elif n.id in gathers:  # the pack of gradients: copy in what was not computed in place
             buf, copies = gathers[n.id]
             lines += [f"{view}[...] = {names[i.id]}" for view, i in copies]

@@ -296,3 +296,26 @@ def test_adam_attributes_without_a_literal_are_not_fused():
             prog.run(x=np.arange(6.0))
             out.append(g.value(p).copy())
         np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_a_computed_moment_read_again_before_the_step_stays_alive_for_the_fused_call():
+    """An ema of a computed moment X that another kernel reads after the ema: the fused call reads
+    X at the step's place, so X may not be deleted or lent as a buffer before it (it was: an
+    UnboundLocalError, or a donor write over X)."""
+    for donor in (False, True):
+        results = []
+        for direct in (True, False):
+            g = Graph("float64")
+            p = g.param("p", np.linspace(-1, 1, 8))
+            m, v = g.state("m", np.full(8, 0.1)), g.state("v", np.full(8, 0.2))
+            grad = g.state("grad", np.linspace(1, 2, 8))
+            X = m * 0.5
+            a, b = ops.ema(X, grad, decay=0.9), ops.ema(v, grad, decay=0.999, square=True)
+            K = X + 1.0 if donor else ops.tanh(X)  # X + 1 may take X's buffer
+            c = ops.adam_step(p, a, b, ops.mean(K) * 0.01, ops.mean(grad) * 0.0 + 1.0, eps=1e-8)
+            prog = compile(g, {"s": ops.sum(grad)}, updates={p: c, m: a, v: b}, direct_updates=direct)
+            for _ in range(3):
+                prog.run()
+            results.append([g.value(t).copy() for t in (p, m, v)])
+        for x, y in zip(*results):
+            np.testing.assert_array_equal(x, y)

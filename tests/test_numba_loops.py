@@ -269,3 +269,22 @@ def test_views_of_one_buffer_that_may_overlap_take_numpy(loops_switch):
     buf2 = np.linspace(-1, 1, 9)
     r = _relu_grad_forward(np, buf2[:-1], buf2[:-1].copy(), out=buf2[1:])
     _same_bits(r, expected)
+
+
+def test_memory_owned_by_another_object_and_read_only_outs_take_numpy(loops_switch):
+    """Two np.frombuffer arrays over one buffer have different bases (memoryviews) and overlap in
+    part: the loop gave other values than NumPy's buffered form. A read-only out: NumPy's error."""
+    def overlapping():
+        buf = bytearray(np.arange(1.0, 6.0).tobytes())
+        return np.frombuffer(buf, count=4), np.frombuffer(buf, count=4, offset=8)
+
+    loops_switch(False)
+    r, s = overlapping()
+    expected = _ema_forward(np, r, np.full(4, 2.0), 0.9, out=s).copy()
+    loops_switch(True)
+    r, s = overlapping()
+    _same_bits(_ema_forward(np, r, np.full(4, 2.0), 0.9, out=s), expected)
+    ro = np.ones(4)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _ema_forward(np, ro, np.ones(4), 0.9, out=ro)

@@ -103,8 +103,9 @@ def takes(arrays, out=None, name=None) -> bool:
     dtype and one shape, C-contiguous, so flat views are free), no two of them are different
     views of one buffer (they could overlap in part, where NumPy buffers and a loop would not),
     and out is None, the first array (in place) or an array of its own; an out that is another
-    input is left to NumPy (its loop would overlap an input: LLVM's scalar loop). Called before
-    every loop: written for speed (~0.6 us for four arrays)."""
+    input is left to NumPy (its loop would overlap an input: LLVM's scalar loop); so are arrays
+    over memory another object owns (np.frombuffer, as_strided: their overlaps are not known
+    from their bases) and a read-only out. Called before every loop: written for speed."""
     if not (_LOOPS if _LOOPS is not None else load_loops()):
         return False
     first = arrays[0]
@@ -116,7 +117,16 @@ def takes(arrays, out=None, name=None) -> bool:
     for a in every:
         if a.__class__ is not np.ndarray or a.shape != shape or a.dtype != dt or not a.flags.c_contiguous:
             return False
-        owners.append(a if a.base is None else a.base)
+        b = a.base
+        if b is None:
+            owners.append(a)
+        elif b.__class__ is np.ndarray and b.base is None:  # a view of an array that owns its memory
+            owners.append(b)
+        else:  # memory of another object (np.frombuffer, as_strided, a memory map): overlaps unknown
+            return False
+    written = first if out is None or out is first else out
+    if out is not None and not written.flags.writeable:  # NumPy's form says so in its own words
+        return False
     if len({id(o) for o in owners}) < len(every):  # two arrays over one buffer: the same one only
         for i, o in enumerate(owners):
             for j in range(i):
