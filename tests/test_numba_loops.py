@@ -178,19 +178,24 @@ def test_env_json_says_what_runs_the_loops(loops_switch, tmp_path, monkeypatch):
     assert env_info(spec)["cpu_loops"] == "off (GENGRAPH_NUMBA=0)"
 
 
-def test_a_numba_that_fails_to_load_is_a_warning_and_numpy_runs(monkeypatch):
+def _numba_fails_to_load(monkeypatch, error):
+    """Loading numba_loops raises `error` (as a broken or too old Numba would), from a fresh state."""
     import importlib
 
     real = importlib.import_module
 
-    def broken(name, package=None):
+    def failing(name, package=None):
         if name == ".numba_loops":
-            raise OSError("libllvmlite.so: cannot open shared object file")
+            raise error
         return real(name, package)
 
     monkeypatch.delenv("GENGRAPH_NUMBA", raising=False)
     monkeypatch.setattr(cpu_loops, "_LOOPS", None)
-    monkeypatch.setattr(cpu_loops.importlib, "import_module", broken)
+    monkeypatch.setattr(cpu_loops.importlib, "import_module", failing)
+
+
+def test_a_numba_that_fails_to_load_is_a_warning_and_numpy_runs(monkeypatch):
+    _numba_fails_to_load(monkeypatch, OSError("libllvmlite.so: cannot open shared object file"))
     with pytest.warns(RuntimeWarning, match="libllvmlite.so"):
         assert cpu_loops.load_loops() is False
     m = np.ones(3)
@@ -201,18 +206,7 @@ def test_a_numba_that_fails_to_load_is_a_warning_and_numpy_runs(monkeypatch):
 def test_env_json_tells_a_numba_that_does_not_load_before_any_kernel_ran(monkeypatch):
     """env.json is written before the first kernel: describe loads Numba to tell (an ImportError,
     Numba's own 'needs NumPy <= X' say, is silent otherwise)."""
-    import importlib
-
-    real = importlib.import_module
-
-    def too_new(name, package=None):
-        if name == ".numba_loops":
-            raise ImportError("Numba needs NumPy 2.3 or less")
-        return real(name, package)
-
-    monkeypatch.delenv("GENGRAPH_NUMBA", raising=False)
-    monkeypatch.setattr(cpu_loops, "_LOOPS", None)
-    monkeypatch.setattr(cpu_loops.importlib, "import_module", too_new)
+    _numba_fails_to_load(monkeypatch, ImportError("Numba needs NumPy 2.3 or less"))
     assert cpu_loops.describe().endswith("is installed but did not load)")
     assert cpu_loops.describe("cuda") == "off (device cuda: the loops run on NumPy arrays)"
 
