@@ -58,9 +58,9 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     groups = _update_groups(program, ops, flat_leaves)  # F id -> (buffer name, [(leaf, unpack node)])
     grouped = {u.id for _, members in groups.values() for _, u in members}
     direct = _direct_updates(program, ops, last_use, names, groups) if direct_updates and not debug else {}
-    fusions = _adam_fusions(program, ops, direct, groups)  # {adam_step id: (its ema, its ema of squares)}: one call
-    fused_away = {e.id for pair in fusions.values() for e in pair}
     pos = {n.id: step for step, n in enumerate(ops)}
+    fusions = _adam_fusions(program, ops, pos, direct, groups, grouped)  # {adam_step id: (ema, ema of squares)}
+    fused_away = {e.id for pair in fusions.values() for e in pair}
     for c_id, (a, b) in fusions.items():  # the emas' inputs are read at the adam_step now
         for i in (a.inputs[0], b.inputs[0], a.inputs[1]):
             last_use[i.id] = max(last_use[i.id], pos[c_id])
@@ -166,7 +166,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers) | fused_away
 
 
-def _adam_fusions(program, ops, direct, groups) -> dict:
+def _adam_fusions(program, ops, pos, direct, groups, grouped) -> dict:
     """{adam_step id: (ema, ema of squares)} for Adam updates whose three kernels can be one call:
     the step reads an ema and an ema of squares of one gradient, all three are written straight
     into their state (direct updates: nothing reads the old values after them), the step is the
@@ -174,14 +174,15 @@ def _adam_fusions(program, ops, direct, groups) -> dict:
     the step writes into the memory they read (another update's kernel writing into the
     gradient's leaf, say: the fused call reads at the step's place), and their attributes have
     literals. Deferring the emas to the step's place is then safe."""
-    grouped = {v.id for _, members in groups.values() for _, v in members}
+    steps = [c for c in ops if c.op == "adam_step" and c.id in direct and c.shape]
+    if not steps:  # most programs (evaluation, sampling, other optimizers): none of the bookkeeping below
+        return {}
     readers: dict[int, int] = {}
     for n in ops:
         if n.id in grouped:
             continue
         for i in n.inputs:
             readers[i.id] = readers.get(i.id, 0) + 1
-    pos = {n.id: step for step, n in enumerate(ops)}
     aliases = _aliases_of(ops)
     writes: dict[int, list] = {}  # a direct kernel's value id -> the leaves it writes into
     for t, v in program.updates:
@@ -189,9 +190,7 @@ def _adam_fusions(program, ops, direct, groups) -> dict:
     for f_id, (_, members) in groups.items():
         writes[f_id] = [t for t, _ in members]
     fusions = {}
-    for c in ops:
-        if c.op != "adam_step" or c.id not in direct or not c.shape:
-            continue
+    for c in steps:
         _, a, b, _, _ = c.inputs
         if not (a.op == "ema" and b.op == "ema" and not a.attrs.get("square") and b.attrs.get("square")
                 and a.inputs[1] is b.inputs[1] and a.id in direct and b.id in direct

@@ -1,8 +1,9 @@
 """Where Numba is installed, elementwise kernels on NumPy run as one compiled loop each.
 
 `cpu_loop` is the one entry: a kernel's NumPy forward asks it first, and runs its NumPy form
-when it answers None (no Numba, GENGRAPH_NUMBA=0, or arrays the loops do not take). The loops
-themselves are in numba_loops.py, imported on first use.
+when it answers None (no Numba, GENGRAPH_NUMBA=0, or arrays the loops do not take); `takes`
+and `run_loop` are its two halves, for a forward that prepares an input of the loop only once
+it knows the loop runs. The loops themselves are in numba_loops.py, imported on first use.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def describe(device: str = "cpu") -> str:
         version = importlib.metadata.version("numba")
     except importlib.metadata.PackageNotFoundError:
         return "off (numba is not installed: the fast extra)"
-    if not (_LOOPS if _LOOPS is not None else load_loops()):
+    if not load_loops():
         return f"off (numba {version} is installed but did not load)"
     return f"numba {version}"
 
@@ -66,7 +67,7 @@ def warm(dtype="float32") -> bool:
     """Import Numba and compile (or load from its cache) every loop for `dtype` now, as a
     process's first training step would; True if the loops are in use. For a benchmark that
     counts Numba's fixed cost (~0.5 s, ~150 MB of LLVM, more at the first compile) apart."""
-    loops = _LOOPS if _LOOPS is not None else load_loops()
+    loops = load_loops()
     if loops:
         loops.warm(dtype)
     return bool(loops)
@@ -74,25 +75,30 @@ def warm(dtype="float32") -> bool:
 
 def cpu_loop(name, arrays, scalars, out):
     """Run numba_loops.<name>(*arrays, *scalars, out) and return out, when `takes` says the loops
-    apply (an out that is the first array runs the loop <name>_inplace); None otherwise, and the
-    caller runs its NumPy form. The scalars are Python floats or of the arrays' dtype (rounded
-    to it here, as NumPy rounds a Python float). Checked in a few attribute reads: the call
-    costs ~1 us beside Numba's own ~2 us dispatch."""
+    apply and the scalars are Python numbers or of the arrays' dtype; None otherwise, and the
+    caller runs its NumPy form."""
     if not takes(arrays, out, name):
         return None
-    first = arrays[0]
-    dt = first.dtype
-    t = dt.type
-    for s in scalars:  # Python numbers are rounded to the dtype below, as NumPy rounds them
+    dt = arrays[0].dtype
+    for s in scalars:  # Python numbers are rounded to the dtype (run_loop), as NumPy rounds them
         if s.__class__ not in (float, int) and getattr(s, "dtype", None) != dt:
             return None
+    return run_loop(name, arrays, scalars, out)
+
+
+def run_loop(name, arrays, scalars, out):
+    """numba_loops.<name> over arrays `takes` accepted (an out that is the first array runs the
+    loop <name>_inplace; None: a new array); returns out. For a forward that asked `takes`
+    before making an input of the loop (the image SiLU's tanh), which then needs no second check."""
+    first = arrays[0]
+    t = first.dtype.type
     scalars = [t(s) for s in scalars]
     flat = arrays if first.ndim == 1 else [a.reshape(-1) for a in arrays]
     if out is first:  # in place: a loop of its own (see numba_loops)
         getattr(_LOOPS, name + "_inplace")(*flat, *scalars)
         return out
     if out is None:
-        out = np.empty(first.shape, dt)
+        out = np.empty(first.shape, first.dtype)
     getattr(_LOOPS, name)(*flat, *scalars, out if first.ndim == 1 else out.reshape(-1))
     return out
 

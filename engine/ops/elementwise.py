@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from .cpu_loops import cpu_loop, takes
+from .cpu_loops import cpu_loop, run_loop, takes
 from .fastpaths import relu_forward
 from .registry import ZERO, defop, elementwise, ewise_flops, expression_function, same_shape
 
@@ -220,9 +220,7 @@ def _silu_lean_forward(xp, x, out=None):
         # out, or into the tanh's array; an out that is x itself is left to NumPy's passes: the
         # loop would overlap it)
         t = _half_tanh(x)
-        r = cpu_loop("silu_t", (t, x), (0.5,), t if out is None else out)
-        if r is not None:
-            return r
+        return run_loop("silu_t", (t, x), (0.5,), t if out is None else out)
     s = _sigmoid_forward(xp, x)
     if s.ndim == 0:  # NumPy scalars cannot be written into
         return x * s
@@ -231,10 +229,8 @@ def _silu_lean_forward(xp, x, out=None):
 
 def _silu_grad_x_forward(xp, g, x, out=None):
     # s recomputed exactly as the forward computed it; out is written by the last pass only
-    if xp is np and g.ndim and takes((g, x), out, "silu_grad_t"):
-        r = cpu_loop("silu_grad_t", (g, x, _half_tanh(x)), (0.5, 1.0), out)
-        if r is not None:
-            return r
+    if xp is np and g.ndim and takes((g, x), out, "silu_grad_t"):  # the tanh's new array can only fit
+        return run_loop("silu_grad_t", (g, x, _half_tanh(x)), (0.5, 1.0), out)
     return _silu_grad_forward(xp, g, x, _sigmoid_forward(xp, x), out=out)
 
 

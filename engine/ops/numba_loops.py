@@ -1,10 +1,10 @@
-"""One-pass CPU loops for the fused optimizer kernels, compiled by Numba.
+"""One-pass CPU loops for elementwise kernels, compiled by Numba: Adam's (fused.py) and ReLU's
+and SiLU's gradients and the image SiLU (elementwise.py).
 
-The NumPy forms of `ema` and `adam_step` (fused.py) are three to six whole-array passes;
-each loop here reads every array once and writes its output once: 3-5x faster from 3 500
-to 300 000 parameters. Every loop does the NumPy form's float operations in the same order
-and in the arrays' dtype (Numba's default: no fast-math, so no FMA contraction and exact
-sqrt and division), hence the same bits; tests/engine/test_numba_loops.py checks it.
+Their NumPy forms are three to thirteen whole-array passes; each loop here reads every array
+once and writes its output once. Every loop does the NumPy form's float operations in the same
+order and in the arrays' dtype (Numba's default: no fast-math, so no FMA contraction and exact
+sqrt and division), hence the same bits; tests/test_numba_loops.py checks it.
 ``error_model="numpy"`` drops Python's zero-division checks, which stop LLVM from
 vectorizing the loops (division by zero gives inf/nan, as in NumPy).
 
