@@ -11,19 +11,21 @@ import numpy as np
 
 from .ops import OPS
 from .ops.fused import adam_update
+from .ops.registry import FUSIONS
 from .program import NonFiniteError
 from .ops.flat import contiguous_base
 from .ops.flat import _offsets
 
 
-def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_updates=True) -> None:
+def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_updates=True, fuse=True) -> None:
     """Write `program`'s source and attach it (program.source, program._fn, program.n_kernels).
 
     debug: check every kernel's result for NaN/inf (NonFiniteError names the node) and
     compute updates out of place. count: count kernel calls in program.kernel_calls.
     reuse_buffers: a kernel that can write into a dead input's buffer does so.
     direct_updates: an update's last kernel writes straight into its leaf when safe.
-    Both are on by default; switching them off gives the plain schedule (same values).
+    fuse: a declared group of nodes (ops.registry.FUSIONS) is one call, where safe.
+    All are on by default; switching them off gives the plain schedule (same values).
     """
     names: dict[int, str] = {}
     env: dict[str, object] = {}
@@ -71,12 +73,27 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     for node_id, view in leaf_views.items():
         names[node_id] = f"w{node_id}"
         env[f"w{node_id}"] = view
+    taken = set(flat_leaves) | grouped | set(leaf_views) | fused_away | set(fusions) | set(direct) | set(placed)
+    pure = _pure_fusions(program, ops, pos, taken) if fuse and not debug else {}  # first member id -> Fused
+    computed_early = {m.id for first, f in pure.items() for m in f.members if m.id != first}
     for step, n in enumerate(ops):
         names[n.id] = names.get(n.id, f"v{n.id}")
         if n.id in flat_leaves or n.id in grouped or n.id in leaf_views or n.id in fused_away:
             continue  # no kernel: bound at compile time, or computed by a fused call below
         read = list(n.inputs)
-        if n.id in fusions:  # Adam's three kernels as one call (fused.adam_update)
+        if n.id in computed_early:  # computed by its group's call at the first member: only the dels
+            pass
+        elif n.id in pure:  # a declared fusion (ops.registry.FUSIONS): the group's values from one call
+            f = pure[n.id]
+            for m in f.members:
+                names.setdefault(m.id, f"v{m.id}")
+            k = f"k{kernels}"
+            kernels += 1
+            env[k] = _counted(f.kernel, program) if count else f.kernel
+            args = ", ".join(["_xp"] + [names[i.id] for i in f.inputs] + [f"{a}={_literal(v)}" for a, v in f.attrs.items()])
+            lines.append(f"{', '.join(names[m.id] for m in f.members)}, = {k}({args})")
+            read = list(f.inputs)
+        elif n.id in fusions:  # Adam's three kernels as one call (fused.adam_update)
             a, b = fusions[n.id]
             p, _, _, step_size, scale = n.inputs
             k = f"k{kernels}"
@@ -163,7 +180,32 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     program.source, program._fn, program.n_kernels = src, env["run"], kernels
     # scheduled nodes that call no kernel: packs of laid-out leaves and views of leaves (bound at
     # compile time), update views elided into a flat update, packs of gradients placed in a buffer
-    program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers) | fused_away
+    program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers) | fused_away | computed_early
+
+
+def _pure_fusions(program, ops, pos, taken) -> dict:
+    """{first member id: Fused} for the declared fusions (ops.registry.FUSIONS) that are safe here:
+    no member is an update's value or otherwise handled (`taken`: direct or grouped updates,
+    flat-buffer packs, placed gradients, leaf views, Adam's fused kernels), every input exists
+    at the first member's place (the call reads them there), and no input may share memory with
+    an updated leaf (a direct update in between would change what a later member reads)."""
+    if not FUSIONS:
+        return {}
+    updated = _alias_closure(ops, {t.id for t, _ in program.updates}) | {v.id for _, v in program.updates}
+    out, used = {}, set()
+    for match in FUSIONS.values():
+        for f in match(ops, program.xp):
+            ids = [m.id for m in f.members]
+            if any(i in taken or i in used or i not in pos for i in ids):
+                continue
+            first = min(pos[i] for i in ids)
+            if any(pos.get(i.id, -1) >= first or i.id in updated for i in f.inputs):
+                continue
+            if not all(_literal(v) for v in f.attrs.values()):
+                continue
+            out[min(ids, key=pos.__getitem__)] = f  # its values in the declared order, at the first place
+            used.update(ids)
+    return out
 
 
 def _adam_fusions(program, ops, pos, direct, groups, grouped) -> dict:

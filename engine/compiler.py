@@ -33,7 +33,7 @@ class KernelContext:
 
 
 def compile_graph(graph: Graph, outputs, updates=None, *, backend="numpy", passes=DEFAULT_PASSES, debug=False,
-                  count_calls=False, reuse_buffers=True, direct_updates=True, training=None) -> Program:
+                  count_calls=False, reuse_buffers=True, direct_updates=True, fuse=True, training=None) -> Program:
     """Compile outputs (a node, list or dict of nodes) and in-place `updates` {leaf: new value}.
 
     Updates are computed from the values before the run and written after it, so
@@ -42,8 +42,10 @@ def compile_graph(graph: Graph, outputs, updates=None, *, backend="numpy", passe
     `training` keeps training-only ops such as dropout; an evaluation program
     (training=False) replaces them by the identity. The default is whether the program
     updates a parameter: a sampler that only advances state (Langevin or PCD chains) is
-    not training. ``passes=(), reuse_buffers=False, direct_updates=False`` gives the
-    unoptimized program: the same values, computed node by node as built.
+    not training. ``fuse`` lets one call compute a declared group of nodes (ops.registry.FUSIONS,
+    e.g. the classifier head's softmax, loss and accuracy). ``passes=(), reuse_buffers=False,
+    direct_updates=False, fuse=False`` gives the unoptimized program: the same values, computed
+    node by node as built.
     """
     xp = get_backend(backend)
     graph.move_to(xp)
@@ -81,5 +83,6 @@ def compile_graph(graph: Graph, outputs, updates=None, *, backend="numpy", passe
     program = Program(graph, order, feeds, outs, keys, list(zip(targets, values)), xp, ctx, pass_stats=stats,
                       built_nodes=built)
     program.training = training
-    generate(program, debug=debug, count=count_calls, reuse_buffers=reuse_buffers, direct_updates=direct_updates)
+    generate(program, debug=debug, count=count_calls, reuse_buffers=reuse_buffers, direct_updates=direct_updates,
+             fuse=fuse)
     return program

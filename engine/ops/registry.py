@@ -23,6 +23,29 @@ from ..graph import Node
 
 OPS: dict[str, "OpDef"] = {}
 EXPRESSION_FUNCTIONS: dict[str, Callable] = {}  # name -> graph builder the expression language may call
+# name -> match(nodes, xp) -> [Fused, ...]: groups of side-effect-free nodes one kernel computes together
+# (declared next to their ops with deffusion; codegen places each group's call at its first member)
+FUSIONS: dict[str, Callable] = {}
+
+
+@dataclass
+class Fused:
+    """One fused call: `kernel(xp, *inputs, **attrs)` returns the values of `members` (graph nodes of
+    pure ops, in this order) at once, bit for bit what their own kernels give."""
+    members: list
+    kernel: Callable
+    inputs: list
+    attrs: dict
+
+
+def deffusion(name: str, match: Callable) -> Callable:
+    """Declare a fusion: match(nodes, xp) returns the Fused groups found in a program's scheduled
+    nodes (a node in at most one group); the compiler keeps only groups whose inputs exist at the
+    first member's place and that no update writes (codegen._pure_fusions)."""
+    if name in FUSIONS:
+        raise ValueError(f'fusion "{name}" is already declared')
+    FUSIONS[name] = match
+    return match
 
 
 class _Zero:

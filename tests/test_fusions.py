@@ -1,0 +1,179 @@
+"""Declared fusions (ops.registry.FUSIONS): one call for a group of pure nodes, where safe.
+
+The classifier head (softmax, softmax cross-entropy, correct over the same logits and labels)
+is one `softmax_head` call with the same bits as its three kernels; the compiler's safety rules
+are tested with fusions declared here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gengraph.engine import Graph, compile, grad, ops
+from gengraph.engine.errors import LabelError
+from gengraph.engine.ops import registry
+from gengraph.engine.ops.nn import _correct_forward, _softmax_ce_forward, _softmax_forward, softmax_head
+from gengraph.engine.optimizers import make_optimizer
+
+
+def _separate(z, labels):
+    p = _softmax_forward(np, z, (1,))
+    return p, _softmax_ce_forward(np, z, p.copy(), labels), _correct_forward(np, z, labels)
+
+
+@st.composite
+def _logits(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n, c = draw(st.integers(1, 40)), draw(st.integers(1, 12))
+    # ties (small integers), ordinary values, and logits 1e4 apart (p[label] underflows to 0:
+    # the loss's other formula)
+    scale = draw(st.sampled_from([0, 1, 1e4]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    z = rng.integers(-2, 3, size=(n, c)).astype(dtype) if scale == 0 else (rng.normal(size=(n, c)) * scale).astype(dtype)
+    return z, rng.integers(0, c, size=n)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_logits(), st.sampled_from([(True, True), (True, False), (False, True)]))
+def test_softmax_head_gives_the_three_kernels_bits(case, which):
+    z, labels = case
+    loss, correct = which
+    want = _separate(z, labels)
+    want = [want[0]] + ([want[1]] if loss else []) + ([want[2]] if correct else [])
+    got = softmax_head(np, z.copy(), labels, loss=loss, correct=correct)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_softmax_head_other_paths_call_the_kernels():
+    """Empty batches and float16 take the kernels' own paths (same values as separately)."""
+    for z, labels in ((np.zeros((0, 4)), np.zeros(0, np.int64)),
+                      (np.array([[1.0, 2.0, 0.5]], np.float16), np.array([1]))):
+        for a, b in zip(softmax_head(np, z, labels), _separate(z, labels)):
+            np.testing.assert_array_equal(a, b)
+
+
+def _classifier(dtype="float64", seed=0):
+    rng = np.random.default_rng(seed)
+    g = Graph(dtype)
+    x = g.input("x", (None, 5))
+    y = g.input("y", (None,), dtype="int64")
+    W = g.param("W", rng.normal(size=(5, 4)))
+    b = g.param("b", np.zeros(4))
+    z = x @ W + b
+    loss = ops.mean(ops.softmax_cross_entropy(z, y))
+    acc = ops.mean(ops.correct(z, y))
+    grads = grad(loss, [W, b])
+    ups = make_optimizer("adam", lr=0.05).updates(g, [W, b], grads)
+    return g, [W, b], loss, acc, ups
+
+
+def _feeds(step, n=16):
+    rng = np.random.default_rng(100 + step)
+    return {"x": rng.normal(size=(n, 5)), "y": rng.integers(0, 4, size=n)}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_training_step_with_the_fused_head_has_the_unfused_bits(dtype):
+    runs = []
+    for fuse in (True, False):
+        g, params, loss, acc, ups = _classifier(dtype)
+        prog = compile(g, {"loss": loss, "acc": acc}, updates=ups, fuse=fuse)
+        assert ("softmax_head" in prog.source or "softmax_head" in repr(prog._fn.__globals__)) is fuse
+        outs = [prog.run(_feeds(step)) for step in range(4)]
+        runs.append((outs, [g.value(p).copy() for p in params], prog.n_kernels))
+    (fused_outs, fused_params, fused_n), (plain_outs, plain_params, plain_n) = runs
+    assert fused_n == plain_n - 2  # softmax, its loss and the accuracy: one call instead of three
+    for a, b in zip(fused_outs, plain_outs):
+        assert a["loss"] == b["loss"] and a["acc"] == b["acc"]
+    for a, b in zip(fused_params, plain_params):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_label_errors_are_those_of_the_kernels(bad):
+    messages = []
+    for fuse in (True, False):
+        g, params, loss, acc, ups = _classifier()
+        prog = compile(g, {"loss": loss, "acc": acc}, updates=ups, fuse=fuse)
+        feeds = _feeds(0)
+        feeds["y"][3] = bad
+        with pytest.raises(LabelError) as err:
+            prog.run(feeds)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "softmax_cross_entropy" in messages[0]
+
+
+def test_accuracy_alone_or_softmax_alone_are_not_fused():
+    g = Graph("float64")
+    z = g.input("z", (None, 3))
+    y = g.input("y", (None,), dtype="int64")
+    for outputs in ({"acc": ops.correct(z, y)}, {"p": ops.softmax(z)}):
+        prog = compile(g, outputs)
+        assert "softmax_head" not in repr(prog._fn.__globals__)
+
+
+def _declared(monkeypatch, match):
+    monkeypatch.setitem(registry.FUSIONS, "test_pair", match)
+
+
+def _pair(xp, a, b):
+    """A fused kernel for the test fusion below: (exp(a), a + b)."""
+    return np.exp(a), a + b
+
+
+def _pair_groups(nodes, xp):
+    exps = [n for n in nodes if n.op == "exp"]
+    adds = [n for n in nodes if n.op == "add"]
+    return [registry.Fused([e, s], _pair, [e.inputs[0], s.inputs[1]], {})
+            for e in exps for s in adds if s.inputs[0] is e.inputs[0]]
+
+
+def test_a_group_whose_input_is_computed_after_its_first_member_is_not_fused(monkeypatch):
+    """exp(a) is scheduled before b = sin(a) * 2, which a + b reads: one call at exp's place could
+    not read b, so the group keeps its two kernels (and the values are right)."""
+    _declared(monkeypatch, _pair_groups)
+    g = Graph("float64")
+    a = g.input("a", (3,))
+    e = ops.exp(a)
+    b = ops.sin(e) * 2.0  # depends on exp(a): scheduled after it
+    s = a + b
+    prog = compile(g, {"e": e, "s": s}, passes=())
+    assert "_pair" not in repr(prog._fn.__globals__)
+    x = np.array([0.1, 0.2, -0.3])
+    out = prog.run(a=x)
+    np.testing.assert_allclose(out["s"], x + 2.0 * np.sin(np.exp(x)))
+
+
+def test_a_group_whose_inputs_exist_is_fused_and_one_reading_an_updated_leaf_is_not(monkeypatch):
+    _declared(monkeypatch, _pair_groups)
+    g = Graph("float64")
+    a = g.input("a", (3,))
+    c = g.input("c", (3,))
+    prog = compile(g, {"e": ops.exp(a), "s": a + c}, passes=())
+    assert "_pair" in repr(prog._fn.__globals__)
+    x, y = np.array([0.1, 0.2, -0.3]), np.array([1.0, 2.0, 3.0])
+    out = prog.run(a=x, c=y)
+    np.testing.assert_array_equal(out["e"], np.exp(x))
+    np.testing.assert_array_equal(out["s"], x + y)
+    # a parameter that the program updates: its readers keep their own kernels
+    g = Graph("float64")
+    w = g.param("w", np.array([0.5, 1.0, 1.5]))
+    c = g.input("c", (3,))
+    e, s = ops.exp(w), w + c
+    prog = compile(g, {"e": e, "s": s}, updates={w: w * 0.5}, passes=())
+    assert "_pair" not in repr(prog._fn.__globals__)
+    out = prog.run(c=y)
+    np.testing.assert_array_equal(out["s"], np.array([0.5, 1.0, 1.5]) + y)
+    np.testing.assert_array_equal(g.value(w), [0.25, 0.5, 0.75])
+
+
+def test_debug_programs_run_every_kernel_on_its_own():
+    g, params, loss, acc, ups = _classifier()
+    prog = compile(g, {"loss": loss, "acc": acc}, updates=ups, debug=True)
+    assert "softmax_head" not in repr(prog._fn.__globals__)
