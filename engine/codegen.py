@@ -74,14 +74,17 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
         names[node_id] = f"w{node_id}"
         env[f"w{node_id}"] = view
     taken = set(flat_leaves) | grouped | set(leaf_views) | fused_away | set(fusions) | set(direct) | set(placed)
-    pure = _pure_fusions(program, ops, pos, taken) if fuse and not debug else {}  # first member id -> Fused
-    computed_early = {m.id for first, f in pure.items() for m in f.members if m.id != first}
+    pure = _pure_fusions(program, ops, pos, taken) if fuse and not debug else {}  # anchor id -> Fused
+    in_call = {m.id for anchor, f in pure.items() for m in f.members if m.id != anchor}
+    for anchor, f in pure.items():  # what the call reads or makes lives at least until the call
+        for i in (*f.inputs, *f.members):
+            last_use[i.id] = max(last_use.get(i.id, -1), pos[anchor])
     for step, n in enumerate(ops):
         names[n.id] = names.get(n.id, f"v{n.id}")
         if n.id in flat_leaves or n.id in grouped or n.id in leaf_views or n.id in fused_away:
             continue  # no kernel: bound at compile time, or computed by a fused call below
         read = list(n.inputs)
-        if n.id in computed_early:  # computed by its group's call at the first member: only the dels
+        if n.id in in_call:  # computed by its group's call at the anchor: only the dels
             pass
         elif n.id in pure:  # a declared fusion (ops.registry.FUSIONS): the group's values from one call
             f = pure[n.id]
@@ -92,7 +95,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
             env[k] = _counted(f.kernel, program) if count else f.kernel
             args = ", ".join(["_xp"] + [names[i.id] for i in f.inputs] + [f"{a}={_literal(v)}" for a, v in f.attrs.items()])
             lines.append(f"{', '.join(names[m.id] for m in f.members)}, = {k}({args})")
-            read = list(f.inputs)
+            read = [*f.inputs, *f.members]
         elif n.id in fusions:  # Adam's three kernels as one call (fused.adam_update)
             a, b = fusions[n.id]
             p, _, _, step_size, scale = n.inputs
@@ -180,30 +183,38 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     program.source, program._fn, program.n_kernels = src, env["run"], kernels
     # scheduled nodes that call no kernel: packs of laid-out leaves and views of leaves (bound at
     # compile time), update views elided into a flat update, packs of gradients placed in a buffer
-    program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers) | fused_away | computed_early
+    program.no_kernel = set(flat_leaves) | grouped | set(leaf_views) | set(gathers) | fused_away | in_call
 
 
 def _pure_fusions(program, ops, pos, taken) -> dict:
-    """{first member id: Fused} for the declared fusions (ops.registry.FUSIONS) that are safe here:
-    no member is an update's value or otherwise handled (`taken`: direct or grouped updates,
-    flat-buffer packs, placed gradients, leaf views, Adam's fused kernels), every input exists
-    at the first member's place (the call reads them there), and no input may share memory with
-    an updated leaf (a direct update in between would change what a later member reads)."""
+    """{anchor id: Fused} for the declared fusions (ops.registry.FUSIONS) that are safe here: no
+    member is an update's value or otherwise handled (`taken`: direct or grouped updates,
+    flat-buffer packs, placed gradients, leaf views, Adam's fused kernels), every input exists at
+    the anchor's place (the call reads them there), nothing but the group reads a member's value
+    before it, and no input may share memory with an updated leaf (a direct update in between
+    would change what a later member reads)."""
     if not FUSIONS:
         return {}
     updated = _alias_closure(ops, {t.id for t, _ in program.updates}) | {v.id for _, v in program.updates}
+    readers: dict[int, list] = {}  # value id -> [(position, reader id)]
+    for n in ops:
+        for i in n.inputs:
+            readers.setdefault(i.id, []).append((pos[n.id], n.id))
     out, used = {}, set()
     for match in FUSIONS.values():
         for f in match(ops, program.xp):
-            ids = [m.id for m in f.members]
+            ids = {m.id for m in f.members}
             if any(i in taken or i in used or i not in pos for i in ids):
                 continue
-            first = min(pos[i] for i in ids)
-            if any(pos.get(i.id, -1) >= first or i.id in updated for i in f.inputs):
+            anchor = f.anchor.id if f.anchor is not None else min(ids, key=pos.__getitem__)
+            at = pos[anchor]
+            if any(pos.get(i.id, -1) >= at or i.id in updated for i in f.inputs):
+                continue
+            if any(p < at and r not in ids for m in ids for p, r in readers.get(m, ())):
                 continue
             if not all(_literal(v) for v in f.attrs.values()):
                 continue
-            out[min(ids, key=pos.__getitem__)] = f  # its values in the declared order, at the first place
+            out[anchor] = f  # its values in the declared order, at the anchor's place
             used.update(ids)
     return out
 

@@ -50,6 +50,24 @@ def test_softmax_head_gives_the_three_kernels_bits(case, which):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("which", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_softmax_head_called_alone_raises_its_first_kernels_error(which, dtype):
+    """Without `first`: the loss's error where it computes the loss, else correct's (float16 takes
+    the kernels' own path)."""
+    loss, correct = which
+    z = np.zeros((3, 4), dtype)
+    for bad in (-1, 4):
+        labels = np.array([0, bad, 1])
+        with pytest.raises(LabelError) as fused:
+            softmax_head(np, z, labels, loss=loss, correct=correct)
+        with pytest.raises(LabelError) as plain:
+            if loss:
+                _softmax_ce_forward(np, z, _softmax_forward(np, z, (1,)), labels)
+            _correct_forward(np, z, labels)
+        assert str(fused.value) == str(plain.value)
+
+
 def test_softmax_head_other_paths_call_the_kernels():
     """Empty batches and float16 take the kernels' own paths (same values as separately)."""
     for z, labels in ((np.zeros((0, 4)), np.zeros(0, np.int64)),
@@ -107,6 +125,86 @@ def test_label_errors_are_those_of_the_kernels(bad):
             prog.run(feeds)
         messages.append(str(err.value))
     assert messages[0] == messages[1] and "softmax_cross_entropy" in messages[0]
+
+
+def _label_error(make_outputs, feeds, **kw):
+    g = Graph("float64")
+    prog = compile(g, make_outputs(g), **kw)
+    with pytest.raises(LabelError) as err:
+        prog.run(feeds)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("kw", [{}, {"passes": ()}])
+def test_a_bad_label_fails_where_the_plain_schedule_fails(kw):
+    """The fused call runs at the place of whichever label-checking member the plain schedule
+    runs first, and names its op: an accuracy listed before the loss fails as `correct`; two
+    heads fail at the one whose loss runs first; with passes=() (no CSE) a correct goes with the
+    loss's softmax, not with a second softmax(z) of the same logits."""
+    def acc_first(g):
+        z, y = g.input("z", (None, 4)), g.input("y", (None,), dtype="int64")
+        return {"acc": ops.mean(ops.correct(z, y)), "loss": ops.mean(ops.softmax_cross_entropy(z, y))}
+
+    def explicit_softmax(g):
+        z, y = g.input("z", (None, 4)), g.input("y", (None,), dtype="int64")
+        return {"p": ops.softmax(z), "loss": ops.mean(ops.softmax_cross_entropy(z, y)), "acc": ops.mean(ops.correct(z, y))}
+
+    def two_heads(g):
+        za, ya = g.input("za", (None, 4)), g.input("ya", (None,), dtype="int64")
+        zb, yb = g.input("zb", (None, 3)), g.input("yb", (None,), dtype="int64")
+        return {"p_a": ops.softmax(za), "p_b": ops.softmax(zb), "loss_b": ops.mean(ops.softmax_cross_entropy(zb, yb)),
+                "loss_a": ops.mean(ops.softmax_cross_entropy(za, ya))}
+
+    z = np.zeros((2, 4))
+    cases = [(acc_first, {"z": z, "y": np.array([0, -1])}, "correct"),
+             (acc_first, {"z": z, "y": np.array([0, 7])}, "correct"),
+             (explicit_softmax, {"z": z, "y": np.array([0, 4])}, "softmax_cross_entropy"),
+             (two_heads, {"za": z, "ya": np.array([0, 9]), "zb": np.zeros((2, 3)), "yb": np.array([0, 5])}, "0..2")]
+    for make, feeds, expected in cases:
+        fused = _label_error(make, feeds, **kw)
+        assert fused == _label_error(make, feeds, fuse=False, **kw) == _label_error(make, feeds, debug=True, **kw)
+        assert expected in fused
+
+
+def test_rows_picked_from_no_labels_are_empty_as_unfused():
+    """Logits fed one row and labels none (both of unknown batch size): NumPy broadcasts the picks
+    to nothing; the fused head returns the kernels' empty rows (it crashed on an empty argmin)."""
+    outs = []
+    for fuse in (True, False):
+        g = Graph("float64")
+        z, y = g.input("z", (None, 3)), g.input("y", (None,), dtype="int64")
+        prog = compile(g, {"rows": ops.softmax_cross_entropy(z, y), "acc": ops.correct(z, y), "p": ops.softmax(z)},
+                       fuse=fuse)
+        outs.append(prog.run(z=np.array([[0.0, 1.0, 2.0]]), y=np.zeros(0, np.int64)))
+    for key in ("rows", "acc", "p"):
+        assert outs[0][key].shape == outs[1][key].shape
+        np.testing.assert_array_equal(outs[0][key], outs[1][key])
+
+
+def test_a_group_is_not_fused_when_another_node_reads_a_member_before_the_anchor(monkeypatch):
+    """The call runs at the anchor (here the second member): a node that reads the first member's
+    value before that place would find nothing, so the group keeps its kernels."""
+    def groups(nodes, xp):
+        exps = [n for n in nodes if n.op == "exp"]
+        adds = [n for n in nodes if n.op == "add"]
+        return [registry.Fused([e, s], _pair, [e.inputs[0], s.inputs[1]], {}, anchor=s)
+                for e in exps for s in adds if s.inputs[0] is e.inputs[0]]
+
+    _declared(monkeypatch, groups)
+    g = Graph("float64")
+    a, c = g.input("a", (3,)), g.input("c", (3,))
+    e = ops.exp(a)
+    r = ops.sin(e)  # reads exp(a) before a + c
+    s = a + c
+    x, y = np.array([0.1, 0.2, -0.3]), np.array([1.0, 2.0, 3.0])
+    prog = compile(g, {"r": r, "s": s, "e": e}, passes=())
+    assert "_pair" not in repr(prog._fn.__globals__)
+    np.testing.assert_array_equal(prog.run(a=x, c=y)["r"], np.sin(np.exp(x)))
+    prog = compile(g, {"s": s, "e": e}, passes=())  # nobody reads exp(a) before a + c: one call there
+    assert "_pair" in repr(prog._fn.__globals__)
+    out = prog.run(a=x, c=y)
+    np.testing.assert_array_equal(out["e"], np.exp(x))
+    np.testing.assert_array_equal(out["s"], x + y)
 
 
 def test_accuracy_alone_or_softmax_alone_are_not_fused():

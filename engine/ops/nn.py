@@ -287,32 +287,36 @@ def correct(z, labels):
 
 
 # --- the classifier head as one kernel ---------------------------------------------------
-def softmax_head(xp, z, labels, loss=True, correct=True):
+def softmax_head(xp, z, labels, loss=True, correct=True, first=None):
     """(p, loss rows, correct rows) of logits z (rows x classes) and integer labels: the values
     of softmax(z), softmax_cross_entropy(z, p, labels) and correct(z, labels), bit for bit, with
     one row max, one row index and one label check for all three (~3.5 us less a step at batch
-    16, ~17 at 1024). loss / correct False leave that value out of the tuple."""
+    16, ~17 at 1024). loss / correct False leave that value out of the tuple; a bad label is
+    the error of `first`, the op of the two that the plain schedule runs first (default: the
+    loss if computed, else correct)."""
+    first = first or ("softmax_cross_entropy" if loss else "correct")
     if not (xp is np and z.ndim == 2 and z.size and z.dtype.char in "fd"):  # the kernels' other paths
         p = _softmax_forward(xp, z, (1,))
-        return (p,) + ((_softmax_ce_forward(xp, z, p, labels),) if loss else ()) + \
-            ((_correct_forward(xp, z, labels),) if correct else ())
-    op = "softmax_cross_entropy" if loss else "correct"
+        rest = [(op, f) for op, f, on in (("softmax_cross_entropy", lambda: _softmax_ce_forward(xp, z, p, labels), loss),
+                                          ("correct", lambda: _correct_forward(xp, z, labels), correct)) if on]
+        done = {op: f() for op, f in sorted(rest, key=lambda r: r[0] != first)}  # `first` checks first
+        return (p,) + tuple(done[op] for op, _ in rest)
     if _has_negative(labels):
-        raise _label_error(z.shape[1], op, int(labels.min()))
+        raise _label_error(z.shape[1], first, int(labels.min()))
     n, c = z.shape
     rows = arange_of(np, n)
     zmax = z[rows, z.argmax(axis=1)]
     try:
         hit = z[rows, labels]
     except IndexError:
-        raise _label_error(c, op, int(labels.max())) from None
+        raise _label_error(c, first, int(labels.max())) from None
     p = np.subtract(z, zmax[:, None])  # _softmax_forward's classifier path
     np.exp(p, out=p)
     p /= np.dot(p, ones_vector(c, p.dtype))[:, None]
     out = (p,)
     if loss:  # _softmax_ce_forward
         picked = p[rows, labels]
-        if bool(_smallest(picked) > _SAFE[p.dtype.char]):
+        if picked.size and bool(_smallest(picked) > _SAFE[p.dtype.char]):
             out += (np.negative(np.log(picked, out=picked), out=picked),)
         else:
             out += (-np.log(_row_max(np, p)) - (hit - zmax),)
@@ -323,35 +327,36 @@ def softmax_head(xp, z, labels, loss=True, correct=True):
 
 def _softmax_head_groups(nodes, xp):
     """softmax(z) over the last axis of 2-D logits with the softmax_cross_entropy that reads it
-    and/or a correct(z, labels) with the same labels: one softmax_head call (NumPy programs)."""
+    and/or a correct(z, labels) with the same labels: one softmax_head call (NumPy programs),
+    at the place of whichever of the two runs first (its label errors first, as unfused). A
+    correct goes with a softmax that has a loss over the same labels before any other."""
     if xp is not np:
         return []
+    order = {n.id: i for i, n in enumerate(nodes)}
     ce, acc = {}, {}
     for n in nodes:
         if n.op == "softmax_cross_entropy":
             ce.setdefault(n.inputs[1].id, n)
         elif n.op == "correct":
             acc.setdefault((n.inputs[0].id, n.inputs[1].id), n)
-    groups = []
-    for s in nodes:
-        if s.op != "softmax" or len(s.shape) != 2 or s.attrs.get("axis") != (1,):
-            continue
-        z = s.inputs[0]
+    heads = [s for s in nodes if s.op == "softmax" and len(s.shape) == 2 and s.attrs.get("axis") == (1,)]
+    pairs, paired = [], set()
+    for s in heads:  # softmaxes with their loss first (and a correct over the loss's labels)
         loss = ce.get(s.id)
-        if loss is not None and loss.inputs[0] is not z:
-            loss = None
-        labels = loss.inputs[2] if loss is not None else None
-        hit = None
-        if labels is not None:
-            hit = acc.get((z.id, labels.id))
-        else:  # no loss: a correct over the same logits (its labels)
-            hit = next((a for (zi, _), a in acc.items() if zi == z.id), None)
-            labels = hit.inputs[1] if hit is not None else None
-        if loss is None and hit is None:
-            continue
-        acc.pop((z.id, labels.id), None)
-        members = [s] + [m for m in (loss, hit) if m is not None]
-        groups.append(Fused(members, softmax_head, [z, labels], {"loss": loss is not None, "correct": hit is not None}))
+        if loss is not None and loss.inputs[0] is s.inputs[0]:
+            pairs.append((s, loss, acc.pop((s.inputs[0].id, loss.inputs[2].id), None)))
+            paired.add(s.id)
+    for s in heads:  # then a softmax without one takes a correct over the same logits
+        key = next((k for k in acc if k[0] == s.inputs[0].id), None) if s.id not in paired else None
+        if key is not None:
+            pairs.append((s, None, acc.pop(key)))
+    groups = []
+    for s, loss, hit in pairs:
+        checkers = sorted((m for m in (loss, hit) if m is not None), key=lambda m: order[m.id])
+        labels = (loss if loss is not None else hit).inputs[-1]
+        groups.append(Fused([s] + [m for m in (loss, hit) if m is not None], softmax_head, [s.inputs[0], labels],
+                            {"loss": loss is not None, "correct": hit is not None, "first": checkers[0].op},
+                            anchor=checkers[0]))
     return groups
 
 

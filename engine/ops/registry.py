@@ -31,17 +31,21 @@ FUSIONS: dict[str, Callable] = {}
 @dataclass
 class Fused:
     """One fused call: `kernel(xp, *inputs, **attrs)` returns the values of `members` (graph nodes of
-    pure ops, in this order) at once, bit for bit what their own kernels give."""
+    pure ops, in this order) at once, bit for bit what their own kernels give. The call runs at
+    the place of `anchor` (a member; default the first scheduled): the member whose errors the
+    kernel raises, so that a failing run fails where the plain schedule would."""
     members: list
     kernel: Callable
     inputs: list
     attrs: dict
+    anchor: object = None
 
 
 def deffusion(name: str, match: Callable) -> Callable:
     """Declare a fusion: match(nodes, xp) returns the Fused groups found in a program's scheduled
-    nodes (a node in at most one group); the compiler keeps only groups whose inputs exist at the
-    first member's place and that no update writes (codegen._pure_fusions)."""
+    nodes (in schedule order; a node in at most one group); the compiler keeps only groups whose
+    inputs exist at the anchor's place, whose values nothing else reads before it and whose
+    inputs no update writes (codegen._pure_fusions)."""
     if name in FUSIONS:
         raise ValueError(f'fusion "{name}" is already declared')
     FUSIONS[name] = match
