@@ -160,9 +160,16 @@ sum_squares = defop("sum_squares", _sum_squares_forward, lambda x: ((), float_dt
                     doc="sum(x**2) over all elements")
 
 
+_TINY: dict = {}
+
+
 def _tiny(dtype) -> float:
-    """The smallest normal number of a float dtype (the scale floor of a zero vector's norm)."""
-    return float(np.finfo(dtype).tiny) if dtype.kind == "f" else 1e-300
+    """The smallest normal number of a float dtype (the scale floor of a zero vector's norm);
+    cached: np.finfo costs 0.2 us a call, on every step's gradient norm."""
+    t = _TINY.get(dtype)
+    if t is None:
+        t = _TINY[dtype] = float(np.finfo(dtype).tiny) if dtype.kind == "f" else 1e-300
+    return t
 
 
 def _l2_norm_forward(xp, x):
