@@ -77,6 +77,14 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
     pure = _pure_fusions(program, ops, pos, taken) if fuse and not debug else {}  # anchor id -> Fused
     in_call = {m.id for anchor, f in pure.items() for m in f.members if m.id != anchor}
     inlined = set()  # nodes written as their op's source (OpDef.source), not a kernel call
+
+    def bind(kernel) -> str:
+        """A new kernel slot k<i> in the program's namespace (counted when count=True)."""
+        nonlocal kernels
+        k = f"k{kernels}"
+        kernels += 1
+        env[k] = _counted(kernel, program) if count else kernel
+        return k
     for anchor, f in pure.items():  # what the call reads or makes lives at least until the call
         for i in (*f.inputs, *f.members):
             last_use[i.id] = max(last_use.get(i.id, -1), pos[anchor])
@@ -91,18 +99,14 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
             f = pure[n.id]
             for m in f.members:
                 names.setdefault(m.id, f"v{m.id}")
-            k = f"k{kernels}"
-            kernels += 1
-            env[k] = _counted(f.kernel, program) if count else f.kernel
+            k = bind(f.kernel)
             args = ", ".join(["_xp"] + [names[i.id] for i in f.inputs] + [f"{a}={_literal(v)}" for a, v in f.attrs.items()])
             lines.append(f"{', '.join(names[m.id] for m in f.members)}, = {k}({args})")
             read = [*f.inputs, *f.members]
         elif n.id in fusions:  # Adam's three kernels as one call (fused.adam_update)
             a, b = fusions[n.id]
             p, _, _, step_size, scale = n.inputs
-            k = f"k{kernels}"
-            kernels += 1
-            env[k] = _counted(adam_update, program) if count else adam_update
+            k = bind(adam_update)
             lines.append(f"{names[n.id]} = {k}(_xp, {names[p.id]}, {names[a.inputs[0].id]}, {names[b.inputs[0].id]}, "
                          f"{names[a.inputs[1].id]}, {names[step_size.id]}, {names[scale.id]}, "
                          f"beta1={_literal(a.attrs['decay'])}, beta2={_literal(b.attrs['decay'])}, "
@@ -114,14 +118,12 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
             buf, copies = gathers[n.id]
             lines += [f"{view}[...] = {names[i.id]}" for view, i in copies]
             lines.append(f"{names[n.id]} = {buf}")
-        elif n.id not in direct and n.id not in placed and _inline(n, names):  # a method call, no kernel
-            lines.append(f"{names[n.id]} = {_inline(n, names)}")
+        elif n.id not in direct and n.id not in placed and (expr := _inline(n, names)):  # a method call
+            lines.append(f"{names[n.id]} = {expr}")
             inlined.add(n.id)
         else:
-            k = f"k{kernels}"
-            kernels += 1
             kernel, literal_attrs = _kernel_call(OPS[n.op], program.xp, n.attrs, program.ctx)
-            env[k] = _counted(kernel, program) if count else kernel
+            k = bind(kernel)
             args = ", ".join(names[i.id] for i in n.inputs)
             if literal_attrs is not None:  # the forward itself, attrs spelled out in the call
                 args = ", ".join(a for a in ["_xp", args, *literal_attrs] if a)
@@ -197,7 +199,8 @@ def _pure_fusions(program, ops, pos, taken) -> dict:
     the anchor's place (the call reads them there), nothing but the group reads a member's value
     before it, and no input may share memory with an updated leaf (a direct update in between
     would change what a later member reads)."""
-    if not FUSIONS:
+    found = [f for match in FUSIONS.values() for f in match(ops, program.xp)]
+    if not found:  # most programs: none of the bookkeeping below
         return {}
     updated = _alias_closure(ops, {t.id for t, _ in program.updates}) | {v.id for _, v in program.updates}
     readers: dict[int, list] = {}  # value id -> [(position, reader id)]
@@ -205,21 +208,20 @@ def _pure_fusions(program, ops, pos, taken) -> dict:
         for i in n.inputs:
             readers.setdefault(i.id, []).append((pos[n.id], n.id))
     out, used = {}, set()
-    for match in FUSIONS.values():
-        for f in match(ops, program.xp):
-            ids = {m.id for m in f.members}
-            if any(i in taken or i in used or i not in pos for i in ids):
-                continue
-            anchor = f.anchor.id if f.anchor is not None else min(ids, key=pos.__getitem__)
-            at = pos[anchor]
-            if any(pos.get(i.id, -1) >= at or i.id in updated for i in f.inputs):
-                continue
-            if any(p < at and r not in ids for m in ids for p, r in readers.get(m, ())):
-                continue
-            if not all(_literal(v) for v in f.attrs.values()):
-                continue
-            out[anchor] = f  # its values in the declared order, at the anchor's place
-            used.update(ids)
+    for f in found:
+        ids = {m.id for m in f.members}
+        if any(i in taken or i in used or i not in pos for i in ids):
+            continue
+        anchor = f.anchor.id if f.anchor is not None else min(ids, key=pos.__getitem__)
+        at = pos[anchor]
+        if any(pos.get(i.id, -1) >= at or i.id in updated for i in f.inputs):
+            continue
+        if any(p < at and r not in ids for m in ids for p, r in readers.get(m, ())):
+            continue
+        if not all(_literal(v) for v in f.attrs.values()):
+            continue
+        out[anchor] = f  # its values in the declared order, at the anchor's place
+        used.update(ids)
     return out
 
 

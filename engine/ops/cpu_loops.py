@@ -27,6 +27,11 @@ MIN_SIZE = {"relu_grad": 8192, "ema": 8192, "ema_square": 8192, "adam_step": 204
             "silu_t": 65536}
 
 
+def _switched_off() -> bool:
+    """GENGRAPH_NUMBA=0: the loops are not used, and Numba is not imported."""
+    return os.environ.get("GENGRAPH_NUMBA", "").strip() == "0"
+
+
 def load_loops():
     """The numba_loops module (imported on the first call), or False where Numba is not installed
     or GENGRAPH_NUMBA=0. A process that wants Numba's fixed cost (~0.2 s, ~150 MB of LLVM) paid
@@ -34,7 +39,7 @@ def load_loops():
     global _LOOPS
     if _LOOPS is None:
         _LOOPS = False
-        if os.environ.get("GENGRAPH_NUMBA", "").strip() != "0":
+        if not _switched_off():
             try:  # imported here, not at the top: Numba's import costs ~0.2 s
                 _LOOPS = importlib.import_module(".numba_loops", __package__)
             except ImportError:  # not installed, or not for this NumPy: NumPy's passes, the same bits
@@ -52,7 +57,7 @@ def describe(device: str = "cpu") -> str:
     is installed but does not load is said here, not only in a warning."""
     if device != "cpu":
         return f"off (device {device}: the loops run on NumPy arrays)"
-    if os.environ.get("GENGRAPH_NUMBA", "").strip() == "0":
+    if _switched_off():
         return "off (GENGRAPH_NUMBA=0)"
     try:
         version = importlib.metadata.version("numba")

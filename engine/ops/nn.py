@@ -28,15 +28,20 @@ def _row_max(xp, x, keepdims=False):
     return x.max(axis=-1, keepdims=keepdims)
 
 
+def _softmax_rows(x, row_max):
+    """softmax over the rows of a 2-D float32/64 NumPy x from its row maxima: exp in place, row
+    sums as one BLAS product (the classifier head's path, shared with softmax_head)."""
+    e = np.subtract(x, row_max[:, None])
+    np.exp(e, out=e)
+    e /= np.dot(e, ones_vector(x.shape[1], e.dtype))[:, None]
+    return e
+
+
 def _softmax_forward(xp, x, axis):
     if xp is np and x.ndim == 2 and axis == (1,) and x.size and x.dtype.char in "fd":
         # the classifier head, inlined (a few calls fewer matter at small batches): row max by
-        # argmax and a pick, exp in place, row sums as one BLAS product
-        n, c = x.shape
-        e = np.subtract(x, x[arange_of(np, n), x.argmax(axis=1)][:, None])
-        np.exp(e, out=e)
-        e /= np.dot(e, ones_vector(c, e.dtype))[:, None]
-        return e
+        # argmax and a pick
+        return _softmax_rows(x, x[arange_of(np, x.shape[0]), x.argmax(axis=1)])
     if x.ndim == 2 and axis == (1,):
         e = xp.subtract(x, _row_max(xp, x, keepdims=True))
     else:
@@ -297,10 +302,11 @@ def softmax_head(xp, z, labels, loss=True, correct=True, first=None):
     first = first or ("softmax_cross_entropy" if loss else "correct")
     if not (xp is np and z.ndim == 2 and z.size and z.dtype.char in "fd"):  # the kernels' other paths
         p = _softmax_forward(xp, z, (1,))
-        rest = [(op, f) for op, f, on in (("softmax_cross_entropy", lambda: _softmax_ce_forward(xp, z, p, labels), loss),
-                                          ("correct", lambda: _correct_forward(xp, z, labels), correct)) if on]
-        done = {op: f() for op, f in sorted(rest, key=lambda r: r[0] != first)}  # `first` checks first
-        return (p,) + tuple(done[op] for op, _ in rest)
+        kernels = {"softmax_cross_entropy": lambda: _softmax_ce_forward(xp, z, p, labels),
+                   "correct": lambda: _correct_forward(xp, z, labels)}
+        wanted = [op for op, on in (("softmax_cross_entropy", loss), ("correct", correct)) if on]
+        done = {op: kernels[op]() for op in sorted(wanted, key=lambda op: op != first)}  # `first` checks first
+        return (p, *(done[op] for op in wanted))
     if _has_negative(labels):
         raise _label_error(z.shape[1], first, int(labels.min()))
     n, c = z.shape
@@ -310,9 +316,7 @@ def softmax_head(xp, z, labels, loss=True, correct=True, first=None):
         hit = z[rows, labels]
     except IndexError:
         raise _label_error(c, first, int(labels.max())) from None
-    p = np.subtract(z, zmax[:, None])  # _softmax_forward's classifier path
-    np.exp(p, out=p)
-    p /= np.dot(p, ones_vector(c, p.dtype))[:, None]
+    p = _softmax_rows(z, zmax)  # _softmax_forward's classifier path
     out = (p,)
     if loss:  # _softmax_ce_forward
         picked = p[rows, labels]

@@ -24,7 +24,7 @@ from ..graph import Node
 OPS: dict[str, "OpDef"] = {}
 EXPRESSION_FUNCTIONS: dict[str, Callable] = {}  # name -> graph builder the expression language may call
 # name -> match(nodes, xp) -> [Fused, ...]: groups of side-effect-free nodes one kernel computes together
-# (declared next to their ops with deffusion; codegen places each group's call at its first member)
+# (declared next to their ops with deffusion; codegen places each group's call at its anchor)
 FUSIONS: dict[str, Callable] = {}
 
 

@@ -48,7 +48,8 @@ def find_files(folder: Path, name: str, url: str) -> dict[str, Path]:
                         f"the four IDX files {', '.join(FILES.values())}")
     found, missing = {}, []
     for key, base in FILES.items():
-        candidates = (folder / base, folder / (base + ".gz"), folder / dotted(base), folder / (dotted(base) + ".gz"))
+        mirror = dotted(base)
+        candidates = (folder / base, folder / (base + ".gz"), folder / mirror, folder / (mirror + ".gz"))
         files = [c for c in candidates if c.is_file()]
         if files:
             found[key] = files[0]
