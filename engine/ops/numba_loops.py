@@ -143,26 +143,23 @@ def silu_t_inplace(t, x, half):
 # Adam's three kernels in one loop (fused.adam_update, which the compiler calls for an ema, an
 # ema of squares and the adam_step that reads them): m and v are written in place, the
 # parameters into out or in place; the same operations as the three loops above, in their order
+@_inline
+def _adam_update(p, m, v, g, d1, c1, d2, c2, step, scale, eps):
+    mi = _ema(m, g, d1, c1)
+    vi = _ema_square(v, g, d2, c2)
+    return mi, vi, _adam_step(p, mi, vi, step, scale, eps)
+
+
 @_jit
 def adam_update(p, m, v, g, d1, c1, d2, c2, step, scale, eps, out):
     for i in range(out.size):
-        gi = g[i]
-        mi = _ema(m[i], gi, d1, c1)
-        vi = _ema_square(v[i], gi, d2, c2)
-        m[i] = mi
-        v[i] = vi
-        out[i] = _adam_step(p[i], mi, vi, step, scale, eps)
+        m[i], v[i], out[i] = _adam_update(p[i], m[i], v[i], g[i], d1, c1, d2, c2, step, scale, eps)
 
 
 @_jit
 def adam_update_inplace(p, m, v, g, d1, c1, d2, c2, step, scale, eps):
     for i in range(p.size):
-        gi = g[i]
-        mi = _ema(m[i], gi, d1, c1)
-        vi = _ema_square(v[i], gi, d2, c2)
-        m[i] = mi
-        v[i] = vi
-        p[i] = _adam_step(p[i], mi, vi, step, scale, eps)
+        m[i], v[i], p[i] = _adam_update(p[i], m[i], v[i], g[i], d1, c1, d2, c2, step, scale, eps)
 
 
 # (arrays, scalars) each loop takes before its out; the _inplace loops take the same minus out
