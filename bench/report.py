@@ -118,17 +118,7 @@ def tables(res: dict) -> str:
                        f"{k['us_per_node_overhead']['program.run_positional']:.3f} |")
     out.append("")
     if "compile_times" in res:
-        out += ["Compile time per spec (spec file -> compiled programs: load + runner.build + "
-                "Trainer.compile_programs; median of fresh repetitions, 1 thread):", "",
-                "| spec | kind | total ms | of which compile_programs ms | train_step kernels |",
-                "| --- | --- | ---: | ---: | ---: |"]
-        for spec, c in res["compile_times"].items():
-            if "error" in c:
-                out.append(f"| {spec} | error: {c['error']} | | | |")
-            else:
-                out.append(f"| {spec} | {c['kind']} | {c['total_s'] * 1e3:.1f} | {c['compile_programs_s'] * 1e3:.1f} | "
-                           f"{c['programs'].get('train_step', '–')} |")
-        out.append("")
+        out += compile_table(res["compile_times"])
     if "memory" in res:
         mem = res["memory"]
         out += [f"Memory (MiB, {mem['steps']} training steps, one fresh process per framework, 1 thread, the same "
@@ -162,6 +152,22 @@ def tables(res: dict) -> str:
                 "< 1e-4 in float32):", ""] + [f"- {c}" for c in checks] + [""]
     return "\n".join(out)
 
+
+
+def compile_table(times: dict) -> list[str]:
+    """The compile-time section: a row per spec (compile_times.compile_times' result)."""
+    out = ["Compile time per spec (spec file -> compiled programs: load + runner.build + "
+           "Trainer.compile_programs; median of fresh repetitions, 1 thread):", "",
+           "| spec | kind | total ms | of which compile_programs ms | train_step kernels |",
+           "| --- | --- | ---: | ---: | ---: |"]
+    for spec, c in times.items():
+        if "error" in c:
+            out.append(f"| {spec} | error: {c['error']} | | | |")
+        else:
+            kind = c["kind"] + (f" ({c['data']})" if "data" in c else "")
+            out.append(f"| {spec} | {kind} | {c['total_s'] * 1e3:.1f} | {c['compile_programs_s'] * 1e3:.1f} | "
+                       f"{c['programs'].get('train_step', '–')} |")
+    return out + [""]
 
 def update_readme(path: Path, res: dict, name: str = "results") -> None:
     begin, end = markers(name)

@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
-
-import numpy as np
-
-from gengraph.plugins.datasets.mnist import FILES
-
-
-def idx_bytes(a: np.ndarray, code: int = 0x08) -> bytes:
-    head = bytes([0, 0, code, a.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in a.shape)
-    return head + a.astype(">u1").tobytes()
+from gengraph.plugins.datasets.mnist import synthetic, write_folder
 
 
 def write_mnist(folder, n_train=30, n_test=10, size=28, gz=False, seed=0, skip=()):
     """Synthetic MNIST-format files; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train_images": rng.integers(0, 256, size=(n_train, size, size)).astype(np.uint8),
-        "train_labels": (np.arange(n_train) % 10).astype(np.uint8),
-        "test_images": rng.integers(0, 256, size=(n_test, size, size)).astype(np.uint8),
-        "test_labels": ((np.arange(n_test) + 3) % 10).astype(np.uint8),
-    }
-    for key, a in arrays.items():
-        if key in skip:
-            continue
-        data = idx_bytes(a)
-        if gz:
-            (folder / (FILES[key] + ".gz")).write_bytes(gzip.compress(data))
-        else:
-            (folder / FILES[key]).write_bytes(data)
+    arrays = synthetic(n_train, n_test, size, seed)
+    write_folder(folder, {k: a for k, a in arrays.items() if k not in skip}, gz)
     return arrays
 
 

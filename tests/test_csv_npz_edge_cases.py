@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from gengraph.cli.main import main
 from gengraph.plugins.datasets import DataError, make_dataset
+from gengraph.plugins.datasets.files import idx_bytes
 
 
 def _csv(path: Path, text: str, encoding="utf-8") -> Path:
@@ -175,9 +176,7 @@ def test_a_damaged_npz_is_a_data_error(tmp_path, monkeypatch):
 def test_idx_labels_must_be_whole_numbers(tmp_path):
     # float labels were truncated: 7.7 became class 7
     def write_idx(path, a):
-        code = {np.dtype(np.uint8): 0x08, np.dtype(np.float32): 0x0D}[a.dtype]
-        head = bytes([0, 0, code, a.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in a.shape)
-        path.write_bytes(head + a.astype(a.dtype.newbyteorder(">")).tobytes())
+        path.write_bytes(idx_bytes(a))
         return path
 
     images = write_idx(tmp_path / "img", np.zeros((3, 4, 4), np.uint8))

@@ -20,6 +20,7 @@ from gengraph.plugins.datasets import (
     make_dataset,
     read_idx,
 )
+from gengraph.plugins.datasets.files import idx_bytes
 from gengraph.plugins.spec.errors import SpecError
 from gengraph.plugins.registry import UnknownKind
 
@@ -448,11 +449,6 @@ def test_npz_errors(tmp_path):
 
 
 # ---- idx -----------------------------------------------------------------------------
-def idx_bytes(a: np.ndarray, code: int = 0x08) -> bytes:
-    head = bytes([0, 0, code, a.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in a.shape)
-    return head + a.astype({0x08: ">u1", 0x0B: ">i2", 0x0D: ">f4"}[code]).tobytes()
-
-
 def write_mnist_like(tmp_path, n=12, gz=False, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 5, 4)).astype(np.uint8)
@@ -483,10 +479,10 @@ def test_idx_plain_and_gzip(tmp_path):
 
 def test_idx_other_element_types(tmp_path):
     a = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 7
-    (tmp_path / "f.idx").write_bytes(idx_bytes(a, 0x0D))
+    (tmp_path / "f.idx").write_bytes(idx_bytes(a))
     np.testing.assert_array_equal(read_idx(tmp_path / "f.idx"), a)
     b = np.array([-3, 300, 7], dtype=np.int16)
-    (tmp_path / "s.idx").write_bytes(idx_bytes(b, 0x0B))
+    (tmp_path / "s.idx").write_bytes(idx_bytes(b))
     np.testing.assert_array_equal(read_idx(tmp_path / "s.idx"), b)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mnist_util import idx_bytes, write_mnist
+from mnist_util import write_mnist
 
 from gengraph.plugins.datasets import DataError, make_dataset
-from gengraph.plugins.datasets.mnist import FILES
+from gengraph.plugins.datasets.files import idx_bytes, read_idx
+from gengraph.plugins.datasets.mnist import FILES, synthetic, write_folder
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -278,3 +279,37 @@ def test_an_empty_optional_path_is_not_given(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="an empty path") as err:
         make_dataset({"source": "csv", "path": ""}, 0)
     assert err.value.key == "data.path"
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "float32", "float64", ">i4", "<f8"])
+def test_idx_writer_round_trips(tmp_path, dtype):
+    # idx_bytes is read_idx's inverse, whatever the array's byte order
+    a = (np.arange(60).reshape(3, 4, 5) % 100 - (0 if dtype == "uint8" else 50)).astype(dtype)
+    (tmp_path / "a").write_bytes(idx_bytes(a))
+    back = read_idx(tmp_path / "a")
+    assert back.shape == a.shape and back.dtype.newbyteorder("=") == a.dtype.newbyteorder("=")
+    np.testing.assert_array_equal(back, a)
+    assert idx_bytes(a)[:4] == bytes([0, 0, {"u1": 8, "i1": 9, "i2": 11, "i4": 12, "f4": 13, "f8": 14}[
+        a.dtype.str[1:]], 3])
+
+
+def test_idx_writer_refuses_what_idx_cannot_hold():
+    with pytest.raises(ValueError, match="IDX holds arrays of .* not a 2-d int64 array"):
+        idx_bytes(np.zeros((2, 2), np.int64))
+    with pytest.raises(ValueError, match="not a 0-d uint8 array"):
+        idx_bytes(np.uint8(3))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_write_folder_is_what_the_mnist_source_reads(tmp_path, gz):
+    arrays = synthetic(n_train=20, n_test=7, seed=4)
+    write_folder(tmp_path / "m", arrays, gz=gz)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(n + (".gz" if gz else "") for n in FILES.values())
+    ds = make_dataset({"source": "mnist", "dir": str(tmp_path / "m")}, 0)
+    for split, n in (("train", 20), ("test", 7)):  # the same images and labels, in whatever order the source keeps
+        x = np.rint(getattr(ds, f"x_{split}").reshape(n, -1) * 255)
+        want = arrays[f"{split}_images"].reshape(n, -1)
+        order, want_order = np.lexsort(x.T[::-1]), np.lexsort(want.T[::-1])
+        np.testing.assert_array_equal(x[order], want[want_order])
+        np.testing.assert_array_equal(getattr(ds, f"y_{split}")[order], arrays[f"{split}_labels"][want_order])
+    assert ds.x_test.shape == (7, 1, 28, 28)

@@ -759,6 +759,20 @@ def read_idx(path, what: str = "an IDX file", ndim: int | None = None) -> np.nda
     return out
 
 
+def idx_bytes(a) -> bytes:
+    """The IDX encoding of array `a` (read_idx's inverse): its magic number from the dtype
+    (uint8, int8, int16, int32, float32 or float64), the sizes, the data big-endian. For making
+    MNIST-format files of one's own data, or synthetic ones."""
+    a = np.asarray(a)
+    codes = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
+    code = codes.get(a.dtype.newbyteorder("="))
+    if code is None or a.ndim == 0:
+        raise ValueError(f"IDX holds arrays of {', '.join(sorted(d.name for d in codes))} with at least one "
+                         f"dimension, not a {a.ndim}-d {a.dtype.name} array")
+    head = bytes([0, 0, code, a.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in a.shape)
+    return head + a.astype(IDX_TYPES[code]).tobytes()
+
+
 def _idx_pair(images, labels, keys=("data.images", "data.labels")):
     with from_key(keys[0]):
         x = read_idx(images, "an IDX images file", ndim=3)

@@ -15,12 +15,13 @@ quick runs). Images are 1x28x28, pixels scaled from 0..255 to [0, 1]; ``meta["le
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 
 from .base import DataError, Dataset, Field, Source, from_key
-from .files import read_idx
+from .files import idx_bytes, read_idx
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -66,6 +67,30 @@ def find_files(folder: Path, name: str, url: str) -> dict[str, Path]:
                         f"them from {url} and set data.dir to their folder (gengraph run: --set data.dir=PATH; a run "
                         f"that is resumed or sampled reads it from its spec.toml)")
     return found
+
+
+def write_folder(folder, arrays: dict, gz: bool = False) -> None:
+    """Write arrays {"train_images": (n, 28, 28) uint8, "train_labels": (n,) uint8, "test_images",
+    "test_labels"} as the four standard IDX files in folder (gzipped with gz), as the mnist
+    source reads them: one's own 28x28 data in MNIST's format, or `synthetic` stand-ins."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, a in arrays.items():
+        data = idx_bytes(np.asarray(a, dtype=np.uint8))
+        if gz:
+            (folder / (FILES[key] + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (folder / FILES[key]).write_bytes(data)
+
+
+def synthetic(n_train: int = 30, n_test: int = 10, size: int = 28, seed: int = 0) -> dict:
+    """Random MNIST-format arrays (uniform pixels, labels cycling 0..9) for write_folder: a spec's
+    shapes, compile and speed tried without the real files (its numbers mean nothing)."""
+    rng = np.random.default_rng(seed)
+    return {"train_images": rng.integers(0, 256, size=(n_train, size, size)).astype(np.uint8),
+            "train_labels": (np.arange(n_train) % 10).astype(np.uint8),
+            "test_images": rng.integers(0, 256, size=(n_test, size, size)).astype(np.uint8),
+            "test_labels": ((np.arange(n_test) + 3) % 10).astype(np.uint8)}
 
 
 class MnistLike(Source):
