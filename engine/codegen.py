@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import OPS
-from .ops.fused import adam_update
+from .ops.fused import adam_update_site
 from .ops.registry import FUSIONS
 from .program import NonFiniteError
 from .ops.flat import contiguous_base
@@ -106,7 +106,7 @@ def generate(program, *, debug=False, count=False, reuse_buffers=True, direct_up
         elif n.id in fusions:  # Adam's three kernels as one call (fused.adam_update)
             a, b = fusions[n.id]
             p, _, _, step_size, scale = n.inputs
-            k = bind(adam_update)
+            k = bind(adam_update_site())  # its own memory of the buffers it checked
             lines.append(f"{names[n.id]} = {k}(_xp, {names[p.id]}, {names[a.inputs[0].id]}, {names[b.inputs[0].id]}, "
                          f"{names[a.inputs[1].id]}, {names[step_size.id]}, {names[scale.id]}, "
                          f"beta1={_literal(a.attrs['decay'])}, beta2={_literal(b.attrs['decay'])}, "

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gengraph.engine.ops import cpu_loops
 from gengraph.engine.ops.elementwise import (_relu_grad_forward, _sigmoid_forward, _silu_grad_forward,
                                              _silu_grad_x_forward, _silu_lean_forward)
-from gengraph.engine.ops.fused import _adam_step_forward, _ema_forward, adam_update
+from gengraph.engine.ops.fused import _adam_step_forward, _ema_forward, adam_update, adam_update_site
 
 pytest.importorskip("numba")
 
@@ -100,6 +100,73 @@ def test_the_fused_adam_update_gives_the_three_kernels_bits(loops_switch, dtype,
         results.append((r, mm, vv))
     for a, b in zip(*results):
         _same_bits(a, b)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2 ** 16), loops=st.booleans())
+def test_an_adam_call_site_gives_adam_updates_bits_step_after_step(loops_switch, dtype, seed, loops):
+    """adam_update_site (what a program binds): steps on the same buffers (checked once: the
+    site holds them), into the parameters and into an array of their own, then other buffers,
+    other constants, a new out, a float64 step beside float32 arrays, a view of one buffer as two
+    arrays, a read-only out: adam_update's bits every time."""
+    loops_switch(loops)
+    rng = np.random.default_rng(seed)
+    t = np.dtype(dtype).type
+    site = adam_update_site()
+
+    def state():
+        p, m, v, g = (rng.standard_normal(40).astype(dtype) for _ in range(4))
+        return [p, m, np.abs(v), g]
+
+    def steps(arrays, n=1, step=None, scale=None, out="p", betas=(0.9, 0.999)):
+        """n steps of the site and of adam_update, each on its own copies kept across the steps."""
+        step = t(3e-3) if step is None else step
+        scale = t(0.0447) if scale is None else scale
+        got, want = [a.copy() for a in arrays], [a.copy() for a in arrays]
+        outs = {id(got): np.full_like(got[0], 7.0), id(want): np.full_like(want[0], 7.0)}
+        for _ in range(n):
+            for args, call in ((got, site), (want, adam_update)):
+                p, m, v, g = args[:4]
+                o = {"p": p, None: None, "other": outs[id(args)]}[out]
+                r = call(np, p, m, v, g, step, scale, betas[0], betas[1], 1e-8, out=o, out_m=m, out_v=v)
+                assert r is o if o is not None else r is not p
+                args[4:] = [r]
+            for a, b in zip(got, want):
+                _same_bits(a, b)
+
+    steps(state(), n=3)
+    steps(state(), n=3, out="other")
+    steps(state(), betas=(0.5, 0.9))
+    steps(state(), n=2, out=None)
+    steps(state(), step=np.float64(3e-3) if dtype == "float32" else np.float32(3e-3))
+    p, m, v, _ = state()  # m and g over one buffer, g reversed: not the loop's (an overlap), the kernels'
+    results = []
+    for call in (site, adam_update):
+        pp, buf, vv = p.copy(), m.copy(), v.copy()
+        for _ in range(2):
+            call(np, pp, buf, vv, buf[::-1], t(3e-3), t(0.0447), 0.9, 0.999, 1e-8, out=pp, out_m=buf, out_v=vv)
+        results.append((pp, buf, vv))
+    for a, b in zip(*results):
+        _same_bits(a, b)
+    ro = state()
+    ro[0].flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        site(np, ro[0], ro[1], ro[2], ro[3], t(1e-3), t(1.0), 0.9, 0.999, 1e-8, out=ro[0], out_m=ro[1], out_v=ro[2])
+
+
+def test_an_adam_call_site_checks_its_buffers_once(loops_switch, monkeypatch):
+    loops_switch(True)
+    checks = []
+    real = cpu_loops.takes
+    monkeypatch.setattr(cpu_loops, "takes", lambda *a, **k: checks.append(1) or real(*a, **k))
+    site = adam_update_site()
+    p, m, v, g = (np.full(8, x, np.float32) for x in (1.0, 0.1, 0.2, 0.3))
+    for _ in range(5):
+        site(np, p, m, v, g, np.float32(1e-3), np.float32(0.5), 0.9, 0.999, 1e-8, out=p, out_m=m, out_v=v)
+    assert len(checks) == 1
+    g2 = g.copy()
+    site(np, p, m, v, g2, np.float32(1e-3), np.float32(0.5), 0.9, 0.999, 1e-8, out=p, out_m=m, out_v=v)
+    assert len(checks) == 2  # another gradient array: checked again
 
 
 def test_the_loops_run_where_they_apply_and_numpy_runs_elsewhere(loops_switch, monkeypatch):

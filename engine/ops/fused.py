@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .cpu_loops import cpu_loop
+from .cpu_loops import call_site, cpu_loop
 from .elementwise import sqrt
 from .registry import defop, elementwise, float_dtype
 from .special import cast
@@ -84,6 +84,35 @@ def adam_update(xp, p, m, v, g, step, scale, beta1, beta2, eps, out=None, out_m=
         r = cpu_loop("adam_update", (p, m, v, g), (beta1, 1.0 - beta1, beta2, 1.0 - beta2, step, scale, eps), out)
         if r is not None:
             return r
+    return _adam_kernels(xp, p, m, v, g, step, scale, beta1, beta2, eps, out, out_m, out_v)
+
+
+def adam_update_site():
+    """adam_update for one call site of a program (the compiler binds one per fused update): its
+    loop checks the program's flat buffers once (cpu_loops.call_site), and the constants beta1,
+    1 - beta1, beta2, 1 - beta2 and eps are rounded to the dtype once, not every step (~4 us of
+    ~7 a call at 3.5 k parameters, float32, the same bits)."""
+    loop = call_site("adam_update")
+    rounded = [None, None]  # (dtype, beta1, beta2, eps) and the five constants in that dtype
+
+    def adam_update_at_site(xp, p, m, v, g, step, scale, beta1, beta2, eps, out=None, out_m=None, out_v=None):
+        if xp is np and out_m is m and out_v is v and m.ndim:
+            key = (p.dtype, beta1, beta2, eps)
+            c = rounded[1] if key == rounded[0] else None
+            if c is None and p.dtype.char in "fd":  # as run_loop rounds Python numbers
+                t = p.dtype.type
+                c = (t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps))
+                rounded[:] = key, c
+            if c is not None:
+                r = loop((p, m, v, g), (c[0], c[1], c[2], c[3], step, scale, c[4]), out)
+                if r is not None:
+                    return r
+        return _adam_kernels(xp, p, m, v, g, step, scale, beta1, beta2, eps, out, out_m, out_v)
+    return adam_update_at_site
+
+
+def _adam_kernels(xp, p, m, v, g, step, scale, beta1, beta2, eps, out, out_m, out_v):
+    """Adam's update as its three kernels (no loop for these arrays, or no Numba)."""
     m = _ema_forward(xp, m, g, beta1, out=out_m)
     v = _ema_forward(xp, v, g, beta2, square=True, out=out_v)
     return _adam_step_forward(xp, p, m, v, step, scale, eps, out=out)
