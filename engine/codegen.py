@@ -284,7 +284,7 @@ def _inline(n, names) -> str:
     source = OPS[n.op].source
     if source is None or not all(_literal(v) for v in n.attrs.values()):
         return ""
-    return source(*(names[i.id] for i in n.inputs), **n.attrs)
+    return source(*(names[i.id] for i in n.inputs), ndims=tuple(len(i.shape) for i in n.inputs), **n.attrs)
 
 
 def _literal(value) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gengraph.engine import Graph, NonFiniteError, compile, grad, ops, topo_order
 
@@ -37,10 +39,11 @@ def test_kernel_calls_equal_scheduled_kernels():
     feed = dict(x=np.ones((6, 3)), y=np.arange(6) % 4)
     prog.run(**feed)
     # one call per scheduled node, except views of leaves bound once at compile time, transposes
-    # written as `.T` and the softmax that the classifier head's fused call computes with its loss
+    # written as `.T`, the loss's mean over every row written as a sum / the count, and the softmax
+    # that the classifier head's fused call computes with its loss
     assert prog.n_kernels == len(kernel_ops(prog)) - len(prog.no_kernel) > 0
-    assert sorted({n.op for n in prog.nodes if n.id in prog.no_kernel}) == ["softmax", "transpose"]
-    assert ".T\n" in prog.source
+    assert sorted({n.op for n in prog.nodes if n.id in prog.no_kernel}) == ["mean", "softmax", "transpose"]
+    assert ".T\n" in prog.source and ".sum(axis=(0,)) / v" in prog.source
     assert prog.kernel_calls == prog.n_kernels
     prog.run(**feed)
     assert prog.kernel_calls == 2 * prog.n_kernels
@@ -488,3 +491,25 @@ def test_inner_broadcasts_materialize_each_operand_once():
     b = g.param("b", np.ones((2, 1, 1)))
     prog = compile(g, [ops.sum((x + b) * (x - b) / b)])
     assert sum(n.op == "unreduce_to" and n.inputs[0].name == "b" for n in prog.nodes) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.sampled_from([(), (1,), (7,), (3, 4), (2, 3, 5)]), dtype=st.sampled_from(["float16", "float32", "float64"]),
+       keepdims=st.booleans(), partial=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_a_mean_written_as_source_gives_the_kernels_bits(shape, dtype, keepdims, partial, seed):
+    """mean over every axis runs as the program's own line (x.sum(axis) / x.size), over some axes
+    as its kernel; either way the bits of _mean_forward, the kernel, on NumPy."""
+    from gengraph.engine.ops.reduce import _mean_forward
+
+    axis = tuple(range(len(shape)))[: len(shape) - 1 if partial and shape else None]
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype) * 100
+    g = Graph()
+    xi = g.input("x", shape, dtype)
+    prog = compile(g, {"m": ops.mean(xi, axis=axis, keepdims=keepdims)})
+    got = prog.run(x=x)["m"]
+    want = _mean_forward(np, x, axis, keepdims)
+    inlined = len(axis) == len(shape)
+    assert (".size" in prog.source) is inlined
+    assert np.asarray(got).dtype == np.asarray(want).dtype and np.shape(got) == np.shape(want)
+    np.testing.assert_array_equal(np.asarray(got).view(f"u{np.dtype(dtype).itemsize}"),
+                                  np.asarray(want).view(f"u{np.dtype(dtype).itemsize}"))

@@ -118,9 +118,17 @@ def _mean_forward(xp, x, axis, keepdims=False):
 
 _sum = defop("sum", _sum_forward, _reduction,
              (_sum_vjp,), flops=lambda out, x, **a: size_of(x))
+def _mean_source(x, axis, keepdims=False, ndims=()):
+    """A mean over every axis (a loss, an accuracy) as the program's own line: what _mean_forward
+    computes then (x.sum over them, / the count as a Python int), ~1 us less than its call."""
+    if len(axis) != ndims[0]:
+        return ""
+    return f"{x}.sum(axis={axis!r}{', keepdims=True' if keepdims else ''}) / {x}.size"
+
+
 _mean = defop("mean", _mean_forward, _reduction,
               (lambda g, y, x, axis, keepdims=False: broadcast_back(g, x, axis, keepdims, mean=True),),
-              flops=lambda out, x, **a: size_of(x))
+              flops=lambda out, x, **a: size_of(x), source=_mean_source)
 _max = defop("max", lambda xp, x, axis, keepdims=False: x.max(axis=axis, keepdims=keepdims), _reduction,
              (lambda g, y, x, axis, keepdims=False: _extreme_vjp(g, y, x, axis, keepdims),))
 _min = defop("min", lambda xp, x, axis, keepdims=False: x.min(axis=axis, keepdims=keepdims), _reduction,

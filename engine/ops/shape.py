@@ -70,7 +70,7 @@ def _transpose_shape(x, axes):
 _transpose = defop("transpose", lambda xp, x, axes: x.transpose(axes), _transpose_shape,
                    (lambda g, y, x, axes: _transpose(g, axes=tuple(int(i) for i in np.argsort(axes))),),
                    returns_view_of_input=True,
-                   source=lambda x, axes: f"{x}.T" if tuple(axes) == (1, 0) else f"{x}.transpose({tuple(axes)!r})")
+                   source=lambda x, axes, ndims: f"{x}.T" if tuple(axes) == (1, 0) else f"{x}.transpose({tuple(axes)!r})")
 
 
 @expression_function
