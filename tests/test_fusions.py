@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from gengraph.engine import Graph, compile, grad, ops
 from gengraph.engine.errors import LabelError
 from gengraph.engine.ops import registry
-from gengraph.engine.ops.nn import _correct_forward, _softmax_ce_forward, _softmax_forward, softmax_head
+from gengraph.engine.ops.nn import (_correct_forward, _softmax_ce_backward_forward, _softmax_ce_forward, _softmax_forward,
+                                    softmax_head)
 from gengraph.engine.optimizers import make_optimizer
 
 
@@ -48,6 +49,45 @@ def test_softmax_head_gives_the_three_kernels_bits(case, which):
     for a, b in zip(got, want):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_logits())
+def test_softmax_head_of_a_non_contiguous_array_gives_the_kernels_bits(case):
+    z, labels = case
+    zf = np.asfortranarray(z)  # the head picks from a flat view: of a contiguous copy here
+    for a, b in zip(softmax_head(np, zf, labels), _separate(z, labels)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(zf, z)  # the caller's array untouched
+
+
+@settings(max_examples=80, deadline=None)
+@given(_logits(), st.sampled_from([None, "mean", "sum"]), st.sampled_from([(), (3,)]), st.booleans())
+def test_softmax_ce_backward_is_g_times_p_minus_one_hot_bit_for_bit(case, broadcast, lead, into_p):
+    """The backward kernel (1-D picks at each row's label): per row, g * p, then g less at the
+    label, as a loop over the rows computes it; rows of any leading shape, into p or a new array."""
+    z, labels = case
+    dt = z.dtype.type
+    p = _softmax_forward(np, z, (1,))
+    if lead:  # (3, n, c) probabilities, (3, n) labels
+        p, labels = np.stack([p, p[::-1], p]), np.stack([labels, labels[::-1], labels])
+    rng = np.random.default_rng(len(labels))
+    g = dt(1.5) if broadcast else rng.normal(size=labels.shape).astype(z.dtype)
+    want = p.copy().reshape(-1, p.shape[-1])
+    gs = (np.full(labels.size, float(g) / (labels.size if broadcast == "mean" else 1)) if broadcast
+          else g.reshape(-1))
+    for i, label in enumerate(labels.reshape(-1)):
+        want[i] = want[i] * (dt(gs[i]) if broadcast else gs[i])
+        want[i, label] = want[i, label] - (dt(gs[i]) if broadcast else gs[i])
+    buf = p.copy()
+    got = _softmax_ce_backward_forward(np, g, buf, labels, broadcast=broadcast, out=buf if into_p else None)
+    assert (got is buf) is into_p and got.shape == p.shape
+    np.testing.assert_array_equal(got.reshape(-1, p.shape[-1]), want)
+    for bad in (-1, p.shape[-1]):
+        wrong = labels.copy()
+        wrong.reshape(-1)[-1] = bad
+        with pytest.raises(LabelError, match=f"found {bad}"):
+            _softmax_ce_backward_forward(np, g, p.copy(), wrong, broadcast=broadcast)
 
 
 @pytest.mark.parametrize("which", [(True, True), (True, False), (False, True)])

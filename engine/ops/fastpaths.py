@@ -53,6 +53,13 @@ def arange_of(xp, n):
     return _cached(("arange", xp.__name__, n), lambda: xp.arange(n))
 
 
+def row_offsets(n, c):
+    """arange(n) * c (cached, read-only, NumPy): where each row of a C-contiguous (n, c) array
+    starts in its flat view; + labels is every row's label entry, for 1-D picks (~3x faster than
+    NumPy's 2-D fancy indexing)."""
+    return _cached(("row_offsets", n, c), lambda: np.arange(n) * c)
+
+
 def relu_forward(xp, x, out=None):
     """max(x, 0), on NumPy against a cached zero array (the SIMD loop)."""
     if xp is np and x.ndim:
