@@ -349,3 +349,27 @@ def test_memory_owned_by_another_object_and_read_only_outs_take_numpy(loops_swit
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         _ema_forward(np, ro, np.ones(4), 0.9, out=ro)
+
+
+def test_the_loops_file_imported_under_another_name_leaves_the_packages_cache_alone(tmp_path):
+    """Numba caches by source file: numba_loops.py imported as `engine.ops.numba_loops` (a
+    checkout's root on sys.path) wrote cache entries that the package, importing it as
+    gengraph.engine.ops.numba_loops, failed on (ModuleNotFoundError: No module named 'engine',
+    a traceback at the first training step). Now only the package's name caches."""
+    import subprocess
+    import sys
+
+    from gengraph.engine.ops import numba_loops
+
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    other = ("import importlib.util, numpy as np; "
+             f"s = importlib.util.spec_from_file_location('engine.ops.numba_loops', {numba_loops.__file__!r}); "
+             "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+             "m.ema(np.ones(3), np.ones(3), 0.5, 0.5, np.ones(3)); print(m.CACHED)")
+    package = ("import numpy as np; from gengraph.engine.ops import numba_loops as m; "
+               "o = np.zeros(3); m.ema(np.ones(3), np.full(3, 3.0), 0.5, 0.5, o); print(m.CACHED, o.tolist())")
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+            for code in (other, package, package)]  # the second package run reads what the first cached
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr[-600:] for r in runs]
+    assert [r.stdout.split()[0] for r in runs] == ["False", "True", "True"]
+    assert runs[2].stdout.strip() == "True [2.0, 2.0, 2.0]"

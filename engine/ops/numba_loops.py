@@ -9,7 +9,7 @@ sqrt and division), hence the same bits; tests/test_numba_loops.py checks it.
 vectorizing the loops (division by zero gives inf/nan, as in NumPy).
 
 Imported on first use by cpu_loops.cpu_loop (importing Numba takes about 0.2 s, which a
-`gengraph validate` should not pay); ``cache=True`` keeps the compiled code on disk.
+`gengraph validate` should not pay); the compiled code is kept on disk (CACHED).
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+# Numba keys its disk cache by source file, not by module name: a process that imported this file
+# under another name (`engine.ops.numba_loops`, from a checkout's root on sys.path) wrote entries
+# whose globals the package could not rebuild, a ModuleNotFoundError at its first call of a loop.
+# Only the package's own name reads and writes the cache; any other compiles in memory.
+CACHED = __name__ == "gengraph.engine.ops.numba_loops"
+_jit = numba.njit(cache=CACHED, nogil=True, error_model="numpy")
 _inline = numba.njit(inline="always")
 
 
