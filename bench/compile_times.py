@@ -66,7 +66,7 @@ def compile_times(reps: int = 5, specs_dir: Path = SPECS) -> dict:
                 overrides = _stand_in_data(path, Path(tmp))
                 out[path.name] = time_spec(path, reps, overrides)
                 if overrides:
-                    out[path.name]["data"] = "synthetic MNIST-format files (the real ones are not in data.dir)"
+                    out[path.name]["data"] = "synthetic MNIST-format files: data.dir lacks the real ones"
             except Exception as exc:  # noqa: BLE001 - a broken plugin or spec is reported, not fatal
                 out[path.name] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
