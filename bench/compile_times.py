@@ -78,12 +78,13 @@ def _stand_in_data(path: Path, tmp: Path) -> list[str]:
     shapes alone); [] otherwise."""
     from gengraph.plugins.datasets import DataError
     from gengraph.plugins.datasets.mnist import find_files, synthetic, write_folder
+    from gengraph.plugins.datasets.prepare import find_data_path
 
     data = tomllib.loads(path.read_text()).get("data", {})
     if data.get("source") not in ("mnist", "fashion_mnist"):
         return []
-    try:
-        find_files((path.parent / data.get("dir", f"data/{data['source']}")).expanduser(), data["source"], "")
+    try:  # where a run of the spec would look: beside it, then the working directory
+        find_files(find_data_path(data.get("dir", f"data/{data['source']}"), path.parent), data["source"], "")
         return []
     except DataError:
         folder = tmp / "mnist"

@@ -7,6 +7,9 @@ update straight into its leaf, and in-place writes for the remaining updates at 
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 
 from .ops import OPS
@@ -284,7 +287,15 @@ def _inline(n, names) -> str:
     source = OPS[n.op].source
     if source is None or not all(_literal(v) for v in n.attrs.values()):
         return ""
-    return source(*(names[i.id] for i in n.inputs), ndims=tuple(len(i.shape) for i in n.inputs), **n.attrs)
+    ranks = {"ndims": tuple(len(i.shape) for i in n.inputs)} if _takes_ndims(source) else {}
+    return source(*(names[i.id] for i in n.inputs), **ranks, **n.attrs)
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_ndims(source) -> bool:
+    """Whether an OpDef.source takes the inputs' ranks (ndims=): one written before it did not."""
+    params = inspect.signature(source).parameters.values()
+    return any(p.name == "ndims" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _literal(value) -> str:

@@ -513,3 +513,15 @@ def test_a_mean_written_as_source_gives_the_kernels_bits(shape, dtype, keepdims,
     assert np.asarray(got).dtype == np.asarray(want).dtype and np.shape(got) == np.shape(want)
     np.testing.assert_array_equal(np.asarray(got).view(f"u{np.dtype(dtype).itemsize}"),
                                   np.asarray(want).view(f"u{np.dtype(dtype).itemsize}"))
+
+
+def test_an_op_source_written_without_the_ranks_keyword_still_runs(monkeypatch):
+    # OpDef.source gained ndims=: a source taking only its inputs and attrs failed with a TypeError
+    from gengraph.engine.ops import OPS
+
+    monkeypatch.setattr(OPS["transpose"], "source", lambda x, axes: f"{x}.transpose({tuple(axes)!r})")
+    g = Graph()
+    x = g.input("x", (2, 3))
+    prog = compile(g, {"t": ops.transpose(x)})
+    assert ".transpose((1, 0))" in prog.source
+    np.testing.assert_array_equal(prog.run(x=np.arange(6.0).reshape(2, 3))["t"], np.arange(6.0).reshape(2, 3).T)

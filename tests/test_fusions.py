@@ -55,10 +55,47 @@ def test_softmax_head_gives_the_three_kernels_bits(case, which):
 @given(_logits())
 def test_softmax_head_of_a_non_contiguous_array_gives_the_kernels_bits(case):
     z, labels = case
-    zf = np.asfortranarray(z)  # the head picks from a flat view: of a contiguous copy here
-    for a, b in zip(softmax_head(np, zf, labels), _separate(z, labels)):
-        np.testing.assert_array_equal(a, b)
+    zf = np.asfortranarray(z)  # the head picks from a C-order copy; its softmax reads zf as the kernel does
+    for a, b in zip(softmax_head(np, zf, labels), _separate(zf, labels)):
+        assert a.tobytes() == b.tobytes()  # the row sums of an F-ordered array round otherwise (1 ulp)
     np.testing.assert_array_equal(zf, z)  # the caller's array untouched
+
+
+def _outcome(fn):
+    try:
+        return [np.asarray(a) for a in fn()]
+    except Exception as exc:  # noqa: BLE001 - compared below: the same error as the kernels'
+        return (type(exc), str(exc))
+
+
+@pytest.mark.parametrize("count", [1, 3, 7, 9])
+@pytest.mark.parametrize("which", [(True, True), (True, False), (False, True)])
+def test_softmax_head_with_labels_not_one_per_row_is_the_kernels(count, which):
+    """Labels that are not one per row (a single label broadcast to every row, too few, too many):
+    what the kernels give or raise (the flat picks summed over the wrong rows or lost the error)."""
+    rng = np.random.default_rng(count)
+    z, labels = rng.standard_normal((7, 5)), rng.integers(0, 5, size=count)
+    loss, correct = which
+    got = _outcome(lambda: softmax_head(np, z.copy(), labels, loss=loss, correct=correct))
+    p = _softmax_forward(np, z, (1,))
+    want = _outcome(lambda: [p] + ([_softmax_ce_forward(np, z, p.copy(), labels)] if loss else [])
+                    + ([_correct_forward(np, z, labels)] if correct else []))
+    if isinstance(want, tuple):
+        assert got == want
+    else:
+        assert len(got) == len(want) and all(a.tobytes() == b.tobytes() for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint32", "int64", "uint64"])
+def test_labels_of_every_integer_type_give_the_int64_results(dtype):
+    # uint64 labels: int64 offsets + uint64 labels are float64 in NumPy, no index (IndexError)
+    rng = np.random.default_rng(0)
+    z, labels = rng.standard_normal((6, 4)), rng.integers(0, 4, size=6)
+    for a, b in zip(softmax_head(np, z.copy(), labels.astype(dtype)), softmax_head(np, z.copy(), labels)):
+        np.testing.assert_array_equal(a, b)
+    p = _softmax_forward(np, z, (1,))
+    np.testing.assert_array_equal(_softmax_ce_backward_forward(np, 1.0, p.copy(), labels.astype(dtype), broadcast="mean"),
+                                  _softmax_ce_backward_forward(np, 1.0, p.copy(), labels, broadcast="mean"))
 
 
 @settings(max_examples=80, deadline=None)

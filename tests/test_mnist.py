@@ -313,3 +313,15 @@ def test_write_folder_is_what_the_mnist_source_reads(tmp_path, gz):
         np.testing.assert_array_equal(x[order], want[want_order])
         np.testing.assert_array_equal(getattr(ds, f"y_{split}")[order], arrays[f"{split}_labels"][want_order])
     assert ds.x_test.shape == (7, 1, 28, 28)
+
+
+@pytest.mark.parametrize("key, bad", [("train_images", np.full((2, 28, 28), 0.7)),  # floats in [0, 1] became 0
+                                      ("train_labels", np.array([3, 256])),  # 256 became 0
+                                      ("test_labels", np.array([-1, 2])),  # -1 became 255
+                                      ("images", np.zeros((2, 28, 28), np.uint8))])
+def test_write_folder_refuses_what_it_would_write_wrongly_and_writes_nothing(tmp_path, key, bad):
+    arrays = synthetic(n_train=2, n_test=2)
+    arrays[key] = bad
+    with pytest.raises(ValueError, match=key):
+        write_folder(tmp_path / "m", arrays)
+    assert not (tmp_path / "m").exists()

@@ -154,6 +154,27 @@ def test_an_adam_call_site_gives_adam_updates_bits_step_after_step(loops_switch,
         site(np, ro[0], ro[1], ro[2], ro[3], t(1e-3), t(1.0), 0.9, 0.999, 1e-8, out=ro[0], out_m=ro[1], out_v=ro[2])
 
 
+@pytest.mark.parametrize("frozen", ["out", "p", "m"])
+def test_an_adam_call_site_refuses_a_buffer_made_read_only_after_it_was_held(loops_switch, frozen):
+    """The held flat views were made while the buffers were writable: the site wrote through them
+    into an array made read-only since, silently. Now it fails as adam_update does, leaving the
+    same arrays behind."""
+    loops_switch(True)
+    results = []
+    for call in (adam_update_site(), adam_update):
+        p, m, v, g = (np.full(8, x, np.float32) for x in (1.0, 0.1, 0.2, 0.3))
+        out = p if frozen == "p" else np.zeros(8, np.float32)
+        args = (np, p, m, v, g, np.float32(1e-3), np.float32(0.5), 0.9, 0.999, 1e-8)
+        call(*args, out=out, out_m=m, out_v=v)  # the site holds the buffers
+        {"out": out, "p": p, "m": m}[frozen].flags.writeable = False
+        with pytest.raises(Exception) as error:
+            call(*args, out=out, out_m=m, out_v=v)
+        results.append((type(error.value), out, m, v))
+    assert results[0][0] is results[1][0]
+    for a, b in zip(results[0][1:], results[1][1:]):
+        _same_bits(a, b)
+
+
 def test_an_adam_call_site_checks_its_buffers_once(loops_switch, monkeypatch):
     loops_switch(True)
     checks = []

@@ -105,14 +105,18 @@ def call_site(name):
     def call(arrays, scalars, out):
         h = held[0]
         same = h is not None and out is h[1] and len(arrays) == len(h[0])
-        if same:
+        if same:  # the same arrays, still writable (the held flat views would not see a flag set since)
             for a, b in zip(arrays, h[0]):
-                if a is not b:
+                if a is not b or not a.flags.writeable:
                     same = False
                     break
+            same = same and (out is h[0][0] or out.flags.writeable)
         if not same:
             if out is None or not takes(arrays, out, name):
                 return cpu_loop(name, arrays, scalars, out) if out is None else None
+            if not all(a.flags.writeable for a in arrays):  # a loop may write any of them: not held
+                held[0] = None
+                return cpu_loop(name, arrays, scalars, out)
             first = arrays[0]
             flat = tuple(a.reshape(-1) for a in arrays)
             loop = getattr(_LOOPS, name + "_inplace") if out is first else getattr(_LOOPS, name)

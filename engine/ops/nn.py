@@ -148,6 +148,8 @@ def _label_offsets(labels, classes, op):
             raise _label_error(classes, op, int(labels.min()))
         if labels[labels.argmax()] >= classes:
             raise _label_error(classes, op, int(labels.max()))
+    if labels.dtype == np.uint64:  # int64 + uint64 is float64 in NumPy: no index (checked < classes above)
+        labels = labels.astype(np.intp)
     return row_offsets(labels.size, classes) + labels
 
 
@@ -231,7 +233,7 @@ def _softmax_ce_backward_forward(xp, g, p, labels, broadcast=None, out=None):
         d = xp.multiply(p, g[..., None], out=out)
     if not d.flags.c_contiguous:
         d = xp.ascontiguousarray(d)
-    if xp is np and labels.size == d.size // max(d.shape[-1], 1):  # 1-D picks at each row's label
+    if xp is np and labels.shape == d.shape[:-1]:  # 1-D picks at each row's label
         d.reshape(-1)[_label_offsets(labels, d.shape[-1], "softmax_cross_entropy")] -= g if broadcast else g.reshape(-1)
         return d
     flat = d.reshape(-1, d.shape[-1])
@@ -317,18 +319,12 @@ def softmax_head(xp, z, labels, loss=True, correct=True, first=None):
     the error of `first`, the op of the two that the plain schedule runs first (default: the
     loss if computed, else correct)."""
     first = first or ("softmax_cross_entropy" if loss else "correct")
-    if not (xp is np and z.ndim == 2 and z.size and z.dtype.char in "fd"):  # the kernels' other paths
-        p = _softmax_forward(xp, z, (1,))
-        kernels = {"softmax_cross_entropy": lambda: _softmax_ce_forward(xp, z, p, labels),
-                   "correct": lambda: _correct_forward(xp, z, labels)}
-        wanted = [op for op, on in (("softmax_cross_entropy", loss), ("correct", correct)) if on]
-        done = {op: kernels[op]() for op in sorted(wanted, key=lambda op: op != first)}  # `first` checks first
-        return (p, *(done[op] for op in wanted))
+    # one label per row of 2-D float logits on NumPy; else the kernels (their broadcasting and errors)
+    if not (xp is np and z.ndim == 2 and z.size and z.dtype.char in "fd" and labels.shape == z.shape[:1]):
+        return _head_by_kernels(xp, z, labels, loss, correct, first)
     n, c = z.shape
-    if not z.flags.c_contiguous:
-        z = np.ascontiguousarray(z)
     at = _label_offsets(labels, c, first)  # flat picks: each row's label entry, its max
-    zf = z.reshape(-1)
+    zf = z.reshape(-1)  # a C-order copy of a non-contiguous z, for the picks only: the softmax reads z
     zmax = zf[z.argmax(axis=1) + row_offsets(n, c)]
     hit = zf[at]
     p = _softmax_rows(z, zmax)  # _softmax_forward's classifier path
@@ -342,6 +338,16 @@ def softmax_head(xp, z, labels, loss=True, correct=True, first=None):
     if correct:  # _correct_forward
         out += ((hit >= zmax).astype(z.dtype),)
     return out
+
+
+def _head_by_kernels(xp, z, labels, loss, correct, first):
+    """softmax_head's values from the three kernels, `first`'s label check first."""
+    p = _softmax_forward(xp, z, (1,))
+    kernels = {"softmax_cross_entropy": lambda: _softmax_ce_forward(xp, z, p, labels),
+               "correct": lambda: _correct_forward(xp, z, labels)}
+    wanted = [op for op, on in (("softmax_cross_entropy", loss), ("correct", correct)) if on]
+    done = {op: kernels[op]() for op in sorted(wanted, key=lambda op: op != first)}
+    return (p, *(done[op] for op in wanted))
 
 
 def _softmax_head_groups(nodes, xp):

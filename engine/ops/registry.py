@@ -78,9 +78,9 @@ class OpDef:
     # every input is float data (matmul): integer inputs are cast to the result's dtype; a tuple names
     # the inputs that are (where's a and b, not its condition)
     float_inputs: bool | tuple = False
-    # source(*input names, ndims=(each input's rank), **attrs) -> a Python expression the program
-    # runs instead of a kernel call (a method such as "x.T": the same on NumPy and CuPy), or '' to
-    # call the kernel
+    # source(*input names, **attrs) -> a Python expression the program runs instead of a kernel
+    # call (a method such as "x.T": the same on NumPy and CuPy), or '' to call the kernel; given
+    # ndims=(each input's rank) too when it takes that keyword
     source: Callable | None = None
     doc: str = ""
 

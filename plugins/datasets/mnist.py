@@ -73,10 +73,19 @@ def write_folder(folder, arrays: dict, gz: bool = False) -> None:
     """Write arrays {"train_images": (n, 28, 28) uint8, "train_labels": (n,) uint8, "test_images",
     "test_labels"} as the four standard IDX files in folder (gzipped with gz), as the mnist
     source reads them: one's own 28x28 data in MNIST's format, or `synthetic` stand-ins."""
+    checked = {}
+    for key, a in arrays.items():  # all checked before anything is written
+        if key not in FILES:
+            raise ValueError(f"write_folder: unknown array {key!r}; expected {', '.join(FILES)}")
+        a = np.asarray(a)
+        if a.dtype.kind not in "iu" or (a.size and (a.min() < 0 or a.max() > 255)):
+            raise ValueError(f"write_folder: {key} must hold integers 0..255 (grey levels, class labels), "
+                             f"found {a.dtype.name}" + (f" from {a.min()} to {a.max()}" if a.size else ""))
+        checked[key] = a.astype(np.uint8)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for key, a in arrays.items():
-        data = idx_bytes(np.asarray(a, dtype=np.uint8))
+    for key, a in checked.items():
+        data = idx_bytes(a)
         if gz:
             (folder / (FILES[key] + ".gz")).write_bytes(gzip.compress(data))
         else:
