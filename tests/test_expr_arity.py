@@ -102,10 +102,11 @@ def test_valid_axis_and_keepdims_still_build():
 
 
 @pytest.mark.parametrize("expression,message", [
-    # PyTorch's keyword names: the count of the positional arguments was reported instead
-    ("sum(max_pool2d(x, kernel_size=2))", 'keyword "kernel_size" is not allowed in max_pool2d()'),
-    ("sum(avg_pool2d(x, kernel_size=2))", 'keyword "kernel_size" is not allowed in avg_pool2d()'),
-    ("sum(upsample_nearest2d(x, scale_factor=2))", 'keyword "scale_factor" is not allowed in upsample_nearest2d()'),
+    # PyTorch keywords gengraph does not take (its kernel_size= and scale_factor= it takes): the
+    # count of the positional arguments was reported instead
+    ("sum(max_pool2d(x, padding=1))", 'keyword "padding" is not allowed in max_pool2d()'),
+    ("sum(avg_pool2d(x, 2, ceil_mode=1))", 'keyword "ceil_mode" is not allowed in avg_pool2d()'),
+    ("sum(upsample_nearest2d(x, size=2))", 'keyword "size" is not allowed in upsample_nearest2d()'),
 ])
 def test_an_unknown_keyword_is_named_before_the_argument_count(expression, message):
     err = _error(expression, {"x": np.ones((1, 1, 4, 4))})

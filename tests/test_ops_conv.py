@@ -508,7 +508,7 @@ def test_padding_same_and_valid_match_explicit_padding_and_finite_differences(ke
 @pytest.mark.parametrize("expression,col,message", [
     ("sum(conv2d(x, w, strid=2))", 24, 'keyword "strid" is not allowed in conv2d() (it takes stride=, padding=, '
                                        'dilation=, groups=); did you mean "stride"?'),
-    ("max_pool2d(x, 2, eps=1)", 22, 'keyword "eps" is not allowed in max_pool2d() (it takes kernel=, stride=)'),
+    ("max_pool2d(x, 2, eps=1)", 22, 'keyword "eps" is not allowed in max_pool2d() (it takes kernel=, stride=, kernel_size=)'),
     ("sum(x, out=x)", 12, 'keyword "out"'),
     ("exp(x, axis=1)", 13, "exp() (it takes no keywords)"),
     ("conv2d(x, w, stride=x)", 21, "stride= needs a number"),
@@ -519,7 +519,7 @@ def test_padding_same_and_valid_match_explicit_padding_and_finite_differences(ke
     ("conv2d(x, w, 2)", 1, "conv2d(x, w) takes 2 arguments, found 3; give stride=, padding=, dilation= and groups= "
                            "by keyword"),
     ("avg_pool2d(x, x)", 15, "kernel (argument 2 of avg_pool2d) needs a number or a tuple of numbers"),
-    ("avg_pool2d(x, 2, 2, 1)", 1, "avg_pool2d(x, kernel, stride) takes 2 to 3 arguments, found 4"),
+    ("avg_pool2d(x, 2, 2, 1)", 1, "avg_pool2d(x, kernel, stride) takes 1 to 3 arguments, found 4"),
     ("avg_pool2d(x, 2, kernel=2)", 18, "kernel of avg_pool2d() is given twice, by position and by keyword"),
     ('conv2d(x, w, padding="same", stride=2)', 1, 'padding="same" needs stride 1'),
     ('conv2d(x, w, padding="full")', 1, 'padding must be an int, a pair of ints, "same" or "valid", not \'full\''),
@@ -573,3 +573,68 @@ def test_image_ops_on_cupy_match_numpy(name):
         outs[backend] = [to_numpy(v) for v in compile(g, [y, gx, gw], backend=backend).run(data)]
     for a, b in zip(outs["cupy"], outs["numpy"]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def _weight_gradient(gy_shape, x_shape, **kw):
+    g = Graph(dtype="float64")
+    return ops.conv2d_backward_weight(g.input("gy", gy_shape), g.input("x", x_shape), **kw)
+
+
+@pytest.mark.parametrize("gy_shape, x_shape, kw, message", [
+    ((3, 4, 6, 6), (2, 3, 8, 8), {}, "different batch sizes"),  # gy's third image was dropped silently
+    ((2, 4, 2, 2), (2, 3, 8, 8), {}, "does not match the convolution"),  # too small a gradient was accepted
+    ((2, 4, 7, 6), (2, 3, 8, 8), {}, "does not match the convolution"),
+    ((2, 4, 6, 6), (2, 3, 8, 8), {"kernel": (0, 3)}, "kernel"),  # an empty kernel gave a (4, 3, 0, 3) result
+    ((2, 4, 3, 3), (2, 3, 8, 8), {"stride": 2, "padding": 1, "kernel": 3, "dilation": 1}, "does not match"),
+])
+def test_the_weight_gradient_op_checks_its_shapes(gy_shape, x_shape, kw, message):
+    kw = {"kernel": (3, 3), **kw}
+    with pytest.raises(ShapeError, match=message):
+        _weight_gradient(gy_shape, x_shape, **kw)
+
+
+def test_the_weight_gradient_op_takes_an_int_kernel_and_keeps_valid_shapes():
+    # an int kernel was a raw TypeError; the shapes conv2d and conv_transpose2d give still pass
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3))
+    g = Graph(dtype="float64")
+    xi, gi = g.input("x", x.shape), g.input("gy", (2, 4, 5, 5))
+    dw = ops.conv2d_backward_weight(gi, xi, kernel=3, stride=2, padding=1)
+    gy = rng.standard_normal((2, 4, 5, 5))
+    got = compile(g, [dw]).run({"x": x, "gy": gy})[0]
+    g2 = Graph(dtype="float64")
+    wi, xj = g2.param("w", w), g2.input("x", x.shape)
+    want = compile(g2, grad(ops.sum(ops.conv2d(xj, wi, stride=2, padding=1) * gy), [wi])).run({"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # conv_transpose2d with output_padding (x longer than the convolution reads): its weight gradient
+    _weight_gradient((2, 3, 4, 4), (2, 4, 8, 8), kernel=3, stride=2, padding=1)
+    for h in (9, 10):  # 9: output_padding 0, 10: output_padding 1 of a 3x3 stride-2 transposed conv of 5
+        _weight_gradient((2, 3, 5, 5), (2, 4, h, h), kernel=3, stride=2, padding=1)
+
+
+@pytest.mark.parametrize("torch_form, ours", [
+    ("max_pool2d(x, kernel_size=2)", "max_pool2d(x, 2)"),
+    ("max_pool2d(x, kernel_size=(3, 2), stride=1)", "max_pool2d(x, (3, 2), 1)"),
+    ("avg_pool2d(x, kernel_size=3, stride=2)", "avg_pool2d(x, 3, 2)"),
+    ("upsample_nearest2d(x, scale_factor=2)", "upsample_nearest2d(x, 2)"),
+    ("upsample_nearest2d(x, scale_factor=(1, 3))", "upsample_nearest2d(x, scale=(1, 3))"),
+])
+def test_pools_and_upsampling_take_pytorchs_keywords(torch_form, ours):
+    # PyTorch's kernel_size= and scale_factor= were refused ("keyword not allowed")
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6))
+    for e in (f"sum({torch_form} ** 2)", f"sum({ours} ** 2)"):
+        value, grads = value_and_grad(e, {"x": x}, ["x"])
+        if e.startswith(f"sum({torch_form}"):
+            want = (value, grads["x"])
+    np.testing.assert_array_equal(want[0], value)
+    np.testing.assert_array_equal(want[1], grads["x"])
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("max_pool2d(x, 2, kernel_size=2)", "give kernel= or kernel_size=, not both"),
+    ("avg_pool2d(x)", "kernel= is missing"),
+    ("upsample_nearest2d(x, 2, scale_factor=2)", "give scale= or scale_factor=, not both"),
+])
+def test_an_alias_and_its_name_together_or_neither_is_an_error(expression, message):
+    with pytest.raises(ExprError, match=message):
+        value_and_grad(f"sum({expression})", {"x": np.ones((1, 1, 4, 4))}, ["x"])

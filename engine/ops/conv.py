@@ -406,11 +406,16 @@ def _backward_weight_shape(gy, x, kernel, stride, padding, dilation, groups):
     c, o = x.shape[1], gy.shape[1]
     if c % groups or o % groups:
         raise ShapeError(f"groups={groups} must divide the channels ({c} in, {o} out)")
+    if None not in (gy.shape[0], x.shape[0]) and gy.shape[0] != x.shape[0]:
+        raise ShapeError(f"gradient {_fmt(gy.shape)} and input {_fmt(x.shape)} have different batch sizes")
     for a in range(2):
-        # x may be longer than the convolution reads (conv_transpose2d with output_padding >= stride)
-        expect = conv_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a])
-        if expect < gy.shape[2 + a]:
-            raise ShapeError(f"gradient {_fmt(gy.shape)} does not match the convolution of {_fmt(x.shape)}")
+        # the input the convolution reads to give gy's size, and at most max(stride, dilation) - 1
+        # more (conv2d's own remainder, or conv_transpose2d's output_padding, < max(stride, dilation))
+        need = (gy.shape[2 + a] - 1) * stride[a] + dilation[a] * (kernel[a] - 1) + 1 - 2 * padding[a]
+        if not need <= x.shape[2 + a] < need + max(stride[a], dilation[a]):
+            raise ShapeError(f"gradient {_fmt(gy.shape)} does not match the convolution of {_fmt(x.shape)} "
+                             f"(kernel {tuple(kernel)}, stride {tuple(stride)}, padding {tuple(padding)}, "
+                             f"dilation {tuple(dilation)})")
     return (o, c // groups) + tuple(kernel), float_dtype(gy, x)
 
 
@@ -482,10 +487,19 @@ _conv2d = defop("conv2d", _conv2d_forward, _conv2d_shape, (_conv2d_vjp_x, _conv2
 _conv_transpose2d = defop("conv_transpose2d", _conv_transpose2d_forward, _conv_transpose2d_shape,
                           (_convt_vjp_x, _convt_vjp_w), flops=_conv_transpose2d_flops,
                           float_inputs=True, doc="2-D transposed convolution, weight (C_in, C_out/groups, kH, kW)")
-conv2d_backward_weight = defop(
+_conv2d_backward_weight = defop(
     "conv2d_backward_weight", _conv2d_backward_weight_forward, _backward_weight_shape, (_bw_vjp_gy, _bw_vjp_x),
     flops=_backward_weight_flops, float_inputs=True,
     doc="the weight gradient of conv2d: correlation of the input x with the output gradient gy")
+
+
+@named_errors
+def conv2d_backward_weight(gy, x, kernel, stride=1, padding=0, dilation=1, groups=1):
+    """The weight gradient of conv2d(x, w, stride, padding, dilation, groups) with w's kernel
+    size `kernel` (an int or a pair), given the output gradient gy: (C_out, C_in/groups, kH, kW)."""
+    return _conv2d_backward_weight(gy, x, kernel=pair(kernel, "kernel", 1), stride=pair(stride, "stride", 1),
+                                   padding=pair(padding, "padding"), dilation=pair(dilation, "dilation", 1),
+                                   groups=_int(groups, "groups"))
 
 
 # --- public builders (PyTorch's argument names) --------------------------------------------

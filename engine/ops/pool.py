@@ -144,19 +144,30 @@ avg_pool2d_backward = defop(
     doc="g spread evenly over each window: the adjoint of avg_pool2d")
 
 
+def _either(value, alias, name, torch_name):
+    """An argument given as `name` or by PyTorch's keyword `torch_name` (not both, not neither)."""
+    if value is not None and alias is not None:
+        raise ShapeError(f"give {name}= or {torch_name}=, not both")
+    if value is None and alias is None:
+        raise ShapeError(f"{name}= is missing (PyTorch's {torch_name}= is taken too)")
+    return value if alias is None else alias
+
+
 @expression_function
 @named_errors
-def max_pool2d(x, kernel, stride=None):
-    """torch.nn.functional.max_pool2d(x, kernel, stride) without padding; stride defaults to kernel."""
-    kernel = pair(kernel, "kernel", 1)
+def max_pool2d(x, kernel=None, stride=None, *, kernel_size=None):
+    """torch.nn.functional.max_pool2d(x, kernel, stride) without padding; stride defaults to kernel.
+    kernel_size= (PyTorch's keyword) is kernel= too."""
+    kernel = pair(_either(kernel, kernel_size, "kernel", "kernel_size"), "kernel", 1)
     return _max_pool2d(x, kernel=kernel, stride=kernel if stride is None else pair(stride, "stride", 1))
 
 
 @expression_function
 @named_errors
-def avg_pool2d(x, kernel, stride=None):
-    """torch.nn.functional.avg_pool2d(x, kernel, stride) without padding; stride defaults to kernel."""
-    kernel = pair(kernel, "kernel", 1)
+def avg_pool2d(x, kernel=None, stride=None, *, kernel_size=None):
+    """torch.nn.functional.avg_pool2d(x, kernel, stride) without padding; stride defaults to kernel.
+    kernel_size= (PyTorch's keyword) is kernel= too."""
+    kernel = pair(_either(kernel, kernel_size, "kernel", "kernel_size"), "kernel", 1)
     return _avg_pool2d(x, kernel=kernel, stride=kernel if stride is None else pair(stride, "stride", 1))
 
 
@@ -192,11 +203,12 @@ _upsample = defop("upsample_nearest2d", _upsample_forward, _upsample_shape, (_up
 
 @expression_function
 @named_errors
-def upsample_nearest2d(x, scale):
-    """torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest") for integer scales."""
-    return _upsample(x, scale=pair(scale, "scale", 1))
+def upsample_nearest2d(x, scale=None, *, scale_factor=None):
+    """torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest") for integer scales;
+    scale_factor= (PyTorch's keyword) is scale= too."""
+    return _upsample(x, scale=pair(_either(scale, scale_factor, "scale", "scale_factor"), "scale", 1))
 
 
-# static (non-graph) arguments, for the expression language
-max_pool2d.static_args = avg_pool2d.static_args = ("kernel", "stride")
-upsample_nearest2d.static_args = ("scale",)
+# static (non-graph) arguments, for the expression language (the keyword-only aliases by keyword)
+max_pool2d.static_args = avg_pool2d.static_args = ("kernel", "stride", "kernel_size")
+upsample_nearest2d.static_args = ("scale", "scale_factor")
