@@ -259,3 +259,19 @@ def test_sum_to_over_leading_and_trailing_axes_equals_numpy(shape, dtype, lead, 
     assert _sum_to_forward(np, x, lead, keep, out=out) is out
     _assert_sum_close(out.reshape(-1), x, axes, True)
     assert buf[0] == buf[-1] == 7.0
+
+
+def test_cached_constants_are_keyed_by_the_exact_dtype_and_found_again():
+    # the lookups run several times a step, so a hit must be the same object (no rebuild), and a
+    # dtype of another byte order or spelling must not get another's array
+    for dtype in ("float32", np.float32, np.dtype("float32"), np.dtype(">f4"), "float64"):
+        ones = fp.ones_vector(5, dtype)
+        assert ones is fp.ones_vector(5, dtype) and ones.dtype == np.dtype(dtype) and not ones.flags.writeable
+        np.testing.assert_array_equal(ones, np.ones(5))
+    for dtype in ("<f4", ">f4", "<f8"):
+        x = np.ones((3, 2), dtype)
+        z = fp.zeros_of(x)
+        assert z is fp.zeros_of(x) and z.dtype == x.dtype and z.shape == x.shape and not z.any()
+    assert fp.row_offsets(4, 3) is fp.row_offsets(4, 3)
+    np.testing.assert_array_equal(fp.row_offsets(4, 3), [0, 3, 6, 9])
+    np.testing.assert_array_equal(fp.arange_of(np, 4), np.arange(4))

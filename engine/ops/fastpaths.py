@@ -40,24 +40,33 @@ def _cached(key, make):
 
 def zeros_of(x):
     """A read-only zero array of x's shape and dtype (cached; NumPy only)."""
-    return _cached(("zeros", x.shape, x.dtype.char), lambda: np.zeros(x.shape, x.dtype))
+    key = ("zeros", x.shape, x.dtype)
+    a = _CACHE.get(key)  # the hit inline (these lookups run several times a step): ~0.2 us less
+    return a if a is not None else _cached(key, lambda: np.zeros(x.shape, x.dtype))
 
 
 def ones_vector(n, dtype):
-    """A read-only vector of n ones (cached; NumPy only)."""
-    return _cached(("ones", n, np.dtype(dtype).char), lambda: np.ones(n, dtype))
+    """A read-only vector of n ones (cached; NumPy only). Keyed by the dtype as given: a
+    np.dtype() per call cost 0.3 us of a 0.5 us bias-gradient sum."""
+    key = ("ones", n, dtype)
+    a = _CACHE.get(key)
+    return a if a is not None else _cached(key, lambda: np.ones(n, dtype))
 
 
 def arange_of(xp, n):
     """arange(n) (cached per backend and length; read-only on NumPy): the row index of every pick."""
-    return _cached(("arange", xp.__name__, n), lambda: xp.arange(n))
+    key = ("arange", xp, n)
+    a = _CACHE.get(key)
+    return a if a is not None else _cached(key, lambda: xp.arange(n))
 
 
 def row_offsets(n, c):
     """arange(n) * c (cached, read-only, NumPy): where each row of a C-contiguous (n, c) array
     starts in its flat view; + labels is every row's label entry, for 1-D picks (~3x faster than
     NumPy's 2-D fancy indexing)."""
-    return _cached(("row_offsets", n, c), lambda: np.arange(n) * c)
+    key = ("row_offsets", n, c)
+    a = _CACHE.get(key)
+    return a if a is not None else _cached(key, lambda: np.arange(n) * c)
 
 
 def relu_forward(xp, x, out=None):
