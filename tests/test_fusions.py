@@ -352,3 +352,25 @@ def test_debug_programs_run_every_kernel_on_its_own():
     g, params, loss, acc, ups = _classifier()
     prog = compile(g, {"loss": loss, "acc": acc}, updates=ups, debug=True)
     assert "softmax_head" not in repr(prog._fn.__globals__)
+
+
+@settings(max_examples=200, deadline=None)
+@given(dtype=st.sampled_from(["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", ">i8", ">i2"]),
+       classes=st.integers(1, 400), n=st.integers(0, 20), seed=st.integers(0, 2**32 - 1), bad=st.sampled_from([0, -1, 1]))
+def test_the_label_check_of_the_flat_picks_is_the_2d_picks(dtype, classes, n, seed, bad):
+    """_label_offsets (one argmax of the labels' bits read unsigned where that covers both ends):
+    the flat index of each label, or the LabelError a 2-D pick gives, a negative label's first."""
+    from gengraph.engine.ops.nn import _label_offsets
+
+    info = np.iinfo(np.dtype(dtype))
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, min(classes, info.max + 1), size=n)
+    if n and bad and (bad > 0 or info.min < 0):
+        labels[rng.integers(0, n)] = -1 - rng.integers(0, 3) if bad < 0 else min(classes + rng.integers(0, 3), info.max)
+    labels = labels.astype(dtype)
+    wide = labels.astype(np.int64)
+    if n and (wide.min() < 0 or wide.max() >= classes):
+        with pytest.raises(LabelError, match=f"found {wide.min() if wide.min() < 0 else wide.max()}$"):
+            _label_offsets(labels, classes, "softmax_cross_entropy")
+    else:
+        np.testing.assert_array_equal(_label_offsets(labels, classes, "op"), np.arange(n) * classes + wide)
