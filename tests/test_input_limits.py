@@ -296,3 +296,15 @@ def test_lbfgs_memory_is_counted_for_the_whole_training_set(monkeypatch):
     assert "train.optimizer.kind: 1348 rows at once need about" in r.output
     assert "L-BFGS takes every training row at once: use a mini-batch optimizer" in r.output
     assert invoke("validate", DIGITS, "--set", "model.layers[0].units=512").exit_code == 0  # adam: 64 at once
+
+
+def test_a_huge_parameter_whose_size_comes_from_the_layer_before_says_so(monkeypatch):
+    # encoder[1]'s weight is too big because encoder[0] made its input 100000 channels wide: the
+    # message named encoder[1].channels alone, a key the user had not changed
+    import gengraph.plugins.blocks.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100 * 2**20)  # encoder[0]'s 29 MB fits, [1]'s 0.9 GB not
+    r = invoke("validate", os.path.join(ROOT, "specs", "vae_conv_digits.toml"), "--set", "model.encoder[0].channels=100000")
+    assert r.exit_code == 2
+    assert ("model.encoder[1].channels: a parameter of shape (32, 100000, 3, 3) (with its gradient and optimizer "
+            "state; its input has 100000 channels) needs") in r.output, r.output

@@ -114,7 +114,8 @@ class Conv2d(Layer):
     def create(self, graph, shape, cfg, rng):
         (c, k, s, p, d, g, o), _ = self._geometry(shape, cfg)
         fan_in, fan_out = c // g * k[0] * k[1], o // g * k[0] * k[1]
-        W = graph.param("W", init_weights(cfg["init"], cfg["activation"], rng, fan_in, fan_out, (o, c // g) + k))
+        W = graph.param("W", init_weights(cfg["init"], cfg["activation"], rng, fan_in, fan_out, (o, c // g) + k,
+                                          source=f"its input has {c} channels"))
         b = graph.param("b", np.zeros((o, 1, 1))) if cfg["bias"] else None
         return {"W": W, "b": b}
 
@@ -160,7 +161,8 @@ class ConvTranspose2d(Layer):
         (c, k, s, p, op), _ = self._geometry(shape, cfg)
         o = cfg["channels"]
         fan_in = max(1, c * k[0] * k[1] // (s[0] * s[1]))  # inputs reaching one output pixel, on average
-        W = graph.param("W", init_weights(cfg["init"], cfg["activation"], rng, fan_in, o * k[0] * k[1], (c, o) + k))
+        W = graph.param("W", init_weights(cfg["init"], cfg["activation"], rng, fan_in, o * k[0] * k[1], (c, o) + k,
+                                          source=f"its input has {c} channels"))
         b = graph.param("b", np.zeros((o, 1, 1))) if cfg["bias"] else None
         return {"W": W, "b": b}
 

@@ -40,10 +40,12 @@ INITIALIZERS.register("normal", lambda rng, fan_in, fan_out, shape: rng.normal(0
 INITIALIZERS.register("zeros", lambda rng, fan_in, fan_out, shape: np.zeros(shape))
 
 
-def init_weights(kind: str, activation: str, rng, fan_in: int, fan_out: int, shape=None, path: str = "model"):
+def init_weights(kind: str, activation: str, rng, fan_in: int, fan_out: int, shape=None, path: str = "model",
+                 source: str = ""):
     """Initial weights of `shape` (default (fan_in, fan_out)); kind "auto": he for ReLU-like, else xavier.
-    `path` names the spec key of the size in the message when they cannot fit in memory."""
-    check_param(tuple(shape) if shape is not None else (fan_in, fan_out), path)  # before allocating
+    `path` names the spec key of the size in the message when they cannot fit in memory, `source`
+    says where the part of the size that is not this layer's own comes from (its input's size)."""
+    check_param(tuple(shape) if shape is not None else (fan_in, fan_out), path, source)  # before allocating
     if kind == "auto":
         kind = "he" if activation in RELU_LIKE else "xavier"
     return INITIALIZERS.get(kind)(rng, fan_in, fan_out, (fan_in, fan_out) if shape is None else tuple(shape))

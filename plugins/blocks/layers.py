@@ -38,7 +38,8 @@ class Dense(Layer):
     def create(self, graph, shape, cfg, rng):
         units, act = cfg["units"], cfg.get("activation", "relu")
         fan_in = int(np.prod(shape, dtype=np.int64))
-        W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units))
+        W = graph.param("W", init_weights(cfg.get("init", "auto"), act, rng, fan_in, units,
+                                          source=f"its input has {fan_in} features"))
         b = graph.param("b", np.zeros(units)) if cfg.get("bias", True) else None
         return {"W": W, "b": b}
 

@@ -109,14 +109,15 @@ def too_big(nbytes: float, what: str) -> str | None:
     return None
 
 
-def check_param(shape, path: str, itemsize: int = 8) -> None:
+def check_param(shape, path: str, source: str = "", itemsize: int = 8) -> None:
     """ModelConfigError naming `path` when a parameter of `shape` (with its gradient and two
-    optimizer moments) cannot fit in memory; checked before it is allocated."""
+    optimizer moments) cannot fit in memory; checked before it is allocated. `source` (e.g. "its
+    input has 2000000 channels") says where a size that is not `path`'s own comes from."""
     import math
 
     n = math.prod(int(d) for d in shape)
     if (why := too_big(4 * n * itemsize, f"a parameter of shape {tuple(int(d) for d in shape)} (with its "
-                                           "gradient and optimizer state)")) is not None:
+                                           f"gradient and optimizer state{'; ' + source if source else ''})")) is not None:
         raise ModelConfigError(path, why)
 
 
