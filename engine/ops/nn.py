@@ -110,22 +110,35 @@ bce_with_logits = defop("bce_with_logits", _bce_forward, elementwise,
                         doc="binary cross-entropy of targets y in [0,1] given logits z, elementwise")
 
 
-def _has_negative(labels) -> bool:
-    """Whether a class label is negative: NumPy's indexing would read it from the row's end,
-    silently (PyTorch refuses it). One argmin, NumPy's fastest reduction on short int arrays
-    (~0.2 us; min is ~0.8). On NumPy only: on CuPy the check would wait for the device every step."""
-    if not labels.size:
-        return False
-    return bool(_smallest(labels) < 0)
+# native signed ints -> (the same bits unsigned, where negatives start there): for the label check
+_UNSIGNED = {np.dtype(f"i{k}"): (np.dtype(f"u{k}"), 2 ** (8 * k - 1)) for k in (1, 2, 4, 8)}
+
+
+def _check_labels(labels, classes, op) -> None:
+    """A LabelError (of `op`) when a NumPy array of class labels leaves 0..classes-1, naming a
+    negative label first (NumPy's indexing would read it from the row's end, silently; PyTorch
+    refuses it), else the largest. One argmax of the labels' bits read unsigned (a negative label
+    is a huge unsigned one) where that covers both ends (native signed ints, classes up to half
+    their range), else an argmin and an argmax: NumPy's fastest reductions on short int arrays.
+    NumPy only: on CuPy the check would wait for the device every step."""
+    flat = labels.reshape(-1)
+    if not flat.size:
+        return
+    unsigned, negatives = _UNSIGNED.get(flat.dtype, (None, 0))
+    if classes <= negatives:
+        u = flat.view(unsigned)
+        bad = u[u.argmax()] >= classes
+    else:  # unsigned already, or another byte order: the two ends in turn
+        bad = flat[flat.argmin()] < 0 or flat[flat.argmax()] >= classes
+    if bad:
+        low = flat.min()
+        raise _label_error(classes, op, int(low) if low < 0 else int(flat.max()))
 
 
 def check_host_labels(labels: np.ndarray, classes: int, name: str) -> None:
     """A LabelError when a NumPy array of class labels leaves 0..classes-1 (fed to a CuPy program,
     checked on the host before the upload: on the device the check would wait for it)."""
-    if _has_negative(labels):
-        raise _label_error(classes, f"input {name!r}", int(labels.min()))
-    if labels.size and labels.max() >= classes:
-        raise _label_error(classes, f"input {name!r}", int(labels.max()))
+    _check_labels(labels, classes, f"input {name!r}")
 
 
 def _smallest(a):
@@ -137,36 +150,22 @@ def _label_error(classes, op, found):
     return LabelError(f"{op}: class labels must lie in 0..{classes - 1} ({classes} classes), found {found}")
 
 
-# native signed ints -> (the same bits unsigned, where negatives start there): for the label check
-_UNSIGNED = {np.dtype(f"i{k}"): (np.dtype(f"u{k}"), 2 ** (8 * k - 1)) for k in (1, 2, 4, 8)}
-
-
 def _label_offsets(labels, classes, op):
     """row_offsets + labels: the flat index of each row's label entry in a C-contiguous
     (labels.size, classes) array, after checking the labels lie in 0..classes-1 (a flat pick
-    would read a wrong label from the next row, silently): the LabelError of a 2-D pick, a
-    negative label's first. One argmax of the labels' bits read unsigned (NumPy)."""
+    would read a wrong label from the next row, silently): the LabelError of a 2-D pick."""
+    _check_labels(labels, classes, op)
     labels = labels.reshape(-1)
-    if labels.size:
-        unsigned, negatives = _UNSIGNED.get(labels.dtype, (None, 0))
-        if classes <= negatives:  # one check for both ends: a negative label is a huge unsigned one
-            u = labels.view(unsigned)
-            bad = u[u.argmax()] >= classes
-        else:  # unsigned already, or another byte order: the two ends in turn
-            bad = labels[labels.argmin()] < 0 or labels[labels.argmax()] >= classes
-        if bad:  # a negative label's error first, as the kernels check
-            low = labels.min()
-            raise _label_error(classes, op, int(low) if low < 0 else int(labels.max()))
     if labels.dtype == np.uint64:  # int64 + uint64 is float64 in NumPy: no index (checked < classes above)
         labels = labels.astype(np.intp)
     return row_offsets(labels.size, classes) + labels
 
 
 def _picked(xp, z, labels, op):
-    """_pick, with a LabelError for a label out of range (a negative one, see _has_negative, or
-    one >= the class count, which fails the pick itself)."""
-    if xp is np and _has_negative(labels):
-        raise _label_error(z.shape[-1], op, int(labels.min()))
+    """_pick, with a LabelError for a label out of range (_check_labels on NumPy; on CuPy one >= the
+    class count fails the pick itself)."""
+    if xp is np:
+        _check_labels(labels, z.shape[-1], op)
     try:
         return _pick(xp, z, labels)
     except IndexError:
@@ -299,8 +298,7 @@ def _correct_forward(xp, z, labels):
     if xp is np and z.ndim == 2 and z.size:
         # _picked and _row_max inlined, one row index for both picks: 0.4 us less a step at batch 16
         rows = arange_of(np, z.shape[0])
-        if _has_negative(labels):
-            raise _label_error(z.shape[-1], "correct", int(labels.min()))
+        _check_labels(labels, z.shape[-1], "correct")
         try:
             hit = z[rows, labels]
         except IndexError:
