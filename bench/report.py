@@ -153,7 +153,6 @@ def tables(res: dict) -> str:
     return "\n".join(out)
 
 
-
 def compile_table(times: dict) -> list[str]:
     """The compile-time section: a row per spec (compile_times.compile_times' result)."""
     out = ["Compile time per spec (spec file -> compiled programs: load + runner.build + "
@@ -168,6 +167,7 @@ def compile_table(times: dict) -> list[str]:
             out.append(f"| {spec} | {kind} | {c['total_s'] * 1e3:.1f} | {c['compile_programs_s'] * 1e3:.1f} | "
                        f"{c['programs'].get('train_step', '–')} |")
     return out + [""]
+
 
 def update_readme(path: Path, res: dict, name: str = "results") -> None:
     begin, end = markers(name)

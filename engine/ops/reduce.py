@@ -118,6 +118,8 @@ def _mean_forward(xp, x, axis, keepdims=False):
 
 _sum = defop("sum", _sum_forward, _reduction,
              (_sum_vjp,), flops=lambda out, x, **a: size_of(x))
+
+
 def _mean_source(x, axis, keepdims=False, ndims=()):
     """A mean over every axis (a loss, an accuracy) as the program's own line: what _mean_forward
     computes then (x.sum over them, / the count as a Python int), ~1 us less than its call."""

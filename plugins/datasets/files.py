@@ -759,15 +759,17 @@ def read_idx(path, what: str = "an IDX file", ndim: int | None = None) -> np.nda
     return out
 
 
+_IDX_CODES = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}  # native dtype -> type code
+
+
 def idx_bytes(a) -> bytes:
     """The IDX encoding of array `a` (read_idx's inverse): its magic number from the dtype
     (uint8, int8, int16, int32, float32 or float64), the sizes, the data big-endian. For making
     MNIST-format files of one's own data, or synthetic ones."""
     a = np.asarray(a)
-    codes = {dt.newbyteorder("="): code for code, dt in IDX_TYPES.items()}
-    code = codes.get(a.dtype.newbyteorder("="))
+    code = _IDX_CODES.get(a.dtype.newbyteorder("="))
     if code is None or a.ndim == 0:
-        raise ValueError(f"IDX holds arrays of {', '.join(sorted(d.name for d in codes))} with at least one "
+        raise ValueError(f"IDX holds arrays of {', '.join(sorted(d.name for d in _IDX_CODES))} with at least one "
                          f"dimension, not a {a.ndim}-d {a.dtype.name} array")
     head = bytes([0, 0, code, a.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in a.shape)
     return head + a.astype(IDX_TYPES[code]).tobytes()
