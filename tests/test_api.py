@@ -213,7 +213,7 @@ def test_samples_as_images(tmp_path):
     run = gengraph.run(spec, out=tmp_path / "vae", progress=None)
     pic = run.sample(8, as_image=True)
     np.testing.assert_array_equal(np.asarray(pic), np.load(run.dir / "samples.npy"))
-    assert pic.shape == (8, 64) and pic._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pic.shape == (8, 1, 8, 8) and pic._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _png_in(pic._repr_html_()) == pic._repr_png_()
     shown = gengraph.show_samples(run.sample(4, seed=1), run)
     assert shown._repr_png_()[:4] == b"\x89PNG"

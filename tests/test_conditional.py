@@ -63,7 +63,7 @@ def test_gengraph_sample_label_and_guidance(cfg_run):
 
     out, _ = cfg_run
     x = draw(out, 60, label=3, guidance=2.0)
-    assert x.shape == (60, 64)
+    assert x.shape == (60, 1, 8, 8)
     clf = dq.digit_classifier(None, 0)
     assert np.mean(clf.predict(x / 16.0) == 3) > 0.5
     with pytest.raises(SampleError, match="0..9"):
@@ -71,6 +71,6 @@ def test_gengraph_sample_label_and_guidance(cfg_run):
     res = CliRunner().invoke(main, ["sample", str(out), "--n", "8", "--label", "3", "--guidance", "2",
                                     "--out", str(out / "threes.npy")])
     assert res.exit_code == 0, res.output
-    assert np.load(out / "threes.npy").shape == (8, 64)
+    assert np.load(out / "threes.npy").shape == (8, 1, 8, 8)
     res = CliRunner().invoke(main, ["sample", str(out), "--label", "12"])
     assert res.exit_code == 2 and "0..9" in res.output

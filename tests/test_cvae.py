@@ -142,7 +142,7 @@ def test_gengraph_sample_label_for_a_conditional_vae(cvae_run):
     clf = dq.digit_classifier(None, 0)
     for label in (3, 7):
         x = draw(out, 60, label=label)
-        assert x.shape == (60, 64) and 0 <= x.min() and x.max() <= 16
+        assert x.shape == (60, 1, 8, 8) and 0 <= x.min() and x.max() <= 16
         # at chance (0.1) 30 or more of 60 read as the label has probability < 1e-12
         assert np.mean(clf.predict(x / 16.0) == label) > 0.5, label
     np.testing.assert_array_equal(draw(out, 16), np.load(out / "samples.npy"))  # the run's samples.npy
@@ -152,7 +152,7 @@ def test_gengraph_sample_label_for_a_conditional_vae(cvae_run):
         draw(out, 5, label=3, guidance=2.0)
     res = CliRunner().invoke(main, ["sample", str(out), "--n", "8", "--label", "3", "--out", str(out / "t.npy")])
     assert res.exit_code == 0, res.output
-    assert np.load(out / "t.npy").shape == (8, 64)
+    assert np.load(out / "t.npy").shape == (8, 1, 8, 8)
     res = CliRunner().invoke(main, ["sample", str(out), "--label", "12"])
     assert res.exit_code == 2 and "0..9" in res.output
 

@@ -325,6 +325,11 @@ def test_digits_dataset_record_and_classes():
     ds = make_dataset({"source": "digits", "test_fraction": 0.25}, 0)
     assert ds.image_shape == (1, 8, 8) and ds.n_features == 64 and ds.n_classes == 10
     assert ds.x_train.shape[1:] == (1, 8, 8) and ds.flat().x_train.shape[1:] == (64,)
+    rows = ds.flat().x_train[:5]  # as_examples is flat's inverse; rows of another width are left alone
+    np.testing.assert_array_equal(ds.flat().as_examples(rows), ds.x_train[:5])
+    assert ds.as_examples(rows[:, :10]).shape == (5, 10) and ds.as_examples(rows[0]).shape == (64,)
+    moons = make_dataset({"source": "moons", "n": 20}, 0)
+    assert moons.image_shape is None and moons.as_examples(moons.x_train).shape == (moons.n_train, 2)
     assert ds.n_train + ds.n_test == 1797 and ds.n_test == round(0.25 * 1797)
     assert "Alpaydin" in ds.meta["attribution"] and "CC BY 4.0" in ds.meta["attribution"]
     assert "10.24432/C50P49" in ds.meta["attribution"]

@@ -352,7 +352,7 @@ def test_digits_spec_end_to_end_via_cli(tmp_path):
     assert 0 < summary["baseline_fd"] < summary["test_fd"] and summary["fd_sample_size"] == 449
     assert 0 <= summary["label_entropy"] <= math.log(10)
     samples = np.load(out / "samples.npy", allow_pickle=False)
-    assert samples.shape == (64, 64) and np.all(np.isfinite(samples))
+    assert samples.shape == (64, 1, 8, 8) and np.all(np.isfinite(samples))  # the data's image shape
     assert (out / "samples.png").exists() and (out / "denoising.png").exists()
 
 

@@ -159,6 +159,6 @@ def test_hvae_digits_spec_runs(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[-1]["train_neg_elbo"] < rows[0]["train_neg_elbo"]
     samples = np.load(out / "samples.npy", allow_pickle=False)
-    assert samples.shape == (64, 64) and 0 <= samples.min() and samples.max() <= 16
+    assert samples.shape == (64, 1, 8, 8) and 0 <= samples.min() and samples.max() <= 16
     for name in ("reconstructions.png", "samples.png", "elbo_terms.png"):
         assert (out / name).stat().st_size > 1000, name

@@ -341,7 +341,7 @@ def test_conv_vae_trains_and_graph_shows_conv_shapes_and_flops(tmp_path):
     hist = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert hist[-1]["train_neg_elbo"] < 0.95 * hist[0]["train_neg_elbo"], hist
     assert summary["test_neg_elbo"] < hist[0]["test_neg_elbo"] and np.isfinite(summary["test_nll_iw"])
-    assert np.load(tmp_path / "run" / "samples.npy").shape == (4, 64)
+    assert np.load(tmp_path / "run" / "samples.npy").shape == (4, 1, 8, 8)
 
 
 def test_network_reuses_conv_parameters_over_sample_axes():

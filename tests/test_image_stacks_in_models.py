@@ -16,7 +16,7 @@ CVAE = {"data": {"source": "digits", "scale": "minmax_global"},
 
 def test_a_conditional_vae_decoder_may_end_in_images(tmp_path):
     run = gengraph.run(CVAE, out=tmp_path / "cvae", progress=None)
-    assert run.sample(3, label=7).shape == (3, 64)
+    assert run.sample(3, label=7).shape == (3, 1, 8, 8)
     # the 3x3 output convolution to the data's channels (x 17 levels) was added, as for the plain VAE
     assert any(name.endswith("/W") and value.shape[:2] == (17, 4) for name, value in run.params.items())
 

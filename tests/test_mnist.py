@@ -325,3 +325,48 @@ def test_write_folder_refuses_what_it_would_write_wrongly_and_writes_nothing(tmp
     with pytest.raises(ValueError, match=key):
         write_folder(tmp_path / "m", arrays)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_more_images_asked_for_than_a_file_holds_is_a_located_error(tmp_path, split):
+    # n_train = 100 on a file of 30 images trained on the 30 without a word
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    write_mnist(tmp_path / "m", n_train=30, n_test=10)
+    params = {"source": "mnist", "dir": str(tmp_path / "m"), f"n_{split}": 31 if split == "train" else 11}
+    with pytest.raises(DataError, match=rf"asks for {params[f'n_{split}']} images, but .*{FILES[f'{split}_images']} "
+                                        rf"holds only {30 if split == 'train' else 10} ") as err:
+        make_dataset(params, 0)
+    assert err.value.key == f"data.n_{split}"
+    ok = make_dataset({**params, f"n_{split}": 30 if split == "train" else 10}, 0)  # all of them: fine
+    assert (ok.n_train, ok.n_test) == (30, 10)
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'spec_version = 1\n[data]\nsource = "mnist"\ndir = "{tmp_path / "m"}"\nn_{split} = 500\n'
+                    '[model]\nkind = "mlp"\nlayers = [{ units = 8 }]\n[train]\nepochs = 1\n')
+    res = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "run"), "-q"])
+    assert res.exit_code == 2 and f"s.toml:5:1: data.n_{split}: asks for 500 images" in res.output and "Traceback" not in res.output, \
+        res.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_samples_of_an_image_model_keep_the_image_shape(tmp_path):
+    # samples.npy and gengraph sample gave rows of 784 for a model of 1x28x28 images
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+
+    write_mnist(tmp_path / "m", n_train=40, n_test=10)
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'spec_version = 1\n[data]\nsource = "mnist"\ndir = "{tmp_path / "m"}"\n'
+                    '[model]\nkind = "vae"\nlatent = 2\nencoder = [{ units = 8 }]\ndecoder = [{ units = 8 }]\n'
+                    '[train]\nepochs = 1\nbatch_size = 20\n[output]\nplots = false\nsamples = 5\n')
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["run", str(spec), "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    saved = np.load(out / "samples.npy")
+    assert saved.shape == (5, 1, 28, 28) and 0 <= saved.min() and saved.max() <= 1
+    res = CliRunner().invoke(main, ["sample", str(out), "--n", "5", "--out", str(tmp_path / "again.npy")])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npy"), saved)  # the run's seed: the same samples

@@ -257,7 +257,7 @@ def test_rbm_digits_spec_short_run(tmp_path):
     # the samples come from parallel tempering: 10 replicas, every neighbour pair exchanging states
     assert len(s["pt_swap_acceptance"]) == 9 and all(0.2 < r <= 1 for r in s["pt_swap_acceptance"])
     samples = np.load(tmp_path / "samples.npy")
-    assert samples.shape == (64, 64) and set(np.unique(samples)) <= {0.0, 1.0}
+    assert samples.shape == (64, 1, 8, 8) and set(np.unique(samples)) <= {0.0, 1.0}
     assert (tmp_path / "samples.png").exists() and (tmp_path / "filters.png").exists()
 
 

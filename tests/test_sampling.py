@@ -70,9 +70,9 @@ def test_draw_with_the_runs_seed_reproduces_samples_npy(runs, kind):
 
 def test_samples_are_in_data_units(runs):
     rbm = draw(runs["rbm_binary"], 20)
-    assert rbm.shape == (20, 64) and set(np.unique(rbm)) <= {0.0, 1.0}
+    assert rbm.shape == (20, 1, 8, 8) and set(np.unique(rbm)) <= {0.0, 1.0}
     vae = draw(runs["vae"], 20)  # Bernoulli means of [0, 1]-scaled digits: data units 0..16
-    assert vae.shape == (20, 64) and vae.min() >= 0.0 and vae.max() <= 16.0 and vae.max() > 1.0
+    assert vae.shape == (20, 1, 8, 8) and vae.min() >= 0.0 and vae.max() <= 16.0 and vae.max() > 1.0
     run = open_run(runs["rbm_gaussian"])
     x = draw(runs["rbm_gaussian"], 400, steps=30)
     ref = run.data.unscale_x(run.data.x_train)  # the mixture's radius-2 circle, not standardized units

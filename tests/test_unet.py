@@ -130,7 +130,7 @@ def test_tiny_unet_ddpm_trains(tmp_path):
     first, last = hist[0]["train_mse"], hist[-1]["train_mse"]
     assert first > 0.3 and last < 0.5 * first, (first, last)  # epsilon-MSE starts near 1 (zero output)
     assert math.isfinite(summary["test_nll_bound"]) and summary["steps"] == 12 * 9
-    assert np.load(tmp_path / "run" / "samples.npy").shape == (4, 64)
+    assert np.load(tmp_path / "run" / "samples.npy").shape == (4, 1, 8, 8)
 
 
 def test_unet_on_flat_data_is_a_spec_error(tmp_path):

@@ -240,7 +240,7 @@ def test_vae_digits_spec_runs_and_iw_bound_is_tighter(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train_neg_elbo"] < rows[0]["train_neg_elbo"]
     samples = np.load(out / "samples.npy", allow_pickle=False)
-    assert samples.shape == (64, 64) and samples.min() >= 0 and samples.max() <= 16  # data units (grey levels)
+    assert samples.shape == (64, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16  # data units (grey levels)
     for name in ("reconstructions.png", "samples.png", "elbo_terms.png", "loss.png"):
         assert (out / name).stat().st_size > 1000, name
 
@@ -251,7 +251,7 @@ def test_vae_with_2d_latent_draws_the_latent_plots(tmp_path):
                            ["train.epochs=1", "model.latent=2", "output.samples=9",
                             "model.elbo.report_draws=2", "model.elbo.iw_samples=10"]), out)
     assert math.isfinite(summary["test_nll_iw"])
-    assert np.load(out / "samples.npy", allow_pickle=False).shape == (9, 64)
+    assert np.load(out / "samples.npy", allow_pickle=False).shape == (9, 1, 8, 8)
     for name in ("latent.png", "manifold.png"):
         assert (out / name).stat().st_size > 1000, name
 

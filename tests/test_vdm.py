@@ -207,7 +207,7 @@ def test_vdm_spec_short_run(tmp_path, spec, epochs):
     assert s["baseline_histogram_bpd"] == pytest.approx(2.4176, abs=1e-4)
     assert s["log_snr_0"] > s["log_snr_1"]
     samples = np.load(tmp_path / "vdm" / "samples.npy", allow_pickle=False)
-    assert samples.shape == (6, 64) and np.all(np.isin(samples, np.arange(17)))
+    assert samples.shape == (6, 1, 8, 8) and np.all(np.isin(samples, np.arange(17)))
 
 
 def test_level_posterior_denoiser_is_exact_at_low_noise():

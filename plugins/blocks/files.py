@@ -86,6 +86,14 @@ def save_npy(path: Path, array) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def save_samples(ctx, data, samples) -> None:
+    """A generative run's samples.npy: samples in data units, shaped as the data's examples
+    (images (n, C, H, W), else rows); nothing without a run folder."""
+    path = ctx.path("samples.npy")
+    if path is not None:
+        save_npy(path, data.as_examples(np.asarray(samples)))
+
+
 def writable_dir(path) -> str | None:
     """Create folder `path` (and its parents) and check that a file can be written in it; the
     reason when not (not a folder, read-only, /proc, a NUL byte in the name, ...), else None."""

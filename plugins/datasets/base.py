@@ -111,6 +111,15 @@ class Dataset:
         rows = lambda a: None if a is None else as_rows(a)  # noqa: E731
         return self.replace(x_train=rows(self.x_train), x_test=rows(self.x_test))
 
+    def as_examples(self, x):
+        """Rows (n, features) back in the data's own example shape: (n, C, H, W) for image data
+        (the inverse of flat()). Samples leave a run so (samples.npy, `Run.sample`); rows
+        that are not images of this data are returned as they are."""
+        shape = self.image_shape
+        if shape is None or x.ndim != 2 or x.shape[1] != int(np.prod(shape, dtype=np.int64)):
+            return x
+        return x.reshape((x.shape[0],) + tuple(int(s) for s in shape))
+
     # ---- undoing the preprocessing (for reports and plots) -----------------------------
     def unscale_x(self, x):
         """Map scaled features (e.g. a generative model's samples) back to data units.

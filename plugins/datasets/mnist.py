@@ -154,6 +154,10 @@ class MnistLike(Source):
                 raise DataError(f"{paths[f'{split}_labels']}: expected labels 0..9, found {int(y.max())}")
             limit = params.get(f"n_{split}")
             if limit is not None:
+                if limit > len(x):  # fewer images than asked for is a mistake to say, not to train on quietly
+                    raise DataError(f"asks for {limit} images, but {paths[f'{split}_images']} holds only "
+                                    f"{len(x)} (give at most {len(x)}, or leave n_{split} out for all of them)",
+                                    key=f"data.n_{split}")
                 x, y = x[:limit], y[:limit]
             arrays[split] = (x, y)
         (xtr, ytr), (xte, yte) = arrays["train"], arrays["test"]

@@ -87,7 +87,7 @@ from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES, from_gamma
 from gengraph.plugins.blocks.unet import DENOISERS, UNet, UNetConfigError, image_shape_of
 from gengraph.plugins.blocks.samplers import SAMPLERS, run_steps, sampler_steps
 from gengraph.plugins.spec.schema import Dispatch, Field, ListOf, Table, validate
-from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks.plots import _figure, _save, display_image, image_grid, scatter_vs_data
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.models import vdm
@@ -514,8 +514,7 @@ class Diffusion(ModelPlugin):
                 if more > 0 else x0[:0]
             out.update(digit_report(np.concatenate([samples, to_data_units(model, data, extra)]), data, ctx.spec,
                                     ctx.seed))
-        if ctx.run_dir is not None:
-            save_npy(ctx.path("samples.npy"), samples)
+        save_samples(ctx, data, samples)
         if D == 2 and data.x_test is not None and data.n_test:
             out.update(sample_quality(samples, data, ctx.seed))
         if ctx.plots and ctx.run_dir is not None:

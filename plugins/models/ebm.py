@@ -45,7 +45,7 @@ from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.registry import suggest
 from gengraph.plugins.spec.errors import printable
 from gengraph.plugins.spec.schema import Field, ListOf, Table
-from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks import seeds
 
@@ -358,9 +358,7 @@ def report_ebm(model, data, ctx) -> dict:
     out.update(two_sample_summary(samples, data, ctx.seed))
     out["energy_data_mean"] = float(np.mean(energies(model, ctx, ref)))
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
-    path = ctx.path("samples.npy")
-    if path is not None:
-        save_npy(path, data.unscale_x(samples))
+    save_samples(ctx, data, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         shape = data.image_shape
         if shape is not None and int(np.prod(shape)) == data.n_features:

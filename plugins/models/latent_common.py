@@ -49,7 +49,7 @@ from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
-from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks.plots import _figure, _save
 from gengraph.plugins.blocks import seeds
@@ -601,9 +601,7 @@ def report_latent(model, data, ctx) -> dict:
             if model.n_labels:
                 cond, by_label = cond_report(model, data, ctx)
                 out.update(cond)
-        path = ctx.path("samples.npy")
-        if path is not None:  # in data units (the preprocessing undone)
-            save_npy(path, data.unscale_x(samples))
+        save_samples(ctx, data, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, x_ref, y_ref, samples, by_label)
     return out

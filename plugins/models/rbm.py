@@ -40,7 +40,7 @@ from gengraph.plugins.models.rbm_energy import (BuiltinEnergy, ExpressionEnergy,
                          ais_transition, check_expression, expression_names)
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.spec.schema import Field, Table
-from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.blocks.sample_quality import two_sample_report
@@ -403,9 +403,7 @@ def report_rbm(model, data, ctx) -> dict:
         elif energy.nv == 2 and data.n_test:
             out.update(two_sample_report(in_units_all, data.unscale_x(x_test), data.unscale_x(data.x_train),
                                          seed=ctx.seed))
-        path = ctx.path("samples.npy")
-        if path is not None:
-            save_npy(path, in_units)
+        save_samples(ctx, data, in_units)
     if ctx.plots and ctx.run_dir is not None:
         _plots(model, data, ctx, samples, means, log_z)
     return out

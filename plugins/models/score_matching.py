@@ -24,7 +24,7 @@ import numpy as np
 
 from gengraph.engine import ops, to_numpy
 
-from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks.layers import Network
 from gengraph.plugins.blocks.sample_quality import two_sample_summary
 from gengraph.plugins.blocks import seeds
@@ -149,9 +149,7 @@ def report_score(model, data, ctx) -> dict:
     out.update(two_sample_summary(samples, data, ctx.seed))
     sig = model.extras["sigmas"]
     out["sigma_max"], out["sigma_min"], out["noise_levels"] = float(sig[0]), float(sig[-1]), int(len(sig))
-    path = ctx.path("samples.npy")
-    if path is not None:
-        save_npy(path, data.unscale_x(samples))
+    save_samples(ctx, data, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None and data.n_features == 2:
         plots.scatter_vs_data(data.unscale_x(samples), data.unscale_x(ref), ctx.path("samples.png"),
                               title="annealed Langevin samples vs test data")

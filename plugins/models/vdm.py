@@ -58,7 +58,7 @@ from gengraph.engine import grad, ops, to_numpy
 from gengraph.engine.ops.registry import defop
 
 from gengraph.plugins.blocks import seeds
-from gengraph.plugins.blocks.files import save_npy
+from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks.layers import Network
 from gengraph.plugins.blocks.likelihoods import values_last
 from gengraph.plugins.blocks.noise_schedules import NOISE_SCHEDULES
@@ -373,8 +373,7 @@ def report(model, data, ctx) -> dict:
     if n > 0:
         samples = draw(model, data, ctx, n, ctx.seed)
         out["sampler_steps"] = model.extras["T"]
-        if ctx.run_dir is not None:
-            save_npy(ctx.path("samples.npy"), samples)
-            if ctx.plots and data.image_shape is not None:
-                image_grid(samples[:64], data.image_shape, ctx.path("samples.png"), title="VDM samples")
+        save_samples(ctx, data, samples)
+        if ctx.run_dir is not None and ctx.plots and data.image_shape is not None:
+            image_grid(samples[:64], data.image_shape, ctx.path("samples.png"), title="VDM samples")
     return out

@@ -195,7 +195,7 @@ def sample_from(run: OpenedRun, n: int, *, label=None, seed=None, **options) -> 
         raise SampleError(f"{where}: {exc.message}") from None
     except SpecError as exc:
         raise SampleError(str(exc).splitlines()[0] if str(exc) else "bad sampling options") from None
-    return np.asarray(out)
+    return run.data.as_examples(np.asarray(out))  # images (n, C, H, W), as samples.npy
 
 
 def draw(run_dir, n: int, *, label=None, seed=None, backend=None, **options) -> np.ndarray:
