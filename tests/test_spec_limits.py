@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from gengraph.cli.main import main
 from gengraph.engine import Graph, ops
 from gengraph.engine.errors import GraphTooLarge
-from gengraph.plugins.run.runner import named_child
+from gengraph.plugins.run.runner import blamed_key, named_child
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 HUGE = 2 ** 63 - 1
@@ -103,3 +103,21 @@ def test_a_layer_error_points_at_the_key_it_names():
     assert named_child(positions, "model.encoder[0]", "paddings ...") == "model.encoder[0]"
     # a key from the file keeps the table's position (its word may name something else)
     assert named_child(positions, "model.encoder[0]", "kernel 3 ...") == "model.encoder[0]"
+
+
+def test_an_error_about_a_key_from_the_file_points_at_the_set_that_caused_it():
+    # groups = 8 (in the file) no longer divides channels given by --set: the error named the file's
+    # groups line, a key the user had not touched
+    out = _validate("diffusion_unet_digits.toml", "model.network.channels=[12, 24]")
+    assert "--set: model.network.channels: groups = 8 does not divide the channels [12]" in out, out
+    out = _validate("diffusion_unet_digits.toml", "model.network.groups=5")  # the --set key itself
+    assert "--set: model.network.groups: groups = 5 does not divide" in out, out
+    out = _validate("diffusion_unet_digits.toml", "model.network.groups=5", "model.network.channels=[12, 24]")
+    assert "--set: model.network.groups: groups = 5" in out, out  # both given: the key the check is about
+    cli = ("--set", None, None)
+    positions = {"model.network": ("s.toml", 30, 1), "model.network.groups": ("s.toml", 35, 1),
+                 "model.network.channels": cli, "model.network.blocks": cli}
+    assert blamed_key(positions, "model.network.groups", "groups = 8 does not divide the channels [12]") \
+        == "model.network.channels"
+    assert blamed_key(positions, "model.network.groups", "groups = 8 is too many") == "model.network.groups"
+    assert blamed_key(positions, "model", "channels ...") == "model"  # a table: named_child's rule alone

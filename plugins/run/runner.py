@@ -94,10 +94,22 @@ def named_child(positions: dict, path: str, message: str) -> str:
     return first_named(message, children) or path
 
 
+def blamed_key(positions: dict, path: str, message: str) -> str:
+    """Where an error about `path` points: `named_child`'s key under it; or, when `path` itself did
+    not come from --set, a sibling given by --set that the message names ("groups = 8 does not
+    divide the channels [12]" after --set model.network.channels=[12, 24]); else path."""
+    child = named_child(positions, path, message)
+    if child != path or positions.get(path, ("",))[0] == ORIGIN or "." not in path:
+        return child
+    parent = path.rpartition(".")[0]
+    sibling = named_child(positions, parent, message)
+    return path if sibling == parent else sibling
+
+
 def build_checked(spec, *, base_dir=None):
     """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
     def issue(path, message):
-        path = named_child(spec.positions, path, message)
+        path = blamed_key(spec.positions, path, message)
         return SpecError([SpecIssue(*spec.position(path), path, message)])
 
     for key in ("run.name", "output.dir"):  # the run folder's path: validate passed these, run failed or echoed them
@@ -353,7 +365,8 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
             path = write_checkpoint(run_dir, trainer)
         raise RunInterrupted(run_dir, path, signals.received or signal.SIGINT) from None
     except ModelConfigError as exc:
-        raise SpecError([SpecIssue(*spec.position(exc.path), exc.path, exc.message)]) from None
+        path = blamed_key(spec.positions, exc.path, exc.message)
+        raise SpecError([SpecIssue(*spec.position(path), path, exc.message)]) from None
     with signals.deferred():
         write_checkpoint(run_dir, trainer)
     state["phase"] = "report"
