@@ -26,11 +26,12 @@ class ModelConfigError(ValueError):
     """A plugin's complaint about the spec (e.g. layer sizes that don't fit the data).
 
     `path` is the dotted spec key at fault ("model.n_visible"); the runner turns it into
-    a SpecError with the file and line.
+    a SpecError with the file and line. `also`: other keys the check is about (a U-Net's groups
+    against its channels), so that the error points at the one the user gave (runner.blamed_key).
     """
 
-    def __init__(self, path: str, message: str):
-        self.path, self.message = path, message
+    def __init__(self, path: str, message: str, also: tuple = ()):
+        self.path, self.message, self.also = path, message, tuple(also)
         super().__init__(f"{path}: {message}")
 
 

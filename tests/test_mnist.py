@@ -370,3 +370,30 @@ def test_samples_of_an_image_model_keep_the_image_shape(tmp_path):
     res = CliRunner().invoke(main, ["sample", str(out), "--n", "5", "--out", str(tmp_path / "again.npy")])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(np.load(tmp_path / "again.npy"), saved)  # the run's seed: the same samples
+
+
+def test_a_run_made_before_the_image_count_check_still_samples_and_resumes(tmp_path, monkeypatch):
+    # a run whose spec asks for more images than its files hold (accepted before the check) was
+    # refused by gengraph sample and --resume, and its spec.toml cannot be edited (the checkpoint
+    # knows it): reading a run's own spec again keeps the run's data as it trained on them
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+    from gengraph.plugins.datasets import mnist
+    from gengraph.plugins.run.sampling import draw
+
+    write_mnist(tmp_path / "m", n_train=40, n_test=10)
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'spec_version = 1\n[data]\nsource = "mnist"\ndir = "{tmp_path / "m"}"\nn_train = 100\n'
+                    '[model]\nkind = "vae"\nlatent = 2\nencoder = [{ units = 8 }]\ndecoder = [{ units = 8 }]\n'
+                    '[train]\nepochs = 1\nbatch_size = 20\n[output]\nplots = false\nsamples = 3\n')
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(mnist, "reopening", lambda: True)  # the code before the check
+        assert CliRunner().invoke(main, ["run", str(spec), "--out", str(out), "-q"]).exit_code == 0
+    np.testing.assert_array_equal(draw(out, 3), np.load(out / "samples.npy"))
+    res = CliRunner().invoke(main, ["run", "--resume", str(out), "--set", "train.epochs=2", "-q"])
+    assert res.exit_code == 0, res.output
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    res = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "new"), "-q"])  # a new run: refused
+    assert res.exit_code == 2 and "data.n_train: asks for 100 images" in res.output, res.output

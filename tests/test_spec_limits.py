@@ -114,10 +114,18 @@ def test_an_error_about_a_key_from_the_file_points_at_the_set_that_caused_it():
     assert "--set: model.network.groups: groups = 5 does not divide" in out, out
     out = _validate("diffusion_unet_digits.toml", "model.network.groups=5", "model.network.channels=[12, 24]")
     assert "--set: model.network.groups: groups = 5" in out, out  # both given: the key the check is about
+    # only keys the check names as its own: a --set sibling merely mentioned in the words is not blamed
+    out = _validate("diffusion_digits.toml", "data.scale=standardize", "model.symmetric=true")
+    assert "diffusion_digits.toml:17:1: model.decoder: " in out, out
     cli = ("--set", None, None)
     positions = {"model.network": ("s.toml", 30, 1), "model.network.groups": ("s.toml", 35, 1),
-                 "model.network.channels": cli, "model.network.blocks": cli}
-    assert blamed_key(positions, "model.network.groups", "groups = 8 does not divide the channels [12]") \
-        == "model.network.channels"
-    assert blamed_key(positions, "model.network.groups", "groups = 8 is too many") == "model.network.groups"
+                 "model.network.channels": cli, "model.network.blocks": cli, "model.elbo.samples": cli,
+                 "model.elbo.iw_samples": ("s.toml", 31, 1), "model.depth": ("s.toml", 32, 1)}
+    also = ("model.network.channels",)
+    message = "groups = 8 does not divide the channels [12]"
+    assert blamed_key(positions, "model.network.groups", message, also) == "model.network.channels"
+    assert blamed_key(positions, "model.network.groups", message) == "model.network.groups"  # not named by the check
+    assert blamed_key(positions, "model.elbo.iw_samples", "k samples of one example at once") == "model.elbo.iw_samples"
+    # a key left at its default: the key the user wrote (in the file) that the check is also about
+    assert blamed_key(positions, "model.width", "width 3 does not fit depth 2", ("model.depth",)) == "model.depth"
     assert blamed_key(positions, "model", "channels ...") == "model"  # a table: named_child's rule alone

@@ -37,6 +37,7 @@ import math
 import numpy as np
 
 from gengraph.engine import ops
+from gengraph.plugins.model import ModelConfigError
 from gengraph.plugins.registry import Registry
 from gengraph.plugins.spec.schema import Field, Table
 
@@ -58,11 +59,16 @@ def unet_schema() -> Table:
 
 
 class UNetConfigError(ValueError):
-    """(key, message) of a U-Net setting that does not fit the data."""
+    """(key, message) of a U-Net setting that does not fit the data; `also`: the other keys the
+    check is about."""
 
-    def __init__(self, key, message):
-        self.key, self.message = key, message
+    def __init__(self, key, message, also=()):
+        self.key, self.message, self.also = key, message, tuple(also)
         super().__init__(f"{key}: {message}")
+
+    def at(self, table: str):
+        """As the ModelConfigError of the spec table `table` the network's keys are under."""
+        return ModelConfigError(f"{table}.{self.key}", self.message, tuple(f"{table}.{k}" for k in self.also))
 
 
 def image_shape_of(data) -> tuple:
@@ -80,7 +86,8 @@ def check_config(image_shape, cfg) -> None:
         raise UNetConfigError("channels", "declare at least one level")
     bad = [c for c in chans if c % cfg["groups"]]
     if bad:
-        raise UNetConfigError("groups", f"groups = {cfg['groups']} does not divide the channels {bad}")
+        raise UNetConfigError("groups", f"groups = {cfg['groups']} does not divide the channels {bad}",
+                              also=("channels",))
     c, h, w = image_shape
     f = 2 ** (len(chans) - 1)
     if h % f or w % f:
@@ -92,7 +99,7 @@ def check_config(image_shape, cfg) -> None:
         raise UNetConfigError("groups", f"the lowest of the {len(chans)} levels is 1x1 on the data's "
                               f"{fmt_shape(image_shape)}: a group norm there over {cfg['groups']} channels in groups "
                               f"= {cfg['groups']} sees one value per group and outputs 0 (that norm passes nothing): "
-                              "use fewer groups or fewer levels")
+                              "use fewer groups or fewer levels", also=("channels",))
 
 
 class UNet:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -48,6 +49,26 @@ class DataError(UserError):
     def __init__(self, message: str = "", key: str | None = None):
         super().__init__(message)
         self.key = key
+
+
+# Set while a finished run's own spec is read again (`gengraph sample`, `--resume`): its data are
+# what it trained on, so a limit its files do not meet (a run made before such limits were
+# refused) is kept as that run kept it, instead of a refusal the run's spec cannot get around.
+_REOPENING = ContextVar("gengraph_reopening_a_run", default=False)
+
+
+@contextmanager
+def reopening_a_run():
+    token = _REOPENING.set(True)
+    try:
+        yield
+    finally:
+        _REOPENING.reset(token)
+
+
+def reopening() -> bool:
+    """Whether the data are being read for a finished run's own spec (see reopening_a_run)."""
+    return _REOPENING.get()
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, Dataset, Field, Source, from_key
+from .base import DataError, Dataset, Field, Source, from_key, reopening
 from .files import idx_bytes, read_idx
 
 FILES = {
@@ -154,7 +154,7 @@ class MnistLike(Source):
                 raise DataError(f"{paths[f'{split}_labels']}: expected labels 0..9, found {int(y.max())}")
             limit = params.get(f"n_{split}")
             if limit is not None:
-                if limit > len(x):  # fewer images than asked for is a mistake to say, not to train on quietly
+                if limit > len(x) and not reopening():  # a mistake to say, not to train on quietly
                     raise DataError(f"asks for {limit} images, but {paths[f'{split}_images']} holds only "
                                     f"{len(x)} (give at most {len(x)}, or leave n_{split} out for all of them)",
                                     key=f"data.n_{split}")

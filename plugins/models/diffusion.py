@@ -272,7 +272,7 @@ def build_unet(graph, x_t, emb, data, cfg, rng):
     try:
         net = UNet(graph, image_shape_of(data), int(emb.shape[1]), net_cfg, rng)
     except UNetConfigError as exc:
-        raise _config_error(f"network.{exc.key}", exc.message) from None
+        raise exc.at("model.network") from None
     return net(x_t, emb), net.params
 
 

@@ -235,7 +235,7 @@ def build_continuous(cfg, graph, data, rng, check_grid):
             image_shape = image_shape_of(data)
             vdm = ContinuousVDM(cfg, graph, D, rng, gamma_net, image_shape)
         except UNetConfigError as exc:
-            raise ModelConfigError(f"model.network.{exc.key}", exc.message) from None
+            raise exc.at("model.network") from None
     else:
         vdm = ContinuousVDM(cfg, graph, D, rng, gamma_net)
 

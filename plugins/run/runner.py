@@ -15,6 +15,7 @@ import shlex
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.cpu_loops import describe as describe_cpu_loops
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import SHARED_FIELDS, DataError
+from gengraph.plugins.datasets.base import reopening_a_run
 from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named, printable, with_article
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.registry import UnknownKind
@@ -94,22 +96,27 @@ def named_child(positions: dict, path: str, message: str) -> str:
     return first_named(message, children) or path
 
 
-def blamed_key(positions: dict, path: str, message: str) -> str:
-    """Where an error about `path` points: `named_child`'s key under it; or, when `path` itself did
-    not come from --set, a sibling given by --set that the message names ("groups = 8 does not
-    divide the channels [12]" after --set model.network.channels=[12, 24]); else path."""
+def blamed_key(positions: dict, path: str, message: str, also=()) -> str:
+    """Where an error about `path` points: `named_child`'s key under it; or, when the check is also
+    about other keys (`also`, which the raiser names) and the user gave one of them where path was
+    not given the same way (by --set, else at all), that one: "groups = 8 does not divide the
+    channels [12]" belongs to --set model.network.channels=[12, 24] more than to the file's groups."""
     child = named_child(positions, path, message)
-    if child != path or positions.get(path, ("",))[0] == ORIGIN or "." not in path:
+    if child != path:
         return child
-    parent = path.rpartition(".")[0]
-    sibling = named_child(positions, parent, message)
-    return path if sibling == parent else sibling
+    for given in (lambda k: positions.get(k, ("",))[0] == ORIGIN, lambda k: k in positions):
+        if given(path):
+            return path
+        other = next((k for k in also if given(k)), None)
+        if other is not None:
+            return other
+    return path
 
 
 def build_checked(spec, *, base_dir=None):
     """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
-    def issue(path, message):
-        path = blamed_key(spec.positions, path, message)
+    def issue(path, message, also=()):
+        path = blamed_key(spec.positions, path, message, also)
         return SpecError([SpecIssue(*spec.position(path), path, message)])
 
     for key in ("run.name", "output.dir"):  # the run folder's path: validate passed these, run failed or echoed them
@@ -132,7 +139,7 @@ def build_checked(spec, *, base_dir=None):
     except DataError as exc:  # at the key that named the file, where the source knows it
         raise issue(exc.key or "data", str(exc)) from None
     except ModelConfigError as exc:
-        raise issue(exc.path, exc.message) from None
+        raise issue(exc.path, exc.message, getattr(exc, "also", ())) from None
     except ExprError as exc:
         raise issue("model", str(exc)) from None
     except ShapeError as exc:  # raised in a local plugin's own code: where, for its author
@@ -300,7 +307,8 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
     t0 = time.perf_counter()
     backend = backend_of(cfg["run"]["device"])
     data_files.pin_paths(spec, base_dir)  # spec.toml then reads the same files from anywhere
-    data, plugin, graph, model = build_checked(spec, base_dir=base_dir)
+    with reopening_a_run() if resume else nullcontext():
+        data, plugin, graph, model = build_checked(spec, base_dir=base_dir)
     ctx = RunContext(cfg, run_dir, cfg["run"]["seed"], backend, debug, cfg["output"]["plots"], log)
     ctx.data_files = data_files.fingerprints(spec)
     trainer = Trainer(plugin, model, data, cfg["train"], ctx)
@@ -365,7 +373,7 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
             path = write_checkpoint(run_dir, trainer)
         raise RunInterrupted(run_dir, path, signals.received or signal.SIGINT) from None
     except ModelConfigError as exc:
-        path = blamed_key(spec.positions, exc.path, exc.message)
+        path = blamed_key(spec.positions, exc.path, exc.message, getattr(exc, "also", ()))
         raise SpecError([SpecIssue(*spec.position(path), path, exc.message)]) from None
     with signals.deferred():
         write_checkpoint(run_dir, trainer)

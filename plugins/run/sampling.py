@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gengraph.engine.backend import BackendError, get_backend
+from gengraph.plugins.datasets.base import reopening_a_run
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.run import data_files
@@ -94,7 +95,8 @@ def open_run(run_dir, *, backend: str | None = None) -> OpenedRun:
                 raise SampleError(f"backend {backend!r}: {exc}") from None
         overrides.append(f'run.device="{DEVICES[backend]}"')
     spec = load(spec_path, overrides)
-    data, plugin, _graph, model = build_checked(spec, base_dir=run_dir)
+    with reopening_a_run():
+        data, plugin, _graph, model = build_checked(spec, base_dir=run_dir)
     cfg = spec.data
     ctx = RunContext(cfg, None, cfg["run"]["seed"], backend_of(cfg["run"]["device"]), plots=False,
                      log=lambda *a, **k: None)
