@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gengraph.plugins.run.rundir import write_manifest
+from gengraph.plugins.run.rundir import RunDirError, write_manifest
 
 
 @dataclass
@@ -30,6 +30,7 @@ class RunContext:
     evaluate: Callable | None = None
     written: set = field(default_factory=set)  # names handed out by `path` (for --overwrite to clear)
     data_files: dict = field(default_factory=dict)  # fingerprints of the data files (data_files.py)
+    foreign: set = field(default_factory=set)  # files in the run folder that are not the run's (the user's)
 
     def path(self, name: str) -> Path | None:
         """Where a plugin writes `name` in the run folder; the folder's list of such files (for
@@ -37,6 +38,10 @@ class RunContext:
         no list named, and the next run's --overwrite kept it."""
         if self.run_dir is None:
             return None
+        if name in self.foreign:  # the training is in the checkpoint; the user's file is kept
+            raise RunDirError(f"{self.run_dir / name} was there before this run and is not a run's file, so the "
+                              f"report does not write over it: move it away, then gengraph run --resume "
+                              f"{self.run_dir} writes the report")
         if name not in self.written:
             self.written.add(name)
             write_manifest(self.run_dir, self.written)

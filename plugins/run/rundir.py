@@ -104,6 +104,7 @@ class RunLock:
         self.path = run_dir / LOCK_NAME
         self.created = list(created)  # the folders this run made, innermost first: removed again if left empty
         self.token = ""
+        self.folder_id = None  # (device, inode) of the folder the lock was taken in
 
     def _create(self) -> bool:
         """Create the lock file atomically; False when it exists already."""
@@ -138,6 +139,8 @@ class RunLock:
     def acquire(self, log=print) -> "RunLock":
         for _ in range(5):
             if self._create():
+                st = self.run_dir.stat()
+                self.folder_id = (st.st_dev, st.st_ino)
                 return self
             owner, text = self._owner()
             if owner is None:  # released meanwhile: try again
@@ -174,6 +177,19 @@ class RunLock:
             what = why if owner else "it held no owner's PID" if text.strip() else "it was left empty"
             log(f"note: took over the stale lock {self.path} ({what})")
         raise RunDirError(f"{self.run_dir}: could not take the lock {self.path}")
+
+    def check_held(self) -> None:
+        """RunDirError unless the folder is still the one the lock was taken in and the lock still
+        this run's: a folder deleted (and made again, perhaps by another run) while the run wrote
+        to it got the rest of its files beside another run's, without a lock."""
+        try:
+            st = self.run_dir.stat()
+            same = (st.st_dev, st.st_ino) == self.folder_id and self.path.read_text().strip() == self.token
+        except OSError:
+            same = False
+        if not same:
+            raise RunDirError(f"{self.run_dir} was deleted, replaced or unlocked while this run was writing to it: "
+                              "the run stops here rather than write into a folder it no longer holds")
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
@@ -232,6 +248,19 @@ def clear_run_files(run_dir: Path) -> list[str]:
     return names
 
 
+# What a resumed run writes again at its end; kept, an interrupted or changed continuation left
+# the old report beside a later checkpoint (a 200-epoch summary.json with a 229-epoch checkpoint)
+REPORT_FILES = ("summary.json", "summary.txt", "loss.png")
+
+
+def clear_report(run_dir: Path) -> list[str]:
+    """Remove the report of the run in run_dir (summary, loss curve, the plugin's plots and samples)."""
+    names = [n for n in dict.fromkeys(REPORT_FILES + tuple(_manifest(run_dir))) if (run_dir / n).is_file()]
+    for n in names:
+        (run_dir / n).unlink(missing_ok=True)
+    return names
+
+
 def clear_temporaries(run_dir: Path, names=()) -> None:
     """Remove the half-written temporaries of the run's atomic writes (.checkpoint.npz.XXXX.tmp)
     that a killed process left; the caller holds the folder's lock, so none is being written.
@@ -257,6 +286,24 @@ def refuse_sweep_folder(run_dir: Path) -> None:
     if found:
         raise RunDirError(f"{run_dir} holds a sweep ({listed(found)}); a run needs a folder of its own: "
                           "choose another --out")
+
+
+def refuse_user_files(run_dir: Path) -> None:
+    """A new run never replaces a user's file whose name a run writes (loss.png, env.json in a
+    folder that holds no run): they were overwritten without a word."""
+    if run_files(run_dir):  # a run's own files: refuse_if_taken and --overwrite deal with them
+        return
+    found = [n for n in RUN_FILES if (run_dir / n).is_file()]
+    if found:
+        raise RunDirError(f"{run_dir} holds files that no gengraph run wrote but a run would write over "
+                          f"({listed(found)}): move them away or choose another --out")
+
+
+def foreign_files(run_dir: Path) -> set:
+    """The plain files in run_dir that are not the run's (nor its lock or temporaries): the user's."""
+    ours = set(run_files(run_dir)) | {LOCK_NAME}
+    return {p.name for p in run_dir.iterdir() if p.is_file() and p.name not in ours
+            and not (p.name.startswith(".") and p.name.endswith(".tmp"))}
 
 
 def refuse_if_taken(run_dir: Path) -> None:

@@ -31,8 +31,9 @@ from gengraph.plugins.blocks.memory import model_estimate
 from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
 from gengraph.plugins.run import data_files
 from gengraph.plugins.run.resume import check_resumable, read_metrics
-from gengraph.plugins.run.rundir import (RunDirError, clear_run_files, clear_temporaries, open_run_dir,
-                                         refuse_if_taken, refuse_sweep_folder)
+from gengraph.plugins.run.rundir import (RunDirError, clear_report, clear_run_files, clear_temporaries,
+                                         foreign_files, open_run_dir, refuse_if_taken, refuse_sweep_folder,
+                                         refuse_user_files)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.contract import call_build, checked_mapping, plugin_frame
@@ -283,7 +284,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
             with signals.deferred():
                 lock = open_run_dir(run_dir, log)
             try:
-                return _execute(spec, run_dir, signals, state, debug=debug, log=log, on_epoch=on_epoch,
+                return _execute(spec, run_dir, signals, state, lock, debug=debug, log=log, on_epoch=on_epoch,
                                 base_dir=base_dir, resume=resume, overwrite=overwrite, on_step=on_step)
             finally:
                 with signals.deferred():
@@ -294,7 +295,7 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
             raise RunInterrupted(run_dir, checkpoint if has else None, stop.signum, state["phase"]) from None
 
 
-def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, resume, overwrite, on_step):
+def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_dir, resume, overwrite, on_step):
     cfg = spec.data
     checkpoint = run_dir / "checkpoint.npz"
     refuse_sweep_folder(run_dir)
@@ -302,6 +303,8 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         raise CheckpointError(f"{checkpoint}: no checkpoint here, so nothing to resume")
     if not resume and not overwrite:
         refuse_if_taken(run_dir)
+    if not resume:
+        refuse_user_files(run_dir)
     if resume:
         clear_temporaries(run_dir)
     t0 = time.perf_counter()
@@ -338,6 +341,9 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
             cleared = clear_run_files(run_dir)
             if cleared:
                 log(f"note: --overwrite removed the earlier run's files from {run_dir}: {', '.join(cleared)}")
+        if resume and (stale := clear_report(run_dir)):
+            log(f"note: --resume removed the earlier report, which the continued run writes again: {', '.join(stale)}")
+        ctx.foreign = foreign_files(run_dir)
         atomic_write(run_dir / "spec.toml", spec.to_toml())
         atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
         if history is None:
@@ -349,6 +355,7 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
 
     def epoch_done(row):
         line = dumps_json(row, default=jsonable) + "\n"
+        lock.check_held()
         with signals.deferred():
             with open(metrics_path, "a") as fh:
                 end = fh.tell()
@@ -376,6 +383,7 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
         path = blamed_key(spec.positions, exc.path, exc.message, getattr(exc, "also", ()))
         raise SpecError([SpecIssue(*spec.position(path), path, exc.message)]) from None
     with signals.deferred():
+        lock.check_held()
         write_checkpoint(run_dir, trainer)
     state["phase"] = "report"
     signals.stop_at_once()
@@ -393,6 +401,7 @@ def _execute(spec, run_dir, signals, state, *, debug, log, on_epoch, base_dir, r
     # (resume.check_resumable); written first, a run stopped after it could not be resumed and
     # kept no loss.png or summary.txt
     with signals.deferred():
+        lock.check_held()
         atomic_write(run_dir / "summary.json", dumps_json(summary, indent=1, default=jsonable))
         state["phase"] = "done"  # a signal from here on stops a finished run
     if note := _early_stop_note(cfg["train"], trainer.state):  # said once the run's files are whole
