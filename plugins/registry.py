@@ -10,6 +10,7 @@ import failure is recorded as "broken" without affecting any other kind.
 from __future__ import annotations
 
 import difflib
+import threading
 from contextlib import contextmanager
 from importlib import metadata
 
@@ -68,7 +69,8 @@ class Registry:
         # spec meant cannot be told, so neither is used
         self._conflicts: dict[str, str] = {}
         self._group = entry_point_group
-        self._scanned = False
+        self._scanned = False  # set only once the entries are filled in: other threads read them then
+        self._scan_lock = threading.Lock()
 
     def register(self, name: str, obj=None, *, replace: bool = False):
         """Register obj under name; usable as a decorator when obj is omitted."""
@@ -83,9 +85,17 @@ class Registry:
         return add if obj is None else add(obj)
 
     def _scan(self) -> None:
+        """Read the entry points once; a thread arriving mid-scan waits for it rather than
+        seeing half of them (gengraph.run from two threads)."""
         if self._scanned or self._group is None:
             return
-        self._scanned = True
+        with self._scan_lock:
+            if self._scanned:  # another thread finished it while this one waited
+                return
+            self._read_entry_points()
+            self._scanned = True
+
+    def _read_entry_points(self) -> None:
         for ep in metadata.entry_points(group=self._group):
             first = self._entry_points.setdefault(ep.name, ep)
             if first.value != ep.value:  # which one wins would depend on the order packages are found

@@ -221,6 +221,18 @@ def test_samples_as_images(tmp_path):
         run.sample(2, label=1)
 
 
+def test_show_samples_is_documented_as_it_is_called():
+    import inspect
+
+    takes = set(inspect.signature(gengraph.show_samples).parameters)
+    texts = {"display.py": display.__doc__, "show_samples": gengraph.show_samples.__doc__,
+             "README.md": (ROOT / "README.md").read_text(encoding="utf-8")}
+    texts.update({str(p): p.read_text(encoding="utf-8") for p in (ROOT / "docs").rglob("*.md")})
+    for where, text in texts.items():
+        for args in re.findall(r"show_samples\(([^)]*)\)", text or ""):
+            assert set(re.findall(r"(\w+)\s*=", args)) <= takes, f"{where}: show_samples({args})"
+
+
 # --- progress ----------------------------------------------------------------------------------------
 class _Stream(io.StringIO):
     def __init__(self, tty):

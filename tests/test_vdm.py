@@ -333,3 +333,50 @@ def test_vdm_unet_level_posterior_is_exact_at_low_noise_and_dropout_is_off_in_th
     m2, _ = tiny_vdm_unet(schedule=sched, network=dict(UNET, dropout=0.5))
     assert_dropout_only_in_training(model, m2, x)
 
+
+
+# --- sampling a finished VDM run: its options are honoured or refused, never ignored -------------
+@pytest.fixture(scope="module")
+def vdm_run(tmp_path_factory):
+    import gengraph
+
+    over = {"train.epochs": 1, "model.bound_samples": 2, "model.schedule.T": 6, "output.samples": 3,
+            "model.layers": [{"units": 8, "activation": "silu"}]}
+    return gengraph.run(SPECS / "vdm_digits.toml", overrides=over, out=tmp_path_factory.mktemp("vdm") / "run",
+                        progress=None)
+
+
+def test_vdm_sample_refuses_guidance_as_an_unconditional_diffusion_does(vdm_run, tmp_path):
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+    from gengraph.plugins.run.sampling import SampleError
+
+    for kwargs in ({"guidance": 5.0}, {"guidance": 0.0}):
+        with pytest.raises(SampleError, match=r'^option guidance: guidance needs a class-conditional model'):
+            vdm_run.sample(3, **kwargs)
+    res = CliRunner().invoke(main, ["sample", str(vdm_run.dir), "--n", "2", "--guidance", "2",
+                                    "--out", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == ('error: option guidance: guidance needs a class-conditional model '
+                                  '(model.condition = "label")')
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_vdm_sample_honours_steps_and_refuses_ddim_and_labels(vdm_run):
+    from gengraph.plugins.run.sampling import SampleError
+
+    default = vdm_run.sample(3)
+    np.testing.assert_array_equal(default, np.load(vdm_run.dir / "samples.npy"))  # T ancestral steps
+    np.testing.assert_array_equal(vdm_run.sample(3, sampler="ddpm", steps=6), default)
+    assert not np.array_equal(vdm_run.sample(3, steps=2), default)
+    with pytest.raises(SampleError, match="a continuous-time model samples by ancestral"):
+        vdm_run.sample(3, sampler="ddim", steps=2)
+    with pytest.raises(SampleError, match="not class-conditional: it takes no label"):
+        vdm_run.sample(3, label=1)
+
+
+def test_vdm_refuses_a_class_condition_it_would_ignore():
+    with pytest.raises(dfn.ModelConfigError, match='continuous time is unconditional') as exc:
+        tiny_vdm(condition="label")
+    assert exc.value.path == "model.condition"

@@ -530,18 +530,16 @@ class Diffusion(ModelPlugin):
 
         A class-conditional model (model.condition = "label") draws class `label` with
         classifier-free guidance weight `guidance` (default model.guidance); without a label
-        it draws from the unconditional eps(x, null)."""
+        it draws from the unconditional eps(x, null).
+
+        A continuous-time model (the VDM) is unconditional and samples by ancestral steps: any
+        number of `steps` (default [model.schedule] T), no "ddim", no guidance."""
+        check_guidance(model, label, guidance)  # before the VDM's branch, which has no guidance to apply
         if model.extras.get("time") == "continuous":  # the VDM: ancestral steps in continuous time
             if sampler not in (None, "ddpm"):
                 raise ModelConfigError("sampler", "a continuous-time model samples by ancestral (ddpm-like) steps")
             return vdm.draw(model, data, ctx, n, ctx.seed, steps)
         cfg = model.extras["cfg"]
-        if guidance is not None and not model.n_labels:
-            raise ModelConfigError("guidance", "guidance needs a class-conditional model (model.condition = \"label\")")
-        if guidance is not None and label is None:
-            raise ModelConfigError("guidance", "guidance needs a label to condition on")
-        if guidance is not None and float(guidance) < 0:
-            raise ModelConfigError("guidance", f"must be >= 0, found {guidance}")
         labels = None if label is None else np.full(int(n), int(label), np.int64)
         w = cfg.get("guidance", 0.0) if guidance is None else float(guidance)
         scfg = sampler_config(cfg["sampler"], sampler, steps)
@@ -551,6 +549,18 @@ class Diffusion(ModelPlugin):
         x0, _ = sample(model, progs, sampler_steps(scfg, sched, cfg["variance"]), n, sample_rng(ctx.seed),
                        labels=labels, guidance=w)
         return to_data_units(model, data, x0)
+
+
+def check_guidance(model, label, guidance) -> None:
+    """ModelConfigError for a guidance weight the model cannot apply (None: none asked for)."""
+    if guidance is None:
+        return
+    if not model.n_labels:
+        raise ModelConfigError("guidance", "guidance needs a class-conditional model (model.condition = \"label\")")
+    if label is None:
+        raise ModelConfigError("guidance", "guidance needs a label to condition on")
+    if float(guidance) < 0:
+        raise ModelConfigError("guidance", f"must be >= 0, found {guidance}")
 
 
 # --- report helpers ------------------------------------------------------------------------

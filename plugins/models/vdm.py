@@ -220,6 +220,9 @@ def build_continuous(cfg, graph, data, rng, check_grid):
         raise ModelConfigError("model.prediction", 'continuous time is written for prediction = "epsilon"')
     if cfg["levels"] < 2:
         raise ModelConfigError("model.levels", "continuous time needs the number of data levels (e.g. 17)")
+    if cfg.get("condition", "none") != "none":  # it has no label input: it would train unconditionally, unsaid
+        raise ModelConfigError("model.condition", 'continuous time is unconditional; a class-conditional model '
+                               '(condition = "label") needs time = "discrete"')
     # the decoder's grid: [-1, 1] for symmetric data, [0, 1] otherwise (ContinuousVDM.values)
     check_grid(data, cfg, lo=-1.0 if cfg["symmetric"] else 0.0, key="levels", what="the VDM decoder")
     if cfg["time_embedding"]["kind"] == "sinusoidal" and cfg["time_embedding"]["dim"] % 2:

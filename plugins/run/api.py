@@ -23,7 +23,7 @@ from pathlib import Path
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
-from gengraph.plugins.run.checkpoint import CheckpointError
+from gengraph.plugins.run.checkpoint import CheckpointError, load_checkpoint
 from gengraph.plugins.run.display import GraphDisplay
 from gengraph.plugins.run.display import SampleImages, unplottable
 from gengraph.plugins.run.display import make_progress
@@ -324,14 +324,12 @@ class Run:
     @property
     def params(self) -> dict:
         """Trained parameters by name (e.g. "output/dense0/W") from checkpoint.npz (with
-        [train.optimizer] ema these are the trained values, not the averages the run reports with)."""
-        import numpy as np
-
-        path = self.dir / "checkpoint.npz"
-        if not path.is_file():
+        [train.optimizer] ema these are the trained values, not the averages the run reports with).
+        A damaged checkpoint, or one of another run, raises the CheckpointError `Run.sample` gives."""
+        if not (self.dir / "checkpoint.npz").is_file():
             raise FileNotFoundError(f"{self.dir}: no checkpoint.npz (the run has not finished)")
-        with np.load(path, allow_pickle=False) as z:
-            return {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
+        arrays = _checkpoint_arrays(self.dir, self.plugins)
+        return {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
 
     # what the CLI does with a run
     def sample(self, n: int = 64, label=None, *, seed=None, as_image=False, backend=None, **options):
@@ -399,6 +397,16 @@ class Run:
 @user_facing
 def _open(run_dir, backend):
     return open_run(run_dir, backend=backend)
+
+
+@user_facing
+def _checkpoint_arrays(run_dir, plugins) -> dict:
+    """The arrays of the run's checkpoint.npz, read and checked as sampling reads it (a damaged
+    file, or the checkpoint of another spec than the spec.toml beside it, is a CheckpointError)."""
+    with plugin_files(plugins):  # the spec names its kind: a local plugin's kind must be known
+        loaded = load_file(Path(run_dir) / "spec.toml", [])
+    arrays, _meta = load_checkpoint(Path(run_dir) / "checkpoint.npz", loaded.data, purpose="sample")
+    return arrays
 
 
 @user_facing

@@ -5,7 +5,7 @@ choice of progress output.
 * a graph (`Run.graph()`): SVG drawn by Graphviz's `dot` when it is on PATH, else an HTML
   table of the nodes and the totals; its text repr is `gengraph graph`'s table;
 * a gradcheck report (`Run.gradcheck()`): an HTML table;
-* samples (`Run.sample(n, as_image=True)` or `show_samples(array, like=run)`): an image
+* samples (`Run.sample(n, as_image=True)` or `show_samples(array, run)`): an image
   grid for image data, a scatter over the data for 2-D data.
 
 Pictures come from gengraph.plugins.blocks.plots (the files a run writes), rendered into

@@ -1,0 +1,79 @@
+"""The registry's entry-point scan from several threads (gengraph.run from two threads at once).
+
+A thread that asked for a kind while another was still reading the entry points used to see none
+of them ("unknown model kind ... is not installed"): the scan was marked done before it was.
+"""
+
+import subprocess
+import sys
+import textwrap
+import threading
+from importlib.metadata import EntryPoint
+
+from gengraph.plugins import registry
+from gengraph.plugins.registry import Registry
+
+GROUP = "gengraph.test_threads"
+
+
+def test_a_thread_waits_for_a_scan_in_progress(monkeypatch):
+    started, release = threading.Event(), threading.Event()
+
+    def slow_entry_points(group):  # the first scan stops here until the second thread has asked
+        started.set()
+        release.wait(10)
+        return [EntryPoint("k", "json:dumps", group)]
+
+    monkeypatch.setattr(registry.metadata, "entry_points", slow_entry_points)
+    reg = Registry("model kind", GROUP)
+    seen = {}
+    first = threading.Thread(target=lambda: seen.setdefault("first", reg.names()))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: seen.setdefault("second", reg.names()))
+    second.start()
+    second.join(0.5)  # it must be waiting for the scan, not answering from half of it
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert seen == {"first": ["k"], "second": ["k"]}
+
+
+def test_a_failed_scan_is_not_marked_done(monkeypatch):
+    calls = []
+
+    def failing_then_fine(group):
+        calls.append(group)
+        if len(calls) == 1:
+            raise OSError("metadata unreadable")
+        return [EntryPoint("k", "json:dumps", group)]
+
+    monkeypatch.setattr(registry.metadata, "entry_points", failing_then_fine)
+    reg = Registry("model kind", GROUP)
+    try:
+        reg.names()
+    except OSError:
+        pass
+    assert reg.names() == ["k"]
+
+
+def test_threads_of_a_fresh_process_all_find_the_installed_kinds():
+    # the registry of this test process is warm: the first scan happens in a new one
+    code = textwrap.dedent("""
+        import threading
+        from gengraph.plugins.model import MODELS
+        barrier, errors = threading.Barrier(4), []
+        def get():
+            barrier.wait()
+            try:
+                MODELS.get("mlp")
+            except Exception as exc:
+                errors.append(str(exc))
+        threads = [threading.Thread(target=get) for _ in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print(errors or "ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
