@@ -98,3 +98,19 @@ def test_tweedie_step_is_the_gaussian_posterior_mean():
     starts = seeds.rng(0, "score.samples").uniform(*model.extras["noise_range"],
                                                                                  size=(50, 2))
     np.testing.assert_allclose(x0, (tau ** 2 * starts + sig ** 2 * mu) / (tau ** 2 + sig ** 2), rtol=1e-12, atol=1e-12)
+
+
+def test_score_matching_on_images_draws_its_samples_as_images(tmp_path):
+    # samples.png was drawn for 2-D data only: a run on the digits had no picture of its samples
+    import matplotlib.image as mpimg
+
+    text = (ROOT / "specs" / "score_moons.toml").read_text()
+    text = text.replace('source = "moons"\nn = 2000\nnoise = 0.1\n', 'source = "digits"\n')
+    path = tmp_path / "score_digits.toml"
+    path.write_text(text.replace('scale = "standardize"', 'scale = "minmax_global"'))
+    spec = load(path, ["train.epochs=1", "model.score.levels=3", "model.score.steps_per_level=2",
+                       "output.samples=8", "model.layers=[{units=16}]"])
+    execute(spec, tmp_path, log=lambda *a, **k: None)
+    assert np.load(tmp_path / "samples.npy").shape[1:] == (1, 8, 8)
+    picture = mpimg.imread(tmp_path / "samples.png")
+    assert picture.ndim == 3 and picture.shape[0] > 50 and picture[..., :3].std() > 0.05  # an image grid, not blank

@@ -135,6 +135,20 @@ def image_grid(images, shape, path, title="", cols=None) -> None:
     _save(fig, path)
 
 
+def sample_picture(samples, ref, image_shape, path_of, title) -> str | None:
+    """A generative report's samples.png, in data units: an image grid of the first 64 samples of
+    image data, a scatter over the reference rows `ref` of 2-D data; which it drew (None: neither).
+    `path_of(name)` gives the file (ctx.path), called only when something is drawn."""
+    d = samples.shape[1]
+    if image_shape is not None and int(np.prod(image_shape)) == d:
+        image_grid(samples[:64], image_shape, path_of("samples.png"), title=title)
+        return "images"
+    if d == 2:
+        scatter_vs_data(samples, ref, path_of("samples.png"), title=title + " vs test data")
+        return "scatter"
+    return None
+
+
 def scatter_vs_data(samples, data, path, title="samples vs data") -> None:
     fig = _figure(4.5, 4.2)
     ax = fig.add_subplot(1, 1, 1)

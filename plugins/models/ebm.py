@@ -17,7 +17,8 @@ With `objective = "score_matching"` the kind trains a noise-conditional score ne
 denoising score matching instead and samples by annealed Langevin dynamics
 (score_matching.py; the score-based view of the same model family).
 
-The report draws samples by `sample_steps` Langevin steps (samples.npy in data units,
+The report draws max(output.samples, half the held-out rows) samples (enough for the
+two-sample tests) by `sample_steps` Langevin steps (samples.npy in data units,
 samples.png, energy.png for 2-D data), started from uniform noise or, with
 `sample_start = "replay"`, from rows of the replay buffer: the persistent chains that
 training matched to the data (Du & Mordatch 2019). Chains from noise reach the modes
@@ -360,13 +361,9 @@ def report_ebm(model, data, ctx) -> dict:
     out["energy_samples_mean"] = float(np.mean(energies(model, ctx, samples)))
     save_samples(ctx, data, data.unscale_x(samples))
     if ctx.plots and ctx.run_dir is not None:
-        shape = data.image_shape
-        if shape is not None and int(np.prod(shape)) == data.n_features:
-            plots.image_grid(data.unscale_x(samples[:64]), shape, ctx.path("samples.png"),
-                             title="Langevin samples")
-        elif data.n_features == 2:
-            plots.scatter_vs_data(data.unscale_x(samples), data.unscale_x(ref), ctx.path("samples.png"),
-                                  title="Langevin samples vs test data")
+        drawn = plots.sample_picture(data.unscale_x(samples), data.unscale_x(ref), data.image_shape, ctx.path,
+                                     "Langevin samples")
+        if drawn == "scatter":
             xs, ys, grid = tools.grid_2d(np.concatenate([data.x_train, samples]))
             e = energies(model, ctx, grid)
             e = np.minimum(e, np.quantile(energies(model, ctx, ref), 0.5) + 12.0)  # colour scale near the data

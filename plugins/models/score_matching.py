@@ -150,9 +150,9 @@ def report_score(model, data, ctx) -> dict:
     sig = model.extras["sigmas"]
     out["sigma_max"], out["sigma_min"], out["noise_levels"] = float(sig[0]), float(sig[-1]), int(len(sig))
     save_samples(ctx, data, data.unscale_x(samples))
-    if ctx.plots and ctx.run_dir is not None and data.n_features == 2:
-        plots.scatter_vs_data(data.unscale_x(samples), data.unscale_x(ref), ctx.path("samples.png"),
-                              title="annealed Langevin samples vs test data")
+    if ctx.plots and ctx.run_dir is not None:  # image data too: it drew no picture of them
+        plots.sample_picture(data.unscale_x(samples), data.unscale_x(ref), data.image_shape, ctx.path,
+                             "annealed Langevin samples")
     return out
 
 

@@ -85,7 +85,8 @@ def output_schema() -> Table:
         "dir": Field(str, "runs", "parent folder of run directories"),
         "checkpoint_every": Field(int, 0, "also checkpoint every N epochs (0: only at the end)", min=0),
         "plots": Field(bool, True, "write PNG plots"),
-        "samples": Field(int, 64, "samples to draw for generative models", min=0),
+        "samples": Field(int, 64, "samples to draw for generative models (samples.npy; ebm and score "
+                          "matching draw at least half the held-out rows, for their two-sample tests)", min=0),
     }, help="what to write")
 
 
