@@ -194,6 +194,13 @@ def test_config_errors():
         tiny_vdm(schedule={"kind": "linear", "T": 4})
     with pytest.raises(dfn.ModelConfigError, match="epsilon"):
         tiny_vdm(prediction="v")
+    # the discrete-time sampler's keys were taken and ignored
+    with pytest.raises(dfn.ModelConfigError, match='"ddim" is a discrete-time sampler') as err:
+        tiny_vdm(sampler={"kind": "ddim", "steps": 3})
+    assert err.value.path == "model.sampler.kind"
+    with pytest.raises(dfn.ModelConfigError, match="posterior variance") as err:
+        tiny_vdm(variance="beta")
+    assert err.value.path == "model.variance"
 
 
 @pytest.mark.parametrize("spec,epochs", [("vdm_digits", 2), ("vdm_unet_digits", 1)])

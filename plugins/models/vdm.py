@@ -223,6 +223,13 @@ def build_continuous(cfg, graph, data, rng, check_grid):
     if cfg.get("condition", "none") != "none":  # it has no label input: it would train unconditionally, unsaid
         raise ModelConfigError("model.condition", 'continuous time is unconditional; a class-conditional model '
                                '(condition = "label") needs time = "discrete"')
+    # keys of the discrete-time sampler that continuous time has no use for: refused, not ignored
+    if cfg["sampler"]["kind"] != "ddpm":
+        raise ModelConfigError("model.sampler.kind", f'continuous time samples by ancestral steps (kind = "ddpm", '
+                               f'steps = its number); "{cfg["sampler"]["kind"]}" is a discrete-time sampler')
+    if cfg["variance"] != "beta_tilde":
+        raise ModelConfigError("model.variance", 'continuous time samples with the posterior variance of '
+                               'q(z_s | z_t, x) (the default, "beta_tilde"); there is no other choice')
     # the decoder's grid: [-1, 1] for symmetric data, [0, 1] otherwise (ContinuousVDM.values)
     check_grid(data, cfg, lo=-1.0 if cfg["symmetric"] else 0.0, key="levels", what="the VDM decoder")
     if cfg["time_embedding"]["kind"] == "sinusoidal" and cfg["time_embedding"]["dim"] % 2:
