@@ -119,9 +119,23 @@ def display_hw(shape) -> tuple:
     return tuple(shape[-2:])
 
 
+def is_colour(shape) -> bool:
+    """(C, H, W) images that imshow shows in colour (C = 3 or 4)."""
+    return len(shape) == 3 and shape[0] in (3, 4)
+
+
+def unit_range(images):
+    """Colour images scaled together to [0, 1], which imshow's RGB(A) takes (it clips the rest:
+    grey levels 0..255 were drawn white)."""
+    a = np.asarray(images, np.float64)
+    lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size else (0.0, 1.0)
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
 def image_grid(images, shape, path, title="", cols=None) -> None:
-    """Images (n, prod(shape)) in a grid, grey scale; shape (H, W) or (C, H, W)."""
-    images = np.asarray(images)
+    """Images (n, prod(shape)) in a grid, grey scale, or in colour for 3 or 4 channels; shape
+    (H, W) or (C, H, W)."""
+    images = unit_range(images) if is_colour(shape) else np.asarray(images)
     n = len(images)
     cols = cols or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))

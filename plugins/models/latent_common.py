@@ -654,15 +654,18 @@ def _plots(model, data, ctx, x_ref, y_ref, samples, by_label=None):
 
 
 def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
-    """Images (n, prod(shape)) tiled into one picture (one imshow: fast for 100s of images)."""
-    if len(shape) == 3:  # (C, H, W): grey images (C = 1), or the mean over the channels
-        images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape)).mean(axis=1)
-        shape = shape[1:]
-    images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape))
-    n, (h, w) = len(images), images.shape[1:]
+    """Images (n, prod(shape)) tiled into one picture (one imshow: fast for 100s of images);
+    3 or 4 channels in colour, other channel counts as their mean."""
+    colour = plots.is_colour(shape)
+    if len(shape) == 3:
+        images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape))
+        images = plots.unit_range(images).transpose(0, 2, 3, 1) if colour else images.mean(axis=1)
+    else:
+        images = np.asarray(images, np.float64).reshape((-1,) + tuple(shape))
+    n, (h, w) = len(images), images.shape[1:3]
     cols = cols or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap) + images.shape[3:], 1.0 if colour else np.nan)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img
@@ -672,7 +675,7 @@ def tiled_images(images, shape, path, title="", cols=None, gap=1) -> None:
     import matplotlib
 
     cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
-    ax.imshow(np.ma.masked_invalid(canvas), cmap=cmap, interpolation="nearest")
+    ax.imshow(canvas if colour else np.ma.masked_invalid(canvas), cmap=cmap, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
