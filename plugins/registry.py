@@ -53,6 +53,9 @@ def suggest(name: str, candidates) -> str | None:
     return folded[hits[0]] if hits else None
 
 
+_ABSENT = object()  # a name not in a table (for `scoped`'s undo)
+
+
 def _source(ep) -> str:
     """An entry point as "package (module:object)"."""
     dist = getattr(getattr(ep, "dist", None), "name", None)
@@ -71,6 +74,7 @@ class Registry:
         self._group = entry_point_group
         self._scanned = False  # set only once the entries are filled in: other threads read them then
         self._scan_lock = threading.Lock()
+        self._scopes = threading.local()  # per thread: the open `scoped` blocks' undo records
 
     def register(self, name: str, obj=None, *, replace: bool = False):
         """Register obj under name; usable as a decorator when obj is omitted."""
@@ -78,6 +82,9 @@ class Registry:
         def add(o):
             if name in self._objects and not replace and self._objects[name] is not o:
                 raise ValueError(f'{self.what} "{name}" is already registered')
+            scopes = getattr(self._scopes, "open", None)
+            if scopes:  # what the innermost block undoes: the first state it saw of this name
+                scopes[-1].setdefault(name, (self._objects.get(name, _ABSENT), self._broken.get(name, _ABSENT)))
             self._objects[name] = o
             self._broken.pop(name, None)
             return o
@@ -124,16 +131,24 @@ class Registry:
 
     @contextmanager
     def scoped(self):
-        """Registrations made inside the block are undone at its end (what was registered before is
-        back): a notebook kernel outlives one call that loads a local plugin file."""
-        objects, broken = dict(self._objects), dict(self._broken)
+        """Registrations this thread makes inside the block are undone at its end (what was
+        registered before is back): a notebook kernel outlives one call that loads a local plugin
+        file. Only this thread's: a snapshot restored at the end removed the plugin that another
+        thread's call had registered meanwhile, while it still ran."""
+        if not hasattr(self._scopes, "open"):
+            self._scopes.open = []
+        undo: dict = {}
+        self._scopes.open.append(undo)
         try:
             yield self
         finally:
-            self._objects.clear()
-            self._objects.update(objects)
-            self._broken.clear()
-            self._broken.update(broken)
+            self._scopes.open.pop()
+            for name, (obj, broken) in undo.items():
+                for table, old in ((self._objects, obj), (self._broken, broken)):
+                    if old is _ABSENT:
+                        table.pop(name, None)
+                    else:
+                        table[name] = old
 
     def get(self, name: str):
         if name in self._objects:

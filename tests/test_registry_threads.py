@@ -77,3 +77,41 @@ def test_threads_of_a_fresh_process_all_find_the_installed_kinds():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_scoped_block_undoes_only_its_own_threads_registrations():
+    # two threads each loading a local plugin (gengraph.run(..., plugins=...)): the first block to
+    # end restored its snapshot and removed the other thread's plugin while that call still ran
+    reg = Registry("model kind")
+    reg.register("builtin", "B")
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with reg.scoped():
+            reg.register("mine_a", "A")
+            a_in.set()
+            b_in.wait(10)
+        a_done.set()
+
+    def b():
+        with reg.scoped():
+            a_in.wait(10)
+            reg.register("mine_b", "Bp")
+            reg.register("builtin", "shadow", replace=True)
+            b_in.set()
+            a_done.wait(10)
+            seen["b"] = (reg.get("mine_b"), reg.get("builtin"), "mine_a" in reg.names())
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    [t.start() for t in threads]
+    [t.join(20) for t in threads]
+    assert seen["b"] == ("Bp", "shadow", False)  # b's own, still there after a's block ended
+    assert reg.names() == ["builtin"] and reg.get("builtin") == "B"  # both undone, the built-in back
+    with reg.scoped():  # nested blocks on one thread
+        reg.register("x", 1)
+        with reg.scoped():
+            reg.register("x", 2, replace=True)
+            reg.register("y", 3)
+        assert reg.get("x") == 1 and "y" not in reg.names()
+    assert "x" not in reg.names()
