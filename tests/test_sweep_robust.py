@@ -103,7 +103,8 @@ def test_a_duplicate_never_overwrites_a_finished_trial(tmp_path):
     assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]  # no temporary folder left
 
     newer = sw.run_trial({**payload, "attempt": "B"})  # a new sweep into the same folder replaces it
-    assert newer["status"] == "ok" and (run_dir / ".sweep-attempt").read_text().split() == ["B", "ok"]
+    assert newer["status"] == "ok" and sw._read_mark(run_dir)["attempt"] == "B"
+    assert sw._read_mark(run_dir)["status"] == "ok"
 
 
 def test_trial_files_appear_whole(tmp_path, monkeypatch):

@@ -15,8 +15,10 @@ a Dask distributed cluster -- and writes, under ``output.dir/NAME/``:
 
 A folder holds one sweep: a sweep into a folder that holds another one is refused unless
 ``resume`` (continue it, keeping what is recorded) or ``overwrite`` (remove its files and
-the gengraph files of the trial folders it recorded, never a file of the user's), and a
-second process is refused while the first holds the folder's lock. SIGINT and SIGTERM stop
+the files it wrote into its trial folders, never a file of the user's), and a second process
+is refused while the first holds the folder's lock. A sweep replaces only trial folders it made
+itself (each holds a mark listing the files it wrote): one that holds another run (running or
+not) or only files of the user's is refused before any trial runs. SIGINT and SIGTERM stop
 the sweep: the pool's workers are terminated, and a trial folder is published only
 together with its line in sweep.jsonl, so ``resume`` continues where it stopped.
 
@@ -69,8 +71,8 @@ from gengraph.plugins.run.runner import RunInterrupted, execute
 from gengraph.plugins.sweep import plots as sweep_plots
 from gengraph.plugins.run.runner import build_checked
 from gengraph.plugins.run.metrics import default_metric, resolved_mode, summary_names, unknown_metric
-from gengraph.plugins.run.rundir import (LOCK_NAME, RUN_FILES, RunDirError, clear_run_files, listed, open_run_dir,
-                                         run_files)
+from gengraph.plugins.run.rundir import (LOCK_NAME, RUN_FILES, RunDirError, clear_run_files, clear_temporaries,
+                                         listed, open_run_dir, run_files)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 
 AXIS_ORIGIN = "--axis"
@@ -527,14 +529,18 @@ def publish_record(record: dict, tmp: Path, attempt: str) -> None:
     final = Path(record["run_dir"])
     try:
         _publish(Path(tmp), final, attempt, record["status"] == "ok")
-    except OSError as exc:
+    except (OSError, TrialFolderTaken) as exc:
         record["status"], record["error"] = "failed", f"cannot move the trial's files into {final}: {exc}"
     finally:
         _remove_tree(Path(tmp))
 
 
 _TMP = ".tmp-"  # temporary trial folders: .TRIAL.tmp-PID-RANDOM (and .TRIAL.old-... while replacing)
-_MARK = ".sweep-attempt"  # inside a published trial folder: which sweep invocation wrote it
+_MARK = ".sweep-attempt"  # inside a published trial folder: which sweep invocation wrote it, and its files
+
+
+class TrialFolderTaken(Exception):
+    """A trial's folder holds what the sweep did not write (another run, a lock, the user's files)."""
 
 
 def _remove_tree(path: Path) -> None:
@@ -544,22 +550,57 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _sha256(path: Path) -> str:
+    """The file's SHA-256; "" when it cannot be read (it then matches no mark: the folder is refused)."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return ""
+
+
+def _write_mark(tmp: Path, attempt: str, ok: bool) -> None:
+    """The mark lists every file the trial wrote with its SHA-256: what the sweep may later replace
+    is exactly what it wrote (a run started there afterwards changes them, a user's file is not listed)."""
+    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    atomic_write(tmp / _MARK, json.dumps({"attempt": attempt, "status": "ok" if ok else "failed",
+                                          "files": files}, indent=1) + "\n")
+
+
+def _read_mark(trial_dir: Path) -> dict | None:
+    """A trial folder's mark as {"attempt", "status", "files"}; None: no mark (not published by a
+    sweep). An older mark ("ATTEMPT\\nSTATUS") lists no files: "files" is None."""
+    try:
+        text = (trial_dir / _MARK).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    with contextlib.suppress(ValueError):
+        mark = json.loads(text)
+        if isinstance(mark, dict) and isinstance(mark.get("files"), dict):
+            return {"attempt": str(mark.get("attempt")), "status": str(mark.get("status")), "files": mark["files"]}
+    words = text.split()
+    return {"attempt": words[0] if words else "", "status": words[1] if len(words) > 1 else "", "files": None}
+
+
 def _publish(tmp: Path, final: Path, attempt: str, ok: bool) -> None:
     """Move a trial's temporary folder to its place (one rename). A folder that this sweep
-    invocation already finished there is never replaced; an older or failed one is."""
+    invocation already finished there is never replaced; an older or failed trial of the sweep's
+    is (the user's files in it are kept); anything else there fails the trial (TrialFolderTaken)."""
     if not tmp.exists():
         return
-    atomic_write(tmp / _MARK, f"{attempt}\n{'ok' if ok else 'failed'}\n")
+    _write_mark(tmp, attempt, ok)
     try:
         os.rename(tmp, final)  # final absent (or an empty folder): atomic
         return
     except OSError:
         if not final.exists():
             raise
-    with contextlib.suppress(OSError):
-        mark = (final / _MARK).read_text().split()
-        if attempt and mark[:2] == [attempt, "ok"]:
-            return  # a duplicate of a finished trial: keep the finished files untouched
+    mark = _read_mark(final)
+    if attempt and mark is not None and (mark["attempt"], mark["status"]) == (attempt, "ok"):
+        return  # a duplicate of a finished trial: keep the finished files untouched
+    # checked up front (_refuse_taken_trials); again here, as a run may have started there since
+    if (why := _why_taken(final, mark)) is not None:
+        raise TrialFolderTaken(f"it holds {why}")
     carried = _carry_user_files(final, tmp)
     old = final.parent / f".{final.name}.old-{os.getpid()}-{os.urandom(3).hex()}"
     try:
@@ -580,22 +621,75 @@ _TRIAL_FILES = ("error.txt", "log.txt", _MARK)  # what run_trial itself writes i
 
 
 def _trial_owned(trial_dir: Path) -> set:
-    """The names in a trial folder that gengraph wrote (the rest is the user's): the run's files
-    (with those its manifest lists) and the sweep's."""
-    return set(RUN_FILES) | set(run_files(trial_dir)) | set(_TRIAL_FILES) | {LOCK_NAME}
+    """The names in a trial folder that the sweep wrote (the rest is the user's): those its mark
+    lists; for an older mark, the run's files and the sweep's; none without a mark."""
+    mark = _read_mark(trial_dir)
+    if mark is None:
+        return set()
+    if mark["files"] is None:
+        return set(RUN_FILES) | set(run_files(trial_dir)) | set(_TRIAL_FILES) | {LOCK_NAME}
+    return set(mark["files"]) | {_MARK}
+
+
+def _run_named(trial_dir: Path) -> list[str]:
+    """The files in a folder named as a run writes them (RUN_FILES and those its manifest lists)."""
+    names = dict.fromkeys([*RUN_FILES, *run_files(trial_dir)])
+    return [n for n in names if (trial_dir / n).is_file()]
+
+
+def _lock_pid(trial_dir: Path) -> str:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return f", PID {int(json.loads((trial_dir / LOCK_NAME).read_text())['pid'])}"
+    return ""
+
+
+def _why_taken(trial_dir: Path, mark: dict | None) -> str | None:
+    """What in an existing trial folder belongs to a run that is not this sweep's trial (a lock,
+    or a run's files the sweep did not write, by name and content), or None."""
+    if (trial_dir / LOCK_NAME).exists():
+        return f"a gengraph run that is running or was stopped there ({LOCK_NAME}{_lock_pid(trial_dir)})"
+    if mark is None:
+        found = run_files(trial_dir)
+        return f"a gengraph run that this sweep did not make ({listed(found)})" if found else None
+    if mark["files"] is None:  # an older mark: its files are not known
+        return None
+    foreign = [n for n in _run_named(trial_dir) if mark["files"].get(n) != _sha256(trial_dir / n)]
+    return f"{listed(foreign)}, which this sweep did not write" if foreign else None
+
+
+def _trial_conflict(trial_dir: Path) -> str | None:
+    """Why the sweep may not write a trial into trial_dir ("holds ...", "is ..."), or None: it is
+    absent, empty, or a trial folder the sweep made (a user's extra files there are carried over)."""
+    if trial_dir.is_symlink() or (trial_dir.exists() and not trial_dir.is_dir()):
+        return "is a file or link, not a trial folder of this sweep"
+    try:
+        entries = sorted(p.name for p in trial_dir.iterdir()) if trial_dir.is_dir() else []
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not entries:
+        return None
+    mark = _read_mark(trial_dir)
+    why = _why_taken(trial_dir, mark)
+    if why is None and mark is None:
+        why = f"files this sweep did not write ({listed(entries)})"
+    return None if why is None else f"holds {why}"
 
 
 def _carry_user_files(final: Path, tmp: Path) -> list[str]:
-    """Before a trial folder is replaced: move the user's own files (anything gengraph did not
-    write) from the old folder into the new one, so replacing a trial never deletes them. Returns
-    the names moved; on a failure, moves them back and raises."""
-    owned, moved = _trial_owned(final), []
+    """Before a trial folder is replaced: move the user's own files (anything the sweep did not
+    write) from the old folder into the new one, so replacing a trial never deletes them. A user's
+    file named like one the trial wrote fails the trial (TrialFolderTaken). Returns the names
+    moved; on a failure, moves them back and raises."""
+    owned = _trial_owned(final)
+    names = [e.name for e in sorted(final.iterdir())
+             if e.name not in owned and not (e.name.startswith(".") and e.name.endswith(".tmp"))]
+    clash = [n for n in names if (tmp / n).exists()]
+    if clash:
+        raise TrialFolderTaken(f"it holds {listed(clash)}, which this sweep did not write")
+    moved = []
     try:
-        for entry in sorted(final.iterdir()):
-            name = entry.name
-            if name in owned or (name.startswith(".") and name.endswith(".tmp")) or (tmp / name).exists():
-                continue
-            os.rename(entry, tmp / name)
+        for name in names:
+            os.rename(final / name, tmp / name)
             moved.append(name)
     except OSError:
         _move_back(moved, tmp, final)
@@ -646,18 +740,20 @@ def sweep_files(out) -> list[str]:
 
 
 def clear_sweep_files(out: Path) -> list[str]:
-    """Remove an earlier sweep: its own files, and in each trial folder it recorded the files
-    gengraph wrote (the folder goes when nothing of the user's is left in it)."""
+    """Remove an earlier sweep: its own files, and in each of its trial folders the files the
+    sweep wrote there (the folder goes when nothing of the user's is left in it)."""
     found = sweep_files(out)
     for name in found:
         path = out / name.rstrip("/")
         if not name.endswith("/"):
             path.unlink(missing_ok=True)
             continue
-        clear_run_files(path)
-        for n in _trial_owned(path):
+        owned = _trial_owned(path)  # none in a recorded folder without the sweep's mark
+        for n in owned:
             with contextlib.suppress(IsADirectoryError, PermissionError):
                 (path / n).unlink(missing_ok=True)
+        if owned:
+            clear_temporaries(path, owned)
         with contextlib.suppress(OSError):
             path.rmdir()  # only if empty: the user's files keep it
     for tmp in out.glob(".*.tmp"):
@@ -675,27 +771,56 @@ def _shown(names: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _claim(out: Path, resume: bool, overwrite: bool, log) -> tuple[dict, bool]:
+def _claim(plan: SweepPlan, resume: bool, overwrite: bool, log) -> tuple[dict, bool]:
     """With the lock held: refuse a folder that holds another sweep (or a run) unless resume or
-    overwrite; clear it for overwrite; start sweep.jsonl. Returns the records to resume from and
-    whether the folder held a sweep before."""
+    overwrite, and a trial folder the sweep did not make; clear it for overwrite; start
+    sweep.jsonl. Returns the records to resume from and whether the folder held a sweep before."""
+    out = Path(plan.out_dir)
     jsonl = out / "sweep.jsonl"
     found = sweep_files(out)
     if found and not resume and not overwrite:
         raise RunDirError(f"{out} holds a sweep ({_shown(found)}); pass --resume to continue it, or --overwrite "
                           f"to replace it (its files and trial folders only), or choose another --out")
-    if not found and (taken := run_files(out)):
-        if not overwrite:
-            raise RunDirError(f"{out} holds a gengraph run ({listed(taken)}), not a sweep; choose another --out, "
-                              f"or pass --overwrite to replace it (its files only)")
+    taken = [] if found else run_files(out)
+    if taken and not overwrite:
+        raise RunDirError(f"{out} holds a gengraph run ({listed(taken)}), not a sweep; choose another --out, "
+                          f"or pass --overwrite to replace it (its files only)")
+    previous = read_records(jsonl, log) if resume else {}
+    to_run = [t.name for t in plan.trials if not _reusable(t, previous, out)]
+    _refuse_taken_trials(out, to_run, [n.rstrip("/") for n in found if n.endswith("/")] if overwrite else [])
+    if taken:
         log(f"note: --overwrite removed the run's files from {out}: {', '.join(clear_run_files(out))}")
     if found and overwrite:
         clear_sweep_files(out)
         log(f"note: --overwrite removed the earlier sweep from {out}: {_shown(found)}")
-    previous = read_records(jsonl, log) if resume else {}
     # a clean file to append to (a torn last line of an interrupted write, or any damaged one, is dropped)
     atomic_write(jsonl, "".join(dumps_json(r, default=str) + "\n" for r in previous.values()))
     return previous, bool(found)
+
+
+def _reusable(trial: Trial, previous: dict, out: Path) -> bool:
+    """--resume keeps a trial recorded ok for the same spec whose folder is still there."""
+    old = previous.get(trial.name)
+    return _recorded_ok(trial, old) and (out / trial.name).is_dir()
+
+
+def _recorded_ok(trial: Trial, old: dict | None) -> bool:
+    return old is not None and old.get("status") == "ok" and old.get("spec_sha") == trial.spec_sha
+
+
+def _refuse_taken_trials(out: Path, to_run: list[str], to_clear: list[str]) -> None:
+    """Before anything is written or removed: refuse a sweep that would replace a trial folder
+    (to_run) or clear one of the earlier sweep's (to_clear, --overwrite) holding what this sweep
+    did not write -- another run, running or not, or the user's own files."""
+    taken = [(n, why) for n in to_run if (why := _trial_conflict(out / n))]
+    taken += [(n, f"holds {why}") for n in to_clear
+              if n not in to_run and (why := _why_taken(out / n, _read_mark(out / n)))]
+    if not taken:
+        return
+    shown = "; ".join(f"{out / n} {why}" for n, why in taken[:3])
+    more = f"; and {len(taken) - 3} more trial folders" if len(taken) > 3 else ""
+    raise RunDirError(f"{shown}{more}; a sweep writes only into trial folders it made itself: choose another "
+                      f"--out, or move {'them' if len(taken) > 1 else 'it'} away")
 
 
 def _payload(plan: SweepPlan, trial: Trial) -> dict:
@@ -1164,7 +1289,7 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler=None, re
                 _import_distributed()
             with guard.deferred():  # a signal waits until the lock is held (and released again below)
                 lock = open_run_dir(out, log)
-                previous, held_a_sweep = _claim(out, resume, overwrite, log)
+                previous, held_a_sweep = _claim(plan, resume, overwrite, log)
             if on_start is not None:
                 on_start()
             try:
@@ -1189,11 +1314,14 @@ def _run_claimed(plan: SweepPlan, guard: SignalGuard, previous: dict, *, workers
     records, todo = {}, []
     for t in plan.trials:
         old = previous.get(t.name)
-        if old is not None and old.get("status") == "ok" and old.get("spec_sha") == t.spec_sha:
+        if _reusable(t, previous, out):
             # what the trial is comes from the plan (the same spec); only its results from the record
             records[t.name] = {**old, "index": t.index, "overrides": t.values, "set": t.sets}
-        else:
-            todo.append(t)
+            continue
+        if _recorded_ok(t, old):  # sweep.json must not point at a folder that is gone
+            log(f"note: trial {t.name} is recorded in sweep.jsonl but its folder {out / t.name} is missing; "
+                "running it again")
+        todo.append(t)
     total, interrupted = len(plan.trials), []
     attempt = f"{os.getpid()}-{time.time_ns()}-{os.urandom(4).hex()}"
 
