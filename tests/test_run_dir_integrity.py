@@ -112,3 +112,16 @@ def test_a_folder_deleted_and_made_again_during_the_run_stops_it(spec, tmp_path)
     with pytest.raises(RunDirError, match="deleted, replaced or unlocked"):
         execute(load(spec, ["train.epochs=3"]), out, on_epoch=delete, log=lambda m: None)
     assert not out.exists()
+
+
+def test_resume_after_an_edit_of_the_runs_spec_toml_says_so(spec, tmp_path):
+    # "--resume cannot change train.optimizer.lr" blamed a --set the user never gave
+    out = tmp_path / "run"
+    assert _run(spec, "--out", out, "--set", "output.plots=false").exit_code == 0
+    text = (out / "spec.toml").read_text()
+    (out / "spec.toml").write_text(text.replace("lr = 0.001", "lr = 0.5"))
+    res = CliRunner().invoke(main, ["run", "--resume", str(out), "--set", "train.epochs=3"])
+    assert res.exit_code == 2 and "another spec than the spec.toml beside it" in res.output, res.output
+    assert "restore that run's spec.toml" in res.output and "--resume cannot change" not in res.output
+    res = CliRunner().invoke(main, ["run", "--resume", str(out), "--set", "train.optimizer.lr=0.5"])
+    assert res.exit_code == 2 and "--resume cannot change train.optimizer.lr" in res.output, res.output

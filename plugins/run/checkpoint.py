@@ -119,8 +119,9 @@ def read_checkpoint(path: Path, trainer) -> dict:
     return fit_to_model(path, arrays, meta, trainer)
 
 
-def load_checkpoint(path: Path, spec_data: dict, purpose: str = "resume") -> tuple[dict, dict]:
-    """The arrays and the checked metadata of a checkpoint of the run spec_data declares."""
+def load_checkpoint(path: Path, spec_data: dict, purpose: str = "resume", given=None) -> tuple[dict, dict]:
+    """The arrays and the checked metadata of a checkpoint of the run spec_data declares; `given`:
+    the keys a resume set on its command line (see check_fingerprint)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -135,7 +136,7 @@ def load_checkpoint(path: Path, spec_data: dict, purpose: str = "resume") -> tup
     if "__meta__" not in arrays:
         raise CheckpointError(f"{path}: not a gengraph checkpoint (no metadata)")
     meta = _read_meta(path, arrays.pop("__meta__"))
-    check_fingerprint(path, meta, spec_data, purpose)
+    check_fingerprint(path, meta, spec_data, purpose, given)
     # last, so that the checks above name what is wrong where they can
     if meta["format"] == FORMAT and metadata_digest(meta) != meta["digest"]:
         raise _damaged(path, "it does not match its digest: it was altered after it was written")
@@ -277,9 +278,12 @@ def with_current_defaults(recorded: dict) -> dict:
     return out
 
 
-def check_fingerprint(path: Path, meta: dict, spec_data: dict, purpose: str = "resume") -> None:
+def check_fingerprint(path: Path, meta: dict, spec_data: dict, purpose: str = "resume", given=None) -> None:
     """Refuse a checkpoint of another run: its spec must equal this one but for RESUMABLE keys.
-    purpose "resume" (a resumed run's overrides) or "sample" (the spec.toml beside it, edited)."""
+    purpose "resume" (a resumed run's overrides) or "sample" (the spec.toml beside it, edited).
+    A resume whose command line (`given`: the keys it set, where known) changed none of the keys
+    that differ is told what sampling is told: "--resume cannot change lr" blamed a --set the user
+    never gave for an edit of the run's spec.toml."""
     now = frozen_spec(spec_data)
     if fingerprint(meta["spec"]) != meta["fingerprint"]:
         raise _damaged(path, "the recorded spec does not match its fingerprint")
@@ -291,12 +295,19 @@ def check_fingerprint(path: Path, meta: dict, spec_data: dict, purpose: str = "r
     changes = spec_changes(recorded, now)
     shown = "; ".join(f"{k} = {json.dumps(a)} in the checkpoint, {json.dumps(b)} now" for k, a, b in changes[:5])
     keys = ", ".join(k for k, _, _ in changes[:5])
+    if given is not None and not any(_under(k, given) for k, _, _ in changes):
+        purpose = "sample"
     if purpose == "sample":  # nothing was overridden: the folder's spec.toml or checkpoint was replaced
         raise CheckpointError(f"{path} belongs to a run with another spec than the spec.toml beside it "
                               f"({shown}); restore that run's spec.toml (or its checkpoint)")
     raise CheckpointError(f"{path} belongs to a run with another spec: --resume cannot change {keys} ({shown}); "
                           "a resumed run may change only train.epochs, output.*, run.name, run.threads and "
                           "run.device; start a new run (another --out, or --overwrite) to change the rest")
+
+
+def _under(key: str, given) -> bool:
+    """Whether `key` or a table above it is one of `given` (dotted spec keys)."""
+    return any(key == g or key.startswith((g + ".", g + "[")) for g in given)
 
 
 def jsonable(v):

@@ -318,7 +318,8 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
     metrics_path = run_dir / "metrics.jsonl"
     history = None
     if resume:  # check everything before anything is written
-        arrays, meta = load_checkpoint(checkpoint, cfg)
+        given = {k for k, where in spec.positions.items() if where[0] == ORIGIN}  # the --set keys
+        arrays, meta = load_checkpoint(checkpoint, cfg, given=given)
         data_files.check_unchanged(checkpoint, meta["data_files"], spec, ctx.data_files)
         trainer.compile_programs(with_optimizer=plugin.trains_by_gradient and not meta["state"]["solved"])
         snap = fit_to_model(checkpoint, arrays, meta, trainer)
