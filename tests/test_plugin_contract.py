@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -159,3 +160,26 @@ def test_a_regression_may_fit_the_side_value_of_unlabelled_data():
     assert result.exit_code == 0, result.output
     refused = CliRunner().invoke(main, ["validate", "ridge_franke", "--set", 'data={source="swiss_roll"}'])
     assert refused.exit_code == 2 and "gives an unsupervised task" in refused.output, refused.output
+
+
+@pytest.mark.parametrize("returned, message", [
+    ("np.zeros((3, data.n_features))", "sample returned an array of shape (3, 1) for n = 5"),
+    ("[0.0] * n", "sample returned an array of shape (5,) for n = 5"),
+    ("{'x': 1}", "sample returned dict for n = 5"),
+    ("np.zeros((n, data.n_features))", None),  # as asked: the samples
+])
+def test_what_sample_gives_back_is_checked(tmp_path, returned, message):
+    # 3 rows for 5 asked were written as the user's 3 samples; a list became "shape (5,)"
+    change = ("    def report(self", f"    def sample(self, model, data, ctx, n, *, label=None):\n"
+                                     f"        import numpy as np\n        return {returned}\n\n    def report(self")
+    path = write(tmp_path, "sampler", change)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "spec.toml"), "--plugin", str(path), "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["sample", str(out), "--plugin", str(path), "--n", "5",
+                                    "--out", str(tmp_path / "s.npy")])
+    if message is None:
+        assert res.exit_code == 0 and np.load(tmp_path / "s.npy").shape == (5, 1), res.output
+    else:
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+        assert f'the "sampler" plugin ({path}' in res.output and not (tmp_path / "s.npy").exists()

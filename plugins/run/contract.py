@@ -12,7 +12,7 @@ import inspect
 import sys
 from collections.abc import Mapping
 
-from gengraph.engine import Node
+from gengraph.engine import Node, to_numpy
 from gengraph.engine.errors import UserError
 from gengraph.engine.ops.registry import _fmt
 from gengraph.plugins.model import Model
@@ -80,6 +80,22 @@ def checked_mapping(result, plugin, kind: str, hook: str) -> dict:
         raise PluginError(f"{_who(plugin, kind)}: {hook} returned {_shown(result)}, not a dict of "
                           "name -> value")
     return dict(result)
+
+
+def checked_samples(result, plugin, kind: str, n: int, data):
+    """The array a `sample` hook returned: n rows of the data's features (or of its images), or
+    PluginError (3 rows for 5 asked, or a list, came out as the user's samples)."""
+    try:  # a NumPy or CuPy array (or a nested list of numbers)
+        a = None if isinstance(result, (Mapping, str, bytes)) else to_numpy(result)
+    except Exception:  # noqa: BLE001 -- ragged or object values: whatever it is, it is not the samples
+        a = None
+    want = (n, data.n_features)
+    image = (n,) + tuple(data.image_shape) if data.image_shape is not None else None
+    if a is None or a.dtype.kind not in "fiub" or a.shape not in (want, image):
+        found = _shown(result) if a is None or a.dtype.kind not in "fiub" else f"an array of shape {a.shape}"
+        raise PluginError(f"{_who(plugin, kind)}: sample returned {found} for n = {n}, not n rows of the "
+                          f"data's {data.n_features} features (an array of shape {want})")
+    return a
 
 
 def plugin_frame(exc: BaseException, plugin) -> str | None:

@@ -26,6 +26,7 @@ from gengraph.plugins.run.loading import load
 from gengraph.plugins.run import data_files
 from gengraph.plugins.run.checkpoint import fit_to_model, load_checkpoint
 from gengraph.plugins.run.context import RunContext
+from gengraph.plugins.run.contract import checked_samples
 from gengraph.plugins.run.runner import backend_of, build_checked
 from gengraph.plugins.run.trainer import Trainer
 from gengraph.plugins.model import MODELS
@@ -197,7 +198,8 @@ def sample_from(run: OpenedRun, n: int, *, label=None, seed=None, **options) -> 
         raise SampleError(f"{where}: {exc.message}") from None
     except SpecError as exc:
         raise SampleError(str(exc).splitlines()[0] if str(exc) else "bad sampling options") from None
-    return run.data.as_examples(np.asarray(out))  # images (n, C, H, W), as samples.npy
+    out = checked_samples(out, run.plugin, run.kind, int(n), run.data)
+    return run.data.as_examples(out)  # images (n, C, H, W), as samples.npy
 
 
 def draw(run_dir, n: int, *, label=None, seed=None, backend=None, **options) -> np.ndarray:
