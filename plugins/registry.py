@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib import metadata
 
 
@@ -54,6 +54,17 @@ def suggest(name: str, candidates) -> str | None:
 
 
 _ABSENT = object()  # a name not in a table (for `scoped`'s undo)
+_EVERY: list = []  # every registry made (scoped_all)
+
+
+@contextmanager
+def scoped_all():
+    """Every registry's `scoped` at once: a local plugin file may register a model kind and also
+    data sources, activations, optimizers ... (all undone at the block's end)."""
+    with ExitStack() as stack:
+        for registry in list(_EVERY):
+            stack.enter_context(registry.scoped())
+        yield
 
 
 def _source(ep) -> str:
@@ -75,6 +86,7 @@ class Registry:
         self._scanned = False  # set only once the entries are filled in: other threads read them then
         self._scan_lock = threading.Lock()
         self._scopes = threading.local()  # per thread: the open `scoped` blocks' undo records
+        _EVERY.append(self)
 
     def register(self, name: str, obj=None, *, replace: bool = False):
         """Register obj under name; usable as a decorator when obj is omitted."""

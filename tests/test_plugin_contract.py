@@ -183,3 +183,37 @@ def test_what_sample_gives_back_is_checked(tmp_path, returned, message):
     else:
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
         assert f'the "sampler" plugin ({path}' in res.output and not (tmp_path / "s.npy").exists()
+
+
+def test_an_activation_a_plugin_file_registers_is_a_valid_choice(tmp_path):
+    # the layer schemas copied the activation names at import: "softsign" was refused by validation
+    from gengraph.plugins.blocks.layer_base import ACTIVATIONS
+
+    path = tmp_path / "softsign.py"
+    path.write_text(BASE.replace('    kind = "polyfit"', '    kind = "softsign_host"') + (
+        "\nfrom gengraph.engine import ops\nfrom gengraph.plugins.blocks.layer_base import ACTIVATIONS\n"
+        "ACTIVATIONS.register('softsign', lambda x: x / (1.0 + ops.abs(x)))\n"))
+    spec = tmp_path / "mlp.toml"
+    spec.write_text((ROOT / "specs" / "mlp_digits.toml").read_text())
+    with ACTIVATIONS.scoped():
+        res = CliRunner().invoke(main, ["validate", str(spec), "--plugin", str(path),
+                                        "--set", "model.layers[0].activation=softsign"])
+        assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["validate", str(spec), "--set", "model.layers[0].activation=softsign"])
+    assert res.exit_code == 2 and '"softsign" is not one of' in res.output  # without the file: not a choice
+
+
+def test_what_a_plugin_file_registers_is_undone_after_an_api_call(tmp_path):
+    # only the model kind was undone: a data source the file registered stayed for every later call
+    import gengraph
+    from gengraph.plugins.datasets.sources import DATASETS
+
+    path = tmp_path / "withsource.py"
+    path.write_text(BASE.replace('    kind = "polyfit"', '    kind = "withsource"') + (
+        "\nfrom gengraph.plugins.datasets.sources import DATASETS\n"
+        "DATASETS.register('also_poly', DATASETS.get('polynomial'))\n"))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.replace('kind = "polyfit"', 'kind = "withsource"').replace(
+        'source = "polynomial"', 'source = "also_poly"'))
+    gengraph.validate(spec, plugins=[path])
+    assert "also_poly" not in DATASETS.names() and "withsource" not in MODELS.names()

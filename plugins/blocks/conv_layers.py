@@ -57,7 +57,7 @@ def _image_input(shape, what):
 
 def _act_fields(default="relu"):
     return {
-        "activation": Field(str, default, "activation function", choices=ACTIVATIONS.names()),
+        "activation": Field(str, default, "activation function", choices=ACTIVATIONS),
         "bias": Field(bool, True, "add a bias per output channel"),
         "init": Field(str, "auto", "weight initializer (auto: he for ReLU-like, xavier otherwise)",
                       choices=["auto"] + INITIALIZERS.names()),
@@ -224,7 +224,7 @@ class GroupNorm(Layer):
         "groups": Field(int, 8, "channel groups (must divide the channels)", min=1),
         "eps": Field(float, 1e-5, "added to the variance", min=0.0),
         "affine": Field(bool, True, "learn a per-channel scale and shift"),
-        "activation": Field(str, "identity", "activation after the normalisation", choices=ACTIVATIONS.names()),
+        "activation": Field(str, "identity", "activation after the normalisation", choices=ACTIVATIONS),
     }, help=help)
 
     def infer(self, shape, cfg):
@@ -255,7 +255,7 @@ class LayerNorm(Layer):
     schema = Table({
         "eps": Field(float, 1e-5, "added to the variance", min=0.0),
         "affine": Field(bool, True, "learn an elementwise scale and shift"),
-        "activation": Field(str, "identity", "activation after the normalisation", choices=ACTIVATIONS.names()),
+        "activation": Field(str, "identity", "activation after the normalisation", choices=ACTIVATIONS),
     }, help=help)
 
     def create(self, graph, shape, cfg, rng):

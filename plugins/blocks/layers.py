@@ -26,7 +26,7 @@ class Dense(Layer):
     help = "fully connected layer: activation(x @ W + b); an image input is flattened first"
     schema = Table({
         "units": Field(int, help="number of output units", min=1),
-        "activation": Field(str, "relu", "activation function", choices=ACTIVATIONS.names()),
+        "activation": Field(str, "relu", "activation function", choices=ACTIVATIONS),
         "init": Field(str, "auto", "weight initializer (auto: he for ReLU-like, xavier otherwise)",
                       choices=["auto"] + INITIALIZERS.names()),
         "bias": Field(bool, True, "add a bias vector"),
@@ -61,7 +61,7 @@ class _LayerDispatch(Dispatch):
 
     @property
     def fields(self):
-        return {"type": Field(str, "dense", "layer type: " + ", ".join(LAYERS.names()), choices=LAYERS.names()),
+        return {"type": Field(str, "dense", "layer type: " + ", ".join(LAYERS.names()), choices=LAYERS),
                 **LAYERS.get("dense").schema.fields}
 
 

@@ -207,7 +207,7 @@ ELBO_TERMS.register("kl", ElboTerm(_kl, "prior matching E_q[log q(h|x) - log p(h
 def elbo_schema() -> Table:
     return Table({
         "terms": Field(list, ["reconstruction", "kl"], "terms of the negative ELBO (registry of ELBO terms)",
-                       item=str, choices=ELBO_TERMS.names()),
+                       item=str, choices=ELBO_TERMS),
         "beta": Field((int, float), 1.0, "weight of the kl term in the training loss (beta-VAE); "
                       "the logged neg_elbo always weighs it 1", min=0.0),
         "kl": Field(str, "analytic", "KL of the top level: analytic (closed form) or monte_carlo",

@@ -37,7 +37,7 @@ class MLP(ModelPlugin):
             "loss": Field(str, "auto", "loss and output head: auto (mse for regression data, cross_entropy "
                                        "for classes), " + ", ".join(LOSSES.names()),
                           choices=["auto"] + LOSSES.names()),
-            "output_init": Field(str, "xavier", "initializer of the output layer", choices=INITIALIZERS.names()),
+            "output_init": Field(str, "xavier", "initializer of the output layer", choices=INITIALIZERS),
             "l1": Field(float, 0.0, "L1 penalty on weights (lambda * sum |W|)", min=0.0),
             "l2": Field(float, 0.0, "L2 penalty on weights (lambda * sum W^2)", min=0.0),
         }, help=self.help)

@@ -25,7 +25,7 @@ from gengraph.plugins.datasets import DATASETS
 from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
 from gengraph.plugins.blocks.losses import LOSSES
 from gengraph.plugins.run.spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
-from gengraph.plugins.registry import UnknownKind, suggest
+from gengraph.plugins.registry import UnknownKind, scoped_all, suggest
 
 DEFAULT_SPEC = "mlp_digits.toml"
 
@@ -191,7 +191,7 @@ def plugin_paths(paths) -> tuple:
 def plugin_files(paths):
     """The ModelPlugin kinds of these local files registered for the block only (the Python API:
     a plugin given to one call must not stand in for a built-in kind in every later call)."""
-    with MODELS.scoped():
+    with scoped_all():  # what else the files register (a data source, an activation) too
         for path in plugin_paths(paths):
             load_plugin_file(path)
         yield

@@ -211,11 +211,18 @@ class Field:
             out.append(copy.deepcopy(y))
         return out
 
+    @property
+    def allowed(self):
+        """The choices as they are now: a registry's names are read when a value is checked, so a
+        kind a plugin registers later (an activation) is allowed (its names were copied at import)."""
+        return self.choices.names() if hasattr(self.choices, "names") else self.choices
+
     def _check_limits(self, v, path, ctx) -> None:
-        if self.choices is not None and v not in self.choices:
-            allowed = ", ".join(format_value(c) for c in self.choices)
+        choices = self.allowed
+        if choices is not None and v not in choices:
+            allowed = ", ".join(format_value(c) for c in choices)
             msg = f"{format_value(v)} is not one of {allowed}"
-            hint = suggest(v, self.choices) if isinstance(v, str) else None
+            hint = suggest(v, choices) if isinstance(v, str) else None
             ctx.add(path, msg + (f'; did you mean "{hint}"?' if hint else ""))
         if is_number(v):
             if self.min is not None and v < self.min:
