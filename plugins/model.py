@@ -9,6 +9,7 @@ metrics, plots and samples (`report`). The trainer does the rest.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,6 +19,7 @@ from gengraph.engine import Graph, Node
 
 from .registry import Registry
 from gengraph.engine import compile
+from gengraph.plugins.spec.schema import Table
 
 MODELS = Registry("model kind", entry_point_group="gengraph.plugins")
 
@@ -124,3 +126,42 @@ class ModelPlugin:
         (e.g. sampler, steps, guidance). Kinds that cannot generate keep this default.
         """
         raise ModelConfigError("model.kind", f'a "{self.kind}" model does not generate samples')
+
+
+TASKS = ("regression", "classification", "unsupervised")
+
+
+def plugin_contract_issue(plugin) -> str | None:
+    """What a plugin object declares wrongly (checked as its file registers it), else None."""
+    kind = plugin.kind
+    if not isinstance(kind, str) or not kind.isprintable() or re.search(r"\s", kind):
+        return f"kind must be a name without spaces or control characters (a spec writes it as model.kind), " \
+               f"found {kind!r}"
+    if type(plugin).build is ModelPlugin.build:
+        return "the plugin defines no build(cfg, graph, data, rng) method"
+    try:
+        schema = plugin.schema
+    except Exception as exc:  # a property that fails
+        return f"reading its schema raised {type(exc).__name__}: {exc}"
+    if not isinstance(schema, Table):
+        return (f"schema must be a gengraph.plugins.spec.schema.Table of Fields (the [model] keys), "
+                f"found {type(schema).__name__}")
+    if "kind" in schema.fields:
+        return "its schema declares \"kind\", which is the spec's own key (model.kind); name the field otherwise"
+    tasks = plugin.tasks
+    if not _names(tasks) or not tasks or any(t not in TASKS for t in tasks):
+        return f"tasks must be a tuple of some of {', '.join(TASKS)}, found {tasks!r}"
+    for name in ("epoch_metric_names", "summary_metric_names", "summary_data_names"):
+        names = getattr(plugin, name, None)
+        if names is not None and not _names(names):
+            return f"{name} must be a tuple of metric names (strings), found {names!r}"
+    return None
+
+
+def _names(value) -> bool:
+    """A collection of strings (a tuple, list or set), not one string (whose letters it would be)."""
+    return isinstance(value, (tuple, list, set, frozenset)) and all(isinstance(n, str) for n in value)
+
+
+# installed (entry-point) plugins are held to the same declarations as --plugin files
+MODELS.check = plugin_contract_issue

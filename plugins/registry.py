@@ -86,6 +86,7 @@ class Registry:
         self._scanned = False  # set only once the entries are filled in: other threads read them then
         self._scan_lock = threading.Lock()
         self._scopes = threading.local()  # per thread: the open `scoped` blocks' undo records
+        self.check = None  # obj -> what it declares wrongly, or None: an entry point's plugin that fails it is not used
         _EVERY.append(self)
 
     def register(self, name: str, obj=None, *, replace: bool = False):
@@ -174,9 +175,12 @@ class Registry:
                 self._broken[name] = f"{type(exc).__name__}: {exc}"
             else:
                 kind = getattr(obj, "kind", None)
+                why = self.check(obj) if self.check is not None else None
                 if isinstance(kind, str) and kind and kind != name:
                     self._conflicts[name] = (f'its entry point ({_source(ep)}) is named "{name}" but gives a plugin '
                                              f'of kind "{kind}"')
+                elif why is not None:
+                    self._conflicts[name] = f"its plugin ({_source(ep)}): {why}"
                 else:
                     self._objects.setdefault(name, obj)
                     return self._objects[name]

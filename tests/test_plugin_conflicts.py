@@ -104,3 +104,38 @@ def test_a_plugin_whose_loss_is_per_example(tmp_path):
         assert (f'error: the "per_example" plugin ({path}): built a loss of shape (?); '
                 "a loss is one number per batch: reduce it, e.g. ops.mean(...)") in result.output.replace("\n", " ")
     assert not out.exists()
+
+
+BAD_DECLARATIONS = '''
+from gengraph.plugins.models.mlp import MLP
+
+class NoSchema(MLP):
+    kind = "noschema"
+    schema = None
+
+class TasksString(MLP):
+    kind = "taskstr"
+    tasks = "classification"
+
+NOSCHEMA, TASKSTR = NoSchema(), TasksString()
+'''
+
+
+def test_an_installed_plugin_is_held_to_the_declarations_a_plugin_file_is(tmp_path, monkeypatch):
+    # an entry point's plugin skipped the checks a --plugin file gets: schema = None crashed validation
+    # with an AttributeError traceback, and tasks = "classification" read as "takes c or l or a ..."
+    from gengraph.plugins.model import MODELS
+
+    (tmp_path / "bad_installed.py").write_text(BAD_DECLARATIONS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = {"noschema": "bad_installed:NOSCHEMA", "taskstr": "bad_installed:TASKSTR"}
+    monkeypatch.setattr(MODELS, "_entry_points", {**MODELS._entry_points,
+                                                  **{k: EntryPoint(k, v, "gengraph.plugins") for k, v in points.items()}})
+    monkeypatch.setattr(MODELS, "_conflicts", dict(MODELS._conflicts))
+    spec = tmp_path / "s.toml"
+    for kind, why in (("noschema", "schema must be a gengraph.plugins.spec.schema.Table"),
+                      ("taskstr", "tasks must be a tuple of some of")):
+        spec.write_text(f'spec_version = 1\n[data]\nsource = "moons"\n[model]\nkind = "{kind}"\n')
+        res = CliRunner().invoke(main, ["validate", str(spec)])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert f'model kind "{kind}" cannot be used: its plugin ({points[kind]}): {why}' in res.output, res.output

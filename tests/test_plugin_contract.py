@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from gengraph.cli.main import main
 from gengraph.plugins.model import MODELS
-from gengraph.plugins.run.loading import plugin_contract_issue
+from gengraph.plugins.model import plugin_contract_issue
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = (ROOT / "examples" / "plugin_polyfit.py").read_text()

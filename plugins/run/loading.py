@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import sys
 import weakref
 from contextlib import contextmanager
@@ -17,9 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
-from gengraph.plugins.model import MODELS, ModelPlugin
+from gengraph.plugins.model import MODELS, ModelPlugin, plugin_contract_issue
 from gengraph.plugins.spec.document import load_spec
-from gengraph.plugins.spec.schema import Table
 from gengraph.plugins.run.spec_schema import top_schema
 from gengraph.plugins.datasets import DATASETS
 from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
@@ -114,41 +112,6 @@ def load_plugin_file(path) -> list[str]:
 
 
 _FROM_FILE = weakref.WeakKeyDictionary()  # plugin object -> the local file that registered it
-
-
-TASKS = ("regression", "classification", "unsupervised")
-
-
-def plugin_contract_issue(plugin) -> str | None:
-    """What a plugin object declares wrongly (checked as its file registers it), else None."""
-    kind = plugin.kind
-    if not isinstance(kind, str) or not kind.isprintable() or re.search(r"\s", kind):
-        return f"kind must be a name without spaces or control characters (a spec writes it as model.kind), " \
-               f"found {kind!r}"
-    if type(plugin).build is ModelPlugin.build:
-        return "the plugin defines no build(cfg, graph, data, rng) method"
-    try:
-        schema = plugin.schema
-    except Exception as exc:  # a property that fails
-        return f"reading its schema raised {type(exc).__name__}: {exc}"
-    if not isinstance(schema, Table):
-        return (f"schema must be a gengraph.plugins.spec.schema.Table of Fields (the [model] keys), "
-                f"found {type(schema).__name__}")
-    if "kind" in schema.fields:
-        return "its schema declares \"kind\", which is the spec's own key (model.kind); name the field otherwise"
-    tasks = plugin.tasks
-    if not _names(tasks) or not tasks or any(t not in TASKS for t in tasks):
-        return f"tasks must be a tuple of some of {', '.join(TASKS)}, found {tasks!r}"
-    for name in ("epoch_metric_names", "summary_metric_names", "summary_data_names"):
-        names = getattr(plugin, name, None)
-        if names is not None and not _names(names):
-            return f"{name} must be a tuple of metric names (strings), found {names!r}"
-    return None
-
-
-def _names(value) -> bool:
-    """A collection of strings (a tuple, list or set), not one string (whose letters it would be)."""
-    return isinstance(value, (tuple, list, set, frozenset)) and all(isinstance(n, str) for n in value)
 
 
 def deepest_line(exc: BaseException, path) -> int | None:
