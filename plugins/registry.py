@@ -57,6 +57,11 @@ _ABSENT = object()  # a name not in a table (for `scoped`'s undo)
 _EVERY: list = []  # every registry made (scoped_all)
 
 
+def registered_names() -> set:
+    """(registry, name) of everything registered in code so far, in every registry."""
+    return {(r.what, n) for r in _EVERY for n in list(r._objects)}
+
+
 @contextmanager
 def scoped_all():
     """Every registry's `scoped` at once: a local plugin file may register a model kind and also

@@ -217,3 +217,33 @@ def test_what_a_plugin_file_registers_is_undone_after_an_api_call(tmp_path):
         'source = "polynomial"', 'source = "also_poly"'))
     gengraph.validate(spec, plugins=[path])
     assert "also_poly" not in DATASETS.names() and "withsource" not in MODELS.names()
+
+
+def test_a_plugin_file_may_only_register_a_data_source(tmp_path):
+    # such a file was refused: "the file defines no ModelPlugin instance with a kind"
+    from gengraph.plugins.registry import scoped_all
+
+    path = tmp_path / "source_only.py"
+    path.write_text("from gengraph.plugins.datasets.sources import DATASETS\n"
+                    "DATASETS.register('poly_again', DATASETS.get('polynomial'))\n")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.replace('source = "polynomial"', 'source = "poly_again"').replace(
+        'kind = "polyfit"', 'kind = "regression"').replace("degree = 2", "").replace("l2 = 0.0", ""))
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with scoped_all():
+        res = CliRunner().invoke(main, ["validate", str(spec), "--plugin", str(path)])
+        assert res.exit_code == 0, res.output
+        res = CliRunner().invoke(main, ["validate", str(spec), "--plugin", str(empty)])
+        assert res.exit_code == 2 and "defines no ModelPlugin instance with a kind and registers nothing" in res.output
+
+
+def test_two_local_files_of_one_kind_name_the_first_file(tmp_path):
+    # the message named an internal module (gengraph_local_plugin_first), not the file
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    first.write_text(BASE.replace('    kind = "polyfit"', '    kind = "twice"'))
+    second.write_text(BASE.replace('    kind = "polyfit"', '    kind = "twice"'))
+    (tmp_path / "spec.toml").write_text(SPEC.replace('kind = "polyfit"', 'kind = "twice"'))
+    res = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(first),
+                                    "--plugin", str(second)])
+    assert res.exit_code == 2 and f'defines kind "twice", which {first} already provides' in res.output, res.output

@@ -23,7 +23,7 @@ from gengraph.plugins.datasets import DATASETS
 from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
 from gengraph.plugins.blocks.losses import LOSSES
 from gengraph.plugins.run.spec_schema import OPTIMIZER_SPECS, SCHEDULE_SPECS
-from gengraph.plugins.registry import UnknownKind, scoped_all, suggest
+from gengraph.plugins.registry import UnknownKind, registered_names, scoped_all, suggest
 
 DEFAULT_SPEC = "mlp_digits.toml"
 
@@ -72,7 +72,9 @@ def shipped_specs() -> list[str]:
 
 
 def load_plugin_file(path) -> list[str]:
-    """Import a local plugin file and register the ModelPlugin objects it defines; returns their kinds."""
+    """Import a local plugin file and register the ModelPlugin objects it defines; returns their kinds.
+    A file may instead (or also) register smaller parts as it is imported (a data source, a layer,
+    an activation, an optimizer: `DATASETS.register(...)`, ...); one that does neither is refused."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(SpecIssue(str(path), None, None, "--plugin", "plugin file not found"))
@@ -82,6 +84,7 @@ def load_plugin_file(path) -> list[str]:
         raise SpecError(SpecIssue(str(path), None, None, "--plugin", "not a Python file (expected a .py file)"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    before = registered_names()
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
@@ -99,16 +102,23 @@ def load_plugin_file(path) -> list[str]:
                 continue
             if current is not None and _FROM_FILE.get(current) != path.resolve():  # the same file again may
                 raise SpecError(SpecIssue(str(path), None, None, "--plugin",    # replace its own kinds
-                                          f'defines kind "{obj.kind}", which {type(current).__module__} already '
+                                          f'defines kind "{obj.kind}", which {_provider(current)} already '
                                           "provides; give the plugin a kind of its own (a subclass keeps its "
                                           'parent\'s kind unless it sets kind = "...")'))
             MODELS.register(obj.kind, obj, replace=True)
             _FROM_FILE[obj] = path.resolve()
             kinds.append(obj.kind)
-    if not kinds:
+    if not kinds and registered_names() <= before:
         raise SpecError(SpecIssue(str(path), None, None, "--plugin",
-                                  "the file defines no ModelPlugin instance with a kind"))
+                                  "the file defines no ModelPlugin instance with a kind and registers nothing "
+                                  "else (a data source, layer, activation, optimizer, ...)"))
     return kinds
+
+
+def _provider(plugin) -> str:
+    """Where a registered plugin comes from, for a message: its local file, else its module."""
+    source = _FROM_FILE.get(plugin)
+    return str(source) if source is not None else type(plugin).__module__
 
 
 _FROM_FILE = weakref.WeakKeyDictionary()  # plugin object -> the local file that registered it
