@@ -17,11 +17,11 @@ import numpy as np
 
 from gengraph.engine import Graph, Node
 
-from .registry import Registry
+from .registry import PLUGIN_GROUP, Registry
 from gengraph.engine import compile
 from gengraph.plugins.spec.schema import Table
 
-MODELS = Registry("model kind", entry_point_group="gengraph.plugins")
+MODELS = Registry("model kind", entry_point_group=PLUGIN_GROUP)
 
 
 class ModelConfigError(ValueError):

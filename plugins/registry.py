@@ -10,6 +10,7 @@ import failure is recorded as "broken" without affecting any other kind.
 from __future__ import annotations
 
 import difflib
+import re
 import threading
 from contextlib import ExitStack, contextmanager
 from importlib import metadata
@@ -53,7 +54,15 @@ def suggest(name: str, candidates) -> str | None:
     return folded[hits[0]] if hits else None
 
 
+PLUGIN_GROUP = "gengraph.plugins"  # the one entry-point group: model kinds and (PART.NAME) smaller parts
 _ABSENT = object()  # a name not in a table (for `scoped`'s undo)
+
+
+def part_prefix(what: str) -> str:
+    """The entry-point name prefix of a part registry: "data source" -> "data_source."."""
+    return re.sub(r"\W+", "_", what.strip().lower()) + "."
+
+
 _EVERY: list = []  # every registry made (scoped_all)
 
 
@@ -79,7 +88,10 @@ def _source(ep) -> str:
 
 
 class Registry:
-    def __init__(self, what: str, entry_point_group: str | None = None):
+    def __init__(self, what: str, entry_point_group: str | None = None, part: bool = False):
+        """`part`: a registry of smaller parts (layers, data sources, ...), whose entry points in
+        the group are named "PART.NAME" (`part_prefix`: "activation.softsign"); the model kinds'
+        registry takes the names without a dot."""
         self.what = what
         self._objects: dict[str, object] = {}
         self._entry_points: dict[str, metadata.EntryPoint] = {}
@@ -88,6 +100,7 @@ class Registry:
         # spec meant cannot be told, so neither is used
         self._conflicts: dict[str, str] = {}
         self._group = entry_point_group
+        self._prefix = part_prefix(what) if part else None
         self._scanned = False  # set only once the entries are filled in: other threads read them then
         self._scan_lock = threading.Lock()
         self._scopes = threading.local()  # per thread: the open `scoped` blocks' undo records
@@ -122,10 +135,19 @@ class Registry:
 
     def _read_entry_points(self) -> None:
         for ep in metadata.entry_points(group=self._group):
-            first = self._entry_points.setdefault(ep.name, ep)
+            name = self._own_name(ep.name)
+            if name is None:  # another registry's
+                continue
+            first = self._entry_points.setdefault(name, ep)
             if first.value != ep.value:  # which one wins would depend on the order packages are found
-                self._conflicts[ep.name] = (f"two installed packages provide it, {_source(first)} and "
-                                            f"{_source(ep)}; uninstall one")
+                self._conflicts[name] = (f"two installed packages provide it, {_source(first)} and "
+                                         f"{_source(ep)}; uninstall one")
+
+    def _own_name(self, entry_name: str) -> str | None:
+        """This registry's name for an entry point of its group, or None (another registry's)."""
+        if self._prefix is None:
+            return None if "." in entry_name else entry_name
+        return entry_name[len(self._prefix):] if entry_name.startswith(self._prefix) else None
 
     def names(self) -> list[str]:
         """All kinds: registered and installed (not yet imported), broken excluded."""

@@ -139,3 +139,31 @@ def test_an_installed_plugin_is_held_to_the_declarations_a_plugin_file_is(tmp_pa
         res = CliRunner().invoke(main, ["validate", str(spec)])
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
         assert f'model kind "{kind}" cannot be used: its plugin ({points[kind]}): {why}' in res.output, res.output
+
+
+def test_smaller_parts_install_through_the_same_entry_point_group(tmp_path, monkeypatch):
+    # only the model kinds read entry points: an installed activation or data source was never found
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [
+        EntryPoint("mlp", MLP, group), EntryPoint("activation.softsign", "mod:softsign", group),
+        EntryPoint("data_source.sines", "mod:SINES", group)])
+    models = Registry("model kind", "test.group")
+    activations = Registry("activation", "test.group", part=True)
+    sources = Registry("data source", "test.group", part=True)
+    assert models.names() == ["mlp"] and activations.names() == ["softsign"] and sources.names() == ["sines"]
+    assert registry.part_prefix("ELBO term") == "elbo_term." and registry.part_prefix("data source") == "data_source."
+
+
+def test_an_installed_activation_is_a_valid_choice_and_runs(tmp_path, monkeypatch):
+    from gengraph.plugins.blocks.layer_base import ACTIVATIONS
+
+    (tmp_path / "softsign_pkg.py").write_text("from gengraph.engine import ops\n\n"
+                                              "def softsign(x):\n    return x / (1.0 + ops.abs(x))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ACTIVATIONS.names()  # scanned first, then the installed one added as a scan would find it
+    monkeypatch.setattr(ACTIVATIONS, "_entry_points", {**ACTIVATIONS._entry_points,
+                        "softsign": EntryPoint("activation.softsign", "softsign_pkg:softsign", "gengraph.plugins")})
+    monkeypatch.setattr(ACTIVATIONS, "_objects", dict(ACTIVATIONS._objects))
+    res = CliRunner().invoke(main, ["run", "mlp_digits", "--out", str(tmp_path / "run"), "-q", "--set", "train.epochs=1",
+                                    "--set", "model.layers[0].activation=softsign"])
+    assert res.exit_code == 0, res.output
+    assert ACTIVATIONS.get("softsign").__module__ == "softsign_pkg"

@@ -10,12 +10,12 @@ import numpy as np
 
 from gengraph.engine import ops
 from gengraph.plugins.blocks.memory import check_param
-from gengraph.plugins.registry import Registry
+from gengraph.plugins.registry import PLUGIN_GROUP, Registry
 from gengraph.plugins.spec.schema import Table
 
-ACTIVATIONS = Registry("activation")
-INITIALIZERS = Registry("initializer")
-LAYERS = Registry("layer")
+ACTIVATIONS = Registry("activation", PLUGIN_GROUP, part=True)
+INITIALIZERS = Registry("initializer", PLUGIN_GROUP, part=True)
+LAYERS = Registry("layer", PLUGIN_GROUP, part=True)
 
 for _name, _fn in {
     "identity": lambda x: x, "linear": lambda x: x, "relu": ops.relu, "tanh": ops.tanh, "sigmoid": ops.sigmoid,

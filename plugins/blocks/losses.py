@@ -11,9 +11,9 @@ import numpy as np
 
 from gengraph.engine import ops
 
-from gengraph.plugins.registry import Registry
+from gengraph.plugins.registry import PLUGIN_GROUP, Registry
 
-LOSSES = Registry("loss")
+LOSSES = Registry("loss", PLUGIN_GROUP, part=True)
 
 
 class MSE:

@@ -38,13 +38,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gengraph.plugins.registry import Registry
+from gengraph.plugins.registry import PLUGIN_GROUP, Registry
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.engine import Graph, compile
 from gengraph.engine import ops
 from gengraph.plugins.spec.schema import validate
 
-NOISE_SCHEDULES = Registry("noise schedule")
+NOISE_SCHEDULES = Registry("noise schedule", PLUGIN_GROUP, part=True)
 
 
 def _softplus(x):

@@ -32,11 +32,11 @@ import numpy as np
 from gengraph.engine import to_numpy
 from gengraph.plugins.blocks.noise_schedules import DiscreteSchedule
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.registry import Registry
+from gengraph.plugins.registry import PLUGIN_GROUP, Registry
 from gengraph.plugins.spec.schema import Field, Table
 from gengraph.plugins.spec.schema import validate
 
-SAMPLERS = Registry("sampler")
+SAMPLERS = Registry("sampler", PLUGIN_GROUP, part=True)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import numpy as np
 
 from gengraph.engine import ops
 from gengraph.plugins.model import ModelConfigError
-from gengraph.plugins.registry import Registry
+from gengraph.plugins.registry import PLUGIN_GROUP, Registry
 from gengraph.plugins.spec.schema import Field, Table
 
 from .layers import fmt_shape
@@ -271,7 +271,7 @@ class _Denoiser:
 
 
 #: the diffusion model's noise-prediction networks (``[model.network] kind = ...``)
-DENOISERS = Registry("denoiser network")
+DENOISERS = Registry("denoiser network", PLUGIN_GROUP, part=True)
 DENOISERS.register("mlp", _Denoiser("dense layers over [x_t, emb(t)] (model.layers)", Table({})))
 DENOISERS.register("unet", _Denoiser("U-Net over images (residual blocks, time embedding in every block, "
                                      "skip connections, optional self-attention)", unet_schema()))

@@ -47,7 +47,7 @@ from gengraph.plugins.blocks.layers import LAYERS as LAYERS_OF_NETWORKS, Network
 from gengraph.plugins.blocks.likelihoods import BoundLikelihood, Categorical, values_last
 from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se, on_grid
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
-from gengraph.plugins.registry import Registry
+from gengraph.plugins.registry import PLUGIN_GROUP, Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
 from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks import plots
@@ -58,8 +58,8 @@ from gengraph.plugins.models.digit_quality import digit_report, is_digits, quali
 from gengraph.plugins.blocks.memory import too_big
 from gengraph.plugins.blocks.layers import fmt_shape, infer_shapes
 
-LIKELIHOODS = Registry("likelihood")
-ELBO_TERMS = Registry("ELBO term")
+LIKELIHOODS = Registry("likelihood", PLUGIN_GROUP, part=True)
+ELBO_TERMS = Registry("ELBO term", PLUGIN_GROUP, part=True)
 
 # random streams (one per level is added to the base): training/evaluation, IW bound, sampling
 TRAIN_STREAM, IW_STREAM, SAMPLE_STREAM = 100, 200, 300

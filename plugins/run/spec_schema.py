@@ -12,7 +12,7 @@ from gengraph.engine import schedules as engine_schedules
 
 from gengraph.plugins.datasets import data_schema
 from gengraph.plugins.model import MODELS
-from gengraph.plugins.registry import Registry
+from gengraph.plugins.registry import PLUGIN_GROUP, Registry
 from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, Table
 
 
@@ -42,12 +42,12 @@ class _LBFGS:
     })
 
 
-OPTIMIZER_SPECS = Registry("optimizer")
+OPTIMIZER_SPECS = Registry("optimizer", PLUGIN_GROUP, part=True)
 for _name, _cls in engine_optimizers.OPTIMIZERS.items():
     OPTIMIZER_SPECS.register(_name, _HyperSpec(_cls))
 OPTIMIZER_SPECS.register("lbfgs", _LBFGS())
 
-SCHEDULE_SPECS = Registry("schedule")
+SCHEDULE_SPECS = Registry("schedule", PLUGIN_GROUP, part=True)
 for _name, _cls in engine_schedules.SCHEDULES.items():
     SCHEDULE_SPECS.register(_name, _HyperSpec(_cls, drop=("lr",)))
 
