@@ -247,3 +247,14 @@ def test_two_local_files_of_one_kind_name_the_first_file(tmp_path):
     res = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(first),
                                     "--plugin", str(second)])
     assert res.exit_code == 2 and f'defines kind "twice", which {first} already provides' in res.output, res.output
+
+
+def test_a_nan_of_the_reports_own_is_not_blamed_on_training(tmp_path):
+    # "check the data's scale and the learning rate" for a value the plugin's report computed
+    change = ('        return {"coefficients": model.graph.value(model.extras["theta"]).tolist()}',
+              '        return {"ratio": float("nan")}')
+    path = write(tmp_path, "nanreport", change)
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "spec.toml"), "--plugin", str(path),
+                                    "--out", str(tmp_path / "run"), "-q"])
+    assert res.exit_code == 1 and "final metrics are not finite: ratio" in res.output, res.output
+    assert f"the nanreport plugin's report ({path}" in res.output and "learning rate" not in res.output

@@ -31,6 +31,7 @@ from gengraph.plugins.blocks.memory import model_estimate
 from gengraph.plugins.run.checkpoint import CheckpointError, fit_to_model, jsonable, load_checkpoint, write_checkpoint
 from gengraph.plugins.run import data_files
 from gengraph.plugins.run.resume import check_resumable, read_metrics
+from gengraph.plugins.run.loading import plugin_source
 from gengraph.plugins.run.rundir import (RunDirError, clear_report, clear_run_files, clear_temporaries,
                                          foreign_files, open_run_dir, refuse_if_taken, refuse_sweep_folder,
                                          refuse_user_files)
@@ -392,7 +393,8 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
     # (the plugin's files are listed in files.json as ctx.path hands them out)
     summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
                if k.startswith("test_")}
-    summary.update(checked_mapping(plugin.report(model, data, ctx), plugin, cfg["model"]["kind"], "report"))
+    reported = checked_mapping(plugin.report(model, data, ctx), plugin, cfg["model"]["kind"], "report")
+    summary.update(reported)
     summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                     "seconds": round(time.perf_counter() - t0, 3)})
     if ctx.plots:
@@ -408,9 +410,13 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
     if note := _early_stop_note(cfg["train"], trainer.state):  # said once the run's files are whole
         log(note)
     if bad := non_finite(summary):  # written (NaN as null) for a post-mortem, but the run failed
+        # a value the report computed (a NaN of a plugin's own) was blamed on the learning rate
+        trained = non_finite({k: v for k, v in summary.items() if k not in reported})
+        hint = ("check the data's scale and the learning rate" if trained else
+                f"the {cfg['model']['kind']} plugin's report ({plugin_source(plugin)}) computed them; the training "
+                f"metrics are finite")
         raise DivergenceError(f"final metrics are not finite: {', '.join(bad[:4])}"
-                              f"{' ...' if len(bad) > 4 else ''} (summary.json has null for them); "
-                              "check the data's scale and the learning rate")
+                              f"{' ...' if len(bad) > 4 else ''} (summary.json has null for them); {hint}")
     if summary.get("samples_finite") is False:  # trained, but the sampler diverged: the run's samples are NaN
         raise DivergenceError("the samples are not finite (summary.json: samples_finite = false): the sampler "
                               "diverged; lower its step size (model.langevin.step_size; for score matching, model.score.step_ratio)")
