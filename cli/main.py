@@ -58,6 +58,7 @@ def user_errors(fn):
         from gengraph.plugins.run.runner import RunInterrupted
         from gengraph.plugins.run.signals import Stop, exit_code, signal_name
         from gengraph.plugins.run.trainer import DivergenceError
+        from gengraph.plugins.run.contract import PluginCrash
 
         try:
             with warnings.catch_warnings():
@@ -77,6 +78,10 @@ def user_errors(fn):
             if debug:
                 traceback.print_exc()  # and still the one-line message and exit code below
             raise UserError(printable(str(exc))) from None
+        except PluginCrash as exc:  # a plugin's own bug: where it is, not gengraph's whole traceback
+            if debug:
+                traceback.print_exception(exc.__cause__ or exc)
+            raise click.ClickException(printable(f"{ctx.info_name} failed: {exc}")) from None
         except DivergenceError as exc:
             if debug:
                 traceback.print_exc()  # and still the one-line message and exit code below

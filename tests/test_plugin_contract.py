@@ -258,3 +258,25 @@ def test_a_nan_of_the_reports_own_is_not_blamed_on_training(tmp_path):
                                     "--out", str(tmp_path / "run"), "-q"])
     assert res.exit_code == 1 and "final metrics are not finite: ratio" in res.output, res.output
     assert f"the nanreport plugin's report ({path}" in res.output and "learning rate" not in res.output
+
+
+def test_an_exception_in_a_plugins_own_code_names_the_hook_and_line(tmp_path):
+    # a bug in a plugin's report printed ~50 lines of traceback through click and gengraph, naming
+    # neither the plugin nor the hook; the training it followed is kept, and --resume writes the report
+    change = ('        return {"coefficients": model.graph.value(model.extras["theta"]).tolist()}',
+              '        return {"ratio": 1 / 0}')
+    path = write(tmp_path, "crashy", change)
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "1 / 0" in t)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "spec.toml"), "--plugin", str(path), "--out", str(out), "-q"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert (f'the "crashy" plugin ({path}): its report raised ZeroDivisionError: division by zero (at {path}:{line}); '
+            f"the training is in {out / 'checkpoint.npz'}") in res.output, res.output
+    assert f"gengraph run --resume {out} writes the report" in res.output
+    path.write_text(path.read_text().replace("1 / 0", "1 / 2"))  # mended: the report, without retraining
+    res = CliRunner().invoke(main, ["run", "--resume", str(out), "--plugin", str(path), "-q"])
+    assert res.exit_code == 0, res.output
+    debug = CliRunner().invoke(main, ["run", str(tmp_path / "spec.toml"), "--plugin", str(write(
+        tmp_path, "crashy2", ("        return Model(", "        raise RuntimeError('oops')\n        return Model("))),
+        "--out", str(tmp_path / "run2"), "--debug"])
+    assert debug.exit_code == 1 and "its build raised RuntimeError: oops" in debug.output, debug.output

@@ -10,18 +10,42 @@ from __future__ import annotations
 
 import inspect
 import sys
+from contextlib import contextmanager
 from collections.abc import Mapping
 
 from gengraph.engine import Node, to_numpy
 from gengraph.engine.errors import UserError
 from gengraph.engine.ops.registry import _fmt
-from gengraph.plugins.model import Model
+from gengraph.plugins.model import Model, ModelConfigError
 from gengraph.plugins.run.loading import deepest_line, plugin_source
 from gengraph.plugins.spec.errors import with_article
 
 
 class PluginError(UserError, TypeError):
     """A model plugin that broke its contract with the runner (a programming error in the plugin)."""
+
+
+class PluginCrash(RuntimeError):
+    """An exception a plugin's own code raised in one of its hooks: a bug of the plugin's (not a
+    mistake in the spec), so the run failed; the message names the hook and the plugin's line,
+    the original exception is its __cause__ (`--debug` shows its traceback)."""
+
+
+@contextmanager
+def plugin_code(plugin, kind: str, hook: str, after: str = ""):
+    """Run a plugin hook; an exception raised in the plugin's own file (not a user mistake it
+    reports on purpose: ModelConfigError, UserError) becomes PluginCrash. It printed a 50-line
+    traceback through gengraph's internals without a word on which plugin or hook."""
+    try:
+        yield
+    except (UserError, ModelConfigError, MemoryError, OSError):
+        raise
+    except Exception as exc:
+        where = plugin_frame(exc, plugin)
+        if where is None:  # gengraph's own code: its traceback is the report
+            raise
+        raise PluginCrash(f"{_who(plugin, kind)}: its {hook} raised {type(exc).__name__}: {exc} (at {where}){after}") \
+            from exc
 
 
 def _who(plugin, kind: str) -> str:
@@ -42,7 +66,8 @@ def call_build(plugin, kind: str, cfg, graph, data, rng) -> Model:
         raise PluginError(f"{_who(plugin, kind)}: build must take (cfg, graph, data, rng): {exc}") from None
     except ValueError:  # no signature to read (a builtin): let the call say
         pass
-    model = plugin.build(cfg, graph, data, rng)
+    with plugin_code(plugin, kind, "build"):
+        model = plugin.build(cfg, graph, data, rng)
     check_model(model, plugin, kind)
     return model
 

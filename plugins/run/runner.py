@@ -37,7 +37,7 @@ from gengraph.plugins.run.rundir import (RunDirError, clear_report, clear_run_fi
                                          refuse_user_files)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
-from gengraph.plugins.run.contract import call_build, checked_mapping, plugin_frame
+from gengraph.plugins.run.contract import call_build, checked_mapping, plugin_code, plugin_frame
 from gengraph.plugins.run.trainer import DivergenceError, Interrupted, Trainer
 from gengraph.engine.errors import GraphTooLarge
 from gengraph.engine.expr import ExprError
@@ -393,7 +393,10 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
     # (the plugin's files are listed in files.json as ctx.path hands them out)
     summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
                if k.startswith("test_")}
-    reported = checked_mapping(plugin.report(model, data, ctx), plugin, cfg["model"]["kind"], "report")
+    with plugin_code(plugin, cfg["model"]["kind"], "report", f"; the training is in {checkpoint}: once the plugin "
+                     f"is mended, gengraph run --resume {run_dir} writes the report"):
+        reported = plugin.report(model, data, ctx)
+    reported = checked_mapping(reported, plugin, cfg["model"]["kind"], "report")
     summary.update(reported)
     summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                     "seconds": round(time.perf_counter() - t0, 3)})

@@ -26,7 +26,7 @@ from gengraph.plugins.run.loading import load
 from gengraph.plugins.run import data_files
 from gengraph.plugins.run.checkpoint import fit_to_model, load_checkpoint
 from gengraph.plugins.run.context import RunContext
-from gengraph.plugins.run.contract import checked_samples
+from gengraph.plugins.run.contract import checked_samples, plugin_code
 from gengraph.plugins.run.runner import backend_of, build_checked
 from gengraph.plugins.run.trainer import Trainer
 from gengraph.plugins.model import MODELS
@@ -192,7 +192,8 @@ def sample_from(run: OpenedRun, n: int, *, label=None, seed=None, **options) -> 
     options = check_request(run, n, label, options, seed)
     run.ctx.seed = run.spec.data["run"]["seed"] if seed is None else int(seed)
     try:
-        out = run.plugin.sample(run.model, run.data, run.ctx, int(n), label=label, **options)
+        with plugin_code(run.plugin, run.kind, "sample"):
+            out = run.plugin.sample(run.model, run.data, run.ctx, int(n), label=label, **options)
     except ModelConfigError as exc:
         where = exc.path if exc.path.startswith("model.") else f"option {exc.path}"
         raise SampleError(f"{where}: {exc.message}") from None
