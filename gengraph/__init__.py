@@ -37,9 +37,20 @@ _API = {
     "Run": "gengraph.plugins.run.api", "shipped_specs": "gengraph.plugins.run.loading",
     "SpecError": "gengraph.plugins.spec.errors", "SampleError": "gengraph.plugins.run.sampling",
     "draw": "gengraph.plugins.run.sampling", "show_samples": "gengraph.plugins.run.display",
+    # what the functions above raise, to catch by name (`except gengraph.RunDirError`)
+    "UserError": "gengraph.engine.errors", "DataError": "gengraph.plugins.datasets",
+    "RunDirError": "gengraph.plugins.run.rundir", "CheckpointError": "gengraph.plugins.run.checkpoint",
+    "RunInterrupted": "gengraph.plugins.run.runner", "DivergenceError": "gengraph.plugins.run.trainer",
+    "PluginError": "gengraph.plugins.run.contract", "PluginCrash": "gengraph.plugins.run.contract",
+    "InspectError": "gengraph.plugins.run.inspection",
 }
 
 __all__ = ["__version__", *_API]
+
+
+def __dir__():
+    """The lazily loaded names too: tab completion of `gengraph.ru` found nothing."""
+    return sorted(set(globals()) | set(_API))
 
 
 def __getattr__(name):

@@ -103,3 +103,55 @@ def test_messages_use_the_api_words(runs, capsys):
     gengraph.run(TINY, out=runs["tiny"].dir, overwrite=True, progress=None)
     out = capsys.readouterr().out
     assert "note: overwrite=True removed the earlier run's files" in out and "--overwrite" not in out
+
+
+def test_arguments_of_the_wrong_type_name_the_argument(tmp_path, monkeypatch):
+    # out=5, load(None) and plugins=[5] failed inside pathlib; overwrite="no" replaced the run;
+    # out="~/x" made a folder named "~"
+    done = gengraph.run(TINY, out=tmp_path / "r", progress=None)
+    for call, words in [(lambda: gengraph.run(TINY, out=5), "out must be a path"),
+                        (lambda: gengraph.load(None), "run_dir must be a path"),
+                        (lambda: gengraph.validate(TINY, plugins=[5]), "plugins must be paths"),
+                        (lambda: gengraph.run(TINY, out=done.dir, overwrite="no"), "overwrite must be True or False"),
+                        (lambda: gengraph.run(TINY, out=done.dir, resume="yes"), "resume must be True or False"),
+                        (lambda: gengraph.show_samples(np.zeros((2, 2)), None), "run must be a gengraph Run")]:
+        with pytest.raises(TypeError, match=words):
+            call()
+    assert done.summary["epochs"] == 2 and (done.dir / "checkpoint.npz").is_file()  # untouched
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    run = gengraph.run(TINY, out="~/runs/t", progress=None)
+    assert run.dir == tmp_path / "home" / "runs" / "t" and not (tmp_path / "~").exists()
+    assert gengraph.load("~/runs/t").dir == run.dir
+
+
+def test_the_errors_the_api_raises_are_exported_and_listed(tmp_path):
+    # a notebook could not write `except gengraph.RunDirError`, and tab completion found nothing
+    from gengraph.plugins.run.rundir import RunDirError
+
+    assert gengraph.RunDirError is RunDirError and {"run", "load", "validate", "Run"} <= set(dir(gengraph))
+    for name in ("CheckpointError", "RunInterrupted", "DivergenceError", "DataError", "PluginError",
+                 "PluginCrash", "InspectError", "SampleError", "SpecError", "UserError"):
+        assert isinstance(getattr(gengraph, name), type) and issubclass(getattr(gengraph, name), Exception), name
+    gengraph.run(TINY, out=tmp_path / "r", progress=None)
+    with pytest.raises(gengraph.RunDirError, match="holds another run"):
+        gengraph.run(TINY, out=tmp_path / "r", progress=None)
+
+
+def test_a_run_shows_what_it_wrote_and_a_broken_one_says_why(tmp_path):
+    # the notebook picture was redrawn without the plugin's loss label and a fit's final values,
+    # and a run whose metrics line was damaged, or whose folder was deleted, raised from the display
+    import base64
+    import shutil
+
+    run = gengraph.run({**TINY, "output": {"plots": True}}, out=tmp_path / "r", progress=None)
+    html = run._repr_html_()
+    assert base64.b64encode((run.dir / "loss.png").read_bytes()).decode() in html  # the run's own loss.png
+    (run.dir / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')
+    bare = gengraph.load(run.dir)
+    (run.dir / "loss.png").unlink()
+    assert "cannot be shown" in bare._repr_html_()
+    shutil.rmtree(run.dir)
+    assert "cannot be shown" in bare._repr_html_() and "cannot be read" in repr(bare)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        bare.params

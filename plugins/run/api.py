@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -64,6 +65,21 @@ def user_facing(fn):
         raise err from None
 
     return wrapper
+
+
+def path_argument(value, name: str) -> Path:
+    """A folder or file argument as a Path with ~ expanded; TypeError naming the argument for
+    anything else (out=5 failed inside pathlib; out="~/x" made a folder named ~)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or pathlib.Path), not {type(value).__name__} {value!r}")
+    return Path(value).expanduser()
+
+
+def flag_argument(value, name: str) -> bool:
+    """A True/False argument; anything else is a TypeError (overwrite="no" replaced the run)."""
+    if type(value).__name__ not in ("bool", "bool_"):  # Python's or NumPy's
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 # --- specs: a path, a shipped name or a dict ----------------------------------------------------
@@ -151,6 +167,8 @@ def prepare_run(spec=None, overrides=None, *, out=None, resume=False, device=Non
     (None: the spec's run.device); anything else is a SpecError before anything is read or written."""
     if device is not None:
         check_device(device)
+    resume = flag_argument(resume, "resume")
+    out = None if out is None else path_argument(out, "out")
     overrides = override_strings(overrides)
     if resume and spec is None:
         if out is None:
@@ -194,6 +212,7 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, o
     returned Run's own calls only, so a later run of a built-in kind is not theirs.
     Spec mistakes raise SpecError with the CLI's message.
     """
+    overwrite = flag_argument(overwrite, "overwrite")
     with plugin_files(plugins):
         loaded, run_dir, base_dir = prepare_run(spec, overrides, out=out, resume=resume, device=device)
         bar = make_progress(progress, loaded.data["train"]["epochs"])
@@ -233,7 +252,7 @@ def validate(spec, overrides=None, *, plugins=()) -> dict:
 def load(run_dir, *, plugins=()) -> "Run":
     """The run in run_dir (written by `gengraph run` or `gengraph.run`); plugins: the local
     plugin files its kind comes from, if it is not installed."""
-    run_dir = Path(run_dir)
+    run_dir = path_argument(run_dir, "run_dir")
     if not (run_dir / "spec.toml").is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no spec.toml)")
     return Run(run_dir, plugins=plugins)
@@ -274,9 +293,12 @@ class Run:
             self._spec, self._summary, self._opened, self._stamp = None, None, {}, stamp
 
     def __repr__(self) -> str:
-        s = self.summary
+        try:
+            s, kind = self.summary, self.kind
+        except (OSError, ValueError, KeyError) as exc:  # a folder deleted since, damaged files: say so, never raise
+            return f"Run({str(self.dir)!r}: cannot be read: {exc})"
         shown = ", ".join(f"{k}={v:.4g}" for k, v in s.items() if k.startswith("test_") and isinstance(v, float))
-        return f"Run({str(self.dir)!r}, kind={self.kind!r}" + (f", {shown}" if shown else "") + ")"
+        return f"Run({str(self.dir)!r}, kind={kind!r}" + (f", {shown}" if shown else "") + ")"
 
     # files
     @property
@@ -326,6 +348,8 @@ class Run:
         """Trained parameters by name (e.g. "output/dense0/W") from checkpoint.npz (with
         [train.optimizer] ema these are the trained values, not the averages the run reports with).
         A damaged checkpoint, or one of another run, raises the CheckpointError `Run.sample` gives."""
+        if not self.dir.is_dir():
+            raise FileNotFoundError(f"{self.dir}: no such folder (the run directory was deleted or moved)")
         if not (self.dir / "checkpoint.npz").is_file():
             raise FileNotFoundError(f"{self.dir}: no checkpoint.npz (the run has not finished)")
         arrays = _checkpoint_arrays(self.dir, self.plugins)

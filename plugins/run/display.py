@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from gengraph.engine import export, tables
 from gengraph.plugins.blocks.plots import loss_curves
+from gengraph.plugins.model import MODELS
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.run.progress import Progress
 
@@ -71,7 +72,15 @@ def img_tag(png: bytes, alt="") -> str:
 
 # --- a run -------------------------------------------------------------------------------------------
 def run_html(run) -> str:
-    """Title, the summary table and the loss curves of a Run."""
+    """Title, the summary table and the loss curves of a Run; what stands in the way (a folder
+    deleted since, a damaged metrics line) as a line of its own: a display never raises."""
+    try:
+        return _run_html(run)
+    except (OSError, ValueError, KeyError) as exc:
+        return f"<div><b>{_esc(run.dir)}</b>: <i>cannot be shown: {_esc(exc)}</i></div>"
+
+
+def _run_html(run) -> str:
     spec = run.spec
     title = f"{spec['run']['name']}: {run.kind} on {spec['data']['source']}"
     parts = [f"<div><b>{_esc(title)}</b><br/><code>{_esc(run.dir)}</code></div>"]
@@ -81,10 +90,21 @@ def run_html(run) -> str:
         parts.append(html_table(("metric", "value"), rows, right=(1,)))
     else:
         parts.append("<div><i>no summary.json yet (the run has not finished)</i></div>")
-    history = run.metrics
-    if history:
-        parts.append(img_tag(png_of(lambda p: loss_curves(history, p)), alt="loss curves"))
+    written = run.dir / "loss.png"
+    if written.is_file():  # the run's own picture (its plugin's loss label, the final values of a fit)
+        parts.append(img_tag(written.read_bytes(), alt="loss curves"))
+    elif history := run.metrics:  # no plots written (output.plots = false) or not yet
+        parts.append(img_tag(png_of(lambda p: loss_curves(history, p, _loss_label(run), final=summary or None)),
+                             alt="loss curves"))
     return '<div style="display:flex;gap:1.5em;flex-wrap:wrap;align-items:flex-start">' + "".join(parts) + "</div>"
+
+
+def _loss_label(run) -> str:
+    """The plugin's words for its training loss (loss.png's title), where its kind is known."""
+    try:
+        return MODELS.get(run.kind).loss_label(run.spec["model"])
+    except Exception:  # noqa: BLE001 -- a kind not installed here, a spec it cannot read: plain "loss"
+        return "loss"
 
 
 # --- a graph ----------------------------------------------------------------------------------------
@@ -237,6 +257,9 @@ def show_samples(samples, run, title="samples") -> SampleImages:
     `run` is a Run or the OpenedRun of gengraph.plugins.run.sampling."""
     import numpy as np
 
+    if not (hasattr(run, "data") or hasattr(run, "opened")):
+        raise TypeError(f"run must be a gengraph Run (gengraph.run / gengraph.load) or an opened run, "
+                        f"not {type(run).__name__} {run!r}")
     data = run.data if hasattr(run, "data") else run.opened().data
     return SampleImages(np.asarray(samples), data, title)
 

@@ -156,8 +156,13 @@ def _registered(kind: str):
 
 
 def plugin_paths(paths) -> tuple:
-    """The API's plugins= argument as paths: one path (a str or a Path) or several."""
-    return (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
+    """The API's plugins= argument as paths: one path (a str or a Path) or several; TypeError
+    naming the argument for anything else (plugins=[5] failed inside pathlib)."""
+    paths = (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
+    bad = [p for p in paths if not isinstance(p, (str, os.PathLike))]
+    if bad:
+        raise TypeError(f"plugins must be paths of .py files (str or pathlib.Path), not {bad[0]!r}")
+    return tuple(Path(p).expanduser() for p in paths)
 
 
 @contextmanager
