@@ -79,3 +79,33 @@ def test_notebook_runs_in_quick_mode(name, tmp_path, monkeypatch):
     assert not list(work.iterdir())  # runs go to GENGRAPH_NOTEBOOK_RUNS (or a temporary folder), not the cwd
     runs = [p.parent for p in (tmp_path / "runs").rglob("summary.json")]
     assert runs and all((r / "checkpoint.npz").is_file() for r in runs)
+
+
+def test_a_notebooks_runs_replace_their_own_when_a_cell_is_run_again():
+    # every run cell wrote into a fixed folder without overwrite=True: running it again (what the
+    # optimizers notebook tells its reader to do) raised RunDirError
+    import re
+
+    for name in CHAPTERS:
+        source = "".join("".join(c["source"]) for c in _cells(name) if c["cell_type"] == "code")
+        calls = re.findall(r"(?:gengraph\.run|run_sweep)\((?:[^()]|\([^()]*\))*\)", source)
+        assert calls, name
+        assert all("overwrite=True" in call for call in calls), (name, [c for c in calls if "overwrite" not in c])
+
+
+@pytest.mark.notebooks
+def test_the_optimizers_notebook_runs_twice_in_one_kernel(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat", reason=MISSING)
+    nbclient = pytest.importorskip("nbclient", reason=MISSING)
+    pytest.importorskip("ipykernel", reason=MISSING)
+    monkeypatch.setenv("GENGRAPH_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("GENGRAPH_NOTEBOOK_RUNS", str(tmp_path / "runs"))
+    nb = nbformat.read(FOLDER / "03_optimizers.ipynb", as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    with client.setup_kernel():
+        for _ in range(2):
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type == "code":
+                    client.execute_cell(cell, index)  # raises CellExecutionError where a cell fails
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
