@@ -133,6 +133,8 @@ def test_the_errors_the_api_raises_are_exported_and_listed(tmp_path):
     for name in ("CheckpointError", "RunInterrupted", "DivergenceError", "DataError", "PluginError",
                  "PluginCrash", "InspectError", "SampleError", "SpecError", "UserError"):
         assert isinstance(getattr(gengraph, name), type) and issubclass(getattr(gengraph, name), Exception), name
+    for name in ("SpecError", "DataError", "RunDirError", "CheckpointError", "SampleError", "InspectError", "PluginError"):
+        assert issubclass(getattr(gengraph, name), gengraph.UserError), name  # one base to catch a user's mistake
     gengraph.run(TINY, out=tmp_path / "r", progress=None)
     with pytest.raises(gengraph.RunDirError, match="holds another run"):
         gengraph.run(TINY, out=tmp_path / "r", progress=None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from gengraph.engine import views
 from gengraph.engine.tables import render_rows
+from gengraph.engine.errors import UserError
 from gengraph.engine.gradcheck import check_loss_grads
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Trainer
@@ -16,7 +17,7 @@ from gengraph.plugins.spec.schema import is_integer
 from gengraph.plugins.run.display import gradcheck_html
 
 
-class InspectError(ValueError):
+class InspectError(UserError, ValueError):
     """A bad request (unknown program or parameter, no data rows); one line for the user."""
 
 

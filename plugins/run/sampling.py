@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gengraph.engine.backend import BackendError, get_backend
+from gengraph.engine.errors import UserError
 from gengraph.plugins.datasets.base import reopening_a_run
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
 from gengraph.plugins.run.loading import load
@@ -37,7 +38,7 @@ DEVICES = {"numpy": "cpu", "cpu": "cpu", "cupy": "cuda", "cuda": "cuda"}
 MAX_SAMPLE_BYTES = 2 << 30  # n x features x 8 bytes drawn at once
 
 
-class SampleError(ValueError):
+class SampleError(UserError, ValueError):
     """A mistake in a sampling request; the message is one line for the user."""
 
 
