@@ -94,6 +94,11 @@ def main(argv=None):
     a = ap.parse_args(argv)
     threads = _thread_counts(ap, a.threads)
     out_dir = _results_folder(ap, a.out)  # checked before minutes of benchmarks, not after
+    if a.readme:
+        from .report import readme_problem
+
+        if (why := readme_problem(Path(a.readme))) is not None:
+            ap.error(f"--readme {a.readme}: {why}")
     t0 = time.perf_counter()
     command = "python -m bench" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
     results = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -1,6 +1,6 @@
 """Image workloads: gengraph vs PyTorch CPU eager (issue: image models at the lecture's scale).
 
-    python -m bench.conv_bench [--threads 1] [--rounds 7] [--out bench-results/results_conv.json]
+    python -m bench.conv_bench [--threads 1] [--rounds 6] [--out bench-results/results_conv.json]
 
 1. conv2d forward + backward (dx, dW) against ``torch.nn.functional.conv2d``: batch 64,
    32 -> 64 channels, 3x3, padding 1, at 28x28 and 14x14;
@@ -458,7 +458,9 @@ def main(argv=None):
         print(json.dumps(memory_child(torch, name, fw, data_dir)))
         return None
     parts = a.only.split(",")
-    res = {"threads": a.threads, "torch": torch.__version__, "numpy": np.__version__, "batch": B,
+    command = "python -m bench.conv_bench" + "".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]))
+    res = {"command": command, "rounds": a.rounds, "threads": a.threads, "torch": torch.__version__,
+           "numpy": np.__version__, "batch": B,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_avg_start": list(__import__("os").getloadavg())}
     with tempfile.TemporaryDirectory() as tmp:
         write_fake_mnist(Path(tmp))

@@ -169,14 +169,26 @@ def compile_table(times: dict) -> list[str]:
     return out + [""]
 
 
-def update_readme(path: Path, res: dict, name: str = "results") -> None:
+def readme_problem(path: Path, name: str = "results") -> str | None:
+    """Why the results section of the file at path cannot be rewritten (None: it can): only a
+    file that has the section's two markers is touched (--readme README.md appended a section to
+    the main README, and a path in a missing folder failed after the whole run)."""
     begin, end = markers(name)
-    text = path.read_text() if path.exists() else f"# gengraph benchmarks\n\n{begin}\n{end}\n"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if begin not in text or end not in text:
+        return f"it has no results section (the lines {begin} and {end} mark where the tables go)"
+    return None
+
+
+def update_readme(path: Path, res: dict, name: str = "results") -> None:
+    if (why := readme_problem(path, name)) is not None:
+        raise ValueError(f"{path}: {why}")
+    begin, end = markers(name)
     block = f"{begin}\n{tables(res)}\n{end}"
-    if begin in text and end in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Results\n\n" + block + "\n"
+    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, path.read_text(), flags=re.S)
     path.write_text(text)
 
 
@@ -184,7 +196,13 @@ if __name__ == "__main__":  # python -m bench.report RESULTS.json README.md [mar
     import json
     import sys
 
-    update_readme(Path(sys.argv[2]), json.loads(Path(sys.argv[1]).read_text()), *(sys.argv[3:4] or ["results"]))
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: python -m bench.report RESULTS.json README.md [marker name]: rewrite the README's "
+                 "results section from a results.json of python -m bench")
+    try:
+        update_readme(Path(sys.argv[2]), json.loads(Path(sys.argv[1]).read_text()), *(sys.argv[3:4] or ["results"]))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"python -m bench.report: {exc}")
 
 
 def summary_lines(res: dict) -> list[str]:

@@ -301,8 +301,8 @@ class VAEWorkload(Workload):
 class DDPMWorkload(Workload):
     name = "ddpm"
     desc = ("DDPM (diffusion plugin, specs/diffusion_moons.toml): eps-prediction denoiser 3-128-128-128-2 "
-            "(input x_t and t/T), T=100 linear betas 1e-3..0.2, simple MSE loss, Adam, batch 256, "
-            "2-D moons (2000 points, 1600 for training, standardized)")
+            "(input x_t and t/T), T=100 cosine noise schedule, simple MSE loss, Adam with the spec's cosine "
+            "learning-rate schedule, batch 256, 2-D moons (4000 points, 3000 for training, standardized)")
     batch_size = 256
 
     def build_gg(self, dtype):
