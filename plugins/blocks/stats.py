@@ -85,3 +85,16 @@ def baseline_histogram(data, levels: int, lo: float = 0.0, hi: float = 1.0) -> d
     if not (on_grid(data.x_train, levels, lo, hi) and on_grid(data.x_test, levels, lo, hi)):
         return {}
     return {"baseline_histogram_bpd": histogram_bpd(data.x_train, data.x_test, levels, lo, hi)}
+
+
+def in_data_units(out: dict, data, nll_keys=(), loglik_keys=()) -> dict:
+    """The continuous-density figures of `out` in the data's units: a density of data scaled by
+    data.scale is one of x' = (x - shift) / scale, so -log p(x) = -log p'(x') + x_log_jacobian
+    (nats per example). `KEY_data` beside each (the per-epoch metrics stay in scaled units)."""
+    jac = data.x_log_jacobian()
+    if jac == 0.0:
+        return {}
+    res = {"x_log_jacobian": jac}
+    res.update({f"{k}_data": out[k] + jac for k in nll_keys if k in out})
+    res.update({f"{k}_data": out[k] - jac for k in loglik_keys if k in out})
+    return res

@@ -151,6 +151,17 @@ class Dataset:
             return x
         return _invert(self.meta.get("x_scaling"), x)
 
+    def x_log_jacobian(self) -> float:
+        """sum_j log(scale_j) of the x scaling (x' = (x - shift) / scale; nats): a density of the
+        scaled data p'(x') is p(x) = p'(x') / prod_j scale_j in data units, so a negative
+        log-likelihood per example in data units is the scaled one plus this. 0 without scaling
+        or for binarized data (whose likelihood is a pmf)."""
+        stats = self.meta.get("x_scaling")
+        if self.meta.get("binarize") is not None or not stats or stats.get("method", "none") == "none":
+            return 0.0
+        scale = np.asarray(stats["std"] if stats["method"] == "standardize" else stats["range"], np.float64)
+        return float(np.log(scale).sum() if scale.ndim else self.n_features * np.log(scale))
+
     def unscale_y(self, y):
         """Map scaled regression targets or predictions back to data units."""
         return _invert(self.meta.get("y_scaling"), y)

@@ -91,7 +91,7 @@ from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks.plots import _figure, _save, display_image, image_grid, scatter_vs_data
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.models import vdm
-from gengraph.plugins.blocks.stats import baseline_histogram, mean_se
+from gengraph.plugins.blocks.stats import baseline_histogram, in_data_units, mean_se
 from gengraph.plugins.models.vdm import build_continuous
 
 EPS_STREAM, T_STREAM = 1, 2  # random streams of the training graph
@@ -497,6 +497,8 @@ class Diffusion(ModelPlugin):
             if bpd:
                 # the data as fed: [0, 1] when the model maps them to [-1, 1] itself, else [-1, 1]
                 out.update(baseline_histogram(data, cfg["levels"], lo=0.0 if cfg["symmetric"] else -1.0))
+            if cfg["decoder"] != "discretized":  # a density of scaled data: also in data units
+                out.update(in_data_units(out, data, ("test_nll_bound", "test_nll_bound_uncond")))
         out["log_snr_1"], out["log_snr_T"] = float(-sched.gamma[0]), float(-sched.gamma[-1])
         n = int(ctx.spec["output"]["samples"])
         if n <= 0:

@@ -45,7 +45,7 @@ from gengraph.engine import ops, to_numpy
 
 from gengraph.plugins.blocks.layers import LAYERS as LAYERS_OF_NETWORKS, Network
 from gengraph.plugins.blocks.likelihoods import BoundLikelihood, Categorical, values_last
-from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, mean_se, on_grid
+from gengraph.plugins.blocks.stats import baseline_histogram, bits_per_dim, in_data_units, mean_se, on_grid
 from gengraph.plugins.model import Model, ModelConfigError, ModelPlugin
 from gengraph.plugins.registry import PLUGIN_GROUP, Registry
 from gengraph.plugins.spec.schema import Dispatch, Field, Table
@@ -141,8 +141,16 @@ LIKELIHOODS.register("categorical", Categorical())
 
 
 def check_likelihood(cfg: dict, data) -> None:
-    """A discrete likelihood needs the data on its grid (ModelConfigError naming the key otherwise)."""
+    """A discrete likelihood needs the data on its grid, and a Bernoulli one data in [0, 1]
+    (ModelConfigError naming the key otherwise: grey levels 0..240 gave a negative NLL)."""
     kind = LIKELIHOODS.get(cfg["kind"])
+    if cfg["kind"] == "bernoulli":
+        for name, x in (("train", data.x_train), ("test", data.x_test)):
+            if x is not None and len(x) and (x.min() < 0 or x.max() > 1):
+                raise ModelConfigError("model.likelihood.kind",
+                                       f"a Bernoulli likelihood needs data in [0, 1]; the {name} data (after "
+                                       f"data.scale) lie in [{x.min():.4g}, {x.max():.4g}]: set data.scale = "
+                                       '"minmax_global", or use kind = "gaussian"')
     if not getattr(kind, "discrete", False):
         return
     levels = kind.levels(cfg)
@@ -587,6 +595,8 @@ def report_latent(model, data, ctx) -> dict:
         levels = is_discrete(hier, data.x_test)
         if levels:
             out.update(baseline_histogram(data, levels))
+        elif hier.likelihood_cfg["kind"] != "bernoulli":  # a density of scaled data: also in data units
+            out.update(in_data_units(out, data, ("test_neg_elbo", "test_reconstruction", "test_nll_iw")))
     x_ref = data.x_test if data.n_test else data.x_train
     y_ref = data.y_test if data.n_test else data.y_train
     n = int(ctx.spec.get("output", {}).get("samples", 64)) if ctx.spec else 64

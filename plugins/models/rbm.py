@@ -44,6 +44,7 @@ from gengraph.plugins.blocks.files import save_samples
 from gengraph.plugins.blocks import plots
 from gengraph.plugins.blocks import seeds
 from gengraph.plugins.blocks.sample_quality import two_sample_report
+from gengraph.plugins.blocks.stats import in_data_units
 from gengraph.plugins.models.digit_quality import digit_report, is_digits, quality_sample_count
 from gengraph.plugins.datasets.generators import Gaussians
 
@@ -370,6 +371,9 @@ def report_rbm(model, data, ctx) -> dict:
         by_epoch = [r[f"{split}_loglik_ais"] for r in history if f"{split}_loglik_ais" in r]
         if by_epoch:
             out[f"{split}_loglik_ais_by_epoch"] = by_epoch
+    if energy.visible != "binary":  # Gaussian visible units: a density of scaled data, also in data units
+        out.update(in_data_units(out, data, loglik_keys=tuple(f"{s}_loglik_{how}" for s in ("test", "train")
+                                                              for how in ("exact", "ais"))))
     if data.meta.get("source") == "gaussians" and len(x_test) and data.meta["params"]["std"] > 0:
         # (std = 0: point masses, no log-density to compare with; it was NaN and failed the run)
         out[f"true_{split}_loglik"] = _true_mixture_loglik(data, x_test)
