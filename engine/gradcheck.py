@@ -124,11 +124,17 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
     from input nodes; a non-scalar output is contracted with a fixed random cotangent so
     that every element is checked. `wrt` defaults to every input.
     """
-    wrt = list(inputs) if wrt is None else list(wrt)
+    wrt = list(inputs) if wrt is None else ([wrt] if isinstance(wrt, str) else list(wrt))
+    if not (isinstance(eps, (int, float)) and 0 < eps < 1):  # 0 divided by zero; a negative one passed
+        raise ValueError(f"check_grads: eps must be a step in (0, 1), e.g. 1e-6; found {eps!r}")
     g = Graph(dtype="float64", seed=seed)
     arrays = {k: np.array(v, dtype=np.float64, order="C") for k, v in inputs.items()}
     nodes = {k: g.input(k, a.shape) for k, a in arrays.items()}
-    out = expr_lang.build(f, nodes) if isinstance(f, str) else f(**nodes)
+    unknown = [w for w in wrt if w not in nodes]
+    if unknown:  # was a bare KeyError
+        raise UnknownInput(f if isinstance(f, str) else getattr(f, "__name__", "f"), None,
+                           f"wrt names {unknown} are not inputs (the inputs: {sorted(nodes)})")
+    out = _output_node(f, expr_lang.build(f, nodes) if isinstance(f, str) else f(**nodes))
     if out.shape != ():
         cot = np.random.default_rng(seed).normal(size=out.shape)
         out = ops.sum(out * g.constant(cot, dtype="float64"))
@@ -141,6 +147,16 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
         numeric = central_differences(lambda: value_prog.run(arrays), arrays[k], eps)
         report.rows.append(compare(k, analytic[k], numeric, rtol, atol))
     return report
+
+
+def _output_node(expression, out):
+    """The built output, which must depend on the inputs: "1+2" built a number, and its shape
+    was an AttributeError."""
+    if not isinstance(out, Node):
+        raise ExprError(expression if isinstance(expression, str) else repr(expression), None,
+                        f"the expression is the constant {out!r}; it uses none of the inputs, so it has no "
+                        "gradient")
+    return out
 
 
 def value_and_grad(expression: str, inputs: dict, wrt: list[str]):
@@ -157,7 +173,7 @@ def value_and_grad(expression: str, inputs: dict, wrt: list[str]):
     unknown = [w for w in wrt if w not in nodes]
     if unknown:
         raise UnknownInput(expression, None, f"wrt names {unknown} are not inputs (the inputs: {sorted(nodes)})")
-    out = expr_lang.build(expression, nodes)
+    out = _output_node(expression, expr_lang.build(expression, nodes))
     if out.shape != ():
         raise ExprError(expression, None, f"value_and_grad needs a scalar expression; this one has shape {out.shape} "
                         "(sum(...) or mean(...) it)")

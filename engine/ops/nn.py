@@ -150,6 +150,15 @@ def _label_error(classes, op, found):
     return LabelError(f"{op}: class labels must lie in 0..{classes - 1} ({classes} classes), found {found}")
 
 
+def _pick_error(z, labels, op):
+    """Why a pick of z's label entries failed: labels for another number of rows than the logits
+    have (it said a label in range was out of range), else a label out of range."""
+    rows = z.size // max(z.shape[-1], 1)
+    if labels.size not in (1, rows):
+        return LabelError(f"{op}: {labels.size} labels for {rows} rows of logits: the batch sizes differ")
+    return _label_error(z.shape[-1], op, int(labels.max()))
+
+
 def _label_offsets(labels, classes, op):
     """row_offsets + labels: the flat index of each row's label entry in a C-contiguous
     (labels.size, classes) array, after checking the labels lie in 0..classes-1 (a flat pick
@@ -169,7 +178,7 @@ def _picked(xp, z, labels, op):
     try:
         return _pick(xp, z, labels)
     except IndexError:
-        raise _label_error(z.shape[-1], op, int(labels.max())) from None
+        raise _pick_error(z, labels, op) from None
 
 
 def _pick(xp, z, labels):
@@ -302,7 +311,7 @@ def _correct_forward(xp, z, labels):
         try:
             hit = z[rows, labels]
         except IndexError:
-            raise _label_error(z.shape[-1], "correct", int(labels.max())) from None
+            raise _pick_error(z, labels, "correct") from None
         return (hit >= z[rows, z.argmax(axis=1)]).astype(z.dtype)
     return (_picked(xp, z, labels, "correct") >= _row_max(xp, z)).astype(z.dtype)
 

@@ -5,6 +5,7 @@ finite-difference check of the model's loss gradient. No printing here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from gengraph.engine import views
 from gengraph.engine.tables import render_rows
@@ -100,8 +101,15 @@ class GradcheckReport:
 
     def verdict(self) -> str:
         n = len(self.result.rows)
+        if not math.isfinite(float(self.result.loss)):  # every difference is then nan: not the gradient's fault
+            return (f"gradient check failed: the loss is {self.result.loss} at these parameters, so neither "
+                    "side can be compared (a huge --perturb, or data the model overflows on)")
         if self.failed:
-            return f"gradient check failed for {len(self.failed)} of {n} parameter(s): {', '.join(self.failed)}"
+            hint = "" if self.perturb else ("; where an activation sits exactly at a kink (relu at 0 with zero-"
+                                            "initialised weights), finite differences straddle it: check away "
+                                            "from it with --perturb 0.01 (Run.gradcheck: perturb=0.01)")
+            return (f"gradient check failed for {len(self.failed)} of {n} parameter(s): {', '.join(self.failed)}"
+                    + hint)
         zero = [p.name for p in self.result.rows if p.zero]
         if zero:  # e.g. a U-Net whose output convolution starts at zero: nothing upstream has a gradient yet
             return (f"ok: {n} parameter(s) within tolerance, but {len(zero)} of them have a gradient of exactly 0 on "
@@ -215,6 +223,7 @@ def gradcheck(loaded, data, model, *, label=None, param_names=(), eps=1e-6, rtol
     perturb = float(perturb)
 
     params = list(model.params)
+    param_names = list(dict.fromkeys(param_names))  # a name given twice is checked once
     if param_names:
         by_name = {p.label: p for p in params}
         missing = [n for n in param_names if n not in by_name]
