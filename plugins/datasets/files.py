@@ -133,9 +133,11 @@ def check_finite(x: np.ndarray, path, what: str, *, row_of=None) -> None:
 
 
 def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
-           feature_names=None, image_shape=None, meta=None, test_path=None) -> Dataset:
+           feature_names=None, image_shape=None, meta=None, test_path=None, test_key="data.test_path",
+           test_line=None) -> Dataset:
     """Decide the task, encode class labels as 0..K-1 and build the Dataset. Errors about the test
-    targets name `test_path` (the test file) where there is one."""
+    targets name `test_path` (the test file, given at `test_key`) where there is one, and the line
+    `test_line(row)` says a test row was read from, where the reader knows it."""
     meta = dict(meta or {})
     meta.setdefault("source", source)
     meta["path"] = str(path)
@@ -148,7 +150,7 @@ def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
         textual = y_train.dtype.kind in "USO"
         task = "classification" if textual or _few_integer_values(y_train) else "regression"
         meta["task_inferred"] = True
-    files = ((path, "data.path"), (test_path or path, "data.test_path"))  # where each target array came from
+    files = ((path, "data.path"), (test_path or path, test_key))  # where each target array came from
     if task == "regression":
         y_train, y_test = (None if y is None else _numeric_targets(y, where, key)
                            for y, (where, key) in zip((y_train, y_test), files))
@@ -168,11 +170,37 @@ def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
             raise DataError(f"{where}: classification needs whole-number or text labels, "
                             "found fractional values (set task = \"regression\"?)", key=key)
     ys = [y.astype(np.int64) if y.dtype.kind == "f" else y for y in ys]
-    classes = np.unique(np.concatenate(ys))
+    both = np.concatenate(ys)  # (in the type they are compared in: int and text labels as text)
+    if len(ys) > 1:
+        _refuse_unseen(both[:len(ys[0])], both[len(ys[0]):], *files[1], test_line)
+    classes = np.unique(both)
     coded = [np.searchsorted(classes, y).astype(np.int64) for y in ys]
     meta["classes"] = [c.item() if hasattr(c, "item") else c for c in classes]
     return Dataset(x_train, coded[0], x_test, coded[1] if len(coded) > 1 else None,
                    "classification", len(classes), feature_names, image_shape, meta)
+
+
+def _refuse_unseen(y_train, y_test, where, key, line_of=None) -> None:
+    """DataError for test labels no training row has: np.unique over both splits made each a class
+    without a training example ("3 classes" from train labels 0, 1 and a test file of 5s), unsaid."""
+    unseen = ~np.isin(y_test, y_train)
+    if not unseen.any():
+        return
+    labels = [_label(v) for v in np.unique(y_test[unseen])]
+    more = f" and {len(labels) - 5} more" if len(labels) > 5 else ""
+    first = int(np.flatnonzero(unseen)[0])
+    at = f"line {line_of(first)}" if line_of is not None else f"row {first}"
+    many = len(labels) > 1
+    it = "them" if many else "it"
+    raise DataError(f"{where}: test label{'s' if many else ''} {', '.join(labels[:5])}{more} "
+                    f"({int(unseen.sum())} of {len(y_test)} rows, the first at {at}) never "
+                    f"occur{'' if many else 's'} in the training data: the training split has no example of {it} "
+                    f"to learn from; add training rows of {it} or remove those test rows", key=key)
+
+
+def _label(v) -> str:
+    v = v.item() if hasattr(v, "item") else v
+    return repr(v) if isinstance(v, (str, bytes)) else str(v)
 
 
 def _numeric_targets(y, where, key):
@@ -227,7 +255,24 @@ BOMS = {  # codec -> (byte order mark, codec of the text after it), as bytes.dec
     "utf-8-sig": ((codecs.BOM_UTF8, "utf-8"),),
     "utf-16": ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")),
     "utf-32": ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be")),
+    **{c: ((bom, c),) for c, bom in (("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE),
+                                     ("utf-32-le", codecs.BOM_UTF32_LE), ("utf-32-be", codecs.BOM_UTF32_BE))},
 }
+WIDE = ("utf-16", "utf-32")  # codecs whose text holds NUL bytes: "a" is 61 00 in UTF-16-LE
+
+
+def _wide_codec(raw: bytes, codec: str) -> str:
+    """The codec a UTF-16/32 byte order mark names ("utf-16": _after_bom reads the mark), else
+    `codec`: Excel's "Unicode text" export starts with one, also where data.encoding is left at
+    "utf-8" (a non-Unicode encoding the user gave is kept). UTF-32-LE's mark is tried first, as it
+    starts with UTF-16-LE's."""
+    if not codec.startswith("utf"):
+        return codec
+    for wide, bom in (("utf-32", codecs.BOM_UTF32_LE), ("utf-32", codecs.BOM_UTF32_BE),
+                      ("utf-16", codecs.BOM_UTF16_LE), ("utf-16", codecs.BOM_UTF16_BE)):
+        if raw.startswith(bom):
+            return codec if codec.startswith(wide) and bom in dict(BOMS[codec]) else wide
+    return codec
 
 
 def _after_bom(raw: bytes, codec: str) -> tuple[str, int]:
@@ -263,7 +308,10 @@ def _not_text(raw: bytes, path, encoding: str, codec: str, exc: UnicodeError, at
     if not isinstance(exc, UnicodeDecodeError):
         return f"{path}: not {name} text ({exc}); {advice}"
     pos = at + exc.start
-    line = raw.count(b"\n", 0, pos) + 1
+    if codec.startswith(WIDE):  # there a 0x0A byte is also part of other characters: count decoded newlines
+        line = raw[:pos].decode(codec, "replace").count("\n") + 1
+    else:
+        line = raw.count(b"\n", 0, pos) + 1
     return f"{path}:{line}: not {name} text (byte 0x{raw[pos]:02X}); {advice}"
 
 
@@ -325,12 +373,19 @@ class _Table:
     def rows(self):
         return itertools.islice(self._records(), 1 if self.names is not None else 0, None)
 
+    def line_of(self, row: int) -> int:
+        """The line data row `row` was read from (read again: only for an error message)."""
+        return next(itertools.islice(self.rows(), row, None))[0]
+
 
 def _read_csv(path, delimiter: str, header, encoding: str = "utf-8") -> _Table:
     raw = read_bytes(path, "a CSV file")
-    if b"\0" in raw[:65536]:
-        raise DataError(f"{path}: expected a CSV text file, found binary data (a NUL byte)")
-    records = functools.partial(_records, raw, _text_codec(encoding), delimiter, path, encoding)
+    given = _text_codec(encoding)
+    codec = _wide_codec(raw, given)
+    if not codec.startswith(WIDE) and b"\0" in raw[:65536]:  # NUL bytes are text only in UTF-16/32
+        raise DataError(f"{path}: expected a CSV text file, found binary data (a NUL byte); a UTF-16 text "
+                        'file (Excel\'s "Unicode text") without a byte order mark needs data.encoding = "utf-16"')
+    records = functools.partial(_records, raw, codec, delimiter, path, encoding if codec == given else codec)
     head, first_line, rest_empty, n = _scan(records())
     if not head:
         raise DataError(f"{path}: expected rows of comma-separated numbers, found no data")
@@ -342,7 +397,7 @@ def _read_csv(path, delimiter: str, header, encoding: str = "utf-8") -> _Table:
     if header and n == 1:
         raise DataError(f"{path}: expected data rows after the header line, found none")
     width = len(head[0][1])
-    _check_ragged(path, first_line, width, drop, names, delimiter)
+    _check_ragged(path, first_line, width, drop, names, delimiter, records)
     return _Table(path, records, names, width, n - bool(header))
 
 
@@ -371,13 +426,35 @@ def _drops_trailing_empty(head, rest_empty: bool) -> bool:
     return rest_empty and (_ends_empty(first) or (len(head) > 1 and len(first) == len(head[1][1]) - 1))
 
 
-def _check_ragged(path, first_line: dict, width: int, drop: bool, names, delimiter: str) -> None:
+def _check_ragged(path, first_line: dict, width: int, drop: bool, names, delimiter: str, records) -> None:
     """DataError at the first row (past the first) with other than `width` fields (+1 where a trailing
     delimiter is dropped)."""
     line, found = min(((line, k - drop) for k, line in first_line.items() if k != width + drop), default=(0, 0))
     if line:
+        hint = _delimiter_hint(records, line, delimiter)
+        if not hint and delimiter == "," and found <= 1:
+            hint = " (is the delimiter right?)"
         raise DataError(f"{path}:{line}: expected {width} fields{' (as in the header)' if names else ''}, found "
-                        f"{found}{'' if delimiter != ',' or found > 1 else ' (is the delimiter right?)'}")
+                        f"{found}{hint}")
+
+
+COMMON_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _delimiter_hint(records, line: int, delimiter: str) -> str:
+    """' (is the delimiter right? data.delimiter = ";")' where another common delimiter splits the first
+    row and the one at `line` into as many fields (more than one): a European file (a;b;y, 1,5;2;0) read
+    with "," was only "expected 1 fields, found 3". Both rows are read again: only for the message."""
+    rows = records()
+    first = next(rows)[1]
+    bad = next((fields for at, fields in rows if at == line), None)
+    if bad is None:
+        return ""
+    for d in COMMON_DELIMITERS:
+        counts = {len(next(csv.reader([delimiter.join(f)], delimiter=d))) for f in (first, bad)}
+        if d != delimiter and len(counts) == 1 and counts.pop() > 1:
+            return f' (is the delimiter right? data.delimiter = "{d.encode("unicode_escape").decode()}")'
+    return ""
 
 
 def _target_index(target, names, width, path) -> int:
@@ -537,7 +614,7 @@ def _csv_arrays(path, params, ref_names=None, ref_width=None):
     x = _columns(table, cols, [order[j] for j in cols], names, target)
     y = None if target is None else target.values()
     feature_names = [names[j] for j in cols] if names else None
-    return x, y, feature_names, width, names
+    return x, y, feature_names, width, names, table.line_of
 
 
 class CSV(Source):
@@ -565,18 +642,19 @@ class CSV(Source):
             raise DataError(f"data.delimiter: expected one character, found {params['delimiter']!r}")
         path = params["path"]
         with from_key("data.path"):
-            x, y, names, width, columns = _csv_arrays(path, params)
-        x_te = y_te = None
+            x, y, names, width, columns, _ = _csv_arrays(path, params)
+        x_te = y_te = test_line = None
         if params.get("test_path"):
             with from_key("data.test_path"):
-                x_te, y_te, _, _, _ = _csv_arrays(params["test_path"], params, ref_names=columns, ref_width=width)
+                x_te, y_te, _, _, _, test_line = _csv_arrays(params["test_path"], params, ref_names=columns,
+                                                             ref_width=width)
         y_task = params["task"]
         if y is not None and y_te is not None and y.dtype.kind != y_te.dtype.kind:
             # e.g. "1" in train but "1.5" or "one" in test: compare as floats, or as text
             kind = str if "U" in (y.dtype.kind, y_te.dtype.kind) else np.float64
             y, y_te = y.astype(kind), y_te.astype(kind)
         return finish(x, y, x_te, y_te, task=y_task, source=self.name, path=path,
-                      feature_names=names, test_path=params.get("test_path"))
+                      feature_names=names, test_path=params.get("test_path"), test_line=test_line)
 
 
 # ---- npz -----------------------------------------------------------------------------
@@ -660,6 +738,7 @@ def _npz_arrays(path, params, ref_features=None):
     if x.shape[0] == 0 or math.prod(x.shape[1:]) == 0:
         raise DataError(f"{p}: array {params['x_key']!r} has shape {x.shape}: expected at least one row "
                         "and one feature")
+    _refuse_channels_last(x, p, params["x_key"])
     x, image_shape = as_images(x)
     x = x.astype(np.float64)
     check_finite(x.reshape(len(x), -1), p, f"array {params['x_key']!r}")
@@ -702,6 +781,15 @@ class NPZ(Source):
                 x_te = x_te.reshape((len(x_te),) + x.shape[1:])
         return finish(x, y, x_te, y_te, task=params["task"], source=self.name, path=params["path"],
                       image_shape=image_shape, test_path=params.get("test_path"))
+
+
+def _refuse_channels_last(x: np.ndarray, path, key: str) -> None:
+    """DataError for (N, H, W, C) images (last axis 1, 3 or 4, axis 1 larger): read as (N, C, H, W)
+    they became C=H, H=W, W=C, scrambled pixels said nowhere ("images 8x8x3")."""
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] > 4:
+        raise DataError(f"{path}: array {key!r} has shape {x.shape}, images with the channels last (N, H, W, C); "
+                        f"gengraph reads 4-d arrays as (N, C, H, W): convert with "
+                        f"np.transpose({key}, (0, 3, 1, 2)) (or np.moveaxis({key}, -1, 1)) and save the archive again")
 
 
 def as_images(x: np.ndarray):
@@ -818,7 +906,8 @@ class IDX(Source):
         labels = lambda a: None if a is None else a.astype(np.int64)
         task = "classification" if y is not None else "unsupervised"
         return finish(flat(x), labels(y), flat(x_te), labels(y_te), task=task, source=self.name,
-                      path=params["images"], image_shape=image_shape)
+                      path=params["images"], image_shape=image_shape, test_path=params.get("test_labels"),
+                      test_key="data.test_labels")
 
 
 SOURCES = [CSV(), NPZ(), IDX()]

@@ -48,7 +48,7 @@ from gengraph.plugins.datasets.base import reopening_a_run
 from gengraph.plugins.spec.errors import SpecError, SpecIssue, first_named, printable, with_article
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.registry import UnknownKind
-from gengraph.plugins.run.trainer import lbfgs_refusal, optimizer_from_spec
+from gengraph.plugins.run.trainer import check_in_dtype, lbfgs_refusal, optimizer_from_spec
 from gengraph.engine.backend import BackendError, get_backend
 from gengraph import __version__
 from gengraph.plugins.blocks.plots import loss_curves
@@ -136,6 +136,7 @@ def build_checked(spec, *, base_dir=None):
     try:
         optimizer_from_spec(spec.data["train"])  # hyper-parameter combinations the schema cannot express
         built = build(spec.data, base_dir=base_dir)
+        check_in_dtype(built[0], spec.data["run"]["dtype"])  # values the run's float type cannot hold
     except UnknownKind as exc:  # a registry name the schema does not enumerate (initializer, layer, ...)
         raise issue("model", str(exc)) from None
     except DataError as exc:  # at the key that named the file, where the source knows it

@@ -28,6 +28,7 @@ from gengraph.engine.optimizers import make_optimizer
 from gengraph.engine.schedules import make_schedule
 
 from gengraph.plugins.blocks.lbfgs import lbfgs
+from gengraph.plugins.datasets.base import DataError, as_rows
 from gengraph.plugins.model import ModelConfigError, ModelPlugin
 from gengraph.plugins.run.contract import checked_mapping
 from gengraph.plugins.run.metrics import stopping_mode
@@ -335,11 +336,54 @@ class Trainer:
 
 def _in_dtype(data, dtype):
     """The dataset with float arrays in the graph's dtype: cast once, not at every step."""
+    check_in_dtype(data, dtype)
+
     def cast(a):
         return a.astype(dtype) if a is not None and a.dtype.kind == "f" and a.dtype != dtype else a
 
     return data.replace(x_train=cast(data.x_train), y_train=cast(data.y_train), x_test=cast(data.x_test),
                         y_test=cast(data.y_test))
+
+
+SPLITS = (("x_train", "training"), ("y_train", "training"), ("x_test", "test"), ("y_test", "test"))
+
+
+def check_in_dtype(data, dtype) -> None:
+    """DataError for finite data beyond the range of the run's float type: cast to float32, a CSV cell
+    of 1e300 became inf, and the run failed as "training loss became nan" in a half-written folder.
+    The Trainer calls it before the cast; a spec check can call it before anything is written."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        return
+    top = float(np.finfo(dtype).max)
+    for name, split in SPLITS:
+        a = getattr(data, name)
+        if a is None or a.dtype.kind != "f" or a.dtype.itemsize <= dtype.itemsize or a.size == 0:
+            continue
+        rows = as_rows(a)
+        if not (np.nanmax(rows) > top or np.nanmin(rows) < -top):  # two reductions, no copy of the data
+            continue
+        _beyond(data, dtype, top, rows, name, split)
+
+
+def _beyond(data, dtype, top, rows, name, split):
+    """The DataError for rows holding values beyond ±top: the largest, the split, the column, the file."""
+    big = np.abs(rows) > top
+    j = int(np.argwhere(big)[0][1])
+    peak = float(np.abs(rows[big]).max())
+    names = data.feature_names if name.startswith("x") else None
+    column = ("the target" if name.startswith("y") else "feature "
+              + (f"{names[j]!r} ({j})" if names and j < len(names) else str(j)))
+    params = data.meta.get("params") or {}
+    from_test_file = split == "test" and data.meta.get("split", {}).get("kind") == "file"
+    file_key = "test_path" if from_test_file else "path"
+    key = f"data.{file_key}" if params.get(file_key) else "run.dtype"  # generated data: no file to blame
+    where = f"{params[file_key]}: " if params.get(file_key) else ""
+    scaled = " (after data.scale)" if name.startswith("x") and data.meta.get("x_scaling") else ""
+    fix = ("data.scale_target = true" if name.startswith("y") else 'data.scale = "standardize"')
+    raise DataError(f"{where}the {split} data hold values beyond the range of run.dtype = \"{dtype.name}\" "
+                    f"(±{top:.3g}): {column} reaches {peak:.3g}{scaled}; set run.dtype = \"float64\", or scale "
+                    f"the data ({fix})", key=key)
 
 
 def _max_all(terms):
