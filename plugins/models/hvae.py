@@ -63,11 +63,11 @@ class HVAE(LatentPlugin):
                    "encoder": cfg["encoder"] if lv.get("encoder") is None else lv["encoder"],
                    "decoder": cfg["decoder"] if lv.get("decoder") is None else lv["decoder"]}
                   for lv in cfg["levels"]]
-        check_likelihood(cfg["likelihood"], data)
         hier = Hierarchy(graph, data.n_features, levels, cfg["likelihood"], rng,
                          lambda role, t: f"{role}{t + 1}", image_shape=data.image_shape,
                          origins=lambda role, t: f"model.levels[{t}].{role}"
                          if cfg["levels"][t].get(role) is not None else f"model.{role}")
+        check_likelihood(cfg["likelihood"], data)  # after the layers' shape errors, which are the spec's own
         return build_latent_model(graph, hier, cfg["elbo"])
 
 

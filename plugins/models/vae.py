@@ -56,11 +56,10 @@ class VAE(LatentPlugin):
 
     def build(self, cfg, graph, data, rng):
         level = {"size": cfg["latent"], "encoder": cfg["encoder"], "decoder": cfg["decoder"]}
-        n_labels = n_labels_of(cfg, data)  # what model.condition needs of the data: said first
-        check_likelihood(cfg["likelihood"], data)
         hier = Hierarchy(graph, data.n_features, [level], cfg["likelihood"], rng, lambda role, t: role,
                          image_shape=data.image_shape, origins=lambda role, t: f"model.{role}",
-                         n_labels=n_labels)
+                         n_labels=n_labels_of(cfg, data))
+        check_likelihood(cfg["likelihood"], data)  # after the layers' shape errors, which are the spec's own
         return build_latent_model(graph, hier, cfg["elbo"])
 
 
