@@ -226,7 +226,7 @@ SHARED_FIELDS: dict[str, Field] = {
     "test_fraction": Field(float, 0.2, "fraction of the examples held out as the test set "
                            "(ignored when the source has a separate test file)", min=0.0, max=0.9),
     "scale": Field(str, "none", 'feature scaling fitted on the training split: "none", '
-                   '"standardize" (zero mean, unit variance per feature), "minmax" (each feature to '
+                   '"standardize" (zero mean, unit variance per feature; std of the training split, ddof 0), "minmax" (each feature to '
                    '[0, 1]) or "minmax_global" (one range for all features, e.g. pixels to [0, 1])',
                    choices=SCALE_CHOICES),
     "scale_target": Field(bool, False, "standardize a regression target too (training statistics)"),
