@@ -163,3 +163,13 @@ def test_resume_reruns_a_recorded_trial_whose_folder_is_gone(tmp_path):
     assert r.output.count("(recorded in sweep.jsonl)") == 1 and r.output.count("] ok ") == 1
     result = json.loads((out / "sweep.json").read_text())
     assert all(Path(t["run_dir"], "summary.json").is_file() for t in result["trials"])
+
+
+def test_an_axis_value_the_optimizer_refuses_is_refused_before_any_trial(tmp_path):
+    # --axis train.optimizer.lr=-1,0.01 ran the sweep and failed the lr=-1 trial (exit 1)
+    res = CliRunner().invoke(main, ["sweep", str(Path(__file__).resolve().parents[1] / "specs" / "mlp_digits.toml"),
+                                    "--axis", "train.optimizer.lr=-1,0.01", "--set", "train.epochs=1",
+                                    "--workers", "1", "--out", str(tmp_path / "sw")])
+    assert res.exit_code == 2 and "--axis train.optimizer.lr: learning rate: lr must be >= 0" in res.output, \
+        res.output
+    assert not (tmp_path / "sw").exists()

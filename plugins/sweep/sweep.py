@@ -57,6 +57,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gengraph.plugins.model import ModelConfigError
+from gengraph.plugins.run.trainer import optimizer_from_spec
 from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.spec.schema import is_number
@@ -400,6 +402,7 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
     for t in trials:
         try:
             trial_spec = spec_from_text(text, str(spec_path), list(overrides) + t.sets, schema)
+            _check_optimizer(trial_spec)
             t.spec_sha = _fingerprint(trial_spec, f"{name}/{t.name}")
         except SpecError as exc:
             for issue in _retarget(exc, axes):
@@ -415,6 +418,15 @@ def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin
                      axes=axes, trials=trials, spec_file=str(spec_path), spec_text=text,
                      base_dir=str(spec_path.resolve().parent), base_overrides=list(overrides), out_dir=out,
                      plugin_files=[str(Path(p).resolve()) for p in plugin_files], seed=cfg.get("seed", 0))
+
+
+def _check_optimizer(spec) -> None:
+    """The optimizer and schedule checks a run makes first (lr = -1, a schedule's own ranges), as a
+    SpecError: --axis train.optimizer.lr=-1,0.01 ran its trials and failed one of them."""
+    try:
+        optimizer_from_spec(spec.data["train"])
+    except ModelConfigError as exc:
+        raise SpecError([SpecIssue(*spec.position(exc.path), exc.path, exc.message)]) from None
 
 
 def _check_largest_trial(trials, axes, text, spec_path, overrides, schema) -> None:
