@@ -129,3 +129,19 @@ def test_an_error_about_a_key_from_the_file_points_at_the_set_that_caused_it():
     # a key left at its default: the key the user wrote (in the file) that the check is also about
     assert blamed_key(positions, "model.width", "width 3 does not fit depth 2", ("model.depth",)) == "model.depth"
     assert blamed_key(positions, "model", "channels ...") == "model"  # a table: named_child's rule alone
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda s: s.replace("[run]\n", "[run]\nseed = 1\nseed = 2\n", 1), ":6:1: invalid TOML: seed is set twice"),
+    (lambda s: s + "\n[run]\nseed = 3\n", "invalid TOML: the table [run] is declared twice"),
+    (lambda s: s + "\n[[model.layers]]\nunits = 3\n", "model.layers was given a whole value already"),
+    (lambda s: s.replace('kind = "mlp"', "kind = mlp"), 'text is quoted in TOML (kind = "mlp")'),
+    (lambda s: s.replace('source = "digits"', "source = \u201cdigits\u201d"), "curly quotes"),
+])
+def test_toml_syntax_errors_are_said_in_the_specs_words(tmp_path, edit, said):
+    # tomllib's "Cannot overwrite a value" named no key, "Cannot declare ('run',) twice" showed a
+    # Python tuple, and a bare word got "Invalid value" without a hint to quote it
+    spec = tmp_path / "s.toml"
+    spec.write_text(edit((SPECS / "mlp_digits.toml").read_text()))
+    r = CliRunner().invoke(main, ["validate", str(spec)])
+    assert r.exit_code == 2 and said in r.output and "Traceback" not in r.output, r.output

@@ -153,7 +153,7 @@ def test_crlf_line_endings_and_windows_columns():
     "text, line, col, message",
     [
         ("a = 1\nb = \n", 2, 5, "invalid TOML: Invalid value"),
-        ("a = 1\na = 2\n", 2, 6, "invalid TOML: Cannot overwrite a value"),
+        ("a = 1\na = 2\n", 2, 1, "invalid TOML: a is set twice (a key is given once per table)"),
         ('a = "open', 1, 10, "invalid TOML: Unterminated string"),
         ("[a", 1, 3, "invalid TOML: Expected ']' at the end of a table declaration"),
     ],

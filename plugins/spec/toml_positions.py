@@ -114,7 +114,36 @@ def _decode_error(exc: Exception, text: str, file: str | None) -> SpecError:
     elif _AT_END.search(msg):
         line, col = text.count("\n") + 1, len(text) - text.rfind("\n")
     msg = _AT_END.sub("", _AT.sub("", msg))
-    return SpecError(SpecIssue(file, line, col, "", f"invalid TOML: {msg}"))
+    source = text.splitlines()[line - 1] if line and 0 < line <= len(text.splitlines()) else ""
+    said, col = _explained(msg, source, col)
+    return SpecError(SpecIssue(file, line, col, "", f"invalid TOML: {said}"))
+
+
+def _table_name(parts: str) -> str:
+    """tomllib's ('model', 'layers') as model.layers."""
+    return ".".join(re.findall(r"'([^']*)'", parts)) or parts
+
+
+def _explained(msg: str, source: str, col):
+    """tomllib's message in the spec's words, with the column of the key where that helps: its
+    "Cannot overwrite a value" named no key, "Cannot declare ('run',) twice" showed a Python tuple,
+    and "Invalid value" gave no hint that text is quoted."""
+    key = re.match(r"\s*([A-Za-z0-9_.\"' -]+?)\s*=", source)
+    if msg.startswith("Cannot overwrite a value") and key:
+        return f"{key.group(1).strip()} is set twice (a key is given once per table)", source.find(key.group(1)) + 1
+    if (m := re.match(r"Cannot declare (\(.*\)) twice", msg)):
+        return f"the table [{_table_name(m.group(1))}] is declared twice (give its keys under one header)", col
+    if (m := re.match(r"Cannot mutate immutable namespace (\(.*\))", msg)):
+        name = _table_name(m.group(1))
+        return (f"{name} was given a whole value already (name = [...] or {{...}}), so a [{name}] or "
+                f"[[{name}]] table cannot add to it: write it one way"), col
+    if msg.startswith("Invalid value") and key:
+        value = source.split("=", 1)[1].strip()
+        if value and value[0] in "\u201c\u201d\u2018\u2019":
+            return f"{msg}: {key.group(1).strip()} is written with curly quotes; TOML text takes straight ones (\")", col
+        if value[:1].isalpha() and value.split()[0] not in ("true", "false", "inf", "nan"):
+            return f'{msg}: text is quoted in TOML ({key.group(1).strip()} = "{value.split()[0]}")', col
+    return msg, col
 
 
 # --- size bounds: a spec is small; anything far past these is a mistake or an attack -----
