@@ -114,10 +114,14 @@ def test_arguments_of_the_wrong_type_name_the_argument(tmp_path, monkeypatch):
                         (lambda: gengraph.validate(TINY, plugins=[5]), "plugins must be paths"),
                         (lambda: gengraph.run(TINY, out=done.dir, overwrite="no"), "overwrite must be True or False"),
                         (lambda: gengraph.run(TINY, out=done.dir, resume="yes"), "resume must be True or False"),
-                        (lambda: gengraph.show_samples(np.zeros((2, 2)), None), "run must be a gengraph Run")]:
+                        (lambda: gengraph.show_samples(np.zeros((2, 2)), None), "run must be a gengraph Run"),
+                        (lambda: gengraph.validate(42), "spec must be a path"),
+                        (lambda: gengraph.run(["x.toml"]), "spec must be a path")]:
         with pytest.raises(TypeError, match=words):
             call()
     assert done.summary["epochs"] == 2 and (done.dir / "checkpoint.npz").is_file()  # untouched
+    with pytest.raises(gengraph.SpecError, match="the name is empty"):
+        gengraph.validate("")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     run = gengraph.run(TINY, out="~/runs/t", progress=None)

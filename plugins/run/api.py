@@ -144,6 +144,12 @@ def load_spec_any(spec, overrides=()):
                              for i in exc.issues]) from None
         loaded.has_lines = False  # and so would they in what later checks say (data, shapes)
         return loaded, None, Path.cwd()
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):  # 42 was "42: spec file not found"
+        raise TypeError(f"spec must be a path, a shipped spec's name, a dict or None, not {type(spec).__name__} "
+                        f"{spec!r}")
+    if isinstance(spec, str) and not spec.strip():
+        raise SpecError(SpecIssue(None, None, None, "spec", "the name is empty: give a spec file or a shipped "
+                                  "spec's name (gengraph.shipped_specs())"))
     path = spec_path(spec)
     return load_file(path, overrides), path, path.parent
 
