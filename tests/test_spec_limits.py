@@ -145,3 +145,16 @@ def test_toml_syntax_errors_are_said_in_the_specs_words(tmp_path, edit, said):
     spec.write_text(edit((SPECS / "mlp_digits.toml").read_text()))
     r = CliRunner().invoke(main, ["validate", str(spec)])
     assert r.exit_code == 2 and said in r.output and "Traceback" not in r.output, r.output
+
+
+def test_keys_other_tables_use_and_a_misspelt_spec_version_get_a_suggestion(tmp_path):
+    # a layer's `kind` listed the known keys (every other table chooses its kind by `kind`), and
+    # spec_verison had no did-you-mean: spec_version was no candidate
+    out = _validate("mlp_digits.toml", 'model.layers[0].kind="dense"')
+    assert 'model.layers[0].kind: unknown key; did you mean "type"?' in out, out
+    out = _validate("mlp_digits.toml", 'train.optimizer.type="adam"')
+    assert 'train.optimizer.type: unknown key; did you mean "kind"?' in out, out
+    spec = tmp_path / "s.toml"
+    spec.write_text((SPECS / "mlp_digits.toml").read_text().replace("spec_version = 1", "spec_verison = 1"))
+    r = CliRunner().invoke(main, ["validate", str(spec)])
+    assert r.exit_code == 2 and 'spec_verison: unknown key; did you mean "spec_version"?' in r.output, r.output

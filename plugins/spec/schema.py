@@ -235,6 +235,11 @@ class Field:
                 ctx.add(path, f"must be < {self.below}, found {format_value(v)}")
 
 
+# keys one table calls by a name another table uses: a layer's `type` written as `kind` (every other
+# table chooses its kind by `kind`), and back; difflib finds neither
+CONFUSED_KEYS = {"kind": "type", "type": "kind"}
+
+
 class Table:
     """A table with known keys; extra=True keeps unknown keys as they are."""
 
@@ -253,8 +258,12 @@ class Table:
             return value
         out = {k: value[k] for k in passthrough if k in value}
         known = [*passthrough, *self.fields]
-        # unknown keys and the known key each seems to misspell (total_step -> total_steps)
-        hints = {} if self.extra else {k: suggest(k, known) for k in value if k not in known}
+        # unknown keys and the known key each seems to misspell (total_step -> total_steps); at the
+        # top, spec_version too (checked apart from the tables, it was no candidate)
+        candidates = known + ["spec_version"] * (not path)
+        hints = {} if self.extra else {
+            k: CONFUSED_KEYS[k] if CONFUSED_KEYS.get(k) in known else suggest(k, candidates)
+            for k in value if k not in known}
         required = set()  # missing keys whose misspelling is there: one issue, at the misspelling
         for name, sub in self.fields.items():
             if name in passthrough:
