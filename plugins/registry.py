@@ -44,12 +44,18 @@ class UnknownKind(KeyError):
         return self.message()
 
 
+# names users give for a candidate that difflib does not find close: --device gpu suggested "cpu"
+SYNONYMS = {"gpu": "cuda", "nvidia": "cuda"}
+
+
 def suggest(name: str, candidates) -> str | None:
     """The closest candidate to a probably misspelt name, or None; case counts for nothing
     ("RELU" is "relu", which plain difflib ranked below the cutoff)."""
     folded = {}
     for c in map(str, candidates):
         folded.setdefault(c.lower(), c)
+    if SYNONYMS.get(str(name).lower()) in folded:
+        return folded[SYNONYMS[str(name).lower()]]
     hits = difflib.get_close_matches(str(name).lower(), list(folded), n=1, cutoff=0.6)
     return folded[hits[0]] if hits else None
 

@@ -158,3 +158,13 @@ def test_keys_other_tables_use_and_a_misspelt_spec_version_get_a_suggestion(tmp_
     spec.write_text((SPECS / "mlp_digits.toml").read_text().replace("spec_version = 1", "spec_verison = 1"))
     r = CliRunner().invoke(main, ["validate", str(spec)])
     assert r.exit_code == 2 and 'spec_verison: unknown key; did you mean "spec_version"?' in r.output, r.output
+
+
+def test_gpu_suggests_cuda_and_one_class_has_entropy_plus_zero():
+    import math
+
+    from gengraph.plugins.blocks.sample_quality import label_entropy
+
+    r = CliRunner().invoke(main, ["validate", str(SPECS / "mlp_digits.toml"), "--device", "gpu"])
+    assert r.exit_code == 2 and 'did you mean "cuda"?' in r.output, r.output  # it suggested "cpu"
+    assert math.copysign(1.0, label_entropy([3, 3, 3])) == 1.0  # -0.0 was printed as "-0"

@@ -150,7 +150,7 @@ def label_entropy(labels, n_classes=10) -> float:
     """Entropy (nats) of the histogram of predicted labels; ln n_classes when every class is equally common."""
     counts = np.bincount(np.asarray(labels, np.int64), minlength=n_classes).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
-    return float(-np.sum(p * np.log(p)))
+    return float(-np.sum(p * np.log(p))) + 0.0  # + 0.0: one class gives 0, not -0 (printed "-0")
 
 
 def two_sample_summary(samples, data, seed) -> dict:
