@@ -165,6 +165,6 @@ def test_gpu_suggests_cuda_and_one_class_has_entropy_plus_zero():
 
     from gengraph.plugins.blocks.sample_quality import label_entropy
 
-    r = CliRunner().invoke(main, ["validate", str(SPECS / "mlp_digits.toml"), "--device", "gpu"])
+    r = CliRunner().invoke(main, ["validate", str(SPECS / "mlp_digits.toml"), "--set", "run.device=\"gpu\""])
     assert r.exit_code == 2 and 'did you mean "cuda"?' in r.output, r.output  # it suggested "cpu"
     assert math.copysign(1.0, label_entropy([3, 3, 3])) == 1.0  # -0.0 was printed as "-0"
