@@ -386,7 +386,9 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
 @common
 @user_errors
 def validate(spec, resolved, as_json, overrides, plugin_files, debug):
-    """Check a SPEC against the installed plugins; report every problem at once.
+    """Check a SPEC against the installed plugins; report every problem of its keys and values at
+    once, then (once those pass) what needs the model built: data files, layer shapes, an
+    optimizer's or schedule's hyper-parameters.
 
     SPEC is a spec file or a shipped spec's name (mlp_digits, ...: the files in specs/)."""
     from gengraph.plugins.run.api import check_run_name, load_spec_any

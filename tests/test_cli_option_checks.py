@@ -50,7 +50,7 @@ def ebm_run(tmp_path_factory):
 # --- 4/10: a device the CLI refuses, the API refuses with the same message, writing nothing -----
 
 @pytest.mark.parametrize("device, message", [
-    ("gpu", '--device: run.device: "gpu" is not one of "cpu", "cuda"; did you mean "cpu"?'),
+    ("gpu", '--device: run.device: "gpu" is not one of "cpu", "cuda"; did you mean "cuda"?'),
     ("tpu", '--device: run.device: "tpu" is not one of "cpu", "cuda"; did you mean "cpu"?'),
     ("", '--device: run.device: "" is not one of "cpu", "cuda"'),
 ])
