@@ -13,6 +13,7 @@ one `GradCheckRow` per checked input or parameter) serve both checks:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,7 +126,7 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
     that every element is checked. `wrt` defaults to every input.
     """
     wrt = list(inputs) if wrt is None else ([wrt] if isinstance(wrt, str) else list(wrt))
-    if not (isinstance(eps, (int, float)) and 0 < eps < 1):  # 0 divided by zero; a negative one passed
+    if not (isinstance(eps, numbers.Real) and 0 < eps < 1):  # 0 divided by zero; a negative one passed
         raise ValueError(f"check_grads: eps must be a step in (0, 1), e.g. 1e-6; found {eps!r}")
     g = Graph(dtype="float64", seed=seed)
     arrays = {k: np.array(v, dtype=np.float64, order="C") for k, v in inputs.items()}

@@ -70,6 +70,13 @@ def part_prefix(what: str) -> str:
 
 
 _EVERY: list = []  # every registry made (scoped_all)
+# the part registries' entry-point prefixes, also before their modules are imported
+PART_PREFIXES = ("data_source.", "layer.", "activation.", "initializer.", "noise_schedule.", "sampler.",
+                 "loss.", "likelihood.", "elbo_term.", "denoiser_network.", "optimizer.", "schedule.")
+
+
+def _part_prefixes() -> tuple:
+    return tuple(set(PART_PREFIXES) | {r._prefix for r in _EVERY if r._prefix})
 
 
 def registered_names() -> set:
@@ -151,8 +158,8 @@ class Registry:
 
     def _own_name(self, entry_name: str) -> str | None:
         """This registry's name for an entry point of its group, or None (another registry's)."""
-        if self._prefix is None:
-            return None if "." in entry_name else entry_name
+        if self._prefix is None:  # a model kind may hold dots ("acme.mlp"): only a part's PART. prefix is not one
+            return None if entry_name.startswith(_part_prefixes()) else entry_name
         return entry_name[len(self._prefix):] if entry_name.startswith(self._prefix) else None
 
     def names(self) -> list[str]:

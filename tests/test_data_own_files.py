@@ -200,3 +200,37 @@ def test_values_beyond_float32_are_refused_by_validate_too(tmp_path):
     assert res.exit_code == 2 and "s.toml:4:1: data.path: " in res.output and "beyond the range" in res.output
     res = CliRunner().invoke(main, ["validate", str(spec), "--set", 'run.dtype="float64"'])
     assert res.exit_code == 0, res.output
+
+
+def test_square_channels_first_arrays_are_not_taken_for_channels_last(tmp_path):
+    # (40, 16, 4, 4): 16 channels of 4x4 (stored latents) was refused as (N, H, W, C)
+    from gengraph.plugins.datasets import make_dataset
+
+    np.savez(tmp_path / "lat.npz", x=np.random.default_rng(0).normal(size=(40, 16, 4, 4)), y=np.zeros(40))
+    ds = make_dataset({"source": "npz", "path": str(tmp_path / "lat.npz"), "task": "unsupervised"}, 0)
+    assert ds.image_shape == (16, 4, 4)
+
+
+def test_a_run_made_before_the_unseen_class_check_still_resumes(tmp_path, monkeypatch):
+    # the new refusals broke runs made before them (their spec.toml cannot be edited): a run's own
+    # data are read as it trained on them
+    from click.testing import CliRunner
+
+    from gengraph.cli.main import main
+    from gengraph.plugins.datasets import files
+
+    rows = "".join(f"{i % 5},{(i * 7) % 3},{i % 2}\n" for i in range(40))
+    (tmp_path / "tr.csv").write_text("a,b,y\n" + rows)
+    (tmp_path / "te.csv").write_text("a,b,y\n1,2,0\n2,1,1\n3,0,2\n")
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'spec_version = 1\n[data]\nsource = "csv"\npath = "{tmp_path / "tr.csv"}"\n'
+                    f'test_path = "{tmp_path / "te.csv"}"\ntarget = "y"\n[model]\nkind = "mlp"\n'
+                    'layers = [{ units = 4 }]\n[train]\nepochs = 1\n[output]\nplots = false\n')
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(files, "reopening", lambda: True)  # the code before the check
+        assert CliRunner().invoke(main, ["run", str(spec), "--out", str(out), "-q"]).exit_code == 0
+    res = CliRunner().invoke(main, ["run", "--resume", str(out), "--set", "train.epochs=2", "-q"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "new"), "-q"])  # a new run: refused
+    assert res.exit_code == 2 and "never occurs in the training data" in res.output, res.output

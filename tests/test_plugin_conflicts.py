@@ -167,3 +167,11 @@ def test_an_installed_activation_is_a_valid_choice_and_runs(tmp_path, monkeypatc
                                     "--set", "model.layers[0].activation=softsign"])
     assert res.exit_code == 0, res.output
     assert ACTIVATIONS.get("softsign").__module__ == "softsign_pkg"
+
+
+def test_an_installed_model_kind_may_hold_a_dot(monkeypatch):
+    # "acme.mlp" worked until parts took dotted entry-point names; then it was dropped unsaid
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [
+        EntryPoint("acme.mlp", MLP, group), EntryPoint("activation.softsign", "mod:softsign", group)])
+    assert Registry("model kind", "test.group").names() == ["acme.mlp"]
+    assert Registry("activation", "test.group", part=True).names() == ["softsign"]

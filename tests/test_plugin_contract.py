@@ -280,3 +280,15 @@ def test_an_exception_in_a_plugins_own_code_names_the_hook_and_line(tmp_path):
         tmp_path, "crashy2", ("        return Model(", "        raise RuntimeError('oops')\n        return Model("))),
         "--out", str(tmp_path / "run2"), "--debug"])
     assert debug.exit_code == 1 and "its build raised RuntimeError: oops" in debug.output, debug.output
+
+
+def test_a_spec_typo_a_plugin_looks_up_is_the_specs_error_not_a_crash(tmp_path):
+    # UnknownKind (a KeyError) from ACTIVATIONS.get in a plugin's build became "its build raised"
+    change = ("    def build(self, cfg, graph, data, rng):",
+              "    def build(self, cfg, graph, data, rng):\n"
+              "        from gengraph.plugins.blocks.layer_base import ACTIVATIONS\n"
+              "        ACTIVATIONS.get('tanhh')")
+    path = write(tmp_path, "lookup", change)
+    res = CliRunner().invoke(main, ["validate", str(tmp_path / "spec.toml"), "--plugin", str(path)])
+    assert res.exit_code == 2 and 'unknown activation "tanhh"; did you mean "tanh"?' in res.output, res.output
+    assert "its build raised" not in res.output

@@ -31,7 +31,7 @@ import numpy as np
 
 from gengraph.plugins.blocks.memory import too_big
 from gengraph.plugins.registry import suggest
-from .base import REQUIRED, DataError, Dataset, Field, Source, from_key
+from .base import REQUIRED, DataError, Dataset, Field, Source, from_key, reopening
 from gengraph.plugins.blocks import memory
 
 TASK_FIELD = Field(
@@ -171,7 +171,7 @@ def finish(x_train, y_train, x_test, y_test, *, task: str, source: str, path,
                             "found fractional values (set task = \"regression\"?)", key=key)
     ys = [y.astype(np.int64) if y.dtype.kind == "f" else y for y in ys]
     both = np.concatenate(ys)  # (in the type they are compared in: int and text labels as text)
-    if len(ys) > 1:
+    if len(ys) > 1 and not reopening():  # a finished run's data are read as it trained on them
         _refuse_unseen(both[:len(ys[0])], both[len(ys[0]):], *files[1], test_line)
     classes = np.unique(both)
     coded = [np.searchsorted(classes, y).astype(np.int64) for y in ys]
@@ -784,9 +784,12 @@ class NPZ(Source):
 
 
 def _refuse_channels_last(x: np.ndarray, path, key: str) -> None:
-    """DataError for (N, H, W, C) images (last axis 1, 3 or 4, axis 1 larger): read as (N, C, H, W)
-    they became C=H, H=W, W=C, scrambled pixels said nowhere ("images 8x8x3")."""
-    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] > 4:
+    """DataError for square (N, H, W, C) images (last axis 1, 3 or 4; axes 1 and 2 equal and larger;
+    axes 2 and 3 not): read as (N, C, H, W) they became C=H, H=W, W=C, scrambled pixels said nowhere
+    ("images 8x8x3"). A square (N, C, H, W) array (16 channels of 4x4) is not one; a run's own data
+    are read as they were (reopening)."""
+    n, a, b, c = x.shape if x.ndim == 4 else (0, 0, 0, 0)
+    if x.ndim == 4 and c in (1, 3, 4) and a == b > 4 and b != c and not reopening():
         raise DataError(f"{path}: array {key!r} has shape {x.shape}, images with the channels last (N, H, W, C); "
                         f"gengraph reads 4-d arrays as (N, C, H, W): convert with "
                         f"np.transpose({key}, (0, 3, 1, 2)) (or np.moveaxis({key}, -1, 1)) and save the archive again")

@@ -17,6 +17,7 @@ from gengraph.engine import Node, to_numpy
 from gengraph.engine.errors import UserError
 from gengraph.engine.ops.registry import _fmt
 from gengraph.plugins.model import Model, ModelConfigError
+from gengraph.plugins.registry import UnknownKind
 from gengraph.plugins.run.loading import deepest_line, plugin_source
 from gengraph.plugins.spec.errors import with_article
 
@@ -32,13 +33,14 @@ class PluginCrash(RuntimeError):
 
 
 @contextmanager
-def plugin_code(plugin, kind: str, hook: str, after: str = ""):
+def plugin_code(plugin, kind: str, hook: str, after: str = "", passes=()):
     """Run a plugin hook; an exception raised in the plugin's own file (not a user mistake it
-    reports on purpose: ModelConfigError, UserError) becomes PluginCrash. It printed a 50-line
-    traceback through gengraph's internals without a word on which plugin or hook."""
+    reports on purpose: ModelConfigError, UserError, a registry's UnknownKind for a kind the spec
+    names; nor one of `passes`, which the caller reports itself) becomes PluginCrash. It printed
+    a 50-line traceback through gengraph's internals without a word on which plugin or hook."""
     try:
         yield
-    except (UserError, ModelConfigError, MemoryError, OSError):
+    except (UserError, ModelConfigError, UnknownKind, MemoryError, OSError, *passes):
         raise
     except Exception as exc:
         where = plugin_frame(exc, plugin)
@@ -66,7 +68,8 @@ def call_build(plugin, kind: str, cfg, graph, data, rng) -> Model:
         raise PluginError(f"{_who(plugin, kind)}: build must take (cfg, graph, data, rng): {exc}") from None
     except ValueError:  # no signature to read (a builtin): let the call say
         pass
-    with plugin_code(plugin, kind, "build"):
+    # ValueError and OverflowError: build_checked says "does not fit in memory" or names the spec for them
+    with plugin_code(plugin, kind, "build", passes=(ValueError, OverflowError)):
         model = plugin.build(cfg, graph, data, rng)
     check_model(model, plugin, kind)
     return model

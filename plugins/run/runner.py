@@ -414,8 +414,10 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
     if note := _early_stop_note(cfg["train"], trainer.state):  # said once the run's files are whole
         log(note)
     if bad := non_finite(summary):  # written (NaN as null) for a post-mortem, but the run failed
-        # a value the report computed (a NaN of a plugin's own) was blamed on the learning rate
-        trained = non_finite({k: v for k, v in summary.items() if k not in reported})
+        # a value only the report computed (a NaN of a plugin's own) was blamed on the learning rate;
+        # one the training logged too (test_loss re-reported) is training's
+        logged = trainer.state.history[-1] if trainer.state.history else {}
+        trained = non_finite({k: v for k, v in summary.items() if k not in reported or k in logged})
         hint = ("check the data's scale and the learning rate" if trained else
                 f"the {cfg['model']['kind']} plugin's report ({plugin_source(plugin)}) computed them; the training "
                 f"metrics are finite")
