@@ -24,6 +24,7 @@ from pathlib import Path
 from gengraph.engine.expr import ExprError
 from gengraph.engine.ops.registry import ShapeError
 from gengraph.plugins.datasets import DataError
+from gengraph.plugins.datasets.base import reopening_a_run
 from gengraph.plugins.run.checkpoint import CheckpointError, load_checkpoint
 from gengraph.plugins.run.display import GraphDisplay
 from gengraph.plugins.run.display import SampleImages, unplottable
@@ -442,5 +443,6 @@ def _checkpoint_arrays(run_dir, plugins) -> dict:
 @user_facing
 def _build(run_dir, overrides):
     loaded = load_file(Path(run_dir) / "spec.toml", overrides)
-    data, plugin, _graph, model = build_checked(loaded, base_dir=Path(run_dir))
+    with reopening_a_run():  # the run's own spec (Run.graph, Run.gradcheck): its data as it trained on them
+        data, plugin, _graph, model = build_checked(loaded, base_dir=Path(run_dir))
     return loaded, data, plugin, model
