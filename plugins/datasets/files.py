@@ -762,7 +762,9 @@ class NPZ(Source):
     help = "arrays from a NumPy .npz archive (x: one row per example, y: targets)"
     params: ClassVar[dict[str, Field]] = {
         "path": Field(str, REQUIRED, ".npz file with the (training) arrays"),
-        "x_key": Field(str, "x", "name of the feature array in the archive (extra axes are flattened)"),
+        "x_key": Field(str, "x", "name of the feature array in the archive: rows (n, features), or images "
+                       "(n, H, W) or (n, C, H, W) (square channel-last (n, H, W, C) arrays are refused: transpose "
+                       "them); more axes are flattened"),
         "y_key": Field(str, "y", "name of the target array in the archive"),
         "test_path": Field(str, None, "optional .npz file with the test set, same keys (then nothing is split)"),
         "task": TASK_FIELD,
