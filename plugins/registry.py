@@ -61,7 +61,7 @@ def suggest(name: str, candidates) -> str | None:
 
 
 PLUGIN_GROUP = "gengraph.plugins"  # the one entry-point group: model kinds and (PART.NAME) smaller parts
-_ABSENT = object()  # a name not in a table (for `scoped`'s undo)
+_ABSENT = object()  # a name not registered
 
 
 def part_prefix(what: str) -> str:
@@ -80,8 +80,8 @@ def _part_prefixes() -> tuple:
 
 
 def registered_names() -> set:
-    """(registry, name) of everything registered in code so far, in every registry."""
-    return {(r.what, n) for r in _EVERY for n in list(r._objects)}
+    """(registry, name) of everything registered in code so far (for this thread), in every registry."""
+    return {(r.what, n) for r in _EVERY for n in [*r._objects, *(k for o in r._overlays() for k in o)]}
 
 
 @contextmanager
@@ -124,13 +124,15 @@ class Registry:
         """Register obj under name; usable as a decorator when obj is omitted."""
 
         def add(o):
-            if name in self._objects and not replace and self._objects[name] is not o:
+            current = self._registered(name)
+            if current is not _ABSENT and not replace and current is not o:
                 raise ValueError(f'{self.what} "{name}" is already registered')
-            scopes = getattr(self._scopes, "open", None)
-            if scopes:  # what the innermost block undoes: the first state it saw of this name
-                scopes[-1].setdefault(name, (self._objects.get(name, _ABSENT), self._broken.get(name, _ABSENT)))
-            self._objects[name] = o
-            self._broken.pop(name, None)
+            overlays = self._overlays()
+            if overlays:  # inside `scoped`: this thread's, until its block ends
+                overlays[-1][name] = o
+            else:
+                self._objects[name] = o
+                self._broken.pop(name, None)
             return o
 
         return add if obj is None else add(obj)
@@ -162,11 +164,24 @@ class Registry:
             return None if entry_name.startswith(_part_prefixes()) else entry_name
         return entry_name[len(self._prefix):] if entry_name.startswith(self._prefix) else None
 
+    def _overlays(self) -> list:
+        """This thread's open `scoped` blocks, outermost first: what each registered."""
+        return getattr(self._scopes, "open", None) or []
+
+    def _registered(self, name: str):
+        """What is registered under name for this thread (its blocks first), else _ABSENT."""
+        for overlay in reversed(self._overlays()):
+            if name in overlay:
+                return overlay[name]
+        return self._objects.get(name, _ABSENT)
+
     def names(self) -> list[str]:
-        """All kinds: registered and installed (not yet imported), broken excluded."""
+        """All kinds: registered (for this thread) and installed (not yet imported), broken excluded."""
         self._scan()
-        names = set(self._objects) | set(self._entry_points)
-        return sorted(n for n in names if (n not in self._broken and n not in self._conflicts) or n in self._objects)
+        scoped = {n for overlay in self._overlays() for n in overlay}
+        names = set(self._objects) | set(self._entry_points) | scoped
+        return sorted(n for n in names if (n not in self._broken and n not in self._conflicts)
+                      or n in self._objects or n in scoped)
 
     def __contains__(self, name: str) -> bool:
         return name in self.names()
@@ -184,28 +199,23 @@ class Registry:
 
     @contextmanager
     def scoped(self):
-        """Registrations this thread makes inside the block are undone at its end (what was
+        """Registrations made inside the block are this thread's, and end with it (what was
         registered before is back): a notebook kernel outlives one call that loads a local plugin
-        file. Only this thread's: a snapshot restored at the end removed the plugin that another
-        thread's call had registered meanwhile, while it still ran."""
+        file. Kept apart per thread, not undone in a shared table: a snapshot restored at the end
+        removed the plugin another thread's call had registered meanwhile, and two threads loading
+        the same file undid each other's kind (or refused the second's part as registered)."""
         if not hasattr(self._scopes, "open"):
             self._scopes.open = []
-        undo: dict = {}
-        self._scopes.open.append(undo)
+        self._scopes.open.append({})
         try:
             yield self
         finally:
             self._scopes.open.pop()
-            for name, (obj, broken) in undo.items():
-                for table, old in ((self._objects, obj), (self._broken, broken)):
-                    if old is _ABSENT:
-                        table.pop(name, None)
-                    else:
-                        table[name] = old
 
     def get(self, name: str):
-        if name in self._objects:
-            return self._objects[name]
+        obj = self._registered(name)
+        if obj is not _ABSENT:
+            return obj
         self._scan()
         ep = self._entry_points.get(name)
         if ep is not None and name not in self._broken and name not in self._conflicts:

@@ -115,3 +115,49 @@ def test_a_scoped_block_undoes_only_its_own_threads_registrations():
             reg.register("y", 3)
         assert reg.get("x") == 1 and "y" not in reg.names()
     assert "x" not in reg.names()
+
+
+def test_two_threads_loading_the_same_plugin_file_keep_their_own_kinds(tmp_path):
+    # the first block to end removed the kind the other thread was still running, and the kind
+    # stayed registered for good after both; a part the file registers was refused the second time
+    from pathlib import Path
+
+    from gengraph.plugins.blocks.layer_base import ACTIVATIONS
+    from gengraph.plugins.model import MODELS
+    from gengraph.plugins.run.loading import plugin_files
+
+    base = (Path(__file__).resolve().parents[1] / "examples" / "plugin_polyfit.py").read_text()
+    path = tmp_path / "samefile.py"
+    path.write_text(base.replace('    kind = "polyfit"', '    kind = "samefile"') +
+                    "\nfrom gengraph.plugins.blocks.layer_base import ACTIVATIONS\n"
+                    "ACTIVATIONS.register('samefile_act', lambda x: x)\n")
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen, errors = {}, []
+
+    def a():
+        try:
+            with plugin_files([path]):
+                a_in.set()
+                b_in.wait(10)
+            a_done.set()
+        except Exception as exc:  # noqa: BLE001 -- reported below
+            errors.append(exc)
+            a_done.set()
+
+    def b():
+        try:
+            a_in.wait(10)
+            with plugin_files([path]):
+                b_in.set()
+                a_done.wait(10)
+                seen["b"] = ("samefile" in MODELS.names(), "samefile_act" in ACTIVATIONS.names())
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+            b_in.set()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert not errors, errors
+    assert seen["b"] == (True, True)  # still there for b after a's block ended
+    assert "samefile" not in MODELS.names() and "samefile_act" not in ACTIVATIONS.names()
