@@ -125,3 +125,19 @@ def test_resume_after_an_edit_of_the_runs_spec_toml_says_so(spec, tmp_path):
     assert "restore that run's spec.toml" in res.output and "--resume cannot change" not in res.output
     res = CliRunner().invoke(main, ["run", "--resume", str(out), "--set", "train.optimizer.lr=0.5"])
     assert res.exit_code == 2 and "--resume cannot change train.optimizer.lr" in res.output, res.output
+
+
+def test_resuming_an_early_stopped_run_whose_report_was_cut_writes_only_the_report(spec, tmp_path):
+    # a signal during the report of a run that stopped early: --resume trained another epoch
+    out = tmp_path / "run"
+    overrides = ["train.epochs=60", "train.optimizer.lr=0.05", "train.early_stopping={patience = 2}",
+                 "output.plots=false"]
+    s = execute(load(spec, overrides), out, log=lambda *a, **k: None)
+    assert s["epochs"] < 60  # it stopped early
+    rows = (out / "metrics.jsonl").read_text()
+    ckpt = (out / "checkpoint.npz").read_bytes()
+    (out / "summary.json").unlink()  # what a signal during the report leaves: no summary.json
+    again = execute(load(out / "spec.toml"), out, resume=True, log=lambda *a, **k: None)
+    assert (out / "metrics.jsonl").read_text() == rows and again["epochs"] == s["epochs"]
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in s.items() if k != "seconds"}
+    assert (out / "checkpoint.npz").read_bytes() == ckpt

@@ -197,6 +197,9 @@ class Trainer:
             return self.state
         if cfg["optimizer"]["kind"] == "lbfgs":
             return self._fit_lbfgs(on_epoch)
+        patience = (cfg.get("early_stopping") or {}).get("patience")
+        if patience and self.state.bad_epochs >= patience:  # stopped early already: resumed to write the
+            return self.state                                 # report (it trained one more epoch)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is checked below
             while self.state.epoch < cfg["epochs"]:
                 self._run_epoch(self.state.epoch + 1, on_step)
