@@ -1,8 +1,11 @@
 """Progress bars end full on a run that ended well: a resumed run's bar starts at its checkpoint,
 a closed form's (one row for train.epochs) and an early stop's end at the epochs they ran."""
 
+import io
 import re
 import types
+
+from tqdm import tqdm
 
 import gengraph
 from gengraph.plugins.run.progress import Progress
@@ -51,3 +54,15 @@ def test_the_notebook_widget_bound_follows_the_bar():
     p.bar = bar
     p.finish()
     assert (bar.total, widget.max) == (1, 1)
+
+
+def test_the_bar_draws_an_epochs_losses_beside_its_own_count():
+    # the postfix was set (and drawn) before the count moved: "0/3 ... train_loss=1", one epoch behind
+    buf = io.StringIO()
+    progress = Progress(3, stream=buf)
+    progress.bar = tqdm(total=3, unit="epoch", file=buf, mininterval=10)  # tqdm skips the count's own redraw
+    for epoch in (1, 2, 3):
+        progress.epoch({"epoch": epoch, "step": epoch, "train_loss": float(epoch)})
+        last = buf.getvalue().split("\r")[-1]
+        assert f"{epoch}/3" in last and f"train_loss={epoch}" in last, last
+    progress.close()

@@ -40,8 +40,10 @@ class Progress:
             done = max(int(row["epoch"]), self.bar.n + 1)  # a closed form's one row is epoch 0
             if self.bar.n == 0 and done > 1:  # a resumed run: the bar starts at its checkpoint's epoch
                 self.bar.n = self.bar.initial = done - 1
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
             self.bar.update(max(done - self.bar.n, 0))
+            # after the count, whose own redraw tqdm may skip: the postfix's redraw shows both (set
+            # first, it drew this epoch's losses beside the last epoch's count)
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
         elif row["epoch"] % self.every == 0 or row["epoch"] >= self.epochs or row["epoch"] <= 1:
             parts = " ".join(f"{k}={v:.5g}" for k, v in shown.items())
             try:
