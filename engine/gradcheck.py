@@ -131,10 +131,7 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
     g = Graph(dtype="float64", seed=seed)
     arrays = {k: np.array(v, dtype=np.float64, order="C") for k, v in inputs.items()}
     nodes = {k: g.input(k, a.shape) for k, a in arrays.items()}
-    unknown = [w for w in wrt if w not in nodes]
-    if unknown:  # was a bare KeyError
-        raise UnknownInput(f if isinstance(f, str) else getattr(f, "__name__", "f"), None,
-                           f"wrt names {unknown} are not inputs (the inputs: {sorted(nodes)})")
+    _check_wrt(f if isinstance(f, str) else getattr(f, "__name__", "f"), wrt, nodes)  # was a bare KeyError
     out = _output_node(f, expr_lang.build(f, nodes) if isinstance(f, str) else f(**nodes))
     if out.shape != ():
         cot = np.random.default_rng(seed).normal(size=out.shape)
@@ -148,6 +145,13 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
         numeric = central_differences(lambda: value_prog.run(arrays), arrays[k], eps)
         report.rows.append(compare(k, analytic[k], numeric, rtol, atol))
     return report
+
+
+def _check_wrt(expression, wrt, nodes) -> None:
+    """UnknownInput for names in `wrt` that are not inputs."""
+    unknown = [w for w in wrt if w not in nodes]
+    if unknown:
+        raise UnknownInput(expression, None, f"wrt names {unknown} are not inputs (the inputs: {sorted(nodes)})")
 
 
 def _output_node(expression, out):
@@ -171,9 +175,7 @@ def value_and_grad(expression: str, inputs: dict, wrt: list[str]):
             raise ExprError(expression, None, f"input {k!r} is not an array of numbers ({exc})") from None
     nodes = {k: g.input(k, a.shape) for k, a in arrays.items()}
     wrt = [wrt] if isinstance(wrt, str) else list(wrt)
-    unknown = [w for w in wrt if w not in nodes]
-    if unknown:
-        raise UnknownInput(expression, None, f"wrt names {unknown} are not inputs (the inputs: {sorted(nodes)})")
+    _check_wrt(expression, wrt, nodes)
     out = _output_node(expression, expr_lang.build(expression, nodes))
     if out.shape != ():
         raise ExprError(expression, None, f"value_and_grad needs a scalar expression; this one has shape {out.shape} "

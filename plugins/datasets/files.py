@@ -790,8 +790,10 @@ def _refuse_channels_last(x: np.ndarray, path, key: str) -> None:
     axes 2 and 3 not): read as (N, C, H, W) they became C=H, H=W, W=C, scrambled pixels said nowhere
     ("images 8x8x3"). A square (N, C, H, W) array (16 channels of 4x4) is not one; a run's own data
     are read as they were (reopening)."""
-    n, a, b, c = x.shape if x.ndim == 4 else (0, 0, 0, 0)
-    if x.ndim == 4 and c in (1, 3, 4) and a == b > 4 and b != c and not reopening():
+    if x.ndim != 4 or reopening():
+        return
+    _, a, b, c = x.shape
+    if c in (1, 3, 4) and a == b > 4 and b != c:
         raise DataError(f"{path}: array {key!r} has shape {x.shape}, images with the channels last (N, H, W, C); "
                         f"gengraph reads 4-d arrays as (N, C, H, W): convert with "
                         f"np.transpose({key}, (0, 3, 1, 2)) (or np.moveaxis({key}, -1, 1)) and save the archive again")

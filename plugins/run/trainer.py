@@ -338,9 +338,8 @@ class Trainer:
 
 
 def _in_dtype(data, dtype):
-    """The dataset with float arrays in the graph's dtype: cast once, not at every step."""
-    check_in_dtype(data, dtype)
-
+    """The dataset with float arrays in the graph's dtype: cast once, not at every step (values the
+    dtype cannot hold were refused by build_checked's check_in_dtype, before anything was written)."""
     def cast(a):
         return a.astype(dtype) if a is not None and a.dtype.kind == "f" and a.dtype != dtype else a
 
@@ -354,7 +353,7 @@ SPLITS = (("x_train", "training"), ("y_train", "training"), ("x_test", "test"), 
 def check_in_dtype(data, dtype) -> None:
     """DataError for finite data beyond the range of the run's float type: cast to float32, a CSV cell
     of 1e300 became inf, and the run failed as "training loss became nan" in a half-written folder.
-    The Trainer calls it before the cast; a spec check can call it before anything is written."""
+    runner.build_checked calls it, before anything is written and before the Trainer casts."""
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         return
