@@ -19,7 +19,6 @@ from gengraph.engine import Graph, Node
 
 from .registry import PLUGIN_GROUP, Registry
 from gengraph.engine import compile
-from gengraph.plugins.datasets.base import TASKS
 from gengraph.plugins.spec.schema import Table
 
 MODELS = Registry("model kind", entry_point_group=PLUGIN_GROUP)
@@ -127,6 +126,10 @@ class ModelPlugin:
         (e.g. sampler, steps, guidance). Kinds that cannot generate keep this default.
         """
         raise ModelConfigError("model.kind", f'a "{self.kind}" model does not generate samples')
+
+
+# the data tasks (datasets.base.TASKS, whose package imports this module's importers: not imported here)
+TASKS = ("regression", "classification", "unsupervised")
 
 
 def plugin_contract_issue(plugin) -> str | None:
