@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gengraph.engine import grad, ops
-from gengraph.engine.ops import conv, conv_strided
+from gengraph.engine.ops import conv, conv_strided, im2col
 from gradcheck_util import fd_check, forward
 from test_ops_conv import naive_backward_weight, naive_conv2d, naive_conv_transpose2d
 from test_ops_winograd import spy_on_kernels
@@ -66,6 +66,18 @@ def test_subpixel_matches_naive_loops_and_runs(cfg, seed):
     assert len(calls) == 1
     want = naive_conv_transpose2d(x, w, cfg["s"], cfg["p"], cfg["op"], (1, 1), cfg["groups"])
     assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=strided_cases(), seed=st.integers(0, 2**16), n=st.integers(2, 4))
+def test_subpixel_in_chunks_of_one_image_matches_naive_loops(cfg, seed, n):
+    """Every image its own chunk (CHUNK_BYTES = 1): each chunk's phases land in its own images."""
+    x, w = _arrays(dict(cfg, n=n), seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(im2col, "CHUNK_BYTES", 1)
+        got = conv_strided.conv_transpose2d_subpixel(np, x, w, cfg["s"], cfg["p"], cfg["op"], cfg["groups"])
+    want = naive_conv_transpose2d(x, w, cfg["s"], cfg["p"], cfg["op"], (1, 1), cfg["groups"])
     np.testing.assert_allclose(got, want, atol=1e-12)
 
 

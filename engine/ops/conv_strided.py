@@ -5,15 +5,17 @@ A transposed convolution with stride s writes kernel tap i of input pixel h to f
 row h*s + i. Split the full output by phase r = row mod s: row q*s + r receives the taps
 i = r + t*s (t = 0 .. k/s - 1) of input rows q - t, so every phase is an ordinary stride-1
 correlation of the input with a k/s x k/s sub-kernel, and all phases read the same
-k/s x k/s input windows. One im2col of the (small) input and ONE matmul with the s*s
-sub-kernels stacked along the output channels compute every phase; s*s strided copies
-interleave the phases into the output and drop the crop. Against the general path (one
-matmul per tap followed by kH*kW strided col2im adds over the large output) this saves
-the adds and the (C_out * kH * kW) x (N * H * W) intermediate: float32, one thread, batch
-64, 4x4 kernels, stride 2: 32->32 channels 14 -> 28 pixels 10.8 -> 5.8 ms, 64->32 at
-7 -> 14 4.3 -> 3.2 ms. When s does not divide k the sub-kernels would need zero taps
-(k = 3, s = 2: 16/9 of the multiplies) and the general path is as fast or faster, so
-conv.py runs these kernels only when `stride_divides_kernel`.
+k/s x k/s input windows. Per image, one matmul of the (small) input's windows with the s*s
+sub-kernels stacked along the output channels computes every phase, and s*s strided copies
+interleave the phases into the output and drop the crop; the images go in chunks that stay
+in cache. Against the general path (one matmul per tap followed by kH*kW strided col2im adds
+over the large output) this saves the adds and the (C_out * kH * kW) x (N * H * W)
+intermediate. Float32, one thread, batch 64, 4x4 kernels, stride 2, ms: 32->32 channels
+14 -> 28 pixels 12.8 (one matmul over the whole batch, channel-major) -> 7.2 (image-major,
+chunks of 1.4 MB; 12.1 with 2.8 MB chunks, 15.4 with 5.6 MB), 128->64 at 7 -> 14 21.0 -> 14.5,
+64->64 at 14 -> 28 31.7 -> 23.4, 32->1 at 14 -> 28 1.6 -> 1.2. When s does not divide k
+the sub-kernels would need zero taps (k = 3, s = 2: 16/9 of the multiplies) and the general
+path is as fast or faster, so conv.py runs these kernels only when `stride_divides_kernel`.
 
 Convolution and its weight gradient: space to depth. Row h*s + i of the padded input, with
 tap i = t*s + a, is row h + t of phase a, so a stride-s k x k correlation is a stride-1
@@ -29,7 +31,9 @@ by zero (weight gradient). Float32, one thread, batch 64, 32 -> 32 channels, 4x4
 
 from __future__ import annotations
 
-from .im2col import as_strided, im2col, pad_hw
+import numpy as np
+
+from .im2col import as_strided, image_chunks, pad_hw, windows
 
 
 def stride_divides_kernel(kernel, stride, dilation):
@@ -58,15 +62,19 @@ def conv_transpose2d_subpixel(xp, x, w, stride, padding, output_padding, groups)
     # stacked sub-kernels (G, (r, s, C_out/G), (C_in/G, j, l)): tap r + t*s, window offset j = m - 1 - t
     wc = w.reshape(groups, cig, cog, mh, sh, mw, sw)[:, :, :, ::-1, :, ::-1, :].transpose(0, 4, 6, 2, 1, 3, 5)
     wc = wc.reshape(groups, sh * sw * cog, cig * mh * mw)
-    xpad = pad_hw(xp, x, mh - 1, qh - h, mw - 1, qw - wd)
-    cols = im2col(xp, xpad, (mh, mw), (1, 1), (1, 1), (qh, qw), groups)
-    phases = xp.matmul(wc, cols).reshape(groups, sh, sw, cog, n, qh, qw)
-    out = xp.empty((n, groups, cog, ho, wo), dtype=phases.dtype)
-    for r in range(sh):
-        r0, q0, nq = _phase_span(r, sh, ph, ho)
-        for s in range(sw):
-            s0, p0, npx = _phase_span(s, sw, pw, wo)
-            out[:, :, :, r0::sh, s0::sw] = phases[:, r, s, :, :, q0:q0 + nq, p0:p0 + npx].transpose(2, 0, 1, 3, 4)
+    win = windows(xp, pad_hw(xp, x, mh - 1, qh - h, mw - 1, qw - wd), (mh, mw), (1, 1), (1, 1), (qh, qw))
+    dtype = np.result_type(x.dtype, w.dtype)
+    out = xp.empty((n, groups, cog, ho, wo), dtype=dtype)
+    spans = [(_phase_span(r, sh, ph, ho), _phase_span(s, sw, pw, wo)) for r in range(sh) for s in range(sw)]
+    per_image = groups * (cig * mh * mw + sh * sw * cog) * qh * qw * np.dtype(dtype).itemsize
+    # image-major, in chunks of images whose window matrices and phases stay in cache: the
+    # interleaving copies then read whole rows (channel-major over the batch they gathered across
+    # images, half the kernel's time); chunks of half the usual working set (measured below)
+    for a, b in image_chunks(xp, n, 2 * per_image):
+        cols = xp.ascontiguousarray(win[a:b]).reshape(b - a, groups, cig * mh * mw, qh * qw)
+        phases = xp.matmul(wc, cols).reshape(b - a, groups, sh * sw, cog, qh, qw)
+        for k, ((r0, q0, nq), (s0, p0, npx)) in enumerate(spans):
+            out[a:b, :, :, r0::sh, s0::sw] = phases[:, :, k, :, q0:q0 + nq, p0:p0 + npx]
     return out.reshape(n, groups * cog, ho, wo)
 
 
