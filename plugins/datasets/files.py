@@ -21,7 +21,6 @@ import math
 import operator
 import os
 import stat
-import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -276,15 +275,26 @@ def _wide_codec(raw: bytes, codec: str) -> str:
 
 
 def _after_bom(raw: bytes, codec: str) -> tuple[str, int]:
-    """The codec that reads raw as bytes.decode(codec) does, and where its text starts: past a BOM
-    (a UTF-8 one too), and UTF-16/32 without one in the machine's byte order (their incremental
+    """The codec that reads raw, and where its text starts: past a BOM (a UTF-8 one too), and
+    UTF-16/32 without one in the byte order its text shows (_byte_order; their incremental
     decoders refuse those: "UTF-16 stream does not start with BOM")."""
     for bom, plain in BOMS.get(codec, ()):
         if raw.startswith(bom):
             return plain, len(bom)
     if codec in ("utf-16", "utf-32"):
-        return f"{codec}-{'le' if sys.byteorder == 'little' else 'be'}", 0
+        return f"{codec}-{_byte_order(raw, 2 if codec == 'utf-16' else 4)}", 0
     return codec, 0
+
+
+def _byte_order(raw: bytes, width: int) -> str:
+    """"le" or "be" for UTF-16 (width 2) or UTF-32 (4) text without a byte order mark, from where its
+    zero bytes fall: a CSV's digits, commas and newlines are code units below 256, whose zero bytes
+    come last in little-endian ("1" is 31 00) and first in big-endian (00 31). bytes.decode("utf-16")
+    would assume the machine's order and turn a big-endian file into CJK characters. Without such
+    code units (no evidence either way) big-endian, as RFC 2781 says for text without a mark."""
+    head = np.frombuffer(raw[:4096 - 4096 % width][:len(raw) - len(raw) % width], np.uint8).reshape(-1, width)
+    zeros = (head == 0).sum(axis=0)
+    return "le" if zeros[-1] > zeros[0] else "be"
 
 
 def _text_pieces(raw: bytes, codec: str, path, encoding: str):
