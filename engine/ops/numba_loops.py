@@ -17,6 +17,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import numba_winograd
+from .numba_winograd import f43_grad, f43_input, f43_output  # noqa: F401 (winograd43's loops, loaded with these)
+
 # Numba keys its disk cache by source file, not by module name: a process that imported this file
 # under another name (`engine.ops.numba_loops`, from a checkout's root on sys.path) wrote entries
 # whose globals the package could not rebuild, a ModuleNotFoundError at its first call of a loop.
@@ -180,3 +183,4 @@ def warm(dtype) -> None:
         args = [np.ones(1, dtype) for _ in range(arrays)] + [t(1) for _ in range(scalars)]
         globals()[name](*args, np.ones(1, dtype))
         globals()[name + "_inplace"](*args)
+    numba_winograd.warm(dtype)

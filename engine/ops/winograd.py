@@ -17,6 +17,8 @@ back (forward) or multiplied by zeros (weight gradient). On the CPU the batch go
 of images so that a chunk's tiles and GEMM output stay in cache (4x the input and 4x the
 output; im2col.CHUNK_BYTES); on other backends (CuPy) one chunk. Only the xp functions NumPy
 and CuPy share are used. conv.py decides when these kernels run (`use_winograd`); they assume a (C_out, C_in, 3, 3) weight.
+On NumPy arrays of larger images, where Numba is installed, conv2d_3x3 and the weight gradient
+hand over to F(4x4, 3x3) (winograd43.py, `loops_for` decides).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import threading
 
 import numpy as np
 
+from . import winograd43
 from .im2col import image_chunks
 
 # F(2, 3): d (4) -> B^T d; g (3) -> G g; m (4) -> A^T m. Y = A^T [(G g) * (B^T d)] is the
@@ -180,6 +183,9 @@ def conv2d_3x3(xp, x, w, padding):
     ho, wo = h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2  # odd sizes: the last tile's second row / column is dropped
     dtype = np.result_type(x.dtype, w.dtype)
+    loops = winograd43.loops_for(xp, dtype, ho * wo)
+    if loops:  # the larger tile, where its Numba loops run
+        return winograd43.conv2d(loops, x, w, padding)
     y = xp.empty((n, o, ho, wo), dtype=dtype)
     if n == 0:  # no chunk to size the buffers by
         return y
@@ -231,6 +237,9 @@ def conv2d_backward_weight_3x3(xp, gy, x, padding):
     o, ho, wo = gy.shape[1:]
     th, tw = (ho + 1) // 2, (wo + 1) // 2
     dtype = np.result_type(gy.dtype, x.dtype)
+    loops = winograd43.loops_for(xp, dtype, ho * wo)
+    if loops:
+        return winograd43.conv2d_backward_weight(loops, gy, x, padding)
     acc = xp.zeros((16, o, c), dtype=dtype)
     chunks = image_chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
     buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw, grad_out=True)

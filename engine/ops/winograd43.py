@@ -1,0 +1,107 @@
+"""Winograd F(4x4, 3x3) for 3x3, stride-1, dilation-1, ungrouped convolutions on the CPU where
+Numba is installed (its tile transforms are numba_winograd.py's loops).
+
+Lavin & Gray 2016's larger tile: a 4x4 output tile from a 6x6 input tile (interpolation
+points 0, 1, -1, 2, -2 and infinity), Y = A^T [(G g G^T) * (B^T d B)] A, 36 multiplies per
+tile and channel pair where F(2x2, 3x3) (winograd.py) needs 64 for the same 16 outputs: its
+36 GEMMs (C_out x C_in) @ (C_in x tiles) do 1.78x less work, and its transformed tiles take
+0.56x the memory. The weight gradient is the same identity transposed:
+dg = G^T [sum over tiles (A gy A^T) * (B^T d B)] G.
+
+Its cost is rounding: float32 results are ~20x further from the exact ones than F(2x2, 3x3)'s
+(about 5e-6 against 3e-7 of the largest output on unit-scale data), because B and A hold
+entries up to 8 and G down to 1/24; float64 ones stay within ~1e-14. The filter transforms are
+done in float64 and rounded once. winograd.py runs these kernels where they apply (`loops_for`);
+they assume a (C_out, C_in, 3, 3) weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cpu_loops import load_loops
+from .im2col import image_chunks
+
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+              dtype=np.float64)
+_KRON = np.kron(G, G)  # (36, 9): U = G g G^T flattened; its transpose maps the gradient back
+
+# Output pixels (H_out * W_out) from which F(4x4, 3x3) is faster than F(2x2, 3x3): its 4x4 tiles
+# waste more of a small image (14x14 is tiled as 16x16) and its loops' rows are short there.
+# Float32, one thread, batch 64, forward + input gradient + weight gradient, F(4x4) / F(2x2)
+# time (bench/winograd_bench.py, 32 -> 32 channels): 1.53 at 12x12, 0.94 at 16x16, 1.02 at
+# 20x20, 0.86 at 24x24; 32 -> 64 at 14x14 1.31, at 28x28 0.87; 64 -> 64 at 28x28 0.73.
+MIN_PIXELS = 24 * 24
+
+
+def loops_for(xp, dtype, pixels):
+    """numba_loops (which holds the F(4x4, 3x3) loops) where these kernels should run: NumPy
+    arrays of float32 / float64, at least MIN_PIXELS output pixels, Numba loaded; else None."""
+    if xp is not np or np.dtype(dtype) not in (np.float32, np.float64) or pixels < MIN_PIXELS:
+        return None
+    return load_loops() or None
+
+
+def _tiles(ho, wo):
+    return (ho + 3) // 4, (wo + 3) // 4
+
+
+def _chunked(n, c, o, th, tw, dtype):
+    """Image ranges and, for the largest, flat scratch for the transformed tiles (36, c, ...) and
+    the GEMMs' side (36, o, ...), each seen at a chunk's size through `views`."""
+    item = np.dtype(dtype).itemsize
+    chunks = image_chunks(np, n, 36 * (c + o) * th * tw * item)
+    most = (chunks[0][1] - chunks[0][0]) * th * tw
+    v, m = np.empty(36 * c * most, dtype), np.empty(36 * o * most, dtype)
+
+    def views(a, b):
+        k = (b - a) * th * tw
+        return v[:36 * c * k].reshape(36, c, k), m[:36 * o * k].reshape(36, o, k)
+
+    return chunks, views
+
+
+def conv2d(loops, x, w, padding):
+    """conv2d of x (N, C, H, W) with w (O, C, 3, 3), stride 1, padding (ph, pw) per side
+    (negative: crop)."""
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    ho, wo = h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2
+    dtype = np.result_type(x.dtype, w.dtype)
+    y = np.empty((n, o, ho, wo), dtype=dtype)
+    if n == 0:
+        return y
+    x = np.ascontiguousarray(x, dtype=dtype)  # the loops are compiled for one layout per dtype
+    u = (_KRON @ w.reshape(o * c, 9).T.astype(np.float64)).astype(dtype).reshape(36, o, c)
+    th, tw = _tiles(ho, wo)
+    chunks, views = _chunked(n, c, o, th, tw, dtype)
+    for a, b in chunks:
+        v, m = views(a, b)
+        loops.f43_input(x[a:b], padding[0], padding[1], th, tw, v)
+        np.matmul(u, v, out=m)
+        loops.f43_output(m, th, tw, y[a:b])
+    return y
+
+
+def conv2d_backward_weight(loops, gy, x, padding):
+    """The weight gradient (O, C, 3, 3) of conv2d(x, w, padding) at stride 1 given its output
+    gradient gy (N, O, Ho, Wo); x may extend past the rows and columns the convolution reads."""
+    n, c = x.shape[:2]
+    o, ho, wo = gy.shape[1:]
+    dtype = np.result_type(gy.dtype, x.dtype)
+    x, gy = np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(gy, dtype=dtype)
+    th, tw = _tiles(ho, wo)
+    acc = np.zeros((36, o, c), dtype=dtype)
+    part = np.empty_like(acc)
+    chunks, views = _chunked(n, c, o, th, tw, dtype)
+    for a, b in chunks:
+        v, e = views(a, b)
+        loops.f43_input(x[a:b], padding[0], padding[1], th, tw, v)
+        loops.f43_grad(gy[a:b], th, tw, e)
+        acc += np.matmul(e, v.transpose(0, 2, 1), out=part)
+    dw = _KRON.T @ acc.reshape(36, o * c).astype(np.float64)  # (9, O * C): G^T M G flattened
+    return np.ascontiguousarray(dw.astype(dtype).reshape(3, 3, o, c).transpose(2, 3, 0, 1))

@@ -1,0 +1,172 @@
+"""Winograd F(4x4, 3x3) (engine/ops/winograd43.py, its loops in engine/ops/numba_winograd.py):
+the transform matrices' identities, each Numba loop against its matrix, values against naive
+loops (float64, 1e-10 relative; float32 within 5e-5 of float64), odd sizes, every padding,
+crops, chunks of images, any input strides, when it runs, and gradients through the engine with
+it forced (central differences, first and second order)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gengraph.engine.ops import conv, cpu_loops, im2col, winograd, winograd43
+from gengraph.engine import ops
+from gradcheck_util import fd_check, hvp_check
+from test_ops_conv import naive_conv2d, naive_conv_transpose2d
+from test_ops_winograd import naive_backward_weight, rel
+
+pytest.importorskip("numba")
+CASES = settings(max_examples=30, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # `forced` holds for every example
+A = winograd43.AT.T
+
+
+@pytest.fixture
+def loops():
+    """The Numba loops (Numba is in the test extra; GENGRAPH_NUMBA=0 turns them off)."""
+    loops = cpu_loops.load_loops()
+    if not loops:
+        pytest.skip("the Numba loops are off (GENGRAPH_NUMBA=0)")
+    return loops
+
+
+@pytest.fixture
+def forced(loops, monkeypatch):
+    """F(4x4, 3x3) at any size."""
+    monkeypatch.setattr(winograd43, "MIN_PIXELS", 0)
+    return loops
+
+
+def test_the_2d_transforms_compute_a_4x4_correlation():
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        d, g = rng.normal(size=(6, 6)), rng.normal(size=(3, 3))
+        y = winograd43.AT @ ((winograd43.G @ g @ winograd43.G.T) * (winograd43.BT @ d @ winograd43.BT.T)) @ A
+        want = [[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)]
+        np.testing.assert_allclose(y, want, rtol=1e-11, atol=1e-11)
+
+
+def test_the_weight_gradient_identity_is_the_transposed_forward():
+    rng = np.random.default_rng(1)
+    d, gy = rng.normal(size=(6, 6)), rng.normal(size=(4, 4))
+    want = [[np.sum(gy * d[i:i + 4, j:j + 4]) for j in range(3)] for i in range(3)]
+    got = winograd43.G.T @ ((A @ gy @ A.T) * (winograd43.BT @ d @ winograd43.BT.T)) @ winograd43.G
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+def test_each_loop_is_its_matrix(forced):
+    rng = np.random.default_rng(2)
+    d = rng.normal(size=(1, 1, 6, 6))
+    v = np.empty((36, 1, 1))
+    forced.f43_input(d, 0, 0, 1, 1, v)  # one tile, no padding
+    np.testing.assert_allclose(v.reshape(6, 6), winograd43.BT @ d[0, 0] @ winograd43.BT.T, rtol=1e-13, atol=1e-13)
+    m = rng.normal(size=(36, 1, 1))
+    y = np.empty((1, 1, 4, 4))
+    forced.f43_output(m, 1, 1, y)
+    np.testing.assert_allclose(y[0, 0], winograd43.AT @ m.reshape(6, 6) @ A, rtol=1e-13, atol=1e-13)
+    gy = rng.normal(size=(1, 1, 4, 4))
+    e = np.empty((36, 1, 1))
+    forced.f43_grad(gy, 1, 1, e)
+    np.testing.assert_allclose(e.reshape(6, 6), A @ gy[0, 0] @ A.T, rtol=1e-13, atol=1e-13)
+
+
+@st.composite
+def shapes(draw):
+    """batch, channels, an image of 1..13 pixels a side (so 1..4 tiles of 4, ragged) and a padding
+    0..3 that leaves at least one output pixel."""
+    p = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    hw = tuple(draw(st.integers(max(1, 3 - 2 * p[a]), 13)) for a in range(2))
+    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 3)), o=draw(st.integers(1, 3)), hw=hw, p=p)
+
+
+@CASES
+@given(cfg=shapes(), seed=st.integers(0, 2**16))
+def test_conv2d_and_its_transpose_match_naive_loops(forced, cfg, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.normal(size=(cfg["n"], cfg["c"]) + cfg["hw"]), rng.normal(size=(cfg["o"], cfg["c"], 3, 3))
+    got = winograd.conv2d_3x3(np, x, w, cfg["p"])
+    assert rel(got, naive_conv2d(x, w, padding=cfg["p"])) < 1e-10
+    got32 = winograd.conv2d_3x3(np, x.astype(np.float32), w.astype(np.float32), cfg["p"])
+    assert got32.dtype == np.float32 and rel(got32, got) < 5e-5
+    # the transposed convolution (stride 1) is conv2d with padding 2 - p: a crop where p = 3
+    hw = got.shape[2:]
+    xt, wt = rng.normal(size=(cfg["n"], cfg["c"]) + hw), rng.normal(size=(cfg["c"], cfg["o"], 3, 3))
+    back = winograd.conv_transpose2d_3x3(np, xt, wt, cfg["p"])
+    assert back.shape == (cfg["n"], cfg["o"]) + cfg["hw"]
+    assert rel(back, naive_conv_transpose2d(xt, wt, padding=cfg["p"])) < 1e-10
+
+
+@CASES
+@given(cfg=shapes(), crop=st.tuples(st.integers(0, 2), st.integers(0, 2)), seed=st.integers(0, 2**16))
+def test_conv2d_backward_weight_matches_naive_loops(forced, cfg, crop, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(cfg["n"], cfg["c"]) + cfg["hw"])
+    full = tuple(cfg["hw"][a] + 2 * cfg["p"][a] - 2 for a in range(2))
+    ho, wo = (max(1, full[a] - crop[a]) for a in range(2))  # x longer than the convolution reads
+    gy = rng.normal(size=(cfg["n"], cfg["o"], ho, wo))
+    got = winograd.conv2d_backward_weight_3x3(np, gy, x, cfg["p"])
+    want = naive_backward_weight(np.pad(gy, ((0, 0), (0, 0), (0, full[0] - ho), (0, full[1] - wo))), x, cfg["p"])
+    assert got.shape == want.shape and rel(got, want) < 1e-10
+    got32 = winograd.conv2d_backward_weight_3x3(np, gy.astype(np.float32), x.astype(np.float32), cfg["p"])
+    assert got32.dtype == np.float32 and rel(got32, want) < 5e-5
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 40000])
+def test_chunks_of_images_give_the_whole_batch_result(forced, monkeypatch, chunk_bytes):
+    # an image's work: 36 * (3 + 4) channels * 2 x 2 tiles * 8 bytes = 8064 bytes; 1 byte: an
+    # image a chunk; 40000: chunks of 4 images and a ragged last one
+    monkeypatch.setattr(im2col, "CHUNK_BYTES", chunk_bytes)
+    assert len(im2col.image_chunks(np, 5, 8064)) == (5 if chunk_bytes == 1 else 2)
+    rng = np.random.default_rng(3)
+    x, w, gy = rng.normal(size=(5, 3, 7, 6)), rng.normal(size=(4, 3, 3, 3)), rng.normal(size=(5, 4, 7, 6))
+    assert rel(winograd.conv2d_3x3(np, x, w, (1, 1)), naive_conv2d(x, w, padding=(1, 1))) < 1e-10
+    assert rel(winograd.conv2d_backward_weight_3x3(np, gy, x, (1, 1)), naive_backward_weight(gy, x, (1, 1))) < 1e-10
+
+
+def test_any_input_strides_and_an_empty_batch(forced):
+    rng = np.random.default_rng(4)
+    x, w = rng.normal(size=(6, 2, 9, 3)), rng.normal(size=(4, 3, 3, 3))
+    xt = x.transpose(1, 3, 0, 2)[:, :, ::-1]  # (2, 3, 6, 9): transposed, negative strides
+    assert rel(winograd.conv2d_3x3(np, xt, w, (1, 0)), naive_conv2d(np.ascontiguousarray(xt), w, padding=(1, 0))) < 1e-10
+    assert winograd.conv2d_3x3(np, np.zeros((0, 3, 9, 9)), w, (1, 1)).shape == (0, 4, 9, 9)
+
+
+def test_when_it_runs(loops, monkeypatch):
+    big = winograd43.MIN_PIXELS
+    assert winograd43.loops_for(np, np.float32, big) is loops
+    assert winograd43.loops_for(np, np.float64, big) is loops
+    assert winograd43.loops_for(np, np.float32, big - 1) is None  # small images: F(2x2, 3x3)
+    assert winograd43.loops_for(np, np.float16, big) is None
+
+    class OtherBackend:  # CuPy: no Numba loops on device arrays
+        pass
+    assert winograd43.loops_for(OtherBackend, np.float32, big) is None
+    monkeypatch.setattr(cpu_loops, "_LOOPS", False)  # no Numba, or GENGRAPH_NUMBA=0
+    assert winograd43.loops_for(np, np.float32, big) is None
+
+
+def test_the_engine_runs_it_on_large_images(loops, monkeypatch):
+    calls = []
+    for name in ("conv2d", "conv2d_backward_weight"):
+        real = getattr(winograd43, name)
+        monkeypatch.setattr(winograd43, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    rng = np.random.default_rng(5)
+    x, w = rng.normal(size=(2, 16, 24, 24)), rng.normal(size=(16, 16, 3, 3))  # MIN_PIXELS
+    monkeypatch.setattr(conv, "CONV_ALGO", "winograd")
+    wino = fd_check(lambda x, w: ops.conv2d(x, w, padding=1), [x, w])
+    # forward and the input gradient (a stride-1 transposed convolution) and the weight gradient
+    assert calls.count("conv2d") >= 2 and "conv2d_backward_weight" in calls
+    assert rel(wino, naive_conv2d(x, w, padding=(1, 1))) < 1e-10
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, 3, (0, 2)])
+def test_gradients_with_it_forced(forced, monkeypatch, padding):
+    monkeypatch.setattr(conv, "CONV_ALGO", "winograd")
+    rng = np.random.default_rng(6)
+    x, w = rng.normal(size=(2, 2, 6, 5)), rng.normal(size=(3, 2, 3, 3))
+    value = fd_check(lambda x, w: ops.conv2d(x, w, padding=padding), [x, w])
+    p = (padding, padding) if isinstance(padding, int) else padding
+    assert rel(value, naive_conv2d(x, w, padding=p)) < 1e-10
+    hvp_check(lambda x, w: ops.square(ops.conv2d(x[:1], w, padding=padding)), [x, w], n_random=2)
