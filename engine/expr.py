@@ -274,7 +274,8 @@ class _Checker(ast.NodeVisitor):
         # the count after the keywords: an unknown keyword (kernel_size=) is the mistake, not the count
         if not lo <= len(node.args) <= hi:
             want = f"{lo}" if lo == hi else f"{lo} to {hi}"
-            by_name = [k for k in keywords(fname) if k not in names]
+            aliases = getattr(FUNCTIONS[fname], "aliases", ())  # kernel_size= names the kernel already given
+            by_name = [k for k in keywords(fname) if k not in names and k not in aliases]
             listed = [k + "=" for k in by_name]
             listed = ", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else "".join(listed)
             hint = f"; give {listed} by keyword" if len(node.args) > hi and by_name else ""

@@ -138,3 +138,20 @@ def test_an_error_deep_inside_an_op_builder_keeps_its_traceback(monkeypatch):
     monkeypatch.setitem(expr.FUNCTIONS, "conv2d", broken)
     err = _error("sum(conv2d(x, w))", {"x": np.ones((1, 2, 3, 3)), "w": np.ones((2, 2, 3, 3))})
     assert isinstance(err.__cause__, ValueError) and "not a number" in str(err.__cause__)
+
+
+def test_group_norm_takes_pytorchs_num_groups_keyword():
+    # "keyword "num_groups" is not allowed in group_norm()", though the README named it
+    x = np.random.default_rng(0).normal(size=(2, 4, 3, 3))
+    by_torch, grads_torch = value_and_grad("sum(group_norm(x, num_groups=2) ** 3)", {"x": x}, ["x"])
+    ours, grads = value_and_grad("sum(group_norm(x, 2) ** 3)", {"x": x}, ["x"])
+    assert by_torch == ours and np.array_equal(grads_torch["x"], grads["x"])
+    assert "give groups= or num_groups=, not both" in _error("sum(group_norm(x, 2, num_groups=2))", {"x": x}).message
+    assert "groups= is missing" in _error("sum(group_norm(x))", {"x": x}).message
+
+
+@pytest.mark.parametrize("expression", ["sum(max_pool2d(x, 2, 2, 2))", "sum(upsample_nearest2d(x, 2, 2))"])
+def test_too_many_arguments_do_not_send_the_user_to_another_name_of_one_given(expression):
+    # "give kernel_size= by keyword": kernel_size is the kernel, already the second argument
+    err = _error(expression, {"x": np.ones((1, 1, 4, 4))})
+    assert "arguments, found" in err.message and "by keyword" not in err.message, err.message

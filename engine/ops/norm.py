@@ -20,7 +20,8 @@ import numpy as np
 from .elementwise import sqrt, square
 from .reduce import mean, reshape_like
 from .reduce import sum as reduce_sum
-from .registry import ZERO, ShapeError, _fmt, check_known, defop, expression_function, float_dtype, size_of
+from .registry import (ZERO, ShapeError, _fmt, check_known, defop, either_keyword, expression_function, float_dtype,
+                       size_of)
 from .shape import reshape
 
 
@@ -106,8 +107,10 @@ def layer_norm(x, eps=1e-5):
 
 
 @expression_function
-def group_norm(x, groups, eps=1e-5):
-    """torch.nn.functional.group_norm without weight and bias: x (N, C, *), C divisible by groups."""
+def group_norm(x, groups=None, eps=1e-5, *, num_groups=None):
+    """torch.nn.functional.group_norm without weight and bias: x (N, C, *), C divisible by groups
+    (num_groups=, PyTorch's keyword, is groups= too)."""
+    groups = either_keyword(groups, num_groups, "groups", "num_groups")
     eps = _check_eps(eps, "group_norm")
     if x.ndim < 2:
         raise ShapeError(f"group_norm: input must be (N, C, ...), got shape {_fmt(x.shape)}")
@@ -123,5 +126,6 @@ def group_norm(x, groups, eps=1e-5):
 
 
 # static (non-graph) arguments, for the expression language
-group_norm.static_args = ("groups", "eps")
+group_norm.static_args = ("groups", "eps", "num_groups")
+group_norm.aliases = ("num_groups",)  # another name for groups
 layer_norm.static_args = ("eps",)

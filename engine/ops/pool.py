@@ -18,7 +18,8 @@ import numpy as np
 from .conv import conv_out_size, pair
 from .im2col import window_slice
 from .reduce import sum
-from .registry import ZERO, ShapeError, check_image, defop, expression_function, float_dtype, named_errors, size_of
+from .registry import (ZERO, ShapeError, check_image, defop, either_keyword, expression_function, float_dtype,
+                       named_errors, size_of)
 from .shape import reshape
 
 _ONE = (1, 1)
@@ -144,21 +145,12 @@ avg_pool2d_backward = defop(
     doc="g spread evenly over each window: the adjoint of avg_pool2d")
 
 
-def _either(value, alias, name, torch_name):
-    """An argument given as `name` or by PyTorch's keyword `torch_name` (not both, not neither)."""
-    if value is not None and alias is not None:
-        raise ShapeError(f"give {name}= or {torch_name}=, not both")
-    if value is None and alias is None:
-        raise ShapeError(f"{name}= is missing (PyTorch's {torch_name}= is taken too)")
-    return value if alias is None else alias
-
-
 @expression_function
 @named_errors
 def max_pool2d(x, kernel=None, stride=None, *, kernel_size=None):
     """torch.nn.functional.max_pool2d(x, kernel, stride) without padding; stride defaults to kernel.
     kernel_size= (PyTorch's keyword) is kernel= too."""
-    kernel = pair(_either(kernel, kernel_size, "kernel", "kernel_size"), "kernel", 1)
+    kernel = pair(either_keyword(kernel, kernel_size, "kernel", "kernel_size"), "kernel", 1)
     return _max_pool2d(x, kernel=kernel, stride=kernel if stride is None else pair(stride, "stride", 1))
 
 
@@ -167,7 +159,7 @@ def max_pool2d(x, kernel=None, stride=None, *, kernel_size=None):
 def avg_pool2d(x, kernel=None, stride=None, *, kernel_size=None):
     """torch.nn.functional.avg_pool2d(x, kernel, stride) without padding; stride defaults to kernel.
     kernel_size= (PyTorch's keyword) is kernel= too."""
-    kernel = pair(_either(kernel, kernel_size, "kernel", "kernel_size"), "kernel", 1)
+    kernel = pair(either_keyword(kernel, kernel_size, "kernel", "kernel_size"), "kernel", 1)
     return _avg_pool2d(x, kernel=kernel, stride=kernel if stride is None else pair(stride, "stride", 1))
 
 
@@ -206,9 +198,11 @@ _upsample = defop("upsample_nearest2d", _upsample_forward, _upsample_shape, (_up
 def upsample_nearest2d(x, scale=None, *, scale_factor=None):
     """torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest") for integer scales;
     scale_factor= (PyTorch's keyword) is scale= too."""
-    return _upsample(x, scale=pair(_either(scale, scale_factor, "scale", "scale_factor"), "scale", 1))
+    return _upsample(x, scale=pair(either_keyword(scale, scale_factor, "scale", "scale_factor"), "scale", 1))
 
 
 # static (non-graph) arguments, for the expression language (the keyword-only aliases by keyword)
 max_pool2d.static_args = avg_pool2d.static_args = ("kernel", "stride", "kernel_size")
+max_pool2d.aliases = avg_pool2d.aliases = ("kernel_size",)  # another name for kernel
 upsample_nearest2d.static_args = ("scale", "scale_factor")
+upsample_nearest2d.aliases = ("scale_factor",)

@@ -322,3 +322,12 @@ def size_of(shape) -> int:
 
 def ewise_flops(out_shape, *in_shapes, **attrs):
     return size_of(out_shape)
+
+
+def either_keyword(value, alias, name, torch_name):
+    """An argument given as `name` or by PyTorch's keyword `torch_name` (not both, not neither)."""
+    if value is not None and alias is not None:
+        raise ShapeError(f"give {name}= or {torch_name}=, not both")
+    if value is None and alias is None:
+        raise ShapeError(f"{name}= is missing (PyTorch's {torch_name}= is taken too)")
+    return value if alias is None else alias
