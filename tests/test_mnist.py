@@ -71,8 +71,12 @@ def test_relative_folder_from_the_spec_folder_then_the_working_directory(tmp_pat
     beside = make_dataset({"source": "mnist", "shuffle": False}, 0, base_dir=tmp_path / "project" / "specs")
     np.testing.assert_allclose(beside.x_test[:, 0], arrays["test_images"] / 255.0)
     assert not np.array_equal(from_cwd.x_test, beside.x_test)
-    with pytest.raises(DataError, match="nowhere"):  # found in neither: the spec-relative path is named
+    with pytest.raises(DataError) as err:  # found in neither: both places are named
         make_dataset({"source": "mnist", "dir": "nowhere"}, 0, base_dir=tmp_path / "project" / "specs")
+    msg = str(err.value)
+    assert f"in the folder {tmp_path / 'project' / 'specs' / 'nowhere'} " in msg and err.value.key == "data.dir"
+    assert msg.endswith(f"A relative data.dir is looked up beside the spec, then in the working directory: "
+                        f"{tmp_path / 'project' / 'nowhere'} does not exist either")
 
 
 def test_missing_files_name_all_four_and_where_to_get_them(tmp_path):

@@ -211,6 +211,7 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
     except UnknownKind as exc:
         raise SpecError(SpecIssue(None, None, None, "data.source", exc.message())) from None
     params = resolve_params(source, data_spec)
+    elsewhere = {}  # key -> the working directory's path of a relative path found in neither place
     for key in getattr(source, "path_keys", ()):
         # an empty path where one is always read (a required key, or a default folder) would be
         # Path("") = the working folder; an optional one (default none: test_path, labels) left empty
@@ -221,7 +222,10 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
                             "spec's folder, then the working directory)", key=f"data.{key}")
         if params.get(key):
             with from_key(f"data.{key}"):
-                params[key] = str(find_data_path(params[key], base_dir))
+                found = find_data_path(params[key], base_dir)
+            if base_dir is not None and found != Path(params[key]).expanduser() and status(found) is None:
+                elsewhere[f"data.{key}"] = Path(params[key]).expanduser().absolute()  # beside the spec, nor here
+            params[key] = str(found)
 
     n = params.get("n")
     if isinstance(n, int) and not isinstance(n, bool):
@@ -232,6 +236,12 @@ def make_dataset(data_spec: Mapping, seed: int, *, base_dir: str | Path | None =
             loaded = source.load(params, data_rng(seed))
     except MemoryError:
         raise DataError(f"the data set of source {name!r} does not fit in memory") from None
+    except DataError as exc:
+        if exc.key not in elsewhere:
+            raise
+        # the message names the path beside the spec: say the working directory was searched too
+        raise DataError(f"{str(exc).rstrip('.')}. A relative {exc.key} is looked up beside the spec, then in the "
+                        f"working directory: {elsewhere[exc.key]} does not exist either", key=exc.key) from None
     if isinstance(loaded, Dataset):
         ds = loaded
     else:
