@@ -36,6 +36,7 @@ def loops():
 def forced(loops, monkeypatch):
     """F(4x4, 3x3) at any size."""
     monkeypatch.setattr(winograd43, "MIN_PIXELS", 0)
+    monkeypatch.setattr(winograd43, "MIN_TILE_USE", 0.0)
     return loops
 
 
@@ -134,17 +135,20 @@ def test_any_input_strides_and_an_empty_batch(forced):
 
 
 def test_when_it_runs(loops, monkeypatch):
-    big = winograd43.MIN_PIXELS
-    assert winograd43.loops_for(np, np.float32, big) is loops
-    assert winograd43.loops_for(np, np.float64, big) is loops
-    assert winograd43.loops_for(np, np.float32, big - 1) is None  # small images: F(2x2, 3x3)
-    assert winograd43.loops_for(np, np.float16, big) is None
+    assert (winograd43.MIN_PIXELS, winograd43.MIN_TILE_USE) == (256, 0.85)
+    for hw in [(16, 16), (20, 20), (28, 28), (24, 32), (20, 19), (27, 27)]:
+        assert winograd43.loops_for(np, np.float32, hw) is loops, hw
+    assert winograd43.loops_for(np, np.float64, (28, 28)) is loops
+    # small, or tiled with much waste (14x14 as 16x16: 77 %; 13x13: 66 %): F(2x2, 3x3)
+    for hw in [(12, 12), (14, 14), (13, 40), (30, 5)]:
+        assert winograd43.loops_for(np, np.float32, hw) is None, hw
+    assert winograd43.loops_for(np, np.float16, (28, 28)) is None
 
     class OtherBackend:  # CuPy: no Numba loops on device arrays
         pass
-    assert winograd43.loops_for(OtherBackend, np.float32, big) is None
+    assert winograd43.loops_for(OtherBackend, np.float32, (28, 28)) is None
     monkeypatch.setattr(cpu_loops, "_LOOPS", False)  # no Numba, or GENGRAPH_NUMBA=0
-    assert winograd43.loops_for(np, np.float32, big) is None
+    assert winograd43.loops_for(np, np.float32, (28, 28)) is None
 
 
 def test_the_engine_runs_it_on_large_images(loops, monkeypatch):
@@ -153,7 +157,7 @@ def test_the_engine_runs_it_on_large_images(loops, monkeypatch):
         real = getattr(winograd43, name)
         monkeypatch.setattr(winograd43, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     rng = np.random.default_rng(5)
-    x, w = rng.normal(size=(2, 16, 24, 24)), rng.normal(size=(16, 16, 3, 3))  # MIN_PIXELS
+    x, w = rng.normal(size=(2, 16, 16, 16)), rng.normal(size=(16, 16, 3, 3))  # MIN_PIXELS
     monkeypatch.setattr(conv, "CONV_ALGO", "winograd")
     wino = fd_check(lambda x, w: ops.conv2d(x, w, padding=1), [x, w])
     # forward and the input gradient (a stride-1 transposed convolution) and the weight gradient

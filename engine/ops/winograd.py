@@ -183,7 +183,7 @@ def conv2d_3x3(xp, x, w, padding):
     ho, wo = h + 2 * padding[0] - 2, wd + 2 * padding[1] - 2
     th, tw = (ho + 1) // 2, (wo + 1) // 2  # odd sizes: the last tile's second row / column is dropped
     dtype = np.result_type(x.dtype, w.dtype)
-    loops = winograd43.loops_for(xp, dtype, ho * wo)
+    loops = winograd43.loops_for(xp, dtype, (ho, wo))
     if loops:  # the larger tile, where its Numba loops run
         return winograd43.conv2d(loops, x, w, padding)
     y = xp.empty((n, o, ho, wo), dtype=dtype)
@@ -237,7 +237,7 @@ def conv2d_backward_weight_3x3(xp, gy, x, padding):
     o, ho, wo = gy.shape[1:]
     th, tw = (ho + 1) // 2, (wo + 1) // 2
     dtype = np.result_type(gy.dtype, x.dtype)
-    loops = winograd43.loops_for(xp, dtype, ho * wo)
+    loops = winograd43.loops_for(xp, dtype, (ho, wo))
     if loops:
         return winograd43.conv2d_backward_weight(loops, gy, x, padding)
     acc = xp.zeros((16, o, c), dtype=dtype)

@@ -30,18 +30,25 @@ AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0,
               dtype=np.float64)
 _KRON = np.kron(G, G)  # (36, 9): U = G g G^T flattened; its transpose maps the gradient back
 
-# Output pixels (H_out * W_out) from which F(4x4, 3x3) is faster than F(2x2, 3x3): its 4x4 tiles
-# waste more of a small image (14x14 is tiled as 16x16) and its loops' rows are short there.
-# Float32, one thread, batch 64, forward + input gradient + weight gradient, F(4x4) / F(2x2)
-# time (bench/winograd_bench.py, 32 -> 32 channels): 1.53 at 12x12, 0.94 at 16x16, 1.02 at
-# 20x20, 0.86 at 24x24; 32 -> 64 at 14x14 1.31, at 28x28 0.87; 64 -> 64 at 28x28 0.73.
-MIN_PIXELS = 24 * 24
+# Where F(4x4, 3x3) is faster than F(2x2, 3x3): images of at least MIN_PIXELS output pixels
+# (H_out * W_out) whose 4x4 tiles cover at least MIN_TILE_USE of the tiled area with outputs (the
+# rest is computed and dropped: 14x14 is tiled as 16x16, 77 %). Float32, one thread, batch 64,
+# forward + input gradient + weight gradient, F(4x4) / F(2x2) time (bench/winograd_bench.py,
+# 2026-12-01): 32 -> 32 channels 0.90 at 12x12, 0.78 at 16x16 and 20x20, 0.73 at 24x24; 32 -> 64
+# at 28x28 0.76, 64 -> 64 at 28x28 0.68; but 32 -> 64 at 14x14 1.30, 16 -> 16 at 8x8 1.63.
+MIN_PIXELS = 16 * 16
+MIN_TILE_USE = 0.85
 
 
-def loops_for(xp, dtype, pixels):
+def loops_for(xp, dtype, out_hw):
     """numba_loops (which holds the F(4x4, 3x3) loops) where these kernels should run: NumPy
-    arrays of float32 / float64, at least MIN_PIXELS output pixels, Numba loaded; else None."""
-    if xp is not np or np.dtype(dtype) not in (np.float32, np.float64) or pixels < MIN_PIXELS:
+    arrays of float32 / float64, an output of out_hw = (H_out, W_out) large enough and tiled with
+    little waste (MIN_PIXELS, MIN_TILE_USE), Numba loaded; else None."""
+    if xp is not np or np.dtype(dtype) not in (np.float32, np.float64):
+        return None
+    ho, wo = out_hw
+    th, tw = _tiles(ho, wo)
+    if ho * wo < MIN_PIXELS or ho * wo < MIN_TILE_USE * 16 * th * tw:
         return None
     return load_loops() or None
 
