@@ -8,6 +8,8 @@ themselves).
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
 from .backend import to_numpy
@@ -36,6 +38,13 @@ def _cast(value, node):
     return value
 
 
+def _closest(name, names) -> str | None:
+    """The input name a misspelt feed name most likely meant (case ignored), else None."""
+    folded = {str(n).lower(): n for n in names}
+    hits = difflib.get_close_matches(str(name).lower(), list(folded), n=1, cutoff=0.6)
+    return folded[hits[0]] if hits else None
+
+
 class Program:
     """What compile_graph returns: the scheduled nodes, feeds, outputs and updates, and the
     generated function that runs them (codegen.generate attaches it)."""
@@ -44,6 +53,8 @@ class Program:
         self.graph, self.nodes, self.xp, self.ctx = graph, order, xp, ctx
         self.feed_nodes = feeds
         self.feed_names = [n.name for n in feeds]
+        self._feed_set = frozenset(self.feed_names)
+        self._graph_input_names, self._graph_inputs_at = set(), -1  # _graph_inputs' cache
         # what a fed array's shape must match: exactly, or past an unknown batch axis, or per axis
         self._feed_rules = [(n.shape, "exact" if None not in n.shape else
                              "batch" if None not in n.shape[1:] else "axes") for n in feeds]
@@ -66,12 +77,15 @@ class Program:
         """Run once with inputs by name; returns outputs in the form they were given to compile."""
         if kw or feeds is None:
             feeds = {**(feeds or {}), **kw}
+        # equal counts mean exactly the inputs (each is looked up below): only other feeds are checked
+        if len(feeds) != len(self._feed_fast) and self._unknown(feeds):
+            raise self._feeds_error(feeds)
         args, array = [], self.xp.ndarray
         for name, dtype, ndim, exact, tail, node, rule in self._feed_fast:
             try:
                 value = feeds[name]
             except KeyError:
-                raise KeyError(f"missing input {name!r}; this program needs {self.feed_names}") from None
+                raise self._feeds_error(feeds) from None
             if self._label_feeds and name in self._label_feeds and not hasattr(value, "__cuda_array_interface__"):
                 value = np.asarray(value)  # a list or tuple of labels is checked too (device arrays cannot be)
                 check_host_labels(value, self._label_feeds[name], name)
@@ -80,6 +94,36 @@ class Program:
                 value = self._as_input(value, node, rule)  # converts, or checks an "axes" rule, or says what is wrong
             args.append(value)
         return self._shape_result(self._fn(*args))
+
+    def _graph_inputs(self) -> set:
+        """The names of the graph's input nodes (the graph may have grown since the compile)."""
+        if self._graph_inputs_at != len(self.graph.nodes):
+            self._graph_input_names = {n.name for n in self.graph.nodes if n.op == "input"}
+            self._graph_inputs_at = len(self.graph.nodes)
+        return self._graph_input_names
+
+    def _unknown(self, feeds) -> list:
+        """Fed names that are no input of the graph at all (misspelt ones). An input of the graph that
+        this program does not use is passed over: one feed dict serves a model's several programs,
+        and a gradient program may not need the input it is the gradient for (d(2x)/dx)."""
+        taken, graph = self._feed_set, self._graph_inputs()
+        return [n for n in feeds if n not in taken and n not in graph]
+
+    def _feeds_error(self, feeds) -> KeyError:
+        """The KeyError for feeds that miss an input or name an unknown one (with the input it
+        probably meant), naming the inputs the program needs."""
+        missing = [n for n in self.feed_names if n not in feeds]
+        unknown = self._unknown(feeds)
+        parts = [f"missing input{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}"] if missing else []
+        if unknown:
+            named = []
+            for n in unknown:
+                close = _closest(n, missing) or _closest(n, self.feed_names) or _closest(n, self._graph_inputs())
+                hint = "" if close is None else f" (did you mean {close!r}?)" if close in self._feed_set else \
+                    f" (did you mean {close!r}? an input of the graph that this program does not use)"
+                named.append(repr(n) + hint)
+            parts.append(f"unknown input{'s' * (len(unknown) > 1)} {', '.join(named)}")
+        return KeyError(f"{'; '.join(parts)}; this program needs {self.feed_names}")
 
     def run_positional(self, *arrays):
         """Fast path: inputs in `feed_names` order, already of the right dtype and device."""

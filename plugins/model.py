@@ -9,7 +9,10 @@ metrics, plots and samples (`report`). The trainer does the rest.
 
 from __future__ import annotations
 
+import difflib
 import re
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -132,14 +135,81 @@ class ModelPlugin:
 TASKS = ("regression", "classification", "unsupervised")
 
 
+# the hooks the runner calls on a plugin (the base class's methods)
+HOOKS = tuple(name for name, value in vars(ModelPlugin).items() if callable(value) and not name.startswith("_"))
+
+
+def resembled_hook(name: str) -> str | None:
+    """The hook that a method name looks like a slip of the keyboard for, else None.
+
+    Close by difflib (cutoff 0.8: "reprot", "smaple", "buidl", "trainbatch" are; "train_step",
+    "fitted", "build_net" are not), and not a word of its own: a name that contains the hook extends
+    it ("sampler", "resample", "reports"), and one that changes a letter rather than swapping, dropping
+    or doubling one is mostly another word ("simple", "built", "export", "retort")."""
+    low = name.lower()
+    for hook in difflib.get_close_matches(low, HOOKS, n=3, cutoff=0.8):
+        if low != hook and hook in low:
+            continue
+        a, b = Counter(low), Counter(hook)
+        if sum(((a - b) + (b - a)).values()) <= 1:
+            return hook
+    return None
+
+
+def misspelt_hooks(plugin) -> list[tuple[type, str, str]]:
+    """(class, method, hook) for each public method of the plugin's own classes (not the base
+    class's) whose name resembles a hook that the plugin does not override: the hook never runs."""
+    found, seen = [], set()
+    for cls in type(plugin).__mro__:
+        if cls in ModelPlugin.__mro__:
+            continue
+        for name, value in vars(cls).items():
+            if name.startswith("_") or name in seen or name in HOOKS:
+                continue
+            seen.add(name)
+            if not (callable(value) or isinstance(value, (staticmethod, classmethod, property))):
+                continue
+            hook = resembled_hook(name)
+            if hook is not None and getattr(type(plugin), hook, None) in (None, getattr(ModelPlugin, hook)):
+                found.append((cls, name, hook))
+    return found
+
+
+def _warn_misspelt(plugin, cls, name, hook) -> None:
+    """A warning at the method's own line: a helper may resemble a hook on purpose, so it is not refused."""
+    value = vars(cls)[name]
+    fn = getattr(value, "fget", None) or getattr(value, "__func__", None) or value
+    code = getattr(fn, "__code__", None)
+    warnings.warn_explicit(
+        f'plugin {cls.__qualname__} (kind "{plugin.kind}"): its method {name}() looks like a misspelling of '
+        f"the hook {hook}(), which it does not define, so {name}() is never called; rename it {hook}, or give "
+        f"a helper a name that does not resemble a hook (e.g. _{name})", UserWarning,
+        code.co_filename if code else cls.__module__, code.co_firstlineno if code else 0, module=cls.__module__,
+        registry=_WARNED)
+
+
+_WARNED: dict = {}  # warn_explicit's registry: one warning per method and process, as warnings.warn
+
+
 def plugin_contract_issue(plugin) -> str | None:
-    """What a plugin object declares wrongly (checked as its file registers it), else None."""
+    """What a plugin object declares wrongly (checked as its file registers it), else None. A method
+    whose name looks like a misspelt hook is warned about (UserWarning) when nothing is wrong."""
+    slips = misspelt_hooks(plugin)
+    why = _declaration_issue(plugin, slips)
+    if why is None:
+        for cls, name, hook in slips:
+            _warn_misspelt(plugin, cls, name, hook)
+    return why
+
+
+def _declaration_issue(plugin, slips) -> str | None:
     kind = plugin.kind
     if not isinstance(kind, str) or not kind.isprintable() or re.search(r"\s", kind):
         return f"kind must be a name without spaces or control characters (a spec writes it as model.kind), " \
                f"found {kind!r}"
     if type(plugin).build is ModelPlugin.build:
-        return "the plugin defines no build(cfg, graph, data, rng) method"
+        return "the plugin defines no build(cfg, graph, data, rng) method" + "".join(
+            f"; its method {name}() looks like a misspelling of build" for _, name, hook in slips if hook == "build")
     try:
         schema = plugin.schema
     except Exception as exc:  # a property that fails
