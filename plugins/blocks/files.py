@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -70,6 +71,21 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 def _naming(exc: OSError, path: Path) -> OSError:
     """The same error (type, errno, message) with `path` as its file name."""
     return type(exc)(exc.errno, exc.strerror or str(exc), str(path)) if exc.errno else exc
+
+
+def sha256_bytes(data: bytes | str) -> str:
+    """The SHA-256 (hex) of data (text as UTF-8): what a file holding exactly these bytes hashes to."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def sha256_file(path) -> str:
+    """The file's SHA-256 (hex); "" when it cannot be read, which matches no recorded digest (so a
+    file that cannot be checked is never taken for one that was written)."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return ""
 
 
 def save_npz(path: Path, arrays: dict) -> None:

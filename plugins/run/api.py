@@ -224,8 +224,9 @@ def run(spec=None, overrides=None, out=None, resume=False, progress="auto", *, o
         loaded, run_dir, base_dir = prepare_run(spec, overrides, out=out, resume=resume, device=device)
         bar = make_progress(progress, loaded.data["train"]["epochs"])
         try:
-            summary = execute(loaded, run_dir, on_epoch=bar.epoch, base_dir=base_dir, resume=bool(resume),
-                              overwrite=overwrite, log=lambda message: print(_api_words(message, run_dir)))
+            summary = execute(loaded, run_dir, on_epoch=bar.epoch, on_start=bar.start, base_dir=base_dir,
+                              resume=bool(resume), overwrite=overwrite,
+                              log=lambda message: print(_api_words(message, run_dir)))
             bar.finish()
         except RunInterrupted as exc:  # the way on, in this API's words rather than the CLI's
             again = f"gengraph.run(..., out={str(exc.run_dir)!r}, resume=True)"

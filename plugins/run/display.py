@@ -312,12 +312,14 @@ def make_progress(progress, epochs: int, *, stream=None):
     if mode == "none":
         return p
     p.quiet = False
+    # the bar is made as training begins (Progress.start), at a resumed run's checkpoint epoch
     if mode == "notebook":
         from tqdm.notebook import tqdm
 
-        p.bar = tqdm(total=epochs, unit="epoch")
+        p.make_bar = lambda initial, postfix=None: tqdm(total=epochs, initial=initial, unit="epoch", postfix=postfix)
     elif mode == "bar":
         from tqdm import tqdm
 
-        p.bar = tqdm(total=epochs, unit="epoch", file=p.stream)
+        p.make_bar = lambda initial, postfix=None: tqdm(total=epochs, initial=initial, unit="epoch", file=p.stream,
+                                                       postfix=postfix)
     return p

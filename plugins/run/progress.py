@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 
@@ -21,30 +22,51 @@ def to_devnull(stream) -> None:
 
 
 class Progress:
+    """The run's progress. The bar is drawn from `start(epoch)`, as training begins (a resumed run's
+    from its checkpoint's epoch: tqdm's initial), or else from the first epoch's row; made earlier it
+    showed 0/N until a resumed run's first epoch ended."""
+
     def __init__(self, epochs: int, *, quiet=False, stream=None):
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.bar = None
         self.every = max(1, epochs // 20)  # plain output: about 20 lines per run
         self.epochs = epochs
+        self.make_bar = None  # initial -> a tqdm bar; None: no bar (plain lines, or quiet)
         if not quiet and self.stream.isatty():
-            from tqdm import tqdm
+            self.make_bar = self.tqdm_bar
 
-            self.bar = tqdm(total=epochs, unit="epoch", file=self.stream, disable=None)
+    def tqdm_bar(self, initial: int, postfix: dict | None = None):
+        from tqdm import tqdm
+
+        return tqdm(total=self.epochs, initial=initial, unit="epoch", file=self.stream, disable=None,
+                    postfix=postfix)
+
+    def start(self, epoch: int = 0, row: dict | None = None) -> None:
+        """Training begins after `epoch` epochs (0 for a new run): the bar is drawn at epoch/N, beside
+        that epoch's losses (`row`, the checkpoint's last metrics row) where given, from its first draw."""
+        if self.quiet or self.bar is not None or self.make_bar is None:
+            return
+        self.bar = self.make_bar(epoch, self._shown(row) if row is not None else None)
+
+    @staticmethod
+    def _shown(row: dict) -> dict:
+        return {k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", "test_accuracy", "test_mse")
+                and isinstance(v, numbers.Real)}
 
     def epoch(self, row: dict) -> None:
         if self.quiet:
             return
-        shown = {k: v for k, v in row.items() if k in ("train_loss", "test_loss", "test_accuracy", "test_mse")}
+        if self.bar is None and self.make_bar is not None:  # not started: from the epoch before this row
+            self.start(max(int(row["epoch"]) - 1, 0))
         if self.bar is not None:
             done = max(int(row["epoch"]), self.bar.n + 1)  # a closed form's one row is epoch 0
-            if self.bar.n == 0 and done > 1:  # a resumed run: the bar starts at its checkpoint's epoch
-                self.bar.n = self.bar.initial = done - 1
             self.bar.update(max(done - self.bar.n, 0))
             # after the count, whose own redraw tqdm may skip: the postfix's redraw shows both (set
             # first, it drew this epoch's losses beside the last epoch's count)
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
+            self.bar.set_postfix(self._shown(row))
         elif row["epoch"] % self.every == 0 or row["epoch"] >= self.epochs or row["epoch"] <= 1:
+            shown = {k: v for k, v in row.items() if k in ("train_loss", "test_loss", "test_accuracy", "test_mse")}
             parts = " ".join(f"{k}={v:.5g}" for k, v in shown.items())
             try:
                 print(f"epoch {row['epoch']} step {row['step']} {parts}", file=self.stream, flush=True)

@@ -8,6 +8,10 @@
 - `run_files` lists what gengraph wrote there; a new run refuses a folder that holds
   another run unless told to overwrite, and `clear_run_files` then removes only gengraph's
   own files (never a file of the user's).
+- The report's files (summary, loss curve, the plugin's plots and samples) are recorded with
+  their SHA-256 in REPORT_RECORD as they are written: a file of that name that the user wrote
+  there later (`gengraph sample RUN --out RUN/samples.png`) or changed no longer matches, so it
+  is the user's: --resume and --overwrite keep it, and a run refuses to write over it.
 """
 
 from __future__ import annotations
@@ -20,16 +24,20 @@ import time
 from pathlib import Path
 
 from gengraph.engine.errors import UserError
-from gengraph.plugins.blocks.files import atomic_write
+from gengraph.plugins.blocks.files import atomic_write, sha256_bytes, sha256_file
 from gengraph.plugins.spec.schema import is_number
 
 LOCK_NAME = "gengraph.lock"
 MANIFEST = "files.json"  # the plugin-written files of the run (plots, samples), for --overwrite
+# The report's files as the run wrote them, {"files": {name: SHA-256, or None while being written, or
+# "" once gone}}: which files of the report's names are the run's (owned_report). The sweep's trial
+# mark (.sweep-attempt, which lists a trial folder's files with their SHA-256) is the same idea.
+REPORT_RECORD = ".report-files.json"
 # Files the runner itself writes into a run directory; what a plugin writes (plots, samples) is
 # listed in the run's MANIFEST. Only these are a run's: a user's samples.npy or log.txt beside a run
 # is theirs, and --overwrite keeps it.
 RUN_FILES = ("spec.toml", "env.json", "metrics.jsonl", "summary.json", "summary.txt", "checkpoint.npz",
-             "checkpoint.json", "loss.png", MANIFEST)
+             "checkpoint.json", "loss.png", MANIFEST, REPORT_RECORD)
 # Any of these makes a folder "hold a run".
 RUN_MARKERS = ("spec.toml", "metrics.jsonl", "checkpoint.npz", "summary.json")
 
@@ -218,11 +226,74 @@ def open_run_dir(run_dir, log=print) -> RunLock:
 
 
 def run_files(run_dir: Path) -> list[str]:
-    """The files of a run that gengraph wrote into run_dir (empty: no run there)."""
+    """The files of a run that gengraph wrote into run_dir (empty: no run there). The report's files
+    count where the run's record vouches for them (REPORT_RECORD); in a folder without a record (made
+    by a gengraph that kept none) by their names."""
     if not any((run_dir / name).exists() for name in RUN_MARKERS):
         return []
     names = list(RUN_FILES) + _manifest(run_dir)
+    owned = owned_report(run_dir)
+    if owned is not None:
+        report = set(report_names(run_dir))
+        names = [n for n in names if n not in report or n in owned]
     return [n for n in dict.fromkeys(names) if (run_dir / n).is_file()]
+
+
+def report_names(run_dir: Path) -> list[str]:
+    """The names of the report of the run in run_dir: the runner's and those the plugin was handed."""
+    return list(dict.fromkeys(REPORT_FILES + tuple(_manifest(run_dir))))
+
+
+def _record(run_dir: Path) -> dict | None:
+    """The record, {name: SHA-256 | "" | None}; None where there is none (a folder of an earlier
+    gengraph's) or it cannot be read: then nothing tells the run's report from the user's files. A
+    damaged entry vouches for nothing ("")."""
+    try:
+        record = json.loads((run_dir / REPORT_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict):
+        return None
+    return {n: h if h is None or isinstance(h, str) else "" for n, h in files.items()}
+
+
+def owned_report(run_dir: Path) -> list[str] | None:
+    """The report files in run_dir that are the run's, as its record says (None without a record,
+    where they cannot be told from the user's). Per name, the record holds the SHA-256 of the file
+    the run wrote (the file is the run's while it still has it), None while the run writes it (the
+    run was stopped then), or "" once the run's file is gone (a file there now is someone else's). A
+    name the plugin was handed (files.json) that the record lacks is the run's: the run was stopped
+    between writing the file and recording it."""
+    record = _record(run_dir)
+    if record is None:
+        return None
+    handed = set(_manifest(run_dir))
+    owned = []
+    for n in report_names(run_dir):
+        digest = record.get(n, None if n in handed else "")
+        if (run_dir / n).is_file() and (digest is None or (digest and sha256_file(run_dir / n) == digest)):
+            owned.append(n)
+    return owned
+
+
+def start_record(run_dir: Path) -> None:
+    """The record of a run that begins in run_dir (empty), unless --resume keeps the one there: from
+    then on, which report files are the run's is known, also when the run is stopped before its report."""
+    if _record(run_dir) is None:
+        atomic_write(run_dir / REPORT_RECORD, json.dumps({"files": {}}, indent=1) + "\n")
+
+
+def record_report(run_dir: Path, names=(), *, written=None, pending=()) -> None:
+    """Record report files: `names` as they are now in run_dir (the SHA-256 of each file, "" where
+    there is none), `written`, {name: the text or bytes about to be written} (recorded first: a run
+    stopped in between leaves an entry for a file that is not there, never a file of its own
+    unrecorded), and `pending`, files about to be written whose bytes are not known beforehand."""
+    record = _record(run_dir) or {}
+    record.update({n: sha256_file(run_dir / n) if (run_dir / n).is_file() else "" for n in names})
+    record.update({n: sha256_bytes(data) for n, data in (written or {}).items()})
+    record.update({n: None for n in pending})
+    atomic_write(run_dir / REPORT_RECORD, json.dumps({"files": dict(sorted(record.items()))}, indent=1) + "\n")
 
 
 def _manifest(run_dir: Path) -> list[str]:
@@ -253,12 +324,35 @@ def clear_run_files(run_dir: Path) -> list[str]:
 REPORT_FILES = ("summary.json", "summary.txt", "loss.png")
 
 
-def clear_report(run_dir: Path) -> list[str]:
-    """Remove the report of the run in run_dir (summary, loss curve, the plugin's plots and samples)."""
-    names = [n for n in dict.fromkeys(REPORT_FILES + tuple(_manifest(run_dir))) if (run_dir / n).is_file()]
-    for n in names:
-        (run_dir / n).unlink(missing_ok=True)
-    return names
+ASIDE = "report-before-resume"  # where --resume moves the report of a folder without a record
+
+
+def clear_report(run_dir: Path) -> tuple[list[str], Path | None]:
+    """Remove the report of the run in run_dir (summary, loss curve, the plugin's plots and samples):
+    the files its record says are the run's. A file of the report's names that the user wrote there
+    (or changed) stays. In a folder without a record (an earlier gengraph's) the report cannot be
+    told from the user's files: its files are moved, not deleted, into a new folder ASIDE in run_dir.
+    Returns the names, and that folder (None: the files were the run's, and are deleted). Either way
+    the record then says that the run has no report file there."""
+    owned, aside = owned_report(run_dir), None
+    if owned is not None:
+        names = owned
+        for n in names:
+            (run_dir / n).unlink(missing_ok=True)
+    elif names := [n for n in report_names(run_dir) if (run_dir / n).is_file()]:
+        for i in range(1, 1000):
+            aside = run_dir / (ASIDE if i == 1 else f"{ASIDE}-{i}")
+            try:
+                aside.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise RunDirError(f"{run_dir}: no free name for a folder {ASIDE}-N to keep the earlier report in")
+        for n in names:
+            os.replace(run_dir / n, aside / n)
+    record_report(run_dir, [n for n in report_names(run_dir) if not (run_dir / n).exists()])
+    return names, aside
 
 
 def clear_temporaries(run_dir: Path, names=()) -> None:
@@ -288,15 +382,22 @@ def refuse_sweep_folder(run_dir: Path) -> None:
                           "choose another --out")
 
 
-def refuse_user_files(run_dir: Path) -> None:
-    """A new run never replaces a user's file whose name a run writes (loss.png, env.json in a
-    folder that holds no run): they were overwritten without a word."""
-    if run_files(run_dir):  # a run's own files: refuse_if_taken and --overwrite deal with them
-        return
-    found = [n for n in RUN_FILES if (run_dir / n).is_file()]
+def refuse_user_files(run_dir: Path, *, plots: bool = True, resume: bool = False) -> None:
+    """A run never replaces a user's file whose name a run writes (loss.png, env.json in a folder
+    that holds no run; in a run's folder, a report file its record does not vouch for, such as a
+    loss.png or summary.txt the user wrote over the run's): they were overwritten without a word.
+    Checked before anything is trained or written. (The plugin's files are known only as its report
+    asks for them: RunContext.path refuses those.)"""
+    ours = run_files(run_dir)
+    if ours:  # the run's own files: refuse_if_taken, --overwrite and --resume deal with them
+        writes = ("summary.json", "summary.txt") + (("loss.png",) if plots else ())
+        found = [n for n in writes if n not in ours and (run_dir / n).is_file()]
+    else:
+        found = [n for n in RUN_FILES if (run_dir / n).is_file()]
     if found:
+        how = "move them away and resume again" if resume else "move them away or choose another --out"
         raise RunDirError(f"{run_dir} holds files that no gengraph run wrote but a run would write over "
-                          f"({listed(found)}): move them away or choose another --out")
+                          f"({listed(found)}): {how}")
 
 
 def foreign_files(run_dir: Path) -> set:

@@ -33,8 +33,8 @@ from gengraph.plugins.run import data_files
 from gengraph.plugins.run.resume import check_resumable, read_metrics
 from gengraph.plugins.run.loading import plugin_source
 from gengraph.plugins.run.rundir import (RunDirError, clear_report, clear_run_files, clear_temporaries,
-                                         foreign_files, open_run_dir, refuse_if_taken, refuse_sweep_folder,
-                                         refuse_user_files)
+                                         foreign_files, open_run_dir, record_report, refuse_if_taken,
+                                         refuse_sweep_folder, refuse_user_files, start_record)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.contract import call_build, checked_mapping, plugin_code, plugin_frame
@@ -266,7 +266,7 @@ class RunInterrupted(Exception):
 
 
 def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_dir=None, resume=False,
-            overwrite=False, on_step=None) -> dict:
+            overwrite=False, on_step=None, on_start=None) -> dict:
     """Run a loaded Spec, writing everything into run_dir; returns the summary dict.
 
     The run takes run_dir's lock first (RunDirError if another process holds it). A new run
@@ -275,7 +275,9 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
     after checking it belongs to this spec (only RESUMABLE keys may differ), and writes
     nothing before the checkpoint and metrics.jsonl are checked. SIGINT/SIGTERM during
     training finish the current step, write a checkpoint and raise RunInterrupted; during
-    start-up or the report they raise it at once (see signals.py).
+    start-up or the report they raise it at once (see signals.py). on_start(epoch, row) is called
+    once as training begins: with the checkpoint's epoch and its metrics row on --resume, with 0 and
+    None otherwise (a progress bar starts there).
     """
     if resume and overwrite:
         raise RunDirError("--resume continues a run and --overwrite replaces it: pass one of them")
@@ -287,7 +289,8 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
                 lock = open_run_dir(run_dir, log)
             try:
                 return _execute(spec, run_dir, signals, state, lock, debug=debug, log=log, on_epoch=on_epoch,
-                                base_dir=base_dir, resume=resume, overwrite=overwrite, on_step=on_step)
+                                base_dir=base_dir, resume=resume, overwrite=overwrite, on_step=on_step,
+                                on_start=on_start)
             finally:
                 with signals.deferred():
                     lock.release()
@@ -297,7 +300,8 @@ def execute(spec, run_dir: Path, *, debug=False, log=print, on_epoch=None, base_
             raise RunInterrupted(run_dir, checkpoint if has else None, stop.signum, state["phase"]) from None
 
 
-def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_dir, resume, overwrite, on_step):
+def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_dir, resume, overwrite, on_step,
+             on_start):
     cfg = spec.data
     checkpoint = run_dir / "checkpoint.npz"
     refuse_sweep_folder(run_dir)
@@ -305,8 +309,9 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
         raise CheckpointError(f"{checkpoint}: no checkpoint here, so nothing to resume")
     if not resume and not overwrite:
         refuse_if_taken(run_dir)
-    if not resume:
-        refuse_user_files(run_dir)
+    # a user's file with a name the run writes (their loss.png, or one written over the run's), before
+    # anything trains; the plugin's own names are known only as its report asks (RunContext.path)
+    refuse_user_files(run_dir, plots=cfg["output"]["plots"], resume=resume)
     if resume:
         clear_temporaries(run_dir)
     t0 = time.perf_counter()
@@ -344,9 +349,17 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
             cleared = clear_run_files(run_dir)
             if cleared:
                 log(f"note: --overwrite removed the earlier run's files from {run_dir}: {', '.join(cleared)}")
-        if resume and (stale := clear_report(run_dir)):
-            log(f"note: --resume removed the earlier report, which the continued run writes again: {', '.join(stale)}")
-        ctx.foreign = foreign_files(run_dir)
+        if resume:
+            stale, aside = clear_report(run_dir)  # only the files its record vouches for
+            if aside is not None:
+                log(f"note: {run_dir} keeps no record of the report files its run wrote (an earlier gengraph made "
+                    f"it), so --resume moved the earlier report into {aside} rather than delete what may be a file "
+                    f"of yours: {', '.join(stale)}")
+            elif stale:
+                log(f"note: --resume removed the earlier report, which the continued run writes again: "
+                    f"{', '.join(stale)}")
+        ctx.foreign = foreign_files(run_dir)  # the user's (read before the record starts again, empty)
+        start_record(run_dir)
         atomic_write(run_dir / "spec.toml", spec.to_toml())
         atomic_write(run_dir / "env.json", json.dumps(env_info(cfg), indent=1))
         if history is None:
@@ -373,6 +386,9 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
         if on_epoch is not None:
             on_epoch(row)
 
+    if on_start is not None:  # a resumed run's bar starts at its checkpoint, beside that epoch's losses
+        last = trainer.state.history[-1] if trainer.state.history else None
+        on_start(trainer.state.epoch, last if last is not None and last.get("epoch") == trainer.state.epoch else None)
     try:
         with blas_threads(cfg["run"].get("threads", 1)):
             trainer.fit(on_epoch=epoch_done, on_step=on_step)
@@ -394,22 +410,37 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
     # (the plugin's files are listed in files.json as ctx.path hands them out)
     summary = {k: v for k, v in (trainer.state.history[-1] if trainer.state.history else {}).items()
                if k.startswith("test_")}
-    with plugin_code(plugin, cfg["model"]["kind"], "report", f"; the training is in {checkpoint}: once the plugin "
-                     f"is mended, gengraph run --resume {run_dir} writes the report"):
-        reported = plugin.report(model, data, ctx)
+    try:
+        with plugin_code(plugin, cfg["model"]["kind"], "report", f"; the training is in {checkpoint}: once the "
+                         f"plugin is mended, gengraph run --resume {run_dir} writes the report"):
+            reported = plugin.report(model, data, ctx)
+    finally:  # what the plugin wrote, also when it (or a signal) stopped the report half-way
+        with signals.deferred():
+            record_report(run_dir, sorted(ctx.written))
     reported = checked_mapping(reported, plugin, cfg["model"]["kind"], "report")
     summary.update(reported)
     summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                     "seconds": round(time.perf_counter() - t0, 3)})
-    if ctx.plots:
-        loss_curves(trainer.state.history, run_dir / "loss.png", plugin.loss_label(cfg["model"]), final=summary)
-    atomic_write(run_dir / "summary.txt", summary_text(cfg, data, summary))
+    if ctx.plots:  # (a loss.png of the user's was refused before training)
+        with signals.deferred():
+            record_report(run_dir, pending=["loss.png"])
+        try:
+            loss_curves(trainer.state.history, run_dir / "loss.png", plugin.loss_label(cfg["model"]), final=summary)
+        finally:
+            with signals.deferred():
+                record_report(run_dir, ["loss.png"])
+    text = summary_text(cfg, data, summary)
+    with signals.deferred():
+        record_report(run_dir, written={"summary.txt": text})
+        atomic_write(run_dir / "summary.txt", text)
     # last: summary.json at the checkpoint's epoch and step is what marks the report complete
     # (resume.check_resumable); written first, a run stopped after it could not be resumed and
     # kept no loss.png or summary.txt
     with signals.deferred():
         lock.check_held()
-        atomic_write(run_dir / "summary.json", dumps_json(summary, indent=1, default=jsonable))
+        text = dumps_json(summary, indent=1, default=jsonable)
+        record_report(run_dir, written={"summary.json": text})
+        atomic_write(run_dir / "summary.json", text)
         state["phase"] = "done"  # a signal from here on stops a finished run
     if note := _early_stop_note(cfg["train"], trainer.state):  # said once the run's files are whole
         log(note)

@@ -64,7 +64,7 @@ from gengraph.plugins.spec.overrides import ORIGIN
 from gengraph.plugins.spec.schema import is_number
 from gengraph.plugins.spec.toml_positions import build_path, join_key, read_path, split_path
 from gengraph.plugins.spec.toml_writer import format_value
-from gengraph.plugins.blocks.files import atomic_write, dumps_json
+from gengraph.plugins.blocks.files import atomic_write, dumps_json, sha256_file
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.spec.document import spec_from_text
 from gengraph.plugins.run.spec_schema import top_schema
@@ -562,19 +562,10 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    """The file's SHA-256; "" when it cannot be read (it then matches no mark: the folder is refused)."""
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError:
-        return ""
-
-
 def _write_mark(tmp: Path, attempt: str, ok: bool) -> None:
     """The mark lists every file the trial wrote with its SHA-256: what the sweep may later replace
     is exactly what it wrote (a run started there afterwards changes them, a user's file is not listed)."""
-    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     atomic_write(tmp / _MARK, json.dumps({"attempt": attempt, "status": "ok" if ok else "failed",
                                           "files": files}, indent=1) + "\n")
 
@@ -665,7 +656,7 @@ def _why_taken(trial_dir: Path, mark: dict | None) -> str | None:
         return f"a gengraph run that this sweep did not make ({listed(found)})" if found else None
     if mark["files"] is None:  # an older mark: its files are not known
         return None
-    foreign = [n for n in _run_named(trial_dir) if mark["files"].get(n) != _sha256(trial_dir / n)]
+    foreign = [n for n in _run_named(trial_dir) if mark["files"].get(n) != sha256_file(trial_dir / n)]
     return f"{listed(foreign)}, which this sweep did not write" if foreign else None
 
 
