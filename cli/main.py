@@ -364,7 +364,8 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
     progress = Progress(loaded.data["train"]["epochs"], quiet=quiet or as_json)  # -q: no progress, results still shown
     guard.raising = False  # from here on the run handles signals (and reports them as RunInterrupted)
     try:
-        summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, base_dir=base_dir,
+        summary = execute(loaded, run_dir, debug=debug, on_epoch=progress.epoch, on_start=progress.start,
+                          base_dir=base_dir,
                           resume=bool(resume_dir), overwrite=overwrite,
                           log=lambda *a, **k: echo_on(" ".join(map(str, a)), err=True))
         progress.finish()
@@ -387,18 +388,30 @@ def _run(guard, spec, out_dir, device, resume_dir, overwrite, quiet, as_json, ov
 @user_errors
 def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     """Check a SPEC against the installed plugins; report every problem of its keys and values at
-    once, then (once those pass) what needs the model built: data files, layer shapes, an
-    optimizer's or schedule's hyper-parameters.
+    once (unknown keys, types, values out of range, an optimizer's or schedule's hyper-parameters
+    among them), then (once those pass) what needs the model built: data files, layer shapes, and
+    settings that depend on each other (nesterov with momentum 0, a cosine schedule's min_lr above
+    lr or warm-up as long as total_steps).
 
-    SPEC is a spec file or a shipped spec's name (mlp_digits, ...: the files in specs/)."""
+    SPEC is a spec file or a shipped spec's name (mlp_digits, ...: the files in specs/). A finished
+    run's own spec.toml is checked as a new run from it would be."""
     from gengraph.plugins.run.api import check_run_name, load_spec_any
+    from gengraph.plugins.run.loading import resolve_spec, run_of_spec
     from gengraph.plugins.run.runner import build_checked
-    from gengraph.plugins.spec.errors import printable
+    from gengraph.plugins.spec.errors import SpecError, SpecIssue, printable
 
     _load_plugins(plugin_files)
-    loaded, path, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a shipped name
-    check_run_name(loaded)  # as `gengraph run SPEC` would use it
-    build_checked(loaded, base_dir=base_dir)  # data files and shapes are checked too
+    # a finished run's own spec.toml is checked as `gengraph run` would read it for a new run (today's
+    # rules); when it fails, a note says how the commands that reopen the run read it
+    run_dir = run_of_spec(resolve_spec(spec))
+    try:
+        loaded, path, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a name
+        check_run_name(loaded)  # as `gengraph run SPEC` would use it
+        build_checked(loaded, base_dir=base_dir)  # data files and shapes are checked too
+    except SpecError as exc:
+        if run_dir is None:
+            raise
+        raise SpecError(exc.issues + [SpecIssue(None, None, None, "", run_spec_note(run_dir))]) from None
     if loaded.raw.get("sweep") is not None:  # every trial of the sweep, its metric and mode too
         from gengraph.plugins.sweep.sweep import plan_sweep
 
@@ -409,6 +422,13 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
         click.echo(loaded.to_toml(), nl=False)
     else:
         click.echo(f"{printable(str(path or spec))}: valid ({loaded.data['model']['kind']} on {loaded.data['data']['source']})")
+
+
+def run_spec_note(run_dir) -> str:
+    """What `validate` adds to the errors of a finished run's own spec.toml."""
+    return (f"note: {run_dir / 'spec.toml'} is the spec of the run in {run_dir}: validate checks it as a new run "
+            "would read it; graph, gradcheck, sample and run --resume read it as that run was made (its data as "
+            "it trained on them)")
 
 
 @main.command(epilog=_examples("plugins"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .main import NamedPath, UserError, _load_plugins, check_out_file, user_errors, write_out_file
+from .main import NamedPath, UserError, _dumps, _load_plugins, check_out_file, user_errors, write_out_file
 
 EXAMPLES = """\b
 Examples:
@@ -37,16 +37,23 @@ Examples:
               help="FILE.npy (the array) or FILE.png (an image grid, or a scatter over the data for 2-D data); "
                    "default: the numbers on stdout")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="sample on this device (default: the run's)")
+@click.option("--json", "as_json", is_flag=True,
+              help="print one JSON object: the samples (or the file written with --out), their shape, seed, kind")
 @click.option("--plugin", "plugin_files", multiple=True, type=NamedPath(dir_okay=False),
               help="load a local plugin file (for runs of a kind defined there)")
 @click.option("--debug", is_flag=True, help="show full tracebacks")
 @user_errors
-def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, device, plugin_files, debug):
+def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, device, as_json, plugin_files, debug):
     """Draw N new examples from the finished generative run in RUN_DIR.
 
     The model is rebuilt from RUN_DIR/spec.toml and loaded from RUN_DIR/checkpoint.npz;
     samples are in data units (the preprocessing undone). With the run's seed, the same
     N and the spec's sampler this is exactly the run's samples.npy.
+
+    With --json, stdout is one JSON object: run_dir, kind, n, shape, seed (the one used), label,
+    options (the sampler options given), note (an unfinished run; else absent), and "samples"
+    (nested lists, data units; NaN as null) or, with --out, "out" and "written". An error is
+    {"error": MESSAGE, "exit_code": CODE}.
 
     Exit codes: 0 done; 2 not a run directory, no checkpoint, a kind that does not
     sample, or an option the kind does not take.
@@ -75,7 +82,7 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
     options = {"guidance": guidance, "sampler": sampler, "steps": steps}
     try:
         run = open_run(run_dir, backend=device)
-        if run.note:
+        if run.note and not as_json:  # (with --json: in the object)
             click.echo(f"note: {run.note}", err=True)
         samples = sample_from(run, n, label=label, seed=seed, **options)
         if suffix == ".png":
@@ -84,6 +91,13 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
         if debug:
             traceback.print_exc()  # and still the one-line message and exit code 2
         raise UserError(str(exc)) from None
+    facts = {"run_dir": str(run_dir), "kind": run.kind, "n": int(len(samples)), "shape": list(samples.shape),
+             "seed": run.spec.data["run"]["seed"] if seed is None else int(seed), "label": label,
+             "options": {k: v for k, v in options.items() if v is not None},
+             **({"note": run.note} if run.note else {})}
+    if out_file is None and as_json:
+        click.echo(_dumps({**facts, "samples": samples}))  # one line: an indent puts each number on its own
+        return
     if out_file is None:
         click.echo(f"# {len(samples)} samples from {run_dir} ({run.kind}), shape {samples.shape}", err=True)
         buf = io.StringIO()
@@ -98,6 +112,9 @@ def sample_cmd(run_dir, n, label, guidance, sampler, steps, seed, out_file, devi
         what = f"array {samples.shape}"
     else:
         what = write_out_file(out, lambda: write_png(run, samples, out, label=label))
+    if as_json:
+        click.echo(_dumps({**facts, "out": str(out), "written": what}, indent=1))
+        return
     click.echo(f"wrote {out} ({what}, {len(samples)} samples from {run.kind})", err=True)
 
 

@@ -47,8 +47,12 @@ in-place update of each buffer, with the gradients computed straight into views 
 buffer. The results are bit-identical to the per-parameter ones, ``clip_norm`` included (its
 global norm is one dot product over the gradients laid end to end on both paths; per-tensor
 sums only for gradients of mixed dtypes or unknown shapes, which cannot be laid end to end).
-``make_optimizer(kind, **hyper)`` checks names (with a did-you-mean), types and ranges; each class's ``schema`` maps a hyper-parameter to
-``(type, default, help)`` for the spec layer.
+``make_optimizer(kind, **hyper)`` checks names (with a did-you-mean), types and ranges; each
+class's ``schema`` maps a hyper-parameter to a ``Hyper`` row (engine.schedules): ``(type,
+default, help)`` and the values it takes (``bounds="[0, 1)"``, ``choices``). The engine checks a
+value against its row; the spec layer builds its schema's fields from the same rows, so
+`gengraph validate` reports a value out of range with the spec's other mistakes. Only checks that
+relate two values (nesterov's) stay in a class's ``_check``.
 """
 
 from __future__ import annotations
@@ -60,17 +64,22 @@ import numpy as np
 from .graph import Node
 from .ops import adam_bc_sqrt, adam_step, adam_step_size, cast, ema, gt, minimum, pack, sqrt, stop_gradient, sum_squares, unpack
 from .ops import sum as total
-from .schedules import REQUIRED, Schedule, as_schedule, check, resolve_hyper, unknown_kind  # noqa: F401
+from .schedules import REQUIRED, Hyper, Schedule, as_schedule, check, resolve_hyper, unknown_kind  # noqa: F401
 from .ops.flat import contiguous_base
 
 STEP_DTYPE = np.dtype("float64")  # the step counter: exact integers up to 2**53
 
 _COMMON = {
-    "weight_decay": (float, 0.0, "L2 penalty added to the gradient: g + weight_decay * p"),
-    "clip_norm": (float, 0.0, "clip the global gradient norm to this value (0 = off)"),
-    "ema": (float, 0.0, "decay d of an exponential moving average of the parameters (Polyak averaging; "
-                        "0 = off): a <- d a + (1 - d) p after each update; `averages` gives it debiased"),
+    "weight_decay": Hyper(float, 0.0, "L2 penalty added to the gradient: g + weight_decay * p", bounds=">= 0"),
+    "clip_norm": Hyper(float, 0.0, "clip the global gradient norm to this value (0 = off)", bounds=">= 0"),
+    "ema": Hyper(float, 0.0, "decay d of an exponential moving average of the parameters (Polyak averaging; "
+                             "0 = off): a <- d a + (1 - d) p after each update; `averages` gives it debiased",
+                 bounds="[0, 1)"),
 }
+
+
+def _lr(default: float) -> Hyper:
+    return Hyper(float, default, "learning rate (a float or a schedule)", bounds=">= 0")
 
 
 def _label(graph, name: str) -> str:
@@ -186,11 +195,7 @@ class Optimizer:
         self.flat_grad: Node | None = None  # flat mode: pack(gradients), e.g. for a gradient-norm monitor
 
     def _check(self, owner, h):
-        if not isinstance(h["lr"], Schedule):
-            check(owner, h["lr"] >= 0, f'lr must be >= 0, not {h["lr"]}')
-        check(owner, h["weight_decay"] >= 0, "weight_decay must be >= 0")
-        check(owner, h["clip_norm"] >= 0, "clip_norm must be >= 0 (0 = off)")
-        check(owner, 0 <= h["ema"] < 1, "ema must be in [0, 1) (0 = off)")
+        """Checks that relate two hyper-parameters (each one's range is in its schema row)."""
 
     @property
     def schedule(self) -> Schedule:
@@ -336,7 +341,7 @@ class Optimizer:
 class GD(Optimizer):
     """Plain gradient descent: p <- p - lr g."""
     kind = "gd"
-    schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"), **_COMMON}
+    schema = {"lr": _lr(0.01), **_COMMON}
 
     def _rule(self, s, p, g):
         return {p: p - s.lr(p) * g}
@@ -346,16 +351,15 @@ class Momentum(Optimizer):
     """Heavy-ball momentum (PyTorch SGD): v <- mu v + (1 - dampening) g; p <- p - lr v."""
 
     kind = "momentum"
-    schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"),
-              "momentum": (float, 0.9, "momentum factor mu"),
-              "nesterov": (bool, False, "Nesterov momentum: p <- p - lr (g + mu v)"),
-              "dampening": (float, 0.0, "dampening of the gradient added to v (after the first step)"),
+    schema = {"lr": _lr(0.01),
+              "momentum": Hyper(float, 0.9, "momentum factor mu", bounds="[0, 1)"),
+              "nesterov": Hyper(bool, False, "Nesterov momentum: p <- p - lr (g + mu v)"),
+              "dampening": Hyper(float, 0.0, "dampening of the gradient added to v (after the first step)",
+                                 bounds="[0, 1]"),
               **_COMMON}
 
     def _check(self, owner, h):
         super()._check(owner, h)
-        check(owner, h["momentum"] >= 0, "momentum must be >= 0")
-        check(owner, 0 <= h["dampening"] <= 1, "dampening must be in [0, 1]")
         if h["nesterov"]:
             check(owner, h["momentum"] > 0 and h["dampening"] == 0, "nesterov needs momentum > 0 and dampening 0")
 
@@ -375,7 +379,7 @@ class Nesterov(Momentum):
     """`momentum` with nesterov = true: p <- p - lr (g + mu v)."""
 
     kind = "nesterov"
-    schema = {**Momentum.schema, "nesterov": (bool, True, "Nesterov momentum: p <- p - lr (g + mu v)")}
+    schema = {**Momentum.schema, "nesterov": Hyper(bool, True, "Nesterov momentum: p <- p - lr (g + mu v)")}
 
 
 class Adagrad(Optimizer):
@@ -383,17 +387,12 @@ class Adagrad(Optimizer):
 
     kind = "adagrad"
     NONNEGATIVE_SLOTS = frozenset({"sum"})
-    schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"),
-              "eps": (float, 1e-10, "added to sqrt(s) in the denominator"),
-              "initial_accumulator": (float, 0.0, "initial value of the sum of squared gradients"),
-              "lr_decay": (float, 0.0, "lr / (1 + t lr_decay)"),
+    schema = {"lr": _lr(0.01),
+              "eps": Hyper(float, 1e-10, "added to sqrt(s) in the denominator", bounds=">= 0"),
+              "initial_accumulator": Hyper(float, 0.0, "initial value of the sum of squared gradients", bounds=">= 0"),
+              "lr_decay": Hyper(float, 0.0, "lr / (1 + t lr_decay)", bounds=">= 0"),
               **_COMMON}
     aliases = {"initial_accumulator_value": "initial_accumulator"}
-
-    def _check(self, owner, h):
-        super()._check(owner, h)
-        for key in ("eps", "initial_accumulator", "lr_decay"):
-            check(owner, h[key] >= 0, f"{key} must be >= 0")
 
     def _rule(self, s, p, g):
         h = self.hyper
@@ -408,19 +407,13 @@ class RMSprop(Optimizer):
 
     kind = "rmsprop"
     NONNEGATIVE_SLOTS = frozenset({"sq"})
-    schema = {"lr": (float, 0.01, "learning rate (a float or a schedule)"),
-              "alpha": (float, 0.99, "decay of the running mean of g^2 (rho)"),
-              "eps": (float, 1e-8, "added to the root in the denominator"),
-              "momentum": (float, 0.0, "momentum of the scaled step (0 = off)"),
-              "centered": (bool, False, "divide by the variance estimate sqrt(E[g^2] - E[g]^2)"),
+    schema = {"lr": _lr(0.01),
+              "alpha": Hyper(float, 0.99, "decay of the running mean of g^2 (rho)", bounds="[0, 1]"),
+              "eps": Hyper(float, 1e-8, "added to the root in the denominator", bounds=">= 0"),
+              "momentum": Hyper(float, 0.0, "momentum of the scaled step (0 = off)", bounds="[0, 1)"),
+              "centered": Hyper(bool, False, "divide by the variance estimate sqrt(E[g^2] - E[g]^2)"),
               **_COMMON}
     aliases = {"rho": "alpha"}
-
-    def _check(self, owner, h):
-        super()._check(owner, h)
-        check(owner, 0 <= h["alpha"] <= 1, "alpha must be in [0, 1]")
-        check(owner, h["eps"] >= 0, "eps must be >= 0")
-        check(owner, h["momentum"] >= 0, "momentum must be >= 0")
 
     def _rule(self, s, p, g):
         h = self.hyper
@@ -450,13 +443,13 @@ class Adam(Optimizer):
 
     kind = "adam"
     NONNEGATIVE_SLOTS = frozenset({"v"})
-    schema = {"lr": (float, 1e-3, "learning rate (a float or a schedule)"),
-              "beta1": (float, 0.9, "decay of the first moment m"),
-              "beta2": (float, 0.999, "decay of the second moment v"),
-              "eps": (float, 1e-8, "added to sqrt(v_hat) in the denominator"),
-              "fused": (str, "auto", "yes: 3 fused kernels over all parameters (one launch each on a GPU), "
-                                     "fewer temporaries; no: 13 plain elementwise nodes (fully readable); "
-                                     "auto: yes"),
+    schema = {"lr": _lr(1e-3),
+              "beta1": Hyper(float, 0.9, "decay of the first moment m", bounds="[0, 1)"),
+              "beta2": Hyper(float, 0.999, "decay of the second moment v", bounds="[0, 1)"),
+              "eps": Hyper(float, 1e-8, "added to sqrt(v_hat) in the denominator", bounds=">= 0"),
+              "fused": Hyper(str, "auto", "yes: 3 fused kernels over all parameters (one launch each on a GPU), "
+                                          "fewer temporaries; no: 13 plain elementwise nodes (fully readable); "
+                                          "auto: yes", choices=("auto", "yes", "no")),
               **_COMMON}
 
     def __init__(self, **hyper):
@@ -468,12 +461,6 @@ class Adam(Optimizer):
                 raise ValueError(f'optimizer "{self.kind}": give betas or beta1/beta2, not both')
             hyper.update(beta1=betas[0], beta2=betas[1])
         super().__init__(**hyper)
-
-    def _check(self, owner, h):
-        super()._check(owner, h)
-        check(owner, 0 <= h["beta1"] < 1 and 0 <= h["beta2"] < 1, "beta1 and beta2 must be in [0, 1)")
-        check(owner, h["eps"] >= 0, "eps must be >= 0")
-        check(owner, h["fused"] in ("auto", "yes", "no"), 'fused must be "auto", "yes" or "no"')
 
     def _rule(self, s, p, g):
         h = self.hyper
@@ -503,7 +490,7 @@ class AdamW(Adam):
 
     kind = "adamw"
     schema = {**Adam.schema,
-              "weight_decay": (float, 0.01, "decoupled decay: p <- p (1 - lr weight_decay)")}
+              "weight_decay": Hyper(float, 0.01, "decoupled decay: p <- p (1 - lr weight_decay)", bounds=">= 0")}
     decoupled_decay = True
 
 

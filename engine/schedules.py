@@ -17,8 +17,11 @@ taken: it is 0 for the first update, as PyTorch's ``scheduler.last_epoch`` when
 |               |        for w = 0 and t <= T; stays at min_lr after T)                          |
 
 ``make_schedule(kind, **hyper)`` checks names, types and ranges and fills defaults; each
-class's ``schema`` maps a hyper-parameter to ``(type, default, help)`` for the spec layer
-(the default is ``REQUIRED`` where there is none).
+class's ``schema`` maps a hyper-parameter to a ``Hyper`` row: ``(type, default, help)`` (the
+default is ``REQUIRED`` where there is none) and the values it takes (``bounds``, ``choices``).
+The engine checks a value against its row (``resolve_hyper``); the spec layer turns the same
+rows into its schema's fields, so `gengraph validate` reports a value out of range with every
+other mistake of a spec. Only checks that relate two values stay in a class's ``_check``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,104 @@ class _Required:
 
 
 REQUIRED = _Required()  # schema default of a hyper-parameter that has none
+
+
+def _number(text: str):
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # "inf" too
+
+
+class Bounds:
+    """The numbers a hyper-parameter takes, written as mathematics writes them: ">= 0", "> 0",
+    "<= 1", "< 1", or an interval "[0, 1)", "(0, 1]", "[0, 1]", "(0, 1)"."""
+
+    def __init__(self, text: str):
+        self.source = text = text.strip()
+        self.lo = self.hi = None  # None: unbounded on that side
+        self.lo_open = self.hi_open = False
+        try:
+            if text[:2] in (">=", "<=") or text[:1] in (">", "<"):
+                op = text[:2] if text[1:2] == "=" else text[:1]
+                value = _number(text[len(op):])
+                if op[0] == ">":
+                    self.lo, self.lo_open = value, op == ">"
+                else:
+                    self.hi, self.hi_open = value, op == "<"
+            elif text[:1] in "[(" and text[-1:] in "])" and text.count(",") == 1:
+                lo, hi = text[1:-1].split(",")
+                self.lo, self.hi = _number(lo), _number(hi)
+                self.lo_open, self.hi_open = text[0] == "(", text[-1] == ")"
+            else:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ValueError(f'bounds must be written ">= a", "> a", "<= b", "< b" or as an interval "[a, b)", '
+                             f"not {text!r}") from None
+
+    def __contains__(self, v) -> bool:
+        if self.lo is not None and not (v > self.lo if self.lo_open else v >= self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    @property
+    def text(self) -> str:
+        """">= 0" or "in [0, 1)": what a message says a value must be."""
+        return self.source if self.lo is None or self.hi is None else f"in {self.source}"
+
+    def limits(self) -> dict:
+        """The bounds as the spec schema's Field takes them (min/max inclusive, above/below exclusive)."""
+        out = {}
+        if self.lo is not None:
+            out["above" if self.lo_open else "min"] = self.lo
+        if self.hi is not None:
+            out["below" if self.hi_open else "max"] = self.hi
+        return out
+
+    def __repr__(self) -> str:
+        return f"Bounds({self.source!r})"
+
+
+class Hyper(tuple):
+    """One row of a hyper-parameter table. It unpacks as ``(type, default, help)``; ``bounds``
+    (a Bounds, from text such as ``"[0, 1)"``) and ``choices`` say which values it takes.
+    ``resolve_hyper`` checks them for the engine's callers, and the spec layer gives them to the
+    schema's fields (plugins/run/spec_schema.py), one declaration for both."""
+
+    def __new__(cls, typ, default, help="", *, bounds=None, choices=None):
+        row = super().__new__(cls, (typ, default, help))
+        row.bounds = bounds if isinstance(bounds, Bounds) or bounds is None else Bounds(bounds)
+        row.choices = tuple(choices) if choices is not None else None
+        return row
+
+    def __getnewargs_ex__(self):  # copy and pickle: the row with its bounds and choices
+        return tuple(self), {"bounds": self.bounds, "choices": self.choices}
+
+    def limits(self) -> dict:
+        """The row's bounds and choices as keywords of the spec schema's Field."""
+        out = self.bounds.limits() if self.bounds is not None else {}
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        return out
+
+
+def row_limits(row) -> dict:
+    """A schema row's limits as Field keywords: {} for a plain (type, default, help) tuple."""
+    return row.limits() if isinstance(row, Hyper) else {}
+
+
+def out_of_range(key: str, row, value) -> str | None:
+    """Why `value` is not a value of the row `key` (its bounds, its choices), else None."""
+    if not isinstance(row, Hyper):
+        return None
+    if row.choices is not None and value not in row.choices:
+        allowed = ", ".join(f'"{c}"' if isinstance(c, str) else repr(c) for c in row.choices)
+        return f"{key} must be one of {allowed}, not {value!r}"
+    if row.bounds is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and value not in row.bounds:
+        return f"{key} must be {row.bounds.text}, not {value}"
+    return None
 
 
 # --- shared by schedules and optimizers ------------------------------------------------
@@ -72,8 +173,11 @@ def coerce(owner: str, key: str, typ: type, value):
     raise ValueError(f"{owner}: {key} must be {typ.__name__}, not {value!r}")
 
 
-def resolve_hyper(owner: str, schema: dict, hyper: dict, aliases: dict | None = None) -> dict:
-    """Hyper-parameters with aliases renamed, names checked (did-you-mean), types coerced, defaults filled."""
+def resolve_hyper(owner: str, schema: dict, hyper: dict, aliases: dict | None = None,
+                  owners: dict | None = None) -> dict:
+    """Hyper-parameters with aliases renamed, names checked (did-you-mean), types coerced, values
+    checked against their rows' bounds and choices (out_of_range), defaults filled. `owners`: who a
+    key's range error is said of, where not `owner` ({"lr": "learning rate"})."""
     aliases = aliases or {}
     given: dict = {}
     for key, value in hyper.items():
@@ -89,6 +193,8 @@ def resolve_hyper(owner: str, schema: dict, hyper: dict, aliases: dict | None = 
     for key, (typ, default, _help) in schema.items():
         if key in given:
             out[key] = coerce(owner, key, typ, given[key])
+            if (why := out_of_range(key, schema[key], out[key])) is not None:
+                raise ValueError(f"{(owners or {}).get(key, owner)}: {why}")
         elif default is REQUIRED:
             raise ValueError(f'{owner}: missing required hyper-parameter "{key}"')
         else:
@@ -109,12 +215,12 @@ class Schedule:
     schema: ClassVar[dict] = {}
 
     def __init__(self, **hyper):
-        self.hyper = resolve_hyper(f'schedule "{self.kind}"', self.schema, hyper)
+        # lr, the optimizer's, which every schedule scales: not blamed on a schedule the user may not have set
+        self.hyper = resolve_hyper(f'schedule "{self.kind}"', self.schema, hyper, owners={"lr": "learning rate"})
         self._check()
 
     def _check(self):
-        # the optimizer's lr, which every schedule scales: not blamed on a schedule the user may not have set
-        check("learning rate", self.hyper["lr"] >= 0, f'lr must be >= 0, not {self.hyper["lr"]}')
+        """Checks that relate two hyper-parameters (each one's range is in its row)."""
 
     @property
     def lr(self) -> float:
@@ -139,7 +245,7 @@ class Schedule:
     __hash__ = None
 
 
-_LR = (float, REQUIRED, "base (peak) learning rate")
+_LR = Hyper(float, REQUIRED, "base (peak) learning rate", bounds=">= 0")
 
 
 class Constant(Schedule):
@@ -156,13 +262,8 @@ class Constant(Schedule):
 class StepDecay(Schedule):
     kind = "step"
     schema = {"lr": _LR,
-              "step_size": (int, REQUIRED, "steps between two decays"),
-              "gamma": (float, 0.1, "factor applied every step_size steps")}
-
-    def _check(self):
-        super()._check()
-        check('schedule "step"', self.hyper["step_size"] >= 1, "step_size must be >= 1")
-        check('schedule "step"', self.hyper["gamma"] > 0, "gamma must be > 0")
+              "step_size": Hyper(int, REQUIRED, "steps between two decays", bounds=">= 1"),
+              "gamma": Hyper(float, 0.1, "factor applied every step_size steps", bounds="> 0")}
 
     def node(self, step):
         h = self.hyper
@@ -175,11 +276,7 @@ class StepDecay(Schedule):
 
 class Exponential(Schedule):
     kind = "exponential"
-    schema = {"lr": _LR, "gamma": (float, REQUIRED, "factor applied every step")}
-
-    def _check(self):
-        super()._check()
-        check('schedule "exponential"', self.hyper["gamma"] > 0, "gamma must be > 0")
+    schema = {"lr": _LR, "gamma": Hyper(float, REQUIRED, "factor applied every step", bounds="> 0")}
 
     def node(self, step):
         h = self.hyper
@@ -193,9 +290,10 @@ class Exponential(Schedule):
 class Cosine(Schedule):
     kind = "cosine"
     schema = {"lr": _LR,
-              "total_steps": (int, REQUIRED, "steps until the lr reaches min_lr (warm-up included)"),
-              "min_lr": (float, 0.0, "final learning rate"),
-              "warmup_steps": (int, 0, "steps of linear warm-up from lr/warmup_steps to lr")}
+              "total_steps": Hyper(int, REQUIRED, "steps until the lr reaches min_lr (warm-up included)",
+                                   bounds=">= 1"),
+              "min_lr": Hyper(float, 0.0, "final learning rate", bounds=">= 0"),
+              "warmup_steps": Hyper(int, 0, "steps of linear warm-up from lr/warmup_steps to lr", bounds=">= 0")}
 
     def _check(self):
         super()._check()

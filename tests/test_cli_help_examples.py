@@ -68,7 +68,7 @@ def test_set_messages_say_how_toml_spells_it():
                           ("train.optimizer.lr=.5", "(TOML writes numbers with a digit on each side of the point: "
                                                     "0.5)"),
                           ("model.layers[-1].units=3", "a list index counts from 0 (negative indices are not taken)"),
-                          ("train.optimizer.lr=-0.5", "train.optimizer.lr: learning rate: lr must be >= 0")):
+                          ("train.optimizer.lr=-0.5", "--set: train.optimizer.lr: must be >= 0, found -0.5")):
         result = CliRunner().invoke(main, ["validate", "mlp_digits", "--set", setting])
         assert result.exit_code == 2 and said in result.output, result.output
     for setting in ("train.optimizer=False", "train.epochs=.5", "run.seed=1."):  # no bool or float wanted: no hint

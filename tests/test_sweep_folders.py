@@ -152,6 +152,6 @@ def test_an_axis_value_the_optimizer_refuses_is_refused_before_any_trial(tmp_pat
     res = CliRunner().invoke(main, ["sweep", str(Path(__file__).resolve().parents[1] / "specs" / "mlp_digits.toml"),
                                     "--axis", "train.optimizer.lr=-1,0.01", "--set", "train.epochs=1",
                                     "--workers", "1", "--out", str(tmp_path / "sw")])
-    assert res.exit_code == 2 and "--axis train.optimizer.lr: learning rate: lr must be >= 0" in res.output, \
+    assert res.exit_code == 2 and "--axis train.optimizer.lr: must be >= 0, found -1" in res.output, \
         res.output
     assert not (tmp_path / "sw").exists()

@@ -57,6 +57,24 @@ def program_stage(loaded, data, plugin, model, program=None, stage="optimized", 
     return view, program
 
 
+def graph_facts(view, batch: int = 128) -> dict:
+    """The totals of a stage of a program as `gengraph graph --json` gives them (the numbers of the
+    text table's "totals" lines): node counts, parameters, FLOPs per step and activation bytes for
+    `batch` rows, and what each compiler pass did (optimized stage)."""
+    from gengraph.engine.metrics import totals_of
+
+    t = totals_of(view, batch)
+    facts = {"program": view.program, "stage": view.stage, "batch": int(batch), "nodes": int(t.nodes),
+             "ops": int(t.nodes - t.leaves), "leaves": int(t.leaves), "backward_nodes": int(t.backward_nodes),
+             "nodes_by_op": {str(op): int(c) for op, c in t.by_op.items()}, "parameters": int(t.params),
+             "parameter_tensors": int(t.param_tensors), "state": int(t.state), "flops": int(t.flops),
+             "activation_bytes": int(t.activation_bytes), "peak_bytes": int(t.peak_bytes)}
+    if view.stage == "optimized" and view.pass_stats:
+        facts["passes"] = [{"name": name, "nodes_before": int(before), "nodes_after": int(after)}
+                           for name, before, after in view.pass_stats]
+    return facts
+
+
 @dataclass(repr=False)
 class GradcheckReport:
     """The result of `gengraph gradcheck`: `lines()` is what the command prints."""
@@ -143,6 +161,22 @@ class GradcheckReport:
 
     def lines(self) -> list[str]:
         return self.header() + self.table() + [self.verdict()]
+
+    def as_dict(self) -> dict:
+        """The report as `gengraph gradcheck --json` gives it: the settings, the loss, one entry per
+        checked parameter (its table row's numbers) and the verdict line."""
+        r = self.result
+        params = [{"name": row.name, "shape": [None if d is None else int(d) for d in row.shape],
+                   "checked": int(row.checked), "total": int(row.total), "max_abs_err": float(row.max_abs_err),
+                   "max_rel_err": float(row.max_rel_err), "ok": bool(row.ok), "zero": bool(row.zero),
+                   "result": "FAIL" if not row.ok else "zero" if row.zero else "ok", "passed_by": self.passed_by(row)}
+                  for row in r.rows]
+        return {"spec": self.spec, "kind": self.kind, "ok": bool(self.ok), "loss": float(r.loss),
+                "rows": int(self.rows),
+                "eps": self.eps, "rtol": self.rtol, "atol": self.atol, "seed": self.seed,
+                "max_entries": self.max_entries, "perturb": self.perturb, "roundoff_floor": float(r.roundoff_floor),
+                "frozen_random": int(r.frozen_random), "frozen_stop_gradient": int(r.frozen_stop_gradient),
+                "params": params, "verdict": self.verdict()}
 
     def __str__(self) -> str:
         return "\n".join(self.lines())

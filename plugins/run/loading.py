@@ -63,6 +63,41 @@ def resolve_spec(spec) -> str:
     return text  # (a folder: loading says it is one)
 
 
+RUN_SPEC = "spec.toml"  # the resolved spec a run writes into its folder
+
+
+def run_of_spec(path) -> Path | None:
+    """The run folder whose own spec `path` is, else None: a file named spec.toml beside what only
+    a run writes there (checkpoint.npz, metrics.jsonl, summary.json: rundir.RUN_MARKERS). Such a
+    spec is read as reopening that run (datasets.base.reopening_a_run): its data as it trained on
+    them, as `gengraph sample RUN`, `run --resume RUN`, Run.graph and Run.gradcheck read it."""
+    from gengraph.plugins.run.rundir import RUN_MARKERS
+
+    p = Path(os.fspath(path))
+    try:
+        if p.name != RUN_SPEC or not p.is_file():
+            return None
+        folder = p.parent
+        return folder if any((folder / m).is_file() for m in RUN_MARKERS if m != RUN_SPEC) else None
+    except (OSError, ValueError):  # a name the OS cannot take: loading says so
+        return None
+
+
+def spec_or_run(spec) -> tuple[str, Path | None]:
+    """(the spec file to read, the run folder when that file is a run's own spec, else None) for
+    SPEC given to `gengraph graph` or `gengraph gradcheck`: a spec file, a shipped spec's name
+    (resolve_spec), a run folder (its spec.toml) or a run's spec.toml."""
+    text = os.fspath(spec)
+    try:
+        folder = Path(text)
+        if folder.is_dir() and (folder / RUN_SPEC).is_file():
+            text = str(folder / RUN_SPEC)
+    except (OSError, ValueError):
+        pass
+    text = resolve_spec(text)
+    return text, run_of_spec(text)
+
+
 def shipped_specs() -> list[str]:
     """Names of the specs shipped in the package (gengraph.specs)."""
     try:

@@ -17,7 +17,9 @@ from gengraph.plugins.spec.schema import REQUIRED, Dispatch, Field, Table
 
 
 class _HyperSpec:
-    """A registry entry whose schema is built from an engine class's hyper-parameter table."""
+    """A registry entry whose schema is built from an engine class's hyper-parameter table, each
+    row's bounds and choices included (engine.schedules.Hyper), so that a value out of range is
+    reported with the spec's other mistakes, at its key, and not only once the optimizer is built."""
 
     def __init__(self, cls, drop=()):
         self.cls = cls
@@ -29,7 +31,7 @@ class _HyperSpec:
             if default is engine_schedules.REQUIRED:
                 default = REQUIRED
             typ = (int, float) if typ is float else typ
-            fields[key] = Field(typ, default, help_)
+            fields[key] = Field(typ, default, help_, **engine_schedules.row_limits(cls.schema[key]))
         self.schema = Table(fields, help=self.help)
 
 
