@@ -30,7 +30,8 @@ Every optimizer also takes ``weight_decay`` (wd; L2: ``g <- g + wd p`` before th
 except `adamw`, whose decay is decoupled as above) and ``clip_norm`` (c > 0: all
 gradients are scaled by ``min(1, c / (||g||_2 + 1e-6))`` with the global norm over every
 parameter, as ``torch.nn.utils.clip_grad_norm_``, before weight decay; 0 = off) and ``ema``
-(d > 0: a state slot ``ema`` per parameter, a <- d a + (1 - d) p_new after every update, from
+(d > 0: a state slot ``ema`` per parameter, a <- d a + (1 - d) p_new after every update (over the flat
+buffers too, one pass for all parameters), from
 a = 0; ``averages(graph)`` returns a / (1 - d^n) after n updates, the debiased exponential
 moving average that diffusion models evaluate with; the parameters themselves train as
 without it).
@@ -241,11 +242,11 @@ class Optimizer:
                 if wd and not self.decoupled_decay:
                     g = g + wd * p
                 out.update(self._rule(s, p, g))
-        d = self.hyper["ema"]
-        if d:  # after the rule: the average follows the new values; its own leaves, never packed
-            for p in params:
-                a = s._state_leaf(p, "ema", 0.0)
-                out[a] = d * a + (1.0 - d) * out[p]
+            d = self.hyper["ema"]
+            if d:  # after the rule: the average follows the new values
+                for p in params:
+                    a = s._state_leaf(p, "ema", 0.0)
+                    out[a] = ema(a, out[p], decay=d)
         out[step] = s.t
         return out
 
@@ -292,7 +293,12 @@ class Optimizer:
             G = G + wd * P
         out = {}
         shapes = P.attrs["shapes"]  # a Shapes: its offsets counted once for every unpack below
-        for key, value in self._rule(s, P, G).items():
+        rule = self._rule(s, P, G)
+        d = self.hyper["ema"]
+        if d:  # Polyak averaging of the new values: one pass over a flat buffer of the averages too
+            A = s.state(P, "ema", 0.0)
+            rule[A] = ema(A, rule[P], decay=d)
+        for key, value in rule.items():
             leaves = s.packs.get(key)
             if leaves is None:
                 out[key] = value

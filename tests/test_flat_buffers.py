@@ -319,3 +319,24 @@ def test_a_computed_moment_read_again_before_the_step_stays_alive_for_the_fused_
             results.append([g.value(t).copy() for t in (p, m, v)])
         for x, y in zip(*results):
             np.testing.assert_array_equal(x, y)
+
+
+def test_the_parameter_average_runs_once_over_a_flat_buffer_with_the_per_parameter_bits():
+    # ema = d made three kernels per parameter tensor (mul, mul, add) after the flat update
+    g, params, grads, opt, loss, ups = _mlp(depth=4, kind="adam", ema=0.9)
+    prog = compile(g, {"loss": loss}, updates=ups)
+    g0, _, _, _, loss0, ups0 = _mlp(depth=4, kind="adam")
+    without = compile(g0, {"loss": loss0}, updates=ups0)
+    count = lambda prog, op: sum(n.op == op for n in prog.nodes)  # noqa: E731
+    assert count(prog, "ema") == count(without, "ema") + 1  # Adam's moments, and the average
+    assert all(count(prog, op) == count(without, op) for op in ("mul", "add")), prog.source
+    g2, params2, _, opt2, loss2, ups2 = _mlp(depth=4, kind="adam", ema=0.9, flat=False)
+    ref = compile(g2, {"loss": loss2}, updates=ups2)
+    for step in range(3):
+        f = _feeds(step)
+        assert prog.run(f)["loss"] == ref.run(f)["loss"]
+    got, want = opt.averages(g), opt2.averages(g2)
+    assert [p.label for p in got] == [p.label for p in want] == [p.label for p in params]
+    for p, q in zip(params, params2):
+        np.testing.assert_array_equal(got[p], want[q])
+        np.testing.assert_array_equal(g.value(opt.slots[p]["ema"]), g2.value(opt2.slots[q]["ema"]))
