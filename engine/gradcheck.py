@@ -123,7 +123,9 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
 
     `f` is an expression string or a function ``f(**nodes) -> Node`` building the output
     from input nodes; a non-scalar output is contracted with a fixed random cotangent so
-    that every element is checked. `wrt` defaults to every input.
+    that every element is checked. `wrt` defaults to every input. An entry passes when its
+    error is at most atol + rtol * |gradient| + the differences' rounding floor (`roundoff_floor`,
+    as `gengraph gradcheck`'s; in the report).
     """
     wrt = list(inputs) if wrt is None else ([wrt] if isinstance(wrt, str) else list(wrt))
     if not (isinstance(eps, numbers.Real) and 0 < eps < 1):  # 0 divided by zero; a negative one passed
@@ -140,11 +142,29 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
     value_prog = compile_graph(g, out)
     grad_prog = compile_graph(g, dict(zip(wrt, grads)))
     analytic = grad_prog.run(arrays)
-    report = GradCheckReport()
+    # the differences' own rounding (a second-order check's loss of 2e5 rounds to ~3e-11, 3e-5 after
+    # the division by eps): without it correct gradients were reported as FAIL
+    floor, scale = roundoff_floor(g, out, float(value_prog.run(arrays)), arrays, eps)
+    report = GradCheckReport(roundoff_floor=floor, scale=scale)
     for k in wrt:
         numeric = central_differences(lambda: value_prog.run(arrays), arrays[k], eps)
-        report.rows.append(compare(k, analytic[k], numeric, rtol, atol))
+        report.rows.append(compare(k, analytic[k], numeric, rtol, atol + floor))
     return report
+
+
+def roundoff_floor(graph, out: Node, value: float, feeds: dict, eps: float, backend="numpy") -> tuple[float, float]:
+    """(floor, scale): central differences of the scalar `out` (worth `value`) resolve no better than its
+    rounding, a few units in the last place of the largest scalar it is computed from (a loss that
+    is a difference of large terms, like free energies, rounds like those terms), divided by eps;
+    the floor is added to atol. scale is that largest |scalar|."""
+    if out.dtype.kind != "f":
+        return 0.0, abs(value)
+    scalars = [n for n in topo_order([out]) if n.shape == () and not n.is_leaf and n.dtype.kind == "f"]
+    scale = abs(value)
+    if scalars:
+        program = compile_graph(graph, scalars, backend=backend)
+        scale = max([scale] + [abs(float(to_numpy(v))) for v in program.run({k: feeds[k] for k in program.feed_names})])
+    return ROUNDOFF_FACTOR * float(np.finfo(out.dtype).eps) * scale / eps, scale
 
 
 def _check_wrt(expression, wrt, nodes) -> None:
@@ -255,14 +275,7 @@ def check_loss_grads(loss: Node, params, feeds: dict, *, eps=1e-6, rtol=1e-5, at
 
     res = grad_prog.run(feeds)
     loss_value = float(to_numpy(res[0]))
-    # central differences resolve no better than the rounding of the loss: a few units in
-    # the last place of the largest scalar it is computed from (a loss that is a difference
-    # of large terms, like free energies, rounds like those terms), divided by eps
-    scalars = [n for n in topo_order([det_loss]) if n.shape == () and not n.is_leaf and n.dtype.kind == "f"]
-    scale = max([abs(loss_value)] + [abs(float(to_numpy(v))) for v in compile_graph(graph, scalars, backend=backend)
-                                     .run(feeds)]) if scalars else abs(loss_value)
-    floor = ROUNDOFF_FACTOR * float(np.finfo(det_loss.dtype).eps) * scale / eps \
-        if det_loss.dtype.kind == "f" else 0.0
+    floor, scale = roundoff_floor(graph, det_loss, loss_value, feeds, eps, backend)
     rng = np.random.default_rng(seed)
     rows = []
     for p, g in zip(params, res[1:]):

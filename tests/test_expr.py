@@ -65,6 +65,21 @@ def test_check_grads_catches_a_wrong_gradient():
         report.assert_ok()
 
 
+def test_check_grads_allows_the_differences_own_rounding():
+    # second order of x^3 upsampled: exactly 576 x^3, which the engine gives to ~4e-12; the
+    # loss of ~2e5 rounds to ~3e-11, ~3e-5 once divided by eps, and the check said FAIL
+    x = np.random.default_rng(0).normal(size=(2, 4, 7, 9))
+    expression = "sum(grad(sum(upsample_nearest2d(x, 2) ** 3), x) ** 2)"
+    _, grads = value_and_grad(expression, {"x": x}, ["x"])
+    np.testing.assert_allclose(grads["x"], 576 * x ** 3, rtol=1e-12, atol=1e-10)
+    report = check_grads(expression, {"x": x})
+    assert report.ok, report
+    assert 1e-5 < report.roundoff_floor < 1e-3 and report.scale > 1e4
+    # the floor scales with the loss: a wrong second derivative (3 x^2 for x^3's 6 x) still fails
+    wrong = check_grads("sum(x * stop_gradient(x) ** 2)", {"x": np.array([0.5, -1.0, 2.0])})
+    assert not wrong.ok
+
+
 @pytest.mark.parametrize("bad, col, words", [
     ("__import__('os')", 1, "not allowed"),
     ("x.T", 1, "attribute"),
