@@ -49,8 +49,9 @@ def test_allocations_past_the_address_space_are_memory_errors(spec, key):
 def test_a_layer_output_past_the_limit_is_refused_at_the_layer():
     # padding = 2^63 - 1: the next layer's sizes overflowed (ZeroDivisionError in its initializer)
     out = _validate("vae_conv_digits.toml", f"model.encoder[0].padding={HUGE}")
-    assert re.search(r"model.encoder\[0\]: conv2d layer: its output 16x\d+x\d+ has [\d,]+ values per example, "
-                     r"more than 2,147,483,648", out)
+    # at the --set that made it (the one inside the layer)
+    assert re.search(r"--set: model.encoder\[0\].padding: conv2d layer: its output 16x\d+x\d+ has [\d,]+ values per "
+                     r"example, more than 2,147,483,648", out), out
 
 
 def test_graphs_stop_growing_at_the_node_limit(monkeypatch):
@@ -64,7 +65,7 @@ def test_graphs_stop_growing_at_the_node_limit(monkeypatch):
     assert len(g.nodes) == 50
     monkeypatch.setattr(Graph, "MAX_NODES", 2000)
     out = _validate("rbm_digits.toml", "model.k=100000")
-    assert "model: the graph grew past 2,000 nodes while it was built" in out
+    assert "--set: model.k: the graph grew past 2,000 nodes while it was built" in out, out  # the --set that made it
 
 
 def test_sweeps_too_large_to_check_are_refused(tmp_path):
@@ -129,6 +130,11 @@ def test_an_error_about_a_key_from_the_file_points_at_the_set_that_caused_it():
     # a key left at its default: the key the user wrote (in the file) that the check is also about
     assert blamed_key(positions, "model.width", "width 3 does not fit depth 2", ("model.depth",)) == "model.depth"
     assert blamed_key(positions, "model", "channels ...") == "model"  # a table: named_child's rule alone
+    # the one --set inside what the error is about made it (the decoder's end, after --set of a layer's stride)
+    assert blamed_key(positions, "model.elbo", "k ...") == "model.elbo.samples"
+    assert blamed_key(positions, "model.network", "the network ...") == "model.network"  # two --sets inside: which?
+    out = _validate("vae_conv_digits.toml", "model.decoder[3].stride=4")
+    assert "error: --set: model.decoder[3].stride: the decoder ends in images 16x14x14" in out, out
 
 
 @pytest.mark.parametrize("edit, said", [

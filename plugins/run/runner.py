@@ -99,16 +99,24 @@ def named_child(positions: dict, path: str, message: str) -> str:
 
 
 def blamed_key(positions: dict, path: str, message: str, also=()) -> str:
-    """Where an error about `path` points: `named_child`'s key under it; or, when the check is also
-    about other keys (`also`, which the raiser names) and the user gave one of them where path was
-    not given the same way (by --set, else at all), that one: "groups = 8 does not divide the
-    channels [12]" belongs to --set model.network.channels=[12, 24] more than to the file's groups."""
+    """Where an error about `path` points: `named_child`'s key under it; or the one --set of a key
+    inside path where path itself was not set by --set (that --set changed what the error is about); or,
+    when the check is also about other keys (`also`, which the raiser names) and the user gave one
+    of them where path was not given the same way (by --set, else at all), that one: "groups = 8
+    does not divide the channels [12]" belongs to --set model.network.channels=[12, 24] more than to
+    the file's groups."""
     child = named_child(positions, path, message)
     if child != path:
         return child
-    for given in (lambda k: positions.get(k, ("",))[0] == ORIGIN, lambda k: k in positions):
+    by_set = lambda k: positions.get(k, ("",))[0] == ORIGIN  # noqa: E731
+    for given in (by_set, lambda k: k in positions):
         if given(path):
             return path
+        # --set model.decoder[3].stride=4: the layer's error, which that --set made, is the --set's
+        # (the only --set inside path; of several, which made the error is not known)
+        inside = [k for k in positions if k.startswith((path + ".", path + "[")) and by_set(k)]
+        if len(inside) == 1:
+            return inside[0]
         other = next((k for k in also if given(k)), None)
         if other is not None:
             return other
