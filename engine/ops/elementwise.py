@@ -216,11 +216,15 @@ def _half_tanh(x):
 
 def _silu_lean_forward(xp, x, out=None):
     if xp is np and x.ndim and out is not x and takes((x,), out, "silu_t"):
-        # NumPy's SIMD tanh, then one loop for the sigmoid's last passes and the product (into
-        # out, or into the tanh's array; an out that is x itself is left to NumPy's passes: the
-        # loop would overlap it)
-        t = _half_tanh(x)
-        return run_loop("silu_t", (t, x), (0.5,), t if out is None else out)
+        # NumPy's SIMD tanh, then one loop for the sigmoid's last passes and the product, in place
+        # in the tanh's array: out where given (a new array of activations' size costs its page
+        # faults, 1.3 of 5.3 ms at 64x96x28x28), else a new one; an out that is x itself is left to
+        # NumPy's passes (the loop would overlap it)
+        if out is None:
+            t = _half_tanh(x)
+        else:
+            t = np.tanh(np.multiply(x, x.dtype.type(0.5), out=out), out=out)
+        return run_loop("silu_t", (t, x), (0.5,), t)
     s = _sigmoid_forward(xp, x)
     if s.ndim == 0:  # NumPy scalars cannot be written into
         return x * s
