@@ -134,8 +134,33 @@ def test_any_input_strides_and_an_empty_batch(forced):
     assert winograd.conv2d_3x3(np, np.zeros((0, 3, 9, 9)), w, (1, 1)).shape == (0, 4, 9, 9)
 
 
+@pytest.mark.parametrize("padding", [3, 4, (3, 1)])
+def test_rows_the_convolution_does_not_read_stay_out(forced, padding):
+    # a crop (conv_transpose2d at padding p > 2 is conv2d at 2 - p < 0) and x past what the weight
+    # gradient's output covers: the last tiles read such rows, and their transforms mixed an inf
+    # there into every output of the tile (NaN), or 1e30 into 1e14
+    rng = np.random.default_rng(7)
+    p = (padding, padding) if isinstance(padding, int) else padding
+    crop = tuple(q - 2 for q in p)  # conv2d's padding 2 - p: the transposed convolution skips these rows and columns
+    x, w = rng.normal(size=(2, 3, 17, 18)), rng.normal(size=(3, 4, 3, 3))
+    clean = x.copy()
+    x[:, :, :crop[0]], x[:, :, -crop[0]:] = np.nan, np.inf
+    clean[:, :, :crop[0]] = clean[:, :, -crop[0]:] = 0
+    if crop[1] > 0:
+        x[:, :, :, :crop[1]], x[:, :, :, x.shape[3] - crop[1]:] = 1e30, -np.inf
+        clean[:, :, :, :crop[1]] = clean[:, :, :, clean.shape[3] - crop[1]:] = 0
+    got = winograd.conv_transpose2d_3x3(np, x, w, p)
+    assert np.isfinite(got).all() and rel(got, naive_conv_transpose2d(clean, w, padding=p)) < 1e-10
+    xs, gy = rng.normal(size=(2, 3, 15, 15)), rng.normal(size=(2, 4, 9, 10))  # reads rows 0..10, columns 0..11
+    want = naive_backward_weight(gy, xs[:, :, :11, :12], (1, 1))
+    xs[:, :, 11:], xs[:, :, :, 12:] = np.inf, np.nan
+    got = winograd.conv2d_backward_weight_3x3(np, gy, xs, (1, 1))
+    assert np.isfinite(got).all() and rel(got, want) < 1e-10
+    assert winograd.conv2d_backward_weight_3x3(np, np.zeros((0, 4, 9, 9)), np.zeros((0, 3, 9, 9)), (1, 1)).shape == \
+        (4, 3, 3, 3)
+
+
 def test_when_it_runs(loops, monkeypatch):
-    assert (winograd43.MIN_PIXELS, winograd43.MIN_TILE_USE) == (256, 0.85)
     for hw in [(16, 16), (20, 20), (28, 28), (24, 32), (20, 19), (27, 27)]:
         assert winograd43.loops_for(np, np.float32, hw) is loops, hw
     assert winograd43.loops_for(np, np.float64, (28, 28)) is loops

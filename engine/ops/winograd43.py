@@ -72,6 +72,18 @@ def _chunked(n, c, o, th, tw, dtype):
     return chunks, views
 
 
+def _read(x, padding, out_hw, dtype):
+    """x cut to the rows and columns the convolution reads (padded rows 0 .. H_out + 1), contiguous in
+    dtype, and its padding (top, left) then, >= 0: the last tiles read past H_out + 1, and the
+    tile transforms mix every row of a tile into every output of it, so a row the convolution
+    must not read (a crop's, or past what a weight gradient's output covers) would leak in
+    (an inf there made NaN outputs) where reading it as zero padding adds nothing."""
+    (top, left), (ho, wo) = padding, out_hw
+    r0, c0 = max(0, -top), max(0, -left)
+    x = x[:, :, r0:max(r0, ho + 2 - top), c0:max(c0, wo + 2 - left)]
+    return np.ascontiguousarray(x, dtype=dtype), (max(top, 0), max(left, 0))  # one layout per dtype: the loops'
+
+
 def conv2d(loops, x, w, padding):
     """conv2d of x (N, C, H, W) with w (O, C, 3, 3), stride 1, padding (ph, pw) per side
     (negative: crop)."""
@@ -82,7 +94,7 @@ def conv2d(loops, x, w, padding):
     y = np.empty((n, o, ho, wo), dtype=dtype)
     if n == 0:
         return y
-    x = np.ascontiguousarray(x, dtype=dtype)  # the loops are compiled for one layout per dtype
+    x, padding = _read(x, padding, (ho, wo), dtype)
     u = (_KRON @ w.reshape(o * c, 9).T.astype(np.float64)).astype(dtype).reshape(36, o, c)
     th, tw = _tiles(ho, wo)
     chunks, views = _chunked(n, c, o, th, tw, dtype)
@@ -100,7 +112,10 @@ def conv2d_backward_weight(loops, gy, x, padding):
     n, c = x.shape[:2]
     o, ho, wo = gy.shape[1:]
     dtype = np.result_type(gy.dtype, x.dtype)
-    x, gy = np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(gy, dtype=dtype)
+    if n == 0:
+        return np.zeros((o, c, 3, 3), dtype=dtype)
+    x, padding = _read(x, padding, (ho, wo), dtype)
+    gy = np.ascontiguousarray(gy, dtype=dtype)
     th, tw = _tiles(ho, wo)
     acc = np.zeros((36, o, c), dtype=dtype)
     part = np.empty_like(acc)
