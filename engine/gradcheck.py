@@ -144,7 +144,7 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
     analytic = grad_prog.run(arrays)
     # the differences' own rounding (a second-order check's loss of 2e5 rounds to ~3e-11, 3e-5 after
     # the division by eps): without it correct gradients were reported as FAIL
-    floor, scale = roundoff_floor(g, out, float(value_prog.run(arrays)), arrays, eps)
+    floor, scale = roundoff_floor(g, out, float(value_prog.run(arrays)), arrays, eps, terms=False)
     report = GradCheckReport(roundoff_floor=floor, scale=scale)
     for k in wrt:
         numeric = central_differences(lambda: value_prog.run(arrays), arrays[k], eps)
@@ -152,14 +152,17 @@ def check_grads(f, inputs: dict, wrt=None, *, eps=1e-6, rtol=1e-5, atol=1e-8, se
     return report
 
 
-def roundoff_floor(graph, out: Node, value: float, feeds: dict, eps: float, backend="numpy") -> tuple[float, float]:
+def roundoff_floor(graph, out: Node, value: float, feeds: dict, eps: float, backend="numpy",
+                   terms=True) -> tuple[float, float]:
     """(floor, scale): central differences of the scalar `out` (worth `value`) resolve no better than its
-    rounding, a few units in the last place of the largest scalar it is computed from (a loss that
-    is a difference of large terms, like free energies, rounds like those terms), divided by eps;
-    the floor is added to atol. scale is that largest |scalar|."""
+    rounding, a few units in the last place of `scale`, divided by eps; the floor is added to atol.
+    scale is |value|, or with `terms` the largest |scalar| out is computed from (a model's loss that
+    is a difference of large terms, like free energies, rounds like those terms; but a large scalar
+    that out barely depends on, big * 1e-9 or 0 * big, then makes the floor hide a wrong gradient,
+    so check_grads, for any expression, takes |value| alone)."""
     if out.dtype.kind != "f":
         return 0.0, abs(value)
-    scalars = [n for n in topo_order([out]) if n.shape == () and not n.is_leaf and n.dtype.kind == "f"]
+    scalars = [n for n in topo_order([out]) if n.shape == () and not n.is_leaf and n.dtype.kind == "f"] if terms else []
     scale = abs(value)
     if scalars:
         program = compile_graph(graph, scalars, backend=backend)
