@@ -210,3 +210,33 @@ def test_a_report_stopped_half_way_records_what_it_wrote(run, monkeypatch):
     assert any("removed the earlier report" in n and "confusion.png" in n for n in notes), notes
     assert json.loads((run / "summary.json").read_text())["epochs"] == 3
     assert record(run)["loss.png"] == sha(run / "loss.png")
+
+
+def test_a_resumed_run_killed_in_its_report_still_owns_the_files_it_wrote(run, monkeypatch):
+    # the record said "" for the earlier confusion.png once --resume removed it; killed after the plugin
+    # wrote the new one and before the report's end recorded it, the next --resume refused it as the user's
+    from gengraph.plugins.run import runner
+
+    def killed(*a, **k):
+        raise RuntimeError("killed before the report was recorded")
+
+    monkeypatch.setattr(runner, "record_report", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        execute(load(run / "spec.toml", ["train.epochs=3"]), run, resume=True, log=lambda *a: None)
+    assert (run / "confusion.png").exists() and record(run)["confusion.png"] is None  # being written
+    monkeypatch.undo()
+    execute(load(run / "spec.toml", ["train.epochs=3"]), run, resume=True, log=lambda *a: None)
+    assert record(run)["confusion.png"] == sha(run / "confusion.png")
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 3
+
+
+def test_overwrite_of_a_folder_without_a_record_moves_its_report_aside(run, tmp_path):
+    # --overwrite deleted report-named files by name where no record said which were the run's
+    (run / REPORT_RECORD).unlink()
+    (run / "confusion.png").write_bytes(MINE)
+    spec = tmp_path / "tiny.toml"
+    output = ok(invoke("run", spec, "--out", run, "--overwrite", "--set", "output.plots=false"))
+    aside = run / "report-before-overwrite"
+    assert (aside / "confusion.png").read_bytes() == MINE and f"moved into {aside}" in output, output
+    assert sorted(p.name for p in aside.iterdir()) == ["confusion.png", "loss.png", "summary.json", "summary.txt"]
+    assert not (run / "confusion.png").exists() and json.loads((run / "summary.json").read_text())["epochs"] == 2

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gengraph.plugins.run.rundir import RunDirError, write_manifest
+from gengraph.plugins.run.rundir import REPORT_RECORD, RunDirError, record_report, write_manifest
 
 
 @dataclass
@@ -45,6 +45,10 @@ class RunContext:
         if name not in self.written:
             self.written.add(name)
             write_manifest(self.run_dir, self.written)
+            # and the record says the run is writing it (a resumed run's record said "" for its old
+            # file: a run killed before the report's end would leave its own file looking like the user's)
+            if (self.run_dir / REPORT_RECORD).is_file():  # (a folder the run keeps a record in)
+                record_report(self.run_dir, pending=[name])
         return self.run_dir / name
 
     @property

@@ -310,13 +310,35 @@ def write_manifest(run_dir: Path, names) -> None:
     atomic_write(run_dir / MANIFEST, json.dumps(names, indent=1) + "\n")
 
 
-def clear_run_files(run_dir: Path) -> list[str]:
-    """Remove the files an earlier run wrote (and their half-written temporaries); user files stay."""
+def clear_run_files(run_dir: Path) -> tuple[list[str], Path | None]:
+    """Remove the files an earlier run wrote (and their half-written temporaries); user files stay.
+    In a folder without a record of its report files (an earlier gengraph's), those of the report's
+    names cannot be told from the user's: they are moved into a new folder (report-before-overwrite)
+    rather than deleted. Returns the names, and that folder (None: nothing was moved)."""
     names = run_files(run_dir)
+    unsure = [n for n in names if n in report_names(run_dir)] if owned_report(run_dir) is None else []
     for n in names:
-        (run_dir / n).unlink(missing_ok=True)
+        if n not in unsure:
+            (run_dir / n).unlink(missing_ok=True)
+    aside = _move_aside(run_dir, unsure, "report-before-overwrite") if unsure else None
     clear_temporaries(run_dir, names)
-    return names
+    return names, aside
+
+
+def _move_aside(run_dir: Path, names, folder: str) -> Path:
+    """Move the files `names` of run_dir into a new folder `folder` (or folder-2, ...) there."""
+    for i in range(1, 1000):
+        aside = run_dir / (folder if i == 1 else f"{folder}-{i}")
+        try:
+            aside.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise RunDirError(f"{run_dir}: no free name for a folder {folder}-N to keep the earlier report in")
+    for n in names:
+        os.replace(run_dir / n, aside / n)
+    return aside
 
 
 # What a resumed run writes again at its end; kept, an interrupted or changed continuation left
@@ -340,17 +362,7 @@ def clear_report(run_dir: Path) -> tuple[list[str], Path | None]:
         for n in names:
             (run_dir / n).unlink(missing_ok=True)
     elif names := [n for n in report_names(run_dir) if (run_dir / n).is_file()]:
-        for i in range(1, 1000):
-            aside = run_dir / (ASIDE if i == 1 else f"{ASIDE}-{i}")
-            try:
-                aside.mkdir()
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise RunDirError(f"{run_dir}: no free name for a folder {ASIDE}-N to keep the earlier report in")
-        for n in names:
-            os.replace(run_dir / n, aside / n)
+        aside = _move_aside(run_dir, names, ASIDE)
     record_report(run_dir, [n for n in report_names(run_dir) if not (run_dir / n).exists()])
     return names, aside
 

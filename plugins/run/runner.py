@@ -354,9 +354,12 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
     state["phase"] = "training"
     with signals.deferred():
         if overwrite:
-            cleared = clear_run_files(run_dir)
+            cleared, aside = clear_run_files(run_dir)
             if cleared:
-                log(f"note: --overwrite removed the earlier run's files from {run_dir}: {', '.join(cleared)}")
+                log(f"note: --overwrite removed the earlier run's files from {run_dir}: {', '.join(cleared)}"
+                    + (f" (its report files {', '.join(p.name for p in sorted(aside.iterdir()))} moved into {aside}: "
+                       "the folder keeps no record of which it wrote, an earlier gengraph made it, and one may be "
+                       "yours)" if aside is not None else ""))
         if resume:
             stale, aside = clear_report(run_dir)  # only the files its record vouches for
             if aside is not None:

@@ -792,7 +792,9 @@ def _claim(plan: SweepPlan, resume: bool, overwrite: bool, log) -> tuple[dict, b
     to_run = [t.name for t in plan.trials if not _reusable(t, previous, out)]
     _refuse_taken_trials(out, to_run, [n.rstrip("/") for n in found if n.endswith("/")] if overwrite else [])
     if taken:
-        log(f"note: --overwrite removed the run's files from {out}: {', '.join(clear_run_files(out))}")
+        names, aside = clear_run_files(out)
+        log(f"note: --overwrite removed the run's files from {out}: {', '.join(names)}"
+            + (f" (its report files moved into {aside}: no record says which it wrote)" if aside else ""))
     if found and overwrite:
         clear_sweep_files(out)
         log(f"note: --overwrite removed the earlier sweep from {out}: {_shown(found)}")
