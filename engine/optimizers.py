@@ -358,7 +358,7 @@ class Momentum(Optimizer):
 
     kind = "momentum"
     schema = {"lr": _lr(0.01),
-              "momentum": Hyper(float, 0.9, "momentum factor mu", bounds="[0, 1)"),
+              "momentum": Hyper(float, 0.9, "momentum factor mu", bounds=">= 0"),
               "nesterov": Hyper(bool, False, "Nesterov momentum: p <- p - lr (g + mu v)"),
               "dampening": Hyper(float, 0.0, "dampening of the gradient added to v (after the first step)",
                                  bounds="[0, 1]"),
@@ -416,7 +416,7 @@ class RMSprop(Optimizer):
     schema = {"lr": _lr(0.01),
               "alpha": Hyper(float, 0.99, "decay of the running mean of g^2 (rho)", bounds="[0, 1]"),
               "eps": Hyper(float, 1e-8, "added to the root in the denominator", bounds=">= 0"),
-              "momentum": Hyper(float, 0.0, "momentum of the scaled step (0 = off)", bounds="[0, 1)"),
+              "momentum": Hyper(float, 0.0, "momentum of the scaled step (0 = off)", bounds=">= 0"),
               "centered": Hyper(bool, False, "divide by the variance estimate sqrt(E[g^2] - E[g]^2)"),
               **_COMMON}
     aliases = {"rho": "alpha"}

@@ -145,11 +145,11 @@ def test_overrides_and_json_say_the_same():
     import json
 
     result = CliRunner().invoke(main, ["validate", "mlp_digits", "--json", "--set",
-                                       'train.optimizer={kind="momentum", momentum=1.0, lr=-1}',
+                                       'train.optimizer={kind="momentum", momentum=-1.0, lr=-1}',
                                        "--set", "train.epochs=-2"])
     assert result.exit_code == 2
     assert json.loads(result.output) == {"error": "--set: train.optimizer.lr: must be >= 0, found -1\n"
-                                                  "--set: train.optimizer.momentum: must be < 1, found 1.0\n"
+                                                  "--set: train.optimizer.momentum: must be >= 0, found -1.0\n"
                                                   "--set: train.epochs: must be >= 0, found -2", "exit_code": 2}
 
 
@@ -191,3 +191,13 @@ def test_every_shipped_spec_passes_the_schema(tmp_path):
 
     for spec in sorted((ROOT / "specs").glob("*.toml")):
         load(spec, mnist_overrides(spec, tmp_path / spec.stem))  # raises SpecError on any range error
+
+
+def test_momentum_takes_what_pytorch_takes():
+    # momentum >= 1 was refused for momentum and rmsprop; torch.optim.SGD and RMSprop check only >= 0
+    from gengraph.engine.optimizers import make_optimizer
+
+    for kind in ("momentum", "rmsprop"):
+        assert make_optimizer(kind, lr=0.1, momentum=1.0).hyper["momentum"] == 1.0
+        with pytest.raises(ValueError, match="momentum must be >= 0, not -0.5"):
+            make_optimizer(kind, lr=0.1, momentum=-0.5)
