@@ -43,10 +43,11 @@ def load_loops():
             try:  # imported here, not at the top: Numba's import costs ~0.2 s
                 _LOOPS = importlib.import_module(".numba_loops", __package__)
             except ImportError:  # not installed, or not for this NumPy: NumPy's passes, the same bits
-                pass
+                pass  # (but for large 3x3 convolutions: F(2x2, 3x3) instead of F(4x4, 3x3), winograd43.py)
             except Exception as exc:  # a broken install must not stop a run that can do without it
                 warnings.warn(f"Numba could not be loaded ({type(exc).__name__}: {exc}); elementwise kernels "
-                              "run as NumPy passes (the same results; GENGRAPH_NUMBA=0 skips the attempt)",
+                              "run as NumPy passes (the same results, up to rounding in large 3x3 convolutions; "
+                              "GENGRAPH_NUMBA=0 skips the attempt)",
                               RuntimeWarning, stacklevel=2)
     return _LOOPS
 

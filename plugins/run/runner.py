@@ -227,7 +227,7 @@ def backend_of(device: str) -> str:
 def env_info(spec_data: dict) -> dict:
     info = {"gengraph": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
             "platform": platform.platform(), "device": spec_data["run"]["device"], "seed": spec_data["run"]["seed"],
-            "cpu_loops": describe_cpu_loops(spec_data["run"]["device"])}  # Numba's loops or NumPy's passes (same bits)
+            "cpu_loops": describe_cpu_loops(spec_data["run"]["device"])}  # Numba's loops or NumPy's passes
     try:
         import subprocess
 
