@@ -240,3 +240,20 @@ def test_overwrite_of_a_folder_without_a_record_moves_its_report_aside(run, tmp_
     assert (aside / "confusion.png").read_bytes() == MINE and f"moved into {aside}" in output, output
     assert sorted(p.name for p in aside.iterdir()) == ["confusion.png", "loss.png", "summary.json", "summary.txt"]
     assert not (run / "confusion.png").exists() and json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("name", ["confusion.png", "summary.txt"])
+def test_a_file_the_user_writes_while_the_run_trains_is_not_written_over(tmp_path, name):
+    # written after the start-up checks (gengraph sample RUN --out RUN/samples.png from another shell),
+    # it was replaced by the report without a word
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(CLASSIFIER)
+    out = tmp_path / "run"
+
+    def user_writes(row):
+        if row["epoch"] == 1:
+            (out / name).write_bytes(MINE)
+
+    with pytest.raises(Exception, match=f"{name} is not a file this run wrote .* gengraph run --resume"):
+        execute(load(spec), out, on_epoch=user_writes, log=lambda *a: None)
+    assert (out / name).read_bytes() == MINE and epochs_trained(out) == 2

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from gengraph.plugins.run.rundir import REPORT_RECORD, RunDirError, record_report, write_manifest
+from gengraph.plugins.run.rundir import REPORT_RECORD, RunDirError, record_report, refuse_foreign, write_manifest
 
 
 @dataclass
@@ -43,6 +43,7 @@ class RunContext:
                               f"report does not write over it: move it away, then gengraph run --resume "
                               f"{self.run_dir} writes the report")
         if name not in self.written:
+            refuse_foreign(self.run_dir, [name])  # one the user put there since the run started
             self.written.add(name)
             write_manifest(self.run_dir, self.written)
             # and the record says the run is writing it (a resumed run's record said "" for its old

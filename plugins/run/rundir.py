@@ -277,6 +277,22 @@ def owned_report(run_dir: Path) -> list[str] | None:
     return owned
 
 
+def refuse_foreign(run_dir: Path, names) -> None:
+    """RunDirError for a file among `names` in run_dir that the run's record does not vouch for: one
+    the user wrote there while the run was training (`gengraph sample RUN --out RUN/samples.png`),
+    which the report would have replaced without a word. The training is in the checkpoint."""
+    record = _record(run_dir)
+    if record is None:
+        return
+    handed = set(_manifest(run_dir))
+    for n in names:
+        digest = record.get(n, None if n in handed else "")
+        if (run_dir / n).is_file() and not (digest is None or (digest and sha256_file(run_dir / n) == digest)):
+            raise RunDirError(f"{run_dir / n} is not a file this run wrote (it was written there while the run "
+                              f"trained), so the report does not write over it: move it away, then gengraph run "
+                              f"--resume {run_dir} writes the report")
+
+
 def start_record(run_dir: Path) -> None:
     """The record of a run that begins in run_dir (empty), unless --resume keeps the one there: from
     then on, which report files are the run's is known, also when the run is stopped before its report."""

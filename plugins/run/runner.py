@@ -33,7 +33,7 @@ from gengraph.plugins.run import data_files
 from gengraph.plugins.run.resume import check_resumable, read_metrics
 from gengraph.plugins.run.loading import plugin_source
 from gengraph.plugins.run.rundir import (RunDirError, clear_report, clear_run_files, clear_temporaries,
-                                         foreign_files, open_run_dir, record_report, refuse_if_taken,
+                                         foreign_files, open_run_dir, record_report, refuse_foreign, refuse_if_taken,
                                          refuse_sweep_folder, refuse_user_files, start_record)
 from gengraph.plugins.run.signals import SignalGuard, Stop, exit_code, signal_name
 from gengraph.plugins.run.context import RunContext
@@ -432,6 +432,8 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
     summary.update(reported)
     summary.update({"epochs": trainer.state.epoch, "steps": trainer.state.step,
                     "seconds": round(time.perf_counter() - t0, 3)})
+    # the runner's own report files: one the user wrote there while the run trained is theirs
+    refuse_foreign(run_dir, (["loss.png"] if ctx.plots else []) + ["summary.txt", "summary.json"])
     if ctx.plots:  # (a loss.png of the user's was refused before training)
         with signals.deferred():
             record_report(run_dir, pending=["loss.png"])
