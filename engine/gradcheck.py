@@ -64,7 +64,11 @@ class GradCheckReport:
 
     def table(self) -> str:
         header, rows, right = self.table_rows()
-        return "\n".join(render_rows(header, rows, right))
+        lines = render_rows(header, rows, right)
+        if self.roundoff_floor:  # said: an entry within it passes though its relative error may be large
+            lines.append(f"(an entry passes within atol + rtol * |gradient| + {self.roundoff_floor:.3g}, what central "
+                         f"differences can resolve at an output of {self.scale:.3g})")
+        return "\n".join(lines)
 
     def table_rows(self):
         """(header, rows, right-aligned column indices) of `table`, for other renderings (HTML)."""

@@ -75,6 +75,7 @@ def test_check_grads_allows_the_differences_own_rounding():
     report = check_grads(expression, {"x": x})
     assert report.ok, report
     assert 1e-5 < report.roundoff_floor < 1e-3 and report.scale > 1e4
+    assert f"+ {report.roundoff_floor:.3g}, what central differences can resolve" in str(report)  # the table says it
     # the floor scales with the output, not with a large scalar inside it that the output barely
     # depends on: a gradient wrong by a factor 2 (x for x^2's 2x) still fails
     x3 = {"x": np.array([0.5, -1.0, 2.0])}
