@@ -16,24 +16,9 @@ from gengraph.cli.main import main
 from gengraph.plugins.run.loading import load
 from gengraph.plugins.run.rundir import ASIDE, REPORT_RECORD
 from gengraph.plugins.run.runner import execute
+from test_run_dir_integrity import SPEC as CLASSIFIER  # a 2-epoch moons classifier with plots
 
 ROOT = Path(__file__).resolve().parents[1]
-
-CLASSIFIER = """spec_version = 1
-[run]
-name = "tiny"
-[data]
-source = "moons"
-n = 80
-[model]
-kind = "mlp"
-layers = [{ units = 4, activation = "tanh" }]
-[train]
-epochs = 2
-batch_size = 16
-[output]
-plots = true
-"""
 
 # a generative run that writes samples.npy and samples.png (1 epoch: about a second)
 EBM = [ROOT / "specs" / "ebm_moons.toml", "--set", "train.epochs=1", "--set", "data.n=120", "--set",
