@@ -370,3 +370,16 @@ def test_a_plot_that_cannot_be_written_is_a_note(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "note: sweep plot heatmap.png not written: OSError: [Errno 28] No space left on device" in result.output
     assert json.loads((tmp_path / "o" / "sweep.json").read_text())["plots"] == []
+
+
+def test_a_required_hyper_parameter_the_axes_give_is_not_missing(tmp_path):
+    # "--set: train.schedule.gamma: missing required key": the base spec was checked without the axes
+    # that give it (by --axis, or by [sweep.axes])
+    mlp = ROOT / "specs" / "mlp_digits.toml"
+    plan = sw.plan_sweep(mlp, ["train.schedule.kind=exponential"], ["train.schedule.gamma=0.5,0.9"])
+    assert [t.values for t in plan.trials] == [{"train.schedule.gamma": 0.5}, {"train.schedule.gamma": 0.9}]
+    text = mlp.read_text() + '\n[sweep]\nname = "g"\n[sweep.axes]\n"train.schedule.step_size" = [10, 20]\n'
+    plan = sw.plan_sweep(write(tmp_path, text), ["train.schedule.kind=step"])
+    assert [t.values["train.schedule.step_size"] for t in plan.trials] == [10, 20]
+    with pytest.raises(SpecError, match="train.schedule.gamma: missing required key"):  # no axis gives it
+        sw.plan_sweep(mlp, ["train.schedule.kind=exponential"], ["train.optimizer.lr=0.1,0.2"])

@@ -378,10 +378,50 @@ def _axes(spec, method, axis_options) -> list[Axis]:
     return axes
 
 
+def _load_base(spec_path: Path, overrides, axis_options):
+    """The sweep's spec with its overrides; where that is refused because of a key the axes give (a
+    required hyper-parameter swept by --axis or [sweep.axes]: "train.schedule.gamma: missing
+    required key"), the spec with every axis at its first value too. Else the first refusal."""
+    try:
+        return load(spec_path, list(overrides))
+    except SpecError as refused:
+        firsts = _first_values(spec_path, axis_options)
+        try:
+            if firsts:
+                return load(spec_path, list(overrides) + firsts)
+        except SpecError:
+            pass
+        raise refused from None
+
+
+def _first_values(spec_path: Path, axis_options) -> list[str]:
+    """--set texts putting each axis ([sweep.axes], then --axis, which wins) at its first value (a
+    range at its low end); axes that cannot be read are left to the sweep's own checks."""
+    given = []
+    try:
+        given += list((tomllib.loads(spec_path.read_text(encoding="utf-8")).get("sweep") or {}).get("axes", {}).items())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        pass
+    for option in axis_options:
+        try:
+            given.append(parse_axis_option(option))
+        except SpecError:
+            pass
+    sets = []
+    for key, value in given:
+        first = value.get("low") if isinstance(value, dict) else value[0] if isinstance(value, list) and value else None
+        try:
+            if first is not None:
+                sets.append(f"{build_path(split_path(key))}={format_value(first)}")
+        except ValueError:
+            pass
+    return sets
+
+
 def plan_sweep(spec_path, overrides=(), axis_options=(), *, out_dir=None, plugin_files=()) -> SweepPlan:
     """Read, expand and validate a sweep; raises SpecError (every trial checked) before anything runs."""
     spec_path = Path(spec_path)
-    base = load(spec_path, list(overrides))
+    base = _load_base(spec_path, overrides, axis_options)
     text = spec_path.read_text(encoding="utf-8")
     cfg = base.data.get("sweep") or {}
     method = cfg.get("method", "grid")
