@@ -100,7 +100,7 @@ def compiled_programs(loaded, data, plugin, model):
 def graph_cmd(spec, program, stage, fmt, out_file, collapse, render, batch, as_json, overrides, plugin_files, debug):
     """Print or export the computation graph of one program of SPEC (a spec file or a shipped
     spec's name, e.g. mlp_digits; or a finished run: its folder or its spec.toml, read as the run
-    was made, its data as it trained on them).
+    was made: the data checks of its time, on the data files as they are now).
 
     The text table lists every node (id, op, inputs, shape, dtype, scope, parameter count,
     estimated FLOPs and the spec entry it came from), then totals: nodes by op, parameters,

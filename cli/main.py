@@ -427,8 +427,8 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
 def run_spec_note(run_dir) -> str:
     """What `validate` adds to the errors of a finished run's own spec.toml."""
     return (f"note: {run_dir / 'spec.toml'} is the spec of the run in {run_dir}: validate checks it as a new run "
-            "would read it; graph, gradcheck, sample and run --resume read it as that run was made (its data as "
-            "it trained on them)")
+            "would read it; graph, gradcheck, sample and run --resume read it as that run was made (the data "
+            "checks of its time; sample and --resume also refuse data files changed since)")
 
 
 @main.command(epilog=_examples("plugins"))

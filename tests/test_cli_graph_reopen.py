@@ -83,7 +83,8 @@ def test_validate_checks_a_runs_own_spec_as_a_new_run_and_says_whose_it_is(old_r
     assert lines[0].startswith(f"error: {run / 'spec.toml'}:") and ASKS in lines[0], res.output
     assert lines[1] == (f"note: {run / 'spec.toml'} is the spec of the run in {run}: validate checks it as a new "
                         "run would read it; graph, gradcheck, sample and run --resume read it as that run was "
-                        "made (its data as it trained on them)"), res.output
+                        "made (the data checks of its time; sample and --resume also refuse data files changed since)"), \
+        res.output
     fixed = invoke("validate", run / "spec.toml", "--set", "data.n_train=40")
     assert fixed.exit_code == 0 and fixed.output == f"{run / 'spec.toml'}: valid (vae on mnist)\n", fixed.output
 

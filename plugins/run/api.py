@@ -444,6 +444,6 @@ def _checkpoint_arrays(run_dir, plugins) -> dict:
 @user_facing
 def _build(run_dir, overrides):
     loaded = load_file(Path(run_dir) / "spec.toml", overrides)
-    with reopening_a_run():  # the run's own spec (Run.graph, Run.gradcheck): its data as it trained on them
+    with reopening_a_run():  # the run's own spec (Run.graph, Run.gradcheck): the data checks of its time
         data, plugin, _graph, model = build_checked(loaded, base_dir=Path(run_dir))
     return loaded, data, plugin, model
