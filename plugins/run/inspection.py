@@ -11,6 +11,7 @@ from gengraph.engine import views
 from gengraph.engine.tables import render_rows
 from gengraph.engine.errors import UserError
 from gengraph.engine.gradcheck import check_loss_grads
+from gengraph.engine.metrics import totals_of
 from gengraph.plugins.run.context import RunContext
 from gengraph.plugins.run.trainer import Trainer
 from gengraph.plugins.registry import suggest
@@ -61,8 +62,6 @@ def graph_facts(view, batch: int = 128) -> dict:
     """The totals of a stage of a program as `gengraph graph --json` gives them (the numbers of the
     text table's "totals" lines): node counts, parameters, FLOPs per step and activation bytes for
     `batch` rows, and what each compiler pass did (optimized stage)."""
-    from gengraph.engine.metrics import totals_of
-
     t = totals_of(view, batch)
     facts = {"program": view.program, "stage": view.stage, "batch": int(batch), "nodes": int(t.nodes),
              "ops": int(t.nodes - t.leaves), "leaves": int(t.leaves), "backward_nodes": int(t.backward_nodes),

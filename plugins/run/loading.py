@@ -19,6 +19,7 @@ from gengraph.plugins.spec.errors import SpecError, SpecIssue
 from gengraph.plugins.model import MODELS, ModelPlugin, plugin_contract_issue
 from gengraph.plugins.spec.document import load_spec
 from gengraph.plugins.run.spec_schema import top_schema
+from gengraph.plugins.run.rundir import RUN_MARKERS
 from gengraph.plugins.datasets import DATASETS
 from gengraph.plugins.blocks.layers import ACTIVATIONS, INITIALIZERS, LAYERS
 from gengraph.plugins.blocks.losses import LOSSES
@@ -69,10 +70,8 @@ RUN_SPEC = "spec.toml"  # the resolved spec a run writes into its folder
 def run_of_spec(path) -> Path | None:
     """The run folder whose own spec `path` is, else None: a file named spec.toml beside what only
     a run writes there (checkpoint.npz, metrics.jsonl, summary.json: rundir.RUN_MARKERS). Such a
-    spec is read as reopening that run (datasets.base.reopening_a_run): its data as it trained on
-    them, as `gengraph sample RUN`, `run --resume RUN`, Run.graph and Run.gradcheck read it."""
-    from gengraph.plugins.run.rundir import RUN_MARKERS
-
+    spec is read as reopening that run (datasets.base.reopening_a_run): the data checks of its time,
+    as `gengraph sample RUN`, `run --resume RUN`, Run.graph and Run.gradcheck read it."""
     p = Path(os.fspath(path))
     try:
         if p.name != RUN_SPEC or not p.is_file():
