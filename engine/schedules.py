@@ -136,6 +136,8 @@ def out_of_range(key: str, row, value) -> str | None:
     if row.choices is not None and value not in row.choices:
         allowed = ", ".join(f'"{c}"' if isinstance(c, str) else repr(c) for c in row.choices)
         return f"{key} must be one of {allowed}, not {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):  # as the spec schema: inf passed ">= 0"
+        return f"{key} must be a finite number, not {value}"
     if row.bounds is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
             and value not in row.bounds:
         return f"{key} must be {row.bounds.text}, not {value}"

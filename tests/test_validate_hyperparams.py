@@ -201,3 +201,13 @@ def test_momentum_takes_what_pytorch_takes():
         assert make_optimizer(kind, lr=0.1, momentum=1.0).hyper["momentum"] == 1.0
         with pytest.raises(ValueError, match="momentum must be >= 0, not -0.5"):
             make_optimizer(kind, lr=0.1, momentum=-0.5)
+
+
+@pytest.mark.parametrize("kind, key, bad", [("adam", "lr", float("inf")), ("adam", "beta1", float("nan")),
+                                            ("momentum", "momentum", float("inf")), ("rmsprop", "eps", float("-inf"))])
+def test_the_engine_refuses_a_non_finite_hyper_parameter(kind, key, bad):
+    # the spec schema refuses inf and nan; make_optimizer took lr = inf (inf >= 0) and trained to NaN
+    with pytest.raises(ValueError, match=rf"{key} must be a finite number, not {bad}"):
+        make_optimizer(kind, **{key: bad})
+    with pytest.raises(ValueError, match=r"gamma must be a finite number, not inf"):
+        make_schedule("exponential", lr=0.1, gamma=float("inf"))
