@@ -394,16 +394,17 @@ def validate(spec, resolved, as_json, overrides, plugin_files, debug):
     lr or warm-up as long as total_steps).
 
     SPEC is a spec file or a shipped spec's name (mlp_digits, ...: the files in specs/). A finished
-    run's own spec.toml is checked as a new run from it would be."""
+    run's folder or its own spec.toml is checked as a new run from that spec would be."""
     from gengraph.plugins.run.api import check_run_name, load_spec_any
-    from gengraph.plugins.run.loading import resolve_spec, run_of_spec
+    from gengraph.plugins.run.loading import spec_or_run
     from gengraph.plugins.run.runner import build_checked
     from gengraph.plugins.spec.errors import SpecError, SpecIssue, printable
 
     _load_plugins(plugin_files)
     # a finished run's own spec.toml is checked as `gengraph run` would read it for a new run (today's
     # rules); when it fails, a note says how the commands that reopen the run read it
-    run_dir = run_of_spec(resolve_spec(spec))
+    # (a run folder stands for its spec.toml, as for graph and gradcheck: it was refused as "a directory")
+    spec, run_dir = spec_or_run(spec)
     try:
         loaded, path, base_dir = load_spec_any(spec, list(overrides))  # as gengraph.validate(): a path or a name
         check_run_name(loaded)  # as `gengraph run SPEC` would use it

@@ -75,9 +75,11 @@ def test_gradcheck_reads_a_runs_own_spec_as_the_run_was_made(old_run, given):
     assert res.output.rstrip().endswith("ok: 8 parameter(s) within tolerance"), res.output
 
 
-def test_validate_checks_a_runs_own_spec_as_a_new_run_and_says_whose_it_is(old_run):
+@pytest.mark.parametrize("given", ["folder", "spec"])
+def test_validate_checks_a_runs_own_spec_as_a_new_run_and_says_whose_it_is(old_run, given):
+    # the folder was refused ("cannot read spec: a directory") where graph and gradcheck took it
     run, _spec = old_run
-    res = invoke("validate", run / "spec.toml")
+    res = invoke("validate", run if given == "folder" else run / "spec.toml")
     assert res.exit_code == 2, res.output
     lines = res.output.splitlines()
     assert lines[0].startswith(f"error: {run / 'spec.toml'}:") and ASKS in lines[0], res.output
@@ -85,7 +87,7 @@ def test_validate_checks_a_runs_own_spec_as_a_new_run_and_says_whose_it_is(old_r
                         "run would read it; graph, gradcheck, sample and run --resume read it as that run was "
                         "made (the data checks of its time; sample and --resume also refuse data files changed since)"), \
         res.output
-    fixed = invoke("validate", run / "spec.toml", "--set", "data.n_train=40")
+    fixed = invoke("validate", run if given == "folder" else run / "spec.toml", "--set", "data.n_train=40")
     assert fixed.exit_code == 0 and fixed.output == f"{run / 'spec.toml'}: valid (vae on mnist)\n", fixed.output
 
 
@@ -199,3 +201,12 @@ def test_sample_json_errors_are_json(old_run, tmp_path):
                        ((tmp_path / "none",), f"{tmp_path / 'none'}: not a run directory (no such folder)")):
         res = invoke("sample", *args, "--json")
         assert res.exit_code == 2 and json.loads(res.stdout) == {"error": said, "exit_code": 2}, res.output
+
+
+def test_the_python_validate_takes_a_run_folder_too(old_run):
+    import gengraph
+
+    run, _spec = old_run
+    from_folder = gengraph.validate(run, ["data.n_train=40"])
+    assert from_folder == gengraph.validate(run / "spec.toml", ["data.n_train=40"])
+    assert from_folder["data"]["n_train"] == 40 and from_folder["model"]["latent"] == 2

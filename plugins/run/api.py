@@ -32,7 +32,7 @@ from gengraph.plugins.run.display import make_progress
 from gengraph.plugins.run.display import run_html
 from gengraph.plugins.run.inspection import check_graph_options, check_gradcheck_options, gradcheck
 from gengraph.plugins.run.inspection import program_stage
-from gengraph.plugins.run.loading import default_spec, resolve_spec
+from gengraph.plugins.run.loading import default_spec, resolve_spec, spec_or_run
 from gengraph.plugins.run.loading import load as load_file
 from gengraph.plugins.run.loading import plugin_files, plugin_paths
 from gengraph.plugins.run.resume import parse_metrics
@@ -249,7 +249,10 @@ def _api_words(message: str, run_dir) -> str:
 @user_facing
 def validate(spec, overrides=None, *, plugins=()) -> dict:
     """The resolved spec (defaults filled, overrides applied) after every check `gengraph
-    validate` makes (data files and shapes included); SpecError lists every problem."""
+    validate` makes (data files and shapes included); SpecError lists every problem. A run's
+    folder stands for its spec.toml, as for `gengraph validate`."""
+    if isinstance(spec, (str, os.PathLike)) and str(spec).strip():
+        spec = spec_or_run(spec)[0]
     with plugin_files(plugins):
         loaded, _, base_dir = load_spec_any(spec, override_strings(overrides))
         check_run_name(loaded)  # as `gengraph run SPEC` (without --out) would use it
