@@ -134,6 +134,7 @@ def gg_build(spec_name, data_dir, extra=()):
     tr = Trainer(plugin, model, data, spec.data["train"], ctx)
     progs = tr.compile_programs()
     return {"data": data, "graph": graph, "model": model, "trainer": tr, "step": progs["train_step"],
+            "adam": torch_adam_args(spec.data["train"]["optimizer"]),
             "compile_s": time.perf_counter() - t0, "compile_cpu_s": time.process_time() - c0}
 
 
@@ -293,13 +294,20 @@ def compare(torch, gg, loss_fn, feeds_fn):
     return check
 
 
-def torch_step_fn(torch, P, loss_fn, batches, noise, fused=False):
+def torch_adam_args(opt: dict) -> dict:
+    """torch.optim.Adam's arguments for the spec's optimizer: the same lr, betas and eps (the
+    timing does not depend on them; the two sides should still run the same update)."""
+    assert opt["kind"] == "adam" and not opt.get("weight_decay"), opt
+    return {"lr": opt["lr"], "betas": (opt.get("beta1", 0.9), opt.get("beta2", 0.999)), "eps": opt.get("eps", 1e-8)}
+
+
+def torch_step_fn(torch, P, loss_fn, batches, noise, adam, fused=False):
     """PyTorch's training step: default Adam with a Python-sum gradient norm, or (fused) PyTorch at
     its best, Adam(fused=True) with torch._foreach_norm, as bench/torch_models.py's rows."""
     from .torch_models import _grad_norm, _grad_norm_foreach  # imports torch: only where torch runs
 
     params = list(P.values())
-    opt = torch.optim.Adam(params, lr=1e-3, **({"fused": True} if fused else {}))
+    opt = torch.optim.Adam(params, **adam, **({"fused": True} if fused else {}))
     norm = _grad_norm_foreach if fused else _grad_norm  # the trainer's grad_norm monitor
 
     def step(i):
@@ -378,8 +386,9 @@ def model_fns(torch, name, data_dir, check=True):
     batches = [x[i * B:(i + 1) * B] for i in range(len(x) // B)]
     tb = [torch.from_numpy(b) for b in batches]
     return {"gengraph": gg_step_fn(gg, batches),
-            "torch": torch_step_fn(torch, gg["P"], loss_fn, tb, lambda i: noise[i % len(noise)]),
-            "torch_fused": torch_step_fn(torch, fused_P, fused_loss, tb, lambda i: noise[i % len(noise)], fused=True),
+            "torch": torch_step_fn(torch, gg["P"], loss_fn, tb, lambda i: noise[i % len(noise)], gg["adam"]),
+            "torch_fused": torch_step_fn(torch, fused_P, fused_loss, tb, lambda i: noise[i % len(noise)], gg["adam"],
+                                         fused=True),
             "_gg": gg, "_check": check}
 
 
