@@ -199,3 +199,23 @@ def test_gradients_with_it_forced(forced, monkeypatch, padding):
     p = (padding, padding) if isinstance(padding, int) else padding
     assert rel(value, naive_conv2d(x, w, padding=p)) < 1e-10
     hvp_check(lambda x, w: ops.square(ops.conv2d(x[:1], w, padding=padding)), [x, w], n_random=2)
+
+
+def test_scratch_rows_the_loops_write_are_spread_over_cache_sets():
+    # rows a multiple of 4 KiB apart share an L1 set: 14 images of 32 channels at 16x16 (28 KiB rows)
+    # made the input transform 2.7x slower; written rows start one cache line further on each page
+    for item in (4, 8):
+        for length in (1, 1024, 7168, 5000):
+            stride = winograd43._row_stride(length, item)
+            assert stride >= length and (stride * item) % 4096 == 64
+    for gradient in (False, True):
+        chunks, views = winograd43._chunked(64, 32, 64, 4, 4, np.float32, gradient=gradient)
+        assert chunks[0] == (0, 14)
+        for a, b in (chunks[0], chunks[-1]):
+            v, m = views(a, b)
+            assert v.shape == (36, 32, 16 * (b - a)) and m.shape == (36, 64, 16 * (b - a))
+            assert v.strides[0] % 4096 == 64 and v.strides[1:] == (16 * (b - a) * 4, 4)
+            # the output transform reads its rows faster contiguous; the gradient transform writes them
+            assert m.strides[0] % 4096 == 64 if gradient else m.strides[0] == 64 * 16 * (b - a) * 4
+            v[...], m[...] = 1, 2  # views of the scratch, not copies: what the loops write is what the GEMMs read
+            assert (views(a, b)[0] == 1).all() and (views(a, b)[1] == 2).all()

@@ -57,17 +57,35 @@ def _tiles(ho, wo):
     return (ho + 3) // 4, (wo + 3) // 4
 
 
-def _chunked(n, c, o, th, tw, dtype):
-    """Image ranges and, for the largest, flat scratch for the transformed tiles (36, c, ...) and
-    the GEMMs' side (36, o, ...), each seen at a chunk's size through `views`."""
+def _row_stride(length, item):
+    """Elements between the starts of the 36 rows of a scratch array that a loop writes, whose rows
+    hold `length` elements: whole 4 KiB pages plus one 64-byte cache line. The input and gradient
+    transforms write all 36 rows for each tile, and rows a multiple of 4 KiB apart share an L1
+    cache set: at such strides (14 images of 32 channels at 16x16, 28 KiB) the input transform
+    ran 2.7x slower, and 1.3-2x at others. The output transform, which reads the rows, runs
+    faster on them contiguous (at 24x24: 0.11 against 0.19 ms a chunk), so its rows stay so."""
+    return ((length * item + 4095) // 4096 * 4096 + 64) // item
+
+
+def _rows(buf, length, item, spread):
+    """A (36, length) view of flat scratch `buf`: rows _row_stride apart if `spread`, else contiguous."""
+    stride = _row_stride(length, item) if spread else length
+    return buf[:36 * stride].reshape(36, stride)[:, :length]
+
+
+def _chunked(n, c, o, th, tw, dtype, gradient=False):
+    """Image ranges and, for the largest, scratch for the transformed tiles (36, c, ...) and the
+    GEMMs' side (36, o, ...): the products the output transform reads, or for the weight
+    `gradient` the transformed output gradient; each seen at a chunk's size through `views`."""
     item = np.dtype(dtype).itemsize
     chunks = image_chunks(np, n, 36 * (c + o) * th * tw * item)
     most = (chunks[0][1] - chunks[0][0]) * th * tw
-    v, m = np.empty(36 * c * most, dtype), np.empty(36 * o * most, dtype)
+    v = np.empty(36 * _row_stride(c * most, item), dtype)
+    m = np.empty(36 * (_row_stride(o * most, item) if gradient else o * most), dtype)
 
     def views(a, b):
         k = (b - a) * th * tw
-        return v[:36 * c * k].reshape(36, c, k), m[:36 * o * k].reshape(36, o, k)
+        return _rows(v, c * k, item, True).reshape(36, c, k), _rows(m, o * k, item, gradient).reshape(36, o, k)
 
     return chunks, views
 
@@ -119,7 +137,7 @@ def conv2d_backward_weight(loops, gy, x, padding):
     th, tw = _tiles(ho, wo)
     acc = np.zeros((36, o, c), dtype=dtype)
     part = np.empty_like(acc)
-    chunks, views = _chunked(n, c, o, th, tw, dtype)
+    chunks, views = _chunked(n, c, o, th, tw, dtype, gradient=True)
     for a, b in chunks:
         v, e = views(a, b)
         loops.f43_input(x[a:b], padding[0], padding[1], th, tw, v)
