@@ -37,6 +37,7 @@ def forced(loops, monkeypatch):
     """F(4x4, 3x3) at any size."""
     monkeypatch.setattr(winograd43, "MIN_PIXELS", 0)
     monkeypatch.setattr(winograd43, "MIN_TILE_USE", 0.0)
+    monkeypatch.setattr(winograd43, "MIN_TILE_USE_WEIGHT", 0.0)
     return loops
 
 
@@ -161,12 +162,16 @@ def test_rows_the_convolution_does_not_read_stay_out(forced, padding):
 
 
 def test_when_it_runs(loops, monkeypatch):
-    for hw in [(16, 16), (20, 20), (28, 28), (24, 32), (20, 19), (27, 27)]:
+    for hw in [(11, 11), (12, 12), (13, 13), (14, 14), (16, 16), (20, 20), (28, 28), (24, 32), (20, 19),
+               (27, 27), (13, 40)]:
         assert winograd43.loops_for(np, np.float32, hw) is loops, hw
     assert winograd43.loops_for(np, np.float64, (28, 28)) is loops
-    # small, or tiled with much waste (14x14 as 16x16: 77 %; 13x13: 66 %): F(2x2, 3x3)
-    for hw in [(12, 12), (14, 14), (13, 40), (30, 5)]:
+    # small (10x10: 100 pixels), or tiled with much waste (30x5 as 32x8: 59 %): F(2x2, 3x3)
+    for hw in [(10, 10), (10, 12), (30, 5)]:
         assert winograd43.loops_for(np, np.float32, hw) is None, hw
+    # the weight gradient gains least: not where a quarter of the tiles' outputs is dropped (14x14: 77 %)
+    for hw, runs in [((12, 12), True), ((16, 16), True), ((28, 28), True), ((14, 14), False), ((13, 13), False)]:
+        assert (winograd43.loops_for(np, np.float32, hw, weight_gradient=True) is loops) is runs, hw
     assert winograd43.loops_for(np, np.float16, (28, 28)) is None
 
     class OtherBackend:  # CuPy: no Numba loops on device arrays

@@ -32,23 +32,30 @@ _KRON = np.kron(G, G)  # (36, 9): U = G g G^T flattened; its transpose maps the 
 
 # Where F(4x4, 3x3) is faster than F(2x2, 3x3): images of at least MIN_PIXELS output pixels
 # (H_out * W_out) whose 4x4 tiles cover at least MIN_TILE_USE of the tiled area with outputs (the
-# rest is computed and dropped: 14x14 is tiled as 16x16, 77 %). Float32, one thread, batch 64,
-# forward + input gradient + weight gradient, F(4x4) / F(2x2) time (bench/winograd_bench.py,
-# 2026-12-01): 32 -> 32 channels 0.90 at 12x12, 0.78 at 16x16 and 20x20, 0.73 at 24x24; 32 -> 64
-# at 28x28 0.76, 64 -> 64 at 28x28 0.68; but 32 -> 64 at 14x14 1.30, 16 -> 16 at 8x8 1.63.
-MIN_PIXELS = 16 * 16
-MIN_TILE_USE = 0.85
+# rest is computed and dropped: 13x13 is tiled as 16x16, 66 %); the weight gradient, which
+# gains least, at least MIN_TILE_USE_WEIGHT. Float32, one thread, batch 64, F(4x4) / F(2x2) time
+# of forward + input gradient + weight gradient (bench/winograd_bench.py, 2026-12-01, with the
+# scratch rows of _row_stride): 32 -> 32 channels 1.05 at 10x10, 0.82 at 11x11, 0.79 at 12x12,
+# 0.80 at 13x13, 0.61 at 16x16, 0.72 at 20x20, 32 -> 64 0.82 at 28x28, 64 -> 64 0.74 at 28x28.
+# At 14x14 (77 % used), each kernel alternating in one process: forward 0.84-1.02, input
+# gradient 0.88-0.94, weight gradient 1.05-1.12 (32 -> 64, 64 -> 64, 64 -> 32). Below 100
+# pixels the channel-last im2col runs instead of either (conv.WINOGRAD_MIN_PIXELS).
+MIN_PIXELS = 11 * 11
+MIN_TILE_USE = 0.6
+MIN_TILE_USE_WEIGHT = 0.85
 
 
-def loops_for(xp, dtype, out_hw):
+def loops_for(xp, dtype, out_hw, weight_gradient=False):
     """numba_loops (which holds the F(4x4, 3x3) loops) where these kernels should run: NumPy
     arrays of float32 / float64, an output of out_hw = (H_out, W_out) large enough and tiled with
-    little waste (MIN_PIXELS, MIN_TILE_USE), Numba loaded; else None."""
+    little waste (MIN_PIXELS, MIN_TILE_USE or, for the weight gradient, MIN_TILE_USE_WEIGHT),
+    Numba loaded; else None."""
     if xp is not np or np.dtype(dtype) not in (np.float32, np.float64):
         return None
     ho, wo = out_hw
     th, tw = _tiles(ho, wo)
-    if ho * wo < MIN_PIXELS or ho * wo < MIN_TILE_USE * 16 * th * tw:
+    use = MIN_TILE_USE_WEIGHT if weight_gradient else MIN_TILE_USE
+    if ho * wo < MIN_PIXELS or ho * wo < use * 16 * th * tw:
         return None
     return load_loops() or None
 
