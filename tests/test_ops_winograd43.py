@@ -15,7 +15,7 @@ from gengraph.engine.ops import conv, cpu_loops, im2col, winograd, winograd43
 from gengraph.engine import ops
 from gradcheck_util import fd_check, hvp_check
 from test_ops_conv import naive_conv2d, naive_conv_transpose2d
-from test_ops_winograd import naive_backward_weight, rel
+from test_ops_winograd import check_backward_weight, naive_backward_weight, rel
 
 pytest.importorskip("numba")
 CASES = settings(max_examples=30, deadline=None,
@@ -103,16 +103,7 @@ def test_conv2d_and_its_transpose_match_naive_loops(forced, cfg, seed):
 @CASES
 @given(cfg=shapes(), crop=st.tuples(st.integers(0, 2), st.integers(0, 2)), seed=st.integers(0, 2**16))
 def test_conv2d_backward_weight_matches_naive_loops(forced, cfg, crop, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(cfg["n"], cfg["c"]) + cfg["hw"])
-    full = tuple(cfg["hw"][a] + 2 * cfg["p"][a] - 2 for a in range(2))
-    ho, wo = (max(1, full[a] - crop[a]) for a in range(2))  # x longer than the convolution reads
-    gy = rng.normal(size=(cfg["n"], cfg["o"], ho, wo))
-    got = winograd.conv2d_backward_weight_3x3(np, gy, x, cfg["p"])
-    want = naive_backward_weight(np.pad(gy, ((0, 0), (0, 0), (0, full[0] - ho), (0, full[1] - wo))), x, cfg["p"])
-    assert got.shape == want.shape and rel(got, want) < 1e-10
-    got32 = winograd.conv2d_backward_weight_3x3(np, gy.astype(np.float32), x.astype(np.float32), cfg["p"])
-    assert got32.dtype == np.float32 and rel(got32, want) < 5e-5
+    check_backward_weight(cfg, crop, seed, tol32=5e-5)  # forced: F(4x4, 3x3) runs at every size
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 40000])
