@@ -76,7 +76,7 @@ def f43_output(m, th, tw, y):
     n, o, ho, wo = y.shape
     nq = th * tw
     r = np.empty((4, 6, nq), m.dtype)
-    out = np.empty((4, 4, nq), m.dtype)
+    out = np.empty((4, th, 4 * tw), m.dtype)  # row k of tile (i, j) at out[k, i, 4 j:4 j + 4]
     two, four, eight = m.dtype.type(2), m.dtype.type(4), m.dtype.type(8)
     for oc in range(o):
         for img in range(n):
@@ -90,24 +90,22 @@ def f43_output(m, th, tw, y):
                     r[1, col, q] = c + two * d
                     r[2, col, q] = a + four * b
                     r[3, col, q] = c + eight * d + m5
-            for k in range(4):  # (A^T M) A: row k of every tile
-                for q in range(nq):
-                    m0, m1, m2 = r[k, 0, q], r[k, 1, q], r[k, 2, q]
-                    m3, m4, m5 = r[k, 3, q], r[k, 4, q], r[k, 5, q]
-                    a, b, c, d = m1 + m2, m3 + m4, m1 - m2, m3 - m4
-                    out[k, 0, q] = m0 + a + b
-                    out[k, 1, q] = c + two * d
-                    out[k, 2, q] = a + four * b
-                    out[k, 3, q] = c + eight * d + m5
-            for i in range(th):
-                for k in range(4):
+            for k in range(4):  # (A^T M) A: row k of every tile, laid out as image rows
+                for i in range(th):
+                    for j in range(tw):
+                        q = i * tw + j
+                        m0, m1, m2 = r[k, 0, q], r[k, 1, q], r[k, 2, q]
+                        m3, m4, m5 = r[k, 3, q], r[k, 4, q], r[k, 5, q]
+                        a, b, c, d = m1 + m2, m3 + m4, m1 - m2, m3 - m4
+                        out[k, i, 4 * j] = m0 + a + b
+                        out[k, i, 4 * j + 1] = c + two * d
+                        out[k, i, 4 * j + 2] = a + four * b
+                        out[k, i, 4 * j + 3] = c + eight * d + m5
+            for i in range(th):  # whole image rows, the columns past Wo dropped
+                for k in range(min(4, ho - 4 * i)):
                     row = 4 * i + k
-                    if row < ho:
-                        for j in range(tw):
-                            for b in range(4):
-                                col = 4 * j + b
-                                if col < wo:
-                                    y[img, oc, row, col] = out[k, b, i * tw + j]
+                    for col in range(wo):
+                        y[img, oc, row, col] = out[k, i, col]
 
 
 @_jit
