@@ -37,10 +37,10 @@ _KRON = np.kron(G, G)  # (36, 9): U = G g G^T flattened; its transpose maps the 
 # of forward + input gradient + weight gradient (bench/winograd_bench.py, 2026-12-01, with the
 # scratch rows of _row_stride): 32 -> 32 channels 1.05 at 10x10, 0.82 at 11x11, 0.79 at 12x12,
 # 0.80 at 13x13, 0.61 at 16x16, 0.72 at 20x20, 32 -> 64 0.82 at 28x28, 64 -> 64 0.74 at 28x28.
-# At 14x14 (77 % used), each kernel alternating in one process on a quiet machine: forward
-# 0.69-0.75, input gradient 0.69-0.72, weight gradient 1.00-1.02 (32 -> 64, 64 -> 64, 64 -> 32;
-# 1.05-1.12 with another run on the second core). Below 100 pixels the channel-last im2col runs
-# instead of either (conv.WINOGRAD_MIN_PIXELS).
+# At 14x14 (77 % used), each kernel alternating in one process: forward 0.69-0.75, input
+# gradient 0.69-0.72, weight gradient 1.00-1.02 (32 -> 64, 64 -> 64, 64 -> 32; an earlier run,
+# before f43_output wrote whole rows: 0.84-1.02, 0.88-0.94, 1.05-1.12). Below 100 pixels the
+# channel-last im2col runs instead of either (conv.WINOGRAD_MIN_PIXELS).
 MIN_PIXELS = 11 * 11
 MIN_TILE_USE = 0.6
 MIN_TILE_USE_WEIGHT = 0.85
