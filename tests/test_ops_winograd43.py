@@ -215,3 +215,29 @@ def test_scratch_rows_the_loops_write_are_spread_over_cache_sets():
             assert m.strides[0] % 4096 == 64 if gradient else m.strides[0] == 64 * 16 * (b - a) * 4
             v[...], m[...] = 1, 2  # views of the scratch, not copies: what the loops write is what the GEMMs read
             assert (views(a, b)[0] == 1).all() and (views(a, b)[1] == 2).all()
+
+
+def test_warm_compiles_the_layouts_the_kernels_pass(loops):
+    # the scratch the input and gradient transforms write is a strided view, which Numba compiles
+    # apart from a contiguous array: warm() compiled only the contiguous form, so the first training
+    # step still compiled (its time and LLVM memory counted as the step's). A fresh process: in
+    # this one other tests may have compiled every layout already.
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from gengraph.engine.ops import cpu_loops, numba_winograd, winograd43
+kernels = (numba_winograd.f43_input, numba_winograd.f43_output, numba_winograd.f43_grad)
+for dtype in (np.float32, np.float64):
+    cpu_loops.warm(np.dtype(dtype).name)
+    before = [len(k.signatures) for k in kernels]
+    rng = np.random.default_rng(8)
+    x, w = rng.normal(size=(2, 16, 16, 16)).astype(dtype), rng.normal(size=(16, 16, 3, 3)).astype(dtype)
+    winograd43.conv2d(cpu_loops.load_loops(), x, w, (1, 1))
+    winograd43.conv2d_backward_weight(cpu_loops.load_loops(), x, x, (1, 1))
+    print(before, [len(k.signatures) for k in kernels])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    lines = out.split("\n")[:2]
+    assert lines == ["[1, 1, 1] [1, 1, 1]", "[2, 2, 2] [2, 2, 2]"], out

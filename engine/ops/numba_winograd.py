@@ -153,9 +153,11 @@ def f43_grad(gy, th, tw, e):
 
 
 def warm(dtype) -> None:
-    """Compile the three loops for `dtype` (or load them from Numba's cache), as a first call would."""
+    """Compile the three loops for `dtype` (or load them from Numba's cache), as a first call would:
+    with the array layouts winograd43 passes, its scratch rows spread apart (a strided view, which
+    Numba compiles apart from a contiguous array) where the input and gradient transforms write."""
     x = np.zeros((1, 1, 4, 4), dtype)
-    v = np.zeros((36, 1, 1), dtype)
-    f43_input(x, 1, 1, 1, 1, v)
-    f43_output(v, 1, 1, x)
-    f43_grad(x, 1, 1, v)
+    spread = np.zeros((36, 2), dtype)[:, :1].reshape(36, 1, 1)
+    f43_input(x, 1, 1, 1, 1, spread)
+    f43_output(np.zeros((36, 1, 1), dtype), 1, 1, x)
+    f43_grad(x, 1, 1, spread)
