@@ -37,7 +37,20 @@ class ModelConfigError(ValueError):
 
     def __init__(self, path: str, message: str, also: tuple = ()):
         self.path, self.message, self.also = path, message, tuple(also)
+        self.more: tuple = ()  # further complaints about other keys, reported with this one (`together`)
         super().__init__(f"{path}: {message}")
+
+    @classmethod
+    def together(cls, errors: list) -> "ModelConfigError":
+        """The first of `errors` carrying the others: independent parts of a model (an encoder and a
+        decoder) checked one after the other are reported in one pass, as the spec's key errors are."""
+        first = errors[0]
+        first.more = tuple(first.more) + tuple(e for err in errors[1:] for e in (err, *err.more))
+        return first
+
+    def all(self) -> list:
+        """This complaint and those it carries."""
+        return [self, *self.more]
 
 
 @dataclass

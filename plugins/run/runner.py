@@ -125,9 +125,12 @@ def blamed_key(positions: dict, path: str, message: str, also=()) -> str:
 
 def build_checked(spec, *, base_dir=None):
     """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
-    def issue(path, message, also=()):
+    def located(path, message, also=()):
         path = blamed_key(spec.positions, path, message, also)
-        return SpecError([SpecIssue(*spec.position(path), path, message)])
+        return SpecIssue(*spec.position(path), path, message)
+
+    def issue(path, message, also=()):
+        return SpecError([located(path, message, also)])
 
     for key in ("run.name", "output.dir"):  # the run folder's path: validate passed these, run failed or echoed them
         section, name = key.split(".")
@@ -150,7 +153,7 @@ def build_checked(spec, *, base_dir=None):
     except DataError as exc:  # at the key that named the file, where the source knows it
         raise issue(exc.key or "data", str(exc)) from None
     except ModelConfigError as exc:
-        raise issue(exc.path, exc.message, getattr(exc, "also", ())) from None
+        raise SpecError([located(e.path, e.message, getattr(e, "also", ())) for e in exc.all()]) from None
     except ExprError as exc:
         raise issue("model", str(exc)) from None
     except ShapeError as exc:  # raised in a local plugin's own code: where, for its author
@@ -410,8 +413,8 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
             path = write_checkpoint(run_dir, trainer)
         raise RunInterrupted(run_dir, path, signals.received or signal.SIGINT) from None
     except ModelConfigError as exc:
-        path = blamed_key(spec.positions, exc.path, exc.message, getattr(exc, "also", ()))
-        raise SpecError([SpecIssue(*spec.position(path), path, exc.message)]) from None
+        paths = [(blamed_key(spec.positions, e.path, e.message, getattr(e, "also", ())), e.message) for e in exc.all()]
+        raise SpecError([SpecIssue(*spec.position(path), path, message) for path, message in paths]) from None
     with signals.deferred():
         lock.check_held()
         write_checkpoint(run_dir, trainer)
