@@ -269,12 +269,14 @@ def owned_report(run_dir: Path) -> list[str] | None:
     if record is None:
         return None
     handed = set(_manifest(run_dir))
-    owned = []
-    for n in report_names(run_dir):
-        digest = record.get(n, None if n in handed else "")
-        if (run_dir / n).is_file() and (digest is None or (digest and sha256_file(run_dir / n) == digest)):
-            owned.append(n)
-    return owned
+    return [n for n in report_names(run_dir) if (run_dir / n).is_file() and _vouched(run_dir, n, record, handed)]
+
+
+def _vouched(run_dir: Path, name: str, record: dict, handed: set) -> bool:
+    """Whether the record says the file `name` in run_dir is the run's (owned_report's rule): its
+    SHA-256 as recorded, or being written (None; a name the plugin was handed and the record lacks)."""
+    digest = record.get(name, None if name in handed else "")
+    return digest is None or (bool(digest) and sha256_file(run_dir / name) == digest)
 
 
 def refuse_foreign(run_dir: Path, names) -> None:
@@ -286,8 +288,7 @@ def refuse_foreign(run_dir: Path, names) -> None:
         return
     handed = set(_manifest(run_dir))
     for n in names:
-        digest = record.get(n, None if n in handed else "")
-        if (run_dir / n).is_file() and not (digest is None or (digest and sha256_file(run_dir / n) == digest)):
+        if (run_dir / n).is_file() and not _vouched(run_dir, n, record, handed):
             raise RunDirError(f"{run_dir / n} is not a file this run wrote (it was written there while the run "
                               f"trained), so the report does not write over it: move it away, then gengraph run "
                               f"--resume {run_dir} writes the report")
