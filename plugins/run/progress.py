@@ -21,6 +21,9 @@ def to_devnull(stream) -> None:
         pass
 
 
+SHOWN = ("train_loss", "test_loss", "test_accuracy", "test_mse")  # a row's metrics the progress shows
+
+
 class Progress:
     """The run's progress. The bar is drawn from `start(epoch)`, as training begins (a resumed run's
     from its checkpoint's epoch: tqdm's initial), or else from the first epoch's row; made earlier it
@@ -51,8 +54,7 @@ class Progress:
 
     @staticmethod
     def _shown(row: dict) -> dict:
-        return {k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", "test_accuracy", "test_mse")
-                and isinstance(v, numbers.Real)}
+        return {k: f"{v:.4g}" for k, v in row.items() if k in SHOWN and isinstance(v, numbers.Real)}
 
     def epoch(self, row: dict) -> None:
         if self.quiet:
@@ -66,7 +68,7 @@ class Progress:
             # first, it drew this epoch's losses beside the last epoch's count)
             self.bar.set_postfix(self._shown(row))
         elif row["epoch"] % self.every == 0 or row["epoch"] >= self.epochs or row["epoch"] <= 1:
-            shown = {k: v for k, v in row.items() if k in ("train_loss", "test_loss", "test_accuracy", "test_mse")}
+            shown = {k: v for k, v in row.items() if k in SHOWN}
             parts = " ".join(f"{k}={v:.5g}" for k, v in shown.items())
             try:
                 print(f"epoch {row['epoch']} step {row['step']} {parts}", file=self.stream, flush=True)

@@ -123,14 +123,21 @@ def blamed_key(positions: dict, path: str, message: str, also=()) -> str:
     return path
 
 
+def located(spec, path: str, message: str, also=()) -> SpecIssue:
+    """The SpecIssue of an error about `path`, at the key blamed_key blames for it."""
+    path = blamed_key(spec.positions, path, message, also)
+    return SpecIssue(*spec.position(path), path, message)
+
+
+def config_error(spec, exc: ModelConfigError) -> SpecError:
+    """A plugin's complaint, and those it carries (ModelConfigError.together), each at its key."""
+    return SpecError([located(spec, e.path, e.message, getattr(e, "also", ())) for e in exc.all()])
+
+
 def build_checked(spec, *, base_dir=None):
     """`build`, with the user's mistakes it uncovers (data files, shapes) as one SpecError."""
-    def located(path, message, also=()):
-        path = blamed_key(spec.positions, path, message, also)
-        return SpecIssue(*spec.position(path), path, message)
-
     def issue(path, message, also=()):
-        return SpecError([located(path, message, also)])
+        return SpecError([located(spec, path, message, also)])
 
     for key in ("run.name", "output.dir"):  # the run folder's path: validate passed these, run failed or echoed them
         section, name = key.split(".")
@@ -153,7 +160,7 @@ def build_checked(spec, *, base_dir=None):
     except DataError as exc:  # at the key that named the file, where the source knows it
         raise issue(exc.key or "data", str(exc)) from None
     except ModelConfigError as exc:
-        raise SpecError([located(e.path, e.message, getattr(e, "also", ())) for e in exc.all()]) from None
+        raise config_error(spec, exc) from None
     except ExprError as exc:
         raise issue("model", str(exc)) from None
     except ShapeError as exc:  # raised in a local plugin's own code: where, for its author
@@ -413,8 +420,7 @@ def _execute(spec, run_dir, signals, state, lock, *, debug, log, on_epoch, base_
             path = write_checkpoint(run_dir, trainer)
         raise RunInterrupted(run_dir, path, signals.received or signal.SIGINT) from None
     except ModelConfigError as exc:
-        paths = [(blamed_key(spec.positions, e.path, e.message, getattr(e, "also", ())), e.message) for e in exc.all()]
-        raise SpecError([SpecIssue(*spec.position(path), path, message) for path, message in paths]) from None
+        raise config_error(spec, exc) from None
     with signals.deferred():
         lock.check_held()
         write_checkpoint(run_dir, trainer)
