@@ -38,9 +38,9 @@ GRAPHVIZ_HELP = ("Graphviz's `dot` program was not found on PATH, so --render ca
 
 def _spec_models(spec, overrides, plugin_files, extra_overrides=()):
     """Load the spec, build data/plugin/graph/model (CPU) and return them. SPEC may also be a run
-    folder or a run's own spec.toml (loading.spec_or_run): read as reopening that run, its data as
-    it trained on them (as `gengraph sample RUN` and Run.graph read it), not refused by a data check
-    made after the run was."""
+    folder or a run's own spec.toml (loading.spec_or_run): read as reopening that run (as `gengraph
+    sample RUN` and Run.graph read it): the data checks of its time, on the data files as they are
+    now, not refused by a data check made after the run was."""
     from contextlib import nullcontext
 
     from gengraph.plugins.datasets.base import reopening_a_run
