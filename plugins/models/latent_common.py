@@ -248,15 +248,18 @@ def output_layer(in_dim: int, layers: list[dict], x_dim: int, image_shape, origi
             "stride": 1, "dilation": 1, "groups": 1, "activation": "identity", "init": "xavier", "bias": True}
 
 
-def _at_level(where, make):
-    """make(), with a layer list's complaint saying which conditional it was building (a template
-    list serves every level, so its key alone does not say which one failed); where None: as is."""
+def _checked(complaints: list, where, make):
+    """make(), or None with its ModelConfigError added to `complaints`: each network of a hierarchy
+    is checked even when another does not fit. The complaint says which conditional it was building
+    (`where`; a template list serves every level, so its key alone does not say which one failed),
+    and one that a template list makes alike at several levels is kept once."""
     try:
         return make()
     except ModelConfigError as exc:
-        if not where:
-            raise
-        raise ModelConfigError(exc.path, f"in {where}: {exc.message}") from None
+        message = f"in {where}: {exc.message}" if where else exc.message
+        if not any(e.path == exc.path and message.endswith(e.message) for e in complaints):
+            complaints.append(ModelConfigError(exc.path, message, exc.also))
+        return None
 
 
 class Hierarchy:
@@ -292,32 +295,24 @@ class Hierarchy:
         # each network's input size is known from the spec, so each is checked even when another does
         # not fit: an encoder's and a decoder's shape errors are reported together
         complaints = []
-
-        def checked(make):
-            try:
-                return make()
-            except ModelConfigError as exc:
-                # a template list that fails alike at several levels is one mistake, said once
-                if not any(e.path == exc.path and exc.message.endswith(e.message) for e in complaints):
-                    complaints.append(exc)
-                return None
-
-        self.encoders = [checked(lambda t=t, lv=lv: _at_level(
-                             t and f"q(h_{t + 1} | h_{t}), whose input is h_{t} ({dims[t]} values)",
-                             lambda: GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng, names("encoder", t),
-                                                 origin("encoder", t), enc_image_shape if t == 0 else None)))
+        self.encoders = [_checked(complaints, t and f"q(h_{t + 1} | h_{t}), whose input is h_{t} ({dims[t]} values)",
+                                  lambda t=t, lv=lv: GaussianNet(graph, dims[t], lv["encoder"], lv["size"], rng,
+                                                                 names("encoder", t), origin("encoder", t),
+                                                                 enc_image_shape if t == 0 else None))
                          for t, lv in enumerate(levels)]
         lik_kind = LIKELIHOODS.get(likelihood_cfg["kind"])
         out_units = lik_kind.units(x_dim, likelihood_cfg) if hasattr(lik_kind, "units") else x_dim
-        self.decode_x = checked(lambda: Network(graph, dec_in, levels[0]["decoder"], rng, names("decoder", 0),
-                                                out=output_layer(dec_in, levels[0]["decoder"], x_dim, image_shape,
-                                                                 origin("decoder", 0), out_units),
-                                                origin=origin("decoder", 0)))
+        self.decode_x = _checked(complaints, None,
+                                 lambda: Network(graph, dec_in, levels[0]["decoder"], rng, names("decoder", 0),
+                                                 out=output_layer(dec_in, levels[0]["decoder"], x_dim, image_shape,
+                                                                  origin("decoder", 0), out_units),
+                                                 origin=origin("decoder", 0)))
         # decoders[t] is p(h_t | h_{t+1}) for t = 0..T-2 (level t+2's decoder)
-        self.decoders = [checked(lambda t=t: _at_level(
-                             f"p(h_{t + 1} | h_{t + 2}), whose input is h_{t + 2} ({self.sizes[t + 1]} values)",
-                             lambda: GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"], self.sizes[t], rng,
-                                                 names("decoder", t + 1), origin("decoder", t + 1))))
+        self.decoders = [_checked(complaints,
+                                  f"p(h_{t + 1} | h_{t + 2}), whose input is h_{t + 2} ({self.sizes[t + 1]} values)",
+                                  lambda t=t: GaussianNet(graph, self.sizes[t + 1], levels[t + 1]["decoder"],
+                                                          self.sizes[t], rng, names("decoder", t + 1),
+                                                          origin("decoder", t + 1)))
                          for t in range(len(levels) - 1)]
         if complaints:
             raise ModelConfigError.together(complaints)
