@@ -127,7 +127,8 @@ _A, _B, _C = (_R.normal(size=(4, 3)) for _ in range(3))
 OUT_CASES = {  # op -> (inputs, attrs); every input of the output's shape may be the `out` buffer
     "adam_step": ([_A, _B, np.abs(_C) + 0.1, np.float64(0.01), np.float64(0.9)], {"eps": 1e-8}),
     "ema": ([_A, _B], {"decay": 0.9}),
-    "normalized": ([_A - _A.mean(1, keepdims=True), np.abs(_B[:, :1]) + 0.5, _A], {"start": 1}),
+    "normalized": ([_A, np.abs(_B[:, :1]) + 0.5], {"start": 1}),
+    "normalize_grad": ([_B, _A, np.abs(_C[:, :1]) + 0.5], {"start": 1}),
     "relu": ([_A], {}),
     "relu_grad": ([_A, _B], {}),
     "sigmoid": ([_A], {}),

@@ -394,3 +394,62 @@ def test_the_loops_file_imported_under_another_name_leaves_the_packages_cache_al
     assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr[-600:] for r in runs]
     assert [r.stdout.split()[0] for r in runs] == ["False", "True", "True"]
     assert runs[2].stdout.strip() == "True [2.0, 2.0, 2.0]"
+
+
+# --- group_norm's and layer_norm's row loops (numba_norm.py): float64 sums, so to rounding -----------
+def _norm_kernels(x, g, r, start, where):
+    """inv_std, normalized and normalize_grad's forwards on (x, g, r); `where` puts each output
+    into a new array or over its first input (the compiler hands a dead input's buffer)."""
+    from gengraph.engine.ops.norm import _inv_std_forward, _normalize_grad_forward, _normalized_forward
+
+    inv = _inv_std_forward(np, x, start, 1e-5)
+    xc, gc = x.copy(), g.copy()
+    y = _normalized_forward(np, xc, r, start, out=xc if where == "inplace" else None)
+    gr = _normalize_grad_forward(np, gc, y, r, start, out=gc if where == "inplace" else None)
+    return inv, y, gr
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from(["float32", "float64"]), shape=st.sampled_from([(2, 3), (3, 2, 5), (2, 4, 3, 3), (1, 1)]),
+       where=st.sampled_from(["new", "inplace"]), offset=st.sampled_from([0.0, 100.0]), seed=st.integers(0, 2 ** 16))
+def test_the_norm_loops_give_the_numpy_forms_values_to_rounding(loops_switch, dtype, shape, where, offset, seed):
+    rng = np.random.default_rng(seed)
+    start = 1 + seed % (len(shape) - 1) if len(shape) > 2 else 1
+    x = (rng.normal(size=shape) * 3 + offset).astype(dtype)
+    g = rng.normal(size=shape).astype(dtype)
+    r = (rng.random(shape[:start] + (1,) * (len(shape) - start)) + 0.5).astype(dtype)
+    loops_switch(False)
+    want = _norm_kernels(x, g, r, start, "new")
+    loops = loops_switch(True)
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("norm_inv_std", "norm_normalized", "norm_grad"):
+            real = getattr(loops, name)
+            mp.setattr(loops, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+        got = _norm_kernels(x, g, r, start, where)
+    assert calls == ["norm_inv_std", "norm_normalized", "norm_grad"]
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        # float32: the loops' float64 sums are the more exact; both within a few ulps of the data's scale
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * (1 + offset) * float(np.abs(r).max()))
+
+
+def test_the_norm_loops_leave_views_and_mixed_dtypes_to_numpy(loops_switch, monkeypatch):
+    from gengraph.engine.ops.norm import _inv_std_forward, _normalize_grad_forward, _normalized_forward
+
+    loops = loops_switch(True)
+    calls = []
+    for name in ("norm_inv_std", "norm_normalized", "norm_grad"):
+        monkeypatch.setattr(loops, name, lambda *a, name=name: calls.append(name))
+    x = np.random.default_rng(0).normal(size=(4, 6))
+    r = np.ones((4, 1))
+    strided = x[:, ::2]
+    np.testing.assert_allclose(_inv_std_forward(np, strided, 1, 0.0), 1 / strided.std(axis=1, keepdims=True))
+    np.testing.assert_allclose(_normalized_forward(np, strided, r, 1), strided - strided.mean(1, keepdims=True))
+    np.testing.assert_allclose(_normalized_forward(np, x, r.astype(np.float32), 1), x - x.mean(1, keepdims=True))
+    y = x - x.mean(1, keepdims=True)
+    want = r * (x - x.mean(1, keepdims=True) - y * (x * y).mean(1, keepdims=True))
+    yc = y.copy()  # out over y (not the first array): NumPy's passes, which read y before writing it
+    np.testing.assert_allclose(_normalize_grad_forward(np, x, yc, r, 1, out=yc), want)
+    assert calls == []

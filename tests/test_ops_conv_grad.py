@@ -118,6 +118,26 @@ def test_layer_norm_grad(shape, eps, seed):
     assert out.shape == shape
 
 
+@FD
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), data=st.data(),
+       eps=st.sampled_from([1e-3, 0.1, 1.0]), seed=seeds)
+def test_inv_std_grad(shape, data, eps, seed):
+    """inv_std on its own (group_norm's `normalized` gives it ZERO): its VJP against central
+    differences and its value against the formula, over the axes from any start."""
+    start = data.draw(st.integers(1, len(shape) - 1))
+    x = np.random.default_rng(seed).normal(size=shape) * 2 + 0.5
+    out = fd_check(lambda x: ops.inv_std(x, start=start, eps=eps), [x])
+    axes = tuple(range(start, len(shape)))
+    np.testing.assert_allclose(out, 1 / np.sqrt(x.var(axis=axes, keepdims=True) + eps), rtol=1e-12)
+
+
+@SECOND
+@given(shape=st.sampled_from([(2, 3), (1, 2, 3), (2, 2, 2, 2)]), eps=st.sampled_from([1e-2, 0.5]), seed=seeds)
+def test_inv_std_hessian_vector_products(shape, eps, seed):
+    x = np.random.default_rng(seed).normal(size=shape)
+    hvp_check(lambda x: ops.inv_std(x, start=1, eps=eps), [x], n_random=3, atol=1e-5)
+
+
 def test_norm_vjp_is_one_fused_kernel():
     """group_norm's and layer_norm's VJP is one normalize_grad node on the full-size arrays, not the
     dozen passes (neg, div, unreduce, sum_to, ...) the chain rule takes through mean/sqrt/div."""
@@ -138,19 +158,23 @@ def test_norm_vjp_is_one_fused_kernel():
 
 @pytest.mark.parametrize("start", [1, 2])
 def test_norm_kernels_on_another_array_module(start):
-    """The two kernels use only functions NumPy and CuPy share: behind a module that is not numpy
-    (the branches CuPy takes) they give NumPy's values, and normalize_grad is its formula."""
+    """The three kernels use only functions NumPy and CuPy share: behind a module that is not numpy
+    (the branches CuPy takes) they give NumPy's values, and each is its formula."""
     from gengraph.engine.ops import OPS
     from test_ops_conv_strided import _other_xp
 
     rng = np.random.default_rng(start)
     g, y = rng.normal(size=(3, 2, 5, 4)), rng.normal(size=(3, 2, 5, 4))
+    x = rng.normal(size=(3, 2, 5, 4)) * 3 + 1
     r = rng.random((3, 2, 1, 1) if start == 2 else (3, 1, 1, 1)) + 0.5
     axes = tuple(range(start, 4))
     want = r * (g - g.mean(axis=axes, keepdims=True) - y * (g * y).mean(axis=axes, keepdims=True))
+    centred = x - x.mean(axis=axes, keepdims=True)
     for xp in (np, _other_xp()):
         np.testing.assert_allclose(OPS["normalize_grad"].forward(xp, g, y, r, start=start), want, atol=1e-14)
-        np.testing.assert_allclose(OPS["normalized"].forward(xp, g, r, y, start=start), g * r, atol=0)
+        np.testing.assert_allclose(OPS["normalized"].forward(xp, x, r, start=start), centred * r, atol=1e-14)
+        np.testing.assert_allclose(OPS["inv_std"].forward(xp, x, start=start, eps=0.3),
+                                   1 / np.sqrt((centred ** 2).mean(axis=axes, keepdims=True) + 0.3), atol=1e-14)
 
 
 @SECOND

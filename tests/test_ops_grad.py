@@ -773,6 +773,7 @@ GRAD_CASES = {  # op name -> (build(*nodes) -> node using the op, arrays)
     "upsample_nearest2d": (lambda x: ops.upsample_nearest2d(x, 2), [_IMG]),
     # normalisation: group_norm builds `normalized`, whose VJP is one normalize_grad kernel
     "normalized": (lambda x: ops.group_norm(x, 2, 0.1), [_IMG2[:, :2]]),
+    "inv_std": (lambda x: ops.inv_std(x, start=2, eps=0.1), [_IMG]),  # its VJP on its own: normalized gives it ZERO
     "normalize_grad": (lambda g, y, r: ops.normalize_grad(g, y, r, start=2),  # g, y, r independent here
                        [_IMG2[:, :2], _IMG, np.abs(_R.normal(size=(2, 2, 1, 1))) + 0.5]),
     "dropout": (lambda x: apply("dropout", x, _const(x, (_R.random(_IMG.shape) > 0.3) / 0.7)), [_IMG]),

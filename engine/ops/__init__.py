@@ -20,5 +20,5 @@ from .special import cast, ones_like, stop_gradient, zeros_like  # noqa: F401
 from .random import RandomStreams, bernoulli, random_normal, random_uniform  # noqa: F401
 from .conv import conv2d, conv2d_backward_weight, conv_transpose2d  # noqa: F401
 from .pool import avg_pool2d, max_pool2d, upsample_nearest2d  # noqa: F401
-from .norm import group_norm, layer_norm, normalize_grad, normalized  # noqa: F401
+from .norm import group_norm, inv_std, layer_norm, normalize_grad, normalized  # noqa: F401
 from .dropout import dropout  # noqa: F401

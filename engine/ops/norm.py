@@ -3,11 +3,12 @@
     layer_norm(x, eps)          normalises each example over all non-batch axes 1..n
     group_norm(x, groups, eps)  normalises each example's channel groups over (C/groups, H, W, ...)
 
-Both are `_normalize` over trailing axes: the statistics are a short composition of
-mean/square/sqrt, and the normalised output is one `normalized` node whose VJP is one
-`normalize_grad` kernel, r * (g - mean(g) - y * mean(g * y)), instead of the dozen passes the
-chain rule takes through the composition. normalize_grad's own VJPs are graph code, so
-gradients of gradients work.
+Both are `_normalize` over trailing axes: two nodes, r = inv_std(x) (1 / sqrt(var + eps)) and
+y = normalized(x, r), whose VJP is one `normalize_grad` kernel, r * (g - mean(g) - y * mean(g * y)),
+instead of the dozen passes the chain rule takes through a composition of mean/square/sqrt.
+normalize_grad's and inv_std's own VJPs are graph code, so gradients of gradients work. On the
+CPU with Numba, each of the three kernels is one loop over the rows (numba_norm.py); elsewhere
+(CuPy, or no Numba) a few whole-array passes of functions NumPy and CuPy share.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from .elementwise import sqrt, square
+from .cpu_loops import load_loops, takes
 from .reduce import mean, reshape_like
 from .reduce import sum as reduce_sum
 from .registry import (ZERO, ShapeError, _fmt, check_known, defop, either_keyword, expression_function, float_dtype,
@@ -34,29 +35,91 @@ def _rows(a, start):
     return a.reshape(-1, math.prod(a.shape[start:]))
 
 
-def _normalized_forward(xp, centred, r, x, start, out=None):
-    return xp.multiply(centred, r, out=out)
+def _row_loops(arrays, r, out, start):
+    """numba_loops, whose row loops (numba_norm.py) then run over these arrays, or None (NumPy's
+    passes): Numba loaded, arrays (of one shape) contiguous NumPy arrays of one native float dtype
+    that cpu_loops.takes accepts with out (None, the first array, or one of its own), and r (None
+    for the statistics' loop) a contiguous array of that dtype holding one value a row."""
+    if not takes(arrays, out):
+        return None
+    if r is not None and (r.__class__ is not np.ndarray or r.dtype != arrays[0].dtype or not r.flags.c_contiguous
+                          or r.size * _row_length(arrays[0], start) != arrays[0].size):
+        return None
+    return load_loops()
 
 
-# y = normalized(centred, r, x) is (x - mean) * r with r = 1 / sqrt(var + eps), both built from
-# x. Its VJP gives x the whole derivative (through the mean and r as well), so centred and r
-# get ZERO: the same split as silu_grad's (g, x, s), and exact because only _normalize builds it.
+def _row_length(a, start):
+    return math.prod(a.shape[start:])
+
+
+def _inv_std_forward(xp, x, start, eps):
+    loops = _row_loops((x,), None, None, start) if xp is np and x.ndim else None
+    if loops:
+        r = np.empty(x.shape[:start] + (1,) * (x.ndim - start), x.dtype)
+        loops.norm_inv_std(x.reshape(-1), _row_length(x, start), float(eps), r.reshape(-1))
+        return r
+    axes = _trailing(x, start)
+    centred = xp.subtract(x, x.mean(axis=axes, keepdims=True))
+    var = xp.square(centred, out=centred).mean(axis=axes, keepdims=True)
+    var += float(eps)  # a Python float keeps the dtype
+    return xp.divide(1.0, xp.sqrt(var, out=var), out=var)
+
+
+def _inv_std_vjp(g, r, x, start, eps):
+    # r = (var + eps)^(-1/2), var = mean((x - mean(x))^2): dr/dx_i = -r^3 (x_i - mean(x)) / K
+    axes = _trailing(x, start)
+    return (mean(x, axis=axes, keepdims=True) - x) * (g * (r * r * r) * (1.0 / size_of(x.shape[start:])))
+
+
+inv_std = defop(
+    "inv_std", _inv_std_forward,
+    lambda x, start, eps: (tuple(x.shape[:start]) + (1,) * (len(x.shape) - start), float_dtype(x)),
+    (_inv_std_vjp,),
+    doc="1 / sqrt(var + eps) over the axes from `start` (biased variance, kept as size-1 axes)")
+
+
+def _normalized_forward(xp, x, r, start, out=None):
+    if out is r:  # a dead r's buffer (one value a row): r must be read whole, so not written into
+        out = None
+    loops = _row_loops((x,), r, out, start) if xp is np and x.ndim else None
+    if loops:
+        if out is None:
+            out = np.empty_like(x)
+        loops.norm_normalized(x.reshape(-1), r.reshape(-1), _row_length(x, start), out.reshape(-1))
+        return out
+    centred = xp.subtract(x, x.mean(axis=_trailing(x, start), keepdims=True), out=out)
+    return xp.multiply(centred, r, out=centred)
+
+
+# y = normalized(x, r) is (x - mean(x)) * r with r = inv_std(x), both over the axes from `start`.
+# Its VJP gives x the whole derivative (through the mean and r as well), so r gets ZERO: the same
+# split as silu_grad's (g, x, s), and exact because only _normalize builds it.
 normalized = defop(
-    "normalized", _normalized_forward, lambda centred, r, x, start: (centred.shape, float_dtype(centred)),
-    (ZERO, ZERO, lambda g, y, centred, r, x, start: normalize_grad(g, y, r, start=start)), writes_into_out=True,
-    doc="(x - mean) * r over the axes from `start` (built by layer_norm/group_norm): x gets the whole VJP")
+    "normalized", _normalized_forward, lambda x, r, start: (x.shape, float_dtype(x)),
+    (lambda g, y, x, r, start: normalize_grad(g, y, r, start=start), ZERO), writes_into_out=True,
+    doc="(x - mean(x)) * r over the axes from `start`, r = inv_std(x) (built by layer_norm/group_norm): "
+        "x gets the whole VJP")
 
 
-def _normalize_grad_forward(xp, g, y, r, start):
+def _normalize_grad_forward(xp, g, y, r, start, out=None):
+    if out is r:  # as in _normalized_forward
+        out = None
+    loops = _row_loops((g, y), r, out, start) if xp is np and g.ndim else None
+    if loops:
+        if out is None:
+            out = np.empty_like(g)
+        loops.norm_grad(g.reshape(-1), y.reshape(-1), r.reshape(-1), _row_length(g, start), out.reshape(-1))
+        return out
     g2, y2 = _rows(g, start), _rows(y, start)
     k = g2.shape[1]
     m1 = g2.mean(axis=1, keepdims=True)
     m2 = xp.matmul(g2[:, None, :], y2[:, :, None])[:, 0] / k  # one BLAS dot a row: no (g * y) temporary
-    out = xp.multiply(y2, m2)
-    out += m1
-    xp.subtract(g2, out, out=out)
-    out *= r.reshape(-1, 1)
-    return out.reshape(g.shape)
+    t = xp.multiply(y2, m2)
+    t += m1
+    out2 = t if out is None else _rows(out, start)  # every input is read before out is written
+    xp.subtract(g2, t, out=out2)
+    out2 *= r.reshape(-1, 1)
+    return out2.reshape(g.shape) if out is None else out
 
 
 def _normalize_grad_vjps():
@@ -78,16 +141,13 @@ def _normalize_grad_vjps():
 
 normalize_grad = defop(
     "normalize_grad", _normalize_grad_forward, lambda g, y, r, start: (g.shape, float_dtype(g)),
-    _normalize_grad_vjps(),
+    _normalize_grad_vjps(), writes_into_out=True,
     doc="r * (g - mean(g) - y * mean(g * y)) over the axes from `start`: the VJP of `normalized`")
 
 
 def _normalize(x, start, eps):
     """x normalised over its axes from `start` on (biased variance, eps inside the root)."""
-    axes = _trailing(x, start)
-    centred = x - mean(x, axis=axes, keepdims=True)
-    r = 1.0 / sqrt(mean(square(centred), axis=axes, keepdims=True) + float(eps))
-    return normalized(centred, r, x, start=start)
+    return normalized(x, inv_std(x, start=start, eps=float(eps)), start=start)
 
 
 def _check_eps(eps, name) -> float:

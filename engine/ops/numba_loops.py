@@ -17,7 +17,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import numba_winograd
+from . import numba_norm, numba_winograd
+from .numba_norm import norm_grad, norm_inv_std, norm_normalized  # noqa: F401 (norm.py's loops, loaded with these)
 from .numba_winograd import f43_grad, f43_input, f43_output  # noqa: F401 (winograd43's loops, loaded with these)
 
 # Numba keys its disk cache by source file, not by module name: a process that imported this file
@@ -184,3 +185,4 @@ def warm(dtype) -> None:
         globals()[name](*args, np.ones(1, dtype))
         globals()[name + "_inplace"](*args)
     numba_winograd.warm(dtype)
+    numba_norm.warm(dtype)
