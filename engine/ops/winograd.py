@@ -215,15 +215,17 @@ def conv_transpose2d_3x3(xp, x, w, padding):
 
 
 def _grad_transform(xp, gy, e):
-    """e (4, 4, O, n * th * (tw + 1)) = A' g A'^T for the 2x2 tiles g of gy (n, O, Ho, Wo), where
+    """e (4, 4, n * th * (tw + 1), O) = A' g A'^T for the 2x2 tiles g of gy (n, O, Ho, Wo), where
     A' = A with its last row negated, (1, 0), (1, 1), (1, -1), (0, 1) (the sign goes into G').
+    Channels last, so that the weight gradient's GEMMs (C x tiles) @ (tiles x O) read both
+    operands along their rows (1.2-1.3x faster than with the tiles' axis last in both).
     e's junk column and the rows / columns past an odd Ho / Wo keep the zeros e was made with."""
     n, o, ho, wo = gy.shape
-    tiles = e.reshape(4, 4, o, n, (ho + 1) // 2, (wo + 1) // 2 + 1)
+    tiles = e.reshape(4, 4, n, (ho + 1) // 2, (wo + 1) // 2 + 1, o)
     for i in range(2):  # A' rows 0 and 3 pick tile rows 0 and 1; columns likewise
         for j in range(2):
             rows, cols = (ho - i + 1) // 2, (wo - j + 1) // 2
-            tiles[3 * i, 3 * j, :, :, :rows, :cols] = gy[:, :, i::2, j::2].transpose(1, 0, 2, 3)
+            tiles[3 * i, 3 * j, :, :rows, :cols] = gy[:, :, i::2, j::2].transpose(0, 2, 3, 1)
     xp.add(e[0, 0::3], e[3, 0::3], out=e[1, 0::3])
     xp.subtract(e[0, 0::3], e[3, 0::3], out=e[2, 0::3])
     xp.add(e[:, 0], e[:, 3], out=e[:, 1])
@@ -242,16 +244,19 @@ def conv2d_backward_weight_3x3(xp, gy, x, padding):
     loops = winograd43.loops_for(xp, dtype, (ho, wo), weight_gradient=True)
     if loops:
         return winograd43.conv2d_backward_weight(loops, gy, x, padding)
-    acc = xp.zeros((16, o, c), dtype=dtype)
+    acc = xp.zeros((16, c, o), dtype=dtype)  # the transposed gradient: C x O a position
+    part = xp.empty((16, c, o), dtype=dtype)
     chunks = image_chunks(xp, n, 16 * (c + o) * th * (tw + 1) * np.dtype(dtype).itemsize)
     buffers = _Buffers(xp, dtype, c, o, chunks[0][1], th, tw, grad_out=True)
     for a, b in chunks:
         nc = b - a
+        p = nc * th * (tw + 1)
         buf = buffers.chunk(nc, (tuple(padding), x.shape[2:], gy.shape[2:]))
         _deinterleave(x[a:b], padding[0], padding[1], buf.xd)
         _input_transform(xp, buf.xd, th, buf.t, buf.v)
-        _grad_transform(xp, gy[a:b], buf.out.reshape(4, 4, o, -1))
-        p = nc * th * (tw + 1)
-        acc += xp.matmul(buf.out, buf.v.reshape(16, c, p).transpose(0, 2, 1))
+        e = buf.out.reshape(4, 4, p, o)
+        _grad_transform(xp, gy[a:b], e)
+        xp.matmul(buf.v.reshape(16, c, p), e.reshape(16, p, o), out=part)
+        acc += part
     back = _kron_on(xp, "back", dtype)  # (9, 16): G'^T (.) G' flattened
-    return xp.ascontiguousarray(xp.matmul(back, acc.reshape(16, o * c)).reshape(3, 3, o, c).transpose(2, 3, 0, 1))
+    return xp.ascontiguousarray(xp.matmul(back, acc.reshape(16, c * o)).reshape(3, 3, c, o).transpose(3, 2, 0, 1))
