@@ -41,11 +41,11 @@ from gengraph.engine.ops import conv, winograd43  # noqa: E402
 B = 64
 SIZES = [(32, 64, 28), (32, 64, 14), (16, 16, 8), (32, 32, 4), (48, 32, 8),  # (C_in, C_out, H = W)
          (32, 32, 12), (32, 32, 16), (32, 32, 20), (32, 32, 24), (64, 64, 28)]
-# name -> (CONV_ALGO, winograd43.MIN_PIXELS, .MIN_TILE_USE, .MIN_TILE_USE_WEIGHT): F(2x2, 3x3) only,
+# name -> (CONV_ALGO, winograd43.MIN_PIXELS, .MIN_TILE_USE): F(2x2, 3x3) only,
 # F(4x4, 3x3) whenever it applies, the default rule
-DEFAULT = (winograd43.MIN_PIXELS, winograd43.MIN_TILE_USE, winograd43.MIN_TILE_USE_WEIGHT)
-ALGOS = {"im2col": ("im2col", *DEFAULT), "winograd": ("winograd", 1 << 62, 0.0, 0.0),
-         "winograd43": ("winograd", 0, 0.0, 0.0), "auto": ("auto", *DEFAULT)}
+DEFAULT = (winograd43.MIN_PIXELS, winograd43.MIN_TILE_USE)
+ALGOS = {"im2col": ("im2col", *DEFAULT), "winograd": ("winograd", 1 << 62, 0.0),
+         "winograd43": ("winograd", 0, 0.0), "auto": ("auto", *DEFAULT)}
 ONE = (1, 1)
 
 
@@ -64,7 +64,7 @@ def _one(k, x, w, gy):
 
 
 def use(algo):
-    conv.CONV_ALGO, winograd43.MIN_PIXELS, winograd43.MIN_TILE_USE, winograd43.MIN_TILE_USE_WEIGHT = ALGOS[algo]
+    conv.CONV_ALGO, winograd43.MIN_PIXELS, winograd43.MIN_TILE_USE = ALGOS[algo]
 
 
 def kernels(algo, x, w, gy):

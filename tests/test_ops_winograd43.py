@@ -37,7 +37,6 @@ def forced(loops, monkeypatch):
     """F(4x4, 3x3) at any size."""
     monkeypatch.setattr(winograd43, "MIN_PIXELS", 0)
     monkeypatch.setattr(winograd43, "MIN_TILE_USE", 0.0)
-    monkeypatch.setattr(winograd43, "MIN_TILE_USE_WEIGHT", 0.0)
     return loops
 
 
@@ -106,6 +105,18 @@ def test_conv2d_backward_weight_matches_naive_loops(forced, cfg, crop, seed):
     check_backward_weight(cfg, crop, seed, tol32=5e-5)  # forced: F(4x4, 3x3) runs at every size
 
 
+@CASES
+@given(cfg=shapes(), crop=st.tuples(st.integers(0, 2), st.integers(0, 2)), seed=st.integers(0, 2**16),
+       last=st.booleans())
+def test_both_layouts_of_the_transformed_output_gradient_match_naive_loops(forced, cfg, crop, seed, last):
+    """The weight gradient with the transformed output gradient channel-last (f43_grad writing a
+    transposed view) or tiles-last, whatever the channel counts would choose."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(winograd43, "GRAD_CHANNELS_LAST_MIN", 1 if last else 10 ** 9)
+        assert winograd43.grad_channels_last(cfg["c"], cfg["o"]) is last
+        check_backward_weight(cfg, crop, seed, tol32=5e-5)
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 40000])
 def test_chunks_of_images_give_the_whole_batch_result(forced, monkeypatch, chunk_bytes):
     # an image's work: 36 * (3 + 4) channels * 2 x 2 tiles * 8 bytes = 8064 bytes; 1 byte: an
@@ -160,9 +171,6 @@ def test_when_it_runs(loops, monkeypatch):
     # small (10x10: 100 pixels), or tiled with much waste (30x5 as 32x8: 59 %): F(2x2, 3x3)
     for hw in [(10, 10), (10, 12), (30, 5)]:
         assert winograd43.loops_for(np, np.float32, hw) is None, hw
-    # the weight gradient gains least: not where a quarter of the tiles' outputs is dropped (14x14: 77 %)
-    for hw, runs in [((12, 12), True), ((16, 16), True), ((28, 28), True), ((14, 14), False), ((13, 13), False)]:
-        assert (winograd43.loops_for(np, np.float32, hw, weight_gradient=True) is loops) is runs, hw
     assert winograd43.loops_for(np, np.float16, (28, 28)) is None
 
     class OtherBackend:  # CuPy: no Numba loops on device arrays

@@ -241,7 +241,7 @@ def conv2d_backward_weight_3x3(xp, gy, x, padding):
     dtype = np.result_type(gy.dtype, x.dtype)
     if n == 0:  # no chunk to size the buffers by
         return xp.zeros((o, c, 3, 3), dtype=dtype)
-    loops = winograd43.loops_for(xp, dtype, (ho, wo), weight_gradient=True)
+    loops = winograd43.loops_for(xp, dtype, (ho, wo))
     if loops:
         return winograd43.conv2d_backward_weight(loops, gy, x, padding)
     acc = xp.zeros((16, c, o), dtype=dtype)  # the transposed gradient: C x O a position

@@ -32,31 +32,29 @@ _KRON = np.kron(G, G)  # (36, 9): U = G g G^T flattened; its transpose maps the 
 
 # Where F(4x4, 3x3) is faster than F(2x2, 3x3): images of at least MIN_PIXELS output pixels
 # (H_out * W_out) whose 4x4 tiles cover at least MIN_TILE_USE of the tiled area with outputs (the
-# rest is computed and dropped: 13x13 is tiled as 16x16, 66 %); the weight gradient, which
-# gains least, at least MIN_TILE_USE_WEIGHT. Float32, one thread, batch 64, F(4x4) / F(2x2) time
-# of forward + input gradient + weight gradient (bench/winograd_bench.py, 2026-12-01, with the
-# scratch rows of _row_stride): 32 -> 32 channels 1.05 at 10x10, 0.82 at 11x11, 0.79 at 12x12,
-# 0.80 at 13x13, 0.61 at 16x16, 0.72 at 20x20, 32 -> 64 0.82 at 28x28, 64 -> 64 0.74 at 28x28.
-# At 14x14 (77 % used), each kernel alternating in one process: forward 0.69-0.75, input
-# gradient 0.69-0.72, weight gradient 1.00-1.02 (32 -> 64, 64 -> 64, 64 -> 32; an earlier run,
-# before f43_output wrote whole rows: 0.84-1.02, 0.88-0.94, 1.05-1.12). Below 100 pixels the
-# channel-last im2col runs instead of either (conv.WINOGRAD_MIN_PIXELS).
+# rest is computed and dropped: 13x13 is tiled as 16x16, 66 %). Float32, one thread, batch 64,
+# F(4x4) / F(2x2) time of forward + input gradient + weight gradient (bench/winograd_bench.py,
+# 2026-12-01, with the scratch rows of _row_stride): 32 -> 32 channels 1.05 at 10x10, 0.82 at
+# 11x11, 0.79 at 12x12, 0.80 at 13x13, 0.61 at 16x16, 0.72 at 20x20, 32 -> 64 0.82 at 28x28,
+# 64 -> 64 0.74 at 28x28. At 14x14 (77 % used), each kernel alternating in one process: forward
+# 0.69-0.75, input gradient 0.69-0.72. The weight gradient alone (both with their GEMMs' operands
+# read along rows: grad_channels_last, winograd._grad_transform), 16 -> 32, 32 -> 32, 32 -> 64,
+# 64 -> 64, 128 -> 64: 1.15-2.6 at 10x10, 0.67-0.89 at 11x11, 0.75-0.93 at 13x13, 0.73-0.91 at
+# 14x14, 0.55-0.68 at 16x16. Below 100 pixels the channel-last im2col runs instead of either
+# (conv.WINOGRAD_MIN_PIXELS).
 MIN_PIXELS = 11 * 11
 MIN_TILE_USE = 0.6
-MIN_TILE_USE_WEIGHT = 0.85
 
 
-def loops_for(xp, dtype, out_hw, weight_gradient=False):
+def loops_for(xp, dtype, out_hw):
     """numba_loops (which holds the F(4x4, 3x3) loops) where these kernels should run: NumPy
     arrays of float32 / float64, an output of out_hw = (H_out, W_out) large enough and tiled with
-    little waste (MIN_PIXELS, MIN_TILE_USE or, for the weight gradient, MIN_TILE_USE_WEIGHT),
-    Numba loaded; else None."""
+    little waste (MIN_PIXELS, MIN_TILE_USE), Numba loaded; else None."""
     if xp is not np or np.dtype(dtype) not in (np.float32, np.float64):
         return None
     ho, wo = out_hw
     th, tw = _tiles(ho, wo)
-    use = MIN_TILE_USE_WEIGHT if weight_gradient else MIN_TILE_USE
-    if ho * wo < MIN_PIXELS or ho * wo < use * 16 * th * tw:
+    if ho * wo < MIN_PIXELS or ho * wo < MIN_TILE_USE * 16 * th * tw:
         return None
     return load_loops() or None
 
@@ -132,6 +130,23 @@ def conv2d(loops, x, w, padding):
     return y
 
 
+def grad_channels_last(c, o) -> bool:
+    """Whether the weight gradient lays the transformed output gradient out channel-last, (36,
+    tiles, O), so that its GEMMs are (C x tiles) @ (tiles x O) with both operands read along
+    rows, instead of (O x tiles) @ (C x tiles)^T. That GEMM runs 1.5-2.7x faster, but f43_grad's
+    stores then go O apart: it wins from GRAD_CHANNELS_LAST_MIN input channels, or half of that
+    with twice as many output channels (see GRAD_CHANNELS_LAST_MIN's figures)."""
+    return c >= GRAD_CHANNELS_LAST_MIN or (2 * c >= GRAD_CHANNELS_LAST_MIN and o >= 2 * c)
+
+
+# Float32, one thread, batch 64, weight gradient ms, tiles-last / channel-last (C -> O at 28x28;
+# at 14x14): 16 -> 32 2.82 / 3.87 (0.96 / 1.26); 32 -> 32 4.38 / 4.98 (1.51 / 1.64); 48 -> 32
+# 7.90 / 6.26 (2.60 / 2.01); 64 -> 32 10.3 / 8.4 (3.33 / 2.51); 128 -> 32 20.9 / 16.2 (6.5 /
+# 4.6); 16 -> 64 5.05 / 5.9 (1.61 / 1.76); 32 -> 64 8.9 / 8.0 (2.65 / 2.46); 64 -> 64 15.1 /
+# 13.1 (4.36 / 3.68); 128 -> 64 27.8 / 23.6 (8.75 / 6.9).
+GRAD_CHANNELS_LAST_MIN = 48
+
+
 def conv2d_backward_weight(loops, gy, x, padding):
     """The weight gradient (O, C, 3, 3) of conv2d(x, w, padding) at stride 1 given its output
     gradient gy (N, O, Ho, Wo); x may extend past the rows and columns the convolution reads."""
@@ -143,13 +158,20 @@ def conv2d_backward_weight(loops, gy, x, padding):
     x, padding = _read(x, padding, (ho, wo), dtype)
     gy = np.ascontiguousarray(gy, dtype=dtype)
     th, tw = _tiles(ho, wo)
-    acc = np.zeros((36, o, c), dtype=dtype)
+    last = grad_channels_last(c, o)
+    acc = np.zeros((36, c, o) if last else (36, o, c), dtype=dtype)
     part = np.empty_like(acc)
     chunks, views = _chunked(n, c, o, th, tw, dtype, gradient=True)
     for a, b in chunks:
         v, e = views(a, b)
         loops.f43_input(x[a:b], padding[0], padding[1], th, tw, v)
-        loops.f43_grad(gy[a:b], th, tw, e)
-        acc += np.matmul(e, v.transpose(0, 2, 1), out=part)
-    dw = _KRON.T @ acc.reshape(36, o * c).astype(np.float64)  # (9, O * C): G^T M G flattened
-    return np.ascontiguousarray(dw.astype(dtype).reshape(3, 3, o, c).transpose(2, 3, 0, 1))
+        if last:  # the loop writes e[:, oc, tile] of a transposed view: tile-major memory
+            e = e.reshape(36, -1).reshape(36, v.shape[2], o)
+            loops.f43_grad(gy[a:b], th, tw, e.transpose(0, 2, 1))
+            acc += np.matmul(v, e, out=part)
+        else:
+            loops.f43_grad(gy[a:b], th, tw, e)
+            acc += np.matmul(e, v.transpose(0, 2, 1), out=part)
+    dw = _KRON.T @ acc.reshape(36, -1).astype(np.float64)  # (9, C * O or O * C): G^T M G flattened
+    dw = dw.astype(dtype).reshape((3, 3, c, o) if last else (3, 3, o, c))
+    return np.ascontiguousarray(dw.transpose((3, 2, 0, 1) if last else (2, 3, 0, 1)))
