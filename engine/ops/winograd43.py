@@ -39,9 +39,9 @@ _KRON = np.kron(G, G)  # (36, 9): U = G g G^T flattened; its transpose maps the 
 # 64 -> 64 0.74 at 28x28. At 14x14 (77 % used), each kernel alternating in one process: forward
 # 0.69-0.75, input gradient 0.69-0.72. The weight gradient alone (both with their GEMMs' operands
 # read along rows: grad_channels_last, winograd._grad_transform), 16 -> 32, 32 -> 32, 32 -> 64,
-# 64 -> 64, 128 -> 64: 1.15-2.6 at 10x10, 0.67-0.89 at 11x11, 0.75-0.93 at 13x13, 0.73-0.91 at
-# 14x14, 0.55-0.68 at 16x16. Below 100 pixels the channel-last im2col runs instead of either
-# (conv.WINOGRAD_MIN_PIXELS).
+# 64 -> 64, 128 -> 64: 0.94-1.16 at 10x10, 0.68-0.90 at 11x11, 0.76-0.90 at 13x13, 0.74-0.89 at
+# 14x14 (with engine/heap.py's malloc settings, as in a run), 0.55-0.68 at 16x16. Below 100
+# pixels the channel-last im2col runs instead of either (conv.WINOGRAD_MIN_PIXELS).
 MIN_PIXELS = 11 * 11
 MIN_TILE_USE = 0.6
 
