@@ -1,5 +1,7 @@
 """One-pass CPU loops for elementwise kernels, compiled by Numba: Adam's (fused.py) and ReLU's
-and SiLU's gradients and the image SiLU (elementwise.py).
+and SiLU's gradients and the image SiLU (elementwise.py). The loops of Winograd F(4x4, 3x3)
+(numba_winograd.py) and of group_norm / layer_norm (numba_norm.py) load with these; those
+two files say how their results relate to the NumPy forms'.
 
 Their NumPy forms are three to thirteen whole-array passes; each loop here reads every array
 once and writes its output once. Every loop does the NumPy form's float operations in the same
