@@ -453,3 +453,22 @@ def test_the_norm_loops_leave_views_and_mixed_dtypes_to_numpy(loops_switch, monk
     yc = y.copy()  # out over y (not the first array): NumPy's passes, which read y before writing it
     np.testing.assert_allclose(_normalize_grad_forward(np, x, yc, r, 1, out=yc), want)
     assert calls == []
+
+
+def test_the_norm_kernels_write_into_an_out_that_is_not_contiguous(loops_switch):
+    """The compiler may hand any dead buffer as out: a strided one gets the result too (NumPy's
+    passes run, as the loops take contiguous arrays only)."""
+    from gengraph.engine.ops.norm import _normalize_grad_forward, _normalized_forward
+
+    rng = np.random.default_rng(7)
+    g, y = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    r = rng.random((3, 1)) + 0.5
+    for on in (True, False):
+        loops_switch(on)
+        want = r * (g - g.mean(1, keepdims=True) - y * (g * y).mean(1, keepdims=True))
+        out = np.zeros((4, 3)).T  # (3, 4), Fortran order
+        assert _normalize_grad_forward(np, g, y, r, 1, out=out) is out
+        np.testing.assert_allclose(out, want, rtol=1e-12)
+        out = np.zeros((4, 3)).T
+        assert _normalized_forward(np, g, r, 1, out=out) is out
+        np.testing.assert_allclose(out, (g - g.mean(1, keepdims=True)) * r, rtol=1e-12)

@@ -116,10 +116,15 @@ def _normalize_grad_forward(xp, g, y, r, start, out=None):
     m2 = xp.matmul(g2[:, None, :], y2[:, :, None])[:, 0] / k  # one BLAS dot a row: no (g * y) temporary
     t = xp.multiply(y2, m2)
     t += m1
-    out2 = t if out is None else _rows(out, start)  # every input is read before out is written
-    xp.subtract(g2, t, out=out2)
-    out2 *= r.reshape(-1, 1)
-    return out2.reshape(g.shape) if out is None else out
+    # every input is read before out is written; an out whose rows are not a view is written whole
+    rows_of_out = _rows(out, start) if out is not None and out.flags.c_contiguous else None
+    res = xp.subtract(g2, t, out=t if rows_of_out is None else rows_of_out)
+    res *= r.reshape(-1, 1)
+    if out is None:
+        return res.reshape(g.shape)
+    if rows_of_out is None:
+        out[...] = res.reshape(g.shape)
+    return out
 
 
 def _normalize_grad_vjps():
