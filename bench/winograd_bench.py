@@ -36,6 +36,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from gengraph.engine.heap import tune_heap  # noqa: E402
 from gengraph.engine.ops import conv, winograd43  # noqa: E402
 
 B = 64
@@ -96,6 +97,7 @@ def main():
     args = ap.parse_args()
     import torch
 
+    tune_heap()  # the malloc thresholds a run sets when it compiles, for both frameworks in this process
     torch.set_num_threads(args.threads)
     F = torch.nn.functional
     rng = np.random.default_rng(0)
