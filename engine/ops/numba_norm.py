@@ -22,15 +22,21 @@ CACHED = __name__ == "gengraph.engine.ops.numba_norm"
 _jit = numba.njit(cache=CACHED, nogil=True, error_model="numpy", fastmath={"reassoc"})
 
 
+@numba.njit(inline="always", fastmath={"reassoc"})
+def _row_mean(x, b, k):
+    """The mean of x[b:b + k], summed in float64."""
+    s = 0.0
+    for j in range(k):
+        s += np.float64(x[b + j])
+    return s / k
+
+
 @_jit
 def norm_inv_std(x, k, eps, r):
     """r[i] = 1 / sqrt(var + eps) of row i of x (flat, rows of k values; biased variance)."""
     for i in range(r.size):
         b = i * k
-        s = 0.0
-        for j in range(k):
-            s += np.float64(x[b + j])
-        m = s / k
+        m = _row_mean(x, b, k)
         q = 0.0
         for j in range(k):
             d = np.float64(x[b + j]) - m
@@ -43,10 +49,7 @@ def norm_normalized(x, r, k, out):
     """out = (x - mean) * r, row by row; out may be x itself (a row is summed before it is written)."""
     for i in range(r.size):
         b = i * k
-        s = 0.0
-        for j in range(k):
-            s += np.float64(x[b + j])
-        m = x.dtype.type(s / k)
+        m = x.dtype.type(_row_mean(x, b, k))
         ri = r[i]
         for j in range(k):
             out[b + j] = (x[b + j] - m) * ri
