@@ -472,3 +472,22 @@ def test_the_norm_kernels_write_into_an_out_that_is_not_contiguous(loops_switch)
         out = np.zeros((4, 3)).T
         assert _normalized_forward(np, g, r, 1, out=out) is out
         np.testing.assert_allclose(out, (g - g.mean(1, keepdims=True)) * r, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_warm_compiles_the_norm_loops_as_the_kernels_call_them(loops_switch, dtype):
+    """cpu_loops.warm compiles the row loops for the argument types group_norm's kernels pass, so a
+    first training step compiles nothing more (a benchmark counts Numba's cost apart)."""
+    from gengraph.engine.ops import numba_norm
+    from gengraph.engine.ops.norm import _inv_std_forward, _normalize_grad_forward, _normalized_forward
+
+    loops_switch(True)
+    cpu_loops.warm(dtype)
+    loops = (numba_norm.norm_inv_std, numba_norm.norm_normalized, numba_norm.norm_grad)
+    before = [len(f.signatures) for f in loops]
+    x = np.random.default_rng(0).normal(size=(2, 4, 3, 3)).astype(dtype)
+    r = _inv_std_forward(np, x, 2, 1e-5)
+    y = _normalized_forward(np, x, r, 2)
+    _normalize_grad_forward(np, x.copy(), y, r, 2, out=None)
+    _normalized_forward(np, x.copy(), r, 2, out=np.empty_like(x))
+    assert [len(f.signatures) for f in loops] == before
