@@ -140,15 +140,13 @@ def _s2d_arrays(cfg, seed):
 
 
 @CASES
-@given(cfg=s2d_cases(), seed=st.integers(0, 2**16), gy_last=st.booleans())
-def test_space_to_depth_matches_naive_loops(cfg, seed, gy_last):
-    """Both kernels against the naive loops; the weight gradient with gy laid out either way."""
+@given(cfg=s2d_cases(), seed=st.integers(0, 2**16))
+def test_space_to_depth_matches_naive_loops(cfg, seed):
     x, w = _s2d_arrays(cfg, seed)
     s, p, groups = cfg["s"], cfg["p"], cfg["groups"]
     want = naive_conv2d(x, w, s, p, (1, 1), groups)
     gy = np.random.default_rng(seed + 1).normal(size=want.shape)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(conv_strided, "gradient_channels_last", lambda phase_channels, out_channels: gy_last)
         calls = _s2d_spy(mp)
         got = conv._conv2d_forward(np, x, w, s, p, (1, 1), groups)
         dw = conv._conv2d_backward_weight_forward(np, gy, x, cfg["k"], s, p, (1, 1), groups)
@@ -289,9 +287,3 @@ def test_pointwise_runs_only_where_it_applies(monkeypatch):
     monkeypatch.setattr(conv, "CONV_ALGO", "im2col")
     conv._conv2d_forward(np, x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
     assert calls == []
-
-
-def test_the_weight_gradient_lays_gy_out_channel_last_with_enough_phase_channels():
-    # 32 -> 32 channels at stride 2: 128 phase channels for 32 outputs; one input channel: 4
-    assert conv_strided.gradient_channels_last(128, 32) and conv_strided.gradient_channels_last(16, 8)
-    assert not conv_strided.gradient_channels_last(4, 32) and not conv_strided.gradient_channels_last(8, 8)

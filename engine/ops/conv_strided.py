@@ -123,43 +123,16 @@ def conv2d_space_to_depth(xp, x, w, stride, padding, groups, out_hw):
     return xp.ascontiguousarray(grid.transpose(2, 0, 1, 3, 4)).reshape((n, o) + tuple(out_hw))
 
 
-# Phase channels (C/G * s * s) from which the weight gradient lays gy out channel-last on the phase
-# grid, so that each tap's GEMM is (C/G * s * s) x (grid) @ (grid) x (O/G), both operands read
-# along rows, instead of (O/G) x (grid) @ ((C/G * s * s) x (grid))^T: with as many phase
-# channels as output channels or more. Float32, one thread, batch 64, 4x4 stride 2 (28 -> 14
-# unless said), ms before / after: 32 -> 32 6.2 / 4.3, 16 -> 16 2.6 / 1.6, 8 -> 16 1.3 / 0.9,
-# 4 -> 8 0.64 / 0.43, 64 -> 64 17.2 / 14.1, 32 -> 64 at 14 -> 7 2.5 / 1.85, 64 -> 128 at 14 -> 7
-# 7.5 / 5.9; below: 1 -> 32 0.53 both ways (4 phase channels: not taken), 2 -> 8 0.18 / 0.23.
-GRADIENT_CHANNELS_LAST_MIN = 16
-
-
-def gradient_channels_last(phase_channels, out_channels) -> bool:
-    """Whether conv2d_backward_weight_space_to_depth lays gy out channel-last (see
-    GRADIENT_CHANNELS_LAST_MIN)."""
-    return phase_channels >= max(out_channels, GRADIENT_CHANNELS_LAST_MIN)
-
-
 def conv2d_backward_weight_space_to_depth(xp, gy, x, kernel, stride, padding, groups):
     n, c = x.shape[:2]
     o, ho, wo = gy.shape[1:]
     cg, og = c // groups, o // groups
     (sh, sw), (mh, mw) = stride, (kernel[0] // stride[0], kernel[1] // stride[1])
     z, qh, qw, span = _phases(xp, x, kernel, stride, padding, (ho, wo), groups)
-    dtype = xp.result_type(gy.dtype, x.dtype)
-    if gradient_channels_last(cg * sh * sw, og):  # each tap's GEMM reads both operands along rows
-        g = xp.zeros((groups, n, qh, qw, og), dtype=gy.dtype)  # gy on the phase grid, zero off it
-        g[:, :, :ho, :wo] = gy.reshape(n, groups, og, ho, wo).transpose(1, 0, 3, 4, 2)
-        g = g.reshape(groups, n * qh * qw, og)[:, :span]
-        dw = xp.empty((mh, mw, groups, cg * sh * sw, og), dtype=dtype)
-        for t, u, off in _taps(kernel, stride, qw):
-            xp.matmul(z[:, :, off:off + span], g, out=dw[t, u])
-        # (t, u, G, c, a, b, O/G) -> (O, C/G, t*s + a, u*s + b)
-        dw = dw.reshape(mh, mw, groups, cg, sh, sw, og).transpose(2, 6, 3, 0, 4, 1, 5)
-        return xp.ascontiguousarray(dw).reshape(o, cg, kernel[0], kernel[1])
     g = xp.zeros((groups, og, n, qh, qw), dtype=gy.dtype)  # gy on the phase grid, zero off it
     g[:, :, :, :ho, :wo] = gy.reshape(n, groups, og, ho, wo).transpose(1, 2, 0, 3, 4)
     g = g.reshape(groups, og, n * qh * qw)[:, :, :span]
-    dw = xp.empty((mh, mw, groups, og, cg * sh * sw), dtype=dtype)
+    dw = xp.empty((mh, mw, groups, og, cg * sh * sw), dtype=xp.result_type(gy.dtype, x.dtype))
     for t, u, off in _taps(kernel, stride, qw):
         xp.matmul(g, z[:, :, off:off + span].transpose(0, 2, 1), out=dw[t, u])
     # (t, u, G, O/G, c, a, b) -> (O, C/G, t*s + a, u*s + b)
