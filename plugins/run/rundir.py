@@ -333,7 +333,9 @@ def clear_run_files(run_dir: Path) -> tuple[list[str], Path | None]:
     names cannot be told from the user's: they are moved into a new folder (report-before-overwrite)
     rather than deleted. Returns the names, and that folder (None: nothing was moved)."""
     names = run_files(run_dir)
-    unsure = [n for n in names if n in report_names(run_dir)] if owned_report(run_dir) is None else []
+    # without a record (where owned_report says None; no file needs hashing to know it), the report's names
+    report = set(report_names(run_dir)) if _record(run_dir) is None else set()
+    unsure = [n for n in names if n in report]
     for n in names:
         if n not in unsure:
             (run_dir / n).unlink(missing_ok=True)
