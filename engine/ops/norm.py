@@ -30,9 +30,14 @@ def _trailing(a, start):
     return tuple(range(start, a.ndim))
 
 
+def _row_length(a, start):
+    """K, the values of one normalised slice (the axes from `start` on)."""
+    return math.prod(a.shape[start:])
+
+
 def _rows(a, start):
     """a as (rows, K): one row per normalised slice (the axes from `start` on)."""
-    return a.reshape(-1, math.prod(a.shape[start:]))
+    return a.reshape(-1, _row_length(a, start))
 
 
 def _row_loops(arrays, r, out, start):
@@ -46,10 +51,6 @@ def _row_loops(arrays, r, out, start):
                           or r.size * _row_length(arrays[0], start) != arrays[0].size):
         return None
     return load_loops()
-
-
-def _row_length(a, start):
-    return math.prod(a.shape[start:])
 
 
 def _inv_std_forward(xp, x, start, eps):

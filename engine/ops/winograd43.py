@@ -166,7 +166,7 @@ def conv2d_backward_weight(loops, gy, x, padding):
         v, e = views(a, b)
         loops.f43_input(x[a:b], padding[0], padding[1], th, tw, v)
         if last:  # the loop writes e[:, oc, tile] of a transposed view: tile-major memory
-            e = e.reshape(36, -1).reshape(36, v.shape[2], o)
+            e = e.reshape(36, v.shape[2], o)
             loops.f43_grad(gy[a:b], th, tw, e.transpose(0, 2, 1))
             acc += np.matmul(v, e, out=part)
         else:
