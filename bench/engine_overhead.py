@@ -60,18 +60,34 @@ def chain_program(kind: str, n: int = N_NODES):
 
 
 # the same NumPy calls the kernels make (softplus: gengraph's overflow-safe form, five ufunc calls,
-# not NumPy's logaddexp, which would time another computation)
+# not NumPy's logaddexp, which would time another computation; where Numba is installed, the
+# float32 kernel's one loop, numba_math.softplus32, called straight)
 _BARE = {"tanh": "tanh({0}{out})", "mul": "multiply({0}, {1}{out})", "relu": "maximum({0}, 0{out})",
          "softplus": "add(maximum({0}, 0), log1p(exp(negative(absolute({0})))){out})"}
+_BARE_LOOPS = dict(_BARE, softplus="softplus_loop({0})")
+
+
+def _softplus_loop(loops):
+    def softplus_loop(x):
+        out = np.empty(x.shape, x.dtype)
+        loops.softplus32(x, out)
+        return out
+    return softplus_loop
 
 
 def bare_function(prog):
     """The program's own generated code with every kernel call replaced by the bare NumPy call
     it stands for (same arguments, same ``out=`` buffer reuse, same ``del`` lines): what the
     computation costs with no engine around it."""
+    from gengraph.engine.ops import cpu_loops
+
     ops_ = [n for n in prog.nodes if not n.is_leaf]
     env = {"tanh": np.tanh, "multiply": np.multiply, "maximum": np.maximum, "add": np.add, "log1p": np.log1p,
            "exp": np.exp, "negative": np.negative, "absolute": np.absolute}
+    loops = cpu_loops.load_loops() if prog.graph.dtype == np.float32 else None
+    bare_calls = _BARE_LOOPS if loops else _BARE
+    if loops:
+        env["softplus_loop"] = _softplus_loop(loops)
     env.update({k: v for k, v in prog._fn.__globals__.items() if k[:1] == "c" and k[1:].isdigit()})
     pat = re.compile(r"^(\s*)(\w+) = k(\d+)\((.*?)(, out=\w+)?\)$")
     lines = []
@@ -81,7 +97,7 @@ def bare_function(prog):
             indent, target, k, args, out = m.groups()
             # the arrays only: a kernel called as the op's forward also gets _xp and its attrs
             arrays = [a.strip() for a in args.split(",") if a.strip() != "_xp" and "=" not in a]
-            call = _BARE[ops_[int(k)].op].format(*arrays, out=out or "")
+            call = bare_calls[ops_[int(k)].op].format(*arrays, out=out or "")
             line = f"{indent}{target} = {call}"
         elif "k" in line.split("=")[-1] and "(" in line:
             raise ValueError(f"unexpected line in generated code: {line!r}")

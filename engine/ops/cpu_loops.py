@@ -25,6 +25,9 @@ _LOOPS = None  # the numba_loops module, False where Numba is absent or GENGRAPH
 # 16 k, 46.6 / 42.8 at 64 k; silu_grad and the fused Adam update win from the smallest sizes.
 MIN_SIZE = {"relu_grad": 8192, "ema": 8192, "ema_square": 8192, "adam_step": 2048, "silu_grad_t": 1024,
             "silu_t": 65536}
+# Loops for float32 arrays only, at every size (numba_math.py: their exp and log1p are float32
+# code, and a dense SiLU and an image SiLU must take the same one to agree to the bit)
+FLOAT32_ONLY = frozenset({"sigmoid32", "silu32", "silu_grad_x32", "softplus32", "bce32"})
 
 
 def _switched_off() -> bool:
@@ -172,6 +175,8 @@ def takes(arrays, out=None, name=None) -> bool:
     first = arrays[0]
     dt, shape = first.dtype, first.shape
     if dt.char not in "fd" or not dt.isnative or first.size < MIN_SIZE.get(name, 0):
+        return False
+    if dt.char != "f" and name in FLOAT32_ONLY:
         return False
     every = arrays if out is None or out is first else (*arrays, out)
     owners = []

@@ -111,6 +111,10 @@ def _sigmoid_forward(xp, x, out=None):
     half = x.dtype.type(0.5)
     if x.ndim == 0:  # NumPy returns scalars here, which cannot be written into
         return half + half * xp.tanh(half * x)
+    if xp is np and x.dtype.char == "f":  # float32 with Numba: one loop, exp of its own (numba_math.py)
+        r = cpu_loop("sigmoid32", (x,), (), out)
+        if r is not None:
+            return r
     t = xp.multiply(x, half, out=out)
     xp.tanh(t, out=t)
     t *= half
@@ -145,6 +149,10 @@ def softplus_forward(xp, x):
     NumPy's float32 logaddexp. Two buffers, the passes in place."""
     if not getattr(x, "ndim", 0):  # NumPy scalars cannot be written into
         return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+    if xp is np and x.dtype.char == "f":  # float32 with Numba: one loop (numba_math.py)
+        r = cpu_loop("softplus32", (x,), (), None)
+        if r is not None:
+            return r
     t = xp.abs(x)
     xp.negative(t, out=t)
     xp.exp(t, out=t)
@@ -215,7 +223,11 @@ def _half_tanh(x, out=None):
 
 
 def _silu_lean_forward(xp, x, out=None):
-    if xp is np and x.ndim and out is not x and takes((x,), out, "silu_t"):
+    if xp is np and x.ndim and x.dtype.char == "f":  # float32 with Numba: one loop (numba_math.py)
+        r = cpu_loop("silu32", (x,), (), out)
+        if r is not None:
+            return r
+    elif xp is np and x.ndim and out is not x and takes((x,), out, "silu_t"):
         # NumPy's SIMD tanh, then one loop for the sigmoid's last passes and the product, in place
         # in the tanh's array: out where given (a new array of activations' size costs its page
         # faults, 1.3 of 5.3 ms at 64x96x28x28), else a new one; an out that is x itself is left to
@@ -230,7 +242,16 @@ def _silu_lean_forward(xp, x, out=None):
 
 def _silu_grad_x_forward(xp, g, x, out=None):
     # s recomputed exactly as the forward computed it; out is written by the last pass only
-    if xp is np and g.ndim and takes((g, x), out, "silu_grad_t"):  # the tanh's new array can only fit
+    if xp is np and g.ndim and g.dtype.char == "f":  # float32 with Numba: one loop (numba_math.py)
+        if out is x and out is not g:  # into x's buffer: the loop that writes its own input
+            r = out if takes((x, g), None, "silu_grad_x32") else None
+            if r is not None:
+                run_loop("silu_grad_x32_xg", (x, g), (), x)
+        else:
+            r = cpu_loop("silu_grad_x32", (g, x), (), out)
+        if r is not None:
+            return r
+    elif xp is np and g.ndim and takes((g, x), out, "silu_grad_t"):  # the tanh's new array can only fit
         return run_loop("silu_grad_t", (g, x, _half_tanh(x)), (0.5, 1.0), out)
     return _silu_grad_forward(xp, g, x, _sigmoid_forward(xp, x), out=out)
 

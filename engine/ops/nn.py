@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ..errors import LabelError
+from .cpu_loops import cpu_loop
 from .elementwise import exp, expm1, sigmoid, softplus, softplus_forward, square
 from .fastpaths import arange_of, ones_vector, row_offsets, sum_trailing
 from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, unreduce, wrap_reduction
@@ -98,6 +99,10 @@ logsumexp = wrap_reduction(_logsumexp, "logsumexp")
 # --- cross-entropies from logits (per example; take the mean yourself) --------------
 def _bce_forward(xp, z, y):
     # softplus(z) - z*y, with the overflow-free softplus: finite for |z| up to 1e4 and beyond
+    if xp is np and getattr(z, "ndim", 0) and z.dtype.char == "f":  # float32 with Numba: one loop
+        r = cpu_loop("bce32", (z, y), (), None)
+        if r is not None:
+            return r
     r, zy = softplus_forward(xp, z), z * y
     if getattr(r, "ndim", 0) and r.shape == zy.shape:  # y no bigger than z: in place
         r -= zy

@@ -1,7 +1,8 @@
 """One-pass CPU loops for elementwise kernels, compiled by Numba: Adam's (fused.py) and ReLU's
 and SiLU's gradients and the image SiLU (elementwise.py). The loops of Winograd F(4x4, 3x3)
-(numba_winograd.py) and of group_norm / layer_norm (numba_norm.py) load with these; those
-two files say how their results relate to the NumPy forms'.
+(numba_winograd.py), of group_norm / layer_norm (numba_norm.py) and the float32 sigmoid,
+SiLU, softplus and cross-entropy with an exp and log1p of their own (numba_math.py) load with
+these; those files say how their results relate to the NumPy forms'.
 
 Their NumPy forms are three to thirteen whole-array passes; each loop here reads every array
 once and writes its output once. Every loop does the NumPy form's float operations in the same
@@ -19,7 +20,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import numba_norm, numba_winograd
+from . import numba_math, numba_norm, numba_winograd
+from .numba_math import bce32, sigmoid32, silu32, silu_grad_x32, softplus32  # noqa: F401 (loaded with these)
+from .numba_math import bce32_inplace, sigmoid32_inplace, silu32_inplace, silu_grad_x32_inplace, softplus32_inplace  # noqa: F401
+from .numba_math import silu_grad_x32_xg_inplace  # noqa: F401
 from .numba_norm import norm_grad, norm_inv_std, norm_normalized  # noqa: F401 (norm.py's loops, loaded with these)
 from .numba_winograd import f43_grad, f43_input, f43_output  # noqa: F401 (winograd43's loops, loaded with these)
 
@@ -188,3 +192,4 @@ def warm(dtype) -> None:
         globals()[name + "_inplace"](*args)
     numba_winograd.warm(dtype)
     numba_norm.warm(dtype)
+    numba_math.warm(dtype)
