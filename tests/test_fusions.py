@@ -1,7 +1,8 @@
 """Declared fusions (ops.registry.FUSIONS): one call for a group of pure nodes, where safe.
 
 The classifier head (softmax, softmax cross-entropy, correct over the same logits and labels)
-is one `softmax_head` call with the same bits as its three kernels; the compiler's safety rules
+is one `softmax_head` call with the same bits as its three kernels (float32 with Numba: the same row
+loops, numba_math.py; elsewhere the NumPy forms); the compiler's safety rules
 are tested with fusions declared here."""
 
 from __future__ import annotations

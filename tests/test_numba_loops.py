@@ -232,7 +232,10 @@ def test_the_loops_run_where_they_apply_and_numpy_runs_elsewhere(loops_switch, m
     assert calls == []
 
 
-def test_a_training_run_is_the_same_with_the_loops_on_and_off(loops_switch, tmp_path):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_training_run_is_the_same_with_the_loops_on_and_off(loops_switch, tmp_path, dtype):
+    """To the bit in float64; in float32 the classifier head's softmax and cross-entropy take
+    numba_math's loops (their own exp and log), so the two runs agree to rounding."""
     from gengraph.plugins.run.loading import load
     from gengraph.plugins.run.runner import execute
 
@@ -240,12 +243,15 @@ def test_a_training_run_is_the_same_with_the_loops_on_and_off(loops_switch, tmp_
     for on in (True, False):
         loops_switch(on)
         run = tmp_path / f"run{int(on)}"
-        execute(load(DIGITS, SHORT + ['run.dtype="float32"']), run)
+        execute(load(DIGITS, SHORT + [f'run.dtype="{dtype}"']), run)
         with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
             params.append({k: z[k] for k in z.files if k.startswith(("param/", "state/"))})
     assert params[0].keys() == params[1].keys() and len(params[0]) > 12
     for k in params[0]:
-        _same_bits(params[0][k], params[1][k])
+        if dtype == "float64":
+            _same_bits(params[0][k], params[1][k])
+        else:  # two epochs of Adam from the same start: a few ulps per step, nothing more
+            np.testing.assert_allclose(params[0][k], params[1][k], rtol=1e-3, atol=1e-5, err_msg=k)
 
 
 def test_warm_compiles_every_loop_for_the_dtype(loops_switch, monkeypatch):

@@ -90,9 +90,9 @@ CASES = {  # name -> (inputs, kernel(args, out), reference(float64 args) -> (val
 
 
 def _reference(name, args):
-    if CASES[name][2] is not None:
-        return CASES[name][2](*args)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # -inf * 0: NaN, as in float32
+        if CASES[name][2] is not None:
+            return CASES[name][2](*args)
         if name == "silu_grad_x":  # g s (1 + x (1 - s)): rounding on the size of the terms (cancellation), and
             g, x = args  # s's own error times the slope in s, g (1 + x (1 - 2 s))
             s = _sigmoid64(x)
@@ -196,3 +196,66 @@ def test_warm_compiles_the_float32_loops(loops_on, monkeypatch):
     assert seen == []
     numba_math.warm("float32")
     assert set(seen) == {n + s for n in numba_math.SIGNATURES for s in ("", "_inplace")}
+
+
+# --- the classifier head's row loops: softmax, cross-entropy, hits ------------------------------
+@st.composite
+def _logit_rows(draw):
+    n, c = draw(st.integers(1, 40)), draw(st.integers(1, 12))
+    scale = draw(st.sampled_from([0, 1, 10, 1e4]))  # ties, ordinary, wide, p[label] underflowing
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    z = (rng.integers(-2, 3, size=(n, c)) if scale == 0 else rng.normal(size=(n, c)) * scale).astype(np.float32)
+    if draw(st.booleans()):  # a row with a NaN, one with +inf
+        z[rng.integers(0, n), rng.integers(0, c)] = np.nan
+        z[rng.integers(0, n), rng.integers(0, c)] = np.inf
+    return z, rng.integers(0, c, size=n)
+
+
+def _head64(z, labels):
+    """softmax, cross-entropy and hits in float64 (NaN rows NaN, a row with +inf NaN, as in float32)."""
+    z = z.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = z.max(axis=1, keepdims=True)
+        e = np.exp(z - m)
+        p = e / e.sum(axis=1, keepdims=True)
+        rows = np.arange(len(labels))
+        loss = np.log(e.sum(axis=1)) - (z[rows, labels] - m[:, 0])
+        hit = (z[rows, labels] >= m[:, 0]).astype(np.float64)
+    return p, loss, hit
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_logit_rows())
+def test_the_head_loops_are_within_their_bounds_of_float64(loops_on, case):
+    """p within (c + 2 + |z - max|) ulps plus the flush (exp, whose argument z - max is rounded
+    to float32 first, the sum in order, one division), the loss within (c + 4) float32 epsilons
+    of max(1, |loss|), the hits exact."""
+    from gengraph.engine.ops.nn import softmax_head
+
+    z, labels = case
+    c = z.shape[1]
+    p, loss, hit = softmax_head(np, z, labels)
+    p64, loss64, hit64 = _head64(z, labels)
+    eps = float(np.finfo(np.float32).eps)
+    with np.errstate(invalid="ignore"):
+        spread = np.abs(z - z.max(axis=1, keepdims=True)).astype(np.float64)
+    _within(p, p64, (c + 2 + spread) * _ulp(p64) + FLT_MIN)
+    _within(loss, loss64, (c + 4) * eps * np.maximum(1.0, np.abs(loss64)))
+    np.testing.assert_array_equal(hit, hit64)
+
+
+def test_the_head_loops_refuse_a_bad_label_before_writing(loops_on):
+    from gengraph.engine.errors import LabelError
+    from gengraph.engine.ops.nn import _softmax_ce_forward, _softmax_forward, softmax_head
+
+    z = np.zeros((3, 4), np.float32)
+    p = _softmax_forward(np, z, (1,))
+    for bad in (-1, 4):
+        labels = np.array([0, bad, 1])
+        for first in ("softmax_cross_entropy", "correct"):
+            with pytest.raises(LabelError, match=f"^{first}: class labels must lie in 0..3 .* found {bad}"):
+                softmax_head(np, z, labels, first=first)
+        with pytest.raises(LabelError, match=f"found {bad}"):
+            _softmax_ce_forward(np, z, p, labels)
+        out = np.full(3, 7.0, np.float32)
+        assert loops_on.cross_entropy_rows32(z, p, labels, out) == 1 and np.all(out == 7.0)

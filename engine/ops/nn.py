@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ..errors import LabelError
-from .cpu_loops import cpu_loop
+from .cpu_loops import cpu_loop, load_loops
 from .elementwise import exp, expm1, sigmoid, softplus, softplus_forward, square
 from .fastpaths import arange_of, ones_vector, row_offsets, sum_trailing
 from .reduce import broadcast_like, expand_dims, keep_axes, mean, sum, unreduce, wrap_reduction
@@ -29,6 +29,23 @@ def _row_max(xp, x, keepdims=False):
     return x.max(axis=-1, keepdims=keepdims)
 
 
+_LOOPS = None  # numba_loops, once _takes_rows found it loaded
+
+
+def _takes_rows(z, labels=None) -> bool:
+    """Whether the row loops take float32 z (and integer labels): Numba is on, z is a native
+    C-contiguous NumPy array, labels a NumPy array of native integers. The softmax, its
+    cross-entropy and the head ask the same, so fused and unfused programs get the same bits."""
+    global _LOOPS
+    loops = load_loops()
+    if not loops:
+        return False
+    _LOOPS = loops
+    return (z.__class__ is np.ndarray and z.dtype.isnative and z.flags.c_contiguous
+            and (labels is None or (labels.__class__ is np.ndarray and labels.dtype.kind in "iu"
+                                    and labels.dtype.isnative)))
+
+
 def _softmax_rows(x, row_max):
     """softmax over the rows of a 2-D float32/64 NumPy x from its row maxima: exp in place, row
     sums as one BLAS product (the classifier head's path, shared with softmax_head)."""
@@ -40,6 +57,10 @@ def _softmax_rows(x, row_max):
 
 def _softmax_forward(xp, x, axis):
     if xp is np and x.ndim == 2 and axis == (1,) and x.size and x.dtype.char in "fd":
+        if x.dtype.char == "f" and _takes_rows(x):  # float32 with Numba: one row loop (numba_math.py)
+            p = np.empty(x.shape, x.dtype)
+            _LOOPS.softmax_rows32(x, p)
+            return p
         # the classifier head, inlined (a few calls fewer matter at small batches): row max by
         # argmax and a pick
         return _softmax_rows(x, x[arange_of(np, x.shape[0]), x.argmax(axis=1)])
@@ -199,6 +220,12 @@ def _softmax_ce_forward(xp, z, p, labels):
     # s = sum(exp(z - m)): loss = log(s) - (z[label] - m), and log(s) = -log(max(p)) since
     # max(p) = exp(0) / s = 1 / s is never below 1/C. lse itself is never formed, whose
     # rounding at |z| ~ 1e4 would swamp a small loss (float32 ulp(1e4) ~ 1e-3).
+    if (xp is np and z.dtype.char == "f" and z.ndim == 2 and labels.shape == z.shape[:1] and p.shape == z.shape
+            and p.dtype == z.dtype and _takes_rows(z, labels) and _takes_rows(p)):  # float32 with Numba: one row loop
+        loss = np.empty(z.shape[:1], z.dtype)
+        if _LOOPS.cross_entropy_rows32(z, p, labels, loss) >= 0:
+            _check_labels(labels, z.shape[-1], "softmax_cross_entropy")  # raises the NumPy form's LabelError
+        return loss
     picked = _picked(xp, p, labels, "softmax_cross_entropy") if xp is np else None  # CuPy: no host sync below
     # the smallest pick by argmin (~0.2 us; min ~0.8 at small batches); a NaN is argmin's pick, and fails the test
     if picked is not None and picked.ndim and picked.size and bool(_smallest(picked) > _SAFE[p.dtype.char]):
@@ -249,6 +276,10 @@ def _softmax_ce_backward_forward(xp, g, p, labels, broadcast=None, out=None):
             g = float(g)  # a Python float: NumPy rounds it once to p's dtype, no 0-d array arithmetic
         if broadcast == "mean":
             g = g / (labels.size or 1)
+        if xp is np and p.ndim == 2 and labels.shape == p.shape[:1]:  # with Numba: one loop, the same bits
+            d = _ce_backward_loop(p, labels, g, out)
+            if d is not None:
+                return d
         d = xp.multiply(p, g, out=out)
     else:
         g = xp.asarray(g)
@@ -264,6 +295,21 @@ def _softmax_ce_backward_forward(xp, g, p, labels, broadcast=None, out=None):
     except IndexError:
         raise _label_error(p.shape[-1], "softmax_cross_entropy", int(labels.max())) from None
     return d
+
+
+def _ce_backward_loop(p, labels, g, out):
+    """p * g minus g at each row's label by numba_loops.softmax_ce_backward (the NumPy form's bits), into out (None: a
+    new array; out may be p), or None where Numba is off or the arrays are others."""
+    if not (p.dtype.char in "fd" and _takes_rows(p, labels)):
+        return None
+    if out is None:
+        out = np.empty(p.shape, p.dtype)
+    elif not (out.__class__ is np.ndarray and out.flags.writeable and (out is p or (
+            out.dtype == p.dtype and out.shape == p.shape and out.flags.c_contiguous and not np.shares_memory(out, p)))):
+        return None
+    if _LOOPS.softmax_ce_backward(p, labels, p.dtype.type(g), out) >= 0:
+        _label_offsets(labels, p.shape[-1], "softmax_cross_entropy")  # raises the NumPy form's LabelError
+    return out
 
 
 def _per_row_g(g, labels, broadcast):
@@ -343,6 +389,10 @@ def softmax_head(xp, z, labels, loss=True, correct=True, first=None):
     # one label per row of 2-D float logits on NumPy; else the kernels (their broadcasting and errors)
     if not (xp is np and z.ndim == 2 and z.size and z.dtype.char in "fd" and labels.shape == z.shape[:1]):
         return _head_by_kernels(xp, z, labels, loss, correct, first)
+    if z.dtype.char == "f":  # float32 with Numba: one row loop (numba_math.softmax_head32)
+        done = _head_loop(z, labels, first)
+        if done is not None:
+            return done[:1] + done[1:2] * loss + done[2:] * correct
     n, c = z.shape
     at = _label_offsets(labels, c, first)  # flat picks: each row's label entry, its max
     zf = z.reshape(-1)  # a C-order copy of a non-contiguous z, for the picks only: the softmax reads z
@@ -359,6 +409,20 @@ def softmax_head(xp, z, labels, loss=True, correct=True, first=None):
     if correct:  # _correct_forward
         out += ((hit >= zmax).astype(z.dtype),)
     return out
+
+
+def _head_loop(z, labels, first):
+    """(p, loss rows, correct rows) of float32 logits by numba_math.softmax_head32 (the values
+    of the kernels' own loops, to the bit), or None where _takes_rows says no. Within a few ulps
+    of the NumPy forms' values (their own exp and log, the row sums in order), not their bits
+    (tests/test_numba_math.py)."""
+    if not _takes_rows(z, labels):
+        return None
+    n, c = z.shape
+    p, loss, hit = np.empty((n, c), z.dtype), np.empty(n, z.dtype), np.empty(n, z.dtype)
+    if _LOOPS.softmax_head32(z, labels, p, loss, hit) >= 0:
+        _check_labels(labels, c, first)  # raises the LabelError the NumPy form would
+    return p, loss, hit
 
 
 def _head_by_kernels(xp, z, labels, loss, correct, first):

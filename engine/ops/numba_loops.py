@@ -23,7 +23,7 @@ import numpy as np
 from . import numba_math, numba_norm, numba_winograd
 from .numba_math import bce32, sigmoid32, silu32, silu_grad_x32, softplus32  # noqa: F401 (loaded with these)
 from .numba_math import bce32_inplace, sigmoid32_inplace, silu32_inplace, silu_grad_x32_inplace, softplus32_inplace  # noqa: F401
-from .numba_math import silu_grad_x32_xg_inplace  # noqa: F401
+from .numba_math import cross_entropy_rows32, first_bad_label, silu_grad_x32_xg_inplace, softmax_head32, softmax_rows32  # noqa: F401
 from .numba_norm import norm_grad, norm_inv_std, norm_normalized  # noqa: F401 (norm.py's loops, loaded with these)
 from .numba_winograd import f43_grad, f43_input, f43_output  # noqa: F401 (winograd43's loops, loaded with these)
 
@@ -177,6 +177,24 @@ def adam_update_inplace(p, m, v, g, d1, c1, d2, c2, step, scale, eps):
         m[i], v[i], p[i] = _adam_update(p[i], m[i], v[i], g[i], d1, c1, d2, c2, step, scale, eps)
 
 
+# the softmax cross-entropy's gradient (nn._softmax_ce_backward_forward's broadcast form): its two
+# passes, the same operations, on 2-D arrays
+@_jit
+def softmax_ce_backward(p, labels, g, out):
+    """out = p * g, minus g at each row's label; out may be p. Returns the first row whose label
+    is outside 0..c-1 (nothing written), else -1."""
+    n, c = p.shape
+    bad = first_bad_label(labels, c)
+    if bad >= 0:
+        return bad
+    for i in range(n):
+        for j in range(c):
+            out[i, j] = p[i, j] * g
+        lab = labels[i]
+        out[i, lab] = out[i, lab] - g
+    return -1
+
+
 # (arrays, scalars) each loop takes before its out; the _inplace loops take the same minus out
 SIGNATURES = {"ema": (2, 2), "ema_square": (2, 2), "adam_step": (3, 3), "relu_grad": (2, 2), "silu_grad": (3, 1),
               "silu_grad_t": (3, 2), "silu_t": (2, 1), "adam_update": (4, 7)}
@@ -190,6 +208,8 @@ def warm(dtype) -> None:
         args = [np.ones(1, dtype) for _ in range(arrays)] + [t(1) for _ in range(scalars)]
         globals()[name](*args, np.ones(1, dtype))
         globals()[name + "_inplace"](*args)
+    z, labels = np.zeros((1, 2), dtype), np.zeros(1, np.int64)  # int64 labels: what the data sources feed
+    softmax_ce_backward(z, labels, t(1), z)
     numba_winograd.warm(dtype)
     numba_norm.warm(dtype)
     numba_math.warm(dtype)

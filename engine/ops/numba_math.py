@@ -86,9 +86,8 @@ def _exp_neg(x):
 
 
 @_inline
-def _log1p_unit(e):
-    """log(1 + e) for float32 e in [0, 1]."""
-    u = _ONE + e
+def _log_normal(u):
+    """log(u) for a positive normal float32 u; NaN stays NaN (others outside: not for these callers)."""
     b = _float_to_bits(u)
     m = _bits_to_float((b & _MANTISSA) | _ONE_BITS)  # u = 2^k m, m in [1, 2)
     k = f32((b >> i32(23)) - i32(127))
@@ -101,8 +100,15 @@ def _log1p_unit(e):
          + _L[7]) * z + _L[8]
     y = p * z * zz + k * _LN2_LO - _HALF * zz
     lg = z + y + k * _LN2_HI
+    return lg if u == u else u
+
+
+@_inline
+def _log1p_unit(e):
+    """log(1 + e) for float32 e in [0, 1]."""
+    u = _ONE + e
     d = u - _ONE  # the e that 1 + e kept: log(u) / d is the slope to apply to the true e
-    return lg * (e / d) if d != _ZERO else e
+    return _log_normal(u) * (e / d) if d != _ZERO else e
 
 
 @_inline
@@ -201,6 +207,99 @@ def bce32_inplace(z, y):
         z[i] = _softplus(v) - v * y[i]
 
 
+# --- the classifier head: softmax rows, their cross-entropy and hits (nn.softmax_head) ------------
+_SAFE32 = f32(1e-30)  # nn._SAFE["f"]: p[label] above it, -log p[label] is the loss
+
+
+@numba.njit(cache=CACHED, nogil=True)
+def first_bad_label(labels, c):
+    """The first row whose label is outside 0..c-1, or -1."""
+    for i in range(labels.size):
+        if labels[i] < 0 or labels[i] >= c:
+            return i
+    return -1
+
+
+@_inline
+def _softmax_row(z, p, i, c):
+    """p[i] = softmax(z[i]) (z - max, exp, sum, divide: the NumPy form's passes; the sum in
+    float32 in order, where NumPy's is a BLAS product); returns the row's max. A NaN makes the
+    max, and so the row of p, NaN, as NumPy's argmax pick does."""
+    m = z[i, 0]
+    nan = m != m
+    for j in range(1, c):
+        v = z[i, j]
+        nan = nan or v != v
+        m = v if v > m else m
+    if nan:
+        m = np.float32(np.nan)
+    for j in range(c):  # apart from the sum, which would keep LLVM from vectorising the exp
+        p[i, j] = _exp_neg(z[i, j] - m)
+    s = _ZERO
+    for j in range(c):
+        s += p[i, j]
+    for j in range(c):
+        p[i, j] = p[i, j] / s
+    return m
+
+
+@_inline
+def _cross_entropy(z, p, i, c, label, m):
+    """-log p[i, label], or -log max(p[i]) - (z[i, label] - m) where p[label] is within 1e30 of
+    underflow (nn._softmax_ce_forward's two formulas, chosen per row)."""
+    pl = p[i, label]
+    if pl > _SAFE32:
+        return -_log_normal(pl)
+    top = p[i, 0]
+    for j in range(1, c):
+        top = p[i, j] if p[i, j] > top else top
+    return -_log_normal(top) - (z[i, label] - m)
+
+
+@_jit
+def softmax_rows32(z, p):
+    """p = softmax over the rows of 2-D float32 z (nn._softmax_forward's classifier path)."""
+    n, c = z.shape
+    for i in range(n):
+        _softmax_row(z, p, i, c)
+
+
+@_jit
+def cross_entropy_rows32(z, p, labels, loss):
+    """loss[i] = the cross-entropy of row i from z and p = softmax_rows32(z) (nn._softmax_ce_forward).
+    Returns the first row with a label outside 0..c-1 (nothing written), else -1."""
+    n, c = z.shape
+    bad = first_bad_label(labels, c)
+    if bad >= 0:
+        return bad
+    for i in range(n):
+        m = z[i, 0]
+        nan = m != m
+        for j in range(1, c):
+            v = z[i, j]
+            nan = nan or v != v
+            m = v if v > m else m
+        loss[i] = _cross_entropy(z, p, i, c, labels[i], np.float32(np.nan) if nan else m)
+    return -1
+
+
+@_jit
+def softmax_head32(z, labels, p, loss, hit):
+    """softmax_rows32, cross_entropy_rows32 and correct (1 where z[label] is the row's largest)
+    in one pass over the rows: the same values as those loops and nn._correct_forward, to the
+    bit. Returns the first row with a label outside 0..c-1 (nothing written), else -1."""
+    n, c = z.shape
+    bad = first_bad_label(labels, c)
+    if bad >= 0:
+        return bad
+    for i in range(n):
+        m = _softmax_row(z, p, i, c)
+        label = labels[i]
+        loss[i] = _cross_entropy(z, p, i, c, label, m)
+        hit[i] = _ONE if z[i, label] >= m else _ZERO
+    return -1
+
+
 # (arrays, scalars) each loop takes before its out, as numba_loops.SIGNATURES
 SIGNATURES = {"sigmoid32": (1, 0), "silu32": (1, 0), "silu_grad_x32": (2, 0), "softplus32": (1, 0), "bce32": (2, 0)}
 
@@ -214,3 +313,7 @@ def warm(dtype) -> None:
         globals()[name](*args, np.ones(1, np.float32))
         globals()[name + "_inplace"](*args)
     silu_grad_x32_xg_inplace(np.ones(1, np.float32), np.ones(1, np.float32))
+    z, labels = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)  # int64: what the data sources feed
+    softmax_head32(z, labels, z.copy(), np.ones(1, np.float32), np.ones(1, np.float32))
+    softmax_rows32(z, z.copy())
+    cross_entropy_rows32(z, z.copy(), labels, np.ones(1, np.float32))
