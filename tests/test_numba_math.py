@@ -259,3 +259,31 @@ def test_the_head_loops_refuse_a_bad_label_before_writing(loops_on):
             _softmax_ce_forward(np, z, p, labels)
         out = np.full(3, 7.0, np.float32)
         assert loops_on.cross_entropy_rows32(z, p, labels, out) == 1 and np.all(out == 7.0)
+
+
+def test_one_input_loops_skip_the_overlap_checks_but_not_the_others(loops_on, monkeypatch):
+    """cpu_loops.unary_loop: a new array or in place without `takes` (one input cannot overlap
+    another); a read-only x in place, a strided x and a foreign byte order take NumPy's form;
+    another out goes through cpu_loop's checks."""
+    x = np.linspace(-30, 30, 64, dtype=np.float32)
+    want = _sigmoid64(x.astype(np.float64))
+    bound = 3 * _ulp(want) + FLT_MIN
+    buf = np.frombuffer(x.tobytes(), np.float32)  # memory another object owns: fine with one input
+    _within(_sigmoid_forward(np, buf), want, bound)
+    inplace = x.copy()
+    assert _sigmoid_forward(np, inplace, out=inplace) is inplace
+    _within(inplace, want, bound)
+    calls = []
+    monkeypatch.setattr(loops_on, "sigmoid32_inplace", lambda *a: calls.append(a))
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):  # NumPy's own error for a read-only out
+        _sigmoid_forward(np, frozen, out=frozen)
+    assert calls == []
+    half = np.float32(0.5)
+    tanh_form = np.tanh(x[::2] * half) * half + half  # NumPy's form, its bits
+    np.testing.assert_array_equal(_sigmoid_forward(np, x[::2]), tanh_form)
+    np.testing.assert_array_equal(_sigmoid_forward(np, x[::2].astype(">f4")), tanh_form)
+    other = np.empty_like(x)
+    assert _sigmoid_forward(np, x, out=other) is other
+    _within(other, want, bound)

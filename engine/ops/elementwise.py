@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from .cpu_loops import cpu_loop, run_loop, takes
+from .cpu_loops import cpu_loop, run_loop, takes, unary_loop
 from .fastpaths import relu_forward
 from .registry import ZERO, defop, elementwise, ewise_flops, expression_function, same_shape
 
@@ -112,7 +112,7 @@ def _sigmoid_forward(xp, x, out=None):
     if x.ndim == 0:  # NumPy returns scalars here, which cannot be written into
         return half + half * xp.tanh(half * x)
     if xp is np and x.dtype.char == "f":  # float32 with Numba: one loop, exp of its own (numba_math.py)
-        r = cpu_loop("sigmoid32", (x,), (), out)
+        r = unary_loop("sigmoid32", x, out)
         if r is not None:
             return r
     t = xp.multiply(x, half, out=out)
@@ -150,7 +150,7 @@ def softplus_forward(xp, x):
     if not getattr(x, "ndim", 0):  # NumPy scalars cannot be written into
         return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
     if xp is np and x.dtype.char == "f":  # float32 with Numba: one loop (numba_math.py)
-        r = cpu_loop("softplus32", (x,), (), None)
+        r = unary_loop("softplus32", x, None)
         if r is not None:
             return r
     t = xp.abs(x)
@@ -224,7 +224,7 @@ def _half_tanh(x, out=None):
 
 def _silu_lean_forward(xp, x, out=None):
     if xp is np and x.ndim and x.dtype.char == "f":  # float32 with Numba: one loop (numba_math.py)
-        r = cpu_loop("silu32", (x,), (), out)
+        r = unary_loop("silu32", x, out)
         if r is not None:
             return r
     elif xp is np and x.ndim and out is not x and takes((x,), out, "silu_t"):
