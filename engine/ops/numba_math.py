@@ -123,10 +123,12 @@ def _softplus(x):
 
 
 @_inline
-def _silu_grad(g, x, s):
-    d = _ONE - s  # elementwise._silu_grad_forward's passes, in its order
+def _silu_grad(g, x, s, one):
+    """SiLU's gradient from s = sigmoid(x); `one` in the loop's dtype (numba_loops.silu_grad
+    shares it)."""
+    d = one - s  # elementwise._silu_grad_forward's passes, in its order
     d = d * x
-    d = d + _ONE
+    d = d + one
     d = d * s
     return d * g
 
@@ -162,14 +164,14 @@ def silu32_inplace(x):
 def silu_grad_x32(g, x, out):
     for i in range(out.size):
         v = x[i]
-        out[i] = _silu_grad(g[i], v, _sigmoid(v))
+        out[i] = _silu_grad(g[i], v, _sigmoid(v), _ONE)
 
 
 @_jit
 def silu_grad_x32_inplace(g, x):
     for i in range(g.size):
         v = x[i]
-        g[i] = _silu_grad(g[i], v, _sigmoid(v))
+        g[i] = _silu_grad(g[i], v, _sigmoid(v), _ONE)
 
 
 # the gradient into x's own buffer (out is x, a dead input): x read and written by one loop, which
@@ -178,7 +180,7 @@ def silu_grad_x32_inplace(g, x):
 def silu_grad_x32_xg_inplace(x, g):
     for i in range(x.size):
         v = x[i]
-        x[i] = _silu_grad(g[i], v, _sigmoid(v))
+        x[i] = _silu_grad(g[i], v, _sigmoid(v), _ONE)
 
 
 @_jit
