@@ -170,7 +170,7 @@ def constant_folding():
 
 def simplify():
     """Algebraic identities: x*1, 1*x, x+0, 0+x, x-0, x/1, --x, transpose chains, reshape chains, stop_gradient,
-    a product with a spread scalar as a product with the scalar."""
+    sums and means over axes of size 1, a product with a spread scalar as a product with the scalar."""
 
     def same(a: Node, like: Node):
         return a if a.shape == like.shape and a.dtype == like.dtype else None
@@ -195,6 +195,13 @@ def simplify():
             return same(ins[0], n)
         if op == "neg" and ins[0].op == "neg":
             return ins[0].inputs[0]
+        if op in ("sum", "mean") and n.attrs["axis"] and ins[0].dtype == n.dtype \
+                and all(ins[0].shape[a] == 1 for a in n.attrs["axis"]):
+            # reducing axes of size 1 (a one-sample axis) adds or divides nothing: a view
+            if n.attrs.get("keepdims"):
+                return same(ins[0], n)
+            if n.shape.count(None) <= 1:
+                return rebuild(n, "reshape", (ins[0],), {"shape": tuple(-1 if d is None else d for d in n.shape)})
         if op == "unreduce_to" and all(k == 1 for k in n.attrs["sizes"]):
             # putting back axes of size 1 (a one-sample axis) copies nothing: a view
             if n.attrs.get("keepdims"):
@@ -230,8 +237,19 @@ def simplify():
             if axes == tuple(range(len(axes))):
                 return ins[0].inputs[0]
             return rebuild(n, "transpose", (ins[0].inputs[0],), {"axes": axes})
-        if op in ("reshape", "reshape_like") and ins[0].op in ("reshape", "reshape_like"):
-            return clone(n, (ins[0].inputs[0],) + ins[1:])
+        if op == "matmul" and len(ins[0].shape) == len(ins[1].shape) == 3 and ins[0].shape[0] == ins[1].shape[0] == 1 \
+                and all(i.shape[1:].count(None) <= 1 for i in ins):
+            # one pair of matrices in a batch of one (a one-sample axis, and its weight gradients): a 2-D
+            # product, which BLAS can write straight into its target (a flat gradient view) unbatched
+            flat = tuple(derive(i, "reshape", (i,), {"shape": tuple(-1 if d is None else d for d in i.shape[1:])})
+                         for i in ins)
+            return rebuild(n, "expand_dims", (derive(n, "matmul", flat, {}),), {"axis": (0,)})
+        if op in ("reshape", "reshape_like") and ins[0].op in ("reshape", "reshape_like", "expand_dims"):
+            inner = ins[0].inputs[0]
+            if op == "reshape_like" and inner.shape == ins[1].shape and None not in inner.shape \
+                    and inner.dtype == n.dtype:
+                return inner
+            return clone(n, (inner,) + ins[1:])
         if op in ("reshape_like", "broadcast_like") and ins[0].shape == ins[1].shape and None not in ins[0].shape:
             return ins[0]
         # values fixed by static shapes alone become constants (then fold further)

@@ -289,6 +289,76 @@ def test_simplify_keeps_a_product_with_a_spread_of_a_non_scalar():
     np.testing.assert_array_equal(prog.run(r=rv, m=mv), rv[:, None] * mv)
 
 
+@pytest.mark.parametrize("op", ["sum", "mean"])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reductions_over_axes_of_size_one_are_views(op, keepdims):
+    """A sum or mean over a one-sample axis computes nothing: the compiled program reshapes (or
+    passes x on), with x's values (NaN and infinities included) and its gradient."""
+    g = Graph(dtype="float32")
+    x = g.input("x", (1, None, 3))
+    w = g.param("w", np.arange(1.0, 4.0))
+    r = getattr(ops, op)((x * w) + 1.0, axis=(0,), keepdims=keepdims)
+    gw, = grad(ops.sum(ops.square(r)), [w])
+    prog = compile(g, [r, gw])
+    assert op not in kernel_ops(prog)
+    wv = np.arange(1.0, 4.0, dtype=np.float32)
+    for xv in (np.array([[[1.5, -2.0, 0.5], [3.0, 0.25, -7.0]]], dtype=np.float32),
+               np.array([[[np.nan, -np.inf, 0.5], [np.inf, -0.0, 1e30]]], dtype=np.float32)):
+        with np.errstate(all="ignore"):  # inf * 0 in the gradient of the second case
+            out, gwv = prog.run(x=xv)
+        ref = xv * wv + np.float32(1.0)
+        assert out.shape == ((1, 2, 3) if keepdims else (2, 3))
+        np.testing.assert_array_equal(out, ref if keepdims else ref[0])
+        with np.errstate(all="ignore"):
+            np.testing.assert_allclose(gwv, (2 * ref * xv).sum(axis=(0, 1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_one_sample_weight_gradient_is_one_2d_product_into_its_flat_view(dtype):
+    """A decoder on a one-sample axis (1, batch, features): its weight gradient, a batched product
+    of one pair of matrices, runs as a 2-D product written straight into the flat gradient buffer
+    (before: a 3-D product, a reshape and a copy), with the plain compile's values."""
+    from gengraph.engine.optimizers import make_optimizer
+
+    def build():
+        g = Graph(dtype=dtype, seed=0)
+        rng = np.random.default_rng(3)
+        x = g.input("x", (None, 3))
+        W = g.param("W", rng.normal(size=(3, 4)))
+        b = g.param("b", rng.normal(size=(4,)))
+        h = ops.tanh(ops.expand_dims(x, axis=(0,)) @ W + b)  # (1, batch, 4)
+        loss = ops.mean(ops.sum(ops.square(h), axis=(2,)))
+        opt = make_optimizer("adam", lr=0.1)
+        return g, loss, [W, b], opt.updates(g, [W, b], grad(loss, [W, b]))
+
+    g, loss, params, ups = build()
+    prog = compile(g, {"loss": loss}, updates=ups)
+    products = [n for n in prog.nodes if n.op == "matmul"]
+    assert not [n for n in products if len(n.inputs[0].shape) == len(n.inputs[1].shape) == 3]
+    assert [n for n in products if len(n.shape) == 2]  # the weight gradient
+    assert "[...] =" not in prog.source  # no copy into the flat gradient
+    g2, loss2, params2, ups2 = build()
+    plain = compile(g2, {"loss": loss2}, updates=ups2, passes=(), reuse_buffers=False, direct_updates=False)
+    xv = np.random.default_rng(4).normal(size=(5, 3)).astype(dtype)
+    for _ in range(3):
+        np.testing.assert_allclose(prog.run(x=xv)["loss"], plain.run(x=xv)["loss"], rtol=1e-6 if dtype == "float32" else 1e-14)
+    assert not np.allclose(g.value(params[0]), np.random.default_rng(3).normal(size=(3, 4)), atol=0.1)  # it trained
+    for p, q in zip(params, params2):
+        np.testing.assert_allclose(g.value(p), g2.value(q), rtol=1e-5 if dtype == "float32" else 1e-13)
+
+
+def test_reductions_over_axes_of_other_sizes_keep_their_kernel():
+    g = Graph(dtype="float64")
+    x = g.input("x", (2, None, 3))
+    prog = compile(g, [ops.sum(x, axis=(0,)), ops.mean(x, axis=(0, 2)), ops.sum(x, axis=(2,))])
+    assert kernel_ops(prog).count("sum") + kernel_ops(prog).count("mean") == 3
+    xv = np.arange(12.0).reshape(2, 2, 3)
+    a, b, c = prog.run(x=xv)
+    np.testing.assert_array_equal(a, xv.sum(axis=0))
+    np.testing.assert_allclose(b, xv.mean(axis=(0, 2)))
+    np.testing.assert_array_equal(c, xv.sum(axis=2))
+
+
 def test_passes_do_not_change_the_users_graph():
     g = Graph(dtype="float64")
     x = g.input("x", (3,))
@@ -508,7 +578,7 @@ def test_a_mean_written_as_source_gives_the_kernels_bits(shape, dtype, keepdims,
     prog = compile(g, {"m": ops.mean(xi, axis=axis, keepdims=keepdims)})
     got = prog.run(x=x)["m"]
     want = _mean_forward(np, x, axis, keepdims)
-    inlined = len(axis) == len(shape)
+    inlined = len(axis) == len(shape) and not (axis and all(shape[a] == 1 for a in axis))  # size 1: a view
     assert (".size" in prog.source) is inlined
     assert np.asarray(got).dtype == np.asarray(want).dtype and np.shape(got) == np.shape(want)
     np.testing.assert_array_equal(np.asarray(got).view(f"u{np.dtype(dtype).itemsize}"),

@@ -99,7 +99,8 @@ def _reshape_shape(x, shape):
 
 
 _reshape = defop("reshape", lambda xp, x, shape: x.reshape(shape), _reshape_shape,
-                 (lambda g, y, x, shape: reshape_like(g, x),), returns_view_of_input=True)
+                 (lambda g, y, x, shape: reshape_like(g, x),), returns_view_of_input=True,
+                 source=lambda x, shape, ndims: f"{x}.reshape({tuple(shape)!r})")  # the kernel's one call, inline
 
 
 def reshape(x, shape):
