@@ -1,12 +1,16 @@
-"""Compiler passes: each a small rule applied by one rewriting driver.
+"""Compiler passes: each maps a program's outputs to new ones, most by a small rule applied by
+one rewriting driver.
 
 A rule sees a node whose inputs were already rewritten and returns a replacement node
 or None. Nodes are never mutated: a node whose inputs changed is cloned with the new
 inputs (the clone keeps op, attrs, shape, name and scope, so graphs stay readable).
+A pass that needs a fact of the whole graph (how many nodes read a value) gathers it
+first and then rewrites (lean_silu).
 """
 
 from __future__ import annotations
 
+import collections
 import math
 
 import numpy as np
@@ -36,13 +40,15 @@ def clone(node: Node, inputs) -> Node:
     return rebuild(node, node.op, inputs, node.attrs)
 
 
-def rewrite(outputs, rule):
-    """Apply `rule` bottom-up over everything the outputs need; returns the new outputs."""
+def rewrite(outputs, rule, originals=False):
+    """Apply `rule` bottom-up over everything the outputs need; returns the new outputs. The rule
+    gets each node with its inputs already rewritten (None: keep it), and with originals=True
+    also the node it came from (whose id facts gathered on the graph before the pass know)."""
     new: dict[int, Node] = {}
     for n in topo_order(outputs):
         ins = tuple(new[id(i)] for i in n.inputs)
         m = n if all(a is b for a, b in zip(ins, n.inputs)) else clone(n, ins)
-        r = rule(m)
+        r = rule(m, n) if originals else rule(m)
         new[id(n)] = m if r is None else r
     return [new[id(o)] for o in outputs]
 
@@ -317,18 +323,41 @@ def inner_broadcasts():
     return rule
 
 
-EVAL_PASSES = (("eval_mode", eval_mode),)  # run first when a program is compiled with training=False
+def lean_silu(outputs):
+    """A dense SiLU (s = sigmoid(x), then x * s) whose sigmoid nothing else reads -- no gradient
+    of it in this program: sampling, evaluation -- becomes one silu_lean node: one loop and no
+    array for s, the same bits. Training programs keep s for the gradient (and compute the two
+    nodes in one loop: the silu_pair fusion, ops/elementwise.py)."""
+    order = topo_order(outputs)
+    readers = collections.Counter(i.id for n in order for i in n.inputs)
+    readers.update(o.id for o in outputs)
+    lean = {n.id for n in order if n.op == "silu" and n.inputs[1].op == "sigmoid"
+            and n.inputs[1].inputs[0] is n.inputs[0] and readers[n.inputs[1].id] == 1}
+    if not lean:
+        return outputs
+    return rewrite(outputs, lambda m, n: rebuild(m, "silu_lean", m.inputs[:1], {}) if n.id in lean else None,
+                   originals=True)
 
-DEFAULT_PASSES = (("simplify", simplify), ("constant_folding", constant_folding), ("cse", cse),
-                  ("simplify_again", simplify), ("cse_again", cse), ("inner_broadcasts", inner_broadcasts))
+
+def _by_rule(make_rule):
+    """The pass that applies make_rule()'s rule over the whole graph."""
+    return lambda outputs: rewrite(outputs, make_rule())
+
+
+# a pass maps a program's outputs to new ones
+EVAL_PASSES = (("eval_mode", _by_rule(eval_mode)),)  # run first when a program is compiled with training=False
+
+DEFAULT_PASSES = (("simplify", _by_rule(simplify)), ("constant_folding", _by_rule(constant_folding)),
+                  ("cse", _by_rule(cse)), ("simplify_again", _by_rule(simplify)), ("cse_again", _by_rule(cse)),
+                  ("inner_broadcasts", _by_rule(inner_broadcasts)), ("lean_silu", lean_silu))
 
 
 def run_passes(outputs, passes=DEFAULT_PASSES):
     """Apply passes in order; returns (new outputs, [(pass name, nodes before, nodes after)])."""
     stats = []
     count = len(topo_order(outputs))
-    for name, make_rule in passes:
-        outputs = rewrite(outputs, make_rule())
+    for name, run in passes:
+        outputs = run(outputs)
         after = len(topo_order(outputs))  # the next pass's "before": one sort per pass for the stats, not two
         stats.append((name, count, after))
         count = after

@@ -95,6 +95,17 @@ def cpu_loop(name, arrays, scalars, out):
     return run_loop(name, arrays, scalars, out)
 
 
+def pair_loop(name, x):
+    """numba_loops.<name>(x, a, b) into two new arrays of x's shape and dtype: (a, b), or None where
+    Numba is off or x is not a native C-contiguous NumPy array. The caller checks the dtype."""
+    loops = _LOOPS if _LOOPS is not None else load_loops()
+    if not loops or x.__class__ is not np.ndarray or not x.dtype.isnative or not x.flags.c_contiguous:
+        return None
+    a, b = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
+    getattr(loops, name)(x.reshape(-1), a.reshape(-1), b.reshape(-1))
+    return a, b
+
+
 def unary_loop(name, x, out):
     """numba_loops.<name> over one array x into a new array (out None) or in place (out x), or
     None where Numba is off or x is not a native C-contiguous NumPy array (or, in place, not

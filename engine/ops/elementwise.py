@@ -13,9 +13,9 @@ import operator
 
 import numpy as np
 
-from .cpu_loops import cpu_loop, run_loop, takes, unary_loop
+from .cpu_loops import cpu_loop, pair_loop, run_loop, takes, unary_loop
 from .fastpaths import relu_forward
-from .registry import ZERO, defop, elementwise, ewise_flops, expression_function, same_shape
+from .registry import ZERO, Fused, deffusion, defop, elementwise, ewise_flops, expression_function, same_shape
 
 
 def _compare(relation):
@@ -176,7 +176,8 @@ def gelu(x):
 @expression_function
 def silu(x):
     """x * sigmoid(x) (swish). Dense activations: two nodes, s = sigmoid(x) and x * s, whose VJP
-    reuses s. Image activations (4-D and up, where a step's memory is the activations'): one
+    reuses s (a float32 NumPy program computes both in one loop, silu_pair; one without the
+    gradient has one node, passes.lean_silu). Image activations (4-D and up, where a step's memory is the activations'): one
     node whose VJP recomputes s from x, so s is not kept from the forward to the backward pass
     (the U-Net step's peak drops by a fifth for one more sigmoid pass per SiLU; the values are
     the same to the bit)."""
@@ -214,6 +215,32 @@ silu_grad = defop("silu_grad", _silu_grad_forward, elementwise,
 _silu = defop("silu", lambda xp, x, s, out=None: xp.multiply(x, s, out=out), lambda x, s: elementwise(x, s),
               (lambda g, y, x, s: silu_grad(g, x, s), ZERO), writes_into_out=True,
               doc="x * s with s = sigmoid(x) (built by `silu`)")
+
+
+def silu_pair(xp, x):
+    """(s, x * s) with s = sigmoid(x): a dense SiLU's two kernels in one call, their bits. Float32
+    with Numba: one loop (numba_math.silu_pair32) that reads x once, where the two kernels read it
+    twice and s once more (256 x 128: 25.5 -> 19.9 us)."""
+    if xp is np and x.ndim and x.dtype.char == "f":
+        r = pair_loop("silu_pair32", x)
+        if r is not None:
+            return r
+    s = _sigmoid_forward(xp, x)
+    return s, xp.multiply(x, s)
+
+
+def _silu_pair_groups(nodes, xp):
+    """Each float32 dense SiLU of a NumPy program, sigmoid node and product, as one silu_pair
+    call (where nothing but the gradient reads s: a program without it has one silu_lean node,
+    passes.lean_silu)."""
+    if xp is not np:
+        return []
+    return [Fused([y.inputs[1], y], silu_pair, [y.inputs[0]], {}) for y in nodes
+            if y.op == "silu" and y.dtype == np.float32 and y.inputs[1].op == "sigmoid"
+            and y.inputs[1].inputs[0] is y.inputs[0]]
+
+
+deffusion("silu_pair", _silu_pair_groups)
 
 
 def _half_tanh(x, out=None):

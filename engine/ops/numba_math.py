@@ -160,6 +160,17 @@ def silu32_inplace(x):
         x[i] = v * _sigmoid(v)
 
 
+# the dense SiLU's two nodes, s = sigmoid(x) and x * s, in one pass (elementwise.silu_pair): the
+# bits of sigmoid32 and then NumPy's product, without reading x and s again
+@_jit
+def silu_pair32(x, s, y):
+    for i in range(x.size):
+        v = x[i]
+        t = _sigmoid(v)
+        s[i] = t
+        y[i] = v * t
+
+
 @_jit
 def silu_grad_x32(g, x, out):
     for i in range(out.size):
@@ -315,6 +326,7 @@ def warm(dtype) -> None:
         globals()[name](*args, np.ones(1, np.float32))
         globals()[name + "_inplace"](*args)
     silu_grad_x32_xg_inplace(np.ones(1, np.float32), np.ones(1, np.float32))
+    silu_pair32(np.ones(1, np.float32), np.ones(1, np.float32), np.ones(1, np.float32))
     z, labels = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)  # int64: what the data sources feed
     softmax_head32(z, labels, z.copy(), np.ones(1, np.float32), np.ones(1, np.float32))
     softmax_rows32(z, z.copy())
