@@ -14,10 +14,14 @@ time), so exp and log are written here in float32 arithmetic and integer bit mov
 - log1p(e) for e in [0, 1]: log(u) of u = 1 + e by Cephes' logf (the exponent, and a degree-9
   polynomial of the mantissa around 1), then Goldberg's correction log(u) * e / (u - 1), which
   gives back the rounding of 1 + e (log1p(e) ~ e for tiny e, where log(u) is 0).
+- Both polynomials (and the reductions' n ln2 terms) as fused multiply-adds (_fma): Numba
+  contracts nothing, and a product and a sum per coefficient made the exp compute-bound (AVX-512
+  Xeon, 32 k values: the sigmoid 21.8 -> 13.0 us, SiLU 22.9 -> 13.4 us). On a CPU without FMA,
+  the product and the sum, so the bits may differ between such CPUs, within the same bounds.
 
 sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below, with e = exp(-|x|): no overflow, and in
 the negative tail it keeps its relative accuracy where the tanh form loses it and rounds to 0 (from x = -20).
-Errors against float64 (measured over 10^6 values: exp 0.97 ulps, sigmoid 2.3, softplus 2.6; NumPy's
+Errors against float64 (measured over 10^6 values: exp 0.99 ulps, sigmoid 2.3, softplus 2.7; NumPy's
 softplus form 2.7): the sigmoid and softplus within 3 float32 ulps plus the smallest normal float32
 (the flush), SiLU within 4 ulps plus |x| times it; tests/test_numba_math.py states each bound,
 the gradient's and the cross-entropy's with their cancellation. NaN stays NaN, +-inf give the
@@ -34,6 +38,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 # Numba keys its disk cache by source file: only the package's own name reads and writes it
@@ -56,6 +61,19 @@ def _float_to_bits(typingctx, v):
     return types.int32(types.float32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(32))
 
 
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c for float32: one fused multiply-add where the CPU has one (llvm.fmuladd; every
+    x86-64 CPU since 2013 and every 64-bit ARM), else a product and a sum. Numba contracts
+    nothing itself (no fast-math); the polynomials below ask for it, and nothing else does."""
+    def codegen(context, builder, sig, args):
+        f = ir.FloatType()
+        return builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, (f, f, f)),
+                                                           "llvm.fmuladd.f32"), args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
 _ONE, _HALF, _ZERO = f32(1.0), f32(0.5), f32(0.0)
 _ROUND = f32(12582912.0)  # 1.5 * 2^23: x + _ROUND - _ROUND rounds x to an integer (|x| < 2^22)
 _ROUND_BITS = i32(np.array([12582912.0], np.float32).view(np.int32)[0])
@@ -75,12 +93,12 @@ _MANTISSA, _ONE_BITS = i32(0x007FFFFF), i32(0x3F800000)
 def _exp_neg(x):
     """e^x for float32 x <= 0 (0 below -87.34; NaN stays NaN)."""
     xc = _EXP_MIN if x < _EXP_MIN else x
-    t = xc * _LOG2E + _ROUND
+    t = _fma(xc, _LOG2E, _ROUND)
     n = t - _ROUND
-    r = xc - n * _LN2_HI
-    r = r - n * _LN2_LO
-    p = ((((_E[0] * r + _E[1]) * r + _E[2]) * r + _E[3]) * r + _E[4]) * r + _E[5]
-    p = p * (r * r) + r + _ONE
+    r = _fma(n, -_LN2_HI, xc)
+    r = _fma(n, -_LN2_LO, r)
+    p = _fma(_fma(_fma(_fma(_fma(_E[0], r, _E[1]), r, _E[2]), r, _E[3]), r, _E[4]), r, _E[5])
+    p = _fma(p, r * r, r) + _ONE
     e = p * _bits_to_float((_float_to_bits(t) - _ROUND_BITS + i32(127)) << i32(23))
     return _ZERO if x < _EXP_MIN else e
 
@@ -96,10 +114,11 @@ def _log_normal(u):
     k = k + _ONE if big else k
     z = m - _ONE
     zz = z * z
-    p = (((((((_L[0] * z + _L[1]) * z + _L[2]) * z + _L[3]) * z + _L[4]) * z + _L[5]) * z + _L[6]) * z
-         + _L[7]) * z + _L[8]
-    y = p * z * zz + k * _LN2_LO - _HALF * zz
-    lg = z + y + k * _LN2_HI
+    p = _L[0]
+    for c in _L[1:]:  # unrolled by Numba: _L is a tuple of constants
+        p = _fma(p, z, c)
+    y = _fma(k, _LN2_LO, p * z * zz) - _HALF * zz
+    lg = _fma(k, _LN2_HI, z + y)
     return lg if u == u else u
 
 
