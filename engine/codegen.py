@@ -200,8 +200,9 @@ def _pure_fusions(program, ops, pos, taken) -> dict:
     member is an update's value or otherwise handled (`taken`: direct or grouped updates,
     flat-buffer packs, placed gradients, leaf views, Adam's fused kernels), every input exists at
     the anchor's place (the call reads them there), nothing but the group reads a member's value
-    before it, and no input may share memory with an updated leaf (a direct update in between
-    would change what a later member reads)."""
+    before it, and no member but the anchor reads an input that may share memory with an updated
+    leaf (a direct update in between would change what that member reads; a layer's bias, which
+    only the anchor's sum reads, is fine)."""
     found = [f for match in FUSIONS.values() for f in match(ops, program.xp)]
     if not found:  # most programs: none of the bookkeeping below
         return {}
@@ -217,7 +218,12 @@ def _pure_fusions(program, ops, pos, taken) -> dict:
             continue
         anchor = f.anchor.id if f.anchor is not None else min(ids, key=pos.__getitem__)
         at = pos[anchor]
-        if any(pos.get(i.id, -1) >= at or i.id in updated for i in f.inputs):
+        if any(pos.get(i.id, -1) >= at for i in f.inputs):
+            continue
+        # an updated leaf read by a member other than the anchor: an update between the two would
+        # change what that member reads (the anchor reads at its own place either way)
+        if any(i.id in updated and any(j is i for m in f.members if m.id != anchor for j in m.inputs)
+               for i in f.inputs):
             continue
         if any(p < at and r not in ids for m in ids for p, r in readers.get(m, ())):
             continue

@@ -18,6 +18,7 @@ import numpy as np
 from .backend import to_numpy
 from .graph import Node, topo_order
 from .ops import OPS
+from .ops.elementwise import dense_bias
 
 FOLD_LIMIT = 1 << 16  # fold constants up to this many elements; bigger ones stay computed
 
@@ -326,7 +327,8 @@ def inner_broadcasts():
 def lean_silu(outputs):
     """A dense SiLU (s = sigmoid(x), then x * s) whose sigmoid nothing else reads -- no gradient
     of it in this program: sampling, evaluation -- becomes one silu_lean node: one loop and no
-    array for s, the same bits. Training programs keep s for the gradient (and compute the two
+    array for s, the same bits; where x is a dense layer's sum x' + b that nothing else reads, one
+    silu_bias(x', b) node, which adds the bias in the same pass. Training programs keep s for the gradient (and compute the two
     nodes in one loop: the silu_pair fusion, ops/elementwise.py)."""
     order = topo_order(outputs)
     readers = collections.Counter(i.id for n in order for i in n.inputs)
@@ -335,8 +337,14 @@ def lean_silu(outputs):
             and n.inputs[1].inputs[0] is n.inputs[0] and readers[n.inputs[1].id] == 1}
     if not lean:
         return outputs
-    return rewrite(outputs, lambda m, n: rebuild(m, "silu_lean", m.inputs[:1], {}) if n.id in lean else None,
-                   originals=True)
+
+    def rule(m, n):
+        if n.id not in lean:
+            return None
+        xb = dense_bias(m.inputs[0]) if readers[n.inputs[0].id] == 2 else None  # the sum only s and x * s read
+        return rebuild(m, "silu_lean", m.inputs[:1], {}) if xb is None else rebuild(m, "silu_bias", xb, {})
+
+    return rewrite(outputs, rule, originals=True)
 
 
 def _by_rule(make_rule):

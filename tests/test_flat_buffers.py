@@ -135,6 +135,7 @@ OUT_CASES = {  # op -> (inputs, attrs); every input of the output's shape may be
     "silu": ([_A, 1 / (1 + np.exp(-_A))], {}),
     "silu_grad": ([_B, _A, 1 / (1 + np.exp(-_A))], {}),
     "silu_lean": ([_A], {}),
+    "silu_bias": ([_A, _B[0]], {}),
     "silu_grad_x": ([_B, _A], {}),
     "softmax_ce_backward": ([_A[:, 0], np.abs(_B) / np.abs(_B).sum(1, keepdims=True), np.array([2, 0, 1, 1])], {}),
     "sum_to": ([_A], {"lead": 0, "keep": ()}),

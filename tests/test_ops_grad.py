@@ -751,6 +751,7 @@ GRAD_CASES = {  # op name -> (build(*nodes) -> node using the op, arrays)
     "kl_normal_std": (ops.kl_normal_std, [_X, _Y]),  # drawn shapes: test_kl_normal
     "silu_lean": (ops.silu, [_IMG]),  # silu on an image activation: one node, s recomputed in the VJP
     "silu_grad_x": (ops.silu_grad_x, [_IMG2[:, :2], _IMG]),
+    "silu_bias": (ops.elementwise.silu_bias, [_X, _Y[0]]),  # a dense layer's bias and SiLU (passes.lean_silu)
     "softmax_ce_backward": (lambda g, p: ops.softmax_ce_backward(g, p, _const(g, [2, 0], "int64")), [_Y[:, 0], _P]),
     "adam_step_size": (lambda lr: ops.adam_step_size(lr, _const(lr, 3.0), beta=0.9), [np.array(0.01)]),
     # flat buffers (engine/ops/flat.py)

@@ -106,6 +106,18 @@ def pair_loop(name, x):
     return a, b
 
 
+def bias_rows(x, b):
+    """(the numba_loops module, x as (rows, units)) for a loop over a dense layer's pre-activations x
+    and its bias b (numba_math's bias loops), or None: Numba off, or x and b not native
+    C-contiguous float32 NumPy arrays with b 1-D of x's last axis length (and x not empty)."""
+    loops = _LOOPS if _LOOPS is not None else load_loops()
+    if not loops or x.__class__ is not np.ndarray or b.__class__ is not np.ndarray or x.dtype.char != "f" \
+            or b.dtype.char != "f" or not x.dtype.isnative or not b.dtype.isnative or b.ndim != 1 or not x.ndim \
+            or x.shape[-1] != b.shape[0] or not x.size or not x.flags.c_contiguous or not b.flags.c_contiguous:
+        return None
+    return loops, x.reshape(-1, b.shape[0])
+
+
 def unary_loop(name, x, out):
     """numba_loops.<name> over one array x into a new array (out None) or in place (out x), or
     None where Numba is off or x is not a native C-contiguous NumPy array (or, in place, not

@@ -25,6 +25,7 @@ from .numba_math import bce32, sigmoid32, silu32, silu_grad_x32, softplus32  # n
 from .numba_math import bce32_inplace, sigmoid32_inplace, silu32_inplace, silu_grad_x32_inplace, softplus32_inplace  # noqa: F401
 from .numba_math import _silu_grad  # the pass order SiLU's float32 loops share
 from .numba_math import cross_entropy_rows32, first_bad_label, silu_grad_x32_xg_inplace, silu_pair32, softmax_head32, softmax_rows32  # noqa: F401
+from .numba_math import silu_bias32, silu_bias32_inplace, silu_pair_bias32  # noqa: F401
 from .numba_norm import norm_grad, norm_inv_std, norm_normalized  # noqa: F401 (norm.py's loops, loaded with these)
 from .numba_winograd import f43_grad, f43_input, f43_output  # noqa: F401 (winograd43's loops, loaded with these)
 

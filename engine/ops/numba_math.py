@@ -190,6 +190,35 @@ def silu_pair32(x, s, y):
         y[i] = v * t
 
 
+# a dense layer's bias and SiLU in one pass over (rows, units) arrays (elementwise.silu_bias and
+# silu_pair with a bias): v = x + b is NumPy's float32 sum, then the loops above
+@_jit
+def silu_bias32(x, b, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j] + b[j]
+            out[i, j] = v * _sigmoid(v)
+
+
+@_jit
+def silu_bias32_inplace(x, b):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j] + b[j]
+            x[i, j] = v * _sigmoid(v)
+
+
+@_jit
+def silu_pair_bias32(x, b, h, s, y):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j] + b[j]
+            t = _sigmoid(v)
+            h[i, j] = v
+            s[i, j] = t
+            y[i, j] = v * t
+
+
 @_jit
 def silu_grad_x32(g, x, out):
     for i in range(out.size):
@@ -346,6 +375,10 @@ def warm(dtype) -> None:
         globals()[name + "_inplace"](*args)
     silu_grad_x32_xg_inplace(np.ones(1, np.float32), np.ones(1, np.float32))
     silu_pair32(np.ones(1, np.float32), np.ones(1, np.float32), np.ones(1, np.float32))
+    row, b = np.ones((1, 1), np.float32), np.ones(1, np.float32)
+    silu_bias32(row, b, row.copy())
+    silu_bias32_inplace(row, b)
+    silu_pair_bias32(row, b, row.copy(), row.copy(), row.copy())
     z, labels = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)  # int64: what the data sources feed
     softmax_head32(z, labels, z.copy(), np.ones(1, np.float32), np.ones(1, np.float32))
     softmax_rows32(z, z.copy())
