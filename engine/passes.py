@@ -328,8 +328,8 @@ def lean_silu(outputs):
     """A dense SiLU (s = sigmoid(x), then x * s) whose sigmoid nothing else reads -- no gradient
     of it in this program: sampling, evaluation -- becomes one silu_lean node: one loop and no
     array for s, the same bits; where x is a dense layer's sum x' + b that nothing else reads, one
-    silu_bias(x', b) node, which adds the bias in the same pass. Training programs keep s for the gradient (and compute the two
-    nodes in one loop: the silu_pair fusion, ops/elementwise.py)."""
+    silu_bias(x', b) node, which adds the bias in the same pass. Training programs keep s for the
+    gradient (and compute the two nodes in one loop: the silu_pair fusion, ops/elementwise.py)."""
     order = topo_order(outputs)
     readers = collections.Counter(i.id for n in order for i in n.inputs)
     readers.update(o.id for o in outputs)

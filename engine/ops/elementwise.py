@@ -177,10 +177,10 @@ def gelu(x):
 def silu(x):
     """x * sigmoid(x) (swish). Dense activations: two nodes, s = sigmoid(x) and x * s, whose VJP
     reuses s (a float32 NumPy program computes both in one loop, silu_pair; one without the
-    gradient has one node, passes.lean_silu). Image activations (4-D and up, where a step's memory is the activations'): one
-    node whose VJP recomputes s from x, so s is not kept from the forward to the backward pass
-    (the U-Net step's peak drops by a fifth for one more sigmoid pass per SiLU; the values are
-    the same to the bit)."""
+    gradient has one node, passes.lean_silu). Image activations (4-D and up, where a step's
+    memory is the activations'): one node whose VJP recomputes s from x, so s is not kept from
+    the forward to the backward pass (the U-Net step's peak drops by a fifth for one more sigmoid
+    pass per SiLU; the values are the same to the bit)."""
     if len(x.shape) >= 4:
         return _silu_lean(x)
     return _silu(x, sigmoid(x))
